@@ -1,0 +1,1 @@
+"""Online models: the River model factory, scoring, the learner and the registry."""

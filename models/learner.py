@@ -1,0 +1,107 @@
+"""The learner: the single writer of the model.
+
+Each label is joined with the vector its transaction was scored with (from
+the feature store, never recomputed), taught to the model, and journaled.
+Every ``snapshot_every_labels`` labels (or when the caller asks, e.g. on a
+timer) a new signed snapshot is published; see :mod:`models.registry` for
+why this is crash-safe.
+"""
+
+from __future__ import annotations
+
+import copy
+import enum
+from dataclasses import dataclass
+
+from river import base
+
+from features.card import FEATURE_SET_VERSION
+from features.events import Label
+from features.store import FeatureStore
+from models.errors import NoModelError
+from models.factory import build_model, learn
+from models.registry import JournalEntry, ModelRegistry, SnapshotMeta
+from models.scoring import ServingModel
+
+
+class Outcome(enum.Enum):
+    """What became of one label."""
+
+    LEARNED = "learned"
+    DUPLICATE = "duplicate"
+    UNKNOWN_TRANSACTION = "unknown_transaction"
+
+
+@dataclass
+class Learner:
+    """Teaches one model from late labels and publishes its snapshots."""
+
+    model: base.Classifier
+    meta: SnapshotMeta
+    registry: ModelRegistry
+    store: FeatureStore
+    snapshot_every_labels: int = 100
+    unpublished: int = 0
+    last_label_time: float | None = None
+
+    @classmethod
+    async def start(
+        cls, registry: ModelRegistry, store: FeatureStore, model_name: str,
+        snapshot_every_labels: int = 100,
+    ) -> Learner:
+        """Resume from the latest snapshot and its journal, or publish a new model."""
+        try:
+            meta, model = await registry.load()
+        except NoModelError:
+            model = build_model(model_name)
+            empty = SnapshotMeta(0, None, model_name, FEATURE_SET_VERSION, 0, None)
+            meta = await registry.publish(model, empty)
+        learner = cls(model, meta, registry, store, snapshot_every_labels)
+        for entry in await registry.journal():
+            learn(learner.model, entry.features, entry.is_fraud)
+            learner.unpublished += 1
+        return learner
+
+    @property
+    def labels_learned(self) -> int:
+        return self.meta.labels_learned + self.unpublished
+
+    async def learn(self, label: Label) -> tuple[Outcome, ServingModel | None]:
+        """Teach the model ``label`` with its transaction's stored vector.
+
+        Returns the outcome and, when this label completed a batch, the newly
+        published snapshot.
+        """
+        if await self.registry.was_learned(label.txn_id):
+            return Outcome.DUPLICATE, None
+        record = await self.store.scored(label.txn_id)
+        if record is None:
+            return Outcome.UNKNOWN_TRANSACTION, None
+        learn(self.model, record.features, label.is_fraud)
+        await self.registry.record_learned(
+            JournalEntry(label.txn_id, label.is_fraud, record.features)
+        )
+        self.unpublished += 1
+        self.last_label_time = label.event_time
+        published = None
+        if self.unpublished >= self.snapshot_every_labels:
+            published = await self.publish()
+        return Outcome.LEARNED, published
+
+    async def publish(self) -> ServingModel:
+        """Publish the model as a new version; return a read-only copy of it."""
+        meta = SnapshotMeta(
+            version=0,
+            parent=self.meta.version,
+            model_name=self.meta.model_name,
+            feature_set_version=FEATURE_SET_VERSION,
+            labels_learned=self.labels_learned,
+            created_at=self.last_label_time or self.meta.created_at,
+        )
+        self.meta = await self.registry.publish(self.model, meta)
+        self.unpublished = 0
+        return ServingModel(self.meta.version, copy.deepcopy(self.model))
+
+    async def publish_if_changed(self) -> ServingModel | None:
+        """Publish only when something was learned since the last snapshot."""
+        return await self.publish() if self.unpublished else None

@@ -1,0 +1,1 @@
+"""Monitoring: Prometheus metrics (injected registries), and later drift detectors."""

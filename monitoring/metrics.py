@@ -1,0 +1,101 @@
+"""Prometheus metrics of the worker and the API, built on an injected registry.
+
+Nothing is registered at import: each process builds its metrics once with
+``*.create(registry)`` and passes them down; tests build a fresh
+``CollectorRegistry`` and read samples back.
+
+Examples
+--------
+>>> from prometheus_client import CollectorRegistry
+>>> registry = CollectorRegistry()
+>>> m = PipelineMetrics.create(registry)
+>>> m.events_in.labels(topic="transactions").inc()
+>>> registry.get_sample_value("fraudstream_events_in_total", {"topic": "transactions"})
+1.0
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+#: Seconds; fine-grained below 10 ms where scoring lives.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+@dataclass(frozen=True)
+class PipelineMetrics:
+    """What the stream worker reports."""
+
+    events_in: Counter
+    scores_out: Counter
+    duplicates: Counter
+    dead_letters: Counter
+    errors: Counter
+    latency: Histogram
+    labels_learned: Counter
+    model_version: Gauge
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry) -> PipelineMetrics:
+        return cls(
+            events_in=Counter(
+                "fraudstream_events_in", "Records consumed, by topic.", ["topic"],
+                registry=registry,
+            ),
+            scores_out=Counter(
+                "fraudstream_scores_out", "Scores published to the scores topic.",
+                registry=registry,
+            ),
+            duplicates=Counter(
+                "fraudstream_duplicates", "Redelivered records recognised and not re-applied.",
+                ["topic"], registry=registry,
+            ),
+            dead_letters=Counter(
+                "fraudstream_dead_letters", "Records sent to the dead-letter topic, by reason.",
+                ["topic", "reason"], registry=registry,
+            ),
+            errors=Counter(
+                "fraudstream_errors", "Unexpected processing errors, by stage.", ["stage"],
+                registry=registry,
+            ),
+            latency=Histogram(
+                "fraudstream_processing_seconds", "Time to process one record, by stage.",
+                ["stage"], buckets=LATENCY_BUCKETS, registry=registry,
+            ),
+            labels_learned=Counter(
+                "fraudstream_labels_learned", "Labels the learner taught the model.",
+                registry=registry,
+            ),
+            model_version=Gauge(
+                "fraudstream_model_version", "Version of the model currently scoring.",
+                registry=registry,
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class ApiMetrics:
+    """What the scoring API reports."""
+
+    requests: Counter
+    latency: Histogram
+    model_version: Gauge
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry) -> ApiMetrics:
+        return cls(
+            requests=Counter(
+                "fraudstream_api_requests", "HTTP requests, by route and status code.",
+                ["route", "status"], registry=registry,
+            ),
+            latency=Histogram(
+                "fraudstream_api_request_seconds", "HTTP request latency, by route.",
+                ["route"], buckets=LATENCY_BUCKETS, registry=registry,
+            ),
+            model_version=Gauge(
+                "fraudstream_api_model_version", "Version of the model the API scores with.",
+                registry=registry,
+            ),
+        )

@@ -1,0 +1,1 @@
+"""Producers: wire schemas, a seeded simulator, and the Kafka publisher."""

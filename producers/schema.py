@@ -1,0 +1,145 @@
+"""Wire schemas: what travels on Kafka and over HTTP, validated at the edge.
+
+Each record carries ``schema_version``. Decoding either returns a core event
+(:mod:`features.events`) or raises :class:`RecordError`, whose message names
+every offending field and why, so a dead letter explains itself.
+
+Examples
+--------
+>>> raw = b'{"schema_version": 1, "txn_id": "t1", "card_id": "c1",'
+>>> raw += b' "terminal_id": "p1", "amount": 9.5, "event_time": "2026-01-01T00:00:00Z"}'
+>>> decode_transaction(raw).event_time
+1767225600.0
+>>> decode_transaction(b'{"schema_version": 1, "txn_id": "t1"}')
+Traceback (most recent call last):
+...
+producers.schema.RecordError: card_id: Field required; terminal_id: Field required; ...
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Annotated, Literal, TypeVar
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+
+from features.events import Label, Transaction
+
+SCHEMA_VERSION: Literal[1] = 1
+
+EntityId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:\-]+$")]
+Amount = Annotated[float, Field(ge=0, le=1e9, allow_inf_nan=False)]
+
+
+R = TypeVar("R", bound="_Record")
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+
+
+class TransactionRecord(_Record):
+    """A card transaction as producers publish it (topic ``transactions``)."""
+
+    txn_id: EntityId
+    card_id: EntityId
+    terminal_id: EntityId
+    amount: Amount
+    event_time: AwareDatetime
+
+    def to_event(self) -> Transaction:
+        return Transaction(
+            txn_id=self.txn_id,
+            card_id=self.card_id,
+            terminal_id=self.terminal_id,
+            amount=self.amount,
+            event_time=self.event_time.timestamp(),
+        )
+
+    @classmethod
+    def from_event(cls, txn: Transaction) -> TransactionRecord:
+        return cls(
+            txn_id=txn.txn_id,
+            card_id=txn.card_id,
+            terminal_id=txn.terminal_id,
+            amount=txn.amount,
+            event_time=to_datetime(txn.event_time),
+        )
+
+
+class LabelRecord(_Record):
+    """A fraud label (chargeback or confirmation), topic ``labels``.
+
+    ``event_time`` is when the label became known, not when the
+    transaction happened.
+    """
+
+    txn_id: EntityId
+    is_fraud: bool
+    event_time: AwareDatetime
+
+    def to_event(self) -> Label:
+        return Label(self.txn_id, self.is_fraud, self.event_time.timestamp())
+
+    @classmethod
+    def from_event(cls, label: Label) -> LabelRecord:
+        return cls(
+            txn_id=label.txn_id, is_fraud=label.is_fraud, event_time=to_datetime(label.event_time)
+        )
+
+
+class ScoreRecord(_Record):
+    """A fraud score published on topic ``scores``, keyed by card id."""
+
+    txn_id: EntityId
+    card_id: EntityId
+    score: Annotated[float, Field(ge=0, le=1)]
+    model_version: int
+    event_time: AwareDatetime
+
+
+class RecordError(ValueError):
+    """A record that does not fit its schema; ``errors`` lists (field, reason)."""
+
+    def __init__(self, errors: list[tuple[str, str]]) -> None:
+        self.errors = errors
+        super().__init__("; ".join(f"{field}: {reason}" for field, reason in errors))
+
+
+def to_datetime(seconds: float) -> datetime:
+    """Event time in epoch seconds as an aware UTC datetime."""
+    return datetime.fromtimestamp(seconds, tz=UTC)
+
+
+def decode_transaction(raw: bytes | str) -> Transaction:
+    """Validate a JSON transaction record and return the event."""
+    return _decode(TransactionRecord, raw).to_event()
+
+
+def decode_label(raw: bytes | str) -> Label:
+    """Validate a JSON label record and return the event."""
+    return _decode(LabelRecord, raw).to_event()
+
+
+def _decode(schema: type[R], raw: bytes | str) -> R:
+    try:
+        return schema.model_validate_json(raw)
+    except ValidationError as exc:
+        raise RecordError(validation_errors(exc)) from None
+
+
+def validation_errors(exc: ValidationError) -> list[tuple[str, str]]:
+    """(field, reason) pairs of a pydantic error; ``<record>`` for the whole."""
+    pairs = []
+    for error in exc.errors():
+        field = ".".join(str(p) for p in error["loc"]) or "<record>"
+        pairs.append((field, error["msg"]))
+    return pairs
+
+
+def encode(record: BaseModel) -> bytes:
+    """Compact JSON bytes of a record."""
+    return json.dumps(record.model_dump(mode="json"), separators=(",", ":")).encode()

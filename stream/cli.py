@@ -1,0 +1,173 @@
+"""``fraudstream``: the one command line, and the only place that wires everything.
+
+Subcommands: ``services up|down|status``, ``worker``, ``api``, ``produce``,
+``demo``. Settings are read once here and passed down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Sequence
+
+from stream.settings import Settings, load_settings
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{value} must be greater than 0")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{value} must be greater than 0")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fraudstream", description=__doc__)
+    parser.add_argument("--log-level", default="info",
+                        choices=["debug", "info", "warning", "error"])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    services = sub.add_parser("services", help="real Kafka, Redis, Prometheus, Alertmanager")
+    services.add_argument("action", choices=["up", "down", "status"])
+
+    sub.add_parser("worker", help="run the Faust stream worker (scoring + learning)")
+    sub.add_parser("api", help="run the scoring API")
+
+    produce = sub.add_parser("produce", help="publish simulated transactions and labels")
+    _simulation_arguments(produce)
+
+    demo = sub.add_parser("demo", help="services + worker + API + producer; Ctrl-C stops all")
+    _simulation_arguments(demo)
+    demo.add_argument("--duration", type=_positive_float, default=None,
+                      help="stop by itself after this many seconds (default: until Ctrl-C)")
+    return parser
+
+
+def _simulation_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--transactions", type=_positive_int, default=20_000)
+    parser.add_argument("--cards", type=_positive_int, default=500)
+    parser.add_argument("--rate", type=_positive_float, default=200.0,
+                        help="events per second to publish (transactions and labels)")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("kafka", "aiokafka"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+    try:
+        settings = load_settings()
+    except Exception as exc:  # pydantic names the field and the reason
+        print(f"fraudstream: invalid settings: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return _run(args, settings)
+    except KeyboardInterrupt:
+        return 130
+    except (RuntimeError, ValueError) as exc:
+        print(f"fraudstream: {exc}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
+    if args.command == "services":
+        return _services(args.action, settings)
+    if args.command == "worker":
+        from stream.worker import run_worker
+
+        run_worker(settings, args.log_level)
+        return 0
+    if args.command == "api":
+        return _api(settings, args.log_level)
+    if args.command == "produce":
+        return _produce(args, settings)
+    from stream.demo import run_demo
+
+    return run_demo(settings, args)
+
+
+def _services(action: str, settings: Settings) -> int:
+    from stream.services import LocalServices
+
+    services = LocalServices(settings.services)
+    if action == "up":
+        started = time.monotonic()
+        statuses = services.up()
+        for status in statuses:
+            print(status.line())
+        print(f"ready in {time.monotonic() - started:.1f}s; clients use:")
+        for name, value in services.endpoints().items():
+            print(f"  {name}={value}")
+        return 0 if all(s.answering for s in statuses) else 1
+    if action == "down":
+        stopped = services.down()
+        print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+        return 0
+    statuses = services.status()
+    for status in statuses:
+        print(status.line())
+    return 0 if all(s.answering for s in statuses) else 3
+
+
+def _api(settings: Settings, log_level: str) -> int:
+    import uvicorn
+    from prometheus_client import CollectorRegistry
+
+    from features.redis_store import RedisFeatureStore
+    from models.registry import ModelRegistry
+    from models.serving.app import create_app
+    from stream.worker import signing_key
+
+    store = RedisFeatureStore.from_url(settings.redis.url, settings.redis.key_prefix,
+                                       settings.redis.scored_ttl_seconds)
+    registry = ModelRegistry(store.client, settings.redis.key_prefix, signing_key(settings))
+    app = create_app(store, registry, CollectorRegistry(), settings.api.model_refresh_seconds)
+    uvicorn.run(app, host=settings.api.host, port=settings.api.port, log_level=log_level)
+    return 0
+
+
+def _produce(args: argparse.Namespace, settings: Settings) -> int:
+    from producers.publisher import Publisher, create_producer
+    from producers.simulator import SimulationConfig, simulate
+    from stream.topics import ensure_topics
+
+    ensure_topics(settings)
+    events = simulate(SimulationConfig(n_transactions=args.transactions, n_cards=args.cards,
+                                       seed=args.seed))
+    publisher = Publisher(create_producer(settings.kafka.bootstrap_servers),
+                          settings.topics.name("transactions"), settings.topics.name("labels"))
+    started = time.monotonic()
+    try:
+        for i, event in enumerate(events):
+            delay = started + i / args.rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            publisher.send(event)
+            if i % 1000 == 999:
+                publisher.flush()
+                print(f"published {i + 1}/{len(events)} events", flush=True)
+        publisher.flush()
+    finally:
+        publisher.close()
+    print(f"published {len(events)} events in {time.monotonic() - started:.1f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""``fraudstream demo``: the whole pipeline on this machine, until Ctrl-C.
+
+Starts the real servers (those not yet running), the worker, the API and a
+producer, registers the worker and API with Prometheus, then prints the
+scores as they flow. On Ctrl-C (or after ``--duration``) it stops every
+process it started, and the servers it started, and nothing else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from kafka import KafkaConsumer
+
+from stream.services import LocalServices
+from stream.settings import Settings
+from stream.topics import ensure_topics
+
+
+def _signing_key(settings: Settings) -> str:
+    """The configured key, else one generated once into the state folder."""
+    if settings.model.signing_key is not None:
+        return settings.model.signing_key.get_secret_value()
+    path = settings.services.state_dir / "signing.key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_hex(32))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def run_demo(settings: Settings, args: argparse.Namespace) -> int:
+    services = LocalServices(settings.services)
+    ours = [s.name for s in services.status() if s.pid is None]
+    print("[demo] starting services (first run fetches Kafka and may install packages) ...")
+    started = time.monotonic()
+    services.up()
+    print(f"[demo] services ready in {time.monotonic() - started:.1f}s")
+    ensure_topics(settings)
+    services.prometheus.add_target("worker", "demo", f"127.0.0.1:{settings.worker.metrics_port}")
+    services.prometheus.add_target("api", "demo", f"127.0.0.1:{settings.api.port}")
+    env = {**os.environ, **services.endpoints(), "FRAUDSTREAM_MODEL__SIGNING_KEY":
+           _signing_key(settings)}
+    logs = settings.services.state_dir.resolve() / "demo"
+    logs.mkdir(parents=True, exist_ok=True)
+    sim = ["--transactions", str(args.transactions), "--cards", str(args.cards),
+           "--rate", str(args.rate), "--seed", str(args.seed)]
+    children: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        for name, extra in (("worker", []), ("api", []), ("produce", sim)):
+            children[name] = _spawn(name, extra, env, logs / f"{name}.log")
+        _print_where_to_look(settings, services, logs)
+        _follow_scores(settings, args.duration, children)
+    except KeyboardInterrupt:
+        print("\n[demo] Ctrl-C: stopping")
+    finally:
+        for child in reversed(children.values()):
+            _stop(child)
+        stopped = [s.name for s in services.servers if s.name in ours and s.process().stop()]
+        print(f"[demo] stopped worker, api, producer; services stopped: {', '.join(stopped)}")
+    return 0
+
+
+def _spawn(
+    command: str, extra: list[str], env: dict[str, str], log: Path
+) -> subprocess.Popen[bytes]:
+    argv = [sys.executable, "-m", "stream.cli", command, *extra]
+    with log.open("ab") as out:
+        return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)
+
+
+def _stop(child: subprocess.Popen[bytes]) -> None:
+    if child.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(child.pid, signal.SIGTERM)
+    try:
+        child.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        os.killpg(child.pid, signal.SIGKILL)
+        child.wait()
+
+
+def _print_where_to_look(settings: Settings, services: LocalServices, logs: Path) -> None:
+    api = f"http://{settings.api.host}:{settings.api.port}"
+    print(f"""
+[demo] everything is starting. Where to look:
+  API docs          {api}/docs      (POST /v1/score, GET /healthz)
+  API metrics       {api}/metrics
+  worker metrics    http://{settings.worker.metrics_host}:{settings.worker.metrics_port}/metrics
+  Prometheus        {services.prometheus.url}/graph?g0.expr=rate(fraudstream_scores_out_total[1m])
+  Alertmanager      {services.alertmanager.url}
+  logs              {logs}/(worker|api|produce).log
+  Ctrl-C stops everything the demo started.
+""")
+
+
+def _follow_scores(settings: Settings, duration: float | None,
+                   children: dict[str, subprocess.Popen[bytes]]) -> None:
+    consumer = KafkaConsumer(
+        settings.topics.name("scores"), bootstrap_servers=settings.kafka.bootstrap_servers,
+        auto_offset_reset="latest", group_id=None, consumer_timeout_ms=1000,
+    )
+    began = time.monotonic()
+    seen = flagged = 0
+    last_report = began
+    try:
+        while duration is None or time.monotonic() - began < duration:
+            for message in consumer:
+                seen += 1
+                flagged += json.loads(message.value)["score"] >= 0.5
+            now = time.monotonic()
+            if now - last_report >= 5:
+                print(f"[demo] {now - began:5.0f}s  scores received: {seen}  "
+                      f"flagged >= 0.5: {flagged}", flush=True)
+                last_report = now
+            for name in ("worker", "api"):  # these must stay up
+                if children[name].poll() is not None:
+                    raise RuntimeError(f"{name} exited with {children[name].returncode}; "
+                                       "see its log")
+    finally:
+        consumer.close()

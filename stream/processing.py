@@ -1,0 +1,194 @@
+"""What the worker does with each record, free of any stream framework.
+
+The Faust agents in :mod:`stream.app` only hand raw records to a
+:class:`Pipeline` and send what it returns. So the whole behaviour (decode,
+dead-letter, score exactly once, learn from late labels, publish snapshots)
+is tested here without Faust, and Faust stays a thin shell.
+
+Errors are sorted in two kinds. A record that cannot be processed (bad
+schema, a label for an unknown transaction, a failure of our own code on
+that record) goes to the dead-letter topic with its reason and is counted.
+A failure of infrastructure (Redis unreachable, no model yet) is raised, so
+the agent retries the same record and nothing is skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from features.store import FeatureStore, ScoredRecord
+from models.errors import NoModelError
+from models.learner import Learner, Outcome
+from models.registry import ModelRegistry
+from models.scoring import ModelHolder, ServingModel, score_transaction
+from monitoring.metrics import PipelineMetrics
+from producers.schema import (
+    RecordError,
+    ScoreRecord,
+    decode_label,
+    decode_transaction,
+    encode,
+    to_datetime,
+)
+from stream.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RawRecord:
+    """A record as consumed: where it came from and its undecoded bytes."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class Emit:
+    """A record to produce."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+
+
+def dead_letter(record: RawRecord, topic: str, reason: str, detail: str) -> Emit:
+    """The dead-letter record for ``record``: where it was, what it was, why.
+
+    Examples
+    --------
+    >>> raw = RawRecord("transactions", 0, 7, b"c1", b"{}")
+    >>> out = dead_letter(raw, "dead-letters", "invalid_record", "amount: Field required")
+    >>> json.loads(out.value)["reason"], json.loads(out.value)["detail"]
+    ('invalid_record', 'amount: Field required')
+    """
+    value = None if record.value is None else record.value.decode("utf-8", "replace")
+    key = None if record.key is None else record.key.decode("utf-8", "replace")
+    payload = {
+        "source_topic": record.topic,
+        "partition": record.partition,
+        "offset": record.offset,
+        "key": key,
+        "value": value,
+        "reason": reason,
+        "detail": detail,
+    }
+    return Emit(topic, record.key, json.dumps(payload, separators=(",", ":")).encode())
+
+
+class Pipeline:
+    """Scores transactions and learns from labels, for one worker process."""
+
+    def __init__(
+        self, settings: Settings, store: FeatureStore, registry: ModelRegistry,
+        metrics: PipelineMetrics,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.registry = registry
+        self.metrics = metrics
+        self.holder = ModelHolder()
+        self.learner: Learner | None = None
+        self._start_lock = asyncio.Lock()
+        topics = settings.topics
+        self.scores_topic = topics.name("scores")
+        self.dead_letter_topic = topics.name("dead_letters")
+
+    async def start(self) -> Learner:
+        """Resume the learner and load the published model (once)."""
+        async with self._start_lock:
+            if self.learner is None:
+                self.learner = await Learner.start(
+                    self.registry, self.store, self.settings.model.name,
+                    self.settings.model.snapshot_every_labels,
+                )
+                meta, model = await self.registry.load()
+                self._serve(ServingModel(meta.version, model))
+            return self.learner
+
+    async def on_transaction(self, record: RawRecord) -> list[Emit]:
+        """Score one raw transaction record."""
+        self.metrics.events_in.labels(topic="transactions").inc()
+        await self.start()
+        started = time.perf_counter()
+        try:
+            txn = decode_transaction(record.value or b"")
+        except RecordError as exc:
+            return [self._reject(record, "transactions", "invalid_record", str(exc))]
+        try:
+            scored, duplicate = await score_transaction(self.store, self.holder, txn)
+        except Exception as exc:
+            if _is_infrastructure(exc):
+                raise
+            log.exception("scoring failed for txn %s", txn.txn_id)
+            self.metrics.errors.labels(stage="score").inc()
+            return [self._reject(record, "transactions", "processing_error", repr(exc))]
+        if duplicate:
+            self.metrics.duplicates.labels(topic="transactions").inc()
+        self.metrics.latency.labels(stage="score").observe(time.perf_counter() - started)
+        self.metrics.scores_out.inc()
+        return [Emit(self.scores_topic, scored.card_id.encode(), _score_value(scored))]
+
+    async def on_label(self, record: RawRecord) -> list[Emit]:
+        """Teach the model one raw label record."""
+        self.metrics.events_in.labels(topic="labels").inc()
+        learner = await self.start()
+        started = time.perf_counter()
+        try:
+            label = decode_label(record.value or b"")
+        except RecordError as exc:
+            return [self._reject(record, "labels", "invalid_record", str(exc))]
+        outcome, published = await learner.learn(label)
+        self.metrics.latency.labels(stage="learn").observe(time.perf_counter() - started)
+        if outcome is Outcome.UNKNOWN_TRANSACTION:
+            detail = f"txn_id: no scored transaction {label.txn_id!r} (unknown or expired)"
+            return [self._reject(record, "labels", outcome.value, detail)]
+        if outcome is Outcome.DUPLICATE:
+            self.metrics.duplicates.labels(topic="labels").inc()
+        else:
+            self.metrics.labels_learned.inc()
+        if published is not None:
+            self._serve(published)
+        return []
+
+    async def on_timer(self) -> None:
+        """Publish a snapshot if anything was learned since the last one."""
+        if self.learner is None:
+            return
+        published = await self.learner.publish_if_changed()
+        if published is not None:
+            self._serve(published)
+
+    def _serve(self, serving: ServingModel) -> None:
+        self.holder.swap(serving)
+        self.metrics.model_version.set(serving.version)
+
+    def _reject(self, record: RawRecord, topic: str, reason: str, detail: str) -> Emit:
+        self.metrics.dead_letters.labels(topic=topic, reason=reason).inc()
+        log.warning("dead-lettered %s[%d]@%d: %s: %s",
+                    record.topic, record.partition, record.offset, reason, detail)
+        return dead_letter(record, self.dead_letter_topic, reason, detail)
+
+
+def _score_value(scored: ScoredRecord) -> bytes:
+    return encode(ScoreRecord(
+        txn_id=scored.txn_id,
+        card_id=scored.card_id,
+        score=scored.score,
+        model_version=scored.model_version,
+        event_time=to_datetime(scored.event_time),
+    ))
+
+
+def _is_infrastructure(exc: BaseException) -> bool:
+    return isinstance(exc, RedisConnectionError | RedisTimeoutError | NoModelError | OSError)

@@ -1,0 +1,123 @@
+"""``fraudstream services up | down | status``: the real servers, started locally.
+
+:class:`LocalServices` installs what is missing, writes each server's config
+under ``services.state_dir``, starts the processes, and waits until each
+answers (Kafka: a metadata request from Python succeeds). ``up`` is
+idempotent; ``down`` signals only the processes whose pid files it wrote.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import monitoring
+from stream.services.process import port_open
+from stream.services.servers import (
+    HOST,
+    AlertmanagerServer,
+    KafkaServer,
+    PrometheusServer,
+    RedisServer,
+    Server,
+)
+from stream.settings import ServicesSettings
+
+
+class ServiceError(RuntimeError):
+    """A server could not be started; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    """One server: where it listens, its pid if ours, and whether it answers."""
+
+    name: str
+    address: str
+    pid: int | None
+    answering: bool
+
+    def line(self) -> str:
+        owner = f"pid {self.pid}" if self.pid else "not started by us"
+        state = "answering" if self.answering else "NOT answering"
+        return f"{self.name:<13} {self.address:<22} {owner:<20} {state}"
+
+
+def default_rule_files() -> list[Path]:
+    """The alert rule files shipped in ``monitoring/rules``."""
+    return sorted((Path(monitoring.__file__).parent / "rules").glob("*.yml"))
+
+
+class LocalServices:
+    """Kafka, Redis, Prometheus and Alertmanager as local processes."""
+
+    def __init__(self, settings: ServicesSettings, rules: list[Path] | None = None) -> None:
+        self.settings = settings
+        state = settings.state_dir.resolve()
+        self.kafka = KafkaServer(settings, state / "kafka")
+        self.redis = RedisServer(settings, state / "redis")
+        self.prometheus = PrometheusServer(
+            settings, state / "prometheus", default_rule_files() if rules is None else rules
+        )
+        self.alertmanager = AlertmanagerServer(settings, state / "alertmanager")
+
+    @property
+    def servers(self) -> list[Server]:
+        return [self.kafka, self.redis, self.prometheus, self.alertmanager]
+
+    def endpoints(self) -> dict[str, str]:
+        """The addresses clients use, as environment variables for fraudstream."""
+        return {
+            "FRAUDSTREAM_KAFKA__BOOTSTRAP_SERVERS": self.kafka.address,
+            "FRAUDSTREAM_REDIS__URL": self.redis.url,
+            "PROMETHEUS_URL": self.prometheus.url,
+            "ALERTMANAGER_URL": self.alertmanager.url,
+        }
+
+    def up(self, timeout: float = 120.0) -> list[ServiceStatus]:
+        """Start every server that is not running yet and wait until all answer."""
+        starting: list[Server] = []
+        for server in self.servers:
+            process = server.process()
+            if process.pid() is not None:
+                continue
+            if port_open(HOST, server.port):
+                raise ServiceError(
+                    f"{server.name}: port {server.port} is taken by a process fraudstream did "
+                    f"not start; stop it or choose another port "
+                    f"(FRAUDSTREAM_SERVICES__{server.name.upper()}_PORT)"
+                )
+            argv = server.prepare(self.settings)
+            server.process(argv).start()
+            starting.append(server)
+        self._wait_ready(starting, timeout)
+        return self.status()
+
+    def _wait_ready(self, servers: list[Server], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        waiting = list(servers)
+        while waiting:
+            for server in list(waiting):
+                process = server.process()
+                if process.pid() is None:
+                    raise ServiceError(
+                        f"{server.name} exited during start-up; its log "
+                        f"({process.log_file}) ends with:\n{process.log_tail()}"
+                    )
+                if server.ready():
+                    waiting.remove(server)
+            if waiting and time.monotonic() > deadline:
+                names = ", ".join(s.name for s in waiting)
+                raise ServiceError(f"not ready after {timeout:.0f}s: {names}")
+            if waiting:
+                time.sleep(0.2)
+
+    def down(self) -> list[str]:
+        """Stop the servers we started (by pid); return the names stopped."""
+        return [s.name for s in reversed(self.servers) if s.process().stop()]
+
+    def status(self) -> list[ServiceStatus]:
+        return [
+            ServiceStatus(s.name, s.address, s.process().pid(), s.ready()) for s in self.servers
+        ]

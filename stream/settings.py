@@ -1,0 +1,140 @@
+"""Settings: the only module that reads the environment.
+
+Every address, port, topic and tunable of fraudstream lives here, in frozen
+nested sections. Values come from ``FRAUDSTREAM_<SECTION>__<FIELD>``
+environment variables (or a ``.env`` file in the working directory), with
+the documented defaults below. Build them once at the entry point with
+:func:`load_settings` and pass them down.
+
+Examples
+--------
+>>> s = Settings()
+>>> s.kafka.bootstrap_servers
+'127.0.0.1:9092'
+>>> s.topics.transactions
+'transactions'
+>>> s.redis.url
+'redis://127.0.0.1:6379/0'
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class KafkaSettings(_Section):
+    """Where the Kafka cluster is, for producers, the worker and tests."""
+
+    bootstrap_servers: str = Field("127.0.0.1:9092", min_length=1)
+    #: Partitions for topics the project creates (transactions, labels, scores).
+    partitions: int = Field(4, ge=1, le=1024)
+    replication_factor: int = Field(1, ge=1)
+
+
+class TopicSettings(_Section):
+    """Topic names. ``prefix`` is prepended to all of them (tests isolate by it)."""
+
+    prefix: str = ""
+    transactions: str = "transactions"
+    labels: str = "labels"
+    scores: str = "scores"
+    dead_letters: str = "dead-letters"
+
+    def name(self, topic: str) -> str:
+        """The full name of ``topic`` (one of the fields) with the prefix."""
+        return f"{self.prefix}{getattr(self, topic)}"
+
+
+class RedisSettings(_Section):
+    """The Redis that holds feature state, scored vectors and model snapshots."""
+
+    url: str = "redis://127.0.0.1:6379/0"
+    #: Prepended to every key; the feature-set version is added after it.
+    key_prefix: str = Field("fs", min_length=1)
+    #: How long a scored transaction's feature vector is kept for its late label.
+    scored_ttl_seconds: int = Field(90 * 86400, ge=60)
+
+
+class WorkerSettings(_Section):
+    """The Faust stream worker."""
+
+    app_id: str = "fraudstream-worker"
+    #: Port of the worker's Prometheus ``/metrics`` endpoint on ``metrics_host``.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: Port = 8001
+
+
+class ApiSettings(_Section):
+    """The FastAPI scoring service."""
+
+    host: str = "127.0.0.1"
+    port: Port = 8000
+    #: How often the API looks for a newer model snapshot.
+    model_refresh_seconds: float = Field(1.0, gt=0)
+
+
+class ModelSettings(_Section):
+    """The online model and its snapshots."""
+
+    name: str = "logistic_regression"
+    #: Publish a snapshot after this many learned labels ...
+    snapshot_every_labels: int = Field(100, ge=1)
+    #: ... or after this many seconds when something was learned.
+    snapshot_every_seconds: float = Field(5.0, gt=0)
+    #: HMAC key that signs snapshots. Required by the worker and the API.
+    signing_key: SecretStr | None = None
+
+
+class ServicesSettings(_Section):
+    """The real servers ``fraudstream services`` starts as local processes."""
+
+    #: All state (data, logs, pids, generated configs) lives under this folder.
+    state_dir: Path = Path(".state")
+    #: Downloads (Kafka jars) are cached here.
+    cache_dir: Path = Path(".cache")
+    kafka_version: str = "3.9.1"
+    kafka_port: Port = 9092
+    kafka_controller_port: Port = 9097
+    kafka_heap: str = "512m"
+    redis_port: Port = 6379
+    prometheus_port: Port = 9090
+    alertmanager_port: Port = 9093
+    #: Prometheus scrape and rule evaluation interval.
+    scrape_interval: str = Field("5s", pattern=r"^\d+(ms|s|m)$")
+    #: Install missing servers with apt/Maven when they are absent.
+    auto_install: bool = True
+
+
+class Settings(BaseSettings):
+    """All of fraudstream's settings, read from the environment once."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="FRAUDSTREAM_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        frozen=True,
+        extra="ignore",
+    )
+
+    kafka: KafkaSettings = KafkaSettings()
+    topics: TopicSettings = TopicSettings()
+    redis: RedisSettings = RedisSettings()
+    worker: WorkerSettings = WorkerSettings()
+    api: ApiSettings = ApiSettings()
+    model: ModelSettings = ModelSettings()
+    services: ServicesSettings = ServicesSettings()
+
+
+def load_settings() -> Settings:
+    """Read the settings from the environment (call at entry points only)."""
+    return Settings()

@@ -1,0 +1,55 @@
+"""The worker entry point: build every part from settings and run Faust."""
+
+from __future__ import annotations
+
+import logging
+
+import faust
+from prometheus_client import CollectorRegistry, start_http_server
+
+from features.redis_store import RedisFeatureStore
+from models.registry import ModelRegistry
+from monitoring.metrics import PipelineMetrics
+from stream.app import create_app
+from stream.processing import Pipeline
+from stream.settings import Settings
+from stream.topics import ensure_topics
+
+log = logging.getLogger(__name__)
+
+
+class ConfigError(RuntimeError):
+    """A setting that is missing or unusable, named in the message."""
+
+
+def signing_key(settings: Settings) -> bytes:
+    """The snapshot signing key, or a clear error naming the setting."""
+    key = settings.model.signing_key
+    if key is None or not key.get_secret_value():
+        raise ConfigError(
+            "FRAUDSTREAM_MODEL__SIGNING_KEY is not set: model snapshots must be signed "
+            "(any long random string; `make demo` generates one)"
+        )
+    return key.get_secret_value().encode()
+
+
+def build_pipeline(settings: Settings, registry: CollectorRegistry) -> Pipeline:
+    """The pipeline with its Redis store, model registry and metrics."""
+    store = RedisFeatureStore.from_url(
+        settings.redis.url, settings.redis.key_prefix, settings.redis.scored_ttl_seconds
+    )
+    models = ModelRegistry(store.client, settings.redis.key_prefix, signing_key(settings),
+                           settings.redis.scored_ttl_seconds)
+    return Pipeline(settings, store, models, PipelineMetrics.create(registry))
+
+
+def run_worker(settings: Settings, loglevel: str = "info") -> None:
+    """Create the topics, serve ``/metrics`` and run the Faust worker until stopped."""
+    registry = CollectorRegistry()
+    pipeline = build_pipeline(settings, registry)
+    created = ensure_topics(settings)
+    if created:
+        log.info("created topics %s", ", ".join(created))
+    start_http_server(settings.worker.metrics_port, settings.worker.metrics_host, registry)
+    app = create_app(settings, pipeline)
+    faust.Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()
