@@ -138,3 +138,27 @@ class Settings(BaseSettings):
 def load_settings() -> Settings:
     """Read the settings from the environment (call at entry points only)."""
     return Settings()
+
+
+def to_env(settings: Settings) -> dict[str, str]:
+    """The environment variables that reproduce ``settings`` in a child process.
+
+    Examples
+    --------
+    >>> env = to_env(Settings(topics=TopicSettings(prefix="x-")))
+    >>> env["FRAUDSTREAM_TOPICS__PREFIX"], env["FRAUDSTREAM_KAFKA__PARTITIONS"]
+    ('x-', '4')
+    """
+    env: dict[str, str] = {}
+    for section_name in Settings.model_fields:
+        section = getattr(settings, section_name)
+        for field_name in type(section).model_fields:
+            value = getattr(section, field_name)
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            elif isinstance(value, bool):
+                value = str(value).lower()
+            env[f"FRAUDSTREAM_{section_name.upper()}__{field_name.upper()}"] = str(value)
+    return env

@@ -75,6 +75,21 @@ class ModelRefresher:
             await asyncio.sleep(every)
 
 
+def get_holder(request: Request) -> ModelHolder:
+    """The model holder of the app serving ``request``."""
+    holder: ModelHolder = request.app.state.holder
+    return holder
+
+
+def get_refresher(request: Request) -> ModelRefresher:
+    refresher: ModelRefresher = request.app.state.refresher
+    return refresher
+
+
+HolderDep = Annotated[ModelHolder, Depends(get_holder)]
+RefresherDep = Annotated[ModelRefresher, Depends(get_refresher)]
+
+
 def create_app(
     store: FeatureStore,
     registry: ModelRegistry,
@@ -98,11 +113,8 @@ def create_app(
             await store.close()
 
     app = FastAPI(title="fraudstream scoring API", version="1", lifespan=lifespan)
-
-    def get_holder() -> ModelHolder:
-        return holder
-
-    Holder = Annotated[ModelHolder, Depends(get_holder)]
+    app.state.holder = holder
+    app.state.refresher = refresher
 
     @app.exception_handler(ModelError)
     async def model_error(request: Request, exc: ModelError) -> JSONResponse:
@@ -120,7 +132,9 @@ def create_app(
         return response
 
     @app.post("/v1/score", response_model=ScoreResponse)
-    async def score(body: TransactionRecord, holder: Holder) -> ScoreResponse:
+    async def score(
+        body: TransactionRecord, holder: HolderDep, refresher: RefresherDep
+    ) -> ScoreResponse:
         if holder.current is None:
             await refresher.refresh()
         record = await score_readonly(store, holder, body.to_event())
@@ -133,7 +147,7 @@ def create_app(
         )
 
     @app.get("/healthz", response_model=Health)
-    async def healthz(holder: Holder) -> Health:
+    async def healthz(holder: HolderDep) -> Health:
         current = holder.current
         return Health(status="ok", model_version=None if current is None else current.version)
 

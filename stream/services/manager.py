@@ -75,10 +75,12 @@ class LocalServices:
             "ALERTMANAGER_URL": self.alertmanager.url,
         }
 
-    def up(self, timeout: float = 120.0) -> list[ServiceStatus]:
-        """Start every server that is not running yet and wait until all answer."""
+    def up(self, timeout: float = 120.0, only: set[str] | None = None) -> list[ServiceStatus]:
+        """Start every server (or those named in ``only``) not yet running; wait for all."""
         starting: list[Server] = []
         for server in self.servers:
+            if only is not None and server.name not in only:
+                continue
             process = server.process()
             if process.pid() is not None:
                 continue

@@ -1,0 +1,116 @@
+"""Helpers shared by the tests: real-server addresses, polling."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stream.services.process import free_port, port_open
+from stream.settings import (
+    ApiSettings,
+    KafkaSettings,
+    ModelSettings,
+    RedisSettings,
+    Settings,
+    TopicSettings,
+    WorkerSettings,
+    to_env,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class RealServers:
+    """Addresses of real servers, and where to register scrape targets."""
+
+    kafka: str
+    redis_url: str
+    prometheus_url: str
+    targets_dir: Path
+    origin: str
+
+    def add_scrape_target(self, job: str, name: str, address: str) -> None:
+        path = self.targets_dir / f"{job}-{name}.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps([{"targets": [address], "labels": {"instance_name": name}}]))
+        tmp.rename(path)
+
+    def query(self, promql: str) -> list[dict[str, Any]]:
+        """Run an instant PromQL query against the real Prometheus."""
+        url = f"{self.prometheus_url}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
+        with urllib.request.urlopen(url, timeout=5) as response:
+            body = json.load(response)
+        assert body["status"] == "success", body
+        return list(body["data"]["result"])
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.2)
+
+
+def wait_port(port: int, timeout: float = 30.0) -> None:
+    wait_for(lambda: port_open("127.0.0.1", port), timeout, f"port {port}")
+
+
+class Processes:
+    """``fraudstream <command>`` run as real child processes with given settings."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.children: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, command: str, settings: Settings) -> subprocess.Popen[bytes]:
+        log = (self.log_dir / f"{command}.log").open("ab")
+        env = {**os.environ, **to_env(settings)}
+        child = subprocess.Popen([sys.executable, "-m", "stream.cli", command],
+                                 stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+        self.children[command] = child
+        return child
+
+    def log(self, command: str) -> str:
+        return (self.log_dir / f"{command}.log").read_text(errors="replace")
+
+    def stop_all(self) -> None:
+        for child in self.children.values():
+            child.terminate()
+        for child in self.children.values():
+            try:
+                child.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                child.kill()
+
+
+def isolated_settings(servers: RealServers, **model: Any) -> Settings:
+    """Settings of one test: own topics, consumer group, Redis keys and ports."""
+    tag = secrets.token_hex(4)
+    model_settings = {"snapshot_every_labels": 50, "snapshot_every_seconds": 0.5,
+                      "signing_key": secrets.token_hex(16), **model}
+    return Settings(
+        kafka=KafkaSettings(bootstrap_servers=servers.kafka, partitions=2),
+        topics=TopicSettings(prefix=f"t{tag}-"),
+        redis=RedisSettings(url=servers.redis_url, key_prefix=f"fs-{tag}"),
+        worker=WorkerSettings(app_id=f"fraudstream-{tag}", metrics_port=free_port()),
+        api=ApiSettings(port=free_port(), model_refresh_seconds=0.2),
+        model=ModelSettings(**model_settings),
+    )
