@@ -57,13 +57,12 @@ class CardState:
     """What a card's features need to remember.
 
     ``recent`` holds ``(event_time, amount)`` pairs sorted by time, within
-    :data:`HORIZON_SECONDS` of ``last_time``; ``first_time`` and
-    ``last_time`` are the oldest and newest event times ever folded in.
+    :data:`HORIZON_SECONDS` of the newest; ``dropped`` is the newest event
+    time that left ``recent`` (so an old card is never taken for a new one).
     """
 
     recent: tuple[tuple[float, float], ...] = ()
-    first_time: float | None = None
-    last_time: float | None = None
+    dropped: float | None = None
 
 
 def step(state: CardState, txn: Transaction) -> CardState:
@@ -75,15 +74,17 @@ def step(state: CardState, txn: Transaction) -> CardState:
     >>> s = step(s, Transaction("b", "c", "p", 7.0, 90000.0))
     >>> s.recent  # the first event left the 1-day horizon
     ((90000.0, 7.0),)
-    >>> s.first_time, s.last_time
-    (0.0, 90000.0)
+    >>> s.dropped
+    0.0
     """
     recent = list(state.recent)
     insort(recent, (txn.event_time, txn.amount))
-    last = txn.event_time if state.last_time is None else max(state.last_time, txn.event_time)
-    first = txn.event_time if state.first_time is None else min(state.first_time, txn.event_time)
-    keep_from = bisect_left(recent, (last - HORIZON_SECONDS, -math.inf))
-    return CardState(recent=tuple(recent[keep_from:]), first_time=first, last_time=last)
+    keep_from = bisect_left(recent, (recent[-1][0] - HORIZON_SECONDS, -math.inf))
+    dropped = state.dropped
+    if keep_from:
+        newest_dropped = recent[keep_from - 1][0]
+        dropped = newest_dropped if dropped is None else max(dropped, newest_dropped)
+    return CardState(recent=tuple(recent[keep_from:]), dropped=dropped)
 
 
 def view(state: CardState, txn: Transaction) -> dict[str, float]:
@@ -98,7 +99,9 @@ def view(state: CardState, txn: Transaction) -> dict[str, float]:
         inside = before[bisect_left(before, (at - length, -math.inf)) :]
         vector[f"card_txn_count_{name}"] = float(len(inside))
         vector[f"card_amount_sum_{name}"] = float(sum(amount for _, amount in inside))
-    previous = _previous_time(state, before, at)
+    previous = before[-1][0] if before else None
+    if previous is None and state.dropped is not None and state.dropped < at:
+        previous = state.dropped
     since = SINCE_PREV_CAP_SECONDS if previous is None else at - previous
     vector["card_seconds_since_prev"] = min(since, SINCE_PREV_CAP_SECONDS)
     vector["card_first_seen"] = 1.0 if previous is None else 0.0
@@ -106,27 +109,17 @@ def view(state: CardState, txn: Transaction) -> dict[str, float]:
     return vector
 
 
-def _previous_time(
-    state: CardState, before: tuple[tuple[float, float], ...], at: float
-) -> float | None:
-    if before:
-        return before[-1][0]
-    if state.last_time is not None and state.last_time < at:
-        return state.last_time
-    return None
-
-
 def encode_state(state: CardState) -> bytes:
     """Compact JSON bytes for a state.
 
     Examples
     --------
-    >>> decode_state(encode_state(CardState(((1.0, 2.0),), 1.0, 1.0)))
-    CardState(recent=((1.0, 2.0),), first_time=1.0, last_time=1.0)
+    >>> decode_state(encode_state(CardState(((1.0, 2.0),), dropped=0.5)))
+    CardState(recent=((1.0, 2.0),), dropped=0.5)
     >>> decode_state(None)
-    CardState(recent=(), first_time=None, last_time=None)
+    CardState(recent=(), dropped=None)
     """
-    payload = {"r": state.recent, "f": state.first_time, "l": state.last_time}
+    payload = {"r": state.recent, "d": state.dropped}
     return json.dumps(payload, separators=(",", ":")).encode()
 
 
@@ -136,4 +129,4 @@ def decode_state(raw: bytes | str | None) -> CardState:
         return CardState()
     payload = json.loads(raw)
     recent = tuple((float(t), float(a)) for t, a in payload["r"])
-    return CardState(recent=recent, first_time=payload["f"], last_time=payload["l"])
+    return CardState(recent=recent, dropped=payload["d"])

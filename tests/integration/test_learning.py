@@ -1,0 +1,126 @@
+"""The pipeline's learning and dead-letter rules, against a real Redis registry."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import AsyncIterator
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from features.events import Label, Transaction
+from features.memory import MemoryFeatureStore
+from features.redis_store import RedisFeatureStore
+from models.errors import SnapshotIntegrityError
+from models.factory import build_model
+from models.learner import Learner
+from models.registry import ModelRegistry, SnapshotMeta
+from monitoring.metrics import PipelineMetrics
+from producers.schema import LabelRecord, TransactionRecord, encode
+from stream.processing import Pipeline, RawRecord
+from stream.settings import ModelSettings, Settings
+from tests.support import RealServers
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def redis_store(real_servers: RealServers) -> AsyncIterator[RedisFeatureStore]:
+    store = RedisFeatureStore.from_url(real_servers.redis_url, f"fs-{secrets.token_hex(4)}")
+    yield store
+    await store.close()
+
+
+@pytest.fixture
+def registry(redis_store: RedisFeatureStore) -> ModelRegistry:
+    return ModelRegistry(redis_store.client, redis_store.key_prefix, b"test-key")
+
+
+def raw(topic: str, value: bytes, offset: int = 0) -> RawRecord:
+    return RawRecord(topic, 0, offset, b"k", value)
+
+
+def txn_record(txn: Transaction) -> RawRecord:
+    return raw("transactions", encode(TransactionRecord.from_event(txn)))
+
+
+def label_record(label: Label) -> RawRecord:
+    return raw("labels", encode(LabelRecord.from_event(label)))
+
+
+@pytest.fixture
+def pipeline(registry: ModelRegistry) -> Pipeline:
+    settings = Settings(model=ModelSettings(snapshot_every_labels=3))
+    return Pipeline(settings, MemoryFeatureStore(), registry,
+                    PipelineMetrics.create(CollectorRegistry()))
+
+
+async def test_a_tampered_snapshot_is_refused(registry: ModelRegistry) -> None:
+    meta = await registry.publish(build_model("logistic_regression"),
+                                  SnapshotMeta(0, None, "logistic_regression", 1, 0, None))
+    key = f"{registry.key_prefix}:models:snap:{meta.version}"
+    await registry.client.hset(key, "blob", b"\x80\x04K\x01.")  # pickle of 1
+    with pytest.raises(SnapshotIntegrityError, match="signature does not match"):
+        await registry.load(meta.version)
+    wrong_key = ModelRegistry(registry.client, registry.key_prefix, b"other-key")
+    with pytest.raises(SnapshotIntegrityError):
+        await wrong_key.load(meta.version)
+
+
+async def test_labels_are_learned_from_the_stored_vector_once(pipeline: Pipeline) -> None:
+    t = Transaction("t1", "c1", "p1", 10.0, 1000.0)
+    await pipeline.on_transaction(txn_record(t))
+    stored = await pipeline.store.scored("t1")
+    assert stored is not None
+    assert await pipeline.on_label(label_record(Label("t1", True, 5000.0))) == []
+    assert await pipeline.on_label(label_record(Label("t1", True, 5001.0))) == []
+    learner = pipeline.learner
+    assert learner is not None and learner.labels_learned == 1
+    journal = await pipeline.registry.journal()
+    assert [(e.txn_id, e.features) for e in journal] == [("t1", stored.features)]
+
+
+async def test_a_label_for_an_unknown_transaction_is_dead_lettered(pipeline: Pipeline) -> None:
+    out = await pipeline.on_label(label_record(Label("ghost", False, 1.0)))
+    assert len(out) == 1 and out[0].topic == "dead-letters"
+    letter = json.loads(out[0].value)
+    assert letter["reason"] == "unknown_transaction" and "ghost" in letter["detail"]
+
+
+async def test_a_malformed_transaction_is_dead_lettered_with_field_and_reason(
+    pipeline: Pipeline,
+) -> None:
+    out = await pipeline.on_transaction(raw("transactions", b'{"schema_version": 1}', 42))
+    letter = json.loads(out[0].value)
+    assert letter["reason"] == "invalid_record" and letter["offset"] == 42
+    assert "txn_id: Field required" in letter["detail"]
+
+
+async def test_a_snapshot_is_published_every_n_labels_and_served(pipeline: Pipeline) -> None:
+    for i in range(3):
+        t = Transaction(f"t{i}", "c1", "p1", 10.0 + i, 1000.0 + i)
+        await pipeline.on_transaction(txn_record(t))
+        await pipeline.on_label(label_record(Label(t.txn_id, i == 2, 9000.0 + i)))
+    meta, _ = await pipeline.registry.load()
+    assert meta.labels_learned == 3 and meta.version == 2 and meta.parent == 1
+    assert pipeline.holder.require().version == 2
+    assert await pipeline.registry.journal() == []
+
+
+async def test_a_restarted_learner_resumes_from_snapshot_and_journal(
+    registry: ModelRegistry, redis_store: RedisFeatureStore
+) -> None:
+    store = MemoryFeatureStore()
+    settings = Settings(model=ModelSettings(snapshot_every_labels=100))
+    first = Pipeline(settings, store, registry, PipelineMetrics.create(CollectorRegistry()))
+    for i in range(4):
+        t = Transaction(f"t{i}", "c1", "p1", 5.0, 100.0 * i)
+        await first.on_transaction(txn_record(t))
+        await first.on_label(label_record(Label(t.txn_id, False, 1e5 + i)))
+    # the process dies here: 4 labels learned, no snapshot since the first
+    resumed = await Learner.start(registry, store, "logistic_regression", 100)
+    assert resumed.labels_learned == 4
+    assert first.learner is not None
+    probe = {"card_txn_count_1h": 2.0, "txn_amount_log": 1.0}
+    assert resumed.model.predict_proba_one(probe) == first.learner.model.predict_proba_one(probe)

@@ -1,0 +1,64 @@
+"""Wire schemas reject bad records naming the field and the reason."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from features.events import Transaction
+from producers.schema import (
+    RecordError,
+    TransactionRecord,
+    decode_label,
+    decode_transaction,
+    encode,
+)
+
+GOOD = {"schema_version": 1, "txn_id": "t1", "card_id": "c1", "terminal_id": "p1",
+        "amount": 12.5, "event_time": "2026-01-01T00:00:00+00:00"}
+
+
+def raw(**changes: object) -> bytes:
+    return json.dumps({**GOOD, **changes}).encode()
+
+
+def test_a_valid_transaction_decodes_to_the_core_event() -> None:
+    assert decode_transaction(raw()) == Transaction("t1", "c1", "p1", 12.5, 1767225600.0)
+
+
+def test_encode_then_decode_gives_the_same_event() -> None:
+    event = Transaction("t9", "c9", "p9", 3.25, 1767225600.5)
+    assert decode_transaction(encode(TransactionRecord.from_event(event))) == event
+
+
+@pytest.mark.parametrize(("change", "field", "reason"), [
+    ({"amount": -1}, "amount", "greater than or equal to 0"),
+    ({"amount": "NaN"}, "amount", "finite number"),
+    ({"card_id": ""}, "card_id", "at least 1 character"),
+    ({"card_id": "has space"}, "card_id", "pattern"),
+    ({"event_time": "2026-01-01T00:00:00"}, "event_time", "timezone"),
+    ({"schema_version": 2}, "schema_version", "1"),
+    ({"surprise": 1}, "surprise", "Extra inputs are not permitted"),
+])
+def test_a_bad_field_is_rejected_with_its_name_and_reason(
+    change: dict[str, object], field: str, reason: str
+) -> None:
+    with pytest.raises(RecordError) as caught:
+        decode_transaction(raw(**change))
+    assert [f for f, _ in caught.value.errors] == [field]
+    assert reason in caught.value.errors[0][1]
+
+
+def test_a_missing_field_and_non_json_are_named() -> None:
+    with pytest.raises(RecordError, match="amount: Field required"):
+        decode_transaction(json.dumps({k: v for k, v in GOOD.items() if k != "amount"}))
+    with pytest.raises(RecordError, match="Invalid JSON"):
+        decode_transaction(b"not json")
+
+
+def test_a_label_requires_a_boolean_truth() -> None:
+    label = {"schema_version": 1, "txn_id": "t1", "event_time": "2026-01-02T00:00:00Z"}
+    assert decode_label(json.dumps({**label, "is_fraud": True})).is_fraud is True
+    with pytest.raises(RecordError, match="is_fraud"):
+        decode_label(json.dumps({**label, "is_fraud": "perhaps"}))

@@ -1,0 +1,40 @@
+"""Settings: one frozen object from the environment, errors that name the field."""
+
+from __future__ import annotations
+
+import pydantic
+import pytest
+
+from stream.settings import Settings, load_settings, to_env
+
+
+def test_nested_sections_are_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FRAUDSTREAM_KAFKA__BOOTSTRAP_SERVERS", "10.0.0.1:9092")
+    monkeypatch.setenv("FRAUDSTREAM_SERVICES__REDIS_PORT", "6400")
+    settings = load_settings()
+    assert settings.kafka.bootstrap_servers == "10.0.0.1:9092"
+    assert settings.services.redis_port == 6400
+
+
+def test_settings_are_frozen() -> None:
+    settings = Settings()
+    with pytest.raises(pydantic.ValidationError):
+        settings.kafka.partitions = 9  # type: ignore[misc]
+
+
+def test_a_bad_port_is_rejected_naming_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FRAUDSTREAM_API__PORT", "70000")
+    with pytest.raises(pydantic.ValidationError, match=r"api\.port"):
+        load_settings()
+
+
+def test_to_env_reproduces_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    original = Settings(model={"signing_key": "s3cret", "snapshot_every_labels": 7})  # type: ignore[arg-type]
+    for name, value in to_env(original).items():
+        monkeypatch.setenv(name, value)
+    assert load_settings() == original
+
+
+def test_the_signing_key_never_shows_in_the_settings_repr() -> None:
+    settings = Settings(model={"signing_key": "s3cret"})  # type: ignore[arg-type]
+    assert "s3cret" not in repr(settings) and "s3cret" not in str(settings)
