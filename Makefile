@@ -16,10 +16,12 @@ $(STAMP): pyproject.toml constraints.txt
 
 ## make demo: install, start the real services, the worker, the API and a producer
 demo: $(STAMP)
+	$(BIN)/fraudstream services install
 	$(BIN)/fraudstream demo $(ARGS)
 
 ## make test: install, start real servers as needed, run the whole suite
 test: $(STAMP)
+	$(BIN)/fraudstream services install
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     services = sub.add_parser("services", help="real Kafka, Redis, Prometheus, Alertmanager")
-    services.add_argument("action", choices=["up", "down", "status"])
+    services.add_argument("action", choices=["install", "up", "down", "status"])
 
     sub.add_parser("worker", help="run the Faust stream worker (scoring + learning)")
     sub.add_parser("api", help="run the scoring API")
@@ -106,6 +106,10 @@ def _services(action: str, settings: Settings) -> int:
     from stream.services import LocalServices
 
     services = LocalServices(settings.services)
+    if action == "install":
+        services.install()
+        print("every program and jar the services need is installed")
+        return 0
     if action == "up":
         started = time.monotonic()
         statuses = services.up()

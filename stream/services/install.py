@@ -15,6 +15,15 @@ import sys
 from importlib import resources
 from pathlib import Path
 
+#: (program, Debian package) pairs the local servers need.
+REQUIRED_PROGRAMS = (
+    ("java", "openjdk-17-jre-headless"),
+    ("redis-server", "redis-server"),
+    ("prometheus", "prometheus"),
+    ("promtool", "prometheus"),
+    ("prometheus-alertmanager", "prometheus-alertmanager"),
+)
+
 
 class MissingToolError(RuntimeError):
     """A program a server needs is absent and could not be installed."""
@@ -39,13 +48,12 @@ def ensure_program(program: str, package: str, auto_install: bool) -> str:
     say(f"installing Debian package {package!r} (provides {program}) with apt-get")
     sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    lists = Path("/var/lib/apt/lists")
-    if not any(lists.glob("*Packages*")):
-        subprocess.run([*sudo, apt, "update", "-q"], check=False, env=env)
-    result = subprocess.run(
-        [*sudo, apt, "install", "-y", "-q", "--no-install-recommends", package],
-        env=env, capture_output=True, text=True,
-    )
+    install = [*sudo, apt, "install", "-y", "-q", "--no-install-recommends", package]
+    result = subprocess.run(install, env=env, capture_output=True, text=True)
+    if result.returncode != 0:  # package lists missing or stale: refresh once and retry
+        say("refreshing Debian package lists (apt-get update)")
+        subprocess.run([*sudo, apt, "update", "-q"], env=env, capture_output=True)
+        result = subprocess.run(install, env=env, capture_output=True, text=True)
     found = shutil.which(program)
     if result.returncode != 0 or not found:
         raise MissingToolError(

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import monitoring
+from stream.services.install import REQUIRED_PROGRAMS, ensure_kafka_jars, ensure_program
 from stream.services.process import port_open
 from stream.services.servers import (
     HOST,
@@ -74,6 +75,13 @@ class LocalServices:
             "PROMETHEUS_URL": self.prometheus.url,
             "ALERTMANAGER_URL": self.alertmanager.url,
         }
+
+    def install(self) -> None:
+        """Install every program and jar the servers need (no server is started)."""
+        for program, package in REQUIRED_PROGRAMS:
+            ensure_program(program, package, self.settings.auto_install)
+        ensure_kafka_jars(self.settings.cache_dir.resolve(), self.settings.kafka_version,
+                          self.settings.auto_install)
 
     def up(self, timeout: float = 120.0, only: set[str] | None = None) -> list[ServiceStatus]:
         """Start every server (or those named in ``only``) not yet running; wait for all."""

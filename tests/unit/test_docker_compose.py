@@ -1,0 +1,80 @@
+"""docker-compose.yml cannot run here (no Docker engine): check its structure instead."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from stream.cli import build_parser
+from stream.settings import Settings
+from tests.support import REPO
+
+COMPOSE: dict[str, Any] = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+SERVICES: dict[str, Any] = COMPOSE["services"]
+DEFAULTS = Settings()
+
+
+def test_every_part_of_the_stack_is_a_service_with_a_healthcheck() -> None:
+    expected = {"kafka", "redis", "prometheus", "alertmanager", "grafana", "worker", "api",
+                "producer"}
+    assert set(SERVICES) == expected
+    for name in expected - {"producer"}:  # the producer runs once and exits
+        assert SERVICES[name]["healthcheck"]["test"], name
+
+
+def test_kafka_is_apache_kafka_3_9_in_kraft_mode() -> None:
+    kafka = SERVICES["kafka"]
+    assert kafka["image"].startswith("apache/kafka:3.9")
+    assert kafka["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
+
+
+def test_published_ports_match_the_settings_defaults() -> None:
+    ports = {name: [p.split(":")[1] for p in svc.get("ports", [])]
+             for name, svc in SERVICES.items()}
+    assert ports["kafka"] == [DEFAULTS.kafka.bootstrap_servers.rsplit(":", 1)[1]]
+    assert ports["redis"] == [str(DEFAULTS.services.redis_port)]
+    assert ports["prometheus"] == [str(DEFAULTS.services.prometheus_port)]
+    assert ports["alertmanager"] == [str(DEFAULTS.services.alertmanager_port)]
+    assert ports["api"] == [str(DEFAULTS.api.port)]
+    assert ports["worker"] == [str(DEFAULTS.worker.metrics_port)]
+
+
+def test_app_containers_point_at_the_compose_services() -> None:
+    for name in ("worker", "api", "producer"):
+        env = SERVICES[name]["environment"]
+        host, port = env["FRAUDSTREAM_KAFKA__BOOTSTRAP_SERVERS"].split(":")
+        assert host == "kafka" and f"PLAINTEXT://:{port}" in SERVICES["kafka"]["environment"][
+            "KAFKA_LISTENERS"]
+        assert env["FRAUDSTREAM_REDIS__URL"].startswith("redis://redis:6379")
+
+
+@pytest.mark.parametrize("name", ["worker", "api", "producer"])
+def test_app_commands_are_valid_fraudstream_commands(name: str) -> None:
+    args = build_parser().parse_args(SERVICES[name]["command"])
+    assert args.command == SERVICES[name]["command"][0]
+
+
+def test_prometheus_in_compose_scrapes_the_worker_and_the_api() -> None:
+    config = yaml.safe_load((REPO / "monitoring/compose/prometheus.yml").read_text())
+    targets = {job["job_name"]: job["static_configs"][0]["targets"]
+               for job in config["scrape_configs"]}
+    assert targets["fraudstream-worker"] == [f"worker:{DEFAULTS.worker.metrics_port}"]
+    assert targets["fraudstream-api"] == [f"api:{DEFAULTS.api.port}"]
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool comes with Debian's prometheus package (make test installs it)"
+    check = subprocess.run([promtool, "check", "config", "--syntax-only",
+                            str(REPO / "monitoring/compose/prometheus.yml")],
+                           capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_mounted_files_exist() -> None:
+    for svc in SERVICES.values():
+        for volume in svc.get("volumes", []):
+            source = volume.split(":")[0]
+            assert (REPO / Path(source)).exists(), source
