@@ -109,21 +109,29 @@ def _follow_scores(settings: Settings, duration: float | None,
                    children: dict[str, subprocess.Popen[bytes]]) -> None:
     consumer = KafkaConsumer(
         settings.topics.name("scores"), bootstrap_servers=settings.kafka.bootstrap_servers,
-        auto_offset_reset="latest", group_id=None, consumer_timeout_ms=1000,
+        auto_offset_reset="latest", group_id=None,
     )
     began = time.monotonic()
-    seen = flagged = 0
+    seen = window_count = 0
+    window_sum = 0.0
+    version = 0
     last_report = began
     try:
         while duration is None or time.monotonic() - began < duration:
-            for message in consumer:
-                seen += 1
-                flagged += json.loads(message.value)["score"] >= 0.5
+            for batch in consumer.poll(timeout_ms=500).values():
+                for message in batch:
+                    score = json.loads(message.value)
+                    seen += 1
+                    window_count += 1
+                    window_sum += score["score"]
+                    version = max(version, score["model_version"])
             now = time.monotonic()
             if now - last_report >= 5:
-                print(f"[demo] {now - began:5.0f}s  scores received: {seen}  "
-                      f"flagged >= 0.5: {flagged}", flush=True)
-                last_report = now
+                mean = window_sum / window_count if window_count else float("nan")
+                print(f"[demo] {now - began:5.0f}s  scores: {seen:7d}  "
+                      f"{window_count / (now - last_report):6.0f}/s  mean score {mean:.3f}  "
+                      f"model v{version}", flush=True)
+                last_report, window_count, window_sum = now, 0, 0.0
             for name in ("worker", "api"):  # these must stay up
                 if children[name].poll() is not None:
                     raise RuntimeError(f"{name} exited with {children[name].returncode}; "
