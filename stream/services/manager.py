@@ -8,6 +8,7 @@ idempotent; ``down`` signals only the processes whose pid files it wrote.
 
 from __future__ import annotations
 
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,7 +86,7 @@ class LocalServices:
 
     def up(self, timeout: float = 120.0, only: set[str] | None = None) -> list[ServiceStatus]:
         """Start every server (or those named in ``only``) not yet running; wait for all."""
-        starting: list[Server] = []
+        starting: list[tuple[Server, subprocess.Popen[bytes]]] = []
         for server in self.servers:
             if only is not None and server.name not in only:
                 continue
@@ -99,26 +100,27 @@ class LocalServices:
                     f"(FRAUDSTREAM_SERVICES__{server.name.upper()}_PORT)"
                 )
             argv = server.prepare(self.settings)
-            server.process(argv).start()
-            starting.append(server)
+            starting.append((server, server.process(argv).start()))
         self._wait_ready(starting, timeout)
         return self.status()
 
-    def _wait_ready(self, servers: list[Server], timeout: float) -> None:
+    def _wait_ready(
+        self, starting: list[tuple[Server, subprocess.Popen[bytes]]], timeout: float
+    ) -> None:
         deadline = time.monotonic() + timeout
-        waiting = list(servers)
+        waiting = list(starting)
         while waiting:
-            for server in list(waiting):
-                process = server.process()
-                if process.pid() is None:
+            for server, child in list(waiting):
+                if child.poll() is not None:
+                    process = server.process()
                     raise ServiceError(
-                        f"{server.name} exited during start-up; its log "
+                        f"{server.name} exited with {child.returncode} during start-up; its log "
                         f"({process.log_file}) ends with:\n{process.log_tail()}"
                     )
                 if server.ready():
-                    waiting.remove(server)
+                    waiting.remove((server, child))
             if waiting and time.monotonic() > deadline:
-                names = ", ".join(s.name for s in waiting)
+                names = ", ".join(s.name for s, _ in waiting)
                 raise ServiceError(f"not ready after {timeout:.0f}s: {names}")
             if waiting:
                 time.sleep(0.2)

@@ -58,7 +58,7 @@ class ManagedProcess:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
         return None if state == "Z" else pid
 
-    def start(self, env: dict[str, str] | None = None) -> int:
+    def start(self, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         """Launch the process in its own session (so Ctrl-C elsewhere spares it)."""
         if not self.argv:
             raise ValueError(f"{self.name}: no command line to start")
@@ -70,7 +70,7 @@ class ManagedProcess:
                 cwd=self.cwd, env=env, start_new_session=True,
             )
         self.pid_file.write_text(f"{proc.pid}\n")
-        return proc.pid
+        return proc
 
     def stop(self, timeout: float = 15.0) -> bool:
         """SIGTERM our process, SIGKILL it after ``timeout``; True if one was running."""
