@@ -100,6 +100,8 @@ class Pipeline:
         self.holder = ModelHolder()
         self.learner: Learner | None = None
         self._start_lock = asyncio.Lock()
+        #: Learning and publishing never interleave: the learner is the single writer.
+        self._learn_lock = asyncio.Lock()
         topics = settings.topics
         self.scores_topic = topics.name("scores")
         self.dead_letter_topic = topics.name("dead_letters")
@@ -148,7 +150,8 @@ class Pipeline:
             label = decode_label(record.value or b"")
         except RecordError as exc:
             return [self._reject(record, "labels", "invalid_record", str(exc))]
-        outcome, published = await learner.learn(label)
+        async with self._learn_lock:
+            outcome, published = await learner.learn(label)
         self.metrics.latency.labels(stage="learn").observe(time.perf_counter() - started)
         if outcome is Outcome.UNKNOWN_TRANSACTION:
             detail = f"txn_id: no scored transaction {label.txn_id!r} (unknown or expired)"
@@ -165,7 +168,8 @@ class Pipeline:
         """Publish a snapshot if anything was learned since the last one."""
         if self.learner is None:
             return
-        published = await self.learner.publish_if_changed()
+        async with self._learn_lock:
+            published = await self.learner.publish_if_changed()
         if published is not None:
             self._serve(published)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 from collections.abc import AsyncIterator
@@ -124,3 +125,24 @@ async def test_a_restarted_learner_resumes_from_snapshot_and_journal(
     assert first.learner is not None
     probe = {"card_txn_count_1h": 2.0, "txn_amount_log": 1.0}
     assert resumed.model.predict_proba_one(probe) == first.learner.model.predict_proba_one(probe)
+
+
+async def test_a_timer_snapshot_racing_the_learner_loses_no_label(pipeline: Pipeline) -> None:
+    txns = [Transaction(f"r{i}", f"c{i % 5}", "p1", 10.0 + i, 1000.0 + i) for i in range(60)]
+    for t in txns:
+        await pipeline.on_transaction(txn_record(t))
+
+    async def timer() -> None:
+        for _ in range(200):
+            await pipeline.on_timer()
+            await asyncio.sleep(0)
+
+    async def learn() -> None:
+        for i, t in enumerate(txns):
+            await pipeline.on_label(label_record(Label(t.txn_id, i % 7 == 0, 9e4 + i)))
+
+    await asyncio.gather(timer(), learn())
+    await pipeline.on_timer()
+    meta, _ = await pipeline.registry.load()
+    assert meta.labels_learned == len(txns)
+    assert await pipeline.registry.journal() == []
