@@ -111,7 +111,7 @@ class KafkaServer(Server):
         ])
 
     def _format(self, jvm: tuple[str, ...], config: Path) -> None:
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = kafka_cluster_id()
         result = subprocess.run(
             [*jvm, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)],
             capture_output=True, text=True,
@@ -137,6 +137,23 @@ class KafkaServer(Server):
             return False
         finally:
             admin.close()
+
+
+def kafka_cluster_id() -> str:
+    """A random KRaft cluster id: 16 bytes, base64url, never starting with ``-``.
+
+    (Kafka's own ``Uuid.randomUuid`` skips those too: the CLI reads them as options.)
+
+    Examples
+    --------
+    >>> ids = {kafka_cluster_id() for _ in range(500)}
+    >>> len(ids), any(i.startswith("-") for i in ids), {len(i) for i in ids}
+    (500, False, {22})
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 class RedisServer(Server):
