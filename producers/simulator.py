@@ -2,7 +2,8 @@
 
 Transactions arrive as a Poisson process over many cards; a fraction are
 fraud, which is larger and more often at night. Each transaction's label
-arrives later: a fraud after ``fraud_delay`` on average (exponential), a
+arrives later: a fraud after ``min_label_delay`` plus an exponential delay
+of mean ``fraud_delay``, a
 genuine one is confirmed after ``maturity`` seconds. :func:`simulate`
 returns both kinds of event merged in the order they become known, so a
 publisher can emit them as they would happen.
@@ -15,6 +16,9 @@ Examples
 >>> simulate(SimulationConfig(n_transactions=50, seed=7)) == events
 True
 >>> all(a.event_time <= b.event_time for a, b in zip(events, events[1:]))
+True
+>>> txn_time = {e.txn_id: e.event_time for e in events if isinstance(e, Transaction)}
+>>> min(e.event_time - txn_time[e.txn_id] for e in events if isinstance(e, Label)) >= 3600
 True
 """
 
@@ -38,6 +42,8 @@ class SimulationConfig:
     start_time: float = 1_767_225_600.0  # 2026-01-01T00:00:00Z
     mean_gap_seconds: float = 30.0
     fraud_delay_seconds: float = 6 * 3600.0
+    #: No label arrives sooner than this after its transaction (a chargeback takes time).
+    min_label_delay_seconds: float = 3600.0
     maturity_seconds: float = 86400.0
     seed: int = 0
 
@@ -53,9 +59,8 @@ def simulate(config: SimulationConfig) -> list[Transaction | Label]:
     night = (hours < 6.0).astype(float)
     fraud = rng.random(n) < config.fraud_rate * (0.5 + 2.0 * night)
     amounts = rng.lognormal(3.5, 0.8, n) * np.where(fraud, 4.0, 1.0)
-    delays = np.where(
-        fraud, rng.exponential(config.fraud_delay_seconds, n), config.maturity_seconds
-    )
+    fraud_delays = config.min_label_delay_seconds + rng.exponential(config.fraud_delay_seconds, n)
+    delays = np.where(fraud, fraud_delays, config.maturity_seconds)
     txns = [
         Transaction(f"t{i:08d}", f"c{cards[i]:05d}", f"p{terminals[i]:04d}",
                     round(float(amounts[i]), 2), float(times[i]))
