@@ -108,6 +108,8 @@ class Pipeline:
 
     async def start(self) -> Learner:
         """Resume the learner and load the published model (once)."""
+        if self.learner is not None:  # the hot path: already started, no lock needed
+            return self.learner
         async with self._start_lock:
             if self.learner is None:
                 self.learner = await Learner.start(

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from stream.services.process import free_port, port_open
+from stream.services.servers import write_scrape_target
 from stream.settings import (
     ApiSettings,
     KafkaSettings,
@@ -43,10 +44,7 @@ class RealServers:
     origin: str
 
     def add_scrape_target(self, job: str, name: str, address: str) -> None:
-        path = self.targets_dir / f"{job}-{name}.json"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps([{"targets": [address], "labels": {"instance_name": name}}]))
-        tmp.rename(path)
+        write_scrape_target(self.targets_dir, job, name, address)
 
     def query(self, promql: str) -> list[dict[str, Any]]:
         """Run an instant PromQL query against the real Prometheus."""

@@ -233,12 +233,7 @@ class PrometheusServer(Server):
         """Make Prometheus scrape ``address`` as ``job`` (``worker`` or ``api``)."""
         if job not in self.JOBS:
             raise ValueError(f"job: must be one of {self.JOBS}, not {job!r}")
-        path = self.targets_dir / f"{job}-{name}.json"
-        self.targets_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps([{"targets": [address], "labels": {"instance_name": name}}]))
-        tmp.rename(path)
-        return path
+        return write_scrape_target(self.targets_dir, job, name, address)
 
     def ready(self) -> bool:
         return _http_ok(f"{self.url}/-/ready")
@@ -266,6 +261,16 @@ class AlertmanagerServer(Server):
 
     def ready(self) -> bool:
         return _http_ok(f"{self.url}/-/ready")
+
+
+def write_scrape_target(targets_dir: Path, job: str, name: str, address: str) -> Path:
+    """Write (atomically) the file-discovery entry that makes Prometheus scrape ``address``."""
+    targets_dir.mkdir(parents=True, exist_ok=True)
+    path = targets_dir / f"{job}-{name}.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps([{"targets": [address], "labels": {"instance_name": name}}]))
+    tmp.rename(path)
+    return path
 
 
 def _http_ok(url: str) -> bool:
