@@ -1,132 +1,214 @@
-"""Per-card features: fold a transaction into a card's state, read a vector.
+"""Per-card features: the card's history as compact records, and its vector.
 
-Pure functions, no I/O, no clock: the stream agent, the API and the offline
-replay all call :func:`step` and :func:`view`; only where the state is kept
-differs.
+Pure functions, no I/O, no clock. A card's state is its own transactions of
+the last 30 days (plus the allowed lateness), one 24-byte record each, so
+every card window is **exact**: half-open ``[t - w, t)``, the transaction
+itself and anything at or after its time excluded.
 
-The vector a transaction is scored with describes the card's history
-*strictly before* that transaction (windows are half-open, ``[t - w, t)``),
-plus the transaction's own amount. Windows are exact: the state keeps every
-(time, amount) pair inside the longest window.
+The state is stored as bytes (:func:`encode`): an 8-byte header holding the
+card's newest event time, then the records in the order they were applied.
+Folding a transaction in is appending its :func:`record` (which a Redis Lua
+script can do without understanding it); :func:`decode` sorts by time.
 
 Examples
 --------
 >>> from features.events import Transaction
->>> s = CardState()
+>>> h = CardHistory()
 >>> t1 = Transaction("t1", "c1", "p1", 10.0, event_time=1000.0)
->>> view(s, t1)["card_first_seen"]
+>>> view(h, t1)["card_first_seen"]
 1.0
->>> s = step(s, t1)
->>> t2 = Transaction("t2", "c1", "p1", 30.0, event_time=1600.0)
->>> v = view(s, t2)
+>>> h = step(h, t1)
+>>> v = view(h, Transaction("t2", "c1", "p1", 30.0, event_time=1600.0))
 >>> v["card_txn_count_1h"], v["card_amount_sum_1h"], v["card_seconds_since_prev"]
 (1.0, 10.0, 600.0)
+>>> decode(encode(h)) == h
+True
 """
 
 from __future__ import annotations
 
-import json
 import math
-from bisect import bisect_left, insort
+import struct
+import zlib
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
+from operator import itemgetter
 
 from features.events import Transaction
+from features.geo import haversine_km
 
-#: Part of every stored key: a new feature set never reads old state.
-FEATURE_SET_VERSION = 1
+#: Window name -> length in seconds, for the card's count/sum/mean/max.
+WINDOWS: dict[str, float] = {
+    "10m": 600.0, "1h": 3600.0, "1d": 86400.0, "7d": 7 * 86400.0, "30d": 30 * 86400.0,
+}
+#: Windows for the distinct-terminal counts.
+TERMINAL_WINDOWS: dict[str, float] = {"1d": 86400.0, "7d": 7 * 86400.0}
+#: Nothing older than this before a transaction changes its vector.
+HORIZON_SECONDS = 30 * 86400.0
+#: ``card_seconds_since_prev`` when the card had no transaction within the horizon.
+SINCE_PREV_CAP_SECONDS = HORIZON_SECONDS
+#: Implied speeds are capped here (two transactions a millisecond apart).
+SPEED_CAP_KMH = 100_000.0
 
-#: Window name -> length in seconds.
-WINDOWS: dict[str, float] = {"1h": 3600.0, "1d": 86400.0}
+#: One transaction: time, amount in cents, terminal hash, lat/lon in 1e-5 degrees.
+RECORD = struct.Struct("<dIIii")
+#: The header: the newest event time folded in.
+HEADER = struct.Struct("<d")
+#: ``lat``/``lon`` of a record without a location.
+NO_LOCATION = -(2**31)
 
-#: State older than this (before the card's newest event) can no longer matter.
-HORIZON_SECONDS = max(WINDOWS.values())
+Record = tuple[float, int, int, int, int]
 
-#: ``card_seconds_since_prev`` for a card with no earlier transaction, and its cap.
-SINCE_PREV_CAP_SECONDS = 30 * 86400.0
+_DESCRIBE_WINDOW = {
+    "txn_count": "number of the card's transactions in the {w} before this one",
+    "amount_sum": "total amount of the card's transactions in the {w} before",
+    "amount_mean": "mean amount of the card's transactions in the {w} before (0 if none)",
+    "amount_max": "largest amount of the card's transactions in the {w} before (0 if none)",
+}
 
-FEATURE_NAMES: tuple[str, ...] = (
-    *(f"card_{kind}_{w}" for w in WINDOWS for kind in ("txn_count", "amount_sum")),
-    "card_seconds_since_prev",
-    "card_first_seen",
-    "txn_amount_log",
-)
+FEATURES: dict[str, str] = {
+    **{f"card_{kind}_{w}": text.format(w=w) for w in WINDOWS for kind, text in
+       _DESCRIBE_WINDOW.items()},
+    "card_seconds_since_prev": "seconds since the card's previous transaction (30 days if none)",
+    "card_first_seen": "1 if the card had no transaction in the 30 days before, else 0",
+    "card_amount_zscore_30d": "(amount - 30d mean) / 30d std. dev. of the card (0 if < 2 or flat)",
+    "card_amount_ratio_mean_30d": "(amount + 1) / (30d mean amount + 1); 1 with no history",
+    **{f"card_distinct_terminals_{w}": f"distinct terminals the card used in the {w} before"
+       for w in TERMINAL_WINDOWS},
+    "card_terminal_new_30d": "1 if the card did not use this terminal in the 30 days before",
+    "card_distance_from_usual_km": "km from the mean location of the card's located 30d "
+                                   "transactions (0 without locations)",
+    "card_speed_since_prev_kmh": "km/h implied by the previous transaction's location and time "
+                                 "(0 without locations; capped at 100,000)",
+}
+FEATURE_NAMES: tuple[str, ...] = tuple(FEATURES)
 
 
 @dataclass(frozen=True, slots=True)
-class CardState:
-    """What a card's features need to remember.
+class CardHistory:
+    """A card's records sorted by time (ties in the order applied), and its newest time."""
 
-    ``recent`` holds ``(event_time, amount)`` pairs sorted by time, within
-    :data:`HORIZON_SECONDS` of the newest; ``dropped`` is the newest event
-    time that left ``recent`` (so an old card is never taken for a new one).
+    records: tuple[Record, ...] = ()
+    newest: float | None = None
+
+
+def terminal_hash(terminal_id: str) -> int:
+    """A 32-bit hash of a terminal id (CRC-32): what card records keep of it.
+
+    >>> terminal_hash("p1") == terminal_hash("p1") != terminal_hash("p2")
+    True
     """
-
-    recent: tuple[tuple[float, float], ...] = ()
-    dropped: float | None = None
+    return zlib.crc32(terminal_id.encode())
 
 
-def step(state: CardState, txn: Transaction) -> CardState:
-    """Fold ``txn`` into ``state`` and drop what can no longer matter.
-
-    Examples
-    --------
-    >>> s = step(CardState(), Transaction("a", "c", "p", 5.0, 0.0))
-    >>> s = step(s, Transaction("b", "c", "p", 7.0, 90000.0))
-    >>> s.recent  # the first event left the 1-day horizon
-    ((90000.0, 7.0),)
-    >>> s.dropped
-    0.0
-    """
-    recent = list(state.recent)
-    insort(recent, (txn.event_time, txn.amount))
-    keep_from = bisect_left(recent, (recent[-1][0] - HORIZON_SECONDS, -math.inf))
-    dropped = state.dropped
-    if keep_from:
-        newest_dropped = recent[keep_from - 1][0]
-        dropped = newest_dropped if dropped is None else max(dropped, newest_dropped)
-    return CardState(recent=tuple(recent[keep_from:]), dropped=dropped)
+def record(txn: Transaction) -> Record:
+    """The record ``txn`` adds to its card's history."""
+    if txn.lat is None or txn.lon is None:
+        lat = lon = NO_LOCATION
+    else:
+        lat, lon = round(txn.lat * 1e5), round(txn.lon * 1e5)
+    return (txn.event_time, round(txn.amount * 100), terminal_hash(txn.terminal_id), lat, lon)
 
 
-def view(state: CardState, txn: Transaction) -> dict[str, float]:
-    """The feature vector for scoring ``txn`` given the card's ``state``.
+def packed_record(txn: Transaction) -> bytes:
+    """:func:`record` as the bytes appended to the stored history."""
+    return RECORD.pack(*record(txn))
 
-    Only events strictly before ``txn.event_time`` count.
-    """
+
+def step(history: CardHistory, txn: Transaction) -> CardHistory:
+    """``history`` with ``txn`` folded in (kept sorted; ties stay in applied order)."""
+    new = record(txn)
+    records = list(history.records)
+    records.insert(bisect_right(records, new[0], key=itemgetter(0)), new)
+    newest = txn.event_time if history.newest is None else max(history.newest, txn.event_time)
+    return CardHistory(tuple(records), newest)
+
+
+def is_too_late(history: CardHistory, txn: Transaction, allowed_lateness: float) -> bool:
+    """Whether ``txn`` is older than the card's newest event by more than allowed."""
+    return history.newest is not None and txn.event_time < history.newest - allowed_lateness
+
+
+def stale_count(history: CardHistory, allowed_lateness: float) -> int:
+    """How many records no allowed transaction can see any more (to compact away)."""
+    if history.newest is None:
+        return 0
+    cutoff = history.newest - allowed_lateness - HORIZON_SECONDS
+    return bisect_left(history.records, cutoff, key=itemgetter(0))
+
+
+def compact(history: CardHistory, allowed_lateness: float) -> CardHistory:
+    """``history`` without its stale records; every allowed vector is unchanged."""
+    return CardHistory(history.records[stale_count(history, allowed_lateness):], history.newest)
+
+
+def encode(history: CardHistory) -> bytes:
+    """The stored bytes: header, then the records."""
+    if history.newest is None:
+        return b""
+    return HEADER.pack(history.newest) + b"".join(RECORD.pack(*r) for r in history.records)
+
+
+def decode(raw: bytes | None) -> CardHistory:
+    """The history stored as ``raw`` (records sorted by time, ties in stored order)."""
+    if not raw:
+        return CardHistory()
+    (newest,) = HEADER.unpack_from(raw)
+    records = sorted(RECORD.iter_unpack(memoryview(raw)[HEADER.size:]), key=itemgetter(0))
+    return CardHistory(tuple(records), newest)
+
+
+def view(history: CardHistory, txn: Transaction) -> dict[str, float]:
+    """The card features for scoring ``txn``: only records strictly before it count."""
     at = txn.event_time
-    before = state.recent[: bisect_left(state.recent, (at, -math.inf))]
+    records = history.records
+    end = bisect_left(records, at, key=itemgetter(0))
+    recent = records[bisect_left(records, at - HORIZON_SECONDS, 0, end, key=itemgetter(0)):end]
+    times = [r[0] for r in recent]
+    cents = [r[1] for r in recent]
     vector: dict[str, float] = {}
     for name, length in WINDOWS.items():
-        inside = before[bisect_left(before, (at - length, -math.inf)) :]
-        vector[f"card_txn_count_{name}"] = float(len(inside))
-        vector[f"card_amount_sum_{name}"] = float(sum(amount for _, amount in inside))
-    previous = before[-1][0] if before else None
-    if previous is None and state.dropped is not None and state.dropped < at:
-        previous = state.dropped
-    since = SINCE_PREV_CAP_SECONDS if previous is None else at - previous
-    vector["card_seconds_since_prev"] = min(since, SINCE_PREV_CAP_SECONDS)
-    vector["card_first_seen"] = 1.0 if previous is None else 0.0
-    vector["txn_amount_log"] = math.log1p(max(txn.amount, 0.0))
+        inside = cents[bisect_left(times, at - length):]
+        total = sum(inside)
+        count = len(inside)
+        vector[f"card_txn_count_{name}"] = float(count)
+        vector[f"card_amount_sum_{name}"] = total / 100
+        vector[f"card_amount_mean_{name}"] = total / count / 100 if count else 0.0
+        vector[f"card_amount_max_{name}"] = max(inside) / 100 if count else 0.0
+    vector["card_seconds_since_prev"] = at - times[-1] if recent else SINCE_PREV_CAP_SECONDS
+    vector["card_first_seen"] = 0.0 if recent else 1.0
+    vector.update(_amount_vs_history(cents, round(txn.amount * 100)))
+    terminals = [r[2] for r in recent]
+    for name, length in TERMINAL_WINDOWS.items():
+        vector[f"card_distinct_terminals_{name}"] = float(
+            len(set(terminals[bisect_left(times, at - length):]))
+        )
+    vector["card_terminal_new_30d"] = 0.0 if terminal_hash(txn.terminal_id) in terminals else 1.0
+    vector.update(_location(recent, txn))
     return vector
 
 
-def encode_state(state: CardState) -> bytes:
-    """Compact JSON bytes for a state.
-
-    Examples
-    --------
-    >>> decode_state(encode_state(CardState(((1.0, 2.0),), dropped=0.5)))
-    CardState(recent=((1.0, 2.0),), dropped=0.5)
-    >>> decode_state(None)
-    CardState(recent=(), dropped=None)
-    """
-    payload = {"r": state.recent, "d": state.dropped}
-    return json.dumps(payload, separators=(",", ":")).encode()
+def _amount_vs_history(cents: list[int], amount: int) -> dict[str, float]:
+    n, total = len(cents), sum(cents)
+    zscore = 0.0
+    if n >= 2:
+        spread = n * sum(c * c for c in cents) - total * total  # n^2 * variance, exact
+        if spread > 0:
+            zscore = (n * amount - total) / math.sqrt(spread)
+    ratio = (amount / 100 + 1) / (total / n / 100 + 1) if n else 1.0
+    return {"card_amount_zscore_30d": zscore, "card_amount_ratio_mean_30d": ratio}
 
 
-def decode_state(raw: bytes | str | None) -> CardState:
-    """The state stored as ``raw``; an empty state for ``None``."""
-    if raw is None:
-        return CardState()
-    payload = json.loads(raw)
-    recent = tuple((float(t), float(a)) for t, a in payload["r"])
-    return CardState(recent=recent, dropped=payload["d"])
+def _location(recent: tuple[Record, ...], txn: Transaction) -> dict[str, float]:
+    distance = speed = 0.0
+    if txn.lat is not None and txn.lon is not None:
+        located = [r for r in recent if r[3] != NO_LOCATION]
+        if located:
+            lat = sum(r[3] for r in located) / len(located) / 1e5
+            lon = sum(r[4] for r in located) / len(located) / 1e5
+            distance = haversine_km(lat, lon, txn.lat, txn.lon)
+        previous = recent[-1] if recent else None
+        if previous is not None and previous[3] != NO_LOCATION:
+            km = haversine_km(previous[3] / 1e5, previous[4] / 1e5, txn.lat, txn.lon)
+            speed = min(km / ((txn.event_time - previous[0]) / 3600), SPEED_CAP_KMH)
+    return {"card_distance_from_usual_km": distance, "card_speed_since_prev_kmh": speed}

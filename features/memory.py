@@ -1,48 +1,112 @@
 """An in-memory FeatureStore, for tests and embedded replays.
 
+It keeps exactly what the Redis store keeps (the same card bytes, bucket
+counters and fraud entries) and follows the same steps as its Lua script,
+so the contract suite can hold both to the same vectors. It never expires
+anything: a replay's memory grows with its number of cards and terminals.
+
 Examples
 --------
 >>> import asyncio
->>> from features.card import step
 >>> from features.events import Transaction
->>> from features.store import ScoredRecord
+>>> from features.store import ScoredRecord, Status
+>>> from features.vector import view
 >>> store = MemoryFeatureStore()
 >>> t = Transaction("t1", "c1", "p1", 5.0, 100.0)
->>> state, done = asyncio.run(store.begin(t))
->>> done is None
-True
->>> rec = ScoredRecord("t1", "c1", 100.0, {}, 0.1, 1)
->>> asyncio.run(store.commit(t, step(state, t), rec))
->>> asyncio.run(store.scored("t1")) == rec
-True
+>>> [applied] = asyncio.run(store.apply([t]))
+>>> applied.status
+<Status.NEW: 'new'>
+>>> rec = ScoredRecord("t1", "c1", "p1", 100.0, view(applied.state, t), 0.1, 1)
+>>> asyncio.run(store.save([(applied, rec)]))
+>>> asyncio.run(store.apply([t]))[0].status
+<Status.DONE: 'done'>
 """
 
 from __future__ import annotations
 
-from features.card import CardState
-from features.events import Transaction
-from features.store import ScoredRecord
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from features import card, terminal
+from features.events import Label, Transaction
+from features.store import (
+    COMPACT_AFTER_STALE,
+    Applied,
+    ScoredRecord,
+    Status,
+    decode_state,
+)
+from features.vector import EntityState
+
+
+@dataclass
+class _Terminal:
+    buckets: dict[int, int] = field(default_factory=dict)
+    newest: tuple[int | None, ...] = (None,) * len(terminal.WINDOWS)
+    frauds: dict[str, bytes] = field(default_factory=dict)
 
 
 class MemoryFeatureStore:
     """Dict-backed :class:`~features.store.FeatureStore`."""
 
-    def __init__(self) -> None:
-        self._cards: dict[str, CardState] = {}
-        self._scored: dict[str, ScoredRecord] = {}
+    def __init__(self, allowed_lateness: float = 3600.0) -> None:
+        self.allowed_lateness = allowed_lateness
+        self._cards: dict[str, bytes] = {}
+        self._terminals: dict[str, _Terminal] = {}
+        self._pending: dict[str, EntityState] = {}
+        self._scored: dict[str, bytes] = {}
 
-    async def begin(self, txn: Transaction) -> tuple[CardState, ScoredRecord | None]:
-        return await self.card_state(txn.card_id), self._scored.get(txn.txn_id)
+    async def apply(self, txns: Sequence[Transaction]) -> list[Applied]:
+        return [self._apply(txn) for txn in txns]
 
-    async def commit(self, txn: Transaction, state: CardState, record: ScoredRecord) -> None:
-        self._cards[txn.card_id] = state
-        self._scored[txn.txn_id] = record
+    def _apply(self, txn: Transaction) -> Applied:
+        if (saved := self._scored.get(txn.txn_id)) is not None:
+            return Applied(txn, Status.DONE, record=ScoredRecord.from_bytes(saved))
+        if (pending := self._pending.get(txn.txn_id)) is not None:
+            return Applied(txn, Status.PENDING, state=pending)
+        blob = self._cards.get(txn.card_id, b"")
+        newest = card.HEADER.unpack_from(blob)[0] if blob else None
+        if newest is not None and txn.event_time < newest - self.allowed_lateness:
+            return Applied(txn, Status.LATE, newest=newest)
+        term = self._terminals.setdefault(txn.terminal_id, _Terminal())
+        state = decode_state(blob, *self._terminal_view(term, txn.event_time))
+        header = card.HEADER.pack(max(txn.event_time, newest or txn.event_time))
+        self._cards[txn.card_id] = header + blob[card.HEADER.size:] + card.packed_record(txn)
+        term.buckets, term.newest = terminal.step(term.buckets, term.newest, txn.event_time)
+        self._pending[txn.txn_id] = state
+        return Applied(txn, Status.NEW, state=state)
 
-    async def card_state(self, card_id: str) -> CardState:
-        return self._cards.get(card_id, CardState())
+    async def save(self, scored: Sequence[tuple[Applied, ScoredRecord]]) -> None:
+        for applied, record in scored:
+            self._scored[record.txn_id] = record.to_bytes()
+            self._pending.pop(record.txn_id, None)
+            self._compact(applied.txn.card_id)
+
+    def _compact(self, card_id: str) -> None:
+        history = card.decode(self._cards.get(card_id))
+        if card.stale_count(history, self.allowed_lateness) >= COMPACT_AFTER_STALE:
+            self._cards[card_id] = card.encode(card.compact(history, self.allowed_lateness))
+
+    async def peek(self, txn: Transaction) -> EntityState:
+        term = self._terminals.get(txn.terminal_id, _Terminal())
+        counts, frauds = self._terminal_view(term, txn.event_time)
+        return decode_state(self._cards.get(txn.card_id), counts, frauds)
+
+    @staticmethod
+    def _terminal_view(term: _Terminal, at: float) -> tuple[tuple[int, ...], list[bytes]]:
+        counts = terminal.window_counts(term.buckets, term.newest, at)
+        floor = terminal.fraud_floor(term.newest, at)
+        frauds = [v for v in term.frauds.values() if terminal.FRAUD.unpack(v)[0] >= floor]
+        return counts, frauds
+
+    async def record_fraud(self, record: ScoredRecord, label: Label) -> None:
+        term = self._terminals.setdefault(record.terminal_id, _Terminal())
+        packed = terminal.pack_fraud(record.event_time, label.event_time)
+        term.frauds.setdefault(record.txn_id, packed)  # the first arrival counts
 
     async def scored(self, txn_id: str) -> ScoredRecord | None:
-        return self._scored.get(txn_id)
+        raw = self._scored.get(txn_id)
+        return None if raw is None else ScoredRecord.from_bytes(raw)
 
     async def close(self) -> None:
         return None

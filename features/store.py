@@ -1,24 +1,35 @@
-"""The FeatureStore protocol: where card state and scored vectors live.
+"""The FeatureStore protocol: where feature state and scored vectors live.
 
 Two implementations honour it, :class:`features.memory.MemoryFeatureStore`
 and :class:`features.redis_store.RedisFeatureStore`; one contract test suite
-runs against both. The store holds two things per the design:
+runs against both. Scoring a batch of transactions is two calls:
 
-- each card's :class:`~features.card.CardState` (one writer per card: the
-  scoring agent that owns the card's partition);
-- each scored transaction's :class:`ScoredRecord`, the exact vector it was
-  scored with, kept for its late label. Its presence also marks the
-  transaction as applied, which makes redelivery harmless.
+1. :meth:`FeatureStore.apply` folds each transaction into its card's and its
+   terminal's state, atomically and at most once per transaction id, and
+   returns the state *before* it (one round trip for the whole batch). A
+   transaction applied before comes back ``PENDING`` with the very state it
+   was applied on (so its vector is recomputed exactly) or ``DONE`` with its
+   saved record; one older than its card's newest event by more than the
+   allowed lateness comes back ``LATE`` and changes nothing.
+2. :meth:`FeatureStore.save` stores each :class:`ScoredRecord` (the exact
+   vector, score and model version), which the learner later joins with the
+   transaction's label.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
+import enum
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
-from features.card import CardState
-from features.events import Transaction
+from features import card, terminal
+from features.events import Label, Transaction
+from features.terminal import TerminalState
+from features.vector import EntityState, pack_vector, unpack_vector
+
+_HEADER = struct.Struct("<ddi")
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,47 +38,113 @@ class ScoredRecord:
 
     Examples
     --------
-    >>> r = ScoredRecord("t1", "c1", 10.0, {"x": 1.0}, 0.25, 3)
-    >>> ScoredRecord.from_json(r.to_json()) == r
+    >>> from features.vector import EntityState, view
+    >>> t = Transaction("t1", "c1", "p1", 10.0, 5.0)
+    >>> r = ScoredRecord("t1", "c1", "p1", 5.0, view(EntityState(), t), 0.25, 3)
+    >>> ScoredRecord.from_bytes(r.to_bytes()) == r
     True
     """
 
     txn_id: str
     card_id: str
+    terminal_id: str
     event_time: float
     features: dict[str, float]
     score: float
     model_version: int
 
-    def to_json(self) -> bytes:
-        """Compact JSON bytes."""
-        return json.dumps(asdict(self), separators=(",", ":")).encode()
+    def to_bytes(self) -> bytes:
+        """Compact bytes: times and score, the three ids, the packed vector."""
+        ids = b"".join(_short(s) for s in (self.txn_id, self.card_id, self.terminal_id))
+        header = _HEADER.pack(self.event_time, self.score, self.model_version)
+        return header + ids + pack_vector(self.features)
 
     @classmethod
-    def from_json(cls, raw: bytes | str) -> ScoredRecord:
-        """The record encoded as ``raw`` by :meth:`to_json`."""
-        return cls(**json.loads(raw))
+    def from_bytes(cls, raw: bytes) -> ScoredRecord:
+        """The record encoded by :meth:`to_bytes`."""
+        event_time, score, version = _HEADER.unpack_from(raw)
+        at = _HEADER.size
+        ids = []
+        for _ in range(3):
+            size = raw[at]
+            ids.append(raw[at + 1 : at + 1 + size].decode())
+            at += 1 + size
+        return cls(ids[0], ids[1], ids[2], event_time, unpack_vector(raw[at:]), score, version)
+
+
+def _short(text: str) -> bytes:
+    raw = text.encode()
+    if len(raw) > 255:
+        raise ValueError(f"id longer than 255 bytes: {text[:40]!r}...")
+    return bytes([len(raw)]) + raw
+
+
+class Status(enum.Enum):
+    """What :meth:`FeatureStore.apply` did with one transaction."""
+
+    NEW = "new"
+    PENDING = "pending"
+    DONE = "done"
+    LATE = "late"
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """The outcome of applying one transaction.
+
+    ``state`` is the state before the transaction (``NEW``, ``PENDING``),
+    ``record`` its saved record (``DONE``), ``newest`` the card's newest
+    event time (``LATE``).
+    """
+
+    txn: Transaction
+    status: Status
+    state: EntityState | None = None
+    record: ScoredRecord | None = None
+    newest: float | None = None
 
 
 class FeatureStore(Protocol):
-    """Card state and scored records, read and written per transaction."""
+    """Feature state and scored records; see the module docs for the protocol."""
 
-    async def begin(self, txn: Transaction) -> tuple[CardState, ScoredRecord | None]:
-        """The card's state, and ``txn``'s record if it was already scored."""
+    allowed_lateness: float
+
+    async def apply(self, txns: Sequence[Transaction]) -> list[Applied]:
+        """Fold each transaction in, in order, at most once; the state before each."""
         ...
 
-    async def commit(self, txn: Transaction, state: CardState, record: ScoredRecord) -> None:
-        """Store the card's new ``state`` and ``txn``'s ``record``, atomically."""
+    async def save(self, scored: Sequence[tuple[Applied, ScoredRecord]]) -> None:
+        """Store the records of applied transactions (and tidy their cards' state)."""
         ...
 
-    async def card_state(self, card_id: str) -> CardState:
-        """The card's current state (empty for an unknown card); read-only."""
+    async def peek(self, txn: Transaction) -> EntityState:
+        """The state ``txn`` would be scored from now; read-only."""
+        ...
+
+    async def record_fraud(self, record: ScoredRecord, label: Label) -> None:
+        """Count a fraud label for the record's terminal, from ``label.event_time`` on.
+
+        Idempotent: the same transaction's label counts once.
+        """
         ...
 
     async def scored(self, txn_id: str) -> ScoredRecord | None:
-        """The record ``txn_id`` was scored with, if it is known and not expired."""
+        """The record ``txn_id`` was saved with, if known and not expired."""
         ...
 
     async def close(self) -> None:
         """Release connections."""
         ...
+
+
+#: A card is compacted when its history holds this many records no one can see.
+COMPACT_AFTER_STALE = 4
+
+
+def decode_state(card_blob: bytes | None, counts: Sequence[int],
+                 fraud_values: Sequence[bytes]) -> EntityState:
+    """The :class:`EntityState` from what a store keeps: card bytes, window counts, frauds."""
+    return EntityState(
+        card.decode(card_blob),
+        TerminalState(tuple(int(c) for c in counts), terminal.unpack_frauds(fraud_values)),
+    )

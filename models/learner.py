@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 from river import base
 
-from features.card import FEATURE_SET_VERSION
 from features.events import Label
 from features.store import FeatureStore
+from features.vector import FEATURE_SET_VERSION
 from models.errors import NoModelError
 from models.factory import build_model, learn
 from models.registry import JournalEntry, ModelRegistry, SnapshotMeta
@@ -77,10 +77,14 @@ class Learner:
         record = await self.store.scored(label.txn_id)
         if record is None:
             return Outcome.UNKNOWN_TRANSACTION, None
-        learn(self.model, record.features, label.is_fraud)
+        # Writes first, each safe to repeat, so a failure here leaves the
+        # in-memory model untouched and the retried label is learned once.
+        if label.is_fraud:
+            await self.store.record_fraud(record, label)
         await self.registry.record_learned(
             JournalEntry(label.txn_id, label.is_fraud, record.features)
         )
+        learn(self.model, record.features, label.is_fraud)
         self.unpublished += 1
         self.last_label_time = label.event_time
         published = None

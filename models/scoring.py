@@ -1,19 +1,20 @@
 """Scoring a transaction: view its features, score them, record both.
 
-:func:`score_transaction` is the one scoring routine of the stream agent;
-the API uses :func:`score_readonly`, which computes the same vector from the
-same state but writes nothing.
+:func:`score_batch` is the one scoring routine of the stream agent and the
+offline replay; the API uses :func:`score_readonly`, which computes the same
+vector from the same state but writes nothing.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from river import base
 
-from features.card import step, view
 from features.events import Transaction
-from features.store import FeatureStore, ScoredRecord
+from features.store import Applied, FeatureStore, ScoredRecord, Status
+from features.vector import view
 from models.errors import NoModelError
 from models.factory import fraud_probability
 
@@ -50,34 +51,58 @@ class ModelHolder:
         return self.current
 
 
-async def score_transaction(
-    store: FeatureStore, holder: ModelHolder, txn: Transaction
-) -> tuple[ScoredRecord, bool]:
-    """Score ``txn`` and fold it into its card's state, exactly once.
+@dataclass(frozen=True, slots=True)
+class Scored:
+    """One transaction's outcome: its record, or why it has none (``LATE``).
 
-    Returns the record and whether ``txn`` had already been scored (then the
-    stored record is returned unchanged and nothing is written).
+    ``duplicate`` is true when the transaction had been applied before (a
+    redelivery): its state was not changed again.
     """
-    state, existing = await store.begin(txn)
-    if existing is not None:
-        return existing, True
-    record = _score(holder.require(), txn, view(state, txn))
-    await store.commit(txn, step(state, txn), record)
-    return record, False
+
+    applied: Applied
+    record: ScoredRecord | None
+
+    @property
+    def duplicate(self) -> bool:
+        return self.applied.status in (Status.DONE, Status.PENDING)
+
+
+async def score_batch(
+    store: FeatureStore, holder: ModelHolder, txns: Sequence[Transaction]
+) -> list[Scored]:
+    """Score ``txns`` in order and fold them into their entities' state, exactly once.
+
+    Two round trips to the store per batch: apply (the score needs only this
+    one) and save. A transaction applied before gets its saved record back,
+    or, if it was never saved, the same vector recomputed from the state it
+    was applied on.
+    """
+    serving = holder.require()
+    results, to_save = [], []
+    for applied in await store.apply(txns):
+        record = applied.record
+        if applied.state is not None:
+            record = _score(serving, applied.txn, view(applied.state, applied.txn))
+            to_save.append((applied, record))
+        results.append(Scored(applied, record))
+    if to_save:
+        await store.save(to_save)
+    return results
 
 
 async def score_readonly(
     store: FeatureStore, holder: ModelHolder, txn: Transaction
 ) -> ScoredRecord:
-    """Score ``txn`` from its card's current state without writing anything."""
-    state = await store.card_state(txn.card_id)
-    return _score(holder.require(), txn, view(state, txn))
+    """Score ``txn`` from the current state without writing anything."""
+    serving = holder.require()
+    return _score(serving, txn, view(await store.peek(txn), txn))
 
 
 def _score(serving: ServingModel, txn: Transaction, features: dict[str, float]) -> ScoredRecord:
     return ScoredRecord(
         txn_id=txn.txn_id,
         card_id=txn.card_id,
+        terminal_id=txn.terminal_id,
         event_time=txn.event_time,
         features=features,
         score=fraud_probability(serving.model, features),

@@ -22,14 +22,24 @@ import json
 from datetime import UTC, datetime
 from typing import Annotated, Literal, TypeVar
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from features.events import Label, Transaction
 
 SCHEMA_VERSION: Literal[1] = 1
 
 EntityId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:\-]+$")]
-Amount = Annotated[float, Field(ge=0, le=1e9, allow_inf_nan=False)]
+#: Money, to the cent (stored as a 32-bit count of cents in card state).
+Amount = Annotated[float, Field(ge=0, le=1e7, allow_inf_nan=False)]
+Latitude = Annotated[float, Field(ge=-90, le=90, allow_inf_nan=False)]
+Longitude = Annotated[float, Field(ge=-180, le=180, allow_inf_nan=False)]
 
 
 R = TypeVar("R", bound="_Record")
@@ -49,6 +59,16 @@ class TransactionRecord(_Record):
     terminal_id: EntityId
     amount: Amount
     event_time: AwareDatetime
+    #: The terminal's location, when known (both or neither).
+    lat: Latitude | None = None
+    lon: Longitude | None = None
+
+    @model_validator(mode="after")
+    def _location_is_whole(self) -> TransactionRecord:
+        if (self.lat is None) != (self.lon is None):
+            missing = "lon" if self.lon is None else "lat"
+            raise ValueError(f"{missing} is required when the other coordinate is given")
+        return self
 
     def to_event(self) -> Transaction:
         return Transaction(
@@ -57,6 +77,8 @@ class TransactionRecord(_Record):
             terminal_id=self.terminal_id,
             amount=self.amount,
             event_time=self.event_time.timestamp(),
+            lat=self.lat,
+            lon=self.lon,
         )
 
     @classmethod
@@ -67,6 +89,8 @@ class TransactionRecord(_Record):
             terminal_id=txn.terminal_id,
             amount=txn.amount,
             event_time=to_datetime(txn.event_time),
+            lat=txn.lat,
+            lon=txn.lon,
         )
 
 
@@ -142,4 +166,5 @@ def validation_errors(exc: ValidationError) -> list[tuple[str, str]]:
 
 def encode(record: BaseModel) -> bytes:
     """Compact JSON bytes of a record."""
-    return json.dumps(record.model_dump(mode="json"), separators=(",", ":")).encode()
+    payload = record.model_dump(mode="json", exclude_none=True)
+    return json.dumps(payload, separators=(",", ":")).encode()

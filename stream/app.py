@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import faust
 
@@ -17,7 +17,7 @@ from stream.settings import Settings
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[RawRecord], Awaitable[list[Emit]]]
+T = TypeVar("T")
 
 #: Seconds between retries when Redis or the model are not available.
 RETRY_BACKOFF = (0.1, 0.5, 1.0, 2.0, 5.0)
@@ -44,21 +44,21 @@ def create_app(settings: Settings, pipeline: Pipeline) -> faust.App:
     outputs = {name: raw_topic(name) for name in (pipeline.scores_topic,
                                                   pipeline.dead_letter_topic)}
 
-    async def consume(stream: Any, handle: Handler) -> None:
-        async for event in stream.events():
-            message = event.message
-            record = RawRecord(message.topic, message.partition, message.offset,
-                               event.key, event.value)
-            for emit in await _with_retries(handle, record, pipeline):
-                await outputs[emit.topic].send(key=emit.key, value=emit.value)
+    async def send_all(emits: list[Emit]) -> None:
+        for emit in emits:
+            await outputs[emit.topic].send(key=emit.key, value=emit.value)
 
     @app.agent(transactions, name="score")
     async def score(stream: Any) -> None:
-        await consume(stream, pipeline.on_transaction)
+        worker = settings.worker
+        async for events in stream.take_events(worker.batch_max, worker.batch_within_seconds):
+            batch = [_raw(event) for event in events]
+            await send_all(await _with_retries(pipeline.on_transactions, batch, pipeline))
 
     @app.agent(labels, name="learn")
     async def learn(stream: Any) -> None:
-        await consume(stream, pipeline.on_label)
+        async for event in stream.events():
+            await send_all(await _with_retries(pipeline.on_label, _raw(event), pipeline))
 
     @app.timer(settings.model.snapshot_every_seconds)
     async def publish_snapshot() -> None:
@@ -67,16 +67,32 @@ def create_app(settings: Settings, pipeline: Pipeline) -> faust.App:
     return app
 
 
-async def _with_retries(handle: Handler, record: RawRecord, pipeline: Pipeline) -> list[Emit]:
-    """Run ``handle`` until it succeeds: infrastructure errors never skip a record."""
+def _raw(event: Any) -> RawRecord:
+    message = event.message
+    return RawRecord(message.topic, message.partition, message.offset, event.key, event.value)
+
+
+def _where(records: object) -> str:
+    batch = records if isinstance(records, list) else [records]
+    first = batch[0] if batch and isinstance(batch[0], RawRecord) else None
+    if first is None:
+        return repr(records)[:80]
+    return f"{len(batch)} record(s) from {first.topic}[{first.partition}]@{first.offset}"
+
+
+async def _with_retries(handle: Callable[[T], Awaitable[list[Emit]]], records: T,
+                        pipeline: Pipeline) -> list[Emit]:
+    """Run ``handle`` until it succeeds: infrastructure errors never skip a record.
+
+    Events are acknowledged (their offsets committed) only after this returns.
+    """
     attempt = 0
     while True:
         try:
-            return await handle(record)
+            return await handle(records)
         except Exception as exc:
             delay = RETRY_BACKOFF[min(attempt, len(RETRY_BACKOFF) - 1)]
             pipeline.metrics.errors.labels(stage="infrastructure").inc()
-            log.warning("%s[%d]@%d: %r; retrying in %.1fs",
-                        record.topic, record.partition, record.offset, exc, delay)
+            log.warning("%s failed: %r; retrying in %.1fs", _where(records), exc, delay)
             attempt += 1
             await asyncio.sleep(delay)

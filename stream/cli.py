@@ -133,13 +133,11 @@ def _api(settings: Settings, log_level: str) -> int:
     import uvicorn
     from prometheus_client import CollectorRegistry
 
-    from features.redis_store import RedisFeatureStore
     from models.registry import ModelRegistry
     from models.serving.app import create_app
-    from stream.worker import signing_key
+    from stream.worker import build_store, signing_key
 
-    store = RedisFeatureStore.from_url(settings.redis.url, settings.redis.key_prefix,
-                                       settings.redis.scored_ttl_seconds)
+    store = build_store(settings)
     registry = ModelRegistry(store.client, settings.redis.key_prefix, signing_key(settings))
     app = create_app(store, registry, CollectorRegistry(), settings.api.model_refresh_seconds)
     uvicorn.run(app, host=settings.api.host, port=settings.api.port, log_level=log_level)

@@ -18,16 +18,18 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from features.events import Transaction
 from features.store import FeatureStore, ScoredRecord
 from models.errors import NoModelError
 from models.learner import Learner, Outcome
 from models.registry import ModelRegistry
-from models.scoring import ModelHolder, ServingModel, score_transaction
+from models.scoring import ModelHolder, ServingModel, score_batch
 from monitoring.metrics import PipelineMetrics
 from producers.schema import (
     RecordError,
@@ -122,26 +124,54 @@ class Pipeline:
 
     async def on_transaction(self, record: RawRecord) -> list[Emit]:
         """Score one raw transaction record."""
-        self.metrics.events_in.labels(topic="transactions").inc()
+        return await self.on_transactions([record])
+
+    async def on_transactions(self, records: Sequence[RawRecord]) -> list[Emit]:
+        """Score a batch of raw transaction records, in order."""
+        self.metrics.events_in.labels(topic="transactions").inc(len(records))
         await self.start()
         started = time.perf_counter()
+        out: list[Emit] = []
+        decoded: list[tuple[RawRecord, Transaction]] = []
+        for record in records:
+            try:
+                decoded.append((record, decode_transaction(record.value or b"")))
+            except RecordError as exc:
+                out.append(self._reject(record, "transactions", "invalid_record", str(exc)))
+        if decoded:
+            out.extend(await self._score(decoded))
+        self.metrics.latency.labels(stage="score").observe(time.perf_counter() - started)
+        return out
+
+    async def _score(self, decoded: Sequence[tuple[RawRecord, Transaction]]) -> list[Emit]:
         try:
-            txn = decode_transaction(record.value or b"")
-        except RecordError as exc:
-            return [self._reject(record, "transactions", "invalid_record", str(exc))]
-        try:
-            scored, duplicate = await score_transaction(self.store, self.holder, txn)
+            results = await score_batch(self.store, self.holder, [txn for _, txn in decoded])
         except Exception as exc:
             if _is_infrastructure(exc):
                 raise
+            if len(decoded) > 1:  # find the culprit: the others are applied once anyway
+                return [emit for one in decoded for emit in await self._score([one])]
+            record, txn = decoded[0]
             log.exception("scoring failed for txn %s", txn.txn_id)
             self.metrics.errors.labels(stage="score").inc()
             return [self._reject(record, "transactions", "processing_error", repr(exc))]
-        if duplicate:
-            self.metrics.duplicates.labels(topic="transactions").inc()
-        self.metrics.latency.labels(stage="score").observe(time.perf_counter() - started)
-        self.metrics.scores_out.inc()
-        return [Emit(self.scores_topic, scored.card_id.encode(), _score_value(scored))]
+        out = []
+        for (record, txn), result in zip(decoded, results, strict=True):
+            if result.record is None:
+                out.append(self._reject(record, "transactions", "too_late",
+                                        self._lateness_detail(txn, result.applied.newest)))
+                continue
+            if result.duplicate:
+                self.metrics.duplicates.labels(topic="transactions").inc()
+            self.metrics.scores_out.inc()
+            out.append(Emit(self.scores_topic, txn.card_id.encode(), _score_value(result.record)))
+        return out
+
+    def _lateness_detail(self, txn: Transaction, newest: float | None) -> str:
+        behind = 0.0 if newest is None else newest - txn.event_time
+        allowed = self.settings.features.allowed_lateness_seconds
+        return (f"event_time: {behind:.3f}s before card {txn.card_id!r}'s newest event, "
+                f"more than the allowed lateness of {allowed:g}s")
 
     async def on_label(self, record: RawRecord) -> list[Emit]:
         """Teach the model one raw label record."""

@@ -65,10 +65,22 @@ class RedisSettings(_Section):
     scored_ttl_seconds: int = Field(90 * 86400, ge=60)
 
 
+class FeatureSettings(_Section):
+    """Feature state."""
+
+    #: A transaction older than its card's newest event by more than this is
+    #: dead-lettered (``too_late``); within it, it is folded in at its place.
+    allowed_lateness_seconds: float = Field(3600.0, ge=0, le=7 * 86400)
+
+
 class WorkerSettings(_Section):
     """The Faust stream worker."""
 
     app_id: str = "fraudstream-worker"
+    #: Transactions are scored in batches of up to this many ...
+    batch_max: int = Field(500, ge=1, le=10_000)
+    #: ... collected for at most this long.
+    batch_within_seconds: float = Field(0.01, gt=0, le=5)
     #: Port of the worker's Prometheus ``/metrics`` endpoint on ``metrics_host``.
     metrics_host: str = "127.0.0.1"
     metrics_port: Port = 8001
@@ -129,6 +141,7 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     topics: TopicSettings = TopicSettings()
     redis: RedisSettings = RedisSettings()
+    features: FeatureSettings = FeatureSettings()
     worker: WorkerSettings = WorkerSettings()
     api: ApiSettings = ApiSettings()
     model: ModelSettings = ModelSettings()

@@ -33,11 +33,18 @@ def signing_key(settings: Settings) -> bytes:
     return key.get_secret_value().encode()
 
 
+def build_store(settings: Settings) -> RedisFeatureStore:
+    """The Redis feature store the settings describe (worker and API share it)."""
+    return RedisFeatureStore.from_url(
+        settings.redis.url, settings.redis.key_prefix,
+        allowed_lateness=settings.features.allowed_lateness_seconds,
+        scored_ttl_seconds=settings.redis.scored_ttl_seconds,
+    )
+
+
 def build_pipeline(settings: Settings, registry: CollectorRegistry) -> Pipeline:
     """The pipeline with its Redis store, model registry and metrics."""
-    store = RedisFeatureStore.from_url(
-        settings.redis.url, settings.redis.key_prefix, settings.redis.scored_ttl_seconds
-    )
+    store = build_store(settings)
     models = ModelRegistry(store.client, settings.redis.key_prefix, signing_key(settings),
                            settings.redis.scored_ttl_seconds)
     return Pipeline(settings, store, models, PipelineMetrics.create(registry))

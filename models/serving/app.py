@@ -20,8 +20,8 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel
 
-from features.card import FEATURE_SET_VERSION
 from features.store import FeatureStore
+from features.vector import FEATURE_SET_VERSION
 from models.errors import ModelError, NoModelError, SnapshotIntegrityError
 from models.registry import ModelRegistry
 from models.scoring import ModelHolder, ServingModel, score_readonly

@@ -2,70 +2,157 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from features.card import step, view
-from features.events import Transaction
+from features.events import Label, Transaction
 from features.memory import MemoryFeatureStore
 from features.redis_store import RedisFeatureStore
-from features.store import FeatureStore, ScoredRecord
+from features.store import Applied, FeatureStore, ScoredRecord, Status
+from features.vector import view
+from tests.feature_cases import LATENESS, T0, Op, drive, operations
 from tests.support import RealServers
+
+StoreFactory = Callable[[], FeatureStore]
 
 
 @pytest.fixture(params=["memory", "redis"])
-async def store(request: pytest.FixtureRequest) -> AsyncIterator[FeatureStore]:
+def make_store(request: pytest.FixtureRequest) -> StoreFactory:
+    """Builds a fresh, isolated store of one kind per call."""
     if request.param == "memory":
-        yield MemoryFeatureStore()
-        return
+        return lambda: MemoryFeatureStore(allowed_lateness=LATENESS)
     servers: RealServers = request.getfixturevalue("real_servers")
-    redis_store = RedisFeatureStore.from_url(servers.redis_url, f"fs-{secrets.token_hex(4)}")
-    yield redis_store
-    await redis_store.close()
+    return lambda: RedisFeatureStore.from_url(
+        servers.redis_url, f"fs-{secrets.token_hex(4)}", allowed_lateness=LATENESS)
 
 
-def record_for(txn: Transaction, features: dict[str, float]) -> ScoredRecord:
-    return ScoredRecord(txn.txn_id, txn.card_id, txn.event_time, features, 0.5, 1)
+@pytest.fixture
+async def store(make_store: StoreFactory) -> AsyncIterator[FeatureStore]:
+    built = make_store()
+    yield built
+    await built.close()
 
 
-async def apply(store: FeatureStore, txn: Transaction) -> ScoredRecord:
-    state, existing = await store.begin(txn)
-    if existing is not None:
-        return existing
-    record = record_for(txn, view(state, txn))
-    await store.commit(txn, step(state, txn), record)
-    return record
+async def score(store: FeatureStore, *txns: Transaction) -> list[Applied]:
+    applied = await store.apply(list(txns))
+    await store.save([(a, record_for(a)) for a in applied if a.state is not None])
+    return applied
 
 
-async def test_an_unknown_card_has_empty_state(store: FeatureStore) -> None:
-    state, existing = await store.begin(Transaction("t1", "nobody", "p", 1.0, 0.0))
-    assert state.recent == () and existing is None
+def record_for(applied: Applied) -> ScoredRecord:
+    assert applied.state is not None
+    t = applied.txn
+    return ScoredRecord(t.txn_id, t.card_id, t.terminal_id, t.event_time,
+                        view(applied.state, t), 0.5, 1)
 
 
-async def test_commit_stores_state_and_record_together(store: FeatureStore) -> None:
-    txn = Transaction("t1", "c1", "p", 5.0, 100.0)
-    record = await apply(store, txn)
-    assert (await store.card_state("c1")).recent == ((100.0, 5.0),)
-    assert await store.scored("t1") == record
+def txn(i: int, t: float, card: str = "c1", terminal: str = "p1") -> Transaction:
+    return Transaction(f"t{i}", card, terminal, 10.0 * i, T0 + t)
 
 
-async def test_applying_a_transaction_twice_changes_nothing(store: FeatureStore) -> None:
-    txns = [Transaction(f"t{i}", "c1", "p", float(i), 100.0 * i) for i in range(1, 5)]
-    first = [await apply(store, t) for t in txns]
-    state = await store.card_state("c1")
-    again = [await apply(store, t) for t in txns]
-    assert again == first
-    assert await store.card_state("c1") == state
+async def test_an_unknown_card_and_terminal_have_empty_state(store: FeatureStore) -> None:
+    state = await store.peek(txn(1, 0.0, "nobody", "nowhere"))
+    assert state.card.records == () and state.terminal.counts == (0, 0, 0)
+    assert state.terminal.frauds == ()
+
+
+async def test_apply_returns_the_state_before_and_save_makes_it_done(store: FeatureStore) -> None:
+    [first] = await score(store, txn(1, 0.0))
+    assert first.status is Status.NEW and first.state is not None
+    assert first.state.card.records == ()
+    [again] = await store.apply([txn(1, 0.0)])
+    assert again.status is Status.DONE and again.record == record_for(first)
+    assert await store.scored("t1") == record_for(first)
+
+
+async def test_a_batch_is_applied_in_order(store: FeatureStore) -> None:
+    applied = await store.apply([txn(1, 0.0), txn(2, 3600.0), txn(3, 7200.0, "c2")])
+    assert [len(a.state.card.records) for a in applied if a.state] == [0, 1, 0]
+    assert [a.state.terminal.counts[0] for a in applied if a.state] == [0, 1, 2]
+
+
+async def test_a_redelivered_unsaved_transaction_is_not_counted_twice(store: FeatureStore) -> None:
+    [first] = await store.apply([txn(1, 0.0)])
+    [second] = await store.apply([txn(1, 0.0)])
+    assert second.status is Status.PENDING and second.state == first.state
+    probe = await store.peek(txn(9, 7200.0))
+    assert len(probe.card.records) == 1 and probe.terminal.counts[0] == 1
+
+
+async def test_a_transaction_later_than_allowed_changes_nothing(store: FeatureStore) -> None:
+    await score(store, txn(1, 10_000.0))
+    [ok] = await score(store, txn(2, 10_000.0 - LATENESS))
+    [late] = await store.apply([txn(3, 10_000.0 - LATENESS - 1)])
+    assert ok.status is Status.NEW
+    assert late.status is Status.LATE and late.newest == T0 + 10_000.0
+    assert len((await store.peek(txn(9, 20_000.0))).card.records) == 2
+
+
+async def test_a_fraud_label_counts_once_from_its_first_arrival(store: FeatureStore) -> None:
+    [applied] = await score(store, txn(1, 0.0))
+    record = record_for(applied)
+    await store.record_fraud(record, Label("t1", True, T0 + 100))
+    await store.record_fraud(record, Label("t1", True, T0 + 50_000))
+    state = await store.peek(txn(2, 86400.0))
+    assert state.terminal.frauds == ((T0, T0 + 100),)
+
+
+async def test_peek_writes_nothing(store: FeatureStore) -> None:
+    await score(store, txn(1, 0.0))
+    before = await store.peek(txn(2, 100_000.0))
+    for _ in range(3):
+        assert await store.peek(txn(2, 100_000.0)) == before
+    [applied] = await store.apply([txn(2, 100_000.0)])
+    assert applied.state == before
 
 
 async def test_cards_do_not_see_each_other(store: FeatureStore) -> None:
-    await apply(store, Transaction("a", "c1", "p", 1.0, 1.0))
-    await apply(store, Transaction("b", "c2", "p", 2.0, 2.0))
-    assert (await store.card_state("c1")).recent == ((1.0, 1.0),)
-    assert (await store.card_state("c2")).recent == ((2.0, 2.0),)
+    await score(store, txn(1, 1.0, "c1", "p1"), txn(2, 2.0, "c2", "p2"))
+    assert len((await store.peek(txn(3, 9.0, "c1", "p9"))).card.records) == 1
+    assert (await store.peek(txn(3, 9.0, "c3", "p9"))).card.records == ()
 
 
 async def test_an_unscored_transaction_has_no_record(store: FeatureStore) -> None:
     assert await store.scored("never") is None
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=operations(), cut=st.integers(0, 40))
+def test_applying_any_prefix_twice_changes_nothing(
+    make_store: StoreFactory, ops: list[Op], cut: int
+) -> None:
+    async def run() -> None:
+        once, twice = make_store(), make_store()
+        try:
+            want = await drive(once, ops)
+            await drive(twice, ops[:cut])
+            assert await drive(twice, ops) == want
+        finally:
+            await once.close()
+            await twice.close()
+
+    asyncio.run(run())
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=operations())
+def test_redis_and_memory_give_exactly_the_same_vectors(
+    real_servers: RealServers, ops: list[Op]
+) -> None:
+    async def run() -> None:
+        redis_store = RedisFeatureStore.from_url(
+            real_servers.redis_url, f"fs-{secrets.token_hex(4)}", allowed_lateness=LATENESS)
+        try:
+            in_redis = await drive(redis_store, ops)
+        finally:
+            await redis_store.close()
+        assert in_redis == await drive(MemoryFeatureStore(allowed_lateness=LATENESS), ops)
+
+    asyncio.run(run())

@@ -19,7 +19,7 @@ import httpx
 import pytest
 from kafka import KafkaConsumer
 
-from features.card import SINCE_PREV_CAP_SECONDS, CardState
+from features.card import SINCE_PREV_CAP_SECONDS
 from features.events import Label, Transaction
 from features.redis_store import RedisFeatureStore
 from features.store import ScoredRecord
@@ -39,6 +39,7 @@ KNOWN = [  # one card whose history the test knows by heart
     Transaction("known-2", "card-known", "term-2", 20.0, T0 + 600),
     Transaction("known-3", "card-known", "term-1", 30.0, T0 + 7200),
 ]
+TOO_LATE = Transaction("known-late", "card-known", "term-1", 5.0, T0 + 7200 - 3600.5)
 BAD_RECORD = b'{"schema_version": 1, "txn_id": "bad-1", "card_id": "c", "terminal_id": "p",' \
              b' "amount": -5, "event_time": "2026-01-01T00:00:00Z"}'
 
@@ -57,8 +58,11 @@ class Run:
     def transactions(self) -> list[Transaction]:
         return KNOWN + self.simulated
 
-    def card_state(self, card_id: str) -> CardState:
-        return asyncio.run(self._with_store(lambda store: store.card_state(card_id)))
+    def card_history(self, card_id: str) -> list[tuple[float, float]]:
+        """(time, amount) of each transaction in the card's stored history."""
+        probe = Transaction("probe", card_id, "p", 0.0, T0 + 30 * 86400)
+        state = asyncio.run(self._with_store(lambda store: store.peek(probe)))
+        return [(r[0], r[1] / 100) for r in state.card.records]
 
     def scored(self, txn_id: str) -> ScoredRecord | None:
         return asyncio.run(self._with_store(lambda store: store.scored(txn_id)))
@@ -113,7 +117,7 @@ def run(real_servers: RealServers, tmp_path_factory: pytest.TempPathFactory) -> 
                                        f"127.0.0.1:{settings.worker.metrics_port}")
         publisher = Publisher(create_producer(settings.kafka.bootstrap_servers),
                               settings.topics.name("transactions"), settings.topics.name("labels"))
-        for txn in KNOWN + KNOWN:  # every known transaction twice: a redelivery
+        for txn in [*KNOWN, *KNOWN, TOO_LATE]:  # the known ones twice: a redelivery
             publisher.send(txn)
         for txn in simulated:
             publisher.send(txn)
@@ -126,7 +130,7 @@ def run(real_servers: RealServers, tmp_path_factory: pytest.TempPathFactory) -> 
             publisher.send(label)
         publisher.flush()
         publisher.close()
-        result.dead_letters = _consume(settings, "dead_letters", 2, timeout=60)
+        result.dead_letters = _consume(settings, "dead_letters", 3, timeout=60)
         processes.start("api", settings)
         wait_port(settings.api.port)
         yield result
@@ -145,7 +149,7 @@ def test_a_redelivered_transaction_is_scored_once_and_counted_once(run: Run) -> 
         copies = [s for s in run.scores if s["txn_id"] == txn.txn_id]
         assert len(copies) == 2
         assert copies[0] == copies[1]  # same score, same model version
-    assert run.card_state("card-known").recent == ((T0, 10.0), (T0 + 600, 20.0), (T0 + 7200, 30.0))
+    assert run.card_history("card-known") == [(T0, 10.0), (T0 + 600, 20.0), (T0 + 7200, 30.0)]
 
 
 def test_redis_holds_the_vector_each_transaction_was_scored_with(run: Run) -> None:
@@ -163,7 +167,8 @@ def test_redis_holds_the_vector_each_transaction_was_scored_with(run: Run) -> No
 
 def test_bad_records_and_unknown_labels_go_to_the_dead_letter_topic(run: Run) -> None:
     by_reason = {d["reason"]: d for d in run.dead_letters}
-    assert set(by_reason) == {"invalid_record", "unknown_transaction"}
+    assert set(by_reason) == {"invalid_record", "unknown_transaction", "too_late"}
+    assert "allowed lateness of 3600s" in str(by_reason["too_late"]["detail"])
     invalid = by_reason["invalid_record"]
     assert "amount" in str(invalid["detail"]) and invalid["value"] == BAD_RECORD.decode()
     assert "never-scored" in str(by_reason["unknown_transaction"]["detail"])
@@ -205,7 +210,7 @@ def _post_ok(url: str, body: dict[str, object]) -> httpx.Response | None:
 
 def test_the_real_prometheus_scraped_the_workers_counters(run: Run) -> None:
     job = f'job="fraudstream-worker",instance_name="{run.settings.worker.app_id}"'
-    published = 2 * len(KNOWN) + len(run.simulated) + 1  # plus the bad record
+    published = 2 * len(KNOWN) + len(run.simulated) + 2  # plus the bad and the late record
 
     def scraped() -> bool:
         rows = run.servers.query(f'fraudstream_events_in_total{{{job},topic="transactions"}}')
@@ -213,9 +218,9 @@ def test_the_real_prometheus_scraped_the_workers_counters(run: Run) -> None:
 
     wait_for(scraped, 30, "Prometheus to scrape the worker's transaction counter")
     scores = run.servers.query(f"fraudstream_scores_out_total{{{job}}}")
-    assert float(scores[0]["value"][1]) == published - 1
+    assert float(scores[0]["value"][1]) == published - 2
     dead = run.servers.query(f"sum(fraudstream_dead_letters_total{{{job}}})")
-    assert float(dead[0]["value"][1]) == 2
+    assert float(dead[0]["value"][1]) == 3
 
 
 def test_worker_log_has_no_unexpected_errors(run: Run, tmp_path: Path) -> None:

@@ -1,0 +1,167 @@
+"""Per-terminal features: activity and fraud risk, never from a future label.
+
+A terminal is written by every scoring worker (its cards hash to many
+partitions) and by the learner, so its state is made only of updates that
+commute: bucket counters that are incremented, and fraud entries set by
+transaction id. Any order of writers gives the same state.
+
+**Windows are bucketed.** A window of length ``w`` is the
+:data:`BUCKETS` complete buckets of ``w / BUCKETS`` seconds before the
+bucket holding the transaction (buckets aligned to the Unix epoch, UTC). So
+``terminal_txn_count_1d`` counts the 24 whole hours before the current hour.
+Against the exact sliding window ``[t - w, t)`` the count misses the
+transactions of the current partial bucket and adds those of one partial
+bucket at the far end: the error is at most the busiest bucket, ``w / 24``
+of the window (measured in ``fraudstream bench features``). Leaving the
+current bucket out also means concurrent writers never race on a bucket a
+transaction reads.
+
+Fraud counts use the same windows, counting fraud labels whose transaction
+falls in the window **and whose label had arrived before the transaction's
+time** (:data:`FraudEntry` keeps both times); the rate divides by the
+transaction count of the same window.
+
+Examples
+--------
+>>> from features.events import Transaction
+>>> t = Transaction("t1", "c1", "p1", 5.0, event_time=86400.0 * 3 + 60)
+>>> current_buckets(t.event_time)
+(72, 10, 2)
+>>> state = TerminalState(counts=(4, 10, 10), frauds=((86400.0 * 3 - 100, 86400.0 * 3),))
+>>> v = view(state, t)
+>>> v["terminal_fraud_count_1d"], v["terminal_fraud_rate_1d"]
+(1.0, 0.25)
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from features.events import Transaction
+
+#: Window name -> length in seconds.
+WINDOWS: dict[str, float] = {"1d": 86400.0, "7d": 7 * 86400.0, "30d": 30 * 86400.0}
+#: Complete buckets per window.
+BUCKETS = 24
+#: Bucket length per window, in window order.
+BUCKET_SECONDS: tuple[float, ...] = tuple(w / BUCKETS for w in WINDOWS.values())
+#: Buckets older than this many before the current one are deleted (so a
+#: transaction up to one full window behind the terminal's newest still
+#: reads exact buckets).
+KEEP_BUCKETS = 2 * BUCKETS
+#: A fraud entry: (transaction time, label arrival time).
+FRAUD = struct.Struct("<dd")
+FraudEntry = tuple[float, float]
+
+FEATURES: dict[str, str] = {}
+for _w in WINDOWS:
+    FEATURES[f"terminal_txn_count_{_w}"] = (
+        f"transactions at the terminal in the {_w} window (whole buckets before the current one)")
+    FEATURES[f"terminal_fraud_count_{_w}"] = (
+        f"frauds at the terminal in the {_w} window whose label had arrived before this "
+        "transaction")
+    FEATURES[f"terminal_fraud_rate_{_w}"] = (
+        f"terminal_fraud_count_{_w} / terminal_txn_count_{_w} (0 if no transactions)")
+FEATURE_NAMES: tuple[str, ...] = tuple(FEATURES)
+
+
+@dataclass(frozen=True, slots=True)
+class TerminalState:
+    """What a terminal's features need: the window counts and the known frauds."""
+
+    counts: tuple[int, ...] = (0,) * len(WINDOWS)
+    frauds: tuple[FraudEntry, ...] = ()
+
+
+def current_buckets(event_time: float) -> tuple[int, ...]:
+    """The index of the bucket holding ``event_time``, per window."""
+    return tuple(math.floor(event_time / size) for size in BUCKET_SECONDS)
+
+
+def field(window: int, bucket: int) -> int:
+    """The stored counter id of ``bucket`` of window number ``window`` (0-based).
+
+    >>> field(0, 72), field(2, 2)
+    (289, 11)
+    """
+    return bucket * 4 + window + 1
+
+
+def window_counts(
+    buckets: Mapping[int, int], newest: Sequence[int | None], event_time: float
+) -> tuple[int, ...]:
+    """Sum each window's complete buckets before ``event_time``.
+
+    ``newest`` is the newest bucket counted so far per window: buckets more
+    than :data:`KEEP_BUCKETS` behind it may already be deleted, so they are
+    never read, whichever store (and clean-up schedule) holds them. The Redis
+    store does the same sum in Lua; the contract tests prove they agree.
+    """
+    sums = []
+    for i, current in enumerate(current_buckets(event_time)):
+        stored = newest[i]
+        known = current if stored is None else max(stored, current)
+        low = max(current - BUCKETS, known - KEEP_BUCKETS)
+        sums.append(sum(buckets.get(field(i, b), 0) for b in range(low, current)))
+    return tuple(sums)
+
+
+def step(
+    buckets: Mapping[int, int], newest: Sequence[int | None], event_time: float
+) -> tuple[dict[int, int], tuple[int, ...]]:
+    """Count a transaction at ``event_time``; drop buckets no one may read again."""
+    out = dict(buckets)
+    currents = current_buckets(event_time)
+    known = tuple(c if n is None else max(n, c) for n, c in zip(newest, currents, strict=True))
+    for i, current in enumerate(currents):
+        key = field(i, current)
+        out[key] = out.get(key, 0) + 1
+    kept = {k: v for k, v in out.items() if _bucket(k) >= known[_window(k)] - KEEP_BUCKETS}
+    return kept, known
+
+
+def fraud_floor(newest: Sequence[int | None], event_time: float) -> float:
+    """The oldest transaction time whose fraud entry a store must still return.
+
+    Entries older than that may be pruned, so no store returns them.
+    """
+    last = len(WINDOWS) - 1
+    current = current_buckets(event_time)[last]
+    stored = newest[last]
+    known = current if stored is None else max(stored, current)
+    return (known - KEEP_BUCKETS) * BUCKET_SECONDS[last]
+
+
+def _window(key: int) -> int:
+    return (key - 1) % 4
+
+
+def _bucket(key: int) -> int:
+    return (key - 1) // 4
+
+
+def pack_fraud(txn_time: float, arrived: float) -> bytes:
+    return FRAUD.pack(txn_time, arrived)
+
+
+def unpack_frauds(values: Iterable[bytes]) -> tuple[FraudEntry, ...]:
+    """Fraud entries from their stored bytes, sorted."""
+    return tuple(sorted(FRAUD.unpack(v) for v in values))
+
+
+def view(state: TerminalState, txn: Transaction) -> dict[str, float]:
+    """The terminal features for scoring ``txn``."""
+    at = txn.event_time
+    vector: dict[str, float] = {}
+    for name, count, current, size in zip(
+        WINDOWS, state.counts, current_buckets(at), BUCKET_SECONDS, strict=True
+    ):
+        start, end = (current - BUCKETS) * size, current * size
+        frauds = sum(1 for when, arrived in state.frauds if start <= when < end and arrived < at)
+        vector[f"terminal_txn_count_{name}"] = float(count)
+        vector[f"terminal_fraud_count_{name}"] = float(frauds)
+        vector[f"terminal_fraud_rate_{name}"] = min(frauds / count, 1.0) if count else 0.0
+    return vector

@@ -1,0 +1,71 @@
+"""The feature set: every feature's name and meaning, and the one ``view``.
+
+The stream agent, the API and the offline replay all turn a transaction and
+the state before it into a vector by calling :func:`view`; only where the
+state comes from differs. :data:`FEATURES` maps each name (derived from its
+definition: entity, aggregate, window) to what it means; the docs table is
+generated from it.
+
+:data:`FEATURE_SET_VERSION` is part of every stored key: a changed feature
+set starts from fresh state instead of misreading old state.
+
+Examples
+--------
+>>> from features.events import Transaction
+>>> v = view(EntityState(), Transaction("t", "c", "p", 20.0, event_time=0.0))
+>>> tuple(v) == FEATURE_NAMES
+True
+>>> len(FEATURE_NAMES)
+46
+>>> unpack_vector(pack_vector(v)) == v
+True
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+
+from features import card, terminal, transaction
+from features.card import CardHistory
+from features.events import Transaction
+from features.terminal import TerminalState
+
+FEATURE_SET_VERSION = 2
+
+FEATURES: dict[str, str] = {**card.FEATURES, **terminal.FEATURES, **transaction.FEATURES}
+FEATURE_NAMES: tuple[str, ...] = tuple(FEATURES)
+
+_VECTOR = struct.Struct(f"<{len(FEATURE_NAMES)}d")
+
+
+@dataclass(frozen=True, slots=True)
+class EntityState:
+    """The state a transaction is scored from: its card's and its terminal's."""
+
+    card: CardHistory = field(default_factory=CardHistory)
+    terminal: TerminalState = field(default_factory=TerminalState)
+
+
+def view(state: EntityState, txn: Transaction) -> dict[str, float]:
+    """The full feature vector for ``txn`` given the state before it."""
+    vector = card.view(state.card, txn)
+    vector.update(terminal.view(state.terminal, txn))
+    vector.update(transaction.view(txn))
+    return vector
+
+
+def pack_vector(vector: dict[str, float]) -> bytes:
+    """The vector as float64s in :data:`FEATURE_NAMES` order (exact, compact)."""
+    return _VECTOR.pack(*(vector[name] for name in FEATURE_NAMES))
+
+
+def unpack_vector(raw: bytes) -> dict[str, float]:
+    """The vector packed by :func:`pack_vector`."""
+    return dict(zip(FEATURE_NAMES, _VECTOR.unpack(raw), strict=True))
+
+
+def describe() -> str:
+    """A Markdown table of every feature and its meaning (for the docs)."""
+    rows = [f"| `{name}` | {meaning} |" for name, meaning in FEATURES.items()]
+    return "\n".join(["| feature | meaning |", "|---|---|", *rows])

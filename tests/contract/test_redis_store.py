@@ -1,0 +1,86 @@
+"""What only the Redis store promises: one round trip, versioned keys, expiry, compactness."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from features import card
+from features.events import Transaction
+from features.redis_store import RedisFeatureStore
+from features.store import Status
+from features.vector import FEATURE_SET_VERSION
+from tests.contract.test_feature_store import record_for, score
+from tests.feature_cases import T0
+from tests.support import RealServers
+
+
+class CountingConnection(aioredis.Connection):
+    """Counts the writes to the socket: one per round trip."""
+
+    sends = 0
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        type(self).sends += 1
+        await super().send_packed_command(command, check_health)
+
+
+@pytest.fixture
+async def store(real_servers: RealServers) -> AsyncIterator[RedisFeatureStore]:
+    pool = aioredis.ConnectionPool.from_url(real_servers.redis_url,
+                                            connection_class=CountingConnection)
+    built = RedisFeatureStore(aioredis.Redis(connection_pool=pool), f"fs-{secrets.token_hex(4)}")
+    yield built
+    await built.close()
+
+
+def txns(n: int, cards: int = 10) -> list[Transaction]:
+    return [Transaction(f"t{i}", f"c{i % cards}", f"p{i % 3}", 12.5, T0 + 60.0 * i)
+            for i in range(n)]
+
+
+async def test_a_batch_is_applied_in_one_round_trip_and_saved_in_one_more(
+    store: RedisFeatureStore,
+) -> None:
+    await store.apply(txns(1))  # loads the scripts once
+    CountingConnection.sends = 0
+    applied = await store.apply(txns(200)[1:])
+    assert CountingConnection.sends == 1
+    await store.save([(a, record_for(a)) for a in applied if a.state is not None])
+    assert CountingConnection.sends == 2
+
+
+async def test_keys_carry_the_feature_set_version_and_all_expire(
+    store: RedisFeatureStore,
+) -> None:
+    [applied] = await score(store, txns(1)[0])
+    await store.apply([Transaction("u", "c9", "p9", 1.0, T0)])  # left pending
+    keys = [k.decode() async for k in store.client.scan_iter(f"{store.key_prefix}:*")]
+    assert keys and all(k.startswith(f"{store.key_prefix}:v{FEATURE_SET_VERSION}:") for k in keys)
+    for key in keys:
+        assert await store.client.ttl(key) > 0, key
+    assert await store.client.ttl(store.key("card", "c0")) == store.card_ttl_seconds
+    assert applied.status is Status.NEW
+
+
+async def test_lost_scripts_are_loaded_again(store: RedisFeatureStore) -> None:
+    await score(store, txns(1)[0])
+    await store.client.script_flush()
+    [again] = await store.apply(txns(1))
+    assert again.status is Status.DONE
+
+
+async def test_a_card_with_a_year_of_daily_history_keeps_only_what_matters(
+    store: RedisFeatureStore,
+) -> None:
+    year = [Transaction(f"d{i}", "busy", "p", 20.0, T0 + 86400.0 * i) for i in range(365)]
+    for day in year:
+        await score(store, day)
+    raw: Any = await store.client.get(store.key("card", "busy"))
+    kept = card.decode(raw).records
+    assert len(kept) <= 31 + 1 + 4  # the horizon, the lateness, and the compaction slack
+    assert kept[-1][0] == year[-1].event_time
