@@ -82,6 +82,10 @@ FEATURES: dict[str, str] = {
                                  "(0 without locations; capped at 100,000)",
 }
 FEATURE_NAMES: tuple[str, ...] = tuple(FEATURES)
+_WINDOW_NAMES = tuple(
+    (length, tuple(f"card_{kind}_{name}" for kind in _DESCRIBE_WINDOW))
+    for name, length in WINDOWS.items()
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,14 +171,14 @@ def view(history: CardHistory, txn: Transaction) -> dict[str, float]:
     times = [r[0] for r in recent]
     cents = [r[1] for r in recent]
     vector: dict[str, float] = {}
-    for name, length in WINDOWS.items():
+    for length, (count_name, sum_name, mean_name, max_name) in _WINDOW_NAMES:
         inside = cents[bisect_left(times, at - length):]
         total = sum(inside)
         count = len(inside)
-        vector[f"card_txn_count_{name}"] = float(count)
-        vector[f"card_amount_sum_{name}"] = total / 100
-        vector[f"card_amount_mean_{name}"] = total / count / 100 if count else 0.0
-        vector[f"card_amount_max_{name}"] = max(inside) / 100 if count else 0.0
+        vector[count_name] = float(count)
+        vector[sum_name] = total / 100
+        vector[mean_name] = total / count / 100 if count else 0.0
+        vector[max_name] = max(inside) / 100 if count else 0.0
     vector["card_seconds_since_prev"] = at - times[-1] if recent else SINCE_PREV_CAP_SECONDS
     vector["card_first_seen"] = 0.0 if recent else 1.0
     vector.update(_amount_vs_history(cents, round(txn.amount * 100)))

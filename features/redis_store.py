@@ -6,17 +6,18 @@ state (``{prefix}:v{version}:...``):
 - ``card:{card_id}``: the card's history bytes (:mod:`features.card`);
 - ``term:{terminal_id}``: a hash of bucket counters and each window's newest bucket;
 - ``fraud:{terminal_id}``: a hash, transaction id -> (transaction time, label arrival);
-- ``pending:{txn_id}``: the state a transaction was applied on, until its record is saved;
-- ``scored:{txn_id}``: the saved :class:`~features.store.ScoredRecord`.
+- ``scored:{txn_id}``: ``P`` and the state the transaction was applied on,
+  until ``D`` and its saved :class:`~features.store.ScoredRecord` replace it.
 
-:meth:`RedisFeatureStore.apply` runs one Lua script per transaction, all
-pipelined in a single round trip. Each script is atomic: it checks the
-transaction was not applied before, checks its lateness, appends the card
-record, counts the terminal buckets, sums the windows, and leaves the
-``pending`` marker, or changes nothing. The vector is computed in Python by
-the pure :func:`features.vector.view`; the script only moves bytes and adds
-counters, so the feature logic has one definition. :meth:`save` writes the
-records (a second pipelined round trip, after the scores are known).
+:meth:`RedisFeatureStore.apply` runs a Lua script over each
+:data:`SCRIPT_BATCH` transactions, all pipelined in a single round trip. For
+each transaction, atomically, the script checks it was not applied before,
+checks its lateness, appends the card record, counts the terminal buckets,
+sums the windows, and leaves the ``P`` marker, or changes nothing. The
+vector is computed in Python by the pure :func:`features.vector.view`; the
+script only moves bytes and adds counters, so the feature logic has one
+definition. :meth:`save` writes the
+records and compacts cards (one more round trip, after the scores are known).
 
 Everything expires once it can no longer matter: a card after the horizon
 plus the allowed lateness plus a day, a terminal likewise, a scored record
@@ -25,6 +26,7 @@ after ``scored_ttl_seconds`` (labels are not expected later than that).
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -43,32 +45,52 @@ from features.store import (
 from features.vector import FEATURE_SET_VERSION, EntityState
 
 _DAY = 86400
+_BUCKETS = struct.Struct("<iii")
 
 #: Shared by both scripts: window sums (and each window's newest bucket) of
-#: KEYS[2] for the transaction whose current buckets are ARGV[3..]; the fraud
-#: entries of KEYS[3] that are not below the floor. Mirrors
+#: ``term_key`` for a transaction whose current bucket per window is in
+#: ``curs``; the fraud entries of ``fraud_key`` not below the floor. Mirrors
 #: :func:`features.terminal.window_counts` and :func:`features.terminal.fraud_floor`.
+#: Per window the hash keeps ``n``: the newest bucket, and ``s``: the sum for
+#: that bucket (kept exact as late transactions add to covered buckets), so an
+#: in-order transaction reads one small HMGET instead of 24 buckets.
 _TERMINAL_LUA = """
-local function terminal_state(term_key, fraud_key, write)
-  local sums, newest = {}, {}
+local function window_sum(term_key, i, low, cur)
+  if low >= cur then return 0 end
+  local fields = {}
+  for b = low, cur - 1 do fields[#fields + 1] = b * 4 + i end
+  local total = 0
+  for _, v in ipairs(redis.call('HMGET', term_key, unpack(fields))) do
+    if v then total = total + tonumber(v) end
+  end
+  return total
+end
+
+local function terminal_state(term_key, fraud_key, curs, write)
+  local sums, newest, advanced = {}, {}, false
+  local meta = redis.call('HMGET', term_key, 'n1', 's1', 'n2', 's2', 'n3', 's3')
   for i = 1, NWIN do
-    local cur = tonumber(ARGV[2 + i])
-    local stored = tonumber(redis.call('HGET', term_key, 'n' .. i))
+    local cur = curs[i]
+    local stored, cached = tonumber(meta[2 * i - 1]), tonumber(meta[2 * i])
     local known = cur
     if stored and stored > cur then known = stored end
-    local low = math.max(cur - BUCKETS, known - KEEP)
-    local total = 0
-    if low < cur then
-      local fields = {}
-      for b = low, cur - 1 do fields[#fields + 1] = b * 4 + i end
-      for _, v in ipairs(redis.call('HMGET', term_key, unpack(fields))) do
-        if v then total = total + tonumber(v) end
-      end
+    local total
+    if stored == cur and cached then
+      total = cached
+    else
+      total = window_sum(term_key, i, math.max(cur - BUCKETS, known - KEEP), cur)
     end
     sums[i], newest[i] = total, known
     if write then
       redis.call('HINCRBY', term_key, cur * 4 + i, 1)
-      if not stored or known > stored then redis.call('HSET', term_key, 'n' .. i, known) end
+      if cur == known then
+        if stored ~= cur then
+          redis.call('HSET', term_key, 'n' .. i, cur, 's' .. i, total)
+          advanced = true
+        end
+      elseif cur >= known - BUCKETS then
+        redis.call('HINCRBY', term_key, 's' .. i, 1)
+      end
     end
   end
   local floor = (newest[NWIN] - KEEP) * LAST_BUCKET_SECONDS
@@ -81,68 +103,102 @@ local function terminal_state(term_key, fraud_key, write)
       redis.call('HDEL', fraud_key, entries[j - 1])
     end
   end
-  return sums, newest, frauds
+  return sums, newest, frauds, advanced
 end
 """
 
-#: KEYS: card, term, fraud, pending, scored. ARGV: record, time, current buckets.
+#: ARGV[1]: the key base; ARGV[2]: the transactions, packed by
+#: :func:`_pack_apply` (record, current buckets, card, terminal and
+#: transaction ids). Keys are derived in the script (a standalone Redis; for
+#: Redis Cluster they would need one hash tag). One reply per transaction.
 _APPLY_LUA = _TERMINAL_LUA + """
-local saved = redis.call('GET', KEYS[5])
-if saved then return {'done', saved} end
-local pending = redis.call('LRANGE', KEYS[4], 0, -1)
-if #pending > 0 then
-  table.insert(pending, 1, 'pending')
-  return pending
-end
-local t = tonumber(ARGV[2])
-local blob = redis.call('GET', KEYS[1])
-if blob then
-  local newest = struct.unpack('<d', blob)
-  if t < newest - LATENESS then return {'late', string.sub(blob, 1, 8)} end
-  if t > newest then redis.call('SETRANGE', KEYS[1], 0, struct.pack('<d', t)) end
-  redis.call('APPEND', KEYS[1], ARGV[1])
-else
-  blob = ''
-  redis.call('SET', KEYS[1], struct.pack('<d', t) .. ARGV[1])
-end
-redis.call('EXPIRE', KEYS[1], CARD_TTL)
-local sums, newest, frauds = terminal_state(KEYS[2], KEYS[3], true)
-if redis.call('HLEN', KEYS[2]) > CLEAN_ABOVE then
-  for _, key in ipairs(redis.call('HKEYS', KEYS[2])) do
-    local id = tonumber(key)
-    if id then
-      local w = id % 4
-      if (id - w) / 4 < newest[w] - KEEP then redis.call('HDEL', KEYS[2], key) end
+local base = ARGV[1]
+
+local function apply_one(rec, curs, card_id, term_id, txn_id)
+  local card_key, term_key = base .. 'card:' .. card_id, base .. 'term:' .. term_id
+  local txn_key = base .. 'scored:' .. txn_id
+  local known = redis.call('GET', txn_key)
+  if known then  -- 'D' + saved record, or 'P' + the state it was applied on
+    if string.sub(known, 1, 1) == 'D' then return {'done', string.sub(known, 2)} end
+    return {'pending', string.sub(known, 2)}
+  end
+  local t = struct.unpack('<d', rec)
+  local blob = redis.call('GET', card_key)
+  local header = t
+  if blob then
+    local newest = struct.unpack('<d', blob)
+    if t < newest - LATENESS then return {'late', string.sub(blob, 1, 8)} end
+    if newest > t then header = newest end
+    -- SET, not APPEND: an appended string keeps spare capacity (up to double)
+    redis.call('SET', card_key, struct.pack('<d', header) .. string.sub(blob, 9) .. rec,
+               'EX', CARD_TTL)
+  else
+    blob = ''
+    redis.call('SET', card_key, struct.pack('<d', header) .. rec, 'EX', CARD_TTL)
+  end
+  local sums, newest, frauds, advanced = terminal_state(term_key, base .. 'fraud:' .. term_id,
+                                                        curs, true)
+  if advanced and redis.call('HLEN', term_key) > CLEAN_ABOVE then
+    for _, key in ipairs(redis.call('HKEYS', term_key)) do
+      local id = tonumber(key)
+      if id then
+        local w = id % 4
+        if (id - w) / 4 < newest[w] - KEEP then redis.call('HDEL', term_key, key) end
+      end
     end
   end
+  redis.call('EXPIRE', term_key, TERM_TTL)
+  local state = struct.pack(STATE_FORMAT, #blob, unpack(sums)) .. blob .. table.concat(frauds)
+  redis.call('SET', txn_key, 'P' .. state, 'EX', SCORED_TTL)
+  return {'new', state}
 end
-redis.call('EXPIRE', KEYS[2], TERM_TTL)
-local state = {blob}
-for i = 1, NWIN do state[#state + 1] = sums[i] end
-for _, v in ipairs(frauds) do state[#state + 1] = v end
-redis.call('RPUSH', KEYS[4], unpack(state))
-redis.call('EXPIRE', KEYS[4], SCORED_TTL)
-table.insert(state, 1, 'new')
-return state
+
+local packed, pos, replies = ARGV[2], 1, {}
+while pos <= #packed do
+  local rec = string.sub(packed, pos, pos + RECORD_SIZE - 1)
+  local b1, b2, b3, after = struct.unpack('<iii', packed, pos + RECORD_SIZE)
+  local ids = {}
+  pos = after
+  for k = 1, 3 do
+    local size = string.byte(packed, pos)
+    ids[k] = string.sub(packed, pos + 1, pos + size)
+    pos = pos + 1 + size
+  end
+  replies[#replies + 1] = apply_one(rec, {b1, b2, b3}, ids[1], ids[2], ids[3])
+end
+return replies
 """
 
-#: KEYS: card, term, fraud. ARGV: unused, unused, current buckets. Writes nothing.
+#: KEYS: card, term, fraud. ARGV: current bucket per window. Writes nothing.
 _PEEK_LUA = _TERMINAL_LUA + """
-local sums, newest, frauds = terminal_state(KEYS[2], KEYS[3], false)
-local state = {redis.call('GET', KEYS[1]) or ''}
-for i = 1, NWIN do state[#state + 1] = sums[i] end
-for _, v in ipairs(frauds) do state[#state + 1] = v end
-return state
+local curs = {}
+for i = 1, NWIN do curs[i] = tonumber(ARGV[i]) end
+local sums, newest, frauds = terminal_state(KEYS[2], KEYS[3], curs, false)
+local blob = redis.call('GET', KEYS[1]) or ''
+return struct.pack(STATE_FORMAT, #blob, unpack(sums)) .. blob .. table.concat(frauds)
 """
 
-#: KEYS: card. ARGV: expected length, compacted bytes. Only if nothing was appended since.
-_COMPACT_LUA = """
-if redis.call('STRLEN', KEYS[1]) == tonumber(ARGV[1]) then
-  redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
-  return 1
+#: ARGV: the key base, the number of records n, n (txn id, record) pairs,
+#: then (card id, expected length, compacted bytes) per compaction; a card is
+#: only replaced if nothing was appended since.
+_SAVE_LUA = """
+local base, n = ARGV[1], tonumber(ARGV[2])
+for j = 0, n - 1 do
+  redis.call('SET', base .. 'scored:' .. ARGV[3 + 2 * j], 'D' .. ARGV[4 + 2 * j],
+             'EX', SCORED_TTL)
 end
-return 0
+for c = 3 + 2 * n, #ARGV, 3 do
+  local key = base .. 'card:' .. ARGV[c]
+  if redis.call('STRLEN', key) == tonumber(ARGV[c + 1]) then
+    redis.call('SET', key, ARGV[c + 2], 'KEEPTTL')
+  end
+end
+return n
 """
+
+#: Transactions per script call: long enough to amortise the call, short
+#: enough that Redis is never blocked for more than about a millisecond.
+SCRIPT_BATCH = 32
 
 
 class RedisFeatureStore:
@@ -168,11 +224,13 @@ class RedisFeatureStore:
             "TERM_TTL": int(max(terminal.WINDOWS.values()) + allowed_lateness) + _DAY,
             "SCORED_TTL": scored_ttl_seconds,
             "CLEAN_ABOVE": len(terminal.WINDOWS) * (terminal.KEEP_BUCKETS + 3) + 8,
+            "RECORD_SIZE": card.RECORD.size,
+            "STATE_FORMAT": repr("<I" + "i" * len(terminal.WINDOWS)),
         }
         self._scripts = {
             "apply": _with_constants(_APPLY_LUA, constants),
             "peek": _with_constants(_PEEK_LUA, constants),
-            "compact": _COMPACT_LUA,
+            "save": _with_constants(_SAVE_LUA, constants),
         }
         self._shas: dict[str, str] = {}
 
@@ -182,7 +240,7 @@ class RedisFeatureStore:
         return cls(aioredis.Redis.from_url(url), key_prefix, **options)
 
     def key(self, kind: str, entity: str) -> str:
-        """The key of ``entity``'s ``kind`` (card, term, fraud, pending, scored)."""
+        """The key of ``entity``'s ``kind`` (card, term, fraud, scored)."""
         return f"{self._base}:{kind}:{entity}"
 
     def _keys(self, txn: Transaction) -> list[str]:
@@ -191,46 +249,39 @@ class RedisFeatureStore:
 
     async def apply(self, txns: Sequence[Transaction]) -> list[Applied]:
         def build(pipe: Any) -> None:
-            for txn in txns:
-                keys = [*self._keys(txn), self.key("pending", txn.txn_id),
-                        self.key("scored", txn.txn_id)]
-                pipe.evalsha(self._shas["apply"], len(keys), *keys, card.packed_record(txn),
-                             repr(txn.event_time), *terminal.current_buckets(txn.event_time))
+            for start in range(0, len(txns), SCRIPT_BATCH):
+                packed = _pack_apply(txns[start : start + SCRIPT_BATCH])
+                pipe.evalsha(self._shas["apply"], 0, self._base + ":", packed)
 
-        replies = await self._execute(build)
+        replies = [reply for chunk in await self._execute(build) for reply in chunk]
         return [_applied(txn, reply) for txn, reply in zip(txns, replies, strict=True)]
 
     async def save(self, scored: Sequence[tuple[Applied, ScoredRecord]]) -> None:
         last: dict[str, Applied] = {}
         for applied, _ in scored:
             last[applied.txn.card_id] = applied
-        compactions = [c for c in map(self._compaction, last.values()) if c is not None]
+        args: list[bytes | str | int] = [self._base + ":", len(scored)]
+        for _, record in scored:
+            args += (record.txn_id, record.to_bytes())
+        for applied in last.values():
+            args += self._compaction(applied)
+        await self._execute(lambda pipe: pipe.evalsha(self._shas["save"], 0, *args))
 
-        def build(pipe: Any) -> None:
-            for _, record in scored:
-                pipe.set(self.key("scored", record.txn_id), record.to_bytes(),
-                         ex=self.scored_ttl_seconds)
-                pipe.delete(self.key("pending", record.txn_id))
-            for key, length, compacted in compactions:
-                pipe.evalsha(self._shas["compact"], 1, key, length, compacted)
-
-        await self._execute(build)
-
-    def _compaction(self, applied: Applied) -> tuple[str, int, bytes] | None:
-        """The card's compacted bytes after ``applied``, if worth writing."""
+    def _compaction(self, applied: Applied) -> tuple[str, int, bytes] | tuple[()]:
+        """(card id, expected length, compacted bytes) after ``applied``, if worth it."""
         if applied.state is None or applied.status is not Status.NEW:
-            return None
+            return ()
         after = card.step(applied.state.card, applied.txn)
         if card.stale_count(after, self.allowed_lateness) < COMPACT_AFTER_STALE:
-            return None
+            return ()
         length = card.HEADER.size + card.RECORD.size * len(after.records)
         compacted = card.encode(card.compact(after, self.allowed_lateness))
-        return self.key("card", applied.txn.card_id), length, compacted
+        return applied.txn.card_id, length, compacted
 
     async def peek(self, txn: Transaction) -> EntityState:
         def build(pipe: Any) -> None:
             keys = self._keys(txn)
-            pipe.evalsha(self._shas["peek"], len(keys), *keys, "", "",
+            pipe.evalsha(self._shas["peek"], len(keys), *keys,
                          *terminal.current_buckets(txn.event_time))
 
         [reply] = await self._execute(build)
@@ -267,10 +318,24 @@ class RedisFeatureStore:
 
     async def scored(self, txn_id: str) -> ScoredRecord | None:
         raw: Any = await self.client.get(self.key("scored", txn_id))
-        return None if raw is None else ScoredRecord.from_bytes(raw)
+        if raw is None or raw[:1] != b"D":  # unknown, or applied but not saved yet
+            return None
+        return ScoredRecord.from_bytes(raw[1:])
 
     async def close(self) -> None:
         await self.client.aclose()
+
+
+def _pack_apply(txns: Sequence[Transaction]) -> bytes:
+    """The transactions for the apply script: record, buckets, then the three ids."""
+    parts = []
+    for txn in txns:
+        parts.append(card.packed_record(txn))
+        parts.append(_BUCKETS.pack(*terminal.current_buckets(txn.event_time)))
+        for entity in (txn.card_id, txn.terminal_id, txn.txn_id):
+            raw = entity.encode()
+            parts.append(bytes((len(raw),)) + raw)
+    return b"".join(parts)
 
 
 def _with_constants(script: str, constants: dict[str, object]) -> str:
@@ -278,9 +343,17 @@ def _with_constants(script: str, constants: dict[str, object]) -> str:
     return "\n".join(lines) + "\n" + script
 
 
-def _state(reply: Sequence[Any]) -> EntityState:
-    windows = len(terminal.WINDOWS)
-    return decode_state(reply[0], reply[1 : 1 + windows], reply[1 + windows :])
+_STATE_HEADER = struct.Struct(f"<I{len(terminal.WINDOWS)}i")
+
+
+def _state(packed: bytes) -> EntityState:
+    """The state the scripts pack: card length, window sums, card bytes, fraud entries."""
+    size, *sums = _STATE_HEADER.unpack_from(packed)
+    at = _STATE_HEADER.size + size
+    frauds = packed[at:]
+    width = terminal.FRAUD.size
+    return decode_state(packed[_STATE_HEADER.size:at], sums,
+                        [frauds[i : i + width] for i in range(0, len(frauds), width)])
 
 
 def _applied(txn: Transaction, reply: Sequence[Any]) -> Applied:
@@ -289,4 +362,4 @@ def _applied(txn: Transaction, reply: Sequence[Any]) -> Applied:
         return Applied(txn, status, record=ScoredRecord.from_bytes(reply[1]))
     if status is Status.LATE:
         return Applied(txn, status, newest=card.HEADER.unpack(reply[1])[0])
-    return Applied(txn, status, state=_state(reply[1:]))
+    return Applied(txn, status, state=_state(reply[1]))

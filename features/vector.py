@@ -57,7 +57,7 @@ def view(state: EntityState, txn: Transaction) -> dict[str, float]:
 
 def pack_vector(vector: dict[str, float]) -> bytes:
     """The vector as float64s in :data:`FEATURE_NAMES` order (exact, compact)."""
-    return _VECTOR.pack(*(vector[name] for name in FEATURE_NAMES))
+    return _VECTOR.pack(*map(vector.__getitem__, FEATURE_NAMES))
 
 
 def unpack_vector(raw: bytes) -> dict[str, float]:

@@ -58,7 +58,7 @@ async def test_keys_carry_the_feature_set_version_and_all_expire(
     store: RedisFeatureStore,
 ) -> None:
     [applied] = await score(store, txns(1)[0])
-    await store.apply([Transaction("u", "c9", "p9", 1.0, T0)])  # left pending
+    await store.apply([Transaction("u", "c9", "p9", 1.0, T0)])  # left pending ("P")
     keys = [k.decode() async for k in store.client.scan_iter(f"{store.key_prefix}:*")]
     assert keys and all(k.startswith(f"{store.key_prefix}:v{FEATURE_SET_VERSION}:") for k in keys)
     for key in keys:

@@ -1,0 +1,178 @@
+"""``fraudstream bench features``: throughput, read latency and memory, on real Redis.
+
+What it measures, each over ``runs`` fresh key prefixes (medians reported):
+
+- **update + read throughput**: a month of typical traffic (``per_day``
+  transactions per card, mostly at a handful of home terminals) through
+  ``apply`` -> ``view`` -> ``save`` in batches, the stream agent's path
+  without the model; also over the last ``tail`` transactions alone, when
+  every card has its full 30-day history. The in-memory store runs the same
+  workload in the same process as a baseline (the ratio is less noisy than
+  the absolute number on a shared machine).
+- **API read latency**: ``peek`` + ``view`` one transaction at a time
+  (the API's read, without HTTP), p50 and p99.
+- **memory per card**: ``MEMORY USAGE`` of card keys after the month.
+- **bucketed terminal windows**: the error of the bucketed terminal counts
+  against exact sliding windows, on the same traffic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import secrets
+import statistics
+import time
+from bisect import bisect_left
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from features import terminal
+from features.events import Transaction
+from features.memory import MemoryFeatureStore
+from features.redis_store import RedisFeatureStore
+from features.store import FeatureStore, ScoredRecord
+from features.vector import view
+
+T0 = 1_767_225_600.0
+DAY = 86400.0
+
+
+@dataclass(frozen=True)
+class Workload:
+    cards: int = 2000
+    terminals: int = 500
+    days: int = 30
+    per_day: float = 2.0
+    seed: int = 0
+
+    def transactions(self) -> list[Transaction]:
+        """The month's transactions in time order (Poisson per card, home terminals)."""
+        rnd = random.Random(self.seed)
+        out = []
+        for c in range(self.cards):
+            homes = [rnd.randrange(self.terminals) for _ in range(4)]
+            t = T0 + rnd.random() * DAY / self.per_day
+            while t < T0 + self.days * DAY:
+                term = rnd.choice(homes) if rnd.random() < 0.9 else rnd.randrange(self.terminals)
+                located = rnd.random() < 0.5
+                out.append(Transaction(
+                    f"b{len(out)}", f"card{c}", f"term{term}", round(rnd.lognormvariate(3.5, 1), 2),
+                    t, lat=48 + rnd.random() if located else None,
+                    lon=2 + rnd.random() if located else None))
+                t += rnd.expovariate(self.per_day / DAY)
+        out.sort(key=lambda x: x.event_time)
+        return out
+
+
+async def run_batches(store: FeatureStore, txns: Sequence[Transaction], batch: int) -> float:
+    """Seconds to apply, view and save ``txns`` in batches."""
+    started = time.perf_counter()
+    for i in range(0, len(txns), batch):
+        applied = await store.apply(txns[i : i + batch])
+        records = []
+        for a in applied:
+            if a.state is not None:
+                t = a.txn
+                records.append((a, ScoredRecord(t.txn_id, t.card_id, t.terminal_id, t.event_time,
+                                                view(a.state, t), 0.0, 0)))
+        await store.save(records)
+    return time.perf_counter() - started
+
+
+async def read_latencies(store: FeatureStore, probes: Sequence[Transaction]) -> list[float]:
+    """Seconds per ``peek`` + ``view``, one request at a time."""
+    out = []
+    for probe in probes:
+        started = time.perf_counter()
+        view(await store.peek(probe), probe)
+        out.append(time.perf_counter() - started)
+    return out
+
+
+def bucket_error(txns: Sequence[Transaction]) -> dict[str, tuple[float, float]]:
+    """Per terminal window: (mean relative error, mean absolute error) of bucketed counts."""
+    by_terminal: dict[str, list[float]] = defaultdict(list)
+    errors: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    buckets: dict[str, tuple[dict[int, int], tuple[int | None, ...]]] = {}
+    for txn in txns:
+        times = by_terminal[txn.terminal_id]
+        state = buckets.get(txn.terminal_id, ({}, (None,) * len(terminal.WINDOWS)))
+        counts = terminal.window_counts(state[0], state[1], txn.event_time)
+        if txn.event_time >= T0 + 30 * DAY * 0.5 + max(terminal.WINDOWS.values()) * 0.5:
+            for (name, length), got in zip(terminal.WINDOWS.items(), counts, strict=True):
+                exact = len(times) - bisect_left(times, txn.event_time - length)
+                if exact:
+                    errors[name].append((abs(got - exact) / exact, abs(got - exact)))
+        times.append(txn.event_time)
+        buckets[txn.terminal_id] = terminal.step(state[0], state[1], txn.event_time)
+    return {name: (statistics.fmean(e[0] for e in pairs), statistics.fmean(e[1] for e in pairs))
+            for name, pairs in errors.items()}
+
+
+def _percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
+
+
+async def bench_features(
+    redis_url: str, workload: Workload, runs: int = 3, batch: int = 500, tail: int = 20_000,
+    say: Callable[[str], None] = print,
+) -> dict[str, float]:
+    """Run every measurement; print a report through ``say``; return the medians."""
+    txns = workload.transactions()
+    tail = min(tail, len(txns) // 2)
+    say(f"workload: {len(txns):,} transactions, {workload.cards:,} cards, "
+        f"{workload.terminals} terminals, {workload.days} days, {workload.per_day}/card/day; "
+        f"batches of {batch}; {runs} runs")
+    redis_all, redis_tail, memory_all, p50, p99, mem = [], [], [], [], [], []
+    for run in range(runs):
+        store = RedisFeatureStore.from_url(redis_url, f"bench-{secrets.token_hex(4)}")
+        try:
+            seconds = await run_batches(store, txns[:-tail], batch)
+            tail_seconds = await run_batches(store, txns[-tail:], batch)
+            redis_all.append(len(txns) / (seconds + tail_seconds))
+            redis_tail.append(tail / tail_seconds)
+            end = txns[-1].event_time + 60
+            probes = [Transaction(f"probe{i}", f"card{i % workload.cards}", f"term{i % 50}",
+                                  25.0, end + i * 0.001) for i in range(3000)]
+            latencies = await read_latencies(store, probes)
+            p50.append(_percentile(latencies, 0.5) * 1e3)
+            p99.append(_percentile(latencies, 0.99) * 1e3)
+            keys = [store.key("card", f"card{i}") for i in range(0, workload.cards, 7)]
+            sizes = [await store.client.memory_usage(k) or 0 for k in keys]
+            mem.append(statistics.median(sizes))
+            memory = MemoryFeatureStore()
+            memory_all.append(len(txns) / await run_batches(memory, txns, batch))
+            say(f"run {run + 1}: redis {redis_all[-1]:,.0f} txn/s (full-history tail "
+                f"{redis_tail[-1]:,.0f}), memory store {memory_all[-1]:,.0f} txn/s; "
+                f"read p50 {p50[-1]:.3f} ms p99 {p99[-1]:.3f} ms; card median {mem[-1]:.0f} B "
+                f"(max {max(sizes)} B)")
+            await store.client.eval(
+                "for _, k in ipairs(redis.call('KEYS', ARGV[1])) do redis.call('DEL', k) end",
+                0, f"{store.key_prefix}:*")
+        finally:
+            await store.close()
+    result = {
+        "update_read_txn_per_s": statistics.median(redis_all),
+        "update_read_full_history_txn_per_s": statistics.median(redis_tail),
+        "memory_store_txn_per_s": statistics.median(memory_all),
+        "read_p50_ms": statistics.median(p50),
+        "read_p99_ms": statistics.median(p99),
+        "card_memory_bytes": statistics.median(mem),
+    }
+    say(f"median: {result['update_read_txn_per_s']:,.0f} txn/s update+read "
+        f"({result['update_read_txn_per_s'] / result['memory_store_txn_per_s']:.2f} x the "
+        f"in-memory store); full history {result['update_read_full_history_txn_per_s']:,.0f} "
+        f"txn/s; API read p50 {result['read_p50_ms']:.3f} ms, p99 {result['read_p99_ms']:.3f} ms; "
+        f"{result['card_memory_bytes']:.0f} bytes per card (MEMORY USAGE, median)")
+    for name, (relative, absolute) in bucket_error(txns).items():
+        say(f"bucketed terminal_txn_count_{name}: mean error {relative:.1%} "
+            f"({absolute:.2f} transactions) against the exact sliding window")
+    return result
+
+
+def run(redis_url: str, workload: Workload, runs: int, batch: int) -> dict[str, float]:
+    return asyncio.run(bench_features(redis_url, workload, runs, batch))
