@@ -51,7 +51,7 @@ class Workload:
     def transactions(self) -> list[Transaction]:
         """The month's transactions in time order (Poisson per card, home terminals)."""
         rnd = random.Random(self.seed)
-        out = []
+        out: list[Transaction] = []
         for c in range(self.cards):
             homes = [rnd.randrange(self.terminals) for _ in range(4)]
             t = T0 + rnd.random() * DAY / self.per_day
