@@ -32,7 +32,7 @@ import struct
 import zlib
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
-from operator import itemgetter
+from operator import itemgetter, mul
 
 from features.events import Transaction
 from features.geo import haversine_km
@@ -82,6 +82,9 @@ FEATURES: dict[str, str] = {
                                  "(0 without locations; capped at 100,000)",
 }
 FEATURE_NAMES: tuple[str, ...] = tuple(FEATURES)
+_TERMINAL_WINDOW_NAMES = tuple(
+    (length, f"card_distinct_terminals_{name}") for name, length in TERMINAL_WINDOWS.items()
+)
 _WINDOW_NAMES = tuple(
     (length, tuple(f"card_{kind}_{name}" for kind in _DESCRIBE_WINDOW))
     for name, length in WINDOWS.items()
@@ -168,8 +171,9 @@ def view(history: CardHistory, txn: Transaction) -> dict[str, float]:
     records = history.records
     end = bisect_left(records, at, key=itemgetter(0))
     recent = records[bisect_left(records, at - HORIZON_SECONDS, 0, end, key=itemgetter(0)):end]
-    times = [r[0] for r in recent]
-    cents = [r[1] for r in recent]
+    if not recent:
+        return _empty_view(txn)
+    times, cents, terminals, lats, lons = zip(*recent, strict=True)
     vector: dict[str, float] = {}
     for length, (count_name, sum_name, mean_name, max_name) in _WINDOW_NAMES:
         inside = cents[bisect_left(times, at - length):]
@@ -179,40 +183,46 @@ def view(history: CardHistory, txn: Transaction) -> dict[str, float]:
         vector[sum_name] = total / 100
         vector[mean_name] = total / count / 100 if count else 0.0
         vector[max_name] = max(inside) / 100 if count else 0.0
-    vector["card_seconds_since_prev"] = at - times[-1] if recent else SINCE_PREV_CAP_SECONDS
-    vector["card_first_seen"] = 0.0 if recent else 1.0
+    vector["card_seconds_since_prev"] = at - times[-1]
+    vector["card_first_seen"] = 0.0
     vector.update(_amount_vs_history(cents, round(txn.amount * 100)))
-    terminals = [r[2] for r in recent]
-    for name, length in TERMINAL_WINDOWS.items():
-        vector[f"card_distinct_terminals_{name}"] = float(
-            len(set(terminals[bisect_left(times, at - length):]))
-        )
+    for length, name in _TERMINAL_WINDOW_NAMES:
+        vector[name] = float(len(set(terminals[bisect_left(times, at - length):])))
     vector["card_terminal_new_30d"] = 0.0 if terminal_hash(txn.terminal_id) in terminals else 1.0
-    vector.update(_location(recent, txn))
+    vector.update(_location(times[-1], lats, lons, txn))
     return vector
 
 
-def _amount_vs_history(cents: list[int], amount: int) -> dict[str, float]:
+def _empty_view(txn: Transaction) -> dict[str, float]:
+    vector = dict.fromkeys(FEATURE_NAMES, 0.0)
+    vector["card_seconds_since_prev"] = SINCE_PREV_CAP_SECONDS
+    vector["card_first_seen"] = 1.0
+    vector["card_amount_ratio_mean_30d"] = 1.0
+    vector["card_terminal_new_30d"] = 1.0
+    return vector
+
+
+def _amount_vs_history(cents: tuple[int, ...], amount: int) -> dict[str, float]:
     n, total = len(cents), sum(cents)
     zscore = 0.0
     if n >= 2:
-        spread = n * sum(c * c for c in cents) - total * total  # n^2 * variance, exact
+        spread = n * sum(map(mul, cents, cents)) - total * total  # n^2 * variance, exact
         if spread > 0:
             zscore = (n * amount - total) / math.sqrt(spread)
-    ratio = (amount / 100 + 1) / (total / n / 100 + 1) if n else 1.0
+    ratio = (amount / 100 + 1) / (total / n / 100 + 1)
     return {"card_amount_zscore_30d": zscore, "card_amount_ratio_mean_30d": ratio}
 
 
-def _location(recent: tuple[Record, ...], txn: Transaction) -> dict[str, float]:
+def _location(previous: float, lats: tuple[int, ...], lons: tuple[int, ...],
+              txn: Transaction) -> dict[str, float]:
     distance = speed = 0.0
     if txn.lat is not None and txn.lon is not None:
-        located = [r for r in recent if r[3] != NO_LOCATION]
+        located = [(la, lo) for la, lo in zip(lats, lons, strict=True) if la != NO_LOCATION]
         if located:
-            lat = sum(r[3] for r in located) / len(located) / 1e5
-            lon = sum(r[4] for r in located) / len(located) / 1e5
+            lat = sum(la for la, _ in located) / len(located) / 1e5
+            lon = sum(lo for _, lo in located) / len(located) / 1e5
             distance = haversine_km(lat, lon, txn.lat, txn.lon)
-        previous = recent[-1] if recent else None
-        if previous is not None and previous[3] != NO_LOCATION:
-            km = haversine_km(previous[3] / 1e5, previous[4] / 1e5, txn.lat, txn.lon)
-            speed = min(km / ((txn.event_time - previous[0]) / 3600), SPEED_CAP_KMH)
+        if lats[-1] != NO_LOCATION:
+            km = haversine_km(lats[-1] / 1e5, lons[-1] / 1e5, txn.lat, txn.lon)
+            speed = min(km / ((txn.event_time - previous) / 3600), SPEED_CAP_KMH)
     return {"card_distance_from_usual_km": distance, "card_speed_since_prev_kmh": speed}

@@ -24,7 +24,7 @@ Examples
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
 from features import card, terminal
@@ -58,6 +58,12 @@ class MemoryFeatureStore:
 
     async def apply(self, txns: Sequence[Transaction]) -> list[Applied]:
         return [self._apply(txn) for txn in txns]
+
+    async def apply_parts(
+        self, parts: Sequence[Sequence[Transaction]]
+    ) -> AsyncIterator[list[Applied]]:
+        for part in parts:
+            yield [self._apply(txn) for txn in part]
 
     def _apply(self, txn: Transaction) -> Applied:
         if (saved := self._scored.get(txn.txn_id)) is not None:

@@ -4,7 +4,7 @@ Keys carry the feature-set version, so a new feature set never reads old
 state (``{prefix}:v{version}:...``):
 
 - ``card:{card_id}``: the card's history bytes (:mod:`features.card`);
-- ``term:{terminal_id}``: a hash of bucket counters and each window's newest bucket;
+- ``term:{terminal_id}``: a hash, per window: packed bucket counts, newest bucket, its sum;
 - ``fraud:{terminal_id}``: a hash, transaction id -> (transaction time, label arrival);
 - ``scored:{txn_id}``: ``P`` and the state the transaction was applied on,
   until ``D`` and its saved :class:`~features.store.ScoredRecord` replace it.
@@ -27,7 +27,7 @@ after ``scored_ttl_seconds`` (labels are not expected later than that).
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -51,48 +51,75 @@ _BUCKETS = struct.Struct("<iii")
 #: ``term_key`` for a transaction whose current bucket per window is in
 #: ``curs``; the fraud entries of ``fraud_key`` not below the floor. Mirrors
 #: :func:`features.terminal.window_counts` and :func:`features.terminal.fraud_floor`.
-#: Per window the hash keeps ``n``: the newest bucket, and ``s``: the sum for
-#: that bucket (kept exact as late transactions add to covered buckets), so an
-#: in-order transaction reads one small HMGET instead of 24 buckets.
+#: Per window ``i`` the terminal hash keeps ``b<i>``: the non-empty buckets
+#: as sorted (bucket, count) int32 pairs, none older than :data:`KEEP` behind
+#: ``n<i>``: the newest bucket; and ``s<i>``: the window sum for ``n<i>``,
+#: kept exact as late transactions add to covered buckets. An in-order
+#: transaction reads one HMGET and touches only the last pair.
 _TERMINAL_LUA = """
-local function window_sum(term_key, i, low, cur)
-  if low >= cur then return 0 end
-  local fields = {}
-  for b = low, cur - 1 do fields[#fields + 1] = b * 4 + i end
+-- the sum of the counts of the packed buckets in [low, high)
+local function range_sum(packed, low, high)
   local total = 0
-  for _, v in ipairs(redis.call('HMGET', term_key, unpack(fields))) do
-    if v then total = total + tonumber(v) end
+  if not packed then return 0 end
+  for pos = 1, #packed - 7, 8 do
+    local b = struct.unpack('<i', packed, pos)
+    if b >= high then break end
+    if b >= low then total = total + struct.unpack('<i', packed, pos + 4) end
   end
   return total
 end
 
+-- the packed buckets with one more in bucket cur, and those older than keep_from dropped
+local function increment(packed, cur, keep_from)
+  if not packed or #packed < 8 then return struct.pack('<ii', cur, 1) end
+  local start = 1
+  while start <= #packed - 7 and struct.unpack('<i', packed, start) < keep_from do
+    start = start + 8
+  end
+  if start > 1 then packed = string.sub(packed, start) end
+  local pos = #packed - 7
+  while pos >= 1 and struct.unpack('<i', packed, pos) > cur do pos = pos - 8 end
+  if pos >= 1 and struct.unpack('<i', packed, pos) == cur then
+    local count = struct.unpack('<i', packed, pos + 4)
+    return string.sub(packed, 1, pos + 3) .. struct.pack('<i', count + 1)
+           .. string.sub(packed, pos + 8)
+  end
+  return string.sub(packed, 1, pos + 7) .. struct.pack('<ii', cur, 1)
+         .. string.sub(packed, pos + 8)
+end
+
 local function terminal_state(term_key, fraud_key, curs, write)
-  local sums, newest, advanced = {}, {}, false
-  local meta = redis.call('HMGET', term_key, 'n1', 's1', 'n2', 's2', 'n3', 's3')
+  local sums, newest, updates, advanced = {}, {}, {}, false
+  local meta = redis.call('HMGET', term_key, 'n1', 's1', 'b1', 'n2', 's2', 'b2', 'n3', 's3', 'b3')
   for i = 1, NWIN do
     local cur = curs[i]
-    local stored, cached = tonumber(meta[2 * i - 1]), tonumber(meta[2 * i])
+    local stored, cached, packed = tonumber(meta[3 * i - 2]), tonumber(meta[3 * i - 1]),
+                                   meta[3 * i]
     local known = cur
     if stored and stored > cur then known = stored end
-    local total
+    local total = 0
     if stored == cur and cached then
       total = cached
     else
-      total = window_sum(term_key, i, math.max(cur - BUCKETS, known - KEEP), cur)
+      total = range_sum(packed, math.max(cur - BUCKETS, known - KEEP), cur)
     end
     sums[i], newest[i] = total, known
     if write then
-      redis.call('HINCRBY', term_key, cur * 4 + i, 1)
-      if cur == known then
-        if stored ~= cur then
-          redis.call('HSET', term_key, 'n' .. i, cur, 's' .. i, total)
-          advanced = true
-        end
-      elseif cur >= known - BUCKETS then
-        redis.call('HINCRBY', term_key, 's' .. i, 1)
+      updates[#updates + 1] = 'b' .. i
+      updates[#updates + 1] = increment(packed, cur, known - KEEP)
+      if cur == known and stored ~= cur then
+        updates[#updates + 1] = 'n' .. i
+        updates[#updates + 1] = cur
+        updates[#updates + 1] = 's' .. i
+        updates[#updates + 1] = total
+        advanced = true
+      elseif cur < known and cur >= known - BUCKETS then
+        updates[#updates + 1] = 's' .. i
+        updates[#updates + 1] = cached + 1
       end
     end
   end
+  if write then redis.call('HSET', term_key, unpack(updates)) end
   local floor = (newest[NWIN] - KEEP) * LAST_BUCKET_SECONDS
   local frauds = {}
   local entries = redis.call('HGETALL', fraud_key)
@@ -138,16 +165,7 @@ local function apply_one(rec, curs, card_id, term_id, txn_id)
   end
   local sums, newest, frauds, advanced = terminal_state(term_key, base .. 'fraud:' .. term_id,
                                                         curs, true)
-  if advanced and redis.call('HLEN', term_key) > CLEAN_ABOVE then
-    for _, key in ipairs(redis.call('HKEYS', term_key)) do
-      local id = tonumber(key)
-      if id then
-        local w = id % 4
-        if (id - w) / 4 < newest[w] - KEEP then redis.call('HDEL', term_key, key) end
-      end
-    end
-  end
-  redis.call('EXPIRE', term_key, TERM_TTL)
+  if advanced then redis.call('EXPIRE', term_key, TERM_TTL) end
   local state = struct.pack(STATE_FORMAT, #blob, unpack(sums)) .. blob .. table.concat(frauds)
   redis.call('SET', txn_key, 'P' .. state, 'EX', SCORED_TTL)
   return {'new', state}
@@ -223,7 +241,6 @@ class RedisFeatureStore:
             "CARD_TTL": self.card_ttl_seconds,
             "TERM_TTL": int(max(terminal.WINDOWS.values()) + allowed_lateness) + _DAY,
             "SCORED_TTL": scored_ttl_seconds,
-            "CLEAN_ABOVE": len(terminal.WINDOWS) * (terminal.KEEP_BUCKETS + 3) + 8,
             "RECORD_SIZE": card.RECORD.size,
             "STATE_FORMAT": repr("<I" + "i" * len(terminal.WINDOWS)),
         }
@@ -267,6 +284,43 @@ class RedisFeatureStore:
             args += self._compaction(applied)
         await self._execute(lambda pipe: pipe.evalsha(self._shas["save"], 0, *args))
 
+    async def apply_parts(
+        self, parts: Sequence[Sequence[Transaction]]
+    ) -> AsyncIterator[list[Applied]]:
+        """:meth:`apply` for consecutive parts, yielding each part as soon as it is applied.
+
+        Every part is sent at once on one connection (so Redis applies them in
+        order) and the replies are read part by part: the caller scores part
+        ``k`` while Redis is still applying the parts after it.
+        """
+        done = 0
+        while done < len(parts):
+            if not self._shas:
+                await self._load_scripts()
+            conn = await self.client.connection_pool.get_connection()
+            clean = False
+            try:
+                commands = [("EVALSHA", self._shas["apply"], 0, self._base + ":", _pack_apply(c))
+                            for part in parts[done:] for c in _chunks(part, SCRIPT_BATCH)]
+                await conn.send_packed_command(conn.pack_commands(commands))
+                for part in parts[done:]:
+                    replies = []
+                    for _ in _chunks(part, SCRIPT_BATCH):
+                        replies += await conn.read_response()
+                    done += 1
+                    clean = done == len(parts)
+                    yield [_applied(txn, reply) for txn, reply in zip(part, replies, strict=True)]
+            except NoScriptError:  # Redis lost the scripts: load them, resend what is left
+                self._shas.clear()
+            finally:
+                if not clean:  # replies may be left unread: never reuse this connection
+                    await conn.disconnect()
+                await self.client.connection_pool.release(conn)
+
+    async def _load_scripts(self) -> None:
+        for name, text in self._scripts.items():
+            self._shas[name] = await self.client.script_load(text)
+
     def _compaction(self, applied: Applied) -> tuple[str, int, bytes] | tuple[()]:
         """(card id, expected length, compacted bytes) after ``applied``, if worth it."""
         if applied.state is None or applied.status is not Status.NEW:
@@ -296,8 +350,7 @@ class RedisFeatureStore:
         """
         for attempt in range(2):
             if not self._shas or attempt:
-                for name, text in self._scripts.items():
-                    self._shas[name] = await self.client.script_load(text)
+                await self._load_scripts()
             pipe = self.client.pipeline(transaction=False)
             build(pipe)
             replies: list[Any] = await pipe.execute(raise_on_error=False)
@@ -324,6 +377,10 @@ class RedisFeatureStore:
 
     async def close(self) -> None:
         await self.client.aclose()
+
+
+def _chunks(items: Sequence[Transaction], size: int) -> list[Sequence[Transaction]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 def _pack_apply(txns: Sequence[Transaction]) -> bytes:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import enum
 import struct
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -111,6 +111,15 @@ class FeatureStore(Protocol):
 
     async def apply(self, txns: Sequence[Transaction]) -> list[Applied]:
         """Fold each transaction in, in order, at most once; the state before each."""
+        ...
+
+    def apply_parts(
+        self, parts: Sequence[Sequence[Transaction]]
+    ) -> AsyncIterator[list[Applied]]:
+        """:meth:`apply` part by part, each yielded as soon as it is applied.
+
+        The stores may apply later parts while the caller works on earlier ones.
+        """
         ...
 
     async def save(self, scored: Sequence[tuple[Applied, ScoredRecord]]) -> None:

@@ -7,6 +7,7 @@ vector from the same state but writes nothing.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -67,26 +68,41 @@ class Scored:
         return self.applied.status in (Status.DONE, Status.PENDING)
 
 
+#: Transactions per store call inside a batch: while one part is scored in
+#: Python, Redis applies the next.
+PART_SIZE = 100
+
+
 async def score_batch(
     store: FeatureStore, holder: ModelHolder, txns: Sequence[Transaction]
 ) -> list[Scored]:
     """Score ``txns`` in order and fold them into their entities' state, exactly once.
 
-    Two round trips to the store per batch: apply (the score needs only this
-    one) and save. A transaction applied before gets its saved record back,
-    or, if it was never saved, the same vector recomputed from the state it
-    was applied on.
+    The store applies the parts of :data:`PART_SIZE` in order, in one round
+    trip, and hands each over as soon as it is applied, so part ``k`` is
+    scored while Redis applies part ``k + 1``; each part's records are saved
+    in one more round trip. A
+    transaction applied before gets its saved record back, or, if it was
+    never saved, the same vector recomputed from the state it was applied on.
+    Returns once every record is saved.
     """
     serving = holder.require()
-    results, to_save = [], []
-    for applied in await store.apply(txns):
-        record = applied.record
-        if applied.state is not None:
-            record = _score(serving, applied.txn, view(applied.state, applied.txn))
-            to_save.append((applied, record))
-        results.append(Scored(applied, record))
-    if to_save:
-        await store.save(to_save)
+    parts = [txns[i : i + PART_SIZE] for i in range(0, len(txns), PART_SIZE)]
+    results: list[Scored] = []
+    saves: list[asyncio.Task[None]] = []
+    try:
+        async for applied in store.apply_parts(parts):
+            to_save = []
+            for one in applied:
+                record = one.record
+                if one.state is not None:
+                    record = _score(serving, one.txn, view(one.state, one.txn))
+                    to_save.append((one, record))
+                results.append(Scored(one, record))
+            if to_save:
+                saves.append(asyncio.ensure_future(store.save(to_save)))
+    finally:
+        await asyncio.gather(*saves)
     return results
 
 

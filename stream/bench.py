@@ -29,12 +29,15 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from river import base
+
 from features import terminal
 from features.events import Transaction
 from features.memory import MemoryFeatureStore
 from features.redis_store import RedisFeatureStore
-from features.store import FeatureStore, ScoredRecord
+from features.store import FeatureStore
 from features.vector import view
+from models.scoring import ModelHolder, ServingModel, score_batch
 
 T0 = 1_767_225_600.0
 DAY = 86400.0
@@ -68,18 +71,23 @@ class Workload:
 
 
 async def run_batches(store: FeatureStore, txns: Sequence[Transaction], batch: int) -> float:
-    """Seconds to apply, view and save ``txns`` in batches."""
+    """Seconds to apply, view and save ``txns`` in batches, as the stream agent does."""
+    holder = ModelHolder()
+    holder.swap(ServingModel(0, _ConstantModel()))
     started = time.perf_counter()
     for i in range(0, len(txns), batch):
-        applied = await store.apply(txns[i : i + batch])
-        records = []
-        for a in applied:
-            if a.state is not None:
-                t = a.txn
-                records.append((a, ScoredRecord(t.txn_id, t.card_id, t.terminal_id, t.event_time,
-                                                view(a.state, t), 0.0, 0)))
-        await store.save(records)
+        await score_batch(store, holder, txns[i : i + batch])
     return time.perf_counter() - started
+
+
+class _ConstantModel(base.Classifier):
+    """Scores nothing: the benchmark measures features, not the model."""
+
+    def learn_one(self, x: dict[str, float], y: bool) -> None:  # type: ignore[override]
+        return None
+
+    def predict_proba_one(self, x: dict[str, float]) -> dict[bool, float]:  # type: ignore[override]
+        return {False: 1.0, True: 0.0}
 
 
 async def read_latencies(store: FeatureStore, probes: Sequence[Transaction]) -> list[float]:
