@@ -289,33 +289,43 @@ class RedisFeatureStore:
     ) -> AsyncIterator[list[Applied]]:
         """:meth:`apply` for consecutive parts, yielding each part as soon as it is applied.
 
-        Every part is sent at once on one connection (so Redis applies them in
-        order) and the replies are read part by part: the caller scores part
-        ``k`` while Redis is still applying the parts after it.
+        Parts go over one connection, each sent as soon as the previous one's
+        replies are in: the caller scores part ``k`` while Redis applies part
+        ``k + 1`` (Redis answers a burst of commands only once it has run them
+        all, so sending every part at once would not overlap).
         """
         done = 0
         while done < len(parts):
             if not self._shas:
                 await self._load_scripts()
             conn = await self.client.connection_pool.get_connection()
-            clean = False
+            in_flight = 0
             try:
-                commands = [("EVALSHA", self._shas["apply"], 0, self._base + ":", _pack_apply(c))
-                            for part in parts[done:] for c in _chunks(part, SCRIPT_BATCH)]
-                await conn.send_packed_command(conn.pack_commands(commands))
-                for part in parts[done:]:
+                in_flight = await self._send_part(conn, parts[done])
+                while done < len(parts):
                     replies = []
-                    for _ in _chunks(part, SCRIPT_BATCH):
+                    for _ in range(in_flight):
                         replies += await conn.read_response()
+                    in_flight = 0
+                    part = parts[done]
                     done += 1
-                    clean = done == len(parts)
+                    if done < len(parts):
+                        in_flight = await self._send_part(conn, parts[done])
                     yield [_applied(txn, reply) for txn, reply in zip(part, replies, strict=True)]
             except NoScriptError:  # Redis lost the scripts: load them, resend what is left
                 self._shas.clear()
+                in_flight = 1
             finally:
-                if not clean:  # replies may be left unread: never reuse this connection
+                if in_flight:  # replies may be left unread: never reuse this connection
                     await conn.disconnect()
                 await self.client.connection_pool.release(conn)
+
+    async def _send_part(self, conn: Any, part: Sequence[Transaction]) -> int:
+        """Send the apply scripts for ``part``; how many replies to read."""
+        commands = [("EVALSHA", self._shas["apply"], 0, self._base + ":", _pack_apply(chunk))
+                    for chunk in _chunks(part, SCRIPT_BATCH)]
+        await conn.send_packed_command(conn.pack_commands(commands))
+        return len(commands)
 
     async def _load_scripts(self) -> None:
         for name, text in self._scripts.items():

@@ -160,7 +160,9 @@ def view(state: TerminalState, txn: Transaction) -> dict[str, float]:
         WINDOWS, state.counts, current_buckets(at), BUCKET_SECONDS, strict=True
     ):
         start, end = (current - BUCKETS) * size, current * size
-        frauds = sum(1 for when, arrived in state.frauds if start <= when < end and arrived < at)
+        frauds = sum(
+            1 for when, arrived in state.frauds if start <= when < end and arrived < at
+        ) if state.frauds else 0
         vector[f"terminal_txn_count_{name}"] = float(count)
         vector[f"terminal_fraud_count_{name}"] = float(frauds)
         vector[f"terminal_fraud_rate_{name}"] = min(frauds / count, 1.0) if count else 0.0

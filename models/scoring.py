@@ -70,7 +70,7 @@ class Scored:
 
 #: Transactions per store call inside a batch: while one part is scored in
 #: Python, Redis applies the next.
-PART_SIZE = 100
+PART_SIZE = 50
 
 
 async def score_batch(
