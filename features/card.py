@@ -6,9 +6,11 @@ every card window is **exact**: half-open ``[t - w, t)``, the transaction
 itself and anything at or after its time excluded.
 
 The state is stored as bytes (:func:`encode`): an 8-byte header holding the
-card's newest event time, then the records in the order they were applied.
-Folding a transaction in is appending its :func:`record` (which a Redis Lua
-script can do without understanding it); :func:`decode` sorts by time.
+card's newest event time, then the records as columns (times, amounts,
+terminals, latitudes, longitudes) in the order they were applied. Folding a
+transaction in is appending its :func:`record` to each column (a Redis Lua
+script does the same without understanding it); :func:`decode` unpacks the
+columns in one call and sorts by time if a late record came in.
 
 Examples
 --------
@@ -32,7 +34,10 @@ import struct
 import zlib
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
-from operator import itemgetter, mul
+from functools import lru_cache
+from itertools import pairwise
+from operator import mul
+from typing import Any, TypeVar
 
 from features.events import Transaction
 from features.geo import haversine_km
@@ -51,13 +56,17 @@ SINCE_PREV_CAP_SECONDS = HORIZON_SECONDS
 SPEED_CAP_KMH = 100_000.0
 
 #: One transaction: time, amount in cents, terminal hash, lat/lon in 1e-5 degrees.
+#: Stored column by column (all times, then all amounts, ...), see :func:`append`.
 RECORD = struct.Struct("<dIIii")
+#: Where each column's field starts within a packed record (and its end).
+_COLUMN_OFFSETS = (0, 8, 12, 16, 20, 24)
 #: The header: the newest event time folded in.
 HEADER = struct.Struct("<d")
 #: ``lat``/``lon`` of a record without a location.
 NO_LOCATION = -(2**31)
 
 Record = tuple[float, int, int, int, int]
+T = TypeVar("T")
 
 _DESCRIBE_WINDOW = {
     "txn_count": "number of the card's transactions in the {w} before this one",
@@ -93,10 +102,30 @@ _WINDOW_NAMES = tuple(
 
 @dataclass(frozen=True, slots=True)
 class CardHistory:
-    """A card's records sorted by time (ties in the order applied), and its newest time."""
+    """A card's transactions as columns sorted by time (ties in the order applied).
 
-    records: tuple[Record, ...] = ()
+    ``times`` in seconds, ``cents``, ``terminals`` (hashes), ``lats``/``lons``
+    (1e-5 degrees, :data:`NO_LOCATION` when unknown), and the newest time
+    ever folded in.
+    """
+
+    times: tuple[float, ...] = ()
+    cents: tuple[int, ...] = ()
+    terminals: tuple[int, ...] = ()
+    lats: tuple[int, ...] = ()
+    lons: tuple[int, ...] = ()
     newest: float | None = None
+
+    @property
+    def records(self) -> tuple[Record, ...]:
+        """The same history as one (time, cents, terminal, lat, lon) tuple per transaction."""
+        return tuple(zip(self.times, self.cents, self.terminals, self.lats, self.lons,
+                         strict=True))
+
+    def _sliced(self, start: int, end: int | None = None) -> CardHistory:
+        return CardHistory(self.times[start:end], self.cents[start:end],
+                           self.terminals[start:end], self.lats[start:end],
+                           self.lons[start:end], self.newest)
 
 
 def terminal_hash(terminal_id: str) -> int:
@@ -118,17 +147,42 @@ def record(txn: Transaction) -> Record:
 
 
 def packed_record(txn: Transaction) -> bytes:
-    """:func:`record` as the bytes appended to the stored history."""
+    """:func:`record` packed: the 8+4+4+4+4 bytes :func:`append` adds to the columns."""
     return RECORD.pack(*record(txn))
+
+
+def append(raw: bytes, txn: Transaction) -> bytes:
+    """The stored bytes with ``txn`` appended to every column (the Lua script does the same).
+
+    >>> h = decode(append(append(b"", Transaction("a", "c", "p", 1.0, 5.0)),
+    ...                   Transaction("b", "c", "p", 2.0, 3.0)))
+    >>> h.times, h.cents, h.newest
+    ((3.0, 5.0), (200, 100), 5.0)
+    """
+    rec = packed_record(txn)
+    if not raw:
+        return HEADER.pack(txn.event_time) + rec
+    newest = max(HEADER.unpack_from(raw)[0], txn.event_time)
+    n = (len(raw) - HEADER.size) // RECORD.size
+    cuts = [HEADER.size + offset * n for offset in _COLUMN_OFFSETS[:-1]] + [len(raw)]
+    parts = [HEADER.pack(newest)]
+    for i, (start, end) in enumerate(pairwise(cuts)):
+        parts += (raw[start:end], rec[_COLUMN_OFFSETS[i]:_COLUMN_OFFSETS[i + 1]])
+    return b"".join(parts)
 
 
 def step(history: CardHistory, txn: Transaction) -> CardHistory:
     """``history`` with ``txn`` folded in (kept sorted; ties stay in applied order)."""
-    new = record(txn)
-    records = list(history.records)
-    records.insert(bisect_right(records, new[0], key=itemgetter(0)), new)
-    newest = txn.event_time if history.newest is None else max(history.newest, txn.event_time)
-    return CardHistory(tuple(records), newest)
+    time, cents, terminal, lat, lon = record(txn)
+    at = bisect_right(history.times, time)
+
+    def put(column: tuple[T, ...], value: T) -> tuple[T, ...]:
+        return (*column[:at], value, *column[at:])
+
+    newest = time if history.newest is None else max(history.newest, time)
+    return CardHistory(put(history.times, time), put(history.cents, cents),
+                       put(history.terminals, terminal), put(history.lats, lat),
+                       put(history.lons, lon), newest)
 
 
 def is_too_late(history: CardHistory, txn: Transaction, allowed_lateness: float) -> bool:
@@ -140,40 +194,57 @@ def stale_count(history: CardHistory, allowed_lateness: float) -> int:
     """How many records no allowed transaction can see any more (to compact away)."""
     if history.newest is None:
         return 0
-    cutoff = history.newest - allowed_lateness - HORIZON_SECONDS
-    return bisect_left(history.records, cutoff, key=itemgetter(0))
+    return bisect_left(history.times, history.newest - allowed_lateness - HORIZON_SECONDS)
 
 
 def compact(history: CardHistory, allowed_lateness: float) -> CardHistory:
     """``history`` without its stale records; every allowed vector is unchanged."""
-    return CardHistory(history.records[stale_count(history, allowed_lateness):], history.newest)
+    return history._sliced(stale_count(history, allowed_lateness))
 
 
 def encode(history: CardHistory) -> bytes:
-    """The stored bytes: header, then the records."""
+    """The stored bytes: the header (newest time), then the columns."""
     if history.newest is None:
         return b""
-    return HEADER.pack(history.newest) + b"".join(RECORD.pack(*r) for r in history.records)
+    n = len(history.times)
+    return HEADER.pack(history.newest) + _body(n).pack(
+        *history.times, *history.cents, *history.terminals, *history.lats, *history.lons)
 
 
-def decode(raw: bytes | None) -> CardHistory:
-    """The history stored as ``raw`` (records sorted by time, ties in stored order)."""
+def decode(raw: bytes | memoryview | None) -> CardHistory:
+    """The history stored as ``raw``, sorted by time (ties in stored order)."""
     if not raw:
         return CardHistory()
     (newest,) = HEADER.unpack_from(raw)
-    records = sorted(RECORD.iter_unpack(memoryview(raw)[HEADER.size:]), key=itemgetter(0))
-    return CardHistory(tuple(records), newest)
+    n = (len(raw) - HEADER.size) // RECORD.size
+    flat: tuple[Any, ...] = _body(n).unpack_from(raw, HEADER.size)
+    times = flat[:n]
+    if list(times) == sorted(times):
+        return CardHistory(times, flat[n : 2 * n], flat[2 * n : 3 * n], flat[3 * n : 4 * n],
+                           flat[4 * n :], newest)
+    order = sorted(range(n), key=times.__getitem__)  # stable: ties keep their stored order
+
+    def column(k: int) -> tuple[Any, ...]:
+        return tuple(flat[k * n + i] for i in order)
+
+    return CardHistory(column(0), column(1), column(2), column(3), column(4), newest)
+
+
+@lru_cache(maxsize=512)
+def _body(n: int) -> struct.Struct:
+    return struct.Struct(f"<{n}d{n}I{n}I{n}i{n}i")
 
 
 def view(history: CardHistory, txn: Transaction) -> dict[str, float]:
     """The card features for scoring ``txn``: only records strictly before it count."""
     at = txn.event_time
-    records = history.records
-    end = bisect_left(records, at, key=itemgetter(0))
-    recent = records[bisect_left(records, at - HORIZON_SECONDS, 0, end, key=itemgetter(0)):end]
-    if not recent:
+    end = bisect_left(history.times, at)
+    start = bisect_left(history.times, at - HORIZON_SECONDS, 0, end)
+    if start == end:
         return _empty_view(txn)
-    times, cents, terminals, lats, lons = zip(*recent, strict=True)
+    times, cents, terminals = history.times[start:end], history.cents[start:end], \
+        history.terminals[start:end]
+    lats, lons = history.lats[start:end], history.lons[start:end]
     vector: dict[str, float] = {}
     for length, (count_name, sum_name, mean_name, max_name) in _WINDOW_NAMES:
         inside = cents[bisect_left(times, at - length):]

@@ -76,8 +76,7 @@ class MemoryFeatureStore:
             return Applied(txn, Status.LATE, newest=newest)
         term = self._terminals.setdefault(txn.terminal_id, _Terminal())
         state = decode_state(blob, *self._terminal_view(term, txn.event_time))
-        header = card.HEADER.pack(max(txn.event_time, newest or txn.event_time))
-        self._cards[txn.card_id] = header + blob[card.HEADER.size:] + card.packed_record(txn)
+        self._cards[txn.card_id] = card.append(blob, txn)
         term.buckets, term.newest = terminal.step(term.buckets, term.newest, txn.event_time)
         self._pending[txn.txn_id] = state
         return Applied(txn, Status.NEW, state=state)

@@ -27,6 +27,7 @@ after ``scored_ttl_seconds`` (labels are not expected later than that).
 from __future__ import annotations
 
 import struct
+from bisect import bisect_left
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
@@ -90,7 +91,8 @@ end
 
 local function terminal_state(term_key, fraud_key, curs, write)
   local sums, newest, updates, advanced = {}, {}, {}, false
-  local meta = redis.call('HMGET', term_key, 'n1', 's1', 'b1', 'n2', 's2', 'b2', 'n3', 's3', 'b3')
+  local meta = redis.call('HMGET', term_key, 'n1', 's1', 'b1', 'n2', 's2', 'b2', 'n3', 's3', 'b3',
+                         'f')
   for i = 1, NWIN do
     local cur = curs[i]
     local stored, cached, packed = tonumber(meta[3 * i - 2]), tonumber(meta[3 * i - 1]),
@@ -122,7 +124,8 @@ local function terminal_state(term_key, fraud_key, curs, write)
   if write then redis.call('HSET', term_key, unpack(updates)) end
   local floor = (newest[NWIN] - KEEP) * LAST_BUCKET_SECONDS
   local frauds = {}
-  local entries = redis.call('HGETALL', fraud_key)
+  local entries = {}
+  if meta[10] then entries = redis.call('HGETALL', fraud_key) end  -- 'f': it has frauds
   for j = 2, #entries, 2 do
     if struct.unpack('<d', entries[j]) >= floor then
       frauds[#frauds + 1] = entries[j]
@@ -156,9 +159,16 @@ local function apply_one(rec, curs, card_id, term_id, txn_id)
     local newest = struct.unpack('<d', blob)
     if t < newest - LATENESS then return {'late', string.sub(blob, 1, 8)} end
     if newest > t then header = newest end
+    -- the record's fields go to the end of each column (features.card.append);
     -- SET, not APPEND: an appended string keeps spare capacity (up to double)
-    redis.call('SET', card_key, struct.pack('<d', header) .. string.sub(blob, 9) .. rec,
-               'EX', CARD_TTL)
+    local n = (#blob - 8) / RECORD_SIZE
+    local a, b, c, d = 8 + 8 * n, 8 + 12 * n, 8 + 16 * n, 8 + 20 * n
+    redis.call('SET', card_key, struct.pack('<d', header)
+      .. string.sub(blob, 9, a) .. string.sub(rec, 1, 8)
+      .. string.sub(blob, a + 1, b) .. string.sub(rec, 9, 12)
+      .. string.sub(blob, b + 1, c) .. string.sub(rec, 13, 16)
+      .. string.sub(blob, c + 1, d) .. string.sub(rec, 17, 20)
+      .. string.sub(blob, d + 1) .. string.sub(rec, 21, 24), 'EX', CARD_TTL)
   else
     blob = ''
     redis.call('SET', card_key, struct.pack('<d', header) .. rec, 'EX', CARD_TTL)
@@ -214,6 +224,18 @@ end
 return n
 """
 
+#: KEYS: the terminal's fraud hash and its hash. ARGV: txn id, packed entry.
+#: HSETNX: the first arrival counts, a repeated label changes nothing. The
+#: terminal is flagged ``f`` so that apply reads its fraud entries.
+_FRAUD_LUA = """
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 then
+  redis.call('EXPIRE', KEYS[1], FRAUD_TTL)
+  redis.call('HSET', KEYS[2], 'f', 1)
+  redis.call('EXPIRE', KEYS[2], TERM_TTL)
+end
+return 1
+"""
+
 #: Transactions per script call: long enough to amortise the call, short
 #: enough that Redis is never blocked for more than about a millisecond.
 SCRIPT_BATCH = 32
@@ -241,6 +263,7 @@ class RedisFeatureStore:
             "CARD_TTL": self.card_ttl_seconds,
             "TERM_TTL": int(max(terminal.WINDOWS.values()) + allowed_lateness) + _DAY,
             "SCORED_TTL": scored_ttl_seconds,
+            "FRAUD_TTL": int(2 * max(terminal.WINDOWS.values())) + _DAY,
             "RECORD_SIZE": card.RECORD.size,
             "STATE_FORMAT": repr("<I" + "i" * len(terminal.WINDOWS)),
         }
@@ -248,6 +271,7 @@ class RedisFeatureStore:
             "apply": _with_constants(_APPLY_LUA, constants),
             "peek": _with_constants(_PEEK_LUA, constants),
             "save": _with_constants(_SAVE_LUA, constants),
+            "fraud": _with_constants(_FRAUD_LUA, constants),
         }
         self._shas: dict[str, str] = {}
 
@@ -335,9 +359,12 @@ class RedisFeatureStore:
         """(card id, expected length, compacted bytes) after ``applied``, if worth it."""
         if applied.state is None or applied.status is not Status.NEW:
             return ()
-        after = card.step(applied.state.card, applied.txn)
-        if card.stale_count(after, self.allowed_lateness) < COMPACT_AFTER_STALE:
+        before = applied.state.card
+        newest = max(before.newest or applied.txn.event_time, applied.txn.event_time)
+        cutoff = newest - self.allowed_lateness - card.HORIZON_SECONDS
+        if bisect_left(before.times, cutoff) < COMPACT_AFTER_STALE:  # cheap test first
             return ()
+        after = card.step(before, applied.txn)
         length = card.HEADER.size + card.RECORD.size * len(after.records)
         compacted = card.encode(card.compact(after, self.allowed_lateness))
         return applied.txn.card_id, length, compacted
@@ -372,12 +399,10 @@ class RedisFeatureStore:
         return replies
 
     async def record_fraud(self, record: ScoredRecord, label: Label) -> None:
-        key = self.key("fraud", record.terminal_id)
-        pipe = self.client.pipeline(transaction=True)
-        # HSETNX: the first arrival counts, a repeated label changes nothing.
-        pipe.hsetnx(key, record.txn_id, terminal.pack_fraud(record.event_time, label.event_time))
-        pipe.expire(key, int(2 * max(terminal.WINDOWS.values())) + _DAY)
-        await pipe.execute()
+        packed = terminal.pack_fraud(record.event_time, label.event_time)
+        await self._execute(lambda pipe: pipe.evalsha(
+            self._shas["fraud"], 2, self.key("fraud", record.terminal_id),
+            self.key("term", record.terminal_id), record.txn_id, packed))
 
     async def scored(self, txn_id: str) -> ScoredRecord | None:
         raw: Any = await self.client.get(self.key("scored", txn_id))
@@ -419,7 +444,7 @@ def _state(packed: bytes) -> EntityState:
     at = _STATE_HEADER.size + size
     frauds = packed[at:]
     width = terminal.FRAUD.size
-    return decode_state(packed[_STATE_HEADER.size:at], sums,
+    return decode_state(memoryview(packed)[_STATE_HEADER.size:at], sums,
                         [frauds[i : i + width] for i in range(0, len(frauds), width)])
 
 

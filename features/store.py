@@ -150,10 +150,8 @@ class FeatureStore(Protocol):
 COMPACT_AFTER_STALE = 4
 
 
-def decode_state(card_blob: bytes | None, counts: Sequence[int],
+def decode_state(card_blob: bytes | memoryview | None, counts: Sequence[int],
                  fraud_values: Sequence[bytes]) -> EntityState:
     """The :class:`EntityState` from what a store keeps: card bytes, window counts, frauds."""
-    return EntityState(
-        card.decode(card_blob),
-        TerminalState(tuple(int(c) for c in counts), terminal.unpack_frauds(fraud_values)),
-    )
+    frauds = terminal.unpack_frauds(fraud_values) if fraud_values else ()
+    return EntityState(card.decode(card_blob), TerminalState(tuple(counts), frauds))

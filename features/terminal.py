@@ -66,6 +66,10 @@ for _w in WINDOWS:
     FEATURES[f"terminal_fraud_rate_{_w}"] = (
         f"terminal_fraud_count_{_w} / terminal_txn_count_{_w} (0 if no transactions)")
 FEATURE_NAMES: tuple[str, ...] = tuple(FEATURES)
+_NAMES = tuple(
+    (f"terminal_txn_count_{w}", f"terminal_fraud_count_{w}", f"terminal_fraud_rate_{w}")
+    for w in WINDOWS
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,14 +160,15 @@ def view(state: TerminalState, txn: Transaction) -> dict[str, float]:
     """The terminal features for scoring ``txn``."""
     at = txn.event_time
     vector: dict[str, float] = {}
-    for name, count, current, size in zip(
-        WINDOWS, state.counts, current_buckets(at), BUCKET_SECONDS, strict=True
+    for (count_name, fraud_name, rate_name), count, size in zip(
+        _NAMES, state.counts, BUCKET_SECONDS, strict=True
     ):
-        start, end = (current - BUCKETS) * size, current * size
-        frauds = sum(
-            1 for when, arrived in state.frauds if start <= when < end and arrived < at
-        ) if state.frauds else 0
-        vector[f"terminal_txn_count_{name}"] = float(count)
-        vector[f"terminal_fraud_count_{name}"] = float(frauds)
-        vector[f"terminal_fraud_rate_{name}"] = min(frauds / count, 1.0) if count else 0.0
+        frauds = 0
+        if state.frauds:
+            current = math.floor(at / size)
+            start, end = (current - BUCKETS) * size, current * size
+            frauds = sum(1 for when, came in state.frauds if start <= when < end and came < at)
+        vector[count_name] = float(count)
+        vector[fraud_name] = float(frauds)
+        vector[rate_name] = min(frauds / count, 1.0) if count else 0.0
     return vector
