@@ -1,7 +1,7 @@
 """``fraudstream``: the one command line, and the only place that wires everything.
 
 Subcommands: ``services up|down|status``, ``worker``, ``api``, ``produce``,
-``demo``. Settings are read once here and passed down.
+``demo``, ``bench features``. Settings are read once here and passed down.
 """
 
 from __future__ import annotations
@@ -50,6 +50,17 @@ def build_parser() -> argparse.ArgumentParser:
     produce = sub.add_parser("produce", help="publish simulated transactions and labels")
     _simulation_arguments(produce)
 
+    bench = sub.add_parser("bench", help="benchmarks against the real servers")
+    bench.add_argument("suite", choices=["features"])
+    bench.add_argument("--redis-url", default=None,
+                       help="benchmark this Redis (default: start the local one if needed)")
+    bench.add_argument("--cards", type=_positive_int, default=2000)
+    bench.add_argument("--terminals", type=_positive_int, default=500)
+    bench.add_argument("--per-day", type=_positive_float, default=2.0,
+                       help="transactions per card per day (30 days of history)")
+    bench.add_argument("--runs", type=_positive_int, default=3)
+    bench.add_argument("--batch", type=_positive_int, default=500)
+
     demo = sub.add_parser("demo", help="services + worker + API + producer; Ctrl-C stops all")
     _simulation_arguments(demo)
     demo.add_argument("--duration", type=_positive_float, default=None,
@@ -97,9 +108,31 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         return _api(settings, args.log_level)
     if args.command == "produce":
         return _produce(args, settings)
+    if args.command == "bench":
+        return _bench(args, settings)
     from stream.demo import run_demo
 
     return run_demo(settings, args)
+
+
+def _bench(args: argparse.Namespace, settings: Settings) -> int:
+    from stream.bench import Workload
+    from stream.bench import run as run_bench
+    from stream.services import LocalServices
+
+    workload = Workload(cards=args.cards, terminals=args.terminals, per_day=args.per_day)
+    if args.redis_url is not None:
+        run_bench(args.redis_url, workload, args.runs, args.batch)
+        return 0
+    services = LocalServices(settings.services)
+    started = services.redis.process().pid() is None
+    services.up(only={"redis"})
+    try:
+        run_bench(services.redis.url, workload, args.runs, args.batch)
+    finally:
+        if started:
+            services.redis.process().stop()
+    return 0
 
 
 def _services(action: str, settings: Settings) -> int:

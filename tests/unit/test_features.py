@@ -165,3 +165,9 @@ def test_transaction_calendar_features() -> None:
     assert saturday_night["txn_is_weekend"] == 1.0 and saturday_night["txn_is_night"] == 1.0
     noon = view(EntityState(), txn(2, 12 * 3600.0))
     assert math.isclose(noon["txn_hour_cos"], -1.0) and noon["txn_is_night"] == 0.0
+
+
+def test_the_docs_list_every_feature_with_its_meaning() -> None:
+    from tests.support import REPO
+
+    assert describe() in (REPO / "docs" / "features.md").read_text()

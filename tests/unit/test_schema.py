@@ -40,6 +40,9 @@ def test_encode_then_decode_gives_the_same_event() -> None:
     ({"event_time": "2026-01-01T00:00:00"}, "event_time", "timezone"),
     ({"schema_version": 2}, "schema_version", "1"),
     ({"surprise": 1}, "surprise", "Extra inputs are not permitted"),
+    ({"amount": 2e7}, "amount", "less than or equal to 10000000"),
+    ({"lat": 91.0, "lon": 0.0}, "lat", "less than or equal to 90"),
+    ({"lat": 10.0, "lon": -181.0}, "lon", "greater than or equal to -180"),
 ])
 def test_a_bad_field_is_rejected_with_its_name_and_reason(
     change: dict[str, object], field: str, reason: str
@@ -62,3 +65,11 @@ def test_a_label_requires_a_boolean_truth() -> None:
     assert decode_label(json.dumps({**label, "is_fraud": True})).is_fraud is True
     with pytest.raises(RecordError, match="is_fraud"):
         decode_label(json.dumps({**label, "is_fraud": "perhaps"}))
+
+
+def test_a_location_comes_whole_and_rounded_to_a_metre() -> None:
+    with pytest.raises(RecordError, match="lon is required when the other coordinate is given"):
+        decode_transaction(raw(lat=48.85))
+    txn = decode_transaction(raw(lat=48.8566141, lon=2.3522219))
+    assert (txn.lat, txn.lon) == (48.85661, 2.35222)
+    assert decode_transaction(encode(TransactionRecord.from_event(txn))) == txn
