@@ -156,3 +156,17 @@ def test_redis_and_memory_give_exactly_the_same_vectors(
         assert in_redis == await drive(MemoryFeatureStore(allowed_lateness=LATENESS), ops)
 
     asyncio.run(run())
+
+
+async def test_terminal_risk_never_reflects_a_label_that_had_not_arrived(
+    store: FeatureStore,
+) -> None:
+    """The label is processed first, but it arrives (event time) after the second transaction."""
+    [first] = await score(store, txn(1, 0.0, "c1", "p1"))
+    await store.record_fraud(record_for(first), Label("t1", True, T0 + 2 * 86400))
+    [before, after] = await score(store, txn(2, 86400.0, "c2", "p1"),
+                                  txn(3, 3 * 86400.0, "c3", "p1"))
+    assert before.state is not None and after.state is not None
+    assert view(before.state, before.txn)["terminal_fraud_count_7d"] == 0.0
+    assert view(after.state, after.txn)["terminal_fraud_count_7d"] == 1.0
+    assert view(after.state, after.txn)["terminal_fraud_rate_7d"] == 0.5
