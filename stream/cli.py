@@ -1,7 +1,8 @@
 """``fraudstream``: the one command line, and the only place that wires everything.
 
 Subcommands: ``services up|down|status``, ``worker``, ``api``, ``produce``,
-``demo``, ``bench features``. Settings are read once here and passed down.
+``demo``, ``scenarios list|describe``, ``simulate-data``, ``replay``,
+``bench features|simulate|replay``. Settings are read once here and passed down.
 """
 
 from __future__ import annotations
@@ -50,8 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
     produce = sub.add_parser("produce", help="publish simulated transactions and labels")
     _simulation_arguments(produce)
 
+    from stream import datacmd
+
+    datacmd.add_arguments(sub)
+
     bench = sub.add_parser("bench", help="benchmarks against the real servers")
-    bench.add_argument("suite", choices=["features"])
+    bench.add_argument("suite", choices=["features", "simulate", "replay"])
     bench.add_argument("--redis-url", default=None,
                        help="benchmark this Redis (default: start the local one if needed)")
     bench.add_argument("--cards", type=_positive_int, default=2000)
@@ -110,15 +115,36 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         return _produce(args, settings)
     if args.command == "bench":
         return _bench(args, settings)
+    if args.command in ("scenarios", "simulate-data", "replay"):
+        return _data(args, settings)
     from stream.demo import run_demo
 
     return run_demo(settings, args)
+
+
+def _data(args: argparse.Namespace, settings: Settings) -> int:
+    from stream import datacmd
+
+    try:
+        if args.command == "scenarios":
+            return datacmd.scenarios(args)
+        if args.command == "simulate-data":
+            return datacmd.simulate_data(args)
+        return datacmd.replay(args, settings)
+    except datacmd.ERRORS as exc:
+        print(f"fraudstream: {exc}", file=sys.stderr)
+        return 2
 
 
 def _bench(args: argparse.Namespace, settings: Settings) -> int:
     from stream.bench import Workload
     from stream.bench import run as run_bench
     from stream.services import LocalServices
+
+    if args.suite in ("simulate", "replay"):
+        from stream.bench_data import bench_data
+
+        return bench_data(args.suite, settings, args.runs)
 
     workload = Workload(cards=args.cards, terminals=args.terminals, per_day=args.per_day)
     if args.redis_url is not None:

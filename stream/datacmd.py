@@ -1,0 +1,149 @@
+"""The data commands of the CLI: ``scenarios``, ``simulate-data`` and ``replay``.
+
+:mod:`stream.cli` parses the arguments and calls these; they print for a
+person and return the exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+
+from producers.dataset import ColumnMapping, DatasetError, read_dataset, read_foreign, write_dataset
+from producers.replay import Replayer, encode_events, progress_bar
+from producers.scenario import (
+    ScenarioError,
+    builtin_scenarios,
+    describe,
+    load_scenario,
+    run_scenario,
+)
+from stream.settings import Settings
+
+#: Exit status when some rows of a foreign file were rejected (and reported).
+EXIT_ROWS_REJECTED = 3
+
+
+def add_arguments(sub: argparse._SubParsersAction) -> None:
+    """The data subcommands and their options."""
+    scenarios = sub.add_parser("scenarios", help="list or describe the drift scenarios")
+    scenarios.add_argument("action", choices=["list", "describe"])
+    scenarios.add_argument("name", nargs="?", help="scenario name or YAML file (describe)")
+
+    data = sub.add_parser("simulate-data", help="write a scenario to Parquet with its manifest")
+    data.add_argument("scenario", help="built-in scenario name or YAML file")
+    data.add_argument("--out", type=Path, required=True, help="folder to write into")
+    _scenario_options(data)
+
+    replay = sub.add_parser(
+        "replay", help="send a scenario, a dataset folder or a CSV/Parquet file into Kafka")
+    replay.add_argument("source", help="scenario name or YAML, simulate-data folder, or file")
+    replay.add_argument("--speed", default="max",
+                        help="'max' (as fast as possible), 'realtime', or N (N x faster)")
+    replay.add_argument("--mapping", type=Path, help="column mapping file for a foreign file")
+    replay.add_argument("--map", action="append", default=[], metavar="FIELD=COLUMN",
+                        help="a column mapping entry (repeatable) for a foreign file")
+    _scenario_options(replay)
+
+
+def _scenario_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--seed", type=int, default=None, help="override the scenario's seed")
+    parser.add_argument("--days", type=float, default=None, help="override its length")
+    parser.add_argument("--customers", type=int, default=None, help="override its size")
+
+
+def scenarios(args: argparse.Namespace) -> int:
+    if args.action == "list":
+        for name in builtin_scenarios():
+            spec = load_scenario(name)
+            print(f"{name:24s} {spec.description}")
+        return 0
+    if not args.name:
+        print("fraudstream: scenarios describe needs a name or a file", file=sys.stderr)
+        return 2
+    print(describe(load_scenario(args.name)))
+    return 0
+
+
+def simulate_data(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    simulation, manifest = run_scenario(load_scenario(args.scenario), args.seed, args.days,
+                                        args.customers)
+    folder = write_dataset(simulation, manifest, args.out)
+    seconds = time.perf_counter() - started
+    count = simulation.transactions.height
+    print(f"wrote {count:,} transactions and {simulation.labels.height:,} labels to {folder} "
+          f"in {seconds:.1f}s ({count / seconds:,.0f} transactions/s); manifest: "
+          f"{len(manifest['change_points'])} change point(s)")
+    return 0
+
+
+def replay(args: argparse.Namespace, settings: Settings) -> int:
+    from stream.topics import ensure_topics
+
+    speed = parse_speed(args.speed)
+    transactions, labels, rejected = load_source(args)
+    for row, reason in rejected[:20]:
+        print(f"row {row}: {reason}", file=sys.stderr)
+    if rejected:
+        print(f"{len(rejected):,} row(s) rejected and not replayed (listed above"
+              f"{', first 20' if len(rejected) > 20 else ''})", file=sys.stderr)
+    events = encode_events(transactions, labels)
+    ensure_topics(settings)
+    replayer = Replayer(settings.kafka.bootstrap_servers,
+                        (settings.topics.name("transactions"), settings.topics.name("labels")),
+                        speed, progress_bar(lambda text: print(text, end="", file=sys.stderr,
+                                                               flush=True)))
+    summary = replayer.run(events)
+    print(file=sys.stderr)
+    print(summary.line())
+    if summary.failed:
+        return 1
+    return EXIT_ROWS_REJECTED if rejected else 0
+
+
+def parse_speed(text: str) -> float | None:
+    """``max`` -> None, ``realtime`` -> 1, ``N`` -> N (> 0).
+
+    >>> parse_speed("max"), parse_speed("realtime"), parse_speed("60")
+    (None, 1.0, 60.0)
+    """
+    if text == "max":
+        return None
+    if text == "realtime":
+        return 1.0
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"--speed {text!r}: expected 'max', 'realtime' or a number") from None
+    if not value > 0:
+        raise ValueError(f"--speed {text!r}: must be greater than 0")
+    return value
+
+
+Rejected = list[tuple[int, str]]
+
+
+def load_source(args: argparse.Namespace) -> tuple[pl.DataFrame, pl.DataFrame, Rejected]:
+    """Transactions, labels and rejected rows of whatever ``args.source`` names."""
+    source = Path(args.source)
+    if args.mapping or args.map:
+        mapping = (ColumnMapping.from_file(args.mapping) if args.mapping
+                   else ColumnMapping.from_pairs(args.map))
+        foreign = read_foreign(source, mapping)
+        return foreign.transactions, foreign.labels, foreign.rejected
+    if source.is_dir():
+        transactions, labels = read_dataset(source)
+        return transactions, labels, []
+    if source.suffix in (".csv", ".parquet"):
+        raise DatasetError(f"{source}: a foreign file needs --mapping FILE or --map FIELD=COLUMN")
+    simulation, _ = run_scenario(load_scenario(args.source), args.seed, args.days,
+                                 args.customers)
+    return simulation.transactions, simulation.labels, []
+
+
+ERRORS = (ScenarioError, DatasetError)
