@@ -181,8 +181,9 @@ def _parse_time(time_format: str) -> pl.Expr:
     else:
         parsed = text.str.to_datetime(time_format, strict=False, time_unit="ms") \
             .dt.replace_time_zone("UTC")
-    return parsed.dt.epoch("ms").map_batches(lambda s: pl.Series(s.to_numpy() / 1000),
-                                             return_dtype=pl.Float64)
+    exact = parsed.dt.epoch("ms").map_batches(  # ms / 1000 in numpy: correctly rounded
+        lambda s: pl.Series(s.cast(pl.Float64).to_numpy() / 1000), return_dtype=pl.Float64)
+    return exact.fill_nan(None)
 
 
 def _truth(column: str) -> pl.Expr:
