@@ -116,16 +116,45 @@ def distance_km(lat1: np.ndarray, lon1: np.ndarray, lat2: np.ndarray,
 
 def _nearby(
     lat: np.ndarray, lon: np.ndarray, t_lat: np.ndarray, t_lon: np.ndarray, radius_km: float,
-    at_least: int = 3, chunk: int = 1024,
+    at_least: int = 3,
 ) -> tuple[np.ndarray, np.ndarray]:
-    chosen: list[np.ndarray] = []
-    for start in range(0, len(lat), chunk):
-        d = distance_km(lat[start:start + chunk, None], lon[start:start + chunk, None],
-                        t_lat[None, :], t_lon[None, :])
-        nearest = np.argsort(d, axis=1)[:, :at_least]
-        for row, near in zip(d, nearest, strict=True):
-            inside = np.flatnonzero(row <= radius_km)
-            chosen.append(inside if len(inside) >= at_least else near)
-    counts = np.array([len(c) for c in chosen])
-    starts = np.concatenate([[0], np.cumsum(counts)])
-    return starts, np.concatenate(chosen) if chosen else np.array([], dtype=int)
+    """Per customer, the terminals within ``radius_km`` (the nearest ``at_least`` if fewer),
+    as CSR arrays; found through a grid of radius-sized cells, not all pairs."""
+    n = len(lat)
+    step_lat = radius_km / _KM_PER_DEGREE
+    step_lon = step_lat / max(np.cos(np.radians(np.mean(lat) if n else 0.0)), 0.1)
+    t_key = _cell(t_lat, t_lon, step_lat, step_lon)
+    order = np.argsort(t_key, kind="stable")
+    sorted_key = t_key[order]
+    row, col = np.floor(lat / step_lat).astype(np.int64), np.floor(lon / step_lon).astype(np.int64)
+    customers, terminals = [], []
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            key = (row + dy) * _GRID + (col + dx)
+            lo, hi = np.searchsorted(sorted_key, key), np.searchsorted(sorted_key, key, "right")
+            count = hi - lo
+            offsets = np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count)
+            customers.append(np.repeat(np.arange(n), count))
+            terminals.append(order[np.repeat(lo, count) + offsets])
+    who, where = np.concatenate(customers), np.concatenate(terminals)
+    inside = distance_km(lat[who], lon[who], t_lat[where], t_lon[where]) <= radius_km
+    who, where = who[inside], where[inside]
+    few = np.flatnonzero(np.bincount(who, minlength=n) < at_least)
+    if len(few):  # sparse places: the nearest few, whatever the distance
+        keep = ~np.isin(who, few)
+        d = distance_km(lat[few, None], lon[few, None], t_lat[None, :], t_lon[None, :])
+        nearest = np.argpartition(d, min(at_least, len(t_lat)) - 1, axis=1)[:, :at_least]
+        who = np.concatenate([who[keep], np.repeat(few, nearest.shape[1])])
+        where = np.concatenate([where[keep], nearest.ravel()])
+    pairs = np.lexsort((where, who))
+    who, where = who[pairs], where[pairs]
+    starts = np.concatenate([[0], np.cumsum(np.bincount(who, minlength=n))])
+    return starts, where
+
+
+_GRID = 1 << 21
+
+
+def _cell(lat: np.ndarray, lon: np.ndarray, step_lat: float, step_lon: float) -> np.ndarray:
+    return np.asarray(np.floor(lat / step_lat).astype(np.int64) * _GRID
+                      + np.floor(lon / step_lon).astype(np.int64))

@@ -66,8 +66,15 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--runs", type=_positive_int, default=3)
     bench.add_argument("--batch", type=_positive_int, default=500)
 
-    demo = sub.add_parser("demo", help="services + worker + API + producer; Ctrl-C stops all")
-    _simulation_arguments(demo)
+    demo = sub.add_parser("demo", help="services + worker + API + a drift scenario replayed; "
+                          "Ctrl-C stops all")
+    demo.add_argument("--scenario", default="sudden_covariate_shift",
+                      help="built-in scenario name or YAML file (see `scenarios list`)")
+    demo.add_argument("--speed", type=_positive_float, default=20_000.0,
+                      help="replay N times faster than the scenario's clock (20000: a day in "
+                           "about 4 s)")
+    demo.add_argument("--customers", type=_positive_int, default=500)
+    demo.add_argument("--seed", type=int, default=None)
     demo.add_argument("--duration", type=_positive_float, default=None,
                       help="stop by itself after this many seconds (default: until Ctrl-C)")
     return parser

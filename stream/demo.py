@@ -1,9 +1,12 @@
 """``fraudstream demo``: the whole pipeline on this machine, until Ctrl-C.
 
 Starts the real servers (those not yet running), the worker, the API and a
-producer, registers the worker and API with Prometheus, then prints the
-scores as they flow. On Ctrl-C (or after ``--duration``) it stops every
-process it started, and the servers it started, and nothing else.
+replay of a drift scenario (``--scenario``, ``--speed`` times faster than
+its clock), registers the worker and API with Prometheus, then prints the
+scores as they flow, the scenario day reached and each change point as it
+passes. Each run has its own topics and Redis keys. On Ctrl-C (or after
+``--duration``) it stops every process it started, and the servers it
+started, and nothing else.
 """
 
 from __future__ import annotations
@@ -17,10 +20,12 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 from kafka import KafkaConsumer
 
+from producers.scenario import ScenarioSpec, describe, load_scenario
 from stream.services import LocalServices
 from stream.settings import Settings
 from stream.topics import ensure_topics
@@ -39,6 +44,8 @@ def _signing_key(settings: Settings) -> str:
 
 
 def run_demo(settings: Settings, args: argparse.Namespace) -> int:
+    spec = load_scenario(args.scenario)
+    settings = _isolated(settings)
     services = LocalServices(settings.services)
     ours = [s.name for s in services.status() if s.pid is None]
     print("[demo] starting services (first run fetches Kafka and may install packages) ...")
@@ -48,26 +55,44 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
     ensure_topics(settings)
     services.prometheus.add_target("worker", "demo", f"127.0.0.1:{settings.worker.metrics_port}")
     services.prometheus.add_target("api", "demo", f"127.0.0.1:{settings.api.port}")
-    env = {**os.environ, **services.endpoints(), "FRAUDSTREAM_MODEL__SIGNING_KEY":
-           _signing_key(settings)}
+    env = {**os.environ, **services.endpoints(), **_prefixes(settings),
+           "FRAUDSTREAM_MODEL__SIGNING_KEY": _signing_key(settings)}
     logs = settings.services.state_dir.resolve() / "demo"
     logs.mkdir(parents=True, exist_ok=True)
-    sim = ["--transactions", str(args.transactions), "--cards", str(args.cards),
-           "--rate", str(args.rate), "--seed", str(args.seed)]
+    replay = [args.scenario, "--speed", str(args.speed), "--customers", str(args.customers),
+              *(["--seed", str(args.seed)] if args.seed is not None else [])]
     children: dict[str, subprocess.Popen[bytes]] = {}
     try:
-        for name, extra in (("worker", []), ("api", []), ("produce", sim)):
+        for name, extra in (("worker", []), ("api", []), ("replay", replay)):
             children[name] = _spawn(name, extra, env, logs / f"{name}.log")
         _print_where_to_look(settings, services, logs)
-        _follow_scores(settings, args.duration, children)
+        print(describe(spec))
+        _follow_scores(settings, args.duration, children, spec)
     except KeyboardInterrupt:
         print("\n[demo] Ctrl-C: stopping")
     finally:
         for child in reversed(children.values()):
             _stop(child)
         stopped = [s.name for s in services.servers if s.name in ours and s.process().stop()]
-        print(f"[demo] stopped worker, api, producer; services stopped: {', '.join(stopped)}")
+        print(f"[demo] stopped worker, api, replay; services stopped: {', '.join(stopped)}")
     return 0
+
+
+def _isolated(settings: Settings) -> Settings:
+    """Each demo run gets its own topics and Redis keys (unless you chose a prefix), so a
+    re-run with the same seed is not taken for a redelivery of the last run's events."""
+    tag = f"demo{int(time.time())}"
+    update: dict[str, object] = {}
+    if not settings.topics.prefix:
+        update["topics"] = settings.topics.model_copy(update={"prefix": f"{tag}-"})
+    if settings.redis.key_prefix == "fs":
+        update["redis"] = settings.redis.model_copy(update={"key_prefix": tag})
+    return settings.model_copy(update=update)
+
+
+def _prefixes(settings: Settings) -> dict[str, str]:
+    return {"FRAUDSTREAM_TOPICS__PREFIX": settings.topics.prefix,
+            "FRAUDSTREAM_REDIS__KEY_PREFIX": settings.redis.key_prefix}
 
 
 def _spawn(
@@ -100,13 +125,13 @@ def _print_where_to_look(settings: Settings, services: LocalServices, logs: Path
   worker metrics    http://{settings.worker.metrics_host}:{settings.worker.metrics_port}/metrics
   Prometheus        {services.prometheus.url}/graph?g0.expr=rate(fraudstream_scores_out_total[1m])
   Alertmanager      {services.alertmanager.url}
-  logs              {logs}/(worker|api|produce).log
+  logs              {logs}/(worker|api|replay).log
   Ctrl-C stops everything the demo started.
 """)
 
 
 def _follow_scores(settings: Settings, duration: float | None,
-                   children: dict[str, subprocess.Popen[bytes]]) -> None:
+                   children: dict[str, subprocess.Popen[bytes]], spec: ScenarioSpec) -> None:
     consumer = KafkaConsumer(
         settings.topics.name("scores"), bootstrap_servers=settings.kafka.bootstrap_servers,
         auto_offset_reset="latest", group_id=None,
@@ -115,6 +140,9 @@ def _follow_scores(settings: Settings, duration: float | None,
     seen = window_count = 0
     window_sum = 0.0
     version = 0
+    newest = 0.0
+    start = spec.start.timestamp()
+    pending = sorted(spec.changes, key=lambda c: c.at_day)
     last_report = began
     try:
         while duration is None or time.monotonic() - began < duration:
@@ -125,16 +153,31 @@ def _follow_scores(settings: Settings, duration: float | None,
                     window_count += 1
                     window_sum += score["score"]
                     version = max(version, score["model_version"])
+                    newest = max(newest, to_seconds(score["event_time"]))
             now = time.monotonic()
             if now - last_report >= 5:
                 mean = window_sum / window_count if window_count else float("nan")
-                print(f"[demo] {now - began:5.0f}s  scores: {seen:7d}  "
+                day = (newest - start) / 86400 if newest else 0.0
+                print(f"[demo] {now - began:5.0f}s  day {day:5.1f}  scores: {seen:7d}  "
                       f"{window_count / (now - last_report):6.0f}/s  mean score {mean:.3f}  "
                       f"model v{version}", flush=True)
+                while pending and day >= pending[0].at_day:
+                    change = pending.pop(0)
+                    print(f"[demo] >>> change point passed (day {change.at_day:g}): "
+                          f"{change.what}", flush=True)
                 last_report, window_count, window_sum = now, 0, 0.0
-            for name in ("worker", "api"):  # these must stay up
+            for name in ("worker", "api"):  # these must stay up (the replay may finish)
                 if children[name].poll() is not None:
                     raise RuntimeError(f"{name} exited with {children[name].returncode}; "
                                        "see its log")
     finally:
         consumer.close()
+
+
+def to_seconds(iso: str) -> float:
+    """Epoch seconds of an ISO time from a score record.
+
+    >>> to_seconds("2026-01-01T00:00:01Z")
+    1767225601.0
+    """
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
