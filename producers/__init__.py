@@ -1,1 +1,1 @@
-"""Producers: wire schemas, a seeded simulator, and the Kafka publisher."""
+"""Producers: wire schemas, the simulator and its drift scenarios, datasets, Kafka replay."""

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
+from features.events import Label, Transaction
 from producers.patterns import GENERATORS, PATTERNS, Columns, Incidents
 from producers.population import Population, PopulationConfig, build_population
 
@@ -107,6 +108,21 @@ class Simulation:
     transactions: pl.DataFrame
     labels: pl.DataFrame
     population: Population
+
+    def events(self) -> list[Transaction | Label]:
+        """Both as core events, in the order they become known (a transaction first on a tie).
+
+        For small runs and tests; replays encode column-wise instead.
+        """
+        txns = [Transaction(i, c, p, a, t, lat=la, lon=lo) for i, c, p, a, t, la, lo in
+                self.transactions.select("txn_id", "card_id", "terminal_id", "amount",
+                                         "event_time", "lat", "lon").iter_rows()]
+        labels = [Label(i, f, t) for i, f, t in
+                  self.labels.select("txn_id", "is_fraud", "event_time").iter_rows()]
+        merged: list[Transaction | Label] = [*txns, *labels]
+        order = np.lexsort(([isinstance(e, Label) for e in merged],
+                            [e.event_time for e in merged]))
+        return [merged[i] for i in order]
 
 
 def generate(config: SimulatorConfig) -> Simulation:

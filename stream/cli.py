@@ -1,6 +1,6 @@
 """``fraudstream``: the one command line, and the only place that wires everything.
 
-Subcommands: ``services up|down|status``, ``worker``, ``api``, ``produce``,
+Subcommands: ``services up|down|status``, ``worker``, ``api``,
 ``demo``, ``scenarios list|describe``, ``simulate-data``, ``replay``,
 ``bench features|simulate|replay``. Settings are read once here and passed down.
 """
@@ -48,9 +48,6 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("worker", help="run the Faust stream worker (scoring + learning)")
     sub.add_parser("api", help="run the scoring API")
 
-    produce = sub.add_parser("produce", help="publish simulated transactions and labels")
-    _simulation_arguments(produce)
-
     from stream import datacmd
 
     datacmd.add_arguments(sub)
@@ -78,14 +75,6 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--duration", type=_positive_float, default=None,
                       help="stop by itself after this many seconds (default: until Ctrl-C)")
     return parser
-
-
-def _simulation_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--transactions", type=_positive_int, default=20_000)
-    parser.add_argument("--cards", type=_positive_int, default=500)
-    parser.add_argument("--rate", type=_positive_float, default=200.0,
-                        help="events per second to publish (transactions and labels)")
-    parser.add_argument("--seed", type=int, default=0)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -118,8 +107,6 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     if args.command == "api":
         return _api(settings, args.log_level)
-    if args.command == "produce":
-        return _produce(args, settings)
     if args.command == "bench":
         return _bench(args, settings)
     if args.command in ("scenarios", "simulate-data", "replay"):
@@ -207,33 +194,6 @@ def _api(settings: Settings, log_level: str) -> int:
     registry = ModelRegistry(store.client, settings.redis.key_prefix, signing_key(settings))
     app = create_app(store, registry, CollectorRegistry(), settings.api.model_refresh_seconds)
     uvicorn.run(app, host=settings.api.host, port=settings.api.port, log_level=log_level)
-    return 0
-
-
-def _produce(args: argparse.Namespace, settings: Settings) -> int:
-    from producers.publisher import Publisher, create_producer
-    from producers.simulator import SimulationConfig, simulate
-    from stream.topics import ensure_topics
-
-    ensure_topics(settings)
-    events = simulate(SimulationConfig(n_transactions=args.transactions, n_cards=args.cards,
-                                       seed=args.seed))
-    publisher = Publisher(create_producer(settings.kafka.bootstrap_servers),
-                          settings.topics.name("transactions"), settings.topics.name("labels"))
-    started = time.monotonic()
-    try:
-        for i, event in enumerate(events):
-            delay = started + i / args.rate - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            publisher.send(event)
-            if i % 1000 == 999:
-                publisher.flush()
-                print(f"published {i + 1}/{len(events)} events", flush=True)
-        publisher.flush()
-    finally:
-        publisher.close()
-    print(f"published {len(events)} events in {time.monotonic() - started:.1f}s")
     return 0
 
 

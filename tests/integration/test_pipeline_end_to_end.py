@@ -24,9 +24,10 @@ from features.events import Label, Transaction
 from features.redis_store import RedisFeatureStore
 from features.store import ScoredRecord
 from models.registry import ModelRegistry, SnapshotMeta
+from producers.generator import SimulatorConfig, generate
+from producers.population import PopulationConfig
 from producers.publisher import Publisher, create_producer
 from producers.schema import TransactionRecord
-from producers.simulator import SimulationConfig, simulate
 from stream.settings import Settings
 from tests.support import Processes, RealServers, isolated_settings, wait_for, wait_port
 
@@ -106,8 +107,8 @@ def _consume(settings: Settings, topic: str, want: int, timeout: float) -> list[
 def run(real_servers: RealServers, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     settings = isolated_settings(real_servers, snapshot_every_labels=40)
     processes = Processes(tmp_path_factory.mktemp("e2e"))
-    events = simulate(SimulationConfig(n_transactions=200, n_cards=40, seed=3,
-                                       start_time=T0 + 86400))
+    events = generate(SimulatorConfig(population=PopulationConfig(customers=40, terminals=30),
+                                      days=2, start_time=T0 + 86400, seed=3)).events()
     simulated = [e for e in events if isinstance(e, Transaction)]
     labels = [e for e in events if isinstance(e, Label)]
     try:
