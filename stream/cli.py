@@ -53,7 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
     datacmd.add_arguments(sub)
 
     bench = sub.add_parser("bench", help="benchmarks against the real servers")
-    bench.add_argument("suite", choices=["features", "simulate", "replay"])
+    bench.add_argument("suite", choices=["features", "simulate", "replay", "models"])
+    bench.add_argument("--scenario", default="concept_drift",
+                       help="models: the scenario to evaluate on")
+    bench.add_argument("--models", nargs="+", default=None,
+                       help="models: which (default: the whole zoo)")
     bench.add_argument("--redis-url", default=None,
                        help="benchmark this Redis (default: start the local one if needed)")
     bench.add_argument("--cards", type=_positive_int, default=2000)
@@ -135,6 +139,8 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
     from stream.bench import run as run_bench
     from stream.services import LocalServices
 
+    if args.suite == "models":
+        return _bench_models(args)
     if args.suite in ("simulate", "replay"):
         from stream.bench_data import bench_data
 
@@ -152,6 +158,24 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         if started:
             services.redis.process().stop()
+    return 0
+
+
+def _bench_models(args: argparse.Namespace) -> int:
+    from models.factory import model_names
+    from producers.scenario import load_scenario, run_scenario
+    from stream.evaluate import evaluate, table
+
+    customers = args.cards if args.cards != 2000 else 500
+    simulation, manifest = run_scenario(load_scenario(args.scenario), customers=customers)
+    print(f"{args.scenario}: {simulation.transactions.height:,} transactions, "
+          f"{manifest['fraud_rate']:.2%} fraud, {customers} customers; change points: "
+          + (", ".join(p["at"] for p in manifest["change_points"]) or "none"))
+    started = time.perf_counter()
+    runs, freeze = evaluate(simulation, args.models or model_names())
+    print(table(runs, freeze))
+    print(f"({time.perf_counter() - started:.0f}s; 'after freeze day' = transactions after day "
+          f"14, when the frozen baseline stopped learning)")
     return 0
 
 
