@@ -17,3 +17,7 @@ class NoModelError(ModelError):
 
 class SnapshotIntegrityError(ModelError):
     """A snapshot whose signature is missing or does not match its bytes."""
+
+
+class ChampionChangedError(ModelError):
+    """The champion moved (a promote or rollback) since the learner last loaded it."""

@@ -18,7 +18,7 @@ from river import base
 from features.events import Label
 from features.store import FeatureStore
 from features.vector import FEATURE_SET_VERSION
-from models.errors import NoModelError
+from models.errors import ChampionChangedError, NoModelError
 from models.factory import build_model, learn
 from models.registry import JournalEntry, ModelRegistry, SnapshotMeta
 from models.scoring import ServingModel
@@ -74,6 +74,7 @@ class Learner:
         """
         if await self.registry.was_learned(label.txn_id):
             return Outcome.DUPLICATE, None
+        await self.follow_champion()
         record = await self.store.scored(label.txn_id)
         if record is None:
             return Outcome.UNKNOWN_TRANSACTION, None
@@ -92,8 +93,31 @@ class Learner:
             published = await self.publish()
         return Outcome.LEARNED, published
 
+    async def follow_champion(self) -> bool:
+        """After a promote or rollback, continue from the new champion.
+
+        The labels learned since the last snapshot (the journal) are taught to
+        it again, so none is lost. Returns whether the model changed.
+        """
+        champion = await self.registry.champion_version()
+        if champion is None or champion == self.meta.version:
+            return False
+        self.meta, self.model = await self.registry.load(champion)
+        journal = await self.registry.journal()
+        for entry in journal:
+            learn(self.model, entry.features, entry.is_fraud)
+        self.unpublished = len(journal)
+        return True
+
     async def publish(self) -> ServingModel:
         """Publish the model as a new version; return a read-only copy of it."""
+        try:
+            return await self._publish()
+        except ChampionChangedError:  # an operator moved the champion meanwhile
+            await self.follow_champion()
+            return await self._publish()
+
+    async def _publish(self) -> ServingModel:
         meta = SnapshotMeta(
             version=0,
             parent=self.meta.version,

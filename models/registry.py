@@ -26,9 +26,10 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import WatchError
 from river import base
 
-from models.errors import NoModelError, SnapshotIntegrityError
+from models.errors import ChampionChangedError, NoModelError, SnapshotIntegrityError
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,12 +68,32 @@ def sign(key: bytes, meta: bytes, blob: bytes) -> str:
     return mac.hexdigest()
 
 
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One change of champion: what, from which version to which, who, when, why."""
+
+    action: str
+    from_version: int | None
+    to_version: int
+    who: str
+    at: str
+    why: str
+
+
 class ModelRegistry:
-    """Snapshots and the learn journal over a ``redis.asyncio`` client."""
+    """Snapshots, the champion, the audit log and the learn journal over ``redis.asyncio``.
+
+    The **champion** is the version the stream and the API score with. Each
+    publish makes the new snapshot champion, but only if the champion is
+    still the version the learner built on; after a promote or rollback the
+    learner reloads the new champion first (:class:`ChampionChangedError`).
+    Retention keeps the newest ``keep_versions`` snapshots (and always the
+    champion).
+    """
 
     def __init__(
         self, client: aioredis.Redis, key_prefix: str, signing_key: bytes,
-        learned_ttl_seconds: int = 90 * 86400,
+        learned_ttl_seconds: int = 90 * 86400, keep_versions: int = 20,
     ) -> None:
         if not signing_key:
             raise ValueError("signing_key: must not be empty")
@@ -80,34 +101,106 @@ class ModelRegistry:
         self.key_prefix = key_prefix
         self._key = signing_key
         self.learned_ttl_seconds = learned_ttl_seconds
+        self.keep_versions = keep_versions
         self._base = f"{key_prefix}:models"
 
     async def latest_version(self) -> int | None:
         raw = await self.client.get(f"{self._base}:latest")
         return None if raw is None else int(raw)
 
+    async def champion_version(self) -> int | None:
+        """The version to score with (the latest until someone promotes another)."""
+        raw = await self.client.get(f"{self._base}:champion")
+        return int(raw) if raw is not None else await self.latest_version()
+
     async def publish(self, model: base.Classifier, meta: SnapshotMeta) -> SnapshotMeta:
-        """Store ``model`` as the next version; clear the journal atomically."""
+        """Store ``model`` as the next version and make it champion; clear the journal.
+
+        Raises :class:`ChampionChangedError` (storing nothing) if the champion
+        is no longer ``meta.parent``, the version the model was built on.
+        """
         version = int(await self.client.incr(f"{self._base}:counter"))
         meta = replace(meta, version=version)
         meta_bytes = json.dumps(asdict(meta), separators=(",", ":")).encode()
         blob = pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
-        pipe = self.client.pipeline(transaction=True)
-        pipe.hset(
-            f"{self._base}:snap:{version}",
-            mapping={"meta": meta_bytes, "blob": blob, "sig": sign(self._key, meta_bytes, blob)},
-        )
-        pipe.set(f"{self._base}:latest", version)
-        pipe.delete(f"{self._base}:journal")
-        await pipe.execute()
+        champion_key = f"{self._base}:champion"
+        async with self.client.pipeline(transaction=True) as pipe:
+            try:
+                await pipe.watch(champion_key)
+                raw = await pipe.get(champion_key)
+                if raw is not None and int(raw) != meta.parent:
+                    raise ChampionChangedError(
+                        f"champion is now version {int(raw)}, not {meta.parent}")
+                pipe.multi()
+                pipe.hset(f"{self._base}:snap:{version}", mapping={
+                    "meta": meta_bytes, "blob": blob, "sig": sign(self._key, meta_bytes, blob)})
+                pipe.zadd(f"{self._base}:versions", {str(version): version})
+                pipe.set(f"{self._base}:latest", version)
+                pipe.set(champion_key, version)
+                pipe.delete(f"{self._base}:journal")
+                await pipe.execute()
+            except WatchError:
+                raise ChampionChangedError("champion changed while publishing") from None
+        await self._retain()
         return meta
 
+    async def _retain(self) -> None:
+        old: list[Any] = await self.client.zrange(f"{self._base}:versions", 0,
+                                                  -(self.keep_versions + 1))
+        champion = await self.champion_version()
+        doomed = [int(v) for v in old if int(v) != champion]
+        if doomed:
+            pipe = self.client.pipeline(transaction=True)
+            pipe.delete(*(f"{self._base}:snap:{v}" for v in doomed))
+            pipe.zrem(f"{self._base}:versions", *(str(v) for v in doomed))
+            await pipe.execute()
+
+    async def versions(self) -> list[SnapshotMeta]:
+        """Metadata of every kept snapshot, oldest first (signatures checked)."""
+        kept: list[Any] = await self.client.zrange(f"{self._base}:versions", 0, -1)
+        return [(await self._verified(int(v)))[0] for v in kept]
+
+    async def promote(self, version: int, who: str, why: str, at: str,
+                      action: str = "promote") -> AuditEntry:
+        """Make ``version`` (which must load and verify) the champion, and log it."""
+        await self._verified(version)
+        previous = await self.champion_version()
+        entry = AuditEntry(action, previous, version, who, at, why)
+        pipe = self.client.pipeline(transaction=True)
+        pipe.set(f"{self._base}:champion", version)
+        pipe.rpush(f"{self._base}:audit", json.dumps(asdict(entry), separators=(",", ":")))
+        await pipe.execute()
+        return entry
+
+    async def rollback(self, who: str, why: str, at: str, to: int | None = None) -> AuditEntry:
+        """Back to ``to``, or to the champion before the last change, or to its parent."""
+        if to is None:
+            history = await self.audit()
+            current = await self.champion_version()
+            if history and history[-1].from_version is not None:
+                to = history[-1].from_version
+            elif current is not None:
+                meta, _ = await self.load(current)
+                to = meta.parent
+            if to is None:
+                raise NoModelError("nothing to roll back to")
+        return await self.promote(to, who, why, at, action="rollback")
+
+    async def audit(self) -> list[AuditEntry]:
+        raw: list[Any] = await self.client.lrange(f"{self._base}:audit", 0, -1)
+        return [AuditEntry(**json.loads(item)) for item in raw]
+
     async def load(self, version: int | None = None) -> tuple[SnapshotMeta, base.Classifier]:
-        """The snapshot ``version`` (default: latest), verified, then unpickled."""
+        """The snapshot ``version`` (default: the champion), verified, then unpickled."""
         if version is None:
-            version = await self.latest_version()
+            version = await self.champion_version()
             if version is None:
                 raise NoModelError("no model snapshot has been published yet")
+        meta, blob = await self._verified(version)
+        return meta, pickle.loads(blob)
+
+    async def _verified(self, version: int) -> tuple[SnapshotMeta, bytes]:
+        """Metadata and bytes of ``version``, after checking the signature (no unpickling)."""
         fields: dict[Any, Any] = await self.client.hgetall(f"{self._base}:snap:{version}")
         if not fields:
             raise NoModelError(f"model version {version} does not exist")
@@ -118,8 +211,7 @@ class ModelRegistry:
             raise SnapshotIntegrityError(
                 f"model version {version}: signature does not match; refusing to load"
             )
-        meta = SnapshotMeta(**json.loads(meta_bytes))
-        return meta, pickle.loads(blob)
+        return SnapshotMeta(**json.loads(meta_bytes)), bytes(blob)
 
     async def record_learned(self, entry: JournalEntry) -> None:
         """Append ``entry`` to the journal and mark its transaction learned."""

@@ -2,17 +2,20 @@
 
 Subcommands: ``services up|down|status``, ``worker``, ``api``,
 ``demo``, ``scenarios list|describe``, ``simulate-data``, ``replay``,
-``bench features|simulate|replay``. Settings are read once here and passed down.
+``models list|promote|rollback``, ``bench features|simulate|replay|models``.
+Settings are read once here and passed down.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import sys
 import time
 from collections.abc import Sequence
 
+from models.errors import ModelError
 from stream.settings import Settings, load_settings
 
 
@@ -51,6 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
     from stream import datacmd
 
     datacmd.add_arguments(sub)
+
+    models = sub.add_parser("models", help="model versions: list, promote, roll back")
+    models.add_argument("action", choices=["list", "promote", "rollback"])
+    models.add_argument("version", nargs="?", type=_positive_int,
+                        help="promote: the version; rollback: optional target")
+    models.add_argument("--who", default=None, help="who asks (default: $USER)")
+    models.add_argument("--reason", default=None, help="why (required to change anything)")
 
     bench = sub.add_parser("bench", help="benchmarks against the real servers")
     bench.add_argument("suite", choices=["features", "simulate", "replay", "models"])
@@ -96,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(args, settings)
     except KeyboardInterrupt:
         return 130
-    except (RuntimeError, ValueError) as exc:
+    except (RuntimeError, ValueError, ModelError) as exc:
         print(f"fraudstream: {exc}", file=sys.stderr)
         return 1
 
@@ -113,11 +123,52 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         return _api(settings, args.log_level)
     if args.command == "bench":
         return _bench(args, settings)
+    if args.command == "models":
+        return asyncio.run(_models(args, settings))
     if args.command in ("scenarios", "simulate-data", "replay"):
         return _data(args, settings)
     from stream.demo import run_demo
 
     return run_demo(settings, args)
+
+
+async def _models(args: argparse.Namespace, settings: Settings) -> int:
+    import getpass
+    from datetime import UTC, datetime
+
+    from models.registry import ModelRegistry
+    from stream.worker import build_store, signing_key
+
+    store = build_store(settings)
+    registry = ModelRegistry(store.client, settings.redis.key_prefix, signing_key(settings))
+    try:
+        if args.action == "list":
+            champion = await registry.champion_version()
+            for meta in await registry.versions():
+                mark = "*" if meta.version == champion else " "
+                print(f"{mark} v{meta.version:<5} parent {meta.parent!s:<5} {meta.model_name:32s}"
+                      f" labels {meta.labels_learned:>8,}  feature set v{meta.feature_set_version}")
+            for entry in await registry.audit():
+                print(f"  {entry.at} {entry.action} v{entry.from_version} -> v{entry.to_version}"
+                      f" by {entry.who}: {entry.why}")
+            return 0
+        if not args.reason:
+            print("fraudstream: --reason is required to change the champion", file=sys.stderr)
+            return 2
+        who = args.who or getpass.getuser()
+        at = datetime.now(tz=UTC).isoformat()
+        if args.action == "promote":
+            if args.version is None:
+                print("fraudstream: models promote needs a VERSION", file=sys.stderr)
+                return 2
+            entry = await registry.promote(args.version, who, args.reason, at)
+        else:
+            entry = await registry.rollback(who, args.reason, at, args.version)
+        print(f"{entry.action}: v{entry.from_version} -> v{entry.to_version} "
+              f"(by {entry.who}; the worker and API follow within seconds)")
+        return 0
+    finally:
+        await store.close()
 
 
 def _data(args: argparse.Namespace, settings: Settings) -> int:
@@ -216,7 +267,9 @@ def _api(settings: Settings, log_level: str) -> int:
 
     store = build_store(settings)
     registry = ModelRegistry(store.client, settings.redis.key_prefix, signing_key(settings))
-    app = create_app(store, registry, CollectorRegistry(), settings.api.model_refresh_seconds)
+    token = settings.api.admin_token
+    app = create_app(store, registry, CollectorRegistry(), settings.api.model_refresh_seconds,
+                     None if token is None else token.get_secret_value())
     uvicorn.run(app, host=settings.api.host, port=settings.api.port, log_level=log_level)
     return 0
 

@@ -15,6 +15,7 @@ the agent retries the same record and nothing is skipped.
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import logging
 import time
@@ -197,11 +198,15 @@ class Pipeline:
         return []
 
     async def on_timer(self) -> None:
-        """Publish a snapshot if anything was learned since the last one."""
+        """Publish a snapshot if anything was learned since the last one; follow the
+        champion if an operator promoted or rolled back."""
         if self.learner is None:
             return
         async with self._learn_lock:
             published = await self.learner.publish_if_changed()
+            if published is None and await self.learner.follow_champion():
+                published = ServingModel(self.learner.meta.version,
+                                         copy.deepcopy(self.learner.model))
         if published is not None:
             self._serve(published)
 

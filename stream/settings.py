@@ -93,6 +93,8 @@ class ApiSettings(_Section):
     port: Port = 8000
     #: How often the API looks for a newer model snapshot.
     model_refresh_seconds: float = Field(1.0, gt=0)
+    #: Bearer token for the admin endpoints (promote, rollback); unset: disabled.
+    admin_token: SecretStr | None = None
 
 
 class ModelSettings(_Section):

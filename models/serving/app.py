@@ -25,6 +25,7 @@ from features.vector import FEATURE_SET_VERSION
 from models.errors import ModelError, NoModelError, SnapshotIntegrityError
 from models.registry import ModelRegistry
 from models.scoring import ModelHolder, ServingModel, score_readonly
+from models.serving.admin import admin_router
 from monitoring.metrics import ApiMetrics
 from producers.schema import TransactionRecord
 
@@ -55,7 +56,7 @@ class ModelRefresher:
         self.metrics = metrics
 
     async def refresh(self) -> None:
-        latest = await self.registry.latest_version()
+        latest = await self.registry.champion_version()
         current = self.holder.current
         if latest is None or (current is not None and current.version == latest):
             return
@@ -95,6 +96,7 @@ def create_app(
     registry: ModelRegistry,
     metrics_registry: CollectorRegistry,
     refresh_seconds: float = 1.0,
+    admin_token: str | None = None,
 ) -> FastAPI:
     """The scoring API over ``store`` and ``registry``; metrics go to ``metrics_registry``."""
     metrics = ApiMetrics.create(metrics_registry)
@@ -115,6 +117,7 @@ def create_app(
     app = FastAPI(title="fraudstream scoring API", version="1", lifespan=lifespan)
     app.state.holder = holder
     app.state.refresher = refresher
+    app.include_router(admin_router(registry, admin_token, refresher.refresh))
 
     @app.exception_handler(ModelError)
     async def model_error(request: Request, exc: ModelError) -> JSONResponse:

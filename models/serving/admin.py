@@ -1,0 +1,95 @@
+"""Model administration over HTTP: list versions, promote, roll back.
+
+Changing the champion needs ``Authorization: Bearer <api.admin_token>``;
+without a configured token the admin endpoints are disabled (503). Every
+change is written to the registry's audit log with who (from the request),
+when (the server's clock: an operator action, not an event) and why.
+"""
+
+from __future__ import annotations
+
+import hmac
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, HTTPException
+from pydantic import BaseModel, ConfigDict, Field
+
+from models.errors import NoModelError, SnapshotIntegrityError
+from models.registry import AuditEntry, ModelRegistry
+
+Text = Annotated[str, Field(min_length=1, max_length=500)]
+
+
+class Change(BaseModel):
+    """Who asks for the change, and why."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    who: Text
+    reason: Text
+
+
+class Promote(Change):
+    version: int = Field(ge=1)
+
+
+class Rollback(Change):
+    #: Roll back to this version; default: the champion before the last change.
+    version: int | None = Field(None, ge=1)
+
+
+def admin_router(registry: ModelRegistry, token: str | None, refresh: Any) -> APIRouter:
+    """The admin endpoints; ``refresh`` is awaited after a change so it serves at once."""
+    router = APIRouter()
+
+    def authorised(authorization: Annotated[str | None, Header()] = None) -> None:
+        if token is None:
+            raise HTTPException(503, "admin endpoints are disabled: set "
+                                     "FRAUDSTREAM_API__ADMIN_TOKEN")
+        if authorization is None or not authorization.startswith("Bearer "):
+            raise HTTPException(401, "authorization: a 'Bearer <token>' header is required",
+                                headers={"WWW-Authenticate": "Bearer"})
+        if not hmac.compare_digest(authorization.removeprefix("Bearer ").encode(),
+                                   token.encode()):
+            raise HTTPException(403, "authorization: the token is not valid")
+
+    admin_only = [Depends(authorised)]  # (a local Annotated alias would not resolve here)
+
+    @router.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        return {
+            "champion": await registry.champion_version(),
+            "versions": [_meta(v) for v in await registry.versions()],
+            "audit": [_entry(e) for e in await registry.audit()],
+        }
+
+    @router.post("/v1/admin/promote", dependencies=admin_only)
+    async def promote(body: Promote) -> dict[str, Any]:
+        return await _change(lambda at: registry.promote(body.version, body.who, body.reason, at))
+
+    @router.post("/v1/admin/rollback", dependencies=admin_only)
+    async def rollback(body: Rollback) -> dict[str, Any]:
+        return await _change(lambda at: registry.rollback(body.who, body.reason, at,
+                                                          body.version))
+
+    async def _change(act: Any) -> dict[str, Any]:
+        at = datetime.now(tz=UTC).isoformat()
+        try:
+            entry: AuditEntry = await act(at)
+        except NoModelError as exc:
+            raise HTTPException(404, str(exc)) from None
+        except SnapshotIntegrityError as exc:
+            raise HTTPException(409, str(exc)) from None
+        await refresh()
+        return _entry(entry)
+
+    return router
+
+
+def _meta(meta: Any) -> dict[str, Any]:
+    return {name: getattr(meta, name) for name in meta.__slots__}
+
+
+def _entry(entry: AuditEntry) -> dict[str, Any]:
+    return {name: getattr(entry, name) for name in entry.__slots__}

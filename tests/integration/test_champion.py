@@ -1,0 +1,153 @@
+"""Champion, challengers of the past, and operators: promote, roll back, retention, audit."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator
+
+import pytest
+from fastapi.testclient import TestClient
+from prometheus_client import CollectorRegistry
+
+from features.events import Label, Transaction
+from features.memory import MemoryFeatureStore
+from features.redis_store import RedisFeatureStore
+from models.errors import ChampionChangedError
+from models.factory import build_model
+from models.learner import Learner
+from models.registry import ModelRegistry, SnapshotMeta
+from models.serving.app import create_app
+from monitoring.metrics import PipelineMetrics
+from producers.schema import TransactionRecord
+from stream.processing import Pipeline
+from stream.settings import ModelSettings, Settings
+from tests.integration.test_learning import label_record, txn_record
+from tests.support import RealServers
+
+pytestmark = pytest.mark.integration
+KEY = b"test-key"
+AT = "2026-11-22T00:00:00+00:00"
+
+
+@pytest.fixture
+async def registry(real_servers: RealServers) -> AsyncIterator[ModelRegistry]:
+    store = RedisFeatureStore.from_url(real_servers.redis_url, f"fs-{secrets.token_hex(4)}")
+    yield ModelRegistry(store.client, store.key_prefix, KEY, keep_versions=5)
+    await store.close()
+
+
+async def publish_chain(registry: ModelRegistry, count: int) -> list[int]:
+    versions, parent = [], None
+    for i in range(count):
+        meta = SnapshotMeta(0, parent, "logistic_regression", 2, i, None)
+        parent = (await registry.publish(build_model("logistic_regression"), meta)).version
+        versions.append(parent)
+    return versions
+
+
+async def test_retention_keeps_the_newest_versions_and_the_champion(
+    registry: ModelRegistry,
+) -> None:
+    versions = await publish_chain(registry, 3)
+    await registry.promote(versions[0], "ops", "keep the first", AT)
+    meta = SnapshotMeta(0, versions[0], "logistic_regression", 2, 0, None)
+    parent = (await registry.publish(build_model("logistic_regression"), meta)).version
+    for _ in range(8):
+        meta = SnapshotMeta(0, parent, "logistic_regression", 2, 0, None)
+        parent = (await registry.publish(build_model("logistic_regression"), meta)).version
+    kept = [m.version for m in await registry.versions()]
+    assert len(kept) == 5 and kept[-1] == parent == await registry.champion_version()
+
+
+async def test_promote_and_rollback_move_the_champion_and_are_audited(
+    registry: ModelRegistry,
+) -> None:
+    first, second = await publish_chain(registry, 2)
+    assert await registry.champion_version() == second
+    await registry.promote(first, "alice", "second one misbehaves", AT)
+    assert await registry.champion_version() == first
+    entry = await registry.rollback("bob", "false alarm", AT)
+    assert (entry.action, entry.from_version, entry.to_version) == ("rollback", first, second)
+    assert [(e.who, e.why) for e in await registry.audit()] == [
+        ("alice", "second one misbehaves"), ("bob", "false alarm")]
+
+
+async def test_a_stale_learner_cannot_publish_over_a_promotion(registry: ModelRegistry) -> None:
+    first, second = await publish_chain(registry, 2)
+    await registry.promote(first, "ops", "roll back", AT)
+    meta = SnapshotMeta(0, second, "logistic_regression", 2, 9, None)
+    with pytest.raises(ChampionChangedError):
+        await registry.publish(build_model("logistic_regression"), meta)
+    assert await registry.champion_version() == first
+
+
+async def test_the_learner_and_the_stream_follow_a_promotion(registry: ModelRegistry) -> None:
+    settings = Settings(model=ModelSettings(snapshot_every_labels=2))
+    pipeline = Pipeline(settings, MemoryFeatureStore(), registry,
+                        PipelineMetrics.create(CollectorRegistry()))
+    for i in range(6):
+        t = Transaction(f"t{i}", "c", "p", 10.0 + i, 1e5 + i)
+        await pipeline.on_transaction(txn_record(t))
+        await pipeline.on_label(label_record(Label(t.txn_id, i % 2 == 0, 2e5 + i)))
+    versions = [m.version for m in await registry.versions()]
+    assert len(versions) >= 3 and pipeline.holder.require().version == versions[-1]
+    await registry.promote(versions[0], "ops", "back to the start", AT)
+    await pipeline.on_timer()
+    assert pipeline.holder.require().version == versions[0]
+    learner = pipeline.learner
+    assert isinstance(learner, Learner)
+    for i in range(6, 8):  # the next snapshot descends from the promoted version
+        t = Transaction(f"t{i}", "c", "p", 10.0, 1e5 + i)
+        await pipeline.on_transaction(txn_record(t))
+        await pipeline.on_label(label_record(Label(t.txn_id, False, 2e5 + i)))
+    newest = (await registry.versions())[-1]
+    assert newest.parent == versions[0] and await registry.champion_version() == newest.version
+
+
+def test_admin_endpoints_need_the_token_and_change_what_the_api_scores_with(
+    real_servers: RealServers,
+) -> None:
+    prefix = f"fs-{secrets.token_hex(4)}"
+
+    async def setup() -> list[int]:
+        store = RedisFeatureStore.from_url(real_servers.redis_url, prefix)
+        try:
+            return await publish_chain(ModelRegistry(store.client, prefix, KEY), 2)
+        finally:
+            await store.close()
+
+    first, second = asyncio.run(setup())
+    store = RedisFeatureStore.from_url(real_servers.redis_url, prefix)  # used in the app's loop
+    app = create_app(store, ModelRegistry(store.client, prefix, KEY), CollectorRegistry(),
+                     refresh_seconds=0.1, admin_token="s3cret")
+    body = TransactionRecord.from_event(Transaction("q", "c", "p", 5.0, 1e5)).model_dump(
+        mode="json")
+    change = {"version": first, "who": "carol", "reason": "incident 42"}
+    with TestClient(app) as client:
+        assert client.post("/v1/score", json=body).json()["model_version"] == second
+        assert client.post("/v1/admin/promote", json=change).status_code == 401
+        wrong = {"Authorization": "Bearer nope"}
+        assert client.post("/v1/admin/promote", json=change, headers=wrong).status_code == 403
+        ok = {"Authorization": "Bearer s3cret"}
+        missing = client.post("/v1/admin/promote", json={**change, "version": 999}, headers=ok)
+        assert missing.status_code == 404
+        done = client.post("/v1/admin/promote", json=change, headers=ok)
+        assert done.status_code == 200 and done.json()["who"] == "carol"
+        assert client.post("/v1/score", json=body).json()["model_version"] == first
+        back = client.post("/v1/admin/rollback", json={"who": "dan", "reason": "ok now"},
+                           headers=ok)
+        assert back.json()["to_version"] == second
+        assert client.post("/v1/score", json=body).json()["model_version"] == second
+        listing = client.get("/v1/models").json()
+        assert listing["champion"] == second and len(listing["audit"]) == 2
+
+
+def test_admin_endpoints_are_disabled_without_a_token(real_servers: RealServers) -> None:
+    store = RedisFeatureStore.from_url(real_servers.redis_url, f"fs-{secrets.token_hex(4)}")
+    app = create_app(store, ModelRegistry(store.client, store.key_prefix, KEY),
+                     CollectorRegistry())
+    with TestClient(app) as client:
+        answer = client.post("/v1/admin/rollback", json={"who": "x", "reason": "y"},
+                             headers={"Authorization": "Bearer anything"})
+    assert answer.status_code == 503 and "ADMIN_TOKEN" in answer.json()["detail"]
