@@ -85,7 +85,8 @@ class ScenarioSpec(_Spec):
 
     def config(self, seed: int | None = None, days: float | None = None,
                customers: int | None = None) -> SimulatorConfig:
-        """The simulator configuration, optionally with another seed, length or size."""
+        """The simulator configuration, optionally with another seed, length or size
+        (fraud incidents per day scale with the number of customers)."""
         population = PopulationConfig(
             customers=customers or self.population.customers,
             terminals=self.population.terminals if customers is None
@@ -93,13 +94,17 @@ class ScenarioSpec(_Spec):
             radius_km=self.population.radius_km,
         )
         base = SimulatorConfig()
+        # fraud incidents scale with the population, so the fraud rate stays put
+        scale = population.customers / self.population.customers
+        rates = dict(self.patterns) if self.patterns is not None else base.patterns
         return SimulatorConfig(
             population=population,
             days=days or self.days,
             start_time=self.start.timestamp(),
-            patterns=dict(self.patterns) if self.patterns is not None else base.patterns,
+            patterns={name: rate * scale for name, rate in rates.items()},
             labels=LabelConfig(**self.labels.model_dump()),
-            changes=tuple(Change(**c.model_dump()) for c in self.changes),
+            changes=tuple(Change(**{**c.model_dump(), "per_day": c.per_day * scale})
+                          for c in self.changes),
             seed=self.seed if seed is None else seed,
         )
 
