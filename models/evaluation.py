@@ -9,8 +9,9 @@ transaction time, label time) as labels arrive and reports, over the last
 - precision and recall at the operating ``threshold``;
 - expected cost per transaction: ``cost_missed_fraud`` per fraud scored below
   the threshold plus ``cost_false_alarm`` per genuine one at or above it;
-- card precision@k per day: of the ``k`` cards with the highest score that
-  day, the share that really had a fraud that day (mean over days);
+- card precision@k per day (over the window): of the ``k`` cards with the
+  highest score that day, the share that really had a fraud that day (mean
+  over days);
 - the label delay distribution (median, 90th and 99th percentile).
 
 Examples
@@ -116,6 +117,8 @@ class Prequential:
     cost_missed_fraud: float = 100.0
     cost_false_alarm: float = 5.0
     k: int = 100
+    #: At most this many labels are kept ("since start" means within them).
+    keep: int = 200_000
     _scores: list[float] = field(default_factory=list)
     _truth: list[int] = field(default_factory=list)
     _cards: list[str] = field(default_factory=list)
@@ -129,6 +132,9 @@ class Prequential:
         self._cards.append(card_id)
         self._times.append(txn_time)
         self._delays.append(label_time - txn_time)
+        if len(self._scores) > self.keep * 1.2:
+            for column in (self._scores, self._truth, self._cards, self._times, self._delays):
+                del column[: len(column) - self.keep]
 
     def __len__(self) -> int:
         return len(self._scores)
@@ -152,7 +158,9 @@ class Prequential:
             out[f"recall_{name}"] = recall
             out[f"expected_cost_{name}"] = expected_cost(
                 s, t, self.threshold, self.cost_missed_fraud, self.cost_false_alarm)
-        out["card_precision_at_k"] = card_precision_at_k(scores, truth, cards, times, self.k)
+        recent = slice(-self.window, None)  # per-day loop: kept to the window
+        out["card_precision_at_k_window"] = card_precision_at_k(
+            scores[recent], truth[recent], cards[recent], times[recent], self.k)
         delays = np.array(self._delays) / DAY
         for q in (50, 90, 99):
             out[f"label_delay_p{q}_days"] = float(np.percentile(delays, q)) if len(delays) \

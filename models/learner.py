@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import copy
 import enum
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 
 from river import base
 
@@ -19,6 +20,7 @@ from features.events import Label
 from features.store import FeatureStore
 from features.vector import FEATURE_SET_VERSION
 from models.errors import ChampionChangedError, NoModelError
+from models.evaluation import Prequential
 from models.factory import build_model, learn
 from models.registry import JournalEntry, ModelRegistry, SnapshotMeta
 from models.scoring import ServingModel
@@ -43,6 +45,10 @@ class Learner:
     snapshot_every_labels: int = 100
     unpublished: int = 0
     last_label_time: float | None = None
+    #: Prequential quality of the model's own scores (recorded before their labels).
+    quality: Prequential = field(default_factory=Prequential)
+    #: Seconds from the last learned transaction to its label.
+    last_delay: float = 0.0
 
     @classmethod
     async def start(
@@ -86,6 +92,9 @@ class Learner:
             JournalEntry(label.txn_id, label.is_fraud, record.features)
         )
         learn(self.model, record.features, label.is_fraud)
+        self.quality.record(record.score, label.is_fraud, record.card_id, record.event_time,
+                            label.event_time)
+        self.last_delay = label.event_time - record.event_time
         self.unpublished += 1
         self.last_label_time = label.event_time
         published = None
@@ -125,6 +134,7 @@ class Learner:
             feature_set_version=FEATURE_SET_VERSION,
             labels_learned=self.labels_learned,
             created_at=self.last_label_time or self.meta.created_at,
+            metrics=_finite(self.quality.report()) if len(self.quality) else None,
         )
         self.meta = await self.registry.publish(self.model, meta)
         self.unpublished = 0
@@ -133,3 +143,8 @@ class Learner:
     async def publish_if_changed(self) -> ServingModel | None:
         """Publish only when something was learned since the last snapshot."""
         return await self.publish() if self.unpublished else None
+
+
+def _finite(report: dict[str, float]) -> dict[str, float]:
+    """The report without undefined values (JSON has no NaN)."""
+    return {k: v for k, v in report.items() if not math.isnan(v)}

@@ -43,6 +43,8 @@ class SnapshotMeta:
     labels_learned: int
     #: Event time of the last label learned (seconds), not the wall clock.
     created_at: float | None
+    #: Prequential metrics of the lineage when this version was published.
+    metrics: dict[str, float] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,10 +36,12 @@ class PipelineMetrics:
     latency: Histogram
     labels_learned: Counter
     model_version: Gauge
+    quality: QualityMetrics
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> PipelineMetrics:
         return cls(
+            quality=QualityMetrics.create(registry),
             events_in=Counter(
                 "fraudstream_events_in", "Records consumed, by topic.", ["topic"],
                 registry=registry,
@@ -99,3 +101,66 @@ class ApiMetrics:
                 registry=registry,
             ),
         )
+
+
+#: Label delays, seconds: an hour to eight weeks.
+DELAY_BUCKETS = tuple(h * 3600.0 for h in (1, 6, 12, 24, 48, 96, 168, 336, 672, 1344))
+
+
+@dataclass
+class QualityMetrics:
+    """Prequential model quality: one gauge per (model, version, metric, window).
+
+    Only the current version of each model is exported: the previous
+    version's series are removed when a new one is reported, so the number of
+    series stays flat while versions roll.
+
+    Examples
+    --------
+    >>> from prometheus_client import CollectorRegistry
+    >>> registry = CollectorRegistry()
+    >>> q = QualityMetrics.create(registry)
+    >>> q.export("lr", 3, {"average_precision_window": 0.5, "card_precision_at_k": 0.2})
+    >>> registry.get_sample_value("fraudstream_model_quality", {"model": "lr", "version": "3",
+    ...     "metric": "average_precision", "window": "window"})
+    0.5
+    """
+
+    quality: Gauge
+    label_delay: Histogram
+    _exported: dict[str, list[tuple[str, ...]]]
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry) -> QualityMetrics:
+        return cls(
+            quality=Gauge(
+                "fraudstream_model_quality",
+                "Prequential quality of a model version (each score recorded before its label).",
+                ["model", "version", "metric", "window"], registry=registry,
+            ),
+            label_delay=Histogram(
+                "fraudstream_label_delay_seconds",
+                "Seconds from a transaction to the arrival of its label.",
+                buckets=DELAY_BUCKETS, registry=registry,
+            ),
+            _exported={},
+        )
+
+    def export(self, model: str, version: int, report: dict[str, float]) -> None:
+        """Set the gauges from a :meth:`models.evaluation.Prequential.report`."""
+        for labels in self._exported.pop(model, []):
+            self.quality.remove(*labels)
+        exported: list[tuple[str, ...]] = []
+        for key, value in report.items():
+            metric, window = _split(key)
+            labels = (model, str(version), metric, window)
+            self.quality.labels(*labels).set(value)
+            exported.append(labels)
+        self._exported[model] = exported
+
+
+def _split(key: str) -> tuple[str, str]:
+    for window in ("window", "all"):
+        if key.endswith(f"_{window}"):
+            return key.removesuffix(f"_{window}"), window
+    return key, "all"

@@ -122,7 +122,7 @@ def table(runs: list[ModelRun], freeze: float) -> str:
         lines.append(
             f"| {run.name} | {everything['average_precision_all']:.3f} | "
             f"{later['average_precision_all']:.3f} | {everything['roc_auc_all']:.3f} | "
-            f"{everything['card_precision_at_k']:.3f} | {run.labels_per_second:,.0f} | "
+            f"{everything['card_precision_at_k_window']:.3f} | {run.labels_per_second:,.0f} | "
             f"{run.score_us:.0f} | {run.snapshot_bytes / 1024:.1f} | {run.publish_ms:.1f} | "
             f"{run.load_ms:.1f} |")
     return "\n".join(lines)

@@ -193,6 +193,7 @@ class Pipeline:
             self.metrics.duplicates.labels(topic="labels").inc()
         else:
             self.metrics.labels_learned.inc()
+            self.metrics.quality.label_delay.observe(learner.last_delay)
         if published is not None:
             self._serve(published)
         return []
@@ -209,6 +210,9 @@ class Pipeline:
                                          copy.deepcopy(self.learner.model))
         if published is not None:
             self._serve(published)
+        if len(self.learner.quality):
+            self.metrics.quality.export(self.learner.meta.model_name, self.learner.meta.version,
+                                        self.learner.quality.report())
 
     def _serve(self, serving: ServingModel) -> None:
         self.holder.swap(serving)

@@ -146,3 +146,32 @@ async def test_a_timer_snapshot_racing_the_learner_loses_no_label(pipeline: Pipe
     meta, _ = await pipeline.registry.load()
     assert meta.labels_learned == len(txns)
     assert await pipeline.registry.journal() == []
+
+
+async def test_stream_quality_metrics_match_a_direct_computation(registry: ModelRegistry) -> None:
+    from models.evaluation import average_precision, roc_auc
+
+    prometheus = CollectorRegistry()
+    store = MemoryFeatureStore()
+    pipeline = Pipeline(Settings(model=ModelSettings(snapshot_every_labels=1000)), store,
+                        registry, PipelineMetrics.create(prometheus))
+    truth = []
+    for i in range(40):
+        t = Transaction(f"q{i}", f"c{i % 7}", "p", 5.0 + (80.0 if i % 5 == 0 else i % 3), 1e5 + i)
+        await pipeline.on_transaction(txn_record(t))
+    for i in range(40):
+        is_fraud = i % 5 == 0
+        truth.append(is_fraud)
+        await pipeline.on_label(label_record(Label(f"q{i}", is_fraud, 3e5 + i * 3600)))
+    await pipeline.on_timer()
+    scores = [r.score for r in [await store.scored(f"q{i}") for i in range(40)] if r]
+    import numpy as np
+
+    def sample(metric: str) -> float | None:
+        return prometheus.get_sample_value("fraudstream_model_quality", {
+            "model": "logistic_regression", "version": str(pipeline.learner.meta.version)
+            if pipeline.learner else "", "metric": metric, "window": "all"})
+
+    assert sample("average_precision") == average_precision(np.array(scores), np.array(truth))
+    assert sample("roc_auc") == roc_auc(np.array(scores), np.array(truth))
+    assert prometheus.get_sample_value("fraudstream_label_delay_seconds_count") == 40
