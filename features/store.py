@@ -21,15 +21,16 @@ from __future__ import annotations
 import enum
 import struct
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from features import card, terminal
 from features.events import Label, Transaction
 from features.terminal import TerminalState
-from features.vector import EntityState, pack_vector, unpack_vector
+from features.vector import VECTOR_SIZE, EntityState, pack_vector, unpack_vector
 
 _HEADER = struct.Struct("<ddi")
+_SCORE = struct.Struct("<d")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +44,9 @@ class ScoredRecord:
     >>> r = ScoredRecord("t1", "c1", "p1", 5.0, view(EntityState(), t), 0.25, 3)
     >>> ScoredRecord.from_bytes(r.to_bytes()) == r
     True
+    >>> r = ScoredRecord("t1", "c1", "p1", 5.0, view(EntityState(), t), 0.25, 3, {"arf": 0.5})
+    >>> ScoredRecord.from_bytes(r.to_bytes()).shadow
+    {'arf': 0.5}
     """
 
     txn_id: str
@@ -52,12 +56,16 @@ class ScoredRecord:
     features: dict[str, float]
     score: float
     model_version: int
+    #: Challenger name -> its score, recorded in shadow (never returned to the caller).
+    shadow: dict[str, float] = field(default_factory=dict)
 
     def to_bytes(self) -> bytes:
-        """Compact bytes: times and score, the three ids, the packed vector."""
+        """Compact bytes: times and score, the three ids, the packed vector, shadow scores."""
         ids = b"".join(_short(s) for s in (self.txn_id, self.card_id, self.terminal_id))
         header = _HEADER.pack(self.event_time, self.score, self.model_version)
-        return header + ids + pack_vector(self.features)
+        shadow = bytes([len(self.shadow)]) + b"".join(
+            _short(name) + _SCORE.pack(score) for name, score in self.shadow.items())
+        return header + ids + pack_vector(self.features) + shadow
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> ScoredRecord:
@@ -69,7 +77,17 @@ class ScoredRecord:
             size = raw[at]
             ids.append(raw[at + 1 : at + 1 + size].decode())
             at += 1 + size
-        return cls(ids[0], ids[1], ids[2], event_time, unpack_vector(raw[at:]), score, version)
+        end = at + VECTOR_SIZE
+        features = unpack_vector(raw[at:end])
+        shadow: dict[str, float] = {}
+        if end < len(raw):
+            at = end + 1
+            for _ in range(raw[end]):
+                size = raw[at]
+                name = raw[at + 1 : at + 1 + size].decode()
+                shadow[name] = _SCORE.unpack_from(raw, at + 1 + size)[0]
+                at += 1 + size + _SCORE.size
+        return cls(ids[0], ids[1], ids[2], event_time, features, score, version, shadow)
 
 
 def _short(text: str) -> bytes:

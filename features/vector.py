@@ -37,6 +37,8 @@ FEATURES: dict[str, str] = {**card.FEATURES, **terminal.FEATURES, **transaction.
 FEATURE_NAMES: tuple[str, ...] = tuple(FEATURES)
 
 _VECTOR = struct.Struct(f"<{len(FEATURE_NAMES)}d")
+#: Bytes of a packed vector.
+VECTOR_SIZE = _VECTOR.size
 
 
 @dataclass(frozen=True, slots=True)

@@ -49,11 +49,13 @@ class Learner:
     quality: Prequential = field(default_factory=Prequential)
     #: Seconds from the last learned transaction to its label.
     last_delay: float = 0.0
+    #: For a challenger: its name, under which its shadow scores are recorded.
+    shadow_name: str | None = None
 
     @classmethod
     async def start(
         cls, registry: ModelRegistry, store: FeatureStore, model_name: str,
-        snapshot_every_labels: int = 100,
+        snapshot_every_labels: int = 100, shadow_name: str | None = None,
     ) -> Learner:
         """Resume from the latest snapshot and its journal, or publish a new model."""
         try:
@@ -62,7 +64,8 @@ class Learner:
             model = build_model(model_name)
             empty = SnapshotMeta(0, None, model_name, FEATURE_SET_VERSION, 0, None)
             meta = await registry.publish(model, empty)
-        learner = cls(model, meta, registry, store, snapshot_every_labels)
+        learner = cls(model, meta, registry, store, snapshot_every_labels,
+                      shadow_name=shadow_name)
         for entry in await registry.journal():
             learn(learner.model, entry.features, entry.is_fraud)
             learner.unpublished += 1
@@ -92,8 +95,10 @@ class Learner:
             JournalEntry(label.txn_id, label.is_fraud, record.features)
         )
         learn(self.model, record.features, label.is_fraud)
-        self.quality.record(record.score, label.is_fraud, record.card_id, record.event_time,
-                            label.event_time)
+        score = record.score if self.shadow_name is None else record.shadow.get(self.shadow_name)
+        if score is not None:  # a challenger added later has no score for older transactions
+            self.quality.record(score, label.is_fraud, record.card_id, record.event_time,
+                                label.event_time)
         self.last_delay = label.event_time - record.event_time
         self.unpublished += 1
         self.last_label_time = label.event_time

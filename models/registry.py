@@ -96,6 +96,7 @@ class ModelRegistry:
     def __init__(
         self, client: aioredis.Redis, key_prefix: str, signing_key: bytes,
         learned_ttl_seconds: int = 90 * 86400, keep_versions: int = 20,
+        lineage: str | None = None,
     ) -> None:
         if not signing_key:
             raise ValueError("signing_key: must not be empty")
@@ -104,7 +105,31 @@ class ModelRegistry:
         self._key = signing_key
         self.learned_ttl_seconds = learned_ttl_seconds
         self.keep_versions = keep_versions
-        self._base = f"{key_prefix}:models"
+        self.lineage = lineage
+        self._base = f"{key_prefix}:models" + (f":challenger:{lineage}" if lineage else "")
+
+    def challenger(self, name: str) -> ModelRegistry:
+        """The registry of the challenger ``name``: its own versions, journal and markers."""
+        return ModelRegistry(self.client, self.key_prefix, self._key, self.learned_ttl_seconds,
+                             self.keep_versions, lineage=name)
+
+    async def adopt(self, other: ModelRegistry, who: str, why: str, at: str) -> AuditEntry:
+        """Make ``other``'s champion (a challenger's model) this lineage's new champion.
+
+        Its snapshot is verified, republished here as a new version whose
+        parent is the current champion, and the change is audited.
+        """
+        version = await other.champion_version()
+        if version is None:
+            raise NoModelError(f"challenger {other.lineage!r} has no published model")
+        meta, model = await other.load(version)
+        previous = await self.champion_version()
+        adopted = await self.publish(model, replace(meta, version=0, parent=previous))
+        entry = AuditEntry(f"promote challenger {other.lineage}", previous, adopted.version,
+                           who, at, why)
+        await self.client.rpush(f"{self._base}:audit",
+                                json.dumps(asdict(entry), separators=(",", ":")))
+        return entry
 
     async def latest_version(self) -> int | None:
         raw = await self.client.get(f"{self._base}:latest")

@@ -8,7 +8,7 @@ vector from the same state but writes nothing.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from river import base
@@ -74,7 +74,8 @@ PART_SIZE = 50
 
 
 async def score_batch(
-    store: FeatureStore, holder: ModelHolder, txns: Sequence[Transaction]
+    store: FeatureStore, holder: ModelHolder, txns: Sequence[Transaction],
+    shadows: Mapping[str, ModelHolder] | None = None,
 ) -> list[Scored]:
     """Score ``txns`` in order and fold them into their entities' state, exactly once.
 
@@ -84,9 +85,13 @@ async def score_batch(
     in one more round trip. A
     transaction applied before gets its saved record back, or, if it was
     never saved, the same vector recomputed from the state it was applied on.
-    Returns once every record is saved.
+    Challengers in ``shadows`` score every new transaction too; their scores
+    are recorded with it, never returned as its score. Returns once every
+    record is saved.
     """
     serving = holder.require()
+    challengers = {name: h.current for name, h in (shadows or {}).items()
+                   if h.current is not None}
     parts = [txns[i : i + PART_SIZE] for i in range(0, len(txns), PART_SIZE)]
     results: list[Scored] = []
     saves: list[asyncio.Task[None]] = []
@@ -96,7 +101,7 @@ async def score_batch(
             for one in applied:
                 record = one.record
                 if one.state is not None:
-                    record = _score(serving, one.txn, view(one.state, one.txn))
+                    record = _score(serving, one.txn, view(one.state, one.txn), challengers)
                     to_save.append((one, record))
                 results.append(Scored(one, record))
             if to_save:
@@ -114,7 +119,8 @@ async def score_readonly(
     return _score(serving, txn, view(await store.peek(txn), txn))
 
 
-def _score(serving: ServingModel, txn: Transaction, features: dict[str, float]) -> ScoredRecord:
+def _score(serving: ServingModel, txn: Transaction, features: dict[str, float],
+           challengers: Mapping[str, ServingModel] | None = None) -> ScoredRecord:
     return ScoredRecord(
         txn_id=txn.txn_id,
         card_id=txn.card_id,
@@ -123,4 +129,6 @@ def _score(serving: ServingModel, txn: Transaction, features: dict[str, float]) 
         features=features,
         score=fraud_probability(serving.model, features),
         model_version=serving.version,
+        shadow={name: fraud_probability(c.model, features)
+                for name, c in (challengers or {}).items()},
     )

@@ -109,7 +109,7 @@ DELAY_BUCKETS = tuple(h * 3600.0 for h in (1, 6, 12, 24, 48, 96, 168, 336, 672, 
 
 @dataclass
 class QualityMetrics:
-    """Prequential model quality: one gauge per (model, version, metric, window).
+    """Prequential model quality: one gauge per (role, model, version, metric, window).
 
     Only the current version of each model is exported: the previous
     version's series are removed when a new one is reported, so the number of
@@ -120,9 +120,9 @@ class QualityMetrics:
     >>> from prometheus_client import CollectorRegistry
     >>> registry = CollectorRegistry()
     >>> q = QualityMetrics.create(registry)
-    >>> q.export("lr", 3, {"average_precision_window": 0.5, "card_precision_at_k": 0.2})
-    >>> registry.get_sample_value("fraudstream_model_quality", {"model": "lr", "version": "3",
-    ...     "metric": "average_precision", "window": "window"})
+    >>> q.export("champion", "lr", 3, {"average_precision_window": 0.5})
+    >>> registry.get_sample_value("fraudstream_model_quality", {"role": "champion",
+    ...     "model": "lr", "version": "3", "metric": "average_precision", "window": "window"})
     0.5
     """
 
@@ -136,7 +136,7 @@ class QualityMetrics:
             quality=Gauge(
                 "fraudstream_model_quality",
                 "Prequential quality of a model version (each score recorded before its label).",
-                ["model", "version", "metric", "window"], registry=registry,
+                ["role", "model", "version", "metric", "window"], registry=registry,
             ),
             label_delay=Histogram(
                 "fraudstream_label_delay_seconds",
@@ -146,17 +146,18 @@ class QualityMetrics:
             _exported={},
         )
 
-    def export(self, model: str, version: int, report: dict[str, float]) -> None:
-        """Set the gauges from a :meth:`models.evaluation.Prequential.report`."""
-        for labels in self._exported.pop(model, []):
+    def export(self, role: str, model: str, version: int, report: dict[str, float]) -> None:
+        """Set the gauges of ``role`` (``champion`` or ``challenger:<name>``) from a
+        :meth:`models.evaluation.Prequential.report`."""
+        for labels in self._exported.pop(role, []):
             self.quality.remove(*labels)
         exported: list[tuple[str, ...]] = []
         for key, value in report.items():
             metric, window = _split(key)
-            labels = (model, str(version), metric, window)
+            labels = (role, model, str(version), metric, window)
             self.quality.labels(*labels).set(value)
             exported.append(labels)
-        self._exported[model] = exported
+        self._exported[role] = exported
 
 
 def _split(key: str) -> tuple[str, str]:

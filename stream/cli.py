@@ -61,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="promote: the version; rollback: optional target")
     models.add_argument("--who", default=None, help="who asks (default: $USER)")
     models.add_argument("--reason", default=None, help="why (required to change anything)")
+    models.add_argument("--challenger", default=None,
+                        help="promote: make this challenger's current model the champion")
 
     bench = sub.add_parser("bench", help="benchmarks against the real servers")
     bench.add_argument("suite", choices=["features", "simulate", "replay", "models"])
@@ -157,9 +159,13 @@ async def _models(args: argparse.Namespace, settings: Settings) -> int:
             return 2
         who = args.who or getpass.getuser()
         at = datetime.now(tz=UTC).isoformat()
-        if args.action == "promote":
+        if args.action == "promote" and args.challenger:
+            entry = await registry.adopt(registry.challenger(args.challenger), who, args.reason,
+                                         at)
+        elif args.action == "promote":
             if args.version is None:
-                print("fraudstream: models promote needs a VERSION", file=sys.stderr)
+                print("fraudstream: models promote needs a VERSION or --challenger NAME",
+                      file=sys.stderr)
                 return 2
             entry = await registry.promote(args.version, who, args.reason, at)
         else:

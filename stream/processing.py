@@ -102,6 +102,10 @@ class Pipeline:
         self.metrics = metrics
         self.holder = ModelHolder()
         self.learner: Learner | None = None
+        #: Challengers: their learners and the snapshots they score with in shadow.
+        self.challengers: dict[str, Learner] = {}
+        self.shadows: dict[str, ModelHolder] = {
+            name: ModelHolder() for name in settings.model.challengers}
         self._start_lock = asyncio.Lock()
         #: Learning and publishing never interleave: the learner is the single writer.
         self._learn_lock = asyncio.Lock()
@@ -121,6 +125,13 @@ class Pipeline:
                 )
                 meta, model = await self.registry.load()
                 self._serve(ServingModel(meta.version, model))
+                for name in self.settings.model.challengers:
+                    challenger = await Learner.start(
+                        self.registry.challenger(name), self.store, name,
+                        self.settings.model.snapshot_every_labels, shadow_name=name)
+                    self.challengers[name] = challenger
+                    self.shadows[name].swap(ServingModel(challenger.meta.version,
+                                                         copy.deepcopy(challenger.model)))
             return self.learner
 
     async def on_transaction(self, record: RawRecord) -> list[Emit]:
@@ -146,7 +157,8 @@ class Pipeline:
 
     async def _score(self, decoded: Sequence[tuple[RawRecord, Transaction]]) -> list[Emit]:
         try:
-            results = await score_batch(self.store, self.holder, [txn for _, txn in decoded])
+            results = await score_batch(self.store, self.holder, [txn for _, txn in decoded],
+                                        self.shadows)
         except Exception as exc:
             if _is_infrastructure(exc):
                 raise
@@ -185,6 +197,11 @@ class Pipeline:
             return [self._reject(record, "labels", "invalid_record", str(exc))]
         async with self._learn_lock:
             outcome, published = await learner.learn(label)
+            if outcome is not Outcome.UNKNOWN_TRANSACTION:
+                for name, challenger in self.challengers.items():
+                    _, shadow = await challenger.learn(label)
+                    if shadow is not None:
+                        self.shadows[name].swap(shadow)
         self.metrics.latency.labels(stage="learn").observe(time.perf_counter() - started)
         if outcome is Outcome.UNKNOWN_TRANSACTION:
             detail = f"txn_id: no scored transaction {label.txn_id!r} (unknown or expired)"
@@ -210,9 +227,16 @@ class Pipeline:
                                          copy.deepcopy(self.learner.model))
         if published is not None:
             self._serve(published)
-        if len(self.learner.quality):
-            self.metrics.quality.export(self.learner.meta.model_name, self.learner.meta.version,
-                                        self.learner.quality.report())
+        async with self._learn_lock:
+            for name, challenger in self.challengers.items():
+                shadow = await challenger.publish_if_changed()
+                if shadow is not None:
+                    self.shadows[name].swap(shadow)
+        for role, one in [("champion", self.learner),
+                          *((f"challenger:{n}", c) for n, c in self.challengers.items())]:
+            if len(one.quality):
+                self.metrics.quality.export(role, one.meta.model_name, one.meta.version,
+                                            one.quality.report())
 
     def _serve(self, serving: ServingModel) -> None:
         self.holder.swap(serving)

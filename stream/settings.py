@@ -19,6 +19,7 @@ Examples
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -101,6 +102,8 @@ class ModelSettings(_Section):
     """The online model and its snapshots."""
 
     name: str = "logistic_regression"
+    #: Models that learn beside the champion and score in shadow (JSON list in the env).
+    challengers: tuple[str, ...] = ()
     #: Publish a snapshot after this many learned labels ...
     snapshot_every_labels: int = Field(100, ge=1)
     #: ... or after this many seconds when something was learned.
@@ -173,6 +176,8 @@ def to_env(settings: Settings) -> dict[str, str]:
                 continue
             if isinstance(value, SecretStr):
                 value = value.get_secret_value()
+            elif isinstance(value, tuple):
+                value = json.dumps(list(value))
             elif isinstance(value, bool):
                 value = str(value).lower()
             env[f"FRAUDSTREAM_{section_name.upper()}__{field_name.upper()}"] = str(value)

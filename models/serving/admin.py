@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from models.errors import NoModelError, SnapshotIntegrityError
 from models.registry import AuditEntry, ModelRegistry
@@ -31,7 +31,16 @@ class Change(BaseModel):
 
 
 class Promote(Change):
-    version: int = Field(ge=1)
+    """Promote a version of the champion's lineage, or a challenger's current model."""
+
+    version: int | None = Field(None, ge=1)
+    challenger: str | None = Field(None, min_length=1, max_length=100)
+
+    @model_validator(mode="after")
+    def _one_target(self) -> Promote:
+        if (self.version is None) == (self.challenger is None):
+            raise ValueError("give exactly one of version and challenger")
+        return self
 
 
 class Rollback(Change):
@@ -66,7 +75,11 @@ def admin_router(registry: ModelRegistry, token: str | None, refresh: Any) -> AP
 
     @router.post("/v1/admin/promote", dependencies=admin_only)
     async def promote(body: Promote) -> dict[str, Any]:
-        return await _change(lambda at: registry.promote(body.version, body.who, body.reason, at))
+        if body.challenger is not None:
+            other = registry.challenger(body.challenger)
+            return await _change(lambda at: registry.adopt(other, body.who, body.reason, at))
+        version = body.version or 0
+        return await _change(lambda at: registry.promote(version, body.who, body.reason, at))
 
     @router.post("/v1/admin/rollback", dependencies=admin_only)
     async def rollback(body: Rollback) -> dict[str, Any]:

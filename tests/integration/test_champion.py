@@ -151,3 +151,37 @@ def test_admin_endpoints_are_disabled_without_a_token(real_servers: RealServers)
         answer = client.post("/v1/admin/rollback", json={"who": "x", "reason": "y"},
                              headers={"Authorization": "Bearer anything"})
     assert answer.status_code == 503 and "ADMIN_TOKEN" in answer.json()["detail"]
+
+
+async def test_challengers_score_in_shadow_learn_and_can_be_promoted(
+    registry: ModelRegistry,
+) -> None:
+    prometheus = CollectorRegistry()
+    settings = Settings(model=ModelSettings(snapshot_every_labels=5,
+                                            challengers=("hoeffding_adaptive_tree",)))
+    store = MemoryFeatureStore()
+    pipeline = Pipeline(settings, store, registry, PipelineMetrics.create(prometheus))
+    emitted = []
+    for i in range(12):
+        t = Transaction(f"s{i}", f"c{i % 3}", "p", 10.0 + i, 1e5 + i)
+        emitted += await pipeline.on_transaction(txn_record(t))
+        await pipeline.on_label(label_record(Label(t.txn_id, i % 4 == 0, 2e5 + i)))
+    records = [await store.scored(f"s{i}") for i in range(12)]
+    assert all(r is not None and set(r.shadow) == {"hoeffding_adaptive_tree"} for r in records)
+    for emit, record in zip(emitted, records, strict=True):  # the caller sees the champion only
+        assert record is not None
+        assert '"score":' in emit.value.decode() and "shadow" not in emit.value.decode()
+    challenger_registry = registry.challenger("hoeffding_adaptive_tree")
+    assert (await challenger_registry.versions())[-1].labels_learned >= 10
+    await pipeline.on_timer()
+    assert prometheus.get_sample_value("fraudstream_model_quality", {
+        "role": "challenger:hoeffding_adaptive_tree", "model": "hoeffding_adaptive_tree",
+        "version": str(pipeline.challengers["hoeffding_adaptive_tree"].meta.version),
+        "metric": "labels", "window": "all"}) == 12
+    entry = await registry.adopt(challenger_registry, "erin", "the tree wins", AT)
+    await pipeline.on_timer()
+    serving = pipeline.holder.require()
+    assert serving.version == entry.to_version
+    assert type(serving.model).__name__ == "HoeffdingAdaptiveTreeClassifier"
+    champion_meta, _ = await registry.load()
+    assert champion_meta.model_name == "hoeffding_adaptive_tree"

@@ -167,10 +167,13 @@ async def test_stream_quality_metrics_match_a_direct_computation(registry: Model
     scores = [r.score for r in [await store.scored(f"q{i}") for i in range(40)] if r]
     import numpy as np
 
+    assert pipeline.learner is not None
+    version = str(pipeline.learner.meta.version)
+
     def sample(metric: str) -> float | None:
         return prometheus.get_sample_value("fraudstream_model_quality", {
-            "model": "logistic_regression", "version": str(pipeline.learner.meta.version)
-            if pipeline.learner else "", "metric": metric, "window": "all"})
+            "role": "champion", "model": "logistic_regression", "version": version,
+            "metric": metric, "window": "all"})
 
     assert sample("average_precision") == average_precision(np.array(scores), np.array(truth))
     assert sample("roc_auc") == roc_auc(np.array(scores), np.array(truth))
