@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import copy
 import enum
+import json
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 from river import base
 
@@ -56,6 +58,7 @@ class Learner:
     async def start(
         cls, registry: ModelRegistry, store: FeatureStore, model_name: str,
         snapshot_every_labels: int = 100, shadow_name: str | None = None,
+        quality: Prequential | None = None,
     ) -> Learner:
         """Resume from the latest snapshot and its journal, or publish a new model."""
         try:
@@ -65,7 +68,7 @@ class Learner:
             empty = SnapshotMeta(0, None, model_name, FEATURE_SET_VERSION, 0, None)
             meta = await registry.publish(model, empty)
         learner = cls(model, meta, registry, store, snapshot_every_labels,
-                      shadow_name=shadow_name)
+                      quality=quality or Prequential(), shadow_name=shadow_name)
         for entry in await registry.journal():
             learn(learner.model, entry.features, entry.is_fraud)
             learner.unpublished += 1
@@ -140,6 +143,7 @@ class Learner:
             labels_learned=self.labels_learned,
             created_at=self.last_label_time or self.meta.created_at,
             metrics=_finite(self.quality.report()) if len(self.quality) else None,
+            params=_params(self.model),
         )
         self.meta = await self.registry.publish(self.model, meta)
         self.unpublished = 0
@@ -153,3 +157,12 @@ class Learner:
 def _finite(report: dict[str, float]) -> dict[str, float]:
     """The report without undefined values (JSON has no NaN)."""
     return {k: v for k, v in report.items() if not math.isnan(v)}
+
+
+def _params(model: object) -> dict[str, Any] | None:
+    """The model's constructor parameters, as JSON (what River reports)."""
+    get = getattr(model, "_get_params", None)
+    if get is None:
+        return None
+    result: dict[str, Any] = json.loads(json.dumps(get(), default=repr))
+    return result

@@ -45,6 +45,8 @@ class SnapshotMeta:
     created_at: float | None
     #: Prequential metrics of the lineage when this version was published.
     metrics: dict[str, float] | None = None
+    #: The model's parameters (River's ``_get_params``), as JSON.
+    params: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -148,8 +148,11 @@ async def _models(args: argparse.Namespace, settings: Settings) -> int:
             champion = await registry.champion_version()
             for meta in await registry.versions():
                 mark = "*" if meta.version == champion else " "
+                quality = meta.metrics or {}
                 print(f"{mark} v{meta.version:<5} parent {meta.parent!s:<5} {meta.model_name:32s}"
-                      f" labels {meta.labels_learned:>8,}  feature set v{meta.feature_set_version}")
+                      f" labels {meta.labels_learned:>8,}  feature set v{meta.feature_set_version}"
+                      f"  AP {quality.get('average_precision_window', float('nan')):.3f}"
+                      f"  ROC AUC {quality.get('roc_auc_window', float('nan')):.3f}")
             for entry in await registry.audit():
                 print(f"  {entry.at} {entry.action} v{entry.from_version} -> v{entry.to_version}"
                       f" by {entry.who}: {entry.why}")

@@ -28,6 +28,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from features.events import Transaction
 from features.store import FeatureStore, ScoredRecord
 from models.errors import NoModelError
+from models.evaluation import Prequential
 from models.learner import Learner, Outcome
 from models.registry import ModelRegistry
 from models.scoring import ModelHolder, ServingModel, score_batch
@@ -121,14 +122,15 @@ class Pipeline:
             if self.learner is None:
                 self.learner = await Learner.start(
                     self.registry, self.store, self.settings.model.name,
-                    self.settings.model.snapshot_every_labels,
+                    self.settings.model.snapshot_every_labels, quality=self._quality(),
                 )
                 meta, model = await self.registry.load()
                 self._serve(ServingModel(meta.version, model))
                 for name in self.settings.model.challengers:
                     challenger = await Learner.start(
                         self.registry.challenger(name), self.store, name,
-                        self.settings.model.snapshot_every_labels, shadow_name=name)
+                        self.settings.model.snapshot_every_labels, shadow_name=name,
+                        quality=self._quality())
                     self.challengers[name] = challenger
                     self.shadows[name].swap(ServingModel(challenger.meta.version,
                                                          copy.deepcopy(challenger.model)))
@@ -237,6 +239,11 @@ class Pipeline:
             if len(one.quality):
                 self.metrics.quality.export(role, one.meta.model_name, one.meta.version,
                                             one.quality.report())
+
+    def _quality(self) -> Prequential:
+        model = self.settings.model
+        return Prequential(threshold=model.threshold, cost_missed_fraud=model.cost_missed_fraud,
+                           cost_false_alarm=model.cost_false_alarm)
 
     def _serve(self, serving: ServingModel) -> None:
         self.holder.swap(serving)

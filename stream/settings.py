@@ -104,6 +104,11 @@ class ModelSettings(_Section):
     name: str = "logistic_regression"
     #: Models that learn beside the champion and score in shadow (JSON list in the env).
     challengers: tuple[str, ...] = ()
+    #: The operating threshold: scores at or above it are flagged (for the metrics).
+    threshold: float = Field(0.5, ge=0, le=1)
+    #: Expected cost metric: the cost of a missed fraud and of a false alarm.
+    cost_missed_fraud: float = Field(100.0, ge=0)
+    cost_false_alarm: float = Field(5.0, ge=0)
     #: Publish a snapshot after this many learned labels ...
     snapshot_every_labels: int = Field(100, ge=1)
     #: ... or after this many seconds when something was learned.
