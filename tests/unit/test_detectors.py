@@ -1,0 +1,107 @@
+"""Detectors on seeded streams: they fire where the change is, and not on stationary data."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from monitoring.detectors import (
+    ConceptDrift,
+    DataDrift,
+    DriftConfig,
+    LabelDrift,
+    PredictionDrift,
+)
+from producers.scenario import load_scenario, run_scenario
+from stream.replay import replay_features
+
+CONFIG = DriftConfig(reference_size=2000, window_size=1000, check_every=100, warm_up=500)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3, 4])
+def test_no_alarm_on_stationary_data(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    data = DataDrift(CONFIG, ["a", "b"])
+    prediction = PredictionDrift(CONFIG)
+    labels = LabelDrift(CONFIG)
+    concept = ConceptDrift(CONFIG)
+    events = []
+    for i in range(8000):
+        fraud = rng.random() < 0.02
+        score = float(np.clip(rng.normal(0.7 if fraud else 0.2, 0.15), 0, 1))
+        events += data.update({"a": rng.normal(), "b": rng.lognormal(3, 1)}, float(i))
+        events += prediction.update(score, float(i))
+        events += labels.update(fraud, rng.lognormal(12, 0.5), float(i))
+        events += concept.update(score, fraud, float(i))
+    assert events == []
+
+
+def test_data_drift_fires_on_the_changed_feature_soon_after_the_change() -> None:
+    rng = np.random.default_rng(7)
+    data = DataDrift(CONFIG, ["stable", "moved"])
+    events = []
+    for i in range(8000):
+        moved = rng.normal(2.0 if i >= 5000 else 0.0)
+        events += data.update({"stable": rng.normal(), "moved": moved}, float(i))
+    assert {e.subject for e in events} == {"moved"}
+    first = min(e.first_seen for e in events)
+    assert 5000 <= first <= 5000 + CONFIG.window_size // 2
+    assert all(e.changed_at <= 5000 <= e.first_seen for e in events)
+
+
+def test_label_drift_sees_a_fraud_rate_jump_and_a_longer_delay() -> None:
+    rng = np.random.default_rng(3)
+    labels = LabelDrift(CONFIG)
+    events = []
+    for i in range(8000):
+        late = i >= 5000
+        fraud = rng.random() < (0.06 if late else 0.02)
+        delay = rng.lognormal(12 + (1.6 if late else 0.0), 0.3)
+        events += labels.update(fraud, delay, float(i))
+    kinds = {e.detector for e in events}
+    assert kinds == {"fraud_rate", "label_delay"}
+    assert all(e.first_seen >= 5000 for e in events)
+
+
+def test_concept_drift_fires_when_the_model_starts_being_wrong() -> None:
+    rng = np.random.default_rng(5)
+    concept = ConceptDrift(CONFIG)
+    events = []
+    for i in range(8000):
+        fraud = rng.random() < 0.05
+        good = i < 5000
+        score = 0.8 if fraud == good else 0.1  # after 5000 the model is upside down
+        events += concept.update(score, fraud, float(i))
+    assert events and min(e.first_seen for e in events) >= 5000
+    assert min(e.first_seen for e in events) <= 5600
+
+
+def test_prediction_drift_sees_scores_move() -> None:
+    rng = np.random.default_rng(9)
+    prediction = PredictionDrift(CONFIG, threshold=0.5)
+    events = []
+    for i in range(6000):
+        events += prediction.update(float(rng.beta(2, 8 if i < 4000 else 3)), float(i))
+    assert events and min(e.first_seen for e in events) >= 4000
+    assert prediction.flagged_share > 0.1
+
+
+@pytest.mark.parametrize(("scenario", "fires"), [("sudden_covariate_shift", True),
+                                                 ("baseline", False)])
+def test_data_drift_on_a_simulated_stream_matches_its_manifest(scenario: str, fires: bool) -> None:
+    simulation, manifest = run_scenario(load_scenario(scenario), customers=500)
+    records = asyncio.run(replay_features(simulation.events()))
+    data = DataDrift(DriftConfig(reference_size=5000, window_size=2000, check_every=200),
+                     ["txn_amount_log"])
+    events = []
+    for record in records.values():
+        if record is not None:
+            events += data.update(record.features, record.event_time)
+    if not fires:
+        assert events == []
+        return
+    change = manifest["change_points"][0]["event_time"]
+    assert events and all(e.first_seen >= change for e in events)
+    assert min(e.first_seen for e in events) - change < 2 * 86400  # within two days
