@@ -19,7 +19,7 @@ from typing import Any
 from river import base
 
 from features.events import Label
-from features.store import FeatureStore
+from features.store import FeatureStore, ScoredRecord
 from features.vector import FEATURE_SET_VERSION
 from models.errors import ChampionChangedError, NoModelError
 from models.evaluation import Prequential
@@ -53,6 +53,8 @@ class Learner:
     last_delay: float = 0.0
     #: For a challenger: its name, under which its shadow scores are recorded.
     shadow_name: str | None = None
+    #: The record of the transaction whose label was learned last.
+    last_record: ScoredRecord | None = None
 
     @classmethod
     async def start(
@@ -103,6 +105,7 @@ class Learner:
             self.quality.record(score, label.is_fraud, record.card_id, record.event_time,
                                 label.event_time)
         self.last_delay = label.event_time - record.event_time
+        self.last_record = record
         self.unpublished += 1
         self.last_label_time = label.event_time
         published = None

@@ -42,7 +42,8 @@ def create_app(settings: Settings, pipeline: Pipeline) -> faust.App:
     transactions = raw_topic(settings.topics.name("transactions"))
     labels = raw_topic(settings.topics.name("labels"))
     outputs = {name: raw_topic(name) for name in (pipeline.scores_topic,
-                                                  pipeline.dead_letter_topic)}
+                                                  pipeline.dead_letter_topic,
+                                                  pipeline.drift_topic)}
 
     async def send_all(emits: list[Emit]) -> None:
         for emit in emits:

@@ -32,7 +32,9 @@ from models.evaluation import Prequential
 from models.learner import Learner, Outcome
 from models.registry import ModelRegistry
 from models.scoring import ModelHolder, ServingModel, score_batch
+from monitoring.detectors import DriftEvent
 from monitoring.metrics import PipelineMetrics
+from monitoring.monitor import DriftMonitor, encode_event
 from producers.schema import (
     RecordError,
     ScoreRecord,
@@ -95,7 +97,7 @@ class Pipeline:
 
     def __init__(
         self, settings: Settings, store: FeatureStore, registry: ModelRegistry,
-        metrics: PipelineMetrics,
+        metrics: PipelineMetrics, monitor: DriftMonitor | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -113,6 +115,9 @@ class Pipeline:
         topics = settings.topics
         self.scores_topic = topics.name("scores")
         self.dead_letter_topic = topics.name("dead_letters")
+        self.drift_topic = topics.name("drift_events")
+        #: Drift detectors (None: not watched).
+        self.monitor = monitor
 
     async def start(self) -> Learner:
         """Resume the learner and load the published model (once)."""
@@ -178,9 +183,17 @@ class Pipeline:
                 continue
             if result.duplicate:
                 self.metrics.duplicates.labels(topic="transactions").inc()
+            elif self.monitor is not None:
+                out += self._drift(self.monitor.on_scored(result.record))
             self.metrics.scores_out.inc()
             out.append(Emit(self.scores_topic, txn.card_id.encode(), _score_value(result.record)))
         return out
+
+    def _drift(self, events: list[DriftEvent]) -> list[Emit]:
+        for event in events:
+            log.warning("drift: %s on %s = %.4g (first seen at event time %.0f)",
+                        event.detector, event.subject, event.magnitude, event.first_seen)
+        return [Emit(self.drift_topic, e.detector.encode(), encode_event(e)) for e in events]
 
     def _lateness_detail(self, txn: Transaction, newest: float | None) -> str:
         behind = 0.0 if newest is None else newest - txn.event_time
@@ -215,6 +228,8 @@ class Pipeline:
             self.metrics.quality.label_delay.observe(learner.last_delay)
         if published is not None:
             self._serve(published)
+        if outcome is Outcome.LEARNED and self.monitor and learner.last_record is not None:
+            return self._drift(self.monitor.on_label(learner.last_record, label))
         return []
 
     async def on_timer(self) -> None:
@@ -227,6 +242,8 @@ class Pipeline:
             if published is None and await self.learner.follow_champion():
                 published = ServingModel(self.learner.meta.version,
                                          copy.deepcopy(self.learner.model))
+                if self.monitor is not None:  # a new champion: compare against its traffic
+                    self.monitor.refresh_reference()
         if published is not None:
             self._serve(published)
         async with self._learn_lock:

@@ -50,6 +50,7 @@ class TopicSettings(_Section):
     labels: str = "labels"
     scores: str = "scores"
     dead_letters: str = "dead-letters"
+    drift_events: str = "drift-events"
 
     def name(self, topic: str) -> str:
         """The full name of ``topic`` (one of the fields) with the prefix."""
@@ -72,6 +73,25 @@ class FeatureSettings(_Section):
     #: A transaction older than its card's newest event by more than this is
     #: dead-lettered (``too_late``); within it, it is folded in at its place.
     allowed_lateness_seconds: float = Field(3600.0, ge=0, le=7 * 86400)
+
+
+class DriftSettings(_Section):
+    """Drift detectors (see monitoring/detectors.py for what each does)."""
+
+    enabled: bool = True
+    #: Features watched for data drift (empty: all of them).
+    features: tuple[str, ...] = ()
+    reference_size: int = Field(5000, ge=10)
+    window_size: int = Field(2000, ge=10)
+    check_every: int = Field(250, ge=1)
+    psi_threshold: float = Field(0.1, gt=0)
+    ks_threshold: float = Field(0.12, gt=0, le=1)
+    bins: int = Field(10, ge=2, le=100)
+    fraud_rate_ratio: float = Field(2.0, gt=1)
+    label_delay_ratio: float = Field(2.0, gt=1)
+    adwin_delta: float = Field(0.002, gt=0, lt=1)
+    page_hinkley_threshold: float = Field(50.0, gt=0)
+    warm_up: int = Field(1000, ge=0)
 
 
 class WorkerSettings(_Section):
@@ -152,6 +172,7 @@ class Settings(BaseSettings):
     topics: TopicSettings = TopicSettings()
     redis: RedisSettings = RedisSettings()
     features: FeatureSettings = FeatureSettings()
+    drift: DriftSettings = DriftSettings()
     worker: WorkerSettings = WorkerSettings()
     api: ApiSettings = ApiSettings()
     model: ModelSettings = ModelSettings()

@@ -8,8 +8,11 @@ import faust
 from prometheus_client import CollectorRegistry, start_http_server
 
 from features.redis_store import RedisFeatureStore
+from features.vector import FEATURE_NAMES
 from models.registry import ModelRegistry
+from monitoring.detectors import DriftConfig
 from monitoring.metrics import PipelineMetrics
+from monitoring.monitor import DriftMetrics, DriftMonitor
 from stream.app import create_app
 from stream.processing import Pipeline
 from stream.settings import Settings
@@ -47,7 +50,19 @@ def build_pipeline(settings: Settings, registry: CollectorRegistry) -> Pipeline:
     store = build_store(settings)
     models = ModelRegistry(store.client, settings.redis.key_prefix, signing_key(settings),
                            settings.redis.scored_ttl_seconds)
-    return Pipeline(settings, store, models, PipelineMetrics.create(registry))
+    return Pipeline(settings, store, models, PipelineMetrics.create(registry),
+                    build_monitor(settings, registry))
+
+
+def build_monitor(settings: Settings, registry: CollectorRegistry) -> DriftMonitor | None:
+    """The drift detectors the settings ask for (None when drift.enabled is false)."""
+    drift = settings.drift
+    if not drift.enabled:
+        return None
+    config = DriftConfig(**drift.model_dump(exclude={"enabled", "features"}))
+    features = list(drift.features) or list(FEATURE_NAMES)
+    return DriftMonitor(config, features, settings.model.threshold,
+                        DriftMetrics.create(registry))
 
 
 def run_worker(settings: Settings, loglevel: str = "info") -> None:

@@ -1,0 +1,137 @@
+"""The worker's drift monitor: detectors fed by the stream, metrics and events out.
+
+:class:`DriftMonitor` receives every newly scored transaction (its vector
+and score) and every learned label (with the score it was given), feeds the
+detectors of :mod:`monitoring.detectors` with event times, keeps the
+Prometheus gauges current, and returns the drift events for the
+``drift-events`` topic.
+
+Examples
+--------
+>>> from prometheus_client import CollectorRegistry
+>>> from features.store import ScoredRecord
+>>> registry = CollectorRegistry()
+>>> monitor = DriftMonitor(DriftConfig(reference_size=20, window_size=20, check_every=20),
+...                        ["x"], 0.5, DriftMetrics.create(registry))
+>>> for i in range(40):
+...     _ = monitor.on_scored(ScoredRecord(f"t{i}", "c", "p", float(i), {"x": float(i < 20)},
+...                                        0.1, 1))
+>>> registry.get_sample_value("fraudstream_feature_psi", {"feature": "x"}) > 1
+True
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from features.events import Label
+from features.store import ScoredRecord
+from monitoring.detectors import (
+    ConceptDrift,
+    DataDrift,
+    DriftConfig,
+    DriftEvent,
+    LabelDrift,
+    PredictionDrift,
+)
+
+
+@dataclass(frozen=True)
+class DriftMetrics:
+    """The drift gauges and alarm counters."""
+
+    feature_psi: Gauge
+    feature_ks: Gauge
+    score_psi: Gauge
+    flagged_share: Gauge
+    fraud_rate_ratio: Gauge
+    label_delay_ratio: Gauge
+    alarms: Counter
+    last_alarm: Gauge
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry) -> DriftMetrics:
+        def gauge(name: str, text: str, labels: Sequence[str] = ()) -> Gauge:
+            return Gauge(name, text, list(labels), registry=registry)
+
+        return cls(
+            feature_psi=gauge("fraudstream_feature_psi",
+                              "PSI of a feature, recent window against the reference.",
+                              ["feature"]),
+            feature_ks=gauge("fraudstream_feature_ks",
+                             "Two-sample KS statistic of a feature, recent against reference.",
+                             ["feature"]),
+            score_psi=gauge("fraudstream_score_psi",
+                            "PSI of the champion's scores, recent window against reference."),
+            flagged_share=gauge("fraudstream_score_flagged_ratio",
+                                "Share of recent transactions scored at or above the threshold."),
+            fraud_rate_ratio=gauge("fraudstream_fraud_rate_ratio",
+                                   "Fraud rate among recent labels over the reference rate."),
+            label_delay_ratio=gauge("fraudstream_label_delay_ratio",
+                                    "Median label delay, recent over reference."),
+            alarms=Counter("fraudstream_drift_alarms",
+                           "Drift alarms raised, by detector and subject.",
+                           ["detector", "subject"], registry=registry),
+            last_alarm=gauge("fraudstream_drift_last_alarm_timestamp_seconds",
+                             "Event time when each detector last raised an alarm.",
+                             ["detector"]),
+        )
+
+
+class DriftMonitor:
+    """Every detector of one worker."""
+
+    def __init__(self, config: DriftConfig, features: Sequence[str], threshold: float,
+                 metrics: DriftMetrics) -> None:
+        self.data = DataDrift(config, features)
+        self.prediction = PredictionDrift(config, threshold)
+        self.labels = LabelDrift(config)
+        self.concept = ConceptDrift(config)
+        self.metrics = metrics
+
+    def on_scored(self, record: ScoredRecord) -> list[DriftEvent]:
+        """A newly scored transaction (never a redelivery)."""
+        events = self.data.update(record.features, record.event_time)
+        events += self.prediction.update(record.score, record.event_time)
+        for (detector, feature), value in self.data.latest.items():
+            gauge = self.metrics.feature_psi if detector == "psi" else self.metrics.feature_ks
+            gauge.labels(feature=feature).set(value)
+        score = self.prediction.data.latest.get(("psi", "score"))
+        if score is not None:
+            self.metrics.score_psi.set(score)
+        self.metrics.flagged_share.set(self.prediction.flagged_share)
+        return self._count(events)
+
+    def on_label(self, record: ScoredRecord, label: Label) -> list[DriftEvent]:
+        """A learned label, with the record its transaction was scored with."""
+        delay = label.event_time - record.event_time
+        events = self.labels.update(label.is_fraud, delay, label.event_time)
+        events += self.concept.update(record.score, label.is_fraud, label.event_time)
+        if self.labels.latest:
+            self.metrics.fraud_rate_ratio.set(self.labels.latest["fraud_rate_ratio"])
+            self.metrics.label_delay_ratio.set(self.labels.latest["label_delay_ratio"])
+        return self._count(events)
+
+    def refresh_reference(self) -> None:
+        """Take the recent traffic as the new reference (after a promote, or on demand)."""
+        self.data.refresh()
+        self.prediction.data.refresh()
+
+    def _count(self, events: list[DriftEvent]) -> list[DriftEvent]:
+        for event in events:
+            self.metrics.alarms.labels(detector=event.detector, subject=event.subject).inc()
+            self.metrics.last_alarm.labels(detector=event.detector).set(event.first_seen)
+        return events
+
+
+def encode_event(event: DriftEvent) -> bytes:
+    """A drift event as the JSON of the ``drift-events`` topic.
+
+    >>> encode_event(DriftEvent("psi", "txn_amount_log", 0.3, 2000, 10.0, 20.0))[:40]
+    b'{"detector":"psi","subject":"txn_amount_'
+    """
+    return json.dumps(asdict(event), separators=(",", ":")).encode()
