@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import shutil
 import subprocess
 import urllib.request
 import uuid
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import yaml
 
+import monitoring
 from stream.services.install import ensure_kafka_jars, ensure_program
 from stream.services.process import ManagedProcess, port_open
 from stream.settings import ServicesSettings
@@ -239,8 +241,12 @@ class PrometheusServer(Server):
         return _http_ok(f"{self.url}/-/ready")
 
 
+#: The routing (grouping, receivers, inhibition) shipped with the project.
+ALERTMANAGER_CONFIG = Path(monitoring.__file__).parent / "alertmanager.yml"
+
+
 class AlertmanagerServer(Server):
-    """Debian's Alertmanager, clustering off."""
+    """Debian's Alertmanager, clustering off, with the project's routing."""
 
     program = "prometheus-alertmanager"
 
@@ -252,10 +258,7 @@ class AlertmanagerServer(Server):
                                 settings.auto_install)
         self.folder.mkdir(parents=True, exist_ok=True)
         config = self.folder / "alertmanager.yml"
-        config.write_text(yaml.safe_dump({
-            "route": {"receiver": "default", "group_by": ["alertname"]},
-            "receivers": [{"name": "default"}],
-        }, sort_keys=False))
+        shutil.copyfile(ALERTMANAGER_CONFIG, config)
         return (binary, f"--config.file={config}", f"--storage.path={self.folder / 'data'}",
                 f"--web.listen-address={self.address}", "--cluster.listen-address=")
 
