@@ -79,7 +79,7 @@ class DriftSettings(_Section):
     """Drift detectors (see monitoring/detectors.py for what each does)."""
 
     enabled: bool = True
-    #: Features watched for data drift (empty: all of them).
+    #: Features watched for data drift (empty: all but the calendar ones, which cycle).
     features: tuple[str, ...] = ()
     reference_size: int = Field(5000, ge=10)
     window_size: int = Field(2000, ge=10)

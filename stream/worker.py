@@ -54,13 +54,19 @@ def build_pipeline(settings: Settings, registry: CollectorRegistry) -> Pipeline:
                     build_monitor(settings, registry))
 
 
+#: Calendar features cycle by design (hour, weekday): watching them would only
+#: report the time of day.
+CYCLIC = frozenset({"txn_hour_sin", "txn_hour_cos", "txn_dow_sin", "txn_dow_cos",
+                    "txn_is_night", "txn_is_weekend"})
+
+
 def build_monitor(settings: Settings, registry: CollectorRegistry) -> DriftMonitor | None:
     """The drift detectors the settings ask for (None when drift.enabled is false)."""
     drift = settings.drift
     if not drift.enabled:
         return None
     config = DriftConfig(**drift.model_dump(exclude={"enabled", "features"}))
-    features = list(drift.features) or list(FEATURE_NAMES)
+    features = list(drift.features) or [f for f in FEATURE_NAMES if f not in CYCLIC]
     return DriftMonitor(config, features, settings.model.threshold,
                         DriftMetrics.create(registry))
 

@@ -55,7 +55,8 @@ def real_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealServe
     if env.get("FRAUDSTREAM_TEST_KAFKA"):
         yield RealServers(env["FRAUDSTREAM_TEST_KAFKA"], env["FRAUDSTREAM_TEST_REDIS_URL"],
                           env["FRAUDSTREAM_TEST_PROMETHEUS_URL"],
-                          Path(env["FRAUDSTREAM_TEST_PROMETHEUS_TARGETS"]), "environment")
+                          Path(env["FRAUDSTREAM_TEST_PROMETHEUS_TARGETS"]), "environment",
+                          env.get("FRAUDSTREAM_TEST_ALERTMANAGER_URL"))
         return
     local = LocalServices(_local_settings(tmp_path_factory.mktemp("services")))
     with ExitStack() as stack:
@@ -68,7 +69,7 @@ def real_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealServe
             kafka, redis_url, origin = local.kafka.address, local.redis.url, "local processes"
         stack.callback(local.down)
         yield RealServers(kafka, redis_url, local.prometheus.url, local.prometheus.targets_dir,
-                          origin)
+                          origin, local.alertmanager.url)
 
 
 def _containers(stack: ExitStack) -> tuple[str, str]:

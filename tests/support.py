@@ -42,6 +42,7 @@ class RealServers:
     prometheus_url: str
     targets_dir: Path
     origin: str
+    alertmanager_url: str | None = None
 
     def add_scrape_target(self, job: str, name: str, address: str) -> None:
         write_scrape_target(self.targets_dir, job, name, address)

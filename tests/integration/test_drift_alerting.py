@@ -1,0 +1,96 @@
+"""A drifting stream pages through the real Prometheus and Alertmanager; a steady one does not.
+
+Two real workers run side by side, each with its own topics and Prometheus
+target. One is fed ``sudden_covariate_shift`` (northern amounts x2.5 from
+day 14), the other ``baseline``, both through ``fraudstream replay`` code.
+Drift windows are small (2,000 reference, 1,000 recent transactions) so the
+run is short. The data-drift detector watches ``txn_amount_log``. The real
+FeatureDrift rule (PSI above 0.1 for 1 minute) must fire for the drifting
+worker only, and reach Alertmanager.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.parse
+import urllib.request
+from typing import Any
+
+import pytest
+
+from producers.replay import Replayer, encode_events
+from producers.scenario import load_scenario, run_scenario
+from stream.settings import DriftSettings, Settings
+from stream.topics import ensure_topics
+from tests.support import Processes, RealServers, isolated_settings, wait_for, wait_port
+
+pytestmark = pytest.mark.integration
+
+#: The bound we state: the alert fires within this many seconds of the replay ending
+#: (the rule's `for: 1m`, scrapes and evaluations every second in tests, the worker's lag).
+FIRING_BOUND_SECONDS = 150
+
+
+def worker_settings(real_servers: RealServers) -> Settings:
+    base = isolated_settings(real_servers)
+    drift = DriftSettings(reference_size=2000, window_size=1000, check_every=100,
+                          features=("txn_amount_log",))
+    return base.model_copy(update={"drift": drift})
+
+
+def replay(settings: Settings, scenario: str) -> None:
+    ensure_topics(settings)
+    simulation, _ = run_scenario(load_scenario(scenario), customers=200)
+    events = encode_events(simulation.transactions, simulation.labels)
+    summary = Replayer(settings.kafka.bootstrap_servers,
+                       (settings.topics.name("transactions"),
+                        settings.topics.name("labels"))).run(events)
+    assert summary.failed == 0
+
+
+def alerts(real_servers: RealServers, instance: str) -> list[dict[str, Any]]:
+    return real_servers.query(f'ALERTS{{alertname="FeatureDrift", instance_name="{instance}"}}')
+
+
+def test_a_drifting_stream_fires_feature_drift_and_a_steady_one_does_not(
+    real_servers: RealServers, processes: Processes,
+) -> None:
+    assert real_servers.alertmanager_url is not None, "these tests need a real Alertmanager"
+    drifting, steady = worker_settings(real_servers), worker_settings(real_servers)
+    for settings in (drifting, steady):
+        processes.start("worker", settings)
+    for settings in (drifting, steady):
+        wait_port(settings.worker.metrics_port)
+        real_servers.add_scrape_target("worker", settings.worker.app_id,
+                                       f"127.0.0.1:{settings.worker.metrics_port}")
+    replay(drifting, "sudden_covariate_shift")
+    replay(steady, "baseline")
+    replayed = time.monotonic()
+
+    def firing() -> list[dict[str, Any]]:
+        return [a for a in alerts(real_servers, drifting.worker.app_id)
+                if a["metric"]["alertstate"] == "firing"]
+
+    fired = wait_for(firing, FIRING_BOUND_SECONDS, "FeatureDrift to fire for the drifting worker")
+    delay = time.monotonic() - replayed
+    assert fired[0]["metric"]["feature"] == "txn_amount_log"
+    psi = real_servers.query(
+        f'fraudstream_feature_psi{{instance_name="{drifting.worker.app_id}"}}')
+    assert float(psi[0]["value"][1]) > 0.1
+
+    def in_alertmanager() -> list[dict[str, Any]]:
+        query = urllib.parse.urlencode({"filter": 'alertname="FeatureDrift"'})
+        with urllib.request.urlopen(f"{real_servers.alertmanager_url}/api/v2/alerts?{query}",
+                                    timeout=5) as response:
+            received: list[dict[str, Any]] = json.load(response)
+        return [a for a in received if a["labels"].get("instance_name") == drifting.worker.app_id]
+
+    received = wait_for(in_alertmanager, 30, "Alertmanager to receive FeatureDrift")
+    assert received[0]["annotations"]["runbook_url"] == "docs/runbook.md#featuredrift"
+    assert "txn_amount_log" in received[0]["annotations"]["summary"]
+    # the steady worker was scraped all along and never even got to pending
+    assert real_servers.query(f'fraudstream_feature_psi{{instance_name="{steady.worker.app_id}"}}')
+    assert alerts(real_servers, steady.worker.app_id) == []
+    print(f"FeatureDrift fired {delay:.0f}s after the replay ended (bound "
+          f"{FIRING_BOUND_SECONDS}s)")
