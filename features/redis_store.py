@@ -27,6 +27,7 @@ after ``scored_ttl_seconds`` (labels are not expected later than that).
 from __future__ import annotations
 
 import struct
+import time
 from bisect import bisect_left
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
@@ -247,8 +248,11 @@ class RedisFeatureStore:
     def __init__(
         self, client: aioredis.Redis, key_prefix: str, *,
         allowed_lateness: float = 3600.0, scored_ttl_seconds: int = 90 * _DAY,
+        observe: Callable[[str, float], None] | None = None,
     ) -> None:
         self.client = client
+        #: Called with (operation, seconds) after each round trip, for metrics.
+        self.observe = observe
         self.key_prefix = key_prefix
         self.allowed_lateness = allowed_lateness
         self.scored_ttl_seconds = scored_ttl_seconds
@@ -328,8 +332,11 @@ class RedisFeatureStore:
                 in_flight = await self._send_part(conn, parts[done])
                 while done < len(parts):
                     replies = []
+                    started = time.perf_counter()
                     for _ in range(in_flight):
                         replies += await conn.read_response()
+                    if self.observe is not None:
+                        self.observe("apply", time.perf_counter() - started)
                     in_flight = 0
                     part = parts[done]
                     done += 1
@@ -390,7 +397,10 @@ class RedisFeatureStore:
                 await self._load_scripts()
             pipe = self.client.pipeline(transaction=False)
             build(pipe)
+            started = time.perf_counter()
             replies: list[Any] = await pipe.execute(raise_on_error=False)
+            if self.observe is not None:
+                self.observe("pipeline", time.perf_counter() - started)
             if not any(isinstance(r, NoScriptError) for r in replies):
                 break
         for reply in replies:
@@ -409,6 +419,11 @@ class RedisFeatureStore:
         if raw is None or raw[:1] != b"D":  # unknown, or applied but not saved yet
             return None
         return ScoredRecord.from_bytes(raw[1:])
+
+    async def health(self) -> tuple[int, int]:
+        """Redis's memory in use (bytes) and its number of keys."""
+        info: Any = await self.client.info("memory")
+        return int(info["used_memory"]), int(await self.client.dbsize())
 
     async def close(self) -> None:
         await self.client.aclose()

@@ -37,11 +37,47 @@ class PipelineMetrics:
     labels_learned: Counter
     model_version: Gauge
     quality: QualityMetrics
+    store_seconds: Histogram
+    newest_event: Gauge
+    redis_memory: Gauge
+    redis_keys: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> PipelineMetrics:
+        metrics = cls._create(registry)
+        # every series exists from the start (at 0), so dashboards and alerts see zeros
+        for topic in ("transactions", "labels"):
+            metrics.events_in.labels(topic=topic)
+            metrics.duplicates.labels(topic=topic)
+        for reason in ("invalid_record", "too_late", "processing_error"):
+            metrics.dead_letters.labels(topic="transactions", reason=reason)
+        for reason in ("invalid_record", "unknown_transaction"):
+            metrics.dead_letters.labels(topic="labels", reason=reason)
+        for stage in ("score", "infrastructure"):
+            metrics.errors.labels(stage=stage)
+        return metrics
+
+    @classmethod
+    def _create(cls, registry: CollectorRegistry) -> PipelineMetrics:
         return cls(
             quality=QualityMetrics.create(registry),
+            store_seconds=Histogram(
+                "fraudstream_feature_store_seconds",
+                "Round trips to the feature store, by operation (apply, save).",
+                ["op"], buckets=LATENCY_BUCKETS, registry=registry,
+            ),
+            newest_event=Gauge(
+                "fraudstream_feature_newest_event_timestamp_seconds",
+                "Event time of the newest transaction folded into the features.",
+                registry=registry,
+            ),
+            redis_memory=Gauge(
+                "fraudstream_redis_used_memory_bytes", "Memory Redis reports in use.",
+                registry=registry,
+            ),
+            redis_keys=Gauge(
+                "fraudstream_redis_keys", "Keys in the Redis database.", registry=registry,
+            ),
             events_in=Counter(
                 "fraudstream_events_in", "Records consumed, by topic.", ["topic"],
                 registry=registry,

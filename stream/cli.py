@@ -55,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     datacmd.add_arguments(sub)
 
+    dashboards = sub.add_parser("dashboards", help="regenerate dashboards/*.json from the code")
+    dashboards.add_argument("--check", action="store_true",
+                            help="only check that the JSON matches the code (exit 1 if not)")
+
     models = sub.add_parser("models", help="model versions: list, promote, roll back")
     models.add_argument("action", choices=["list", "promote", "rollback"])
     models.add_argument("version", nargs="?", type=_positive_int,
@@ -127,11 +131,33 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         return _bench(args, settings)
     if args.command == "models":
         return asyncio.run(_models(args, settings))
+    if args.command == "dashboards":
+        return _dashboards(args.check)
     if args.command in ("scenarios", "simulate-data", "replay"):
         return _data(args, settings)
     from stream.demo import run_demo
 
     return run_demo(settings, args)
+
+
+def _dashboards(check: bool) -> int:
+    from pathlib import Path
+
+    from monitoring.grafana import generate
+
+    folder = Path(__file__).resolve().parent.parent / "dashboards"
+    stale = []
+    for path, text in generate(folder).items():
+        if path.is_file() and path.read_text() == text:
+            continue
+        stale.append(path.name)
+        if not check:
+            path.write_text(text)
+    if check and stale:
+        print(f"fraudstream: out of date: {', '.join(stale)}", file=sys.stderr)
+        return 1
+    print(f"{'checked' if check else 'wrote'} dashboards; changed: {', '.join(stale) or 'none'}")
+    return 0
 
 
 async def _models(args: argparse.Namespace, settings: Settings) -> int:

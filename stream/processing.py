@@ -113,6 +113,7 @@ class Pipeline:
         #: Learning and publishing never interleave: the learner is the single writer.
         self._learn_lock = asyncio.Lock()
         topics = settings.topics
+        self._newest = 0.0
         self.scores_topic = topics.name("scores")
         self.dead_letter_topic = topics.name("dead_letters")
         self.drift_topic = topics.name("drift_events")
@@ -160,6 +161,8 @@ class Pipeline:
         if decoded:
             out.extend(await self._score(decoded))
         self.metrics.latency.labels(stage="score").observe(time.perf_counter() - started)
+        if self._newest:
+            self.metrics.newest_event.set(self._newest)
         return out
 
     async def _score(self, decoded: Sequence[tuple[RawRecord, Transaction]]) -> list[Emit]:
@@ -183,8 +186,10 @@ class Pipeline:
                 continue
             if result.duplicate:
                 self.metrics.duplicates.labels(topic="transactions").inc()
-            elif self.monitor is not None:
-                out += self._drift(self.monitor.on_scored(result.record))
+            else:
+                self._newest = max(self._newest, txn.event_time)
+                if self.monitor is not None:
+                    out += self._drift(self.monitor.on_scored(result.record))
             self.metrics.scores_out.inc()
             out.append(Emit(self.scores_topic, txn.card_id.encode(), _score_value(result.record)))
         return out
@@ -234,7 +239,12 @@ class Pipeline:
 
     async def on_timer(self) -> None:
         """Publish a snapshot if anything was learned since the last one; follow the
-        champion if an operator promoted or rolled back."""
+        champion if an operator promoted or rolled back; report the store's health."""
+        health = getattr(self.store, "health", None)
+        if health is not None:
+            memory, keys = await health()
+            self.metrics.redis_memory.set(memory)
+            self.metrics.redis_keys.set(keys)
         if self.learner is None:
             return
         async with self._learn_lock:

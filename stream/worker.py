@@ -48,10 +48,11 @@ def build_store(settings: Settings) -> RedisFeatureStore:
 def build_pipeline(settings: Settings, registry: CollectorRegistry) -> Pipeline:
     """The pipeline with its Redis store, model registry and metrics."""
     store = build_store(settings)
+    metrics = PipelineMetrics.create(registry)
+    store.observe = lambda op, seconds: metrics.store_seconds.labels(op=op).observe(seconds)
     models = ModelRegistry(store.client, settings.redis.key_prefix, signing_key(settings),
                            settings.redis.scored_ttl_seconds)
-    return Pipeline(settings, store, models, PipelineMetrics.create(registry),
-                    build_monitor(settings, registry))
+    return Pipeline(settings, store, models, metrics, build_monitor(settings, registry))
 
 
 #: Calendar features cycle by design (hour, weekday): watching them would only

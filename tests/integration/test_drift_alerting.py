@@ -1,4 +1,7 @@
-"""A drifting stream pages through the real Prometheus and Alertmanager; a steady one does not.
+"""Drift, end to end: real workers, Prometheus, Alertmanager, and every dashboard query.
+
+A drifting stream pages through the real Prometheus and Alertmanager; a
+steady one does not; and every panel of every dashboard returns data.
 
 Two real workers run side by side, each with its own topics and Prometheus
 target. One is fed ``sudden_covariate_shift`` (northern amounts x2.5 from
@@ -15,15 +18,21 @@ import json
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import pytest
 
+from features.events import Transaction
+from monitoring.grafana import load, queries
 from producers.replay import Replayer, encode_events
 from producers.scenario import load_scenario, run_scenario
+from producers.schema import TransactionRecord
 from stream.settings import DriftSettings, Settings
 from stream.topics import ensure_topics
-from tests.support import Processes, RealServers, isolated_settings, wait_for, wait_port
+from tests.support import REPO, Processes, RealServers, isolated_settings, wait_for, wait_port
 
 pytestmark = pytest.mark.integration
 
@@ -53,27 +62,48 @@ def alerts(real_servers: RealServers, instance: str) -> list[dict[str, Any]]:
     return real_servers.query(f'ALERTS{{alertname="FeatureDrift", instance_name="{instance}"}}')
 
 
+@dataclass
+class DriftRun:
+    drifting: Settings
+    steady: Settings
+    replayed: float
+
+
+@pytest.fixture(scope="module")
+def run(real_servers: RealServers, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DriftRun]:
+    """A drifting worker with its API, and a steady worker, both fed and scraped."""
+    drifting, steady = worker_settings(real_servers), worker_settings(real_servers)
+    processes = Processes(tmp_path_factory.mktemp("drift"))
+    try:
+        for settings in (drifting, steady):
+            processes.start("worker", settings)
+        processes.start("api", drifting)
+        for settings in (drifting, steady):
+            wait_port(settings.worker.metrics_port)
+            real_servers.add_scrape_target("worker", settings.worker.app_id,
+                                           f"127.0.0.1:{settings.worker.metrics_port}")
+        wait_port(drifting.api.port)
+        real_servers.add_scrape_target("api", drifting.worker.app_id,
+                                       f"127.0.0.1:{drifting.api.port}")
+        replay(drifting, "sudden_covariate_shift")
+        replay(steady, "baseline")
+        yield DriftRun(drifting, steady, time.monotonic())
+    finally:
+        processes.stop_all()
+
+
 def test_a_drifting_stream_fires_feature_drift_and_a_steady_one_does_not(
-    real_servers: RealServers, processes: Processes,
+    real_servers: RealServers, run: DriftRun,
 ) -> None:
     assert real_servers.alertmanager_url is not None, "these tests need a real Alertmanager"
-    drifting, steady = worker_settings(real_servers), worker_settings(real_servers)
-    for settings in (drifting, steady):
-        processes.start("worker", settings)
-    for settings in (drifting, steady):
-        wait_port(settings.worker.metrics_port)
-        real_servers.add_scrape_target("worker", settings.worker.app_id,
-                                       f"127.0.0.1:{settings.worker.metrics_port}")
-    replay(drifting, "sudden_covariate_shift")
-    replay(steady, "baseline")
-    replayed = time.monotonic()
+    drifting, steady = run.drifting, run.steady
 
     def firing() -> list[dict[str, Any]]:
         return [a for a in alerts(real_servers, drifting.worker.app_id)
                 if a["metric"]["alertstate"] == "firing"]
 
     fired = wait_for(firing, FIRING_BOUND_SECONDS, "FeatureDrift to fire for the drifting worker")
-    delay = time.monotonic() - replayed
+    delay = time.monotonic() - run.replayed
     assert fired[0]["metric"]["feature"] == "txn_amount_log"
     psi = real_servers.query(
         f'fraudstream_feature_psi{{instance_name="{drifting.worker.app_id}"}}')
@@ -94,3 +124,24 @@ def test_a_drifting_stream_fires_feature_drift_and_a_steady_one_does_not(
     assert alerts(real_servers, steady.worker.app_id) == []
     print(f"FeatureDrift fired {delay:.0f}s after the replay ended (bound "
           f"{FIRING_BOUND_SECONDS}s)")
+
+
+def test_every_dashboard_query_returns_data_from_the_live_prometheus(
+    real_servers: RealServers, run: DriftRun,
+) -> None:
+    api = f"http://127.0.0.1:{run.drifting.api.port}/v1/score"
+    body = TransactionRecord.from_event(Transaction("d1", "c000001", "p00001", 12.0, 1.77e9))
+    for _ in range(5):
+        httpx.post(api, json=body.model_dump(mode="json"), timeout=5)
+    files = sorted((REPO / "dashboards").glob("*.dashboard.py"))
+    boards = {path.name: load(path) for path in files}
+    assert len(boards) == 4
+    pending = {(name, expr) for name, board in boards.items() for expr in queries(board)}
+
+    def answered() -> bool:
+        for name, expr in sorted(pending):
+            if real_servers.query(expr):
+                pending.discard((name, expr))
+        return not pending
+
+    wait_for(answered, 90, f"every dashboard query to return data; still empty: {pending}")

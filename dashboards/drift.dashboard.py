@@ -1,0 +1,29 @@
+"""Drift: what moved, since when, by how much; detector alarms as annotations."""
+
+from monitoring.grafana import annotation, dashboard, heatmap, timeseries
+
+dashboard = dashboard("fraudstream-drift", "fraudstream: drift", [
+    heatmap("PSI per feature", [("max by (feature) (fraudstream_feature_psi)", "{{feature}}")],
+            description="Population stability index of each feature, recent window against "
+                        "the reference. Above 0.1 alarms (FeatureDrift)."),
+    timeseries("KS statistic per feature", [
+        ("max by (feature) (fraudstream_feature_ks)", "{{feature}}"),
+    ]),
+    timeseries("Score distribution (PSI) and flagged share", [
+        ("max(fraudstream_score_psi)", "score PSI"),
+        ("max(fraudstream_score_flagged_ratio)", "flagged share"),
+    ]),
+    timeseries("Fraud rate and label delay against the reference", [
+        ("max(fraudstream_fraud_rate_ratio)", "fraud rate ratio"),
+        ("max(fraudstream_label_delay_ratio)", "label delay ratio"),
+    ]),
+    timeseries("Alarms, by detector", [
+        ("sum by (detector) (increase(fraudstream_drift_alarms_total[10m]))", "{{detector}}"),
+    ]),
+    timeseries("Last alarm (event time)", [
+        ("max by (detector) (fraudstream_drift_last_alarm_timestamp_seconds)", "{{detector}}"),
+    ], unit="dateTimeAsIso"),
+], annotations=[
+    annotation("drift alarms", "changes(fraudstream_drift_alarms_total[1m]) > 0",
+               "{{detector}} on {{subject}}"),
+])
