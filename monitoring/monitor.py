@@ -23,8 +23,9 @@ True
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
@@ -38,6 +39,7 @@ from monitoring.detectors import (
     LabelDrift,
     PredictionDrift,
 )
+from monitoring.reports import save_windows
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,7 @@ class DriftMetrics:
     label_delay_ratio: Gauge
     alarms: Counter
     last_alarm: Gauge
+    report: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> DriftMetrics:
@@ -79,6 +82,9 @@ class DriftMetrics:
             last_alarm=gauge("fraudstream_drift_last_alarm_timestamp_seconds",
                              "Event time when each detector last raised an alarm.",
                              ["detector"]),
+            report=gauge("fraudstream_drift_report_info",
+                         "The latest Evidently data-drift report (1 for the current path).",
+                         ["path"]),
         )
 
 
@@ -86,8 +92,13 @@ class DriftMonitor:
     """Every detector of one worker."""
 
     def __init__(self, config: DriftConfig, features: Sequence[str], threshold: float,
-                 metrics: DriftMetrics) -> None:
+                 metrics: DriftMetrics, reports_dir: Path | None = None,
+                 launch: Callable[[Path], object] | None = None) -> None:
         self.data = DataDrift(config, features)
+        #: On a data-drift alarm the windows are saved here and ``launch`` builds the report.
+        self.reports_dir = reports_dir
+        self.launch = launch
+        self._report: Path | None = None
         self.prediction = PredictionDrift(config, threshold)
         self.labels = LabelDrift(config)
         self.concept = ConceptDrift(config)
@@ -104,7 +115,21 @@ class DriftMonitor:
         if score is not None:
             self.metrics.score_psi.set(score)
         self.metrics.flagged_share.set(self.prediction.flagged_share)
+        if any(e.detector in ("psi", "ks") for e in events):
+            self._start_report(events[0])
         return self._count(events)
+
+    def _start_report(self, event: DriftEvent) -> None:
+        if self.reports_dir is None or self.launch is None:
+            return
+        folder = self.reports_dir / f"{event.detector}-{event.subject}-{event.first_seen:.0f}"
+        windows = self.data.windows
+        save_windows(folder, windows.reference, {k: list(v) for k, v in windows.current.items()})
+        self.launch(folder)
+        if self._report is not None:
+            self.metrics.report.remove(str(self._report))
+        self._report = folder / "report.html"
+        self.metrics.report.labels(path=str(self._report)).set(1)
 
     def on_label(self, record: ScoredRecord, label: Label) -> list[DriftEvent]:
         """A learned label, with the record its transaction was scored with."""

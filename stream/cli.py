@@ -54,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     from stream import datacmd
 
     datacmd.add_arguments(sub)
+    datacmd.add_report_arguments(sub)
 
     dashboards = sub.add_parser("dashboards", help="regenerate dashboards/*.json from the code")
     dashboards.add_argument("--check", action="store_true",
@@ -133,7 +134,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         return asyncio.run(_models(args, settings))
     if args.command == "dashboards":
         return _dashboards(args.check)
-    if args.command in ("scenarios", "simulate-data", "replay"):
+    if args.command in ("scenarios", "simulate-data", "replay", "drift-report"):
         return _data(args, settings)
     from stream.demo import run_demo
 
@@ -214,6 +215,8 @@ def _data(args: argparse.Namespace, settings: Settings) -> int:
             return datacmd.scenarios(args)
         if args.command == "simulate-data":
             return datacmd.simulate_data(args)
+        if args.command == "drift-report":
+            return datacmd.drift_report(args)
         return datacmd.replay(args, settings)
     except datacmd.ERRORS as exc:
         print(f"fraudstream: {exc}", file=sys.stderr)

@@ -50,6 +50,54 @@ def add_arguments(sub: argparse._SubParsersAction) -> None:
     _scenario_options(replay)
 
 
+def add_report_arguments(sub: argparse._SubParsersAction) -> None:
+    report = sub.add_parser(
+        "drift-report", help="an Evidently data-drift report (HTML + JSON) of two windows")
+    report.add_argument("folder", type=Path,
+                        help="a folder with reference.parquet and current.parquet (as the worker "
+                             "saves them on a data-drift alarm), or where to write them")
+    report.add_argument("--scenario", help="on demand: build both windows from this scenario")
+    report.add_argument("--reference", default="0:7", metavar="DAYS",
+                        help="scenario days of the reference window, as FROM:TO (default 0:7)")
+    report.add_argument("--current", default="14:21", metavar="DAYS",
+                        help="scenario days of the current window (default 14:21)")
+    report.add_argument("--customers", type=int, default=500)
+
+
+def drift_report(args: argparse.Namespace) -> int:
+    from monitoring.reports import build_report
+
+    if args.scenario:
+        _scenario_windows(args)
+    summary = build_report(args.folder)
+    print(f"report: {args.folder / 'report.html'} (and report.json); "
+          f"{summary.get('drifted_count', 0):.0f} drifted column(s), Evidently's verdict: "
+          f"{', '.join(summary['drifted']) or 'none'}")
+    return 0
+
+
+def _scenario_windows(args: argparse.Namespace) -> None:
+    import asyncio
+
+    from features.vector import FEATURE_NAMES
+    from monitoring.reports import save_windows
+    from stream.replay import replay_features
+
+    simulation, _ = run_scenario(load_scenario(args.scenario), customers=args.customers)
+    records = asyncio.run(replay_features(simulation.events()))
+    start = float(simulation.transactions["event_time"][0]) // 86400 * 86400
+
+    def window(days: str) -> dict[str, list[float]]:
+        first, _, last = days.partition(":")
+        lo, hi = start + float(first) * 86400, start + float(last) * 86400
+        rows = [r.features for r in records.values() if r is not None and lo <= r.event_time < hi]
+        if not rows:
+            raise DatasetError(f"no transaction in days {days} of {args.scenario}")
+        return {name: [row[name] for row in rows] for name in FEATURE_NAMES}
+
+    save_windows(args.folder, window(args.reference), window(args.current))
+
+
 def _scenario_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=None, help="override the scenario's seed")
     parser.add_argument("--days", type=float, default=None, help="override its length")

@@ -92,6 +92,8 @@ class DriftSettings(_Section):
     adwin_delta: float = Field(0.002, gt=0, lt=1)
     page_hinkley_threshold: float = Field(50.0, gt=0)
     warm_up: int = Field(1000, ge=0)
+    #: On each data-drift alarm, save both windows and build an Evidently report here.
+    reports_dir: Path | None = Path(".state/reports")
 
 
 class WorkerSettings(_Section):

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
+from pathlib import Path
 
 import faust
 from prometheus_client import CollectorRegistry, start_http_server
@@ -66,10 +69,19 @@ def build_monitor(settings: Settings, registry: CollectorRegistry) -> DriftMonit
     drift = settings.drift
     if not drift.enabled:
         return None
-    config = DriftConfig(**drift.model_dump(exclude={"enabled", "features"}))
+    config = DriftConfig(**drift.model_dump(exclude={"enabled", "features", "reports_dir"}))
     features = list(drift.features) or [f for f in FEATURE_NAMES if f not in CYCLIC]
+    reports = None if drift.reports_dir is None else drift.reports_dir.resolve()
     return DriftMonitor(config, features, settings.model.threshold,
-                        DriftMetrics.create(registry))
+                        DriftMetrics.create(registry), reports, launch_report)
+
+
+def launch_report(folder: Path) -> subprocess.Popen[bytes]:
+    """Build the Evidently report of ``folder`` in its own process (Evidently imports slowly)."""
+    log.warning("data drift: building the Evidently report in %s", folder)
+    with (folder / "report.log").open("ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "stream.cli", "drift-report", str(folder)],
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def run_worker(settings: Settings, loglevel: str = "info") -> None:

@@ -20,6 +20,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -41,10 +42,10 @@ pytestmark = pytest.mark.integration
 FIRING_BOUND_SECONDS = 150
 
 
-def worker_settings(real_servers: RealServers) -> Settings:
+def worker_settings(real_servers: RealServers, reports: Path) -> Settings:
     base = isolated_settings(real_servers)
     drift = DriftSettings(reference_size=2000, window_size=1000, check_every=100,
-                          features=("txn_amount_log",))
+                          features=("txn_amount_log",), reports_dir=reports)
     return base.model_copy(update={"drift": drift})
 
 
@@ -72,7 +73,9 @@ class DriftRun:
 @pytest.fixture(scope="module")
 def run(real_servers: RealServers, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DriftRun]:
     """A drifting worker with its API, and a steady worker, both fed and scraped."""
-    drifting, steady = worker_settings(real_servers), worker_settings(real_servers)
+    reports = tmp_path_factory.mktemp("reports")
+    drifting = worker_settings(real_servers, reports / "drifting")
+    steady = worker_settings(real_servers, reports / "steady")
     processes = Processes(tmp_path_factory.mktemp("drift"))
     try:
         for settings in (drifting, steady):
@@ -119,6 +122,16 @@ def test_a_drifting_stream_fires_feature_drift_and_a_steady_one_does_not(
     received = wait_for(in_alertmanager, 30, "Alertmanager to receive FeatureDrift")
     assert received[0]["annotations"]["runbook_url"] == "docs/runbook.md#featuredrift"
     assert "txn_amount_log" in received[0]["annotations"]["summary"]
+    # the Evidently report of the alarm's windows, linked from the alert
+    [info] = real_servers.query(
+        f'fraudstream_drift_report_info{{instance_name="{drifting.worker.app_id}"}}')
+    report = Path(info["metric"]["path"])
+    assert str(report) in received[0]["annotations"]["description"]
+    wait_for(lambda: report.is_file() and report.with_suffix(".json").is_file(), 90,
+             "the Evidently report to be built")
+    assert "txn_amount_log" in report.with_suffix(".json").read_text()
+    assert drifting.drift.reports_dir and not list((drifting.drift.reports_dir.parent /
+                                                    "steady").glob("*/report.html"))
     # the steady worker was scraped all along and never even got to pending
     assert real_servers.query(f'fraudstream_feature_psi{{instance_name="{steady.worker.app_id}"}}')
     assert alerts(real_servers, steady.worker.app_id) == []
