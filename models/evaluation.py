@@ -139,6 +139,10 @@ class Prequential:
     def __len__(self) -> int:
         return len(self._scores)
 
+    def average_precision_last(self, n: int) -> float:
+        """Average precision over the last ``n`` labels."""
+        return average_precision(np.array(self._scores[-n:]), np.array(self._truth[-n:]))
+
     def report(self, since: float | None = None) -> dict[str, float]:
         """Metrics over the last ``window`` labels and since the start (or since ``since``,
         a transaction time)."""

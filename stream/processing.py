@@ -43,6 +43,7 @@ from producers.schema import (
     encode,
     to_datetime,
 )
+from stream.response import AutoChallenger
 from stream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -119,6 +120,7 @@ class Pipeline:
         self.drift_topic = topics.name("drift_events")
         #: Drift detectors (None: not watched).
         self.monitor = monitor
+        self.auto = AutoChallenger(self)
 
     async def start(self) -> Learner:
         """Resume the learner and load the published model (once)."""
@@ -233,8 +235,12 @@ class Pipeline:
             self.metrics.quality.label_delay.observe(learner.last_delay)
         if published is not None:
             self._serve(published)
-        if outcome is Outcome.LEARNED and self.monitor and learner.last_record is not None:
-            return self._drift(self.monitor.on_label(learner.last_record, label))
+        if outcome is Outcome.LEARNED and learner.last_record is not None:
+            self.auto.remember(learner.last_record, label)
+            if self.monitor is not None:
+                events = self.monitor.on_label(learner.last_record, label)
+                await self.auto.on_events(events)
+                return self._drift(events)
         return []
 
     async def on_timer(self) -> None:
@@ -257,12 +263,13 @@ class Pipeline:
         if published is not None:
             self._serve(published)
         async with self._learn_lock:
-            for name, challenger in self.challengers.items():
+            for name, challenger in list(self.challengers.items()):
                 shadow = await challenger.publish_if_changed()
                 if shadow is not None:
                     self.shadows[name].swap(shadow)
+        await self.auto.on_timer()
         for role, one in [("champion", self.learner),
-                          *((f"challenger:{n}", c) for n, c in self.challengers.items())]:
+                          *((f"challenger:{n}", c) for n, c in list(self.challengers.items()))]:
             if len(one.quality):
                 self.metrics.quality.export(role, one.meta.model_name, one.meta.version,
                                             one.quality.report())

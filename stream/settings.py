@@ -94,6 +94,13 @@ class DriftSettings(_Section):
     warm_up: int = Field(1000, ge=0)
     #: On each data-drift alarm, save both windows and build an Evidently report here.
     reports_dir: Path | None = Path(".state/reports")
+    #: Automatic response to concept drift: start a challenger of this model (None: off).
+    auto_challenger: str | None = None
+    #: ... trained on this many of the latest labelled vectors ...
+    auto_recent_labels: int = Field(5000, ge=0)
+    #: ... and promote it when its AP over its last N labels beats the champion's by this.
+    auto_promote_labels: int = Field(2000, ge=10)
+    auto_promote_margin: float = Field(0.05, ge=-1, le=1)
 
 
 class WorkerSettings(_Section):

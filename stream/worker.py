@@ -69,7 +69,7 @@ def build_monitor(settings: Settings, registry: CollectorRegistry) -> DriftMonit
     drift = settings.drift
     if not drift.enabled:
         return None
-    config = DriftConfig(**drift.model_dump(exclude={"enabled", "features", "reports_dir"}))
+    config = DriftConfig(**drift.model_dump(include=set(DriftConfig.__dataclass_fields__)))
     features = list(drift.features) or [f for f in FEATURE_NAMES if f not in CYCLIC]
     reports = None if drift.reports_dir is None else drift.reports_dir.resolve()
     return DriftMonitor(config, features, settings.model.threshold,

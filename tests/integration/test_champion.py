@@ -185,3 +185,39 @@ async def test_challengers_score_in_shadow_learn_and_can_be_promoted(
     assert type(serving.model).__name__ == "HoeffdingAdaptiveTreeClassifier"
     champion_meta, _ = await registry.load()
     assert champion_meta.model_name == "hoeffding_adaptive_tree"
+
+
+async def test_concept_drift_starts_a_challenger_on_recent_data_and_promotes_it(
+    registry: ModelRegistry,
+) -> None:
+    from monitoring.detectors import DriftEvent
+    from stream.settings import DriftSettings
+
+    settings = Settings(model=ModelSettings(snapshot_every_labels=1000),
+                        drift=DriftSettings(auto_challenger="hoeffding_adaptive_tree",
+                                            auto_recent_labels=8, auto_promote_labels=10,
+                                            auto_promote_margin=-1.0))  # promote when ready
+    store = MemoryFeatureStore()
+    pipeline = Pipeline(settings, store, registry, PipelineMetrics.create(CollectorRegistry()))
+
+    async def traffic(first: int, count: int) -> None:
+        for i in range(first, first + count):
+            t = Transaction(f"a{i}", f"c{i % 4}", "p", 10.0 + i % 7, 1e5 + i)
+            await pipeline.on_transaction(txn_record(t))
+            await pipeline.on_label(label_record(Label(t.txn_id, i % 3 == 0, 2e5 + i)))
+
+    await traffic(0, 12)
+    await pipeline.on_timer()
+    assert pipeline.auto.active is None  # no drift, no challenger
+    await pipeline.auto.on_events([DriftEvent("adwin", "champion", 2.0, 500, 1e5, 2e5)])
+    name = "auto-hoeffding_adaptive_tree-1"
+    assert pipeline.auto.active == name and name in pipeline.challengers
+    await pipeline.on_timer()  # fewer than 10 of its own scores yet: not promoted
+    assert name in pipeline.challengers
+    await traffic(12, 12)
+    await pipeline.on_timer()
+    assert name not in pipeline.challengers and pipeline.auto.active is None
+    [entry] = [e for e in await registry.audit() if e.who == "auto-response"]
+    assert entry.action == f"promote challenger {name}" and "concept drift" in entry.why
+    meta, _ = await registry.load()
+    assert meta.model_name == "hoeffding_adaptive_tree"
