@@ -35,6 +35,9 @@ dashboard = dashboard("fraudstream-overview", "fraudstream: overview", [
     timeseries("Labels learned", [
         ("sum(rate(fraudstream_labels_learned_total[5m]))", "labels/s"),
     ], unit="reqps"),
+    timeseries("Consumer lag, by topic", [
+        ("sum by (topic) (fraudstream_consumer_lag)", "{{topic}}"),
+    ]),
     timeseries("Targets up", [
         ('up{job=~"fraudstream-.*"}', "{{job}} {{instance_name}}"),
     ]),

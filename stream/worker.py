@@ -17,6 +17,7 @@ from monitoring.detectors import DriftConfig
 from monitoring.metrics import PipelineMetrics
 from monitoring.monitor import DriftMetrics, DriftMonitor
 from stream.app import create_app
+from stream.lag import watch_lag
 from stream.processing import Pipeline
 from stream.settings import Settings
 from stream.topics import ensure_topics
@@ -92,5 +93,7 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     if created:
         log.info("created topics %s", ", ".join(created))
     start_http_server(settings.worker.metrics_port, settings.worker.metrics_host, registry)
+    watch_lag(settings.kafka.bootstrap_servers, settings.worker.app_id,
+              [settings.topics.name("transactions"), settings.topics.name("labels")], registry)
     app = create_app(settings, pipeline)
     faust.Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()
