@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     datacmd.add_arguments(sub)
     datacmd.add_report_arguments(sub)
 
+    sub.add_parser("drift-refresh",
+                   help="make the workers take the recent traffic as the new drift reference")
+
     dashboards = sub.add_parser("dashboards", help="regenerate dashboards/*.json from the code")
     dashboards.add_argument("--check", action="store_true",
                             help="only check that the JSON matches the code (exit 1 if not)")
@@ -134,11 +137,28 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         return asyncio.run(_models(args, settings))
     if args.command == "dashboards":
         return _dashboards(args.check)
+    if args.command == "drift-refresh":
+        return asyncio.run(_drift_refresh(settings))
     if args.command in ("scenarios", "simulate-data", "replay", "drift-report"):
         return _data(args, settings)
     from stream.demo import run_demo
 
     return run_demo(settings, args)
+
+
+async def _drift_refresh(settings: Settings) -> int:
+    from datetime import UTC, datetime
+
+    from stream.processing import drift_refresh_key
+    from stream.worker import build_store
+
+    store = build_store(settings)
+    try:
+        await store.client.set(drift_refresh_key(settings), datetime.now(tz=UTC).isoformat())
+    finally:
+        await store.close()
+    print("asked the workers to refresh their drift references (within snapshot_every_seconds)")
+    return 0
 
 
 def _dashboards(check: bool) -> int:

@@ -121,6 +121,7 @@ class Pipeline:
         #: Drift detectors (None: not watched).
         self.monitor = monitor
         self.auto = AutoChallenger(self)
+        self._refresh_seen: object = _UNSEEN
 
     async def start(self) -> Learner:
         """Resume the learner and load the published model (once)."""
@@ -251,6 +252,7 @@ class Pipeline:
             memory, keys = await health()
             self.metrics.redis_memory.set(memory)
             self.metrics.redis_keys.set(keys)
+        await self._refresh_on_request()
         if self.learner is None:
             return
         async with self._learn_lock:
@@ -274,6 +276,18 @@ class Pipeline:
                 self.metrics.quality.export(role, one.meta.model_name, one.meta.version,
                                             one.quality.report())
 
+    async def _refresh_on_request(self) -> None:
+        """Take new drift references when an operator asked (``fraudstream drift-refresh``)."""
+        if self.monitor is None:
+            return
+        asked = await self.registry.client.get(drift_refresh_key(self.settings))
+        if self._refresh_seen is _UNSEEN:  # a request from before this worker started is old
+            self._refresh_seen = asked
+        elif asked is not None and asked != self._refresh_seen:
+            self.monitor.refresh_reference()
+            log.warning("drift references refreshed on request")
+            self._refresh_seen = asked
+
     def _quality(self) -> Prequential:
         model = self.settings.model
         return Prequential(threshold=model.threshold, cost_missed_fraud=model.cost_missed_fraud,
@@ -288,6 +302,14 @@ class Pipeline:
         log.warning("dead-lettered %s[%d]@%d: %s: %s",
                     record.topic, record.partition, record.offset, reason, detail)
         return dead_letter(record, self.dead_letter_topic, reason, detail)
+
+
+_UNSEEN = object()
+
+
+def drift_refresh_key(settings: Settings) -> str:
+    """The Redis key an operator sets to make every worker take new drift references."""
+    return f"{settings.redis.key_prefix}:drift:refresh"
 
 
 def _score_value(scored: ScoredRecord) -> bytes:

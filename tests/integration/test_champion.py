@@ -221,3 +221,25 @@ async def test_concept_drift_starts_a_challenger_on_recent_data_and_promotes_it(
     assert entry.action == f"promote challenger {name}" and "concept drift" in entry.why
     meta, _ = await registry.load()
     assert meta.model_name == "hoeffding_adaptive_tree"
+
+
+async def test_drift_references_are_refreshed_on_request(registry: ModelRegistry) -> None:
+    from monitoring.detectors import DriftConfig
+    from monitoring.monitor import DriftMetrics, DriftMonitor
+    from stream.processing import drift_refresh_key
+
+    monitor = DriftMonitor(DriftConfig(), ["txn_amount_log"], 0.5,
+                           DriftMetrics.create(CollectorRegistry()))
+    refreshed = []
+    monitor.refresh_reference = lambda: refreshed.append(True)  # type: ignore[method-assign]
+    settings = Settings(redis={"key_prefix": registry.key_prefix})  # type: ignore[arg-type]
+    pipeline = Pipeline(settings, MemoryFeatureStore(), registry,
+                        PipelineMetrics.create(CollectorRegistry()), monitor)
+    await registry.client.set(drift_refresh_key(settings), "2026-11-21T00:00:00")  # stale
+    await pipeline.on_transaction(txn_record(Transaction("r1", "c", "p", 1.0, 1e5)))
+    await pipeline.on_timer()
+    assert refreshed == []  # a request from before the worker started is not repeated
+    await registry.client.set(drift_refresh_key(settings), "2026-11-22T00:01:00")
+    await pipeline.on_timer()
+    await pipeline.on_timer()  # once per request
+    assert refreshed == [True]
