@@ -241,13 +241,20 @@ class LabelDrift:
 
 
 class ConceptDrift:
-    """ADWIN and Page-Hinkley on the champion's prequential log loss."""
+    """ADWIN and Page-Hinkley on the champion's prequential log loss.
+
+    Only a *rise* of the loss is concept drift: a model getting better as it
+    learns also changes its loss, and must not page anyone. Page-Hinkley runs
+    in ``up`` mode; an ADWIN detection counts when the mean of the window it
+    keeps is above the mean before the cut.
+    """
 
     def __init__(self, config: DriftConfig, model: str = "champion") -> None:
         self.config = config
         self.model = model
         self.adwin = drift.ADWIN(delta=config.adwin_delta)
-        self.page_hinkley = drift.PageHinkley(threshold=config.page_hinkley_threshold)
+        self.page_hinkley = drift.PageHinkley(threshold=config.page_hinkley_threshold,
+                                              mode="up")
         self.seen = 0
         self.times: deque[float] = deque(maxlen=config.window_size)
 
@@ -256,9 +263,15 @@ class ConceptDrift:
         loss = -math.log(p if is_fraud else 1 - p)
         self.seen += 1
         self.times.append(at)
+        before = self.adwin.estimation
+        self.adwin.update(loss)
+        self.page_hinkley.update(loss)
         events = []
-        for name, detector in (("adwin", self.adwin), ("page_hinkley", self.page_hinkley)):
-            detector.update(loss)
-            if detector.drift_detected and self.seen > self.config.warm_up:
-                events.append(DriftEvent(name, self.model, loss, self.seen, self.times[0], at))
+        if self.seen > self.config.warm_up:
+            if self.adwin.drift_detected and self.adwin.estimation > before:
+                events.append(DriftEvent("adwin", self.model, self.adwin.estimation, self.seen,
+                                         self.times[0], at))
+            if self.page_hinkley.drift_detected:
+                events.append(DriftEvent("page_hinkley", self.model, loss, self.seen,
+                                         self.times[0], at))
         return events

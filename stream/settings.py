@@ -79,7 +79,8 @@ class DriftSettings(_Section):
     """Drift detectors (see monitoring/detectors.py for what each does)."""
 
     enabled: bool = True
-    #: Features watched for data drift (empty: all but the calendar ones, which cycle).
+    #: Features watched for data drift (empty: all but the calendar ones, which cycle, and
+    #: the 7- and 30-day windows, which keep growing for a month after an empty start).
     features: tuple[str, ...] = ()
     reference_size: int = Field(5000, ge=10)
     window_size: int = Field(2000, ge=10)

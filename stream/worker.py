@@ -63,6 +63,9 @@ def build_pipeline(settings: Settings, registry: CollectorRegistry) -> Pipeline:
 #: report the time of day.
 CYCLIC = frozenset({"txn_hour_sin", "txn_hour_cos", "txn_dow_sin", "txn_dow_cos",
                     "txn_is_night", "txn_is_weekend"})
+#: Features that keep growing for a week or a month after a start from empty state
+#: (7- and 30-day windows): watched only when named in ``drift.features``.
+SLOW = frozenset(f for f in FEATURE_NAMES if f.endswith(("_7d", "_30d")))
 
 
 def build_monitor(settings: Settings, registry: CollectorRegistry) -> DriftMonitor | None:
@@ -71,7 +74,7 @@ def build_monitor(settings: Settings, registry: CollectorRegistry) -> DriftMonit
     if not drift.enabled:
         return None
     config = DriftConfig(**drift.model_dump(include=set(DriftConfig.__dataclass_fields__)))
-    features = list(drift.features) or [f for f in FEATURE_NAMES if f not in CYCLIC]
+    features = list(drift.features) or [f for f in FEATURE_NAMES if f not in CYCLIC | SLOW]
     reports = None if drift.reports_dir is None else drift.reports_dir.resolve()
     return DriftMonitor(config, features, settings.model.threshold,
                         DriftMetrics.create(registry), reports, launch_report)
