@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="promote: make this challenger's current model the champion")
 
     bench = sub.add_parser("bench", help="benchmarks against the real servers")
-    bench.add_argument("suite", choices=["features", "simulate", "replay", "models"])
+    bench.add_argument("suite", choices=["features", "simulate", "replay", "models", "drift"])
     bench.add_argument("--scenario", default="concept_drift",
                        help="models: the scenario to evaluate on")
     bench.add_argument("--models", nargs="+", default=None,
@@ -250,6 +250,10 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.suite == "models":
         return _bench_models(args)
+    if args.suite == "drift":
+        from stream.bench_drift import bench_drift
+
+        return bench_drift()
     if args.suite in ("simulate", "replay"):
         from stream.bench_data import bench_data
 
