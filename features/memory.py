@@ -71,11 +71,11 @@ class MemoryFeatureStore:
         if (pending := self._pending.get(txn.txn_id)) is not None:
             return Applied(txn, Status.PENDING, state=pending)
         blob = self._cards.get(txn.card_id, b"")
-        newest = card.HEADER.unpack_from(blob)[0] if blob else None
-        if newest is not None and txn.event_time < newest - self.allowed_lateness:
-            return Applied(txn, Status.LATE, newest=newest)
-        term = self._terminals.setdefault(txn.terminal_id, _Terminal())
+        term = self._terminals.get(txn.terminal_id, _Terminal())
         state = decode_state(blob, *self._terminal_view(term, txn.event_time))
+        if card.is_too_late(state.card, txn, self.allowed_lateness):
+            return Applied(txn, Status.LATE, newest=state.card.newest)
+        self._terminals[txn.terminal_id] = term
         self._cards[txn.card_id] = card.append(blob, txn)
         term.buckets, term.newest = terminal.step(term.buckets, term.newest, txn.event_time)
         self._pending[txn.txn_id] = state

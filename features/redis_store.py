@@ -293,13 +293,7 @@ class RedisFeatureStore:
                 self.key("fraud", txn.terminal_id)]
 
     async def apply(self, txns: Sequence[Transaction]) -> list[Applied]:
-        def build(pipe: Any) -> None:
-            for start in range(0, len(txns), SCRIPT_BATCH):
-                packed = _pack_apply(txns[start : start + SCRIPT_BATCH])
-                pipe.evalsha(self._shas["apply"], 0, self._base + ":", packed)
-
-        replies = [reply for chunk in await self._execute(build) for reply in chunk]
-        return [_applied(txn, reply) for txn, reply in zip(txns, replies, strict=True)]
+        return [one async for part in self.apply_parts([txns]) for one in part]
 
     async def save(self, scored: Sequence[tuple[Applied, ScoredRecord]]) -> None:
         last: dict[str, Applied] = {}

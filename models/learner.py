@@ -88,7 +88,6 @@ class Learner:
         """
         if await self.registry.was_learned(label.txn_id):
             return Outcome.DUPLICATE, None
-        await self.follow_champion()
         record = await self.store.scored(label.txn_id)
         if record is None:
             return Outcome.UNKNOWN_TRANSACTION, None

@@ -17,40 +17,46 @@ from prometheus_client import CollectorRegistry, Gauge
 log = logging.getLogger(__name__)
 
 
-def consumer_lag(bootstrap: str, group: str, topics: Sequence[str]) -> dict[TopicPartition, int]:
+def consumer_lag(admin: KafkaAdminClient, consumer: KafkaConsumer, group: str,
+                 topics: Sequence[str]) -> dict[TopicPartition, int]:
     """Messages not yet committed by ``group``, per partition of ``topics``."""
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
-    try:
-        committed = admin.list_group_offsets(group).get(group, {})
-        partitions = [TopicPartition(t, p) for t in topics
-                      for p in sorted(consumer.partitions_for_topic(t) or ())]
-        ends = consumer.end_offsets(partitions)
-        lag = {}
-        for tp in partitions:
-            done = committed.get(tp)
-            lag[tp] = max(0, ends[tp] - (done.offset if done is not None and done.offset >= 0
-                                         else 0))
-        return lag
-    finally:
-        consumer.close()
-        admin.close()
+    committed = admin.list_group_offsets(group).get(group, {})
+    partitions = [TopicPartition(t, p) for t in topics
+                  for p in sorted(consumer.partitions_for_topic(t) or ())]
+    ends = consumer.end_offsets(partitions)
+    lag = {}
+    for tp in partitions:
+        done = committed.get(tp)
+        start = done.offset if done is not None and done.offset >= 0 else 0
+        lag[tp] = max(0, ends[tp] - start)
+    return lag
 
 
 def watch_lag(bootstrap: str, group: str, topics: Sequence[str], registry: CollectorRegistry,
               every: float = 15.0) -> threading.Event:
-    """Keep the lag gauge current from a daemon thread; set the returned event to stop it."""
+    """Keep the lag gauge current from a daemon thread; set the returned event to stop it.
+
+    The thread keeps one admin client and one consumer for its whole life.
+    """
     gauge = Gauge("fraudstream_consumer_lag", "Messages the worker has not yet processed.",
                   ["topic", "partition"], registry=registry)
     stop = threading.Event()
 
     def loop() -> None:
+        clients: tuple[KafkaAdminClient, KafkaConsumer] | None = None
         while not stop.is_set():
             try:
-                for tp, behind in consumer_lag(bootstrap, group, topics).items():
+                if clients is None:
+                    clients = (KafkaAdminClient(bootstrap_servers=bootstrap),
+                               KafkaConsumer(bootstrap_servers=bootstrap, group_id=None))
+                for tp, behind in consumer_lag(*clients, group, topics).items():
                     gauge.labels(topic=tp.topic, partition=str(tp.partition)).set(behind)
-            except Exception as exc:  # the broker may be restarting: try again next time
+            except Exception as exc:  # the broker may be restarting: reconnect next time
                 log.warning("could not measure consumer lag: %r", exc)
+                if clients is not None:
+                    for client in clients:
+                        client.close()
+                clients = None
             stop.wait(every)
 
     threading.Thread(target=loop, name="consumer-lag", daemon=True).start()

@@ -26,6 +26,8 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from monitoring.drift_config import DriftConfig
+
 Port = Annotated[int, Field(ge=1, le=65535)]
 
 
@@ -75,24 +77,28 @@ class FeatureSettings(_Section):
     allowed_lateness_seconds: float = Field(3600.0, ge=0, le=7 * 86400)
 
 
+#: The detectors' defaults, documented where they are used.
+_DRIFT = DriftConfig()
+
+
 class DriftSettings(_Section):
-    """Drift detectors (see monitoring/detectors.py for what each does)."""
+    """Drift detectors (see monitoring/detectors.py for what each does and the defaults)."""
 
     enabled: bool = True
     #: Features watched for data drift (empty: all but the calendar ones, which cycle, and
     #: the 7- and 30-day windows, which keep growing for a month after an empty start).
     features: tuple[str, ...] = ()
-    reference_size: int = Field(5000, ge=10)
-    window_size: int = Field(2000, ge=10)
-    check_every: int = Field(250, ge=1)
-    psi_threshold: float = Field(0.1, gt=0)
-    ks_threshold: float = Field(0.12, gt=0, le=1)
-    bins: int = Field(10, ge=2, le=100)
-    fraud_rate_ratio: float = Field(2.0, gt=1)
-    label_delay_ratio: float = Field(2.0, gt=1)
-    adwin_delta: float = Field(0.002, gt=0, lt=1)
-    page_hinkley_threshold: float = Field(50.0, gt=0)
-    warm_up: int = Field(1000, ge=0)
+    reference_size: int = Field(_DRIFT.reference_size, ge=10)
+    window_size: int = Field(_DRIFT.window_size, ge=10)
+    check_every: int = Field(_DRIFT.check_every, ge=1)
+    psi_threshold: float = Field(_DRIFT.psi_threshold, gt=0)
+    ks_threshold: float = Field(_DRIFT.ks_threshold, gt=0, le=1)
+    bins: int = Field(_DRIFT.bins, ge=2, le=100)
+    fraud_rate_ratio: float = Field(_DRIFT.fraud_rate_ratio, gt=1)
+    label_delay_ratio: float = Field(_DRIFT.label_delay_ratio, gt=1)
+    adwin_delta: float = Field(_DRIFT.adwin_delta, gt=0, lt=1)
+    page_hinkley_threshold: float = Field(_DRIFT.page_hinkley_threshold, gt=0)
+    warm_up: int = Field(_DRIFT.warm_up, ge=0)
     #: On each data-drift alarm, save both windows and build an Evidently report here.
     reports_dir: Path | None = Path(".state/reports")
     #: Automatic response to concept drift: start a challenger of this model (None: off).

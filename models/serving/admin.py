@@ -9,6 +9,7 @@ when (the server's clock: an operator action, not an event) and why.
 from __future__ import annotations
 
 import hmac
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -69,8 +70,8 @@ def admin_router(registry: ModelRegistry, token: str | None, refresh: Any) -> AP
     async def models() -> dict[str, Any]:
         return {
             "champion": await registry.champion_version(),
-            "versions": [_meta(v) for v in await registry.versions()],
-            "audit": [_entry(e) for e in await registry.audit()],
+            "versions": [asdict(v) for v in await registry.versions()],
+            "audit": [asdict(e) for e in await registry.audit()],
         }
 
     @router.post("/v1/admin/promote", dependencies=admin_only)
@@ -95,14 +96,7 @@ def admin_router(registry: ModelRegistry, token: str | None, refresh: Any) -> AP
         except SnapshotIntegrityError as exc:
             raise HTTPException(409, str(exc)) from None
         await refresh()
-        return _entry(entry)
+        return asdict(entry)
 
     return router
 
-
-def _meta(meta: Any) -> dict[str, Any]:
-    return {name: getattr(meta, name) for name in meta.__slots__}
-
-
-def _entry(entry: AuditEntry) -> dict[str, Any]:
-    return {name: getattr(entry, name) for name in entry.__slots__}
