@@ -31,9 +31,10 @@ True
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -169,27 +170,122 @@ class DataDrift:
         self.windows.refresh()
 
 
+@dataclass(frozen=True)
+class Scorer:
+    """A model's scoring function, and a key that changes whenever the model does."""
+
+    key: Hashable
+    score_many: Callable[[Sequence[Mapping[str, float]]], np.ndarray]
+
+
 class PredictionDrift:
-    """PSI of the scores and the share flagged at the threshold."""
+    """PSI and KS of the model's scores, recent traffic against the reference traffic.
 
-    def __init__(self, config: DriftConfig, threshold: float = 0.5) -> None:
-        self.data = DataDrift(config, ["score"])
+    An online model changes as it learns, so this week's live scores against
+    last week's would mostly measure the learning, not the traffic. When the
+    caller passes the model's :class:`Scorer`, a sample of each window's
+    vectors (``prediction_sample``) is rescored with the current model at
+    each check, and the comparison is like for like: the same model on old
+    and new traffic. The ``calendar`` features (hour, day of week...) are a
+    clock, not traffic, and windows shorter than a week hold different
+    weekday mixes: the reference vectors are rescored with the calendar of
+    the current ones. Without a scorer the live scores are compared. Checks
+    run every ``check_every`` observations, and at most every quarter window
+    when rescoring.
+
+    The share of live scores at or above the operating threshold is kept too.
+    """
+
+    def __init__(self, config: DriftConfig, threshold: float = 0.5,
+                 calendar: Iterable[str] = ()) -> None:
+        self.config = config
         self.threshold = threshold
+        self.calendar = tuple(calendar)
+        self.windows = _Windows(config, ["score"])
+        self.alarms = _Alarms()
         self.flagged: deque[bool] = deque(maxlen=config.window_size)
+        sample = max(1, config.prediction_sample)
+        self._steps = (max(1, config.reference_size // sample),
+                       max(1, config.window_size // sample))
+        self.reference_vectors: list[Mapping[str, float]] = []
+        self.current_vectors: deque[Mapping[str, float]] = deque(maxlen=sample)
+        self._rescore_every = max(config.check_every, config.window_size // 4)
+        #: The latest statistics, for the gauges: detector -> value.
+        self.latest: dict[str, float] = {}
 
-    def update(self, score: float, at: float) -> list[DriftEvent]:
+    def update(self, score: float, at: float, vector: Mapping[str, float] | None = None,
+               scorer: Scorer | None = None) -> list[DriftEvent]:
         self.flagged.append(score >= self.threshold)
-        return [DriftEvent("prediction_" + e.detector, "score", e.magnitude, e.window,
-                           e.changed_at, e.first_seen)
-                for e in self.data.update({"score": score}, at)]
+        filling = len(self.windows.reference["score"]) < self.config.reference_size
+        if vector is not None:
+            step = self._steps[0 if filling else 1]
+            if self.windows.seen % step == 0:
+                if filling:
+                    self.reference_vectors.append(vector)
+                else:
+                    self.current_vectors.append(vector)
+        if not self.windows.add({"score": score}, at):
+            return []
+        if scorer is not None and self.reference_vectors and self.current_vectors:
+            if self.windows.seen % self._rescore_every:
+                return []
+            reference, current = self._rescored(scorer)
+        else:
+            reference = np.array(self.windows.reference["score"])
+            current = np.array(self.windows.current["score"])
+        changed_at, window = self.windows.times[0], len(self.windows.current["score"])
+        events = []
+        for name, value, threshold in (
+            ("prediction_psi", psi(reference, current, self.config.bins),
+             self.config.psi_threshold),
+            ("prediction_ks", ks_statistic(reference, current), self.config.ks_threshold),
+        ):
+            self.latest[name] = value
+            events += self.alarms.check(name, "score", value, threshold, window, changed_at, at)
+        return events
+
+    def _rescored(self, scorer: Scorer) -> tuple[np.ndarray, np.ndarray]:
+        current = list(self.current_vectors)
+        reference = self.reference_vectors
+        if self.calendar:
+            reference = [{**old, **{k: new[k] for k in self.calendar if k in new}}
+                         for old, new in zip(reference, itertools.cycle(current))]
+        return scorer.score_many(reference), scorer.score_many(current)
+
+    def refresh(self) -> None:
+        """Take the recent traffic as the new reference."""
+        self.windows.refresh()
+        self.reference_vectors = list(self.current_vectors)
+        self.current_vectors.clear()
 
     @property
     def flagged_share(self) -> float:
         return sum(self.flagged) / len(self.flagged) if self.flagged else 0.0
 
 
+def wilson_lower(successes: float, trials: int, z: float) -> float:
+    """The lower end of the Wilson score interval of a proportion.
+
+    >>> round(wilson_lower(10, 1000, 2.33), 4), wilson_lower(0, 1000, 2.33)
+    (0.0049, 0.0)
+    """
+    if trials == 0:
+        return 0.0
+    p = successes / trials
+    centre = p + z * z / (2 * trials)
+    spread = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials))
+    return max(0.0, (centre - spread) / (1 + z * z / trials))
+
+
 class LabelDrift:
-    """The fraud rate and the label delay among arrived labels, recent against reference."""
+    """The fraud rate and the label delay among arrived labels, recent against reference.
+
+    The fraud-rate ratio is conservative: the lower end of the recent rate's
+    confidence interval (Wilson, ``fraud_rate_z``) over the reference rate.
+    Frauds are rare, so a window of 2,000 labels holds about 20 and a raw
+    ratio of 2 happens by chance; this one exceeds 2 only when the rate has
+    more than doubled beyond reasonable doubt.
+    """
 
     def __init__(self, config: DriftConfig) -> None:
         self.config = config
@@ -202,7 +298,9 @@ class LabelDrift:
             return []
         ref, cur = self.windows.reference, self.windows.current
         rate_ref = max(float(np.mean(ref["fraud"])), 1e-6)
-        rate_ratio = float(np.mean(cur["fraud"])) / rate_ref
+        recent = wilson_lower(float(np.sum(cur["fraud"])), len(cur["fraud"]),
+                              self.config.fraud_rate_z)
+        rate_ratio = recent / rate_ref
         delay_ratio = float(np.median(cur["delay"])) / max(float(np.median(ref["delay"])), 1e-6)
         self.latest = {"fraud_rate_ratio": rate_ratio, "label_delay_ratio": delay_ratio}
         changed_at, window = self.windows.times[0], len(cur["fraud"])
@@ -220,7 +318,9 @@ class ConceptDrift:
     Only a *rise* of the loss is concept drift: a model getting better as it
     learns also changes its loss, and must not page anyone. Page-Hinkley runs
     in ``up`` mode; an ADWIN detection counts when the mean of the window it
-    keeps is above the mean before the cut.
+    keeps is above the mean before the cut. The probabilities are clipped to
+    ``[loss_clip, 1 - loss_clip]`` first, so that one confidently missed
+    fraud weighs a few genuine mistakes, not a whole burst of them.
     """
 
     def __init__(self, config: DriftConfig, model: str = "champion") -> None:
@@ -233,7 +333,8 @@ class ConceptDrift:
         self.times: deque[float] = deque(maxlen=config.window_size)
 
     def update(self, score: float, is_fraud: bool, at: float) -> list[DriftEvent]:
-        p = min(max(score, 1e-6), 1 - 1e-6)
+        clip = self.config.loss_clip
+        p = min(max(score, clip), 1 - clip)
         loss = -math.log(p if is_fraud else 1 - p)
         self.seen += 1
         self.times.append(at)
@@ -241,11 +342,10 @@ class ConceptDrift:
         self.adwin.update(loss)
         self.page_hinkley.update(loss)
         events = []
-        if self.seen > self.config.warm_up:
-            if self.adwin.drift_detected and self.adwin.estimation > before:
-                events.append(DriftEvent("adwin", self.model, self.adwin.estimation, self.seen,
-                                         self.times[0], at))
-            if self.page_hinkley.drift_detected:
-                events.append(DriftEvent("page_hinkley", self.model, loss, self.seen,
-                                         self.times[0], at))
+        if self.adwin.drift_detected and self.adwin.estimation > before:
+            events.append(DriftEvent("adwin", self.model, self.adwin.estimation, self.seen,
+                                     self.times[0], at))
+        if self.page_hinkley.drift_detected:
+            events.append(DriftEvent("page_hinkley", self.model, loss, self.seen,
+                                     self.times[0], at))
         return events

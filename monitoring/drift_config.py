@@ -28,12 +28,23 @@ class DriftConfig:
     ks_threshold: float = 0.12
     #: Bins for PSI (quantiles of the reference).
     bins: int = 10
-    #: Fraud rate: an alarm when the recent rate is this many times the reference.
+    #: Fraud rate: an alarm when the recent rate is this many times the reference ...
     fraud_rate_ratio: float = 2.0
+    #: ... with this confidence: the recent rate is the lower end of its Wilson interval
+    #: (z = 3.09: one-sided 99.9%).
+    fraud_rate_z: float = 3.09
     #: Label delay: an alarm when the recent median delay is this many times the reference.
     label_delay_ratio: float = 2.0
-    #: ADWIN sensitivity and Page-Hinkley threshold on the log loss.
-    adwin_delta: float = 0.002
-    page_hinkley_threshold: float = 50.0
-    #: Labels before concept-drift detectors may alarm.
-    warm_up: int = 1000
+    #: ADWIN sensitivity and Page-Hinkley threshold on the log loss (calibrated with
+    #: ``fraudstream bench drift``: fraud comes in bursts, and more sensitive settings
+    #: page on a burst in steady traffic) ...
+    adwin_delta: float = 1e-5
+    page_hinkley_threshold: float = 100.0
+    #: ... whose probabilities are clipped to [loss_clip, 1 - loss_clip].
+    loss_clip: float = 0.05
+    #: Prediction drift rescores this many vectors of each window with the current model.
+    prediction_sample: int = 1000
+    #: Labels the champion's lineage must have learned before the prediction, label and
+    #: concept detectors start (and take their references): before that the model is still
+    #: finding its feet, and only fast chargebacks have arrived, genuine labels not yet.
+    warm_up: int = 10_000

@@ -6,6 +6,13 @@ detectors of :mod:`monitoring.detectors` with event times, keeps the
 Prometheus gauges current, and returns the drift events for the
 ``drift-events`` topic.
 
+Data drift runs from the first transaction. The prediction, label and
+concept detectors depend on the model, so they wait until its lineage has
+learned ``warm_up`` labels (:meth:`DriftMonitor.model_learned`; the count
+survives restarts, being part of the model's snapshots), and prediction
+drift rescores both of its windows with the current model (see
+:class:`~monitoring.detectors.PredictionDrift`).
+
 Examples
 --------
 >>> from prometheus_client import CollectorRegistry
@@ -38,6 +45,7 @@ from monitoring.detectors import (
     DriftEvent,
     LabelDrift,
     PredictionDrift,
+    Scorer,
 )
 from monitoring.reports import save_windows
 
@@ -55,6 +63,7 @@ class DriftMetrics:
     alarms: Counter
     last_alarm: Gauge
     report: Gauge
+    armed: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> DriftMetrics:
@@ -85,6 +94,9 @@ class DriftMetrics:
             report=gauge("fraudstream_drift_report_info",
                          "The latest Evidently data-drift report (1 for the current path).",
                          ["path"]),
+            armed=gauge("fraudstream_drift_model_detectors_armed",
+                        "1 once the model has learned enough labels for the prediction, label "
+                        "and concept detectors to run (drift.warm_up)."),
         )
 
 
@@ -93,25 +105,38 @@ class DriftMonitor:
 
     def __init__(self, config: DriftConfig, features: Sequence[str], threshold: float,
                  metrics: DriftMetrics, reports_dir: Path | None = None,
-                 launch: Callable[[Path], object] | None = None) -> None:
+                 launch: Callable[[Path], object] | None = None,
+                 calendar: Sequence[str] = ()) -> None:
+        self.config = config
+        #: The prediction, label and concept detectors run once the model is warm.
+        self.armed = config.warm_up == 0
         self.data = DataDrift(config, features)
         #: On a data-drift alarm the windows are saved here and ``launch`` builds the report.
         self.reports_dir = reports_dir
         self.launch = launch
         self._report: Path | None = None
-        self.prediction = PredictionDrift(config, threshold)
+        self.prediction = PredictionDrift(config, threshold, calendar)
         self.labels = LabelDrift(config)
         self.concept = ConceptDrift(config)
         self.metrics = metrics
+        metrics.armed.set(int(self.armed))
 
-    def on_scored(self, record: ScoredRecord) -> list[DriftEvent]:
-        """A newly scored transaction (never a redelivery)."""
+    def model_learned(self, labels: int) -> None:
+        """The champion's lineage has learned ``labels`` labels (arms the model detectors)."""
+        if not self.armed and labels >= self.config.warm_up:
+            self.armed = True
+            self.metrics.armed.set(1)
+
+    def on_scored(self, record: ScoredRecord, scorer: Scorer | None = None) -> list[DriftEvent]:
+        """A newly scored transaction (never a redelivery), and the model's current scorer."""
         events = self.data.update(record.features, record.event_time)
-        events += self.prediction.update(record.score, record.event_time)
+        if self.armed:
+            events += self.prediction.update(record.score, record.event_time, record.features,
+                                             scorer)
         for (detector, feature), value in self.data.latest.items():
             gauge = self.metrics.feature_psi if detector == "psi" else self.metrics.feature_ks
             gauge.labels(feature=feature).set(value)
-        score = self.prediction.data.latest.get(("psi", "score"))
+        score = self.prediction.latest.get("prediction_psi")
         if score is not None:
             self.metrics.score_psi.set(score)
         self.metrics.flagged_share.set(self.prediction.flagged_share)
@@ -133,6 +158,8 @@ class DriftMonitor:
 
     def on_label(self, record: ScoredRecord, label: Label) -> list[DriftEvent]:
         """A learned label, with the record its transaction was scored with."""
+        if not self.armed:
+            return []
         delay = label.event_time - record.event_time
         events = self.labels.update(label.is_fraud, delay, label.event_time)
         events += self.concept.update(record.score, label.is_fraud, label.event_time)
@@ -144,7 +171,7 @@ class DriftMonitor:
     def refresh_reference(self) -> None:
         """Take the recent traffic as the new reference (after a promote, or on demand)."""
         self.data.refresh()
-        self.prediction.data.refresh()
+        self.prediction.refresh()
 
     def _count(self, events: list[DriftEvent]) -> list[DriftEvent]:
         for event in events:

@@ -1,82 +1,108 @@
 """``fraudstream bench drift``: how soon each detector fires after each scenario's change.
 
-Every built-in scenario (500 customers) is replayed through the stream's own
-feature code; an online logistic regression scores and learns as in the
-worker; the detectors (default settings) are fed from day ``warm_days`` on.
-For each detector, the first alarm is reported relative to the manifest's
-change point (or to the start, for ``baseline``), in hours and in
-transactions.
+Every built-in scenario is replayed through the stream's own feature code; an
+online logistic regression scores and learns as in the worker (labels in
+arrival order, from the stored vectors); the worker's own
+:class:`~monitoring.monitor.DriftMonitor` watches it with the default
+settings, its model detectors armed after ``warm_up`` labels. For each
+detector, the first alarm is reported relative to the manifest's change
+point. ``baseline`` has no change: every alarm on it is a false alarm, so it
+is run with several seeds.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
+from dataclasses import dataclass
+from functools import partial
+
+from prometheus_client import CollectorRegistry
 
 from features.events import Transaction
+from features.store import ScoredRecord
 from features.vector import FEATURE_NAMES
-from models.factory import build_model, fraud_probability, learn
-from monitoring.detectors import (
-    ConceptDrift,
-    DataDrift,
-    DriftConfig,
-    DriftEvent,
-    LabelDrift,
-    PredictionDrift,
-)
+from models.factory import build_model, fraud_probabilities, fraud_probability, learn
+from monitoring.detectors import DriftConfig, Scorer
+from monitoring.monitor import DriftMetrics, DriftMonitor
 from producers.scenario import builtin_scenarios, load_scenario, run_scenario
 from stream.replay import replay_features
 from stream.worker import CYCLIC, SLOW
 
-DAY = 86400.0
+#: The worker publishes (and so rescores with) a new model version every this many labels.
+PUBLISH_EVERY = 500
 
 
-def first_alarms(name: str, warm_days: float = 7.0,
-                 customers: int = 500) -> tuple[float | None, dict[str, tuple[float, int]]]:
-    """The change time, and per detector/subject the first alarm (time, transactions after)."""
-    simulation, manifest = run_scenario(load_scenario(name), customers=customers)
+@dataclass(frozen=True)
+class Alarm:
+    """The first alarm of one detector on one subject."""
+
+    key: str
+    event_time: float
+    #: Transactions after the change point when it fired.
+    after: int
+
+
+def first_alarms(name: str, config: DriftConfig, customers: int = 500,
+                 seed: int | None = None) -> tuple[float | None, list[Alarm]]:
+    """The change time of scenario ``name``, and each detector's first alarm, in time order."""
+    simulation, manifest = run_scenario(load_scenario(name), seed=seed, customers=customers)
     events = simulation.events()
     records = asyncio.run(replay_features(events))
-    start = float(simulation.transactions["event_time"][0]) // DAY * DAY
     points = manifest["change_points"]
     change = points[0]["event_time"] if points else None
-    config = DriftConfig()
-    data = DataDrift(config, [f for f in FEATURE_NAMES if f not in CYCLIC | SLOW])
-    prediction, labels, concept = PredictionDrift(config), LabelDrift(config), ConceptDrift(config)
-    model, scores, after = build_model("logistic_regression"), {}, 0
-    found: dict[str, tuple[float, int]] = {}
-
-    def note(alarms: list[DriftEvent]) -> None:
-        for a in alarms:
-            found.setdefault(f"{a.detector} {a.subject}", (a.first_seen, after))
-
+    features = [f for f in FEATURE_NAMES if f not in CYCLIC | SLOW]
+    monitor = DriftMonitor(config, features, 0.5, DriftMetrics.create(CollectorRegistry()),
+                           calendar=sorted(CYCLIC))
+    model, scored, learned, after = build_model("logistic_regression"), {}, 0, 0
+    snapshot = copy.deepcopy(model)
+    serving = Scorer(0, partial(fraud_probabilities, snapshot))
+    found: dict[str, Alarm] = {}
     for event in events:
         record = records.get(event.txn_id)
-        warm = event.event_time >= start + warm_days * DAY
+        if record is None:
+            continue
         if isinstance(event, Transaction):
-            if record is None:
-                continue
-            score = scores[event.txn_id] = fraud_probability(model, record.features)
+            score = fraud_probability(snapshot, record.features)
+            scored[event.txn_id] = live = ScoredRecord(
+                record.txn_id, record.card_id, record.terminal_id, record.event_time,
+                record.features, score, learned // PUBLISH_EVERY)
             after += bool(change is not None and event.event_time >= change)
-            if warm:
-                note(data.update(record.features, event.event_time)
-                     + prediction.update(score, event.event_time))
-        elif record is not None and event.txn_id in scores:
-            if warm:
-                note(labels.update(event.is_fraud, event.event_time - record.event_time,
-                                   event.event_time)
-                     + concept.update(scores[event.txn_id], event.is_fraud, event.event_time))
+            alarms = monitor.on_scored(live, serving)
+        elif event.txn_id in scored:
+            learned += 1
+            monitor.model_learned(learned)
+            alarms = monitor.on_label(scored[event.txn_id], event)
             learn(model, record.features, event.is_fraud)
-    return change, found
+            if learned % PUBLISH_EVERY == 0:  # a new snapshot, as the learner publishes
+                snapshot = copy.deepcopy(model)
+                serving = Scorer(learned, partial(fraud_probabilities, snapshot))
+        else:
+            continue
+        for a in alarms:
+            key = f"{a.detector} {a.subject}"
+            if key not in found:
+                found[key] = Alarm(key, a.first_seen, after)
+    return change, sorted(found.values(), key=lambda a: a.event_time)
 
 
-def bench_drift() -> int:
+def bench_drift(config: DriftConfig | None = None, baseline_seeds: int = 3) -> int:
+    config = config or DriftConfig()
     for name in builtin_scenarios():
-        change, found = first_alarms(name)
-        print(f"{name}: " + ("no change point" if change is None else "change point"))
-        for key, (when, after) in sorted(found.items(), key=lambda kv: kv[1][0])[:12]:
+        seeds: list[int | None] = [None]
+        if name == "baseline":
+            seeds += list(range(100, 100 + baseline_seeds - 1))
+        for seed in seeds:
+            change, alarms = first_alarms(name, config, seed=seed)
+            title = name if seed is None else f"{name} (seed {seed})"
             if change is None:
-                print(f"  {key:36s} alarm at event time {when:.0f} (no change: a false alarm)")
+                print(f"{title}: no change point, {len(alarms)} false alarm(s)")
             else:
-                print(f"  {key:36s} {(when - change) / 3600:8.1f} h after the change "
-                      f"({after} transactions after it)")
+                print(f"{title}: change point")
+            for alarm in alarms[:12]:
+                if change is None:
+                    print(f"  {alarm.key:36s} at event time {alarm.event_time:.0f}")
+                else:
+                    print(f"  {alarm.key:36s} {(alarm.event_time - change) / 3600:8.1f} h after "
+                          f"the change ({alarm.after} transactions after it)")
     return 0

@@ -21,6 +21,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -29,10 +30,11 @@ from features.events import Transaction
 from features.store import FeatureStore, ScoredRecord
 from models.errors import NoModelError
 from models.evaluation import Prequential
+from models.factory import fraud_probabilities
 from models.learner import Learner, Outcome
 from models.registry import ModelRegistry
 from models.scoring import ModelHolder, ServingModel, score_batch
-from monitoring.detectors import DriftEvent
+from monitoring.detectors import DriftEvent, Scorer
 from monitoring.metrics import PipelineMetrics
 from monitoring.monitor import DriftMonitor, encode_event
 from producers.schema import (
@@ -122,6 +124,7 @@ class Pipeline:
         self.monitor = monitor
         self.auto = AutoChallenger(self)
         self._refresh_seen: object = _UNSEEN
+        self._scoring: Scorer | None = None
 
     async def start(self) -> Learner:
         """Resume the learner and load the published model (once)."""
@@ -135,6 +138,8 @@ class Pipeline:
                 )
                 meta, model = await self.registry.load()
                 self._serve(ServingModel(meta.version, model))
+                if self.monitor is not None:
+                    self.monitor.model_learned(self.learner.labels_learned)
                 for name in self.settings.model.challengers:
                     challenger = await Learner.start(
                         self.registry.challenger(name), self.store, name,
@@ -192,10 +197,19 @@ class Pipeline:
             else:
                 self._newest = max(self._newest, txn.event_time)
                 if self.monitor is not None:
-                    out += self._drift(self.monitor.on_scored(result.record))
+                    out += self._drift(self.monitor.on_scored(result.record, self._scorer()))
             self.metrics.scores_out.inc()
             out.append(Emit(self.scores_topic, txn.card_id.encode(), _score_value(result.record)))
         return out
+
+    def _scorer(self) -> Scorer | None:
+        """The serving model's scorer, for prediction drift (one per model version)."""
+        serving = self.holder.current
+        if serving is None:
+            return None
+        if self._scoring is None or self._scoring.key != serving.version:
+            self._scoring = Scorer(serving.version, partial(fraud_probabilities, serving.model))
+        return self._scoring
 
     def _drift(self, events: list[DriftEvent]) -> list[Emit]:
         for event in events:
@@ -239,6 +253,7 @@ class Pipeline:
         if outcome is Outcome.LEARNED and learner.last_record is not None:
             self.auto.remember(learner.last_record, label)
             if self.monitor is not None:
+                self.monitor.model_learned(learner.labels_learned)
                 events = self.monitor.on_label(learner.last_record, label)
                 await self.auto.on_events(events)
                 return self._drift(events)

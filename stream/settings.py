@@ -95,9 +95,12 @@ class DriftSettings(_Section):
     ks_threshold: float = Field(_DRIFT.ks_threshold, gt=0, le=1)
     bins: int = Field(_DRIFT.bins, ge=2, le=100)
     fraud_rate_ratio: float = Field(_DRIFT.fraud_rate_ratio, gt=1)
+    fraud_rate_z: float = Field(_DRIFT.fraud_rate_z, ge=0)
     label_delay_ratio: float = Field(_DRIFT.label_delay_ratio, gt=1)
     adwin_delta: float = Field(_DRIFT.adwin_delta, gt=0, lt=1)
     page_hinkley_threshold: float = Field(_DRIFT.page_hinkley_threshold, gt=0)
+    loss_clip: float = Field(_DRIFT.loss_clip, gt=0, lt=0.5)
+    prediction_sample: int = Field(_DRIFT.prediction_sample, ge=10)
     warm_up: int = Field(_DRIFT.warm_up, ge=0)
     #: On each data-drift alarm, save both windows and build an Evidently report here.
     reports_dir: Path | None = Path(".state/reports")

@@ -77,7 +77,8 @@ def build_monitor(settings: Settings, registry: CollectorRegistry) -> DriftMonit
     features = list(drift.features) or [f for f in FEATURE_NAMES if f not in CYCLIC | SLOW]
     reports = None if drift.reports_dir is None else drift.reports_dir.resolve()
     return DriftMonitor(config, features, settings.model.threshold,
-                        DriftMetrics.create(registry), reports, launch_report)
+                        DriftMetrics.create(registry), reports, launch_report,
+                        calendar=sorted(CYCLIC))
 
 
 def launch_report(folder: Path) -> subprocess.Popen[bytes]:

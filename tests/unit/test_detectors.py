@@ -13,6 +13,7 @@ from monitoring.detectors import (
     DriftConfig,
     LabelDrift,
     PredictionDrift,
+    Scorer,
 )
 from producers.scenario import load_scenario, run_scenario
 from stream.replay import replay_features
@@ -57,7 +58,7 @@ def test_label_drift_sees_a_fraud_rate_jump_and_a_longer_delay() -> None:
     events = []
     for i in range(8000):
         late = i >= 5000
-        fraud = rng.random() < (0.06 if late else 0.02)
+        fraud = rng.random() < (0.08 if late else 0.02)  # x4: beyond doubt
         delay = rng.lognormal(12 + (1.6 if late else 0.0), 0.3)
         events += labels.update(fraud, delay, float(i))
     kinds = {e.detector for e in events}
@@ -86,6 +87,68 @@ def test_prediction_drift_sees_scores_move() -> None:
         events += prediction.update(float(rng.beta(2, 8 if i < 4000 else 3)), float(i))
     assert events and min(e.first_seen for e in events) >= 4000
     assert prediction.flagged_share > 0.1
+
+
+def test_a_fraud_rate_up_by_half_on_a_few_frauds_is_not_a_jump() -> None:
+    rng = np.random.default_rng(4)
+    labels = LabelDrift(CONFIG)
+    events = []
+    for i in range(8000):
+        events += labels.update(rng.random() < (0.03 if i >= 5000 else 0.02), 1e5, float(i))
+    assert events == []
+    assert 0.5 < labels.latest["fraud_rate_ratio"] < 2
+
+
+def _linear(weights: dict[str, float]) -> Scorer:
+    def score_many(vectors: object) -> np.ndarray:
+        rows = list(vectors)  # type: ignore[call-overload]
+        logits = np.array([sum(w * row[k] for k, w in weights.items()) for row in rows])
+        return 1 / (1 + np.exp(-logits))
+    return Scorer(tuple(weights.items()), score_many)
+
+
+def test_prediction_drift_rescores_so_a_learning_model_is_not_drift() -> None:
+    """Live scores move as the model learns (its weight grows); the traffic does not."""
+    rng = np.random.default_rng(11)
+    prediction = PredictionDrift(CONFIG)
+    events = []
+    for i in range(8000):
+        weight = 0.5 + i / 2000  # the model keeps learning
+        scorer = _linear({"x": weight})
+        vector = {"x": float(rng.normal())}
+        score = float(scorer.score_many([vector])[0])
+        events += prediction.update(score, float(i), vector, scorer)
+    assert events == []
+    live = PredictionDrift(CONFIG)  # without the scorer, the same stream is "drift"
+    rng = np.random.default_rng(11)
+    assert any(live.update(float(_linear({"x": 0.5 + i / 2000}).score_many(
+        [{"x": float(rng.normal())}])[0]), float(i)) for i in range(8000))
+
+
+def test_prediction_drift_sees_traffic_move_under_the_same_model() -> None:
+    rng = np.random.default_rng(12)
+    prediction = PredictionDrift(CONFIG)
+    scorer = _linear({"x": 1.0})
+    events = []
+    for i in range(8000):
+        vector = {"x": float(rng.normal(1.0 if i >= 5000 else 0.0))}
+        events += prediction.update(float(scorer.score_many([vector])[0]), float(i), vector,
+                                    scorer)
+    assert events and min(e.first_seen for e in events) >= 5000
+
+
+def test_prediction_drift_compares_windows_at_the_same_hours() -> None:
+    """A weekly clock is not drift: the reference is rescored with the current calendar."""
+    rng = np.random.default_rng(13)
+    scorer = _linear({"x": 1.0, "weekend": 3.0})
+    quiet, naive = PredictionDrift(CONFIG, calendar=["weekend"]), PredictionDrift(CONFIG)
+    events: dict[str, list[object]] = {"quiet": [], "naive": []}
+    for i in range(8000):
+        vector = {"x": float(rng.normal()), "weekend": float(i % 3500 >= 2500)}
+        score = float(scorer.score_many([vector])[0])
+        events["quiet"] += quiet.update(score, float(i), vector, scorer)
+        events["naive"] += naive.update(score, float(i), vector, scorer)
+    assert events["quiet"] == [] and events["naive"]
 
 
 @pytest.mark.parametrize(("scenario", "fires"), [("sudden_covariate_shift", True),
