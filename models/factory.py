@@ -37,7 +37,6 @@ from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any, cast
 
 import numpy as np
-import pandas as pd
 from river import base, forest, imblearn, linear_model, optim, preprocessing, tree
 
 from models.errors import UnknownModelError
@@ -115,6 +114,8 @@ def fraud_probabilities(model: base.Classifier,
     """
     many = getattr(model, "predict_proba_many", None)
     if many is not None and vectors:
+        import pandas as pd  # only here: the scoring path scores one at a time, without it
+
         try:
             frame = many(pd.DataFrame.from_records(vectors))
         except AttributeError:  # a pipeline whose last step scores one at a time

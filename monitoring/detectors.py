@@ -55,6 +55,35 @@ class DriftEvent:
     first_seen: float
 
 
+@dataclass(frozen=True)
+class Reference:
+    """What PSI and KS need of a reference sample: computed once, while it stays frozen."""
+
+    values: np.ndarray
+    #: Inner quantile edges of the PSI bins, and each bin's share (floored at 1e-4).
+    edges: np.ndarray
+    expected: np.ndarray
+
+    @classmethod
+    def of(cls, reference: np.ndarray | Sequence[float], bins: int = 10) -> Reference:
+        values = np.sort(np.asarray(reference, dtype=float))
+        edges = np.unique(np.quantile(values, np.linspace(0, 1, bins + 1)[1:-1]))
+        counts = np.bincount(np.searchsorted(edges, values, "right"), minlength=len(edges) + 1)
+        return cls(values, edges, np.maximum(counts / len(values), 1e-4))
+
+    def psi(self, current: np.ndarray) -> float:
+        actual = np.bincount(np.searchsorted(self.edges, current, "right"),
+                             minlength=len(self.edges) + 1)
+        a = np.maximum(actual / len(current), 1e-4)
+        return float(np.sum((a - self.expected) * np.log(a / self.expected)))
+
+    def ks(self, current: np.ndarray) -> float:
+        both = np.concatenate([self.values, current])
+        ref_cdf = np.searchsorted(self.values, both, "right") / len(self.values)
+        cur_cdf = np.searchsorted(np.sort(current), both, "right") / len(current)
+        return float(np.max(np.abs(ref_cdf - cur_cdf)))
+
+
 def psi(reference: np.ndarray, current: np.ndarray, bins: int = 10) -> float:
     """Population stability index of ``current`` against ``reference`` (quantile bins).
 
@@ -63,12 +92,7 @@ def psi(reference: np.ndarray, current: np.ndarray, bins: int = 10) -> float:
     >>> psi(x, x) == 0.0, psi(x, x + 500) > 1
     (True, True)
     """
-    edges = np.unique(np.quantile(reference, np.linspace(0, 1, bins + 1)[1:-1]))
-    expected = np.bincount(np.searchsorted(edges, reference, "right"), minlength=len(edges) + 1)
-    actual = np.bincount(np.searchsorted(edges, current, "right"), minlength=len(edges) + 1)
-    e = np.maximum(expected / len(reference), 1e-4)
-    a = np.maximum(actual / len(current), 1e-4)
-    return float(np.sum((a - e) * np.log(a / e)))
+    return Reference.of(reference, bins).psi(current)
 
 
 def ks_statistic(reference: np.ndarray, current: np.ndarray) -> float:
@@ -80,10 +104,7 @@ def ks_statistic(reference: np.ndarray, current: np.ndarray) -> float:
     >>> ks_statistic(np.array([1.0, 2]), np.array([5.0, 6]))
     1.0
     """
-    both = np.concatenate([reference, current])
-    ref_cdf = np.searchsorted(np.sort(reference), both, "right") / len(reference)
-    cur_cdf = np.searchsorted(np.sort(current), both, "right") / len(current)
-    return float(np.max(np.abs(ref_cdf - cur_cdf)))
+    return Reference.of(reference).ks(current)
 
 
 class _Windows:
@@ -97,10 +118,15 @@ class _Windows:
         self.times: deque[float] = deque(maxlen=config.window_size)
         self.seen = 0
 
+    @property
+    def full(self) -> bool:
+        """Whether the reference is complete (and frozen until the next refresh)."""
+        return len(next(iter(self.reference.values()), [])) >= self.config.reference_size
+
     def add(self, values: Mapping[str, float], at: float) -> bool:
         """Add one observation; whether it is time to compare."""
         self.seen += 1
-        full = len(next(iter(self.reference.values()), [])) >= self.config.reference_size
+        full = self.full
         for subject, ref in self.reference.items():
             value = values.get(subject)
             if value is None or not math.isfinite(value):
@@ -144,22 +170,29 @@ class DataDrift:
         self.config = config
         self.windows = _Windows(config, features)
         self.alarms = _Alarms()
-        #: The latest statistics, for the gauges: (detector, feature) -> value.
+        #: The latest statistics, for the gauges: (detector, feature) -> value ...
         self.latest: dict[tuple[str, str], float] = {}
+        #: ... and how many checks computed them.
+        self.checks = 0
+        #: The frozen references, summarised once for PSI and KS.
+        self._references: dict[str, Reference] = {}
 
     def update(self, vector: Mapping[str, float], at: float) -> list[DriftEvent]:
         if not self.windows.add(vector, at):
             return []
+        self.checks += 1
         events = []
         changed_at = self.windows.times[0]
         for feature, ref in self.windows.reference.items():
             current = np.array(self.windows.current[feature])
-            reference = np.array(ref)
-            if len(current) < 10 or len(reference) < 10:
+            if len(current) < 10 or len(ref) < 10:
                 continue
+            reference = self._references.get(feature)
+            if reference is None:
+                reference = self._references[feature] = Reference.of(ref, self.config.bins)
             for name, value, threshold in (
-                ("psi", psi(reference, current, self.config.bins), self.config.psi_threshold),
-                ("ks", ks_statistic(reference, current), self.config.ks_threshold),
+                ("psi", reference.psi(current), self.config.psi_threshold),
+                ("ks", reference.ks(current), self.config.ks_threshold),
             ):
                 self.latest[(name, feature)] = value
                 events += self.alarms.check(name, feature, value, threshold, len(current),
@@ -168,6 +201,7 @@ class DataDrift:
 
     def refresh(self) -> None:
         self.windows.refresh()
+        self._references.clear()
 
 
 @dataclass(frozen=True)
@@ -204,6 +238,7 @@ class PredictionDrift:
         self.windows = _Windows(config, ["score"])
         self.alarms = _Alarms()
         self.flagged: deque[bool] = deque(maxlen=config.window_size)
+        self._flagged_count = 0
         sample = max(1, config.prediction_sample)
         self._steps = (max(1, config.reference_size // sample),
                        max(1, config.window_size // sample))
@@ -215,15 +250,15 @@ class PredictionDrift:
 
     def update(self, score: float, at: float, vector: Mapping[str, float] | None = None,
                scorer: Scorer | None = None) -> list[DriftEvent]:
-        self.flagged.append(score >= self.threshold)
-        filling = len(self.windows.reference["score"]) < self.config.reference_size
+        flagged = score >= self.threshold
+        if len(self.flagged) == self.flagged.maxlen:
+            self._flagged_count -= self.flagged[0]
+        self.flagged.append(flagged)
+        self._flagged_count += flagged
         if vector is not None:
-            step = self._steps[0 if filling else 1]
-            if self.windows.seen % step == 0:
-                if filling:
-                    self.reference_vectors.append(vector)
-                else:
-                    self.current_vectors.append(vector)
+            full = self.windows.full
+            if self.windows.seen % self._steps[full] == 0:
+                (self.current_vectors if full else self.reference_vectors).append(vector)
         if not self.windows.add({"score": score}, at):
             return []
         if scorer is not None and self.reference_vectors and self.current_vectors:
@@ -260,7 +295,7 @@ class PredictionDrift:
 
     @property
     def flagged_share(self) -> float:
-        return sum(self.flagged) / len(self.flagged) if self.flagged else 0.0
+        return self._flagged_count / len(self.flagged) if self.flagged else 0.0
 
 
 def wilson_lower(successes: float, trials: int, z: float) -> float:

@@ -111,6 +111,7 @@ class DriftMonitor:
         #: The prediction, label and concept detectors run once the model is warm.
         self.armed = config.warm_up == 0
         self.data = DataDrift(config, features)
+        self._published = 0
         #: On a data-drift alarm the windows are saved here and ``launch`` builds the report.
         self.reports_dir = reports_dir
         self.launch = launch
@@ -133,9 +134,11 @@ class DriftMonitor:
         if self.armed:
             events += self.prediction.update(record.score, record.event_time, record.features,
                                              scorer)
-        for (detector, feature), value in self.data.latest.items():
-            gauge = self.metrics.feature_psi if detector == "psi" else self.metrics.feature_ks
-            gauge.labels(feature=feature).set(value)
+        if self.data.checks != self._published:  # the gauges move only when a check ran
+            self._published = self.data.checks
+            for (detector, feature), value in self.data.latest.items():
+                gauge = self.metrics.feature_psi if detector == "psi" else self.metrics.feature_ks
+                gauge.labels(feature=feature).set(value)
         score = self.prediction.latest.get("prediction_psi")
         if score is not None:
             self.metrics.score_psi.set(score)
