@@ -35,6 +35,9 @@ dashboard = dashboard("fraudstream-overview", "fraudstream: overview", [
     timeseries("Labels learned", [
         ("sum(rate(fraudstream_labels_learned_total[5m]))", "labels/s"),
     ], unit="reqps"),
+    timeseries("Labels waiting for their transaction", [
+        ("sum(fraudstream_labels_waiting)", "waiting"),
+    ]),
     timeseries("Consumer lag, by topic", [
         ("sum by (topic) (fraudstream_consumer_lag)", "{{topic}}"),
     ]),

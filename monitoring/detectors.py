@@ -312,14 +312,42 @@ def wilson_lower(successes: float, trials: int, z: float) -> float:
     return max(0.0, (centre - spread) / (1 + z * z / trials))
 
 
+def dispersion(flags: Sequence[float], block: int) -> float:
+    """How much more a rate varies between blocks of ``block`` observations than
+    independent draws would (Pearson chi-square over degrees of freedom, at least 1).
+
+    Frauds come in incidents (a stolen card is used several times, a skimmed
+    terminal hits many cards), so fraud labels cluster and a window's fraud
+    count varies more than a binomial one. Dividing the counts by this factor
+    gives the quasi-binomial effective sample.
+
+    >>> dispersion([0.0, 1.0] * 500, 100)
+    1.0
+    >>> clustered = ([1.0] * 20 + [0.0] * 980) + [0.0] * 1000
+    >>> round(dispersion(clustered, 100), 1)
+    20.2
+    """
+    values = np.asarray(flags, dtype=float)
+    blocks = len(values) // block
+    if blocks < 2:
+        return 1.0
+    counts = values[: blocks * block].reshape(blocks, block).sum(axis=1)
+    p = float(np.mean(values[: blocks * block]))
+    if p <= 0.0 or p >= 1.0:
+        return 1.0
+    chi2 = float(np.sum((counts - block * p) ** 2)) / (block * p * (1 - p))
+    return max(1.0, chi2 / (blocks - 1))
+
+
 class LabelDrift:
     """The fraud rate and the label delay among arrived labels, recent against reference.
 
     The fraud-rate ratio is conservative: the lower end of the recent rate's
     confidence interval (Wilson, ``fraud_rate_z``) over the reference rate.
     Frauds are rare, so a window of 2,000 labels holds about 20 and a raw
-    ratio of 2 happens by chance; this one exceeds 2 only when the rate has
-    more than doubled beyond reasonable doubt.
+    ratio of 2 happens by chance. And they cluster, so the interval is taken
+    on the quasi-binomial effective sample: counts divided by the reference's
+    :func:`dispersion` over blocks of ``fraud_rate_block`` labels.
     """
 
     def __init__(self, config: DriftConfig) -> None:
@@ -327,17 +355,22 @@ class LabelDrift:
         self.windows = _Windows(config, ["fraud", "delay"])
         self.alarms = _Alarms()
         self.latest: dict[str, float] = {}
+        self._reference: tuple[float, float] | None = None  # rate, dispersion
 
     def update(self, is_fraud: bool, delay_seconds: float, at: float) -> list[DriftEvent]:
         if not self.windows.add({"fraud": float(is_fraud), "delay": delay_seconds}, at):
             return []
         ref, cur = self.windows.reference, self.windows.current
-        rate_ref = max(float(np.mean(ref["fraud"])), 1e-6)
-        recent = wilson_lower(float(np.sum(cur["fraud"])), len(cur["fraud"]),
+        if self._reference is None:  # the reference is frozen until refresh()
+            self._reference = (max(float(np.mean(ref["fraud"])), 1e-6),
+                               dispersion(ref["fraud"], self.config.fraud_rate_block))
+        rate_ref, phi = self._reference
+        recent = wilson_lower(float(np.sum(cur["fraud"])) / phi, int(len(cur["fraud"]) / phi),
                               self.config.fraud_rate_z)
         rate_ratio = recent / rate_ref
         delay_ratio = float(np.median(cur["delay"])) / max(float(np.median(ref["delay"])), 1e-6)
-        self.latest = {"fraud_rate_ratio": rate_ratio, "label_delay_ratio": delay_ratio}
+        self.latest = {"fraud_rate_ratio": rate_ratio, "label_delay_ratio": delay_ratio,
+                       "fraud_rate_dispersion": phi}
         changed_at, window = self.windows.times[0], len(cur["fraud"])
         return [
             *self.alarms.check("fraud_rate", "labels", rate_ratio, self.config.fraud_rate_ratio,
@@ -345,6 +378,10 @@ class LabelDrift:
             *self.alarms.check("label_delay", "labels", delay_ratio,
                                self.config.label_delay_ratio, window, changed_at, at),
         ]
+
+    def refresh(self) -> None:
+        self.windows.refresh()
+        self._reference = None
 
 
 class ConceptDrift:

@@ -29,10 +29,13 @@ class DriftConfig:
     #: Bins for PSI (quantiles of the reference).
     bins: int = 10
     #: Fraud rate: an alarm when the recent rate is this many times the reference ...
-    fraud_rate_ratio: float = 2.0
+    fraud_rate_ratio: float = 2.5
     #: ... with this confidence: the recent rate is the lower end of its Wilson interval
-    #: (z = 3.09: one-sided 99.9%).
+    #: (z = 3.09: one-sided 99.9%) ...
     fraud_rate_z: float = 3.09
+    #: ... on counts divided by the reference's dispersion between blocks of this many labels
+    #: (frauds cluster in incidents: see ``monitoring.detectors.dispersion``).
+    fraud_rate_block: int = 500
     #: Label delay: an alarm when the recent median delay is this many times the reference.
     label_delay_ratio: float = 2.0
     #: ADWIN sensitivity and Page-Hinkley threshold on the log loss (calibrated with
@@ -48,3 +51,6 @@ class DriftConfig:
     #: concept detectors start (and take their references): before that the model is still
     #: finding its feet, and only fast chargebacks have arrived, genuine labels not yet.
     warm_up: int = 10_000
+    #: ... and the feature state must hold this many days of history (its longest window:
+    #: until then the 30-day features grow, and the scores with them).
+    state_maturity_days: float = 30.0

@@ -41,6 +41,7 @@ class PipelineMetrics:
     newest_event: Gauge
     redis_memory: Gauge
     redis_keys: Gauge
+    labels_waiting: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> PipelineMetrics:
@@ -77,6 +78,11 @@ class PipelineMetrics:
             ),
             redis_keys=Gauge(
                 "fraudstream_redis_keys", "Keys in the Redis database.", registry=registry,
+            ),
+            labels_waiting=Gauge(
+                "fraudstream_labels_waiting",
+                "Labels that came before their transaction was scored, kept until it is.",
+                registry=registry,
             ),
             events_in=Counter(
                 "fraudstream_events_in", "Records consumed, by topic.", ["topic"],

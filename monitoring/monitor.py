@@ -9,7 +9,9 @@ Prometheus gauges current, and returns the drift events for the
 Data drift runs from the first transaction. The prediction, label and
 concept detectors depend on the model, so they wait until its lineage has
 learned ``warm_up`` labels (:meth:`DriftMonitor.model_learned`; the count
-survives restarts, being part of the model's snapshots), and prediction
+survives restarts, being part of the model's snapshots) and the feature state
+holds ``state_maturity_days`` of history (:meth:`DriftMonitor.state_began`;
+the worker keeps the state's first event time in Redis), and prediction
 drift rescores both of its windows with the current model (see
 :class:`~monitoring.detectors.PredictionDrift`).
 
@@ -59,6 +61,7 @@ class DriftMetrics:
     score_psi: Gauge
     flagged_share: Gauge
     fraud_rate_ratio: Gauge
+    fraud_rate_dispersion: Gauge
     label_delay_ratio: Gauge
     alarms: Counter
     last_alarm: Gauge
@@ -83,6 +86,10 @@ class DriftMetrics:
                                 "Share of recent transactions scored at or above the threshold."),
             fraud_rate_ratio=gauge("fraudstream_fraud_rate_ratio",
                                    "Fraud rate among recent labels over the reference rate."),
+            fraud_rate_dispersion=gauge(
+                "fraudstream_fraud_rate_dispersion",
+                "How much more the reference fraud rate varies between blocks of labels than "
+                "independent labels would (1: no clustering)."),
             label_delay_ratio=gauge("fraudstream_label_delay_ratio",
                                     "Median label delay, recent over reference."),
             alarms=Counter("fraudstream_drift_alarms",
@@ -108,8 +115,11 @@ class DriftMonitor:
                  launch: Callable[[Path], object] | None = None,
                  calendar: Sequence[str] = ()) -> None:
         self.config = config
-        #: The prediction, label and concept detectors run once the model is warm.
+        #: The prediction, label and concept detectors run once the model is warm ...
         self.armed = config.warm_up == 0
+        self._learned = 0
+        #: ... and the feature state old enough (event time of its first transaction).
+        self._state_start: float | None = None
         self.data = DataDrift(config, features)
         self._published = 0
         #: On a data-drift alarm the windows are saved here and ``launch`` builds the report.
@@ -124,12 +134,29 @@ class DriftMonitor:
 
     def model_learned(self, labels: int) -> None:
         """The champion's lineage has learned ``labels`` labels (arms the model detectors)."""
-        if not self.armed and labels >= self.config.warm_up:
-            self.armed = True
-            self.metrics.armed.set(1)
+        self._learned = max(self._learned, labels)
+
+    def state_began(self, event_time: float) -> None:
+        """The feature state's first transaction was at ``event_time``.
+
+        Until the state holds ``state_maturity_days`` of history its longest
+        windows are still filling, and vectors (so scores) drift by that alone.
+        Not told, the monitor takes the state as mature.
+        """
+        self._state_start = event_time
+
+    def _arm(self, at: float) -> None:
+        if self.armed or self._learned < self.config.warm_up:
+            return
+        if self._state_start is not None and \
+                at - self._state_start < self.config.state_maturity_days * 86400:
+            return
+        self.armed = True
+        self.metrics.armed.set(1)
 
     def on_scored(self, record: ScoredRecord, scorer: Scorer | None = None) -> list[DriftEvent]:
         """A newly scored transaction (never a redelivery), and the model's current scorer."""
+        self._arm(record.event_time)
         events = self.data.update(record.features, record.event_time)
         if self.armed:
             events += self.prediction.update(record.score, record.event_time, record.features,
@@ -169,6 +196,7 @@ class DriftMonitor:
         if self.labels.latest:
             self.metrics.fraud_rate_ratio.set(self.labels.latest["fraud_rate_ratio"])
             self.metrics.label_delay_ratio.set(self.labels.latest["label_delay_ratio"])
+            self.metrics.fraud_rate_dispersion.set(self.labels.latest["fraud_rate_dispersion"])
         return self._count(events)
 
     def refresh_reference(self) -> None:

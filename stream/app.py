@@ -12,7 +12,8 @@ from typing import Any, TypeVar
 
 import faust
 
-from stream.processing import Emit, Pipeline, RawRecord
+from stream.processing import Pipeline
+from stream.records import Emit, RawRecord
 from stream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -25,10 +26,14 @@ RETRY_BACKOFF = (0.1, 0.5, 1.0, 2.0, 5.0)
 
 def create_app(settings: Settings, pipeline: Pipeline) -> faust.App:
     """A Faust app whose agents score transactions and learn from labels."""
+    faust_dir = (settings.services.state_dir / "faust").resolve()
+    faust_dir.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
     app = faust.App(
         settings.worker.app_id,
         broker=f"kafka://{settings.kafka.bootstrap_servers}",
         store="memory://",
+        # Faust's own state (none: tables are not used) under the state folder, not the cwd
+        datadir=str(faust_dir / "{conf.name}-data"),
         web_enabled=False,
         topic_disable_leader=True,
         producer_acks=-1,
@@ -60,6 +65,15 @@ def create_app(settings: Settings, pipeline: Pipeline) -> faust.App:
     async def learn(stream: Any) -> None:
         async for event in stream.events():
             await send_all(await _with_retries(pipeline.on_label, _raw(event), pipeline))
+
+    @app.timer(settings.worker.label_retry_seconds)
+    async def retry_waiting_labels() -> None:
+        try:
+            await send_all(await pipeline.on_waiting())
+        except Exception as exc:  # Redis or Kafka unavailable: the next tick tries again
+            pipeline.metrics.errors.labels(stage="infrastructure").inc()
+            log.warning("waiting labels: %r; trying again in %.1fs", exc,
+                        settings.worker.label_retry_seconds)
 
     @app.timer(settings.model.snapshot_every_seconds)
     async def publish_snapshot() -> None:

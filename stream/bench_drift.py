@@ -8,6 +8,11 @@ settings, its model detectors armed after ``warm_up`` labels. For each
 detector, the first alarm is reported relative to the manifest's change
 point. ``baseline`` has no change: every alarm on it is a false alarm, so it
 is run with several seeds.
+
+The model detectors start only once the model has learned ``warm_up``
+labels, and the first week of labels is all fraud (genuine transactions are
+labelled at maturity). So the scenarios are lengthened and their changes moved
+later (``days``, ``change_day``) so that the change comes after the warm-up.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from features.vector import FEATURE_NAMES
 from models.factory import build_model, fraud_probabilities, fraud_probability, learn
 from monitoring.detectors import DriftConfig, Scorer
 from monitoring.monitor import DriftMetrics, DriftMonitor
-from producers.scenario import builtin_scenarios, load_scenario, run_scenario
+from producers.scenario import ScenarioSpec, builtin_scenarios, load_scenario, run_scenario
 from stream.replay import replay_features
 from stream.worker import CYCLIC, SLOW
 
@@ -43,10 +48,22 @@ class Alarm:
     after: int
 
 
-def first_alarms(name: str, config: DriftConfig, customers: int = 500,
+def moved(spec: ScenarioSpec, days: float, change_day: float) -> ScenarioSpec:
+    """``spec`` lasting ``days``, its changes shifted so that the first is at ``change_day``.
+
+    >>> spec = moved(load_scenario("prior_shift"), 56, 42)
+    >>> spec.days, [c.at_day for c in spec.changes]
+    (56.0, [42.0])
+    """
+    shift = change_day - min((c.at_day for c in spec.changes), default=change_day)
+    changes = tuple(c.model_copy(update={"at_day": c.at_day + shift}) for c in spec.changes)
+    return spec.model_copy(update={"days": float(days), "changes": changes})
+
+
+def first_alarms(spec: ScenarioSpec, config: DriftConfig, customers: int = 200,
                  seed: int | None = None) -> tuple[float | None, list[Alarm]]:
-    """The change time of scenario ``name``, and each detector's first alarm, in time order."""
-    simulation, manifest = run_scenario(load_scenario(name), seed=seed, customers=customers)
+    """The change time of scenario ``spec``, and each detector's first alarm, in time order."""
+    simulation, manifest = run_scenario(spec, seed=seed, customers=customers)
     events = simulation.events()
     records = asyncio.run(replay_features(events))
     points = manifest["change_points"]
@@ -54,6 +71,7 @@ def first_alarms(name: str, config: DriftConfig, customers: int = 500,
     features = [f for f in FEATURE_NAMES if f not in CYCLIC | SLOW]
     monitor = DriftMonitor(config, features, 0.5, DriftMetrics.create(CollectorRegistry()),
                            calendar=sorted(CYCLIC))
+    monitor.state_began(events[0].event_time)  # the replay starts from an empty state
     model, scored, learned, after = build_model("logistic_regression"), {}, 0, 0
     snapshot = copy.deepcopy(model)
     serving = Scorer(0, partial(fraud_probabilities, snapshot))
@@ -86,14 +104,18 @@ def first_alarms(name: str, config: DriftConfig, customers: int = 500,
     return change, sorted(found.values(), key=lambda a: a.event_time)
 
 
-def bench_drift(config: DriftConfig | None = None, baseline_seeds: int = 3) -> int:
+def bench_drift(config: DriftConfig | None = None, baseline_seeds: int = 3,
+                customers: int = 200, days: float = 56, change_day: float = 42) -> int:
     config = config or DriftConfig()
+    print(f"{customers} customers, {days:g} days, changes moved to day {change_day:g}, "
+          f"warm-up {config.warm_up} labels")
     for name in builtin_scenarios():
         seeds: list[int | None] = [None]
         if name == "baseline":
             seeds += list(range(100, 100 + baseline_seeds - 1))
+        spec = moved(load_scenario(name), days, change_day)
         for seed in seeds:
-            change, alarms = first_alarms(name, config, seed=seed)
+            change, alarms = first_alarms(spec, config, customers, seed)
             title = name if seed is None else f"{name} (seed {seed})"
             if change is None:
                 print(f"{title}: no change point, {len(alarms)} false alarm(s)")

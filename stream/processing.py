@@ -16,11 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import json
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from functools import partial
 
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -28,6 +26,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from features.events import Transaction
 from features.store import FeatureStore, ScoredRecord
+from features.vector import FEATURE_SET_VERSION
 from models.errors import NoModelError
 from models.evaluation import Prequential
 from models.factory import fraud_probabilities
@@ -45,54 +44,12 @@ from producers.schema import (
     encode,
     to_datetime,
 )
+from stream.records import Emit, RawRecord, dead_letter
 from stream.response import AutoChallenger
 from stream.settings import Settings
+from stream.waiting import Progress, Waiting, WaitingLabels
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class RawRecord:
-    """A record as consumed: where it came from and its undecoded bytes."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-
-
-@dataclass(frozen=True, slots=True)
-class Emit:
-    """A record to produce."""
-
-    topic: str
-    key: bytes | None
-    value: bytes
-
-
-def dead_letter(record: RawRecord, topic: str, reason: str, detail: str) -> Emit:
-    """The dead-letter record for ``record``: where it was, what it was, why.
-
-    Examples
-    --------
-    >>> raw = RawRecord("transactions", 0, 7, b"c1", b"{}")
-    >>> out = dead_letter(raw, "dead-letters", "invalid_record", "amount: Field required")
-    >>> json.loads(out.value)["reason"], json.loads(out.value)["detail"]
-    ('invalid_record', 'amount: Field required')
-    """
-    value = None if record.value is None else record.value.decode("utf-8", "replace")
-    key = None if record.key is None else record.key.decode("utf-8", "replace")
-    payload = {
-        "source_topic": record.topic,
-        "partition": record.partition,
-        "offset": record.offset,
-        "key": key,
-        "value": value,
-        "reason": reason,
-        "detail": detail,
-    }
-    return Emit(topic, record.key, json.dumps(payload, separators=(",", ":")).encode())
 
 
 class Pipeline:
@@ -101,6 +58,7 @@ class Pipeline:
     def __init__(
         self, settings: Settings, store: FeatureStore, registry: ModelRegistry,
         metrics: PipelineMetrics, monitor: DriftMonitor | None = None,
+        progress: Progress | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -124,7 +82,15 @@ class Pipeline:
         self.monitor = monitor
         self.auto = AutoChallenger(self)
         self._refresh_seen: object = _UNSEEN
+        #: Event time of the feature state's first transaction (for the drift warm-up).
+        self._state_key = f"{settings.redis.key_prefix}:v{FEATURE_SET_VERSION}:state:began"
+        self._state_start: float | None = None
         self._scoring: Scorer | None = None
+        #: Labels that came before their transaction wait when the group's
+        #: progress can be read; without it they are dead-lettered at once.
+        self.progress = progress
+        self.waiting = None if progress is None else WaitingLabels(
+            registry.client, f"{settings.redis.key_prefix}:labels:waiting")
 
     async def start(self) -> Learner:
         """Resume the learner and load the published model (once)."""
@@ -140,6 +106,13 @@ class Pipeline:
                 self._serve(ServingModel(meta.version, model))
                 if self.monitor is not None:
                     self.monitor.model_learned(self.learner.labels_learned)
+                    began = await self.registry.client.get(self._state_key)
+                    if began is not None:
+                        self._state_start = float(began)
+                        self.monitor.state_began(self._state_start)
+                if self.waiting is not None:
+                    await self.waiting.load()
+                    self.metrics.labels_waiting.set(len(self.waiting))
                 for name in self.settings.model.challengers:
                     challenger = await Learner.start(
                         self.registry.challenger(name), self.store, name,
@@ -167,6 +140,8 @@ class Pipeline:
             except RecordError as exc:
                 out.append(self._reject(record, "transactions", "invalid_record", str(exc)))
         if decoded:
+            if self.monitor is not None and self._state_start is None:
+                await self._state_began(min(txn.event_time for _, txn in decoded))
             out.extend(await self._score(decoded))
         self.metrics.latency.labels(stage="score").observe(time.perf_counter() - started)
         if self._newest:
@@ -192,6 +167,8 @@ class Pipeline:
                 out.append(self._reject(record, "transactions", "too_late",
                                         self._lateness_detail(txn, result.applied.newest)))
                 continue
+            if self.waiting:
+                self.waiting.scored(txn.txn_id)
             if result.duplicate:
                 self.metrics.duplicates.labels(topic="transactions").inc()
             else:
@@ -201,6 +178,15 @@ class Pipeline:
             self.metrics.scores_out.inc()
             out.append(Emit(self.scores_topic, txn.card_id.encode(), _score_value(result.record)))
         return out
+
+    async def _state_began(self, event_time: float) -> None:
+        """Record when the feature state began (the first writer wins) and tell the monitor."""
+        client = self.registry.client
+        await client.set(self._state_key, repr(event_time), nx=True)
+        stored = await client.get(self._state_key)
+        self._state_start = event_time if stored is None else float(stored)
+        if self.monitor is not None:
+            self.monitor.state_began(self._state_start)
 
     def _scorer(self) -> Scorer | None:
         """The serving model's scorer, for prediction drift (one per model version)."""
@@ -224,14 +210,37 @@ class Pipeline:
                 f"more than the allowed lateness of {allowed:g}s")
 
     async def on_label(self, record: RawRecord) -> list[Emit]:
-        """Teach the model one raw label record."""
+        """Teach the model one raw label record (or keep it until its transaction comes)."""
         self.metrics.events_in.labels(topic="labels").inc()
-        learner = await self.start()
-        started = time.perf_counter()
+        await self.start()
         try:
             label = decode_label(record.value or b"")
         except RecordError as exc:
             return [self._reject(record, "labels", "invalid_record", str(exc))]
+        return await self._learn(Waiting(record, label))
+
+    async def on_waiting(self) -> list[Emit]:
+        """Learn the waiting labels whose transaction was scored; dead-letter those
+        whose transaction is not coming (see :mod:`stream.waiting`)."""
+        if not self.waiting or self.progress is None:
+            return []
+        await self.start()
+        out = []
+        for item in self.waiting.take_ready():
+            out += await self._learn(item, parked=True)
+        if self.waiting:
+            committed, ends = await asyncio.to_thread(self.progress.read)
+            await self.waiting.bound(ends)
+            for item in self.waiting.given_up(committed):
+                out += await self._learn(item, parked=True, last_chance=True)
+        self.metrics.labels_waiting.set(len(self.waiting))
+        return out
+
+    async def _learn(self, item: Waiting, parked: bool = False,
+                     last_chance: bool = False) -> list[Emit]:
+        learner = await self.start()
+        label = item.label
+        started = time.perf_counter()
         async with self._learn_lock:
             outcome, published = await learner.learn(label)
             if outcome is not Outcome.UNKNOWN_TRANSACTION:
@@ -240,9 +249,17 @@ class Pipeline:
                     if shadow is not None:
                         self.shadows[name].swap(shadow)
         self.metrics.latency.labels(stage="learn").observe(time.perf_counter() - started)
+        if outcome is Outcome.UNKNOWN_TRANSACTION and self.waiting is not None \
+                and not last_chance:
+            if not parked:
+                await self.waiting.park(item)
+                self.metrics.labels_waiting.set(len(self.waiting))
+            return []
+        if parked and self.waiting is not None:
+            await self.waiting.forget(item)
         if outcome is Outcome.UNKNOWN_TRANSACTION:
             detail = f"txn_id: no scored transaction {label.txn_id!r} (unknown or expired)"
-            return [self._reject(record, "labels", outcome.value, detail)]
+            return [self._reject(item.record, "labels", outcome.value, detail)]
         if outcome is Outcome.DUPLICATE:
             self.metrics.duplicates.labels(topic="labels").inc()
         else:

@@ -96,12 +96,14 @@ class DriftSettings(_Section):
     bins: int = Field(_DRIFT.bins, ge=2, le=100)
     fraud_rate_ratio: float = Field(_DRIFT.fraud_rate_ratio, gt=1)
     fraud_rate_z: float = Field(_DRIFT.fraud_rate_z, ge=0)
+    fraud_rate_block: int = Field(_DRIFT.fraud_rate_block, ge=10)
     label_delay_ratio: float = Field(_DRIFT.label_delay_ratio, gt=1)
     adwin_delta: float = Field(_DRIFT.adwin_delta, gt=0, lt=1)
     page_hinkley_threshold: float = Field(_DRIFT.page_hinkley_threshold, gt=0)
     loss_clip: float = Field(_DRIFT.loss_clip, gt=0, lt=0.5)
     prediction_sample: int = Field(_DRIFT.prediction_sample, ge=10)
     warm_up: int = Field(_DRIFT.warm_up, ge=0)
+    state_maturity_days: float = Field(_DRIFT.state_maturity_days, ge=0)
     #: On each data-drift alarm, save both windows and build an Evidently report here.
     reports_dir: Path | None = Path(".state/reports")
     #: Automatic response to concept drift: start a challenger of this model (None: off).
@@ -121,6 +123,8 @@ class WorkerSettings(_Section):
     batch_max: int = Field(500, ge=1, le=10_000)
     #: ... collected for at most this long.
     batch_within_seconds: float = Field(0.01, gt=0, le=5)
+    #: How often labels that came before their transaction are tried again.
+    label_retry_seconds: float = Field(1.0, gt=0, le=60)
     #: Port of the worker's Prometheus ``/metrics`` endpoint on ``metrics_host``.
     metrics_host: str = "127.0.0.1"
     metrics_port: Port = 8001

@@ -19,7 +19,8 @@ from models.learner import Learner
 from models.registry import ModelRegistry, SnapshotMeta
 from monitoring.metrics import PipelineMetrics
 from producers.schema import LabelRecord, TransactionRecord, encode
-from stream.processing import Pipeline, RawRecord
+from stream.processing import Pipeline
+from stream.records import RawRecord
 from stream.settings import ModelSettings, Settings
 from tests.support import RealServers
 
@@ -46,8 +47,8 @@ def txn_record(txn: Transaction) -> RawRecord:
     return raw("transactions", encode(TransactionRecord.from_event(txn)))
 
 
-def label_record(label: Label) -> RawRecord:
-    return raw("labels", encode(LabelRecord.from_event(label)))
+def label_record(label: Label, offset: int = 0) -> RawRecord:
+    return raw("labels", encode(LabelRecord.from_event(label)), offset)
 
 
 @pytest.fixture
@@ -178,3 +179,84 @@ async def test_stream_quality_metrics_match_a_direct_computation(registry: Model
     assert sample("average_precision") == average_precision(np.array(scores), np.array(truth))
     assert sample("roc_auc") == roc_auc(np.array(scores), np.array(truth))
     assert prometheus.get_sample_value("fraudstream_label_delay_seconds_count") == 40
+
+
+class GroupProgress:
+    """How far the worker's group got through the transactions topic, set by the test
+    (the real worker reads it from Kafka: see test_pipeline_end_to_end)."""
+
+    def __init__(self) -> None:
+        self.committed: dict[int, int] = {}
+        self.ends: dict[int, int] = {0: 0}
+
+    def read(self) -> tuple[dict[int, int], dict[int, int]]:
+        return dict(self.committed), dict(self.ends)
+
+
+def waiting_pipeline(registry: ModelRegistry, store: MemoryFeatureStore,
+                     progress: GroupProgress) -> tuple[Pipeline, CollectorRegistry]:
+    prometheus = CollectorRegistry()
+    settings = Settings(model=ModelSettings(snapshot_every_labels=100))
+    return Pipeline(settings, store, registry, PipelineMetrics.create(prometheus),
+                    progress=progress), prometheus
+
+
+async def test_a_label_that_overtakes_its_transaction_waits_and_is_learned(
+    registry: ModelRegistry,
+) -> None:
+    progress, store = GroupProgress(), MemoryFeatureStore()
+    pipeline, prometheus = waiting_pipeline(registry, store, progress)
+    early = Transaction("late-txn", "c1", "p1", 42.0, 1000.0)
+    assert await pipeline.on_label(label_record(Label(early.txn_id, True, 9000.0))) == []
+    assert prometheus.get_sample_value("fraudstream_labels_waiting") == 1.0
+    progress.ends = {0: 1}  # the transaction is in Kafka, not yet consumed
+    assert await pipeline.on_waiting() == []
+    assert pipeline.learner is not None and pipeline.learner.labels_learned == 0
+
+    await pipeline.on_transaction(txn_record(early))
+    assert await pipeline.on_waiting() == []
+    stored = await store.scored(early.txn_id)
+    assert stored is not None and pipeline.learner.labels_learned == 1
+    journal = await pipeline.registry.journal()
+    assert [(e.txn_id, e.is_fraud, e.features) for e in journal] == [
+        (early.txn_id, True, stored.features)]
+    assert prometheus.get_sample_value("fraudstream_labels_waiting") == 0.0
+    assert await registry.client.hlen(f"{registry.key_prefix}:labels:waiting") == 0
+    assert prometheus.get_sample_value(
+        "fraudstream_dead_letters_total", {"topic": "labels", "reason": "unknown_transaction"}
+    ) == 0.0
+
+
+async def test_a_waiting_label_is_dead_lettered_once_its_transaction_cannot_come(
+    registry: ModelRegistry,
+) -> None:
+    progress, store = GroupProgress(), MemoryFeatureStore()
+    pipeline, prometheus = waiting_pipeline(registry, store, progress)
+    assert await pipeline.on_label(label_record(Label("ghost", False, 1.0))) == []
+    progress.ends, progress.committed = {0: 5, 1: 3}, {0: 5, 1: 2}
+    assert await pipeline.on_waiting() == []  # partition 1 still has a transaction to come
+    progress.ends, progress.committed = {0: 9, 1: 9}, {0: 5, 1: 3}  # later ones do not count
+    out = await pipeline.on_waiting()
+    assert len(out) == 1 and out[0].topic == "dead-letters"
+    letter = json.loads(out[0].value)
+    assert letter["reason"] == "unknown_transaction" and "ghost" in letter["detail"]
+    assert letter["source_topic"] == "labels" and letter["offset"] == 0
+    assert await registry.client.hlen(f"{registry.key_prefix}:labels:waiting") == 0
+    assert prometheus.get_sample_value("fraudstream_labels_waiting") == 0.0
+    assert await pipeline.on_waiting() == []
+
+
+async def test_waiting_labels_survive_a_restart_of_the_worker(registry: ModelRegistry) -> None:
+    progress, store = GroupProgress(), MemoryFeatureStore()
+    first, _ = waiting_pipeline(registry, store, progress)
+    for i in range(3):
+        await first.on_label(label_record(Label(f"w{i}", i == 1, 5000.0 + i), offset=i))
+    # the process dies here; the label offsets were committed, the labels are in Redis
+    second, prometheus = waiting_pipeline(registry, store, progress)
+    for i in range(3):
+        await second.on_transaction(txn_record(Transaction(f"w{i}", "c1", "p1", 9.0, 100.0 + i)))
+    assert prometheus.get_sample_value("fraudstream_labels_waiting") == 3.0
+    assert await second.on_waiting() == []
+    assert second.learner is not None and second.learner.labels_learned == 3
+    assert sorted(e.txn_id for e in await registry.journal()) == ["w0", "w1", "w2"]
+    assert prometheus.get_sample_value("fraudstream_labels_waiting") == 0.0

@@ -168,3 +168,30 @@ def test_data_drift_on_a_simulated_stream_matches_its_manifest(scenario: str, fi
     change = manifest["change_points"][0]["event_time"]
     assert events and all(e.first_seen >= change for e in events)
     assert min(e.first_seen for e in events) - change < 2 * 86400  # within two days
+
+
+def test_model_detectors_wait_for_learned_labels_and_a_mature_feature_state() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from features.store import ScoredRecord
+    from monitoring.monitor import DriftMetrics, DriftMonitor
+
+    registry = CollectorRegistry()
+    monitor = DriftMonitor(DriftConfig(warm_up=100, state_maturity_days=30), ["x"], 0.5,
+                           DriftMetrics.create(registry))
+    day = 86400.0
+    monitor.state_began(1.0 * day)
+
+    def armed_after(at: float) -> bool:
+        monitor.on_scored(ScoredRecord("t", "c", "p", at, {"x": 1.0}, 0.1, 1))
+        return bool(registry.get_sample_value("fraudstream_drift_model_detectors_armed"))
+
+    monitor.model_learned(5000)
+    assert not armed_after(20 * day)  # enough labels, but the 30-day windows still fill
+    assert armed_after(31.5 * day)
+    young = DriftMonitor(DriftConfig(warm_up=100), ["x"], 0.5,
+                         DriftMetrics.create(CollectorRegistry()))
+    young.state_began(0.0)
+    young.model_learned(99)
+    young.on_scored(ScoredRecord("t", "c", "p", 60 * day, {"x": 1.0}, 0.1, 1))
+    assert not young.armed  # an old state, too few labels

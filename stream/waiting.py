@@ -1,0 +1,158 @@
+"""Labels that came before their transaction was scored.
+
+A label names a transaction from days before, so it normally finds that
+transaction's scored vector in the store. But the worker consumes the labels
+topic and the transactions topic independently: in a replay at full speed, or
+while the worker catches up after an outage, a label can overtake its
+transaction. Dead-lettering it would take it from the learner for good.
+
+So such a label *waits*. It is kept in a Redis hash (so it survives a restart
+and its Kafka offset can be committed) and is learned as soon as its
+transaction is scored. It is given up (dead-lettered as
+``unknown_transaction``) only once the worker's group has committed every
+transaction that was already in Kafka when the label was parked: producers
+send a transaction before its label, so it cannot be among those still to
+come. No clock is involved, only offsets.
+
+Examples
+--------
+>>> from features.events import Label
+>>> raw = RawRecord("labels", 2, 17, b"t9", b"{}")
+>>> item = Waiting(raw, Label("t9", True, 1000.0), until={0: 5, 1: 8})
+>>> Waiting.from_json(item.to_json()) == item
+True
+>>> item.field
+'labels|2|17'
+>>> item.passed({0: 5, 1: 7}), item.passed({0: 6, 1: 8})
+(False, True)
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from features.events import Label
+from stream.records import RawRecord
+
+
+class Progress(Protocol):
+    """How far the worker's group has got through the transactions topic."""
+
+    def read(self) -> tuple[dict[int, int], dict[int, int]]:
+        """Committed offsets of the group and end offsets of the topic, by partition."""
+        ...
+
+
+@dataclass
+class Waiting:
+    """One label waiting for its transaction, with where it was consumed."""
+
+    record: RawRecord
+    label: Label
+    #: End offsets of the transactions topic read after the label was parked:
+    #: once the group has committed them all, the transaction is not coming.
+    until: dict[int, int] | None = None
+
+    @property
+    def field(self) -> str:
+        """Its field in the Redis hash: unique per consumed record."""
+        return f"{self.record.topic}|{self.record.partition}|{self.record.offset}"
+
+    def passed(self, committed: Mapping[int, int]) -> bool:
+        """Whether the group has committed every transaction that was in Kafka."""
+        return self.until is not None and all(
+            committed.get(partition, 0) >= end for partition, end in self.until.items())
+
+    def to_json(self) -> str:
+        r = self.record
+        return json.dumps({
+            "topic": r.topic, "partition": r.partition, "offset": r.offset,
+            "key": None if r.key is None else r.key.decode("utf-8", "surrogateescape"),
+            "value": None if r.value is None else r.value.decode("utf-8", "surrogateescape"),
+            "txn_id": self.label.txn_id, "is_fraud": self.label.is_fraud,
+            "event_time": self.label.event_time,
+            "until": None if self.until is None else {str(p): o for p, o in self.until.items()},
+        }, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Waiting:
+        d: dict[str, Any] = json.loads(text)
+        record = RawRecord(
+            d["topic"], d["partition"], d["offset"],
+            None if d["key"] is None else d["key"].encode("utf-8", "surrogateescape"),
+            None if d["value"] is None else d["value"].encode("utf-8", "surrogateescape"),
+        )
+        until = None if d["until"] is None else {int(p): o for p, o in d["until"].items()}
+        return cls(record, Label(d["txn_id"], d["is_fraud"], d["event_time"]), until)
+
+
+class WaitingLabels:
+    """The waiting labels: kept in a Redis hash, indexed in memory by transaction.
+
+    The worker is the only writer of the hash (it is the single learner), so
+    the in-memory index is loaded once at start and then kept in step.
+    """
+
+    def __init__(self, client: Any, key: str) -> None:
+        self.client = client
+        self.key = key
+        self._items: dict[str, Waiting] = {}
+        self._by_txn: dict[str, set[str]] = {}
+        self._ready: set[str] = set()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    async def load(self) -> int:
+        """Read back the labels that were waiting when the worker stopped."""
+        stored: dict[bytes, bytes] = await self.client.hgetall(self.key)
+        for raw in stored.values():
+            self._index(Waiting.from_json(raw))
+        self._ready.update(self._items)  # their transactions may have come meanwhile
+        return len(stored)
+
+    async def park(self, item: Waiting) -> None:
+        """Keep ``item`` until its transaction is scored or known not to come."""
+        await self.client.hset(self.key, item.field, item.to_json())
+        self._index(item)
+
+    def scored(self, txn_id: str) -> None:
+        """Note that ``txn_id`` was scored: its waiting labels are ready."""
+        fields = self._by_txn.get(txn_id)
+        if fields:
+            self._ready.update(fields)
+
+    def take_ready(self) -> list[Waiting]:
+        """The labels whose transaction was scored since the last call."""
+        ready = [self._items[f] for f in self._ready if f in self._items]
+        self._ready.clear()
+        return ready
+
+    async def bound(self, ends: Mapping[int, int]) -> None:
+        """Give every label that has no bound yet the current end offsets."""
+        fresh = [item for item in self._items.values() if item.until is None]
+        for item in fresh:
+            item.until = dict(ends)
+        if fresh:
+            await self.client.hset(self.key, mapping={i.field: i.to_json() for i in fresh})
+
+    def given_up(self, committed: Mapping[int, int]) -> list[Waiting]:
+        """The labels whose transaction is not coming: the group got past their bound."""
+        return [item for item in self._items.values() if item.passed(committed)]
+
+    async def forget(self, item: Waiting) -> None:
+        """``item`` was learned or dead-lettered."""
+        await self.client.hdel(self.key, item.field)
+        self._items.pop(item.field, None)
+        fields = self._by_txn.get(item.label.txn_id)
+        if fields is not None:
+            fields.discard(item.field)
+            if not fields:
+                del self._by_txn[item.label.txn_id]
+
+    def _index(self, item: Waiting) -> None:
+        self._items[item.field] = item
+        self._by_txn.setdefault(item.label.txn_id, set()).add(item.field)
