@@ -51,6 +51,7 @@ class DriftConfig:
     #: concept detectors start (and take their references): before that the model is still
     #: finding its feet, and only fast chargebacks have arrived, genuine labels not yet.
     warm_up: int = 10_000
-    #: ... and the feature state must hold this many days of history (its longest window:
-    #: until then the 30-day features grow, and the scores with them).
+    #: No detector starts before the feature state holds this many days of history (its
+    #: longest window: until then the 30-day features and each card's usual location are
+    #: still filling, and vectors and scores move by that alone).
     state_maturity_days: float = 30.0

@@ -6,12 +6,12 @@ detectors of :mod:`monitoring.detectors` with event times, keeps the
 Prometheus gauges current, and returns the drift events for the
 ``drift-events`` topic.
 
-Data drift runs from the first transaction. The prediction, label and
-concept detectors depend on the model, so they wait until its lineage has
-learned ``warm_up`` labels (:meth:`DriftMonitor.model_learned`; the count
-survives restarts, being part of the model's snapshots) and the feature state
-holds ``state_maturity_days`` of history (:meth:`DriftMonitor.state_began`;
-the worker keeps the state's first event time in Redis), and prediction
+No detector starts before the feature state holds ``state_maturity_days``
+of history (:meth:`DriftMonitor.state_began`; the worker keeps the state's
+first event time in Redis). The prediction, label and concept detectors
+depend on the model, so they also wait until its lineage has learned
+``warm_up`` labels (:meth:`DriftMonitor.model_learned`; the count survives
+restarts, being part of the model's snapshots), and prediction
 drift rescores both of its windows with the current model (see
 :class:`~monitoring.detectors.PredictionDrift`).
 
@@ -140,23 +140,24 @@ class DriftMonitor:
         """The feature state's first transaction was at ``event_time``.
 
         Until the state holds ``state_maturity_days`` of history its longest
-        windows are still filling, and vectors (so scores) drift by that alone.
-        Not told, the monitor takes the state as mature.
+        windows (and each card's usual location) are still filling, and vectors
+        (so scores) drift by that alone: no detector starts before. Not told,
+        the monitor takes the state as mature.
         """
         self._state_start = event_time
 
-    def _arm(self, at: float) -> None:
-        if self.armed or self._learned < self.config.warm_up:
-            return
-        if self._state_start is not None and \
-                at - self._state_start < self.config.state_maturity_days * 86400:
-            return
-        self.armed = True
-        self.metrics.armed.set(1)
+    def _mature(self, at: float) -> bool:
+        """Whether the feature state holds enough history at event time ``at``."""
+        return self._state_start is None or \
+            at - self._state_start >= self.config.state_maturity_days * 86400
 
     def on_scored(self, record: ScoredRecord, scorer: Scorer | None = None) -> list[DriftEvent]:
         """A newly scored transaction (never a redelivery), and the model's current scorer."""
-        self._arm(record.event_time)
+        if not self._mature(record.event_time):
+            return []  # no detector takes a reference from a state still filling
+        if not self.armed and self._learned >= self.config.warm_up:
+            self.armed = True
+            self.metrics.armed.set(1)
         events = self.data.update(record.features, record.event_time)
         if self.armed:
             events += self.prediction.update(record.score, record.event_time, record.features,
