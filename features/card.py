@@ -5,12 +5,14 @@ the last 30 days (plus the allowed lateness), one 24-byte record each, so
 every card window is **exact**: half-open ``[t - w, t)``, the transaction
 itself and anything at or after its time excluded.
 
-The state is stored as bytes (:func:`encode`): an 8-byte header holding the
-card's newest event time, then the records as columns (times, amounts,
-terminals, latitudes, longitudes) in the order they were applied. Folding a
-transaction in is appending its :func:`record` to each column (a Redis Lua
-script does the same without understanding it); :func:`decode` unpacks the
-columns in one call and sorts by time if a late record came in.
+The state is stored as bytes (:func:`encode`): a 12-byte header holding the
+card's newest event time and how many of its transactions the Redis store
+has applied but not yet saved (0 elsewhere), then the records one after the
+other in the order they were applied. Folding a transaction in is rewriting
+the header and appending its packed :func:`record` (a Redis Lua script does
+the same without understanding it: an ``APPEND``, so its append-only file
+grows by the record, not by the history); :func:`decode` unpacks the records
+in one call and sorts by time if a late record came in.
 
 Examples
 --------
@@ -35,7 +37,6 @@ import zlib
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 from functools import lru_cache
-from itertools import pairwise
 from operator import mul
 from typing import Any, TypeVar
 
@@ -56,12 +57,10 @@ SINCE_PREV_CAP_SECONDS = HORIZON_SECONDS
 SPEED_CAP_KMH = 100_000.0
 
 #: One transaction: time, amount in cents, terminal hash, lat/lon in 1e-5 degrees.
-#: Stored column by column (all times, then all amounts, ...), see :func:`append`.
 RECORD = struct.Struct("<dIIii")
-#: Where each column's field starts within a packed record (and its end).
-_COLUMN_OFFSETS = (0, 8, 12, 16, 20, 24)
-#: The header: the newest event time folded in.
-HEADER = struct.Struct("<d")
+#: The header: the newest event time folded in, and the transactions applied
+#: but not saved yet (kept by the Redis store, which compacts only at 0).
+HEADER = struct.Struct("<dI")
 #: ``lat``/``lon`` of a record without a location.
 NO_LOCATION = -(2**31)
 
@@ -147,28 +146,23 @@ def record(txn: Transaction) -> Record:
 
 
 def packed_record(txn: Transaction) -> bytes:
-    """:func:`record` packed: the 8+4+4+4+4 bytes :func:`append` adds to the columns."""
+    """:func:`record` packed: the 8+4+4+4+4 bytes :func:`append` adds."""
     return RECORD.pack(*record(txn))
 
 
 def append(raw: bytes, txn: Transaction) -> bytes:
-    """The stored bytes with ``txn`` appended to every column (the Lua script does the same).
+    """The stored bytes with ``txn``'s record appended (the Lua script does the same).
 
     >>> h = decode(append(append(b"", Transaction("a", "c", "p", 1.0, 5.0)),
     ...                   Transaction("b", "c", "p", 2.0, 3.0)))
     >>> h.times, h.cents, h.newest
     ((3.0, 5.0), (200, 100), 5.0)
     """
-    rec = packed_record(txn)
     if not raw:
-        return HEADER.pack(txn.event_time) + rec
-    newest = max(HEADER.unpack_from(raw)[0], txn.event_time)
-    n = (len(raw) - HEADER.size) // RECORD.size
-    cuts = [HEADER.size + offset * n for offset in _COLUMN_OFFSETS[:-1]] + [len(raw)]
-    parts = [HEADER.pack(newest)]
-    for i, (start, end) in enumerate(pairwise(cuts)):
-        parts += (raw[start:end], rec[_COLUMN_OFFSETS[i]:_COLUMN_OFFSETS[i + 1]])
-    return b"".join(parts)
+        return HEADER.pack(txn.event_time, 0) + packed_record(txn)
+    newest, unsaved = HEADER.unpack_from(raw)
+    return (HEADER.pack(max(newest, txn.event_time), unsaved) + raw[HEADER.size:]
+            + packed_record(txn))
 
 
 def step(history: CardHistory, txn: Transaction) -> CardHistory:
@@ -203,36 +197,34 @@ def compact(history: CardHistory, allowed_lateness: float) -> CardHistory:
 
 
 def encode(history: CardHistory) -> bytes:
-    """The stored bytes: the header (newest time), then the columns."""
+    """The stored bytes: the header (newest time, nothing unsaved), then the records."""
     if history.newest is None:
         return b""
-    n = len(history.times)
-    return HEADER.pack(history.newest) + _body(n).pack(
-        *history.times, *history.cents, *history.terminals, *history.lats, *history.lons)
+    return HEADER.pack(history.newest, 0) + b"".join(
+        RECORD.pack(*rec) for rec in history.records)
 
 
 def decode(raw: bytes | memoryview | None) -> CardHistory:
     """The history stored as ``raw``, sorted by time (ties in stored order)."""
     if not raw:
         return CardHistory()
-    (newest,) = HEADER.unpack_from(raw)
+    newest = HEADER.unpack_from(raw)[0]
     n = (len(raw) - HEADER.size) // RECORD.size
     flat: tuple[Any, ...] = _body(n).unpack_from(raw, HEADER.size)
-    times = flat[:n]
+    times = flat[0::5]
     if list(times) == sorted(times):
-        return CardHistory(times, flat[n : 2 * n], flat[2 * n : 3 * n], flat[3 * n : 4 * n],
-                           flat[4 * n :], newest)
+        return CardHistory(times, flat[1::5], flat[2::5], flat[3::5], flat[4::5], newest)
     order = sorted(range(n), key=times.__getitem__)  # stable: ties keep their stored order
 
     def column(k: int) -> tuple[Any, ...]:
-        return tuple(flat[k * n + i] for i in order)
+        return tuple(flat[5 * i + k] for i in order)
 
     return CardHistory(column(0), column(1), column(2), column(3), column(4), newest)
 
 
 @lru_cache(maxsize=512)
 def _body(n: int) -> struct.Struct:
-    return struct.Struct(f"<{n}d{n}I{n}I{n}i{n}i")
+    return struct.Struct("<" + "dIIii" * n)
 
 
 def view(history: CardHistory, txn: Transaction) -> dict[str, float]:

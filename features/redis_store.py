@@ -3,17 +3,22 @@
 Keys carry the feature-set version, so a new feature set never reads old
 state (``{prefix}:v{version}:...``):
 
-- ``card:{card_id}``: the card's history bytes (:mod:`features.card`);
+- ``card:{card_id}``: the card's history bytes (:mod:`features.card`), to
+  which an in-order transaction appends its 24-byte record;
 - ``term:{terminal_id}``: a hash, per window: packed bucket counts, newest bucket, its sum;
 - ``fraud:{terminal_id}``: a hash, transaction id -> (transaction time, label arrival);
-- ``scored:{txn_id}``: ``P`` and the state the transaction was applied on,
-  until ``D`` and its saved :class:`~features.store.ScoredRecord` replace it.
+- ``scored:{txn_id}``: ``P`` and where the state the transaction was applied
+  on is (its card's length then, its window sums and fraud entries), until
+  ``D`` and its saved :class:`~features.store.ScoredRecord` replace it.
 
 :meth:`RedisFeatureStore.apply` runs a Lua script over each
 :data:`SCRIPT_BATCH` transactions, all pipelined in a single round trip. For
 each transaction, atomically, the script checks it was not applied before,
 checks its lateness, appends the card record, counts the terminal buckets,
 sums the windows, and leaves the ``P`` marker, or changes nothing. The
+marker points into the card's bytes rather than copying them: records stay
+in place until they are compacted, and a card is compacted only when none of
+its transactions is unsaved (its header counts them). The
 vector is computed in Python by the pure :func:`features.vector.view`; the
 script only moves bytes and adds counters, so the feature logic has one
 definition. :meth:`save` writes the
@@ -48,6 +53,9 @@ from features.vector import FEATURE_SET_VERSION, EntityState
 
 _DAY = 86400
 _BUCKETS = struct.Struct("<iii")
+_NEWEST = struct.Struct("<d")
+#: What the scripts put before a card's bytes: their length and the window sums.
+_STATE_HEADER = struct.Struct(f"<I{len(terminal.WINDOWS)}i")
 
 #: Shared by both scripts: window sums (and each window's newest bucket) of
 #: ``term_key`` for a transaction whose current bucket per window is in
@@ -145,41 +153,63 @@ end
 _APPLY_LUA = _TERMINAL_LUA + """
 local base = ARGV[1]
 
+-- the bytes jemalloc gives a Redis string of this length (its size class)
+local function allocation(length)
+  local bytes = length + 6  -- the sds header and terminator (5 + 1 from 256 bytes on)
+  if length < 256 then bytes = length + 4 end
+  if bytes <= 128 then return math.ceil(bytes / 16) * 16 end
+  local spacing = 32
+  while spacing * 8 < bytes do spacing = spacing * 2 end
+  return math.ceil(bytes / spacing) * spacing
+end
+
+-- the state a pending transaction was applied on: its card's records up to
+-- its own, which stay in place until it is saved (the card is not compacted
+-- while it has unsaved transactions)
+local function pending_state(card_key, marker)
+  local size = struct.unpack('<I', marker, 2)
+  local head = string.sub(marker, 2, STATE_SIZE + 1)
+  if size == 0 then return head .. string.sub(marker, STATE_SIZE + 2) end
+  local records = redis.call('GETRANGE', card_key, HEADER_SIZE, size - 1)
+  if #records ~= size - HEADER_SIZE then error('the state of a pending transaction is lost') end
+  return head .. string.sub(marker, STATE_SIZE + 2, STATE_SIZE + 9) .. struct.pack('<I', 0)
+         .. records .. string.sub(marker, STATE_SIZE + 10)
+end
+
 local function apply_one(rec, curs, card_id, term_id, txn_id)
   local card_key, term_key = base .. 'card:' .. card_id, base .. 'term:' .. term_id
   local txn_key = base .. 'scored:' .. txn_id
   local known = redis.call('GET', txn_key)
-  if known then  -- 'D' + saved record, or 'P' + the state it was applied on
+  if known then  -- 'D' + saved record, or 'P' + where its state is
     if string.sub(known, 1, 1) == 'D' then return {'done', string.sub(known, 2)} end
-    return {'pending', string.sub(known, 2)}
+    return {'pending', pending_state(card_key, known)}
   end
   local t = struct.unpack('<d', rec)
-  local blob = redis.call('GET', card_key)
-  local header = t
-  if blob then
-    local newest = struct.unpack('<d', blob)
+  local blob = redis.call('GET', card_key) or ''
+  local newest, unsaved = t, 0
+  if blob ~= '' then
+    newest, unsaved = struct.unpack('<dI', blob)
     if t < newest - LATENESS then return {'late', string.sub(blob, 1, 8)} end
-    if newest > t then header = newest end
-    -- the record's fields go to the end of each column (features.card.append);
-    -- SET, not APPEND: an appended string keeps spare capacity (up to double)
-    local n = (#blob - 8) / RECORD_SIZE
-    local a, b, c, d = 8 + 8 * n, 8 + 12 * n, 8 + 16 * n, 8 + 20 * n
-    redis.call('SET', card_key, struct.pack('<d', header)
-      .. string.sub(blob, 9, a) .. string.sub(rec, 1, 8)
-      .. string.sub(blob, a + 1, b) .. string.sub(rec, 9, 12)
-      .. string.sub(blob, b + 1, c) .. string.sub(rec, 13, 16)
-      .. string.sub(blob, c + 1, d) .. string.sub(rec, 17, 20)
-      .. string.sub(blob, d + 1) .. string.sub(rec, 21, 24), 'EX', CARD_TTL)
-  else
-    blob = ''
-    redis.call('SET', card_key, struct.pack('<d', header) .. rec, 'EX', CARD_TTL)
+    if t > newest then newest = t end
   end
-  local sums, newest, frauds, advanced = terminal_state(term_key, base .. 'fraud:' .. term_id,
-                                                        curs, true)
+  local header = struct.pack('<dI', newest, unsaved + 1)
+  -- in place while the string's allocation has room (APPEND would double it)
+  if blob ~= '' and allocation(#blob) == allocation(#blob + RECORD_SIZE) then
+    redis.call('SETRANGE', card_key, 0, header)
+    redis.call('APPEND', card_key, rec)
+    redis.call('EXPIRE', card_key, PENDING_CARD_TTL)
+  else
+    redis.call('SET', card_key, header .. string.sub(blob, HEADER_SIZE + 1) .. rec,
+               'EX', PENDING_CARD_TTL)
+  end
+  local sums, term_newest, frauds, advanced = terminal_state(term_key,
+                                                             base .. 'fraud:' .. term_id,
+                                                             curs, true)
   if advanced then redis.call('EXPIRE', term_key, TERM_TTL) end
-  local state = struct.pack(STATE_FORMAT, #blob, unpack(sums)) .. blob .. table.concat(frauds)
-  redis.call('SET', txn_key, 'P' .. state, 'EX', SCORED_TTL)
-  return {'new', state}
+  local head = struct.pack(STATE_FORMAT, #blob, unpack(sums))
+  frauds = table.concat(frauds)
+  redis.call('SET', txn_key, 'P' .. head .. string.sub(blob, 1, 8) .. frauds, 'EX', SCORED_TTL)
+  return {'new', head .. blob .. frauds}
 end
 
 local packed, pos, replies = ARGV[2], 1, {}
@@ -207,18 +237,41 @@ local blob = redis.call('GET', KEYS[1]) or ''
 return struct.pack(STATE_FORMAT, #blob, unpack(sums)) .. blob .. table.concat(frauds)
 """
 
-#: ARGV: the key base, the number of records n, n (txn id, record) pairs,
-#: then (card id, expected length, compacted bytes) per compaction; a card is
-#: only replaced if nothing was appended since.
+#: ARGV: the key base, the number of records n, n (txn id, card id, record)
+#: triples, then (card id, expected length, compacted bytes) per compaction.
+#: Each card's unsaved count drops by its transactions saved now (their
+#: marker was ``P``); at 0 its expiry is the card's again. A card is only
+#: compacted with nothing unsaved (no pending marker points into it) and
+#: nothing appended since the compaction was computed.
 _SAVE_LUA = """
 local base, n = ARGV[1], tonumber(ARGV[2])
+local saved = {}
 for j = 0, n - 1 do
-  redis.call('SET', base .. 'scored:' .. ARGV[3 + 2 * j], 'D' .. ARGV[4 + 2 * j],
-             'EX', SCORED_TTL)
+  local old = redis.call('SET', base .. 'scored:' .. ARGV[3 + 3 * j], 'D' .. ARGV[5 + 3 * j],
+                         'EX', SCORED_TTL, 'GET')
+  if old and string.sub(old, 1, 1) == 'P' then
+    local key = base .. 'card:' .. ARGV[4 + 3 * j]
+    saved[key] = (saved[key] or 0) + 1
+  end
 end
-for c = 3 + 2 * n, #ARGV, 3 do
+local unsaved = {}
+for key, count in pairs(saved) do
+  local header = redis.call('GETRANGE', key, 0, HEADER_SIZE - 1)
+  if #header == HEADER_SIZE then
+    local left = math.max(struct.unpack('<I', header, 9) - count, 0)
+    redis.call('SETRANGE', key, 8, struct.pack('<I', left))
+    if left == 0 then redis.call('EXPIRE', key, CARD_TTL) end
+    unsaved[key] = left
+  end
+end
+for c = 3 + 3 * n, #ARGV, 3 do
   local key = base .. 'card:' .. ARGV[c]
-  if redis.call('STRLEN', key) == tonumber(ARGV[c + 1]) then
+  local left = unsaved[key]
+  if left == nil then
+    local header = redis.call('GETRANGE', key, 0, HEADER_SIZE - 1)
+    if #header == HEADER_SIZE then left = struct.unpack('<I', header, 9) end
+  end
+  if left == 0 and redis.call('STRLEN', key) == tonumber(ARGV[c + 1]) then
     redis.call('SET', key, ARGV[c + 2], 'KEEPTTL')
   end
 end
@@ -265,11 +318,14 @@ class RedisFeatureStore:
             "LAST_BUCKET_SECONDS": repr(terminal.BUCKET_SECONDS[-1]),
             "LATENESS": repr(float(allowed_lateness)),
             "CARD_TTL": self.card_ttl_seconds,
+            "PENDING_CARD_TTL": max(self.card_ttl_seconds, scored_ttl_seconds),
             "TERM_TTL": int(max(terminal.WINDOWS.values()) + allowed_lateness) + _DAY,
             "SCORED_TTL": scored_ttl_seconds,
             "FRAUD_TTL": int(2 * max(terminal.WINDOWS.values())) + _DAY,
             "RECORD_SIZE": card.RECORD.size,
             "STATE_FORMAT": repr("<I" + "i" * len(terminal.WINDOWS)),
+            "STATE_SIZE": _STATE_HEADER.size,
+            "HEADER_SIZE": card.HEADER.size,
         }
         self._scripts = {
             "apply": _with_constants(_APPLY_LUA, constants),
@@ -301,7 +357,7 @@ class RedisFeatureStore:
             last[applied.txn.card_id] = applied
         args: list[bytes | str | int] = [self._base + ":", len(scored)]
         for _, record in scored:
-            args += (record.txn_id, record.to_bytes())
+            args += (record.txn_id, record.card_id, record.to_bytes())
         for applied in last.values():
             args += self._compaction(applied)
         await self._execute(lambda pipe: pipe.evalsha(self._shas["save"], 0, *args))
@@ -444,9 +500,6 @@ def _with_constants(script: str, constants: dict[str, object]) -> str:
     return "\n".join(lines) + "\n" + script
 
 
-_STATE_HEADER = struct.Struct(f"<I{len(terminal.WINDOWS)}i")
-
-
 def _state(packed: bytes) -> EntityState:
     """The state the scripts pack: card length, window sums, card bytes, fraud entries."""
     size, *sums = _STATE_HEADER.unpack_from(packed)
@@ -462,5 +515,5 @@ def _applied(txn: Transaction, reply: Sequence[Any]) -> Applied:
     if status is Status.DONE:
         return Applied(txn, status, record=ScoredRecord.from_bytes(reply[1]))
     if status is Status.LATE:
-        return Applied(txn, status, newest=card.HEADER.unpack(reply[1])[0])
+        return Applied(txn, status, newest=_NEWEST.unpack(reply[1])[0])
     return Applied(txn, status, state=_state(reply[1]))

@@ -31,7 +31,7 @@ from features.card import CardHistory
 from features.events import Transaction
 from features.terminal import TerminalState
 
-FEATURE_SET_VERSION = 2
+FEATURE_SET_VERSION = 3
 
 FEATURES: dict[str, str] = {**card.FEATURES, **terminal.FEATURES, **transaction.FEATURES}
 FEATURE_NAMES: tuple[str, ...] = tuple(FEATURES)

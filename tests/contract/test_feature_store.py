@@ -84,6 +84,17 @@ async def test_a_redelivered_unsaved_transaction_is_not_counted_twice(store: Fea
     assert len(probe.card.records) == 1 and probe.terminal.counts[0] == 1
 
 
+async def test_a_redelivered_unsaved_transaction_gets_its_state_after_its_card_moved_on(
+    store: FeatureStore,
+) -> None:
+    await score(store, *(txn(i, 86400.0 * i) for i in range(3)))
+    [first] = await store.apply([txn(9, 3 * 86400.0)])
+    for day in range(4, 44):  # enough for the card's oldest records to be compacted away
+        await score(store, txn(100 + day, 86400.0 * day))
+    [again] = await store.apply([txn(9, 3 * 86400.0)])
+    assert again.status is Status.PENDING and again.state == first.state
+
+
 async def test_a_transaction_later_than_allowed_changes_nothing(store: FeatureStore) -> None:
     await score(store, txn(1, 10_000.0))
     [ok] = await score(store, txn(2, 10_000.0 - LATENESS))

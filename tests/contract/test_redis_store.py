@@ -84,3 +84,18 @@ async def test_a_card_with_a_year_of_daily_history_keeps_only_what_matters(
     kept = card.decode(raw).records
     assert len(kept) <= 31 + 1 + 4  # the horizon, the lateness, and the compaction slack
     assert kept[-1][0] == year[-1].event_time
+
+
+async def test_a_card_is_not_compacted_while_a_transaction_of_it_is_unsaved(
+    store: RedisFeatureStore,
+) -> None:
+    [pending] = await store.apply([Transaction("p", "busy", "p", 20.0, T0)])
+    for i in range(1, 60):
+        await score(store, Transaction(f"d{i}", "busy", "p", 20.0, T0 + 86400.0 * i))
+    raw: Any = await store.client.get(store.key("card", "busy"))
+    assert len(card.decode(raw).records) == 60  # the pending marker points into them
+    await score(store, pending.txn)  # saved at last (as a redelivery would)
+    await score(store, Transaction("d60", "busy", "p", 20.0, T0 + 86400.0 * 60))
+    raw = await store.client.get(store.key("card", "busy"))
+    assert len(card.decode(raw).records) <= 31 + 1 + 4
+    assert await store.client.ttl(store.key("card", "busy")) == store.card_ttl_seconds
