@@ -10,9 +10,9 @@ card's newest event time and how many of its transactions the Redis store
 has applied but not yet saved (0 elsewhere), then the records one after the
 other in the order they were applied. Folding a transaction in is rewriting
 the header and appending its packed :func:`record` (a Redis Lua script does
-the same without understanding it: an ``APPEND``, so its append-only file
-grows by the record, not by the history); :func:`decode` unpacks the records
-in one call and sorts by time if a late record came in.
+the same without understanding it, and its pending markers point at a
+card's first records by their length); :func:`decode` unpacks the records in
+one call and sorts by time if a late record came in.
 
 Examples
 --------

@@ -3,8 +3,7 @@
 Keys carry the feature-set version, so a new feature set never reads old
 state (``{prefix}:v{version}:...``):
 
-- ``card:{card_id}``: the card's history bytes (:mod:`features.card`), to
-  which an in-order transaction appends its 24-byte record;
+- ``card:{card_id}``: the card's history bytes (:mod:`features.card`);
 - ``term:{terminal_id}``: a hash, per window: packed bucket counts, newest bucket, its sum;
 - ``fraud:{terminal_id}``: a hash, transaction id -> (transaction time, label arrival);
 - ``scored:{txn_id}``: ``P`` and where the state the transaction was applied
@@ -153,16 +152,6 @@ end
 _APPLY_LUA = _TERMINAL_LUA + """
 local base = ARGV[1]
 
--- the bytes jemalloc gives a Redis string of this length (its size class)
-local function allocation(length)
-  local bytes = length + 6  -- the sds header and terminator (5 + 1 from 256 bytes on)
-  if length < 256 then bytes = length + 4 end
-  if bytes <= 128 then return math.ceil(bytes / 16) * 16 end
-  local spacing = 32
-  while spacing * 8 < bytes do spacing = spacing * 2 end
-  return math.ceil(bytes / spacing) * spacing
-end
-
 -- the state a pending transaction was applied on: its card's records up to
 -- its own, which stay in place until it is saved (the card is not compacted
 -- while it has unsaved transactions)
@@ -192,16 +181,9 @@ local function apply_one(rec, curs, card_id, term_id, txn_id)
     if t < newest - LATENESS then return {'late', string.sub(blob, 1, 8)} end
     if t > newest then newest = t end
   end
-  local header = struct.pack('<dI', newest, unsaved + 1)
-  -- in place while the string's allocation has room (APPEND would double it)
-  if blob ~= '' and allocation(#blob) == allocation(#blob + RECORD_SIZE) then
-    redis.call('SETRANGE', card_key, 0, header)
-    redis.call('APPEND', card_key, rec)
-    redis.call('EXPIRE', card_key, PENDING_CARD_TTL)
-  else
-    redis.call('SET', card_key, header .. string.sub(blob, HEADER_SIZE + 1) .. rec,
-               'EX', PENDING_CARD_TTL)
-  end
+  -- SET, not APPEND: an appended string keeps spare capacity (up to double)
+  redis.call('SET', card_key, struct.pack('<dI', newest, unsaved + 1)
+             .. string.sub(blob, HEADER_SIZE + 1) .. rec, 'EX', PENDING_CARD_TTL)
   local sums, term_newest, frauds, advanced = terminal_state(term_key,
                                                              base .. 'fraud:' .. term_id,
                                                              curs, true)
