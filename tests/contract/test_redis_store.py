@@ -63,7 +63,8 @@ async def test_keys_carry_the_feature_set_version_and_all_expire(
     assert keys and all(k.startswith(f"{store.key_prefix}:v{FEATURE_SET_VERSION}:") for k in keys)
     for key in keys:
         assert await store.client.ttl(key) > 0, key
-    assert await store.client.ttl(store.key("card", "c0")) == store.card_ttl_seconds
+    ttl = await store.client.ttl(store.key("card", "c0"))
+    assert store.card_ttl_seconds - 60 < ttl <= store.card_ttl_seconds  # saved: its own again
     assert applied.status is Status.NEW
 
 
@@ -98,4 +99,5 @@ async def test_a_card_is_not_compacted_while_a_transaction_of_it_is_unsaved(
     await score(store, Transaction("d60", "busy", "p", 20.0, T0 + 86400.0 * 60))
     raw = await store.client.get(store.key("card", "busy"))
     assert len(card.decode(raw).records) <= 31 + 1 + 4
-    assert await store.client.ttl(store.key("card", "busy")) == store.card_ttl_seconds
+    ttl = await store.client.ttl(store.key("card", "busy"))
+    assert store.card_ttl_seconds - 60 < ttl <= store.card_ttl_seconds
