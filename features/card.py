@@ -5,14 +5,20 @@ the last 30 days (plus the allowed lateness), one 24-byte record each, so
 every card window is **exact**: half-open ``[t - w, t)``, the transaction
 itself and anything at or after its time excluded.
 
-The state is stored as bytes (:func:`encode`): a 12-byte header holding the
-card's newest event time and how many of its transactions the Redis store
-has applied but not yet saved (0 elsewhere), then the records one after the
-other in the order they were applied. Folding a transaction in is rewriting
-the header and appending its packed :func:`record` (a Redis Lua script does
-the same without understanding it, and its pending markers point at a
-card's first records by their length); :func:`decode` unpacks the records in
-one call and sorts by time if a late record came in.
+The state is stored as bytes: a 16-byte :data:`HEADER` holding the card's
+newest event time, how many records were ever dropped from the front and
+how many it holds now, then the records one after the other in the order
+they were applied, then room for up to :data:`SLACK` more. Folding a
+transaction in (:func:`append`) writes its packed :func:`record` into the
+room and rewrites the header; when there is no room left, the card is
+rewritten whole, without the records at the front that no allowed
+transaction can see any more, and with room again. So a store changes a
+few bytes in place for most transactions (in memory and in the Redis
+append-only file) and rewrites the card once every ``SLACK + 1``. Both
+stores keep exactly these bytes (a Redis Lua script does the same without
+understanding them; its pending markers find a transaction's records by
+the dropped count). :func:`decode` unpacks the records in one call and
+sorts by time if a late record came in.
 
 Examples
 --------
@@ -26,6 +32,8 @@ Examples
 >>> v["card_txn_count_1h"], v["card_amount_sum_1h"], v["card_seconds_since_prev"]
 (1.0, 10.0, 600.0)
 >>> decode(encode(h)) == h
+True
+>>> decode(append(encode(h), t1, 3600.0)).times == (1000.0, 1000.0)
 True
 """
 
@@ -58,9 +66,13 @@ SPEED_CAP_KMH = 100_000.0
 
 #: One transaction: time, amount in cents, terminal hash, lat/lon in 1e-5 degrees.
 RECORD = struct.Struct("<dIIii")
-#: The header: the newest event time folded in, and the transactions applied
-#: but not saved yet (kept by the Redis store, which compacts only at 0).
-HEADER = struct.Struct("<dI")
+#: The header: the newest event time folded in, how many records were ever
+#: dropped from the front, and how many records follow (:func:`append`).
+HEADER = struct.Struct("<dII")
+_TIME = struct.Struct("<d")
+#: Records a card has room for after it is rewritten (written in place).
+SLACK = 4
+_ROOM = bytes(SLACK * RECORD.size)
 #: ``lat``/``lon`` of a record without a location.
 NO_LOCATION = -(2**31)
 
@@ -121,11 +133,6 @@ class CardHistory:
         return tuple(zip(self.times, self.cents, self.terminals, self.lats, self.lons,
                          strict=True))
 
-    def _sliced(self, start: int, end: int | None = None) -> CardHistory:
-        return CardHistory(self.times[start:end], self.cents[start:end],
-                           self.terminals[start:end], self.lats[start:end],
-                           self.lons[start:end], self.newest)
-
 
 def terminal_hash(terminal_id: str) -> int:
     """A 32-bit hash of a terminal id (CRC-32): what card records keep of it.
@@ -150,19 +157,40 @@ def packed_record(txn: Transaction) -> bytes:
     return RECORD.pack(*record(txn))
 
 
-def append(raw: bytes, txn: Transaction) -> bytes:
-    """The stored bytes with ``txn``'s record appended (the Lua script does the same).
+def append(raw: bytes, txn: Transaction, allowed_lateness: float) -> bytes:
+    """The stored bytes after ``txn``: its record written, stale records dropped.
 
-    >>> h = decode(append(append(b"", Transaction("a", "c", "p", 1.0, 5.0)),
-    ...                   Transaction("b", "c", "p", 2.0, 3.0)))
-    >>> h.times, h.cents, h.newest
-    ((3.0, 5.0), (200, 100), 5.0)
+    The record goes into the card's room if it has some (only the header and
+    the record change). Otherwise the card is rewritten: without the records
+    at its front (in the order they were applied) that are older than any
+    transaction still allowed (the newest time minus the allowed lateness and
+    the horizon), then the record, then room for :data:`SLACK` more. Nothing
+    else is reordered, so a record's position minus the header's dropped
+    count never changes (the Redis store's pending markers rely on it). The
+    Lua script does the same.
+
+    >>> day = 86400.0
+    >>> raw = b""
+    >>> for i in range(40):
+    ...     raw = append(raw, Transaction(f"t{i}", "c", "p", 1.0, i * day), 3600.0)
+    >>> HEADER.unpack_from(raw)[1:], decode(raw).times[0] / day
+    ((5, 35), 5.0)
     """
+    rec = packed_record(txn)
     if not raw:
-        return HEADER.pack(txn.event_time, 0) + packed_record(txn)
-    newest, unsaved = HEADER.unpack_from(raw)
-    return (HEADER.pack(max(newest, txn.event_time), unsaved) + raw[HEADER.size:]
-            + packed_record(txn))
+        return HEADER.pack(txn.event_time, 0, 1) + rec + _ROOM
+    newest, dropped, n = HEADER.unpack_from(raw)
+    newest = max(newest, txn.event_time)
+    at = HEADER.size + n * RECORD.size
+    if at < len(raw):
+        return HEADER.pack(newest, dropped, n + 1) + raw[HEADER.size:at] + rec + raw[
+            at + RECORD.size:]
+    cutoff = newest - allowed_lateness - HORIZON_SECONDS
+    stale = 0
+    while stale < n and _TIME.unpack_from(raw, HEADER.size + stale * RECORD.size)[0] < cutoff:
+        stale += 1
+    return (HEADER.pack(newest, dropped + stale, n - stale + 1)
+            + raw[HEADER.size + stale * RECORD.size:] + rec + _ROOM)
 
 
 def step(history: CardHistory, txn: Transaction) -> CardHistory:
@@ -184,23 +212,11 @@ def is_too_late(history: CardHistory, txn: Transaction, allowed_lateness: float)
     return history.newest is not None and txn.event_time < history.newest - allowed_lateness
 
 
-def stale_count(history: CardHistory, allowed_lateness: float) -> int:
-    """How many records no allowed transaction can see any more (to compact away)."""
-    if history.newest is None:
-        return 0
-    return bisect_left(history.times, history.newest - allowed_lateness - HORIZON_SECONDS)
-
-
-def compact(history: CardHistory, allowed_lateness: float) -> CardHistory:
-    """``history`` without its stale records; every allowed vector is unchanged."""
-    return history._sliced(stale_count(history, allowed_lateness))
-
-
 def encode(history: CardHistory) -> bytes:
-    """The stored bytes: the header (newest time, nothing unsaved), then the records."""
+    """The bytes of ``history``: the header (nothing dropped), the records, no room."""
     if history.newest is None:
         return b""
-    return HEADER.pack(history.newest, 0) + b"".join(
+    return HEADER.pack(history.newest, 0, len(history.times)) + b"".join(
         RECORD.pack(*rec) for rec in history.records)
 
 
@@ -208,8 +224,7 @@ def decode(raw: bytes | memoryview | None) -> CardHistory:
     """The history stored as ``raw``, sorted by time (ties in stored order)."""
     if not raw:
         return CardHistory()
-    newest = HEADER.unpack_from(raw)[0]
-    n = (len(raw) - HEADER.size) // RECORD.size
+    newest, _, n = HEADER.unpack_from(raw)
     flat: tuple[Any, ...] = _body(n).unpack_from(raw, HEADER.size)
     times = flat[0::5]
     if list(times) == sorted(times):

@@ -1,9 +1,12 @@
 """An in-memory FeatureStore, for tests and embedded replays.
 
-It keeps exactly what the Redis store keeps (the same card bytes, bucket
-counters and fraud entries) and follows the same steps as its Lua script,
-so the contract suite can hold both to the same vectors. It never expires
-anything: a replay's memory grows with its number of cards and terminals.
+It keeps what the Redis store keeps (the same card bytes, the same bucket
+counts as plain counters, the same fraud entries) and follows the same
+steps as its Lua script, so the contract suite can hold both to the same
+vectors. It never expires anything: a replay's memory grows with its
+number of cards and terminals. A transaction applied but not saved keeps
+its whole state here (Redis keeps a pointer into its card instead); both
+answer its redelivery alike (see :class:`~features.store.Status`).
 
 Examples
 --------
@@ -29,13 +32,7 @@ from dataclasses import dataclass, field
 
 from features import card, terminal
 from features.events import Label, Transaction
-from features.store import (
-    COMPACT_AFTER_STALE,
-    Applied,
-    ScoredRecord,
-    Status,
-    decode_state,
-)
+from features.store import Applied, ScoredRecord, Status, decode_state
 from features.vector import EntityState
 
 
@@ -68,29 +65,26 @@ class MemoryFeatureStore:
     def _apply(self, txn: Transaction) -> Applied:
         if (saved := self._scored.get(txn.txn_id)) is not None:
             return Applied(txn, Status.DONE, record=ScoredRecord.from_bytes(saved))
-        if (pending := self._pending.get(txn.txn_id)) is not None:
-            return Applied(txn, Status.PENDING, state=pending)
         blob = self._cards.get(txn.card_id, b"")
+        if (pending := self._pending.get(txn.txn_id)) is not None:
+            now = card.decode(blob)
+            if card.is_too_late(now, txn, self.allowed_lateness):
+                return Applied(txn, Status.LATE, newest=now.newest)
+            return Applied(txn, Status.PENDING, state=pending)
         term = self._terminals.get(txn.terminal_id, _Terminal())
         state = decode_state(blob, *self._terminal_view(term, txn.event_time))
         if card.is_too_late(state.card, txn, self.allowed_lateness):
             return Applied(txn, Status.LATE, newest=state.card.newest)
         self._terminals[txn.terminal_id] = term
-        self._cards[txn.card_id] = card.append(blob, txn)
+        self._cards[txn.card_id] = card.append(blob, txn, self.allowed_lateness)
         term.buckets, term.newest = terminal.step(term.buckets, term.newest, txn.event_time)
         self._pending[txn.txn_id] = state
         return Applied(txn, Status.NEW, state=state)
 
     async def save(self, scored: Sequence[tuple[Applied, ScoredRecord]]) -> None:
-        for applied, record in scored:
+        for _, record in scored:
             self._scored[record.txn_id] = record.to_bytes()
             self._pending.pop(record.txn_id, None)
-            self._compact(applied.txn.card_id)
-
-    def _compact(self, card_id: str) -> None:
-        history = card.decode(self._cards.get(card_id))
-        if card.stale_count(history, self.allowed_lateness) >= COMPACT_AFTER_STALE:
-            self._cards[card_id] = card.encode(card.compact(history, self.allowed_lateness))
 
     async def peek(self, txn: Transaction) -> EntityState:
         term = self._terminals.get(txn.terminal_id, _Terminal())

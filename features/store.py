@@ -7,10 +7,13 @@ runs against both. Scoring a batch of transactions is two calls:
 1. :meth:`FeatureStore.apply` folds each transaction into its card's and its
    terminal's state, atomically and at most once per transaction id, and
    returns the state *before* it (one round trip for the whole batch). A
-   transaction applied before comes back ``PENDING`` with the very state it
-   was applied on (so its vector is recomputed exactly) or ``DONE`` with its
-   saved record; one older than its card's newest event by more than the
-   allowed lateness comes back ``LATE`` and changes nothing.
+   transaction applied before comes back ``DONE`` with its saved record, or,
+   if it was never saved, ``PENDING`` with a state that gives exactly the
+   vector it was applied with. One older than its card's newest event by
+   more than the allowed lateness comes back ``LATE`` and changes nothing;
+   that holds for a redelivered unsaved transaction too (it was counted
+   once, when first applied, and is never scored), so an unsaved
+   transaction never holds its card's history back.
 2. :meth:`FeatureStore.save` stores each :class:`ScoredRecord` (the exact
    vector, score and model version), which the learner later joins with the
    transaction's label.
@@ -110,7 +113,8 @@ class Status(enum.Enum):
 class Applied:
     """The outcome of applying one transaction.
 
-    ``state`` is the state before the transaction (``NEW``, ``PENDING``),
+    ``state`` is the state before the transaction (``NEW``; for ``PENDING``
+    a state giving the same vector: records it could not see may be gone),
     ``record`` its saved record (``DONE``), ``newest`` the card's newest
     event time (``LATE``).
     """
@@ -162,10 +166,6 @@ class FeatureStore(Protocol):
     async def close(self) -> None:
         """Release connections."""
         ...
-
-
-#: A card is compacted when its history holds this many records no one can see.
-COMPACT_AFTER_STALE = 4
 
 
 def decode_state(card_blob: bytes | memoryview | None, counts: Sequence[int],

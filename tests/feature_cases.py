@@ -3,12 +3,17 @@
 The reference recomputes every feature from the raw history, written as
 plainly as possible (datetimes, list comprehensions, no state), so the
 property tests compare two independent readings of the definitions.
+
+Sequences may leave transactions applied but unsaved (:class:`Unsaved`), as
+a worker does between scoring a part and saving it, and settle them later
+(:class:`Settle`: the record saved late, or the transaction redelivered), or
+never (a worker that died and whose events were lost).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from hypothesis import strategies as st
@@ -17,7 +22,7 @@ from features import terminal
 from features.card import HORIZON_SECONDS, SINCE_PREV_CAP_SECONDS, SPEED_CAP_KMH
 from features.events import Label, Transaction
 from features.geo import haversine_km
-from features.store import FeatureStore, ScoredRecord, Status
+from features.store import Applied, FeatureStore, ScoredRecord, Status
 from features.vector import view
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
@@ -32,13 +37,42 @@ class Fraud:
     delay: float
 
 
-Op = Transaction | Fraud
+@dataclass(frozen=True)
+class Unsaved:
+    """A transaction applied and scored, its record not saved (yet)."""
+
+    txn: Transaction
+
+
+@dataclass(frozen=True)
+class Settle:
+    """The ``index``-th transaction again: its record saved late, or it is redelivered."""
+
+    index: int
+    redeliver: bool
+
+
+Op = Transaction | Fraud | Unsaved | Settle
+
+
+def transactions(ops: list[Op]) -> list[Transaction]:
+    """The transactions of ``ops`` in order (what :class:`Fraud` and :class:`Settle` index)."""
+    return [o.txn if isinstance(o, Unsaved) else o for o in ops
+            if isinstance(o, Transaction | Unsaved)]
+
+
+#: Clock steps between transactions.
+STEPS = (0.0, 0.5, 30.0, 600.0, 3600.0, 86400.0, 8 * 86400.0)
+#: Steps that also jump a whole horizon, so that records bunched together go
+#: stale together while a transaction that could see them is still allowed.
+HORIZON_STEPS = (0.0, 0.5, 30.0, 600.0, 1800.0, 3600.0, 86400.0, HORIZON_SECONDS)
 
 
 @st.composite
-def operations(draw: st.DrawFn, max_size: int = 40) -> list[Op]:
-    """Transactions over 3 cards and 3 terminals, some out of order, some too late,
-    some located; and fraud labels for earlier transactions."""
+def operations(draw: st.DrawFn, max_size: int = 40, cards: int = 3,
+               steps: tuple[float, ...] = STEPS) -> list[Op]:
+    """Transactions over ``cards`` cards and 3 terminals, some out of order, some too
+    late, some located; and fraud labels for earlier transactions."""
     ops: list[Op] = []
     clock = T0
     count = draw(st.integers(0, max_size))
@@ -47,12 +81,12 @@ def operations(draw: st.DrawFn, max_size: int = 40) -> list[Op]:
             index = draw(st.integers(0, sum(isinstance(o, Transaction) for o in ops) - 1))
             ops.append(Fraud(index, draw(st.floats(1, 10 * 86400))))
             continue
-        clock += draw(st.sampled_from([0.0, 0.5, 30.0, 600.0, 3600.0, 86400.0, 8 * 86400.0]))
+        clock += draw(st.sampled_from(steps))
         back = draw(st.sampled_from([0.0, 0.0, 0.0, 100.0, LATENESS, 2 * LATENESS]))
         located = draw(st.booleans())
         ops.append(Transaction(
             txn_id=f"t{i}",
-            card_id=f"c{draw(st.integers(0, 2))}",
+            card_id=f"c{draw(st.integers(0, cards - 1))}",
             terminal_id=f"p{draw(st.integers(0, 2))}",
             amount=draw(st.floats(0, 5000, allow_nan=False)),
             event_time=clock - back,
@@ -62,61 +96,127 @@ def operations(draw: st.DrawFn, max_size: int = 40) -> list[Op]:
     return ops
 
 
+@st.composite
+def operations_with_unsaved(draw: st.DrawFn, max_size: int = 60) -> list[Op]:
+    """:func:`operations` over 2 cards where about a third of the transactions are
+    left unsaved; each is settled later (saved late or redelivered) or never."""
+    ops: list[Op] = []
+    count = 0
+    unsettled: list[int] = []
+    for op in draw(operations(max_size, cards=2, steps=HORIZON_STEPS)):
+        if isinstance(op, Transaction):
+            if draw(st.integers(0, 2)) == 0:
+                unsettled.append(count)
+                op = Unsaved(op)
+            count += 1
+        ops.append(op)
+        if unsettled and draw(st.integers(0, 3)) == 0:
+            index = unsettled.pop(draw(st.integers(0, len(unsettled) - 1)))
+            ops.append(Settle(index, draw(st.booleans())))
+        elif count and draw(st.integers(0, 9)) == 0:  # a duplicate of any transaction
+            ops.append(Settle(draw(st.integers(0, count - 1)), True))
+    return ops
+
+
+Vector = dict[str, float]
+
+
 @dataclass
 class Outcome:
-    """What a store made of a sequence: each transaction's vector (or ``None`` if late)."""
+    """What a store made of a sequence: each transaction's vector (or ``None`` if late),
+    and what each redelivery got, in order."""
 
-    vectors: dict[str, dict[str, float] | None]
+    vectors: dict[str, Vector | None]
+    redelivered: list[Vector | None] = field(default_factory=list)
 
 
 async def drive(store: FeatureStore, ops: list[Op]) -> Outcome:
     """Feed ``ops`` to ``store`` one at a time, as the pipeline does."""
-    vectors: dict[str, dict[str, float] | None] = {}
-    txns = [o for o in ops if isinstance(o, Transaction)]
+    out = Outcome({})
+    txns = transactions(ops)
+    unsaved: dict[str, tuple[Applied, ScoredRecord]] = {}
     for op in ops:
         if isinstance(op, Fraud):
             record = await store.scored(txns[op.index].txn_id)
             if record is not None:
                 await store.record_fraud(record, Label(record.txn_id, True,
                                                        record.event_time + op.delay))
-            continue
-        [applied] = await store.apply([op])
-        if applied.status is Status.LATE:
-            vectors[op.txn_id] = None
-            continue
-        if applied.record is not None:
-            vectors[op.txn_id] = applied.record.features
-            continue
-        assert applied.state is not None
-        record = ScoredRecord(op.txn_id, op.card_id, op.terminal_id, op.event_time,
-                              view(applied.state, op), 0.5, 1)
+        elif isinstance(op, Settle) and not op.redeliver:
+            if (held := unsaved.pop(txns[op.index].txn_id, None)) is not None:
+                await store.save([held])
+        elif isinstance(op, Settle):
+            out.redelivered.append(await _score(store, txns[op.index], unsaved, save=True))
+        else:
+            txn = op.txn if isinstance(op, Unsaved) else op
+            out.vectors[txn.txn_id] = await _score(store, txn, unsaved,
+                                                   save=isinstance(op, Transaction))
+    return out
+
+
+async def _score(store: FeatureStore, txn: Transaction,
+                 unsaved: dict[str, tuple[Applied, ScoredRecord]], save: bool) -> Vector | None:
+    """Apply ``txn``; its vector (``None`` if late); its record saved, or kept unsaved."""
+    [applied] = await store.apply([txn])
+    if applied.status is Status.LATE:
+        return None
+    if applied.record is not None:
+        return applied.record.features
+    assert applied.state is not None
+    record = ScoredRecord(txn.txn_id, txn.card_id, txn.terminal_id, txn.event_time,
+                          view(applied.state, txn), 0.5, 1)
+    unsaved.pop(txn.txn_id, None)
+    if save:
         await store.save([(applied, record)])
-        vectors[op.txn_id] = record.features
-    return Outcome(vectors)
+    else:
+        unsaved[txn.txn_id] = (applied, record)
+    return record.features
 
 
 def reference(ops: list[Op]) -> Outcome:
-    """Every vector, recomputed from the raw history by brute force."""
+    """Every vector, recomputed from the raw history by brute force.
+
+    A redelivered transaction gets the vector it was first scored with,
+    unless it was never saved and is now later than allowed behind its
+    card's newest transaction (then ``None``, like a new one that late).
+    """
     accepted: list[Transaction] = []
+    saved: set[str] = set()
     frauds: list[tuple[Transaction, float]] = []
-    vectors: dict[str, dict[str, float] | None] = {}
-    txns = [o for o in ops if isinstance(o, Transaction)]
+    out = Outcome({})
+    txns = transactions(ops)
+
+    def too_late(txn: Transaction) -> bool:
+        same_card = [e.event_time for e in accepted if e.card_id == txn.card_id]
+        return bool(same_card) and txn.event_time < max(same_card) - LATENESS
+
     for op in ops:
         if isinstance(op, Fraud):
             target = txns[op.index]
-            if vectors.get(target.txn_id) is not None and target not in [f for f, _ in frauds]:
+            if target.txn_id in saved and target not in [f for f, _ in frauds]:
                 frauds.append((target, target.event_time + op.delay))
-            continue
-        same_card = [e for e in accepted if e.card_id == op.card_id]
-        if same_card and op.event_time < max(e.event_time for e in same_card) - LATENESS:
-            vectors[op.txn_id] = None
-            continue
-        vector = card_reference(same_card, op)
-        vector.update(terminal_reference(accepted, frauds, op))
-        vector.update(transaction_reference(op))
-        vectors[op.txn_id] = vector
-        accepted.append(op)
-    return Outcome(vectors)
+        elif isinstance(op, Settle):
+            target = txns[op.index]
+            first = out.vectors[target.txn_id]
+            if first is not None and target.txn_id not in saved:
+                if op.redeliver and too_late(target):
+                    first = None
+                else:
+                    saved.add(target.txn_id)
+            if op.redeliver:
+                out.redelivered.append(first)
+        else:
+            txn = op.txn if isinstance(op, Unsaved) else op
+            if too_late(txn):
+                out.vectors[txn.txn_id] = None
+                continue
+            vector = card_reference([e for e in accepted if e.card_id == txn.card_id], txn)
+            vector.update(terminal_reference(accepted, frauds, txn))
+            vector.update(transaction_reference(txn))
+            out.vectors[txn.txn_id] = vector
+            accepted.append(txn)
+            if isinstance(op, Transaction):
+                saved.add(txn.txn_id)
+    return out
 
 
 def card_reference(history: list[Transaction], txn: Transaction) -> dict[str, float]:
@@ -203,8 +303,11 @@ def transaction_reference(txn: Transaction) -> dict[str, float]:
 def assert_close(got: Outcome, want: Outcome) -> None:
     """Equal vectors up to float rounding (the reference sums in another order)."""
     assert got.vectors.keys() == want.vectors.keys()
-    for txn_id, expected in want.vectors.items():
-        actual = got.vectors[txn_id]
+    assert len(got.redelivered) == len(want.redelivered)
+    pairs = [(txn_id, got.vectors[txn_id], expected) for txn_id, expected in want.vectors.items()]
+    pairs += [(f"redelivery {i}", actual, expected) for i, (actual, expected)
+              in enumerate(zip(got.redelivered, want.redelivered, strict=True))]
+    for txn_id, actual, expected in pairs:
         if expected is None or actual is None:
             assert actual is None and expected is None, txn_id
             continue

@@ -10,12 +10,25 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from features import terminal
+from features.card import HORIZON_SECONDS, SLACK
 from features.events import Label, Transaction
 from features.memory import MemoryFeatureStore
 from features.redis_store import RedisFeatureStore
 from features.store import Applied, FeatureStore, ScoredRecord, Status
 from features.vector import view
-from tests.feature_cases import LATENESS, T0, Op, drive, operations
+from tests.feature_cases import (
+    LATENESS,
+    T0,
+    Op,
+    assert_close,
+    drive,
+    operations,
+    operations_with_unsaved,
+    reference,
+    terminal_reference,
+    transactions,
+)
 from tests.support import RealServers
 
 StoreFactory = Callable[[], FeatureStore]
@@ -84,15 +97,40 @@ async def test_a_redelivered_unsaved_transaction_is_not_counted_twice(store: Fea
     assert len(probe.card.records) == 1 and probe.terminal.counts[0] == 1
 
 
-async def test_a_redelivered_unsaved_transaction_gets_its_state_after_its_card_moved_on(
+async def test_a_redelivered_unsaved_transaction_gets_its_vector_after_its_card_was_compacted(
     store: FeatureStore,
 ) -> None:
-    await score(store, *(txn(i, 86400.0 * i) for i in range(3)))
-    [first] = await store.apply([txn(9, 3 * 86400.0)])
-    for day in range(4, 44):  # enough for the card's oldest records to be compacted away
+    await score(store, *(txn(i, 10.0 * i) for i in range(4)), txn(5, 7200.0))  # full
+    unsaved = txn(9, HORIZON_SECONDS + LATENESS + 25)  # the first 3 records are stale now
+    [first] = await store.apply([unsaved])  # so they are compacted away
+    await score(store, txn(10, HORIZON_SECONDS + LATENESS + 35))
+    assert len((await store.peek(txn(11, HORIZON_SECONDS + LATENESS + 40))).card.records) == 4
+    assert first.state is not None and len(first.state.card.records) == 5
+    [again] = await store.apply([unsaved])
+    assert again.status is Status.PENDING and again.state is not None and first.state is not None
+    assert view(again.state, unsaved) == view(first.state, unsaved)
+
+
+async def test_a_redelivered_unsaved_transaction_later_than_allowed_is_late_and_counted_once(
+    store: FeatureStore,
+) -> None:
+    [first] = await store.apply([txn(1, 0.0)])
+    await score(store, txn(2, LATENESS + 1))
+    [again] = await store.apply([txn(1, 0.0)])
+    assert first.status is Status.NEW
+    assert again.status is Status.LATE and again.newest == T0 + LATENESS + 1
+    state = await store.peek(txn(3, 3 * 3600.0))
+    assert len(state.card.records) == 2 and state.terminal.counts[0] == 2
+
+
+async def test_an_unsaved_transaction_does_not_hold_its_card_history_back(
+    store: FeatureStore,
+) -> None:
+    await store.apply([txn(1, 0.0)])  # never saved (its worker died, its event was lost)
+    for day in range(1, 366):
         await score(store, txn(100 + day, 86400.0 * day))
-    [again] = await store.apply([txn(9, 3 * 86400.0)])
-    assert again.status is Status.PENDING and again.state == first.state
+    kept = (await store.peek(txn(9, 366 * 86400.0))).card.records
+    assert len(kept) <= 31 + SLACK
 
 
 async def test_a_transaction_later_than_allowed_changes_nothing(store: FeatureStore) -> None:
@@ -165,6 +203,63 @@ def test_redis_and_memory_give_exactly_the_same_vectors(
         finally:
             await redis_store.close()
         assert in_redis == await drive(MemoryFeatureStore(allowed_lateness=LATENESS), ops)
+
+    asyncio.run(run())
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=operations_with_unsaved())
+def test_unsaved_transactions_and_compaction_keep_every_vector_exact(
+    make_store: StoreFactory, ops: list[Op]
+) -> None:
+    """Transactions left unsaved, saved late, redelivered or abandoned, while their
+    cards are compacted: every vector (first and redelivered) equals the brute-force
+    reference, and no unsaved transaction keeps its card's stale records alive."""
+    async def run() -> None:
+        store = make_store()
+        try:
+            assert_close(await drive(store, ops), reference(ops))
+            for card_id in {t.card_id for t in transactions(ops)}:
+                newest = (await store.peek(Transaction("?", card_id, "p0", 1.0, T0))).card.newest
+                if newest is None:
+                    continue
+                # the card is rewritten within SLACK + 1 transactions, pending or not
+                await score(store, *(Transaction(f"{card_id}-{k}", card_id, "p0", 1.0, newest)
+                                     for k in range(SLACK + 1)))
+                history = (await store.peek(Transaction("?", card_id, "p0", 1.0, T0))).card
+                assert min(history.times) >= newest - 2 * LATENESS - HORIZON_SECONDS
+        finally:
+            await store.close()
+
+    asyncio.run(run())
+
+
+@settings(max_examples=200, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps=st.lists(st.sampled_from([0.0, 60.0, 3600.0, 7 * 3600.0, 30 * 3600.0, 86400.0,
+                                       2 * 86400.0, 3 * 86400.0, 7 * 86400.0, 14 * 86400.0,
+                                       30 * 86400.0])
+                      .flatmap(lambda step: st.sampled_from([step, -step])), max_size=30))
+def test_terminal_windows_equal_the_reference_in_any_order(
+    make_store: StoreFactory, steps: list[float]
+) -> None:
+    """One terminal, a card per transaction, times walking back and forth by up to
+    30 days (whole windows and whole kept ranges, so that a late one can land on
+    their edges): the bucketed counts equal the brute-force reference's."""
+    async def run() -> None:
+        store = make_store()
+        clock, seen = T0, []
+        try:
+            for i, step in enumerate(steps):
+                clock += step
+                t = Transaction(f"t{i}", f"c{i}", "p", 1.0, clock)
+                [applied] = await store.apply([t])
+                assert applied.state is not None
+                assert terminal.view(applied.state.terminal, t) == terminal_reference(seen, [], t)
+                seen.append(t)
+        finally:
+            await store.close()
 
     asyncio.run(run())
 

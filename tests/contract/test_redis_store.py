@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import secrets
 from collections.abc import AsyncIterator
 from typing import Any
@@ -10,7 +11,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from features import card
-from features.events import Transaction
+from features.events import Label, Transaction
+from features.redis_lua import TERM_SIZE
 from features.redis_store import RedisFeatureStore
 from features.store import Status
 from features.vector import FEATURE_SET_VERSION
@@ -59,12 +61,17 @@ async def test_keys_carry_the_feature_set_version_and_all_expire(
 ) -> None:
     [applied] = await score(store, txns(1)[0])
     await store.apply([Transaction("u", "c9", "p9", 1.0, T0)])  # left pending ("P")
+    await store.record_fraud(record_for(applied), Label("t0", True, T0 + 60))
+    await store.record_fraud(record_for(applied), Label("t0", True, T0 + 60))
     keys = [k.decode() async for k in store.client.scan_iter(f"{store.key_prefix}:*")]
     assert keys and all(k.startswith(f"{store.key_prefix}:v{FEATURE_SET_VERSION}:") for k in keys)
+    assert {k.split(":")[2] for k in keys} == {"card", "term", "fraud", "scored"}
     for key in keys:
         assert await store.client.ttl(key) > 0, key
-    ttl = await store.client.ttl(store.key("card", "c0"))
-    assert store.card_ttl_seconds - 60 < ttl <= store.card_ttl_seconds  # saved: its own again
+    for kind, entity, expected in [("card", "c9", store.card_ttl_seconds),
+                                   ("term", "p0", store.terminal_ttl_seconds)]:
+        ttl = await store.client.ttl(store.key(kind, entity))
+        assert expected - 60 < ttl <= expected
     assert applied.status is Status.NEW
 
 
@@ -87,17 +94,28 @@ async def test_a_card_with_a_year_of_daily_history_keeps_only_what_matters(
     assert kept[-1][0] == year[-1].event_time
 
 
-async def test_a_card_is_not_compacted_while_a_transaction_of_it_is_unsaved(
+async def test_the_script_keeps_exactly_the_bytes_of_card_append(
     store: RedisFeatureStore,
 ) -> None:
-    [pending] = await store.apply([Transaction("p", "busy", "p", 20.0, T0)])
-    for i in range(1, 60):
-        await score(store, Transaction(f"d{i}", "busy", "p", 20.0, T0 + 86400.0 * i))
-    raw: Any = await store.client.get(store.key("card", "busy"))
-    assert len(card.decode(raw).records) == 60  # the pending marker points into them
-    await score(store, pending.txn)  # saved at last (as a redelivery would)
-    await score(store, Transaction("d60", "busy", "p", 20.0, T0 + 86400.0 * 60))
-    raw = await store.client.get(store.key("card", "busy"))
-    assert len(card.decode(raw).records) <= 31 + 1 + 4
-    ttl = await store.client.ttl(store.key("card", "busy"))
-    assert store.card_ttl_seconds - 60 < ttl <= store.card_ttl_seconds
+    """Out of order, too late, compacted: the card in Redis is features.card.append's bytes."""
+    rnd = random.Random(3)
+    clock, raw = T0, b""
+    for i in range(300):
+        clock += rnd.choice([0.0, 60.0, 3600.0, 86400.0, 5 * 86400.0])
+        t = Transaction(f"x{i}", "busy", f"p{i % 4}", rnd.uniform(0, 500),
+                        clock - rnd.choice([0.0, 0.0, 1800.0, 2 * 3600.0]))
+        [applied] = await score(store, t)
+        if applied.status is Status.NEW:
+            raw = card.append(raw, t, store.allowed_lateness)
+        assert await store.client.get(store.key("card", "busy")) == raw, i
+    assert card.HEADER.unpack_from(raw)[1] > 0  # some records were compacted away
+
+
+async def test_a_terminal_is_one_fixed_size_string_changed_in_place(
+    store: RedisFeatureStore,
+) -> None:
+    for i, t in enumerate(txns(50, cards=50)):
+        await score(store, t)
+        raw: Any = await store.client.get(store.key("term", t.terminal_id))
+        assert len(raw) == TERM_SIZE, i
+    assert await store.client.memory_usage(store.key("term", "p0")) <= TERM_SIZE + 100

@@ -9,7 +9,7 @@ import random
 from hypothesis import given, settings
 
 from features import card, terminal
-from features.card import CardHistory
+from features.card import HORIZON_SECONDS, CardHistory
 from features.events import Label, Transaction
 from features.memory import MemoryFeatureStore
 from features.store import ScoredRecord, Status
@@ -54,12 +54,29 @@ def test_a_late_event_is_placed_in_time_order_and_too_late_is_detected() -> None
 
 def test_compaction_drops_only_records_no_allowed_transaction_can_see() -> None:
     events = [txn(i, i * 86400.0, float(i)) for i in range(40)]
-    history = fold(events)
-    compacted = card.compact(history, LATENESS)
-    assert card.stale_count(history, LATENESS) == 9 and len(compacted.records) == 31
-    probe = txn(99, 39 * 86400.0 - LATENESS + 1)  # the oldest transaction still allowed
-    assert card.view(compacted, probe) == card.view(history, probe)
+    raw = b""
+    for event in events:
+        raw = card.append(raw, event, LATENESS)
+    compacted = card.decode(raw)
+    # rewritten every SLACK + 1 = 5: at day 35 without days 0-4; days 36-39 went into its room
+    assert card.HEADER.unpack_from(raw) == (T0 + 39 * 86400, 5, 35)
+    assert len(raw) == card.HEADER.size + 35 * card.RECORD.size
+    probe = txn(99, 39 * 86400.0 - LATENESS)  # the oldest transaction still allowed
+    assert card.view(compacted, probe) == card.view(fold(events), probe)
     assert card.decode(card.encode(compacted)) == compacted
+
+
+def test_compaction_keeps_the_order_records_were_applied_in() -> None:
+    """Only stale records at the front go: a stale one behind a fresh one stays, in place."""
+    raw = b""
+    for event in [txn(1, 0.0), txn(2, 10.0), txn(3, 3000.0), txn(4, 20.0), txn(5, 2000.0),
+                  txn(6, HORIZON_SECONDS + LATENESS + 25)]:  # the card is full: rewritten
+        raw = card.append(raw, event, LATENESS)
+    _, dropped, n = card.HEADER.unpack_from(raw)
+    times = [card.RECORD.unpack_from(raw, card.HEADER.size + i * card.RECORD.size)[0] - T0
+             for i in range(n)]
+    assert dropped == 2 and times == [3000.0, 20.0, 2000.0, HORIZON_SECONDS + LATENESS + 25]
+    assert len(raw) == card.HEADER.size + (n + card.SLACK) * card.RECORD.size
 
 
 def test_location_features_use_the_usual_place_and_the_previous_one() -> None:

@@ -1,0 +1,298 @@
+"""The Lua scripts of the Redis store, and the constants they are built with.
+
+Each script only moves bytes and adds counters; what a feature means is
+defined once, in Python (:mod:`features.card`, :mod:`features.terminal`),
+and the contract tests hold the scripts to it. :func:`scripts` prefixes
+each text with its constants as Lua locals.
+
+**A terminal** (``term:{id}``) is one fixed-size string, created whole and
+then only changed in place (``SETRANGE``: a few bytes per transaction, in
+memory and in the append-only file). Byte 0 is 1 once a fraud label was
+recorded for the terminal. Then, together (one write for a transaction in
+the current buckets), per window ``i``: ``n`` (int32, the newest bucket
+counted, ``NONE`` before any), ``s`` (the window's sum for a transaction in
+bucket ``n``) and ``c`` (bucket ``n``'s count). Then per window a ring of
+``RING`` int32 counts of the older buckets: bucket ``b``'s count is in slot
+``b % RING`` while ``n - KEEP <= b < n``; as ``n`` moves on, its count goes
+into the ring and the slots in between are zeroed. This is the same
+arithmetic as :func:`features.terminal.window_counts` and
+:func:`features.terminal.step` over a dict of buckets: the window sums
+count whole buckets ``[max(cur - BUCKETS, known - KEEP), cur)``.
+
+**A card** (``card:{id}``) is the bytes of :func:`features.card.append`.
+
+**A pending marker** (``scored:{txn}`` = ``P`` ...) holds the card's newest
+time, dropped count and number of records when the transaction was applied,
+its window sums and fraud entries. Its card records are found again by the
+dropped count (records are only ever dropped from the front); the stale
+ones among them may be gone, which changes no vector.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from features import card, terminal
+
+#: The terminal's "no bucket yet".
+NONE = -(2**31)
+#: Slots per window ring: the buckets from ``n - KEEP`` to ``n - 1``.
+RING = terminal.KEEP_BUCKETS
+#: Bytes before the rings: the fraud flag, then (n, s, c) per window.
+TERM_HEAD = 1 + 12 * len(terminal.WINDOWS)
+#: Bytes of a terminal.
+TERM_SIZE = TERM_HEAD + 4 * RING * len(terminal.WINDOWS)
+#: The window sums the scripts return (the scripts are written for 3 windows).
+SUMS = struct.Struct("<iii")
+if len(terminal.WINDOWS) != 3:
+    raise ImportError("features.redis_lua is written for 3 terminal windows")
+
+_EMPTY_TERMINAL_LUA = """
+local function empty_terminal()
+  return string.char(0) .. string.rep(struct.pack('<iii', NONE, 0, 0), 3)
+         .. string.rep(string.char(0), 4 * RING * 3)
+end
+"""
+
+#: Shared by apply and peek: the window sums of ``term_key`` for a
+#: transaction in buckets ``curs`` (one per window), counting it in when
+#: ``write``; the terminal's fraud entries not below the floor
+#: (:func:`features.terminal.fraud_floor`), pruning older ones when ``write``.
+_TERMINAL_LUA = _EMPTY_TERMINAL_LUA + """
+
+-- byte offset (0-based) of older bucket b's count in window i's ring
+local function slot(i, b)
+  return TERM_HEAD + 4 * ((i - 1) * RING + b % RING)
+end
+
+-- the sum of window i's counts of older buckets [low, high)
+local function range_sum(raw, i, low, high)
+  local total = 0
+  for b = low, high - 1 do total = total + struct.unpack('<i', raw, slot(i, b) + 1) end
+  return total
+end
+
+-- window i moved on from bucket n (count c) to cur: the ring takes c for n
+-- and 0 for the buckets between (their slots held buckets now too old)
+local function advance(term_key, i, n, c, cur)
+  if cur - n > RING then
+    redis.call('SETRANGE', term_key, slot(i, 0), string.rep(string.char(0), 4 * RING))
+    return
+  end
+  local values = struct.pack('<i', c) .. string.rep(string.char(0), 4 * (cur - n - 1))
+  local fits = 4 * (RING - n % RING)
+  redis.call('SETRANGE', term_key, slot(i, n), string.sub(values, 1, fits))
+  if #values > fits then
+    redis.call('SETRANGE', term_key, slot(i, 0), string.sub(values, fits + 1))
+  end
+end
+
+-- window i for a transaction in bucket cur, when its newest bucket is n,
+-- holding c transactions, and the window sum for a transaction in n is s:
+-- the transaction's sum, the newest bucket known, then n, s and c after it
+-- (older buckets are counted in the ring if write)
+local function window(term_key, raw, i, cur, n, s, c, write)
+  if n == NONE then return 0, cur, cur, 0, 1 end
+  if cur == n then return s, n, n, s, c + 1 end
+  if cur > n then
+    local total = 0
+    if cur - n <= BUCKETS then  -- [cur - BUCKETS, n]: s's window, moved on by cur - n buckets
+      total = s + c - range_sum(raw, i, n - BUCKETS, cur - BUCKETS)
+    end
+    if write then advance(term_key, i, n, c, cur) end
+    return total, cur, cur, total, 1
+  end
+  -- an older bucket than the newest: read (and count) it in the ring
+  local total = range_sum(raw, i, math.max(cur - BUCKETS, n - KEEP), cur)
+  if write and cur >= n - KEEP then
+    local at = slot(i, cur)
+    redis.call('SETRANGE', term_key, at, struct.pack('<i', struct.unpack('<i', raw, at + 1) + 1))
+    if cur >= n - BUCKETS then s = s + 1 end
+  end
+  return total, n, n, s, c
+end
+
+-- the three window sums and the fraud entries (concatenated)
+local function terminal_state(term_key, fraud_key, cur1, cur2, cur3, write)
+  local raw = redis.call('GET', term_key)
+  if not raw then
+    if not write then return 0, 0, 0, '' end
+    raw = empty_terminal()
+    redis.call('SET', term_key, raw, 'EX', TERM_TTL)
+  end
+  local flag, n1, s1, c1, n2, s2, c2, n3, s3, c3 = struct.unpack('<Biiiiiiiii', raw)
+  local t1, k1, m1, u1, v1 = window(term_key, raw, 1, cur1, n1, s1, c1, write)
+  local t2, k2, m2, u2, v2 = window(term_key, raw, 2, cur2, n2, s2, c2, write)
+  local t3, k3, m3, u3, v3 = window(term_key, raw, 3, cur3, n3, s3, c3, write)
+  if write then
+    if m1 ~= n1 or u1 ~= s1 or v1 ~= c1 or m2 ~= n2 or u2 ~= s2 or v2 ~= c2
+       or m3 ~= n3 or u3 ~= s3 or v3 ~= c3 then
+      redis.call('SETRANGE', term_key, 1, struct.pack('<iiiiiiiii', m1, u1, v1, m2, u2, v2,
+                                                      m3, u3, v3))
+    end
+    if m3 ~= n3 and n3 ~= NONE then redis.call('EXPIRE', term_key, TERM_TTL) end
+  end
+  if flag == 0 then return t1, t2, t3, '' end
+  local frauds, floor = {}, (k3 - KEEP) * LAST_BUCKET_SECONDS
+  local entries = redis.call('HGETALL', fraud_key)
+  for j = 2, #entries, 2 do
+    if struct.unpack('<d', entries[j]) >= floor then
+      frauds[#frauds + 1] = entries[j]
+    elseif write then
+      redis.call('HDEL', fraud_key, entries[j - 1])
+    end
+  end
+  return t1, t2, t3, table.concat(frauds)
+end
+"""
+
+#: ARGV[1]: the key base; ARGV[2]: the transactions, packed by
+#: ``_pack_apply`` (record, current buckets, card, terminal and
+#: transaction ids). Keys are derived in the script (a standalone Redis; for
+#: Redis Cluster they would need one hash tag). One reply per transaction:
+#: ``{'new' | 'pending', window sums, card bytes before it, fraud entries}``,
+#: ``{'done', record}`` or ``{'late', the card's newest time}``.
+_APPLY_LUA = _TERMINAL_LUA + """
+local base = ARGV[1]
+local ROOM = string.rep(string.char(0), SLACK * RECORD_SIZE)
+
+-- a redelivered transaction not saved yet: the state it was applied on, from
+-- its marker and its card's records before its own; LATE if it is now later
+-- than allowed (its records may be compacted) or its card expired since
+local function pending(card_key, marker, rec)
+  local newest0, d0, n0 = struct.unpack('<dII', marker, 2)
+  local blob = redis.call('GET', card_key)
+  if not blob then return {'late', string.sub(marker, 2, 9)} end
+  local newest, dropped, n = struct.unpack('<dII', blob)
+  local own = d0 + n0 - dropped  -- where its own record is now
+  if struct.unpack('<d', rec) < newest - LATENESS or own < 0 or own >= n
+     or string.sub(blob, HEADER_SIZE + RECORD_SIZE * own + 1,
+                   HEADER_SIZE + RECORD_SIZE * (own + 1)) ~= rec then
+    return {'late', string.sub(blob, 1, 8)}
+  end
+  local before, from = '', math.max(d0 - dropped, 0)
+  if n0 > 0 then
+    before = struct.pack('<dII', newest0, d0, own - from) .. string.sub(
+      blob, HEADER_SIZE + RECORD_SIZE * from + 1, HEADER_SIZE + RECORD_SIZE * own)
+  end
+  return {'pending', string.sub(marker, 18, 29), before, string.sub(marker, 30)}
+end
+
+-- features.card.append: the record into the card's room, or the card
+-- rewritten without its stale records and with room again
+local function append(card_key, blob, t, rec)
+  if not blob then
+    redis.call('SET', card_key, struct.pack('<dII', t, 0, 1) .. rec .. ROOM, 'EX', CARD_TTL)
+    return
+  end
+  local newest, dropped, n = struct.unpack('<dII', blob)
+  if t > newest then newest = t end
+  local at = HEADER_SIZE + RECORD_SIZE * n
+  if at < #blob then
+    redis.call('SETRANGE', card_key, 0, struct.pack('<dII', newest, dropped, n + 1))
+    redis.call('SETRANGE', card_key, at, rec)
+    return
+  end
+  local cutoff, stale = newest - LATENESS - HORIZON, 0
+  while stale < n and struct.unpack('<d', blob, HEADER_SIZE + RECORD_SIZE * stale + 1) < cutoff do
+    stale = stale + 1
+  end
+  -- SET, not APPEND: an appended string keeps spare capacity (up to double)
+  redis.call('SET', card_key, struct.pack('<dII', newest, dropped + stale, n - stale + 1)
+             .. string.sub(blob, HEADER_SIZE + RECORD_SIZE * stale + 1) .. rec .. ROOM,
+             'EX', CARD_TTL)
+end
+
+local function apply_one(rec, b1, b2, b3, card_id, term_id, txn_id)
+  local card_key, txn_key = base .. 'card:' .. card_id, base .. 'scored:' .. txn_id
+  local known = redis.call('GET', txn_key)
+  if known then  -- 'D' + saved record, or 'P' + where its state is
+    if string.sub(known, 1, 1) == 'D' then return {'done', string.sub(known, 2)} end
+    return pending(card_key, known, rec)
+  end
+  local t = struct.unpack('<d', rec)
+  local blob = redis.call('GETEX', card_key, 'EX', CARD_TTL)  -- its expiry renewed as it is read
+  local head = struct.pack('<dII', t, 0, 0)
+  if blob then
+    head = string.sub(blob, 1, HEADER_SIZE)
+    if t < struct.unpack('<d', blob) - LATENESS then return {'late', string.sub(blob, 1, 8)} end
+  end
+  append(card_key, blob, t, rec)
+  local s1, s2, s3, frauds = terminal_state(base .. 'term:' .. term_id,
+                                            base .. 'fraud:' .. term_id, b1, b2, b3, true)
+  local sums = struct.pack('<iii', s1, s2, s3)
+  -- the marker: the card's newest time, dropped count and length before it
+  redis.call('SET', txn_key, 'P' .. head .. sums .. frauds, 'EX', SCORED_TTL)
+  return {'new', sums, blob or '', frauds}
+end
+
+local packed, pos, replies = ARGV[2], 1, {}
+while pos <= #packed do
+  local rec = string.sub(packed, pos, pos + RECORD_SIZE - 1)
+  local b1, b2, b3, after = struct.unpack('<iii', packed, pos + RECORD_SIZE)
+  local ids = {}
+  pos = after
+  for k = 1, 3 do
+    local size = string.byte(packed, pos)
+    ids[k] = string.sub(packed, pos + 1, pos + size)
+    pos = pos + 1 + size
+  end
+  replies[#replies + 1] = apply_one(rec, b1, b2, b3, ids[1], ids[2], ids[3])
+end
+return replies
+"""
+
+#: KEYS: card, term, fraud. ARGV: current bucket per window. Writes nothing.
+#: Returns the window sums, the card's bytes and the fraud entries.
+_PEEK_LUA = _TERMINAL_LUA + """
+local s1, s2, s3, frauds = terminal_state(KEYS[2], KEYS[3], tonumber(ARGV[1]), tonumber(ARGV[2]),
+                                          tonumber(ARGV[3]), false)
+return {struct.pack('<iii', s1, s2, s3), redis.call('GET', KEYS[1]) or '', frauds}
+"""
+
+#: ARGV: the key base, then (txn id, ``D`` + record) pairs. Overwrites ``P``.
+_SAVE_LUA = """
+for j = 2, #ARGV, 2 do
+  redis.call('SET', ARGV[1] .. 'scored:' .. ARGV[j], ARGV[j + 1], 'EX', SCORED_TTL)
+end
+return 1
+"""
+
+#: KEYS: the terminal's fraud hash and its terminal. ARGV: txn id, packed entry.
+#: HSETNX: the first arrival counts, a repeated label changes nothing. The
+#: terminal is flagged so that apply reads its fraud entries.
+_FRAUD_LUA = _EMPTY_TERMINAL_LUA + """
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 then
+  redis.call('EXPIRE', KEYS[1], FRAUD_TTL)
+  if redis.call('EXISTS', KEYS[2]) == 0 then redis.call('SET', KEYS[2], empty_terminal()) end
+  redis.call('SETRANGE', KEYS[2], 0, string.char(1))
+  redis.call('EXPIRE', KEYS[2], TERM_TTL)
+end
+return 1
+"""
+
+
+def scripts(*, allowed_lateness: float, card_ttl: int, term_ttl: int, scored_ttl: int,
+            fraud_ttl: int) -> dict[str, str]:
+    """The scripts' texts (apply, peek, save, fraud), with their constants."""
+    constants: dict[str, object] = {
+        "BUCKETS": terminal.BUCKETS,
+        "KEEP": terminal.KEEP_BUCKETS,
+        "RING": RING,
+        "NONE": NONE,
+        "TERM_HEAD": TERM_HEAD,
+        "LAST_BUCKET_SECONDS": repr(terminal.BUCKET_SECONDS[-1]),
+        "LATENESS": repr(float(allowed_lateness)),
+        "HORIZON": repr(float(card.HORIZON_SECONDS)),
+        "SLACK": card.SLACK,
+        "CARD_TTL": card_ttl,
+        "TERM_TTL": term_ttl,
+        "SCORED_TTL": scored_ttl,
+        "FRAUD_TTL": fraud_ttl,
+        "RECORD_SIZE": card.RECORD.size,
+        "HEADER_SIZE": card.HEADER.size,
+    }
+    header = "\n".join(f"local {name} = {value}" for name, value in constants.items()) + "\n"
+    return {name: header + text for name, text in
+            (("apply", _APPLY_LUA), ("peek", _PEEK_LUA), ("save", _SAVE_LUA),
+             ("fraud", _FRAUD_LUA))}
