@@ -250,10 +250,16 @@ local s1, s2, s3, frauds = terminal_state(KEYS[2], KEYS[3], tonumber(ARGV[1]), t
 return {struct.pack('<iii', s1, s2, s3), redis.call('GET', KEYS[1]) or '', frauds}
 """
 
-#: ARGV: the key base, then (txn id, ``D`` + record) pairs. Overwrites ``P``.
+#: ARGV[1]: the key base; ARGV[2]: per record, packed by ``_pack_save``: the
+#: sizes of its transaction id and value (``D`` + record), then both.
+#: Overwrites the ``P`` markers.
 _SAVE_LUA = """
-for j = 2, #ARGV, 2 do
-  redis.call('SET', ARGV[1] .. 'scored:' .. ARGV[j], ARGV[j + 1], 'EX', SCORED_TTL)
+local base, packed, pos = ARGV[1], ARGV[2], 1
+while pos <= #packed do
+  local id_size, size, at = struct.unpack('<BI', packed, pos)
+  redis.call('SET', base .. 'scored:' .. string.sub(packed, at, at + id_size - 1),
+             string.sub(packed, at + id_size, at + id_size + size - 1), 'EX', SCORED_TTL)
+  pos = at + id_size + size
 end
 return 1
 """

@@ -47,6 +47,7 @@ from features.vector import FEATURE_SET_VERSION, EntityState
 _DAY = 86400
 _BUCKETS = struct.Struct("<iii")
 _NEWEST = struct.Struct("<d")
+_SAVE_SIZES = struct.Struct("<BI")
 
 #: Transactions per script call: long enough to amortise the call, short
 #: enough that Redis is never blocked for more than about a millisecond.
@@ -95,10 +96,9 @@ class RedisFeatureStore:
         return [one async for part in self.apply_parts([txns]) for one in part]
 
     async def save(self, scored: Sequence[tuple[Applied, ScoredRecord]]) -> None:
-        args: list[bytes | str] = [self._base + ":"]
-        for _, record in scored:
-            args += (record.txn_id, b"D" + record.to_bytes())
-        await self._execute(lambda pipe: pipe.evalsha(self._shas["save"], 0, *args))
+        packed = _pack_save([record for _, record in scored])
+        await self._execute(lambda pipe: pipe.evalsha(self._shas["save"], 0, self._base + ":",
+                                                      packed))
 
     async def apply_parts(
         self, parts: Sequence[Sequence[Transaction]]
@@ -207,6 +207,15 @@ def _chunks(items: Sequence[Transaction], size: int) -> list[Sequence[Transactio
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
+def _pack_save(records: Sequence[ScoredRecord]) -> bytes:
+    """The records for the save script: per record the sizes of its id and value, then both."""
+    parts: list[bytes] = []
+    for record in records:
+        txn_id, value = record.txn_id.encode(), b"D" + record.to_bytes()
+        parts += (_SAVE_SIZES.pack(len(txn_id), len(value)), txn_id, value)
+    return b"".join(parts)
+
+
 def _pack_apply(txns: Sequence[Transaction]) -> bytes:
     """The transactions for the apply script: record, buckets, then the three ids."""
     parts = []
@@ -222,14 +231,19 @@ def _pack_apply(txns: Sequence[Transaction]) -> bytes:
 def _state(sums: bytes, card_bytes: bytes, frauds: bytes) -> EntityState:
     """The state the scripts return: window sums, card bytes, fraud entries."""
     width = terminal.FRAUD.size
-    return decode_state(card_bytes, SUMS.unpack(sums),
-                        [frauds[i : i + width] for i in range(0, len(frauds), width)])
+    return decode_state(card_bytes, _SUMS(sums),
+                        [frauds[i : i + width] for i in range(0, len(frauds), width)]
+                        if frauds else ())
+
+
+_SUMS = SUMS.unpack
+_STATUS = {status.value.encode(): status for status in Status}
 
 
 def _applied(txn: Transaction, reply: Sequence[Any]) -> Applied:
-    status = Status(reply[0].decode())
+    status = _STATUS[reply[0]]
     if status is Status.DONE:
         return Applied(txn, status, record=ScoredRecord.from_bytes(reply[1]))
     if status is Status.LATE:
         return Applied(txn, status, newest=_NEWEST.unpack(reply[1])[0])
-    return Applied(txn, status, state=_state(*reply[1:]))
+    return Applied(txn, status, state=_state(reply[1], reply[2], reply[3]))

@@ -64,10 +64,12 @@ class ScoredRecord:
 
     def to_bytes(self) -> bytes:
         """Compact bytes: times and score, the three ids, the packed vector, shadow scores."""
-        ids = b"".join(_short(s) for s in (self.txn_id, self.card_id, self.terminal_id))
         header = _HEADER.pack(self.event_time, self.score, self.model_version)
-        shadow = bytes([len(self.shadow)]) + b"".join(
-            _short(name) + _SCORE.pack(score) for name, score in self.shadow.items())
+        ids = _short(self.txn_id) + _short(self.card_id) + _short(self.terminal_id)
+        shadow = bytes([len(self.shadow)])
+        if self.shadow:
+            shadow += b"".join(_short(name) + _SCORE.pack(score)
+                               for name, score in self.shadow.items())
         return header + ids + pack_vector(self.features) + shadow
 
     @classmethod

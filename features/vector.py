@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
+from operator import itemgetter
 
 from features import card, terminal, transaction
 from features.card import CardHistory
@@ -37,6 +38,7 @@ FEATURES: dict[str, str] = {**card.FEATURES, **terminal.FEATURES, **transaction.
 FEATURE_NAMES: tuple[str, ...] = tuple(FEATURES)
 
 _VECTOR = struct.Struct(f"<{len(FEATURE_NAMES)}d")
+_IN_ORDER = itemgetter(*FEATURE_NAMES)
 #: Bytes of a packed vector.
 VECTOR_SIZE = _VECTOR.size
 
@@ -59,7 +61,7 @@ def view(state: EntityState, txn: Transaction) -> dict[str, float]:
 
 def pack_vector(vector: dict[str, float]) -> bytes:
     """The vector as float64s in :data:`FEATURE_NAMES` order (exact, compact)."""
-    return _VECTOR.pack(*map(vector.__getitem__, FEATURE_NAMES))
+    return _VECTOR.pack(*_IN_ORDER(vector))
 
 
 def unpack_vector(raw: bytes) -> dict[str, float]:
