@@ -71,7 +71,7 @@ RECORD = struct.Struct("<dIIii")
 HEADER = struct.Struct("<dII")
 _TIME = struct.Struct("<d")
 #: Records a card has room for after it is rewritten (written in place).
-SLACK = 4
+SLACK = 2
 _ROOM = bytes(SLACK * RECORD.size)
 #: ``lat``/``lon`` of a record without a location.
 NO_LOCATION = -(2**31)
@@ -174,7 +174,7 @@ def append(raw: bytes, txn: Transaction, allowed_lateness: float) -> bytes:
     >>> for i in range(40):
     ...     raw = append(raw, Transaction(f"t{i}", "c", "p", 1.0, i * day), 3600.0)
     >>> HEADER.unpack_from(raw)[1:], decode(raw).times[0] / day
-    ((5, 35), 5.0)
+    ((9, 31), 9.0)
     """
     rec = packed_record(txn)
     if not raw:
