@@ -8,7 +8,10 @@ What it measures, each over ``runs`` fresh key prefixes (medians reported):
   without the model; also over the last ``tail`` transactions alone, when
   every card has its full 30-day history. The in-memory store runs the same
   workload in the same process as a baseline (the ratio is less noisy than
-  the absolute number on a shared machine).
+  the absolute number on a shared machine). For the store's part alone
+  (apply, decoded state, save) it also reports the CPU time per transaction
+  of this process and of Redis's main thread: on a shared machine these
+  move much less than the throughput does.
 - **API read latency**: ``peek`` + ``view`` one transaction at a time
   (the API's read, without HTTP), p50 and p99.
 - **memory per card**: ``MEMORY USAGE`` of card keys after the month.
@@ -29,6 +32,8 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 from river import base
 
 from features import terminal
@@ -137,6 +142,28 @@ def bucket_error(txns: Sequence[Transaction]) -> dict[str, tuple[float, float]]:
             for name, pairs in errors.items()}
 
 
+async def _persistence(redis_url: str) -> str:
+    """Whether the Redis benchmarked keeps an append-only file, and how often it syncs it."""
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        info = await client.info("persistence")
+        if not int(info.get("aof_enabled", 0)):
+            return "Redis without an append-only file"
+        try:
+            fsync = (await client.config_get("appendfsync")).get("appendfsync", "?")
+        except RedisError:  # CONFIG may be disabled
+            fsync = "?"
+        return f"Redis with an append-only file (appendfsync {fsync})"
+    finally:
+        await client.aclose()
+
+
+async def _redis_cpu(store: RedisFeatureStore) -> float:
+    """Seconds of CPU Redis's main thread has used (commands, scripts, its own writes)."""
+    info = await store.client.info("cpu")
+    return float(info["used_cpu_user_main_thread"]) + float(info["used_cpu_sys_main_thread"])
+
+
 def _percentile(values: Sequence[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
@@ -151,8 +178,10 @@ async def bench_features(
     tail = min(tail, len(txns) // 2)
     say(f"workload: {len(txns):,} transactions, {workload.cards:,} cards, "
         f"{workload.terminals} terminals, {workload.days} days, {workload.per_day}/card/day; "
-        f"batches of {batch}; {runs} runs")
+        f"batches of {batch}; {runs} runs; {await _persistence(redis_url)}")
     redis_all, redis_tail, memory_all, p50, p99, mem, io = [], [], [], [], [], [], []
+    py_us: list[float] = []
+    redis_us: list[float] = []
     for run in range(runs):
         store = RedisFeatureStore.from_url(redis_url, f"bench-{secrets.token_hex(4)}")
         try:
@@ -172,9 +201,13 @@ async def bench_features(
             memory = MemoryFeatureStore()
             memory_all.append(len(txns) / await run_batches(memory, txns, batch))
             bare = RedisFeatureStore(store.client, f"bench-{secrets.token_hex(4)}")
+            redis_cpu, own_cpu = await _redis_cpu(store), time.process_time()
             io.append(len(txns) / await run_store_only(bare, txns, batch))
+            py_us.append((time.process_time() - own_cpu) / len(txns) * 1e6)
+            redis_us.append((await _redis_cpu(store) - redis_cpu) / len(txns) * 1e6)
             say(f"run {run + 1}: redis {redis_all[-1]:,.0f} txn/s (full-history tail "
-                f"{redis_tail[-1]:,.0f}; store alone {io[-1]:,.0f}), "
+                f"{redis_tail[-1]:,.0f}; store alone {io[-1]:,.0f}, CPU per transaction "
+                f"{py_us[-1]:.1f} us here + {redis_us[-1]:.1f} us in Redis), "
                 f"memory store {memory_all[-1]:,.0f} txn/s; "
                 f"read p50 {p50[-1]:.3f} ms p99 {p99[-1]:.3f} ms; card median {mem[-1]:.0f} B "
                 f"(max {max(sizes)} B)")
@@ -192,9 +225,13 @@ async def bench_features(
         "read_p50_ms": statistics.median(p50),
         "read_p99_ms": statistics.median(p99),
         "card_memory_bytes": statistics.median(mem),
+        "store_python_cpu_us_per_txn": statistics.median(py_us),
+        "store_redis_cpu_us_per_txn": statistics.median(redis_us),
     }
     say(f"median: store update + state read {result['store_update_read_txn_per_s']:,.0f} "
-        f"txn/s; with the vectors {result['update_read_txn_per_s']:,.0f} txn/s "
+        f"txn/s (CPU per transaction {result['store_python_cpu_us_per_txn']:.1f} us here, "
+        f"{result['store_redis_cpu_us_per_txn']:.1f} us in Redis); "
+        f"with the vectors {result['update_read_txn_per_s']:,.0f} txn/s "
         f"({result['update_read_txn_per_s'] / result['memory_store_txn_per_s']:.2f} x the "
         f"in-memory store); full history {result['update_read_full_history_txn_per_s']:,.0f} "
         f"txn/s; API read p50 {result['read_p50_ms']:.3f} ms, p99 {result['read_p99_ms']:.3f} ms; "
