@@ -5,20 +5,21 @@ the last 30 days (plus the allowed lateness), one 24-byte record each, so
 every card window is **exact**: half-open ``[t - w, t)``, the transaction
 itself and anything at or after its time excluded.
 
-The state is stored as bytes: a 16-byte :data:`HEADER` holding the card's
-newest event time, how many records were ever dropped from the front and
-how many it holds now, then the records one after the other in the order
-they were applied, then room for up to :data:`SLACK` more. Folding a
-transaction in (:func:`append`) writes its packed :func:`record` into the
-room and rewrites the header; when there is no room left, the card is
-rewritten whole, without the records at the front that no allowed
-transaction can see any more, and with room again. So a store changes a
-few bytes in place for most transactions (in memory and in the Redis
-append-only file) and rewrites the card once every ``SLACK + 1``. Both
-stores keep exactly these bytes (a Redis Lua script does the same without
-understanding them; its pending markers find a transaction's records by
-the dropped count). :func:`decode` unpacks the records in one call and
-sorts by time if a late record came in.
+The state is stored as bytes: a 24-byte :data:`HEADER` holding the card's
+newest event time, how many records were ever dropped from the front, how
+many it holds now and the newest time among the dropped ones, then the
+records one after the other in the order they were applied, then room for
+:data:`SLACK` more. Folding a transaction in (:func:`append`) writes its
+packed :func:`record` into the room and rewrites the header; when there is
+no room left, the card is rewritten whole, without the records at the front
+that no allowed transaction can see any more, and with room again. So only
+one transaction in ``SLACK + 1`` rewrites the card (in memory and in the
+Redis append-only file); the others change a few bytes. The room is kept
+small because it is memory too. Both stores keep exactly these bytes (a
+Redis Lua script does the same without understanding them; its pending
+markers find a transaction's records by the dropped count, and
+:func:`lost_since` tells whether one it could see is gone). :func:`decode`
+unpacks the records in one call and sorts by time if a late record came in.
 
 Examples
 --------
@@ -67,11 +68,12 @@ SPEED_CAP_KMH = 100_000.0
 #: One transaction: time, amount in cents, terminal hash, lat/lon in 1e-5 degrees.
 RECORD = struct.Struct("<dIIii")
 #: The header: the newest event time folded in, how many records were ever
-#: dropped from the front, and how many records follow (:func:`append`).
-HEADER = struct.Struct("<dII")
+#: dropped from the front, how many records follow, and the newest time
+#: among the dropped records (0 before any; :func:`append`).
+HEADER = struct.Struct("<dIId")
 _TIME = struct.Struct("<d")
 #: Records a card has room for after it is rewritten (written in place).
-SLACK = 2
+SLACK = 1
 _ROOM = bytes(SLACK * RECORD.size)
 #: ``lat``/``lon`` of a record without a location.
 NO_LOCATION = -(2**31)
@@ -173,24 +175,44 @@ def append(raw: bytes, txn: Transaction, allowed_lateness: float) -> bytes:
     >>> raw = b""
     >>> for i in range(40):
     ...     raw = append(raw, Transaction(f"t{i}", "c", "p", 1.0, i * day), 3600.0)
-    >>> HEADER.unpack_from(raw)[1:], decode(raw).times[0] / day
-    ((9, 31), 9.0)
+    >>> HEADER.unpack_from(raw)[1:3], decode(raw).times[0] / day, HEADER.unpack_from(raw)[3] / day
+    ((8, 32), 8.0, 7.0)
     """
     rec = packed_record(txn)
     if not raw:
-        return HEADER.pack(txn.event_time, 0, 1) + rec + _ROOM
-    newest, dropped, n = HEADER.unpack_from(raw)
+        return HEADER.pack(txn.event_time, 0, 1, 0.0) + rec + _ROOM
+    newest, dropped, n, lost = HEADER.unpack_from(raw)
     newest = max(newest, txn.event_time)
     at = HEADER.size + n * RECORD.size
     if at < len(raw):
-        return HEADER.pack(newest, dropped, n + 1) + raw[HEADER.size:at] + rec + raw[
+        return HEADER.pack(newest, dropped, n + 1, lost) + raw[HEADER.size:at] + rec + raw[
             at + RECORD.size:]
     cutoff = newest - allowed_lateness - HORIZON_SECONDS
     stale = 0
-    while stale < n and _TIME.unpack_from(raw, HEADER.size + stale * RECORD.size)[0] < cutoff:
+    while stale < n:
+        when = _TIME.unpack_from(raw, HEADER.size + stale * RECORD.size)[0]
+        if when >= cutoff:
+            break
+        lost = max(lost, when)
         stale += 1
-    return (HEADER.pack(newest, dropped + stale, n - stale + 1)
+    return (HEADER.pack(newest, dropped + stale, n - stale + 1, lost)
             + raw[HEADER.size + stale * RECORD.size:] + rec + _ROOM)
+
+
+def lost_since(raw: bytes, dropped: int, txn: Transaction) -> bool:
+    """Whether a record ``txn`` could see was dropped from the card since it was applied.
+
+    ``dropped`` is the card's dropped count when ``txn`` was applied. Records
+    dropped before were older than anything ``txn`` can see (it was allowed),
+    so the newest dropped time alone tells.
+
+    >>> t = Transaction("t", "c", "p", 1.0, HORIZON_SECONDS + 10.0)
+    >>> raw = HEADER.pack(t.event_time, 3, 1, 20.0) + packed_record(t)
+    >>> lost_since(raw, 3, t), lost_since(raw, 0, t)
+    (False, True)
+    """
+    _, now, _, lost = HEADER.unpack_from(raw)
+    return now > dropped and lost >= txn.event_time - HORIZON_SECONDS
 
 
 def step(history: CardHistory, txn: Transaction) -> CardHistory:
@@ -216,7 +238,7 @@ def encode(history: CardHistory) -> bytes:
     """The bytes of ``history``: the header (nothing dropped), the records, no room."""
     if history.newest is None:
         return b""
-    return HEADER.pack(history.newest, 0, len(history.times)) + b"".join(
+    return HEADER.pack(history.newest, 0, len(history.times), 0.0) + b"".join(
         RECORD.pack(*rec) for rec in history.records)
 
 
@@ -224,7 +246,7 @@ def decode(raw: bytes | memoryview | None) -> CardHistory:
     """The history stored as ``raw``, sorted by time (ties in stored order)."""
     if not raw:
         return CardHistory()
-    newest, _, n = HEADER.unpack_from(raw)
+    newest, _, n, _ = HEADER.unpack_from(raw)
     flat: tuple[Any, ...] = _body(n).unpack_from(raw, HEADER.size)
     times = flat[0::5]
     if list(times) == sorted(times):

@@ -50,7 +50,8 @@ class MemoryFeatureStore:
         self.allowed_lateness = allowed_lateness
         self._cards: dict[str, bytes] = {}
         self._terminals: dict[str, _Terminal] = {}
-        self._pending: dict[str, EntityState] = {}
+        #: Applied, not saved: the state before, and the card's dropped count then.
+        self._pending: dict[str, tuple[EntityState, int]] = {}
         self._scored: dict[str, bytes] = {}
 
     async def apply(self, txns: Sequence[Transaction]) -> list[Applied]:
@@ -67,10 +68,10 @@ class MemoryFeatureStore:
             return Applied(txn, Status.DONE, record=ScoredRecord.from_bytes(saved))
         blob = self._cards.get(txn.card_id, b"")
         if (pending := self._pending.get(txn.txn_id)) is not None:
-            now = card.decode(blob)
-            if card.is_too_late(now, txn, self.allowed_lateness):
-                return Applied(txn, Status.LATE, newest=now.newest)
-            return Applied(txn, Status.PENDING, state=pending)
+            state, dropped = pending
+            if card.lost_since(blob, dropped, txn):
+                return Applied(txn, Status.LATE, newest=card.decode(blob).newest)
+            return Applied(txn, Status.PENDING, state=state)
         term = self._terminals.get(txn.terminal_id, _Terminal())
         state = decode_state(blob, *self._terminal_view(term, txn.event_time))
         if card.is_too_late(state.card, txn, self.allowed_lateness):
@@ -78,7 +79,7 @@ class MemoryFeatureStore:
         self._terminals[txn.terminal_id] = term
         self._cards[txn.card_id] = card.append(blob, txn, self.allowed_lateness)
         term.buckets, term.newest = terminal.step(term.buckets, term.newest, txn.event_time)
-        self._pending[txn.txn_id] = state
+        self._pending[txn.txn_id] = (state, card.HEADER.unpack_from(blob)[1] if blob else 0)
         return Applied(txn, Status.NEW, state=state)
 
     async def save(self, scored: Sequence[tuple[Applied, ScoredRecord]]) -> None:

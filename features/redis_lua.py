@@ -24,8 +24,9 @@ count whole buckets ``[max(cur - BUCKETS, known - KEEP), cur)``.
 **A pending marker** (``scored:{txn}`` = ``P`` ...) holds the card's newest
 time, dropped count and number of records when the transaction was applied,
 its window sums and fraud entries. Its card records are found again by the
-dropped count (records are only ever dropped from the front); the stale
-ones among them may be gone, which changes no vector.
+dropped count (records are only ever dropped from the front); records it
+could not see may be gone, which changes no vector; if one it could see is
+gone (:func:`features.card.lost_since`), its redelivery is answered LATE.
 """
 
 from __future__ import annotations
@@ -157,22 +158,22 @@ local base = ARGV[1]
 local ROOM = string.rep(string.char(0), SLACK * RECORD_SIZE)
 
 -- a redelivered transaction not saved yet: the state it was applied on, from
--- its marker and its card's records before its own; LATE if it is now later
--- than allowed (its records may be compacted) or its card expired since
+-- its marker and its card's records before its own; LATE if a record it could
+-- see was dropped since (features.card.lost_since) or its card expired since
 local function pending(card_key, marker, rec)
   local newest0, d0, n0 = struct.unpack('<dII', marker, 2)
   local blob = redis.call('GET', card_key)
   if not blob then return {'late', string.sub(marker, 2, 9)} end
-  local newest, dropped, n = struct.unpack('<dII', blob)
+  local _, dropped, n, lost = struct.unpack('<dIId', blob)
   local own = d0 + n0 - dropped  -- where its own record is now
-  if struct.unpack('<d', rec) < newest - LATENESS or own < 0 or own >= n
+  if (dropped > d0 and lost >= struct.unpack('<d', rec) - HORIZON) or own < 0 or own >= n
      or string.sub(blob, HEADER_SIZE + RECORD_SIZE * own + 1,
                    HEADER_SIZE + RECORD_SIZE * (own + 1)) ~= rec then
     return {'late', string.sub(blob, 1, 8)}
   end
   local before, from = '', math.max(d0 - dropped, 0)
   if n0 > 0 then
-    before = struct.pack('<dII', newest0, d0, own - from) .. string.sub(
+    before = struct.pack('<dIId', newest0, d0, own - from, 0) .. string.sub(
       blob, HEADER_SIZE + RECORD_SIZE * from + 1, HEADER_SIZE + RECORD_SIZE * own)
   end
   return {'pending', string.sub(marker, 18, 29), before, string.sub(marker, 30)}
@@ -182,10 +183,10 @@ end
 -- rewritten without its stale records and with room again
 local function append(card_key, blob, t, rec)
   if not blob then
-    redis.call('SET', card_key, struct.pack('<dII', t, 0, 1) .. rec .. ROOM, 'EX', CARD_TTL)
+    redis.call('SET', card_key, struct.pack('<dIId', t, 0, 1, 0) .. rec .. ROOM, 'EX', CARD_TTL)
     return
   end
-  local newest, dropped, n = struct.unpack('<dII', blob)
+  local newest, dropped, n, lost = struct.unpack('<dIId', blob)
   if t > newest then newest = t end
   local at = HEADER_SIZE + RECORD_SIZE * n
   if at < #blob then
@@ -194,11 +195,14 @@ local function append(card_key, blob, t, rec)
     return
   end
   local cutoff, stale = newest - LATENESS - HORIZON, 0
-  while stale < n and struct.unpack('<d', blob, HEADER_SIZE + RECORD_SIZE * stale + 1) < cutoff do
+  while stale < n do
+    local when = struct.unpack('<d', blob, HEADER_SIZE + RECORD_SIZE * stale + 1)
+    if when >= cutoff then break end
+    if when > lost then lost = when end
     stale = stale + 1
   end
   -- SET, not APPEND: an appended string keeps spare capacity (up to double)
-  redis.call('SET', card_key, struct.pack('<dII', newest, dropped + stale, n - stale + 1)
+  redis.call('SET', card_key, struct.pack('<dIId', newest, dropped + stale, n - stale + 1, lost)
              .. string.sub(blob, HEADER_SIZE + RECORD_SIZE * stale + 1) .. rec .. ROOM,
              'EX', CARD_TTL)
 end
@@ -214,7 +218,7 @@ local function apply_one(rec, b1, b2, b3, card_id, term_id, txn_id)
   local blob = redis.call('GETEX', card_key, 'EX', CARD_TTL)  -- its expiry renewed as it is read
   local head = struct.pack('<dII', t, 0, 0)
   if blob then
-    head = string.sub(blob, 1, HEADER_SIZE)
+    head = string.sub(blob, 1, 16)
     if t < struct.unpack('<d', blob) - LATENESS then return {'late', string.sub(blob, 1, 8)} end
   end
   append(card_key, blob, t, rec)

@@ -10,10 +10,11 @@ runs against both. Scoring a batch of transactions is two calls:
    transaction applied before comes back ``DONE`` with its saved record, or,
    if it was never saved, ``PENDING`` with a state that gives exactly the
    vector it was applied with. One older than its card's newest event by
-   more than the allowed lateness comes back ``LATE`` and changes nothing;
-   that holds for a redelivered unsaved transaction too (it was counted
-   once, when first applied, and is never scored), so an unsaved
-   transaction never holds its card's history back.
+   more than the allowed lateness comes back ``LATE`` and changes nothing.
+   An unsaved transaction never holds its card's history back: should
+   compaction drop a record it could see (only possible once it is later
+   than allowed behind its card's newest event), its redelivery comes back
+   ``LATE`` too (it stays counted once, from when it was first applied).
 2. :meth:`FeatureStore.save` stores each :class:`ScoredRecord` (the exact
    vector, score and model version), which the learner later joins with the
    transaction's label.

@@ -172,12 +172,16 @@ async def _score(store: FeatureStore, txn: Transaction,
     return record.features
 
 
-def reference(ops: list[Op]) -> Outcome:
+def reference(ops: list[Op], answered_late: list[bool] | None = None) -> Outcome:
     """Every vector, recomputed from the raw history by brute force.
 
-    A redelivered transaction gets the vector it was first scored with,
-    unless it was never saved and is now later than allowed behind its
-    card's newest transaction (then ``None``, like a new one that late).
+    A redelivered transaction gets the vector it was first scored with. One
+    never saved may instead be answered late (``None``), but only once a
+    record it could see (its own included) has gone stale: older than any
+    transaction still allowed on its card. Whether a store did is its choice
+    (compaction runs when it runs); ``answered_late`` tells, per
+    redelivery, what the store answered, so the reference follows it where
+    that is allowed and expects the first vector where it is not.
     """
     accepted: list[Transaction] = []
     saved: set[str] = set()
@@ -185,9 +189,18 @@ def reference(ops: list[Op]) -> Outcome:
     out = Outcome({})
     txns = transactions(ops)
 
+    def same_card(txn: Transaction) -> list[Transaction]:
+        return [e for e in accepted if e.card_id == txn.card_id]
+
     def too_late(txn: Transaction) -> bool:
-        same_card = [e.event_time for e in accepted if e.card_id == txn.card_id]
-        return bool(same_card) and txn.event_time < max(same_card) - LATENESS
+        history = same_card(txn)
+        return bool(history) and txn.event_time < max(e.event_time for e in history) - LATENESS
+
+    def may_have_lost(txn: Transaction) -> bool:
+        history = same_card(txn)
+        stale = max(e.event_time for e in history) - LATENESS - HORIZON_SECONDS
+        seen = history[: history.index(txn) + 1]  # applied before it, and itself
+        return any(txn.event_time - HORIZON_SECONDS <= e.event_time < stale for e in seen)
 
     for op in ops:
         if isinstance(op, Fraud):
@@ -197,8 +210,10 @@ def reference(ops: list[Op]) -> Outcome:
         elif isinstance(op, Settle):
             target = txns[op.index]
             first = out.vectors[target.txn_id]
+            late = (op.redeliver and answered_late is not None
+                    and answered_late[len(out.redelivered)])
             if first is not None and target.txn_id not in saved:
-                if op.redeliver and too_late(target):
+                if late and may_have_lost(target):
                     first = None
                 else:
                     saved.add(target.txn_id)
@@ -209,7 +224,7 @@ def reference(ops: list[Op]) -> Outcome:
             if too_late(txn):
                 out.vectors[txn.txn_id] = None
                 continue
-            vector = card_reference([e for e in accepted if e.card_id == txn.card_id], txn)
+            vector = card_reference(same_card(txn), txn)
             vector.update(terminal_reference(accepted, frauds, txn))
             vector.update(transaction_reference(txn))
             out.vectors[txn.txn_id] = vector

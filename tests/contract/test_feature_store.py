@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import AsyncIterator, Callable
+from typing import TypeVar
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -32,6 +33,13 @@ from tests.feature_cases import (
 from tests.support import RealServers
 
 StoreFactory = Callable[[], FeatureStore]
+T = TypeVar("T")
+
+
+def examples(count: int) -> Callable[[T], T]:
+    """Hypothesis settings of these tests: ``count`` examples, no deadline (real Redis)."""
+    return settings(max_examples=count, deadline=None,
+                    suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -113,16 +121,28 @@ async def test_a_redelivered_unsaved_transaction_gets_its_vector_after_its_card_
     assert view(again.state, unsaved) == view(first.state, unsaved)
 
 
-async def test_a_redelivered_unsaved_transaction_later_than_allowed_is_late_and_counted_once(
+async def test_a_redelivered_unsaved_transaction_far_behind_its_card_gets_its_vector(
     store: FeatureStore,
 ) -> None:
+    """A batch redelivered after its card moved on by more than the allowed lateness."""
     [first] = await store.apply([txn(1, 0.0)])
-    await score(store, txn(2, LATENESS + 1))
+    await score(store, txn(2, 7200.0))
     [again] = await store.apply([txn(1, 0.0)])
-    assert first.status is Status.NEW
-    assert again.status is Status.LATE and again.newest == T0 + LATENESS + 1
-    state = await store.peek(txn(3, 3 * 3600.0))
-    assert len(state.card.records) == 2 and state.terminal.counts[0] == 2
+    assert again.status is Status.PENDING and again.state == first.state
+
+
+async def test_a_redelivered_unsaved_transaction_that_lost_a_record_is_late_and_counted_once(
+    store: FeatureStore,
+) -> None:
+    await score(store, txn(1, 0.0))
+    unsaved = txn(2, HORIZON_SECONDS - 10)  # it sees the first record
+    await store.apply([unsaved])
+    later = HORIZON_SECONDS + LATENESS + 20  # the first record is stale now: compacted away
+    await score(store, *(txn(3 + k, later) for k in range(SLACK + 1)))
+    [again] = await store.apply([unsaved])
+    assert again.status is Status.LATE and again.newest == T0 + later
+    state = await store.peek(txn(9, later))
+    assert [r[0] - T0 for r in state.card.records] == [HORIZON_SECONDS - 10] + [later] * (SLACK + 1)
 
 
 async def test_an_unsaved_transaction_does_not_hold_its_card_history_back(
@@ -172,8 +192,7 @@ async def test_an_unscored_transaction_has_no_record(store: FeatureStore) -> Non
     assert await store.scored("never") is None
 
 
-@settings(max_examples=60, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@examples(60)
 @given(ops=operations(), cut=st.integers(0, 40))
 def test_applying_any_prefix_twice_changes_nothing(
     make_store: StoreFactory, ops: list[Op], cut: int
@@ -191,9 +210,8 @@ def test_applying_any_prefix_twice_changes_nothing(
     asyncio.run(run())
 
 
-@settings(max_examples=60, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(ops=operations())
+@examples(100)
+@given(ops=operations() | operations_with_unsaved())
 def test_redis_and_memory_give_exactly_the_same_vectors(
     real_servers: RealServers, ops: list[Op]
 ) -> None:
@@ -209,8 +227,7 @@ def test_redis_and_memory_give_exactly_the_same_vectors(
     asyncio.run(run())
 
 
-@settings(max_examples=150, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@examples(150)
 @given(ops=operations_with_unsaved())
 def test_unsaved_transactions_and_compaction_keep_every_vector_exact(
     make_store: StoreFactory, ops: list[Op]
@@ -221,7 +238,8 @@ def test_unsaved_transactions_and_compaction_keep_every_vector_exact(
     async def run() -> None:
         store = make_store()
         try:
-            assert_close(await drive(store, ops), reference(ops))
+            got = await drive(store, ops)
+            assert_close(got, reference(ops, [v is None for v in got.redelivered]))
             for card_id in {t.card_id for t in transactions(ops)}:
                 newest = (await store.peek(Transaction("?", card_id, "p0", 1.0, T0))).card.newest
                 if newest is None:
@@ -237,8 +255,7 @@ def test_unsaved_transactions_and_compaction_keep_every_vector_exact(
     asyncio.run(run())
 
 
-@settings(max_examples=200, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@examples(200)
 @given(steps=st.lists(st.sampled_from([0.0, 60.0, 3600.0, 7 * 3600.0, 30 * 3600.0, 86400.0,
                                        2 * 86400.0, 3 * 86400.0, 7 * 86400.0, 14 * 86400.0,
                                        30 * 86400.0])
@@ -251,7 +268,7 @@ def test_terminal_windows_equal_the_reference_in_any_order(
     their edges): the bucketed counts equal the brute-force reference's."""
     async def run() -> None:
         store = make_store()
-        clock, seen = T0, []
+        clock, seen = T0, list[Transaction]()
         try:
             for i, step in enumerate(steps):
                 clock += step

@@ -58,7 +58,7 @@ def test_compaction_drops_only_records_no_allowed_transaction_can_see() -> None:
     for event in events:
         raw = card.append(raw, event, LATENESS)
     compacted = card.decode(raw)
-    newest, dropped, n = card.HEADER.unpack_from(raw)
+    newest, dropped, n, _ = card.HEADER.unpack_from(raw)
     assert newest == T0 + 39 * 86400 and dropped > 0 and dropped + n == 40
     # the horizon's 31 days, and at most SLACK days put in the room since the last rewrite
     assert n <= 31 + card.SLACK and len(raw) <= card.HEADER.size + (n + card.SLACK) * 24
@@ -74,7 +74,7 @@ def test_compaction_keeps_the_order_records_were_applied_in() -> None:
     for event in [txn(1, 0.0), txn(2, 10.0), txn(3, 3000.0), txn(4, 20.0), txn(5, 2000.0),
                   *(txn(6 + k, later) for k in range(card.SLACK + 1))]:  # a rewrite among them
         raw = card.append(raw, event, LATENESS)
-    _, dropped, n = card.HEADER.unpack_from(raw)
+    _, dropped, n, _ = card.HEADER.unpack_from(raw)
     times = [card.RECORD.unpack_from(raw, card.HEADER.size + i * card.RECORD.size)[0] - T0
              for i in range(n)]
     assert dropped == 2 and times == [3000.0, 20.0, 2000.0] + [later] * (card.SLACK + 1)
