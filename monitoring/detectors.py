@@ -355,7 +355,9 @@ class LabelDrift:
         self.windows = _Windows(config, ["fraud", "delay"])
         self.alarms = _Alarms()
         self.latest: dict[str, float] = {}
-        self._reference: tuple[float, float] | None = None  # rate, dispersion
+        #: Rate and dispersion of the reference: labels do not depend on the model, so
+        #: their reference is never refreshed once taken.
+        self._reference: tuple[float, float] | None = None
 
     def update(self, is_fraud: bool, delay_seconds: float, at: float) -> list[DriftEvent]:
         if not self.windows.add({"fraud": float(is_fraud), "delay": delay_seconds}, at):
@@ -378,10 +380,6 @@ class LabelDrift:
             *self.alarms.check("label_delay", "labels", delay_ratio,
                                self.config.label_delay_ratio, window, changed_at, at),
         ]
-
-    def refresh(self) -> None:
-        self.windows.refresh()
-        self._reference = None
 
 
 class ConceptDrift:

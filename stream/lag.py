@@ -34,33 +34,35 @@ def group_offsets(admin: KafkaAdminClient, consumer: KafkaConsumer, group: str,
     return result
 
 
-def consumer_lag(admin: KafkaAdminClient, consumer: KafkaConsumer, group: str,
-                 topics: Sequence[str]) -> dict[TopicPartition, int]:
-    """Messages not yet committed by ``group``, per partition of ``topics``."""
-    return {tp: max(0, end - done)
-            for tp, (done, end) in group_offsets(admin, consumer, group, topics).items()}
+class GroupProgress:
+    """How far one consumer group has got through some topics, read on demand.
 
-
-class TopicProgress:
-    """How far one consumer group has got through one topic, read on demand.
-
-    :meth:`read` blocks on the network (run it in a thread); it keeps its two
-    clients between calls and builds them again after a failure.
+    :meth:`offsets` blocks on the network (run it in a thread); it keeps its
+    two clients between calls and builds them again after a failure.
     """
 
-    def __init__(self, bootstrap: str, group: str, topic: str) -> None:
-        self.bootstrap, self.group, self.topic = bootstrap, group, topic
+    def __init__(self, bootstrap: str, group: str, topics: Sequence[str]) -> None:
+        self.bootstrap, self.group, self.topics = bootstrap, group, list(topics)
         self._clients: tuple[KafkaAdminClient, KafkaConsumer] | None = None
 
-    def read(self) -> tuple[dict[int, int], dict[int, int]]:
-        """The group's committed offsets and the topic's end offsets, by partition."""
+    def offsets(self) -> dict[TopicPartition, tuple[int, int]]:
+        """``(committed, end)`` per partition (see :func:`group_offsets`)."""
         try:
             if self._clients is None:
-                self._clients = _clients(self.bootstrap)
-            offsets = group_offsets(*self._clients, self.group, [self.topic])
+                self._clients = (KafkaAdminClient(bootstrap_servers=self.bootstrap),
+                                 KafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None))
+            return group_offsets(*self._clients, self.group, self.topics)
         except Exception:
             self.close()
             raise
+
+    def lag(self) -> dict[TopicPartition, int]:
+        """Messages not yet committed by the group, per partition."""
+        return {tp: max(0, end - done) for tp, (done, end) in self.offsets().items()}
+
+    def read(self) -> tuple[dict[int, int], dict[int, int]]:
+        """Committed and end offsets by partition (of one topic: the waiting labels' view)."""
+        offsets = self.offsets()
         return ({tp.partition: done for tp, (done, _) in offsets.items()},
                 {tp.partition: end for tp, (_, end) in offsets.items()})
 
@@ -69,11 +71,6 @@ class TopicProgress:
             for client in self._clients:
                 client.close()
         self._clients = None
-
-
-def _clients(bootstrap: str) -> tuple[KafkaAdminClient, KafkaConsumer]:
-    return (KafkaAdminClient(bootstrap_servers=bootstrap),
-            KafkaConsumer(bootstrap_servers=bootstrap, group_id=None))
 
 
 def watch_lag(bootstrap: str, group: str, topics: Sequence[str], registry: CollectorRegistry,
@@ -85,21 +82,15 @@ def watch_lag(bootstrap: str, group: str, topics: Sequence[str], registry: Colle
     gauge = Gauge("fraudstream_consumer_lag", "Messages the worker has not yet processed.",
                   ["topic", "partition"], registry=registry)
     stop = threading.Event()
+    progress = GroupProgress(bootstrap, group, topics)
 
     def loop() -> None:
-        clients: tuple[KafkaAdminClient, KafkaConsumer] | None = None
         while not stop.is_set():
             try:
-                if clients is None:
-                    clients = _clients(bootstrap)
-                for tp, behind in consumer_lag(*clients, group, topics).items():
+                for tp, behind in progress.lag().items():
                     gauge.labels(topic=tp.topic, partition=str(tp.partition)).set(behind)
             except Exception as exc:  # the broker may be restarting: reconnect next time
                 log.warning("could not measure consumer lag: %r", exc)
-                if clients is not None:
-                    for client in clients:
-                        client.close()
-                clients = None
             stop.wait(every)
 
     threading.Thread(target=loop, name="consumer-lag", daemon=True).start()

@@ -17,7 +17,7 @@ from monitoring.detectors import DriftConfig
 from monitoring.metrics import PipelineMetrics
 from monitoring.monitor import DriftMetrics, DriftMonitor
 from stream.app import create_app
-from stream.lag import TopicProgress, watch_lag
+from stream.lag import GroupProgress, watch_lag
 from stream.processing import Pipeline
 from stream.settings import Settings
 from stream.topics import ensure_topics
@@ -56,8 +56,8 @@ def build_pipeline(settings: Settings, registry: CollectorRegistry) -> Pipeline:
     store.observe = lambda op, seconds: metrics.store_seconds.labels(op=op).observe(seconds)
     models = ModelRegistry(store.client, settings.redis.key_prefix, signing_key(settings),
                            settings.redis.scored_ttl_seconds)
-    progress = TopicProgress(settings.kafka.bootstrap_servers, settings.worker.app_id,
-                             settings.topics.name("transactions"))
+    progress = GroupProgress(settings.kafka.bootstrap_servers, settings.worker.app_id,
+                             [settings.topics.name("transactions")])
     return Pipeline(settings, store, models, metrics, build_monitor(settings, registry), progress)
 
 
