@@ -17,6 +17,13 @@ dashboard = dashboard("fraudstream-drift", "fraudstream: drift", [
         ("max(fraudstream_fraud_rate_ratio)", "fraud rate ratio"),
         ("max(fraudstream_label_delay_ratio)", "label delay ratio"),
     ]),
+    timeseries("Held back for event-time order", [
+        ("sum by (stream) (fraudstream_drift_held_records)", "{{stream}}"),
+    ], description="Records the detectors wait to see until every partition that is behind "
+                   "has reached their event time (a worker catching up reads its partitions "
+                   "days apart). Back to 0 once caught up; if "
+                   "fraudstream_drift_released_early_total grows, raise "
+                   "drift.order_max_held."),
     timeseries("Alarms, by detector", [
         ("sum by (detector) (increase(fraudstream_drift_alarms_total[10m]))", "{{detector}}"),
     ]),

@@ -55,3 +55,7 @@ class DriftConfig:
     #: longest window: until then the 30-day features and each card's usual location are
     #: still filling, and vectors and scores move by that alone).
     state_maturity_days: float = 30.0
+    #: The detectors see records in event-time order across partitions (a worker catching
+    #: up reads its partitions days apart: see ``monitoring.ordering``), holding at most
+    #: this many back; beyond, the oldest go early.
+    order_max_held: int = 20_000

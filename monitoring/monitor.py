@@ -15,6 +15,10 @@ restarts, being part of the model's snapshots), and prediction
 drift rescores both of its windows with the current model (see
 :class:`~monitoring.detectors.PredictionDrift`).
 
+Records and labels reach the detectors in event-time order across the
+worker's partitions (:mod:`monitoring.ordering`): the caller says which
+partition each came from and whether that partition had more waiting.
+
 Examples
 --------
 >>> from prometheus_client import CollectorRegistry
@@ -32,7 +36,7 @@ True
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -49,6 +53,7 @@ from monitoring.detectors import (
     PredictionDrift,
     Scorer,
 )
+from monitoring.ordering import EventTimeOrder
 from monitoring.reports import save_windows
 
 
@@ -67,6 +72,8 @@ class DriftMetrics:
     last_alarm: Gauge
     report: Gauge
     armed: Gauge
+    held: Gauge
+    released_early: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> DriftMetrics:
@@ -104,6 +111,15 @@ class DriftMetrics:
             armed=gauge("fraudstream_drift_model_detectors_armed",
                         "1 once the model has learned enough labels for the prediction, label "
                         "and concept detectors to run (drift.warm_up)."),
+            held=gauge("fraudstream_drift_held_records",
+                       "Records held back so that the detectors see them in event-time order "
+                       "across partitions (a worker catching up reads them days apart).",
+                       ["stream"]),
+            released_early=Counter(
+                "fraudstream_drift_released_early",
+                "Records given to the detectors before every partition reached their event "
+                "time, because more than drift.order_max_held were held.",
+                ["stream"], registry=registry),
         )
 
 
@@ -131,6 +147,11 @@ class DriftMonitor:
         self.concept = ConceptDrift(config)
         self.metrics = metrics
         metrics.armed.set(int(self.armed))
+        self._scored: EventTimeOrder[tuple[ScoredRecord, Scorer | None]] = \
+            EventTimeOrder(config.order_max_held)
+        self._labelled: EventTimeOrder[tuple[ScoredRecord, Label]] = \
+            EventTimeOrder(config.order_max_held)
+        self._early: dict[str, int] = {}  # released_early already counted, per stream
 
     def model_learned(self, labels: int) -> None:
         """The champion's lineage has learned ``labels`` labels (arms the model detectors)."""
@@ -151,8 +172,56 @@ class DriftMonitor:
         return self._state_start is None or \
             at - self._state_start >= self.config.state_maturity_days * 86400
 
-    def on_scored(self, record: ScoredRecord, scorer: Scorer | None = None) -> list[DriftEvent]:
-        """A newly scored transaction (never a redelivery), and the model's current scorer."""
+    def on_scored(self, record: ScoredRecord, scorer: Scorer | None = None,
+                  source: Hashable = None, behind: bool = False) -> list[DriftEvent]:
+        """A newly scored transaction (never a redelivery), and the model's current scorer.
+
+        ``source`` is its partition, and ``behind`` whether that partition had
+        more records waiting: the detectors see it once every partition behind
+        has reached its event time.
+        """
+        return self.on_scored_batch([(record, source, behind)], scorer)
+
+    def on_scored_batch(self, batch: Sequence[tuple[ScoredRecord, Hashable, bool]],
+                        scorer: Scorer | None = None) -> list[DriftEvent]:
+        """:meth:`on_scored` for a fetched batch of ``(record, source, behind)``."""
+        released = self._scored.add_many(
+            (record.event_time, (record, scorer), source, behind)
+            for record, source, behind in batch)
+        return self._scored_in_order(released)
+
+    def on_label(self, record: ScoredRecord, label: Label, source: Hashable = None,
+                 behind: bool = False) -> list[DriftEvent]:
+        """A learned label, with the record its transaction was scored with (``source``
+        and ``behind`` as for :meth:`on_scored`, of the label's partition)."""
+        released = self._labelled.add(label.event_time, (record, label), source, behind)
+        return self._labelled_in_order(released)
+
+    def forget(self, sources: Iterable[Hashable]) -> list[DriftEvent]:
+        """The worker no longer reads ``sources`` (partitions revoked): stop waiting for them."""
+        sources = list(sources)
+        return (self._scored_in_order(self._scored.forget(sources))
+                + self._labelled_in_order(self._labelled.forget(sources)))
+
+    def _scored_in_order(self, released: list[tuple[ScoredRecord, Scorer | None]],
+                         ) -> list[DriftEvent]:
+        events = [e for record, scorer in released for e in self._on_scored(record, scorer)]
+        self._held("scored", len(self._scored), self._scored.released_early)
+        return events
+
+    def _labelled_in_order(self, released: list[tuple[ScoredRecord, Label]]) -> list[DriftEvent]:
+        events = [e for record, label in released for e in self._on_label(record, label)]
+        self._held("labels", len(self._labelled), self._labelled.released_early)
+        return events
+
+    def _held(self, stream: str, held: int, released_early: int) -> None:
+        self.metrics.held.labels(stream=stream).set(held)
+        counted = self._early.get(stream, 0)
+        if released_early > counted:
+            self.metrics.released_early.labels(stream=stream).inc(released_early - counted)
+            self._early[stream] = released_early
+
+    def _on_scored(self, record: ScoredRecord, scorer: Scorer | None) -> list[DriftEvent]:
         if not self._mature(record.event_time):
             return []  # no detector takes a reference from a state still filling
         if not self.armed and self._learned >= self.config.warm_up:
@@ -187,8 +256,7 @@ class DriftMonitor:
         self._report = folder / "report.html"
         self.metrics.report.labels(path=str(self._report)).set(1)
 
-    def on_label(self, record: ScoredRecord, label: Label) -> list[DriftEvent]:
-        """A learned label, with the record its transaction was scored with."""
+    def _on_label(self, record: ScoredRecord, label: Label) -> list[DriftEvent]:
         if not self.armed:
             return []
         delay = label.event_time - record.event_time

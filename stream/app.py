@@ -58,13 +58,13 @@ def create_app(settings: Settings, pipeline: Pipeline) -> faust.App:
     async def score(stream: Any) -> None:
         worker = settings.worker
         async for events in stream.take_events(worker.batch_max, worker.batch_within_seconds):
-            batch = [_raw(event) for event in events]
+            batch = [_raw(event, app) for event in events]
             await send_all(await _with_retries(pipeline.on_transactions, batch, pipeline))
 
     @app.agent(labels, name="learn")
     async def learn(stream: Any) -> None:
         async for event in stream.events():
-            await send_all(await _with_retries(pipeline.on_label, _raw(event), pipeline))
+            await send_all(await _with_retries(pipeline.on_label, _raw(event, app), pipeline))
 
     @app.timer(settings.worker.label_retry_seconds)
     async def retry_waiting_labels() -> None:
@@ -75,6 +75,11 @@ def create_app(settings: Settings, pipeline: Pipeline) -> faust.App:
             log.warning("waiting labels: %r; trying again in %.1fs", exc,
                         settings.worker.label_retry_seconds)
 
+    @app.on_partitions_revoked.connect
+    async def on_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        revoked = args[0] if args else kwargs.get("revoked", ())
+        await send_all(await pipeline.on_revoked([(tp.topic, tp.partition) for tp in revoked]))
+
     @app.timer(settings.model.snapshot_every_seconds)
     async def publish_snapshot() -> None:
         await pipeline.on_timer()
@@ -82,9 +87,12 @@ def create_app(settings: Settings, pipeline: Pipeline) -> faust.App:
     return app
 
 
-def _raw(event: Any) -> RawRecord:
+def _raw(event: Any, app: faust.App) -> RawRecord:
     message = event.message
-    return RawRecord(message.topic, message.partition, message.offset, event.key, event.value)
+    highwater = app.consumer.highwater(message.tp)  # as of the fetch; None if unknown
+    behind = highwater is not None and message.offset + 1 < highwater
+    return RawRecord(message.topic, message.partition, message.offset, event.key, event.value,
+                     behind)
 
 
 def _where(records: object) -> str:

@@ -162,6 +162,7 @@ class Pipeline:
             self.metrics.errors.labels(stage="score").inc()
             return [self._reject(record, "transactions", "processing_error", repr(exc))]
         out = []
+        watched: list[tuple[ScoredRecord, tuple[str, int], bool]] = []
         for (record, txn), result in zip(decoded, results, strict=True):
             if result.record is None:
                 out.append(self._reject(record, "transactions", "too_late",
@@ -173,10 +174,11 @@ class Pipeline:
                 self.metrics.duplicates.labels(topic="transactions").inc()
             else:
                 self._newest = max(self._newest, txn.event_time)
-                if self.monitor is not None:
-                    out += self._drift(self.monitor.on_scored(result.record, self._scorer()))
+                watched.append((result.record, (record.topic, record.partition), record.behind))
             self.metrics.scores_out.inc()
             out.append(Emit(self.scores_topic, txn.card_id.encode(), _score_value(result.record)))
+        if self.monitor is not None and watched:
+            out += self._drift(self.monitor.on_scored_batch(watched, self._scorer()))
         return out
 
     async def _state_began(self, event_time: float) -> None:
@@ -271,10 +273,21 @@ class Pipeline:
             self.auto.remember(learner.last_record, label)
             if self.monitor is not None:
                 self.monitor.model_learned(learner.labels_learned)
-                events = self.monitor.on_label(learner.last_record, label)
+                source = None if parked else (item.record.topic, item.record.partition)
+                events = self.monitor.on_label(learner.last_record, label, source,
+                                               item.record.behind and not parked)
                 await self.auto.on_events(events)
                 return self._drift(events)
         return []
+
+    async def on_revoked(self, partitions: Sequence[tuple[str, int]]) -> list[Emit]:
+        """The worker no longer reads ``partitions`` (topic, partition): the drift
+        detectors stop waiting for them."""
+        if self.monitor is None:
+            return []
+        events = self.monitor.forget(partitions)
+        await self.auto.on_events(events)
+        return self._drift(events)
 
     async def on_timer(self) -> None:
         """Publish a snapshot if anything was learned since the last one; follow the

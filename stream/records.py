@@ -15,6 +15,9 @@ class RawRecord:
     offset: int
     key: bytes | None
     value: bytes | None
+    #: Whether the partition held more records after this one when it was fetched (the
+    #: worker is behind on it): drift detectors wait for it (``monitoring.ordering``).
+    behind: bool = False
 
 
 @dataclass(frozen=True, slots=True)

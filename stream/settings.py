@@ -104,6 +104,7 @@ class DriftSettings(_Section):
     prediction_sample: int = Field(_DRIFT.prediction_sample, ge=10)
     warm_up: int = Field(_DRIFT.warm_up, ge=0)
     state_maturity_days: float = Field(_DRIFT.state_maturity_days, ge=0)
+    order_max_held: int = Field(_DRIFT.order_max_held, ge=0)
     #: On each data-drift alarm, save both windows and build an Evidently report here.
     reports_dir: Path | None = Path(".state/reports")
     #: Automatic response to concept drift: start a challenger of this model (None: off).
