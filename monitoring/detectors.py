@@ -20,7 +20,8 @@ Examples
 --------
 >>> import numpy as np
 >>> rng = np.random.default_rng(0)
->>> d = DataDrift(DriftConfig(reference_size=500, window_size=500, check_every=50), ["x"])
+>>> config = DriftConfig(reference_size=500, window_size=500, check_every=50, reference_days=0)
+>>> d = DataDrift(config, ["x"])
 >>> events = [e for i in range(3000) for e in d.update({"x": rng.normal(0 if i < 2000 else 3)},
 ...                                                     float(i))]
 >>> [(e.detector, e.subject) for e in events][:1]
@@ -33,14 +34,19 @@ from __future__ import annotations
 
 import itertools
 import math
+import random
+import zlib
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 import numpy as np
 from river import drift
 
 from monitoring.drift_config import DriftConfig
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,19 +63,48 @@ class DriftEvent:
 
 @dataclass(frozen=True)
 class Reference:
-    """What PSI and KS need of a reference sample: computed once, while it stays frozen."""
+    """What PSI and KS need of a reference sample: computed once, while it stays frozen.
+
+    With ``weights`` each reference value counts that much (see
+    :func:`calendar_weights`): the PSI bins are weighted quantiles, the KS
+    statistic uses the weighted distribution function.
+    """
 
     values: np.ndarray
     #: Inner quantile edges of the PSI bins, and each bin's share (floored at 1e-4).
     edges: np.ndarray
     expected: np.ndarray
+    #: With weights: the reference's distribution function after each sorted value.
+    cdf: np.ndarray | None = None
 
     @classmethod
-    def of(cls, reference: np.ndarray | Sequence[float], bins: int = 10) -> Reference:
-        values = np.sort(np.asarray(reference, dtype=float))
+    def of(cls, reference: np.ndarray | Sequence[float], bins: int = 10,
+           weights: np.ndarray | None = None) -> Reference:
+        values = np.asarray(reference, dtype=float)
+        if weights is not None:
+            order = np.argsort(values, kind="stable")
+            return cls.weighted(values[order], np.asarray(weights, dtype=float)[order], bins)
+        values = np.sort(values)
         edges = np.unique(np.quantile(values, np.linspace(0, 1, bins + 1)[1:-1]))
         counts = np.bincount(np.searchsorted(edges, values, "right"), minlength=len(edges) + 1)
         return cls(values, edges, np.maximum(counts / len(values), 1e-4))
+
+    @classmethod
+    def weighted(cls, values: np.ndarray, weights: np.ndarray, bins: int = 10) -> Reference:
+        """The reference of sorted ``values`` weighted by ``weights``.
+
+        >>> r = Reference.weighted(np.array([1.0, 2.0, 3.0, 4.0]), np.array([0, 0, 1.0, 1.0]))
+        >>> r.ks(np.array([3.0, 4.0])), r.psi(np.array([3.0, 4.0])) < 1e-9
+        (0.0, True)
+        """
+        share = weights / weights.sum()
+        cdf = np.cumsum(share)
+        quantiles = np.linspace(0, 1, bins + 1)[1:-1]
+        at = np.minimum(np.searchsorted(cdf, quantiles - 1e-12, "left"), len(values) - 1)
+        edges = np.unique(values[at])
+        counts = np.bincount(np.searchsorted(edges, values, "right"), weights=share,
+                             minlength=len(edges) + 1)
+        return cls(values, edges, np.maximum(counts, 1e-4), np.concatenate([[0.0], cdf]))
 
     def psi(self, current: np.ndarray) -> float:
         actual = np.bincount(np.searchsorted(self.edges, current, "right"),
@@ -79,9 +114,39 @@ class Reference:
 
     def ks(self, current: np.ndarray) -> float:
         both = np.concatenate([self.values, current])
-        ref_cdf = np.searchsorted(self.values, both, "right") / len(self.values)
+        at = np.searchsorted(self.values, both, "right")
+        ref_cdf = at / len(self.values) if self.cdf is None else self.cdf[at]
         cur_cdf = np.searchsorted(np.sort(current), both, "right") / len(current)
         return float(np.max(np.abs(ref_cdf - cur_cdf)))
+
+
+def weekday(event_time: float | np.ndarray) -> np.ndarray:
+    """The UTC day of week (Monday = 0) of event times.
+
+    >>> int(weekday(0.0))  # 1970-01-01 was a Thursday
+    3
+    """
+    return np.asarray((np.floor_divide(event_time, 86400.0) + 3) % 7, dtype=np.int64)
+
+
+def calendar_weights(reference_days: np.ndarray, current_days: np.ndarray) -> np.ndarray | None:
+    """Weights that give the reference the current window's weekday mix.
+
+    Traffic has a weekly cycle, so a window of a Saturday compared with a
+    whole week would report "Saturday". Each reference value is weighted by
+    its weekday's share of the current window over its share of the reference.
+    None (compare unweighted) when the current window has a weekday the
+    reference lacks.
+
+    >>> calendar_weights(np.array([0, 0, 1, 1]), np.array([1, 1, 1]))
+    array([0., 0., 2., 2.])
+    """
+    ref_share = np.bincount(reference_days, minlength=7) / len(reference_days)
+    cur_share = np.bincount(current_days, minlength=7) / len(current_days)
+    if np.any((cur_share > 0) & (ref_share == 0)):
+        return None
+    ratio = np.divide(cur_share, ref_share, out=np.zeros(7), where=ref_share > 0)
+    return np.asarray(ratio[reference_days], dtype=float)
 
 
 def psi(reference: np.ndarray, current: np.ndarray, bins: int = 10) -> float:
@@ -107,42 +172,117 @@ def ks_statistic(reference: np.ndarray, current: np.ndarray) -> float:
     return Reference.of(reference).ks(current)
 
 
-class _Windows:
-    """A reference window (filled first) and a sliding current window, per subject."""
+class Reservoir(Generic[T]):
+    """A uniform sample of at most ``size`` of the items offered (algorithm R).
 
-    def __init__(self, config: DriftConfig, subjects: Iterable[str]) -> None:
+    Seeded, so a replay takes the same sample. Until ``size`` items came it
+    holds them all, in order.
+
+    >>> r = Reservoir(3)
+    >>> for i in range(1000):
+    ...     r.offer(i)
+    >>> len(r.items), r.offered, all(0 <= i < 1000 for i in r.items)
+    (3, 1000, True)
+    """
+
+    def __init__(self, size: int, seed: int = 0) -> None:
+        self.size = size
+        self.items: list[T] = []
+        self.offered = 0
+        self._rng = random.Random(seed)
+
+    def offer(self, item: T) -> None:
+        self.offered += 1
+        if len(self.items) < self.size:
+            self.items.append(item)
+        else:
+            slot = self._rng.randrange(self.offered)
+            if slot < self.size:
+                self.items[slot] = item
+
+
+class _Windows:
+    """A reference sample (filled first) and a sliding current window, per subject.
+
+    The reference is complete once ``reference_size`` observations came and
+    they span ``span`` seconds of event time. Traffic has a weekly cycle (more
+    on Saturdays, less on Sundays): a reference of a few days against a day of
+    recent traffic would report the weekday. So with a span of a week the
+    reference keeps filling for the whole week, as a uniform sample
+    (:class:`Reservoir`) of ``reference_size``. Without a span it is the first
+    ``reference_size`` observations, in order.
+    """
+
+    def __init__(self, config: DriftConfig, subjects: Iterable[str], span: float = 0.0) -> None:
         self.config = config
+        self.span = span
         self.reference: dict[str, list[float]] = {s: [] for s in subjects}
+        #: The weekday of each reference value (with a span).
+        self.reference_days: dict[str, np.ndarray] = {}
         self.current: dict[str, deque[float]] = {
             s: deque(maxlen=config.window_size) for s in self.reference}
         self.times: deque[float] = deque(maxlen=config.window_size)
         self.seen = 0
+        #: Whether the reference is complete (and frozen until the next refresh).
+        self.full = False
+        self._restart()
 
-    @property
-    def full(self) -> bool:
-        """Whether the reference is complete (and frozen until the next refresh)."""
-        return len(next(iter(self.reference.values()), [])) >= self.config.reference_size
+    def _restart(self, began: float | None = None) -> None:
+        self._samples: dict[str, Reservoir[tuple[float, float]]] = {
+            s: Reservoir(self.config.reference_size, zlib.crc32(s.encode()))
+            for s in self.reference}
+        self._began = began
+        self._offered = 0
 
     def add(self, values: Mapping[str, float], at: float) -> bool:
         """Add one observation; whether it is time to compare."""
         self.seen += 1
-        full = self.full
-        for subject, ref in self.reference.items():
+        if not self.full:
+            self._offered += 1
+            self._began = at if self._began is None else self._began
+            for subject, sample in self._samples.items():
+                value = values.get(subject)
+                if value is not None and math.isfinite(value):
+                    sample.offer((float(value), at))
+            self._freeze_if_complete(at)
+            return False
+        for subject, current in self.current.items():
             value = values.get(subject)
-            if value is None or not math.isfinite(value):
-                continue
-            (self.current[subject] if full else ref).append(float(value))
-        if full:
-            self.times.append(at)
-        return (full and len(self.times) == self.config.window_size
+            if value is not None and math.isfinite(value):
+                current.append(float(value))
+        self.times.append(at)
+        return (len(self.times) == self.config.window_size
                 and self.seen % self.config.check_every == 0)
 
+    def _freeze_if_complete(self, at: float) -> None:
+        if self._offered >= self.config.reference_size and at - (self._began or at) >= self.span:
+            self.reference = {s: [v for v, _ in sample.items]
+                              for s, sample in self._samples.items()}
+            self.reference_days = {s: weekday(np.array([t for _, t in sample.items]))
+                                   for s, sample in self._samples.items()}
+            self.full = True
+
+    def weights(self, subject: str) -> np.ndarray | None:
+        """The reference's weights for the current window's weekday mix (None: none)."""
+        days = self.reference_days.get(subject)
+        if not self.span or days is None or not len(days) or not self.times:
+            return None
+        return calendar_weights(days, weekday(np.array(self.times)))
+
     def refresh(self) -> None:
-        """Take the current window as the new reference (after a promote, or on demand)."""
-        for subject in self.reference:
-            self.reference[subject] = list(self.current[subject])
-            self.current[subject].clear()
+        """Start a new reference from the current window (after a promote, or on demand);
+        it is complete once it also spans ``span``."""
+        times = list(self.times)
+        self._restart(times[0] if times else None)
+        self._offered = len(times)
+        for subject, current in self.current.items():
+            for value, at in zip(current, times[len(times) - len(current):], strict=True):
+                self._samples[subject].offer((value, at))
+            current.clear()
         self.times.clear()
+        self.full = False
+        if times:
+            self._freeze_if_complete(times[-1])
 
 
 class _Alarms:
@@ -168,14 +308,16 @@ class DataDrift:
 
     def __init__(self, config: DriftConfig, features: Iterable[str]) -> None:
         self.config = config
-        self.windows = _Windows(config, features)
+        self.windows = _Windows(config, features, config.reference_days * 86400)
         self.alarms = _Alarms()
         #: The latest statistics, for the gauges: (detector, feature) -> value ...
         self.latest: dict[tuple[str, str], float] = {}
         #: ... and how many checks computed them.
         self.checks = 0
-        #: The frozen references, summarised once for PSI and KS.
+        #: The frozen references, summarised once for PSI and KS (unweighted) ...
         self._references: dict[str, Reference] = {}
+        #: ... or sorted once, with each value's weekday (weighted at each check).
+        self._sorted: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     def update(self, vector: Mapping[str, float], at: float) -> list[DriftEvent]:
         if not self.windows.add(vector, at):
@@ -187,9 +329,7 @@ class DataDrift:
             current = np.array(self.windows.current[feature])
             if len(current) < 10 or len(ref) < 10:
                 continue
-            reference = self._references.get(feature)
-            if reference is None:
-                reference = self._references[feature] = Reference.of(ref, self.config.bins)
+            reference = self._reference(feature, ref)
             for name, value, threshold in (
                 ("psi", reference.psi(current), self.config.psi_threshold),
                 ("ks", reference.ks(current), self.config.ks_threshold),
@@ -199,9 +339,24 @@ class DataDrift:
                                             changed_at, at)
         return events
 
+    def _reference(self, feature: str, values: list[float]) -> Reference:
+        """The feature's reference, weighted to the current window's weekdays if it can be."""
+        weights = self.windows.weights(feature)
+        if weights is None:
+            reference = self._references.get(feature)
+            if reference is None:
+                reference = self._references[feature] = Reference.of(values, self.config.bins)
+            return reference
+        if feature not in self._sorted:
+            order = np.argsort(np.asarray(values), kind="stable")
+            self._sorted[feature] = (np.asarray(values)[order], order)
+        ordered, order = self._sorted[feature]
+        return Reference.weighted(ordered, weights[order], self.config.bins)
+
     def refresh(self) -> None:
         self.windows.refresh()
         self._references.clear()
+        self._sorted.clear()
 
 
 @dataclass(frozen=True)
@@ -235,15 +390,18 @@ class PredictionDrift:
         self.config = config
         self.threshold = threshold
         self.calendar = tuple(calendar)
-        self.windows = _Windows(config, ["score"])
+        self.windows = _Windows(config, ["score"], config.reference_days * 86400)
         self.alarms = _Alarms()
         self.flagged: deque[bool] = deque(maxlen=config.window_size)
         self._flagged_count = 0
         sample = max(1, config.prediction_sample)
-        self._steps = (max(1, config.reference_size // sample),
-                       max(1, config.window_size // sample))
-        self.reference_vectors: list[Mapping[str, float]] = []
-        self.current_vectors: deque[Mapping[str, float]] = deque(maxlen=sample)
+        self._step = max(1, config.window_size // sample)
+        #: Samples of the vectors (with their event times) that are rescored at each check;
+        #: the reference's holds about ``prediction_sample`` per weekday when it spans days
+        #: (only the current window's weekdays are rescored).
+        self._reference_sample: Reservoir[tuple[Mapping[str, float], float]] = Reservoir(
+            sample * 7 if self.windows.span else sample)
+        self._current_sample: deque[tuple[Mapping[str, float], float]] = deque(maxlen=sample)
         self._rescore_every = max(config.check_every, config.window_size // 4)
         #: The latest statistics, for the gauges: detector -> value.
         self.latest: dict[str, float] = {}
@@ -256,42 +414,56 @@ class PredictionDrift:
         self.flagged.append(flagged)
         self._flagged_count += flagged
         if vector is not None:
-            full = self.windows.full
-            if self.windows.seen % self._steps[full] == 0:
-                (self.current_vectors if full else self.reference_vectors).append(vector)
+            if not self.windows.full:
+                self._reference_sample.offer((vector, at))
+            elif self.windows.seen % self._step == 0:
+                self._current_sample.append((vector, at))
         if not self.windows.add({"score": score}, at):
             return []
-        if scorer is not None and self.reference_vectors and self.current_vectors:
+        if scorer is not None and self._reference_sample.items and self._current_sample:
             if self.windows.seen % self._rescore_every:
                 return []
-            reference, current = self._rescored(scorer)
+            scores, current, weights = self._rescored(scorer)
         else:
-            reference = np.array(self.windows.reference["score"])
+            scores = np.array(self.windows.reference["score"])
             current = np.array(self.windows.current["score"])
+            weights = self.windows.weights("score")
+        reference = Reference.of(scores, self.config.bins, weights)
         changed_at, window = self.windows.times[0], len(self.windows.current["score"])
         events = []
         for name, value, threshold in (
-            ("prediction_psi", psi(reference, current, self.config.bins),
-             self.config.psi_threshold),
-            ("prediction_ks", ks_statistic(reference, current), self.config.ks_threshold),
+            ("prediction_psi", reference.psi(current), self.config.psi_threshold),
+            ("prediction_ks", reference.ks(current), self.config.ks_threshold),
         ):
             self.latest[name] = value
             events += self.alarms.check(name, "score", value, threshold, window, changed_at, at)
         return events
 
-    def _rescored(self, scorer: Scorer) -> tuple[np.ndarray, np.ndarray]:
-        current = list(self.current_vectors)
-        reference = self.reference_vectors
+    def _rescored(self, scorer: Scorer) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Both samples' scores by the current model, and the reference's weekday weights
+        (only the reference vectors of the current window's weekdays are scored)."""
+        current = [vector for vector, _ in self._current_sample]
+        items = self._reference_sample.items
+        weights = None
+        if self.windows.span:
+            weights = calendar_weights(weekday(np.array([t for _, t in items])),
+                                       weekday(np.array(self.windows.times)))
+        if weights is not None:
+            kept = np.flatnonzero(weights > 0)
+            items, weights = [items[i] for i in kept], weights[kept]
+        reference = [vector for vector, _ in items]
         if self.calendar:
             reference = [{**old, **{k: new[k] for k in self.calendar if k in new}}
                          for old, new in zip(reference, itertools.cycle(current))]
-        return scorer.score_many(reference), scorer.score_many(current)
+        return scorer.score_many(reference), scorer.score_many(current), weights
 
     def refresh(self) -> None:
-        """Take the recent traffic as the new reference."""
+        """Start a new reference from the recent traffic (see ``_Windows.refresh``)."""
         self.windows.refresh()
-        self.reference_vectors = list(self.current_vectors)
-        self.current_vectors.clear()
+        self._reference_sample = Reservoir(self._reference_sample.size)
+        for item in self._current_sample:
+            self._reference_sample.offer(item)
+        self._current_sample.clear()
 
     @property
     def flagged_share(self) -> float:
@@ -385,6 +557,11 @@ class LabelDrift:
 class ConceptDrift:
     """ADWIN and Page-Hinkley on the champion's prequential log loss.
 
+    ADWIN takes the mean loss of each block of ``adwin_block`` labels:
+    its bound assumes independent values, and frauds come in bursts (a
+    stolen card is used several times in an hour), which made it page on
+    steady traffic label by label.
+
     Only a *rise* of the loss is concept drift: a model getting better as it
     learns also changes its loss, and must not page anyone. Page-Hinkley runs
     in ``up`` mode; an ADWIN detection counts when the mean of the window it
@@ -401,6 +578,7 @@ class ConceptDrift:
                                               mode="up")
         self.seen = 0
         self.times: deque[float] = deque(maxlen=config.window_size)
+        self._block: list[float] = []
 
     def update(self, score: float, is_fraud: bool, at: float) -> list[DriftEvent]:
         clip = self.config.loss_clip
@@ -408,10 +586,15 @@ class ConceptDrift:
         loss = -math.log(p if is_fraud else 1 - p)
         self.seen += 1
         self.times.append(at)
-        before = self.adwin.estimation
-        self.adwin.update(loss)
         self.page_hinkley.update(loss)
         events = []
+        self._block.append(loss)
+        if len(self._block) >= self.config.adwin_block:
+            before = self.adwin.estimation
+            self.adwin.update(sum(self._block) / len(self._block))
+            self._block.clear()
+        else:
+            before = math.inf  # no new block: ADWIN did not move
         if self.adwin.drift_detected and self.adwin.estimation > before:
             events.append(DriftEvent("adwin", self.model, self.adwin.estimation, self.seen,
                                      self.times[0], at))

@@ -17,6 +17,11 @@ class DriftConfig:
 
     #: Observations in the reference window (filled first, then frozen until refreshed).
     reference_size: int = 5000
+    #: ... and at least this many days of event time, sampled uniformly down to
+    #: ``reference_size``: traffic has a weekly cycle, and a reference of a few days would
+    #: make the weekday look like drift (data and prediction drift; 0: the first
+    #: ``reference_size`` observations).
+    reference_days: float = 7.0
     #: Observations in the sliding current window.
     window_size: int = 2000
     #: Check every this many observations once the windows are full.
@@ -42,6 +47,8 @@ class DriftConfig:
     #: ``fraudstream bench drift``: fraud comes in bursts, and more sensitive settings
     #: page on a burst in steady traffic) ...
     adwin_delta: float = 1e-5
+    #: ADWIN sees the mean loss of blocks of this many labels (frauds come in bursts).
+    adwin_block: int = 25
     page_hinkley_threshold: float = 100.0
     #: ... whose probabilities are clipped to [loss_clip, 1 - loss_clip].
     loss_clip: float = 0.05

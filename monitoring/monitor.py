@@ -24,8 +24,8 @@ Examples
 >>> from prometheus_client import CollectorRegistry
 >>> from features.store import ScoredRecord
 >>> registry = CollectorRegistry()
->>> monitor = DriftMonitor(DriftConfig(reference_size=20, window_size=20, check_every=20),
-...                        ["x"], 0.5, DriftMetrics.create(registry))
+>>> config = DriftConfig(reference_size=20, window_size=20, check_every=20, reference_days=0)
+>>> monitor = DriftMonitor(config, ["x"], 0.5, DriftMetrics.create(registry))
 >>> for i in range(40):
 ...     _ = monitor.on_scored(ScoredRecord(f"t{i}", "c", "p", float(i), {"x": float(i < 20)},
 ...                                        0.1, 1))

@@ -89,6 +89,7 @@ class DriftSettings(_Section):
     #: the 7- and 30-day windows, which keep growing for a month after an empty start).
     features: tuple[str, ...] = ()
     reference_size: int = Field(_DRIFT.reference_size, ge=10)
+    reference_days: float = Field(_DRIFT.reference_days, ge=0)
     window_size: int = Field(_DRIFT.window_size, ge=10)
     check_every: int = Field(_DRIFT.check_every, ge=1)
     psi_threshold: float = Field(_DRIFT.psi_threshold, gt=0)
@@ -99,6 +100,7 @@ class DriftSettings(_Section):
     fraud_rate_block: int = Field(_DRIFT.fraud_rate_block, ge=10)
     label_delay_ratio: float = Field(_DRIFT.label_delay_ratio, gt=1)
     adwin_delta: float = Field(_DRIFT.adwin_delta, gt=0, lt=1)
+    adwin_block: int = Field(_DRIFT.adwin_block, ge=1)
     page_hinkley_threshold: float = Field(_DRIFT.page_hinkley_threshold, gt=0)
     loss_clip: float = Field(_DRIFT.loss_clip, gt=0, lt=0.5)
     prediction_sample: int = Field(_DRIFT.prediction_sample, ge=10)

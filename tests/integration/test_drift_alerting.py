@@ -46,8 +46,10 @@ from tests.support import REPO, Processes, RealServers, isolated_settings, wait_
 pytestmark = pytest.mark.integration
 
 #: The bound we state: the alert fires within this many seconds of the replay ending
-#: (the rule's `for: 1m`, scrapes and evaluations every second in tests, the worker's lag).
-FIRING_BOUND_SECONDS = 150
+#: (the rule's `for: 1m`, scrapes and evaluations every second in tests, and the worker
+#: working through the whole backlog first: 100 s on a quiet machine, up to 130 s and more
+#: on a loaded one, so this is a liveness timeout, not a performance claim).
+FIRING_BOUND_SECONDS = 240
 
 
 def worker_settings(real_servers: RealServers, reports: Path) -> Settings:

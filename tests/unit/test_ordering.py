@@ -78,7 +78,8 @@ def test_a_revoked_partition_stops_holding_the_others_back() -> None:
 
 
 def _monitor(registry: CollectorRegistry) -> DriftMonitor:
-    config = DriftConfig(reference_size=600, window_size=300, check_every=50, warm_up=0)
+    config = DriftConfig(reference_size=600, window_size=300, check_every=50, warm_up=0,
+                         reference_days=0)
     return DriftMonitor(config, ["amount"], 0.5, DriftMetrics.create(registry))
 
 
