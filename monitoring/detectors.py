@@ -38,7 +38,7 @@ import random
 import zlib
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Generic, TypeVar
 
 import numpy as np
@@ -512,7 +512,8 @@ def dispersion(flags: Sequence[float], block: int) -> float:
 
 
 class LabelDrift:
-    """The fraud rate and the label delay among arrived labels, recent against reference.
+    """The fraud rate among arrived labels, and the delay of fraud labels, recent
+    against reference.
 
     The fraud-rate ratio is conservative: the lower end of the recent rate's
     confidence interval (Wilson, ``fraud_rate_z``) over the reference rate.
@@ -520,11 +521,19 @@ class LabelDrift:
     ratio of 2 happens by chance. And they cluster, so the interval is taken
     on the quasi-binomial effective sample: counts divided by the reference's
     :func:`dispersion` over blocks of ``fraud_rate_block`` labels.
+
+    The label delay is the median delay of the last ``label_delay_frauds``
+    fraud labels (chargebacks) over that of as many before them: genuine
+    labels come when the transaction matures, a fixed delay, and being 99% of
+    labels they would hide a chargeback backlog entirely.
     """
 
     def __init__(self, config: DriftConfig) -> None:
         self.config = config
-        self.windows = _Windows(config, ["fraud", "delay"])
+        self.windows = _Windows(config, ["fraud"])
+        frauds = config.label_delay_frauds
+        self.delays = _Windows(replace(config, reference_size=frauds, window_size=frauds,
+                                       check_every=1), ["delay"])
         self.alarms = _Alarms()
         self.latest: dict[str, float] = {}
         #: Rate and dispersion of the reference: labels do not depend on the model, so
@@ -532,26 +541,28 @@ class LabelDrift:
         self._reference: tuple[float, float] | None = None
 
     def update(self, is_fraud: bool, delay_seconds: float, at: float) -> list[DriftEvent]:
-        if not self.windows.add({"fraud": float(is_fraud), "delay": delay_seconds}, at):
-            return []
-        ref, cur = self.windows.reference, self.windows.current
+        events = []
+        if is_fraud and self.delays.add({"delay": delay_seconds}, at):
+            ref, cur = self.delays.reference["delay"], self.delays.current["delay"]
+            ratio = float(np.median(cur)) / max(float(np.median(ref)), 1e-6)
+            self.latest["label_delay_ratio"] = ratio
+            events += self.alarms.check("label_delay", "labels", ratio,
+                                        self.config.label_delay_ratio, len(cur),
+                                        self.delays.times[0], at)
+        if not self.windows.add({"fraud": float(is_fraud)}, at):
+            return events
+        ref_fraud, cur_fraud = self.windows.reference["fraud"], self.windows.current["fraud"]
         if self._reference is None:  # the reference is frozen until refresh()
-            self._reference = (max(float(np.mean(ref["fraud"])), 1e-6),
-                               dispersion(ref["fraud"], self.config.fraud_rate_block))
+            self._reference = (max(float(np.mean(ref_fraud)), 1e-6),
+                               dispersion(ref_fraud, self.config.fraud_rate_block))
         rate_ref, phi = self._reference
-        recent = wilson_lower(float(np.sum(cur["fraud"])) / phi, int(len(cur["fraud"]) / phi),
+        recent = wilson_lower(float(np.sum(cur_fraud)) / phi, int(len(cur_fraud) / phi),
                               self.config.fraud_rate_z)
         rate_ratio = recent / rate_ref
-        delay_ratio = float(np.median(cur["delay"])) / max(float(np.median(ref["delay"])), 1e-6)
-        self.latest = {"fraud_rate_ratio": rate_ratio, "label_delay_ratio": delay_ratio,
-                       "fraud_rate_dispersion": phi}
-        changed_at, window = self.windows.times[0], len(cur["fraud"])
-        return [
-            *self.alarms.check("fraud_rate", "labels", rate_ratio, self.config.fraud_rate_ratio,
-                               window, changed_at, at),
-            *self.alarms.check("label_delay", "labels", delay_ratio,
-                               self.config.label_delay_ratio, window, changed_at, at),
-        ]
+        self.latest.update({"fraud_rate_ratio": rate_ratio, "fraud_rate_dispersion": phi})
+        return events + self.alarms.check("fraud_rate", "labels", rate_ratio,
+                                          self.config.fraud_rate_ratio, len(cur_fraud),
+                                          self.windows.times[0], at)
 
 
 class ConceptDrift:

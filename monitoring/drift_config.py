@@ -41,8 +41,11 @@ class DriftConfig:
     #: ... on counts divided by the reference's dispersion between blocks of this many labels
     #: (frauds cluster in incidents: see ``monitoring.detectors.dispersion``).
     fraud_rate_block: int = 500
-    #: Label delay: an alarm when the recent median delay is this many times the reference.
+    #: Label delay: an alarm when the median delay of the last ``label_delay_frauds`` fraud
+    #: labels is this many times that of the ``label_delay_frauds`` before them (the first
+    #: after warm-up; genuine labels come at a fixed maturity and would hide a change).
     label_delay_ratio: float = 2.0
+    label_delay_frauds: int = 30
     #: ADWIN sensitivity and Page-Hinkley threshold on the log loss (calibrated with
     #: ``fraudstream bench drift``: fraud comes in bursts, and more sensitive settings
     #: page on a burst in steady traffic) ...

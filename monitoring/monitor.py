@@ -98,7 +98,7 @@ class DriftMetrics:
                 "How much more the reference fraud rate varies between blocks of labels than "
                 "independent labels would (1: no clustering)."),
             label_delay_ratio=gauge("fraudstream_label_delay_ratio",
-                                    "Median label delay, recent over reference."),
+                                    "Median delay of recent fraud labels over the reference."),
             alarms=Counter("fraudstream_drift_alarms",
                            "Drift alarms raised, by detector and subject.",
                            ["detector", "subject"], registry=registry),
@@ -262,10 +262,11 @@ class DriftMonitor:
         delay = label.event_time - record.event_time
         events = self.labels.update(label.is_fraud, delay, label.event_time)
         events += self.concept.update(record.score, label.is_fraud, label.event_time)
-        if self.labels.latest:
-            self.metrics.fraud_rate_ratio.set(self.labels.latest["fraud_rate_ratio"])
-            self.metrics.label_delay_ratio.set(self.labels.latest["label_delay_ratio"])
-            self.metrics.fraud_rate_dispersion.set(self.labels.latest["fraud_rate_dispersion"])
+        for name, gauge in (("fraud_rate_ratio", self.metrics.fraud_rate_ratio),
+                            ("label_delay_ratio", self.metrics.label_delay_ratio),
+                            ("fraud_rate_dispersion", self.metrics.fraud_rate_dispersion)):
+            if name in self.labels.latest:
+                gauge.set(self.labels.latest[name])
         return self._count(events)
 
     def refresh_reference(self) -> None:

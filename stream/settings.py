@@ -99,6 +99,7 @@ class DriftSettings(_Section):
     fraud_rate_z: float = Field(_DRIFT.fraud_rate_z, ge=0)
     fraud_rate_block: int = Field(_DRIFT.fraud_rate_block, ge=10)
     label_delay_ratio: float = Field(_DRIFT.label_delay_ratio, gt=1)
+    label_delay_frauds: int = Field(_DRIFT.label_delay_frauds, ge=5)
     adwin_delta: float = Field(_DRIFT.adwin_delta, gt=0, lt=1)
     adwin_block: int = Field(_DRIFT.adwin_block, ge=1)
     page_hinkley_threshold: float = Field(_DRIFT.page_hinkley_threshold, gt=0)

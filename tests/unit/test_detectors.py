@@ -278,3 +278,35 @@ def test_adwin_on_blocks_of_labels_still_catches_a_real_rise() -> None:
         first = {e.detector: e.first_seen for e in reversed(events)}
         assert 10_000 <= first["adwin"] < 15_000, seed
         assert 10_000 <= first["page_hinkley"] < first["adwin"], seed
+
+
+def _labels_with_chargebacks(seed: int, slower_from: int | None = None,
+                             n: int = 60_000) -> Iterator[tuple[bool, float]]:
+    """1% frauds labelled after about 2 days (the simulator's log-normal, a tenth of them
+    after about 14), genuine transactions at 7 days; chargebacks x5 slower from label
+    ``slower_from`` on."""
+    rng = np.random.default_rng(seed)
+    day = 86400.0
+    for i in range(n):
+        if rng.random() < 0.01:
+            median = 14 * day if rng.random() < 0.1 else 2 * day
+            delay = float(np.exp(np.log(median) + rng.normal(0, 0.6)))
+            yield True, delay * (5 if slower_from is not None and i >= slower_from else 1)
+        else:
+            yield False, 7 * day
+
+
+def test_a_chargeback_backlog_shows_in_the_delay_of_fraud_labels() -> None:
+    labels = LabelDrift(CONFIG)
+    slower = [e for i, (fraud, delay) in enumerate(_labels_with_chargebacks(1, 40_000))
+              for e in labels.update(fraud, delay, float(i)) if e.detector == "label_delay"]
+    assert slower and slower[0].first_seen >= 40_000
+    assert slower[0].first_seen < 40_000 + 2_500  # about 25 frauds after the change
+
+
+def test_the_delay_of_fraud_labels_does_not_move_on_steady_labels() -> None:
+    for seed in range(20):
+        labels = LabelDrift(CONFIG)
+        events = [e for i, (fraud, delay) in enumerate(_labels_with_chargebacks(seed))
+                  for e in labels.update(fraud, delay, float(i)) if e.detector == "label_delay"]
+        assert events == [], seed
