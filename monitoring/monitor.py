@@ -147,8 +147,9 @@ class DriftMonitor:
         self.concept = ConceptDrift(config)
         self.metrics = metrics
         metrics.armed.set(int(self.armed))
-        self._scored: EventTimeOrder[tuple[ScoredRecord, Scorer | None]] = \
-            EventTimeOrder(config.order_max_held)
+        self._scored: EventTimeOrder[ScoredRecord] = EventTimeOrder(config.order_max_held)
+        #: The model's latest scorer: held records are rescored with it when they go.
+        self._scorer: Scorer | None = None
         self._labelled: EventTimeOrder[tuple[ScoredRecord, Label]] = \
             EventTimeOrder(config.order_max_held)
         self._early: dict[str, int] = {}  # released_early already counted, per stream
@@ -185,9 +186,9 @@ class DriftMonitor:
     def on_scored_batch(self, batch: Sequence[tuple[ScoredRecord, Hashable, bool]],
                         scorer: Scorer | None = None) -> list[DriftEvent]:
         """:meth:`on_scored` for a fetched batch of ``(record, source, behind)``."""
+        self._scorer = scorer
         released = self._scored.add_many(
-            (record.event_time, (record, scorer), source, behind)
-            for record, source, behind in batch)
+            (record.event_time, record, source, behind) for record, source, behind in batch)
         return self._scored_in_order(released)
 
     def on_label(self, record: ScoredRecord, label: Label, source: Hashable = None,
@@ -203,9 +204,8 @@ class DriftMonitor:
         return (self._scored_in_order(self._scored.forget(sources))
                 + self._labelled_in_order(self._labelled.forget(sources)))
 
-    def _scored_in_order(self, released: list[tuple[ScoredRecord, Scorer | None]],
-                         ) -> list[DriftEvent]:
-        events = [e for record, scorer in released for e in self._on_scored(record, scorer)]
+    def _scored_in_order(self, released: list[ScoredRecord]) -> list[DriftEvent]:
+        events = [e for record in released for e in self._on_scored(record, self._scorer)]
         self._held("scored", len(self._scored), self._scored.released_early)
         return events
 

@@ -30,7 +30,7 @@ True
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import polars as pl
@@ -108,6 +108,18 @@ class Simulation:
     transactions: pl.DataFrame
     labels: pl.DataFrame
     population: Population
+
+    def until_traffic_ends(self) -> Simulation:
+        """Without the labels that arrive after the last transaction.
+
+        A live stream never ends. A simulated one does, and the chargebacks
+        still to come after it are the slow ones: in arrival order they look
+        like a growing delay. Drift measurements stop where the traffic does.
+        """
+        if self.transactions.is_empty():
+            return self
+        end = self.transactions["event_time"].max()
+        return replace(self, labels=self.labels.filter(pl.col("event_time") <= end))
 
     def events(self) -> list[Transaction | Label]:
         """Both as core events, in the order they become known (a transaction first on a tie).

@@ -64,7 +64,7 @@ def first_alarms(spec: ScenarioSpec, config: DriftConfig, customers: int = 200,
                  seed: int | None = None) -> tuple[float | None, list[Alarm]]:
     """The change time of scenario ``spec``, and each detector's first alarm, in time order."""
     simulation, manifest = run_scenario(spec, seed=seed, customers=customers)
-    events = simulation.events()
+    events = simulation.until_traffic_ends().events()
     records = asyncio.run(replay_features(events))
     points = manifest["change_points"]
     change = points[0]["event_time"] if points else None

@@ -70,6 +70,7 @@ def scenario_file(folder: Path, name: str) -> Path:
 def replay(settings: Settings, scenario: Path) -> None:
     ensure_topics(settings)
     simulation, _ = run_scenario(load_scenario(scenario), customers=200)
+    simulation = simulation.until_traffic_ends()  # the run ends with the traffic
     events = encode_events(simulation.transactions, simulation.labels)
     summary = Replayer(settings.kafka.bootstrap_servers,
                        (settings.topics.name("transactions"),

@@ -160,3 +160,13 @@ def test_customers_pay_near_home() -> None:
                            pop.terminal_lat[terminal[::-1]], pop.terminal_lon[terminal[::-1]])
     # within radius_km (30) of home, or among the 3 nearest where terminals are sparse
     assert np.median(far) < 30 < 300 < np.median(anywhere)
+
+
+def test_until_traffic_ends_drops_only_the_labels_that_come_after_the_last_transaction() -> None:
+    simulation = generate(SMALL)
+    end = simulation.transactions["event_time"].max()
+    cut = simulation.until_traffic_ends()
+    late = simulation.labels.filter(pl.col("event_time") > end)
+    assert late.height > 0 and cut.labels.height == simulation.labels.height - late.height
+    assert cut.labels["event_time"].max() <= end
+    assert cut.transactions.equals(simulation.transactions)
