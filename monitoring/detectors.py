@@ -523,7 +523,8 @@ class LabelDrift:
     :func:`dispersion` over blocks of ``fraud_rate_block`` labels.
 
     The label delay is the median delay of the last ``label_delay_frauds``
-    fraud labels (chargebacks) over that of as many before them: genuine
+    fraud labels (chargebacks) over that of the first one and a half times
+    as many after the warm-up: genuine
     labels come when the transaction matures, a fixed delay, and being 99% of
     labels they would hide a chargeback backlog entirely.
     """
@@ -532,8 +533,8 @@ class LabelDrift:
         self.config = config
         self.windows = _Windows(config, ["fraud"])
         frauds = config.label_delay_frauds
-        self.delays = _Windows(replace(config, reference_size=frauds, window_size=frauds,
-                                       check_every=1), ["delay"])
+        self.delays = _Windows(replace(config, reference_size=frauds + frauds // 2,
+                                       window_size=frauds, check_every=1), ["delay"])
         self.alarms = _Alarms()
         self.latest: dict[str, float] = {}
         #: Rate and dispersion of the reference: labels do not depend on the model, so

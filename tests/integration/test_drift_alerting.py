@@ -55,7 +55,8 @@ FIRING_BOUND_SECONDS = 240
 def worker_settings(real_servers: RealServers, reports: Path) -> Settings:
     base = isolated_settings(real_servers)
     drift = DriftSettings(reference_size=2000, window_size=1000, check_every=100,
-                          features=("txn_amount_log",), reports_dir=reports)
+                          label_delay_frauds=30, features=("txn_amount_log",),
+                          reports_dir=reports)
     return base.model_copy(update={"drift": drift})
 
 
