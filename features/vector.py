@@ -53,10 +53,10 @@ class EntityState:
 
 def view(state: EntityState, txn: Transaction) -> dict[str, float]:
     """The full feature vector for ``txn`` given the state before it."""
-    vector = card.view(state.card, txn)
-    vector.update(terminal.view(state.terminal, txn))
-    vector.update(transaction.view(txn))
-    return vector
+    values = card.values(state.card, txn)
+    values += terminal.values(state.terminal, txn)
+    values += transaction.values(txn)
+    return dict(zip(FEATURE_NAMES, values, strict=True))
 
 
 def pack_vector(vector: dict[str, float]) -> bytes:
