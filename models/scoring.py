@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from river import base
 
 from features.events import Transaction
-from features.store import Applied, FeatureStore, ScoredRecord, Status
+from features.store import FeatureStore, ScoredRecord, Status
 from features.vector import view
 from models.errors import NoModelError
 from models.factory import fraud_probability
@@ -56,16 +56,21 @@ class ModelHolder:
 class Scored:
     """One transaction's outcome: its record, or why it has none (``LATE``).
 
-    ``duplicate`` is true when the transaction had been applied before (a
-    redelivery): its state was not changed again.
+    ``status`` is what the store did with it, ``newest`` its card's newest
+    event time when it came too late. The state it was scored from is not
+    kept: a batch would otherwise hold every card's decoded history until it
+    returns. ``duplicate`` is true when the transaction had been applied
+    before (a redelivery): its state was not changed again.
     """
 
-    applied: Applied
+    txn: Transaction
+    status: Status
     record: ScoredRecord | None
+    newest: float | None = None
 
     @property
     def duplicate(self) -> bool:
-        return self.applied.status in (Status.DONE, Status.PENDING)
+        return self.status in (Status.DONE, Status.PENDING)
 
 
 #: Transactions per store call inside a batch: while one part is scored in
@@ -103,7 +108,7 @@ async def score_batch(
                 if one.state is not None:
                     record = _score(serving, one.txn, view(one.state, one.txn), challengers)
                     to_save.append((one, record))
-                results.append(Scored(one, record))
+                results.append(Scored(one.txn, one.status, record, one.newest))
             if to_save:
                 saves.append(asyncio.ensure_future(store.save(to_save)))
     finally:
