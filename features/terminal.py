@@ -78,7 +78,7 @@ class TerminalState:
 
 def current_buckets(event_time: float) -> tuple[int, ...]:
     """The index of the bucket holding ``event_time``, per window."""
-    return tuple(math.floor(event_time / size) for size in BUCKET_SECONDS)
+    return tuple([math.floor(event_time / size) for size in BUCKET_SECONDS])
 
 
 def field(window: int, bucket: int) -> int:

@@ -135,5 +135,5 @@ def _score(serving: ServingModel, txn: Transaction, features: dict[str, float],
         score=fraud_probability(serving.model, features),
         model_version=serving.version,
         shadow={name: fraud_probability(c.model, features)
-                for name, c in (challengers or {}).items()},
+                for name, c in challengers.items()} if challengers else {},
     )
