@@ -39,6 +39,7 @@ FEATURE_NAMES: tuple[str, ...] = tuple(FEATURES)
 
 _VECTOR = struct.Struct(f"<{len(FEATURE_NAMES)}d")
 _IN_ORDER = itemgetter(*FEATURE_NAMES)
+_ZEROS = dict.fromkeys(FEATURE_NAMES, 0.0)
 #: Bytes of a packed vector.
 VECTOR_SIZE = _VECTOR.size
 
@@ -56,7 +57,9 @@ def view(state: EntityState, txn: Transaction) -> dict[str, float]:
     values = card.values(state.card, txn)
     values += terminal.values(state.terminal, txn)
     values += transaction.values(txn)
-    return dict(zip(FEATURE_NAMES, values, strict=True))
+    vector = _ZEROS.copy()  # the keys in place already: no resizing while filling in
+    vector.update(zip(FEATURE_NAMES, values, strict=True))
+    return vector
 
 
 def pack_vector(vector: dict[str, float]) -> bytes:
