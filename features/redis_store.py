@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import struct
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -96,8 +96,15 @@ class RedisFeatureStore:
     async def apply(self, txns: Sequence[Transaction]) -> list[Applied]:
         return [one async for part in self.apply_parts([txns]) for one in part]
 
-    async def save(self, scored: Sequence[tuple[Applied, ScoredRecord]]) -> None:
-        packed = _pack_save([record for _, record in scored])
+    def save(self, scored: Sequence[tuple[Applied, ScoredRecord]]) -> Coroutine[Any, Any, None]:
+        """Pack the records at once, send them when awaited.
+
+        Packing them before the caller awaits lets it drop ``scored`` (and the
+        states in it) while the save is still in flight.
+        """
+        return self._save(_pack_save([record for _, record in scored]))
+
+    async def _save(self, packed: bytes) -> None:
         await self._execute(lambda pipe: pipe.evalsha(self._shas["save"], 0, self._base + ":",
                                                       packed))
 
