@@ -104,13 +104,6 @@ FEATURES: dict[str, str] = {
                                  "(0 without locations; capped at 100,000)",
 }
 FEATURE_NAMES: tuple[str, ...] = tuple(FEATURES)
-_TERMINAL_WINDOW_NAMES = tuple(
-    (length, f"card_distinct_terminals_{name}") for name, length in TERMINAL_WINDOWS.items()
-)
-_WINDOW_NAMES = tuple(
-    (length, tuple(f"card_{kind}_{name}" for kind in _DESCRIBE_WINDOW))
-    for name, length in WINDOWS.items()
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,63 +259,94 @@ def _body(n: int) -> struct.Struct:
 
 def view(history: CardHistory, txn: Transaction) -> dict[str, float]:
     """The card features for scoring ``txn``: only records strictly before it count."""
+    return dict(zip(FEATURE_NAMES, values(history, txn), strict=True))
+
+
+def values(history: CardHistory, txn: Transaction) -> list[float]:
+    """:func:`view`'s values, in :data:`FEATURE_NAMES` order (no names attached).
+
+    The windows are nested suffixes of the records before ``txn``, so each is
+    found by one bisection over the whole history and summed from there;
+    integer cents make every sum exact, whatever its order.
+    """
     at = txn.event_time
-    end = bisect_left(history.times, at)
-    start = bisect_left(history.times, at - HORIZON_SECONDS, 0, end)
+    times = history.times
+    end = bisect_left(times, at)
+    start = bisect_left(times, at - HORIZON_SECONDS, 0, end)
     if start == end:
-        return _empty_view(txn)
-    times, cents, terminals = history.times[start:end], history.cents[start:end], \
-        history.terminals[start:end]
-    lats, lons = history.lats[start:end], history.lons[start:end]
-    vector: dict[str, float] = {}
-    for length, (count_name, sum_name, mean_name, max_name) in _WINDOW_NAMES:
-        inside = cents[bisect_left(times, at - length):]
+        return list(_FIRST_SEEN)
+    cents = history.cents
+    out: list[float] = []
+    done = end  # the records counted so far: [done, end), their sum and largest amount
+    total = top = 0
+    for length in _WINDOW_LENGTHS:  # shortest first: each window extends the one before
+        first = bisect_left(times, at - length, start, done)
+        if first == end:
+            out += _NO_RECORDS
+            continue
+        if first < done:
+            more = cents[first:done]
+            total += sum(more)
+            top = max(more) if done == end else max(top, max(more))
+            done = first
+        count = end - first
+        out += (float(count), total / 100, total / count / 100, top / 100)
+    inside = cents[start:end]
+    if done != start:  # the horizon, should the longest window ever be shorter
         total = sum(inside)
-        count = len(inside)
-        vector[count_name] = float(count)
-        vector[sum_name] = total / 100
-        vector[mean_name] = total / count / 100 if count else 0.0
-        vector[max_name] = max(inside) / 100 if count else 0.0
-    vector["card_seconds_since_prev"] = at - times[-1]
-    vector["card_first_seen"] = 0.0
-    vector.update(_amount_vs_history(cents, round(txn.amount * 100)))
-    for length, name in _TERMINAL_WINDOW_NAMES:
-        vector[name] = float(len(set(terminals[bisect_left(times, at - length):])))
-    vector["card_terminal_new_30d"] = 0.0 if terminal_hash(txn.terminal_id) in terminals else 1.0
-    vector.update(_location(times[-1], lats, lons, txn))
-    return vector
+    previous = times[end - 1]
+    out += (at - previous, 0.0, *_amount_vs_history(inside, total, round(txn.amount * 100)))
+    terminals = history.terminals
+    for length in _TERMINAL_LENGTHS:
+        out.append(float(len(set(terminals[bisect_left(times, at - length, start, end):end]))))
+    out.append(0.0 if terminal_hash(txn.terminal_id) in terminals[start:end] else 1.0)
+    out += _location(previous, history.lats[start:end], history.lons[start:end], txn)
+    return out
 
 
-def _empty_view(txn: Transaction) -> dict[str, float]:
-    vector = dict.fromkeys(FEATURE_NAMES, 0.0)
-    vector["card_seconds_since_prev"] = SINCE_PREV_CAP_SECONDS
-    vector["card_first_seen"] = 1.0
-    vector["card_amount_ratio_mean_30d"] = 1.0
-    vector["card_terminal_new_30d"] = 1.0
-    return vector
+#: One card window's count, sum, mean and max without any record in it.
+_NO_RECORDS = (0.0, 0.0, 0.0, 0.0)
+_WINDOW_LENGTHS = tuple(WINDOWS.values())
+if list(_WINDOW_LENGTHS) != sorted(_WINDOW_LENGTHS):
+    raise ImportError("card.values expects WINDOWS from the shortest to the longest")
+_TERMINAL_LENGTHS = tuple(TERMINAL_WINDOWS.values())
+#: The values of a card without any transaction in the horizon before.
+_FIRST_SEEN = tuple({
+    **dict.fromkeys(FEATURE_NAMES, 0.0),
+    "card_seconds_since_prev": SINCE_PREV_CAP_SECONDS,
+    "card_first_seen": 1.0,
+    "card_amount_ratio_mean_30d": 1.0,
+    "card_terminal_new_30d": 1.0,
+}.values())
 
 
-def _amount_vs_history(cents: tuple[int, ...], amount: int) -> dict[str, float]:
-    n, total = len(cents), sum(cents)
+def _amount_vs_history(cents: tuple[int, ...], total: int, amount: int) -> tuple[float, float]:
+    """The z-score and the ratio to the mean of ``amount`` against ``cents`` (summing ``total``)."""
+    n = len(cents)
     zscore = 0.0
     if n >= 2:
         spread = n * sum(map(mul, cents, cents)) - total * total  # n^2 * variance, exact
         if spread > 0:
             zscore = (n * amount - total) / math.sqrt(spread)
     ratio = (amount / 100 + 1) / (total / n / 100 + 1)
-    return {"card_amount_zscore_30d": zscore, "card_amount_ratio_mean_30d": ratio}
+    return zscore, ratio
 
 
 def _location(previous: float, lats: tuple[int, ...], lons: tuple[int, ...],
-              txn: Transaction) -> dict[str, float]:
+              txn: Transaction) -> tuple[float, float]:
+    """Distance from the mean located record, and the speed since ``previous`` (the last)."""
+    if txn.lat is None or txn.lon is None:
+        return 0.0, 0.0
     distance = speed = 0.0
-    if txn.lat is not None and txn.lon is not None:
-        located = [(la, lo) for la, lo in zip(lats, lons, strict=True) if la != NO_LOCATION]
-        if located:
-            lat = sum(la for la, _ in located) / len(located) / 1e5
-            lon = sum(lo for _, lo in located) / len(located) / 1e5
-            distance = haversine_km(lat, lon, txn.lat, txn.lon)
-        if lats[-1] != NO_LOCATION:
-            km = haversine_km(lats[-1] / 1e5, lons[-1] / 1e5, txn.lat, txn.lon)
-            speed = min(km / ((txn.event_time - previous) / 3600), SPEED_CAP_KMH)
-    return {"card_distance_from_usual_km": distance, "card_speed_since_prev_kmh": speed}
+    missing = lats.count(NO_LOCATION)
+    located = len(lats) - missing
+    if located:  # the sums of the located records' coordinates, exactly as integers
+        lat_sum = sum(lats) - missing * NO_LOCATION
+        lon_sum = sum([lo for la, lo in zip(lats, lons, strict=True) if la != NO_LOCATION]
+                      if missing else lons)
+        distance = haversine_km(lat_sum / located / 1e5, lon_sum / located / 1e5,
+                                txn.lat, txn.lon)
+    if lats[-1] != NO_LOCATION:
+        km = haversine_km(lats[-1] / 1e5, lons[-1] / 1e5, txn.lat, txn.lon)
+        speed = min(km / ((txn.event_time - previous) / 3600), SPEED_CAP_KMH)
+    return distance, speed

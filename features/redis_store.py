@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import struct
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -45,7 +45,8 @@ from features.store import Applied, ScoredRecord, Status, decode_state
 from features.vector import FEATURE_SET_VERSION, EntityState
 
 _DAY = 86400
-_BUCKETS = struct.Struct("<iii")
+#: A transaction for the apply script: its card record, then its buckets.
+_APPLY_HEAD = struct.Struct(card.RECORD.format + "iii")
 _NEWEST = struct.Struct("<d")
 _SAVE_SIZES = struct.Struct("<BI")
 
@@ -95,8 +96,15 @@ class RedisFeatureStore:
     async def apply(self, txns: Sequence[Transaction]) -> list[Applied]:
         return [one async for part in self.apply_parts([txns]) for one in part]
 
-    async def save(self, scored: Sequence[tuple[Applied, ScoredRecord]]) -> None:
-        packed = _pack_save([record for _, record in scored])
+    def save(self, scored: Sequence[tuple[Applied, ScoredRecord]]) -> Coroutine[Any, Any, None]:
+        """Pack the records at once, send them when awaited.
+
+        Packing them before the caller awaits lets it drop ``scored`` (and the
+        states in it) while the save is still in flight.
+        """
+        return self._save(_pack_save([record for _, record in scored]))
+
+    async def _save(self, packed: bytes) -> None:
         await self._execute(lambda pipe: pipe.evalsha(self._shas["save"], 0, self._base + ":",
                                                       packed))
 
@@ -218,13 +226,13 @@ def _pack_save(records: Sequence[ScoredRecord]) -> bytes:
 
 def _pack_apply(txns: Sequence[Transaction]) -> bytes:
     """The transactions for the apply script: record, buckets, then the three ids."""
-    parts = []
+    parts: list[bytes] = []
     for txn in txns:
-        parts.append(card.packed_record(txn))
-        parts.append(_BUCKETS.pack(*terminal.current_buckets(txn.event_time)))
-        for entity in (txn.card_id, txn.terminal_id, txn.txn_id):
-            raw = entity.encode()
-            parts.append(bytes((len(raw),)) + raw)
+        card_id, terminal_id, txn_id = (
+            txn.card_id.encode(), txn.terminal_id.encode(), txn.txn_id.encode())
+        parts += (_APPLY_HEAD.pack(*card.record(txn), *terminal.current_buckets(txn.event_time)),
+                  bytes((len(card_id),)), card_id, bytes((len(terminal_id),)), terminal_id,
+                  bytes((len(txn_id),)), txn_id)
     return b"".join(parts)
 
 

@@ -66,12 +66,12 @@ class ScoredRecord:
     def to_bytes(self) -> bytes:
         """Compact bytes: times and score, the three ids, the packed vector, shadow scores."""
         header = _HEADER.pack(self.event_time, self.score, self.model_version)
-        ids = _short(self.txn_id) + _short(self.card_id) + _short(self.terminal_id)
-        shadow = bytes([len(self.shadow)])
-        if self.shadow:
-            shadow += b"".join(_short(name) + _SCORE.pack(score)
-                               for name, score in self.shadow.items())
-        return header + ids + pack_vector(self.features) + shadow
+        ids = _short(self.txn_id), _short(self.card_id), _short(self.terminal_id)
+        shadow = bytes((len(self.shadow),))
+        parts = [header, *ids, pack_vector(self.features), shadow]
+        for name, score in self.shadow.items():
+            parts += (_short(name), _SCORE.pack(score))
+        return b"".join(parts)
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> ScoredRecord:
@@ -100,7 +100,7 @@ def _short(text: str) -> bytes:
     raw = text.encode()
     if len(raw) > 255:
         raise ValueError(f"id longer than 255 bytes: {text[:40]!r}...")
-    return bytes([len(raw)]) + raw
+    return bytes((len(raw),)) + raw
 
 
 class Status(enum.Enum):

@@ -66,10 +66,6 @@ for _w in WINDOWS:
     FEATURES[f"terminal_fraud_rate_{_w}"] = (
         f"terminal_fraud_count_{_w} / terminal_txn_count_{_w} (0 if no transactions)")
 FEATURE_NAMES: tuple[str, ...] = tuple(FEATURES)
-_NAMES = tuple(
-    (f"terminal_txn_count_{w}", f"terminal_fraud_count_{w}", f"terminal_fraud_rate_{w}")
-    for w in WINDOWS
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +78,7 @@ class TerminalState:
 
 def current_buckets(event_time: float) -> tuple[int, ...]:
     """The index of the bucket holding ``event_time``, per window."""
-    return tuple(math.floor(event_time / size) for size in BUCKET_SECONDS)
+    return tuple([math.floor(event_time / size) for size in BUCKET_SECONDS])
 
 
 def field(window: int, bucket: int) -> int:
@@ -158,17 +154,18 @@ def unpack_frauds(values: Iterable[bytes]) -> tuple[FraudEntry, ...]:
 
 def view(state: TerminalState, txn: Transaction) -> dict[str, float]:
     """The terminal features for scoring ``txn``."""
+    return dict(zip(FEATURE_NAMES, values(state, txn), strict=True))
+
+
+def values(state: TerminalState, txn: Transaction) -> list[float]:
+    """:func:`view`'s values, in :data:`FEATURE_NAMES` order (no names attached)."""
     at = txn.event_time
-    vector: dict[str, float] = {}
-    for (count_name, fraud_name, rate_name), count, size in zip(
-        _NAMES, state.counts, BUCKET_SECONDS, strict=True
-    ):
+    out: list[float] = []
+    for count, size in zip(state.counts, BUCKET_SECONDS, strict=True):
         frauds = 0
         if state.frauds:
             current = math.floor(at / size)
             start, end = (current - BUCKETS) * size, current * size
             frauds = sum(1 for when, came in state.frauds if start <= when < end and came < at)
-        vector[count_name] = float(count)
-        vector[fraud_name] = float(frauds)
-        vector[rate_name] = min(frauds / count, 1.0) if count else 0.0
-    return vector
+        out += (float(count), float(frauds), min(frauds / count, 1.0) if count else 0.0)
+    return out

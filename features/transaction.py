@@ -33,21 +33,27 @@ FEATURE_NAMES: tuple[str, ...] = tuple(FEATURES)
 _DAY = 86400.0
 #: 1970-01-01 was a Thursday: day 3 counting from Monday = 0.
 _EPOCH_WEEKDAY = 3
+#: ``2 * math.pi``, computed once (the same float).
+_TAU = 2 * math.pi
 
 
 def view(txn: Transaction) -> dict[str, float]:
     """The transaction's own features."""
-    hours = (txn.event_time % _DAY) / 3600.0
-    days = (txn.event_time / _DAY + _EPOCH_WEEKDAY) % 7.0
-    hour_angle, day_angle = 2 * math.pi * hours / 24.0, 2 * math.pi * days / 7.0
-    return {
-        "txn_amount_log": math.log1p(max(txn.amount, 0.0)),
-        "txn_hour_sin": math.sin(hour_angle),
-        "txn_hour_cos": math.cos(hour_angle),
-        "txn_dow_sin": math.sin(day_angle),
-        "txn_dow_cos": math.cos(day_angle),
-        "txn_is_night": 1.0 if math.floor(hours) < 6 else 0.0,
-        "txn_is_weekend": 1.0 if (math.floor(txn.event_time / _DAY) + _EPOCH_WEEKDAY) % 7 >= 5
-        else 0.0,
-        "txn_has_location": 1.0 if txn.has_location else 0.0,
-    }
+    return dict(zip(FEATURE_NAMES, values(txn), strict=True))
+
+
+def values(txn: Transaction) -> tuple[float, ...]:
+    """:func:`view`'s values, in :data:`FEATURE_NAMES` order (no names attached)."""
+    at = txn.event_time
+    hours = (at % _DAY) / 3600.0
+    hour_angle, day_angle = _TAU * hours / 24.0, _TAU * ((at / _DAY + _EPOCH_WEEKDAY) % 7.0) / 7.0
+    return (
+        math.log1p(max(txn.amount, 0.0)),
+        math.sin(hour_angle),
+        math.cos(hour_angle),
+        math.sin(day_angle),
+        math.cos(day_angle),
+        1.0 if math.floor(hours) < 6 else 0.0,
+        1.0 if (math.floor(at / _DAY) + _EPOCH_WEEKDAY) % 7 >= 5 else 0.0,
+        1.0 if txn.has_location else 0.0,
+    )

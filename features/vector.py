@@ -39,6 +39,7 @@ FEATURE_NAMES: tuple[str, ...] = tuple(FEATURES)
 
 _VECTOR = struct.Struct(f"<{len(FEATURE_NAMES)}d")
 _IN_ORDER = itemgetter(*FEATURE_NAMES)
+_ZEROS = dict.fromkeys(FEATURE_NAMES, 0.0)
 #: Bytes of a packed vector.
 VECTOR_SIZE = _VECTOR.size
 
@@ -53,9 +54,11 @@ class EntityState:
 
 def view(state: EntityState, txn: Transaction) -> dict[str, float]:
     """The full feature vector for ``txn`` given the state before it."""
-    vector = card.view(state.card, txn)
-    vector.update(terminal.view(state.terminal, txn))
-    vector.update(transaction.view(txn))
+    values = card.values(state.card, txn)
+    values += terminal.values(state.terminal, txn)
+    values += transaction.values(txn)
+    vector = _ZEROS.copy()  # the keys in place already: no resizing while filling in
+    vector.update(zip(FEATURE_NAMES, values, strict=True))
     return vector
 
 

@@ -8,13 +8,14 @@ What it measures, each over ``runs`` fresh key prefixes (medians reported):
   without the model; also over the last ``tail`` transactions alone, when
   every card has its full 30-day history. The in-memory store runs the same
   workload in the same process as a baseline (the ratio is less noisy than
-  the absolute number on a shared machine). For the store's part alone
-  (apply, decoded state, save) it also reports the CPU time per transaction
-  of this process and of Redis's main thread: on a shared machine these
-  move much less than the throughput does.
+  the absolute number on a shared machine). For the whole path and for the
+  store's part alone (apply, decoded state, save) it also reports the CPU
+  time per transaction of this process and of Redis's main thread: on a
+  shared machine these move much less than the throughput does.
 - **API read latency**: ``peek`` + ``view`` one transaction at a time
   (the API's read, without HTTP), p50 and p99.
-- **memory per card**: ``MEMORY USAGE`` of card keys after the month.
+- **memory per card**: ``MEMORY USAGE`` of card keys after the month (one
+  card in 7): median, mean, 95th percentile and largest.
 - **bucketed terminal windows**: the error of the bucketed terminal counts
   against exact sliding windows, on the same traffic.
 """
@@ -169,6 +170,16 @@ def _percentile(values: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
 
 
+def _spread(sizes: Sequence[float]) -> dict[str, float]:
+    """Median, mean, 95th percentile and largest of ``sizes``.
+
+    >>> _spread([1, 2, 3, 10])
+    {'median': 2.5, 'mean': 4.0, 'p95': 10, 'max': 10}
+    """
+    return {"median": statistics.median(sizes), "mean": statistics.fmean(sizes),
+            "p95": _percentile(sizes, 0.95), "max": max(sizes)}
+
+
 async def bench_features(
     redis_url: str, workload: Workload, runs: int = 3, batch: int = 500, tail: int = 20_000,
     say: Callable[[str], None] = print,
@@ -179,14 +190,20 @@ async def bench_features(
     say(f"workload: {len(txns):,} transactions, {workload.cards:,} cards, "
         f"{workload.terminals} terminals, {workload.days} days, {workload.per_day}/card/day; "
         f"batches of {batch}; {runs} runs; {await _persistence(redis_url)}")
-    redis_all, redis_tail, memory_all, p50, p99, mem, io = [], [], [], [], [], [], []
+    redis_all, redis_tail, memory_all, p50, p99, io = [], [], [], [], [], []
+    mem: dict[str, list[float]] = defaultdict(list)
     py_us: list[float] = []
     redis_us: list[float] = []
+    vector_py_us: list[float] = []
+    vector_redis_us: list[float] = []
     for run in range(runs):
         store = RedisFeatureStore.from_url(redis_url, f"bench-{secrets.token_hex(4)}")
         try:
+            redis_cpu, own_cpu = await _redis_cpu(store), time.process_time()
             seconds = await run_batches(store, txns[:-tail], batch)
             tail_seconds = await run_batches(store, txns[-tail:], batch)
+            vector_py_us.append((time.process_time() - own_cpu) / len(txns) * 1e6)
+            vector_redis_us.append((await _redis_cpu(store) - redis_cpu) / len(txns) * 1e6)
             redis_all.append(len(txns) / (seconds + tail_seconds))
             redis_tail.append(tail / tail_seconds)
             end = txns[-1].event_time + 60
@@ -196,21 +213,24 @@ async def bench_features(
             p50.append(_percentile(latencies, 0.5) * 1e3)
             p99.append(_percentile(latencies, 0.99) * 1e3)
             keys = [store.key("card", f"card{i}") for i in range(0, workload.cards, 7)]
-            sizes = [await store.client.memory_usage(k) or 0 for k in keys]
-            mem.append(statistics.median(sizes))
-            memory = MemoryFeatureStore()
-            memory_all.append(len(txns) / await run_batches(memory, txns, batch))
+            sizes = _spread([await store.client.memory_usage(k) or 0 for k in keys])
+            for name, size in sizes.items():
+                mem[name].append(size)
+            # not kept: a month of records held in this process slowed the next runs
+            memory_all.append(len(txns) / await run_batches(MemoryFeatureStore(), txns, batch))
             bare = RedisFeatureStore(store.client, f"bench-{secrets.token_hex(4)}")
             redis_cpu, own_cpu = await _redis_cpu(store), time.process_time()
             io.append(len(txns) / await run_store_only(bare, txns, batch))
             py_us.append((time.process_time() - own_cpu) / len(txns) * 1e6)
             redis_us.append((await _redis_cpu(store) - redis_cpu) / len(txns) * 1e6)
-            say(f"run {run + 1}: redis {redis_all[-1]:,.0f} txn/s (full-history tail "
-                f"{redis_tail[-1]:,.0f}; store alone {io[-1]:,.0f}, CPU per transaction "
-                f"{py_us[-1]:.1f} us here + {redis_us[-1]:.1f} us in Redis), "
+            say(f"run {run + 1}: redis {redis_all[-1]:,.0f} txn/s (CPU per transaction "
+                f"{vector_py_us[-1]:.1f} us here + {vector_redis_us[-1]:.1f} us in Redis; "
+                f"full-history tail {redis_tail[-1]:,.0f}; store alone {io[-1]:,.0f}, CPU per "
+                f"transaction {py_us[-1]:.1f} us here + {redis_us[-1]:.1f} us in Redis), "
                 f"memory store {memory_all[-1]:,.0f} txn/s; "
-                f"read p50 {p50[-1]:.3f} ms p99 {p99[-1]:.3f} ms; card median {mem[-1]:.0f} B "
-                f"(max {max(sizes)} B)")
+                f"read p50 {p50[-1]:.3f} ms p99 {p99[-1]:.3f} ms; card median "
+                f"{sizes['median']:.0f} B, mean {sizes['mean']:.0f} B, p95 {sizes['p95']:.0f} B, "
+                f"max {sizes['max']:.0f} B")
             for prefix in (store.key_prefix, bare.key_prefix):
                 await store.client.eval(
                     "for _, k in ipairs(redis.call('KEYS', ARGV[1])) do redis.call('DEL', k) end",
@@ -224,7 +244,12 @@ async def bench_features(
         "store_update_read_txn_per_s": statistics.median(io),
         "read_p50_ms": statistics.median(p50),
         "read_p99_ms": statistics.median(p99),
-        "card_memory_bytes": statistics.median(mem),
+        "card_memory_bytes": statistics.median(mem["median"]),
+        "card_memory_mean_bytes": statistics.median(mem["mean"]),
+        "card_memory_p95_bytes": statistics.median(mem["p95"]),
+        "card_memory_max_bytes": max(mem["max"]),
+        "python_cpu_us_per_txn": statistics.median(vector_py_us),
+        "redis_cpu_us_per_txn": statistics.median(vector_redis_us),
         "store_python_cpu_us_per_txn": statistics.median(py_us),
         "store_redis_cpu_us_per_txn": statistics.median(redis_us),
     }
@@ -233,9 +258,13 @@ async def bench_features(
         f"{result['store_redis_cpu_us_per_txn']:.1f} us in Redis); "
         f"with the vectors {result['update_read_txn_per_s']:,.0f} txn/s "
         f"({result['update_read_txn_per_s'] / result['memory_store_txn_per_s']:.2f} x the "
-        f"in-memory store); full history {result['update_read_full_history_txn_per_s']:,.0f} "
-        f"txn/s; API read p50 {result['read_p50_ms']:.3f} ms, p99 {result['read_p99_ms']:.3f} ms; "
-        f"{result['card_memory_bytes']:.0f} bytes per card (MEMORY USAGE, median)")
+        f"in-memory store; CPU per transaction {result['python_cpu_us_per_txn']:.1f} us here, "
+        f"{result['redis_cpu_us_per_txn']:.1f} us in Redis); full history "
+        f"{result['update_read_full_history_txn_per_s']:,.0f} txn/s; API read p50 "
+        f"{result['read_p50_ms']:.3f} ms, p99 {result['read_p99_ms']:.3f} ms; bytes per card "
+        f"(MEMORY USAGE) median {result['card_memory_bytes']:.0f}, mean "
+        f"{result['card_memory_mean_bytes']:.0f}, p95 {result['card_memory_p95_bytes']:.0f}, "
+        f"max {result['card_memory_max_bytes']:.0f}")
     month_and_more = Workload(cards=300, terminals=60, days=70, per_day=workload.per_day)
     for name, (relative, absolute) in bucket_error(month_and_more.transactions()).items():
         say(f"bucketed terminal_txn_count_{name}: mean error {relative:.1%} "

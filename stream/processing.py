@@ -166,7 +166,7 @@ class Pipeline:
         for (record, txn), result in zip(decoded, results, strict=True):
             if result.record is None:
                 out.append(self._reject(record, "transactions", "too_late",
-                                        self._lateness_detail(txn, result.applied.newest)))
+                                        self._lateness_detail(txn, result.newest)))
                 continue
             if self.waiting:
                 self.waiting.scored(txn.txn_id)

@@ -43,7 +43,7 @@ async def replay_features(
 
     async def flush() -> None:
         for result in await score_batch(store, holder, pending):
-            records[result.applied.txn.txn_id] = result.record
+            records[result.txn.txn_id] = result.record
         pending.clear()
 
     for event in events:
