@@ -32,6 +32,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from kafka import KafkaConsumer
 
 from features.events import Transaction
 from monitoring.grafana import load, queries
@@ -77,6 +78,18 @@ def replay(settings: Settings, scenario: Path) -> None:
                        (settings.topics.name("transactions"),
                         settings.topics.name("labels"))).run(events)
     assert summary.failed == 0
+
+
+def drift_events(settings: Settings) -> list[dict[str, Any]]:
+    """Every event on the worker's ``drift-events`` topic so far."""
+    consumer = KafkaConsumer(settings.topics.name("drift_events"),
+                             bootstrap_servers=settings.kafka.bootstrap_servers,
+                             auto_offset_reset="earliest", group_id=None,
+                             consumer_timeout_ms=5_000)
+    try:
+        return [json.loads(message.value) for message in consumer]
+    finally:
+        consumer.close()
 
 
 def alerts(real_servers: RealServers, instance: str) -> list[dict[str, Any]]:
@@ -151,6 +164,11 @@ def test_a_drifting_stream_fires_feature_drift_and_a_steady_one_does_not(
     wait_for(lambda: report.is_file() and report.with_suffix(".json").is_file(), 90,
              "the Evidently report to be built")
     assert "txn_amount_log" in report.with_suffix(".json").read_text()
+    # the same alarm, as a drift event on the real Kafka topic
+    [event] = [e for e in drift_events(drifting)
+               if e["detector"] == "psi" and e["subject"] == "txn_amount_log"][:1]
+    assert event["magnitude"] > 0.1 and event["changed_at"] <= event["first_seen"]
+    assert event["window"] == drifting.drift.window_size
     assert drifting.drift.reports_dir and not list((drifting.drift.reports_dir.parent /
                                                     "steady").glob("*/report.html"))
     # the steady worker was scraped all along, with every detector running
