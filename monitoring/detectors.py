@@ -65,6 +65,16 @@ class DriftEvent:
 class Reference:
     """What PSI and KS need of a reference sample: computed once, while it stays frozen.
 
+    PSI uses ``bins`` quantile bins of the reference; KS is the largest gap
+    between the two distribution functions.
+
+    >>> x = np.arange(1000.0)
+    >>> Reference.of(x).psi(x) == 0.0, Reference.of(x).psi(x + 500) > 1
+    (True, True)
+    >>> two = Reference.of([1.0, 2.0])
+    >>> two.ks(np.array([1.0, 2.0])), two.ks(np.array([5.0, 6.0]))
+    (0.0, 1.0)
+
     With ``weights`` each reference value counts that much (see
     :func:`calendar_weights`): the PSI bins are weighted quantiles, the KS
     statistic uses the weighted distribution function.
@@ -149,29 +159,6 @@ def calendar_weights(reference_days: np.ndarray, current_days: np.ndarray) -> np
     return np.asarray(ratio[reference_days], dtype=float)
 
 
-def psi(reference: np.ndarray, current: np.ndarray, bins: int = 10) -> float:
-    """Population stability index of ``current`` against ``reference`` (quantile bins).
-
-    >>> import numpy as np
-    >>> x = np.arange(1000.0)
-    >>> psi(x, x) == 0.0, psi(x, x + 500) > 1
-    (True, True)
-    """
-    return Reference.of(reference, bins).psi(current)
-
-
-def ks_statistic(reference: np.ndarray, current: np.ndarray) -> float:
-    """The two-sample Kolmogorov-Smirnov statistic: the largest gap between the CDFs.
-
-    >>> import numpy as np
-    >>> ks_statistic(np.array([1.0, 2, 3]), np.array([1.0, 2, 3]))
-    0.0
-    >>> ks_statistic(np.array([1.0, 2]), np.array([5.0, 6]))
-    1.0
-    """
-    return Reference.of(reference).ks(current)
-
-
 class Reservoir(Generic[T]):
     """A uniform sample of at most ``size`` of the items offered (algorithm R).
 
@@ -225,6 +212,8 @@ class _Windows:
         self.seen = 0
         #: Whether the reference is complete (and frozen until the next refresh).
         self.full = False
+        #: The current window's weekdays, as of observation ``seen``.
+        self._current_days: tuple[int, np.ndarray] = (-1, np.empty(0, dtype=np.int64))
         self._restart()
 
     def _restart(self, began: float | None = None) -> None:
@@ -267,7 +256,9 @@ class _Windows:
         days = self.reference_days.get(subject)
         if not self.span or days is None or not len(days) or not self.times:
             return None
-        return calendar_weights(days, weekday(np.array(self.times)))
+        if self._current_days[0] != self.seen:  # once per check, not once per subject
+            self._current_days = (self.seen, weekday(np.array(self.times)))
+        return calendar_weights(days, self._current_days[1])
 
     def refresh(self) -> None:
         """Start a new reference from the current window (after a promote, or on demand);
@@ -402,6 +393,8 @@ class PredictionDrift:
         self._reference_sample: Reservoir[tuple[Mapping[str, float], float]] = Reservoir(
             sample * 7 if self.windows.span else sample)
         self._current_sample: deque[tuple[Mapping[str, float], float]] = deque(maxlen=sample)
+        #: The reference sample's weekdays, as of its ``offered`` count.
+        self._reference_days: tuple[int, np.ndarray] = (-1, np.empty(0, dtype=np.int64))
         self._rescore_every = max(config.check_every, config.window_size // 4)
         #: The latest statistics, for the gauges: detector -> value.
         self.latest: dict[str, float] = {}
@@ -446,7 +439,10 @@ class PredictionDrift:
         items = self._reference_sample.items
         weights = None
         if self.windows.span:
-            weights = calendar_weights(weekday(np.array([t for _, t in items])),
+            if self._reference_days[0] != self._reference_sample.offered:  # frozen: once
+                self._reference_days = (self._reference_sample.offered,
+                                        weekday(np.array([t for _, t in items])))
+            weights = calendar_weights(self._reference_days[1],
                                        weekday(np.array(self.windows.times)))
         if weights is not None:
             kept = np.flatnonzero(weights > 0)
@@ -461,6 +457,7 @@ class PredictionDrift:
         """Start a new reference from the recent traffic (see ``_Windows.refresh``)."""
         self.windows.refresh()
         self._reference_sample = Reservoir(self._reference_sample.size)
+        self._reference_days = (-1, self._reference_days[1])
         for item in self._current_sample:
             self._reference_sample.offer(item)
         self._current_sample.clear()
