@@ -47,6 +47,20 @@ class DriftConfig:
     #: chargeback delays, 40 against 60 pages on steady labels well under 1% of the time).
     label_delay_ratio: float = 2.0
     label_delay_frauds: int = 40
+    #: River's KSWIN (``monitoring.detectors.SampledKSWIN``) watches these features: those
+    #: free of the weekly volume cycle (counts, sums, maxima and gaps follow it, and a day
+    #: against the week before reports the weekday) ...
+    kswin_features: tuple[str, ...] = ("txn_amount_log", "card_amount_mean_1d",
+                                       "card_distance_from_usual_km", "terminal_fraud_rate_1d")
+    #: ... taking the first transaction of each slot of this many seconds of event time
+    #: (0: off) ...
+    kswin_every: float = 300.0
+    #: ... into a sliding window of this many samples (8 days), compares the newest
+    #: ``kswin_stat_size`` (the last day) with as many drawn from the rest ...
+    kswin_window: int = 2304
+    kswin_stat_size: int = 288
+    #: ... and alarms when the KS test's p-value is at most this (and the statistic above 0.1).
+    kswin_alpha: float = 1e-5
     #: ADWIN sensitivity and Page-Hinkley threshold on the log loss (calibrated with
     #: ``fraudstream bench drift``: fraud comes in bursts, and more sensitive settings
     #: page on a burst in steady traffic) ...

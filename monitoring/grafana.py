@@ -38,10 +38,12 @@ def _targets(queries: Sequence[Query]) -> list[Target]:
 
 
 def timeseries(title: str, queries: Sequence[Query], unit: str = "short",
-               description: str = "") -> TimeSeries:
-    """A time-series panel of PromQL ``(expression, legend)`` pairs."""
+               description: str = "", log_scale: bool = False) -> TimeSeries:
+    """A time-series panel of PromQL ``(expression, legend)`` pairs (``log_scale``: a
+    base-10 logarithmic axis)."""
+    scale = {"scaleDistributionType": "log", "scaleDistributionLog": 10} if log_scale else {}
     return TimeSeries(title=title, targets=_targets(queries), unit=unit, dataSource=DATASOURCE,
-                      description=description or None)
+                      description=description or None, **scale)
 
 
 def heatmap(title: str, queries: Sequence[Query], description: str = "") -> Heatmap:

@@ -51,6 +51,7 @@ from monitoring.detectors import (
     DriftEvent,
     LabelDrift,
     PredictionDrift,
+    SampledKSWIN,
     Scorer,
 )
 from monitoring.ordering import EventTimeOrder
@@ -63,6 +64,7 @@ class DriftMetrics:
 
     feature_psi: Gauge
     feature_ks: Gauge
+    feature_kswin_p_value: Gauge
     score_psi: Gauge
     flagged_share: Gauge
     fraud_rate_ratio: Gauge
@@ -87,6 +89,10 @@ class DriftMetrics:
             feature_ks=gauge("fraudstream_feature_ks",
                              "Two-sample KS statistic of a feature, recent against reference.",
                              ["feature"]),
+            feature_kswin_p_value=gauge(
+                "fraudstream_feature_kswin_p_value",
+                "p-value of KSWIN's latest KS test of a feature: the last day against the "
+                "week before (an alarm at or below drift.kswin_alpha).", ["feature"]),
             score_psi=gauge("fraudstream_score_psi",
                             "PSI of the champion's scores, recent window against reference."),
             flagged_share=gauge("fraudstream_score_flagged_ratio",
@@ -138,6 +144,8 @@ class DriftMonitor:
         self._state_start: float | None = None
         self.data = DataDrift(config, features)
         self._published = 0
+        self.kswin = SampledKSWIN(config, config.kswin_features)
+        self._kswin_published = 0
         #: On a data-drift alarm the windows are saved here and ``launch`` builds the report.
         self.reports_dir = reports_dir
         self.launch = launch
@@ -146,6 +154,11 @@ class DriftMonitor:
         self.labels = LabelDrift(config)
         self.concept = ConceptDrift(config)
         self.metrics = metrics
+        # Every alarm counter exists from the start at 0: an alert on its increase() would
+        # not see a series that first appears at 1.
+        for detector in (self.data, self.kswin, self.prediction, self.labels, self.concept):
+            for name, subject in detector.alarm_keys():
+                metrics.alarms.labels(detector=name, subject=subject)
         metrics.armed.set(int(self.armed))
         self._scored: EventTimeOrder[ScoredRecord] = EventTimeOrder(config.order_max_held)
         #: The model's latest scorer: held records are rescored with it when they go.
@@ -228,6 +241,7 @@ class DriftMonitor:
             self.armed = True
             self.metrics.armed.set(1)
         events = self.data.update(record.features, record.event_time)
+        events += self.kswin.update(record.features, record.event_time)
         if self.armed:
             events += self.prediction.update(record.score, record.event_time, record.features,
                                              scorer)
@@ -236,17 +250,22 @@ class DriftMonitor:
             for (detector, feature), value in self.data.latest.items():
                 gauge = self.metrics.feature_psi if detector == "psi" else self.metrics.feature_ks
                 gauge.labels(feature=feature).set(value)
+        if self.kswin.samples != self._kswin_published:
+            self._kswin_published = self.kswin.samples
+            for feature, p_value in self.kswin.latest.items():
+                self.metrics.feature_kswin_p_value.labels(feature=feature).set(p_value)
         score = self.prediction.latest.get("prediction_psi")
         if score is not None:
             self.metrics.score_psi.set(score)
         self.metrics.flagged_share.set(self.prediction.flagged_share)
-        if any(e.detector in ("psi", "ks") for e in events):
-            self._start_report(events[0])
+        data_drift = [e for e in events if e.detector in ("psi", "ks", "kswin")]
+        if data_drift:
+            self._start_report(data_drift[0])
         return self._count(events)
 
     def _start_report(self, event: DriftEvent) -> None:
-        if self.reports_dir is None or self.launch is None:
-            return
+        if self.reports_dir is None or self.launch is None or not self.data.windows.full:
+            return  # (KSWIN can alarm while the reference is still filling after a refresh)
         folder = self.reports_dir / f"{event.detector}-{event.subject}-{event.first_seen:.0f}"
         windows = self.data.windows
         save_windows(folder, windows.reference, {k: list(v) for k, v in windows.current.items()})
@@ -272,6 +291,7 @@ class DriftMonitor:
     def refresh_reference(self) -> None:
         """Take the recent traffic as the new reference (after a promote, or on demand)."""
         self.data.refresh()
+        self.kswin.refresh()
         self.prediction.refresh()
 
     def _count(self, events: list[DriftEvent]) -> list[DriftEvent]:

@@ -23,9 +23,10 @@ import json
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from features.vector import FEATURE_NAMES
 from monitoring.drift_config import DriftConfig
 
 Port = Annotated[int, Field(ge=1, le=65535)]
@@ -100,6 +101,11 @@ class DriftSettings(_Section):
     fraud_rate_block: int = Field(_DRIFT.fraud_rate_block, ge=10)
     label_delay_ratio: float = Field(_DRIFT.label_delay_ratio, gt=1)
     label_delay_frauds: int = Field(_DRIFT.label_delay_frauds, ge=5)
+    kswin_features: tuple[str, ...] = _DRIFT.kswin_features
+    kswin_every: float = Field(_DRIFT.kswin_every, ge=0)
+    kswin_window: int = Field(_DRIFT.kswin_window, ge=20)
+    kswin_stat_size: int = Field(_DRIFT.kswin_stat_size, ge=10)
+    kswin_alpha: float = Field(_DRIFT.kswin_alpha, gt=0, lt=1)
     adwin_delta: float = Field(_DRIFT.adwin_delta, gt=0, lt=1)
     adwin_block: int = Field(_DRIFT.adwin_block, ge=1)
     page_hinkley_threshold: float = Field(_DRIFT.page_hinkley_threshold, gt=0)
@@ -117,6 +123,23 @@ class DriftSettings(_Section):
     #: ... and promote it when its AP over its last N labels beats the champion's by this.
     auto_promote_labels: int = Field(2000, ge=10)
     auto_promote_margin: float = Field(0.05, ge=-1, le=1)
+
+    @field_validator("features", "kswin_features")
+    @classmethod
+    def _known_features(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [n for n in names if n not in FEATURE_NAMES]
+        if unknown:
+            raise ValueError(f"unknown feature(s) {', '.join(unknown)}; the features are "
+                             f"{', '.join(FEATURE_NAMES)}")
+        return names
+
+    @model_validator(mode="after")
+    def _kswin_fits(self) -> DriftSettings:
+        if self.kswin_stat_size * 2 > self.kswin_window:
+            raise ValueError(f"kswin_stat_size ({self.kswin_stat_size}) must be at most half "
+                             f"of kswin_window ({self.kswin_window}): KSWIN draws as many "
+                             "older samples")
+        return self
 
 
 class WorkerSettings(_Section):

@@ -12,9 +12,10 @@ detector starts before the feature state holds 30 days of history, and the
 prediction, label and concept detectors also wait for the model's first
 10,000 labels (``drift.warm_up``).
 Drift windows are small (2,000 reference, 1,000 recent transactions) so the
-run is short. The data-drift detector watches ``txn_amount_log``. The real
-FeatureDrift rule (PSI above 0.1 for 1 minute) must fire for the drifting
-worker and reach Alertmanager; the steady worker, every detector running,
+run is short. The data-drift detectors (PSI, KS and KSWIN) watch
+``txn_amount_log``. The real FeatureDrift rule (PSI above 0.1 for 1 minute)
+must fire for the drifting worker and reach Alertmanager, and
+FeatureSuddenShift (a KSWIN alarm) fire too; the steady worker, every detector running,
 must never fire any alert, hold none pending at the end, and lose no label.
 """
 
@@ -57,7 +58,7 @@ def worker_settings(real_servers: RealServers, reports: Path) -> Settings:
     base = isolated_settings(real_servers)
     drift = DriftSettings(reference_size=2000, window_size=1000, check_every=100,
                           label_delay_frauds=30, features=("txn_amount_log",),
-                          reports_dir=reports)
+                          kswin_features=("txn_amount_log",), reports_dir=reports)
     return base.model_copy(update={"drift": drift})
 
 
@@ -169,6 +170,15 @@ def test_a_drifting_stream_fires_feature_drift_and_a_steady_one_does_not(
                if e["detector"] == "psi" and e["subject"] == "txn_amount_log"][:1]
     assert event["magnitude"] > 0.1 and event["changed_at"] <= event["first_seen"]
     assert event["window"] == drifting.drift.window_size
+    # KSWIN saw the shift too: its event on the topic, and its alert in the real Prometheus
+    sudden = [e for e in drift_events(drifting) if e["detector"] == "kswin"]
+    assert sudden, "no KSWIN drift event"
+    assert sudden[0]["subject"] == "txn_amount_log" and sudden[0]["magnitude"] > 0.1
+    assert sudden[0]["changed_at"] <= sudden[0]["first_seen"]
+    assert sudden[0]["window"] == drifting.drift.kswin_stat_size
+    wait_for(lambda: real_servers.query(
+        f'max_over_time(ALERTS{{alertname="FeatureSuddenShift", alertstate="firing", '
+        f'instance_name="{drifting.worker.app_id}"}}[1h])'), 60, "FeatureSuddenShift to fire")
     assert drifting.drift.reports_dir and not list((drifting.drift.reports_dir.parent /
                                                     "steady").glob("*/report.html"))
     # the steady worker was scraped all along, with every detector running

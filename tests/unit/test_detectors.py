@@ -14,6 +14,7 @@ from monitoring.detectors import (
     DriftConfig,
     LabelDrift,
     PredictionDrift,
+    SampledKSWIN,
     Scorer,
 )
 from producers.scenario import load_scenario, run_scenario
@@ -310,3 +311,91 @@ def test_the_delay_of_fraud_labels_does_not_move_on_steady_labels() -> None:
         events = [e for i, (fraud, delay) in enumerate(_labels_with_chargebacks(seed))
                   for e in labels.update(fraud, delay, float(i)) if e.detector == "label_delay"]
         assert events == [], seed
+
+
+def test_kswin_takes_one_transaction_per_slot_of_event_time() -> None:
+    kswin = SampledKSWIN(DriftConfig(kswin_every=300, kswin_window=40, kswin_stat_size=10),
+                         ["x"])
+    times = [0.0, 10.0, 299.0, 300.0, 301.0, 900.0, 1199.0, 1200.0]
+    for at in times:
+        kswin.update({"x": at}, at)
+    # slots [0, 300), [300, 600), [900, 1200), [1200, 1500): their first transactions
+    assert kswin.samples == 4
+    assert [v for _, v in kswin._samples["x"]] == [0.0, 300.0, 900.0, 1200.0]
+    assert list(kswin.detectors["x"].window) == [0.0, 300.0, 900.0, 1200.0]
+    off = SampledKSWIN(DriftConfig(kswin_every=0), ["x"])
+    assert [off.update({"x": 1.0}, float(t)) for t in range(0, 3000, 100)] == [[]] * 30
+    assert off.samples == 0
+
+
+@pytest.mark.parametrize("seed", [3, 4, 5])
+def test_kswin_is_quiet_on_a_steady_feature_and_pages_on_one_following_the_weekday(
+    seed: int,
+) -> None:
+    """Why the defaults watch volume-free features only: a day of counts against the week
+    before reports the weekday."""
+    kswin = SampledKSWIN(DriftConfig(), ["count", "amount"])
+    fired = {e.subject for values, at in _weekly_stream(28, seed=seed)
+             for e in kswin.update(values, at)}
+    assert "amount" not in fired
+    assert kswin.latest["amount"] > DriftConfig().kswin_alpha  # it was tested, and passed
+    if seed == 3:
+        assert "count" in fired
+
+
+def test_kswin_catches_a_sudden_shift_within_a_day() -> None:
+    kswin = SampledKSWIN(DriftConfig(), ["count", "amount"])
+    events = [e for values, at in _weekly_stream(24, shift_day=20.0, seed=4)
+              for e in kswin.update(values, at) if e.subject == "amount"]
+    shift = 1_767_225_600.0 + 20 * 86400
+    assert events
+    first = events[0]
+    assert 0 < first.first_seen - shift < 86400
+    assert first.detector == "kswin" and first.window == DriftConfig().kswin_stat_size
+    assert first.changed_at <= shift < first.first_seen  # the newest day holds the change
+    assert 0.1 < first.magnitude < 1  # the KS statistic of the newest day against the rest
+    # KSWIN then starts a new window: no second alarm before kswin_window more samples
+    assert all(e.first_seen - first.first_seen > 7 * 86400 for e in events[1:])
+
+
+def test_kswin_refresh_starts_every_window_afresh() -> None:
+    config = DriftConfig(kswin_every=1, kswin_window=40, kswin_stat_size=10)
+    kswin = SampledKSWIN(config, ["x"])
+    for i in range(60):
+        kswin.update({"x": float(i % 7)}, float(i))
+    assert "x" in kswin.latest
+    kswin.refresh()
+    assert kswin.latest == {} and len(kswin.detectors["x"].window) == 0
+    assert kswin.update({"x": 1.0}, 100.0) == [] and len(kswin._samples["x"]) == 1
+
+
+def test_the_monitor_publishes_kswin_and_counts_every_alarm_from_zero() -> None:
+    """An alert on ``increase()`` of an alarm counter misses a series that first appears
+    at 1, so every counter the detectors can raise exists at 0 from the start."""
+    from prometheus_client import CollectorRegistry
+
+    from features.store import ScoredRecord
+    from monitoring.monitor import DriftMetrics, DriftMonitor
+
+    registry = CollectorRegistry()
+    config = DriftConfig(reference_size=200, window_size=100, check_every=50, reference_days=0,
+                         kswin_every=60, kswin_window=400, kswin_stat_size=100,
+                         kswin_features=("x",))
+    monitor = DriftMonitor(config, ["x"], 0.5, DriftMetrics.create(registry))
+
+    def alarms(detector: str, subject: str) -> float | None:
+        return registry.get_sample_value("fraudstream_drift_alarms_total",
+                                         {"detector": detector, "subject": subject})
+
+    for detector, subject in [("psi", "x"), ("ks", "x"), ("kswin", "x"),
+                              ("prediction_psi", "score"), ("fraud_rate", "labels"),
+                              ("label_delay", "labels"), ("adwin", "champion"),
+                              ("page_hinkley", "champion")]:
+        assert alarms(detector, subject) == 0.0, (detector, subject)
+    rng = np.random.default_rng(2)
+    for i in range(1000):
+        value = float(rng.normal(3.0 if i >= 600 else 0.0))
+        monitor.on_scored(ScoredRecord(f"t{i}", "c", "p", i * 60.0, {"x": value}, 0.1, 1))
+    assert alarms("kswin", "x") == 1.0
+    p_value = registry.get_sample_value("fraudstream_feature_kswin_p_value", {"feature": "x"})
+    assert p_value is not None and 0 <= p_value <= 1

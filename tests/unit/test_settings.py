@@ -38,3 +38,17 @@ def test_to_env_reproduces_the_settings(monkeypatch: pytest.MonkeyPatch) -> None
 def test_the_signing_key_never_shows_in_the_settings_repr() -> None:
     settings = Settings(model={"signing_key": "s3cret"})  # type: ignore[arg-type]
     assert "s3cret" not in repr(settings) and "s3cret" not in str(settings)
+
+
+def test_drift_features_must_be_known_and_kswin_must_fit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FRAUDSTREAM_DRIFT__KSWIN_FEATURES", '["txn_amount_log", "card_colour"]')
+    with pytest.raises(pydantic.ValidationError,
+                       match=r"(?s)drift\.kswin_features.*unknown feature\(s\) card_colour"):
+        load_settings()
+    monkeypatch.setenv("FRAUDSTREAM_DRIFT__KSWIN_FEATURES", '["txn_amount_log"]')
+    monkeypatch.setenv("FRAUDSTREAM_DRIFT__KSWIN_WINDOW", "300")
+    monkeypatch.setenv("FRAUDSTREAM_DRIFT__KSWIN_STAT_SIZE", "200")
+    with pytest.raises(pydantic.ValidationError, match=r"kswin_stat_size \(200\) must be at most"):
+        load_settings()
+    monkeypatch.setenv("FRAUDSTREAM_DRIFT__KSWIN_STAT_SIZE", "150")
+    assert load_settings().drift.kswin_features == ("txn_amount_log",)
