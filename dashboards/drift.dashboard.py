@@ -12,7 +12,7 @@ dashboard = dashboard("fraudstream-drift", "fraudstream: drift", [
     timeseries("KSWIN p-value per feature (last day against the week before)", [
         ("min by (feature) (fraudstream_feature_kswin_p_value)", "{{feature}}"),
     ], description="River's KSWIN: the p-value of the KS test of each watched feature's last "
-                   "day against the week before. At or below drift.kswin_alpha (1e-5) it "
+                   "day against the week before. At or below drift.kswin_alpha (1e-7) it "
                    "alarms (FeatureSuddenShift); watch for a feature falling by orders of "
                    "magnitude.", log_scale=True),
     timeseries("Score distribution (PSI) and flagged share", [
