@@ -19,7 +19,8 @@ small because it is memory too. Both stores keep exactly these bytes (a
 Redis Lua script does the same without understanding them; its pending
 markers find a transaction's records by the dropped count, and
 :func:`lost_since` tells whether one it could see is gone). :func:`decode`
-unpacks the records in one call and sorts by time if a late record came in.
+unpacks each column of the records in one call and sorts by time if a late
+record came in.
 
 Examples
 --------
