@@ -19,7 +19,8 @@ small because it is memory too. Both stores keep exactly these bytes (a
 Redis Lua script does the same without understanding them; its pending
 markers find a transaction's records by the dropped count, and
 :func:`lost_since` tells whether one it could see is gone). :func:`decode`
-unpacks the records in one call and sorts by time if a late record came in.
+unpacks each column of the records in one call and sorts by time if a late
+record came in.
 
 Examples
 --------
@@ -47,7 +48,7 @@ from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 from functools import lru_cache
 from operator import mul
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from features.events import Transaction
 from features.geo import haversine_km
@@ -139,7 +140,11 @@ def terminal_hash(terminal_id: str) -> int:
 
 
 def record(txn: Transaction) -> Record:
-    """The record ``txn`` adds to its card's history."""
+    """The record ``txn`` adds to its card's history.
+
+    Without a location both ``lat`` and ``lon`` are :data:`NO_LOCATION`;
+    with one, neither is (coordinates are validated to within 180 degrees).
+    """
     if txn.lat is None or txn.lon is None:
         lat = lon = NO_LOCATION
     else:
@@ -236,25 +241,42 @@ def encode(history: CardHistory) -> bytes:
 
 
 def decode(raw: bytes | memoryview | None) -> CardHistory:
-    """The history stored as ``raw``, sorted by time (ties in stored order)."""
+    """The history stored as ``raw``, sorted by time (ties in stored order).
+
+    Each column is unpacked straight from the records (one struct per column,
+    skipping the other fields), so no intermediate per-record values are built.
+    """
     if not raw:
         return CardHistory()
     newest, _, n, _ = HEADER.unpack_from(raw)
-    flat: tuple[Any, ...] = _body(n).unpack_from(raw, HEADER.size)
-    times = flat[0::5]
+    at = HEADER.size
+    c_times, c_cents, c_terminals, c_lats, c_lons = _columns(n)
+    times = c_times.unpack_from(raw, at)
+    cents, terminals = c_cents.unpack_from(raw, at), c_terminals.unpack_from(raw, at)
+    lats, lons = c_lats.unpack_from(raw, at), c_lons.unpack_from(raw, at)
     if list(times) == sorted(times):
-        return CardHistory(times, flat[1::5], flat[2::5], flat[3::5], flat[4::5], newest)
+        return CardHistory(times, cents, terminals, lats, lons, newest)
     order = sorted(range(n), key=times.__getitem__)  # stable: ties keep their stored order
 
-    def column(k: int) -> tuple[Any, ...]:
-        return tuple(flat[5 * i + k] for i in order)
+    def column(values: tuple[T, ...]) -> tuple[T, ...]:
+        return tuple(map(values.__getitem__, order))
 
-    return CardHistory(column(0), column(1), column(2), column(3), column(4), newest)
+    return CardHistory(column(times), column(cents), column(terminals), column(lats),
+                       column(lons), newest)
 
 
 @lru_cache(maxsize=512)
-def _body(n: int) -> struct.Struct:
-    return struct.Struct("<" + "dIIii" * n)
+def _columns(n: int) -> tuple[struct.Struct, ...]:
+    """Per field of :data:`RECORD`, a struct unpacking that field of ``n`` records."""
+    fields = RECORD.format.lstrip("<")
+    sizes = [struct.calcsize("<" + code) for code in fields]
+
+    def skip(size: int) -> str:
+        return f"{size}x" if size else ""
+
+    return tuple(
+        struct.Struct("<" + (skip(sum(sizes[:k])) + code + skip(sum(sizes[k + 1:]))) * n)
+        for k, code in enumerate(fields))
 
 
 def view(history: CardHistory, txn: Transaction) -> dict[str, float]:
@@ -277,10 +299,12 @@ def values(history: CardHistory, txn: Transaction) -> list[float]:
         return list(_FIRST_SEEN)
     cents = history.cents
     out: list[float] = []
+    firsts: list[int] = []  # per window, its first record
     done = end  # the records counted so far: [done, end), their sum and largest amount
     total = top = 0
     for length in _WINDOW_LENGTHS:  # shortest first: each window extends the one before
         first = bisect_left(times, at - length, start, done)
+        firsts.append(first)
         if first == end:
             out += _NO_RECORDS
             continue
@@ -297,8 +321,8 @@ def values(history: CardHistory, txn: Transaction) -> list[float]:
     previous = times[end - 1]
     out += (at - previous, 0.0, *_amount_vs_history(inside, total, round(txn.amount * 100)))
     terminals = history.terminals
-    for length in _TERMINAL_LENGTHS:
-        out.append(float(len(set(terminals[bisect_left(times, at - length, start, end):end]))))
+    for window in _TERMINAL_AT:
+        out.append(float(len(set(terminals[firsts[window]:end]))))
     out.append(0.0 if terminal_hash(txn.terminal_id) in terminals[start:end] else 1.0)
     out += _location(previous, history.lats[start:end], history.lons[start:end], txn)
     return out
@@ -309,7 +333,10 @@ _NO_RECORDS = (0.0, 0.0, 0.0, 0.0)
 _WINDOW_LENGTHS = tuple(WINDOWS.values())
 if list(_WINDOW_LENGTHS) != sorted(_WINDOW_LENGTHS):
     raise ImportError("card.values expects WINDOWS from the shortest to the longest")
-_TERMINAL_LENGTHS = tuple(TERMINAL_WINDOWS.values())
+if not set(TERMINAL_WINDOWS.values()) <= set(_WINDOW_LENGTHS):
+    raise ImportError("card.values expects each of TERMINAL_WINDOWS to be one of WINDOWS")
+#: Per distinct-terminal window, the index of the same window in :data:`WINDOWS`.
+_TERMINAL_AT = tuple(_WINDOW_LENGTHS.index(length) for length in TERMINAL_WINDOWS.values())
 #: The values of a card without any transaction in the horizon before.
 _FIRST_SEEN = tuple({
     **dict.fromkeys(FEATURE_NAMES, 0.0),
@@ -341,9 +368,9 @@ def _location(previous: float, lats: tuple[int, ...], lons: tuple[int, ...],
     missing = lats.count(NO_LOCATION)
     located = len(lats) - missing
     if located:  # the sums of the located records' coordinates, exactly as integers
+        # (a record without a location has NO_LOCATION as both lat and lon, see record)
         lat_sum = sum(lats) - missing * NO_LOCATION
-        lon_sum = sum([lo for la, lo in zip(lats, lons, strict=True) if la != NO_LOCATION]
-                      if missing else lons)
+        lon_sum = sum(lons) - missing * NO_LOCATION
         distance = haversine_km(lat_sum / located / 1e5, lon_sum / located / 1e5,
                                 txn.lat, txn.lon)
     if lats[-1] != NO_LOCATION:

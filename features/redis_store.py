@@ -231,8 +231,8 @@ def _pack_apply(txns: Sequence[Transaction]) -> bytes:
         card_id, terminal_id, txn_id = (
             txn.card_id.encode(), txn.terminal_id.encode(), txn.txn_id.encode())
         parts += (_APPLY_HEAD.pack(*card.record(txn), *terminal.current_buckets(txn.event_time)),
-                  bytes((len(card_id),)), card_id, bytes((len(terminal_id),)), terminal_id,
-                  bytes((len(txn_id),)), txn_id)
+                  b"%c%s%c%s%c%s" % (len(card_id), card_id, len(terminal_id), terminal_id,
+                                     len(txn_id), txn_id))
     return b"".join(parts)
 
 

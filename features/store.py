@@ -65,10 +65,15 @@ class ScoredRecord:
 
     def to_bytes(self) -> bytes:
         """Compact bytes: times and score, the three ids, the packed vector, shadow scores."""
-        header = _HEADER.pack(self.event_time, self.score, self.model_version)
-        ids = _short(self.txn_id), _short(self.card_id), _short(self.terminal_id)
-        shadow = bytes((len(self.shadow),))
-        parts = [header, *ids, pack_vector(self.features), shadow]
+        txn_id, card_id, terminal_id = (
+            _id(self.txn_id), _id(self.card_id), _id(self.terminal_id))
+        raw = b"%s%c%s%c%s%c%s%s%c" % (
+            _HEADER.pack(self.event_time, self.score, self.model_version),
+            len(txn_id), txn_id, len(card_id), card_id, len(terminal_id), terminal_id,
+            pack_vector(self.features), len(self.shadow))
+        if not self.shadow:
+            return raw
+        parts = [raw]
         for name, score in self.shadow.items():
             parts += (_short(name), _SCORE.pack(score))
         return b"".join(parts)
@@ -96,10 +101,16 @@ class ScoredRecord:
         return cls(ids[0], ids[1], ids[2], event_time, features, score, version, shadow)
 
 
-def _short(text: str) -> bytes:
+def _id(text: str) -> bytes:
+    """``text`` encoded, at most 255 bytes (its length is stored in one byte)."""
     raw = text.encode()
     if len(raw) > 255:
         raise ValueError(f"id longer than 255 bytes: {text[:40]!r}...")
+    return raw
+
+
+def _short(text: str) -> bytes:
+    raw = _id(text)
     return bytes((len(raw),)) + raw
 
 

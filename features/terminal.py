@@ -159,13 +159,13 @@ def view(state: TerminalState, txn: Transaction) -> dict[str, float]:
 
 def values(state: TerminalState, txn: Transaction) -> list[float]:
     """:func:`view`'s values, in :data:`FEATURE_NAMES` order (no names attached)."""
+    if not state.frauds:  # the usual case: no fraud count, no rate
+        return [value for count in state.counts for value in (float(count), 0.0, 0.0)]
     at = txn.event_time
     out: list[float] = []
     for count, size in zip(state.counts, BUCKET_SECONDS, strict=True):
-        frauds = 0
-        if state.frauds:
-            current = math.floor(at / size)
-            start, end = (current - BUCKETS) * size, current * size
-            frauds = sum(1 for when, came in state.frauds if start <= when < end and came < at)
+        current = math.floor(at / size)
+        start, end = (current - BUCKETS) * size, current * size
+        frauds = sum(1 for when, came in state.frauds if start <= when < end and came < at)
         out += (float(count), float(frauds), min(frauds / count, 1.0) if count else 0.0)
     return out

@@ -75,6 +75,9 @@ MODELS: dict[str, Callable[[], base.Classifier]] = {
     "aggregated_mondrian_forest": _aggregated_mondrian_forest,
 }
 UNDERSAMPLE = "+undersample"
+#: What River's ``*_one`` methods are typed to take (built once: a subscripted
+#: generic is a new object each time it is evaluated).
+_RiverFeatures = dict[Hashable, Any]
 
 
 def model_names() -> list[str]:
@@ -97,7 +100,7 @@ def build_model(name: str) -> base.Classifier:
 
 def fraud_probability(model: base.Classifier, features: Mapping[str, float]) -> float:
     """The model's probability that ``features`` describe a fraud."""
-    return float(model.predict_proba_one(cast(dict[Hashable, Any], features)).get(True, 0.0))
+    return float(model.predict_proba_one(cast(_RiverFeatures, features)).get(True, 0.0))
 
 
 def fraud_probabilities(model: base.Classifier,
@@ -129,4 +132,4 @@ def fraud_probabilities(model: base.Classifier,
 
 def learn(model: base.Classifier, features: Mapping[str, float], is_fraud: bool) -> None:
     """Teach ``model`` that ``features`` were (or were not) a fraud."""
-    model.learn_one(cast(dict[Hashable, Any], features), is_fraud)
+    model.learn_one(cast(_RiverFeatures, features), is_fraud)

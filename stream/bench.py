@@ -44,6 +44,7 @@ from features.redis_store import RedisFeatureStore
 from features.store import FeatureStore, ScoredRecord
 from features.vector import EntityState, view
 from models.scoring import ModelHolder, ServingModel, score_batch
+from stream.gc_settings import tune_for_streaming
 
 T0 = 1_767_225_600.0
 DAY = 86400.0
@@ -187,6 +188,7 @@ async def bench_features(
     """Run every measurement; print a report through ``say``; return the medians."""
     txns = workload.transactions()
     tail = min(tail, len(txns) // 2)
+    tune_for_streaming()  # as the worker does once started (the workload is frozen with it)
     say(f"workload: {len(txns):,} transactions, {workload.cards:,} cards, "
         f"{workload.terminals} terminals, {workload.days} days, {workload.per_day}/card/day; "
         f"batches of {batch}; {runs} runs; {await _persistence(redis_url)}")

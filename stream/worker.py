@@ -17,6 +17,7 @@ from monitoring.detectors import DriftConfig
 from monitoring.metrics import PipelineMetrics
 from monitoring.monitor import DriftMetrics, DriftMonitor
 from stream.app import create_app
+from stream.gc_settings import tune_for_streaming
 from stream.lag import GroupProgress, watch_lag
 from stream.processing import Pipeline
 from stream.settings import Settings
@@ -102,4 +103,5 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     watch_lag(settings.kafka.bootstrap_servers, settings.worker.app_id,
               [settings.topics.name("transactions"), settings.topics.name("labels")], registry)
     app = create_app(settings, pipeline)
+    tune_for_streaming()  # start-up is done: freeze it, and collect young objects less often
     faust.Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()
