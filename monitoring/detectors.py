@@ -258,9 +258,14 @@ class _Windows:
         days = self.reference_days.get(subject)
         if not self.span or days is None or not len(days) or not self.times:
             return None
-        if self._current_days[0] != self.seen:  # once per check, not once per subject
+        return calendar_weights(days, self.current_days())
+
+    def current_days(self) -> np.ndarray:
+        """The weekday of each observation of the current window (computed once per check,
+        not once per subject)."""
+        if self._current_days[0] != self.seen:
             self._current_days = (self.seen, weekday(np.array(self.times)))
-        return calendar_weights(days, self._current_days[1])
+        return self._current_days[1]
 
     def refresh(self) -> None:
         """Start a new reference from the current window (after a promote, or on demand);
@@ -345,8 +350,9 @@ class DataDrift:
                 reference = self._references[feature] = Reference.of(values, self.config.bins)
             return reference
         if feature not in self._sorted:
-            order = np.argsort(np.asarray(values), kind="stable")
-            self._sorted[feature] = (np.asarray(values)[order], order)
+            array = np.asarray(values)
+            order = np.argsort(array, kind="stable")
+            self._sorted[feature] = (array[order], order)
         ordered, order = self._sorted[feature]
         return Reference.weighted(ordered, weights[order], self.config.bins)
 
@@ -484,8 +490,8 @@ class PredictionDrift:
         self._reference_sample: Reservoir[tuple[Mapping[str, float], float]] = Reservoir(
             sample * 7 if self.windows.span else sample)
         self._current_sample: deque[tuple[Mapping[str, float], float]] = deque(maxlen=sample)
-        #: The reference sample's weekdays, as of its ``offered`` count.
-        self._reference_days: tuple[int, np.ndarray] = (-1, np.empty(0, dtype=np.int64))
+        #: The reference sample's weekdays, computed once it is complete.
+        self._reference_days: np.ndarray | None = None
         self._rescore_every = max(config.check_every, config.window_size // 4)
         #: The latest statistics, for the gauges: detector -> value.
         self.latest: dict[str, float] = {}
@@ -504,6 +510,7 @@ class PredictionDrift:
         if vector is not None:
             if not self.windows.full:
                 self._reference_sample.offer((vector, at))
+                self._reference_days = None
             elif self.windows.seen % self._step == 0:
                 self._current_sample.append((vector, at))
         if not self.windows.add({"score": score}, at):
@@ -534,11 +541,9 @@ class PredictionDrift:
         items = self._reference_sample.items
         weights = None
         if self.windows.span:
-            if self._reference_days[0] != self._reference_sample.offered:  # frozen: once
-                self._reference_days = (self._reference_sample.offered,
-                                        weekday(np.array([t for _, t in items])))
-            weights = calendar_weights(self._reference_days[1],
-                                       weekday(np.array(self.windows.times)))
+            if self._reference_days is None:  # the sample is frozen: once
+                self._reference_days = weekday(np.array([t for _, t in items]))
+            weights = calendar_weights(self._reference_days, self.windows.current_days())
         if weights is not None:
             kept = np.flatnonzero(weights > 0)
             items, weights = [items[i] for i in kept], weights[kept]
@@ -552,7 +557,7 @@ class PredictionDrift:
         """Start a new reference from the recent traffic (see ``_Windows.refresh``)."""
         self.windows.refresh()
         self._reference_sample = Reservoir(self._reference_sample.size)
-        self._reference_days = (-1, self._reference_days[1])
+        self._reference_days = None
         for item in self._current_sample:
             self._reference_sample.offer(item)
         self._current_sample.clear()

@@ -13,8 +13,11 @@ never (a worker that died and whose events were lost).
 from __future__ import annotations
 
 import math
+import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from hypothesis import strategies as st
 
@@ -22,6 +25,8 @@ from features import terminal
 from features.card import HORIZON_SECONDS, SINCE_PREV_CAP_SECONDS, SPEED_CAP_KMH
 from features.events import Label, Transaction
 from features.geo import haversine_km
+from features.memory import MemoryFeatureStore
+from features.redis_store import RedisFeatureStore
 from features.store import Applied, FeatureStore, ScoredRecord, Status
 from features.vector import view
 
@@ -330,3 +335,19 @@ def assert_close(got: Outcome, want: Outcome) -> None:
         for name, value in expected.items():
             assert math.isclose(actual[name], value, rel_tol=1e-9, abs_tol=1e-6), (
                 f"{txn_id} {name}: store {actual[name]!r} != reference {value!r}")
+
+
+R = TypeVar("R")
+
+
+async def in_redis_and_memory(redis_url: str,
+                              run: Callable[[FeatureStore], Awaitable[R]]) -> tuple[R, R]:
+    """``run`` on a fresh Redis store (a key prefix of its own), then on a fresh in-memory
+    store, both with :data:`LATENESS`."""
+    redis_store = RedisFeatureStore.from_url(redis_url, f"fs-{secrets.token_hex(4)}",
+                                             allowed_lateness=LATENESS)
+    try:
+        in_redis = await run(redis_store)
+    finally:
+        await redis_store.close()
+    return in_redis, await run(MemoryFeatureStore(allowed_lateness=LATENESS))

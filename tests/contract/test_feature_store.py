@@ -24,6 +24,7 @@ from tests.feature_cases import (
     Op,
     assert_close,
     drive,
+    in_redis_and_memory,
     operations,
     operations_with_unsaved,
     reference,
@@ -215,16 +216,9 @@ def test_applying_any_prefix_twice_changes_nothing(
 def test_redis_and_memory_give_exactly_the_same_vectors(
     real_servers: RealServers, ops: list[Op]
 ) -> None:
-    async def run() -> None:
-        redis_store = RedisFeatureStore.from_url(
-            real_servers.redis_url, f"fs-{secrets.token_hex(4)}", allowed_lateness=LATENESS)
-        try:
-            in_redis = await drive(redis_store, ops)
-        finally:
-            await redis_store.close()
-        assert in_redis == await drive(MemoryFeatureStore(allowed_lateness=LATENESS), ops)
-
-    asyncio.run(run())
+    in_redis, in_memory = asyncio.run(in_redis_and_memory(
+        real_servers.redis_url, lambda store: drive(store, ops)))
+    assert in_redis == in_memory
 
 
 @examples(150)

@@ -16,16 +16,23 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
-import secrets
 
 from features.events import Label, Transaction
-from features.memory import MemoryFeatureStore
-from features.redis_store import RedisFeatureStore
 from features.store import FeatureStore
 from features.vector import pack_vector
 from models.factory import build_model
 from models.scoring import ModelHolder, ServingModel, score_batch
-from tests.feature_cases import LATENESS, T0, Fraud, Op, Outcome, Settle, assert_close, reference
+from tests.feature_cases import (
+    LATENESS,
+    T0,
+    Fraud,
+    Op,
+    Outcome,
+    Settle,
+    assert_close,
+    in_redis_and_memory,
+    reference,
+)
 from tests.support import RealServers
 
 #: SHA-256 of the packed vectors of :func:`workload` (``None`` for late ones),
@@ -107,16 +114,8 @@ def test_a_seeded_workload_gives_bit_identical_vectors_in_both_stores(
     batches = workload()
     ops = [op for batch in batches for op in batch]
 
-    async def both() -> tuple[Outcome, Outcome]:
-        redis_store = RedisFeatureStore.from_url(
-            real_servers.redis_url, f"fs-{secrets.token_hex(4)}", allowed_lateness=LATENESS)
-        try:
-            in_redis = await run(redis_store, batches)
-        finally:
-            await redis_store.close()
-        return in_redis, await run(MemoryFeatureStore(allowed_lateness=LATENESS), batches)
-
-    in_redis, in_memory = asyncio.run(both())
+    in_redis, in_memory = asyncio.run(in_redis_and_memory(
+        real_servers.redis_url, lambda store: run(store, batches)))
     assert in_redis == in_memory
     assert digest(in_redis) == digest(in_memory)  # the same floats, bit for bit
     assert_close(in_memory, reference(ops, [v is None for v in in_memory.redelivered]))
