@@ -108,5 +108,10 @@ class MemoryFeatureStore:
         raw = self._scored.get(txn_id)
         return None if raw is None else ScoredRecord.from_bytes(raw)
 
+    def forget(self, txn_id: str) -> None:
+        """Drop a scored transaction's record (an embedded run that learned its label
+        needs it no more; Redis lets it expire)."""
+        self._scored.pop(txn_id, None)
+
     async def close(self) -> None:
         return None

@@ -174,6 +174,18 @@ def manifest(spec: ScenarioSpec, config: SimulatorConfig,
     }
 
 
+def moved(spec: ScenarioSpec, days: float, change_day: float) -> ScenarioSpec:
+    """``spec`` lasting ``days``, its changes shifted so that the first is at ``change_day``.
+
+    >>> spec = moved(load_scenario("prior_shift"), 56, 42)
+    >>> spec.days, [c.at_day for c in spec.changes]
+    (56.0, [42.0])
+    """
+    shift = change_day - min((c.at_day for c in spec.changes), default=change_day)
+    changes = tuple(c.model_copy(update={"at_day": c.at_day + shift}) for c in spec.changes)
+    return spec.model_copy(update={"days": float(days), "changes": changes})
+
+
 def describe(spec: ScenarioSpec) -> str:
     """A few lines for ``fraudstream scenarios describe``."""
     lines = [f"{spec.name}: {spec.description}",

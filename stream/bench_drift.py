@@ -30,7 +30,7 @@ from features.vector import FEATURE_NAMES
 from models.factory import build_model, fraud_probabilities, fraud_probability, learn
 from monitoring.detectors import DriftConfig, Scorer
 from monitoring.monitor import DriftMetrics, DriftMonitor
-from producers.scenario import ScenarioSpec, builtin_scenarios, load_scenario, run_scenario
+from producers.scenario import ScenarioSpec, builtin_scenarios, load_scenario, moved, run_scenario
 from stream.replay import replay_features
 from stream.worker import CYCLIC, SLOW
 
@@ -46,18 +46,6 @@ class Alarm:
     event_time: float
     #: Transactions after the change point when it fired.
     after: int
-
-
-def moved(spec: ScenarioSpec, days: float, change_day: float) -> ScenarioSpec:
-    """``spec`` lasting ``days``, its changes shifted so that the first is at ``change_day``.
-
-    >>> spec = moved(load_scenario("prior_shift"), 56, 42)
-    >>> spec.days, [c.at_day for c in spec.changes]
-    (56.0, [42.0])
-    """
-    shift = change_day - min((c.at_day for c in spec.changes), default=change_day)
-    changes = tuple(c.model_copy(update={"at_day": c.at_day + shift}) for c in spec.changes)
-    return spec.model_copy(update={"days": float(days), "changes": changes})
 
 
 def first_alarms(spec: ScenarioSpec, config: DriftConfig, customers: int = 200,

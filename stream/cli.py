@@ -56,6 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     datacmd.add_arguments(sub)
     datacmd.add_report_arguments(sub)
 
+    from stream import scorecardcmd
+
+    scorecardcmd.add_arguments(sub)
+
     sub.add_parser("drift-refresh",
                    help="make the workers take the recent traffic as the new drift reference")
 
@@ -147,6 +151,10 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         return _dashboards(args.check)
     if args.command == "drift-refresh":
         return asyncio.run(_drift_refresh(settings))
+    if args.command == "scorecard":
+        from stream import scorecardcmd
+
+        return scorecardcmd.run(args, settings)
     if args.command in ("scenarios", "simulate-data", "replay", "drift-report"):
         return _data(args, settings)
     from stream.demo import run_demo

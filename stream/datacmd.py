@@ -7,19 +7,30 @@ person and return the exit status.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
-from producers.dataset import ColumnMapping, DatasetError, read_dataset, read_foreign, write_dataset
+from producers.dataset import (
+    MANIFEST,
+    ColumnMapping,
+    DatasetError,
+    read_dataset,
+    read_foreign,
+    write_dataset,
+)
 from producers.replay import Replayer, encode_events, progress_bar
 from producers.scenario import (
     ScenarioError,
     builtin_scenarios,
     describe,
     load_scenario,
+    moved,
     run_scenario,
 )
 from stream.settings import Settings
@@ -178,20 +189,45 @@ Rejected = list[tuple[int, str]]
 
 def load_source(args: argparse.Namespace) -> tuple[pl.DataFrame, pl.DataFrame, Rejected]:
     """Transactions, labels and rejected rows of whatever ``args.source`` names."""
+    source = load_source_and_manifest(args)
+    return source.transactions, source.labels, source.rejected
+
+
+@dataclass(frozen=True)
+class Source:
+    """What a source holds: transactions, labels, rejected rows, and the manifest of its
+    change points (None for a foreign file)."""
+
+    transactions: pl.DataFrame
+    labels: pl.DataFrame
+    rejected: Rejected
+    manifest: dict[str, Any] | None
+
+
+def load_source_and_manifest(args: argparse.Namespace) -> Source:
+    """:func:`load_source`, with the manifest of a scenario or a dataset folder."""
     source = Path(args.source)
     if args.mapping or args.map:
         mapping = (ColumnMapping.from_file(args.mapping) if args.mapping
                    else ColumnMapping.from_pairs(args.map))
         foreign = read_foreign(source, mapping)
-        return foreign.transactions, foreign.labels, foreign.rejected
+        return Source(foreign.transactions, foreign.labels, foreign.rejected, None)
     if source.is_dir():
         transactions, labels = read_dataset(source)
-        return transactions, labels, []
+        written = source / MANIFEST
+        return Source(transactions, labels, [],
+                      json.loads(written.read_text()) if written.is_file() else None)
     if source.suffix in (".csv", ".parquet"):
         raise DatasetError(f"{source}: a foreign file needs --mapping FILE or --map FIELD=COLUMN")
-    simulation, _ = run_scenario(load_scenario(args.source), args.seed, args.days,
-                                 args.customers)
-    return simulation.transactions, simulation.labels, []
+    spec = load_scenario(args.source)
+    days = args.days
+    change_day = getattr(args, "change_day", None)
+    if change_day is not None:
+        first = min((c.at_day for c in spec.changes), default=change_day)
+        days = days or change_day + spec.days - first
+        spec = moved(spec, days, change_day)
+    simulation, manifest = run_scenario(spec, args.seed, days, args.customers)
+    return Source(simulation.transactions, simulation.labels, [], manifest)
 
 
 ERRORS = (ScenarioError, DatasetError)

@@ -1,0 +1,345 @@
+"""The pipeline embedded: score, learn and monitor a whole stream without servers.
+
+:func:`run_embedded` feeds transactions and labels, in the order they become
+known, through the worker's own code: :func:`models.scoring.score_batch`
+over a :class:`~features.memory.MemoryFeatureStore`, the learner's rule
+(each label teaches the model the vector its transaction was scored with;
+a fraud label enters its terminal's risk from its arrival on; a new snapshot
+serves every ``snapshot_every_labels`` labels) and the worker's
+:class:`~monitoring.monitor.DriftMonitor`.
+
+A label is learned only once the stream's event time has reached its
+arrival, at any replay speed. Transactions are scored in batches: a batch
+ends before a fraud label arrives (it changes the features of later
+transactions) and before a label completes a snapshot (it changes the
+model that scores them); genuine labels in between only teach the model,
+which serves nothing new until its next snapshot, so they are learned
+after the batch with the same effect as one by one.
+
+Beside the champion, ``compare`` models learn the same labels and score the
+same vectors in shadow, and a copy of the champion stops learning at
+``freeze_after_days``: the "train once, then frozen" baseline.
+
+Examples
+--------
+>>> from features.events import Label, Transaction
+>>> events = [Transaction("a", "c", "p", 10.0, 0.0), Label("a", True, 50.0),
+...           Transaction("b", "c", "p", 5.0, 86400.0 * 2)]
+>>> result = run_embedded(events, EmbeddedOptions(drift=None))
+>>> result.scored, result.learned, result.label_fraud.tolist()
+(2, 1, [1, -1])
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from functools import partial
+
+import numpy as np
+import polars as pl
+from prometheus_client import CollectorRegistry
+from river import base
+
+from features.events import Label, Transaction
+from features.memory import MemoryFeatureStore
+from features.store import ScoredRecord
+from features.vector import FEATURE_NAMES
+from models.factory import build_model, fraud_probabilities, fraud_probability, learn
+from models.scoring import ModelHolder, ServingModel, score_batch
+from monitoring.detectors import DriftConfig, DriftEvent, Scorer
+from monitoring.monitor import DriftMetrics, DriftMonitor
+from stream.worker import CYCLIC, SLOW
+
+FROZEN = "frozen"
+
+
+@dataclass(frozen=True)
+class EmbeddedOptions:
+    """What to run: the champion, challengers, snapshots, batches, detectors."""
+
+    model: str = "logistic_regression"
+    compare: tuple[str, ...] = ()
+    snapshot_every_labels: int = 100
+    #: The frozen baseline stops learning this many days after the first transaction's
+    #: midnight (None: no baseline).
+    freeze_after_days: float | None = 14.0
+    batch_size: int = 500
+    allowed_lateness: float = 3600.0
+    threshold: float = 0.5
+    #: The drift detectors' settings (None: no monitor).
+    drift: DriftConfig | None = field(default_factory=DriftConfig)
+    #: Keep every scored vector (for parity tests; a long run would hold them all).
+    keep_records: bool = False
+
+
+class _Lineage:
+    """One model: learns each label, serves a snapshot taken every N labels."""
+
+    def __init__(self, name: str, every: int, freeze_at: float | None = None) -> None:
+        #: What its scores are called: the model's name, or :data:`FROZEN`.
+        self.name = name if freeze_at is None else FROZEN
+        self.model: base.Classifier = build_model(name)
+        self.every = every
+        self.freeze_at = freeze_at
+        self.learned = 0
+        self.unpublished = 0
+        self.serving = ServingModel(0, copy.deepcopy(self.model))
+
+    def learn(self, features: dict[str, float], label: Label) -> bool:
+        """Learn one label; whether a new snapshot now serves."""
+        if self.freeze_at is not None and label.event_time >= self.freeze_at:
+            return False
+        learn(self.model, features, label.is_fraud)
+        self.learned += 1
+        self.unpublished += 1
+        if self.unpublished < self.every:
+            return False
+        self.unpublished = 0
+        self.serving = ServingModel(self.learned, copy.deepcopy(self.model))
+        return True
+
+
+@dataclass
+class EmbeddedResult:
+    """Per transaction (in arrival order): id, time, card, each model's score (NaN: not
+    scored, too late), its label (1/0, -1: none) and the label's arrival time; the
+    alarms; each watched statistic over event time; counts."""
+
+    txn_ids: list[str]
+    times: np.ndarray
+    cards: np.ndarray
+    scores: dict[str, np.ndarray]
+    label_fraud: np.ndarray
+    label_time: np.ndarray
+    alarms: list[DriftEvent]
+    #: ``name -> [(event time, value), ...]``: each detector statistic when it was checked.
+    statistics: dict[str, list[tuple[float, float]]]
+    champion: str
+    scored: int = 0
+    too_late: int = 0
+    learned: int = 0
+    duplicate_labels: int = 0
+    unknown_labels: int = 0
+    seconds: float = 0.0
+    records: dict[str, ScoredRecord] = field(default_factory=dict)
+
+    @property
+    def events(self) -> int:
+        return len(self.txn_ids) + self.learned + self.duplicate_labels + self.unknown_labels
+
+
+Progress = Callable[[int, int, float], object]
+
+
+def events_from_frames(transactions: pl.DataFrame, labels: pl.DataFrame,
+                       ) -> Iterator[Transaction | Label]:
+    """Transactions and labels in the order they become known (a transaction first on a
+    tie), built one at a time."""
+    located = "lat" in transactions.columns
+    columns = ["txn_id", "card_id", "terminal_id", "amount", "event_time"]
+    columns += ["lat", "lon"] if located else []
+    rows = transactions.select(columns).rows()
+    label_rows = labels.select("txn_id", "is_fraud", "event_time").rows()
+    times = np.concatenate([transactions["event_time"].to_numpy(),
+                            labels["event_time"].to_numpy()]).astype(float)
+    kinds = np.r_[np.zeros(len(rows), np.int8), np.ones(len(label_rows), np.int8)]
+    count = len(rows)
+    for i in np.lexsort((kinds, times)).tolist():
+        if i < count:
+            r = rows[i]
+            yield Transaction(r[0], r[1], r[2], r[3], r[4],
+                              *((r[5], r[6]) if located and r[5] is not None else ()))
+        else:
+            t, f, at = label_rows[i - count]
+            yield Label(t, bool(f), at)
+
+
+def run_embedded(events: Iterable[Transaction | Label], options: EmbeddedOptions,
+                 total: int | None = None, progress: Progress | None = None,
+                 on_alarm: Callable[[DriftEvent], object] | None = None) -> EmbeddedResult:
+    """Run ``events`` (in arrival order) through the pipeline; see the module's docs."""
+    return asyncio.run(_Run(options, progress, on_alarm).run(events, total))
+
+
+class _Run:
+    def __init__(self, options: EmbeddedOptions, progress: Progress | None,
+                 on_alarm: Callable[[DriftEvent], object] | None) -> None:
+        self.options = options
+        self.progress = progress
+        self.on_alarm = on_alarm
+        self.store = MemoryFeatureStore(allowed_lateness=options.allowed_lateness)
+        self.champion = _Lineage(options.model, options.snapshot_every_labels)
+        self.others = [_Lineage(name, options.snapshot_every_labels)
+                       for name in options.compare]
+        self.frozen: _Lineage | None = None
+        self.holder = ModelHolder()
+        self.holder.swap(self.champion.serving)
+        self.monitor: DriftMonitor | None = None
+        self.scorer: Scorer | None = None
+        self.pending: list[Transaction] = []
+        self.queued: list[Label] = []
+        self.index: dict[str, int] = {}
+        self.learned_ids: set[str] = set()
+        self.txn_ids: list[str] = []
+        self.times: list[float] = []
+        self.cards: list[str] = []
+        self.scores: dict[str, list[float]] = {}
+        self.labels: dict[int, tuple[int, float]] = {}
+        self.alarms: list[DriftEvent] = []
+        self.statistics: dict[str, list[tuple[float, float]]] = {}
+        self.checked = -1
+        self.counts = {"scored": 0, "too_late": 0, "duplicate_labels": 0, "unknown_labels": 0}
+        self.records: dict[str, ScoredRecord] = {}
+
+    def _names(self) -> list[str]:
+        return [self.champion.name, *(o.name for o in self.others),
+                *([FROZEN] if self.options.freeze_after_days is not None else [])]
+
+    def _start(self, first: float) -> None:
+        days = self.options.freeze_after_days
+        if days is not None:
+            self.frozen = _Lineage(self.options.model, self.options.snapshot_every_labels,
+                                   freeze_at=(first // 86400) * 86400 + days * 86400)
+        self.scores = {name: [] for name in self._names()}
+        config = self.options.drift
+        if config is not None:
+            watched = [f for f in FEATURE_NAMES if f not in CYCLIC | SLOW]
+            self.monitor = DriftMonitor(config, watched, self.options.threshold,
+                                        DriftMetrics.create(CollectorRegistry()),
+                                        calendar=sorted(CYCLIC))
+            self.monitor.state_began(first)
+            self._new_scorer()
+
+    def _lineages(self) -> list[_Lineage]:
+        return [self.champion, *self.others, *([self.frozen] if self.frozen else [])]
+
+    async def run(self, events: Iterable[Transaction | Label],
+                  total: int | None) -> EmbeddedResult:
+        started = time.perf_counter()
+        seen = 0
+        for event in events:
+            seen += 1
+            if isinstance(event, Transaction):
+                if not self.txn_ids and not self.pending:
+                    self._start(event.event_time)
+                self.pending.append(event)
+                if len(self.pending) >= self.options.batch_size:
+                    await self._flush()
+            else:
+                self.queued.append(event)
+                due = self.champion.unpublished + len(self.queued) >= self.champion.every
+                if event.is_fraud or due:
+                    await self._flush()
+            if self.progress is not None and seen % 50_000 == 0:
+                self.progress(seen, total or seen, time.perf_counter() - started)
+        await self._flush()
+        if self.progress is not None:
+            self.progress(seen, total or seen, time.perf_counter() - started)
+        return self._result(time.perf_counter() - started)
+
+    async def _flush(self) -> None:
+        if self.pending:
+            await self._score(self.pending)
+            self.pending = []
+        if self.queued:
+            queued, self.queued = self.queued, []
+            for label in queued:
+                await self._learn(label)
+
+    async def _score(self, txns: list[Transaction]) -> None:
+        results = await score_batch(self.store, self.holder, txns)
+        watched = []
+        others = self._lineages()[1:]
+        for result in results:
+            txn, record = result.txn, result.record
+            if result.duplicate:
+                continue
+            self.index[txn.txn_id] = len(self.txn_ids)
+            self.txn_ids.append(txn.txn_id)
+            self.times.append(txn.event_time)
+            self.cards.append(txn.card_id)
+            if record is None:
+                self.counts["too_late"] += 1
+                for column in self.scores.values():
+                    column.append(float("nan"))
+                continue
+            self.counts["scored"] += 1
+            self.scores[self.champion.name].append(record.score)
+            for other in others:
+                self.scores[other.name].append(
+                    fraud_probability(other.serving.model, record.features))
+            if self.options.keep_records:
+                self.records[txn.txn_id] = record
+            watched.append((record, None, False))
+        if self.monitor is not None and watched:
+            self._alarmed(self.monitor.on_scored_batch(watched, self.scorer))
+            self._statistics(txns[-1].event_time)
+
+    async def _learn(self, label: Label) -> None:
+        if label.txn_id in self.learned_ids:
+            self.counts["duplicate_labels"] += 1
+            return
+        record = await self.store.scored(label.txn_id)
+        if record is None:
+            self.counts["unknown_labels"] += 1
+            return
+        self.learned_ids.add(label.txn_id)
+        self.labels[self.index[label.txn_id]] = (int(label.is_fraud), label.event_time)
+        if label.is_fraud:
+            await self.store.record_fraud(record, label)
+        features = record.features
+        if self.champion.learn(features, label):
+            self.holder.swap(self.champion.serving)
+            self._new_scorer()
+        for other in self._lineages()[1:]:
+            other.learn(features, label)
+        if not self.options.keep_records:
+            self.store.forget(label.txn_id)
+        if self.monitor is not None:
+            self.monitor.model_learned(self.champion.learned)
+            self._alarmed(self.monitor.on_label(record, label))
+
+    def _new_scorer(self) -> None:
+        serving = self.champion.serving
+        self.scorer = Scorer(serving.version, partial(fraud_probabilities, serving.model))
+
+    def _alarmed(self, events: list[DriftEvent]) -> None:
+        for event in events:
+            self.alarms.append(event)
+            if self.on_alarm is not None:
+                self.on_alarm(event)
+
+    def _statistics(self, at: float) -> None:
+        """Record the detectors' statistics when the data-drift windows were checked."""
+        monitor = self.monitor
+        if monitor is None or monitor.data.checks == self.checked:
+            return
+        self.checked = monitor.data.checks
+        values: dict[str, float] = {f"{d} {f}": v for (d, f), v in monitor.data.latest.items()}
+        values.update({f"kswin_p_value {f}": v for f, v in monitor.kswin.latest.items()})
+        values.update(monitor.prediction.latest)
+        values.update(monitor.labels.latest)
+        for name, value in values.items():
+            self.statistics.setdefault(name, []).append((at, float(value)))
+
+    def _result(self, seconds: float) -> EmbeddedResult:
+        count = len(self.txn_ids)
+        fraud = np.full(count, -1, dtype=np.int8)
+        arrival = np.full(count, np.nan)
+        for i, (is_fraud, at) in self.labels.items():
+            fraud[i], arrival[i] = is_fraud, at
+        return EmbeddedResult(
+            txn_ids=self.txn_ids, times=np.array(self.times, dtype=float),
+            cards=np.array(self.cards, dtype=object),
+            scores={name: np.array(column, dtype=float) for name, column in self.scores.items()},
+            label_fraud=fraud, label_time=arrival, alarms=self.alarms,
+            statistics=self.statistics, champion=self.champion.name,
+            scored=self.counts["scored"], too_late=self.counts["too_late"],
+            learned=len(self.learned_ids), duplicate_labels=self.counts["duplicate_labels"],
+            unknown_labels=self.counts["unknown_labels"], seconds=seconds,
+            records=self.records,
+        )

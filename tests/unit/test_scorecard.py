@@ -1,0 +1,207 @@
+"""The scorecard of a replayed scenario: its metrics equal scikit-learn's on the same
+scores, its alarms are judged against the manifest, its files are real, and the
+embedded run scores the vectors the stream's own replay computes, learning no label
+before it arrives."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from models.evaluation import card_precision_at_k
+from monitoring.drift_config import DriftConfig
+from monitoring.judging import Alarm, judge, per_change
+from producers.scenario import load_scenario, moved, run_scenario
+from stream.cli import main
+from stream.datacmd import Source
+from stream.embedded import EmbeddedOptions, EmbeddedResult, run_embedded
+from stream.replay import replay_features
+from stream.scorecard import ScorecardOptions
+from stream.scorecardcmd import Plan, replay_and_judge, write
+
+DAY = 86400.0
+#: Small windows and no maturity wait, so that detectors run on a short scenario.
+FAST_DRIFT = DriftConfig(reference_size=800, window_size=800, check_every=200,
+                         reference_days=0, state_maturity_days=0, warm_up=300,
+                         kswin_every=0)
+
+
+Shifted = tuple[Plan, dict, Path, EmbeddedResult]
+
+
+@pytest.fixture(scope="module")
+def shifted(tmp_path_factory: pytest.TempPathFactory) -> Shifted:
+    """sudden_covariate_shift at 300 customers (amounts x3 from day 14), its scorecard."""
+    simulation, manifest = run_scenario(load_scenario("sudden_covariate_shift"),
+                                        customers=300)
+    out = tmp_path_factory.mktemp("card")
+    plan = Plan(Source(simulation.transactions, simulation.labels, [], manifest),
+                "sudden_covariate_shift", out,
+                EmbeddedOptions(drift=FAST_DRIFT, compare=("hoeffding_adaptive_tree",),
+                                keep_records=True),
+                ScorecardOptions(warm_up_days=3), plots=True)
+    result, card = replay_and_judge(plan)
+    write(plan, result, card)
+    return plan, card, out, result
+
+
+def test_scorecard_has_the_manifest_change_points_and_judges_the_alarms(shifted) -> None:
+    plan, card, _, _ = shifted
+    [point] = card["change_points"]
+    assert point["kind"] == "amount_shift"
+    assert point["event_time"] == plan.source.manifest["change_points"][0]["event_time"]
+    alarms = [Alarm(a["detector"], a["subject"], a["first_seen"]) for a in card["alarms"]]
+    assert alarms, "the amounts triple: the data-drift detectors must alarm"
+    change = point["event_time"]
+    assert point["detection"] == per_change(alarms, [change], 3 * DAY)[0]
+    assert point["detection"]["detected"]
+    assert 0 <= point["detection"]["first"]["delay_hours"] <= 72
+    judged = judge(alarms, [change], plan.source.transactions["event_time"].min(),
+                   plan.source.transactions["event_time"].max())
+    assert card["detectors"]["any"]["recall"] == 1.0
+    assert card["detectors"]["any"]["false_alarms"] == judged["any"]["false_alarms"]
+    early = [a for a in alarms if a.at < change or a.at > change + 3 * DAY]
+    assert card["detectors"]["any"]["false_alarms"] == len(early)
+
+
+def _truth_arrays(plan: Plan, result_ids: list[str]) -> np.ndarray:
+    truth = dict(plan.source.labels.select("txn_id", "is_fraud").iter_rows())
+    return np.array([truth[t] for t in result_ids], dtype=int)
+
+
+def test_daily_metrics_equal_scikit_learn_and_the_reference_cp_at_k(shifted) -> None:
+    plan, card, _, result = shifted
+    truth = _truth_arrays(plan, result.txn_ids)
+    scores = result.scores["logistic_regression"]
+    days = np.floor(result.times / DAY) * DAY
+    daily = card["models"]["logistic_regression"]["daily"]
+    checked = 0
+    for i, day in enumerate(daily["day"]):
+        on = days == day
+        y, s = truth[on], scores[on]
+        cp = card_precision_at_k(s, y, result.cards[on], result.times[on], 100)
+        assert daily["card_precision_at_k"][i] == pytest.approx(cp)
+        if 0 < y.sum() < len(y):
+            assert daily["average_precision"][i] == pytest.approx(average_precision_score(y, s))
+            assert daily["roc_auc"][i] == pytest.approx(roc_auc_score(y, s))
+            checked += 1
+        else:
+            assert daily["average_precision"][i] is None or y.sum() > 0
+    assert checked >= 20
+    overall = card["models"]["logistic_regression"]["overall"]
+    assert overall["average_precision"] == pytest.approx(average_precision_score(truth, scores))
+    assert overall["transactions"] == len(truth)
+    # The frozen baseline and the challenger were scored on every transaction too.
+    assert set(card["models"]) == {"logistic_regression", "hoeffding_adaptive_tree", "frozen"}
+
+
+def test_report_and_plots_exist_and_show_something(shifted) -> None:
+    import matplotlib.image
+
+    _, card, out, _ = shifted
+    saved = json.loads((out / "scorecard.json").read_text())
+    assert saved["change_points"][0]["kind"] == "amount_shift"
+    for name in ("metrics_per_day", "scores_per_day", "label_delay", "drift_statistics"):
+        pixels = matplotlib.image.imread(out / f"{name}.png")
+        assert pixels.shape[0] > 200 and pixels.shape[1] > 500
+        assert pixels[..., :3].std() > 0.05, f"{name}.png is blank"
+
+    class Page(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.tables: list[str] = []
+            self.images: list[str] = []
+            self.text: list[str] = []
+
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            if tag == "table":
+                self.tables.append(dict(attrs).get("class") or "")
+            if tag == "img":
+                self.images.append(dict(attrs).get("src") or "")
+
+        def handle_data(self, data: str) -> None:
+            self.text.append(data)
+
+    page = Page()
+    page.feed((out / "report.html").read_text())
+    assert page.tables == ["models", "changes", "detectors", "alarms", "weekly"]
+    assert len(page.images) == 4
+    assert all(src.startswith("data:image/png;base64,iVBORw0KGgo") for src in page.images)
+    text = " ".join(page.text)
+    assert "amount_shift" in text and "hoeffding_adaptive_tree" in text
+    first = card["change_points"][0]["detection"]["first"]["detector"]
+    assert first in text
+
+
+def test_embedded_run_scores_the_replay_vectors_and_learns_no_label_early() -> None:
+    spec = moved(load_scenario("concept_drift"), days=16, change_day=8)
+    simulation, _ = run_scenario(spec, customers=120)
+    events = simulation.events()
+    expected = asyncio.run(replay_features(events))
+    result = run_embedded(events, EmbeddedOptions(drift=None, keep_records=True,
+                                                  snapshot_every_labels=50))
+    assert result.scored == len(expected) > 1000
+    for txn_id, record in result.records.items():
+        assert record.features == expected[txn_id].features
+    # A transaction is scored by a snapshot of at most the labels arrived before it.
+    arrivals = np.sort(simulation.labels["event_time"].to_numpy())
+    for record in result.records.values():
+        arrived = int(np.searchsorted(arrivals, record.event_time, side="right"))
+        assert record.model_version <= arrived
+    assert max(r.model_version for r in result.records.values()) > 0
+
+
+def test_scorecard_command_runs_a_foreign_file(tmp_path: Path, capsys) -> None:
+    simulation, _ = run_scenario(load_scenario("baseline"), customers=80, days=10)
+    foreign = simulation.transactions.join(simulation.labels.select("txn_id", "is_fraud"),
+                                           on="txn_id", suffix="_label")
+    foreign.select(
+        foreign["txn_id"].alias("TRANSACTION_ID"), foreign["card_id"].alias("CUSTOMER_ID"),
+        foreign["terminal_id"].alias("TERMINAL_ID"), foreign["amount"].alias("TX_AMOUNT"),
+        (foreign["event_time"] * 1000).cast(int).alias("TX_TIME_MS"),
+        foreign["is_fraud_label"].cast(int).alias("TX_FRAUD"),
+    ).write_csv(tmp_path / "stream.csv")
+    maps = ["txn_id=TRANSACTION_ID", "card_id=CUSTOMER_ID", "terminal_id=TERMINAL_ID",
+            "amount=TX_AMOUNT", "event_time=TX_TIME_MS", "is_fraud=TX_FRAUD"]
+    args = [a for m in maps for a in ("--map", m)]
+    code = main(["scorecard", str(tmp_path / "stream.csv"), *args, "--map",
+                 "time_format=epoch_ms", "--map", "label_delay_days=2", "--out",
+                 str(tmp_path / "out"), "--no-plots"])
+    assert code == 0, capsys.readouterr().err
+    card = json.loads((tmp_path / "out" / "scorecard.json").read_text())
+    assert card["change_points"] == []
+    assert card["run"]["transactions"] == simulation.transactions.height
+    assert card["label_delay"]["all"]["p50_days"] == pytest.approx(2.0)
+    assert not math.isnan(card["models"]["logistic_regression"]["overall"]["roc_auc"])
+    assert "logistic_regression" in capsys.readouterr().out
+
+
+def test_judging_counts_alarms_past_the_maximum_delay_as_false() -> None:
+    changes = [10 * DAY, 20 * DAY]
+    alarms = [Alarm("psi", "a", 10 * DAY + 4 * DAY),  # too late for the first change
+              Alarm("psi", "b", 20 * DAY + 1 * DAY),  # within 3 days of the second
+              Alarm("ks", "a", 11 * DAY), Alarm("ks", "a", 5 * DAY)]
+    result = judge(alarms, changes, 0.0, 30 * DAY, max_delay=3 * DAY)
+    psi, ks = result["detectors"]["psi"], result["detectors"]["ks"]
+    assert (psi["recall"], psi["precision"], psi["false_alarms"]) == (0.5, 0.5, 1)
+    assert psi["mean_delay_hours"] == pytest.approx(24.0)
+    assert (ks["recall"], ks["precision"], ks["false_alarms"]) == (0.5, 0.5, 1)
+    assert result["any"]["recall"] == 1.0
+    assert result["any"]["false_alarms_per_30_days"] == pytest.approx(2.0)
+
+
+def test_scorecard_arguments_are_checked(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["scorecard", "baseline", "--customers", "0"])
+    assert "--customers" in capsys.readouterr().err
+    assert main(["scorecard", "no_such_scenario"]) == 1
+    assert "not a built-in scenario" in capsys.readouterr().err
+    assert main(["scorecard", "baseline", "--compare", "nope"]) == 1
+    assert "unknown model 'nope'" in capsys.readouterr().err
