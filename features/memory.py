@@ -78,7 +78,7 @@ class MemoryFeatureStore:
             return Applied(txn, Status.LATE, newest=state.card.newest)
         self._terminals[txn.terminal_id] = term
         self._cards[txn.card_id] = card.append(blob, txn, self.allowed_lateness)
-        term.buckets, term.newest = terminal.step(term.buckets, term.newest, txn.event_time)
+        term.newest = terminal.step_in_place(term.buckets, term.newest, txn.event_time)
         self._pending[txn.txn_id] = (state, card.HEADER.unpack_from(blob)[1] if blob else 0)
         return Applied(txn, Status.NEW, state=state)
 

@@ -123,6 +123,29 @@ def step(
     return kept, known
 
 
+def step_in_place(
+    buckets: dict[int, int], newest: Sequence[int | None], event_time: float
+) -> tuple[int, ...]:
+    """:func:`step` on ``buckets`` itself, for the in-memory store: the same counts, and
+    buckets no one may read again dropped only when a window's newest bucket moves on
+    (:func:`window_counts` never reads them, so the sums are those of :func:`step`).
+
+    >>> buckets: dict[int, int] = {}
+    >>> newest = step_in_place(buckets, (None, None, None), 3600.0 * 5)
+    >>> newest, window_counts(buckets, newest, 3600.0 * 6)
+    ((5, 0, 0), (1, 0, 0))
+    """
+    currents = current_buckets(event_time)
+    known = tuple(c if n is None else max(n, c) for n, c in zip(newest, currents, strict=True))
+    for i, current in enumerate(currents):
+        key = field(i, current)
+        buckets[key] = buckets.get(key, 0) + 1
+    if known != tuple(newest):
+        for key in [k for k in buckets if _bucket(k) < known[_window(k)] - KEEP_BUCKETS]:
+            del buckets[key]
+    return known
+
+
 def fraud_floor(newest: Sequence[int | None], event_time: float) -> float:
     """The oldest transaction time whose fraud entry a store must still return.
 

@@ -7,6 +7,7 @@ import math
 import random
 
 from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from features import card, terminal
 from features.card import HORIZON_SECONDS, CardHistory
@@ -189,3 +190,22 @@ def test_the_docs_list_every_feature_with_its_meaning() -> None:
     from tests.support import REPO
 
     assert describe() in (REPO / "docs" / "features.md").read_text()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(min_value=0, max_value=70 * 86400, allow_nan=False), min_size=1,
+                max_size=120))
+def test_in_place_step_reads_the_same_counts_as_step(offsets: list[float]) -> None:
+    """Out of order too: the in-memory store steps its buckets in place."""
+    pure: dict[int, int] = {}
+    pure_newest: tuple[int | None, ...] = (None, None, None)
+    in_place: dict[int, int] = {}
+    newest: tuple[int | None, ...] = (None, None, None)
+    for offset in offsets:
+        t = T0 + offset
+        pure, pure_newest = terminal.step(pure, pure_newest, t)
+        newest = terminal.step_in_place(in_place, newest, t)
+        assert newest == pure_newest
+        for probe in (t, t + 3600.0, t + 86400.0 * 3, t - 86400.0):
+            assert terminal.window_counts(in_place, newest, probe) == \
+                terminal.window_counts(pure, pure_newest, probe)
