@@ -108,6 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
                            "about 4 s)")
     demo.add_argument("--customers", type=_positive_int, default=500)
     demo.add_argument("--seed", type=int, default=None)
+    demo.add_argument("--change-day", type=_positive_float, default=40.0,
+                      help="move the scenario's first change to this day (the detectors start "
+                           "once the feature state is drift.state_maturity_days old, 30 by "
+                           "default); the run lasts as long after it as the scenario did")
     demo.add_argument("--duration", type=_positive_float, default=None,
                       help="stop by itself after this many seconds (default: until Ctrl-C)")
     return parser

@@ -27,6 +27,7 @@ from producers.dataset import (
 from producers.replay import Replayer, encode_events, progress_bar
 from producers.scenario import (
     ScenarioError,
+    ScenarioSpec,
     builtin_scenarios,
     describe,
     load_scenario,
@@ -109,10 +110,23 @@ def _scenario_windows(args: argparse.Namespace) -> None:
     save_windows(args.folder, window(args.reference), window(args.current))
 
 
+def _day(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{value} must be 0 or more")
+    return value
+
+
 def _scenario_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=None, help="override the scenario's seed")
     parser.add_argument("--days", type=float, default=None, help="override its length")
     parser.add_argument("--customers", type=int, default=None, help="override its size")
+    parser.add_argument("--change-day", type=_day, default=None,
+                        help="move its first change (the others with it) to this day; it then "
+                             "lasts as long after it as before (unless --days)")
 
 
 def scenarios(args: argparse.Namespace) -> int:
@@ -130,8 +144,8 @@ def scenarios(args: argparse.Namespace) -> int:
 
 def simulate_data(args: argparse.Namespace) -> int:
     started = time.perf_counter()
-    simulation, manifest = run_scenario(load_scenario(args.scenario), args.seed, args.days,
-                                        args.customers)
+    simulation, manifest = run_scenario(scenario_spec(args, args.scenario), args.seed,
+                                        args.days, args.customers)
     folder = write_dataset(simulation, manifest, args.out)
     seconds = time.perf_counter() - started
     count = simulation.transactions.height
@@ -219,15 +233,20 @@ def load_source_and_manifest(args: argparse.Namespace) -> Source:
                       json.loads(written.read_text()) if written.is_file() else None)
     if source.suffix in (".csv", ".parquet"):
         raise DatasetError(f"{source}: a foreign file needs --mapping FILE or --map FIELD=COLUMN")
-    spec = load_scenario(args.source)
-    days = args.days
-    change_day = getattr(args, "change_day", None)
-    if change_day is not None:
-        first = min((c.at_day for c in spec.changes), default=change_day)
-        days = days or change_day + spec.days - first
-        spec = moved(spec, days, change_day)
-    simulation, manifest = run_scenario(spec, args.seed, days, args.customers)
+    simulation, manifest = run_scenario(scenario_spec(args, args.source), args.seed,
+                                        args.days, args.customers)
     return Source(simulation.transactions, simulation.labels, [], manifest)
+
+
+def scenario_spec(args: argparse.Namespace, name: str) -> ScenarioSpec:
+    """Scenario ``name``, its changes moved to ``args.change_day`` when given (lasting
+    as long after the first change as before, unless ``args.days``)."""
+    spec = load_scenario(name)
+    change_day = getattr(args, "change_day", None)
+    if change_day is None or not spec.changes:
+        return spec
+    first = min(c.at_day for c in spec.changes)
+    return moved(spec, args.days or change_day + spec.days - first, change_day)
 
 
 ERRORS = (ScenarioError, DatasetError)

@@ -4,8 +4,16 @@ Starts the real servers (those not yet running), the worker, the API and a
 replay of a drift scenario (``--scenario``, ``--speed`` times faster than
 its clock), registers the worker and API with Prometheus, then prints the
 scores as they flow, the scenario day reached and each change point as it
-passes. Each run has its own topics and Redis keys. On Ctrl-C (or after
-``--duration``) it stops every process it started, and the servers it
+passes, and each drift alarm as the worker raises it (read from the
+``drift-events`` topic). The scenario's first change is moved to
+``--change-day`` (40 by default): no detector starts before the feature state
+is ``drift.state_maturity_days`` old.
+
+When the replay has ended and the worker has scored everything (or on
+Ctrl-C, or after ``--duration``) it prints the scorecard of what the stream
+did (:mod:`stream.scorecard`: the scores and alarms read from Kafka, judged
+against the scenario's truth and change points), writes it with its plots
+into the log folder, and stops every process it started, and the servers it
 started, and nothing else.
 """
 
@@ -20,12 +28,14 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 from kafka import KafkaConsumer
 
-from producers.scenario import ScenarioSpec, describe, load_scenario
+from monitoring.detectors import DriftEvent
+from producers.scenario import ScenarioSpec, describe, load_scenario, moved, run_scenario
 from stream.services import LocalServices
 from stream.settings import Settings
 from stream.topics import ensure_topics
@@ -45,6 +55,9 @@ def _signing_key(settings: Settings) -> str:
 
 def run_demo(settings: Settings, args: argparse.Namespace) -> int:
     spec = load_scenario(args.scenario)
+    if args.change_day is not None and spec.changes:
+        first = min(c.at_day for c in spec.changes)
+        spec = moved(spec, args.change_day + spec.days - first, args.change_day)
     settings = _isolated(settings)
     services = LocalServices(settings.services)
     ours = [s.name for s in services.status() if s.pid is None]
@@ -60,17 +73,21 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
     logs = settings.services.state_dir.resolve() / "demo"
     logs.mkdir(parents=True, exist_ok=True)
     replay = [args.scenario, "--speed", str(args.speed), "--customers", str(args.customers),
-              *(["--seed", str(args.seed)] if args.seed is not None else [])]
+              *(["--seed", str(args.seed)] if args.seed is not None else []),
+              *(["--change-day", str(args.change_day)] if args.change_day is not None else [])]
     children: dict[str, subprocess.Popen[bytes]] = {}
+    seen = Seen()
     try:
         for name, extra in (("worker", []), ("api", []), ("replay", replay)):
             children[name] = _spawn(name, extra, env, logs / f"{name}.log")
         _print_where_to_look(settings, services, logs)
         print(describe(spec))
-        _follow_scores(settings, args.duration, children, spec)
+        _follow_scores(settings, args.duration, children, spec, seen)
     except KeyboardInterrupt:
         print("\n[demo] Ctrl-C: stopping")
     finally:
+        if seen.scores:
+            _print_scorecard(settings, spec, args, seen, logs / "scorecard")
         for child in reversed(children.values()):
             _stop(child)
         stopped = [s.name for s in services.servers if s.name in ours and s.process().stop()]
@@ -130,36 +147,54 @@ def _print_where_to_look(settings: Settings, services: LocalServices, logs: Path
 """)
 
 
+@dataclass
+class Seen:
+    """What the demo read from the stream: each score and each alarm."""
+
+    scores: dict[str, tuple[float, str, float]] = field(default_factory=dict)
+    alarms: list[DriftEvent] = field(default_factory=list)
+
+
 def _follow_scores(settings: Settings, duration: float | None,
-                   children: dict[str, subprocess.Popen[bytes]], spec: ScenarioSpec) -> None:
-    consumer = KafkaConsumer(
-        settings.topics.name("scores"), bootstrap_servers=settings.kafka.bootstrap_servers,
-        auto_offset_reset="latest", group_id=None,
+                   children: dict[str, subprocess.Popen[bytes]], spec: ScenarioSpec,
+                   seen: Seen) -> None:
+    scores_topic, drift_topic = settings.topics.name("scores"), settings.topics.name(
+        "drift_events")
+    consumer = KafkaConsumer(  # the run's own topics: read them from their start
+        scores_topic, drift_topic, bootstrap_servers=settings.kafka.bootstrap_servers,
+        auto_offset_reset="earliest", group_id=None,
     )
     began = time.monotonic()
-    seen = window_count = 0
+    window_count = 0
     window_sum = 0.0
     version = 0
     newest = 0.0
     start = spec.start.timestamp()
     pending = sorted(spec.changes, key=lambda c: c.at_day)
-    last_report = began
+    last_report = last_score = began
     try:
         while duration is None or time.monotonic() - began < duration:
             for batch in consumer.poll(timeout_ms=500).values():
                 for message in batch:
+                    if message.topic == drift_topic:
+                        event = DriftEvent(**json.loads(message.value))
+                        seen.alarms.append(event)
+                        print(alarm_line(event, start), flush=True)
+                        continue
                     score = json.loads(message.value)
-                    seen += 1
+                    at = to_seconds(score["event_time"])
+                    seen.scores[score["txn_id"]] = (at, score["card_id"], score["score"])
                     window_count += 1
                     window_sum += score["score"]
                     version = max(version, score["model_version"])
-                    newest = max(newest, to_seconds(score["event_time"]))
+                    newest = max(newest, at)
+                    last_score = time.monotonic()
             now = time.monotonic()
             if now - last_report >= 5:
                 mean = window_sum / window_count if window_count else float("nan")
                 day = (newest - start) / 86400 if newest else 0.0
-                print(f"[demo] {now - began:5.0f}s  day {day:5.1f}  scores: {seen:7d}  "
-                      f"{window_count / (now - last_report):6.0f}/s  mean score {mean:.3f}  "
+                print(f"[demo] {now - began:5.0f}s  day {day:5.1f}  scores: {len(seen.scores):7d}"
+                      f"  {window_count / (now - last_report):6.0f}/s  mean score {mean:.3f}  "
                       f"model v{version}", flush=True)
                 while pending and day >= pending[0].at_day:
                     change = pending.pop(0)
@@ -170,8 +205,50 @@ def _follow_scores(settings: Settings, duration: float | None,
                 if children[name].poll() is not None:
                     raise RuntimeError(f"{name} exited with {children[name].returncode}; "
                                        "see its log")
+            if children["replay"].poll() is not None and now - last_score > CAUGHT_UP:
+                print(f"[demo] the replay has ended and no score came for {CAUGHT_UP:g}s: done")
+                return
     finally:
         consumer.close()
+
+
+#: After the replay ended, the demo stops once no score came for this many seconds.
+CAUGHT_UP = 15.0
+
+
+def _print_scorecard(settings: Settings, spec: ScenarioSpec, args: argparse.Namespace,
+                     seen: Seen, folder: Path) -> None:
+    """The scorecard of what the stream scored and alarmed, against the scenario's truth."""
+    from stream.scorecard import ScorecardOptions, from_stream, scorecard, summary_lines
+    from stream.scorecard_report import write_html, write_plots
+
+    simulation, manifest = run_scenario(spec, args.seed, customers=args.customers)
+    result = from_stream(seen.scores, seen.alarms, simulation.labels, settings.model.name)
+    truth = dict(simulation.labels.select("txn_id", "is_fraud").iter_rows())
+    model = settings.model
+    card = scorecard(result, truth, ScorecardOptions(
+        threshold=model.threshold, cost_missed_fraud=model.cost_missed_fraud,
+        cost_false_alarm=model.cost_false_alarm), manifest["change_points"],
+        {"name": f"{spec.name} (the stream, as scored by the worker)"})
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "scorecard.json").write_text(json.dumps(card, indent=1) + "\n")
+    plots = write_plots(folder, result, card, None)
+    write_html(folder / "report.html", card, plots)
+    print("[demo] scorecard of what the stream did:")
+    for line in summary_lines(card):
+        print(f"[demo]   {line}")
+    print(f"[demo] written to {folder}/report.html")
+
+
+def alarm_line(event: DriftEvent, start: float) -> str:
+    """How the demo prints an alarm, in scenario days.
+
+    >>> alarm_line(DriftEvent("psi", "txn_amount_log", 0.31, 2000, 86400.0 * 41, 86400.0 * 42.5), 0)
+    '[demo] !!! ALARM psi on txn_amount_log = 0.31 at day 42.5 (change from day 41.0)'
+    """
+    return (f"[demo] !!! ALARM {event.detector} on {event.subject} = {event.magnitude:.4g} at "
+            f"day {(event.first_seen - start) / 86400:.1f} (change from day "
+            f"{(event.changed_at - start) / 86400:.1f})")
 
 
 def to_seconds(iso: str) -> float:

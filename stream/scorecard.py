@@ -31,9 +31,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
+import polars as pl
 
 from models.evaluation import DAY
 from models.periods import Labelled, daily, periods, recovery_days, summary, weekly
+from monitoring.detectors import DriftEvent
 from monitoring.judging import Alarm, judge, per_change
 from stream.embedded import EmbeddedResult
 
@@ -138,6 +140,35 @@ def scorecard(result: EmbeddedResult, truth: Mapping[str, bool], options: Scorec
     }
     cleaned: dict[str, Any] = _clean(card)
     return cleaned
+
+
+def from_stream(scores: Mapping[str, tuple[float, str, float]], alarms: Sequence[DriftEvent],
+                labels: pl.DataFrame, champion: str) -> EmbeddedResult:
+    """What a live stream did, as a run to judge: ``scores`` (txn id -> event time, card,
+    score, as read from the ``scores`` topic), the alarms read from ``drift-events``, and
+    the labels (arrival times) of the source it replayed.
+
+    >>> import polars as pl
+    >>> labels = pl.DataFrame({"txn_id": ["b"], "is_fraud": [True], "event_time": [9.0]})
+    >>> run = from_stream({"a": (10.0, "c", 0.1), "b": (5.0, "c", 0.9)}, [], labels, "lr")
+    >>> run.txn_ids, run.label_fraud.tolist(), run.label_time.tolist()[1]
+    (['b', 'a'], [1, -1], nan)
+    """
+    ordered = sorted(scores.items(), key=lambda item: item[1][0])
+    newest = ordered[-1][1][0] if ordered else -math.inf
+    arrived = labels.filter(pl.col("event_time") <= newest)  # those the worker could learn
+    arrivals = dict(arrived.select("txn_id", "event_time").iter_rows())
+    frauds = dict(arrived.select("txn_id", "is_fraud").iter_rows())
+    ids = [txn_id for txn_id, _ in ordered]
+    return EmbeddedResult(
+        txn_ids=ids, times=np.array([v[0] for _, v in ordered], dtype=float),
+        cards=np.array([v[1] for _, v in ordered], dtype=object),
+        scores={champion: np.array([v[2] for _, v in ordered], dtype=float)},
+        label_fraud=np.array([int(frauds[t]) if t in frauds else -1 for t in ids],
+                             dtype=np.int8),
+        label_time=np.array([arrivals.get(t, math.nan) for t in ids], dtype=float),
+        alarms=list(alarms), statistics={}, champion=champion, scored=len(ids),
+        learned=sum(t in frauds for t in ids))
 
 
 def _f(value: float | None, digits: int = 3) -> str:
