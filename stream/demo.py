@@ -86,12 +86,12 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("\n[demo] Ctrl-C: stopping")
     finally:
-        if seen.scores:
-            _print_scorecard(settings, spec, args, seen, logs / "scorecard")
         for child in reversed(children.values()):
             _stop(child)
         stopped = [s.name for s in services.servers if s.name in ours and s.process().stop()]
         print(f"[demo] stopped worker, api, replay; services stopped: {', '.join(stopped)}")
+    if seen.scores:
+        _print_scorecard(settings, spec, args, seen, logs / "scorecard")
     return 0
 
 
@@ -170,6 +170,7 @@ def _follow_scores(settings: Settings, duration: float | None,
     version = 0
     newest = 0.0
     start = spec.start.timestamp()
+    end = start + spec.days * 86400
     pending = sorted(spec.changes, key=lambda c: c.at_day)
     last_report = last_score = began
     try:
@@ -205,14 +206,17 @@ def _follow_scores(settings: Settings, duration: float | None,
                 if children[name].poll() is not None:
                     raise RuntimeError(f"{name} exited with {children[name].returncode}; "
                                        "see its log")
-            if children["replay"].poll() is not None and now - last_score > CAUGHT_UP:
-                print(f"[demo] the replay has ended and no score came for {CAUGHT_UP:g}s: done")
+            traffic_over = children["replay"].poll() is not None or newest >= end - 3600
+            if traffic_over and now - last_score > CAUGHT_UP:
+                print(f"[demo] the scenario's traffic is over and no score came for "
+                      f"{CAUGHT_UP:g}s: done (chargebacks still due are not waited for)")
                 return
     finally:
         consumer.close()
 
 
-#: After the replay ended, the demo stops once no score came for this many seconds.
+#: Once the replay ended or reached the scenario's last day, the demo stops when no score
+#: came for this many seconds.
 CAUGHT_UP = 15.0
 
 

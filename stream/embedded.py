@@ -74,6 +74,9 @@ class EmbeddedOptions:
     drift: DriftConfig | None = field(default_factory=DriftConfig)
     #: Keep every scored vector (for parity tests; a long run would hold them all).
     keep_records: bool = False
+    #: Keep every vector as a row of float32 (46 x 4 bytes a transaction), to judge each
+    #: feature's own signal.
+    keep_vectors: bool = False
 
 
 class _Lineage:
@@ -126,6 +129,9 @@ class EmbeddedResult:
     unknown_labels: int = 0
     seconds: float = 0.0
     records: dict[str, ScoredRecord] = field(default_factory=dict)
+    #: With ``keep_vectors``: one row per transaction, columns in FEATURE_NAMES order (NaN:
+    #: not scored).
+    vectors: np.ndarray | None = None
 
     @property
     def events(self) -> int:
@@ -194,6 +200,7 @@ class _Run:
         self.checked = -1
         self.counts = {"scored": 0, "too_late": 0, "duplicate_labels": 0, "unknown_labels": 0}
         self.records: dict[str, ScoredRecord] = {}
+        self.vectors: list[list[float]] = []
 
     def _names(self) -> list[str]:
         return [self.champion.name, *(o.name for o in self.others),
@@ -266,7 +273,11 @@ class _Run:
                 self.counts["too_late"] += 1
                 for column in self.scores.values():
                     column.append(float("nan"))
+                if self.options.keep_vectors:
+                    self.vectors.append([float("nan")] * len(FEATURE_NAMES))
                 continue
+            if self.options.keep_vectors:
+                self.vectors.append([record.features[f] for f in FEATURE_NAMES])
             self.counts["scored"] += 1
             self.scores[self.champion.name].append(record.score)
             for other in others:
@@ -342,4 +353,6 @@ class _Run:
             learned=len(self.learned_ids), duplicate_labels=self.counts["duplicate_labels"],
             unknown_labels=self.counts["unknown_labels"], seconds=seconds,
             records=self.records,
+            vectors=np.array(self.vectors, dtype=np.float32).reshape(-1, len(FEATURE_NAMES))
+            if self.options.keep_vectors else None,
         )

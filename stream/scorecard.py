@@ -33,8 +33,10 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from features.vector import FEATURE_NAMES
 from models.evaluation import DAY
 from models.periods import Labelled, daily, periods, recovery_days, summary, weekly
+from models.signal import feature_signal
 from monitoring.detectors import DriftEvent
 from monitoring.judging import Alarm, judge, per_change
 from stream.embedded import EmbeddedResult
@@ -99,6 +101,17 @@ def _model_card(run: Labelled, start: float, changes: Sequence[float],
     }
 
 
+def _features(result: EmbeddedResult, truth: Mapping[str, bool],
+              since: float) -> dict[str, Any]:
+    """Each feature's own signal over labelled transactions after the warm-up (when the
+    run kept its vectors)."""
+    if result.vectors is None:
+        return {}
+    known = np.array([truth.get(t, -1) for t in result.txn_ids], dtype=np.int8)
+    keep = (known >= 0) & (result.times >= since) & ~np.isnan(result.vectors[:, 0])
+    return feature_signal(result.vectors[keep], known[keep].astype(np.int64), FEATURE_NAMES)
+
+
 def scorecard(result: EmbeddedResult, truth: Mapping[str, bool], options: ScorecardOptions,
               change_points: Sequence[Mapping[str, Any]] = (),
               source: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -137,6 +150,7 @@ def scorecard(result: EmbeddedResult, truth: Mapping[str, bool], options: Scorec
                    for e in result.alarms],
         "detectors": judge(alarms, changes, start, end, options.max_delay),
         "label_delay": label_delay,
+        "features": _features(result, truth, start + options.warm_up_days * DAY),
     }
     cleaned: dict[str, Any] = _clean(card)
     return cleaned
@@ -178,9 +192,10 @@ def _f(value: float | None, digits: int = 3) -> str:
 def summary_lines(card: Mapping[str, Any]) -> list[str]:
     """The scorecard's gist, a few lines of text."""
     run = card["run"]
+    pace = (f"in {run['seconds']:.1f}s ({_f(run['events_per_second'], 0)} events/s)"
+            if run["seconds"] else "(a live stream)")
     lines = [f"{card['source'].get('name', 'stream')}: {run['transactions']:,} transactions, "
-             f"{run['labels_learned']:,} labels learned over {card['days']:.1f} days in "
-             f"{run['seconds']:.1f}s ({_f(run['events_per_second'], 0)} events/s); "
+             f"{run['labels_learned']:,} labels learned over {card['days']:.1f} days {pace}; "
              f"{run['too_late']} too late, {run['unknown_labels']} labels without a "
              "scored transaction",
              "model                          AP     ROC AUC  CP@100  recall  precision  "

@@ -178,7 +178,7 @@ def write_html(path: Path, card: Mapping[str, Any], plots: Sequence[Path]) -> Pa
         f"<h1>Scorecard: {html.escape(str(name))}</h1>",
         f"<p>{card['start']} to {card['end']} ({card['days']:.1f} days): "
         f"{run['transactions']:,} transactions, {run['labels_learned']:,} labels learned, "
-        f"{run['events_per_second']:,.0f} events/s. Champion: "
+        f"{_rate(run['events_per_second'])}. Champion: "
         f"<b>{html.escape(card['champion'])}</b>. Labels were learned at their arrival "
         "time; every score was given before its label was known.</p>",
         "<h2>Models</h2>",
@@ -207,6 +207,13 @@ def write_html(path: Path, card: Mapping[str, Any], plots: Sequence[Path]) -> Pa
         _table(["first seen", "detector", "subject", "magnitude", "window"],
                [[a["first_seen_at"], a["detector"], a["subject"], a["magnitude"], a["window"]]
                 for a in card["alarms"]], "alarms"),
+        *(["<h2>Each feature alone (after warm-up)</h2><p>Non-zero share, and the AP and "
+           "ROC AUC of the feature's own value as the score (in its better direction).</p>",
+           _table(["feature", "non-zero share", "AP", "ROC AUC", "direction"],
+                  sorted(([n, f["nonzero_share"], f["average_precision"], f["roc_auc"],
+                           f["direction"]] for n, f in card["features"].items()),
+                         key=lambda row: -(row[2] or 0.0)), "features")]
+          if card.get("features") else []),
         "<h2>Weekly (champion)</h2>",
         _weekly(card["models"][card["champion"]]["weekly"]),
         "<h2>Plots</h2>",
@@ -222,6 +229,11 @@ def write_html(path: Path, card: Mapping[str, Any], plots: Sequence[Path]) -> Pa
                     f"<title>Scorecard: {html.escape(str(name))}</title><style>{style}</style>"
                     f"</head><body>{''.join(parts)}</body></html>\n")
     return path
+
+
+def _rate(per_second: float | None) -> str:
+    return "replayed from a live stream" if per_second is None else \
+        f"{per_second:,.0f} events/s"
 
 
 def _weekly(weekly: Mapping[str, list[Any]]) -> str:

@@ -17,15 +17,15 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import polars as pl
-
-from monitoring.detectors import DriftConfig, DriftEvent
-from stream.datacmd import Source, load_source_and_manifest
-from stream.embedded import EmbeddedOptions, EmbeddedResult, events_from_frames, run_embedded
-from stream.scorecard import ScorecardOptions, scorecard, summary_lines
 from stream.settings import Settings
+
+if TYPE_CHECKING:  # the CLI builds its parser with this module: nothing heavy at import
+    from monitoring.detectors import DriftEvent
+    from stream.datacmd import Source
+    from stream.embedded import EmbeddedOptions, EmbeddedResult
+    from stream.scorecard import ScorecardOptions
 
 
 def _non_negative(text: str) -> float:
@@ -84,6 +84,9 @@ def add_arguments(sub: argparse._SubParsersAction) -> None:
     card.add_argument("--warm-up-days", type=_non_negative, default=7.0,
                       help="'after warm-up' metrics leave out these first days")
     card.add_argument("--no-plots", action="store_true", help="only scorecard.json")
+    card.add_argument("--feature-signal", action="store_true",
+                      help="also judge each feature alone: its non-zero share and univariate AP "
+                           "(keeps every vector: 184 bytes a transaction)")
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,10 @@ class Plan:
 def plan(args: argparse.Namespace, settings: Settings) -> Plan:
     """Check the arguments and load the source (errors name the argument)."""
     from models.factory import build_model
+    from monitoring.detectors import DriftConfig
+    from stream.datacmd import load_source_and_manifest
+    from stream.embedded import EmbeddedOptions
+    from stream.scorecard import ScorecardOptions
 
     model = args.model or settings.model.name
     for name in [model, *args.compare]:
@@ -117,7 +124,7 @@ def plan(args: argparse.Namespace, settings: Settings) -> Plan:
         snapshot_every_labels=settings.model.snapshot_every_labels,
         freeze_after_days=args.freeze_after_days or None,
         allowed_lateness=settings.features.allowed_lateness_seconds,
-        threshold=settings.model.threshold, drift=config)
+        threshold=settings.model.threshold, drift=config, keep_vectors=args.feature_signal)
     judging = ScorecardOptions(
         threshold=settings.model.threshold, cost_missed_fraud=settings.model.cost_missed_fraud,
         cost_false_alarm=settings.model.cost_false_alarm,
@@ -128,6 +135,7 @@ def plan(args: argparse.Namespace, settings: Settings) -> Plan:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from producers.replay import progress_bar
+    from stream.scorecard import summary_lines
 
     p = plan(args, settings)
     for row, reason in p.source.rejected[:20]:
@@ -163,6 +171,11 @@ def replay_and_judge(p: Plan, progress: Callable[[int, int, float], object] | No
                      on_alarm: Callable[[DriftEvent], object] | None = None,
                      ) -> tuple[EmbeddedResult, dict[str, Any]]:
     """Run the plan embedded; what happened and its scorecard (nothing written)."""
+    import polars as pl
+
+    from stream.embedded import events_from_frames, run_embedded
+    from stream.scorecard import scorecard
+
     transactions, labels = p.source.transactions, p.source.labels
     end = transactions["event_time"].max()
     # Labels after the traffic ends are never learned (a live stream has no end);

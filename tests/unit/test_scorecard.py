@@ -45,7 +45,7 @@ def shifted(tmp_path_factory: pytest.TempPathFactory) -> Shifted:
     plan = Plan(Source(simulation.transactions, simulation.labels, [], manifest),
                 "sudden_covariate_shift", out,
                 EmbeddedOptions(drift=FAST_DRIFT, compare=("hoeffding_adaptive_tree",),
-                                keep_records=True),
+                                keep_records=True, keep_vectors=True),
                 ScorecardOptions(warm_up_days=3), plots=True)
     result, card = replay_and_judge(plan)
     write(plan, result, card)
@@ -131,7 +131,7 @@ def test_report_and_plots_exist_and_show_something(shifted) -> None:
 
     page = Page()
     page.feed((out / "report.html").read_text())
-    assert page.tables == ["models", "changes", "detectors", "alarms", "weekly"]
+    assert page.tables == ["models", "changes", "detectors", "alarms", "features", "weekly"]
     assert len(page.images) == 4
     assert all(src.startswith("data:image/png;base64,iVBORw0KGgo") for src in page.images)
     text = " ".join(page.text)
@@ -205,3 +205,23 @@ def test_scorecard_arguments_are_checked(capsys) -> None:
     assert "not a built-in scenario" in capsys.readouterr().err
     assert main(["scorecard", "baseline", "--compare", "nope"]) == 1
     assert "unknown model 'nope'" in capsys.readouterr().err
+
+
+def test_each_feature_is_judged_alone_on_the_vectors_it_was_scored_with(shifted) -> None:
+    plan, card, _, result = shifted
+    truth = _truth_arrays(plan, result.txn_ids)
+    after = result.times >= result.times.min() + 3 * DAY
+    assert result.vectors is not None and result.vectors.shape == (len(result.txn_ids), 46)
+    column = list(card["features"]).index("txn_amount_log")
+    for txn_id, row in zip(result.txn_ids[:300], result.vectors[:300], strict=True):
+        assert row[column] == pytest.approx(result.records[txn_id].features["txn_amount_log"])
+    for name in ("txn_amount_log", "terminal_fraud_rate_1d", "card_distance_from_usual_km"):
+        x = result.vectors[after, list(card["features"]).index(name)].astype(float)
+        y = truth[after]
+        judged = card["features"][name]
+        assert judged["nonzero_share"] == pytest.approx(np.mean(x != 0))
+        signed = x if judged["direction"] == "high" else -x
+        assert judged["average_precision"] == pytest.approx(average_precision_score(y, signed))
+        assert judged["average_precision"] >= average_precision_score(y, -signed) - 1e-12
+    # With labels two days late, a 1-day window counted by label arrival is almost empty.
+    assert card["features"]["terminal_fraud_rate_1d"]["nonzero_share"] < 0.01
