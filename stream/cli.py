@@ -89,14 +89,16 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--per-day", type=_positive_float, default=2.0,
                        help="transactions per card per day (30 days of history)")
     bench.add_argument("--runs", type=_positive_int, default=3)
-    bench.add_argument("--customers", type=_positive_int, default=200,
+    bench.add_argument("--customers", type=_positive_int, default=1000,
                        help="drift: simulated customers")
     bench.add_argument("--days", type=_positive_float, default=56.0,
                        help="drift: days simulated per scenario")
     bench.add_argument("--change-day", type=_positive_float, default=42.0,
                        help="drift: move each scenario's first change to this day")
-    bench.add_argument("--baseline-seeds", type=_positive_int, default=3,
+    bench.add_argument("--baseline-seeds", type=_positive_int, default=10,
                        help="drift: seeds of the no-change scenario (each alarm is a false one)")
+    bench.add_argument("--max-delay-hours", type=_positive_float, default=72.0,
+                       help="drift: an alarm later than this after a change counts as false")
     bench.add_argument("--batch", type=_positive_int, default=500)
 
     demo = sub.add_parser("demo", help="services + worker + API + a drift scenario replayed; "
@@ -272,7 +274,7 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
         return _bench_models(args)
     if args.suite == "drift":
         from monitoring.drift_config import DriftConfig
-        from stream.bench_drift import bench_drift
+        from stream.bench_detection import bench_drift
 
         if args.change_day >= args.days:
             raise SystemExit(f"fraudstream: --change-day: {args.change_day:g} is not before "
@@ -280,7 +282,7 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
         config = DriftConfig(**settings.drift.model_dump(
             include=set(DriftConfig.__dataclass_fields__)))
         return bench_drift(config, args.baseline_seeds, args.customers, args.days,
-                           args.change_day)
+                           args.change_day, args.max_delay_hours * 3600)
     if args.suite in ("simulate", "replay"):
         from stream.bench_data import bench_data
 
