@@ -107,7 +107,8 @@ class Simulation:
 
     transactions: pl.DataFrame
     labels: pl.DataFrame
-    population: Population
+    #: Who pays where (None for a family without one, :mod:`producers.compromise`).
+    population: Population | None
 
     def until_traffic_ends(self) -> Simulation:
         """Without the labels that arrive after the last transaction.

@@ -13,7 +13,7 @@ Examples
 >>> spec.changes[0].kind, spec.changes[0].at_day
 ('amount_shift', 14.0)
 >>> sorted(builtin_scenarios())[:3]
-['baseline', 'concept_drift', 'gradual_drift']
+['baseline', 'compromise', 'concept_drift']
 """
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ from typing import Any, Literal
 
 import polars as pl
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from producers.compromise import CompromiseConfig, generate_compromise
 from producers.generator import Change, LabelConfig, Simulation, SimulatorConfig, generate
 from producers.patterns import PATTERNS
 from producers.population import PopulationConfig
@@ -72,8 +73,28 @@ class ChangeSpec(_Spec):
     model_effect: str = ""
 
 
+class CompromiseSpec(_Spec):
+    """The compromise family's parameters (:mod:`producers.compromise`)."""
+
+    customers: int = Field(5000, ge=1, le=5_000_000)
+    terminals: int = Field(10_000, ge=1, le=5_000_000)
+    radius: float = Field(5.0, gt=0)
+    amount_threshold: float = Field(220.0, gt=0)
+    terminals_per_day: float = Field(2.0, ge=0)
+    terminal_days: float = Field(28.0, ge=0)
+    cards_per_day: float = Field(3.0, ge=0)
+    card_days: float = Field(14.0, ge=0)
+    card_share: float = Field(1 / 3, ge=0, le=1)
+    card_factor: float = Field(5.0, gt=0)
+    label_delay_days: float = Field(7.0, ge=0)
+
+
 class ScenarioSpec(_Spec):
     name: str = Field(pattern=r"^[a-z0-9_]+$")
+    #: Which generator: the behavioural simulator (``producers.generator``) or the
+    #: compromise family (``producers.compromise``; it takes ``compromise`` and no changes).
+    family: Literal["behavioural", "compromise"] = "behavioural"
+    compromise: CompromiseSpec = CompromiseSpec()
     description: str = Field(min_length=1)
     days: float = Field(28.0, gt=0, le=3650)
     seed: int = 0
@@ -82,6 +103,12 @@ class ScenarioSpec(_Spec):
     patterns: dict[Literal[PATTERNS], float] | None = None  # type: ignore[valid-type]
     labels: LabelSpec = LabelSpec()
     changes: tuple[ChangeSpec, ...] = ()
+
+    @model_validator(mode="after")
+    def _family_fits(self) -> ScenarioSpec:
+        if self.family == "compromise" and self.changes:
+            raise ValueError("changes: the compromise family takes no changes")
+        return self
 
     def config(self, seed: int | None = None, days: float | None = None,
                customers: int | None = None) -> SimulatorConfig:
@@ -135,8 +162,26 @@ def run_scenario(spec: ScenarioSpec, seed: int | None = None, days: float | None
                  customers: int | None = None) -> tuple[Simulation, dict[str, Any]]:
     """Simulate ``spec``; the data and its manifest."""
     config = spec.config(seed, days, customers)
-    simulation = generate(config)
+    if spec.family == "compromise":
+        simulation = generate_compromise(compromise_config(spec, config, customers))
+    else:
+        simulation = generate(config)
     return simulation, manifest(spec, config, simulation)
+
+
+def compromise_config(spec: ScenarioSpec, config: SimulatorConfig,
+                      customers: int | None = None) -> CompromiseConfig:
+    """The compromise family's configuration of ``spec`` (seed and days from ``config``;
+    terminals and daily incidents scale with ``customers``)."""
+    params = spec.compromise.model_dump()
+    if customers is not None:  # terminals and incidents scale too: the fraud rate stays put
+        scale = customers / params["customers"]
+        params["terminals"] = max(10, round(params["terminals"] * scale))
+        params["terminals_per_day"] *= scale
+        params["cards_per_day"] *= scale
+        params["customers"] = customers
+    return CompromiseConfig(**params, days=config.days, start_time=config.start_time,
+                            seed=config.seed)
 
 
 def manifest(spec: ScenarioSpec, config: SimulatorConfig,
@@ -188,9 +233,11 @@ def moved(spec: ScenarioSpec, days: float, change_day: float) -> ScenarioSpec:
 
 def describe(spec: ScenarioSpec) -> str:
     """A few lines for ``fraudstream scenarios describe``."""
+    people = (spec.compromise if spec.family == "compromise" else spec.population)
     lines = [f"{spec.name}: {spec.description}",
              f"  {spec.days:g} days from {spec.start:%Y-%m-%d}, seed {spec.seed}, "
-             f"{spec.population.customers} customers, {spec.population.terminals} terminals"]
+             f"{people.customers} customers, {people.terminals} terminals"
+             + (" (the compromise family)" if spec.family == "compromise" else "")]
     if not spec.changes:
         lines.append("  no change points")
     for c in spec.changes:

@@ -49,7 +49,7 @@ def the_change(manifest: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_every_builtin_scenario_loads_and_describes_itself() -> None:
-    assert len(builtin_scenarios()) == 8
+    assert len(builtin_scenarios()) == 9
     for name in builtin_scenarios():
         assert name in describe(load_scenario(name))
 
