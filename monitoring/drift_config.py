@@ -72,6 +72,24 @@ class DriftConfig:
     page_hinkley_threshold: float = 100.0
     #: ... whose probabilities are clipped to [loss_clip, 1 - loss_clip].
     loss_clip: float = 0.05
+    #: Missed frauds (``monitoring.missed_fraud``): a fraud label starts an incident when neither
+    #: its card nor its terminal had a fraud label in this many days (a skimmed terminal or a
+    #: stolen card otherwise counts a dozen times) ...
+    missed_fraud_incident_days: float = 1.0
+    #: ... the reference is the first this many incidents after the warm-up (and at least
+    #: ``reference_days``) ...
+    missed_fraud_reference: int = 50
+    #: ... the CUSUM tests a rise of the share of missed incidents from the reference's p0 to
+    #: max(ratio * p0, p0 + rise) ...
+    missed_fraud_ratio: float = 3.0
+    missed_fraud_rise: float = 0.2
+    #: ... its steps divided by at least this dispersion (incidents close in time are not
+    #: independent) ...
+    missed_fraud_dispersion: float = 3.0
+    #: ... and alarms above this. Calibrated on cached replays at 1,000 customers (10 steady
+    #: seeds, the days before the change in every other scenario: the largest sum was 4.0, so
+    #: 1.5 times that); ``docs/drift.md`` gives the search and the delays.
+    missed_fraud_threshold: float = 6.0
     #: Prediction drift rescores this many vectors of each window with the current model.
     prediction_sample: int = 1000
     #: Labels the champion's lineage must have learned before the prediction, label and

@@ -54,6 +54,7 @@ from monitoring.detectors import (
     SampledKSWIN,
     Scorer,
 )
+from monitoring.missed_fraud import MissedFraud
 from monitoring.ordering import EventTimeOrder
 from monitoring.reports import save_windows
 
@@ -70,6 +71,8 @@ class DriftMetrics:
     fraud_rate_ratio: Gauge
     fraud_rate_dispersion: Gauge
     label_delay_ratio: Gauge
+    missed_fraud_cusum: Gauge
+    missed_fraud_share: Gauge
     alarms: Counter
     last_alarm: Gauge
     report: Gauge
@@ -105,6 +108,14 @@ class DriftMetrics:
                 "independent labels would (1: no clustering)."),
             label_delay_ratio=gauge("fraudstream_label_delay_ratio",
                                     "Median delay of recent fraud labels over the reference."),
+            missed_fraud_cusum=gauge(
+                "fraudstream_missed_fraud_cusum",
+                "CUSUM of the share of fraud incidents the champion scored below the threshold, "
+                "over its alarm threshold (drift.missed_fraud_threshold): 1 alarms."),
+            missed_fraud_share=gauge(
+                "fraudstream_missed_fraud_share",
+                "Share of fraud incidents the champion scored below the threshold, in the "
+                "reference and over the recent incidents.", ["window"]),
             alarms=Counter("fraudstream_drift_alarms",
                            "Drift alarms raised, by detector and subject.",
                            ["detector", "subject"], registry=registry),
@@ -153,10 +164,12 @@ class DriftMonitor:
         self.prediction = PredictionDrift(config, threshold, calendar)
         self.labels = LabelDrift(config)
         self.concept = ConceptDrift(config)
+        self.missed = MissedFraud(config, threshold)
         self.metrics = metrics
         # Every alarm counter exists from the start at 0: an alert on its increase() would
         # not see a series that first appears at 1.
-        for detector in (self.data, self.kswin, self.prediction, self.labels, self.concept):
+        for detector in (self.data, self.kswin, self.prediction, self.labels, self.concept,
+                         self.missed):
             for name, subject in detector.alarm_keys():
                 metrics.alarms.labels(detector=name, subject=subject)
         metrics.armed.set(int(self.armed))
@@ -281,18 +294,33 @@ class DriftMonitor:
         delay = label.event_time - record.event_time
         events = self.labels.update(label.is_fraud, delay, label.event_time)
         events += self.concept.update(record.score, label.is_fraud, label.event_time)
+        events += self.missed.update(record.score, label.is_fraud, record.card_id,
+                                     record.terminal_id, label.event_time)
         for name, gauge in (("fraud_rate_ratio", self.metrics.fraud_rate_ratio),
                             ("label_delay_ratio", self.metrics.label_delay_ratio),
                             ("fraud_rate_dispersion", self.metrics.fraud_rate_dispersion)):
             if name in self.labels.latest:
                 gauge.set(self.labels.latest[name])
+        if label.is_fraud:
+            self._publish_missed()
         return self._count(events)
+
+    def _publish_missed(self) -> None:
+        latest = self.missed.latest
+        if "missed_fraud_cusum" in latest:
+            self.metrics.missed_fraud_cusum.set(latest["missed_fraud_cusum"])
+        for window, name in (("reference", "missed_fraud_reference_share"),
+                             ("recent", "missed_fraud_recent_share")):
+            if name in latest:
+                self.metrics.missed_fraud_share.labels(window=window).set(latest[name])
 
     def refresh_reference(self) -> None:
         """Take the recent traffic as the new reference (after a promote, or on demand)."""
         self.data.refresh()
         self.kswin.refresh()
         self.prediction.refresh()
+        self.missed.refresh()  # which frauds are missed depends on the model
+        self.metrics.missed_fraud_cusum.set(0)
 
     def _count(self, events: list[DriftEvent]) -> list[DriftEvent]:
         for event in events:

@@ -390,7 +390,7 @@ def test_the_monitor_publishes_kswin_and_counts_every_alarm_from_zero() -> None:
     for detector, subject in [("psi", "x"), ("ks", "x"), ("kswin", "x"),
                               ("prediction_psi", "score"), ("fraud_rate", "labels"),
                               ("label_delay", "labels"), ("adwin", "champion"),
-                              ("page_hinkley", "champion")]:
+                              ("page_hinkley", "champion"), ("missed_fraud", "champion")]:
         assert alarms(detector, subject) == 0.0, (detector, subject)
     rng = np.random.default_rng(2)
     for i in range(1000):
