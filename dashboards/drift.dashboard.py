@@ -23,6 +23,14 @@ dashboard = dashboard("fraudstream-drift", "fraudstream: drift", [
         ("max(fraudstream_fraud_rate_ratio)", "fraud rate ratio"),
         ("max(fraudstream_label_delay_ratio)", "label delay ratio"),
     ]),
+    timeseries("Missed fraud incidents (scored below the threshold)", [
+        ("max by (window) (fraudstream_missed_fraud_share)", "missed share, {{window}}"),
+        ("max(fraudstream_missed_fraud_cusum)", "CUSUM / threshold"),
+    ], description="Share of fraud incidents (a card's or a terminal's frauds within a day "
+                   "count once) that the champion had scored below its threshold: over the "
+                   "recent incidents and in the reference taken after the warm-up. The CUSUM "
+                   "of that share, over its threshold, alarms at 1 (MissedFraudRise). Labels "
+                   "come days after the frauds: read it days late."),
     timeseries("Held back for event-time order", [
         ("sum by (stream) (fraudstream_drift_held_records)", "{{stream}}"),
     ], description="Records the detectors wait to see until every partition that is behind "
