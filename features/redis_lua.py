@@ -43,8 +43,11 @@ RING = terminal.KEEP_BUCKETS
 TERM_HEAD = 1 + 12 * len(terminal.WINDOWS)
 #: Bytes of a terminal.
 TERM_SIZE = TERM_HEAD + 4 * RING * len(terminal.WINDOWS)
-#: The window sums the scripts return (the scripts are written for 3 windows).
-SUMS = struct.Struct("<iii")
+#: The window sums the scripts return (the scripts are written for 3 windows), then the
+#: 3 delayed ones (:data:`features.terminal.DELAYED`).
+SUMS = struct.Struct("<iiiiii")
+if len(terminal.DELAYED) != 3:
+    raise ImportError("features.redis_lua is written for 3 delayed terminal windows")
 if len(terminal.WINDOWS) != 3:
     raise ImportError("features.redis_lua is written for 3 terminal windows")
 
@@ -113,11 +116,23 @@ local function window(term_key, raw, i, cur, n, s, c, write)
   return total, n, n, s, c
 end
 
--- the three window sums and the fraud entries (concatenated)
+-- window i's buckets [cur - offset - length, cur - offset) as stored before this
+-- transaction (features.terminal.window_counts, DELAYED): the ring holds
+-- [n - KEEP, n) and bucket n's count is c; nothing newer than n was counted
+local function delayed_sum(raw, i, cur, n, c, offset, length)
+  if n == NONE then return 0 end
+  local low = math.max(cur - offset - length, math.max(n, cur) - KEEP)
+  local high = cur - offset
+  local total = range_sum(raw, i, low, math.min(high, n))
+  if low <= n and n < high then total = total + c end
+  return total
+end
+
+-- the three window sums, the three delayed ones and the fraud entries (concatenated)
 local function terminal_state(term_key, fraud_key, cur1, cur2, cur3, write)
   local raw = redis.call('GET', term_key)
   if not raw then
-    if not write then return 0, 0, 0, '' end
+    if not write then return 0, 0, 0, 0, 0, 0, '' end
     raw = empty_terminal()
     redis.call('SET', term_key, raw, 'EX', TERM_TTL)
   end
@@ -125,6 +140,10 @@ local function terminal_state(term_key, fraud_key, cur1, cur2, cur3, write)
   local t1, k1, m1, u1, v1 = window(term_key, raw, 1, cur1, n1, s1, c1, write)
   local t2, k2, m2, u2, v2 = window(term_key, raw, 2, cur2, n2, s2, c2, write)
   local t3, k3, m3, u3, v3 = window(term_key, raw, 3, cur3, n3, s3, c3, write)
+  local curs, ns, cs = {cur1, cur2, cur3}, {n1, n2, n3}, {c1, c2, c3}
+  local e1 = delayed_sum(raw, D1S, curs[D1S], ns[D1S], cs[D1S], D1O, D1L)
+  local e2 = delayed_sum(raw, D2S, curs[D2S], ns[D2S], cs[D2S], D2O, D2L)
+  local e3 = delayed_sum(raw, D3S, curs[D3S], ns[D3S], cs[D3S], D3O, D3L)
   if write then
     if m1 ~= n1 or u1 ~= s1 or v1 ~= c1 or m2 ~= n2 or u2 ~= s2 or v2 ~= c2
        or m3 ~= n3 or u3 ~= s3 or v3 ~= c3 then
@@ -133,7 +152,7 @@ local function terminal_state(term_key, fraud_key, cur1, cur2, cur3, write)
     end
     if m3 ~= n3 and n3 ~= NONE then redis.call('EXPIRE', term_key, TERM_TTL) end
   end
-  if flag == 0 then return t1, t2, t3, '' end
+  if flag == 0 then return t1, t2, t3, e1, e2, e3, '' end
   local frauds, floor = {}, (k3 - KEEP) * LAST_BUCKET_SECONDS
   local entries = redis.call('HGETALL', fraud_key)
   for j = 2, #entries, 2 do
@@ -143,7 +162,7 @@ local function terminal_state(term_key, fraud_key, cur1, cur2, cur3, write)
       redis.call('HDEL', fraud_key, entries[j - 1])
     end
   end
-  return t1, t2, t3, table.concat(frauds)
+  return t1, t2, t3, e1, e2, e3, table.concat(frauds)
 end
 """
 
@@ -176,7 +195,8 @@ local function pending(card_key, marker, rec)
     before = struct.pack('<dIId', newest0, d0, own - from, 0) .. string.sub(
       blob, HEADER_SIZE + RECORD_SIZE * from + 1, HEADER_SIZE + RECORD_SIZE * own)
   end
-  return {'pending', string.sub(marker, 18, 29), before, string.sub(marker, 30)}
+  return {'pending', string.sub(marker, 18, 17 + SUMS_SIZE), before,
+          string.sub(marker, 18 + SUMS_SIZE)}
 end
 
 -- features.card.append: the record into the card's room, or the card
@@ -222,9 +242,9 @@ local function apply_one(rec, b1, b2, b3, card_id, term_id, txn_id)
     if t < struct.unpack('<d', blob) - LATENESS then return {'late', string.sub(blob, 1, 8)} end
   end
   append(card_key, blob, t, rec)
-  local s1, s2, s3, frauds = terminal_state(base .. 'term:' .. term_id,
-                                            base .. 'fraud:' .. term_id, b1, b2, b3, true)
-  local sums = struct.pack('<iii', s1, s2, s3)
+  local s1, s2, s3, e1, e2, e3, frauds = terminal_state(
+    base .. 'term:' .. term_id, base .. 'fraud:' .. term_id, b1, b2, b3, true)
+  local sums = struct.pack('<iiiiii', s1, s2, s3, e1, e2, e3)
   -- the marker: the card's newest time, dropped count and length before it
   redis.call('SET', txn_key, 'P' .. head .. sums .. frauds, 'EX', SCORED_TTL)
   return {'new', sums, blob or '', frauds}
@@ -249,9 +269,9 @@ return replies
 #: KEYS: card, term, fraud. ARGV: current bucket per window. Writes nothing.
 #: Returns the window sums, the card's bytes and the fraud entries.
 _PEEK_LUA = _TERMINAL_LUA + """
-local s1, s2, s3, frauds = terminal_state(KEYS[2], KEYS[3], tonumber(ARGV[1]), tonumber(ARGV[2]),
-                                          tonumber(ARGV[3]), false)
-return {struct.pack('<iii', s1, s2, s3), redis.call('GET', KEYS[1]) or '', frauds}
+local s1, s2, s3, e1, e2, e3, frauds = terminal_state(
+  KEYS[2], KEYS[3], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), false)
+return {struct.pack('<iiiiii', s1, s2, s3, e1, e2, e3), redis.call('GET', KEYS[1]) or '', frauds}
 """
 
 #: ARGV[1]: the key base; ARGV[2]: per record, packed by ``_pack_save``: the
@@ -301,7 +321,10 @@ def scripts(*, allowed_lateness: float, card_ttl: int, term_ttl: int, scored_ttl
         "FRAUD_TTL": fraud_ttl,
         "RECORD_SIZE": card.RECORD.size,
         "HEADER_SIZE": card.HEADER.size,
+        "SUMS_SIZE": SUMS.size,
     }
+    for k, (series, offset, length) in enumerate(terminal.DELAYED.values(), start=1):
+        constants.update({f"D{k}S": series + 1, f"D{k}O": offset, f"D{k}L": length})
     header = "\n".join(f"local {name} = {value}" for name, value in constants.items()) + "\n"
     return {name: header + text for name, text in
             (("apply", _APPLY_LUA), ("peek", _PEEK_LUA), ("save", _SAVE_LUA),

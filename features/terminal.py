@@ -56,6 +56,15 @@ KEEP_BUCKETS = 2 * BUCKETS
 FRAUD = struct.Struct("<dd")
 FraudEntry = tuple[float, float]
 
+#: The delayed windows of terminal risk: (series, offset, length) in buckets of window
+#: series ``series`` (0: 1 h buckets, 1: 7 h, 2: 30 h). Each ends ``offset`` buckets
+#: (7 days, or 7.5 for 30 h buckets) before the transaction's bucket and holds ``length``
+#: buckets: "1d" 21 h, "7d" 7 days, "30d" 30 days. By then the chargebacks of the window's
+#: frauds have mostly come, where a window ending now holds frauds whose labels cannot have
+#: (a fraud of the last day is almost never labelled within the day).
+DELAYED: dict[str, tuple[int, int, int]] = {"1d": (1, 24, 3), "7d": (1, 24, 24),
+                                            "30d": (2, 6, 24)}
+
 FEATURES: dict[str, str] = {}
 for _w in WINDOWS:
     FEATURES[f"terminal_txn_count_{_w}"] = (
@@ -65,14 +74,21 @@ for _w in WINDOWS:
         "transaction")
     FEATURES[f"terminal_fraud_rate_{_w}"] = (
         f"terminal_fraud_count_{_w} / terminal_txn_count_{_w} (0 if no transactions)")
+for _w, (_series, _offset, _length) in DELAYED.items():
+    _hours = BUCKET_SECONDS[_series] / 3600
+    FEATURES[f"terminal_risk_{_w}"] = (
+        f"frauds / transactions at the terminal in the {_length * _hours:g} h ending "
+        f"{_offset * _hours / 24:g} days before the transaction's {_hours:g} h bucket (frauds "
+        "whose label had arrived before the transaction)")
 FEATURE_NAMES: tuple[str, ...] = tuple(FEATURES)
 
 
 @dataclass(frozen=True, slots=True)
 class TerminalState:
-    """What a terminal's features need: the window counts and the known frauds."""
+    """What a terminal's features need: the window counts (the :data:`WINDOWS`, then
+    the :data:`DELAYED` ones) and the known frauds."""
 
-    counts: tuple[int, ...] = (0,) * len(WINDOWS)
+    counts: tuple[int, ...] = (0,) * (len(WINDOWS) + len(DELAYED))
     frauds: tuple[FraudEntry, ...] = ()
 
 
@@ -93,7 +109,8 @@ def field(window: int, bucket: int) -> int:
 def window_counts(
     buckets: Mapping[int, int], newest: Sequence[int | None], event_time: float
 ) -> tuple[int, ...]:
-    """Sum each window's complete buckets before ``event_time``.
+    """Sum each window's complete buckets before ``event_time``, then each
+    :data:`DELAYED` window's.
 
     ``newest`` is the newest bucket counted so far per window: buckets more
     than :data:`KEEP_BUCKETS` behind it may already be deleted, so they are
@@ -101,11 +118,17 @@ def window_counts(
     store does the same sum in Lua; the contract tests prove they agree.
     """
     sums = []
-    for i, current in enumerate(current_buckets(event_time)):
+    currents = current_buckets(event_time)
+    for i, current in enumerate(currents):
         stored = newest[i]
         known = current if stored is None else max(stored, current)
         low = max(current - BUCKETS, known - KEEP_BUCKETS)
         sums.append(sum(buckets.get(field(i, b), 0) for b in range(low, current)))
+    for i, offset, length in DELAYED.values():  # the same buckets, further back
+        current, stored = currents[i], newest[i]
+        known = current if stored is None else max(stored, current)
+        low = max(current - offset - length, known - KEEP_BUCKETS)
+        sums.append(sum(buckets.get(field(i, b), 0) for b in range(low, current - offset)))
     return tuple(sums)
 
 
@@ -133,7 +156,7 @@ def step_in_place(
     >>> buckets: dict[int, int] = {}
     >>> newest = step_in_place(buckets, (None, None, None), 3600.0 * 5)
     >>> newest, window_counts(buckets, newest, 3600.0 * 6)
-    ((5, 0, 0), (1, 0, 0))
+    ((5, 0, 0), (1, 0, 0, 0, 0, 0))
     """
     currents = current_buckets(event_time)
     known = tuple(c if n is None else max(n, c) for n, c in zip(newest, currents, strict=True))
@@ -180,15 +203,29 @@ def view(state: TerminalState, txn: Transaction) -> dict[str, float]:
     return dict(zip(FEATURE_NAMES, values(state, txn), strict=True))
 
 
+_NO_RISK = [0.0] * len(DELAYED)
+
+
 def values(state: TerminalState, txn: Transaction) -> list[float]:
     """:func:`view`'s values, in :data:`FEATURE_NAMES` order (no names attached)."""
-    if not state.frauds:  # the usual case: no fraud count, no rate
-        return [value for count in state.counts for value in (float(count), 0.0, 0.0)]
+    windows = state.counts[: len(WINDOWS)]
+    if not state.frauds:  # the usual case: no fraud count, no rate, no risk
+        return [value for count in windows for value in (float(count), 0.0, 0.0)] + _NO_RISK
     at = txn.event_time
     out: list[float] = []
-    for count, size in zip(state.counts, BUCKET_SECONDS, strict=True):
+    for count, size in zip(windows, BUCKET_SECONDS, strict=True):
         current = math.floor(at / size)
-        start, end = (current - BUCKETS) * size, current * size
-        frauds = sum(1 for when, came in state.frauds if start <= when < end and came < at)
+        frauds = _known_frauds(state, (current - BUCKETS) * size, current * size, at)
         out += (float(count), float(frauds), min(frauds / count, 1.0) if count else 0.0)
+    delayed = state.counts[len(WINDOWS):] or (0,) * len(DELAYED)
+    for count, (i, offset, length) in zip(delayed, DELAYED.values(), strict=True):
+        size = BUCKET_SECONDS[i]
+        end = math.floor(at / size) - offset
+        frauds = _known_frauds(state, (end - length) * size, end * size, at)
+        out.append(min(frauds / count, 1.0) if count else 0.0)
     return out
+
+
+def _known_frauds(state: TerminalState, start: float, end: float, at: float) -> int:
+    """Frauds of transactions in ``[start, end)`` whose label came before ``at``."""
+    return sum(1 for when, came in state.frauds if start <= when < end and came < at)

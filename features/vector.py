@@ -16,7 +16,7 @@ Examples
 >>> tuple(v) == FEATURE_NAMES
 True
 >>> len(FEATURE_NAMES)
-46
+49
 >>> unpack_vector(pack_vector(v)) == v
 True
 """
@@ -32,7 +32,7 @@ from features.card import CardHistory
 from features.events import Transaction
 from features.terminal import TerminalState
 
-FEATURE_SET_VERSION = 3
+FEATURE_SET_VERSION = 4
 
 FEATURES: dict[str, str] = {**card.FEATURES, **terminal.FEATURES, **transaction.FEATURES}
 FEATURE_NAMES: tuple[str, ...] = tuple(FEATURES)

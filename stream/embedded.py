@@ -74,7 +74,7 @@ class EmbeddedOptions:
     drift: DriftConfig | None = field(default_factory=DriftConfig)
     #: Keep every scored vector (for parity tests; a long run would hold them all).
     keep_records: bool = False
-    #: Keep every vector as a row of float32 (46 x 4 bytes a transaction), to judge each
+    #: Keep every vector as a row of float32 (4 bytes a feature a transaction), to judge each
     #: feature's own signal.
     keep_vectors: bool = False
 

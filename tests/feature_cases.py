@@ -301,6 +301,23 @@ def terminal_reference(
         out[f"terminal_txn_count_{name}"] = count
         out[f"terminal_fraud_count_{name}"] = len(known)
         out[f"terminal_fraud_rate_{name}"] = min(len(known) / count, 1.0) if count else 0.0
+    # Risk over windows ending a week back: (bucket hours, buckets back, buckets long).
+    for name, (hours, back, long) in {"1d": (7, 24, 3), "7d": (7, 24, 24),
+                                      "30d": (30, 6, 24)}.items():
+        size = hours * 3600
+        current = math.floor(at / size)
+        newest = max([current, *(math.floor(e.event_time / size) for e in here)])
+        low = max(current - back - long, newest - 48)
+        count = sum(1 for e in here if low <= math.floor(e.event_time / size) < current - back)
+        floor_30d = max([math.floor(at / (30 * 3600)),
+                         *(math.floor(e.event_time / (30 * 3600)) for e in here)]) - 48
+        known = [
+            f for f, arrived in frauds
+            if f.terminal_id == txn.terminal_id and arrived < at
+            and (current - back - long) * size <= f.event_time < (current - back) * size
+            and f.event_time >= floor_30d * 30 * 3600
+        ]
+        out[f"terminal_risk_{name}"] = min(len(known) / count, 1.0) if count else 0.0
     return out
 
 

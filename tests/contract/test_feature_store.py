@@ -79,7 +79,7 @@ def txn(i: int, t: float, card: str = "c1", terminal: str = "p1") -> Transaction
 
 async def test_an_unknown_card_and_terminal_have_empty_state(store: FeatureStore) -> None:
     state = await store.peek(txn(1, 0.0, "nobody", "nowhere"))
-    assert state.card.records == () and state.terminal.counts == (0, 0, 0)
+    assert state.card.records == () and state.terminal.counts == (0,) * 6
     assert state.terminal.frauds == ()
 
 

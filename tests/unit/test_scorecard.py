@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from features.vector import FEATURE_NAMES
 from models.evaluation import card_precision_at_k
 from monitoring.drift_config import DriftConfig
 from monitoring.judging import Alarm, judge, per_change
@@ -211,7 +212,8 @@ def test_each_feature_is_judged_alone_on_the_vectors_it_was_scored_with(shifted)
     plan, card, _, result = shifted
     truth = _truth_arrays(plan, result.txn_ids)
     after = result.times >= result.times.min() + 3 * DAY
-    assert result.vectors is not None and result.vectors.shape == (len(result.txn_ids), 46)
+    assert result.vectors is not None
+    assert result.vectors.shape == (len(result.txn_ids), len(FEATURE_NAMES))
     column = list(card["features"]).index("txn_amount_log")
     for txn_id, row in zip(result.txn_ids[:300], result.vectors[:300], strict=True):
         assert row[column] == pytest.approx(result.records[txn_id].features["txn_amount_log"])
