@@ -141,24 +141,47 @@ def weekday(event_time: float | np.ndarray) -> np.ndarray:
     return np.asarray((np.floor_divide(event_time, 86400.0) + 3) % 7, dtype=np.int64)
 
 
-def calendar_weights(reference_days: np.ndarray, current_days: np.ndarray) -> np.ndarray | None:
-    """Weights that give the reference the current window's weekday mix.
+def calendar_slot(event_time: float | np.ndarray) -> np.ndarray:
+    """The UTC weekday and hour of event times, as ``24 * weekday + hour``.
 
-    Traffic has a weekly cycle, so a window of a Saturday compared with a
-    whole week would report "Saturday". Each reference value is weighted by
-    its weekday's share of the current window over its share of the reference.
-    None (compare unweighted) when the current window has a weekday the
-    reference lacks.
-
-    >>> calendar_weights(np.array([0, 0, 1, 1]), np.array([1, 1, 1]))
-    array([0., 0., 2., 2.])
+    >>> int(calendar_slot(0.0)), int(calendar_slot(86400.0 * 4 + 3600 * 5 + 1))
+    (72, 5)
     """
-    ref_share = np.bincount(reference_days, minlength=7) / len(reference_days)
-    cur_share = np.bincount(current_days, minlength=7) / len(current_days)
+    hour = np.floor_divide(np.mod(event_time, 86400.0), 3600.0).astype(np.int64)
+    return np.asarray(weekday(event_time) * 24 + hour, dtype=np.int64)
+
+
+def _ratios(reference: np.ndarray, current: np.ndarray, bins: int) -> np.ndarray | None:
+    ref_share = np.bincount(reference, minlength=bins) / len(reference)
+    cur_share = np.bincount(current, minlength=bins) / len(current)
     if np.any((cur_share > 0) & (ref_share == 0)):
         return None
-    ratio = np.divide(cur_share, ref_share, out=np.zeros(7), where=ref_share > 0)
-    return np.asarray(ratio[reference_days], dtype=float)
+    return np.divide(cur_share, ref_share, out=np.zeros(bins), where=ref_share > 0)
+
+
+def calendar_weights(reference_slots: np.ndarray, current_slots: np.ndarray,
+                     ) -> np.ndarray | None:
+    """Weights that give the reference the current window's weekday and hour mix.
+
+    Traffic has a weekly and a daily cycle, so a window of a Saturday, or of
+    an afternoon, compared with a whole week would report "Saturday" or
+    "afternoon" (at high traffic a window of a few thousand transactions
+    covers only part of a day). Each reference value is weighted by its
+    weekday's share of the current window over its share of the reference,
+    times the same ratio for its hour of day. None (compare unweighted) when
+    the current window has a weekday or an hour the reference lacks.
+    ``*_slots`` are :func:`calendar_slot` values.
+
+    >>> monday_9, tuesday_9, tuesday_10 = 9, 24 + 9, 24 + 10
+    >>> calendar_weights(np.array([monday_9, monday_9, tuesday_9, tuesday_10]),
+    ...                  np.array([tuesday_9, tuesday_9]))
+    array([0.        , 0.        , 2.66666667, 0.        ])
+    """
+    days = _ratios(reference_slots // 24, current_slots // 24, 7)
+    hours = _ratios(reference_slots % 24, current_slots % 24, 24)
+    if days is None or hours is None:
+        return None
+    return np.asarray(days[reference_slots // 24] * hours[reference_slots % 24], dtype=float)
 
 
 class Reservoir(Generic[T]):
@@ -206,16 +229,16 @@ class _Windows:
         self.config = config
         self.span = span
         self.reference: dict[str, list[float]] = {s: [] for s in subjects}
-        #: The weekday of each reference value (with a span).
-        self.reference_days: dict[str, np.ndarray] = {}
+        #: The calendar slot (weekday and hour) of each reference value (with a span).
+        self.reference_slots: dict[str, np.ndarray] = {}
         self.current: dict[str, deque[float]] = {
             s: deque(maxlen=config.window_size) for s in self.reference}
         self.times: deque[float] = deque(maxlen=config.window_size)
         self.seen = 0
         #: Whether the reference is complete (and frozen until the next refresh).
         self.full = False
-        #: The current window's weekdays, as of observation ``seen``.
-        self._current_days: tuple[int, np.ndarray] = (-1, np.empty(0, dtype=np.int64))
+        #: The current window's calendar slots, as of observation ``seen``.
+        self._current_slots: tuple[int, np.ndarray] = (-1, np.empty(0, dtype=np.int64))
         self._restart()
 
     def _restart(self, began: float | None = None) -> None:
@@ -249,23 +272,24 @@ class _Windows:
         if self._offered >= self.config.reference_size and at - (self._began or at) >= self.span:
             self.reference = {s: [v for v, _ in sample.items]
                               for s, sample in self._samples.items()}
-            self.reference_days = {s: weekday(np.array([t for _, t in sample.items]))
-                                   for s, sample in self._samples.items()}
+            self.reference_slots = {s: calendar_slot(np.array([t for _, t in sample.items]))
+                                    for s, sample in self._samples.items()}
             self.full = True
 
     def weights(self, subject: str) -> np.ndarray | None:
-        """The reference's weights for the current window's weekday mix (None: none)."""
-        days = self.reference_days.get(subject)
-        if not self.span or days is None or not len(days) or not self.times:
+        """The reference's weights for the current window's weekday and hour mix (None:
+        none)."""
+        slots = self.reference_slots.get(subject)
+        if not self.span or slots is None or not len(slots) or not self.times:
             return None
-        return calendar_weights(days, self.current_days())
+        return calendar_weights(slots, self.current_slots())
 
-    def current_days(self) -> np.ndarray:
-        """The weekday of each observation of the current window (computed once per check,
-        not once per subject)."""
-        if self._current_days[0] != self.seen:
-            self._current_days = (self.seen, weekday(np.array(self.times)))
-        return self._current_days[1]
+    def current_slots(self) -> np.ndarray:
+        """The calendar slot of each observation of the current window (computed once per
+        check, not once per subject)."""
+        if self._current_slots[0] != self.seen:
+            self._current_slots = (self.seen, calendar_slot(np.array(self.times)))
+        return self._current_slots[1]
 
     def refresh(self) -> None:
         """Start a new reference from the current window (after a promote, or on demand);
@@ -491,7 +515,7 @@ class PredictionDrift:
             sample * 7 if self.windows.span else sample)
         self._current_sample: deque[tuple[Mapping[str, float], float]] = deque(maxlen=sample)
         #: The reference sample's weekdays, computed once it is complete.
-        self._reference_days: np.ndarray | None = None
+        self._reference_slots: np.ndarray | None = None
         self._rescore_every = max(config.check_every, config.window_size // 4)
         #: The latest statistics, for the gauges: detector -> value.
         self.latest: dict[str, float] = {}
@@ -510,7 +534,7 @@ class PredictionDrift:
         if vector is not None:
             if not self.windows.full:
                 self._reference_sample.offer((vector, at))
-                self._reference_days = None
+                self._reference_slots = None
             elif self.windows.seen % self._step == 0:
                 self._current_sample.append((vector, at))
         if not self.windows.add({"score": score}, at):
@@ -541,9 +565,9 @@ class PredictionDrift:
         items = self._reference_sample.items
         weights = None
         if self.windows.span:
-            if self._reference_days is None:  # the sample is frozen: once
-                self._reference_days = weekday(np.array([t for _, t in items]))
-            weights = calendar_weights(self._reference_days, self.windows.current_days())
+            if self._reference_slots is None:  # the sample is frozen: once
+                self._reference_slots = calendar_slot(np.array([t for _, t in items]))
+            weights = calendar_weights(self._reference_slots, self.windows.current_slots())
         if weights is not None:
             kept = np.flatnonzero(weights > 0)
             items, weights = [items[i] for i in kept], weights[kept]
@@ -557,7 +581,7 @@ class PredictionDrift:
         """Start a new reference from the recent traffic (see ``_Windows.refresh``)."""
         self.windows.refresh()
         self._reference_sample = Reservoir(self._reference_sample.size)
-        self._reference_days = None
+        self._reference_slots = None
         for item in self._current_sample:
             self._reference_sample.offer(item)
         self._current_sample.clear()

@@ -231,6 +231,36 @@ def test_a_week_long_reference_matched_to_the_weekday_does_not_report_the_weekda
         assert "count" in fired and "amount" not in fired
 
 
+def _daily_stream(days: int, per_day: int = 4000, seed: int = 5,
+                  shift_day: float | None = None) -> Iterator[tuple[dict[str, float], float]]:
+    """A feature that follows the hour of day (long gaps in the morning, short ones in
+    the evening), times normal around noon; no weekly cycle."""
+    rng = np.random.default_rng(seed)
+    start = 1_767_225_600.0
+    for day in range(days):
+        seconds = np.sort(np.clip(rng.normal(43_200, 20_000, per_day), 0, 86_399))
+        for s in seconds:
+            shifted = shift_day is not None and day >= shift_day
+            yield ({"gap": float(rng.exponential(40_000 - 0.4 * s)) * (2.0 if shifted else 1.0)},
+                   start + day * 86400 + float(s))
+
+
+def test_a_window_shorter_than_a_day_is_matched_to_the_hours_it_holds() -> None:
+    """At 4,000 transactions a day a window of 2,000 holds half a day: without the
+    hour-of-day weights the afternoon looks like drift (measured on the compromise
+    family: 190 false alarms in 83 days at 2,000 customers, none with them)."""
+    config = DriftConfig(reference_size=5000, window_size=2000, check_every=200)
+    data = DataDrift(config, ["gap"])
+    events = [e for values, at in _daily_stream(16) for e in data.update(values, at)]
+    assert events == []
+    assert max(v for (name, _), v in data.latest.items() if name == "psi") < 0.05
+    shifted = DataDrift(config, ["gap"])
+    late = [e for values, at in _daily_stream(16, shift_day=12) for e in shifted.update(values,
+                                                                                       at)]
+    assert {e.subject for e in late} == {"gap"}
+    assert min(e.first_seen for e in late) - (1_767_225_600.0 + 12 * 86400) < 86400
+
+
 def test_a_week_long_reference_still_catches_a_real_shift_within_a_day() -> None:
     data = DataDrift(DriftConfig(reference_size=5000, window_size=2000, check_every=200),
                      ["count", "amount"])
