@@ -82,7 +82,7 @@ def test_counted_label_by_label_the_same_steady_streams_would_page() -> None:
     naive = DriftConfig(missed_fraud_incident_days=0, missed_fraud_dispersion=1,
                         missed_fraud_reference=200)
     paged = sum(bool(replay(MissedFraud(naive), label_stream(seed))) for seed in range(10))
-    assert paged >= 3
+    assert paged >= 3  # measured: 4
 
 
 @pytest.mark.parametrize("seed", range(5))
