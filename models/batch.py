@@ -34,11 +34,11 @@ Examples
 from __future__ import annotations
 
 import copy
-import math
 from typing import Any
 
 import numpy as np
 from river import base
+from threadpoolctl import threadpool_limits
 
 KINDS = ("logistic_regression", "gradient_boosting")
 
@@ -98,20 +98,35 @@ class BatchRetrained(base.Classifier):
         else:
             from sklearn.ensemble import HistGradientBoostingClassifier
 
-            self._fitted = HistGradientBoostingClassifier(
-                max_iter=200, learning_rate=0.1, random_state=self.seed).fit(x, y)
+            with threadpool_limits(1):
+                self._fitted = HistGradientBoostingClassifier(
+                    max_iter=200, learning_rate=0.1, random_state=self.seed).fit(x, y)
         self.fits += 1
 
     def predict_proba_one(self, x: dict[Any, Any], **kwargs: Any) -> dict[Any, float]:
         if self._fitted is None or self.names is None:
             return {False: 1 - self._base_rate, True: self._base_rate}
-        row = np.array([float(x.get(name, 0.0)) for name in self.names])
+        p = float(self._probabilities(np.array([[float(x.get(n, 0.0)) for n in self.names]]))[0])
+        return {False: 1 - p, True: p}
+
+    def predict_proba_many(self, X: Any) -> Any:
+        """Scores of a whole frame of vectors at once (a scikit-learn call costs about a
+        millisecond however many rows it gets)."""
+        import pandas as pd
+
+        if self._fitted is None or self.names is None:
+            p = np.full(len(X), self._base_rate)
+        else:
+            p = self._probabilities(X.reindex(columns=self.names, fill_value=0.0)
+                                    .to_numpy(dtype=float))
+        return pd.DataFrame({False: 1 - p, True: p}, index=X.index)
+
+    def _probabilities(self, rows: np.ndarray) -> np.ndarray:
         if self.kind == "logistic_regression":
             weights, intercept = self._fitted
-            p = 1 / (1 + math.exp(-min(max(float(weights @ row) + intercept, -30.0), 30.0)))
-        else:
-            p = float(self._fitted.predict_proba(row[None, :])[0, 1])
-        return {False: 1 - p, True: p}
+            return np.asarray(1 / (1 + np.exp(-np.clip(rows @ weights + intercept, -30, 30))))
+        with threadpool_limits(1):  # OpenMP on 2 loaded cores: 40 s for a 1 s fit
+            return np.asarray(self._fitted.predict_proba(rows)[:, 1])
 
     def __deepcopy__(self, memo: dict[int, Any]) -> BatchRetrained:
         twin = copy.copy(self)

@@ -48,7 +48,7 @@ from features.events import Label, Transaction
 from features.memory import MemoryFeatureStore
 from features.store import ScoredRecord
 from features.vector import FEATURE_NAMES
-from models.factory import build_model, fraud_probabilities, fraud_probability, learn
+from models.factory import build_model, fraud_probabilities, learn
 from models.scoring import ModelHolder, ServingModel, score_batch
 from monitoring.detectors import DriftConfig, DriftEvent, Scorer
 from monitoring.monitor import DriftMetrics, DriftMonitor
@@ -261,6 +261,9 @@ class _Run:
         results = await score_batch(self.store, self.holder, txns)
         watched = []
         others = self._lineages()[1:]
+        new = [r.record for r in results if not r.duplicate and r.record is not None]
+        shadow = {o.name: iter(fraud_probabilities(o.serving.model, [r.features for r in new])
+                               .tolist()) for o in others} if new and others else {}
         for result in results:
             txn, record = result.txn, result.record
             if result.duplicate:
@@ -280,9 +283,8 @@ class _Run:
                 self.vectors.append([record.features[f] for f in FEATURE_NAMES])
             self.counts["scored"] += 1
             self.scores[self.champion.name].append(record.score)
-            for other in others:
-                self.scores[other.name].append(
-                    fraud_probability(other.serving.model, record.features))
+            for name, scores in shadow.items():  # each model scores the batch in one call
+                self.scores[name].append(next(scores))
             if self.options.keep_records:
                 self.records[txn.txn_id] = record
             watched.append((record, None, False))
