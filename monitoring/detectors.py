@@ -47,6 +47,7 @@ import numpy as np
 from river import drift
 
 from monitoring.drift_config import DriftConfig
+from monitoring.kswin import QuickKSWIN
 
 T = TypeVar("T")
 
@@ -433,9 +434,9 @@ class SampledKSWIN:
         return [("kswin", f) for f in self.detectors]
 
     def _detector(self, feature: str) -> drift.KSWIN:
-        return drift.KSWIN(alpha=self.config.kswin_alpha, window_size=self.config.kswin_window,
-                           stat_size=self.config.kswin_stat_size,
-                           seed=zlib.crc32(feature.encode()))
+        return QuickKSWIN(alpha=self.config.kswin_alpha, window_size=self.config.kswin_window,
+                          stat_size=self.config.kswin_stat_size,
+                          seed=zlib.crc32(feature.encode()))
 
     def update(self, vector: Mapping[str, float], at: float) -> list[DriftEvent]:
         if at < self._next_slot or not self.detectors:
