@@ -163,3 +163,24 @@ def test_the_monitor_feeds_it_from_labels_and_publishes_the_shares_and_the_cusum
     assert sample("fraudstream_drift_alarms_total", alarms) == 1.0
     monitor.refresh_reference()
     assert sample("fraudstream_missed_fraud_cusum") == 0.0
+
+
+def test_its_settings_reach_the_worker_s_monitor_and_are_validated(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import pydantic
+    from prometheus_client import CollectorRegistry
+
+    from stream.settings import load_settings
+    from stream.worker import build_monitor
+
+    monkeypatch.setenv("FRAUDSTREAM_DRIFT__MISSED_FRAUD_THRESHOLD", "9.5")
+    monkeypatch.setenv("FRAUDSTREAM_DRIFT__MISSED_FRAUD_INCIDENT_DAYS", "2")
+    monkeypatch.setenv("FRAUDSTREAM_DRIFT__REPORTS_DIR", "null")
+    monitor = build_monitor(load_settings(), CollectorRegistry())
+    assert monitor is not None
+    assert monitor.missed.config.missed_fraud_threshold == 9.5
+    assert monitor.missed.config.missed_fraud_incident_days == 2.0
+    assert monitor.missed.threshold == load_settings().model.threshold
+    monkeypatch.setenv("FRAUDSTREAM_DRIFT__MISSED_FRAUD_RATIO", "0.5")
+    with pytest.raises(pydantic.ValidationError, match="missed_fraud_ratio"):
+        load_settings()
