@@ -110,7 +110,8 @@ def _scenario_windows(args: argparse.Namespace) -> None:
     save_windows(args.folder, window(args.reference), window(args.current))
 
 
-def _day(text: str) -> float:
+def non_negative(text: str) -> float:
+    """An argument that is a number of at least 0 (a day, hours, a count of days)."""
     try:
         value = float(text)
     except ValueError:
@@ -124,7 +125,7 @@ def _scenario_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=None, help="override the scenario's seed")
     parser.add_argument("--days", type=float, default=None, help="override its length")
     parser.add_argument("--customers", type=int, default=None, help="override its size")
-    parser.add_argument("--change-day", type=_day, default=None,
+    parser.add_argument("--change-day", type=non_negative, default=None,
                         help="move its first change (the others with it) to this day; it then "
                              "lasts as long after it as before (unless --days)")
 

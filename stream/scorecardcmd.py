@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from stream.datacmd import non_negative
 from stream.settings import Settings
 
 if TYPE_CHECKING:  # the CLI builds its parser with this module: nothing heavy at import
@@ -28,25 +29,15 @@ if TYPE_CHECKING:  # the CLI builds its parser with this module: nothing heavy a
     from stream.scorecard import ScorecardOptions
 
 
-def _non_negative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"{value} must be 0 or more")
-    return value
-
-
 def _positive_int(text: str) -> int:
-    value = _non_negative(text)
+    value = non_negative(text)
     if value != int(value) or value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} must be a whole number of at least 1")
     return int(value)
 
 
 def _positive(text: str) -> float:
-    value = _non_negative(text)
+    value = non_negative(text)
     if value == 0:
         raise argparse.ArgumentTypeError(f"{text!r} must be greater than 0")
     return value
@@ -68,7 +59,7 @@ def add_arguments(sub: argparse._SubParsersAction) -> None:
     card.add_argument("--days", type=_positive, default=None, help="override its length")
     card.add_argument("--customers", type=_positive_int, default=None,
                       help="override its size")
-    card.add_argument("--change-day", type=_non_negative, default=None,
+    card.add_argument("--change-day", type=non_negative, default=None,
                       help="move the scenario's first change (and the others with it) to this "
                            "day; the run lasts as long after it as before (or --days). The "
                            "detectors start once the feature state is drift.state_maturity_days "
@@ -76,12 +67,12 @@ def add_arguments(sub: argparse._SubParsersAction) -> None:
     card.add_argument("--model", default=None, help="the champion (default: model.name)")
     card.add_argument("--compare", nargs="+", default=[], metavar="MODEL",
                       help="challengers scored side by side in shadow")
-    card.add_argument("--freeze-after-days", type=_non_negative, default=14.0,
+    card.add_argument("--freeze-after-days", type=non_negative, default=14.0,
                       help="the frozen baseline stops learning after this many days "
                            "(0: no baseline)")
-    card.add_argument("--max-delay-hours", type=_non_negative, default=72.0,
+    card.add_argument("--max-delay-hours", type=non_negative, default=72.0,
                       help="an alarm later than this after a change counts as false")
-    card.add_argument("--warm-up-days", type=_non_negative, default=7.0,
+    card.add_argument("--warm-up-days", type=non_negative, default=7.0,
                       help="'after warm-up' metrics leave out these first days")
     card.add_argument("--no-plots", action="store_true", help="only scorecard.json")
     card.add_argument("--feature-signal", action="store_true",
