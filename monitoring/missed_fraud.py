@@ -91,7 +91,7 @@ class MissedFraud:
         self._reference_began: float | None = None
         #: ... then the CUSUM's step for a missed and for a caught incident.
         self._steps: tuple[float, float] | None = None
-        #: The most recent incidents, for the recent share on the dashboard.
+        #: The last ``missed_fraud_reference`` incidents, for the recent share (dashboard, alarm).
         self._recent: deque[bool] = deque(maxlen=max(1, config.missed_fraud_reference))
 
     def alarm_keys(self) -> list[tuple[str, str]]:
