@@ -117,14 +117,16 @@ def test_high_amount_fraud_is_an_order_of_magnitude_above_usual(
     assert np.median(out.amount / usual(population, out.card)) > 8
 
 
-def test_merchant_fraud_looks_like_normal_spending_online(
+def test_merchant_fraud_looks_like_normal_spending_at_a_usual_terminal(
     population: patterns.Population,
 ) -> None:
     out = patterns.merchant_fraud(population, legit(population), incidents(300, population),
                                   np.random.default_rng(6))
     assert 0.7 < np.median(out.amount / usual(population, out.card)) < 1.4
-    assert (population.terminal_category[out.terminal]
-            == patterns.CATEGORIES.index("online")).all()
+    customers = population.card_customer[out.card]
+    for customer, terminal in zip(customers, out.terminal, strict=True):
+        start, stop = population.nearby_start[customer], population.nearby_start[customer + 1]
+        assert terminal in population.nearby_terminals[start:stop]
 
 
 def test_fraud_incidents_and_label_delays_match_the_configuration() -> None:
