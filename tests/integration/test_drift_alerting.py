@@ -38,9 +38,8 @@ from kafka import KafkaConsumer
 from features.events import Transaction
 from monitoring.grafana import load, queries
 from producers.replay import Replayer, encode_events
-from producers.scenario import load_scenario, run_scenario
+from producers.scenario import load_scenario, moved, run_scenario
 from producers.schema import TransactionRecord
-from stream.bench_drift import moved
 from stream.settings import DriftSettings, Settings
 from stream.topics import ensure_topics
 from tests.support import REPO, Processes, RealServers, isolated_settings, wait_for, wait_port
