@@ -27,6 +27,7 @@ from features.store import ScoredRecord
 from models.registry import ModelRegistry
 from producers.publisher import Publisher, create_producer
 from producers.schema import TransactionRecord
+from stream.embedded import EmbeddedOptions, run_embedded
 from stream.replay import replay_features
 from stream.settings import Settings
 from stream.worker import build_store
@@ -163,6 +164,20 @@ def test_stream_and_replay_give_exactly_equal_vectors_for_every_transaction(
             continue
         assert streamed is not None, f"{txn_id} has no record in Redis"
         assert streamed.features == record.features, txn_id
+
+
+def test_the_embedded_scorecard_run_scores_the_stream_vectors_for_every_transaction(
+    parity: Parity,
+) -> None:
+    """``fraudstream scorecard``'s embedded run, on the same events, in the same order."""
+    embedded = run_embedded(parity.events, EmbeddedOptions(drift=None, keep_records=True))
+    late = {t for t, record in parity.stream.items() if record is None}
+    assert embedded.too_late == len(late) == 1
+    assert embedded.records.keys() == parity.stream.keys() - late
+    for txn_id, record in embedded.records.items():
+        streamed = parity.stream[txn_id]
+        assert streamed is not None and streamed.features == record.features, txn_id
+    assert embedded.learned == 20
 
 
 def test_the_runs_exercise_lateness_location_and_terminal_risk(parity: Parity) -> None:
