@@ -4,7 +4,8 @@ As CapyMOA evaluates drift detectors: an alarm at or after a change point
 and at most ``max_delay`` seconds later (and before the next change) is a
 true alarm for it; any other alarm is false. Per detector: recall (changes
 detected), precision (true alarms among its alarms), the mean delay of its
-first true alarm per change, and false alarms per 30 days of event time.
+first true alarm per change, and false alarms per 30 days of event time; of
+the false ones, how many came on steady data (before any change).
 
 Examples
 --------
@@ -50,17 +51,21 @@ def _matched(at: float, changes: Sequence[float], max_delay: float) -> int | Non
 def _judge_one(alarms: Sequence[Alarm], changes: Sequence[float], days: float,
                max_delay: float) -> dict[str, Any]:
     first: dict[int, float] = {}
-    false = 0
+    false = steady = 0
     for alarm in sorted(alarms, key=lambda a: a.at):
         i = _matched(alarm.at, changes, max_delay)
         if i is None:
             false += 1
+            steady += not changes or alarm.at < changes[0]
         else:
             first.setdefault(i, alarm.at - changes[i])
     delays = list(first.values())
     return {
         "alarms": len(alarms),
         "false_alarms": false,
+        #: ... of which before any change (on steady data); the rest came after a change,
+        #: later than the maximum delay (late, or repeated while the data stays changed).
+        "steady_false_alarms": steady,
         "false_alarms_per_30_days": false / days * 30 if days > 0 else math.nan,
         "detected": sorted(first),
         "recall": len(first) / len(changes) if changes else math.nan,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from monitoring.judging import Alarm
-from stream.bench_detection import Run, table, tally
+from stream.bench_detection import Run, steady_days, table, tally
 
 DAY = 86400.0
 
@@ -26,6 +26,8 @@ def test_tally_counts_each_detector_over_scenarios_and_steady_seeds() -> None:
     assert (ks.detected, ks.false) == (0, 1)
     assert (missed.detected, missed.delays) == (1, [48.0])
     assert (any_.changes, any_.detected, any_.false) == (2, 2, 2)
-    lines = table(tallies, days)
-    assert lines[-1].startswith("| any | 2/2 | 1.00 | 0.60 | 30.0 | 30.0 | 2 | 0.27 |")
+    assert (psi.steady, ks.steady, any_.steady) == (1, 1, 2)
+    lines = table(tallies, days, steady_days(runs))
+    assert steady_days(runs) == 42 + 42 + 56 + 56
+    assert lines[-1].startswith("| any | 2/2 | 1.00 | 0.60 | 30.0 | 30.0 | 2 | 0.27 | 2 | 0.31 |")
     assert any(line.startswith("| psi | 1/2 | 0.50 | 0.67 | 12.0 |") for line in lines)
