@@ -224,6 +224,13 @@ class _Windows:
     reference keeps filling for the whole week, as a uniform sample
     (:class:`Reservoir`) of ``reference_size``. Without a span it is the first
     ``reference_size`` observations, in order.
+
+    The current window should hold about a day, so that every hour weighs in
+    (the reference is also weighted to its hours, but a window of a few night
+    hours meets a thin, heavily weighted slice of the reference). So once the
+    reference is frozen, the window keeps every ``stride``-th observation,
+    ``stride`` being the reference's observations per day over
+    ``window_size``, rounded (1 up to 3,000 a day with the defaults).
     """
 
     def __init__(self, config: DriftConfig, subjects: Iterable[str], span: float = 0.0) -> None:
@@ -236,6 +243,10 @@ class _Windows:
             s: deque(maxlen=config.window_size) for s in self.reference}
         self.times: deque[float] = deque(maxlen=config.window_size)
         self.seen = 0
+        #: The current window keeps every stride-th observation (set when the reference
+        #: freezes), and how many it kept.
+        self.stride = 1
+        self.kept = 0
         #: Whether the reference is complete (and frozen until the next refresh).
         self.full = False
         #: The current window's calendar slots, as of observation ``seen``.
@@ -261,13 +272,16 @@ class _Windows:
                     sample.offer((float(value), at))
             self._freeze_if_complete(at)
             return False
+        if self.seen % self.stride:
+            return False
+        self.kept += 1
         for subject, current in self.current.items():
             value = values.get(subject)
             if value is not None and math.isfinite(value):
                 current.append(float(value))
         self.times.append(at)
         return (len(self.times) == self.config.window_size
-                and self.seen % self.config.check_every == 0)
+                and self.kept % self.config.check_every == 0)
 
     def _freeze_if_complete(self, at: float) -> None:
         if self._offered >= self.config.reference_size and at - (self._began or at) >= self.span:
@@ -276,6 +290,9 @@ class _Windows:
             self.reference_slots = {s: calendar_slot(np.array([t for _, t in sample.items]))
                                     for s, sample in self._samples.items()}
             self.full = True
+            if self.span:
+                per_day = self._offered / max(at - (self._began or at), 3600.0) * 86400
+                self.stride = max(1, round(per_day / self.config.window_size))
 
     def weights(self, subject: str) -> np.ndarray | None:
         """The reference's weights for the current window's weekday and hour mix (None:
@@ -297,7 +314,7 @@ class _Windows:
         it is complete once it also spans ``span``."""
         times = list(self.times)
         self._restart(times[0] if times else None)
-        self._offered = len(times)
+        self._offered = len(times) * self.stride  # the window kept one in stride
         for subject, current in self.current.items():
             for value, at in zip(current, times[len(times) - len(current):], strict=True):
                 self._samples[subject].offer((value, at))
