@@ -13,6 +13,7 @@ import copy
 import enum
 import json
 import math
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +27,9 @@ from models.evaluation import Prequential
 from models.factory import build_model, learn
 from models.registry import JournalEntry, ModelRegistry, SnapshotMeta
 from models.scoring import ServingModel
+
+#: The (champion, challenger, truth) pairs a challenger keeps for its promotion test.
+PAIRS_KEPT = 20_000
 
 
 class Outcome(enum.Enum):
@@ -55,6 +59,10 @@ class Learner:
     shadow_name: str | None = None
     #: The record of the transaction whose label was learned last.
     last_record: ScoredRecord | None = None
+    #: For a challenger: (champion's score, its own, truth) of each learned label whose
+    #: transaction both scored, the pairs a promotion is tested on.
+    pairs: deque[tuple[float, float, bool]] = field(
+        default_factory=lambda: deque(maxlen=PAIRS_KEPT))
 
     @classmethod
     async def start(
@@ -103,6 +111,8 @@ class Learner:
         if score is not None:  # a challenger added later has no score for older transactions
             self.quality.record(score, label.is_fraud, record.card_id, record.event_time,
                                 label.event_time)
+            if self.shadow_name is not None:
+                self.pairs.append((record.score, score, label.is_fraud))
         self.last_delay = label.event_time - record.event_time
         self.last_record = record
         self.unpublished += 1

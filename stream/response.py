@@ -4,10 +4,12 @@ On a concept-drift alarm (ADWIN or Page-Hinkley on the champion's loss),
 :class:`AutoChallenger` starts a challenger of that model, trains it on the
 most recent labelled vectors (``drift.auto_recent_labels``), and lets it
 score in shadow and learn like any challenger. Once it has its own scores
-for ``drift.auto_promote_labels`` labels, its average precision over its
-last that-many labels is compared with the champion's over the same number;
-if it is ahead by ``drift.auto_promote_margin``, it is promoted (an audited
-change, by ``auto-response``). Every step is logged.
+for ``drift.auto_promote_labels`` labels, its average precision over the
+last that-many transactions both scored is compared with the champion's on
+the same transactions: if it is ahead by ``drift.auto_promote_margin`` and a
+paired bootstrap on AP gives a p-value of at most ``drift.auto_promote_alpha``,
+it is promoted (an audited change, by ``auto-response``). Every step is
+logged.
 """
 
 from __future__ import annotations
@@ -16,15 +18,19 @@ import copy
 import logging
 import math
 from collections import deque
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from features.events import Label
 from features.store import ScoredRecord
-from models.evaluation import Prequential
+from models.evaluation import Prequential, average_precision
 from models.factory import learn
 from models.learner import Learner
 from models.scoring import ModelHolder, ServingModel
+from models.significance import paired_bootstrap_ap
 from monitoring.detectors import DriftEvent
 
 if TYPE_CHECKING:
@@ -34,22 +40,34 @@ log = logging.getLogger(__name__)
 CONCEPT_DETECTORS = ("adwin", "page_hinkley")
 
 
-def ahead(champion: Prequential, challenger: Prequential, labels: int, margin: float) -> bool:
-    """Whether the challenger's AP over its last ``labels`` labels beats the champion's by
-    ``margin`` (and it has that many).
+def ahead(pairs: Sequence[tuple[float, float, bool]], labels: int, margin: float,
+          alpha: float) -> tuple[bool, float, float, float]:
+    """Whether the challenger beats the champion on the last ``labels`` transactions both
+    scored: its AP ahead by ``margin`` and a paired bootstrap's p-value at most ``alpha``
+    (:func:`models.significance.paired_bootstrap_ap`). Also the champion's AP, the
+    challenger's and the p-value (NaN before ``labels`` pairs).
 
-    >>> a, b = Prequential(), Prequential()
-    >>> for score, truth in [(0.9, True), (0.1, False), (0.2, True), (0.8, False)]:
-    ...     a.record(score, truth, "c", 0.0, 1.0)
-    ...     b.record(1 - score if score in (0.2, 0.8) else score, truth, "c", 0.0, 1.0)
-    >>> ahead(a, b, 4, 0.1), ahead(b, a, 4, 0.1)
-    (True, False)
+    >>> import random
+    >>> rnd = random.Random(2)
+    >>> truth = [rnd.random() < 0.1 for _ in range(600)]
+    >>> pairs = [(rnd.random(), float(y) * 0.5 + rnd.random() * 0.6, y) for y in truth]
+    >>> better, ours, theirs, p = ahead(pairs, 500, 0.05, 0.05)
+    >>> better, ours < 0.3 < theirs, p < 0.01
+    (True, True, True)
+    >>> ahead(pairs[:100], 500, 0.05, 0.05)[0]
+    False
     """
-    if len(challenger) < labels:
-        return False
-    theirs = challenger.average_precision_last(labels)
-    ours = champion.average_precision_last(labels)
-    return not math.isnan(theirs) and (math.isnan(ours) or theirs > ours + margin)
+    if len(pairs) < labels:
+        return False, math.nan, math.nan, math.nan
+    last = list(pairs)[-labels:]
+    champion = np.array([c for c, _, _ in last])
+    challenger = np.array([s for _, s, _ in last])
+    truth = np.array([y for _, _, y in last])
+    ours, theirs = average_precision(champion, truth), average_precision(challenger, truth)
+    if math.isnan(theirs) or not (math.isnan(ours) or theirs > ours + margin):
+        return False, ours, theirs, math.nan
+    p = paired_bootstrap_ap(champion, challenger, truth)
+    return p <= alpha, ours, theirs, p
 
 
 class AutoChallenger:
@@ -99,13 +117,13 @@ class AutoChallenger:
             return
         drift = pipeline.settings.drift
         challenger = pipeline.challengers[name]
-        champion, labels = pipeline.learner.quality, drift.auto_promote_labels
-        if not ahead(champion, challenger.quality, labels, drift.auto_promote_margin):
+        better, ours, theirs, p = ahead(challenger.pairs, drift.auto_promote_labels,
+                                        drift.auto_promote_margin, drift.auto_promote_alpha)
+        if not better:
             return
-        ours = champion.average_precision_last(labels)
-        theirs = challenger.quality.average_precision_last(labels)
         why = (f"auto-response to concept drift: {name} AP {theirs:.3f} vs champion "
-               f"{ours:.3f} over the last {drift.auto_promote_labels} labels")
+               f"{ours:.3f} on the same last {drift.auto_promote_labels} labels "
+               f"(paired bootstrap p = {p:.3g})")
         async with pipeline._learn_lock:
             await challenger.publish()
             await pipeline.registry.adopt(challenger.registry, "auto-response", why,

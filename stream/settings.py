@@ -126,9 +126,11 @@ class DriftSettings(_Section):
     auto_challenger: str | None = None
     #: ... trained on this many of the latest labelled vectors ...
     auto_recent_labels: int = Field(5000, ge=0)
-    #: ... and promote it when its AP over its last N labels beats the champion's by this.
+    #: ... and promote it when its AP over the last N labels both scored beats the
+    #: champion's on them by this margin, with a paired bootstrap p-value at most alpha.
     auto_promote_labels: int = Field(2000, ge=10)
     auto_promote_margin: float = Field(0.05, ge=-1, le=1)
+    auto_promote_alpha: float = Field(0.05, gt=0, le=1)
 
     @field_validator("features", "kswin_features")
     @classmethod

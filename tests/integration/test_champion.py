@@ -196,7 +196,8 @@ async def test_concept_drift_starts_a_challenger_on_recent_data_and_promotes_it(
     settings = Settings(model=ModelSettings(snapshot_every_labels=1000),
                         drift=DriftSettings(auto_challenger="hoeffding_adaptive_tree",
                                             auto_recent_labels=8, auto_promote_labels=10,
-                                            auto_promote_margin=-1.0))  # promote when ready
+                                            auto_promote_margin=-1.0,
+                                            auto_promote_alpha=1.0))  # promote when ready
     store = MemoryFeatureStore()
     pipeline = Pipeline(settings, store, registry, PipelineMetrics.create(CollectorRegistry()))
 
