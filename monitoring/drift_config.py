@@ -31,6 +31,10 @@ class DriftConfig:
     psi_threshold: float = 0.1
     #: KS statistic above this is drift (stationary traffic: about 0.04).
     ks_threshold: float = 0.12
+    #: After an alarm, PSI and KS (of features and of scores) alarm again only once their
+    #: statistic has been back under this share of its threshold: on data that stays
+    #: changed they wander around the threshold and paged at each crossing.
+    rearm_share: float = 0.5
     #: Bins for PSI (quantiles of the reference).
     bins: int = 10
     #: Fraud rate: an alarm when the recent rate is this many times the reference ...

@@ -95,6 +95,7 @@ class DriftSettings(_Section):
     check_every: int = Field(_DRIFT.check_every, ge=1)
     psi_threshold: float = Field(_DRIFT.psi_threshold, gt=0)
     ks_threshold: float = Field(_DRIFT.ks_threshold, gt=0, le=1)
+    rearm_share: float = Field(_DRIFT.rearm_share, gt=0, le=1)
     bins: int = Field(_DRIFT.bins, ge=2, le=100)
     fraud_rate_ratio: float = Field(_DRIFT.fraud_rate_ratio, gt=1)
     fraud_rate_z: float = Field(_DRIFT.fraud_rate_z, ge=0)
