@@ -564,12 +564,12 @@ class PredictionDrift:
             if not self.windows.full:
                 self._reference_sample.offer((vector, at))
                 self._reference_slots = None
-            elif self.windows.seen % self._step == 0:
-                self._current_sample.append((vector, at))
+            elif self.windows.seen % (self._step * self.windows.stride) == 0:
+                self._current_sample.append((vector, at))  # spread over the window's span
         if not self.windows.add({"score": score}, at):
             return []
         if scorer is not None and self._reference_sample.items and self._current_sample:
-            if self.windows.seen % self._rescore_every:
+            if self.windows.kept % self._rescore_every:  # counted as the window's checks are
                 return []
             scores, current, weights = self._rescored(scorer)
         else:

@@ -435,3 +435,26 @@ def test_the_monitor_publishes_kswin_and_counts_every_alarm_from_zero() -> None:
     assert alarms("kswin", "x") == 1.0
     p_value = registry.get_sample_value("fraudstream_feature_kswin_p_value", {"feature": "x"})
     assert p_value is not None and 0 <= p_value <= 1
+
+
+@pytest.mark.parametrize("per_day", [1003, 5017])
+def test_prediction_drift_rescoring_keeps_checking_whatever_the_reference_count(
+    per_day: int,
+) -> None:
+    """The checks are counted in observations the window kept: the reference holds an
+    arbitrary count (here 7 days of an odd rate), and a rescoring check counted from
+    every observation never fell on a window check again (prediction drift went silent)."""
+    config = DriftConfig(reference_size=2000, window_size=1000, check_every=250)
+    drift = PredictionDrift(config)
+    scorer = Scorer(0, lambda vectors: np.array([v["x"] for v in vectors]))
+    rng = np.random.default_rng(3)
+    start, events, checks = 1_767_225_600.0, [], 0
+    for i in range(per_day * 12):
+        at = start + i * 86400 / per_day
+        x = float(rng.beta(2, 8 if at < start + 10 * 86400 else 3))  # scores rise on day 10
+        before = dict(drift.latest)
+        events += drift.update(x, at, {"x": x}, scorer)
+        checks += drift.latest != before
+    assert checks > 10
+    assert {e.detector for e in events} >= {"prediction_psi"}
+    assert min(e.first_seen for e in events) >= start + 10 * 86400
