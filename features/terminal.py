@@ -137,13 +137,9 @@ def step(
 ) -> tuple[dict[int, int], tuple[int, ...]]:
     """Count a transaction at ``event_time``; drop buckets no one may read again."""
     out = dict(buckets)
-    currents = current_buckets(event_time)
-    known = tuple(c if n is None else max(n, c) for n, c in zip(newest, currents, strict=True))
-    for i, current in enumerate(currents):
-        key = field(i, current)
-        out[key] = out.get(key, 0) + 1
-    kept = {k: v for k, v in out.items() if _bucket(k) >= known[_window(k)] - KEEP_BUCKETS}
-    return kept, known
+    known = step_in_place(out, newest, event_time)
+    _prune(out, known)  # always, even when no window moved on (a very late transaction)
+    return out, known
 
 
 def step_in_place(
@@ -164,9 +160,14 @@ def step_in_place(
         key = field(i, current)
         buckets[key] = buckets.get(key, 0) + 1
     if known != tuple(newest):
-        for key in [k for k in buckets if _bucket(k) < known[_window(k)] - KEEP_BUCKETS]:
-            del buckets[key]
+        _prune(buckets, known)
     return known
+
+
+def _prune(buckets: dict[int, int], known: Sequence[int]) -> None:
+    """Drop the buckets more than :data:`KEEP_BUCKETS` behind each window's newest."""
+    for key in [k for k in buckets if _bucket(k) < known[_window(k)] - KEEP_BUCKETS]:
+        del buckets[key]
 
 
 def fraud_floor(newest: Sequence[int | None], event_time: float) -> float:

@@ -62,10 +62,6 @@ class BatchRetrained(base.Classifier):
         self._fitted: Any = None
         self._base_rate = 0.0
 
-    @property
-    def _multiclass(self) -> bool:
-        return False
-
     def learn_one(self, x: dict[Any, Any], y: Any, **kwargs: Any) -> None:
         if self.names is None:
             self.names = sorted(x)

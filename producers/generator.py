@@ -117,10 +117,7 @@ class Simulation:
         still to come after it are the slow ones: in arrival order they look
         like a growing delay. Drift measurements stop where the traffic does.
         """
-        if self.transactions.is_empty():
-            return self
-        end = self.transactions["event_time"].max()
-        return replace(self, labels=self.labels.filter(pl.col("event_time") <= end))
+        return replace(self, labels=arrived_by_the_end(self.transactions, self.labels))
 
     def events(self) -> list[Transaction | Label]:
         """Both as core events, in the order they become known (a transaction first on a tie).
@@ -136,6 +133,14 @@ class Simulation:
         order = np.lexsort(([isinstance(e, Label) for e in merged],
                             [e.event_time for e in merged]))
         return [merged[i] for i in order]
+
+
+def arrived_by_the_end(transactions: pl.DataFrame, labels: pl.DataFrame) -> pl.DataFrame:
+    """The labels that arrive by the last transaction (see
+    :meth:`Simulation.until_traffic_ends`)."""
+    if transactions.is_empty():
+        return labels
+    return labels.filter(pl.col("event_time") <= transactions["event_time"].max())
 
 
 def generate(config: SimulatorConfig) -> Simulation:

@@ -273,16 +273,14 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
     if args.suite == "models":
         return _bench_models(args)
     if args.suite == "drift":
-        from monitoring.drift_config import DriftConfig
         from stream.bench_detection import bench_drift
 
         if args.change_day >= args.days:
             raise SystemExit(f"fraudstream: --change-day: {args.change_day:g} is not before "
                              f"the end of the scenario (--days {args.days:g})")
-        config = DriftConfig(**settings.drift.model_dump(
-            include=set(DriftConfig.__dataclass_fields__)))
-        return bench_drift(config, args.baseline_seeds, args.customers, args.days,
-                           args.change_day, args.max_delay_hours * 3600)
+        return bench_drift(settings.drift.detector_config(), args.baseline_seeds,
+                           args.customers, args.days, args.change_day,
+                           args.max_delay_hours * 3600)
     if args.suite in ("simulate", "replay"):
         from stream.bench_data import bench_data
 

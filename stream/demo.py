@@ -229,10 +229,7 @@ def _print_scorecard(settings: Settings, spec: ScenarioSpec, args: argparse.Name
     simulation, manifest = run_scenario(spec, args.seed, customers=args.customers)
     result = from_stream(seen.scores, seen.alarms, simulation.labels, settings.model.name)
     truth = dict(simulation.labels.select("txn_id", "is_fraud").iter_rows())
-    model = settings.model
-    card = scorecard(result, truth, ScorecardOptions(
-        threshold=model.threshold, cost_missed_fraud=model.cost_missed_fraud,
-        cost_false_alarm=model.cost_false_alarm), manifest["change_points"],
+    card = scorecard(result, truth, ScorecardOptions.of(settings.model), manifest["change_points"],
         {"name": f"{spec.name} (the stream, as scored by the worker)"})
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "scorecard.json").write_text(json.dumps(card, indent=1) + "\n")

@@ -52,7 +52,7 @@ from models.factory import build_model, fraud_probabilities, learn
 from models.scoring import ModelHolder, ServingModel, score_batch
 from monitoring.detectors import DriftConfig, DriftEvent, Scorer
 from monitoring.monitor import DriftMetrics, DriftMonitor
-from stream.worker import CYCLIC, SLOW
+from stream.worker import CYCLIC, watched_features
 
 FROZEN = "frozen"
 
@@ -70,8 +70,10 @@ class EmbeddedOptions:
     batch_size: int = 500
     allowed_lateness: float = 3600.0
     threshold: float = 0.5
-    #: The drift detectors' settings (None: no monitor).
+    #: The drift detectors' settings (None: no monitor), and the features data drift
+    #: watches (empty: the worker's default, :func:`stream.worker.watched_features`).
     drift: DriftConfig | None = field(default_factory=DriftConfig)
+    watched: tuple[str, ...] = ()
     #: Keep every scored vector (for parity tests; a long run would hold them all).
     keep_records: bool = False
     #: Keep every vector as a row of float32 (4 bytes a feature a transaction), to judge each
@@ -214,8 +216,8 @@ class _Run:
         self.scores = {name: [] for name in self._names()}
         config = self.options.drift
         if config is not None:
-            watched = [f for f in FEATURE_NAMES if f not in CYCLIC | SLOW]
-            self.monitor = DriftMonitor(config, watched, self.options.threshold,
+            self.monitor = DriftMonitor(config, watched_features(self.options.watched),
+                                        self.options.threshold,
                                         DriftMetrics.create(CollectorRegistry()),
                                         calendar=sorted(CYCLIC))
             self.monitor.state_began(first)

@@ -28,7 +28,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
@@ -40,6 +40,9 @@ from models.signal import feature_signal
 from monitoring.detectors import DriftEvent
 from monitoring.judging import Alarm, judge, per_change
 from stream.embedded import EmbeddedResult
+
+if TYPE_CHECKING:
+    from stream.settings import ModelSettings
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,14 @@ class ScorecardOptions:
     max_delay: float = 3 * DAY
     #: ``after_warm_up`` leaves out transactions of the first this many days.
     warm_up_days: float = 7.0
+
+    @classmethod
+    def of(cls, model: ModelSettings, max_delay: float = 3 * DAY,
+           warm_up_days: float = 7.0) -> ScorecardOptions:
+        """The worker's threshold and costs (settings section ``model``)."""
+        return cls(threshold=model.threshold, cost_missed_fraud=model.cost_missed_fraud,
+                   cost_false_alarm=model.cost_false_alarm, max_delay=max_delay,
+                   warm_up_days=warm_up_days)
 
 
 def iso(seconds: float) -> str | None:

@@ -95,7 +95,6 @@ class Plan:
 def plan(args: argparse.Namespace, settings: Settings) -> Plan:
     """Check the arguments and load the source (errors name the argument)."""
     from models.factory import build_model
-    from monitoring.detectors import DriftConfig
     from stream.datacmd import load_source_and_manifest
     from stream.embedded import EmbeddedOptions
     from stream.scorecard import ScorecardOptions
@@ -108,18 +107,16 @@ def plan(args: argparse.Namespace, settings: Settings) -> Plan:
         raise ValueError(f"{args.source}: no transactions to replay")
     name = (source.manifest or {}).get("scenario") or Path(args.source).stem
     drift = settings.drift
-    config = (DriftConfig(**drift.model_dump(include=set(DriftConfig.__dataclass_fields__)))
-              if drift.enabled else None)
     embedded = EmbeddedOptions(
         model=model, compare=tuple(args.compare),
         snapshot_every_labels=settings.model.snapshot_every_labels,
         freeze_after_days=args.freeze_after_days or None,
         allowed_lateness=settings.features.allowed_lateness_seconds,
-        threshold=settings.model.threshold, drift=config, keep_vectors=args.feature_signal)
-    judging = ScorecardOptions(
-        threshold=settings.model.threshold, cost_missed_fraud=settings.model.cost_missed_fraud,
-        cost_false_alarm=settings.model.cost_false_alarm,
-        max_delay=args.max_delay_hours * 3600, warm_up_days=args.warm_up_days)
+        threshold=settings.model.threshold,
+        drift=drift.detector_config() if drift.enabled else None, watched=drift.features,
+        keep_vectors=args.feature_signal)
+    judging = ScorecardOptions.of(settings.model, max_delay=args.max_delay_hours * 3600,
+                                  warm_up_days=args.warm_up_days)
     out = args.out or Path("scorecards") / re.sub(r"[^A-Za-z0-9_.-]", "_", name)
     return Plan(source, name, out, embedded, judging, not args.no_plots)
 
@@ -162,16 +159,14 @@ def replay_and_judge(p: Plan, progress: Callable[[int, int, float], object] | No
                      on_alarm: Callable[[DriftEvent], object] | None = None,
                      ) -> tuple[EmbeddedResult, dict[str, Any]]:
     """Run the plan embedded; what happened and its scorecard (nothing written)."""
-    import polars as pl
-
+    from producers.generator import arrived_by_the_end
     from stream.embedded import events_from_frames, run_embedded
     from stream.scorecard import scorecard
 
     transactions, labels = p.source.transactions, p.source.labels
-    end = transactions["event_time"].max()
     # Labels after the traffic ends are never learned (a live stream has no end);
     # they still give the truth of the last transactions.
-    arriving = labels.filter(pl.col("event_time") <= end)
+    arriving = arrived_by_the_end(transactions, labels)
     total = transactions.height + arriving.height
     result = run_embedded(events_from_frames(transactions, arriving), p.embedded, total,
                           progress, on_alarm)

@@ -133,6 +133,10 @@ class DriftSettings(_Section):
     auto_promote_margin: float = Field(0.05, ge=-1, le=1)
     auto_promote_alpha: float = Field(0.05, gt=0, le=1)
 
+    def detector_config(self) -> DriftConfig:
+        """The detectors' configuration: these settings' values of its fields."""
+        return DriftConfig(**self.model_dump(include=set(DriftConfig.__dataclass_fields__)))
+
     @field_validator("features", "kswin_features")
     @classmethod
     def _known_features(cls, names: tuple[str, ...]) -> tuple[str, ...]:

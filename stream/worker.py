@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import faust
@@ -13,7 +14,6 @@ from prometheus_client import CollectorRegistry, start_http_server
 from features.redis_store import RedisFeatureStore
 from features.vector import FEATURE_NAMES
 from models.registry import ModelRegistry
-from monitoring.detectors import DriftConfig
 from monitoring.metrics import PipelineMetrics
 from monitoring.monitor import DriftMetrics, DriftMonitor
 from stream.app import create_app
@@ -71,15 +71,24 @@ CYCLIC = frozenset({"txn_hour_sin", "txn_hour_cos", "txn_dow_sin", "txn_dow_cos"
 SLOW = frozenset(f for f in FEATURE_NAMES if f.endswith(("_7d", "_30d")))
 
 
+def watched_features(named: Sequence[str] = ()) -> list[str]:
+    """The features data drift watches: those named (``drift.features``), else every one
+    but the calendar ones and the slow ones.
+
+    >>> "txn_amount_log" in watched_features(), "txn_hour_sin" in watched_features()
+    (True, False)
+    """
+    return list(named) or [f for f in FEATURE_NAMES if f not in CYCLIC | SLOW]
+
+
 def build_monitor(settings: Settings, registry: CollectorRegistry) -> DriftMonitor | None:
     """The drift detectors the settings ask for (None when drift.enabled is false)."""
     drift = settings.drift
     if not drift.enabled:
         return None
-    config = DriftConfig(**drift.model_dump(include=set(DriftConfig.__dataclass_fields__)))
-    features = list(drift.features) or [f for f in FEATURE_NAMES if f not in CYCLIC | SLOW]
     reports = None if drift.reports_dir is None else drift.reports_dir.resolve()
-    return DriftMonitor(config, features, settings.model.threshold,
+    return DriftMonitor(drift.detector_config(), watched_features(drift.features),
+                        settings.model.threshold,
                         DriftMetrics.create(registry), reports, launch_report,
                         calendar=sorted(CYCLIC))
 
