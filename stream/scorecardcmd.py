@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from stream.datacmd import non_negative
+from stream.datacmd import EXIT_ROWS_REJECTED, non_negative
 from stream.settings import Settings
 
 if TYPE_CHECKING:  # the CLI builds its parser with this module: nothing heavy at import
@@ -136,7 +136,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     print("\n".join(summary_lines(card)))
     print(f"wrote {p.out / 'scorecard.json'}" + ("" if not p.plots else
                                                   f" and {p.out / 'report.html'}"))
-    return 0
+    return EXIT_ROWS_REJECTED if p.source.rejected else 0
 
 
 def print_alarm(event: DriftEvent) -> None:

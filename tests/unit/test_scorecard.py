@@ -227,3 +227,23 @@ def test_each_feature_is_judged_alone_on_the_vectors_it_was_scored_with(shifted)
         assert judged["average_precision"] >= average_precision_score(y, -signed) - 1e-12
     # With labels two days late, a 1-day window counted by label arrival is almost empty.
     assert card["features"]["terminal_fraud_rate_1d"]["nonzero_share"] < 0.01
+
+
+def test_a_foreign_row_that_does_not_fit_is_reported_and_the_exit_says_so(
+    tmp_path: Path, capsys,
+) -> None:
+    """As ``fraudstream replay`` does: the row's number and reason, and exit status 3."""
+    rows = ["id,card,term,amt,ts,fraud"]
+    start = 1_767_225_600_000
+    rows += [f"t{i},c{i % 5},p{i % 3},{10 + i % 7},{start + i * 600_000},{i % 40 == 0:d}"
+             for i in range(400)]
+    rows.insert(7, "bad id!,c1,p1,NaN,yesterday,1")
+    (tmp_path / "s.csv").write_text("\n".join(rows) + "\n")
+    maps = ["txn_id=id", "card_id=card", "terminal_id=term", "amount=amt", "event_time=ts",
+            "is_fraud=fraud", "time_format=epoch_ms"]
+    code = main(["scorecard", str(tmp_path / "s.csv"), *[a for m in maps for a in ("--map", m)],
+                 "--out", str(tmp_path / "out"), "--no-plots"])
+    assert code == 3
+    assert "row 7: txn_id" in capsys.readouterr().err
+    card = json.loads((tmp_path / "out" / "scorecard.json").read_text())
+    assert card["source"]["rejected_rows"] == 1 and card["run"]["transactions"] == 400
