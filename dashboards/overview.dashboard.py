@@ -35,7 +35,7 @@ dashboard = dashboard("fraudstream-overview", "fraudstream: overview", [
     timeseries("Labels learned", [
         ("sum(rate(fraudstream_labels_learned_total[5m]))", "labels/s"),
     ], unit="reqps"),
-    timeseries("Labels waiting for their transaction", [
+    timeseries("Labels waiting for the stream", [
         ("sum(fraudstream_labels_waiting)", "waiting"),
     ]),
     timeseries("Consumer lag, by topic", [

@@ -108,6 +108,9 @@ class MemoryFeatureStore:
         raw = self._scored.get(txn_id)
         return None if raw is None else ScoredRecord.from_bytes(raw)
 
+    async def scored_many(self, txn_ids: Sequence[str]) -> list[ScoredRecord | None]:
+        return [await self.scored(txn_id) for txn_id in txn_ids]
+
     def forget(self, txn_id: str) -> None:
         """Drop a scored transaction's record (an embedded run that learned its label
         needs it no more; Redis lets it expire)."""

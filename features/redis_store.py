@@ -197,10 +197,17 @@ class RedisFeatureStore:
             self.key("term", record.terminal_id), record.txn_id, packed))
 
     async def scored(self, txn_id: str) -> ScoredRecord | None:
-        raw: Any = await self.client.get(self.key("scored", txn_id))
-        if raw is None or raw[:1] != b"D":  # unknown, or applied but not saved yet
-            return None
-        return ScoredRecord.from_bytes(raw[1:])
+        return _saved(await self.client.get(self.key("scored", txn_id)))
+
+    async def scored_many(self, txn_ids: Sequence[str]) -> list[ScoredRecord | None]:
+        if not txn_ids:
+            return []
+        def build(pipe: Any) -> None:
+            for txn_id in txn_ids:
+                pipe.get(self.key("scored", txn_id))
+
+        replies = await self._execute(build)
+        return [_saved(raw) for raw in replies]
 
     async def health(self) -> tuple[int, int]:
         """Redis's memory in use (bytes) and its number of keys."""
@@ -255,3 +262,10 @@ def _applied(txn: Transaction, reply: Sequence[Any]) -> Applied:
     if status is Status.LATE:
         return Applied(txn, status, newest=_NEWEST.unpack(reply[1])[0])
     return Applied(txn, status, state=_state(reply[1], reply[2], reply[3]))
+
+
+def _saved(raw: Any) -> ScoredRecord | None:
+    """The record under a ``scored`` key: None if unknown, or applied but not saved yet."""
+    if raw is None or raw[:1] != b"D":
+        return None
+    return ScoredRecord.from_bytes(raw[1:])

@@ -177,6 +177,10 @@ class FeatureStore(Protocol):
         """The record ``txn_id`` was saved with, if known and not expired."""
         ...
 
+    async def scored_many(self, txn_ids: Sequence[str]) -> list[ScoredRecord | None]:
+        """:meth:`scored` for many transactions at once (one round trip)."""
+        ...
+
     async def close(self) -> None:
         """Release connections."""
         ...

@@ -14,7 +14,8 @@ import enum
 import json
 import math
 from collections import deque
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from river import base
@@ -40,6 +41,17 @@ class Outcome(enum.Enum):
     UNKNOWN_TRANSACTION = "unknown_transaction"
 
 
+@dataclass(frozen=True, slots=True)
+class Learned:
+    """What became of one label: for a learned one, its transaction's record, the
+    label's delay (seconds) and the snapshot it completed, if any."""
+
+    outcome: Outcome
+    record: ScoredRecord | None = None
+    delay: float = 0.0
+    published: ServingModel | None = None
+
+
 @dataclass
 class Learner:
     """Teaches one model from late labels and publishes its snapshots."""
@@ -53,16 +65,14 @@ class Learner:
     last_label_time: float | None = None
     #: Prequential quality of the model's own scores (recorded before their labels).
     quality: Prequential = field(default_factory=Prequential)
-    #: Seconds from the last learned transaction to its label.
-    last_delay: float = 0.0
     #: For a challenger: its name, under which its shadow scores are recorded.
     shadow_name: str | None = None
-    #: The record of the transaction whose label was learned last.
-    last_record: ScoredRecord | None = None
     #: For a challenger: (champion's score, its own, truth) of each learned label whose
     #: transaction both scored, the pairs a promotion is tested on.
     pairs: deque[tuple[float, float, bool]] = field(
         default_factory=lambda: deque(maxlen=PAIRS_KEPT))
+    #: Event time the scoring stream has reached, set by its owner (recorded in snapshots).
+    stream_time: float | None = None
 
     @classmethod
     async def start(
@@ -94,18 +104,55 @@ class Learner:
         Returns the outcome and, when this label completed a batch, the newly
         published snapshot.
         """
-        if await self.registry.was_learned(label.txn_id):
-            return Outcome.DUPLICATE, None
-        record = await self.store.scored(label.txn_id)
-        if record is None:
-            return Outcome.UNKNOWN_TRANSACTION, None
+        [one] = await self.learn_many([label])
+        return one.outcome, one.published
+
+    async def learn_many(self, labels: Sequence[Label]) -> list[Learned]:
+        """:meth:`learn` for many labels, in order, in a few round trips.
+
+        They are taken in parts that end where a snapshot is due, so every
+        snapshot holds exactly the labels journaled before it.
+        """
+        out: list[Learned] = []
+        start = 0
+        while start < len(labels):
+            room = max(1, self.snapshot_every_labels - self.unpublished)
+            out += await self._learn_part(labels[start:start + room])
+            start += room
+        return out
+
+    async def _learn_part(self, labels: Sequence[Label]) -> list[Learned]:
+        ids = [label.txn_id for label in labels]
+        learned_before = await self.registry.were_learned(ids)
+        records = await self.store.scored_many(ids)
+        out: list[Learned] = []
+        new: list[tuple[int, Label, ScoredRecord]] = []
+        seen: set[str] = set()
+        for label, before, record in zip(labels, learned_before, records, strict=True):
+            if before or label.txn_id in seen:
+                out.append(Learned(Outcome.DUPLICATE))
+            elif record is None:
+                out.append(Learned(Outcome.UNKNOWN_TRANSACTION))
+            else:
+                seen.add(label.txn_id)
+                new.append((len(out), label, record))
+                out.append(Learned(Outcome.LEARNED, record, label.event_time - record.event_time))
         # Writes first, each safe to repeat, so a failure here leaves the
-        # in-memory model untouched and the retried label is learned once.
-        if label.is_fraud:
-            await self.store.record_fraud(record, label)
-        await self.registry.record_learned(
-            JournalEntry(label.txn_id, label.is_fraud, record.features)
-        )
+        # in-memory model untouched and the retried labels are learned once.
+        for _, label, record in new:
+            if label.is_fraud:
+                await self.store.record_fraud(record, label)
+        await self.registry.record_learned_many(
+            [JournalEntry(label.txn_id, label.is_fraud, record.features)
+             for _, label, record in new])
+        for _, label, record in new:
+            self._teach(label, record)
+        if new and self.unpublished >= self.snapshot_every_labels:
+            last = new[-1][0]
+            out[last] = replace(out[last], published=await self.publish())
+        return out
+
+    def _teach(self, label: Label, record: ScoredRecord) -> None:
         learn(self.model, record.features, label.is_fraud)
         score = record.score if self.shadow_name is None else record.shadow.get(self.shadow_name)
         if score is not None:  # a challenger added later has no score for older transactions
@@ -113,14 +160,8 @@ class Learner:
                                 label.event_time)
             if self.shadow_name is not None:
                 self.pairs.append((record.score, score, label.is_fraud))
-        self.last_delay = label.event_time - record.event_time
-        self.last_record = record
         self.unpublished += 1
         self.last_label_time = label.event_time
-        published = None
-        if self.unpublished >= self.snapshot_every_labels:
-            published = await self.publish()
-        return Outcome.LEARNED, published
 
     async def follow_champion(self) -> bool:
         """After a promote or rollback, continue from the new champion.
@@ -156,6 +197,7 @@ class Learner:
             created_at=self.last_label_time or self.meta.created_at,
             metrics=_finite(self.quality.report()) if len(self.quality) else None,
             params=_params(self.model),
+            stream_time=self.stream_time,
         )
         self.meta = await self.registry.publish(self.model, meta)
         self.unpublished = 0

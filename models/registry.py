@@ -22,6 +22,7 @@ import hashlib
 import hmac
 import json
 import pickle
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -47,6 +48,10 @@ class SnapshotMeta:
     metrics: dict[str, float] | None = None
     #: The model's parameters (River's ``_get_params``), as JSON.
     params: dict[str, Any] | None = None
+    #: Event time the scoring stream had reached when this version was published
+    #: (the newest transaction scored); no label it learned arrived after it,
+    #: except those learned once no older transaction was left to come.
+    stream_time: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,13 +249,30 @@ class ModelRegistry:
 
     async def record_learned(self, entry: JournalEntry) -> None:
         """Append ``entry`` to the journal and mark its transaction learned."""
+        await self.record_learned_many([entry])
+
+    async def record_learned_many(self, entries: Sequence[JournalEntry]) -> None:
+        """Append ``entries`` to the journal and mark their transactions learned, at once."""
+        if not entries:
+            return
         pipe = self.client.pipeline(transaction=True)
-        pipe.set(f"{self._base}:learned:{entry.txn_id}", 1, ex=self.learned_ttl_seconds)
-        pipe.rpush(f"{self._base}:journal", json.dumps(asdict(entry), separators=(",", ":")))
+        for entry in entries:
+            pipe.set(f"{self._base}:learned:{entry.txn_id}", 1, ex=self.learned_ttl_seconds)
+        pipe.rpush(f"{self._base}:journal",
+                   *(json.dumps(asdict(e), separators=(",", ":")) for e in entries))
         await pipe.execute()
 
     async def was_learned(self, txn_id: str) -> bool:
-        return bool(await self.client.exists(f"{self._base}:learned:{txn_id}"))
+        return (await self.were_learned([txn_id]))[0]
+
+    async def were_learned(self, txn_ids: Sequence[str]) -> list[bool]:
+        """Whether each transaction's label was learned already (one round trip)."""
+        if not txn_ids:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for txn_id in txn_ids:
+            pipe.exists(f"{self._base}:learned:{txn_id}")
+        return [bool(n) for n in await pipe.execute()]
 
     async def journal(self) -> list[JournalEntry]:
         """Labels learned since the latest snapshot, in order."""

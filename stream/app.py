@@ -61,10 +61,26 @@ def create_app(settings: Settings, pipeline: Pipeline) -> faust.App:
             batch = [_raw(event, app) for event in events]
             await send_all(await _with_retries(pipeline.on_transactions, batch, pipeline))
 
+    rebalances = [0]
+
+    async def hold_labels() -> None:
+        """While too many labels wait for the stream, take no more: the agent waits, its
+        buffer fills and Faust stops fetching the labels topic until it drains (pausing
+        the partitions by hand would drop records Faust has fetched). A rebalance
+        ends the wait, so that the worker can hand its partitions over."""
+        if not pipeline.labels_backlog(held=False):
+            return
+        log.info("labels topic held: %d labels wait for the stream", len(pipeline.waiting or ()))
+        seen = rebalances[0]
+        while pipeline.labels_backlog(held=True) and rebalances[0] == seen:
+            await asyncio.sleep(settings.worker.label_retry_seconds / 4)
+        log.info("labels topic read again: %d labels wait", len(pipeline.waiting or ()))
+
     @app.agent(labels, name="learn")
     async def learn(stream: Any) -> None:
         async for event in stream.events():
             await send_all(await _with_retries(pipeline.on_label, _raw(event, app), pipeline))
+            await hold_labels()
 
     @app.timer(settings.worker.label_retry_seconds)
     async def retry_waiting_labels() -> None:
@@ -78,6 +94,7 @@ def create_app(settings: Settings, pipeline: Pipeline) -> faust.App:
     @app.on_partitions_revoked.connect
     async def on_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         revoked = args[0] if args else kwargs.get("revoked", ())
+        rebalances[0] += 1
         await send_all(await pipeline.on_revoked([(tp.topic, tp.partition) for tp in revoked]))
 
     @app.timer(settings.model.snapshot_every_seconds)

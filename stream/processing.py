@@ -30,7 +30,7 @@ from features.vector import FEATURE_SET_VERSION
 from models.errors import NoModelError
 from models.evaluation import Prequential
 from models.factory import fraud_probabilities
-from models.learner import Learner, Outcome
+from models.learner import Learned, Learner, Outcome
 from models.registry import ModelRegistry
 from models.scoring import ModelHolder, ServingModel, score_batch
 from monitoring.detectors import DriftEvent, Scorer
@@ -50,6 +50,9 @@ from stream.settings import Settings
 from stream.waiting import Progress, Waiting, WaitingLabels
 
 log = logging.getLogger(__name__)
+
+#: Waiting labels are learned this many at a time (a few Redis round trips each).
+LEARN_BATCH = 500
 
 
 class Pipeline:
@@ -177,6 +180,8 @@ class Pipeline:
                 watched.append((result.record, (record.topic, record.partition), record.behind))
             self.metrics.scores_out.inc()
             out.append(Emit(self.scores_topic, txn.card_id.encode(), _score_value(result.record)))
+        if self.learner is not None and self._newest:
+            self.learner.stream_time = self._newest
         if self.monitor is not None and watched:
             out += self._drift(self.monitor.on_scored_batch(watched, self._scorer()))
         return out
@@ -219,66 +224,106 @@ class Pipeline:
             label = decode_label(record.value or b"")
         except RecordError as exc:
             return [self._reject(record, "labels", "invalid_record", str(exc))]
-        return await self._learn(Waiting(record, label))
+        return await self._learn([Waiting(record, label)])
 
     async def on_waiting(self) -> list[Emit]:
-        """Learn the waiting labels whose transaction was scored; dead-letter those
-        whose transaction is not coming (see :mod:`stream.waiting`)."""
+        """Learn the waiting labels the stream has reached and whose transaction was
+        scored; when the group got past a label's bound, learn it or dead-letter it
+        (see :mod:`stream.waiting`)."""
         if not self.waiting or self.progress is None:
             return []
         await self.start()
         out = []
-        for item in self.waiting.take_ready():
-            out += await self._learn(item, parked=True)
+        ready = self.waiting.take_ready(self._newest)
+        for start in range(0, len(ready), LEARN_BATCH):
+            out += await self._learn(ready[start:start + LEARN_BATCH], parked=True)
         if self.waiting:
             committed, ends = await asyncio.to_thread(self.progress.read)
             await self.waiting.bound(ends)
-            for item in self.waiting.given_up(committed):
-                out += await self._learn(item, parked=True, last_chance=True)
+            last = self.waiting.given_up(committed)
+            for start in range(0, len(last), LEARN_BATCH):
+                out += await self._learn(last[start:start + LEARN_BATCH], parked=True,
+                                         last_chance=True)
         self.metrics.labels_waiting.set(len(self.waiting))
         return out
 
-    async def _learn(self, item: Waiting, parked: bool = False,
+    async def _learn(self, items: Sequence[Waiting], parked: bool = False,
                      last_chance: bool = False) -> list[Emit]:
+        """Learn ``items`` in order; a label the stream has not reached, or whose
+        transaction is not scored yet, waits (see :mod:`stream.waiting`)."""
         learner = await self.start()
-        label = item.label
+        if self.waiting is not None and not parked:
+            # A label that overtook the stream is not known yet in event time.
+            for item in [i for i in items if not i.due(self._newest)]:
+                await self._park(item)
+            items = [i for i in items if i.due(self._newest)]
+        if not items:
+            return []
         started = time.perf_counter()
         async with self._learn_lock:
-            outcome, published = await learner.learn(label)
-            if outcome is not Outcome.UNKNOWN_TRANSACTION:
-                for name, challenger in self.challengers.items():
-                    _, shadow = await challenger.learn(label)
-                    if shadow is not None:
-                        self.shadows[name].swap(shadow)
+            results = await learner.learn_many([item.label for item in items])
+            known = [item.label for item, result in zip(items, results, strict=True)
+                     if result.outcome is not Outcome.UNKNOWN_TRANSACTION]
+            for name, challenger in self.challengers.items():
+                for shadow in await challenger.learn_many(known):
+                    if shadow.published is not None:
+                        self.shadows[name].swap(shadow.published)
         self.metrics.latency.labels(stage="learn").observe(time.perf_counter() - started)
-        if outcome is Outcome.UNKNOWN_TRANSACTION and self.waiting is not None \
-                and not last_chance:
-            if not parked:
-                await self.waiting.park(item)
-                self.metrics.labels_waiting.set(len(self.waiting))
-            return []
-        if parked and self.waiting is not None:
-            await self.waiting.forget(item)
-        if outcome is Outcome.UNKNOWN_TRANSACTION:
+        out: list[Emit] = []
+        done: list[Waiting] = []
+        for item, result in zip(items, results, strict=True):
+            if result.outcome is Outcome.UNKNOWN_TRANSACTION and self.waiting is not None \
+                    and not last_chance:
+                if not parked:
+                    await self._park(item)
+                continue
+            done.append(item)
+            out += await self._learned(item, result, learner, parked)
+        if parked and self.waiting is not None and done:
+            await self.waiting.forget_many(done)
+        return out
+
+    async def _learned(self, item: Waiting, result: Learned, learner: Learner,
+                       parked: bool) -> list[Emit]:
+        """Count one label's outcome and show a learned one to the drift detectors."""
+        label = item.label
+        if result.outcome is Outcome.UNKNOWN_TRANSACTION:
             detail = f"txn_id: no scored transaction {label.txn_id!r} (unknown or expired)"
-            return [self._reject(item.record, "labels", outcome.value, detail)]
-        if outcome is Outcome.DUPLICATE:
+            return [self._reject(item.record, "labels", result.outcome.value, detail)]
+        if result.outcome is Outcome.DUPLICATE:
             self.metrics.duplicates.labels(topic="labels").inc()
         else:
             self.metrics.labels_learned.inc()
-            self.metrics.quality.label_delay.observe(learner.last_delay)
-        if published is not None:
-            self._serve(published)
-        if outcome is Outcome.LEARNED and learner.last_record is not None:
-            self.auto.remember(learner.last_record, label)
+            self.metrics.quality.label_delay.observe(result.delay)
+        if result.published is not None:
+            self._serve(result.published)
+        if result.outcome is Outcome.LEARNED and result.record is not None:
+            self.auto.remember(result.record, label)
             if self.monitor is not None:
                 self.monitor.model_learned(learner.labels_learned)
                 source = None if parked else (item.record.topic, item.record.partition)
-                events = self.monitor.on_label(learner.last_record, label, source,
+                events = self.monitor.on_label(result.record, label, source,
                                                item.record.behind and not parked)
                 await self.auto.on_events(events)
                 return self._drift(events)
         return []
+
+    async def _park(self, item: Waiting) -> None:
+        assert self.waiting is not None
+        await self.waiting.park(item)
+        self.metrics.labels_waiting.set(len(self.waiting))
+
+    def labels_backlog(self, held: bool) -> bool:
+        """Whether the worker should take no more labels: too many wait.
+
+        Held at ``worker.labels_waiting_max`` and, once ``held``, until fewer
+        than half of it wait: a replay whose labels run far ahead of its
+        transactions keeps them in Kafka rather than in memory.
+        """
+        if self.waiting is None:
+            return False
+        limit = self.settings.worker.labels_waiting_max
+        return len(self.waiting) >= (limit // 2 if held else limit)
 
     async def on_revoked(self, partitions: Sequence[tuple[str, int]]) -> list[Emit]:
         """The worker no longer reads ``partitions`` (topic, partition): the drift

@@ -163,8 +163,11 @@ class WorkerSettings(_Section):
     batch_max: int = Field(500, ge=1, le=10_000)
     #: ... collected for at most this long.
     batch_within_seconds: float = Field(0.01, gt=0, le=5)
-    #: How often labels that came before their transaction are tried again.
+    #: How often waiting labels (ahead of the stream or of their transaction) are tried.
     label_retry_seconds: float = Field(1.0, gt=0, le=60)
+    #: Labels held (ahead of the stream or of their transaction) before the worker
+    #: stops reading the labels topic; it reads again below half of it.
+    labels_waiting_max: int = Field(50_000, ge=2, le=10_000_000)
     #: Port of the worker's Prometheus ``/metrics`` endpoint on ``metrics_host``.
     metrics_host: str = "127.0.0.1"
     metrics_port: Port = 8001

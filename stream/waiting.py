@@ -1,18 +1,23 @@
-"""Labels that came before their transaction was scored.
+"""Labels that came before the stream reached them.
 
-A label names a transaction from days before, so it normally finds that
-transaction's scored vector in the store. But the worker consumes the labels
+A label arrives days after its transaction, so it normally finds that
+transaction's scored vector in the store, and the stream has scored every
+transaction up to the label's arrival. But the worker consumes the labels
 topic and the transactions topic independently: in a replay at full speed, or
-while the worker catches up after an outage, a label can overtake its
-transaction. Dead-lettering it would take it from the learner for good.
+while the worker catches up after an outage, a label can overtake the
+transactions. Learning it then would teach the model the future: in event
+time, the label is not known yet to the transactions being scored. And when
+it overtakes its own transaction there is no vector to learn from.
+Dead-lettering it would take it from the learner for good.
 
-So such a label *waits*. It is kept in a Redis hash (so it survives a restart
-and its Kafka offset can be committed) and is learned as soon as its
-transaction is scored. It is given up (dead-lettered as
-``unknown_transaction``) only once the worker's group has committed every
-transaction that was already in Kafka when the label was parked: producers
-send a transaction before its label, so it cannot be among those still to
-come. No clock is involved, only offsets.
+So such a label *waits*, until both its transaction has been scored and the
+worker's stream time (the newest event time it scored) has reached the
+label's arrival time. It is kept in a Redis hash (so it survives a restart
+and its Kafka offset can be committed). The worker's group getting past
+every transaction that was already in Kafka when the label was parked ends
+the wait too: producers send every transaction before a later label, so
+none older than it is still to come. The label is then learned, or, if its
+transaction never came, dead-lettered as ``unknown_transaction``.
 
 Examples
 --------
@@ -25,12 +30,15 @@ True
 'labels|2|17'
 >>> item.passed({0: 5, 1: 7}), item.passed({0: 6, 1: 8})
 (False, True)
+>>> item.due(999.0), item.due(1000.0)
+(False, True)
 """
 
 from __future__ import annotations
 
+import heapq
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -66,6 +74,10 @@ class Waiting:
         return self.until is not None and all(
             committed.get(partition, 0) >= end for partition, end in self.until.items())
 
+    def due(self, stream_time: float) -> bool:
+        """Whether the stream has reached the label's arrival (event) time."""
+        return stream_time >= self.label.event_time
+
     def to_json(self) -> str:
         r = self.record
         return json.dumps({
@@ -93,7 +105,8 @@ class WaitingLabels:
     """The waiting labels: kept in a Redis hash, indexed in memory by transaction.
 
     The worker is the only writer of the hash (it is the single learner), so
-    the in-memory index is loaded once at start and then kept in step.
+    the in-memory index is loaded once at start and then kept in step. A heap
+    by arrival time finds the labels the stream has reached without a scan.
     """
 
     def __init__(self, client: Any, key: str) -> None:
@@ -101,7 +114,10 @@ class WaitingLabels:
         self.key = key
         self._items: dict[str, Waiting] = {}
         self._by_txn: dict[str, set[str]] = {}
+        #: Labels whose transaction was scored since they were last tried.
         self._ready: set[str] = set()
+        #: (arrival, field) of the labels the stream has not reached yet.
+        self._arrivals: list[tuple[float, str]] = []
 
     def __len__(self) -> int:
         return len(self._items)
@@ -110,12 +126,12 @@ class WaitingLabels:
         """Read back the labels that were waiting when the worker stopped."""
         stored: dict[bytes, bytes] = await self.client.hgetall(self.key)
         for raw in stored.values():
-            self._index(Waiting.from_json(raw))
-        self._ready.update(self._items)  # their transactions may have come meanwhile
+            self._index(Waiting.from_json(raw))  # each is tried once the stream is at it
         return len(stored)
 
     async def park(self, item: Waiting) -> None:
-        """Keep ``item`` until its transaction is scored or known not to come."""
+        """Keep ``item`` until the stream reaches it and its transaction is scored,
+        or the group gets past its bound."""
         await self.client.hset(self.key, item.field, item.to_json())
         self._index(item)
 
@@ -125,11 +141,21 @@ class WaitingLabels:
         if fields:
             self._ready.update(fields)
 
-    def take_ready(self) -> list[Waiting]:
-        """The labels whose transaction was scored since the last call."""
-        ready = [self._items[f] for f in self._ready if f in self._items]
+    def take_ready(self, stream_time: float) -> list[Waiting]:
+        """The labels worth trying now: the stream reached them since the last call,
+        or their transaction was scored since and the stream had reached them.
+
+        A label that is not due yet comes back through the heap once it is.
+        """
+        fields = {f for f in self._ready if f in self._items
+                  and self._items[f].due(stream_time)}
         self._ready.clear()
-        return ready
+        arrivals = self._arrivals
+        while arrivals and arrivals[0][0] <= stream_time:
+            _, field = heapq.heappop(arrivals)
+            if field in self._items:
+                fields.add(field)
+        return [self._items[f] for f in sorted(fields)]
 
     async def bound(self, ends: Mapping[int, int]) -> None:
         """Give every label that has no bound yet the current end offsets."""
@@ -145,14 +171,22 @@ class WaitingLabels:
 
     async def forget(self, item: Waiting) -> None:
         """``item`` was learned or dead-lettered."""
-        await self.client.hdel(self.key, item.field)
-        self._items.pop(item.field, None)
-        fields = self._by_txn.get(item.label.txn_id)
-        if fields is not None:
-            fields.discard(item.field)
-            if not fields:
-                del self._by_txn[item.label.txn_id]
+        await self.forget_many([item])
+
+    async def forget_many(self, items: Sequence[Waiting]) -> None:
+        """``items`` were learned or dead-lettered."""
+        if not items:
+            return
+        await self.client.hdel(self.key, *(item.field for item in items))
+        for item in items:
+            self._items.pop(item.field, None)
+            fields = self._by_txn.get(item.label.txn_id)
+            if fields is not None:
+                fields.discard(item.field)
+                if not fields:
+                    del self._by_txn[item.label.txn_id]
 
     def _index(self, item: Waiting) -> None:
         self._items[item.field] = item
         self._by_txn.setdefault(item.label.txn_id, set()).add(item.field)
+        heapq.heappush(self._arrivals, (item.label.event_time, item.field))

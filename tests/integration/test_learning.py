@@ -21,7 +21,7 @@ from monitoring.metrics import PipelineMetrics
 from producers.schema import LabelRecord, TransactionRecord, encode
 from stream.processing import Pipeline
 from stream.records import RawRecord
-from stream.settings import ModelSettings, Settings
+from stream.settings import ModelSettings, Settings, WorkerSettings
 from tests.support import RealServers
 
 pytestmark = pytest.mark.integration
@@ -108,6 +108,37 @@ async def test_a_snapshot_is_published_every_n_labels_and_served(pipeline: Pipel
     assert meta.labels_learned == 3 and meta.version == 2 and meta.parent == 1
     assert pipeline.holder.require().version == 2
     assert await pipeline.registry.journal() == []
+
+
+async def test_labels_learned_in_a_batch_snapshot_where_one_by_one_would(
+    registry: ModelRegistry, redis_store: RedisFeatureStore,
+) -> None:
+    store = MemoryFeatureStore()
+    txns = [Transaction(f"b{i}", f"c{i % 7}", "p1", 3.0 + i, 100.0 + i) for i in range(25)]
+    pipeline = Pipeline(Settings(model=ModelSettings(snapshot_every_labels=10)), store, registry,
+                        PipelineMetrics.create(CollectorRegistry()))
+    await pipeline.on_transactions([txn_record(t) for t in txns])
+    learner = await pipeline.start()
+    labels = [Label(t.txn_id, i % 4 == 0, 1e4 + i) for i, t in enumerate(txns)]
+    # a redelivered label within the batch, and one for a transaction never scored
+    batch = [*labels[:12], labels[3], Label("nowhere", True, 2e4), *labels[12:]]
+    results = await learner.learn_many(batch)
+    assert [r.outcome.value for r in results].count("learned") == 25
+    assert results[12].outcome.value == "duplicate"
+    assert results[13].outcome.value == "unknown_transaction"
+    published = [r.published.version for r in results if r.published is not None]
+    assert len(published) == 2
+    versions = await registry.versions()
+    assert [m.labels_learned for m in versions] == [0, 10, 20]
+    assert [e.txn_id for e in await registry.journal()] == [t.txn_id for t in txns[20:]]
+    # the same model as learning them one at a time
+    one_by_one = await Learner.start(registry.challenger("single"), store,
+                                     "logistic_regression", 10)
+    for label in labels:
+        await one_by_one.learn(label)
+    probe = dict(results[5].record.features) if results[5].record else {}
+    assert learner.model.predict_proba_one(probe) == one_by_one.model.predict_proba_one(probe)
+    assert results[0].delay == labels[0].event_time - txns[0].event_time
 
 
 async def test_a_restarted_learner_resumes_from_snapshot_and_journal(
@@ -207,13 +238,13 @@ async def test_a_label_that_overtakes_its_transaction_waits_and_is_learned(
     progress, store = GroupProgress(), MemoryFeatureStore()
     pipeline, prometheus = waiting_pipeline(registry, store, progress)
     early = Transaction("late-txn", "c1", "p1", 42.0, 1000.0)
-    assert await pipeline.on_label(label_record(Label(early.txn_id, True, 9000.0))) == []
+    assert await pipeline.on_label(label_record(Label(early.txn_id, True, 1000.0))) == []
     assert prometheus.get_sample_value("fraudstream_labels_waiting") == 1.0
     progress.ends = {0: 1}  # the transaction is in Kafka, not yet consumed
     assert await pipeline.on_waiting() == []
     assert pipeline.learner is not None and pipeline.learner.labels_learned == 0
 
-    await pipeline.on_transaction(txn_record(early))
+    await pipeline.on_transaction(txn_record(early))  # the stream reaches the label too
     assert await pipeline.on_waiting() == []
     stored = await store.scored(early.txn_id)
     assert stored is not None and pipeline.learner.labels_learned == 1
@@ -253,10 +284,80 @@ async def test_waiting_labels_survive_a_restart_of_the_worker(registry: ModelReg
         await first.on_label(label_record(Label(f"w{i}", i == 1, 5000.0 + i), offset=i))
     # the process dies here; the label offsets were committed, the labels are in Redis
     second, prometheus = waiting_pipeline(registry, store, progress)
+    progress.ends = {0: 4}  # the group has transactions still to read
     for i in range(3):
         await second.on_transaction(txn_record(Transaction(f"w{i}", "c1", "p1", 9.0, 100.0 + i)))
     assert prometheus.get_sample_value("fraudstream_labels_waiting") == 3.0
+    assert await second.on_waiting() == []  # scored, but the stream is not at 5000 yet
+    assert second.learner is not None and second.learner.labels_learned == 0
+    await second.on_transaction(txn_record(Transaction("later", "c2", "p1", 9.0, 5002.0)))
     assert await second.on_waiting() == []
     assert second.learner is not None and second.learner.labels_learned == 3
     assert sorted(e.txn_id for e in await registry.journal()) == ["w0", "w1", "w2"]
     assert prometheus.get_sample_value("fraudstream_labels_waiting") == 0.0
+
+
+async def test_a_label_is_learned_only_once_the_stream_reaches_its_arrival(
+    registry: ModelRegistry,
+) -> None:
+    """A replay at full speed puts labels into Kafka long before the transactions of
+    their arrival day: learning them then would teach the model the future."""
+    progress, store = GroupProgress(), MemoryFeatureStore()
+    pipeline, prometheus = waiting_pipeline(registry, store, progress)
+    progress.ends = {0: 10}  # the ten transactions are in Kafka; the group reads them
+    day = 86_400.0
+    txns = [Transaction(f"d{i}", f"c{i % 3}", "p1", 10.0 + i, i * day) for i in range(10)]
+    await pipeline.on_transactions([txn_record(t) for t in txns[:2]])
+    # labels seven days late, all consumed before the stream got past day 1
+    for i, txn in enumerate(txns[:3]):
+        await pipeline.on_label(label_record(Label(txn.txn_id, i == 1, txn.event_time + 7 * day),
+                                             offset=i))
+    assert prometheus.get_sample_value("fraudstream_labels_waiting") == 3.0
+    assert pipeline.learner is not None
+    learned = []
+    for txn in txns[2:]:
+        await pipeline.on_transaction(txn_record(txn))
+        await pipeline.on_waiting()
+        learned.append((txn.event_time / day, pipeline.learner.labels_learned))
+    # day 7 reaches d0's label, day 8 d1's, day 9 d2's: never before
+    assert learned == [(2, 0), (3, 0), (4, 0), (5, 0), (6, 0), (7, 1), (8, 2), (9, 3)]
+    assert [e.txn_id for e in await registry.journal()] == ["d0", "d1", "d2"]
+    assert prometheus.get_sample_value("fraudstream_labels_waiting") == 0.0
+
+
+async def test_labels_past_the_end_of_the_stream_are_learned_once_the_group_caught_up(
+    registry: ModelRegistry,
+) -> None:
+    progress, store = GroupProgress(), MemoryFeatureStore()
+    pipeline, _ = waiting_pipeline(registry, store, progress)
+    await pipeline.on_transaction(txn_record(Transaction("last", "c1", "p1", 5.0, 100.0)))
+    await pipeline.on_label(label_record(Label("last", True, 900.0)))
+    progress.ends, progress.committed = {0: 1}, {0: 0}
+    assert await pipeline.on_waiting() == []
+    assert pipeline.learner is not None and pipeline.learner.labels_learned == 0
+    progress.committed = {0: 1}  # nothing older than the label is still to come
+    assert await pipeline.on_waiting() == []
+    assert pipeline.learner.labels_learned == 1
+
+
+async def test_the_labels_topic_is_paused_while_too_many_labels_wait(
+    registry: ModelRegistry,
+) -> None:
+    settings = Settings(worker=WorkerSettings(labels_waiting_max=4))
+    progress = GroupProgress()
+    progress.ends = {0: 9}
+    pipeline = Pipeline(settings, MemoryFeatureStore(), registry,
+                        PipelineMetrics.create(CollectorRegistry()), progress=progress)
+    await pipeline.on_transactions([
+        txn_record(Transaction(f"p{i}", "c1", "p1", 5.0, float(i))) for i in range(4)])
+    holds = []
+    for i in range(4):
+        await pipeline.on_label(label_record(Label(f"p{i}", False, 10.0 + i), offset=i))
+        holds.append(pipeline.labels_backlog(held=False))
+    assert holds == [False, False, False, True]
+    await pipeline.on_transaction(txn_record(Transaction("q", "c2", "p1", 5.0, 11.0)))
+    await pipeline.on_waiting()  # learns two: two still wait, half the limit
+    assert pipeline.labels_backlog(held=True) and not pipeline.labels_backlog(held=False)
+    await pipeline.on_transaction(txn_record(Transaction("r", "c2", "p1", 5.0, 12.0)))
+    await pipeline.on_waiting()
+    assert not pipeline.labels_backlog(held=True)

@@ -1,0 +1,85 @@
+"""A replay at full speed through Kafka and a real worker learns no label from the future.
+
+Every event is in Kafka before the worker starts, so its labels topic (cheap
+to consume) could run weeks of event time ahead of its transactions topic.
+Each snapshot records the stream time it was published at and the arrival
+time of the last label it learned: the second may never pass the first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from models.registry import ModelRegistry, SnapshotMeta
+from producers.replay import Replayer, encode_events
+from producers.scenario import load_scenario, run_scenario
+from stream.topics import ensure_topics
+from stream.worker import signing_key
+from tests.support import Processes, RealServers, isolated_settings, wait_port
+
+pytestmark = pytest.mark.integration
+
+
+async def _watch(registry: ModelRegistry, want: int, timeout: float) -> list[SnapshotMeta]:
+    """Every snapshot seen until one has learned ``want`` labels (retention drops old ones)."""
+    seen: dict[int, SnapshotMeta] = {}
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        for meta in await registry.versions():
+            seen[meta.version] = meta
+        if any(m.labels_learned >= want for m in seen.values()):
+            return sorted(seen.values(), key=lambda m: m.version)
+        await asyncio.sleep(0.2)
+    learned = max((m.labels_learned for m in seen.values()), default=0)
+    raise AssertionError(f"{learned} of {want} labels learned in {timeout:.0f}s")
+
+
+def test_a_full_speed_replay_learns_each_label_only_once_the_stream_reached_it(
+    real_servers: RealServers, tmp_path: Path,
+) -> None:
+    settings = isolated_settings(real_servers, snapshot_every_labels=200,
+                                 snapshot_every_seconds=0.5)
+    # few labels may wait: the worker holds its labels topic and reads it again on the way
+    settings = settings.model_copy(update={
+        "worker": settings.worker.model_copy(update={"labels_waiting_max": 300})})
+    ensure_topics(settings)
+    simulation, _ = run_scenario(load_scenario("baseline"), days=20, customers=100)
+    events = encode_events(simulation.transactions, simulation.labels)
+    summary = Replayer(settings.kafka.bootstrap_servers,
+                       (settings.topics.name("transactions"),
+                        settings.topics.name("labels"))).run(events)
+    assert summary.failed == 0
+    last_transaction = float(simulation.transactions["event_time"].max())  # type: ignore[arg-type]
+
+    async def run() -> list[SnapshotMeta]:
+        client = aioredis.from_url(settings.redis.url)
+        registry = ModelRegistry(client, settings.redis.key_prefix, signing_key(settings))
+        try:
+            return await _watch(registry, simulation.labels.height, timeout=240)
+        finally:
+            await client.aclose()
+
+    processes = Processes(tmp_path)
+    try:
+        processes.start("worker", settings)
+        wait_port(settings.worker.metrics_port)
+        metas = asyncio.run(run())
+    finally:
+        processes.stop_all()
+    within = [m for m in metas if m.created_at is not None and m.created_at <= last_transaction]
+    assert len(within) >= 5, [(m.version, m.labels_learned) for m in metas]
+    for meta in within:
+        assert meta.stream_time is not None and meta.created_at is not None
+        assert meta.created_at <= meta.stream_time, (
+            f"v{meta.version} learned a label that arrived at {meta.created_at:.0f}, "
+            f"{(meta.created_at - meta.stream_time) / 86400:.2f} days after the stream "
+            f"time {meta.stream_time:.0f}")
+    # and the labels after the last transaction were learned too (the group caught up)
+    assert metas[-1].labels_learned == simulation.labels.height
+    log = processes.log("worker")
+    assert "labels topic held" in log and "labels topic read again" in log
