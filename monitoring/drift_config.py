@@ -73,7 +73,15 @@ class DriftConfig:
     adwin_delta: float = 1e-5
     #: ADWIN sees the mean loss of blocks of this many labels (frauds come in bursts).
     adwin_block: int = 25
-    page_hinkley_threshold: float = 100.0
+    #: Page-Hinkley's threshold; 0: derived from ``ert_days`` (``monitoring.ert``) on the
+    #: losses of the first ``reference_days`` of labels after the warm-up, during which
+    #: it does not run. A number > 0 fixes it by hand.
+    page_hinkley_threshold: float = 0.0
+    #: Expected event time, in days, between false alarms of each detector whose threshold
+    #: is derived by simulation (``monitoring.ert``) on its steady reference ...
+    ert_days: float = 30.0
+    #: ... from this many simulated runs.
+    ert_runs: int = 200
     #: ... whose probabilities are clipped to [loss_clip, 1 - loss_clip].
     loss_clip: float = 0.05
     #: Missed frauds (``monitoring.missed_fraud``): a fraud label starts an incident when neither

@@ -308,13 +308,49 @@ def test_adwin_on_blocks_of_labels_still_catches_a_real_rise() -> None:
     """The price of blocks: on these very bursty labels ADWIN needs 2,800 to 4,400 labels
     to see the mean loss rise from 0.09 to 0.3 (label by label it took about 150, but it
     also paged before the change); Page-Hinkley, label by label, is the fast one."""
+    config = DriftConfig(reference_days=1.0)  # Page-Hinkley's reference: the first day
     for seed in range(5):
-        concept = ConceptDrift(DriftConfig())
+        concept = ConceptDrift(config)
         events = [e for k, (score, fraud) in enumerate(_bursty_labels(seed, worse_from=10_000))
-                  for e in concept.update(score, fraud, float(k))]
-        first = {e.detector: e.first_seen for e in reversed(events)}
+                  for e in concept.update(score, fraud, k * 10.0)]  # 8,640 labels a day
+        first = {e.detector: e.first_seen / 10 for e in reversed(events)}
         assert 10_000 <= first["adwin"] < 15_000, seed
         assert 10_000 <= first["page_hinkley"] < first["adwin"], seed
+
+
+def test_page_hinkley_pages_on_steady_labels_about_once_per_expected_run_time() -> None:
+    """Its threshold is derived from ``ert_days`` by simulation on a week of reference
+    labels: over 200 steady days at 2,000 bursty labels a day, an ERT of 10 days means
+    about 20 false alarms per stream (one a week at ERT 30 would be the default's)."""
+    per_day, days = 2000, 207  # a week of reference, then 200 days watched
+    counts, thresholds = [], []
+    for seed in range(6):
+        concept = ConceptDrift(DriftConfig(reference_days=7, reference_size=1000, ert_days=10))
+        counts.append(sum(
+            e.detector == "page_hinkley"
+            for k, (score, fraud) in enumerate(_bursty_labels(seed, n=per_day * days))
+            for e in concept.update(score, fraud, k * 86400 / per_day)))
+        assert concept.threshold is not None
+        thresholds.append(concept.threshold)
+    assert 80 <= sum(counts) <= 190, counts  # 120 expected; measured 133
+    # the same stream, its threshold set for 30 days: a third of the alarms or fewer
+    concept = ConceptDrift(DriftConfig(reference_days=7, reference_size=1000, ert_days=30))
+    fewer = sum(e.detector == "page_hinkley"
+                for k, (score, fraud) in enumerate(_bursty_labels(0, n=per_day * days))
+                for e in concept.update(score, fraud, k * 86400 / per_day))
+    assert concept.threshold is not None and concept.threshold > thresholds[0]
+    assert fewer <= counts[0] / 2, (fewer, counts[0])
+
+
+def test_page_hinkley_is_silent_until_its_reference_is_complete() -> None:
+    concept = ConceptDrift(DriftConfig(reference_days=2, reference_size=500))
+    day = 86400.0
+    for k in range(3000):  # a day and a half of terrible losses: no reference yet
+        assert concept.update(0.01, True, k * day / 2000) == []
+    assert concept.page_hinkley is None and concept.threshold is None
+    for k in range(3000, 4100):
+        concept.update(0.1, False, k * day / 2000)
+    assert concept.threshold is not None and concept.threshold > 0
 
 
 def _labels_with_chargebacks(seed: int, slower_from: int | None = None,
