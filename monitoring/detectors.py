@@ -741,8 +741,9 @@ class ConceptDrift:
     ``[loss_clip, 1 - loss_clip]`` first, so that one confidently missed
     fraud weighs a few genuine mistakes, not a whole burst of them.
 
-    Page-Hinkley's threshold is derived from the expected run-time between
-    false alarms (``ert_days``, :mod:`monitoring.ert`): the losses of the first
+    Page-Hinkley's threshold is derived from its share of the expected run-time
+    between false alarms (``ert_days * ert_detectors``, :mod:`monitoring.ert`): the
+    losses of the first
     ``reference_days`` (and ``reference_size`` labels) are its reference, and
     it runs from then on; unless ``page_hinkley_threshold`` fixes it by hand.
     """
@@ -777,7 +778,8 @@ class ConceptDrift:
             return
         losses, times = zip(*self._reference, strict=True)
         self._start_page_hinkley(ert.page_hinkley_threshold(
-            losses, times, self.config.ert_days, PAGE_HINKLEY_DELTA, PAGE_HINKLEY_ALPHA,
+            losses, times, self.config.ert_days * self.config.ert_detectors,
+            PAGE_HINKLEY_DELTA, PAGE_HINKLEY_ALPHA,
             runs=self.config.ert_runs))
         self._reference = []
 

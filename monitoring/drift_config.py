@@ -77,9 +77,12 @@ class DriftConfig:
     #: losses of the first ``reference_days`` of labels after the warm-up, during which
     #: it does not run. A number > 0 fixes it by hand.
     page_hinkley_threshold: float = 0.0
-    #: Expected event time, in days, between false alarms of each detector whose threshold
-    #: is derived by simulation (``monitoring.ert``) on its steady reference ...
+    #: Expected event time, in days, between false alarms of the whole monitor on steady
+    #: data. It is shared by ``ert_detectors`` detector families (data drift, KSWIN,
+    #: prediction, label, concept, missed fraud): a detector whose threshold is derived
+    #: by simulation (``monitoring.ert``) gets ``ert_days * ert_detectors`` ...
     ert_days: float = 30.0
+    ert_detectors: int = 6
     #: ... from this many simulated runs.
     ert_runs: int = 200
     #: ... whose probabilities are clipped to [loss_clip, 1 - loss_clip].

@@ -111,6 +111,7 @@ class DriftSettings(_Section):
     adwin_block: int = Field(_DRIFT.adwin_block, ge=1)
     page_hinkley_threshold: float = Field(_DRIFT.page_hinkley_threshold, ge=0)
     ert_days: float = Field(_DRIFT.ert_days, gt=0, le=36500)
+    ert_detectors: int = Field(_DRIFT.ert_detectors, ge=1, le=100)
     ert_runs: int = Field(_DRIFT.ert_runs, ge=20, le=100_000)
     loss_clip: float = Field(_DRIFT.loss_clip, gt=0, lt=0.5)
     missed_fraud_incident_days: float = Field(_DRIFT.missed_fraud_incident_days, ge=0)

@@ -307,7 +307,8 @@ def test_adwin_on_blocks_of_labels_does_not_page_on_bursts_of_fraud(block: int) 
 def test_adwin_on_blocks_of_labels_still_catches_a_real_rise() -> None:
     """The price of blocks: on these very bursty labels ADWIN needs 2,800 to 4,400 labels
     to see the mean loss rise from 0.09 to 0.3 (label by label it took about 150, but it
-    also paged before the change); Page-Hinkley, label by label, is the fast one."""
+    also paged before the change); Page-Hinkley, label by label, at the threshold its share
+    of the ERT gives (180 days), sees it within 5,000 too, usually first."""
     config = DriftConfig(reference_days=1.0)  # Page-Hinkley's reference: the first day
     for seed in range(5):
         concept = ConceptDrift(config)
@@ -315,17 +316,18 @@ def test_adwin_on_blocks_of_labels_still_catches_a_real_rise() -> None:
                   for e in concept.update(score, fraud, k * 10.0)]  # 8,640 labels a day
         first = {e.detector: e.first_seen / 10 for e in reversed(events)}
         assert 10_000 <= first["adwin"] < 15_000, seed
-        assert 10_000 <= first["page_hinkley"] < first["adwin"], seed
+        assert 10_000 <= first["page_hinkley"] < 15_000, seed  # (earlier on 4 of 5 seeds)
 
 
 def test_page_hinkley_pages_on_steady_labels_about_once_per_expected_run_time() -> None:
     """Its threshold is derived from ``ert_days`` by simulation on a week of reference
     labels: over 200 steady days at 2,000 bursty labels a day, an ERT of 10 days means
-    about 20 false alarms per stream (one a week at ERT 30 would be the default's)."""
+    about 20 false alarms per stream."""
     per_day, days = 2000, 207  # a week of reference, then 200 days watched
     counts, thresholds = [], []
     for seed in range(6):
-        concept = ConceptDrift(DriftConfig(reference_days=7, reference_size=1000, ert_days=10))
+        concept = ConceptDrift(DriftConfig(reference_days=7, reference_size=1000, ert_days=10,
+                                           ert_detectors=1))
         counts.append(sum(
             e.detector == "page_hinkley"
             for k, (score, fraud) in enumerate(_bursty_labels(seed, n=per_day * days))
@@ -333,8 +335,9 @@ def test_page_hinkley_pages_on_steady_labels_about_once_per_expected_run_time() 
         assert concept.threshold is not None
         thresholds.append(concept.threshold)
     assert 80 <= sum(counts) <= 190, counts  # 120 expected; measured 133
-    # the same stream, its threshold set for 30 days: a third of the alarms or fewer
-    concept = ConceptDrift(DriftConfig(reference_days=7, reference_size=1000, ert_days=30))
+    # the same stream, the ERT shared by three detectors: 30 days for this one
+    concept = ConceptDrift(DriftConfig(reference_days=7, reference_size=1000, ert_days=10,
+                                       ert_detectors=3))
     fewer = sum(e.detector == "page_hinkley"
                 for k, (score, fraud) in enumerate(_bursty_labels(0, n=per_day * days))
                 for e in concept.update(score, fraud, k * 86400 / per_day))
