@@ -780,7 +780,7 @@ class ConceptDrift:
         self._start_page_hinkley(ert.page_hinkley_threshold(
             losses, times, self.config.ert_days * self.config.ert_detectors,
             PAGE_HINKLEY_DELTA, PAGE_HINKLEY_ALPHA,
-            runs=self.config.ert_runs))
+            runs=self.config.ert_runs, block_seconds=self.config.ert_block_hours * 3600))
         self._reference = []
 
     def alarm_keys(self) -> list[tuple[str, str]]:

@@ -73,18 +73,23 @@ class DriftConfig:
     adwin_delta: float = 1e-5
     #: ADWIN sees the mean loss of blocks of this many labels (frauds come in bursts).
     adwin_block: int = 25
-    #: Page-Hinkley's threshold; 0: derived from ``ert_days`` (``monitoring.ert``) on the
-    #: losses of the first ``reference_days`` of labels after the warm-up, during which
-    #: it does not run. A number > 0 fixes it by hand.
-    page_hinkley_threshold: float = 0.0
+    #: Page-Hinkley's threshold, set by hand (calibrated with ``fraudstream bench drift``);
+    #: 0: derived from its share of ``ert_days`` (``monitoring.ert``) on the losses of the
+    #: first ``reference_days`` of labels after the warm-up, during which it is silent.
+    #: Not the default yet: a week of reference labels lacks the multi-day fraud waves
+    #: of later weeks, and the derived threshold (38 on a bench seed) paged on 6 of 10
+    #: steady seeds, against 3 for this one (``docs/drift.md``).
+    page_hinkley_threshold: float = 100.0
     #: Expected event time, in days, between false alarms of the whole monitor on steady
     #: data. It is shared by ``ert_detectors`` detector families (data drift, KSWIN,
     #: prediction, label, concept, missed fraud): a detector whose threshold is derived
     #: by simulation (``monitoring.ert``) gets ``ert_days * ert_detectors`` ...
     ert_days: float = 30.0
     ert_detectors: int = 6
-    #: ... from this many simulated runs.
+    #: ... from this many simulated runs, each made of blocks of this many hours of the
+    #: reference drawn at random (longer blocks keep longer bursts together).
     ert_runs: int = 200
+    ert_block_hours: float = 1.0
     #: ... whose probabilities are clipped to [loss_clip, 1 - loss_clip].
     loss_clip: float = 0.05
     #: Missed frauds (``monitoring.missed_fraud``): a fraud label starts an incident when neither

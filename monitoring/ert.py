@@ -94,7 +94,7 @@ def block_bootstrap(parts: Sequence[np.ndarray], length: int,
 
 
 #: A bootstrap from fewer blocks would repeat the reference rather than resample it.
-MIN_BLOCKS = 100
+MIN_BLOCKS = 20
 #: At most this many values simulated per run: at high rates the horizon shrinks
 #: (and the quantile rises with it), so a calibration takes a second or two.
 MAX_RUN_LENGTH = 100_000

@@ -113,6 +113,7 @@ class DriftSettings(_Section):
     ert_days: float = Field(_DRIFT.ert_days, gt=0, le=36500)
     ert_detectors: int = Field(_DRIFT.ert_detectors, ge=1, le=100)
     ert_runs: int = Field(_DRIFT.ert_runs, ge=20, le=100_000)
+    ert_block_hours: float = Field(_DRIFT.ert_block_hours, gt=0, le=24 * 30)
     loss_clip: float = Field(_DRIFT.loss_clip, gt=0, lt=0.5)
     missed_fraud_incident_days: float = Field(_DRIFT.missed_fraud_incident_days, ge=0)
     missed_fraud_reference: int = Field(_DRIFT.missed_fraud_reference, ge=10)

@@ -309,7 +309,7 @@ def test_adwin_on_blocks_of_labels_still_catches_a_real_rise() -> None:
     to see the mean loss rise from 0.09 to 0.3 (label by label it took about 150, but it
     also paged before the change); Page-Hinkley, label by label, at the threshold its share
     of the ERT gives (180 days), sees it within 5,000 too, usually first."""
-    config = DriftConfig(reference_days=1.0)  # Page-Hinkley's reference: the first day
+    config = DriftConfig(reference_days=1.0, page_hinkley_threshold=0)  # derived, on day 1
     for seed in range(5):
         concept = ConceptDrift(config)
         events = [e for k, (score, fraud) in enumerate(_bursty_labels(seed, worse_from=10_000))
@@ -327,7 +327,7 @@ def test_page_hinkley_pages_on_steady_labels_about_once_per_expected_run_time() 
     counts, thresholds = [], []
     for seed in range(6):
         concept = ConceptDrift(DriftConfig(reference_days=7, reference_size=1000, ert_days=10,
-                                           ert_detectors=1))
+                                           ert_detectors=1, page_hinkley_threshold=0))
         counts.append(sum(
             e.detector == "page_hinkley"
             for k, (score, fraud) in enumerate(_bursty_labels(seed, n=per_day * days))
@@ -337,7 +337,7 @@ def test_page_hinkley_pages_on_steady_labels_about_once_per_expected_run_time() 
     assert 80 <= sum(counts) <= 190, counts  # 120 expected; measured 133
     # the same stream, the ERT shared by three detectors: 30 days for this one
     concept = ConceptDrift(DriftConfig(reference_days=7, reference_size=1000, ert_days=10,
-                                       ert_detectors=3))
+                                       ert_detectors=3, page_hinkley_threshold=0))
     fewer = sum(e.detector == "page_hinkley"
                 for k, (score, fraud) in enumerate(_bursty_labels(0, n=per_day * days))
                 for e in concept.update(score, fraud, k * 86400 / per_day))
@@ -346,7 +346,8 @@ def test_page_hinkley_pages_on_steady_labels_about_once_per_expected_run_time() 
 
 
 def test_page_hinkley_is_silent_until_its_reference_is_complete() -> None:
-    concept = ConceptDrift(DriftConfig(reference_days=2, reference_size=500))
+    concept = ConceptDrift(DriftConfig(reference_days=2, reference_size=500,
+                                       page_hinkley_threshold=0))
     day = 86400.0
     for k in range(3000):  # a day and a half of terrible losses: no reference yet
         assert concept.update(0.01, True, k * day / 2000) == []
