@@ -20,6 +20,13 @@ Beside the champion, ``compare`` models learn the same labels and score the
 same vectors in shadow, and a copy of the champion stops learning at
 ``freeze_after_days``: the "train once, then frozen" baseline.
 
+With a :class:`Promotion` rule, a challenger that beats the serving model on
+the latest labelled transactions both scored (its average precision ahead
+by a margin, with a paired bootstrap's p-value at most alpha: the worker's
+own rule, :func:`stream.response.ahead`) is promoted and serves from its next
+batch on; the one it replaced goes on in shadow and can win back. The
+``served`` scores are those of whichever model served each transaction.
+
 Examples
 --------
 >>> from features.events import Label, Transaction
@@ -34,7 +41,9 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import math
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
@@ -52,9 +61,24 @@ from models.factory import build_model, fraud_probabilities, learn
 from models.scoring import ModelHolder, ServingModel, score_batch
 from monitoring.detectors import DriftConfig, DriftEvent, Scorer
 from monitoring.monitor import DriftMetrics, DriftMonitor
+from stream.response import ahead
 from stream.worker import CYCLIC, watched_features
 
 FROZEN = "frozen"
+#: The scores of whichever model served each transaction (with a promotion rule).
+SERVED = "served"
+
+
+@dataclass(frozen=True)
+class Promotion:
+    """When a challenger takes over: on the last ``labels`` labelled transactions both
+    scored, its AP ahead by ``margin`` with a paired bootstrap p-value at most ``alpha``,
+    tested every ``every`` labels."""
+
+    labels: int = 2000
+    margin: float = 0.0
+    alpha: float = 0.05
+    every: int = 1000
 
 
 @dataclass(frozen=True)
@@ -79,6 +103,8 @@ class EmbeddedOptions:
     #: Keep every vector as a row of float32 (4 bytes a feature a transaction), to judge each
     #: feature's own signal.
     keep_vectors: bool = False
+    #: Promote a ``compare`` model that beats the serving one (None: never).
+    promote: Promotion | None = None
 
 
 class _Lineage:
@@ -134,6 +160,8 @@ class EmbeddedResult:
     #: With ``keep_vectors``: one row per transaction, columns in FEATURE_NAMES order (NaN:
     #: not scored).
     vectors: np.ndarray | None = None
+    #: Each promotion: when (event time), from and to which model, their AP and the p-value.
+    promotions: list[dict[str, float | str]] = field(default_factory=list)
 
     @property
     def events(self) -> int:
@@ -203,10 +231,16 @@ class _Run:
         self.counts = {"scored": 0, "too_late": 0, "duplicate_labels": 0, "unknown_labels": 0}
         self.records: dict[str, ScoredRecord] = {}
         self.vectors: list[list[float]] = []
+        #: (transaction index, is fraud) of the latest labels, for the promotion test (twice
+        #: as many as it takes: a transaction one model did not score does not count).
+        self.recent: deque[tuple[int, bool]] = deque(
+            maxlen=2 * options.promote.labels if options.promote else 1)
+        self.promotions: list[dict[str, float | str]] = []
 
     def _names(self) -> list[str]:
         return [self.champion.name, *(o.name for o in self.others),
-                *([FROZEN] if self.options.freeze_after_days is not None else [])]
+                *([FROZEN] if self.options.freeze_after_days is not None else []),
+                *([SERVED] if self.options.promote is not None else [])]
 
     def _start(self, first: float) -> None:
         days = self.options.freeze_after_days
@@ -285,6 +319,8 @@ class _Run:
                 self.vectors.append([record.features[f] for f in FEATURE_NAMES])
             self.counts["scored"] += 1
             self.scores[self.champion.name].append(record.score)
+            if self.options.promote is not None:
+                self.scores[SERVED].append(record.score)
             for name, scores in shadow.items():  # each model scores the batch in one call
                 self.scores[name].append(next(scores))
             if self.options.keep_records:
@@ -317,6 +353,31 @@ class _Run:
         if self.monitor is not None:
             self.monitor.model_learned(self.champion.learned)
             self._alarmed(self.monitor.on_label(record, label))
+        rule = self.options.promote
+        if rule is not None and self.others:
+            self.recent.append((self.index[label.txn_id], label.is_fraud))
+            if len(self.learned_ids) % rule.every == 0:
+                self._promote_if_ahead(rule, label.event_time)
+
+    def _promote_if_ahead(self, rule: Promotion, at: float) -> None:
+        """Promote the first challenger that beats the serving model (the worker's rule)."""
+        serving = self.scores[self.champion.name]
+        for other in self.others:
+            theirs = self.scores[other.name]
+            pairs = [(serving[i], theirs[i], fraud) for i, fraud in self.recent
+                     if not (math.isnan(serving[i]) or math.isnan(theirs[i]))]
+            better, ours_ap, their_ap, p = ahead(pairs, rule.labels, rule.margin, rule.alpha)
+            if not better:
+                continue
+            self.promotions.append({"at": at, "from": self.champion.name, "to": other.name,
+                                    "from_ap": ours_ap, "to_ap": their_ap, "p_value": p})
+            self.others[self.others.index(other)] = self.champion
+            self.champion = other
+            self.holder.swap(other.serving)
+            self._new_scorer()
+            if self.monitor is not None:  # a new champion: compare against its traffic
+                self.monitor.refresh_reference()
+            return
 
     def _new_scorer(self) -> None:
         serving = self.champion.serving
@@ -352,11 +413,12 @@ class _Run:
             cards=np.array(self.cards, dtype=object),
             scores={name: np.array(column, dtype=float) for name, column in self.scores.items()},
             label_fraud=fraud, label_time=arrival, alarms=self.alarms,
-            statistics=self.statistics, champion=self.champion.name,
+            statistics=self.statistics,
+            champion=SERVED if self.options.promote is not None else self.champion.name,
             scored=self.counts["scored"], too_late=self.counts["too_late"],
             learned=len(self.learned_ids), duplicate_labels=self.counts["duplicate_labels"],
             unknown_labels=self.counts["unknown_labels"], seconds=seconds,
-            records=self.records,
+            records=self.records, promotions=self.promotions,
             vectors=np.array(self.vectors, dtype=np.float32).reshape(-1, len(FEATURE_NAMES))
             if self.options.keep_vectors else None,
         )

@@ -151,6 +151,8 @@ def scorecard(result: EmbeddedResult, truth: Mapping[str, bool], options: Scorec
             "events_per_second": result.events / result.seconds if result.seconds else math.nan,
         },
         "champion": result.champion,
+        "promotions": [{**promotion, "at": iso(float(promotion["at"]))}
+                       for promotion in result.promotions],
         "change_points": [{**p, "detection": found} for p, found in
                           zip(change_points, per_change(alarms, changes, options.max_delay),
                               strict=True)],
@@ -217,6 +219,10 @@ def summary_lines(card: Mapping[str, Any]) -> list[str]:
                      f"{_f(o['card_precision_at_k'])}   {_f(o['recall'])}   "
                      f"{_f(o['precision'])}      {_f(o['expected_cost'], 2):8s}  "
                      f"({_f(w['average_precision'])})")
+    for promotion in card.get("promotions", []):
+        lines.append(f"promoted {promotion['to']} over {promotion['from']} at {promotion['at']}: "
+                     f"AP {_f(promotion['to_ap'])} against {_f(promotion['from_ap'])} on the "
+                     f"latest labels (paired bootstrap p = {promotion['p_value']:.3g})")
     champion = card["models"][card["champion"]]
     for point, recovery in zip(card["change_points"], champion["recovery"], strict=True):
         found = point["detection"]

@@ -67,6 +67,10 @@ def add_arguments(sub: argparse._SubParsersAction) -> None:
     card.add_argument("--model", default=None, help="the champion (default: model.name)")
     card.add_argument("--compare", nargs="+", default=[], metavar="MODEL",
                       help="challengers scored side by side in shadow")
+    card.add_argument("--promote", action="store_true",
+                      help="promote a --compare model that beats the serving one on the latest "
+                           "labels (the worker's rule: drift.auto_promote_labels, _margin and "
+                           "_alpha, a paired bootstrap on AP); the 'served' scores are judged")
     card.add_argument("--freeze-after-days", type=non_negative, default=14.0,
                       help="the frozen baseline stops learning after this many days "
                            "(0: no baseline)")
@@ -96,12 +100,14 @@ def plan(args: argparse.Namespace, settings: Settings) -> Plan:
     """Check the arguments and load the source (errors name the argument)."""
     from models.factory import build_model
     from stream.datacmd import load_source_and_manifest
-    from stream.embedded import EmbeddedOptions
+    from stream.embedded import EmbeddedOptions, Promotion
     from stream.scorecard import ScorecardOptions
 
     model = args.model or settings.model.name
     for name in [model, *args.compare]:
         build_model(name)  # an unknown name fails here, listing the known ones
+    if args.promote and not args.compare:
+        raise ValueError("--promote: name the challengers it may promote with --compare")
     source = load_source_and_manifest(args)
     if source.transactions.is_empty():
         raise ValueError(f"{args.source}: no transactions to replay")
@@ -114,7 +120,9 @@ def plan(args: argparse.Namespace, settings: Settings) -> Plan:
         allowed_lateness=settings.features.allowed_lateness_seconds,
         threshold=settings.model.threshold,
         drift=drift.detector_config() if drift.enabled else None, watched=drift.features,
-        keep_vectors=args.feature_signal)
+        keep_vectors=args.feature_signal,
+        promote=Promotion(drift.auto_promote_labels, drift.auto_promote_margin,
+                          drift.auto_promote_alpha) if args.promote else None)
     judging = ScorecardOptions.of(settings.model, max_delay=args.max_delay_hours * 3600,
                                   warm_up_days=args.warm_up_days)
     out = args.out or Path("scorecards") / re.sub(r"[^A-Za-z0-9_.-]", "_", name)

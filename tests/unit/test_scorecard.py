@@ -22,7 +22,14 @@ from monitoring.judging import Alarm, judge, per_change
 from producers.scenario import load_scenario, moved, run_scenario
 from stream.cli import main
 from stream.datacmd import Source
-from stream.embedded import EmbeddedOptions, EmbeddedResult, run_embedded
+from stream.embedded import (
+    SERVED,
+    EmbeddedOptions,
+    EmbeddedResult,
+    Promotion,
+    events_from_frames,
+    run_embedded,
+)
 from stream.replay import replay_features
 from stream.scorecard import ScorecardOptions
 from stream.scorecardcmd import Plan, replay_and_judge, write
@@ -247,3 +254,36 @@ def test_a_foreign_row_that_does_not_fit_is_reported_and_the_exit_says_so(
     assert "row 7: txn_id" in capsys.readouterr().err
     card = json.loads((tmp_path / "out" / "scorecard.json").read_text())
     assert card["source"]["rejected_rows"] == 1 and card["run"]["transactions"] == 400
+
+
+def test_a_challenger_that_beats_the_serving_model_is_promoted_and_serves() -> None:
+    """An undersampling logistic regression ranks worse than the plain one
+    (docs/models.md): the plain one, in shadow, is ahead once labels come, and takes over."""
+    simulation, _ = run_scenario(load_scenario("baseline"), days=30, customers=200)
+    options = EmbeddedOptions(model="logistic_regression+undersample",
+                              compare=("logistic_regression",),
+                              freeze_after_days=None, drift=None,
+                              promote=Promotion(labels=2000, margin=0.0, alpha=0.05, every=500))
+    result = run_embedded(events_from_frames(simulation.transactions, simulation.labels),
+                          options)
+    assert result.champion == SERVED and result.promotions
+    first = result.promotions[0]
+    assert (first["from"], first["to"]) == ("logistic_regression+undersample",
+                                            "logistic_regression")
+    assert float(first["to_ap"]) > float(first["from_ap"]) and float(first["p_value"]) <= 0.05
+    served, tree = result.scores[SERVED], result.scores["logistic_regression+undersample"]
+    regression = result.scores["logistic_regression"]
+    before = result.times < float(first["at"])
+    after = result.times > float(first["at"]) + DAY  # (the batch in flight ends first)
+    if len(result.promotions) > 1:  # (the first could win back later; not in this run)
+        after &= result.times < float(result.promotions[1]["at"])
+    assert before.sum() > 1000 and after.sum() > 1000
+    assert np.array_equal(served[before], tree[before], equal_nan=True)
+    assert np.allclose(served[after], regression[after], equal_nan=True)
+    assert not np.allclose(served[after], tree[after], equal_nan=True)
+
+
+def test_promote_needs_challengers(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["scorecard", "baseline", "--days", "2", "--promote", "--out",
+                 str(tmp_path)]) == 1
+    assert "--promote: name the challengers" in capsys.readouterr().err
