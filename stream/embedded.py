@@ -73,12 +73,17 @@ SERVED = "served"
 class Promotion:
     """When a challenger takes over: on the last ``labels`` labelled transactions both
     scored, its AP ahead by ``margin`` with a paired bootstrap p-value at most ``alpha``,
-    tested every ``every`` labels."""
+    tested every ``every`` labels (by default half the sample). After a promotion the
+    sample starts again: the next test sees only labels that came after it."""
 
-    labels: int = 2000
-    margin: float = 0.0
-    alpha: float = 0.05
-    every: int = 1000
+    labels: int = 10_000
+    margin: float = 0.02
+    alpha: float = 0.01
+    every: int = 0
+
+    @property
+    def period(self) -> int:
+        return self.every or max(1, self.labels // 2)
 
 
 @dataclass(frozen=True)
@@ -356,7 +361,7 @@ class _Run:
         rule = self.options.promote
         if rule is not None and self.others:
             self.recent.append((self.index[label.txn_id], label.is_fraud))
-            if len(self.learned_ids) % rule.every == 0:
+            if len(self.learned_ids) % rule.period == 0:
                 self._promote_if_ahead(rule, label.event_time)
 
     def _promote_if_ahead(self, rule: Promotion, at: float) -> None:
@@ -373,6 +378,7 @@ class _Run:
                                     "from_ap": ours_ap, "to_ap": their_ap, "p_value": p})
             self.others[self.others.index(other)] = self.champion
             self.champion = other
+            self.recent.clear()  # the next test is on labels that come after this one
             self.holder.swap(other.serving)
             self._new_scorer()
             if self.monitor is not None:  # a new champion: compare against its traffic

@@ -10,6 +10,12 @@ the same transactions: if it is ahead by ``drift.auto_promote_margin`` and a
 paired bootstrap on AP gives a p-value of at most ``drift.auto_promote_alpha``,
 it is promoted (an audited change, by ``auto-response``). Every step is
 logged.
+
+With ``drift.auto_promote_challengers``, the challengers the settings name
+(``model.challengers``) are held to the same rule on every snapshot timer and
+promoted the same way (by ``auto-promote``): a batch model retrained every
+week, run as a challenger, serves once it is clearly better. ``fraudstream
+scorecard --promote`` replays a stream with this rule.
 """
 
 from __future__ import annotations
@@ -110,25 +116,34 @@ class AutoChallenger:
                     name, self.model, len(self.recent))
 
     async def on_timer(self) -> None:
-        """Promote the active challenger once it is clearly better."""
+        """Promote a challenger once it is clearly better: the one started on concept
+        drift, and with ``drift.auto_promote_challengers`` the configured ones."""
         pipeline = self.pipeline
-        name = self.active
-        if name is None or pipeline.learner is None or name not in pipeline.challengers:
+        if pipeline.learner is None:
             return
         drift = pipeline.settings.drift
-        challenger = pipeline.challengers[name]
-        better, ours, theirs, p = ahead(challenger.pairs, drift.auto_promote_labels,
-                                        drift.auto_promote_margin, drift.auto_promote_alpha)
-        if not better:
+        candidates = [] if self.active is None else \
+            [(self.active, "auto-response", "auto-response to concept drift")]
+        if drift.auto_promote_challengers:
+            candidates += [(name, "auto-promote", "challenger ahead on shadow scores")
+                           for name in pipeline.settings.model.challengers]
+        for name, who, reason in candidates:
+            challenger = pipeline.challengers.get(name)
+            if challenger is None:
+                continue
+            better, ours, theirs, p = ahead(challenger.pairs, drift.auto_promote_labels,
+                                            drift.auto_promote_margin, drift.auto_promote_alpha)
+            if not better:
+                continue
+            why = (f"{reason}: {name} AP {theirs:.3f} vs champion {ours:.3f} on the same "
+                   f"last {drift.auto_promote_labels} labels (paired bootstrap p = {p:.3g})")
+            async with pipeline._learn_lock:
+                await challenger.publish()
+                await pipeline.registry.adopt(challenger.registry, who, why,
+                                              datetime.now(tz=UTC).isoformat())
+                del pipeline.challengers[name]
+                del pipeline.shadows[name]
+            if name == self.active:
+                self.active = None
+            log.warning("promoted %s: %s", name, why)
             return
-        why = (f"auto-response to concept drift: {name} AP {theirs:.3f} vs champion "
-               f"{ours:.3f} on the same last {drift.auto_promote_labels} labels "
-               f"(paired bootstrap p = {p:.3g})")
-        async with pipeline._learn_lock:
-            await challenger.publish()
-            await pipeline.registry.adopt(challenger.registry, "auto-response", why,
-                                          datetime.now(tz=UTC).isoformat())
-            del pipeline.challengers[name]
-            del pipeline.shadows[name]
-        self.active = None
-        log.warning("promoted %s: %s", name, why)

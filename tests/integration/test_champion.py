@@ -224,6 +224,45 @@ async def test_concept_drift_starts_a_challenger_on_recent_data_and_promotes_it(
     assert meta.model_name == "hoeffding_adaptive_tree"
 
 
+async def test_a_configured_challenger_clearly_ahead_is_promoted_and_served(
+    registry: ModelRegistry,
+) -> None:
+    from stream.settings import DriftSettings
+
+    def settings(auto: bool) -> Settings:
+        return Settings(
+            model=ModelSettings(snapshot_every_labels=1000,
+                                challengers=("hoeffding_adaptive_tree",)),
+            drift=DriftSettings(auto_promote_challengers=auto, auto_promote_labels=10,
+                                auto_promote_margin=-1.0, auto_promote_alpha=1.0))
+
+    async def traffic(pipeline: Pipeline, first: int, count: int) -> None:
+        for i in range(first, first + count):
+            t = Transaction(f"k{i}", f"c{i % 4}", "p", 10.0 + i % 7, 1e5 + i)
+            await pipeline.on_transaction(txn_record(t))
+            await pipeline.on_label(label_record(Label(t.txn_id, i % 3 == 0, 2e5 + i)))
+
+    off = Pipeline(settings(False), MemoryFeatureStore(), registry,
+                   PipelineMetrics.create(CollectorRegistry()))
+    await traffic(off, 0, 6)
+    await off.on_timer()  # its first snapshot; then pairs from its own shadow scores
+    await traffic(off, 6, 12)
+    await off.on_timer()
+    assert "hoeffding_adaptive_tree" in off.challengers  # the rule is off: kept in shadow
+    assert not [e for e in await registry.audit() if e.who == "auto-promote"]
+
+    on = Pipeline(settings(True), off.store, registry,
+                  PipelineMetrics.create(CollectorRegistry()))
+    await traffic(on, 18, 12)
+    await on.on_timer()
+    assert "hoeffding_adaptive_tree" not in on.challengers
+    [entry] = [e for e in await registry.audit() if e.who == "auto-promote"]
+    assert entry.action == "promote challenger hoeffding_adaptive_tree"
+    assert "ahead on shadow scores" in entry.why and "paired bootstrap" in entry.why
+    await on.on_timer()  # the champion's learner follows the new champion and serves it
+    assert type(on.holder.require().model).__name__ == "HoeffdingAdaptiveTreeClassifier"
+
+
 async def test_drift_references_are_refreshed_on_request(registry: ModelRegistry) -> None:
     from monitoring.detectors import DriftConfig
     from monitoring.monitor import DriftMetrics, DriftMonitor
