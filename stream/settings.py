@@ -96,6 +96,7 @@ class DriftSettings(_Section):
     psi_threshold: float = Field(_DRIFT.psi_threshold, gt=0)
     ks_threshold: float = Field(_DRIFT.ks_threshold, gt=0, le=1)
     rearm_share: float = Field(_DRIFT.rearm_share, gt=0, le=1)
+    alarm_per_episode: bool = _DRIFT.alarm_per_episode
     bins: int = Field(_DRIFT.bins, ge=2, le=100)
     fraud_rate_ratio: float = Field(_DRIFT.fraud_rate_ratio, gt=1)
     fraud_rate_z: float = Field(_DRIFT.fraud_rate_z, ge=0)
@@ -134,8 +135,8 @@ class DriftSettings(_Section):
     #: ... and promote it when its AP over the last N labels both scored beats the
     #: champion's on them by this margin, with a paired bootstrap p-value at most alpha.
     #: (Measured with ``fraudstream scorecard --promote``: on 2,000 labels at p <= 0.05,
-    #: tested every 1,000, a batch challenger and the champion swapped five times on
-    #: noise in one 84-day run, and the served model was worse than either.)
+    #: tested every 1,000, a batch challenger and the champion swapped five times in
+    #: one 56-day run, and the served model was worse than either.)
     auto_promote_labels: int = Field(10_000, ge=10)
     auto_promote_margin: float = Field(0.02, ge=-1, le=1)
     auto_promote_alpha: float = Field(0.01, gt=0, le=1)
