@@ -334,13 +334,23 @@ class _Alarms:
     re-armed at the threshold itself it pages again at each crossing, for the
     same change (on the drift bench, most of PSI's and KS's alarms).
 
+    With ``per_episode``, a detector raises one alarm per episode: while any of
+    its subjects is in alarm (not re-armed), another subject crossing is the
+    same change spreading (a shifted amount moves the 1-day mean, then the
+    maximum, then the sum) and raises nothing more. Its statistic still shows.
+
     >>> alarms = _Alarms(rearm=0.5)
     >>> [len(alarms.check("psi", "x", v, 0.1, 10, 0.0, 1.0)) for v in (0.2, 0.08, 0.2, 0.04, 0.2)]
     [1, 0, 0, 0, 1]
+    >>> episodes = _Alarms(rearm=0.5, per_episode=True)
+    >>> [len(episodes.check("psi", s, v, 0.1, 10, 0.0, 1.0))
+    ...  for s, v in (("x", 0.2), ("y", 0.3), ("x", 0.01), ("y", 0.01), ("y", 0.2))]
+    [1, 0, 0, 0, 1]
     """
 
-    def __init__(self, rearm: float = 1.0) -> None:
+    def __init__(self, rearm: float = 1.0, per_episode: bool = False) -> None:
         self.rearm = rearm
+        self.per_episode = per_episode
         self.active: set[tuple[str, str]] = set()
 
     def check(self, detector: str, subject: str, value: float, threshold: float, window: int,
@@ -348,8 +358,10 @@ class _Alarms:
         key = (detector, subject)
         if value > threshold:
             if key not in self.active:
+                ongoing = self.per_episode and any(d == detector for d, _ in self.active)
                 self.active.add(key)
-                return [DriftEvent(detector, subject, value, window, changed_at, at)]
+                if not ongoing:
+                    return [DriftEvent(detector, subject, value, window, changed_at, at)]
         elif value <= threshold * self.rearm:
             self.active.discard(key)
         return []
@@ -361,7 +373,7 @@ class DataDrift:
     def __init__(self, config: DriftConfig, features: Iterable[str]) -> None:
         self.config = config
         self.windows = _Windows(config, features, config.reference_days * 86400)
-        self.alarms = _Alarms(config.rearm_share)
+        self.alarms = _Alarms(config.rearm_share, config.alarm_per_episode)
         #: The latest statistics, for the gauges: (detector, feature) -> value ...
         self.latest: dict[tuple[str, str], float] = {}
         #: ... and how many checks computed them.

@@ -35,6 +35,10 @@ class DriftConfig:
     #: statistic has been back under this share of its threshold: on data that stays
     #: changed they wander around the threshold and paged at each crossing.
     rearm_share: float = 0.5
+    #: Data drift raises one alarm per episode and statistic (PSI, KS): while one feature
+    #: is in alarm, others crossing are the same change spreading to the features built
+    #: on it, and raise none (their gauges still show them).
+    alarm_per_episode: bool = True
     #: Bins for PSI (quantiles of the reference).
     bins: int = 10
     #: Fraud rate: an alarm when the recent rate is this many times the reference ...
