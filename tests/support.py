@@ -13,9 +13,13 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from producers.generator import Simulation
+    from producers.replay import ReplaySummary
 
 from stream.services.process import free_port, port_open
 from stream.services.servers import write_scrape_target
@@ -113,3 +117,17 @@ def isolated_settings(servers: RealServers, **model: Any) -> Settings:
         api=ApiSettings(port=free_port(), model_refresh_seconds=0.2),
         model=ModelSettings(**model_settings),
     )
+
+
+def replay_into(settings: Settings, simulation: Simulation) -> tuple[ReplaySummary, int]:
+    """Every event of ``simulation`` into the settings' topics (made first), at full speed;
+    the replay's summary and how many events there were."""
+    from producers.replay import Replayer, encode_events
+    from stream.topics import ensure_topics
+
+    ensure_topics(settings)
+    events = encode_events(simulation.transactions, simulation.labels)
+    summary = Replayer(settings.kafka.bootstrap_servers,
+                       (settings.topics.name("transactions"),
+                        settings.topics.name("labels"))).run(events)
+    return summary, events.height

@@ -37,12 +37,18 @@ from kafka import KafkaConsumer
 
 from features.events import Transaction
 from monitoring.grafana import load, queries
-from producers.replay import Replayer, encode_events
 from producers.scenario import load_scenario, moved, run_scenario
 from producers.schema import TransactionRecord
 from stream.settings import DriftSettings, Settings
-from stream.topics import ensure_topics
-from tests.support import REPO, Processes, RealServers, isolated_settings, wait_for, wait_port
+from tests.support import (
+    REPO,
+    Processes,
+    RealServers,
+    isolated_settings,
+    replay_into,
+    wait_for,
+    wait_port,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -70,13 +76,8 @@ def scenario_file(folder: Path, name: str) -> Path:
 
 
 def replay(settings: Settings, scenario: Path) -> None:
-    ensure_topics(settings)
     simulation, _ = run_scenario(load_scenario(scenario), customers=200)
-    simulation = simulation.until_traffic_ends()  # the run ends with the traffic
-    events = encode_events(simulation.transactions, simulation.labels)
-    summary = Replayer(settings.kafka.bootstrap_servers,
-                       (settings.topics.name("transactions"),
-                        settings.topics.name("labels"))).run(events)
+    summary, _ = replay_into(settings, simulation.until_traffic_ends())  # ends with the traffic
     assert summary.failed == 0
 
 

@@ -15,7 +15,7 @@ from producers.replay import Replayer, encode_events
 from producers.scenario import load_scenario, run_scenario
 from stream.settings import Settings, to_env
 from stream.topics import ensure_topics
-from tests.support import REPO, RealServers, isolated_settings
+from tests.support import REPO, RealServers, isolated_settings, replay_into
 from tests.unit.test_foreign_data import CSV, MAPPING
 
 pytestmark = pytest.mark.integration
@@ -45,13 +45,9 @@ def test_a_scenario_replay_delivers_every_event_once_in_order_per_card(
     real_servers: RealServers,
 ) -> None:
     settings = isolated_settings(real_servers)
-    ensure_topics(settings)
     simulation, _ = run_scenario(load_scenario("concept_drift"), days=3, customers=200)
-    events = encode_events(simulation.transactions, simulation.labels)
-    summary = Replayer(settings.kafka.bootstrap_servers,
-                       (settings.topics.name("transactions"),
-                        settings.topics.name("labels"))).run(events)
-    assert summary.failed == 0 and summary.sent == events.height
+    summary, count = replay_into(settings, simulation)
+    assert summary.failed == 0 and summary.sent == count
     txns = consume_all(settings, "transactions")
     labels = consume_all(settings, "labels")
     got = [r["txn_id"] for records in txns.values() for r in records]

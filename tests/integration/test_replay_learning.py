@@ -15,11 +15,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from models.registry import ModelRegistry, SnapshotMeta
-from producers.replay import Replayer, encode_events
 from producers.scenario import load_scenario, run_scenario
-from stream.topics import ensure_topics
 from stream.worker import signing_key
-from tests.support import Processes, RealServers, isolated_settings, wait_port
+from tests.support import Processes, RealServers, isolated_settings, replay_into, wait_port
 
 pytestmark = pytest.mark.integration
 
@@ -47,12 +45,8 @@ def test_a_full_speed_replay_learns_each_label_only_once_the_stream_reached_it(
     # few labels may wait: the worker holds its labels topic and reads it again on the way
     settings = settings.model_copy(update={
         "worker": settings.worker.model_copy(update={"labels_waiting_max": 300})})
-    ensure_topics(settings)
     simulation, _ = run_scenario(load_scenario("baseline"), days=20, customers=100)
-    events = encode_events(simulation.transactions, simulation.labels)
-    summary = Replayer(settings.kafka.bootstrap_servers,
-                       (settings.topics.name("transactions"),
-                        settings.topics.name("labels"))).run(events)
+    summary, _ = replay_into(settings, simulation)
     assert summary.failed == 0
     last_transaction = float(simulation.transactions["event_time"].max())  # type: ignore[arg-type]
 
