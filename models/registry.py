@@ -192,7 +192,13 @@ class ModelRegistry:
     async def versions(self) -> list[SnapshotMeta]:
         """Metadata of every kept snapshot, oldest first (signatures checked)."""
         kept: list[Any] = await self.client.zrange(f"{self._base}:versions", 0, -1)
-        return [(await self._verified(int(v)))[0] for v in kept]
+        metas = []
+        for version in kept:
+            try:
+                metas.append((await self._verified(int(version)))[0])
+            except NoModelError:  # retention removed it since the listing (a learner publishes)
+                continue
+        return metas
 
     async def promote(self, version: int, who: str, why: str, at: str,
                       action: str = "promote") -> AuditEntry:

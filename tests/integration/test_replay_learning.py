@@ -12,6 +12,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
+import redis
 import redis.asyncio as aioredis
 
 from models.registry import ModelRegistry, SnapshotMeta
@@ -77,3 +78,53 @@ def test_a_full_speed_replay_learns_each_label_only_once_the_stream_reached_it(
     assert metas[-1].labels_learned == simulation.labels.height
     log = processes.log("worker")
     assert "labels topic held" in log and "labels topic read again" in log
+
+
+def test_a_worker_killed_while_labels_wait_loses_none_and_learns_none_twice(
+    real_servers: RealServers, tmp_path: Path,
+) -> None:
+    """kill -9 in the middle of a full-speed replay, labels waiting in Redis for the
+    stream; a new worker takes over: every label is learned, exactly once."""
+    settings = isolated_settings(real_servers, snapshot_every_labels=200,
+                                 snapshot_every_seconds=0.5)
+    simulation, _ = run_scenario(load_scenario("baseline"), days=20, customers=100)
+    summary, _ = replay_into(settings, simulation)
+    assert summary.failed == 0
+    labels = simulation.labels.height
+
+    async def watch(want: int) -> list[SnapshotMeta]:
+        client = aioredis.from_url(settings.redis.url)
+        registry = ModelRegistry(client, settings.redis.key_prefix, signing_key(settings))
+        try:
+            return await _watch(registry, want, timeout=240)
+        finally:
+            await client.aclose()
+
+    processes = Processes(tmp_path)
+    try:
+        first = processes.start("worker", settings)
+        wait_port(settings.worker.metrics_port)
+        asyncio.run(watch(labels // 4))  # a quarter learned: the rest in Kafka or waiting
+        first.kill()  # SIGKILL: no shutdown, no last commit
+        waiting = redis.Redis.from_url(settings.redis.url).hlen(
+            f"{settings.redis.key_prefix}:labels:waiting")
+        assert waiting > 0  # labels were parked for the stream when it died
+        first.wait(timeout=30)
+        processes.start("worker", settings)
+        metas = asyncio.run(watch(labels))
+    finally:
+        processes.stop_all()
+    assert metas[-1].labels_learned == labels  # none lost, none counted twice
+
+    async def journal_and_markers() -> tuple[int, int]:
+        client = aioredis.from_url(settings.redis.url)
+        try:
+            registry = ModelRegistry(client, settings.redis.key_prefix, signing_key(settings))
+            markers = await registry.were_learned(simulation.labels["txn_id"].to_list())
+            return len(await registry.journal()), sum(markers)
+        finally:
+            await client.aclose()
+
+    journal, marked = asyncio.run(journal_and_markers())
+    assert marked == labels and journal <= 200  # each marked learned; the journal is since
+    #                                             the last snapshot only
