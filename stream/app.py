@@ -78,8 +78,10 @@ def create_app(settings: Settings, pipeline: Pipeline) -> faust.App:
 
     @app.agent(labels, name="learn")
     async def learn(stream: Any) -> None:
-        async for event in stream.events():
-            await send_all(await _with_retries(pipeline.on_label, _raw(event, app), pipeline))
+        worker = settings.worker
+        async for events in stream.take_events(worker.batch_max, worker.batch_within_seconds):
+            batch = [_raw(event, app) for event in events]
+            await send_all(await _with_retries(pipeline.on_labels, batch, pipeline))
             await hold_labels()
 
     @app.timer(settings.worker.label_retry_seconds)

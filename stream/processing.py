@@ -217,14 +217,22 @@ class Pipeline:
                 f"more than the allowed lateness of {allowed:g}s")
 
     async def on_label(self, record: RawRecord) -> list[Emit]:
-        """Teach the model one raw label record (or keep it until its transaction comes)."""
-        self.metrics.events_in.labels(topic="labels").inc()
+        """Teach the model one raw label record (or keep it until the stream reaches it)."""
+        return await self.on_labels([record])
+
+    async def on_labels(self, records: Sequence[RawRecord]) -> list[Emit]:
+        """Teach the model a batch of raw label records, in order, in a few round trips
+        (or keep each until the stream reaches it)."""
+        self.metrics.events_in.labels(topic="labels").inc(len(records))
         await self.start()
-        try:
-            label = decode_label(record.value or b"")
-        except RecordError as exc:
-            return [self._reject(record, "labels", "invalid_record", str(exc))]
-        return await self._learn([Waiting(record, label)])
+        out: list[Emit] = []
+        items: list[Waiting] = []
+        for record in records:
+            try:
+                items.append(Waiting(record, decode_label(record.value or b"")))
+            except RecordError as exc:
+                out.append(self._reject(record, "labels", "invalid_record", str(exc)))
+        return out + await self._learn(items)
 
     async def on_waiting(self) -> list[Emit]:
         """Learn the waiting labels the stream has reached and whose transaction was
@@ -254,8 +262,7 @@ class Pipeline:
         learner = await self.start()
         if self.waiting is not None and not parked:
             # A label that overtook the stream is not known yet in event time.
-            for item in [i for i in items if not i.due(self._newest)]:
-                await self._park(item)
+            await self._park([i for i in items if not i.due(self._newest)])
             items = [i for i in items if i.due(self._newest)]
         if not items:
             return []
@@ -271,14 +278,16 @@ class Pipeline:
         self.metrics.latency.labels(stage="learn").observe(time.perf_counter() - started)
         out: list[Emit] = []
         done: list[Waiting] = []
+        early: list[Waiting] = []
         for item, result in zip(items, results, strict=True):
             if result.outcome is Outcome.UNKNOWN_TRANSACTION and self.waiting is not None \
                     and not last_chance:
                 if not parked:
-                    await self._park(item)
+                    early.append(item)  # it overtook its transaction: it waits for it
                 continue
             done.append(item)
             out += await self._learned(item, result, learner, parked)
+        await self._park(early)
         if parked and self.waiting is not None and done:
             await self.waiting.forget_many(done)
         return out
@@ -308,9 +317,10 @@ class Pipeline:
                 return self._drift(events)
         return []
 
-    async def _park(self, item: Waiting) -> None:
-        assert self.waiting is not None
-        await self.waiting.park(item)
+    async def _park(self, items: Sequence[Waiting]) -> None:
+        if self.waiting is None or not items:
+            return
+        await self.waiting.park_many(items)
         self.metrics.labels_waiting.set(len(self.waiting))
 
     def labels_backlog(self, held: bool) -> bool:

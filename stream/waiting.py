@@ -132,8 +132,15 @@ class WaitingLabels:
     async def park(self, item: Waiting) -> None:
         """Keep ``item`` until the stream reaches it and its transaction is scored,
         or the group gets past its bound."""
-        await self.client.hset(self.key, item.field, item.to_json())
-        self._index(item)
+        await self.park_many([item])
+
+    async def park_many(self, items: Sequence[Waiting]) -> None:
+        """:meth:`park` for many items, in one round trip."""
+        if not items:
+            return
+        await self.client.hset(self.key, mapping={i.field: i.to_json() for i in items})
+        for item in items:
+            self._index(item)
 
     def scored(self, txn_id: str) -> None:
         """Note that ``txn_id`` was scored: its waiting labels are ready."""

@@ -21,7 +21,7 @@ from monitoring.metrics import PipelineMetrics
 from producers.schema import LabelRecord, TransactionRecord, encode
 from stream.processing import Pipeline
 from stream.records import RawRecord
-from stream.settings import ModelSettings, Settings, WorkerSettings
+from stream.settings import ModelSettings, RedisSettings, Settings, WorkerSettings
 from tests.support import RealServers
 
 pytestmark = pytest.mark.integration
@@ -227,7 +227,8 @@ class GroupProgress:
 def waiting_pipeline(registry: ModelRegistry, store: MemoryFeatureStore,
                      progress: GroupProgress) -> tuple[Pipeline, CollectorRegistry]:
     prometheus = CollectorRegistry()
-    settings = Settings(model=ModelSettings(snapshot_every_labels=100))
+    settings = Settings(model=ModelSettings(snapshot_every_labels=100),
+                        redis=RedisSettings(key_prefix=registry.key_prefix))  # its own keys
     return Pipeline(settings, store, registry, PipelineMetrics.create(prometheus),
                     progress=progress), prometheus
 
@@ -343,7 +344,8 @@ async def test_labels_past_the_end_of_the_stream_are_learned_once_the_group_caug
 async def test_the_labels_topic_is_paused_while_too_many_labels_wait(
     registry: ModelRegistry,
 ) -> None:
-    settings = Settings(worker=WorkerSettings(labels_waiting_max=4))
+    settings = Settings(worker=WorkerSettings(labels_waiting_max=4),
+                        redis=RedisSettings(key_prefix=registry.key_prefix))
     progress = GroupProgress()
     progress.ends = {0: 9}
     pipeline = Pipeline(settings, MemoryFeatureStore(), registry,
@@ -361,3 +363,30 @@ async def test_the_labels_topic_is_paused_while_too_many_labels_wait(
     await pipeline.on_transaction(txn_record(Transaction("r", "c2", "p1", 5.0, 12.0)))
     await pipeline.on_waiting()
     assert not pipeline.labels_backlog(held=True)
+
+
+async def test_a_batch_of_label_records_is_sorted_learned_parked_and_dead_lettered(
+    registry: ModelRegistry,
+) -> None:
+    progress, store = GroupProgress(), MemoryFeatureStore()
+    progress.ends = {0: 9}
+    pipeline, prometheus = waiting_pipeline(registry, store, progress)
+    txns = [Transaction(f"m{i}", f"c{i}", "p1", 5.0 + i, 100.0 + i) for i in range(3)]
+    await pipeline.on_transactions([txn_record(t) for t in txns])
+    batch = [
+        label_record(Label("m0", True, 101.0), offset=0),       # learned
+        raw("labels", b'{"txn_id": "m1"}', offset=1),           # invalid: dead-lettered
+        label_record(Label("m1", False, 101.5), offset=2),      # learned
+        label_record(Label("m0", True, 101.0), offset=3),       # redelivered: once only
+        label_record(Label("m2", False, 5000.0), offset=4),     # ahead of the stream: waits
+        label_record(Label("later", True, 101.0), offset=5),    # before its transaction: waits
+    ]
+    out = await pipeline.on_labels(batch)
+    assert [json.loads(e.value)["reason"] for e in out] == ["invalid_record"]
+    assert pipeline.learner is not None and pipeline.learner.labels_learned == 2
+    assert prometheus.get_sample_value(
+        "fraudstream_duplicates_total", {"topic": "labels"}) == 1.0
+    assert prometheus.get_sample_value("fraudstream_labels_waiting") == 2.0
+    assert await registry.client.hlen(f"{registry.key_prefix}:labels:waiting") == 2
+    assert prometheus.get_sample_value(
+        "fraudstream_events_in_total", {"topic": "labels"}) == 6.0
