@@ -2,7 +2,7 @@
 
 Subcommands: ``services up|down|status``, ``worker``, ``api``,
 ``demo``, ``scenarios list|describe``, ``simulate-data``, ``replay``,
-``models list|promote|rollback``, ``bench features|simulate|replay|models``.
+``models list|promote|rollback``, ``bench features|simulate|replay|models|drift|labels``.
 Settings are read once here and passed down.
 """
 
@@ -13,7 +13,7 @@ import asyncio
 import logging
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from models.errors import ModelError
 from stream.settings import Settings, load_settings
@@ -77,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="promote: make this challenger's current model the champion")
 
     bench = sub.add_parser("bench", help="benchmarks against the real servers")
-    bench.add_argument("suite", choices=["features", "simulate", "replay", "models", "drift"])
+    bench.add_argument("suite", choices=["features", "simulate", "replay", "models", "drift",
+                                         "labels"])
     bench.add_argument("--scenario", default="concept_drift",
                        help="models: the scenario to evaluate on")
     bench.add_argument("--models", nargs="+", default=None,
@@ -268,7 +269,6 @@ def _data(args: argparse.Namespace, settings: Settings) -> int:
 def _bench(args: argparse.Namespace, settings: Settings) -> int:
     from stream.bench import Workload
     from stream.bench import run as run_bench
-    from stream.services import LocalServices
 
     if args.suite == "models":
         return _bench_models(args)
@@ -286,15 +286,27 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
 
         return bench_data(args.suite, settings, args.runs)
 
+    if args.suite == "labels":
+        from stream.bench_labels import bench_labels
+
+        return _with_redis(args, settings, lambda url: bench_labels(url, args.runs, args.batch))
     workload = Workload(cards=args.cards, terminals=args.terminals, per_day=args.per_day)
+    return _with_redis(args, settings, lambda url: run_bench(url, workload, args.runs, args.batch))
+
+
+def _with_redis(args: argparse.Namespace, settings: Settings,
+                bench: Callable[[str], object]) -> int:
+    """Run ``bench`` on ``--redis-url``, or on the local Redis (started if needed)."""
+    from stream.services import LocalServices
+
     if args.redis_url is not None:
-        run_bench(args.redis_url, workload, args.runs, args.batch)
+        bench(args.redis_url)
         return 0
     services = LocalServices(settings.services)
     started = services.redis.process().pid() is None
     services.up(only={"redis"})
     try:
-        run_bench(services.redis.url, workload, args.runs, args.batch)
+        bench(services.redis.url)
     finally:
         if started:
             services.redis.process().stop()
