@@ -180,8 +180,10 @@ class Pipeline:
                 watched.append((result.record, (record.topic, record.partition), record.behind))
             self.metrics.scores_out.inc()
             out.append(Emit(self.scores_topic, txn.card_id.encode(), _score_value(result.record)))
-        if self.learner is not None and self._newest:
-            self.learner.stream_time = self._newest
+        if self._newest:  # recorded in their snapshots
+            for learner in [*([self.learner] if self.learner else []),
+                            *self.challengers.values()]:
+                learner.stream_time = self._newest
         if self.monitor is not None and watched:
             out += self._drift(self.monitor.on_scored_batch(watched, self._scorer()))
         return out

@@ -259,6 +259,8 @@ async def test_a_configured_challenger_clearly_ahead_is_promoted_and_served(
     [entry] = [e for e in await registry.audit() if e.who == "auto-promote"]
     assert entry.action == "promote challenger hoeffding_adaptive_tree"
     assert "ahead on shadow scores" in entry.why and "paired bootstrap" in entry.why
+    adopted, _ = await registry.load()
+    assert adopted.stream_time == 1e5 + 29  # the stream time its snapshot was taken at
     await on.on_timer()  # the champion's learner follows the new champion and serves it
     assert type(on.holder.require().model).__name__ == "HoeffdingAdaptiveTreeClassifier"
 
