@@ -253,10 +253,6 @@ class ModelRegistry:
             )
         return SnapshotMeta(**json.loads(meta_bytes)), bytes(blob)
 
-    async def record_learned(self, entry: JournalEntry) -> None:
-        """Append ``entry`` to the journal and mark its transaction learned."""
-        await self.record_learned_many([entry])
-
     async def record_learned_many(self, entries: Sequence[JournalEntry]) -> None:
         """Append ``entries`` to the journal and mark their transactions learned, at once."""
         if not entries:
@@ -267,9 +263,6 @@ class ModelRegistry:
         pipe.rpush(f"{self._base}:journal",
                    *(json.dumps(asdict(e), separators=(",", ":")) for e in entries))
         await pipe.execute()
-
-    async def was_learned(self, txn_id: str) -> bool:
-        return (await self.were_learned([txn_id]))[0]
 
     async def were_learned(self, txn_ids: Sequence[str]) -> list[bool]:
         """Whether each transaction's label was learned already (one round trip)."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import faust
@@ -54,11 +54,15 @@ def create_app(settings: Settings, pipeline: Pipeline) -> faust.App:
         for emit in emits:
             await outputs[emit.topic].send(key=emit.key, value=emit.value)
 
-    @app.agent(transactions, name="score")
-    async def score(stream: Any) -> None:
+    async def batches(stream: Any) -> AsyncIterator[list[RawRecord]]:
+        """The stream's records, ``worker.batch_max`` at most, collected for a short while."""
         worker = settings.worker
         async for events in stream.take_events(worker.batch_max, worker.batch_within_seconds):
-            batch = [_raw(event, app) for event in events]
+            yield [_raw(event, app) for event in events]
+
+    @app.agent(transactions, name="score")
+    async def score(stream: Any) -> None:
+        async for batch in batches(stream):
             await send_all(await _with_retries(pipeline.on_transactions, batch, pipeline))
 
     rebalances = [0]
@@ -78,9 +82,7 @@ def create_app(settings: Settings, pipeline: Pipeline) -> faust.App:
 
     @app.agent(labels, name="learn")
     async def learn(stream: Any) -> None:
-        worker = settings.worker
-        async for events in stream.take_events(worker.batch_max, worker.batch_within_seconds):
-            batch = [_raw(event, app) for event in events]
+        async for batch in batches(stream):
             await send_all(await _with_retries(pipeline.on_labels, batch, pipeline))
             await hold_labels()
 

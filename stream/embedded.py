@@ -74,11 +74,12 @@ class Promotion:
     """When a challenger takes over: on the last ``labels`` labelled transactions both
     scored, its AP ahead by ``margin`` with a paired bootstrap p-value at most ``alpha``,
     tested every ``every`` labels (by default half the sample). After a promotion the
-    sample starts again: the next test sees only labels that came after it."""
+    sample starts again: the next test sees only labels that came after it. (The worker's
+    values are the ``drift.auto_promote_*`` settings.)"""
 
-    labels: int = 10_000
-    margin: float = 0.02
-    alpha: float = 0.01
+    labels: int
+    margin: float
+    alpha: float
     every: int = 0
 
     @property

@@ -243,18 +243,21 @@ class Pipeline:
         if not self.waiting or self.progress is None:
             return []
         await self.start()
-        out = []
-        ready = self.waiting.take_ready(self._newest)
-        for start in range(0, len(ready), LEARN_BATCH):
-            out += await self._learn(ready[start:start + LEARN_BATCH], parked=True)
+        out = await self._learn_parked(self.waiting.take_ready(self._newest))
         if self.waiting:
             committed, ends = await asyncio.to_thread(self.progress.read)
             await self.waiting.bound(ends)
-            last = self.waiting.given_up(committed)
-            for start in range(0, len(last), LEARN_BATCH):
-                out += await self._learn(last[start:start + LEARN_BATCH], parked=True,
-                                         last_chance=True)
+            out += await self._learn_parked(self.waiting.given_up(committed), last_chance=True)
         self.metrics.labels_waiting.set(len(self.waiting))
+        return out
+
+    async def _learn_parked(self, items: Sequence[Waiting],
+                            last_chance: bool = False) -> list[Emit]:
+        """Learn waiting labels, ``LEARN_BATCH`` at a time."""
+        out = []
+        for start in range(0, len(items), LEARN_BATCH):
+            out += await self._learn(items[start:start + LEARN_BATCH], parked=True,
+                                     last_chance=last_chance)
         return out
 
     async def _learn(self, items: Sequence[Waiting], parked: bool = False,
@@ -264,8 +267,10 @@ class Pipeline:
         learner = await self.start()
         if self.waiting is not None and not parked:
             # A label that overtook the stream is not known yet in event time.
-            await self._park([i for i in items if not i.due(self._newest)])
-            items = [i for i in items if i.due(self._newest)]
+            ahead = [i for i in items if not i.due(self._newest)]
+            if ahead:
+                await self._park(ahead)
+                items = [i for i in items if i.due(self._newest)]
         if not items:
             return []
         started = time.perf_counter()

@@ -129,13 +129,9 @@ class WaitingLabels:
             self._index(Waiting.from_json(raw))  # each is tried once the stream is at it
         return len(stored)
 
-    async def park(self, item: Waiting) -> None:
-        """Keep ``item`` until the stream reaches it and its transaction is scored,
-        or the group gets past its bound."""
-        await self.park_many([item])
-
     async def park_many(self, items: Sequence[Waiting]) -> None:
-        """:meth:`park` for many items, in one round trip."""
+        """Keep ``items`` until the stream reaches each and its transaction is scored,
+        or the group gets past its bound (one round trip)."""
         if not items:
             return
         await self.client.hset(self.key, mapping={i.field: i.to_json() for i in items})
@@ -175,10 +171,6 @@ class WaitingLabels:
     def given_up(self, committed: Mapping[int, int]) -> list[Waiting]:
         """The labels whose transaction is not coming: the group got past their bound."""
         return [item for item in self._items.values() if item.passed(committed)]
-
-    async def forget(self, item: Waiting) -> None:
-        """``item`` was learned or dead-lettered."""
-        await self.forget_many([item])
 
     async def forget_many(self, items: Sequence[Waiting]) -> None:
         """``items`` were learned or dead-lettered."""
