@@ -21,3 +21,7 @@ class SnapshotIntegrityError(ModelError):
 
 class ChampionChangedError(ModelError):
     """The champion moved (a promote or rollback) since the learner last loaded it."""
+
+
+class FencedError(ModelError):
+    """This learner's lease was taken over: it may no longer write any lineage."""

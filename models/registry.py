@@ -30,7 +30,12 @@ import redis.asyncio as aioredis
 from redis.exceptions import WatchError
 from river import base
 
-from models.errors import ChampionChangedError, NoModelError, SnapshotIntegrityError
+from models.errors import (
+    ChampionChangedError,
+    FencedError,
+    NoModelError,
+    SnapshotIntegrityError,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +57,19 @@ class SnapshotMeta:
     #: (the newest transaction scored); no label it learned arrived after it,
     #: except those learned once no older transaction was left to come.
     stream_time: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """The proof that a learner is still the active one: the fencing ``token`` it got
+    with its lease, which must still be the value of the Redis key ``key``.
+
+    A takeover writes a higher token there, so every write a registry makes
+    with a stale fence is refused (:class:`~models.errors.FencedError`).
+    """
+
+    key: str
+    token: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +121,7 @@ class ModelRegistry:
     def __init__(
         self, client: aioredis.Redis, key_prefix: str, signing_key: bytes,
         learned_ttl_seconds: int = 90 * 86400, keep_versions: int = 20,
-        lineage: str | None = None,
+        lineage: str | None = None, fence: Fence | None = None,
     ) -> None:
         if not signing_key:
             raise ValueError("signing_key: must not be empty")
@@ -113,12 +131,32 @@ class ModelRegistry:
         self.learned_ttl_seconds = learned_ttl_seconds
         self.keep_versions = keep_versions
         self.lineage = lineage
+        #: Without a fence the caller promises it is the only writer (one process).
+        self.fence = fence
         self._base = f"{key_prefix}:models" + (f":challenger:{lineage}" if lineage else "")
 
     def challenger(self, name: str) -> ModelRegistry:
         """The registry of the challenger ``name``: its own versions, journal and markers."""
         return ModelRegistry(self.client, self.key_prefix, self._key, self.learned_ttl_seconds,
-                             self.keep_versions, lineage=name)
+                             self.keep_versions, lineage=name, fence=self.fence)
+
+    def with_fence(self, fence: Fence | None) -> ModelRegistry:
+        """This registry, writing only while ``fence`` holds."""
+        return ModelRegistry(self.client, self.key_prefix, self._key, self.learned_ttl_seconds,
+                             self.keep_versions, lineage=self.lineage, fence=fence)
+
+    async def _watch_fence(self, pipe: Any) -> None:
+        """Inside a ``WATCH``: refuse unless the fence still holds. A takeover between
+        here and ``EXEC`` changes the fence key, so ``EXEC`` fails (:class:`WatchError`)."""
+        if self.fence is not None:
+            await pipe.watch(self.fence.key)
+            self._hold_fence(await pipe.get(self.fence.key))
+
+    def _hold_fence(self, raw: Any) -> None:
+        """Raise :class:`FencedError` unless ``raw`` (the fence key's value) is our token."""
+        if self.fence is not None and (raw is None or int(raw) != self.fence.token):
+            raise FencedError(f"fencing token {self.fence.token} is stale (now "
+                              f"{raw!r}): another learner took over")
 
     async def adopt(self, other: ModelRegistry, who: str, why: str, at: str) -> AuditEntry:
         """Make ``other``'s champion (a challenger's model) this lineage's new champion.
@@ -160,6 +198,7 @@ class ModelRegistry:
         champion_key = f"{self._base}:champion"
         async with self.client.pipeline(transaction=True) as pipe:
             try:
+                await self._watch_fence(pipe)
                 await pipe.watch(champion_key)
                 raw = await pipe.get(champion_key)
                 if raw is not None and int(raw) != meta.parent:
@@ -174,6 +213,7 @@ class ModelRegistry:
                 pipe.delete(f"{self._base}:journal")
                 await pipe.execute()
             except WatchError:
+                await self._check_fence()
                 raise ChampionChangedError("champion changed while publishing") from None
         await self._retain()
         return meta
@@ -226,6 +266,10 @@ class ModelRegistry:
                 raise NoModelError("nothing to roll back to")
         return await self.promote(to, who, why, at, action="rollback")
 
+    async def audit_length(self) -> int:
+        """How many operator changes the audit log holds (cheap to poll)."""
+        return int(await self.client.llen(f"{self._base}:audit"))
+
     async def audit(self) -> list[AuditEntry]:
         raw: list[Any] = await self.client.lrange(f"{self._base}:audit", 0, -1)
         return [AuditEntry(**json.loads(item)) for item in raw]
@@ -257,12 +301,24 @@ class ModelRegistry:
         """Append ``entries`` to the journal and mark their transactions learned, at once."""
         if not entries:
             return
-        pipe = self.client.pipeline(transaction=True)
-        for entry in entries:
-            pipe.set(f"{self._base}:learned:{entry.txn_id}", 1, ex=self.learned_ttl_seconds)
-        pipe.rpush(f"{self._base}:journal",
-                   *(json.dumps(asdict(e), separators=(",", ":")) for e in entries))
-        await pipe.execute()
+        journal = [json.dumps(asdict(e), separators=(",", ":")) for e in entries]
+        async with self.client.pipeline(transaction=True) as pipe:
+            try:
+                await self._watch_fence(pipe)
+                pipe.multi()
+                for entry in entries:
+                    pipe.set(f"{self._base}:learned:{entry.txn_id}", 1,
+                             ex=self.learned_ttl_seconds)
+                pipe.rpush(f"{self._base}:journal", *journal)
+                await pipe.execute()
+            except WatchError:  # only the fence is watched: it moved
+                await self._check_fence()
+                raise
+
+    async def _check_fence(self) -> None:
+        """Raise :class:`FencedError` if the fence no longer holds."""
+        if self.fence is not None:
+            self._hold_fence(await self.client.get(self.fence.key))
 
     async def were_learned(self, txn_ids: Sequence[str]) -> list[bool]:
         """Whether each transaction's label was learned already (one round trip)."""

@@ -329,10 +329,16 @@ class DriftMonitor:
         return events
 
 
-def encode_event(event: DriftEvent) -> bytes:
-    """A drift event as the JSON of the ``drift-events`` topic.
+def encode_event(event: DriftEvent, pipeline: str | None = None) -> bytes:
+    """A drift event as the JSON of the ``drift-events`` topic, naming the ``pipeline``
+    (the worker's app id) that raised it.
 
     >>> encode_event(DriftEvent("psi", "txn_amount_log", 0.3, 2000, 10.0, 20.0))[:40]
     b'{"detector":"psi","subject":"txn_amount_'
+    >>> json.loads(encode_event(DriftEvent("psi", "x", 0.3, 2000, 10.0, 20.0), "fs"))["pipeline"]
+    'fs'
     """
-    return json.dumps(asdict(event), separators=(",", ":")).encode()
+    fields = asdict(event)
+    if pipeline is not None:
+        fields["pipeline"] = pipeline
+    return json.dumps(fields, separators=(",", ":")).encode()

@@ -48,7 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
     services = sub.add_parser("services", help="real Kafka, Redis, Prometheus, Alertmanager")
     services.add_argument("action", choices=["install", "up", "down", "status"])
 
-    sub.add_parser("worker", help="run the Faust stream worker (scoring + learning)")
+    worker = sub.add_parser("worker", help="run the Faust stream worker: its roles (default "
+                            "all: scoring, learning and drift monitoring in one process)")
+    worker.add_argument("--role", action="append", default=[], metavar="ROLE",
+                        choices=["all", "score", "learn", "monitor"],
+                        help="all (default), score (any number of instances), learn or "
+                             "monitor (one active each, the others stand by); repeatable")
     sub.add_parser("api", help="run the scoring API")
 
     from stream import datacmd
@@ -144,9 +149,10 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "services":
         return _services(args.action, settings)
     if args.command == "worker":
-        from stream.worker import run_worker
+        from stream.runtime.roles import parse_roles
+        from stream.runtime.worker import run_worker
 
-        run_worker(settings, args.log_level)
+        run_worker(settings, parse_roles(args.role), args.log_level)
         return 0
     if args.command == "api":
         return _api(settings, args.log_level)
@@ -173,7 +179,7 @@ async def _drift_refresh(settings: Settings) -> int:
     from datetime import UTC, datetime
 
     from stream.processing import drift_refresh_key
-    from stream.worker import build_store
+    from stream.wiring import build_store
 
     store = build_store(settings)
     try:
@@ -208,11 +214,10 @@ async def _models(args: argparse.Namespace, settings: Settings) -> int:
     import getpass
     from datetime import UTC, datetime
 
-    from models.registry import ModelRegistry
-    from stream.worker import build_store, signing_key
+    from stream.wiring import build_registry, build_store
 
     store = build_store(settings)
-    registry = ModelRegistry(store.client, settings.redis.key_prefix, signing_key(settings))
+    registry = build_registry(settings, store)
     try:
         if args.action == "list":
             champion = await registry.champion_version()
@@ -362,12 +367,11 @@ def _api(settings: Settings, log_level: str) -> int:
     import uvicorn
     from prometheus_client import CollectorRegistry
 
-    from models.registry import ModelRegistry
     from models.serving.app import create_app
-    from stream.worker import build_store, signing_key
+    from stream.wiring import build_registry, build_store
 
     store = build_store(settings)
-    registry = ModelRegistry(store.client, settings.redis.key_prefix, signing_key(settings))
+    registry = build_registry(settings, store)
     token = settings.api.admin_token
     app = create_app(store, registry, CollectorRegistry(), settings.api.model_refresh_seconds,
                      None if token is None else token.get_secret_value())

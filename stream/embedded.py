@@ -62,7 +62,7 @@ from models.scoring import ModelHolder, ServingModel, score_batch
 from monitoring.detectors import DriftConfig, DriftEvent, Scorer
 from monitoring.monitor import DriftMetrics, DriftMonitor
 from stream.response import ahead
-from stream.worker import CYCLIC, watched_features
+from stream.wiring import CYCLIC, watched_features
 
 FROZEN = "frozen"
 #: The scores of whichever model served each transaction (with a promotion rule).
@@ -101,7 +101,7 @@ class EmbeddedOptions:
     allowed_lateness: float = 3600.0
     threshold: float = 0.5
     #: The drift detectors' settings (None: no monitor), and the features data drift
-    #: watches (empty: the worker's default, :func:`stream.worker.watched_features`).
+    #: watches (empty: the worker's default, :func:`stream.wiring.watched_features`).
     drift: DriftConfig | None = field(default_factory=DriftConfig)
     watched: tuple[str, ...] = ()
     #: Keep every scored vector (for parity tests; a long run would hold them all).

@@ -1,6 +1,6 @@
 """What the worker does with each record, free of any stream framework.
 
-The Faust agents in :mod:`stream.app` only hand raw records to a
+The Faust agents in :mod:`stream.runtime.app` only hand raw records to a
 :class:`Pipeline` and send what it returns. So the whole behaviour (decode,
 dead-letter, score exactly once, learn from late labels, publish snapshots)
 is tested here without Faust, and Faust stays a thin shell.
@@ -18,6 +18,7 @@ import asyncio
 import copy
 import logging
 import time
+from collections import deque
 from collections.abc import Sequence
 from functools import partial
 
@@ -30,6 +31,7 @@ from features.vector import FEATURE_SET_VERSION
 from models.errors import NoModelError
 from models.evaluation import Prequential
 from models.factory import fraud_probabilities
+from models.following import follow
 from models.learner import Learned, Learner, Outcome
 from models.registry import ModelRegistry
 from models.scoring import ModelHolder, ServingModel, score_batch
@@ -44,8 +46,9 @@ from producers.schema import (
     encode,
     to_datetime,
 )
-from stream.records import Emit, RawRecord, dead_letter
+from stream.records import Emit, RawRecord, dead_letter, decode_learned, encode_learned
 from stream.response import AutoChallenger
+from stream.runtime.roles import ALL
 from stream.settings import Settings
 from stream.waiting import Progress, Waiting, WaitingLabels
 
@@ -54,16 +57,35 @@ log = logging.getLogger(__name__)
 #: Waiting labels are learned this many at a time (a few Redis round trips each).
 LEARN_BATCH = 500
 
+#: Raise each partition's stream time in a hash (KEYS[1]) to the given value, never lower it.
+_RAISE_STREAM_TIME = """
+for i = 1, #ARGV, 2 do
+  local old = redis.call('HGET', KEYS[1], ARGV[i])
+  if not old or tonumber(old) < tonumber(ARGV[i + 1]) then
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  end
+end
+return 1
+"""
+
 
 class Pipeline:
-    """Scores transactions and learns from labels, for one worker process."""
+    """Scores transactions, learns from labels and watches drift: the ``roles`` of one
+    worker process (all three by default).
+
+    What one role hands another in the same process goes directly; to a role in
+    another process it goes through Kafka (scored vectors on ``scored``, learned
+    labels on ``learned``, for the monitor) or Redis (the stream time each
+    scorer reached, for the learner; models, for everyone).
+    """
 
     def __init__(
         self, settings: Settings, store: FeatureStore, registry: ModelRegistry,
         metrics: PipelineMetrics, monitor: DriftMonitor | None = None,
-        progress: Progress | None = None,
+        progress: Progress | None = None, roles: frozenset[str] = ALL,
     ) -> None:
         self.settings = settings
+        self.roles = roles
         self.store = store
         self.registry = registry
         self.metrics = metrics
@@ -81,6 +103,18 @@ class Pipeline:
         self.scores_topic = topics.name("scores")
         self.dead_letter_topic = topics.name("dead_letters")
         self.drift_topic = topics.name("drift_events")
+        self.scored_topic = topics.name("scored")
+        self.learned_topic = topics.name("learned")
+        #: Newest event time scored per partition, for a learner in another process.
+        self._newest_by_partition: dict[int, float] = {}
+        self._stream_key = f"{settings.redis.key_prefix}:stream:time"
+        self._raise_stream_time = registry.client.register_script(_RAISE_STREAM_TIME)
+        #: Operator changes of the champion seen (a separate monitor refreshes on one).
+        self._audits: int | None = None
+        #: A separate monitor's memory of the transactions it saw (scorers may resend).
+        self._seen = RecentIds(SEEN_KEPT)
+        #: Whether scored vectors and learned labels go through Kafka to a monitor elsewhere.
+        self._monitor_elsewhere = settings.drift.enabled and "monitor" not in roles
         #: Drift detectors (None: not watched).
         self.monitor = monitor
         self.auto = AutoChallenger(self)
@@ -92,14 +126,18 @@ class Pipeline:
         #: Labels that came before their transaction wait when the group's
         #: progress can be read; without it they are dead-lettered at once.
         self.progress = progress
-        self.waiting = None if progress is None else WaitingLabels(
+        self.waiting = None if progress is None or "learn" not in roles else WaitingLabels(
             registry.client, f"{settings.redis.key_prefix}:labels:waiting")
 
-    async def start(self) -> Learner:
-        """Resume the learner and load the published model (once)."""
+    async def start(self) -> Learner | None:
+        """Resume the learner and load the published model (once); without the learn
+        role, load the published models to follow them."""
         if self.learner is not None:  # the hot path: already started, no lock needed
             return self.learner
         async with self._start_lock:
+            if self.learner is None and "learn" not in self.roles:
+                await self._start_following()
+                return None
             if self.learner is None:
                 self.learner = await Learner.start(
                     self.registry, self.store, self.settings.model.name,
@@ -125,6 +163,40 @@ class Pipeline:
                     self.shadows[name].swap(ServingModel(challenger.meta.version,
                                                          copy.deepcopy(challenger.model)))
             return self.learner
+
+    async def _start_following(self) -> None:
+        """Without the learn role: serve the champion and the challengers read-only."""
+        if self.holder.current is None:
+            await self._follow()
+            await self._read_state_start()
+
+    async def _read_state_start(self) -> None:
+        """A monitor in its own process learns when the feature state began from Redis."""
+        if self.monitor is None or self._state_start is not None:
+            return
+        began = await self.registry.client.get(self._state_key)
+        if began is not None:
+            self._state_start = float(began)
+            self.monitor.state_began(self._state_start)
+
+    async def _follow(self) -> None:
+        """Load a new champion or challenger snapshot if one was published (the learner,
+        or an operator's promote or rollback)."""
+        meta = await follow(self.registry, self.holder)
+        if meta is not None:
+            self.metrics.model_version.set(meta.version)
+        if self.monitor is not None:
+            if meta is not None:
+                self.monitor.model_learned(meta.labels_learned)
+            audits = await self.registry.audit_length()
+            if self._audits is not None and audits != self._audits:
+                self.monitor.refresh_reference()  # promoted or rolled back: its own traffic
+            self._audits = audits
+        for name, shadow in self.shadows.items():
+            try:
+                await follow(self.registry.challenger(name), shadow)
+            except NoModelError:  # the learner has not started this challenger yet
+                continue
 
     async def on_transaction(self, record: RawRecord) -> list[Emit]:
         """Score one raw transaction record."""
@@ -175,8 +247,14 @@ class Pipeline:
                 self.waiting.scored(txn.txn_id)
             if result.duplicate:
                 self.metrics.duplicates.labels(topic="transactions").inc()
+                if self._monitor_elsewhere:  # it may not have reached the monitor: it dedups
+                    out.append(Emit(self.scored_topic, txn.card_id.encode(),
+                                    result.record.to_bytes()))
             else:
                 self._newest = max(self._newest, txn.event_time)
+                partition = record.partition
+                self._newest_by_partition[partition] = max(
+                    self._newest_by_partition.get(partition, 0.0), txn.event_time)
                 watched.append((result.record, (record.topic, record.partition), record.behind))
             self.metrics.scores_out.inc()
             out.append(Emit(self.scores_topic, txn.card_id.encode(), _score_value(result.record)))
@@ -186,6 +264,48 @@ class Pipeline:
                 learner.stream_time = self._newest
         if self.monitor is not None and watched:
             out += self._drift(self.monitor.on_scored_batch(watched, self._scorer()))
+        elif self._monitor_elsewhere:  # it gets the vectors through Kafka
+            out += [Emit(self.scored_topic, r.card_id.encode(), r.to_bytes())
+                    for r, _, _ in watched]
+        return out
+
+    async def on_scored(self, records: Sequence[RawRecord]) -> list[Emit]:
+        """The monitor role: scored records (with their vectors) from scorers elsewhere."""
+        self.metrics.events_in.labels(topic="scored").inc(len(records))
+        if self.monitor is None:
+            return []
+        await self.start()
+        out: list[Emit] = []
+        watched = []
+        for record in records:
+            try:
+                scored = ScoredRecord.from_bytes(record.value or b"")
+            except Exception as exc:  # struct.error, IndexError, UnicodeDecodeError
+                out.append(self._reject(record, "scored", "invalid_record", repr(exc)))
+                continue
+            if self._seen.add(scored.txn_id):  # a scorer's redelivery: seen once already
+                watched.append((scored, (record.topic, record.partition), record.behind))
+            else:
+                self.metrics.duplicates.labels(topic="scored").inc()
+        return out + self._drift(self.monitor.on_scored_batch(watched, self._scorer()))
+
+    async def on_learned(self, records: Sequence[RawRecord]) -> list[Emit]:
+        """The monitor role: labels the learner elsewhere learned, with their records."""
+        self.metrics.events_in.labels(topic="learned").inc(len(records))
+        if self.monitor is None:
+            return []
+        await self.start()
+        out: list[Emit] = []
+        for record in records:
+            try:
+                scored, label, learned = decode_learned(record.value or b"")
+            except Exception as exc:  # struct.error, IndexError, UnicodeDecodeError
+                out.append(self._reject(record, "learned", "invalid_record", repr(exc)))
+                continue
+            self.monitor.model_learned(learned)
+            out += self._drift(self.monitor.on_label(scored, label,
+                                                     (record.topic, record.partition),
+                                                     record.behind))
         return out
 
     async def _state_began(self, event_time: float) -> None:
@@ -207,10 +327,13 @@ class Pipeline:
         return self._scoring
 
     def _drift(self, events: list[DriftEvent]) -> list[Emit]:
+        pipeline = self.settings.worker.app_id
         for event in events:
-            log.warning("drift: %s on %s = %.4g (first seen at event time %.0f)",
-                        event.detector, event.subject, event.magnitude, event.first_seen)
-        return [Emit(self.drift_topic, e.detector.encode(), encode_event(e)) for e in events]
+            log.warning("drift in %s: %s on %s = %.4g (first seen at event time %.0f)",
+                        pipeline, event.detector, event.subject, event.magnitude,
+                        event.first_seen)
+        return [Emit(self.drift_topic, e.detector.encode(), encode_event(e, pipeline))
+                for e in events]
 
     def _lateness_detail(self, txn: Transaction, newest: float | None) -> str:
         behind = 0.0 if newest is None else newest - txn.event_time
@@ -243,7 +366,7 @@ class Pipeline:
         if not self.waiting or self.progress is None:
             return []
         await self.start()
-        out = await self._learn_parked(self.waiting.take_ready(self._newest))
+        out = await self._learn_parked(self.waiting.take_ready(await self._stream_time()))
         if self.waiting:
             committed, ends = await asyncio.to_thread(self.progress.read)
             await self.waiting.bound(ends)
@@ -265,12 +388,15 @@ class Pipeline:
         """Learn ``items`` in order; a label the stream has not reached, or whose
         transaction is not scored yet, waits (see :mod:`stream.waiting`)."""
         learner = await self.start()
+        if learner is None:
+            raise RuntimeError("labels reached a process without the learn role")
         if self.waiting is not None and not parked:
             # A label that overtook the stream is not known yet in event time.
-            ahead = [i for i in items if not i.due(self._newest)]
+            now = await self._stream_time()
+            ahead = [i for i in items if not i.due(now)]
             if ahead:
                 await self._park(ahead)
-                items = [i for i in items if i.due(self._newest)]
+                items = [i for i in items if i.due(now)]
         if not items:
             return []
         started = time.perf_counter()
@@ -315,6 +441,9 @@ class Pipeline:
             self._serve(result.published)
         if result.outcome is Outcome.LEARNED and result.record is not None:
             self.auto.remember(result.record, label)
+            if self._monitor_elsewhere:
+                return [Emit(self.learned_topic, label.txn_id.encode(),
+                             encode_learned(result.record, label, learner.labels_learned))]
             if self.monitor is not None:
                 self.monitor.model_learned(learner.labels_learned)
                 source = None if parked else (item.record.topic, item.record.partition)
@@ -323,6 +452,26 @@ class Pipeline:
                 await self.auto.on_events(events)
                 return self._drift(events)
         return []
+
+    async def _stream_time(self) -> float:
+        """The newest event time scored: this process's, or, without the score role, the
+        newest any scorer reported (:meth:`report_stream_time`)."""
+        if "score" in self.roles:
+            return self._newest
+        reported: list[bytes | str] = await self.registry.client.hvals(self._stream_key)
+        self._newest = max([self._newest, *(float(v) for v in reported)])
+        for learner in [*([self.learner] if self.learner else []), *self.challengers.values()]:
+            learner.stream_time = self._newest
+        return self._newest
+
+    async def report_stream_time(self) -> None:
+        """Tell a learner in another process how far this scorer got, per partition (each
+        partition's newest event time only grows: a stale owner cannot move it back)."""
+        if not self._newest_by_partition or "learn" in self.roles:
+            return
+        await self._raise_stream_time(keys=[self._stream_key], args=[
+            x for partition, newest in self._newest_by_partition.items()
+            for x in (partition, repr(newest))])
 
     async def _park(self, items: Sequence[Waiting]) -> None:
         if self.waiting is None or not items:
@@ -360,6 +509,13 @@ class Pipeline:
             self.metrics.redis_memory.set(memory)
             self.metrics.redis_keys.set(keys)
         await self._refresh_on_request()
+        if "learn" not in self.roles:
+            if self.holder.current is not None:
+                await self._follow()
+            await self.start()
+            await self._read_state_start()
+            await self.report_stream_time()
+            return
         if self.learner is None:
             return
         async with self._learn_lock:
@@ -412,6 +568,32 @@ class Pipeline:
 
 
 _UNSEEN = object()
+
+#: How many transaction ids a separate monitor remembers to drop resent scored records.
+SEEN_KEPT = 1_000_000
+
+
+class RecentIds:
+    """The last ``size`` ids added, to recognise a repeat.
+
+    >>> seen = RecentIds(2)
+    >>> seen.add("a"), seen.add("a"), seen.add("b"), seen.add("c"), seen.add("a")
+    (True, False, True, True, True)
+    """
+
+    def __init__(self, size: int) -> None:
+        self._order: deque[str] = deque(maxlen=size)
+        self._ids: set[str] = set()
+
+    def add(self, item: str) -> bool:
+        """Remember ``item``; whether it is new."""
+        if item in self._ids:
+            return False
+        if len(self._order) == self._order.maxlen:
+            self._ids.discard(self._order[0])
+        self._order.append(item)
+        self._ids.add(item)
+        return True
 
 
 def drift_refresh_key(settings: Settings) -> str:

@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 import json
+import struct
 from dataclasses import dataclass
+
+from features.events import Label
+from features.store import ScoredRecord
+
+#: A learned record's head: the label's event time, its truth, the lineage's label count.
+_LEARNED = struct.Struct("<d?Q")
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,3 +58,28 @@ def dead_letter(record: RawRecord, topic: str, reason: str, detail: str) -> Emit
         "detail": detail,
     }
     return Emit(topic, record.key, json.dumps(payload, separators=(",", ":")).encode())
+
+
+def encode_learned(record: ScoredRecord, label: Label, labels_learned: int) -> bytes:
+    """A learned label as the internal ``learned`` topic carries it to the monitor: the
+    label, how many labels the champion's lineage has learned, and the record its
+    transaction was scored with.
+
+    Examples
+    --------
+    >>> from features.vector import EntityState, view
+    >>> from features.events import Transaction
+    >>> t = Transaction("t1", "c1", "p1", 10.0, 5.0)
+    >>> r = ScoredRecord("t1", "c1", "p1", 5.0, view(EntityState(), t), 0.25, 3)
+    >>> decode_learned(encode_learned(r, Label("t1", True, 99.0), 7)) == (r, Label("t1", True,
+    ... 99.0), 7)
+    True
+    """
+    return _LEARNED.pack(label.event_time, label.is_fraud, labels_learned) + record.to_bytes()
+
+
+def decode_learned(raw: bytes) -> tuple[ScoredRecord, Label, int]:
+    """The record, label and label count of :func:`encode_learned`'s bytes."""
+    event_time, is_fraud, learned = _LEARNED.unpack_from(raw)
+    record = ScoredRecord.from_bytes(raw[_LEARNED.size:])
+    return record, Label(record.txn_id, is_fraud, event_time), learned

@@ -54,6 +54,10 @@ class TopicSettings(_Section):
     scores: str = "scores"
     dead_letters: str = "dead-letters"
     drift_events: str = "drift-events"
+    #: Internal: scored records with their vectors, from scorers to a separate monitor.
+    scored: str = "scored"
+    #: Internal: learned labels with the record they were learned from, learner to monitor.
+    learned: str = "learned"
 
     def name(self, topic: str) -> str:
         """The full name of ``topic`` (one of the fields) with the prefix."""
@@ -182,6 +186,23 @@ class WorkerSettings(_Section):
     #: Port of the worker's Prometheus ``/metrics`` endpoint on ``metrics_host``.
     metrics_host: str = "127.0.0.1"
     metrics_port: Port = 8001
+    #: A single-active role's (learn, monitor) lease lasts this long unless renewed (every
+    #: third of it): a standby takes over this long after the active instance died.
+    lease_seconds: float = Field(5.0, ge=1, le=300)
+    #: How often a standby checks whether the lease is free.
+    standby_poll_seconds: float = Field(0.5, gt=0, le=60)
+    #: Kafka consumer session: a member that sends no heartbeat for this long is dead and
+    #: its partitions go to the others (the broker accepts 6 to 300 s by default).
+    session_timeout_seconds: float = Field(10.0, ge=6, le=300)
+    #: How often a member sends its heartbeat (at most a third of the session).
+    heartbeat_seconds: float = Field(3.0, gt=0, le=100)
+
+    @model_validator(mode="after")
+    def _heartbeat_fits_session(self) -> WorkerSettings:
+        if self.heartbeat_seconds * 3 > self.session_timeout_seconds:
+            raise ValueError("heartbeat_seconds: must be at most a third of "
+                             f"session_timeout_seconds ({self.session_timeout_seconds:g})")
+        return self
 
 
 class ApiSettings(_Section):

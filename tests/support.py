@@ -83,12 +83,16 @@ class Processes:
         self.log_dir = log_dir
         self.children: dict[str, subprocess.Popen[bytes]] = {}
 
-    def start(self, command: str, settings: Settings) -> subprocess.Popen[bytes]:
-        log = (self.log_dir / f"{command}.log").open("ab")
+    def start(self, command: str, settings: Settings, *args: str,
+              name: str | None = None) -> subprocess.Popen[bytes]:
+        """Start ``fraudstream command *args`` as ``name`` (default: the command); its
+        output goes to ``<name>.log``. A name started again replaces the old child."""
+        name = name or command
+        log = (self.log_dir / f"{name}.log").open("ab")
         env = {**os.environ, **to_env(settings)}
-        child = subprocess.Popen([sys.executable, "-m", "stream.cli", command],
+        child = subprocess.Popen([sys.executable, "-m", "stream.cli", command, *args],
                                  stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
-        self.children[command] = child
+        self.children[name] = child
         return child
 
     def log(self, command: str) -> str:

@@ -23,8 +23,9 @@ from pydantic import BaseModel
 from features.store import FeatureStore
 from features.vector import FEATURE_SET_VERSION
 from models.errors import ModelError, NoModelError, SnapshotIntegrityError
+from models.following import follow
 from models.registry import ModelRegistry
-from models.scoring import ModelHolder, ServingModel, score_readonly
+from models.scoring import ModelHolder, score_readonly
 from models.serving.admin import admin_router
 from monitoring.metrics import ApiMetrics
 from producers.schema import TransactionRecord
@@ -56,14 +57,10 @@ class ModelRefresher:
         self.metrics = metrics
 
     async def refresh(self) -> None:
-        latest = await self.registry.champion_version()
-        current = self.holder.current
-        if latest is None or (current is not None and current.version == latest):
-            return
-        meta, model = await self.registry.load(latest)
-        self.holder.swap(ServingModel(meta.version, model))
-        self.metrics.model_version.set(meta.version)
-        log.info("serving model version %d", meta.version)
+        meta = await follow(self.registry, self.holder)
+        if meta is not None:
+            self.metrics.model_version.set(meta.version)
+            log.info("serving model version %d", meta.version)
 
     async def run(self, every: float) -> None:
         while True:

@@ -30,7 +30,7 @@ from producers.schema import TransactionRecord
 from stream.embedded import EmbeddedOptions, run_embedded
 from stream.replay import replay_features
 from stream.settings import Settings
-from stream.worker import build_store
+from stream.wiring import build_store
 from tests.support import Processes, RealServers, isolated_settings, wait_for, wait_port
 
 pytestmark = pytest.mark.integration

@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 
 from models.registry import ModelRegistry, SnapshotMeta
 from producers.scenario import load_scenario, run_scenario
-from stream.worker import signing_key
+from stream.wiring import signing_key
 from tests.support import Processes, RealServers, isolated_settings, replay_into, wait_port
 
 pytestmark = pytest.mark.integration

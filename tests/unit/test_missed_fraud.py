@@ -171,7 +171,7 @@ def test_its_settings_reach_the_worker_s_monitor_and_are_validated(
     from prometheus_client import CollectorRegistry
 
     from stream.settings import load_settings
-    from stream.worker import build_monitor
+    from stream.wiring import build_monitor
 
     monkeypatch.setenv("FRAUDSTREAM_DRIFT__MISSED_FRAUD_THRESHOLD", "9.5")
     monkeypatch.setenv("FRAUDSTREAM_DRIFT__MISSED_FRAUD_INCIDENT_DAYS", "2")

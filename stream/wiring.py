@@ -1,4 +1,8 @@
-"""The worker entry point: build every part from settings and run Faust."""
+"""Builds every part from the settings, for every entry point (worker roles, API, CLI).
+
+The one place that knows how settings become stores, registries, signing
+keys and monitors; the entry points only ask for them.
+"""
 
 from __future__ import annotations
 
@@ -8,20 +12,17 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import faust
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 
 from features.redis_store import RedisFeatureStore
 from features.vector import FEATURE_NAMES
-from models.registry import ModelRegistry
+from models.registry import Fence, ModelRegistry
 from monitoring.metrics import PipelineMetrics
 from monitoring.monitor import DriftMetrics, DriftMonitor
-from stream.app import create_app
-from stream.gc_settings import tune_for_streaming
-from stream.lag import GroupProgress, watch_lag
+from stream.lag import GroupProgress
 from stream.processing import Pipeline
+from stream.runtime.roles import ALL, scoring_group
 from stream.settings import Settings
-from stream.topics import ensure_topics
 
 log = logging.getLogger(__name__)
 
@@ -50,16 +51,26 @@ def build_store(settings: Settings) -> RedisFeatureStore:
     )
 
 
-def build_pipeline(settings: Settings, registry: CollectorRegistry) -> Pipeline:
-    """The pipeline with its Redis store, model registry and metrics."""
+def build_registry(settings: Settings, store: RedisFeatureStore,
+                   fence: Fence | None = None) -> ModelRegistry:
+    """The model registry beside ``store``; it writes only while ``fence`` holds."""
+    return ModelRegistry(store.client, settings.redis.key_prefix, signing_key(settings),
+                         settings.redis.scored_ttl_seconds, fence=fence)
+
+
+def build_pipeline(settings: Settings, registry: CollectorRegistry,
+                   roles: frozenset[str] = ALL, fence: Fence | None = None) -> Pipeline:
+    """The pipeline of ``roles`` with its Redis store, model registry (fenced by the
+    learn lease's ``fence``), drift monitor (only with the monitor role) and metrics."""
     store = build_store(settings)
     metrics = PipelineMetrics.create(registry)
     store.observe = lambda op, seconds: metrics.store_seconds.labels(op=op).observe(seconds)
-    models = ModelRegistry(store.client, settings.redis.key_prefix, signing_key(settings),
-                           settings.redis.scored_ttl_seconds)
-    progress = GroupProgress(settings.kafka.bootstrap_servers, settings.worker.app_id,
+    progress = GroupProgress(settings.kafka.bootstrap_servers,
+                             scoring_group(settings.worker.app_id, roles),
                              [settings.topics.name("transactions")])
-    return Pipeline(settings, store, models, metrics, build_monitor(settings, registry), progress)
+    monitor = build_monitor(settings, registry) if "monitor" in roles else None
+    return Pipeline(settings, store, build_registry(settings, store, fence), metrics, monitor,
+                    progress, roles)
 
 
 #: Calendar features cycle by design (hour, weekday): watching them would only
@@ -99,18 +110,3 @@ def launch_report(folder: Path) -> subprocess.Popen[bytes]:
     with (folder / "report.log").open("ab") as out:
         return subprocess.Popen([sys.executable, "-m", "stream.cli", "drift-report", str(folder)],
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def run_worker(settings: Settings, loglevel: str = "info") -> None:
-    """Create the topics, serve ``/metrics`` and run the Faust worker until stopped."""
-    registry = CollectorRegistry()
-    pipeline = build_pipeline(settings, registry)
-    created = ensure_topics(settings)
-    if created:
-        log.info("created topics %s", ", ".join(created))
-    start_http_server(settings.worker.metrics_port, settings.worker.metrics_host, registry)
-    watch_lag(settings.kafka.bootstrap_servers, settings.worker.app_id,
-              [settings.topics.name("transactions"), settings.topics.name("labels")], registry)
-    app = create_app(settings, pipeline)
-    tune_for_streaming()  # start-up is done: freeze it, and collect young objects less often
-    faust.Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()

@@ -1,6 +1,9 @@
-"""The Faust app: two agents and a timer, each a thin shell over :class:`Pipeline`.
+"""The Faust app of a worker's roles: agents and timers, each a thin shell over
+:class:`Pipeline`.
 
-Built by :func:`create_app`; nothing is created at import.
+The score role's agent reads ``transactions``, the learn role's ``labels``;
+a monitor without the score (learn) role in its process reads ``scored``
+(``learned``). Built by :func:`create_app`; nothing is created at import.
 """
 
 from __future__ import annotations
@@ -12,8 +15,10 @@ from typing import Any, TypeVar
 
 import faust
 
+from models.errors import FencedError
 from stream.processing import Pipeline
 from stream.records import Emit, RawRecord
+from stream.runtime.roles import group_id
 from stream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -24,12 +29,20 @@ T = TypeVar("T")
 RETRY_BACKOFF = (0.1, 0.5, 1.0, 2.0, 5.0)
 
 
-def create_app(settings: Settings, pipeline: Pipeline) -> faust.App:
-    """A Faust app whose agents score transactions and learn from labels."""
+def _never_fenced(why: str) -> None:
+    raise RuntimeError(why)
+
+
+def create_app(settings: Settings, pipeline: Pipeline,
+               on_fenced: Callable[[str], None] = _never_fenced) -> faust.App:
+    """A Faust app whose agents run ``pipeline``'s roles; ``on_fenced`` is called when the
+    learner finds its lease taken over (it steps down)."""
     faust_dir = (settings.services.state_dir / "faust").resolve()
     faust_dir.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
+    roles = pipeline.roles
+    worker = settings.worker
     app = faust.App(
-        settings.worker.app_id,
+        group_id(worker.app_id, roles),
         broker=f"kafka://{settings.kafka.bootstrap_servers}",
         store="memory://",
         # Faust's own state (none: tables are not used) under the state folder, not the cwd
@@ -39,6 +52,9 @@ def create_app(settings: Settings, pipeline: Pipeline) -> faust.App:
         producer_acks=-1,
         consumer_auto_offset_reset="earliest",
         topic_partitions=settings.kafka.partitions,
+        # A dead member's partitions move after this long (Faust's default is 60 s).
+        broker_session_timeout=worker.session_timeout_seconds,
+        broker_heartbeat_interval=worker.heartbeat_seconds,
     )
 
     def raw_topic(name: str) -> faust.TopicT:
@@ -48,7 +64,9 @@ def create_app(settings: Settings, pipeline: Pipeline) -> faust.App:
     labels = raw_topic(settings.topics.name("labels"))
     outputs = {name: raw_topic(name) for name in (pipeline.scores_topic,
                                                   pipeline.dead_letter_topic,
-                                                  pipeline.drift_topic)}
+                                                  pipeline.drift_topic,
+                                                  pipeline.scored_topic,
+                                                  pipeline.learned_topic)}
 
     async def send_all(emits: list[Emit]) -> None:
         for emit in emits:
@@ -56,14 +74,30 @@ def create_app(settings: Settings, pipeline: Pipeline) -> faust.App:
 
     async def batches(stream: Any) -> AsyncIterator[list[RawRecord]]:
         """The stream's records, ``worker.batch_max`` at most, collected for a short while."""
-        worker = settings.worker
         async for events in stream.take_events(worker.batch_max, worker.batch_within_seconds):
             yield [_raw(event, app) for event in events]
 
-    @app.agent(transactions, name="score")
-    async def score(stream: Any) -> None:
-        async for batch in batches(stream):
-            await send_all(await _with_retries(pipeline.on_transactions, batch, pipeline))
+    async def handle(handler: Callable[[list[RawRecord]], Awaitable[list[Emit]]],
+                     batch: list[RawRecord]) -> None:
+        await send_all(await _with_retries(handler, batch, pipeline, on_fenced))
+
+    if "score" in roles:
+        @app.agent(transactions, name="score")
+        async def score(stream: Any) -> None:
+            async for batch in batches(stream):
+                await handle(pipeline.on_transactions, batch)
+
+    if "monitor" in roles and "score" not in roles:
+        @app.agent(raw_topic(settings.topics.name("scored")), name="watch-scored")
+        async def watch_scored(stream: Any) -> None:
+            async for batch in batches(stream):
+                await handle(pipeline.on_scored, batch)
+
+    if "monitor" in roles and "learn" not in roles:
+        @app.agent(raw_topic(settings.topics.name("learned")), name="watch-learned")
+        async def watch_learned(stream: Any) -> None:
+            async for batch in batches(stream):
+                await handle(pipeline.on_learned, batch)
 
     rebalances = [0]
 
@@ -80,20 +114,17 @@ def create_app(settings: Settings, pipeline: Pipeline) -> faust.App:
             await asyncio.sleep(settings.worker.label_retry_seconds / 4)
         log.info("labels topic read again: %d labels wait", len(pipeline.waiting or ()))
 
-    @app.agent(labels, name="learn")
-    async def learn(stream: Any) -> None:
-        async for batch in batches(stream):
-            await send_all(await _with_retries(pipeline.on_labels, batch, pipeline))
-            await hold_labels()
+    if "learn" in roles:
+        @app.agent(labels, name="learn")
+        async def learn(stream: Any) -> None:
+            async for batch in batches(stream):
+                await handle(pipeline.on_labels, batch)
+                await hold_labels()
 
-    @app.timer(settings.worker.label_retry_seconds)
-    async def retry_waiting_labels() -> None:
-        try:
-            await send_all(await pipeline.on_waiting())
-        except Exception as exc:  # Redis or Kafka unavailable: the next tick tries again
-            pipeline.metrics.errors.labels(stage="infrastructure").inc()
-            log.warning("waiting labels: %r; trying again in %.1fs", exc,
-                        settings.worker.label_retry_seconds)
+        @app.timer(worker.label_retry_seconds)
+        async def retry_waiting_labels() -> None:
+            await _guarded("waiting labels", pipeline, on_fenced,
+                           lambda: _sent(pipeline.on_waiting(), send_all))
 
     @app.on_partitions_revoked.connect
     async def on_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
@@ -103,9 +134,26 @@ def create_app(settings: Settings, pipeline: Pipeline) -> faust.App:
 
     @app.timer(settings.model.snapshot_every_seconds)
     async def publish_snapshot() -> None:
-        await pipeline.on_timer()
+        await _guarded("snapshot timer", pipeline, on_fenced, pipeline.on_timer)
 
     return app
+
+
+async def _sent(emits: Awaitable[list[Emit]],
+                send_all: Callable[[list[Emit]], Awaitable[None]]) -> None:
+    await send_all(await emits)
+
+
+async def _guarded(what: str, pipeline: Pipeline, on_fenced: Callable[[str], None],
+                   tick: Callable[[], Awaitable[None]]) -> None:
+    """Run one timer tick; no exception escapes it (the next tick tries again)."""
+    try:
+        await tick()
+    except FencedError as exc:
+        on_fenced(str(exc))
+    except Exception as exc:  # Redis or Kafka unavailable, or a bug: logged, retried
+        pipeline.metrics.errors.labels(stage="infrastructure").inc()
+        log.warning("%s: %r; trying again at the next tick", what, exc)
 
 
 def _raw(event: Any, app: faust.App) -> RawRecord:
@@ -125,15 +173,20 @@ def _where(records: object) -> str:
 
 
 async def _with_retries(handle: Callable[[T], Awaitable[list[Emit]]], records: T,
-                        pipeline: Pipeline) -> list[Emit]:
+                        pipeline: Pipeline,
+                        on_fenced: Callable[[str], None] = _never_fenced) -> list[Emit]:
     """Run ``handle`` until it succeeds: infrastructure errors never skip a record.
 
     Events are acknowledged (their offsets committed) only after this returns.
+    A learner whose lease was taken over steps down (``on_fenced``) instead.
     """
     attempt = 0
     while True:
         try:
             return await handle(records)
+        except FencedError as exc:
+            on_fenced(str(exc))
+            await asyncio.sleep(RETRY_BACKOFF[-1])  # stepping down: nothing more is done
         except Exception as exc:
             delay = RETRY_BACKOFF[min(attempt, len(RETRY_BACKOFF) - 1)]
             pipeline.metrics.errors.labels(stage="infrastructure").inc()

@@ -1,0 +1,132 @@
+"""Single-active roles: the lease, its fencing token, and the registry refusing a stale
+learner, on the real Redis."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import redis
+
+from features.events import Label, Transaction
+from features.redis_store import RedisFeatureStore
+from models.errors import FencedError
+from models.factory import build_model
+from models.learner import Learner
+from models.registry import JournalEntry, ModelRegistry, SnapshotMeta
+from models.scoring import ModelHolder, ServingModel, score_batch
+from stream.runtime.lease import Lease, LeaseKeeper
+from tests.support import RealServers
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"fs-{secrets.token_hex(4)}"
+
+
+@pytest.fixture
+def client(real_servers: RealServers) -> Iterator[redis.Redis]:
+    sync = redis.Redis.from_url(real_servers.redis_url)
+    yield sync
+    sync.close()
+
+
+@pytest.fixture
+async def store(real_servers: RealServers, prefix: str) -> AsyncIterator[RedisFeatureStore]:
+    redis_store = RedisFeatureStore.from_url(real_servers.redis_url, prefix)
+    yield redis_store
+    await redis_store.close()
+
+
+def test_one_holder_at_a_time_and_each_acquisition_takes_a_higher_token(
+        client: redis.Redis, prefix: str) -> None:
+    first = Lease(client, prefix, "learn", "a:1", ttl_seconds=1.0)
+    second = Lease(client, prefix, "learn", "b:2", ttl_seconds=1.0)
+    fence = first.try_acquire()
+    assert fence is not None and fence.token == 1
+    assert second.try_acquire() is None
+    assert first.current() == "1 a:1"
+    assert not second.renew(fence)  # renewing needs the holder's own value
+    time.sleep(1.2)  # the holder died: the lease lapses
+    taken = second.try_acquire()
+    assert taken is not None and taken.token == 2
+    assert not first.renew(fence)
+    second.release(taken)
+    assert second.current() is None
+
+
+def test_a_standby_waits_for_the_lease_and_takes_it_when_it_is_released(
+        client: redis.Redis, prefix: str) -> None:
+    active = Lease(client, prefix, "monitor", "a:1", ttl_seconds=30.0)
+    standby = Lease(client, prefix, "monitor", "b:2", ttl_seconds=30.0)
+    fence = active.try_acquire()
+    assert fence is not None
+    got: list[object] = []
+    waiter = threading.Thread(target=lambda: got.append(standby.wait(0.05)))
+    waiter.start()
+    time.sleep(0.3)
+    assert not got  # still standing by: the lease is held
+    active.release(fence)
+    waiter.join(5)
+    assert len(got) == 1 and getattr(got[0], "token", None) == fence.token + 1
+
+
+def test_the_keeper_renews_and_reports_a_takeover(client: redis.Redis, prefix: str) -> None:
+    lease = Lease(client, prefix, "learn", "a:1", ttl_seconds=1.0)
+    fence = lease.try_acquire()
+    assert fence is not None
+    lost: list[str] = []
+    keeper = LeaseKeeper(lease, fence, lost.append).start()
+    time.sleep(2.0)  # twice the time to live: renewed, still ours
+    assert lease.current() == f"{fence.token} a:1" and not lost
+    client.set(lease.key, "99 thief:9")  # somebody else holds it now
+    deadline = time.monotonic() + 3
+    while not lost and time.monotonic() < deadline:
+        time.sleep(0.05)
+    keeper.stop(release=False)
+    assert lost and "taken over" in lost[0]
+
+
+async def test_a_stale_learner_can_neither_journal_nor_publish(
+        client: redis.Redis, store: RedisFeatureStore, prefix: str) -> None:
+    """The old learner was paused past its lease; the new one took over. Every write of
+    the old one is refused, and what the new one wrote stays whole."""
+    old_lease = Lease(client, prefix, "learn", "old:1", ttl_seconds=0.5)
+    old_fence = old_lease.try_acquire()
+    assert old_fence is not None
+    plain = ModelRegistry(store.client, prefix, b"k")
+    old = plain.with_fence(old_fence)
+    old_learner = await Learner.start(old, store, "logistic_regression", 1000)
+    txn = Transaction("t1", "c1", "p1", 10.0, 1_000.0)
+    holder = ModelHolder()
+    holder.swap(ServingModel(old_learner.meta.version, old_learner.model))
+    await score_batch(store, holder, [txn], {})  # scored by a scorer
+    time.sleep(0.6)
+    new_fence = Lease(client, prefix, "learn", "new:2", ttl_seconds=5).try_acquire()
+    assert new_fence is not None and new_fence.token == old_fence.token + 1
+    new = plain.with_fence(new_fence)
+    new_learner = await Learner.start(new, store, "logistic_regression", 1000)
+    with pytest.raises(FencedError):
+        await old.record_learned_many([JournalEntry("t1", True, {"x": 1.0})])
+    with pytest.raises(FencedError):
+        await old_learner.learn_many([Label("t1", True, 2_000.0)])
+    with pytest.raises(FencedError):
+        await old.publish(build_model("logistic_regression"),
+                          SnapshotMeta(0, old_learner.meta.version, "logistic_regression", 1,
+                                       5, None))
+    assert await plain.journal() == [] and await plain.were_learned(["t1"]) == [False]
+    [learned] = await new_learner.learn_many([Label("t1", True, 2_000.0)])
+    assert learned.outcome.value == "learned"
+    published = await new_learner.publish()
+    meta, _ = await plain.load()
+    assert meta.version == published.version and meta.labels_learned == 1
+    # the champion challenger lineages are fenced by the same token
+    with pytest.raises(FencedError):
+        await old.challenger("arf").publish(build_model("logistic_regression"),
+                                            SnapshotMeta(0, None, "logistic_regression", 1, 0,
+                                                         None))

@@ -1,0 +1,311 @@
+"""Scale-out on the real Kafka and Redis: 3 scorers, 2 learners (one active, fenced) and a
+monitor, with kill -9 of learners and scorers mid-stream and a paused (stale) learner.
+
+Whatever dies, the result is the single, ordered replay's: every transaction
+scored, each card's vector equal to the offline replay's, the final feature
+state equal to it, and every label learned by the champion exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+from kafka import KafkaConsumer
+from prometheus_client.parser import text_string_to_metric_families
+
+from features.events import Transaction
+from features.memory import MemoryFeatureStore
+from features.vector import view
+from producers.generator import Simulation
+from producers.replay import Replayer, encode_events
+from producers.scenario import load_scenario, run_scenario
+from stream.replay import replay_features
+from stream.settings import Settings
+from stream.topics import ensure_topics
+from stream.wiring import build_registry, build_store
+from tests.support import Processes, RealServers, free_port, isolated_settings, wait_for
+
+pytestmark = pytest.mark.integration
+
+#: The paced replay lasts about this long (seconds), so the kills land mid-stream.
+REPLAY_SECONDS = 30.0
+
+
+@dataclass
+class Cluster:
+    """The role processes of one test, each started with its own metrics port."""
+
+    settings: Settings
+    processes: Processes
+    ports: dict[str, int]
+
+    def start(self, name: str, *roles: str) -> subprocess.Popen[bytes]:
+        port = self.ports.setdefault(name, free_port())
+        settings = self.settings.model_copy(update={
+            "worker": self.settings.worker.model_copy(update={"metrics_port": port})})
+        args = [arg for role in roles for arg in ("--role", role)]
+        return self.processes.start("worker", settings, *args, name=name)
+
+    def lease_pid(self, role: str) -> int | None:
+        """The pid of the process holding ``role``'s lease ("token host:pid")."""
+        raw = redis.Redis.from_url(self.settings.redis.url).get(
+            f"{self.settings.redis.key_prefix}:lease:{role}")
+        return None if raw is None else int(raw.decode().rsplit(":", 1)[1])
+
+    def name_of(self, pid: int) -> str:
+        return next(n for n, child in self.processes.children.items() if child.pid == pid)
+
+    def kill(self, name: str) -> None:
+        """kill -9, then start it again (as a supervisor would), as a standby or scorer."""
+        child = self.processes.children[name]
+        child.kill()
+        child.wait(timeout=30)
+        roles = {"scorer": "score", "learner": "learn", "monitor": "monitor"}
+        self.start(name, roles[name.split("-")[0]])
+
+    def metric(self, name: str, metric: str, **labels: str) -> float | None:
+        try:
+            text = httpx.get(f"http://127.0.0.1:{self.ports[name]}/metrics", timeout=5).text
+        except httpx.HTTPError:
+            return None
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == metric and all(sample.labels.get(k) == v
+                                                 for k, v in labels.items()):
+                    return float(sample.value)
+        return None
+
+
+def _settings(real_servers: RealServers) -> Settings:
+    base = isolated_settings(real_servers, snapshot_every_labels=200,
+                             snapshot_every_seconds=0.5)
+    return base.model_copy(update={"kafka": base.kafka.model_copy(update={"partitions": 4})})
+
+
+def _replay_paced(settings: Settings, simulation: Simulation) -> threading.Thread:
+    """Every event into Kafka in event-time order, in about ``REPLAY_SECONDS``."""
+    ensure_topics(settings)
+    events = encode_events(simulation.transactions, simulation.labels)
+    times = simulation.transactions["event_time"]
+    span = float(times.max() - times.min())  # type: ignore[operator]
+    replayer = Replayer(settings.kafka.bootstrap_servers,
+                        (settings.topics.name("transactions"), settings.topics.name("labels")),
+                        speed=span / REPLAY_SECONDS)
+    thread = threading.Thread(target=replayer.run, args=(events,), daemon=True)
+    thread.start()
+    return thread
+
+
+async def _learned(settings: Settings) -> int:
+    store = build_store(settings)
+    try:
+        meta, _ = await build_registry(settings, store).load()
+        return meta.labels_learned
+    except Exception:
+        return 0
+    finally:
+        await store.close()
+
+
+def learned(settings: Settings) -> int:
+    return asyncio.run(_learned(settings))
+
+
+def _scored_ids(settings: Settings, want: int) -> set[str]:
+    consumer = KafkaConsumer(settings.topics.name("scores"),
+                             bootstrap_servers=settings.kafka.bootstrap_servers,
+                             auto_offset_reset="earliest", group_id=None,
+                             consumer_timeout_ms=10_000)
+    seen: set[str] = set()
+    try:
+        for message in consumer:
+            seen.add(json.loads(message.value)["txn_id"])
+            if len(seen) >= want:
+                break
+    finally:
+        consumer.close()
+    return seen
+
+
+@dataclass
+class Outcome:
+    simulation: Simulation
+    cluster: Cluster
+    logs: dict[str, str]
+
+
+@pytest.fixture(scope="module")
+def killed(real_servers: RealServers, tmp_path_factory: pytest.TempPathFactory
+           ) -> Iterator[Outcome]:
+    """A paced baseline replay through 3 scorers, 2 learners and a monitor; the active
+    learner is killed twice and a scorer twice, each started again."""
+    settings = _settings(real_servers)
+    simulation, _ = run_scenario(load_scenario("baseline"), days=20, customers=150)
+    labels = simulation.labels.height
+    cluster = Cluster(settings, Processes(tmp_path_factory.mktemp("roles")), {})
+    try:
+        for name in ("learner-1", "learner-2"):
+            cluster.start(name, "learn")
+        cluster.start("monitor-1", "monitor")
+        for name in ("scorer-1", "scorer-2", "scorer-3"):
+            cluster.start(name, "score")
+        wait_for(lambda: cluster.lease_pid("learn"), 60, "a learner to take the lease")
+        replay = _replay_paced(settings, simulation)
+        for share, victim in [(0.15, "learn"), (0.3, "scorer-1"), (0.45, "learn"),
+                              (0.6, "scorer-2")]:
+            wait_for(lambda s=share: learned(settings) >= s * labels, 180,  # type: ignore[misc]
+                     f"{share:.0%} of the labels learned")
+            if victim == "learn":
+                pid = cluster.lease_pid("learn")
+                assert pid is not None
+                victim = cluster.name_of(pid)
+            cluster.kill(victim)
+        replay.join(120)
+        wait_for(lambda: learned(settings) >= labels, 240, "every label learned")
+        time.sleep(2 * settings.model.snapshot_every_seconds)  # a repeat would show by now
+        yield Outcome(simulation, cluster,
+                      {name: cluster.processes.log(name) for name in cluster.processes.children})
+    finally:
+        cluster.processes.stop_all()
+
+
+def test_every_transaction_is_scored_and_card_vectors_equal_the_offline_replay(
+        killed: Outcome) -> None:
+    settings = killed.cluster.settings
+    events = killed.simulation.events()
+    replayed = asyncio.run(replay_features(events))
+    want = {t for t, record in replayed.items() if record is not None}
+    assert _scored_ids(settings, len(want)) >= want
+
+    async def stored() -> list:
+        store = build_store(settings)
+        try:
+            return await store.scored_many(sorted(want))
+        finally:
+            await store.close()
+
+    for txn_id, record in zip(sorted(want), asyncio.run(stored()), strict=True):
+        expected = replayed[txn_id]
+        assert record is not None and expected is not None, txn_id
+        card = {k: v for k, v in record.features.items() if not k.startswith("terminal_")}
+        assert card == {k: v for k, v in expected.features.items()
+                        if not k.startswith("terminal_")}, txn_id
+
+
+def test_the_final_card_and_terminal_state_equal_the_offline_replay(killed: Outcome) -> None:
+    settings = killed.cluster.settings
+    events = killed.simulation.events()
+    memory = MemoryFeatureStore()
+    asyncio.run(replay_features(events, store=memory))
+    end = max(e.event_time for e in events) + 3600
+    last: dict[str, Transaction] = {}
+    for event in events:
+        if isinstance(event, Transaction):
+            last[event.card_id] = event
+    probes = [Transaction(f"probe-{i}", t.card_id, t.terminal_id, 10.0, end)
+              for i, t in enumerate(last.values())]
+
+    async def states() -> list[tuple[dict[str, float], dict[str, float]]]:
+        store = build_store(settings)
+        try:
+            return [(view(await store.peek(p), p), view(await memory.peek(p), p))
+                    for p in probes]
+        finally:
+            await store.close()
+
+    for probe, (streamed, replayed) in zip(probes, asyncio.run(states()), strict=True):
+        assert streamed == replayed, probe.card_id
+
+
+def test_the_champion_learned_every_label_exactly_once(killed: Outcome) -> None:
+    settings = killed.cluster.settings
+    labels = killed.simulation.labels
+
+    async def check() -> tuple[int, int, int]:
+        store = build_store(settings)
+        try:
+            registry = build_registry(settings, store)
+            meta, _ = await registry.load()
+            marks = await registry.were_learned(labels["txn_id"].to_list())
+            return meta.labels_learned, sum(marks), len(await registry.journal())
+        finally:
+            await store.close()
+
+    champion, marked, journal = asyncio.run(check())
+    assert champion == labels.height  # none lost, none counted twice
+    assert marked == labels.height
+    assert journal < settings.model.snapshot_every_labels
+
+
+def test_the_standby_took_over_twice_and_no_process_crashed(killed: Outcome) -> None:
+    learners = "".join(text for name, text in killed.logs.items() if name.startswith("learner"))
+    assert learners.count("took over from the previous holder") >= 2
+    for name, text in killed.logs.items():
+        assert "Traceback" not in text and "Crashed" not in text, name
+    for name, child in killed.cluster.processes.children.items():
+        assert child.poll() is None, f"{name} exited with {child.returncode}"
+    active = killed.cluster.lease_pid("learn")
+    assert active is not None
+    name = killed.cluster.name_of(active)
+    assert killed.cluster.metric(name, "fraudstream_lease_active", role="learn") == 1.0
+
+
+def test_the_monitor_saw_every_scored_transaction_once(killed: Outcome) -> None:
+    cluster = killed.cluster
+    scored = cluster.metric("monitor-1", "fraudstream_events_in_total", topic="scored")
+    resent = cluster.metric("monitor-1", "fraudstream_duplicates_total", topic="scored") or 0
+    learned_in = cluster.metric("monitor-1", "fraudstream_events_in_total", topic="learned")
+    transactions = killed.simulation.transactions.height
+    assert scored is not None and learned_in is not None
+    assert scored - resent >= transactions - 5  # too-late ones are not scored
+    assert learned_in <= killed.simulation.labels.height
+
+
+def test_a_paused_learner_is_fenced_when_it_wakes_and_steps_down(
+        real_servers: RealServers, tmp_path: Path) -> None:
+    """SIGSTOP the active learner past its lease; the standby takes over; SIGCONT: its
+    writes are refused by the fencing token, it steps down, and nothing is lost."""
+    settings = _settings(real_servers)
+    simulation, _ = run_scenario(load_scenario("baseline"), days=14, customers=100)
+    labels = simulation.labels.height
+    cluster = Cluster(settings, Processes(tmp_path), {})
+    try:
+        for name in ("learner-1", "learner-2"):
+            cluster.start(name, "learn")
+        cluster.start("scorer-1", "score")
+        wait_for(lambda: cluster.lease_pid("learn"), 60, "a learner to take the lease")
+        replay = _replay_paced(settings, simulation)
+        wait_for(lambda: learned(settings) >= 0.25 * labels, 180, "a quarter learned")
+        pid = cluster.lease_pid("learn")
+        assert pid is not None
+        paused = cluster.name_of(pid)
+        os.kill(pid, signal.SIGSTOP)
+        wait_for(lambda: (cluster.lease_pid("learn") or pid) != pid, 60,
+                 "the standby to take over")
+        os.kill(pid, signal.SIGCONT)
+        replay.join(120)
+        wait_for(lambda: learned(settings) >= labels, 240, "every label learned")
+        time.sleep(2 * settings.model.snapshot_every_seconds)
+        assert learned(settings) == labels
+        wait_for(lambda: "stepping down" in cluster.processes.log(paused), 30,
+                 "the paused learner to step down")
+        assert cluster.processes.children[paused].poll() is None  # stood by, did not crash
+        assert "took over from the previous holder" in "".join(
+            cluster.processes.log(n) for n in ("learner-1", "learner-2"))
+    finally:
+        cluster.processes.stop_all()
+        for child in cluster.processes.children.values():
+            if child.poll() is None:
+                os.kill(child.pid, signal.SIGCONT)
