@@ -83,9 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="benchmarks against the real servers")
     bench.add_argument("suite", choices=["features", "simulate", "replay", "models", "drift",
-                                         "labels"])
-    bench.add_argument("--scenario", default="concept_drift",
-                       help="models: the scenario to evaluate on")
+                                         "labels", "stream"])
+    bench.add_argument("--scenario", default=None,
+                       help="models: the scenario to evaluate on (default concept_drift); "
+                            "stream: the scenario replayed (default baseline)")
     bench.add_argument("--models", nargs="+", default=None,
                        help="models: which (default: the whole zoo)")
     bench.add_argument("--redis-url", default=None,
@@ -97,8 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--runs", type=_positive_int, default=3)
     bench.add_argument("--customers", type=_positive_int, default=1000,
                        help="drift: simulated customers")
-    bench.add_argument("--days", type=_positive_float, default=56.0,
-                       help="drift: days simulated per scenario")
+    bench.add_argument("--days", type=_positive_float, default=None,
+                       help="drift: days simulated per scenario (default 56); stream: days "
+                            "replayed (default 14)")
     bench.add_argument("--change-day", type=_positive_float, default=42.0,
                        help="drift: move each scenario's first change to this day")
     bench.add_argument("--baseline-seeds", type=_positive_int, default=10,
@@ -106,6 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--max-delay-hours", type=_positive_float, default=72.0,
                        help="drift: an alarm later than this after a change counts as false")
     bench.add_argument("--batch", type=_positive_int, default=500)
+    bench.add_argument("--rate", type=_positive_float, default=500.0,
+                       help="stream: transactions/s offered for the latency measurement")
+    bench.add_argument("--seconds", type=_positive_float, default=20.0,
+                       help="stream: how long that rate is offered")
 
     demo = sub.add_parser("demo", help="services + worker + API + a drift scenario replayed; "
                           "Ctrl-C stops all")
@@ -178,7 +184,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
 async def _drift_refresh(settings: Settings) -> int:
     from datetime import UTC, datetime
 
-    from stream.processing import drift_refresh_key
+    from stream.runtime.monitor import drift_refresh_key
     from stream.wiring import build_store
 
     store = build_store(settings)
@@ -277,9 +283,12 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.suite == "models":
         return _bench_models(args)
+    if args.suite == "stream":
+        return _bench_stream(args, settings)
     if args.suite == "drift":
         from stream.bench_detection import bench_drift
 
+        args.days = args.days or 56.0
         if args.change_day >= args.days:
             raise SystemExit(f"fraudstream: --change-day: {args.change_day:g} is not before "
                              f"the end of the scenario (--days {args.days:g})")
@@ -297,6 +306,26 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
         return _with_redis(args, settings, lambda url: bench_labels(url, args.runs, args.batch))
     workload = Workload(cards=args.cards, terminals=args.terminals, per_day=args.per_day)
     return _with_redis(args, settings, lambda url: run_bench(url, workload, args.runs, args.batch))
+
+
+def _bench_stream(args: argparse.Namespace, settings: Settings) -> int:
+    """Start the local Kafka and Redis if needed, then compare the layouts."""
+    from stream.bench_stream import bench_stream
+    from stream.services import LocalServices
+
+    services = LocalServices(settings.services)
+    ours = [s.name for s in services.status() if s.pid is None and s.name in ("kafka", "redis")]
+    services.up(only={"kafka", "redis"})
+    settings = settings.model_copy(update={
+        "kafka": settings.kafka.model_copy(update={"bootstrap_servers": services.kafka.address}),
+        "redis": settings.redis.model_copy(update={"url": services.redis.url})})
+    try:
+        bench_stream(settings, args.scenario or "baseline", args.customers, args.days or 14.0,
+                     args.rate, args.seconds, args.runs)
+    finally:
+        for name in ours:
+            getattr(services, name).process().stop()
+    return 0
 
 
 def _with_redis(args: argparse.Namespace, settings: Settings,
@@ -324,8 +353,9 @@ def _bench_models(args: argparse.Namespace) -> int:
     from stream.evaluate import evaluate, table
 
     customers = args.cards if args.cards != 2000 else 500
-    simulation, manifest = run_scenario(load_scenario(args.scenario), customers=customers)
-    print(f"{args.scenario}: {simulation.transactions.height:,} transactions, "
+    scenario = args.scenario or "concept_drift"
+    simulation, manifest = run_scenario(load_scenario(scenario), customers=customers)
+    print(f"{scenario}: {simulation.transactions.height:,} transactions, "
           f"{manifest['fraud_rate']:.2%} fraud, {customers} customers; change points: "
           + (", ".join(p["at"] for p in manifest["change_points"]) or "none"))
     started = time.perf_counter()

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import json
+import logging
 import struct
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from features.events import Label
 from features.store import ScoredRecord
+
+if TYPE_CHECKING:
+    from monitoring.metrics import PipelineMetrics
+
+log = logging.getLogger(__name__)
 
 #: A learned record's head: the label's event time, its truth, the lineage's label count.
 _LEARNED = struct.Struct("<d?Q")
@@ -58,6 +65,21 @@ def dead_letter(record: RawRecord, topic: str, reason: str, detail: str) -> Emit
         "detail": detail,
     }
     return Emit(topic, record.key, json.dumps(payload, separators=(",", ":")).encode())
+
+
+class Rejects:
+    """Dead-letters a record: counts it by topic and reason, logs it, and returns the
+    envelope for the dead-letter ``topic``."""
+
+    def __init__(self, topic: str, metrics: PipelineMetrics) -> None:
+        self.topic = topic
+        self.metrics = metrics
+
+    def __call__(self, record: RawRecord, topic: str, reason: str, detail: str) -> Emit:
+        self.metrics.dead_letters.labels(topic=topic, reason=reason).inc()
+        log.warning("dead-lettered %s[%d]@%d: %s: %s",
+                    record.topic, record.partition, record.offset, reason, detail)
+        return dead_letter(record, self.topic, reason, detail)
 
 
 def encode_learned(record: ScoredRecord, label: Label, labels_learned: int) -> bytes:

@@ -20,27 +20,23 @@ scorecard --promote`` replays a stream with this rule.
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 from collections import deque
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from features.events import Label
-from features.store import ScoredRecord
+from features.store import FeatureStore, ScoredRecord
+from models.challengers import Challengers
 from models.evaluation import Prequential, average_precision
-from models.factory import learn
 from models.learner import Learner
-from models.scoring import ModelHolder, ServingModel
+from models.registry import ModelRegistry
 from models.significance import paired_bootstrap_ap
 from monitoring.detectors import DriftEvent
-
-if TYPE_CHECKING:
-    from stream.processing import Pipeline
+from stream.settings import Settings
 
 log = logging.getLogger(__name__)
 CONCEPT_DETECTORS = ("adwin", "page_hinkley")
@@ -79,9 +75,13 @@ def ahead(pairs: Sequence[tuple[float, float, bool]], labels: int, margin: float
 class AutoChallenger:
     """Starts and promotes a challenger when the champion's concept drifts."""
 
-    def __init__(self, pipeline: Pipeline) -> None:
-        self.pipeline = pipeline
-        drift = pipeline.settings.drift
+    def __init__(self, settings: Settings, registry: ModelRegistry, store: FeatureStore,
+                 challengers: Challengers) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.store = store
+        self.challengers = challengers
+        drift = settings.drift
         self.model = drift.auto_challenger
         self.recent: deque[tuple[dict[str, float], bool]] = deque(
             maxlen=drift.auto_recent_labels)
@@ -92,25 +92,19 @@ class AutoChallenger:
         """Keep the latest labelled vectors, to train a challenger on recent data."""
         self.recent.append((record.features, label.is_fraud))
 
-    async def on_events(self, events: list[DriftEvent]) -> None:
+    async def on_events(self, events: Sequence[DriftEvent]) -> None:
         if self.model is None or self.active is not None:
             return
         if not any(e.detector in CONCEPT_DETECTORS for e in events):
             return
         self.started += 1
         name = f"auto-{self.model}-{self.started}"
-        pipeline = self.pipeline
-        async with pipeline._learn_lock:
+        async with self.challengers.lock:
             challenger = await Learner.start(
-                pipeline.registry.challenger(name), pipeline.store, self.model,
-                pipeline.settings.model.snapshot_every_labels, shadow_name=name,
+                self.registry.challenger(name), self.store, self.model,
+                self.settings.model.snapshot_every_labels, shadow_name=name,
                 quality=Prequential())
-            for features, is_fraud in self.recent:
-                learn(challenger.model, features, is_fraud)
-            pipeline.challengers[name] = challenger
-            pipeline.shadows[name] = ModelHolder()
-            pipeline.shadows[name].swap(ServingModel(challenger.meta.version,
-                                                     copy.deepcopy(challenger.model)))
+            self.challengers.add(name, challenger, list(self.recent))
         self.active = name
         log.warning("concept drift: started challenger %s (%s) trained on the last %d labels",
                     name, self.model, len(self.recent))
@@ -118,17 +112,14 @@ class AutoChallenger:
     async def on_timer(self) -> None:
         """Promote a challenger once it is clearly better: the one started on concept
         drift, and with ``drift.auto_promote_challengers`` the configured ones."""
-        pipeline = self.pipeline
-        if pipeline.learner is None:
-            return
-        drift = pipeline.settings.drift
+        drift = self.settings.drift
         candidates = [] if self.active is None else \
             [(self.active, "auto-response", "auto-response to concept drift")]
         if drift.auto_promote_challengers:
             candidates += [(name, "auto-promote", "challenger ahead on shadow scores")
-                           for name in pipeline.settings.model.challengers]
+                           for name in self.settings.model.challengers]
         for name, who, reason in candidates:
-            challenger = pipeline.challengers.get(name)
+            challenger = self.challengers.learners.get(name)
             if challenger is None:
                 continue
             better, ours, theirs, p = ahead(challenger.pairs, drift.auto_promote_labels,
@@ -137,12 +128,11 @@ class AutoChallenger:
                 continue
             why = (f"{reason}: {name} AP {theirs:.3f} vs champion {ours:.3f} on the same "
                    f"last {drift.auto_promote_labels} labels (paired bootstrap p = {p:.3g})")
-            async with pipeline._learn_lock:
+            async with self.challengers.lock:
                 await challenger.publish()
-                await pipeline.registry.adopt(challenger.registry, who, why,
-                                              datetime.now(tz=UTC).isoformat())
-                del pipeline.challengers[name]
-                del pipeline.shadows[name]
+                await self.registry.adopt(challenger.registry, who, why,
+                                          datetime.now(tz=UTC).isoformat())
+                self.challengers.remove(name)
             if name == self.active:
                 self.active = None
             log.warning("promoted %s: %s", name, why)

@@ -114,6 +114,12 @@ def create_app(settings: Settings, pipeline: Pipeline,
             await asyncio.sleep(settings.worker.label_retry_seconds / 4)
         log.info("labels topic read again: %d labels wait", len(pipeline.waiting or ()))
 
+    if "learn" in roles and "monitor" not in roles and settings.drift.auto_challenger:
+        @app.agent(outputs[pipeline.drift_topic], name="respond")
+        async def respond(stream: Any) -> None:
+            async for batch in batches(stream):
+                await handle(pipeline.on_drift_events, batch)
+
     if "learn" in roles:
         @app.agent(labels, name="learn")
         async def learn(stream: Any) -> None:

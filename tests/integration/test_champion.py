@@ -176,7 +176,7 @@ async def test_challengers_score_in_shadow_learn_and_can_be_promoted(
     await pipeline.on_timer()
     assert prometheus.get_sample_value("fraudstream_model_quality", {
         "role": "challenger:hoeffding_adaptive_tree", "model": "hoeffding_adaptive_tree",
-        "version": str(pipeline.challengers["hoeffding_adaptive_tree"].meta.version),
+        "version": str(pipeline.challengers.learners["hoeffding_adaptive_tree"].meta.version),
         "metric": "labels", "window": "all"}) == 12
     entry = await registry.adopt(challenger_registry, "erin", "the tree wins", AT)
     await pipeline.on_timer()
@@ -209,15 +209,15 @@ async def test_concept_drift_starts_a_challenger_on_recent_data_and_promotes_it(
 
     await traffic(0, 12)
     await pipeline.on_timer()
-    assert pipeline.auto.active is None  # no drift, no challenger
-    await pipeline.auto.on_events([DriftEvent("adwin", "champion", 2.0, 500, 1e5, 2e5)])
+    assert pipeline.learn.auto.active is None  # no drift, no challenger
+    await pipeline.learn.auto.on_events([DriftEvent("adwin", "champion", 2.0, 500, 1e5, 2e5)])
     name = "auto-hoeffding_adaptive_tree-1"
-    assert pipeline.auto.active == name and name in pipeline.challengers
+    assert pipeline.learn.auto.active == name and name in pipeline.challengers.learners
     await pipeline.on_timer()  # fewer than 10 of its own scores yet: not promoted
-    assert name in pipeline.challengers
+    assert name in pipeline.challengers.learners
     await traffic(12, 12)
     await pipeline.on_timer()
-    assert name not in pipeline.challengers and pipeline.auto.active is None
+    assert name not in pipeline.challengers.learners and pipeline.learn.auto.active is None
     [entry] = [e for e in await registry.audit() if e.who == "auto-response"]
     assert entry.action == f"promote challenger {name}" and "concept drift" in entry.why
     meta, _ = await registry.load()
@@ -248,14 +248,14 @@ async def test_a_configured_challenger_clearly_ahead_is_promoted_and_served(
     await off.on_timer()  # its first snapshot; then pairs from its own shadow scores
     await traffic(off, 6, 12)
     await off.on_timer()
-    assert "hoeffding_adaptive_tree" in off.challengers  # the rule is off: kept in shadow
+    assert "hoeffding_adaptive_tree" in off.challengers.learners  # the rule is off: kept in shadow
     assert not [e for e in await registry.audit() if e.who == "auto-promote"]
 
     on = Pipeline(settings(True), off.store, registry,
                   PipelineMetrics.create(CollectorRegistry()))
     await traffic(on, 18, 12)
     await on.on_timer()
-    assert "hoeffding_adaptive_tree" not in on.challengers
+    assert "hoeffding_adaptive_tree" not in on.challengers.learners
     [entry] = [e for e in await registry.audit() if e.who == "auto-promote"]
     assert entry.action == "promote challenger hoeffding_adaptive_tree"
     assert "ahead on shadow scores" in entry.why and "paired bootstrap" in entry.why
@@ -268,7 +268,7 @@ async def test_a_configured_challenger_clearly_ahead_is_promoted_and_served(
 async def test_drift_references_are_refreshed_on_request(registry: ModelRegistry) -> None:
     from monitoring.detectors import DriftConfig
     from monitoring.monitor import DriftMetrics, DriftMonitor
-    from stream.processing import drift_refresh_key
+    from stream.runtime.monitor import drift_refresh_key
 
     monitor = DriftMonitor(DriftConfig(), ["txn_amount_log"], 0.5,
                            DriftMetrics.create(CollectorRegistry()))

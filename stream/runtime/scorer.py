@@ -1,0 +1,197 @@
+"""The score role: transactions in, features folded into Redis, scores out.
+
+Any number of scorers share one consumer group on ``transactions`` (keyed
+by card, so each card's state has one writer). A scorer serves the
+champion, and the challengers in shadow; without a learner in its process
+it follows their published snapshots (:meth:`ScoreRole.follow`), as the API
+does, and never learns.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from features.events import Transaction
+from features.store import FeatureStore, ScoredRecord
+from features.vector import FEATURE_SET_VERSION
+from models.challengers import Challengers
+from models.errors import NoModelError
+from models.following import follow
+from models.registry import ModelRegistry, SnapshotMeta
+from models.scoring import ModelHolder, score_batch
+from monitoring.metrics import PipelineMetrics
+from producers.schema import RecordError, ScoreRecord, decode_transaction, encode, to_datetime
+from stream.records import Emit, RawRecord, Rejects
+from stream.settings import Settings
+
+log = logging.getLogger(__name__)
+
+#: Raise each partition's stream time in a hash (KEYS[1]) to the given value, never lower it.
+_RAISE_STREAM_TIME = """
+for i = 1, #ARGV, 2 do
+  local old = redis.call('HGET', KEYS[1], ARGV[i])
+  if not old or tonumber(old) < tonumber(ARGV[i + 1]) then
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  end
+end
+return 1
+"""
+
+#: A transaction's place in Kafka, for the drift detectors' ordering: (topic, partition).
+Source = tuple[str, int]
+
+
+@dataclass
+class ScoredBatch:
+    """What scoring a batch gave: records to send, the newly scored records (with their
+    partition and whether it was behind) and every record scored (new or again)."""
+
+    emits: list[Emit] = field(default_factory=list)
+    new: list[tuple[ScoredRecord, Source, bool]] = field(default_factory=list)
+    again: list[ScoredRecord] = field(default_factory=list)
+
+
+def stream_time_key(settings: Settings) -> str:
+    """The Redis hash of each partition's newest scored event time (for the learner)."""
+    return f"{settings.redis.key_prefix}:stream:time"
+
+
+def state_began_key(settings: Settings) -> str:
+    """The Redis key of the feature state's first event time (for the drift warm-up)."""
+    return f"{settings.redis.key_prefix}:v{FEATURE_SET_VERSION}:state:began"
+
+
+class ScoreRole:
+    """Scores transaction records with the champion (and challengers in shadow)."""
+
+    def __init__(self, settings: Settings, store: FeatureStore, registry: ModelRegistry,
+                 metrics: PipelineMetrics, challengers: Challengers, rejects: Rejects,
+                 following: bool) -> None:
+        self.settings = settings
+        self.store = store
+        self.registry = registry
+        self.metrics = metrics
+        self.challengers = challengers
+        self.rejects = rejects
+        #: Without a learner in the process: load what the learner publishes.
+        self.following = following
+        self.holder = ModelHolder()
+        self.scores_topic = settings.topics.name("scores")
+        #: The newest event time scored, overall and per partition.
+        self.newest = 0.0
+        self._newest_by_partition: dict[int, float] = {}
+        self._raise_stream_time = registry.client.register_script(_RAISE_STREAM_TIME)
+        #: Event time of the feature state's first transaction (for the drift warm-up).
+        self.state_start: float | None = None
+
+    async def follow(self) -> SnapshotMeta | None:
+        """Serve the published champion (and challengers in shadow) if they changed."""
+        meta = await follow(self.registry, self.holder)
+        if meta is not None:
+            self.metrics.model_version.set(meta.version)
+        await self.challengers.follow(self.registry)
+        return meta
+
+    async def on_transactions(self, records: Sequence[RawRecord]) -> ScoredBatch:
+        """Score a batch of raw transaction records, in order."""
+        self.metrics.events_in.labels(topic="transactions").inc(len(records))
+        if self.following and self.holder.current is None:
+            await self.follow()
+        started = time.perf_counter()
+        batch = ScoredBatch()
+        decoded: list[tuple[RawRecord, Transaction]] = []
+        for record in records:
+            try:
+                decoded.append((record, decode_transaction(record.value or b"")))
+            except RecordError as exc:
+                batch.emits.append(self.rejects(record, "transactions", "invalid_record",
+                                                str(exc)))
+        if decoded:
+            if self.settings.drift.enabled and self.state_start is None:
+                await self._state_began(min(txn.event_time for _, txn in decoded))
+            await self._score(decoded, batch)
+        self.metrics.latency.labels(stage="score").observe(time.perf_counter() - started)
+        if self.newest:
+            self.metrics.newest_event.set(self.newest)
+        return batch
+
+    async def _score(self, decoded: Sequence[tuple[RawRecord, Transaction]],
+                     batch: ScoredBatch) -> None:
+        try:
+            results = await score_batch(self.store, self.holder, [txn for _, txn in decoded],
+                                        self.challengers.holders)
+        except Exception as exc:
+            if is_infrastructure(exc):
+                raise
+            if len(decoded) > 1:  # find the culprit: the others are applied once anyway
+                for one in decoded:
+                    await self._score([one], batch)
+                return
+            record, txn = decoded[0]
+            log.exception("scoring failed for txn %s", txn.txn_id)
+            self.metrics.errors.labels(stage="score").inc()
+            batch.emits.append(self.rejects(record, "transactions", "processing_error",
+                                            repr(exc)))
+            return
+        for (record, txn), result in zip(decoded, results, strict=True):
+            if result.record is None:
+                batch.emits.append(self.rejects(record, "transactions", "too_late",
+                                                self._lateness_detail(txn, result.newest)))
+                continue
+            if result.duplicate:
+                self.metrics.duplicates.labels(topic="transactions").inc()
+                batch.again.append(result.record)
+            else:
+                self.newest = max(self.newest, txn.event_time)
+                partition = record.partition
+                self._newest_by_partition[partition] = max(
+                    self._newest_by_partition.get(partition, 0.0), txn.event_time)
+                batch.new.append((result.record, (record.topic, partition), record.behind))
+            self.metrics.scores_out.inc()
+            batch.emits.append(Emit(self.scores_topic, txn.card_id.encode(),
+                                    score_value(result.record)))
+
+    async def _state_began(self, event_time: float) -> None:
+        """Record when the feature state began (the first writer wins)."""
+        client = self.registry.client
+        key = state_began_key(self.settings)
+        await client.set(key, repr(event_time), nx=True)
+        stored = await client.get(key)
+        self.state_start = event_time if stored is None else float(stored)
+
+    async def report_stream_time(self) -> None:
+        """Tell a learner in another process how far this scorer got, per partition (each
+        partition's newest event time only grows: a stale owner cannot move it back)."""
+        if not self._newest_by_partition:
+            return
+        await self._raise_stream_time(keys=[stream_time_key(self.settings)], args=[
+            x for partition, newest in self._newest_by_partition.items()
+            for x in (partition, repr(newest))])
+
+    def _lateness_detail(self, txn: Transaction, newest: float | None) -> str:
+        behind = 0.0 if newest is None else newest - txn.event_time
+        allowed = self.settings.features.allowed_lateness_seconds
+        return (f"event_time: {behind:.3f}s before card {txn.card_id!r}'s newest event, "
+                f"more than the allowed lateness of {allowed:g}s")
+
+
+def score_value(scored: ScoredRecord) -> bytes:
+    """The ``scores`` topic's record of a scored transaction."""
+    return encode(ScoreRecord(
+        txn_id=scored.txn_id,
+        card_id=scored.card_id,
+        score=scored.score,
+        model_version=scored.model_version,
+        event_time=to_datetime(scored.event_time),
+    ))
+
+
+def is_infrastructure(exc: BaseException) -> bool:
+    """Whether ``exc`` is an outage to wait out (the records are retried), not a bad record."""
+    return isinstance(exc, RedisConnectionError | RedisTimeoutError | NoModelError | OSError)
