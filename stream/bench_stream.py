@@ -10,8 +10,12 @@ second until the champion has learned every label. Then, with the backlog
 gone, new transactions are offered at a constant rate (open loop: sent on
 schedule, whatever the answers) and the **event-to-score latency** is the
 score record's Kafka timestamp minus its transaction's (both set when the
-record is produced), p50 and p99. Every layout gets its own topics, group
-and Redis keys, removed after.
+record is produced), p50 and p99. Last, with the same rate offered for 30 s,
+the layout's last process (a scorer; for ``all`` the only process) is killed
+with SIGKILL 5 s in and started again at once, as a supervisor would: the
+worst latency of those transactions is how long scoring stopped
+(**failover**). Every layout gets its own topics, group and Redis keys,
+removed after.
 """
 
 from __future__ import annotations
@@ -57,6 +61,8 @@ class LayoutResult:
     offered_per_s: float
     answered: int
     offered: int
+    #: Worst event-to-score latency (s) while a process was killed and replaced.
+    failover_s: float = float("nan")
 
 
 def _settings(base: Settings, layout: str) -> Settings:
@@ -74,17 +80,30 @@ class _Layout:
 
     def __init__(self, settings: Settings, roles: list[list[str]], folder: Path) -> None:
         self.settings = settings
+        self.roles = roles
+        self.folder = folder
         self.children: list[subprocess.Popen[bytes]] = []
         folder.mkdir(parents=True, exist_ok=True)
         for i, role_set in enumerate(roles):
-            env = {**os.environ, **to_env(settings),
-                   "FRAUDSTREAM_WORKER__METRICS_PORT": str(free_port())}
-            args = [a for role in role_set for a in ("--role", role)]
-            with (folder / f"{settings.worker.app_id}-{i}-{'-'.join(role_set)}.log").open(
-                    "ab") as log:
-                self.children.append(subprocess.Popen(
-                    [sys.executable, "-m", "stream.cli", "worker", *args], stdout=log,
-                    stderr=subprocess.STDOUT, env=env, start_new_session=True))
+            self._spawn(role_set, i)
+
+    def _spawn(self, role_set: list[str], i: int) -> None:
+        env = {**os.environ, **to_env(self.settings),
+               "FRAUDSTREAM_WORKER__METRICS_PORT": str(free_port())}
+        args = [a for role in role_set for a in ("--role", role)]
+        name = f"{self.settings.worker.app_id}-{i}-{'-'.join(role_set)}.log"
+        with (self.folder / name).open("ab") as log:
+            self.children.append(subprocess.Popen(
+                [sys.executable, "-m", "stream.cli", "worker", *args], stdout=log,
+                stderr=subprocess.STDOUT, env=env, start_new_session=True))
+
+    def kill_one(self) -> None:
+        """kill -9 the last scoring process; one of the same roles starts at once (as a
+        supervisor would restart it): its partitions must go on being scored."""
+        victim = self.children.pop()
+        victim.kill()
+        victim.wait()
+        self._spawn(self.roles[len(self.children)], len(self.children))
 
     def stop(self) -> None:
         for child in self.children:
@@ -138,9 +157,11 @@ def _drain(settings: Settings, transactions: int, labels: int, timeout: float
 
 
 def _latency(settings: Settings, rate: float, seconds: float, start_time: float,
-             cards: list[str]) -> tuple[list[float], int]:
+             cards: list[str], tag: str = "lat", fault: Callable[[], object] | None = None,
+             fault_after: float = 5.0) -> tuple[list[float], int]:
     """Offer ``rate`` transactions/s for ``seconds`` (open loop); event-to-score latencies
-    (ms) of those answered, and how many were offered."""
+    (ms) of those answered, and how many were offered. ``fault`` is called once,
+    ``fault_after`` seconds in."""
     producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, linger_ms=0,
                              acks=1)
     topic = settings.topics.name("transactions")
@@ -154,12 +175,17 @@ def _latency(settings: Settings, rate: float, seconds: float, start_time: float,
 
     def offer() -> None:
         begin = time.monotonic()
+        faulted = fault is None
         for i in range(count):
             due = begin + i / rate
             pause = due - time.monotonic()
             if pause > 0:
                 time.sleep(pause)
-            txn = Transaction(f"lat-{i}", cards[i % len(cards)], "lat-terminal", 20.0,
+            if not faulted and time.monotonic() - begin >= fault_after:
+                assert fault is not None
+                fault()
+                faulted = True
+            txn = Transaction(f"{tag}-{i}", cards[i % len(cards)], f"{tag}-terminal", 20.0,
                               start_time + i * 0.01)
             ms = int(time.time() * 1000)
             sent[txn.txn_id] = ms
@@ -170,7 +196,7 @@ def _latency(settings: Settings, rate: float, seconds: float, start_time: float,
     thread = threading.Thread(target=offer, daemon=True)
     thread.start()
     latencies: list[float] = []
-    deadline = time.monotonic() + seconds + 30
+    deadline = time.monotonic() + seconds + 60
     while time.monotonic() < deadline and len(latencies) < count:
         for message in consumer:
             txn_id = json.loads(message.value)["txn_id"]
@@ -214,14 +240,15 @@ def bench_stream(base: Settings, scenario: str = "baseline", customers: int = 10
                 f"drain {result.transactions_per_s:,.0f} transactions/s, "
                 f"{result.labels_per_s:,.0f} labels/s; at {rate:g}/s offered: "
                 f"p50 {result.p50_ms:,.0f} ms, p99 {result.p99_ms:,.0f} ms "
-                f"({result.answered}/{result.offered} answered)")
+                f"({result.answered}/{result.offered} answered); kill -9 of "
+                f"{'+'.join(roles[-1])}: worst latency {result.failover_s:.1f} s")
     medians = {layout: _median(layout, results) for layout, results in measured.items()}
     one, split = medians["all"], medians["split"]
     load = os.getloadavg()
     for result in medians.values():
         say(f"median {result.layout:5s}: {result.transactions_per_s:,.0f} transactions/s, "
             f"{result.labels_per_s:,.0f} labels/s, p50 {result.p50_ms:,.0f} ms, "
-            f"p99 {result.p99_ms:,.0f} ms")
+            f"p99 {result.p99_ms:,.0f} ms, failover {result.failover_s:.1f} s")
     say(f"split / all (the baseline): transactions "
         f"{split.transactions_per_s / one.transactions_per_s:.2f}x, labels "
         f"{split.labels_per_s / one.labels_per_s:.2f}x, p99 {split.p99_ms / one.p99_ms:.2f}x; "
@@ -241,11 +268,17 @@ def _one(base: Settings, layout: str, roles: list[list[str]], events: pl.DataFra
     try:
         txn_rate, label_rate = _drain(settings, transactions, labels, timeout=1800)
         latencies, offered = _latency(settings, rate, seconds, end, cards)
+        worst, sent = _latency(settings, rate, 30.0, end + seconds, cards, "failover",
+                               processes.kill_one)
+        if len(worst) < sent:  # not a latency: some were never scored
+            raise RuntimeError(f"after the kill -9 only {len(worst)} of {sent} transactions "
+                               "were scored")
     finally:
         processes.stop()
         _clean(settings)
     return LayoutResult(layout, txn_rate, label_rate, _quantile(latencies, 0.5),
-                        _quantile(latencies, 0.99), rate, len(latencies), offered)
+                        _quantile(latencies, 0.99), rate, len(latencies), offered,
+                        max(worst, default=float("nan")) / 1000)
 
 
 def _median(layout: str, results: list[LayoutResult]) -> LayoutResult:
@@ -255,7 +288,7 @@ def _median(layout: str, results: list[LayoutResult]) -> LayoutResult:
                         med([r.labels_per_s for r in results]),
                         med([r.p50_ms for r in results]), med([r.p99_ms for r in results]),
                         results[0].offered_per_s, min(r.answered for r in results),
-                        results[0].offered)
+                        results[0].offered, med([r.failover_s for r in results]))
 
 
 def _clean(settings: Settings) -> None:
