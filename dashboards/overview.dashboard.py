@@ -44,4 +44,7 @@ dashboard = dashboard("fraudstream-overview", "fraudstream: overview", [
     timeseries("Targets up", [
         ('up{job=~"fraudstream-.*"}', "{{job}} {{instance_name}}"),
     ]),
+    timeseries("Active role instances (learn, monitor: 1 each)", [
+        ("sum by (pipeline, role) (fraudstream_lease_active)", "{{pipeline}} {{role}}"),
+    ]),
 ])

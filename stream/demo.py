@@ -66,8 +66,10 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
     services.up()
     print(f"[demo] services ready in {time.monotonic() - started:.1f}s")
     ensure_topics(settings)
-    services.prometheus.add_target("worker", "demo", f"127.0.0.1:{settings.worker.metrics_port}")
-    services.prometheus.add_target("api", "demo", f"127.0.0.1:{settings.api.port}")
+    pipeline = settings.worker.app_id
+    services.prometheus.add_target("worker", "demo", f"127.0.0.1:{settings.worker.metrics_port}",
+                                   pipeline, "all")
+    services.prometheus.add_target("api", "demo", f"127.0.0.1:{settings.api.port}", pipeline)
     env = {**os.environ, **services.endpoints(), **_prefixes(settings),
            "FRAUDSTREAM_MODEL__SIGNING_KEY": _signing_key(settings)}
     logs = settings.services.state_dir.resolve() / "demo"

@@ -231,11 +231,12 @@ class PrometheusServer(Server):
             ],
         }
 
-    def add_target(self, job: str, name: str, address: str) -> Path:
+    def add_target(self, job: str, name: str, address: str, pipeline: str | None = None,
+                   role: str | None = None) -> Path:
         """Make Prometheus scrape ``address`` as ``job`` (``worker`` or ``api``)."""
         if job not in self.JOBS:
             raise ValueError(f"job: must be one of {self.JOBS}, not {job!r}")
-        return write_scrape_target(self.targets_dir, job, name, address)
+        return write_scrape_target(self.targets_dir, job, name, address, pipeline, role)
 
     def ready(self) -> bool:
         return _http_ok(f"{self.url}/-/ready")
@@ -266,12 +267,17 @@ class AlertmanagerServer(Server):
         return _http_ok(f"{self.url}/-/ready")
 
 
-def write_scrape_target(targets_dir: Path, job: str, name: str, address: str) -> Path:
-    """Write (atomically) the file-discovery entry that makes Prometheus scrape ``address``."""
+def write_scrape_target(targets_dir: Path, job: str, name: str, address: str,
+                        pipeline: str | None = None, role: str | None = None) -> Path:
+    """Write (atomically) the file-discovery entry that makes Prometheus scrape ``address``,
+    labelled ``instance_name`` (``name``), ``pipeline`` (the app id; default ``name``:
+    drift alerts aggregate by it) and, for a worker, its ``role``."""
     targets_dir.mkdir(parents=True, exist_ok=True)
     path = targets_dir / f"{job}-{name}.json"
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps([{"targets": [address], "labels": {"instance_name": name}}]))
+    labels = {"instance_name": name, "pipeline": pipeline or name,
+              **({"role": role} if role else {})}
+    tmp.write_text(json.dumps([{"targets": [address], "labels": labels}]))
     tmp.rename(path)
     return path
 

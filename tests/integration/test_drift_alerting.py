@@ -94,7 +94,7 @@ def drift_events(settings: Settings) -> list[dict[str, Any]]:
 
 
 def alerts(real_servers: RealServers, instance: str) -> list[dict[str, Any]]:
-    return real_servers.query(f'ALERTS{{alertname="FeatureDrift", instance_name="{instance}"}}')
+    return real_servers.query(f'ALERTS{{alertname="FeatureDrift", pipeline="{instance}"}}')
 
 
 @dataclass
@@ -152,7 +152,7 @@ def test_a_drifting_stream_fires_feature_drift_and_a_steady_one_does_not(
         with urllib.request.urlopen(f"{real_servers.alertmanager_url}/api/v2/alerts?{query}",
                                     timeout=5) as response:
             received: list[dict[str, Any]] = json.load(response)
-        return [a for a in received if a["labels"].get("instance_name") == drifting.worker.app_id]
+        return [a for a in received if a["labels"].get("pipeline") == drifting.worker.app_id]
 
     received = wait_for(in_alertmanager, 30, "Alertmanager to receive FeatureDrift")
     assert received[0]["annotations"]["runbook_url"] == "docs/runbook.md#featuredrift"
@@ -178,7 +178,7 @@ def test_a_drifting_stream_fires_feature_drift_and_a_steady_one_does_not(
     assert sudden[0]["window"] == drifting.drift.kswin_stat_size
     wait_for(lambda: real_servers.query(
         f'max_over_time(ALERTS{{alertname="FeatureSuddenShift", alertstate="firing", '
-        f'instance_name="{drifting.worker.app_id}"}}[1h])'), 60, "FeatureSuddenShift to fire")
+        f'pipeline="{drifting.worker.app_id}"}}[1h])'), 60, "FeatureSuddenShift to fire")
     assert drifting.drift.reports_dir and not list((drifting.drift.reports_dir.parent /
                                                     "steady").glob("*/report.html"))
     # the steady worker was scraped all along, with every detector running
@@ -211,9 +211,9 @@ def test_a_drifting_stream_fires_feature_drift_and_a_steady_one_does_not(
     # No alert (drift, quality or pipeline) fired at any time of the run, and none is pending
     # at its end. (While the replay floods the topics, ConsumerLag can go pending.)
     fired = real_servers.query(
-        f'max_over_time(ALERTS{{instance_name="{quiet}", alertstate="firing"}}[1h])')
+        f'max_over_time(ALERTS{{pipeline="{quiet}", alertstate="firing"}}[1h])')
     assert fired == [], [a["metric"] for a in fired]
-    pending = real_servers.query(f'ALERTS{{instance_name="{quiet}"}}')
+    pending = real_servers.query(f'ALERTS{{pipeline="{quiet}"}}')
     assert pending == [], [a["metric"] for a in pending]
     print(f"FeatureDrift fired {delay:.0f}s after the replay ended (bound "
           f"{FIRING_BOUND_SECONDS}s)")

@@ -20,8 +20,8 @@ DEFAULTS = Settings()
 
 
 def test_every_part_of_the_stack_is_a_service_with_a_healthcheck() -> None:
-    expected = {"kafka", "redis", "prometheus", "alertmanager", "grafana", "worker", "api",
-                "producer"}
+    expected = {"kafka", "redis", "prometheus", "alertmanager", "grafana", "scorer-1",
+                "scorer-2", "learner", "monitor", "api", "producer"}
     assert set(SERVICES) == expected
     for name in expected - {"producer"}:  # the producer runs once and exits
         assert SERVICES[name]["healthcheck"]["test"], name
@@ -41,11 +41,11 @@ def test_published_ports_match_the_settings_defaults() -> None:
     assert ports["prometheus"] == [str(DEFAULTS.services.prometheus_port)]
     assert ports["alertmanager"] == [str(DEFAULTS.services.alertmanager_port)]
     assert ports["api"] == [str(DEFAULTS.api.port)]
-    assert ports["worker"] == [str(DEFAULTS.worker.metrics_port)]
+    assert ports["scorer-1"] == [str(DEFAULTS.worker.metrics_port)]  # the others: 8002...
 
 
 def test_app_containers_point_at_the_compose_services() -> None:
-    for name in ("worker", "api", "producer"):
+    for name in ("scorer-1", "learner", "monitor", "api", "producer"):
         env = SERVICES[name]["environment"]
         host, port = env["FRAUDSTREAM_KAFKA__BOOTSTRAP_SERVERS"].split(":")
         assert host == "kafka" and f"PLAINTEXT://:{port}" in SERVICES["kafka"]["environment"][
@@ -53,18 +53,32 @@ def test_app_containers_point_at_the_compose_services() -> None:
         assert env["FRAUDSTREAM_REDIS__URL"].startswith("redis://redis:6379")
 
 
-@pytest.mark.parametrize("name", ["worker", "api", "producer"])
+@pytest.mark.parametrize("name", ["scorer-1", "scorer-2", "learner", "monitor", "api",
+                                  "producer"])
 def test_app_commands_are_valid_fraudstream_commands(name: str) -> None:
     args = build_parser().parse_args(SERVICES[name]["command"])
     assert args.command == SERVICES[name]["command"][0]
 
 
+def test_compose_runs_two_scorers_a_learner_and_a_monitor() -> None:
+    roles = {name: build_parser().parse_args(SERVICES[name]["command"]).role
+             for name in ("scorer-1", "scorer-2", "learner", "monitor")}
+    assert roles == {"scorer-1": ["score"], "scorer-2": ["score"], "learner": ["learn"],
+                     "monitor": ["monitor"]}
+
+
 def test_prometheus_in_compose_scrapes_the_worker_and_the_api() -> None:
     config = yaml.safe_load((REPO / "monitoring/compose/prometheus.yml").read_text())
-    targets = {job["job_name"]: job["static_configs"][0]["targets"]
+    targets = {job["job_name"]: [t for group in job["static_configs"] for t in group["targets"]]
                for job in config["scrape_configs"]}
-    assert targets["fraudstream-worker"] == [f"worker:{DEFAULTS.worker.metrics_port}"]
+    port = DEFAULTS.worker.metrics_port
+    assert targets["fraudstream-worker"] == [f"{name}:{port}" for name in
+                                             ("scorer-1", "scorer-2", "learner", "monitor")]
     assert targets["fraudstream-api"] == [f"api:{DEFAULTS.api.port}"]
+    [worker] = [job for job in config["scrape_configs"] if job["job_name"] ==
+                "fraudstream-worker"]
+    assert {group["labels"]["pipeline"] for group in worker["static_configs"]} == \
+        {DEFAULTS.worker.app_id}
     promtool = shutil.which("promtool")
     assert promtool, "promtool comes with Debian's prometheus package (make test installs it)"
     check = subprocess.run([promtool, "check", "config", "--syntax-only",
