@@ -34,7 +34,7 @@ from models.scoring import ModelHolder, ServingModel
 from monitoring.detectors import DriftEvent
 from monitoring.metrics import PipelineMetrics
 from monitoring.monitor import DriftMonitor
-from stream.records import Emit, RawRecord, Rejects, encode_learned
+from stream.records import Emit, Origin, RawRecord, Rejects, encode_learned, encode_scored
 from stream.runtime.learner import LearnRole
 from stream.runtime.monitor import MonitorRole, decode_drift
 from stream.runtime.roles import ALL
@@ -127,8 +127,9 @@ class Pipeline:
             self.watch.state_began(self.scorer.state_start)
             out += await self._drift(self.watch.on_scored_batch(batch.new))
         elif self._monitor_elsewhere:  # it dedups: a record scored again may be new to it
-            out += [Emit(self.scored_topic, r.card_id.encode(), r.to_bytes())
-                    for r in [*(r for r, _, _ in batch.new), *batch.again]]
+            out += [Emit(self.scored_topic, r.card_id.encode(),
+                         encode_scored(r, Origin(source[1], behind)))
+                    for r, source, behind in [*batch.new, *batch.again]]
         return out
 
     async def on_label(self, record: RawRecord) -> list[Emit]:
@@ -153,6 +154,7 @@ class Pipeline:
         """A monitor on its own: scored records (with their vectors) from the scorers."""
         if self.watch is None:
             return []
+        await self.watch.read_state_start()
         bad, events = self.watch.on_scored(records)
         return bad + await self._drift(events)
 
@@ -160,6 +162,7 @@ class Pipeline:
         """A monitor on its own: labels the learner learned, with their records."""
         if self.watch is None:
             return []
+        await self.watch.read_state_start()
         bad, events = self.watch.on_learned(records)
         return bad + await self._drift(events)
 
@@ -231,8 +234,10 @@ class Pipeline:
             return await self._drift(self.watch.on_label(scored, label, source, behind,
                                                          learned))
         if self._monitor_elsewhere:
+            origin = Origin(-1, False) if record is None else Origin(record.partition,
+                                                                     record.behind)
             return [Emit(self.learned_topic, label.txn_id.encode(),
-                         encode_learned(scored, label, learned))]
+                         encode_learned(scored, label, learned, origin))]
         return []
 
     async def _drift(self, events: list[DriftEvent]) -> list[Emit]:

@@ -82,10 +82,48 @@ class Rejects:
         return dead_letter(record, self.topic, reason, detail)
 
 
-def encode_learned(record: ScoredRecord, label: Label, labels_learned: int) -> bytes:
-    """A learned label as the internal ``learned`` topic carries it to the monitor: the
-    label, how many labels the champion's lineage has learned, and the record its
-    transaction was scored with.
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where a record the monitor gets through Kafka came from: the partition of the
+    transactions (or labels) topic it was read from (-1: none, a label that waited), and
+    whether that partition held more records then, so the monitor orders the stream in
+    event time as if it read those partitions itself (:mod:`monitoring.ordering`)."""
+
+    partition: int
+    behind: bool
+
+    @property
+    def source(self) -> tuple[str, int] | None:
+        return None if self.partition < 0 else ("origin", self.partition)
+
+
+#: The head of a record on ``scored`` and ``learned``: the origin's partition and flag.
+_ORIGIN = struct.Struct("<h?")
+
+
+def encode_scored(record: ScoredRecord, origin: Origin) -> bytes:
+    """A scored record (with its vector) as the internal ``scored`` topic carries it.
+
+    >>> from features.vector import EntityState, view
+    >>> from features.events import Transaction
+    >>> t = Transaction("t1", "c1", "p1", 10.0, 5.0)
+    >>> r = ScoredRecord("t1", "c1", "p1", 5.0, view(EntityState(), t), 0.25, 3)
+    >>> decode_scored(encode_scored(r, Origin(2, True))) == (r, Origin(2, True))
+    True
+    """
+    return _ORIGIN.pack(origin.partition, origin.behind) + record.to_bytes()
+
+
+def decode_scored(raw: bytes) -> tuple[ScoredRecord, Origin]:
+    partition, behind = _ORIGIN.unpack_from(raw)
+    return ScoredRecord.from_bytes(raw[_ORIGIN.size:]), Origin(partition, behind)
+
+
+def encode_learned(record: ScoredRecord, label: Label, labels_learned: int,
+                   origin: Origin = Origin(-1, False)) -> bytes:
+    """A learned label as the internal ``learned`` topic carries it to the monitor: where
+    the label was read, the label, how many labels the champion's lineage has learned,
+    and the record its transaction was scored with.
 
     Examples
     --------
@@ -93,15 +131,19 @@ def encode_learned(record: ScoredRecord, label: Label, labels_learned: int) -> b
     >>> from features.events import Transaction
     >>> t = Transaction("t1", "c1", "p1", 10.0, 5.0)
     >>> r = ScoredRecord("t1", "c1", "p1", 5.0, view(EntityState(), t), 0.25, 3)
-    >>> decode_learned(encode_learned(r, Label("t1", True, 99.0), 7)) == (r, Label("t1", True,
-    ... 99.0), 7)
+    >>> decode_learned(encode_learned(r, Label("t1", True, 99.0), 7, Origin(1, False))) == (
+    ...     r, Label("t1", True, 99.0), 7, Origin(1, False))
     True
     """
-    return _LEARNED.pack(label.event_time, label.is_fraud, labels_learned) + record.to_bytes()
+    return (_ORIGIN.pack(origin.partition, origin.behind)
+            + _LEARNED.pack(label.event_time, label.is_fraud, labels_learned)
+            + record.to_bytes())
 
 
-def decode_learned(raw: bytes) -> tuple[ScoredRecord, Label, int]:
-    """The record, label and label count of :func:`encode_learned`'s bytes."""
-    event_time, is_fraud, learned = _LEARNED.unpack_from(raw)
-    record = ScoredRecord.from_bytes(raw[_LEARNED.size:])
-    return record, Label(record.txn_id, is_fraud, event_time), learned
+def decode_learned(raw: bytes) -> tuple[ScoredRecord, Label, int, Origin]:
+    """The record, label, label count and origin of :func:`encode_learned`'s bytes."""
+    partition, behind = _ORIGIN.unpack_from(raw)
+    event_time, is_fraud, learned = _LEARNED.unpack_from(raw, _ORIGIN.size)
+    record = ScoredRecord.from_bytes(raw[_ORIGIN.size + _LEARNED.size:])
+    return record, Label(record.txn_id, is_fraud, event_time), learned, Origin(partition,
+                                                                                behind)

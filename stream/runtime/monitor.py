@@ -26,7 +26,7 @@ from models.scoring import ModelHolder
 from monitoring.detectors import DriftEvent, Scorer
 from monitoring.metrics import PipelineMetrics
 from monitoring.monitor import DriftMonitor, encode_event
-from stream.records import Emit, RawRecord, Rejects, decode_learned
+from stream.records import Emit, RawRecord, Rejects, decode_learned, decode_scored
 from stream.runtime.scorer import state_began_key
 from stream.settings import Settings
 
@@ -115,12 +115,12 @@ class MonitorRole:
         batch: list[tuple[ScoredRecord, Hashable, bool]] = []
         for record in records:
             try:
-                scored = ScoredRecord.from_bytes(record.value or b"")
+                scored, origin = decode_scored(record.value or b"")
             except Exception as exc:  # struct.error, IndexError, UnicodeDecodeError
                 bad.append(self.rejects(record, "scored", "invalid_record", repr(exc)))
                 continue
-            if self._seen.add(scored.txn_id):
-                batch.append((scored, (record.topic, record.partition), record.behind))
+            if self._seen.add(scored.txn_id):  # ordered as if it read the scorers' partitions
+                batch.append((scored, origin.source, origin.behind or record.behind))
             else:
                 self.metrics.duplicates.labels(topic="scored").inc()
         return bad, self.on_scored_batch(batch)
@@ -132,12 +132,12 @@ class MonitorRole:
         events: list[DriftEvent] = []
         for record in records:
             try:
-                scored, label, learned = decode_learned(record.value or b"")
+                scored, label, learned, origin = decode_learned(record.value or b"")
             except Exception as exc:  # struct.error, IndexError, UnicodeDecodeError
                 bad.append(self.rejects(record, "learned", "invalid_record", repr(exc)))
                 continue
-            events += self.on_label(scored, label, (record.topic, record.partition),
-                                    record.behind, learned)
+            behind = origin.source is not None and (origin.behind or record.behind)
+            events += self.on_label(scored, label, origin.source, behind, learned)
         return bad, events
 
     def emit(self, events: Sequence[DriftEvent]) -> list[Emit]:
@@ -163,7 +163,12 @@ class MonitorRole:
         if self._audits is not None and audits != self._audits:
             self.monitor.refresh_reference()  # promoted or rolled back: its own traffic
         self._audits = audits
-        if self._state_start is None:
+        await self.read_state_start()
+
+    async def read_state_start(self) -> None:
+        """On its own, learn from Redis when the feature state began, before any record is
+        watched (the scorers record it before they score their first transaction)."""
+        if self.following and self._state_start is None:
             began = await self.registry.client.get(state_began_key(self.settings))
             self.state_began(None if began is None else float(began))
 

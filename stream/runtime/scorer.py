@@ -54,7 +54,7 @@ class ScoredBatch:
 
     emits: list[Emit] = field(default_factory=list)
     new: list[tuple[ScoredRecord, Source, bool]] = field(default_factory=list)
-    again: list[ScoredRecord] = field(default_factory=list)
+    again: list[tuple[ScoredRecord, Source, bool]] = field(default_factory=list)
 
 
 def stream_time_key(settings: Settings) -> str:
@@ -146,7 +146,8 @@ class ScoreRole:
                 continue
             if result.duplicate:
                 self.metrics.duplicates.labels(topic="transactions").inc()
-                batch.again.append(result.record)
+                batch.again.append((result.record, (record.topic, record.partition),
+                                    record.behind))
             else:
                 self.newest = max(self.newest, txn.event_time)
                 partition = record.partition
