@@ -129,6 +129,18 @@ class WaitingLabels:
             self._index(Waiting.from_json(raw))  # each is tried once the stream is at it
         return len(stored)
 
+    async def refresh(self) -> int:
+        """Index the labels someone else parked since :meth:`load` (a learner that lost its
+        lease and had not noticed yet): one ``HLEN`` when there are none. Returns how
+        many were new."""
+        if int(await self.client.hlen(self.key)) == len(self._items):
+            return 0
+        stored: dict[bytes, bytes] = await self.client.hgetall(self.key)
+        new = [raw for field, raw in stored.items() if field.decode() not in self._items]
+        for raw in new:
+            self._index(Waiting.from_json(raw))
+        return len(new)
+
     async def park_many(self, items: Sequence[Waiting]) -> None:
         """Keep ``items`` until the stream reaches each and its transaction is scored,
         or the group gets past its bound (one round trip)."""

@@ -113,9 +113,13 @@ class LearnRole:
         """Learn the waiting labels the stream has reached and whose transaction was
         scored; when the scorers got past a label's bound, learn it or dead-letter it
         (see :mod:`stream.waiting`)."""
-        if not self.waiting or self.progress is None:
+        if self.waiting is None or self.progress is None:
             return []
         await self.start()
+        if await self.waiting.refresh():
+            log.warning("picked up labels another learner left waiting")
+        if not self.waiting:
+            return []
         out = await self._learn_parked(self.waiting.take_ready(await self._now()))
         if self.waiting:
             committed, ends = await asyncio.to_thread(self.progress.read)

@@ -298,6 +298,27 @@ async def test_waiting_labels_survive_a_restart_of_the_worker(registry: ModelReg
     assert prometheus.get_sample_value("fraudstream_labels_waiting") == 0.0
 
 
+async def test_the_active_learner_picks_up_labels_another_one_parked_after_it_started(
+    registry: ModelRegistry,
+) -> None:
+    """A learner that lost its lease and had not noticed yet parks labels in Redis; the
+    active one, which loaded the waiting labels when it took over, picks them up too."""
+    progress, store = GroupProgress(), MemoryFeatureStore()
+    active, prometheus = waiting_pipeline(registry, store, progress)
+    stale, _ = waiting_pipeline(registry, store, progress)
+    await active.on_transaction(txn_record(Transaction("early", "c1", "p1", 9.0, 100.0)))
+    assert await active.on_waiting() == []  # started: the hash was empty
+    await stale.on_label(label_record(Label("s1", True, 5000.0), offset=7))  # ahead: parked
+    progress.ends = {0: 3}
+    assert await active.on_waiting() == []
+    assert active.waiting is not None and len(active.waiting) == 1  # picked up, waits
+    await active.on_transaction(txn_record(Transaction("s1", "c2", "p1", 9.0, 200.0)))
+    await active.on_transaction(txn_record(Transaction("late", "c3", "p1", 9.0, 5001.0)))
+    assert await active.on_waiting() == []
+    assert active.learner is not None and active.learner.labels_learned == 1
+    assert prometheus.get_sample_value("fraudstream_labels_waiting") == 0.0
+
+
 async def test_a_label_is_learned_only_once_the_stream_reaches_its_arrival(
     registry: ModelRegistry,
 ) -> None:
