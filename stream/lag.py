@@ -24,14 +24,25 @@ def group_offsets(admin: KafkaAdminClient, consumer: KafkaConsumer, group: str,
     A partition the group never committed counts as committed at 0.
     """
     committed = admin.list_group_offsets(group).get(group, {})
-    partitions = [TopicPartition(t, p) for t in topics
-                  for p in sorted(consumer.partitions_for_topic(t) or ())]
+    partitions = [TopicPartition(t, p) for t in topics for p in sorted(_partitions(consumer, t))]
     ends = consumer.end_offsets(partitions)
     result = {}
     for tp in partitions:
         done = committed.get(tp)
         result[tp] = (done.offset if done is not None and done.offset >= 0 else 0, ends[tp])
     return result
+
+
+def _partitions(consumer: KafkaConsumer, topic: str) -> set[int]:
+    """The partitions of ``topic``. A new client knows no topic until it has fetched the
+    metadata: an empty answer would read as "nothing to wait for", so it is refused."""
+    partitions = consumer.partitions_for_topic(topic)
+    if not partitions:
+        consumer.topics()  # fetches the cluster's metadata
+        partitions = consumer.partitions_for_topic(topic)
+    if not partitions:
+        raise RuntimeError(f"no partition of topic {topic!r} is known yet")
+    return set(partitions)
 
 
 class GroupProgress:

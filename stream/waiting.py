@@ -71,8 +71,8 @@ class Waiting:
 
     def passed(self, committed: Mapping[int, int]) -> bool:
         """Whether the group has committed every transaction that was in Kafka."""
-        return self.until is not None and all(
-            committed.get(partition, 0) >= end for partition, end in self.until.items())
+        return bool(self.until) and all(
+            committed.get(partition, 0) >= end for partition, end in (self.until or {}).items())
 
     def due(self, stream_time: float) -> bool:
         """Whether the stream has reached the label's arrival (event) time."""
@@ -174,7 +174,9 @@ class WaitingLabels:
 
     async def bound(self, ends: Mapping[int, int]) -> None:
         """Give every label that has no bound yet the current end offsets."""
-        fresh = [item for item in self._items.values() if item.until is None]
+        if not ends:  # no partition known: no bound (an empty one would pass at once)
+            return
+        fresh = [item for item in self._items.values() if not item.until]
         for item in fresh:
             item.until = dict(ends)
         if fresh:

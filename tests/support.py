@@ -82,6 +82,8 @@ class Processes:
     def __init__(self, log_dir: Path) -> None:
         self.log_dir = log_dir
         self.children: dict[str, subprocess.Popen[bytes]] = {}
+        #: Every child ever started, also those a later one of the same name replaced.
+        self.started: list[subprocess.Popen[bytes]] = []
 
     def start(self, command: str, settings: Settings, *args: str,
               name: str | None = None) -> subprocess.Popen[bytes]:
@@ -93,15 +95,17 @@ class Processes:
         child = subprocess.Popen([sys.executable, "-m", "stream.cli", command, *args],
                                  stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
         self.children[name] = child
+        self.started.append(child)
         return child
 
     def log(self, command: str) -> str:
         return (self.log_dir / f"{command}.log").read_text(errors="replace")
 
     def stop_all(self) -> None:
-        for child in self.children.values():
-            child.terminate()
-        for child in self.children.values():
+        for child in self.started:
+            if child.poll() is None:
+                child.terminate()
+        for child in self.started:
             try:
                 child.wait(timeout=15)
             except subprocess.TimeoutExpired:
@@ -135,3 +139,17 @@ def replay_into(settings: Settings, simulation: Simulation) -> tuple[ReplaySumma
                        (settings.topics.name("transactions"),
                         settings.topics.name("labels"))).run(events)
     return summary, events.height
+
+
+def drift_events(settings: Settings) -> list[dict[str, Any]]:
+    """Every event on the settings' ``drift-events`` topic so far."""
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(settings.topics.name("drift_events"),
+                             bootstrap_servers=settings.kafka.bootstrap_servers,
+                             auto_offset_reset="earliest", group_id=None,
+                             consumer_timeout_ms=5_000)
+    try:
+        return [json.loads(message.value) for message in consumer]
+    finally:
+        consumer.close()

@@ -18,12 +18,14 @@ import faust
 from models.errors import FencedError
 from stream.processing import Pipeline
 from stream.records import Emit, RawRecord
+from stream.runtime.gaps import Gaps
 from stream.runtime.roles import group_id
 from stream.settings import Settings
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 #: Seconds between retries when Redis or the model are not available.
 RETRY_BACKOFF = (0.1, 0.5, 1.0, 2.0, 5.0)
@@ -34,9 +36,11 @@ def _never_fenced(why: str) -> None:
 
 
 def create_app(settings: Settings, pipeline: Pipeline,
-               on_fenced: Callable[[str], None] = _never_fenced) -> faust.App:
+               on_fenced: Callable[[str], None] = _never_fenced,
+               gaps: Gaps | None = None) -> faust.App:
     """A Faust app whose agents run ``pipeline``'s roles; ``on_fenced`` is called when the
-    learner finds its lease taken over (it steps down)."""
+    learner finds its lease taken over (it steps down); ``gaps`` puts back the records
+    Faust skipped (:mod:`stream.runtime.gaps`)."""
     faust_dir = (settings.services.state_dir / "faust").resolve()
     faust_dir.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
     roles = pipeline.roles
@@ -79,7 +83,11 @@ def create_app(settings: Settings, pipeline: Pipeline,
 
     async def handle(handler: Callable[[list[RawRecord]], Awaitable[list[Emit]]],
                      batch: list[RawRecord]) -> None:
+        if gaps is not None:
+            batch = await _with_retries(gaps.complete, batch, pipeline, on_fenced)
         await send_all(await _with_retries(handler, batch, pipeline, on_fenced))
+        if gaps is not None:
+            await _with_retries(gaps.done, batch, pipeline, on_fenced)
 
     if "score" in roles:
         @app.agent(transactions, name="score")
@@ -178,9 +186,9 @@ def _where(records: object) -> str:
     return f"{len(batch)} record(s) from {first.topic}[{first.partition}]@{first.offset}"
 
 
-async def _with_retries(handle: Callable[[T], Awaitable[list[Emit]]], records: T,
+async def _with_retries(handle: Callable[[T], Awaitable[R]], records: T,
                         pipeline: Pipeline,
-                        on_fenced: Callable[[str], None] = _never_fenced) -> list[Emit]:
+                        on_fenced: Callable[[str], None] = _never_fenced) -> R:
     """Run ``handle`` until it succeeds: infrastructure errors never skip a record.
 
     Events are acknowledged (their offsets committed) only after this returns.

@@ -33,7 +33,6 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from kafka import KafkaConsumer
 
 from features.events import Transaction
 from monitoring.grafana import load, queries
@@ -44,6 +43,7 @@ from tests.support import (
     REPO,
     Processes,
     RealServers,
+    drift_events,
     isolated_settings,
     replay_into,
     wait_for,
@@ -81,18 +81,6 @@ def replay(settings: Settings, scenario: Path) -> None:
     assert summary.failed == 0
 
 
-def drift_events(settings: Settings) -> list[dict[str, Any]]:
-    """Every event on the worker's ``drift-events`` topic so far."""
-    consumer = KafkaConsumer(settings.topics.name("drift_events"),
-                             bootstrap_servers=settings.kafka.bootstrap_servers,
-                             auto_offset_reset="earliest", group_id=None,
-                             consumer_timeout_ms=5_000)
-    try:
-        return [json.loads(message.value) for message in consumer]
-    finally:
-        consumer.close()
-
-
 def alerts(real_servers: RealServers, instance: str) -> list[dict[str, Any]]:
     return real_servers.query(f'ALERTS{{alertname="FeatureDrift", pipeline="{instance}"}}')
 
@@ -112,8 +100,8 @@ def run(real_servers: RealServers, tmp_path_factory: pytest.TempPathFactory) -> 
     steady = worker_settings(real_servers, reports / "steady")
     processes = Processes(tmp_path_factory.mktemp("drift"))
     try:
-        for settings in (drifting, steady):
-            processes.start("worker", settings)
+        for name, settings in (("drifting", drifting), ("steady", steady)):
+            processes.start("worker", settings, name=name)
         processes.start("api", drifting)
         for settings in (drifting, steady):
             wait_port(settings.worker.metrics_port)
