@@ -130,7 +130,7 @@ class Learner:
         seen: set[str] = set()
         for label, before, record in zip(labels, learned_before, records, strict=True):
             if before or label.txn_id in seen:
-                out.append(Learned(Outcome.DUPLICATE))
+                out.append(Learned(Outcome.DUPLICATE, record))
             elif record is None:
                 out.append(Learned(Outcome.UNKNOWN_TRANSACTION))
             else:

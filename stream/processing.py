@@ -44,6 +44,9 @@ from stream.waiting import Progress, WaitingLabels
 
 log = logging.getLogger(__name__)
 
+#: A drift event seen this long before the stream time is not acted upon any more.
+STALE_DRIFT_SECONDS = 86_400.0
+
 
 class Pipeline:
     """The ``roles`` of one worker process (all three by default), linked."""
@@ -178,7 +181,9 @@ class Pipeline:
                 log.warning("unreadable drift event %s[%d]@%d: %r", record.topic,
                             record.partition, record.offset, exc)
         await self.learn.start()
-        await self.learn.auto.on_events(events)
+        now = await self._stream_time()  # a new learner group reads the topic from its start:
+        recent = [e for e in events if e.first_seen >= now - STALE_DRIFT_SECONDS]  # old news
+        await self.learn.auto.on_events(recent)
         return []
 
     async def on_revoked(self, partitions: Sequence[tuple[str, int]]) -> list[Emit]:
@@ -226,9 +231,13 @@ class Pipeline:
         self.metrics.model_version.set(serving.version)
 
     async def _learned(self, record: RawRecord | None, scored: ScoredRecord, label: Label,
-                       learned: int) -> list[Emit]:
-        """A label was learned: to the monitor, here or through Kafka."""
+                       learned: int, again: bool) -> list[Emit]:
+        """A label was learned: to the monitor, here or through Kafka (again, when it was
+        learned before: its first send may have died with the learner; the monitor
+        drops repeats)."""
         if self.watch is not None:
+            if again:  # seen here already
+                return []
             source: Hashable = None if record is None else (record.topic, record.partition)
             behind = record is not None and record.behind
             return await self._drift(self.watch.on_label(scored, label, source, behind,

@@ -36,12 +36,14 @@ log = logging.getLogger(__name__)
 LEARN_BATCH = 500
 
 #: Told of each label learned: its consumed record (None once it waited), the record its
-#: transaction was scored with, the label, and the lineage's label count; returns records.
-LearnedHook = Callable[[RawRecord | None, ScoredRecord, Label, int], Awaitable[list[Emit]]]
+#: transaction was scored with, the label, the lineage's label count, and whether it had
+#: been learned before (a redelivery: it may not have reached its reader); returns records.
+LearnedHook = Callable[[RawRecord | None, ScoredRecord, Label, int, bool],
+                       Awaitable[list[Emit]]]
 
 
 async def _nobody(record: RawRecord | None, scored: ScoredRecord, label: Label,
-                  learned: int) -> list[Emit]:
+                  learned: int, again: bool) -> list[Emit]:
     return []
 
 
@@ -198,6 +200,9 @@ class LearnRole:
             return [self.rejects(item.record, "labels", result.outcome.value, detail)]
         if result.outcome is Outcome.DUPLICATE:
             self.metrics.duplicates.labels(topic="labels").inc()
+            if result.record is not None:
+                return await self.learned(None if parked else item.record, result.record,
+                                          label, learner.labels_learned, True)
         else:
             self.metrics.labels_learned.inc()
             self.metrics.quality.label_delay.observe(result.delay)
@@ -206,7 +211,7 @@ class LearnRole:
         if result.outcome is Outcome.LEARNED and result.record is not None:
             self.auto.remember(result.record, label)
             return await self.learned(None if parked else item.record, result.record, label,
-                                      learner.labels_learned)
+                                      learner.labels_learned, False)
         return []
 
     async def _park(self, items: Sequence[Waiting]) -> None:

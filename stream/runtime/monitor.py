@@ -82,6 +82,7 @@ class MonitorRole:
         self.drift_topic = settings.topics.name("drift_events")
         self._scoring: Scorer | None = None
         self._seen = RecentIds(SEEN_KEPT)
+        self._seen_labels = RecentIds(SEEN_KEPT)
         self._state_start: float | None = None
         self._audits: int | None = None
         self._refresh_seen: object = _UNSEEN
@@ -135,6 +136,9 @@ class MonitorRole:
                 scored, label, learned, origin = decode_learned(record.value or b"")
             except Exception as exc:  # struct.error, IndexError, UnicodeDecodeError
                 bad.append(self.rejects(record, "learned", "invalid_record", repr(exc)))
+                continue
+            if not self._seen_labels.add(label.txn_id):  # the learner sent it again
+                self.metrics.duplicates.labels(topic="learned").inc()
                 continue
             behind = origin.source is not None and (origin.behind or record.behind)
             events += self.on_label(scored, label, origin.source, behind, learned)
