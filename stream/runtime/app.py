@@ -73,8 +73,11 @@ def create_app(settings: Settings, pipeline: Pipeline,
                                                   pipeline.learned_topic)}
 
     async def send_all(emits: list[Emit]) -> None:
-        for emit in emits:
-            await outputs[emit.topic].send(key=emit.key, value=emit.value)
+        """Produce ``emits`` and wait until Kafka has them all (acks=all): a batch's offsets
+        are acknowledged only after its outputs are delivered, so a crash loses none."""
+        deliveries = [await outputs[e.topic].send(key=e.key, value=e.value) for e in emits]
+        if deliveries:
+            await asyncio.gather(*deliveries)
 
     async def batches(stream: Any) -> AsyncIterator[list[RawRecord]]:
         """The stream's records, ``worker.batch_max`` at most, collected for a short while."""
@@ -85,7 +88,8 @@ def create_app(settings: Settings, pipeline: Pipeline,
                      batch: list[RawRecord]) -> None:
         if gaps is not None:
             batch = await _with_retries(gaps.complete, batch, pipeline, on_fenced)
-        await send_all(await _with_retries(handler, batch, pipeline, on_fenced))
+        emits = await _with_retries(handler, batch, pipeline, on_fenced)
+        await _with_retries(send_all, emits, pipeline, on_fenced)  # at least once
         if gaps is not None:
             await _with_retries(gaps.done, batch, pipeline, on_fenced)
 
@@ -144,7 +148,8 @@ def create_app(settings: Settings, pipeline: Pipeline,
     async def on_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         revoked = args[0] if args else kwargs.get("revoked", ())
         rebalances[0] += 1
-        await send_all(await pipeline.on_revoked([(tp.topic, tp.partition) for tp in revoked]))
+        await _guarded("partitions revoked", pipeline, on_fenced, lambda: _sent(
+            pipeline.on_revoked([(tp.topic, tp.partition) for tp in revoked]), send_all))
 
     @app.timer(settings.model.snapshot_every_seconds)
     async def publish_snapshot() -> None:
