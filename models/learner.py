@@ -195,7 +195,7 @@ class Learner:
             feature_set_version=FEATURE_SET_VERSION,
             labels_learned=self.labels_learned,
             created_at=self.last_label_time or self.meta.created_at,
-            metrics=_finite(self.quality.report()) if len(self.quality) else None,
+            metrics=_finite(self.quality.recent_report()) if len(self.quality) else None,
             params=_params(self.model),
             stream_time=self.stream_time,
         )

@@ -253,7 +253,7 @@ class LearnRole:
                 (f"challenger:{n}", c) for n, c in list(self.challengers.learners.items()))]:
             if len(one.quality):
                 self.metrics.quality.export(role, one.meta.model_name, one.meta.version,
-                                            one.quality.report())
+                                            one.quality.recent_report())
         return changed
 
     def _quality(self) -> Prequential:
