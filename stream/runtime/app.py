@@ -78,6 +78,10 @@ def create_app(settings: Settings, pipeline: Pipeline,
         if deliveries:
             await asyncio.gather(*deliveries)
 
+    async def emit_from(make: Awaitable[list[Emit]]) -> None:
+        """What a timer or callback made, sent until Kafka has it (the work is done)."""
+        await _with_retries(send_all, await make, pipeline, on_fenced)
+
     async def batches(stream: Any) -> AsyncIterator[list[RawRecord]]:
         """The stream's records, ``worker.batch_max`` at most, collected for a short while."""
         async for events in stream.take_events(worker.batch_max, worker.batch_within_seconds):
@@ -141,25 +145,20 @@ def create_app(settings: Settings, pipeline: Pipeline,
         @app.timer(worker.label_retry_seconds)
         async def retry_waiting_labels() -> None:
             await _guarded("waiting labels", pipeline, on_fenced,
-                           lambda: _sent(pipeline.on_waiting(), send_all))
+                           lambda: emit_from(pipeline.on_waiting()))
 
     @app.on_partitions_revoked.connect
     async def on_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         revoked = args[0] if args else kwargs.get("revoked", ())
         rebalances[0] += 1
-        await _guarded("partitions revoked", pipeline, on_fenced, lambda: _sent(
-            pipeline.on_revoked([(tp.topic, tp.partition) for tp in revoked]), send_all))
+        await _guarded("partitions revoked", pipeline, on_fenced, lambda: emit_from(
+            pipeline.on_revoked([(tp.topic, tp.partition) for tp in revoked])))
 
     @app.timer(settings.model.snapshot_every_seconds)
     async def publish_snapshot() -> None:
         await _guarded("snapshot timer", pipeline, on_fenced, pipeline.on_timer)
 
     return app
-
-
-async def _sent(emits: Awaitable[list[Emit]],
-                send_all: Callable[[list[Emit]], Awaitable[None]]) -> None:
-    await send_all(await emits)
 
 
 async def _guarded(what: str, pipeline: Pipeline, on_fenced: Callable[[str], None],
