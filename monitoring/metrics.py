@@ -42,6 +42,7 @@ class PipelineMetrics:
     redis_memory: Gauge
     redis_keys: Gauge
     labels_waiting: Gauge
+    loop_lag: Histogram
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> PipelineMetrics:
@@ -114,6 +115,13 @@ class PipelineMetrics:
             ),
             model_version=Gauge(
                 "fraudstream_model_version", "Version of the model currently scoring.",
+                registry=registry,
+            ),
+            loop_lag=Histogram(
+                "fraudstream_event_loop_lag_seconds",
+                "How late the worker's event loop ran a callback due then: the longest "
+                "any agent or timer kept the loop from everything else.",
+                buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
                 registry=registry,
             ),
         )

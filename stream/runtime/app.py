@@ -19,6 +19,7 @@ from models.errors import FencedError
 from stream.processing import Pipeline
 from stream.records import Emit, RawRecord
 from stream.runtime.gaps import Gaps
+from stream.runtime.loop import watch_loop
 from stream.runtime.roles import group_id
 from stream.settings import Settings
 
@@ -153,6 +154,10 @@ def create_app(settings: Settings, pipeline: Pipeline,
         rebalances[0] += 1
         await _guarded("partitions revoked", pipeline, on_fenced, lambda: emit_from(
             pipeline.on_revoked([(tp.topic, tp.partition) for tp in revoked])))
+
+    @app.task
+    async def loop_lag() -> None:
+        await watch_loop(pipeline.metrics.loop_lag.observe)
 
     @app.timer(settings.model.snapshot_every_seconds)
     async def publish_snapshot() -> None:

@@ -222,6 +222,9 @@ def test_the_real_prometheus_scraped_the_workers_counters(run: Run) -> None:
     assert float(scores[0]["value"][1]) == published - 2
     dead = run.servers.query(f"sum(fraudstream_dead_letters_total{{{job}}})")
     assert float(dead[0]["value"][1]) == 3
+    # the event loop's lag is measured all along (a probe every 0.25 s)
+    probes = run.servers.query(f"fraudstream_event_loop_lag_seconds_count{{{job}}}")
+    assert probes and float(probes[0]["value"][1]) > 0
 
 
 def test_worker_log_has_no_unexpected_errors(run: Run, tmp_path: Path) -> None:
