@@ -36,6 +36,7 @@ from kafka import KafkaConsumer
 
 from monitoring.detectors import DriftEvent
 from producers.scenario import ScenarioSpec, describe, load_scenario, moved, run_scenario
+from stream.runtime.monitor import decode_drift
 from stream.services import LocalServices
 from stream.settings import Settings
 from stream.topics import ensure_topics
@@ -180,7 +181,7 @@ def _follow_scores(settings: Settings, duration: float | None,
             for batch in consumer.poll(timeout_ms=500).values():
                 for message in batch:
                     if message.topic == drift_topic:
-                        event = DriftEvent(**json.loads(message.value))
+                        event = decode_drift(message.value)
                         seen.alarms.append(event)
                         print(alarm_line(event, start), flush=True)
                         continue
