@@ -36,6 +36,7 @@ from monitoring.metrics import PipelineMetrics
 from monitoring.monitor import DriftMonitor
 from stream.records import Emit, Origin, RawRecord, Rejects, encode_learned, encode_scored
 from stream.runtime.learner import LearnRole
+from stream.runtime.marks import RaisedMarks
 from stream.runtime.monitor import MonitorRole, decode_drift
 from stream.runtime.roles import ALL
 from stream.runtime.scorer import ScoreRole, stream_time_key
@@ -222,9 +223,7 @@ class Pipeline:
         newest any scorer reported."""
         if self.scorer is not None:
             return self.scorer.newest
-        reported: list[bytes | str] = await self.registry.client.hvals(
-            stream_time_key(self.settings))
-        return max([0.0, *(float(v) for v in reported)])
+        return await RaisedMarks(self.registry.client, stream_time_key(self.settings)).highest()
 
     def _serve(self, serving: ServingModel) -> None:
         self.holder.swap(serving)

@@ -153,3 +153,23 @@ def drift_events(settings: Settings) -> list[dict[str, Any]]:
         return [json.loads(message.value) for message in consumer]
     finally:
         consumer.close()
+
+
+def scored_ids(settings: Settings, want: int, timeout_ms: int = 10_000) -> set[str]:
+    """The transaction ids on the settings' ``scores`` topic, read until ``want`` are seen
+    (or nothing more came for ``timeout_ms``)."""
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(settings.topics.name("scores"),
+                             bootstrap_servers=settings.kafka.bootstrap_servers,
+                             auto_offset_reset="earliest", group_id=None,
+                             consumer_timeout_ms=timeout_ms)
+    seen: set[str] = set()
+    try:
+        for message in consumer:
+            seen.add(json.loads(message.value)["txn_id"])
+            if len(seen) >= want:
+                break
+    finally:
+        consumer.close()
+    return seen

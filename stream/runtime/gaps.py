@@ -27,20 +27,9 @@ from kafka import KafkaConsumer, TopicPartition
 from prometheus_client import CollectorRegistry, Counter
 
 from stream.records import RawRecord
+from stream.runtime.marks import RaisedMarks
 
 log = logging.getLogger(__name__)
-
-#: Raise each partition's watermark in a hash (KEYS[1]) to the given value, never lower it.
-_RAISE = """
-for i = 1, #ARGV, 2 do
-  local old = redis.call('HGET', KEYS[1], ARGV[i])
-  if not old or tonumber(old) < tonumber(ARGV[i + 1]) then
-    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
-  end
-end
-return 1
-"""
-
 
 class Refetch:
     """Reads a range of one partition again, with its own consumer (no group, no commit)."""
@@ -86,13 +75,12 @@ class Gaps:
         self.client = client
         self.prefix = f"{key_prefix}:offsets:{group}"
         self.refetch = refetch
-        self._raise = client.register_script(_RAISE)
         self.recovered = Counter("fraudstream_records_recovered",
                                  "Records the stream framework skipped, read again from Kafka "
                                  "and processed", ["topic"], registry=registry)
 
-    def _key(self, topic: str) -> str:
-        return f"{self.prefix}:{topic}"
+    def _marks(self, topic: str) -> RaisedMarks:
+        return RaisedMarks(self.client, f"{self.prefix}:{topic}")
 
     async def complete(self, batch: Sequence[RawRecord]) -> list[RawRecord]:
         """``batch`` with the records skipped before it put back in front, in order."""
@@ -102,7 +90,7 @@ class Gaps:
         missing: list[RawRecord] = []
         for topic in {t for t, _ in firsts}:
             partitions = [p for t, p in firsts if t == topic]
-            marks = await self.client.hmget(self._key(topic), [str(p) for p in partitions])
+            marks = await self._marks(topic).get(partitions)
             for partition, mark in zip(partitions, marks, strict=True):
                 first = firsts[(topic, partition)]
                 if mark is None or int(mark) >= first:
@@ -123,5 +111,4 @@ class Gaps:
             key = (record.topic, record.partition)
             nexts[key] = max(nexts.get(key, 0), record.offset + 1)
         for topic in {t for t, _ in nexts}:
-            await self._raise(keys=[self._key(topic)], args=[
-                x for (t, p), nxt in nexts.items() if t == topic for x in (p, nxt)])
+            await self._marks(topic).raise_to({p: n for (t, p), n in nexts.items() if t == topic})

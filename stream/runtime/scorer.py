@@ -28,20 +28,10 @@ from models.scoring import ModelHolder, score_batch
 from monitoring.metrics import PipelineMetrics
 from producers.schema import RecordError, ScoreRecord, decode_transaction, encode, to_datetime
 from stream.records import Emit, RawRecord, Rejects
+from stream.runtime.marks import RaisedMarks
 from stream.settings import Settings
 
 log = logging.getLogger(__name__)
-
-#: Raise each partition's stream time in a hash (KEYS[1]) to the given value, never lower it.
-_RAISE_STREAM_TIME = """
-for i = 1, #ARGV, 2 do
-  local old = redis.call('HGET', KEYS[1], ARGV[i])
-  if not old or tonumber(old) < tonumber(ARGV[i + 1]) then
-    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
-  end
-end
-return 1
-"""
 
 #: A transaction's place in Kafka, for the drift detectors' ordering: (topic, partition).
 Source = tuple[str, int]
@@ -86,7 +76,7 @@ class ScoreRole:
         #: The newest event time scored, overall and per partition.
         self.newest = 0.0
         self._newest_by_partition: dict[int, float] = {}
-        self._raise_stream_time = registry.client.register_script(_RAISE_STREAM_TIME)
+        self._stream_time = RaisedMarks(registry.client, stream_time_key(settings))
         #: Event time of the feature state's first transaction (for the drift warm-up).
         self.state_start: float | None = None
 
@@ -101,8 +91,6 @@ class ScoreRole:
     async def on_transactions(self, records: Sequence[RawRecord]) -> ScoredBatch:
         """Score a batch of raw transaction records, in order."""
         self.metrics.events_in.labels(topic="transactions").inc(len(records))
-        if self.following and self.holder.current is None:
-            await self.follow()
         started = time.perf_counter()
         batch = ScoredBatch()
         decoded: list[tuple[RawRecord, Transaction]] = []
@@ -169,11 +157,7 @@ class ScoreRole:
     async def report_stream_time(self) -> None:
         """Tell a learner in another process how far this scorer got, per partition (each
         partition's newest event time only grows: a stale owner cannot move it back)."""
-        if not self._newest_by_partition:
-            return
-        await self._raise_stream_time(keys=[stream_time_key(self.settings)], args=[
-            x for partition, newest in self._newest_by_partition.items()
-            for x in (partition, repr(newest))])
+        await self._stream_time.raise_to(self._newest_by_partition)
 
     def _lateness_detail(self, txn: Transaction, newest: float | None) -> str:
         behind = 0.0 if newest is None else newest - txn.event_time

@@ -12,14 +12,12 @@ waited for, so both paths have applied them before phase B is scored.
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import httpx
 import pytest
-from kafka import KafkaConsumer
 
 from features.events import Label, Transaction
 from features.redis_store import RedisFeatureStore
@@ -31,7 +29,14 @@ from stream.embedded import EmbeddedOptions, run_embedded
 from stream.replay import replay_features
 from stream.settings import Settings
 from stream.wiring import build_store
-from tests.support import Processes, RealServers, isolated_settings, wait_for, wait_port
+from tests.support import (
+    Processes,
+    RealServers,
+    isolated_settings,
+    scored_ids,
+    wait_for,
+    wait_port,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -64,19 +69,8 @@ class Parity:
 
 
 def _wait_scores(settings: Settings, want: int) -> None:
-    consumer = KafkaConsumer(settings.topics.name("scores"),
-                             bootstrap_servers=settings.kafka.bootstrap_servers,
-                             auto_offset_reset="earliest", group_id=None,
-                             consumer_timeout_ms=90_000)
-    try:
-        seen = set()
-        for message in consumer:
-            seen.add(json.loads(message.value)["txn_id"])
-            if len(seen) >= want:
-                return
-    finally:
-        consumer.close()
-    raise AssertionError(f"only {len(seen)} of {want} transactions were scored")
+    seen = scored_ids(settings, want, timeout_ms=90_000)
+    assert len(seen) >= want, f"only {len(seen)} of {want} transactions were scored"
 
 
 async def _read(settings: Settings, txn_ids: list[str]) -> dict[str, ScoredRecord | None]:

@@ -9,7 +9,6 @@ state equal to it, and every label learned by the champion exactly once.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import subprocess
@@ -42,6 +41,7 @@ from tests.support import (
     free_port,
     isolated_settings,
     replay_into,
+    scored_ids,
     wait_for,
 )
 
@@ -131,22 +131,6 @@ def learned(settings: Settings) -> int:
     return asyncio.run(_learned(settings))
 
 
-def _scored_ids(settings: Settings, want: int) -> set[str]:
-    consumer = KafkaConsumer(settings.topics.name("scores"),
-                             bootstrap_servers=settings.kafka.bootstrap_servers,
-                             auto_offset_reset="earliest", group_id=None,
-                             consumer_timeout_ms=10_000)
-    seen: set[str] = set()
-    try:
-        for message in consumer:
-            seen.add(json.loads(message.value)["txn_id"])
-            if len(seen) >= want:
-                break
-    finally:
-        consumer.close()
-    return seen
-
-
 @dataclass
 class Outcome:
     simulation: Simulation
@@ -201,7 +185,7 @@ def test_every_transaction_is_scored_and_card_vectors_equal_the_offline_replay(
     events = killed.simulation.events()
     replayed = asyncio.run(replay_features(events))
     want = {t for t, record in replayed.items() if record is not None}
-    assert _scored_ids(settings, len(want)) >= want
+    assert scored_ids(settings, len(want)) >= want
 
     async def stored() -> list:
         store = build_store(settings)
