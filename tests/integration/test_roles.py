@@ -9,6 +9,7 @@ state equal to it, and every label learned by the champion exactly once.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -21,7 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
-from kafka import KafkaConsumer, TopicPartition
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from features.events import Transaction
@@ -131,6 +132,21 @@ def learned(settings: Settings) -> int:
     return asyncio.run(_learned(settings))
 
 
+#: One hostile record per input topic: it must be dead-lettered, naming the field.
+HOSTILE = {"transactions": b'{"schema_version": 1, "txn_id": "h1", "card_id": "c1", '
+                           b'"terminal_id": "p1", "amount": -5, "event_time": "yesterday"}',
+           "labels": b"\xff not json"}
+
+
+def _send_hostile(settings: Settings) -> None:
+    ensure_topics(settings)
+    producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers)
+    for topic, value in HOSTILE.items():
+        producer.send(settings.topics.name(topic), key=b"hostile", value=value)
+    producer.flush()
+    producer.close()
+
+
 @dataclass
 class Outcome:
     simulation: Simulation
@@ -154,6 +170,7 @@ def killed(real_servers: RealServers, tmp_path_factory: pytest.TempPathFactory
         for name in ("scorer-1", "scorer-2", "scorer-3"):
             cluster.start(name, "score")
         wait_for(lambda: cluster.lease_pid("learn"), 60, "a learner to take the lease")
+        _send_hostile(settings)
         replay = _replay_paced(settings, simulation)
         for share, victim in [(0.15, "learn"), (0.3, "scorer-1"), (0.45, "learn"),
                               (0.6, "scorer-2")]:
@@ -258,6 +275,24 @@ def test_the_standby_took_over_twice_and_no_process_crashed(killed: Outcome) -> 
     assert active is not None
     name = killed.cluster.name_of(active)
     assert killed.cluster.metric(name, "fraudstream_lease_active", role="learn") == 1.0
+
+
+def test_hostile_records_are_dead_lettered_with_their_field_and_crash_nothing(
+        killed: Outcome) -> None:
+    settings = killed.cluster.settings
+    consumer = KafkaConsumer(settings.topics.name("dead_letters"),
+                             bootstrap_servers=settings.kafka.bootstrap_servers,
+                             auto_offset_reset="earliest", group_id=None,
+                             consumer_timeout_ms=5_000)
+    letters = [json.loads(m.value) for m in consumer]
+    consumer.close()
+    hostile = {letter["source_topic"]: letter for letter in letters
+               if letter["key"] == "hostile"}
+    assert set(hostile) == {settings.topics.name("transactions"), settings.topics.name("labels")}
+    txn = hostile[settings.topics.name("transactions")]
+    assert txn["reason"] == "invalid_record"
+    assert "amount" in txn["detail"] and "event_time" in txn["detail"]
+    assert hostile[settings.topics.name("labels")]["reason"] == "invalid_record"
 
 
 def _our_tracebacks(log: str) -> list[str]:
