@@ -42,6 +42,8 @@ class PipelineMetrics:
     redis_memory: Gauge
     redis_keys: Gauge
     labels_waiting: Gauge
+    labels_paused: Gauge
+    labels_pauses: Counter
     loop_lag: Histogram
 
     @classmethod
@@ -83,6 +85,17 @@ class PipelineMetrics:
             labels_waiting=Gauge(
                 "fraudstream_labels_waiting",
                 "Labels that came before their transaction was scored, kept until it is.",
+                registry=registry,
+            ),
+            labels_paused=Gauge(
+                "fraudstream_labels_paused_partitions",
+                "Labels partitions not read now: ahead of the stream in event time, or too "
+                "many labels wait (stream.runtime.flow).",
+                registry=registry,
+            ),
+            labels_pauses=Counter(
+                "fraudstream_labels_pauses",
+                "Times a labels partition was paused (ahead of the stream, or too many wait).",
                 registry=registry,
             ),
             events_in=Counter(

@@ -80,7 +80,7 @@ class Pipeline:
         self.watch = None if monitor is None or "monitor" not in roles else MonitorRole(
             settings, monitor, registry, metrics, self.holder, rejects, following=not learns)
         self.learn = LearnRole(settings, store, registry, metrics, self.challengers, rejects,
-                               self._stream_time, self._serve, progress,
+                               self.stream_time, self._serve, progress,
                                self._learned) if learns else None
 
     # -- what the roles hold, for the app and for tests
@@ -182,7 +182,7 @@ class Pipeline:
                 log.warning("unreadable drift event %s[%d]@%d: %r", record.topic,
                             record.partition, record.offset, exc)
         await self.learn.start()
-        now = await self._stream_time()  # a new learner group reads the topic from its start:
+        now = await self.stream_time()  # a new learner group reads the topic from its start:
         recent = [e for e in events if e.first_seen >= now - STALE_DRIFT_SECONDS]  # old news
         await self.learn.auto.on_events(recent)
         return []
@@ -193,10 +193,6 @@ class Pipeline:
         if self.watch is None:
             return []
         return await self._drift(self.watch.on_revoked(partitions))
-
-    def labels_backlog(self, held: bool) -> bool:
-        """Whether to take no more labels: too many wait (:meth:`LearnRole.labels_backlog`)."""
-        return self.learn is not None and self.learn.labels_backlog(held)
 
     async def on_timer(self) -> None:
         """Publish snapshots, follow the published models, report the stream time and the
@@ -216,14 +212,14 @@ class Pipeline:
         if self.watch is not None:
             await self.watch.on_timer()
 
-    # -- links between the roles
-
-    async def _stream_time(self) -> float:
+    async def stream_time(self) -> float:
         """The newest event time scored: this process's scorer's, or without one the
         newest any scorer reported."""
         if self.scorer is not None:
             return self.scorer.newest
         return await RaisedMarks(self.registry.client, stream_time_key(self.settings)).highest()
+
+    # -- links between the roles
 
     def _serve(self, serving: ServingModel) -> None:
         self.holder.swap(serving)

@@ -180,9 +180,12 @@ class WorkerSettings(_Section):
     batch_within_seconds: float = Field(0.01, gt=0, le=5)
     #: How often waiting labels (ahead of the stream or of their transaction) are tried.
     label_retry_seconds: float = Field(1.0, gt=0, le=60)
-    #: Labels held (ahead of the stream or of their transaction) before the worker
+    #: Labels waiting (ahead of the stream or of their transaction) before the learner
     #: stops reading the labels topic; it reads again below half of it.
-    labels_waiting_max: int = Field(50_000, ge=2, le=10_000_000)
+    labels_waiting_max: int = Field(5_000, ge=2, le=10_000_000)
+    #: A labels partition is not read while its newest label is more than this far
+    #: (event time) ahead of the stream; it is read again once the stream reaches it.
+    labels_lead_seconds: float = Field(600.0, ge=0, le=30 * 86_400)
     #: Port of the worker's Prometheus ``/metrics`` endpoint on ``metrics_host``.
     metrics_host: str = "127.0.0.1"
     metrics_port: Port = 8001

@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 if TYPE_CHECKING:
     from producers.generator import Simulation
@@ -74,6 +76,21 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
 
 def wait_port(port: int, timeout: float = 30.0) -> None:
     wait_for(lambda: port_open("127.0.0.1", port), timeout, f"port {port}")
+
+
+def read_metric(port: int, metric: str, **labels: str) -> float | None:
+    """A sample of ``metric`` (with ``labels``) from a process's ``/metrics``; None when it
+    is not there or the process does not answer."""
+    try:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    except httpx.HTTPError:
+        return None
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == metric and all(sample.labels.get(k) == v
+                                             for k, v in labels.items()):
+                return float(sample.value)
+    return None
 
 
 class Processes:

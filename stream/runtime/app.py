@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import faust
+from faust.types import TP
 
 from models.errors import FencedError
 from stream.processing import Pipeline
@@ -30,6 +31,9 @@ R = TypeVar("R")
 
 #: Seconds between retries when Redis or the model are not available.
 RETRY_BACKOFF = (0.1, 0.5, 1.0, 2.0, 5.0)
+
+#: How often the labels partitions are paused or resumed as the stream time moves on.
+LABELS_STEER_SECONDS = 0.1
 
 
 def _never_fenced(why: str) -> None:
@@ -60,6 +64,9 @@ def create_app(settings: Settings, pipeline: Pipeline,
         # A dead member's partitions move after this long (Faust's default is 60 s).
         broker_session_timeout=worker.session_timeout_seconds,
         broker_heartbeat_interval=worker.heartbeat_seconds,
+        # Records delivered to an agent ahead of it (Faust's default is 4,096): a paused
+        # labels partition stops within this many records (stream.runtime.flow).
+        stream_buffer_maxsize=2 * worker.batch_max,
     )
 
     def raw_topic(name: str) -> faust.TopicT:
@@ -115,21 +122,6 @@ def create_app(settings: Settings, pipeline: Pipeline,
             async for batch in batches(stream):
                 await handle(pipeline.on_learned, batch)
 
-    rebalances = [0]
-
-    async def hold_labels() -> None:
-        """While too many labels wait for the stream, take no more: the agent waits, its
-        buffer fills and Faust stops fetching the labels topic until it drains (pausing
-        the partitions by hand would drop records Faust has fetched). A rebalance
-        ends the wait, so that the worker can hand its partitions over."""
-        if not pipeline.labels_backlog(held=False):
-            return
-        log.info("labels topic held: %d labels wait for the stream", len(pipeline.waiting or ()))
-        seen = rebalances[0]
-        while pipeline.labels_backlog(held=True) and rebalances[0] == seen:
-            await asyncio.sleep(settings.worker.label_retry_seconds / 4)
-        log.info("labels topic read again: %d labels wait", len(pipeline.waiting or ()))
-
     if "learn" in roles and "monitor" not in roles and settings.drift.auto_challenger:
         @app.agent(raw_topic(pipeline.drift_topic), name="respond")
         async def respond(stream: Any) -> None:
@@ -137,11 +129,20 @@ def create_app(settings: Settings, pipeline: Pipeline,
                 await handle(pipeline.on_drift_events, batch)
 
     if "learn" in roles:
+        steer = _labels_steering(app, pipeline, labels.get_topic_name())
+
         @app.agent(labels, name="learn")
         async def learn(stream: Any) -> None:
             async for batch in batches(stream):
                 await handle(pipeline.on_labels, batch)
-                await hold_labels()
+                await _guarded("labels flow", pipeline, on_fenced, steer)
+
+        @app.task
+        async def steer_labels() -> None:
+            """Read the labels partitions again as the stream time moves on."""
+            while not app.should_stop:
+                await asyncio.sleep(LABELS_STEER_SECONDS)
+                await _guarded("labels flow", pipeline, on_fenced, steer)
 
         @app.timer(worker.label_retry_seconds)
         async def retry_waiting_labels() -> None:
@@ -151,7 +152,9 @@ def create_app(settings: Settings, pipeline: Pipeline,
     @app.on_partitions_revoked.connect
     async def on_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         revoked = args[0] if args else kwargs.get("revoked", ())
-        rebalances[0] += 1
+        if pipeline.learn is not None:  # read again from their committed offsets
+            pipeline.learn.flow.forget(tp.partition for tp in revoked
+                                       if tp.topic == labels.get_topic_name())
         await _guarded("partitions revoked", pipeline, on_fenced, lambda: emit_from(
             pipeline.on_revoked([(tp.topic, tp.partition) for tp in revoked])))
 
@@ -176,6 +179,43 @@ async def _guarded(what: str, pipeline: Pipeline, on_fenced: Callable[[str], Non
     except Exception as exc:  # Redis or Kafka unavailable, or a bug: logged, retried
         pipeline.metrics.errors.labels(stage="infrastructure").inc()
         log.warning("%s: %r; trying again at the next tick", what, exc)
+
+
+def _labels_steering(app: faust.App, pipeline: Pipeline,
+                     topic: str) -> Callable[[], Awaitable[None]]:
+    """Apply the learner's :class:`~stream.runtime.flow.LabelFlow` to the consumer.
+
+    A paused partition is resumed from the record after the last one Faust
+    delivered: records it had fetched but skipped once the partition was
+    paused are fetched again, never lost.
+    """
+    assert pipeline.learn is not None
+    learn = pipeline.learn
+
+    async def steer() -> None:
+        flow = learn.flow
+        now = await pipeline.stream_time()
+        caught_up = flow.stalled(now) and await learn.caught_up()
+        pause, resume = flow.decide(now, len(learn.waiting or ()), caught_up)
+        consumer = app.consumer
+        if pause:
+            consumer.pause_partitions({TP(topic, p) for p in pause})
+            pipeline.metrics.labels_pauses.inc(len(pause))
+        if resume:
+            tps = {TP(topic, p) for p in resume}
+            read = consumer._read_offset  # type: ignore[attr-defined]  # last delivered
+            delivered = {tp: read[tp] for tp in tps if read.get(tp) is not None}
+            try:
+                if delivered:
+                    await consumer.seek_wait({tp: at + 1 for tp, at in delivered.items()})
+            except BaseException:
+                flow.paused |= resume  # still paused: resumed at a later tick
+                raise
+            consumer.resume_partitions(tps)
+        if pause or resume:
+            pipeline.metrics.labels_paused.set(len(flow.paused))
+
+    return steer
 
 
 def _raw(event: Any, app: faust.App) -> RawRecord:

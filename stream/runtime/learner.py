@@ -27,6 +27,7 @@ from monitoring.metrics import PipelineMetrics
 from producers.schema import RecordError, decode_label
 from stream.records import Emit, RawRecord, Rejects
 from stream.response import AutoChallenger
+from stream.runtime.flow import LabelFlow
 from stream.settings import Settings
 from stream.waiting import Progress, Waiting, WaitingLabels
 
@@ -74,6 +75,9 @@ class LearnRole:
         self.progress = progress
         self.waiting = None if progress is None else WaitingLabels(
             registry.client, f"{settings.redis.key_prefix}:labels:waiting")
+        #: Which labels partitions to read (applied to the consumer by the app).
+        self.flow = LabelFlow(settings.worker.labels_lead_seconds,
+                              settings.worker.labels_waiting_max)
 
     async def start(self) -> Learner:
         """Resume the champion's and the challengers' learners (once), and pick up the
@@ -106,9 +110,12 @@ class LearnRole:
         items: list[Waiting] = []
         for record in records:
             try:
-                items.append(Waiting(record, decode_label(record.value or b"")))
+                item = Waiting(record, decode_label(record.value or b""))
             except RecordError as exc:
                 out.append(self.rejects(record, "labels", "invalid_record", str(exc)))
+                continue
+            items.append(item)
+            self.flow.consumed(record.partition, item.label.event_time)
         return out + await self._learn(items)
 
     async def on_waiting(self) -> list[Emit]:
@@ -129,6 +136,13 @@ class LearnRole:
             out += await self._learn_parked(self.waiting.given_up(committed), last_chance=True)
         self.metrics.labels_waiting.set(len(self.waiting))
         return out
+
+    async def caught_up(self) -> bool:
+        """Whether the scorers' group has committed every transaction in Kafka."""
+        if self.progress is None:
+            return False
+        committed, ends = await asyncio.to_thread(self.progress.read)
+        return bool(ends) and all(committed.get(p, 0) >= end for p, end in ends.items())
 
     def scored(self, txn_ids: Sequence[str]) -> None:
         """The scorer in this process scored ``txn_ids``: their waiting labels are ready."""
@@ -219,18 +233,6 @@ class LearnRole:
             return
         await self.waiting.park_many(items)
         self.metrics.labels_waiting.set(len(self.waiting))
-
-    def labels_backlog(self, held: bool) -> bool:
-        """Whether to take no more labels: too many wait.
-
-        Held at ``worker.labels_waiting_max`` and, once ``held``, until fewer
-        than half of it wait: a replay whose labels run far ahead of its
-        transactions keeps them in Kafka rather than in memory.
-        """
-        if self.waiting is None:
-            return False
-        limit = self.settings.worker.labels_waiting_max
-        return len(self.waiting) >= (limit // 2 if held else limit)
 
     async def on_timer(self) -> bool:
         """Publish the models that learned since their last snapshot; follow the champion

@@ -362,7 +362,7 @@ async def test_labels_past_the_end_of_the_stream_are_learned_once_the_group_caug
     assert pipeline.learner.labels_learned == 1
 
 
-async def test_the_labels_topic_is_paused_while_too_many_labels_wait(
+async def test_the_labels_partitions_are_paused_while_too_many_labels_wait(
     registry: ModelRegistry,
 ) -> None:
     settings = Settings(worker=WorkerSettings(labels_waiting_max=4),
@@ -371,19 +371,34 @@ async def test_the_labels_topic_is_paused_while_too_many_labels_wait(
     progress.ends = {0: 9}
     pipeline = Pipeline(settings, MemoryFeatureStore(), registry,
                         PipelineMetrics.create(CollectorRegistry()), progress=progress)
+    assert pipeline.learn is not None and pipeline.waiting is not None
+    flow = pipeline.learn.flow
+
+    async def decide() -> tuple[set[int], set[int]]:
+        assert pipeline.waiting is not None
+        return flow.decide(await pipeline.stream_time(), len(pipeline.waiting))
+
     await pipeline.on_transactions([
         txn_record(Transaction(f"p{i}", "c1", "p1", 5.0, float(i))) for i in range(4)])
-    holds = []
-    for i in range(4):
+    decisions = []
+    for i in range(4):  # within the lead, but each waits for the stream
         await pipeline.on_label(label_record(Label(f"p{i}", False, 10.0 + i), offset=i))
-        holds.append(pipeline.labels_backlog(held=False))
-    assert holds == [False, False, False, True]
+        decisions.append(await decide())
+    assert decisions == [(set(), set())] * 3 + [({0}, set())]
     await pipeline.on_transaction(txn_record(Transaction("q", "c2", "p1", 5.0, 11.0)))
     await pipeline.on_waiting()  # learns two: two still wait, half the limit
-    assert pipeline.labels_backlog(held=True) and not pipeline.labels_backlog(held=False)
-    await pipeline.on_transaction(txn_record(Transaction("r", "c2", "p1", 5.0, 12.0)))
-    await pipeline.on_waiting()
-    assert not pipeline.labels_backlog(held=True)
+    assert len(pipeline.waiting) == 2 and await decide() == (set(), set())
+    await pipeline.on_transaction(txn_record(Transaction("r", "c2", "p1", 5.0, 13.0)))
+    await pipeline.on_waiting()  # the stream reached the newest label consumed
+    assert len(pipeline.waiting) == 0 and await decide() == (set(), {0})
+    # a label far ahead of the stream (more than the lead) pauses its partition until
+    # the stream reaches it
+    await pipeline.on_label(label_record(Label("p3", False, 5_000.0), offset=4))
+    assert await decide() == ({0}, set())
+    await pipeline.on_transaction(txn_record(Transaction("s", "c2", "p1", 5.0, 4_000.0)))
+    assert await decide() == (set(), set())
+    await pipeline.on_transaction(txn_record(Transaction("t", "c2", "p1", 5.0, 5_000.0)))
+    assert await decide() == (set(), {0})
 
 
 async def test_a_batch_of_label_records_is_sorted_learned_parked_and_dead_lettered(

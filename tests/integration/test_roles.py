@@ -19,11 +19,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 import redis
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from prometheus_client.parser import text_string_to_metric_families
 
 from features.events import Transaction
 from features.memory import MemoryFeatureStore
@@ -41,6 +39,7 @@ from tests.support import (
     drift_events,
     free_port,
     isolated_settings,
+    read_metric,
     replay_into,
     scored_ids,
     wait_for,
@@ -85,16 +84,7 @@ class Cluster:
         self.start(name, roles[name.split("-")[0]])
 
     def metric(self, name: str, metric: str, **labels: str) -> float | None:
-        try:
-            text = httpx.get(f"http://127.0.0.1:{self.ports[name]}/metrics", timeout=5).text
-        except httpx.HTTPError:
-            return None
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                if sample.name == metric and all(sample.labels.get(k) == v
-                                                 for k, v in labels.items()):
-                    return float(sample.value)
-        return None
+        return read_metric(self.ports[name], metric, **labels)
 
 
 def _settings(real_servers: RealServers) -> Settings:
