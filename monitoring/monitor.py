@@ -39,6 +39,7 @@ import json
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
@@ -56,7 +57,7 @@ from monitoring.detectors import (
 )
 from monitoring.missed_fraud import MissedFraud
 from monitoring.ordering import EventTimeOrder
-from monitoring.reports import save_windows
+from monitoring.reports import ReportBudget, save_windows
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,7 @@ class DriftMetrics:
     alarms: Counter
     last_alarm: Gauge
     report: Gauge
+    reports: Counter
     armed: Gauge
     held: Gauge
     released_early: Counter
@@ -125,6 +127,11 @@ class DriftMetrics:
             report=gauge("fraudstream_drift_report_info",
                          "The latest Evidently data-drift report (1 for the current path).",
                          ["path"]),
+            reports=Counter("fraudstream_drift_reports",
+                            "Data-drift alarms by what became of their Evidently report: built, "
+                            "recent (one for the same detector and feature within "
+                            "drift.report_every_seconds of event time), busy (the last one was "
+                            "still being built).", ["outcome"], registry=registry),
             armed=gauge("fraudstream_drift_model_detectors_armed",
                         "1 once the model has learned enough labels for the prediction, label "
                         "and concept detectors to run (drift.warm_up)."),
@@ -144,8 +151,8 @@ class DriftMonitor:
     """Every detector of one worker."""
 
     def __init__(self, config: DriftConfig, features: Sequence[str], threshold: float,
-                 metrics: DriftMetrics, reports_dir: Path | None = None,
-                 launch: Callable[[Path], object] | None = None,
+                 metrics: DriftMetrics, reports: ReportBudget | None = None,
+                 launch: Callable[[Path], Any] | None = None,
                  calendar: Sequence[str] = ()) -> None:
         self.config = config
         #: The prediction, label and concept detectors run once the model is warm ...
@@ -157,10 +164,12 @@ class DriftMonitor:
         self._published = 0
         self.kswin = SampledKSWIN(config, config.kswin_features)
         self._kswin_published = 0
-        #: On a data-drift alarm the windows are saved here and ``launch`` builds the report.
-        self.reports_dir = reports_dir
+        #: On a data-drift alarm the windows are saved in the budget's folder and ``launch``
+        #: builds the report (it returns something with ``poll()``, e.g. a ``Popen``).
+        self.reports = reports
         self.launch = launch
         self._report: Path | None = None
+        self._building: Any = None
         self.prediction = PredictionDrift(config, threshold, calendar)
         self.labels = LabelDrift(config)
         self.concept = ConceptDrift(config)
@@ -172,6 +181,8 @@ class DriftMonitor:
                          self.missed):
             for name, subject in detector.alarm_keys():
                 metrics.alarms.labels(detector=name, subject=subject)
+        for outcome in ("built", "recent", "busy"):
+            metrics.reports.labels(outcome=outcome)
         metrics.armed.set(int(self.armed))
         self._scored: EventTimeOrder[ScoredRecord] = EventTimeOrder(config.order_max_held)
         #: The model's latest scorer: held records are rescored with it when they go.
@@ -277,12 +288,18 @@ class DriftMonitor:
         return self._count(events)
 
     def _start_report(self, event: DriftEvent) -> None:
-        if self.reports_dir is None or self.launch is None or not self.data.windows.full:
+        if self.reports is None or self.launch is None or not self.data.windows.full:
             return  # (KSWIN can alarm while the reference is still filling after a refresh)
-        folder = self.reports_dir / f"{event.detector}-{event.subject}-{event.first_seen:.0f}"
+        building = self._building is not None and self._building.poll() is None
+        outcome = self.reports.allow(event.detector, event.subject, event.first_seen, building)
+        self.metrics.reports.labels(outcome=outcome).inc()
+        if outcome != "built":
+            return
+        self.reports.make_room()
+        folder = self.reports.folder / f"{event.detector}-{event.subject}-{event.first_seen:.0f}"
         windows = self.data.windows
         save_windows(folder, windows.reference, {k: list(v) for k, v in windows.current.items()})
-        self.launch(folder)
+        self._building = self.launch(folder)
         if self._report is not None:
             self.metrics.report.remove(str(self._report))
         self._report = folder / "report.html"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,74 @@ def save_windows(folder: Path, reference: Mapping[str, Sequence[float]],
     _frame(reference).write_parquet(folder / REFERENCE)
     _frame(current).write_parquet(folder / CURRENT)
     return folder
+
+
+class ReportBudget:
+    """Which data-drift alarms get an Evidently report, and the disk the reports may use.
+
+    A report costs seconds of a CPU and megabytes; a drifting feature can
+    alarm again and again, PSI and KS together. So one report is built per
+    detector and feature per ``every`` seconds of *event* time (a replay at
+    any speed builds the same reports), none while the previous one is still
+    being built (:meth:`busy` is asked of the launcher), and before a new one
+    the oldest report folders are removed until ``folder`` uses less than
+    ``max_bytes``.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> budget = ReportBudget(Path(tempfile.mkdtemp()), every=3600.0, max_bytes=10_000)
+    >>> budget.allow("psi", "amount", 1_000.0), budget.allow("ks", "amount", 1_100.0)
+    ('built', 'built')
+    >>> budget.allow("psi", "amount", 4_000.0)   # within the hour: the first report stands
+    'recent'
+    >>> budget.allow("psi", "amount", 4_600.0)
+    'built'
+    >>> for name in ("a", "b", "c"):
+    ...     _ = (budget.folder / name).mkdir()
+    ...     _ = (budget.folder / name / "report.html").write_bytes(b"x" * 4_000)
+    >>> budget.make_room(), sorted(p.name for p in budget.folder.iterdir())
+    (4000, ['b', 'c'])
+    """
+
+    def __init__(self, folder: Path, every: float, max_bytes: int) -> None:
+        if every < 0:
+            raise ValueError(f"every: must be >= 0 seconds, got {every}")
+        if max_bytes < 1:
+            raise ValueError(f"max_bytes: must be >= 1, got {max_bytes}")
+        self.folder = folder
+        self.every = every
+        self.max_bytes = max_bytes
+        self._last: dict[tuple[str, str], float] = {}
+
+    def allow(self, detector: str, subject: str, event_time: float, busy: bool = False) -> str:
+        """``built`` when this alarm gets a report (then it is counted as the latest),
+        else why not: ``recent`` (one was built for it less than ``every`` ago) or
+        ``busy`` (the previous report is still being built)."""
+        last = self._last.get((detector, subject))
+        if last is not None and abs(event_time - last) < self.every:
+            return "recent"
+        if busy:
+            return "busy"
+        self._last[(detector, subject)] = event_time
+        return "built"
+
+    def make_room(self) -> int:
+        """Remove the oldest report folders until the rest use less than ``max_bytes``
+        (a new report needs room); returns the bytes freed."""
+        if not self.folder.is_dir():
+            return 0
+        reports = sorted((p for p in self.folder.iterdir() if p.is_dir()),
+                         key=lambda p: (p.stat().st_mtime, p.name))
+        sizes = {p: sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) for p in reports}
+        used, freed = sum(sizes.values()), 0
+        for report in reports:
+            if used < self.max_bytes:
+                break
+            shutil.rmtree(report, ignore_errors=True)
+            used -= sizes[report]
+            freed += sizes[report]
+        return freed
 
 
 def _frame(columns: Mapping[str, Sequence[float]]) -> pl.DataFrame:

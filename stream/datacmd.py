@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -78,6 +79,8 @@ def add_report_arguments(sub: argparse._SubParsersAction) -> None:
 
 def drift_report(args: argparse.Namespace) -> int:
     from monitoring.reports import build_report
+
+    os.nice(10)  # a worker starts this: scoring comes first
 
     if args.scenario:
         _scenario_windows(args)

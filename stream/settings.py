@@ -130,8 +130,12 @@ class DriftSettings(_Section):
     warm_up: int = Field(_DRIFT.warm_up, ge=0)
     state_maturity_days: float = Field(_DRIFT.state_maturity_days, ge=0)
     order_max_held: int = Field(_DRIFT.order_max_held, ge=0)
-    #: On each data-drift alarm, save both windows and build an Evidently report here.
+    #: On a data-drift alarm, save both windows and build an Evidently report here ...
     reports_dir: Path | None = Path(".state/reports")
+    #: ... at most one per detector and feature per this many seconds of event time ...
+    report_every_seconds: float = Field(86_400.0, ge=0)
+    #: ... removing the oldest reports to keep the folder under this size.
+    reports_max_bytes: int = Field(200 * 1024 * 1024, ge=1_000_000)
     #: Automatic response to concept drift: start a challenger of this model (None: off).
     auto_challenger: str | None = None
     #: ... trained on this many of the latest labelled vectors ...

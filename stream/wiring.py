@@ -19,6 +19,7 @@ from features.vector import FEATURE_NAMES
 from models.registry import Fence, ModelRegistry
 from monitoring.metrics import PipelineMetrics
 from monitoring.monitor import DriftMetrics, DriftMonitor
+from monitoring.reports import ReportBudget
 from stream.lag import GroupProgress
 from stream.processing import Pipeline
 from stream.runtime.roles import ALL, scoring_group
@@ -97,7 +98,8 @@ def build_monitor(settings: Settings, registry: CollectorRegistry) -> DriftMonit
     drift = settings.drift
     if not drift.enabled:
         return None
-    reports = None if drift.reports_dir is None else drift.reports_dir.resolve()
+    reports = None if drift.reports_dir is None else ReportBudget(
+        drift.reports_dir.resolve(), drift.report_every_seconds, drift.reports_max_bytes)
     return DriftMonitor(drift.detector_config(), watched_features(drift.features),
                         settings.model.threshold,
                         DriftMetrics.create(registry), reports, launch_report,
