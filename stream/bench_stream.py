@@ -1,12 +1,20 @@
-"""``fraudstream bench stream``: the whole stream path on the real Kafka and Redis, one
-process against split roles, in the same invocation.
+"""``fraudstream bench stream``: the whole stream path on the real Kafka and Redis, against
+the feature path alone, one process against split roles, in the same invocation.
 
-For each layout (``all``: one process; ``split``: 2 scorers, a learner and a
-monitor, each its own process) a scenario's transactions and labels are
-first replayed into fresh topics at full speed; then the layout's workers
-start, and the bench measures the **drain rate**: transactions per second
-from the first score until every transaction is scored, and labels per
-second until the champion has learned every label. Then, with the backlog
+First the **feature path** alone (the baseline of the ratio): the
+scenario's transactions through the Redis feature store and the vector, in
+batches, in this process, no Kafka (``stream.bench.run_batches``). Then
+**transactions only**: the transactions are replayed into fresh topics and
+one ``all`` process drains them; it is stopped (SIGTERM: how long it took),
+the labels are replayed, and a new ``all`` process, with nothing left to
+score, learns them: the **learner alone**. Then for each layout (``all``:
+one process; ``split``: 2 scorers, a learner and a monitor, each its own
+process) the transactions and their labels are replayed into fresh topics
+at full speed; then the layout's workers start, and the bench measures the
+**drain rate**: transactions per second from the first score until every
+transaction is scored, and labels per second until the champion has learned
+every label; the most labels waiting on the way, and each process's peak
+RSS. Then, with the backlog
 gone, new transactions are offered at a constant rate (open loop: sent on
 schedule, whatever the answers) and the **event-to-score latency** is the
 score record's Kafka timestamp minus its transaction's (both set when the
@@ -20,6 +28,7 @@ removed after.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import secrets
@@ -37,6 +46,8 @@ import redis
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from features.events import Transaction
+from monitoring.scrape import read_metric
+from producers.generator import Simulation
 from producers.replay import Replayer, encode_events
 from producers.scenario import load_scenario, run_scenario
 from producers.schema import TransactionRecord, encode
@@ -63,6 +74,12 @@ class LayoutResult:
     offered: int
     #: Worst event-to-score latency (s) while a process was killed and replaced.
     failover_s: float = float("nan")
+    #: The most labels waiting at once during the drain.
+    waiting_max: float = float("nan")
+    #: The highest peak RSS of the layout's processes (MB).
+    rss_mb: float = float("nan")
+    #: Seconds from SIGTERM until the slowest process exited.
+    stop_s: float = float("nan")
 
 
 def _settings(base: Settings, layout: str) -> Settings:
@@ -83,19 +100,40 @@ class _Layout:
         self.roles = roles
         self.folder = folder
         self.children: list[subprocess.Popen[bytes]] = []
+        self.ports: list[int] = []
         folder.mkdir(parents=True, exist_ok=True)
         for i, role_set in enumerate(roles):
             self._spawn(role_set, i)
 
     def _spawn(self, role_set: list[str], i: int) -> None:
+        port = free_port()
         env = {**os.environ, **to_env(self.settings),
-               "FRAUDSTREAM_WORKER__METRICS_PORT": str(free_port())}
+               "FRAUDSTREAM_WORKER__METRICS_PORT": str(port)}
         args = [a for role in role_set for a in ("--role", role)]
         name = f"{self.settings.worker.app_id}-{i}-{'-'.join(role_set)}.log"
         with (self.folder / name).open("ab") as log:
             self.children.append(subprocess.Popen(
                 [sys.executable, "-m", "stream.cli", "worker", *args], stdout=log,
                 stderr=subprocess.STDOUT, env=env, start_new_session=True))
+        self.ports[i:] = [port]
+
+    def learner_port(self) -> int:
+        """The metrics port of the process with the learn (or all) role."""
+        return next(port for port, roles in zip(self.ports, self.roles, strict=False)
+                    if {"learn", "all"} & set(roles))
+
+    def peak_rss_mb(self) -> float:
+        """The highest peak resident memory (VmHWM) of the running processes."""
+        peaks = [0.0]
+        for child in self.children:
+            try:
+                status = Path(f"/proc/{child.pid}/status").read_text()
+            except OSError:
+                continue
+            for line in status.splitlines():
+                if line.startswith("VmHWM:"):
+                    peaks.append(int(line.split()[1]) / 1024)
+        return max(peaks)
 
     def kill_one(self) -> None:
         """kill -9 the last scoring process; one of the same roles starts at once (as a
@@ -105,14 +143,18 @@ class _Layout:
         victim.wait()
         self._spawn(self.roles[len(self.children)], len(self.children))
 
-    def stop(self) -> None:
+    def stop(self) -> float:
+        """SIGTERM to every process; seconds until the last exited (killed after 60)."""
+        began = time.monotonic()
         for child in self.children:
             child.terminate()
         for child in self.children:
             try:
-                child.wait(timeout=20)
+                child.wait(timeout=max(0.1, 60 - (time.monotonic() - began)))
             except subprocess.TimeoutExpired:
                 child.kill()
+                child.wait()
+        return time.monotonic() - began
 
 
 def _ends(consumer: KafkaConsumer, topic: str) -> int:
@@ -128,24 +170,28 @@ def _labels_learned(client: redis.Redis, prefix: str) -> int:
     return 0 if meta is None else int(json.loads(meta)["labels_learned"])
 
 
-def _drain(settings: Settings, transactions: int, labels: int, timeout: float
-           ) -> tuple[float, float]:
-    """Transactions/s and labels/s from the first score until all are scored / learned."""
+def _drain(settings: Settings, transactions: int, labels: int, timeout: float,
+           waiting: Callable[[], float | None] = lambda: None) -> tuple[float, float, float]:
+    """Transactions/s and labels/s from the first score until all are scored / learned
+    (``labels`` 0: transactions only), and the most labels ``waiting`` on the way."""
     consumer = KafkaConsumer(bootstrap_servers=settings.kafka.bootstrap_servers)
     client = redis.Redis.from_url(settings.redis.url)
     scores, dead = settings.topics.name("scores"), settings.topics.name("dead_letters")
     first = scored_at = learned_at = None
+    most = 0.0
     deadline = time.monotonic() + timeout
     try:
         while (scored_at is None or learned_at is None) and time.monotonic() < deadline:
             now = time.monotonic()
             done = _ends(consumer, scores) + _ends(consumer, dead)  # too late: dead-lettered
-            if first is None and done > 0:
+            if first is None and (done > 0 or transactions == 0):
                 first = now
             if scored_at is None and done >= transactions:
                 scored_at = now
-            if learned_at is None and _labels_learned(client, settings.redis.key_prefix) >= labels:
+            if learned_at is None and (
+                    labels == 0 or _labels_learned(client, settings.redis.key_prefix) >= labels):
                 learned_at = now
+            most = max(most, waiting() or 0.0)
             time.sleep(0.05)
     finally:
         consumer.close()
@@ -153,7 +199,27 @@ def _drain(settings: Settings, transactions: int, labels: int, timeout: float
     if first is None or scored_at is None or learned_at is None:
         raise RuntimeError(f"the stream did not drain within {timeout:.0f}s")
     return (transactions / max(scored_at - first, 1e-3),
-            labels / max(learned_at - first, 1e-3))
+            labels / max(learned_at - first, 1e-3), most)
+
+
+def _first_learned(settings: Settings, labels: int, timeout: float) -> float:
+    """Labels/s of a learner from its first snapshot until every label is learned."""
+    client = redis.Redis.from_url(settings.redis.url)
+    prefix = settings.redis.key_prefix
+    first = None
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            learned = _labels_learned(client, prefix)
+            if first is None and learned > 0:
+                first = (time.monotonic(), learned)
+            if learned >= labels and first is not None:
+                seconds = time.monotonic() - first[0]
+                return (labels - first[1]) / max(seconds, 1e-3)
+            time.sleep(0.05)
+    finally:
+        client.close()
+    raise RuntimeError(f"the learner did not learn {labels} labels within {timeout:.0f}s")
 
 
 def _latency(settings: Settings, rate: float, seconds: float, start_time: float,
@@ -215,13 +281,26 @@ def _quantile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
+@dataclass
+class Baselines:
+    """The feature path alone, and one process on transactions only, then on labels only."""
+
+    features_per_s: float
+    transactions_per_s: float
+    learner_per_s: float
+    rss_mb: float
+    stop_s: float
+
+
 def bench_stream(base: Settings, scenario: str = "baseline", customers: int = 1000,
-                 days: float = 14.0, rate: float = 500.0, seconds: float = 20.0,
+                 days: float = 14.0, rate: float = 5000.0, seconds: float = 20.0,
                  runs: int = 1, folder: Path | None = None,
                  say: Callable[[str], object] = print) -> dict[str, LayoutResult]:
-    """Drain rate and latency of each layout of :data:`LAYOUTS`, in this invocation;
-    medians over ``runs``."""
+    """The feature path, transactions only, the learner alone, and the drain rate and
+    latency of each layout of :data:`LAYOUTS`, in this invocation; medians over ``runs``."""
     simulation, _ = run_scenario(load_scenario(scenario), days=days, customers=customers)
+    txn_events = encode_events(simulation.transactions, simulation.labels.head(0))
+    label_events = encode_events(simulation.transactions.head(0), simulation.labels)
     events = encode_events(simulation.transactions, simulation.labels)
     transactions, labels = simulation.transactions.height, simulation.labels.height
     cards = simulation.transactions["card_id"].unique().sort().to_list()
@@ -231,29 +310,104 @@ def bench_stream(base: Settings, scenario: str = "baseline", customers: int = 10
         f"{customers} customers, {days:g} days; {base.kafka.partitions} partitions; "
         f"then {rate:g} transactions/s offered for {seconds:g}s; {runs} run(s)")
     measured: dict[str, list[LayoutResult]] = {layout: [] for layout in LAYOUTS}
+    baselines: list[Baselines] = []
     for run in range(runs):
+        features = _feature_path(base, simulation)
+        alone = _alone(base, txn_events, label_events, transactions, labels, folder)
+        baselines.append(Baselines(features, *alone))
+        say(f"run {run + 1} feature path {features:,.0f} transactions/s; one process, "
+            f"transactions only: {alone[0]:,.0f}/s ({alone[0] / features:.2f} x the feature "
+            f"path), peak RSS {alone[2]:.0f} MB, SIGTERM to exit {alone[3]:.1f} s; "
+            f"learner alone {alone[1]:,.0f} labels/s")
         for layout, roles in LAYOUTS.items():
             result = _one(base, layout, roles, events, transactions, labels, rate, seconds,
                           end, cards, folder)
             measured[layout].append(result)
             say(f"run {run + 1} {layout:5s} ({', '.join('+'.join(r) for r in roles)}): "
                 f"drain {result.transactions_per_s:,.0f} transactions/s, "
-                f"{result.labels_per_s:,.0f} labels/s; at {rate:g}/s offered: "
+                f"{result.labels_per_s:,.0f} labels/s, at most {result.waiting_max:,.0f} "
+                f"labels waiting, peak RSS {result.rss_mb:.0f} MB; at {rate:g}/s offered: "
                 f"p50 {result.p50_ms:,.0f} ms, p99 {result.p99_ms:,.0f} ms "
                 f"({result.answered}/{result.offered} answered); kill -9 of "
-                f"{'+'.join(roles[-1])}: worst latency {result.failover_s:.1f} s")
+                f"{'+'.join(roles[-1])}: worst latency {result.failover_s:.1f} s; SIGTERM to "
+                f"exit {result.stop_s:.1f} s")
     medians = {layout: _median(layout, results) for layout, results in measured.items()}
     one, split = medians["all"], medians["split"]
     load = os.getloadavg()
+
+    def med(values: list[float]) -> float:
+        return float(statistics.median(values))
+
+    features = med([b.features_per_s for b in baselines])
+    only = med([b.transactions_per_s for b in baselines])
+    say(f"median feature path {features:,.0f} transactions/s; one process, transactions "
+        f"only: {only:,.0f}/s = {only / features:.2f} x the feature path (peak RSS "
+        f"{max(b.rss_mb for b in baselines):.0f} MB); learner alone "
+        f"{med([b.learner_per_s for b in baselines]):,.0f} labels/s")
     for result in medians.values():
-        say(f"median {result.layout:5s}: {result.transactions_per_s:,.0f} transactions/s, "
+        say(f"median {result.layout:5s}: {result.transactions_per_s:,.0f} transactions/s "
+            f"({result.transactions_per_s / features:.2f} x the feature path), "
             f"{result.labels_per_s:,.0f} labels/s, p50 {result.p50_ms:,.0f} ms, "
-            f"p99 {result.p99_ms:,.0f} ms, failover {result.failover_s:.1f} s")
+            f"p99 {result.p99_ms:,.0f} ms, failover {result.failover_s:.1f} s, at most "
+            f"{result.waiting_max:,.0f} labels waiting, peak RSS {result.rss_mb:.0f} MB, "
+            f"stop {result.stop_s:.1f} s")
     say(f"split / all (the baseline): transactions "
         f"{split.transactions_per_s / one.transactions_per_s:.2f}x, labels "
         f"{split.labels_per_s / one.labels_per_s:.2f}x, p99 {split.p99_ms / one.p99_ms:.2f}x; "
         f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} cores")
     return medians
+
+
+def _feature_path(base: Settings, simulation: Simulation) -> float:
+    """Transactions/s of the feature path alone (store, vector, save; a constant model)
+    on the scenario's transactions, in this process, on the same Redis."""
+    from features.redis_store import RedisFeatureStore
+    from stream.bench import run_batches
+    from stream.embedded import events_from_frames
+
+    txns = [e for e in events_from_frames(simulation.transactions, simulation.labels.head(0))
+            if isinstance(e, Transaction)]
+
+    async def run() -> float:
+        store = RedisFeatureStore.from_url(base.redis.url, f"benchfeat{secrets.token_hex(3)}")
+        try:
+            return len(txns) / await run_batches(store, txns, base.worker.batch_max)
+        finally:
+            await store.close()
+
+    settings = _settings(base, "features")
+    try:
+        return asyncio.run(run())
+    finally:
+        _clean(settings)
+
+
+def _alone(base: Settings, txn_events: pl.DataFrame, label_events: pl.DataFrame,
+           transactions: int, labels: int, folder: Path) -> tuple[float, float, float, float]:
+    """One ``all`` process draining transactions only; then, stopped, a new one learning
+    their labels with nothing to score. Transactions/s, labels/s, peak RSS (MB) of the
+    first, and the seconds it took to exit on SIGTERM."""
+    settings = _settings(base, "alone")
+    ensure_topics(settings)
+    topics = (settings.topics.name("transactions"), settings.topics.name("labels"))
+    try:
+        Replayer(settings.kafka.bootstrap_servers, topics).run(txn_events)
+        processes = _Layout(settings, [["all"]], folder)
+        try:
+            txn_rate, _, _ = _drain(settings, transactions, 0, timeout=1800)
+            time.sleep(settings.model.snapshot_every_seconds + 1)  # its stream time reported
+            rss = processes.peak_rss_mb()
+        finally:
+            stop = processes.stop()
+        Replayer(settings.kafka.bootstrap_servers, topics).run(label_events)
+        processes = _Layout(settings, [["all"]], folder)
+        try:
+            label_rate = _first_learned(settings, labels, timeout=1800)
+        finally:
+            processes.stop()
+    finally:
+        _clean(settings)
+    return txn_rate, label_rate, rss, stop
 
 
 def _one(base: Settings, layout: str, roles: list[list[str]], events: pl.DataFrame,
@@ -265,8 +419,13 @@ def _one(base: Settings, layout: str, roles: list[list[str]], events: pl.DataFra
     Replayer(settings.kafka.bootstrap_servers, (settings.topics.name("transactions"),
                                                 settings.topics.name("labels"))).run(events)
     processes = _Layout(settings, roles, folder)
+    port = processes.learner_port()
+    stop = float("nan")
     try:
-        txn_rate, label_rate = _drain(settings, transactions, labels, timeout=1800)
+        txn_rate, label_rate, waiting = _drain(
+            settings, transactions, labels, timeout=1800,
+            waiting=lambda: read_metric(port, "fraudstream_labels_waiting"))
+        rss = processes.peak_rss_mb()
         latencies, offered = _latency(settings, rate, seconds, end, cards)
         worst, sent = _latency(settings, rate, 30.0, end + seconds, cards, "failover",
                                processes.kill_one)
@@ -274,11 +433,11 @@ def _one(base: Settings, layout: str, roles: list[list[str]], events: pl.DataFra
             raise RuntimeError(f"after the kill -9 only {len(worst)} of {sent} transactions "
                                "were scored")
     finally:
-        processes.stop()
+        stop = processes.stop()
         _clean(settings)
     return LayoutResult(layout, txn_rate, label_rate, _quantile(latencies, 0.5),
                         _quantile(latencies, 0.99), rate, len(latencies), offered,
-                        max(worst, default=float("nan")) / 1000)
+                        max(worst, default=float("nan")) / 1000, waiting, rss, stop)
 
 
 def _median(layout: str, results: list[LayoutResult]) -> LayoutResult:
@@ -288,7 +447,9 @@ def _median(layout: str, results: list[LayoutResult]) -> LayoutResult:
                         med([r.labels_per_s for r in results]),
                         med([r.p50_ms for r in results]), med([r.p99_ms for r in results]),
                         results[0].offered_per_s, min(r.answered for r in results),
-                        results[0].offered, med([r.failover_s for r in results]))
+                        results[0].offered, med([r.failover_s for r in results]),
+                        max(r.waiting_max for r in results), max(r.rss_mb for r in results),
+                        max(r.stop_s for r in results))
 
 
 def _clean(settings: Settings) -> None:

@@ -108,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--max-delay-hours", type=_positive_float, default=72.0,
                        help="drift: an alarm later than this after a change counts as false")
     bench.add_argument("--batch", type=_positive_int, default=500)
-    bench.add_argument("--rate", type=_positive_float, default=500.0,
+    bench.add_argument("--rate", type=_positive_float, default=5000.0,
                        help="stream: transactions/s offered for the latency measurement")
     bench.add_argument("--seconds", type=_positive_float, default=20.0,
                        help="stream: how long that rate is offered")

@@ -104,7 +104,10 @@ class Pipeline:
     async def start(self) -> Learner | None:
         """Resume the learner and return it (without one, follow the published models)."""
         if self.learn is not None:
+            first = self.learn.learner is None
             learner = await self.learn.start()
+            if first and self.scorer is not None:
+                await self.scorer.resume_stream_time()
             if self.watch is not None:
                 self.watch.monitor.model_learned(learner.labels_learned)
             return learner
@@ -207,7 +210,7 @@ class Pipeline:
                 self.watch.refresh_reference()  # a new champion: compare against its traffic
         elif self.scorer is not None:
             await self.scorer.follow()
-        if self.scorer is not None and self.learn is None:
+        if self.scorer is not None:
             await self.scorer.report_stream_time()
         if self.watch is not None:
             await self.watch.on_timer()

@@ -15,14 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 if TYPE_CHECKING:
     from producers.generator import Simulation
     from producers.replay import ReplaySummary
 
+from monitoring.scrape import read_metric as read_metric  # for the tests
 from stream.services.process import free_port, port_open
 from stream.services.servers import write_scrape_target
 from stream.settings import (
@@ -76,21 +75,6 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
 
 def wait_port(port: int, timeout: float = 30.0) -> None:
     wait_for(lambda: port_open("127.0.0.1", port), timeout, f"port {port}")
-
-
-def read_metric(port: int, metric: str, **labels: str) -> float | None:
-    """A sample of ``metric`` (with ``labels``) from a process's ``/metrics``; None when it
-    is not there or the process does not answer."""
-    try:
-        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-    except httpx.HTTPError:
-        return None
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == metric and all(sample.labels.get(k) == v
-                                             for k, v in labels.items()):
-                return float(sample.value)
-    return None
 
 
 class Processes:

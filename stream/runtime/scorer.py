@@ -159,6 +159,11 @@ class ScoreRole:
         partition's newest event time only grows: a stale owner cannot move it back)."""
         await self._stream_time.raise_to(self._newest_by_partition)
 
+    async def resume_stream_time(self) -> None:
+        """Start from the stream time reported before: a restarted process's learner must
+        not take the labels the stream already passed for labels ahead of it."""
+        self.newest = max(self.newest, await self._stream_time.highest())
+
     def _lateness_detail(self, txn: Transaction, newest: float | None) -> str:
         behind = 0.0 if newest is None else newest - txn.event_time
         allowed = self.settings.features.allowed_lateness_seconds
