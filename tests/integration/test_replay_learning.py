@@ -25,6 +25,7 @@ from tests.support import (
     isolated_settings,
     read_metric,
     replay_into,
+    wait_for,
     wait_port,
 )
 
@@ -93,12 +94,12 @@ def test_a_full_speed_replay_learns_each_label_only_once_the_stream_reached_it(
     # and the labels after the last transaction were learned too (the group caught up)
     assert metas[-1].labels_learned == simulation.labels.height
     # the labels ran ahead and were paused: beside the labels that came after the last
-    # transaction (they wait for the group to commit it), at most the records Faust had
-    # delivered to the learner when a partition was paused ever waited (its buffer holds
-    # two batches, and one is in hand)
+    # transaction (they wait for the group to commit it), at most the records the consumer
+    # had handed over when a partition was paused ever waited: one poll (4 batches), the
+    # agent's buffer (2) and the batch in hand
     assert pauses is not None and pauses > 0
     after = simulation.labels.filter(pl.col("event_time") > last_transaction).height
-    assert max(waiting) <= after + 3 * settings.worker.batch_max, (max(waiting), after)
+    assert max(waiting) <= after + 7 * settings.worker.batch_max, (max(waiting), after)
 
 
 def test_a_worker_killed_while_labels_wait_loses_none_and_learns_none_twice(
@@ -128,11 +129,12 @@ def test_a_worker_killed_while_labels_wait_loses_none_and_learns_none_twice(
     try:
         first = processes.start("worker", settings)
         wait_port(settings.worker.metrics_port)
-        asyncio.run(watch(labels // 4))  # a quarter learned: the rest in Kafka or waiting
-        first.kill()  # SIGKILL: no shutdown, no last commit
-        waiting = redis.Redis.from_url(settings.redis.url).hlen(
-            f"{settings.redis.key_prefix}:labels:waiting")
-        assert waiting > 0  # labels were parked for the stream when it died
+        asyncio.run(watch(1))  # learning has begun ...
+        parked = redis.Redis.from_url(settings.redis.url)
+        key = f"{settings.redis.key_prefix}:labels:waiting"
+        wait_for(lambda: parked.hlen(key) > 0, 60, "labels parked for the stream")
+        first.kill()  # ... and labels wait for the stream: SIGKILL, no last commit
+        assert parked.hlen(key) > 0
         first.wait(timeout=30)
         processes.start("worker", settings)
         metas = asyncio.run(watch(labels))
