@@ -21,7 +21,7 @@ from models.serving.app import create_app
 from monitoring.metrics import PipelineMetrics
 from producers.schema import TransactionRecord
 from stream.processing import Pipeline
-from stream.settings import ModelSettings, Settings
+from stream.settings import ModelSettings, RedisSettings, Settings
 from tests.integration.test_learning import label_record, txn_record
 from tests.support import RealServers
 
@@ -231,6 +231,7 @@ async def test_a_configured_challenger_clearly_ahead_is_promoted_and_served(
 
     def settings(auto: bool) -> Settings:
         return Settings(
+            redis=RedisSettings(key_prefix=registry.key_prefix),  # the stream time's hash too
             model=ModelSettings(snapshot_every_labels=1000,
                                 challengers=("hoeffding_adaptive_tree",)),
             drift=DriftSettings(auto_promote_challengers=auto, auto_promote_labels=10,
