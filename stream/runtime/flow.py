@@ -46,8 +46,6 @@ Examples
 True
 >>> flow.decide(stream_time=1_100.0, waiting=0, caught_up=True)  # no transaction to come
 (set(), {0})
->>> flow.caught_up(1_100.0)
-True
 >>> flow.decide(stream_time=1_100.0, waiting=0)
 (set(), set())
 >>> flow.decide(stream_time=1_200.0, waiting=0)  # new transactions: paused again
@@ -83,11 +81,6 @@ class LabelFlow:
         if event_time > self.newest.get(partition, float("-inf")):
             self.newest[partition] = event_time
 
-    def caught_up(self, stream_time: float) -> bool:
-        """Whether the scorers had every transaction in Kafka at ``stream_time`` (and the
-        stream has not moved since): a label ahead of it waits for nothing that exists."""
-        return stream_time == self._idle_at
-
     def stalled(self, stream_time: float) -> bool:
         """Whether a partition is paused and the stream time has not moved since the last
         decision: the scorers may have taken every transaction there is."""
@@ -102,7 +95,7 @@ class LabelFlow:
         self._last_time = stream_time
         if caught_up:
             self._idle_at = stream_time
-        idle = self.caught_up(stream_time)
+        idle = stream_time == self._idle_at
         if waiting >= self.waiting_max:
             self._full = True
         elif waiting < self.waiting_max // 2:

@@ -174,9 +174,8 @@ class LearnRole:
         transaction is not scored yet, waits (see :mod:`stream.waiting`)."""
         learner = await self.start()
         now = await self._now()
-        if self.waiting is not None and not parked and not self.flow.caught_up(now):
-            # A label that overtook the stream is not known yet in event time (once the
-            # scorers have every transaction there is, it waits for nothing: learned now).
+        if self.waiting is not None and not parked:
+            # A label that overtook the stream is not known yet in event time.
             ahead = [i for i in items if not i.due(now)]
             if ahead:
                 await self._park(ahead)
