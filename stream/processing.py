@@ -69,6 +69,8 @@ class Pipeline:
         self.scored_topic = topics.name("scored")
         self.learned_topic = topics.name("learned")
         rejects = Rejects(self.dead_letter_topic, metrics)
+        #: The scorers' stream time per partition (read by a learner without a scorer).
+        self._marks = RaisedMarks(registry.client, stream_time_key(settings))
         self.challengers = Challengers()
         self.challengers.expect(settings.model.challengers)
         learns = "learn" in roles
@@ -220,7 +222,7 @@ class Pipeline:
         newest any scorer reported."""
         if self.scorer is not None:
             return self.scorer.newest
-        return await RaisedMarks(self.registry.client, stream_time_key(self.settings)).highest()
+        return await self._marks.highest()
 
     # -- links between the roles
 
