@@ -44,6 +44,9 @@ class PipelineMetrics:
     labels_waiting: Gauge
     labels_paused: Gauge
     labels_pauses: Counter
+    scoring_held: Gauge
+    scoring_holds: Counter
+    scoring_hold_stalls: Counter
     loop_lag: Histogram
 
     @classmethod
@@ -96,6 +99,24 @@ class PipelineMetrics:
             labels_pauses=Counter(
                 "fraudstream_labels_pauses",
                 "Times a labels partition was paused (ahead of the stream, or too many wait).",
+                registry=registry,
+            ),
+            scoring_held=Gauge(
+                "fraudstream_scoring_held",
+                "1 while this scorer waits for the labels: its next transaction is more than "
+                "worker.scoring_lead_seconds past the labels read (stream.runtime.flow).",
+                registry=registry,
+            ),
+            scoring_holds=Counter(
+                "fraudstream_scoring_holds",
+                "Times this scorer waited for the labels to catch up.",
+                registry=registry,
+            ),
+            scoring_hold_stalls=Counter(
+                "fraudstream_scoring_hold_stalls",
+                "Times this scorer stopped waiting for the labels because their frontier "
+                "did not move, or the consumer's buffer of transactions was full (the "
+                "labels then wait behind it).",
                 registry=registry,
             ),
             events_in=Counter(

@@ -15,9 +15,11 @@ restarts, being part of the model's snapshots), and prediction
 drift rescores both of its windows with the current model (see
 :class:`~monitoring.detectors.PredictionDrift`).
 
-Records and labels reach the detectors in event-time order across the
+Scored records reach the detectors in event-time order across the
 worker's partitions (:mod:`monitoring.ordering`): the caller says which
 partition each came from and whether that partition had more waiting.
+Labels come as they are learned: the worker reads them in step with the
+stream (:mod:`stream.runtime.flow`).
 
 Examples
 --------
@@ -136,8 +138,8 @@ class DriftMetrics:
                         "1 once the model has learned enough labels for the prediction, label "
                         "and concept detectors to run (drift.warm_up)."),
             held=gauge("fraudstream_drift_held_records",
-                       "Records held back so that the detectors see them in event-time order "
-                       "across partitions (a worker catching up reads them days apart).",
+                       "Scored records held back so that the detectors see them in event-time "
+                       "order across partitions (a worker catching up reads them days apart).",
                        ["stream"]),
             released_early=Counter(
                 "fraudstream_drift_released_early",
@@ -187,8 +189,6 @@ class DriftMonitor:
         self._scored: EventTimeOrder[ScoredRecord] = EventTimeOrder(config.order_max_held)
         #: The model's latest scorer: held records are rescored with it when they go.
         self._scorer: Scorer | None = None
-        self._labelled: EventTimeOrder[tuple[ScoredRecord, Label]] = \
-            EventTimeOrder(config.order_max_held)
         self._early: dict[str, int] = {}  # released_early already counted, per stream
 
     def model_learned(self, labels: int) -> None:
@@ -228,27 +228,22 @@ class DriftMonitor:
             (record.event_time, record, source, behind) for record, source, behind in batch)
         return self._scored_in_order(released)
 
-    def on_label(self, record: ScoredRecord, label: Label, source: Hashable = None,
-                 behind: bool = False) -> list[DriftEvent]:
-        """A learned label, with the record its transaction was scored with (``source``
-        and ``behind`` as for :meth:`on_scored`, of the label's partition)."""
-        released = self._labelled.add(label.event_time, (record, label), source, behind)
-        return self._labelled_in_order(released)
+    def on_label(self, record: ScoredRecord, label: Label) -> list[DriftEvent]:
+        """A learned label, with the record its transaction was scored with.
+
+        Labels are not held for order here: the worker reads them in step with the
+        stream (:mod:`stream.runtime.flow`), and learns each once the stream has
+        reached it, so they come in event-time order up to the flow's leads.
+        """
+        return self._on_label(record, label)
 
     def forget(self, sources: Iterable[Hashable]) -> list[DriftEvent]:
         """The worker no longer reads ``sources`` (partitions revoked): stop waiting for them."""
-        sources = list(sources)
-        return (self._scored_in_order(self._scored.forget(sources))
-                + self._labelled_in_order(self._labelled.forget(sources)))
+        return self._scored_in_order(self._scored.forget(list(sources)))
 
     def _scored_in_order(self, released: list[ScoredRecord]) -> list[DriftEvent]:
         events = [e for record in released for e in self._on_scored(record, self._scorer)]
         self._held("scored", len(self._scored), self._scored.released_early)
-        return events
-
-    def _labelled_in_order(self, released: list[tuple[ScoredRecord, Label]]) -> list[DriftEvent]:
-        events = [e for record, label in released for e in self._on_label(record, label)]
-        self._held("labels", len(self._labelled), self._labelled.released_early)
         return events
 
     def _held(self, stream: str, held: int, released_early: int) -> None:

@@ -23,7 +23,7 @@ the agent retries the same record and nothing is skipped.
 from __future__ import annotations
 
 import logging
-from collections.abc import Hashable, Sequence
+from collections.abc import Sequence
 
 from features.events import Label
 from features.store import FeatureStore, ScoredRecord
@@ -238,10 +238,7 @@ class Pipeline:
         if self.watch is not None:
             if again:  # seen here already
                 return []
-            source: Hashable = None if record is None else (record.topic, record.partition)
-            behind = record is not None and record.behind
-            return await self._drift(self.watch.on_label(scored, label, source, behind,
-                                                         learned))
+            return await self._drift(self.watch.on_label(scored, label, learned))
         if self._monitor_elsewhere:
             origin = Origin(-1, False) if record is None else Origin(record.partition,
                                                                      record.behind)

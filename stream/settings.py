@@ -190,6 +190,11 @@ class WorkerSettings(_Section):
     #: A labels partition is not read while its newest label is more than this far
     #: (event time) ahead of the stream; it is read again once the stream reaches it.
     labels_lead_seconds: float = Field(600.0, ge=0, le=30 * 86_400)
+    #: A scorer holds its transactions while its stream time is more than this far (event
+    #: time) past the labels the learner has read, when labels are still waiting in Kafka
+    #: (a replay, a catch-up): no transaction is scored by a model that missed labels that
+    #: came before it (``stream.runtime.flow``). Live, nothing is held.
+    scoring_lead_seconds: float = Field(3_600.0, ge=0, le=30 * 86_400)
     #: Port of the worker's Prometheus ``/metrics`` endpoint on ``metrics_host``.
     metrics_host: str = "127.0.0.1"
     metrics_port: Port = 8001

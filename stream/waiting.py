@@ -172,6 +172,15 @@ class WaitingLabels:
                 fields.add(field)
         return [self._items[f] for f in sorted(fields)]
 
+    def earliest(self) -> float | None:
+        """The arrival time of the earliest label not tried since the stream reached it
+        (None: none). Until it is tried, no transaction after it should be scored: the
+        model has not learned it (:mod:`stream.runtime.flow`)."""
+        arrivals = self._arrivals
+        while arrivals and arrivals[0][1] not in self._items:
+            heapq.heappop(arrivals)  # learned or dead-lettered by another way
+        return arrivals[0][0] if arrivals else None
+
     async def bound(self, ends: Mapping[int, int]) -> None:
         """Give every label that has no bound yet the current end offsets."""
         if not ends:  # no partition known: no bound (an empty one would pass at once)

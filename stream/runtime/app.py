@@ -108,10 +108,22 @@ def create_app(settings: Settings, pipeline: Pipeline,
             await _with_retries(gaps.done, batch, pipeline, on_fenced)
 
     if "score" in roles:
+        hold = _scoring_steering(app, pipeline, transactions.get_topic_name())
+
         @app.agent(transactions, name="score")
         async def score(stream: Any) -> None:
+            assert pipeline.scorer is not None
+            pipeline.scorer.buffer_full = stream.channel.queue.full
             async for batch in batches(stream):
                 await handle(pipeline.on_transactions, batch)
+                await _guarded("scoring hold", pipeline, on_fenced, hold)
+
+        @app.task
+        async def hold_scoring() -> None:
+            """Hold or release the transactions as the labels are read."""
+            while not app.should_stop:
+                await asyncio.sleep(LABELS_STEER_SECONDS)
+                await _guarded("scoring hold", pipeline, on_fenced, hold)
 
     if "monitor" in roles and "score" not in roles:
         @app.agent(raw_topic(settings.topics.name("scored")), name="watch-scored")
@@ -132,7 +144,11 @@ def create_app(settings: Settings, pipeline: Pipeline,
                 await handle(pipeline.on_drift_events, batch)
 
     if "learn" in roles:
-        steer = _labels_steering(app, pipeline, labels.get_topic_name())
+        async def learn_due() -> None:
+            assert pipeline.learn is not None
+            await emit_from(pipeline.learn.learn_due())
+
+        steer = _labels_steering(app, pipeline, labels.get_topic_name(), learn_due)
 
         @app.agent(labels, name="learn")
         async def learn(stream: Any) -> None:
@@ -184,8 +200,8 @@ async def _guarded(what: str, pipeline: Pipeline, on_fenced: Callable[[str], Non
         log.warning("%s: %r; trying again at the next tick", what, exc)
 
 
-def _labels_steering(app: faust.App, pipeline: Pipeline,
-                     topic: str) -> Callable[[], Awaitable[None]]:
+def _labels_steering(app: faust.App, pipeline: Pipeline, topic: str,
+                     learn_due: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
     """Apply the learner's :class:`~stream.runtime.flow.LabelFlow` to the Kafka consumer.
 
     Partitions are paused in the Kafka client itself (aiokafka, in Faust's consumer
@@ -194,19 +210,15 @@ def _labels_steering(app: faust.App, pipeline: Pipeline,
     (Faust's own ``pause_partitions`` drops the records of its current fetch; a
     seek to put them back raced with that fetch's delivery.) Records already
     handed to Faust are still delivered: at most ``broker_max_poll_records`` and
-    the agent's buffer, which :func:`create_app` keeps small.
+    the agent's buffer, which :func:`create_app` keeps small. Parked labels the
+    stream has reached are learned here too (``learn_due``), and the frontier is
+    published for the scorers.
     """
     assert pipeline.learn is not None
     learn = pipeline.learn
 
     async def in_client(method: str, tps: set[TopicPartition]) -> None:
-        thread = app.consumer._thread  # type: ignore[attr-defined]  # Faust's consumer thread
-        client = thread._ensure_consumer()  # the aiokafka consumer it runs
-
-        async def call() -> None:
-            getattr(client, method)(*tps)
-
-        await thread.call_thread(call)
+        await _in_consumer(app, lambda client: getattr(client, method)(*tps))
 
     async def steer() -> None:
         flow = learn.flow
@@ -225,6 +237,51 @@ def _labels_steering(app: faust.App, pipeline: Pipeline,
             raise
         if pause or resume:
             pipeline.metrics.labels_paused.set(len(flow.paused))
+        earliest = None if learn.waiting is None else learn.waiting.earliest()
+        if earliest is not None and earliest <= now:  # parked labels the stream reached:
+            await learn_due()  # learned now, not at the next retry (the scorers may wait)
+        await learn.publish_frontier(now)
+
+    return steer
+
+
+async def _in_consumer(app: faust.App, call: Callable[[Any], object]) -> None:
+    """Run ``call(client)`` on the aiokafka consumer, in Faust's consumer thread."""
+    thread = app.consumer._thread  # type: ignore[attr-defined]  # Faust's consumer thread
+    client = thread._ensure_consumer()  # the aiokafka consumer it runs
+
+    async def run() -> None:
+        call(client)
+
+    await thread.call_thread(run)
+
+
+def _scoring_steering(app: faust.App, pipeline: Pipeline,
+                      topic: str) -> Callable[[], Awaitable[None]]:
+    """Hold the transactions partitions of this process while its scorer is too far past
+    the labels read (:class:`~stream.runtime.flow.ScoreHold`), paused in the Kafka client
+    as the labels are (:func:`_labels_steering`). Partitions assigned while held are held
+    too; only the partitions this paused are resumed."""
+    assert pipeline.scorer is not None
+    scorer = pipeline.scorer
+    held: set[TopicPartition] = set()
+
+    def apply(client: Any, hold: bool) -> None:
+        if hold:
+            new = {tp for tp in client.assignment() if tp.topic == topic} - held
+            if new:
+                client.pause(*new)
+                held.update(new)
+        else:
+            mine = held & client.assignment()
+            if mine:
+                client.resume(*mine)
+            held.clear()
+
+    async def steer() -> None:
+        hold = await scorer.holding()
+        if hold or held:
+            await _in_consumer(app, lambda client: apply(client, hold))
 
     return steer
 

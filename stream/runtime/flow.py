@@ -1,4 +1,4 @@
-"""Flow control of the labels topic in event time.
+"""Flow control of the labels and transactions topics in event time.
 
 A label is learned only once the stream (the transactions scored) has
 reached the label's own time; a label consumed earlier waits in Redis
@@ -17,9 +17,24 @@ reads each labels partition only while it is not ahead of the stream:
   those labels come after the last transaction, and the waiting labels'
   own rule (:meth:`stream.waiting.Waiting.passed`) learns them.
 
-The decision is pure (:class:`LabelFlow`); :func:`stream.runtime.app.create_app`
-applies it to the Faust consumer. Pausing never blocks the consumer's
-delivery loop (holding the learn agent instead stopped the transactions too:
+The other way round, scoring must not run ahead of the labels either: a
+transaction scored while labels that had arrived before it are still unread
+in Kafka is scored by a model that has not learned them (after an outage,
+or in a replay at full speed, that model can be weeks behind the stream,
+and its losses page the concept-drift detectors on steady traffic). The
+learner publishes its **frontier** (:meth:`LabelFlow.frontier`: the event
+time up to which it has read every labels partition that still has records
+in Kafka), and each scorer waits before a transaction more than a ``lead``
+past it, its transactions partitions paused meanwhile (:class:`ScoreHold`).
+Live, no labels partition has a backlog: there is no frontier, and no hold.
+While the labels are paused because too many wait (for transactions), there
+is no frontier either: the labels then wait for the scorers, never the
+other way round, so the two holds never wait for each other.
+
+The decisions are pure (:class:`LabelFlow`, :class:`ScoreHold`);
+:func:`stream.runtime.app.create_app` applies them to the Faust consumer.
+Pausing never blocks the consumer's delivery loop (holding the learn agent
+instead stopped the transactions too:
 Faust delivers every topic through one loop, so the scorer starved and the
 stream time never reached the held labels).
 
@@ -50,11 +65,58 @@ True
 (set(), set())
 >>> flow.decide(stream_time=1_200.0, waiting=0)  # new transactions: paused again
 ({0}, set())
+
+The frontier, over the partitions that still had records after the last one read:
+
+>>> flow = LabelFlow(lead=60.0, waiting_max=100)
+>>> flow.consumed(0, 1_000.0, behind=True); flow.consumed(1, 400.0, behind=False)
+>>> flow.frontier()   # partition 1 has nothing more in Kafka: only 0 counts
+1000.0
+>>> flow.consumed(1, 500.0, behind=True)
+>>> flow.frontier()
+500.0
+>>> flow.decide(stream_time=450.0, waiting=0)  # 0 is ahead of the stream: paused
+({0}, set())
+>>> flow.frontier()   # it was read past the stream: only 1 counts
+500.0
+>>> flow.decide(stream_time=300.0, waiting=0)  # (and 1 too now)
+({1}, set())
+>>> flow.frontier() is None
+True
+>>> _ = flow.decide(stream_time=1_000.0, waiting=100)  # the labels wait for transactions
+>>> flow.frontier() is None
+True
+
+A scorer waits before a transaction more than ``lead`` past the frontier; its partitions
+are paused from half the lead on (no more is fetched meanwhile), read again below a quarter:
+
+>>> hold = ScoreHold(lead=3_600.0)
+>>> hold.decide(stream_time=2_500.0, frontier=1_000.0)
+False
+>>> hold.decide(stream_time=3_000.0, frontier=1_000.0)
+True
+>>> hold.decide(stream_time=3_000.0, frontier=1_500.0)  # 1,500 s past: still paused
+True
+>>> hold.decide(stream_time=3_000.0, frontier=2_200.0)
+False
+>>> hold.decide(stream_time=1_000.0, frontier=2_200.0, waiting=True)  # waits: paused
+True
+>>> hold.decide(stream_time=9_000.0, frontier=None)  # no labels backlog: never held
+False
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+
+#: The learner's published frontier expires this long after it last wrote it: a scorer
+#: never holds its transactions for a learner that stopped.
+FRONTIER_TTL_MS = 3_000
+
+
+def frontier_key(prefix: str) -> str:
+    """The Redis key of the learner's labels frontier, under the key ``prefix``."""
+    return f"{prefix}:labels:frontier"
 
 
 class LabelFlow:
@@ -69,6 +131,8 @@ class LabelFlow:
         self.waiting_max = waiting_max
         #: The newest label time consumed from each partition.
         self.newest: dict[int, float] = {}
+        #: Whether each partition had more records in Kafka after the last one read.
+        self.behind: dict[int, bool] = {}
         #: The partitions paused now.
         self.paused: set[int] = set()
         self._full = False
@@ -76,10 +140,29 @@ class LabelFlow:
         self._idle_at: float | None = None
         self._last_time: float | None = None
 
-    def consumed(self, partition: int, event_time: float) -> None:
-        """A label of ``event_time`` was consumed from ``partition``."""
+    def consumed(self, partition: int, event_time: float, behind: bool = False) -> None:
+        """A label of ``event_time`` was consumed from ``partition`` (in offset order;
+        ``behind``: the partition had more records after it when it was fetched)."""
         if event_time > self.newest.get(partition, float("-inf")):
             self.newest[partition] = event_time
+        self.behind[partition] = behind
+
+    @property
+    def holding_all(self) -> bool:
+        """Whether every partition is paused because too many labels wait."""
+        return self._full
+
+    def frontier(self) -> float | None:
+        """The event time up to which every labels partition with records still in Kafka
+        has been read: transactions past it would be scored by a model that has not
+        learned labels that came before them. A partition paused for being ahead of the
+        stream does not count (it has been read past the stream time: reading more waits
+        for the next transactions). None: no backlog, or the labels are paused because
+        too many wait (they wait for the scorers then)."""
+        if self._full:
+            return None
+        return min((self.newest[p] for p, behind in self.behind.items()
+                    if behind and p not in self.paused), default=None)
 
     def stalled(self, stream_time: float) -> bool:
         """Whether a partition is paused and the stream time has not moved since the last
@@ -113,4 +196,36 @@ class LabelFlow:
         their committed offset: nothing is known of them."""
         for partition in list(self.newest) if partitions is None else partitions:
             self.newest.pop(partition, None)
+            self.behind.pop(partition, None)
             self.paused.discard(partition)
+
+
+class ScoreHold:
+    """Whether a scorer pauses its transactions partitions for the labels.
+
+    A scorer waits before a transaction more than ``lead`` past the frontier (in
+    :class:`~stream.runtime.scorer.ScoreRole`); so that no more transactions are fetched
+    meanwhile (they would fill the consumer's buffers ahead of the labels it waits for),
+    its partitions are paused from half the lead on, and while it waits, and read again
+    below a quarter of it.
+    """
+
+    def __init__(self, lead: float) -> None:
+        if lead < 0:
+            raise ValueError(f"lead: must be >= 0 seconds, got {lead}")
+        self.lead = lead
+        #: Whether the partitions are paused now.
+        self.held = False
+
+    def decide(self, stream_time: float, frontier: float | None, waiting: bool = False) -> bool:
+        """Whether the partitions should be paused now (``waiting``: the scorer is waiting
+        for the labels)."""
+        if frontier is None:
+            self.held = False
+        elif waiting:
+            self.held = True
+        elif self.held:
+            self.held = stream_time - frontier > self.lead / 4
+        else:
+            self.held = stream_time - frontier > self.lead / 2
+        return self.held

@@ -27,7 +27,7 @@ from monitoring.metrics import PipelineMetrics
 from producers.schema import RecordError, decode_label
 from stream.records import Emit, RawRecord, Rejects
 from stream.response import AutoChallenger
-from stream.runtime.flow import LabelFlow
+from stream.runtime.flow import FRONTIER_TTL_MS, LabelFlow, frontier_key
 from stream.settings import Settings
 from stream.waiting import Progress, Waiting, WaitingLabels
 
@@ -35,7 +35,6 @@ log = logging.getLogger(__name__)
 
 #: Waiting labels are learned this many at a time (a few Redis round trips each).
 LEARN_BATCH = 500
-
 #: Told of each label learned: its consumed record (None once it waited), the record its
 #: transaction was scored with, the label, the lineage's label count, and whether it had
 #: been learned before (a redelivery: it may not have reached its reader); returns records.
@@ -78,6 +77,7 @@ class LearnRole:
         #: Which labels partitions to read (applied to the consumer by the app).
         self.flow = LabelFlow(settings.worker.labels_lead_seconds,
                               settings.worker.labels_waiting_max)
+        self._frontier_set = False
 
     async def start(self) -> Learner:
         """Resume the champion's and the challengers' learners (once), and pick up the
@@ -115,7 +115,7 @@ class LearnRole:
                 out.append(self.rejects(record, "labels", "invalid_record", str(exc)))
                 continue
             items.append(item)
-            self.flow.consumed(record.partition, item.label.event_time)
+            self.flow.consumed(record.partition, item.label.event_time, record.behind)
         return out + await self._learn(items)
 
     async def on_waiting(self) -> list[Emit]:
@@ -129,13 +129,52 @@ class LearnRole:
             log.warning("picked up labels another learner left waiting")
         if not self.waiting:
             return []
-        out = await self._learn_parked(self.waiting.take_ready(await self._now()))
+        out = await self.learn_due()
         if self.waiting:
             committed, ends = await asyncio.to_thread(self.progress.read)
             await self.waiting.bound(ends)
             out += await self._learn_parked(self.waiting.given_up(committed), last_chance=True)
         self.metrics.labels_waiting.set(len(self.waiting))
         return out
+
+    async def learn_due(self) -> list[Emit]:
+        """Learn the waiting labels the stream has reached (or whose transaction was scored
+        since), without asking Kafka how far the scorers are."""
+        if not self.waiting:
+            return []
+        await self.start()
+        out = await self._learn_parked(self.waiting.take_ready(await self._now()))
+        self.metrics.labels_waiting.set(len(self.waiting))
+        return out
+
+    def frontier(self, stream_time: float) -> float | None:
+        """How far in event time the models have learned every label there is to learn:
+        :meth:`~stream.runtime.flow.LabelFlow.frontier`, or earlier a waiting label the
+        stream has reached but not tried yet. None: no label is left behind (or the labels
+        wait for the scorers)."""
+        read = self.flow.frontier()
+        if self.flow.holding_all:
+            return None
+        earliest = None if self.waiting is None else self.waiting.earliest()
+        if earliest is not None and earliest > stream_time:
+            earliest = None  # learned once the stream reaches it: nothing left behind
+        times = [t for t in (read, earliest) if t is not None]
+        return min(times) if times else None
+
+    async def publish_frontier(self, stream_time: float) -> None:
+        """Tell the scorers how far the labels have been read (:mod:`stream.runtime.flow`):
+        they hold their transactions while they are more than
+        ``worker.scoring_lead_seconds`` past it. Written at every steer of the flow, it
+        expires if this learner stops."""
+        frontier = self.frontier(stream_time)
+        key = frontier_key(self.settings.redis.key_prefix)
+        if frontier is None:
+            if self._frontier_set:
+                await self.registry.client.delete(key)
+                self._frontier_set = False
+            return
+        await self.registry.client.set(key, repr(frontier), px=FRONTIER_TTL_MS)
+        self._frontier_set = True
 
     async def caught_up(self) -> bool:
         """Whether the scorers' group has committed every transaction in Kafka."""

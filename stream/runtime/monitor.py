@@ -6,7 +6,9 @@ records and learned labels directly; on its own it reads them from the
 internal topics ``scored`` and ``learned`` (the vectors the transactions
 were scored with, the labels with theirs) and follows the champion for
 prediction drift. Either way :class:`~monitoring.monitor.DriftMonitor`
-orders them in event time across partitions (:mod:`monitoring.ordering`).
+orders the scored records in event time across partitions
+(:mod:`monitoring.ordering`); the labels come in the order they were learned
+(the origin the ``learned`` records carry is no longer needed for it).
 """
 
 from __future__ import annotations
@@ -98,11 +100,10 @@ class MonitorRole:
         """Newly scored records, each with its partition and whether it was behind."""
         return self.monitor.on_scored_batch(batch, self._scorer())
 
-    def on_label(self, record: ScoredRecord, label: Label, source: Hashable,
-                 behind: bool, learned: int) -> list[DriftEvent]:
+    def on_label(self, record: ScoredRecord, label: Label, learned: int) -> list[DriftEvent]:
         """A learned label; ``learned`` labels the champion's lineage has learned."""
         self.monitor.model_learned(learned)
-        return self.monitor.on_label(record, label, source, behind)
+        return self.monitor.on_label(record, label)
 
     def on_revoked(self, partitions: Sequence[tuple[str, int]]) -> list[DriftEvent]:
         """Partitions this process no longer reads: stop waiting for them."""
@@ -133,15 +134,14 @@ class MonitorRole:
         events: list[DriftEvent] = []
         for record in records:
             try:
-                scored, label, learned, origin = decode_learned(record.value or b"")
+                scored, label, learned, _ = decode_learned(record.value or b"")
             except Exception as exc:  # struct.error, IndexError, UnicodeDecodeError
                 bad.append(self.rejects(record, "learned", "invalid_record", repr(exc)))
                 continue
             if not self._seen_labels.add(label.txn_id):  # the learner sent it again
                 self.metrics.duplicates.labels(topic="learned").inc()
                 continue
-            behind = origin.source is not None and (origin.behind or record.behind)
-            events += self.on_label(scored, label, origin.source, behind, learned)
+            events += self.on_label(scored, label, learned)
         return bad, events
 
     def emit(self, events: Sequence[DriftEvent]) -> list[Emit]:

@@ -9,9 +9,10 @@ does, and never learns.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -28,6 +29,7 @@ from models.scoring import ModelHolder, score_batch
 from monitoring.metrics import PipelineMetrics
 from producers.schema import RecordError, ScoreRecord, decode_transaction, encode, to_datetime
 from stream.records import Emit, RawRecord, Rejects
+from stream.runtime.flow import ScoreHold, frontier_key
 from stream.runtime.marks import RaisedMarks
 from stream.settings import Settings
 
@@ -45,6 +47,13 @@ class ScoredBatch:
     emits: list[Emit] = field(default_factory=list)
     new: list[tuple[ScoredRecord, Source, bool]] = field(default_factory=list)
     again: list[tuple[ScoredRecord, Source, bool]] = field(default_factory=list)
+
+
+#: While a scorer waits for the labels, it reads the learner's frontier this often ...
+LABELS_POLL_SECONDS = 0.02
+#: ... and goes on anyway if the frontier has not moved for this long (the labels cannot
+#: reach the learner: its records are stuck behind these transactions in the consumer).
+LABELS_STALL_SECONDS = 5.0
 
 
 def stream_time_key(settings: Settings) -> str:
@@ -79,6 +88,14 @@ class ScoreRole:
         self._stream_time = RaisedMarks(registry.client, stream_time_key(settings))
         #: Event time of the feature state's first transaction (for the drift warm-up).
         self.state_start: float | None = None
+        #: Whether to pause the transactions partitions for the labels (applied by the app).
+        self.hold = ScoreHold(settings.worker.scoring_lead_seconds)
+        self._frontier_key = frontier_key(settings.redis.key_prefix)
+        #: Whether it waits for the labels now.
+        self.waiting = False
+        #: Whether the consumer's buffer of transactions is full (set by the app): the
+        #: consumer delivers every topic in turn, so the labels wait behind it then.
+        self.buffer_full: Callable[[], bool] = lambda: False
 
     async def follow(self) -> SnapshotMeta | None:
         """Serve the published champion (and challengers in shadow) if they changed."""
@@ -103,11 +120,67 @@ class ScoreRole:
         if decoded:
             if self.settings.drift.enabled and self.state_start is None:
                 await self._state_began(min(txn.event_time for _, txn in decoded))
-            await self._score(decoded, batch)
+            await self._score_in_step(decoded, batch)
         self.metrics.latency.labels(stage="score").observe(time.perf_counter() - started)
         if self.newest:
             self.metrics.newest_event.set(self.newest)
         return batch
+
+    async def _score_in_step(self, decoded: Sequence[tuple[RawRecord, Transaction]],
+                             batch: ScoredBatch) -> None:
+        """Score the batch in order, each transaction once the labels before it have been
+        read: one more than ``worker.scoring_lead_seconds`` past the learner's frontier
+        waits for it (:mod:`stream.runtime.flow`). Live there is no frontier: one go."""
+        limit = await self._labels_limit()
+        start = 0
+        for i, (_, txn) in enumerate(decoded):
+            if limit is not None and txn.event_time > limit:
+                if i > start:  # those before it first: the stream time moves on
+                    await self._score(decoded[start:i], batch)
+                    start = i
+                limit = await self._wait_for_labels(txn.event_time)
+        await self._score(decoded[start:], batch)
+
+    async def _labels_limit(self) -> float | None:
+        """The newest event time that may be scored now (None: no limit)."""
+        raw = await self.registry.client.get(self._frontier_key)
+        return None if raw is None else float(raw) + self.hold.lead
+
+    async def _wait_for_labels(self, event_time: float) -> float | None:
+        """Wait until ``event_time`` is within the lead of the learner's frontier (or there
+        is no frontier, or it stalled); the new limit."""
+        self.metrics.scoring_held.set(1)
+        self.metrics.scoring_holds.inc()
+        self.waiting = True
+        last = None
+        since = time.monotonic()
+        try:
+            while True:
+                limit = await self._labels_limit()
+                if limit is None or event_time <= limit:
+                    return limit
+                if self.buffer_full():  # the labels may be stuck behind transactions that
+                    self.metrics.scoring_hold_stalls.inc()  # the consumer cannot hand over
+                    return None  # before this batch is done: it is scored now
+                if limit != last:
+                    last, since = limit, time.monotonic()
+                elif time.monotonic() - since > LABELS_STALL_SECONDS:
+                    log.warning("the labels frontier has not moved for %.0f s: scoring on "
+                                "(event time %.0f, limit %.0f)", LABELS_STALL_SECONDS,
+                                event_time, limit)
+                    self.metrics.scoring_hold_stalls.inc()
+                    return None
+                await asyncio.sleep(LABELS_POLL_SECONDS)
+        finally:
+            self.waiting = False
+            self.metrics.scoring_held.set(0)
+
+    async def holding(self) -> bool:
+        """Whether to pause the transactions partitions, so that no more are fetched while
+        the scorer waits for the labels (:class:`~stream.runtime.flow.ScoreHold`)."""
+        limit = await self._labels_limit()
+        return self.hold.decide(self.newest, None if limit is None else limit - self.hold.lead,
+                                self.waiting)
 
     async def _score(self, decoded: Sequence[tuple[RawRecord, Transaction]],
                      batch: ScoredBatch) -> None:

@@ -426,3 +426,49 @@ async def test_a_batch_of_label_records_is_sorted_learned_parked_and_dead_letter
     assert await registry.client.hlen(f"{registry.key_prefix}:labels:waiting") == 2
     assert prometheus.get_sample_value(
         "fraudstream_events_in_total", {"topic": "labels"}) == 6.0
+
+
+async def test_a_scorer_waits_for_the_labels_that_came_before_its_transactions(
+    registry: ModelRegistry,
+) -> None:
+    """While labels wait in Kafka, no transaction is scored more than the scoring lead past
+    the labels read (the learner's frontier, published in the real Redis); live (no
+    frontier) nothing waits, and a scorer whose buffer is full does not wait either."""
+    settings = Settings(worker=WorkerSettings(scoring_lead_seconds=100.0),
+                        redis=RedisSettings(key_prefix=registry.key_prefix))
+    prometheus = CollectorRegistry()
+    pipeline = Pipeline(settings, MemoryFeatureStore(), registry,
+                        PipelineMetrics.create(prometheus), progress=GroupProgress())
+    assert pipeline.learn is not None and pipeline.scorer is not None
+    learn = pipeline.learn
+
+    def label(txn_id: str, at: float, offset: int, behind: bool) -> RawRecord:
+        value = encode(LabelRecord.from_event(Label(txn_id, txn_id == "a", at)))
+        return RawRecord("labels", 0, offset, b"k", value, behind)
+
+    await pipeline.on_transaction(txn_record(Transaction("a", "c1", "p1", 5.0, 10.0)))
+    await pipeline.on_labels([label("a", 20.0, 0, behind=True)])  # more labels in Kafka
+    await learn.publish_frontier(await pipeline.stream_time())
+    assert learn.frontier(await pipeline.stream_time()) == 20.0  # read up to 20 s
+    scoring = asyncio.create_task(pipeline.on_transactions([
+        txn_record(Transaction("b", "c1", "p1", 5.0, 100.0)),     # within the lead
+        txn_record(Transaction("c", "c2", "p1", 5.0, 200.0))]))  # 180 s past the frontier
+    await asyncio.sleep(0.5)
+    assert await pipeline.store.scored("b") is not None
+    assert await pipeline.store.scored("c") is None and not scoring.done()
+    assert prometheus.get_sample_value("fraudstream_scoring_held") == 1
+    # the rest of the labels: the last in Kafka, and the label of "a" parked and due
+    await pipeline.on_labels([label("b", 150.0, 1, behind=False)])
+    await learn.learn_due()
+    assert learn.frontier(await pipeline.stream_time()) is None  # nothing left behind
+    await learn.publish_frontier(await pipeline.stream_time())
+    await asyncio.wait_for(scoring, 5)
+    assert await pipeline.store.scored("c") is not None
+    assert prometheus.get_sample_value("fraudstream_scoring_held") == 0
+    assert prometheus.get_sample_value("fraudstream_scoring_holds_total") == 1
+    # a full buffer may hold the labels back behind the transactions: no waiting then
+    await learn.registry.client.set(f"{registry.key_prefix}:labels:frontier", "0")
+    pipeline.scorer.buffer_full = lambda: True
+    await asyncio.wait_for(pipeline.on_transaction(
+        txn_record(Transaction("d", "c3", "p1", 5.0, 1_000.0))), 5)
+    assert prometheus.get_sample_value("fraudstream_scoring_hold_stalls_total") == 1
