@@ -133,7 +133,9 @@ def bucket_error(txns: Sequence[Transaction]) -> dict[str, tuple[float, float]]:
         times = by_terminal[txn.terminal_id]
         state = buckets.get(txn.terminal_id, ({}, (None,) * len(terminal.WINDOWS)))
         counts = terminal.window_counts(state[0], state[1], txn.event_time)
-        for (name, length), got in zip(terminal.WINDOWS.items(), counts, strict=True):
+        windows = len(terminal.WINDOWS)  # (the delayed windows' sums come after)
+        for (name, length), got in zip(terminal.WINDOWS.items(), counts[:windows],
+                                       strict=True):
             if txn.event_time >= T0 + 2 * length:  # the window (and its buckets) are full
                 exact = len(times) - bisect_left(times, txn.event_time - length)
                 if exact:
