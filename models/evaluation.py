@@ -174,11 +174,14 @@ class Prequential:
     def report(self, since: float | None = None) -> dict[str, float]:
         """Metrics over the last ``window`` labels and since the start (or since ``since``,
         a transaction time)."""
-        scores, truth = np.array(self._scores), np.array(self._truth)
-        cards, times = np.array(self._cards, dtype=object), np.array(self._times)
-        if since is not None:
+        scores, truth, times = np.array(self._scores), np.array(self._truth), np.array(self._times)
+        recent = slice(-self.window, None)
+        if since is None:  # only the window's cards are read (card precision): not all kept
+            cards = np.array(self._cards[recent], dtype=object)
+        else:
             keep = times >= since
-            scores, truth, cards, times = scores[keep], truth[keep], cards[keep], times[keep]
+            scores, truth, times = scores[keep], truth[keep], times[keep]
+            cards = np.array(self._cards, dtype=object)[keep][recent]
         out: dict[str, float] = {"labels": float(len(scores)),
                                  "frauds": float(truth.sum()) if len(truth) else 0.0}
         for name, part in (("window", slice(-self.window, None)), ("all", slice(None))):
@@ -190,9 +193,8 @@ class Prequential:
             out[f"recall_{name}"] = recall
             out[f"expected_cost_{name}"] = expected_cost(
                 s, t, self.threshold, self.cost_missed_fraud, self.cost_false_alarm)
-        recent = slice(-self.window, None)  # per-day loop: kept to the window
-        out["card_precision_at_k_window"] = card_precision_at_k(
-            scores[recent], truth[recent], cards[recent], times[recent], self.k)
+        out["card_precision_at_k_window"] = card_precision_at_k(  # (a per-day loop)
+            scores[recent], truth[recent], cards, times[recent], self.k)
         delays = np.array(self._delays) / DAY
         for q in (50, 90, 99):
             out[f"label_delay_p{q}_days"] = float(np.percentile(delays, q)) if len(delays) \
