@@ -32,23 +32,27 @@ import numpy as np
 DAY = 86400.0
 
 
-def roc_auc(scores: np.ndarray, truth: np.ndarray) -> float:
-    """Probability that a random fraud scores above a random genuine (ties: half)."""
+def roc_auc(scores: np.ndarray, truth: np.ndarray, order: np.ndarray | None = None) -> float:
+    """Probability that a random fraud scores above a random genuine (ties: half).
+    ``order``: the scores' stable ascending argsort, if already known."""
     positives = int(truth.sum())
     negatives = len(truth) - positives
     if positives == 0 or negatives == 0:
         return float("nan")
-    ranks = _average_ranks(scores)
+    ranks = _average_ranks(scores, order)
     return float((ranks[truth.astype(bool)].sum() - positives * (positives + 1) / 2)
                  / (positives * negatives))
 
 
-def average_precision(scores: np.ndarray, truth: np.ndarray) -> float:
-    """Sum over distinct thresholds of (recall gained) x (precision there)."""
+def average_precision(scores: np.ndarray, truth: np.ndarray,
+                      order: np.ndarray | None = None) -> float:
+    """Sum over distinct thresholds of (recall gained) x (precision there). ``order``: the
+    scores' stable ascending argsort, if already known (reversed, ties come in another
+    order: only where each tie ends counts)."""
     positives = int(truth.sum())
     if positives == 0:
         return float("nan")
-    order = np.argsort(-scores, kind="stable")
+    order = np.argsort(-scores, kind="stable") if order is None else order[::-1]
     s, t = scores[order], truth[order].astype(float)
     last_of_tie = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]
     hits = np.cumsum(t)[last_of_tie]
@@ -97,8 +101,9 @@ def card_precision_at_k(scores: np.ndarray, truth: np.ndarray, cards: np.ndarray
     return float(np.mean(shares)) if shares else float("nan")
 
 
-def _average_ranks(values: np.ndarray) -> np.ndarray:
-    order = np.argsort(values, kind="stable")
+def _average_ranks(values: np.ndarray, order: np.ndarray | None = None) -> np.ndarray:
+    if order is None:
+        order = np.argsort(values, kind="stable")
     ranks = np.empty(len(values))
     sorted_values = values[order]
     starts = np.r_[0, np.flatnonzero(np.diff(sorted_values)) + 1]
@@ -119,33 +124,52 @@ class Prequential:
     k: int = 100
     #: At most this many labels are kept ("since start" means within them).
     keep: int = 200_000
-    _scores: list[float] = field(default_factory=list)
-    _truth: list[int] = field(default_factory=list)
+    #: Score, truth, transaction time and label delay of each label kept, in the first
+    #: ``_count`` rows (numpy: a report reads them without converting lists).
+    _rows: np.ndarray = field(default_factory=lambda: np.empty((1024, 4)), repr=False)
+    _count: int = 0
     _cards: list[str] = field(default_factory=list)
-    _times: list[float] = field(default_factory=list)
-    _delays: list[float] = field(default_factory=list)
     #: The last report and how many labels had been recorded when it was made.
     _cached: tuple[int, dict[str, float]] | None = field(default=None, repr=False)
     _recorded: int = 0
 
     def record(self, score: float, is_fraud: bool, card_id: str, txn_time: float,
                label_time: float) -> None:
-        self._scores.append(score)
-        self._truth.append(int(is_fraud))
+        """Keep one label with the score its transaction got (the last ``keep``).
+
+        >>> q = Prequential(keep=10)
+        >>> for i in range(25):
+        ...     q.record(i / 25, i % 4 == 0, "c", float(i), float(i) + 1)
+        >>> len(q), q.report()["labels"], q.report()["frauds"]
+        (10, 10.0, 3.0)
+        """
+        if self._count == len(self._rows):
+            grown = np.empty((2 * len(self._rows), 4))
+            grown[:self._count] = self._rows
+            self._rows = grown
+        self._rows[self._count] = (score, is_fraud, txn_time, label_time - txn_time)
+        self._count += 1
         self._cards.append(card_id)
-        self._times.append(txn_time)
-        self._delays.append(label_time - txn_time)
         self._recorded += 1
-        if len(self._scores) > self.keep * 1.2:
-            for column in (self._scores, self._truth, self._cards, self._times, self._delays):
-                del column[: len(column) - self.keep]
+        if self._count > self.keep * 1.2:  # all but the last ``keep`` go
+            self._rows[:self.keep] = self._rows[self._count - self.keep:self._count]
+            del self._cards[: self._count - self.keep]
+            self._count = self.keep
 
     def __len__(self) -> int:
-        return len(self._scores)
+        return self._count
+
+    @property
+    def _scores(self) -> np.ndarray:
+        return self._rows[:self._count, 0]
+
+    @property
+    def _truth(self) -> np.ndarray:
+        return self._rows[:self._count, 1].astype(np.int64)
 
     def average_precision_last(self, n: int) -> float:
         """Average precision over the last ``n`` labels."""
-        return average_precision(np.array(self._scores[-n:]), np.array(self._truth[-n:]))
+        return average_precision(self._scores[-n:], self._truth[-n:])
 
     def recent_report(self, share: float = 0.01) -> dict[str, float]:
         """:meth:`report`, made again only once new labels amount to ``share`` of those
@@ -174,7 +198,8 @@ class Prequential:
     def report(self, since: float | None = None) -> dict[str, float]:
         """Metrics over the last ``window`` labels and since the start (or since ``since``,
         a transaction time)."""
-        scores, truth, times = np.array(self._scores), np.array(self._truth), np.array(self._times)
+        rows = self._rows[:self._count]
+        scores, truth, times = rows[:, 0], rows[:, 1].astype(np.int64), rows[:, 2]
         recent = slice(-self.window, None)
         if since is None:  # only the window's cards are read (card precision): not all kept
             cards = np.array(self._cards[recent], dtype=object)
@@ -187,15 +212,16 @@ class Prequential:
         for name, part in (("window", slice(-self.window, None)), ("all", slice(None))):
             s, t = scores[part], truth[part]
             precision, recall = precision_recall(s, t, self.threshold)
-            out[f"roc_auc_{name}"] = roc_auc(s, t)
-            out[f"average_precision_{name}"] = average_precision(s, t)
+            order = np.argsort(s, kind="stable")  # one sort for both
+            out[f"roc_auc_{name}"] = roc_auc(s, t, order)
+            out[f"average_precision_{name}"] = average_precision(s, t, order)
             out[f"precision_{name}"] = precision
             out[f"recall_{name}"] = recall
             out[f"expected_cost_{name}"] = expected_cost(
                 s, t, self.threshold, self.cost_missed_fraud, self.cost_false_alarm)
         out["card_precision_at_k_window"] = card_precision_at_k(  # (a per-day loop)
             scores[recent], truth[recent], cards, times[recent], self.k)
-        delays = np.array(self._delays) / DAY
+        delays = rows[:, 3] / DAY
         for q in (50, 90, 99):
             out[f"label_delay_p{q}_days"] = float(np.percentile(delays, q)) if len(delays) \
                 else float("nan")
