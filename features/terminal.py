@@ -37,8 +37,9 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import repeat
 
 from features.events import Transaction
 
@@ -119,17 +120,28 @@ def window_counts(
     """
     sums = []
     currents = current_buckets(event_time)
+    get = buckets.get
     for i, current in enumerate(currents):
         stored = newest[i]
         known = current if stored is None else max(stored, current)
         low = max(current - BUCKETS, known - KEEP_BUCKETS)
-        sums.append(sum(buckets.get(field(i, b), 0) for b in range(low, current)))
+        sums.append(_summed(get, i, low, current))
     for i, offset, length in DELAYED.values():  # the same buckets, further back
         current, stored = currents[i], newest[i]
         known = current if stored is None else max(stored, current)
         low = max(current - offset - length, known - KEEP_BUCKETS)
-        sums.append(sum(buckets.get(field(i, b), 0) for b in range(low, current - offset)))
+        sums.append(_summed(get, i, low, current - offset))
     return tuple(sums)
+
+
+def _summed(get: Callable[[int, int], int], window: int, low: int, high: int) -> int:
+    """The counts of buckets ``low`` to ``high - 1`` of ``window``: their :func:`field` ids
+    step by 4, summed in one loop in C (a :func:`field` call per bucket cost 3 % of a
+    scorecard run)."""
+    if high <= low:
+        return 0
+    ids = range(field(window, low), field(window, high), 4)
+    return sum(map(get, ids, repeat(0, len(ids))))
 
 
 def step(
