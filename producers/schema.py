@@ -14,6 +14,10 @@ Examples
 Traceback (most recent call last):
 ...
 producers.schema.RecordError: card_id: Field required; terminal_id: Field required; ...
+>>> decode_transaction(raw.replace(b"2026-01-01T00:00:00Z", b"9999-12-31T23:59:59-23:59"))
+Traceback (most recent call last):
+...
+producers.schema.RecordError: event_time: Value error, must be from 1970-01-01 to before ...
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Literal, TypeVar
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -41,6 +46,23 @@ Latitude = Annotated[float, Field(ge=-90, le=90, allow_inf_nan=False)]
 Longitude = Annotated[float, Field(ge=-180, le=180, allow_inf_nan=False)]
 
 
+#: Event times are accepted from the epoch to 2100 (UTC): every one converts back to a
+#: datetime and fits the stores' encodings. (``9999-12-31T23:59:59-23:59`` is year 10000
+#: in UTC: it passed the schema, then failed to serialize in the worker for good.)
+EARLIEST_EVENT = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST_EVENT = datetime(2100, 1, 1, tzinfo=UTC)
+
+
+def _in_range(moment: datetime) -> datetime:
+    utc = moment.timestamp()
+    if not EARLIEST_EVENT.timestamp() <= utc < LATEST_EVENT.timestamp():
+        raise ValueError(f"must be from {EARLIEST_EVENT:%Y-%m-%d} to before "
+                         f"{LATEST_EVENT:%Y-%m-%d} UTC")
+    return moment
+
+
+EventTime = Annotated[AwareDatetime, AfterValidator(_in_range)]
+
 R = TypeVar("R", bound="_Record")
 
 
@@ -57,7 +79,7 @@ class TransactionRecord(_Record):
     card_id: EntityId
     terminal_id: EntityId
     amount: Amount
-    event_time: AwareDatetime
+    event_time: EventTime
     #: The terminal's location, when known (both or neither).
     lat: Latitude | None = None
     lon: Longitude | None = None
@@ -102,7 +124,7 @@ class LabelRecord(_Record):
 
     txn_id: EntityId
     is_fraud: bool
-    event_time: AwareDatetime
+    event_time: EventTime
 
     def to_event(self) -> Label:
         return Label(self.txn_id, self.is_fraud, self.event_time.timestamp())

@@ -99,6 +99,24 @@ async def test_a_malformed_transaction_is_dead_lettered_with_field_and_reason(
     assert "txn_id: Field required" in letter["detail"]
 
 
+@pytest.mark.parametrize("moment", ["9999-12-31T23:59:59-23:59", "0001-01-01T00:00:00+01:00"])
+async def test_an_event_time_outside_the_datetime_range_is_dead_lettered_not_retried(
+    pipeline: Pipeline, moment: str,
+) -> None:
+    """Year 10000 (or 0) in UTC passed the schema, then failed to serialize in the worker,
+    which retried its batch for ever: now the record is a dead letter naming the field, and
+    the transaction beside it is scored."""
+    poison = (b'{"schema_version":1,"txn_id":"p","card_id":"poison","terminal_id":"p1",'
+              b'"amount":10,"event_time":"' + moment.encode() + b'"}')
+    good = txn_record(Transaction("g", "c1", "p1", 5.0, 1_000.0))
+    out = await asyncio.wait_for(
+        pipeline.on_transactions([raw("transactions", poison, 7), good]), 10)
+    [letter] = [json.loads(e.value) for e in out if e.topic.endswith("dead-letters")]
+    assert letter["reason"] == "invalid_record" and letter["offset"] == 7
+    assert letter["detail"].startswith("event_time: ")
+    assert await pipeline.store.scored("g") is not None
+
+
 async def test_a_snapshot_is_published_every_n_labels_and_served(pipeline: Pipeline) -> None:
     for i in range(3):
         t = Transaction(f"t{i}", "c1", "p1", 10.0 + i, 1000.0 + i)
