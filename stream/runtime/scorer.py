@@ -215,9 +215,18 @@ class ScoreRole:
                 self._newest_by_partition[partition] = max(
                     self._newest_by_partition.get(partition, 0.0), txn.event_time)
                 batch.new.append((result.record, (record.topic, partition), record.behind))
+            try:
+                value = score_value(result.record)
+            except Exception as exc:  # our bug on this record: never a batch retried for ever
+                if is_infrastructure(exc):
+                    raise
+                log.exception("publishing the score of txn %s failed", txn.txn_id)
+                self.metrics.errors.labels(stage="score").inc()
+                batch.emits.append(self.rejects(record, "transactions", "processing_error",
+                                                f"score: {exc!r}"))
+                continue
             self.metrics.scores_out.inc()
-            batch.emits.append(Emit(self.scores_topic, txn.card_id.encode(),
-                                    score_value(result.record)))
+            batch.emits.append(Emit(self.scores_topic, txn.card_id.encode(), value))
 
     async def _state_began(self, event_time: float) -> None:
         """Record when the feature state began (the first writer wins)."""

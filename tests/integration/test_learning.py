@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry
 from features.events import Label, Transaction
 from features.memory import MemoryFeatureStore
 from features.redis_store import RedisFeatureStore
+from features.store import ScoredRecord
 from models.errors import SnapshotIntegrityError
 from models.factory import build_model
 from models.learner import Learner
@@ -115,6 +116,29 @@ async def test_an_event_time_outside_the_datetime_range_is_dead_lettered_not_ret
     assert letter["reason"] == "invalid_record" and letter["offset"] == 7
     assert letter["detail"].startswith("event_time: ")
     assert await pipeline.store.scored("g") is not None
+
+
+async def test_a_score_that_cannot_be_published_is_dead_lettered_not_retried(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Our own bug on one record (here: its score cannot be serialized) dead-letters that
+    record as processing_error; the batch is not retried for ever, the others publish."""
+    import stream.runtime.scorer as scorer_module
+
+    real = scorer_module.score_value
+
+    def broken(scored: ScoredRecord) -> bytes:
+        if scored.txn_id == "bad":
+            raise ValueError("year 10000 is out of range")
+        return real(scored)
+
+    monkeypatch.setattr(scorer_module, "score_value", broken)
+    out = await asyncio.wait_for(pipeline.on_transactions([
+        txn_record(Transaction("bad", "c1", "p1", 5.0, 1_000.0)),
+        txn_record(Transaction("ok", "c2", "p1", 5.0, 1_001.0))]), 10)
+    [letter] = [json.loads(e.value) for e in out if e.topic.endswith("dead-letters")]
+    assert letter["reason"] == "processing_error" and "year 10000" in letter["detail"]
+    assert [e.key for e in out if e.topic.endswith("scores")] == [b"c2"]
 
 
 async def test_a_snapshot_is_published_every_n_labels_and_served(pipeline: Pipeline) -> None:
