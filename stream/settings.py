@@ -217,6 +217,10 @@ class WorkerSettings(_Section):
         return self
 
 
+#: The shortest admin token accepted.
+ADMIN_TOKEN_MIN = 16
+
+
 class ApiSettings(_Section):
     """The FastAPI scoring service."""
 
@@ -224,8 +228,17 @@ class ApiSettings(_Section):
     port: Port = 8000
     #: How often the API looks for a newer model snapshot.
     model_refresh_seconds: float = Field(1.0, gt=0)
-    #: Bearer token for the admin endpoints (promote, rollback); unset: disabled.
+    #: Bearer token for the admin endpoints (promote, rollback); unset: disabled. At least
+    #: ``ADMIN_TOKEN_MIN`` characters: an empty one would have let an empty bearer in.
     admin_token: SecretStr | None = None
+
+    @field_validator("admin_token")
+    @classmethod
+    def _token_long_enough(cls, token: SecretStr | None) -> SecretStr | None:
+        if token is not None and len(token.get_secret_value()) < ADMIN_TOKEN_MIN:
+            raise ValueError(f"must be at least {ADMIN_TOKEN_MIN} characters (unset it to "
+                             "disable the admin endpoints)")
+        return token
 
 
 class ModelSettings(_Section):
@@ -276,6 +289,8 @@ class Settings(BaseSettings):
         env_file=".env",
         frozen=True,
         extra="ignore",
+        # An error names the setting and the reason, never the value: it may be a secret.
+        hide_input_in_errors=True,
     )
 
     kafka: KafkaSettings = KafkaSettings()

@@ -40,6 +40,21 @@ def test_the_signing_key_never_shows_in_the_settings_repr() -> None:
     assert "s3cret" not in repr(settings) and "s3cret" not in str(settings)
 
 
+@pytest.mark.parametrize("token", ["", "short-secret"])
+def test_an_empty_or_short_admin_token_is_refused_without_being_shown(
+        monkeypatch: pytest.MonkeyPatch, token: str) -> None:
+    """An empty token let an empty bearer promote; the error names the setting, not the
+    value (a refused secret must not reach a log)."""
+    monkeypatch.setenv("FRAUDSTREAM_API__ADMIN_TOKEN", token)
+    with pytest.raises(pydantic.ValidationError, match=r"api\.admin_token") as refused:
+        load_settings()
+    assert "at least 16 characters" in str(refused.value)
+    assert "short-secret" not in str(refused.value) and "input_value" not in str(refused.value)
+    monkeypatch.setenv("FRAUDSTREAM_API__ADMIN_TOKEN", "0123456789abcdef")
+    token_setting = load_settings().api.admin_token
+    assert token_setting is not None and token_setting.get_secret_value() == "0123456789abcdef"
+
+
 def test_drift_features_must_be_known_and_kswin_must_fit(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FRAUDSTREAM_DRIFT__KSWIN_FEATURES", '["txn_amount_log", "card_colour"]')
     with pytest.raises(pydantic.ValidationError,
