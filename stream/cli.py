@@ -393,7 +393,22 @@ def _services(action: str, settings: Settings) -> int:
     return 0 if all(s.answering for s in statuses) else 3
 
 
+def _port_free(host: str, port: int) -> None:
+    """Refuse to start on a taken port: uvicorn logged ``address already in use`` and then
+    hung in its shutdown, ignoring SIGTERM."""
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise RuntimeError(f"api.port: {host}:{port} is not free ({exc.strerror}); set "
+                               "FRAUDSTREAM_API__PORT to another port") from exc
+
+
 def _api(settings: Settings, log_level: str) -> int:
+    _port_free(settings.api.host, settings.api.port)
     import uvicorn
     from prometheus_client import CollectorRegistry
 
