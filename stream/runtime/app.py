@@ -107,8 +107,13 @@ def create_app(settings: Settings, pipeline: Pipeline,
         if gaps is not None:
             await _with_retries(gaps.done, batch, pipeline, on_fenced)
 
+    #: Flow control ticks (what, tick): after each batch of their agent, and all together
+    #: every LABELS_STEER_SECONDS (the stream time moves without them).
+    steers: list[tuple[str, Callable[[], Awaitable[None]]]] = []
+
     if "score" in roles:
         hold = _scoring_steering(app, pipeline, transactions.get_topic_name())
+        steers.append(("scoring hold", hold))
 
         @app.agent(transactions, name="score")
         async def score(stream: Any) -> None:
@@ -116,13 +121,6 @@ def create_app(settings: Settings, pipeline: Pipeline,
             pipeline.scorer.buffer_full = stream.channel.queue.full
             async for batch in batches(stream):
                 await handle(pipeline.on_transactions, batch)
-                await _guarded("scoring hold", pipeline, on_fenced, hold)
-
-        @app.task
-        async def hold_scoring() -> None:
-            """Hold or release the transactions as the labels are read."""
-            while not app.should_stop:
-                await asyncio.sleep(LABELS_STEER_SECONDS)
                 await _guarded("scoring hold", pipeline, on_fenced, hold)
 
     if "monitor" in roles and "score" not in roles:
@@ -149,6 +147,7 @@ def create_app(settings: Settings, pipeline: Pipeline,
             await emit_from(pipeline.learn.learn_due())
 
         steer = _labels_steering(app, pipeline, labels.get_topic_name(), learn_due)
+        steers.append(("labels flow", steer))
 
         @app.agent(labels, name="learn")
         async def learn(stream: Any) -> None:
@@ -156,17 +155,19 @@ def create_app(settings: Settings, pipeline: Pipeline,
                 await handle(pipeline.on_labels, batch)
                 await _guarded("labels flow", pipeline, on_fenced, steer)
 
-        @app.task
-        async def steer_labels() -> None:
-            """Read the labels partitions again as the stream time moves on."""
-            while not app.should_stop:
-                await asyncio.sleep(LABELS_STEER_SECONDS)
-                await _guarded("labels flow", pipeline, on_fenced, steer)
-
         @app.timer(worker.label_retry_seconds)
         async def retry_waiting_labels() -> None:
             await _guarded("waiting labels", pipeline, on_fenced,
                            lambda: emit_from(pipeline.on_waiting()))
+
+    if steers:
+        @app.task
+        async def steer_flow() -> None:
+            """Pause or resume the labels and the transactions as the stream time moves."""
+            while not app.should_stop:
+                await asyncio.sleep(LABELS_STEER_SECONDS)
+                for what, tick in steers:
+                    await _guarded(what, pipeline, on_fenced, tick)
 
     @app.on_partitions_revoked.connect
     async def on_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
