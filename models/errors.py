@@ -25,3 +25,13 @@ class ChampionChangedError(ModelError):
 
 class FencedError(ModelError):
     """This learner's lease was taken over: it may no longer write any lineage."""
+
+
+class JournalMismatchError(ModelError):
+    """The learn journal does not hold what its writer counted: a write whose reply was
+    lost, or a snapshot published meanwhile. The writer reloads from the registry."""
+
+    def __init__(self, actual: int, expected: int) -> None:
+        super().__init__(f"the learn journal holds {actual} entries, not {expected}")
+        self.actual = actual
+        self.expected = expected

@@ -23,7 +23,7 @@ from river import base
 from features.events import Label
 from features.store import FeatureStore, ScoredRecord
 from features.vector import FEATURE_SET_VERSION
-from models.errors import ChampionChangedError, NoModelError
+from models.errors import ChampionChangedError, JournalMismatchError, NoModelError
 from models.evaluation import Prequential
 from models.factory import build_model, learn
 from models.registry import JournalEntry, ModelRegistry, SnapshotMeta
@@ -73,6 +73,10 @@ class Learner:
         default_factory=lambda: deque(maxlen=PAIRS_KEPT))
     #: Event time the scoring stream has reached, set by its owner (recorded in snapshots).
     stream_time: float | None = None
+    #: Labels of a journal write that raised: applied or not, :meth:`_settle` finds out.
+    _unsettled: list[tuple[Label, ScoredRecord]] = field(default_factory=list)
+    #: The registry holds something this learner did not write: reload before going on.
+    _stale: bool = False
 
     @classmethod
     async def start(
@@ -121,7 +125,32 @@ class Learner:
             start += room
         return out
 
+    async def _settle(self) -> None:
+        """Make the model agree with the registry after a write whose outcome is unknown.
+
+        A journal write that raised (a lost reply, Redis gone) either was
+        applied, and its labels are marked learned, so they must be taught
+        now or never; or was not, and they are learned again when retried.
+        The journal's length tells which. Anything else found there (a
+        snapshot this learner published without hearing back) is resolved by
+        reloading the champion and its journal.
+        """
+        if self._stale:
+            await self.follow_champion(always=True)
+            self._stale = False
+        if not self._unsettled:
+            return
+        length = await self.registry.journal_length()
+        unsettled, self._unsettled = self._unsettled, []
+        if length == self.unpublished + len(unsettled):
+            for label, record in unsettled:
+                self._teach(label, record)
+        elif length != self.unpublished:
+            self._stale = True
+            await self._settle()
+
     async def _learn_part(self, labels: Sequence[Label]) -> list[Learned]:
+        await self._settle()
         ids = [label.txn_id for label in labels]
         learned_before = await self.registry.were_learned(ids)
         records = await self.store.scored_many(ids)
@@ -142,9 +171,15 @@ class Learner:
         for _, label, record in new:
             if label.is_fraud:
                 await self.store.record_fraud(record, label)
-        await self.registry.record_learned_many(
-            [JournalEntry(label.txn_id, label.is_fraud, record.features)
-             for _, label, record in new])
+        entries = [JournalEntry(label.txn_id, label.is_fraud, record.features)
+                   for _, label, record in new]
+        self._unsettled = [(label, record) for _, label, record in new]
+        try:
+            await self.registry.record_learned_many(entries, self.unpublished)
+        except JournalMismatchError:  # not written: reload, then the retry learns them
+            self._unsettled, self._stale = [], True
+            raise
+        self._unsettled = []
         for _, label, record in new:
             self._teach(label, record)
         if new and self.unpublished >= self.snapshot_every_labels:
@@ -163,14 +198,16 @@ class Learner:
         self.unpublished += 1
         self.last_label_time = label.event_time
 
-    async def follow_champion(self) -> bool:
+    async def follow_champion(self, always: bool = False) -> bool:
         """After a promote or rollback, continue from the new champion.
 
         The labels learned since the last snapshot (the journal) are taught to
-        it again, so none is lost. Returns whether the model changed.
+        it again, so none is lost. Returns whether the model changed. With
+        ``always``, reload even if the champion is the version this learner
+        built on (its in-memory model no longer matches the registry).
         """
         champion = await self.registry.champion_version()
-        if champion is None or champion == self.meta.version:
+        if champion is None or (champion == self.meta.version and not always):
             return False
         self.meta, self.model = await self.registry.load(champion)
         journal = await self.registry.journal()
@@ -181,6 +218,7 @@ class Learner:
 
     async def publish(self) -> ServingModel:
         """Publish the model as a new version; return a read-only copy of it."""
+        await self._settle()
         try:
             return await self._publish()
         except ChampionChangedError:  # an operator moved the champion meanwhile

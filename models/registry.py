@@ -22,7 +22,7 @@ import hashlib
 import hmac
 import json
 import pickle
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -33,6 +33,7 @@ from river import base
 from models.errors import (
     ChampionChangedError,
     FencedError,
+    JournalMismatchError,
     NoModelError,
     SnapshotIntegrityError,
 )
@@ -95,6 +96,34 @@ def sign(key: bytes, meta: bytes, blob: bytes) -> str:
     return mac.hexdigest()
 
 
+#: Journal append (see :meth:`ModelRegistry.record_learned_many`). KEYS: the journal, the
+#: fence key (the journal itself when unfenced), then one marker per entry; ARGV: the
+#: journal length expected, the fencing token ('' when unfenced), the markers' TTL, then
+#: the entries. Returns {status, value}: {0, new length} (also when exactly these entries
+#: end the journal already), {1, actual length} or {2, the fence's value}.
+_APPEND_LUA = """
+if ARGV[2] ~= '' then
+  local holder = redis.call('GET', KEYS[2])
+  if holder ~= ARGV[2] then return {2, holder or ''} end
+end
+local length = redis.call('LLEN', KEYS[1])
+local expected = tonumber(ARGV[1])
+if length == expected + #ARGV - 3 then  -- applied already? (a resend after a lost reply)
+  for i = 4, #ARGV do
+    if redis.call('LINDEX', KEYS[1], expected + i - 4) ~= ARGV[i] then return {1, length} end
+  end
+  return {0, length}
+end
+if length ~= expected then return {1, length} end
+for i = 3, #KEYS do redis.call('SET', KEYS[i], 1, 'EX', ARGV[3]) end
+for i = 4, #ARGV, 1000 do  -- (unpack has a limit of some thousands)
+  redis.call('RPUSH', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+end
+return {0, redis.call('LLEN', KEYS[1])}
+"""
+_APPENDED, _MISMATCH, _FENCED = 0, 1, 2
+
+
 @dataclass(frozen=True, slots=True)
 class AuditEntry:
     """One change of champion: what, from which version to which, who, when, why."""
@@ -134,6 +163,7 @@ class ModelRegistry:
         #: Without a fence the caller promises it is the only writer (one process).
         self.fence = fence
         self._base = f"{key_prefix}:models" + (f":challenger:{lineage}" if lineage else "")
+        self._append = client.register_script(_APPEND_LUA)
 
     def challenger(self, name: str) -> ModelRegistry:
         """The registry of the challenger ``name``: its own versions, journal and markers."""
@@ -162,19 +192,22 @@ class ModelRegistry:
         """Make ``other``'s champion (a challenger's model) this lineage's new champion.
 
         Its snapshot is verified, republished here as a new version whose
-        parent is the current champion, and the change is audited.
+        parent is the current champion, and the change is audited in the same
+        transaction (redone if the champion moved meanwhile).
         """
         version = await other.champion_version()
         if version is None:
             raise NoModelError(f"challenger {other.lineage!r} has no published model")
         meta, model = await other.load(version)
-        previous = await self.champion_version()
-        adopted = await self.publish(model, replace(meta, version=0, parent=previous))
-        entry = AuditEntry(f"promote challenger {other.lineage}", previous, adopted.version,
-                           who, at, why)
-        await self.client.rpush(f"{self._base}:audit",
-                                json.dumps(asdict(entry), separators=(",", ":")))
-        return entry
+        while True:
+            previous = await self.champion_version()
+            entry = AuditEntry(f"promote challenger {other.lineage}", previous, 0, who, at, why)
+            try:
+                adopted = await self.publish(model, replace(meta, version=0, parent=previous),
+                                             audit=entry)
+            except ChampionChangedError:
+                continue
+            return replace(entry, to_version=adopted.version)
 
     async def latest_version(self) -> int | None:
         raw = await self.client.get(f"{self._base}:latest")
@@ -185,11 +218,14 @@ class ModelRegistry:
         raw = await self.client.get(f"{self._base}:champion")
         return int(raw) if raw is not None else await self.latest_version()
 
-    async def publish(self, model: base.Classifier, meta: SnapshotMeta) -> SnapshotMeta:
+    async def publish(self, model: base.Classifier, meta: SnapshotMeta,
+                      audit: AuditEntry | None = None) -> SnapshotMeta:
         """Store ``model`` as the next version and make it champion; clear the journal.
 
         Raises :class:`ChampionChangedError` (storing nothing) if the champion
-        is no longer ``meta.parent``, the version the model was built on.
+        is no longer ``meta.parent``, the version the model was built on. An
+        operator's change is appended to the audit log with it (``audit``, its
+        ``to_version`` set to the new version).
         """
         version = int(await self.client.incr(f"{self._base}:counter"))
         meta = replace(meta, version=version)
@@ -211,6 +247,9 @@ class ModelRegistry:
                 pipe.set(f"{self._base}:latest", version)
                 pipe.set(champion_key, version)
                 pipe.delete(f"{self._base}:journal")
+                if audit is not None:
+                    pipe.rpush(f"{self._base}:audit", json.dumps(
+                        asdict(replace(audit, to_version=version)), separators=(",", ":")))
                 await pipe.execute()
             except WatchError:
                 await self._check_fence()
@@ -230,41 +269,75 @@ class ModelRegistry:
             await pipe.execute()
 
     async def versions(self) -> list[SnapshotMeta]:
-        """Metadata of every kept snapshot, oldest first (signatures checked)."""
+        """Metadata of every kept snapshot whose signature holds, oldest first."""
+        return [meta for meta in (await self.kept()).values() if meta is not None]
+
+    async def kept(self) -> dict[int, SnapshotMeta | None]:
+        """Every kept version, oldest first: its metadata, or None if its signature fails."""
         kept: list[Any] = await self.client.zrange(f"{self._base}:versions", 0, -1)
-        metas = []
-        for version in kept:
+        metas: dict[int, SnapshotMeta | None] = {}
+        for version in map(int, kept):
             try:
-                metas.append((await self._verified(int(version)))[0])
+                metas[version] = (await self._verified(version))[0]
             except NoModelError:  # retention removed it since the listing (a learner publishes)
                 continue
+            except SnapshotIntegrityError:
+                metas[version] = None
         return metas
 
     async def promote(self, version: int, who: str, why: str, at: str,
                       action: str = "promote") -> AuditEntry:
         """Make ``version`` (which must load and verify) the champion, and log it."""
         await self._verified(version)
-        previous = await self.champion_version()
-        entry = AuditEntry(action, previous, version, who, at, why)
-        pipe = self.client.pipeline(transaction=True)
-        pipe.set(f"{self._base}:champion", version)
-        pipe.rpush(f"{self._base}:audit", json.dumps(asdict(entry), separators=(",", ":")))
-        await pipe.execute()
-        return entry
+
+        async def to_version(current: int | None, pipe: Any) -> int:
+            return version
+
+        return await self._change_champion(action, who, why, at, to_version)
 
     async def rollback(self, who: str, why: str, at: str, to: int | None = None) -> AuditEntry:
         """Back to ``to``, or to the champion before the last change, or to its parent."""
-        if to is None:
-            history = await self.audit()
-            current = await self.champion_version()
-            if history and history[-1].from_version is not None:
-                to = history[-1].from_version
-            elif current is not None:
-                meta, _ = await self.load(current)
-                to = meta.parent
-            if to is None:
+        if to is not None:
+            return await self.promote(to, who, why, at, action="rollback")
+
+        async def previous(current: int | None, pipe: Any) -> int:
+            last = await pipe.lindex(f"{self._base}:audit", -1)
+            before = None if last is None else json.loads(last)["from_version"]
+            if before is None and current is not None:
+                before = (await self._verified(current))[0].parent
+            if before is None:
                 raise NoModelError("nothing to roll back to")
-        return await self.promote(to, who, why, at, action="rollback")
+            await self._verified(before)
+            return int(before)
+
+        return await self._change_champion("rollback", who, why, at, previous)
+
+    async def _change_champion(
+        self, action: str, who: str, why: str, at: str,
+        choose: Callable[[int | None, Any], Awaitable[int]],
+    ) -> AuditEntry:
+        """Set the champion to ``choose(current champion, pipe)`` and append the audit entry,
+        atomically: the champion and the audit log are watched, and the change is redone
+        if another one came between, so every entry's ``from_version`` is the champion it
+        replaced."""
+        champion, audit = f"{self._base}:champion", f"{self._base}:audit"
+        async with self.client.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(champion, f"{self._base}:latest", audit)
+                    raw = await pipe.get(champion)
+                    if raw is None:
+                        raw = await pipe.get(f"{self._base}:latest")
+                    current = None if raw is None else int(raw)
+                    entry = AuditEntry(action, current, await choose(current, pipe), who, at,
+                                       why)
+                    pipe.multi()
+                    pipe.set(champion, entry.to_version)
+                    pipe.rpush(audit, json.dumps(asdict(entry), separators=(",", ":")))
+                    await pipe.execute()
+                    return entry
+                except WatchError:
+                    continue
 
     async def audit_length(self) -> int:
         """How many operator changes the audit log holds (cheap to poll)."""
@@ -291,14 +364,24 @@ class ModelRegistry:
         meta_bytes, blob, sig = (fields.get(k) for k in (b"meta", b"blob", b"sig"))
         if meta_bytes is None or blob is None or sig is None:
             raise SnapshotIntegrityError(f"model version {version}: snapshot is unsigned")
-        if not hmac.compare_digest(sign(self._key, meta_bytes, blob), sig.decode()):
+        if not hmac.compare_digest(sign(self._key, meta_bytes, blob).encode(), bytes(sig)):
             raise SnapshotIntegrityError(
                 f"model version {version}: signature does not match; refusing to load"
             )
         return SnapshotMeta(**json.loads(meta_bytes)), bytes(blob)
 
-    async def record_learned_many(self, entries: Sequence[JournalEntry]) -> None:
-        """Append ``entries`` to the journal and mark their transactions learned, at once."""
+    async def record_learned_many(self, entries: Sequence[JournalEntry],
+                                  journaled: int) -> None:
+        """Append ``entries`` to the journal and mark their transactions learned, at once,
+        if the journal still holds ``journaled`` entries (the writer's own count).
+
+        One script, so the write is all or nothing and safe to send twice: a
+        resend of a write that was applied (its reply lost, redis-py retried)
+        finds exactly these entries at the journal's end and changes nothing.
+        Raises :class:`JournalMismatchError` when the journal holds something
+        else (its length is on the error), :class:`FencedError` when another
+        learner took over.
+        """
         if not entries:
             return
         # a dict by hand: dataclasses.asdict deep-copies each vector (13 % of a learner's
@@ -306,18 +389,22 @@ class ModelRegistry:
         journal = [json.dumps({"txn_id": e.txn_id, "is_fraud": e.is_fraud,
                                "features": e.features}, separators=(",", ":"))
                    for e in entries]
-        async with self.client.pipeline(transaction=True) as pipe:
-            try:
-                await self._watch_fence(pipe)
-                pipe.multi()
-                for entry in entries:
-                    pipe.set(f"{self._base}:learned:{entry.txn_id}", 1,
-                             ex=self.learned_ttl_seconds)
-                pipe.rpush(f"{self._base}:journal", *journal)
-                await pipe.execute()
-            except WatchError:  # only the fence is watched: it moved
-                await self._check_fence()
-                raise
+        fence_key = self.fence.key if self.fence is not None else f"{self._base}:journal"
+        token = str(self.fence.token) if self.fence is not None else ""
+        markers = [f"{self._base}:learned:{e.txn_id}" for e in entries]
+        status, value = await self._append(
+            keys=[f"{self._base}:journal", fence_key, *markers],
+            args=[journaled, token, self.learned_ttl_seconds, *journal])
+        if status == _APPENDED:
+            return
+        if status == _FENCED:
+            self._hold_fence(value or None)
+        elif status == _MISMATCH:
+            raise JournalMismatchError(int(value), journaled)
+
+    async def journal_length(self) -> int:
+        """How many labels were learned since the latest snapshot."""
+        return int(await self.client.llen(f"{self._base}:journal"))
 
     async def _check_fence(self) -> None:
         """Raise :class:`FencedError` if the fence no longer holds."""

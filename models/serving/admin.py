@@ -68,9 +68,12 @@ def admin_router(registry: ModelRegistry, token: str | None, refresh: Any) -> AP
 
     @router.get("/v1/models")
     async def models() -> dict[str, Any]:
+        kept = await registry.kept()
         return {
             "champion": await registry.champion_version(),
-            "versions": [asdict(v) for v in await registry.versions()],
+            "versions": [asdict(meta) for meta in kept.values() if meta is not None],
+            #: kept versions whose signature does not hold: never loaded
+            "refused": [version for version, meta in kept.items() if meta is None],
             "audit": [asdict(e) for e in await registry.audit()],
         }
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import secrets
 from collections.abc import AsyncIterator
 
@@ -71,6 +72,38 @@ async def test_promote_and_rollback_move_the_champion_and_are_audited(
     assert (entry.action, entry.from_version, entry.to_version) == ("rollback", first, second)
     assert [(e.who, e.why) for e in await registry.audit()] == [
         ("alice", "second one misbehaves"), ("bob", "false alarm")]
+
+
+async def test_concurrent_promotes_and_rollbacks_leave_an_audit_chain_that_links(
+    registry: ModelRegistry,
+) -> None:
+    """60 operators at once: each audit entry starts from the champion the one before left
+    (issue 17, item 10: 40 of 59 entries had a wrong ``from_version``)."""
+    registry = ModelRegistry(registry.client, registry.key_prefix, KEY, keep_versions=100)
+    versions = await publish_chain(registry, 4)
+    learner = Learner(build_model("logistic_regression"), (await registry.load())[0],
+                      registry, MemoryFeatureStore())
+    await registry.promote(versions[0], "ops", "start", AT)
+
+    async def change(i: int) -> None:
+        if i % 3 == 0:
+            await registry.rollback(f"op{i}", "back", AT)
+        elif i % 3 == 1:
+            await registry.promote(versions[i % 4], f"op{i}", "promote", AT)
+        else:  # a challenger adopted: a new version, audited in its publish
+            await registry.adopt(registry.challenger("shadow"), f"op{i}", "adopt", AT)
+
+    shadow = registry.challenger("shadow")
+    await shadow.publish(build_model("logistic_regression"),
+                         SnapshotMeta(0, None, "logistic_regression", 2, 0, None))
+    await asyncio.gather(*(change(i) for i in range(60)))
+    audit = await registry.audit()
+    assert len(audit) == 61
+    broken = [(a, b) for a, b in itertools.pairwise(audit)
+              if b.from_version != a.to_version]
+    assert broken == []
+    assert audit[-1].to_version == await registry.champion_version()
+    assert await learner.follow_champion()
 
 
 async def test_a_stale_learner_cannot_publish_over_a_promotion(registry: ModelRegistry) -> None:

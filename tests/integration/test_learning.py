@@ -14,7 +14,7 @@ from features.events import Label, Transaction
 from features.memory import MemoryFeatureStore
 from features.redis_store import RedisFeatureStore
 from features.store import ScoredRecord
-from models.errors import SnapshotIntegrityError
+from models.errors import JournalMismatchError, SnapshotIntegrityError
 from models.factory import build_model
 from models.learner import Learner
 from models.registry import ModelRegistry, SnapshotMeta
@@ -199,6 +199,52 @@ async def test_a_restarted_learner_resumes_from_snapshot_and_journal(
     assert first.learner is not None
     probe = {"card_txn_count_1h": 2.0, "txn_amount_log": 1.0}
     assert resumed.model.predict_proba_one(probe) == first.learner.model.predict_proba_one(probe)
+
+
+async def test_a_journal_write_whose_reply_is_lost_is_learned_exactly_once(
+    registry: ModelRegistry,
+) -> None:
+    """Redis applies the journal write, then the connection drops before its reply: the
+    retried labels are all duplicates, yet each must be learned, once (issue 17, item 5)."""
+    store = MemoryFeatureStore()
+    txns = [Transaction(f"m{i}", f"c{i % 3}", "p1", 4.0 + i, 100.0 + i) for i in range(10)]
+    labels = [Label(t.txn_id, i % 3 == 0, 1e4 + i) for i, t in enumerate(txns)]
+    pipeline = Pipeline(Settings(model=ModelSettings(snapshot_every_labels=100)), store,
+                        registry, PipelineMetrics.create(CollectorRegistry()))
+    await pipeline.on_transactions([txn_record(t) for t in txns])
+    learner = await pipeline.start()
+    applied = registry._append
+    lost: list[object] = []
+
+    async def reply_lost(**kwargs: object) -> object:
+        reply = await applied(**kwargs)
+        if not lost:
+            lost.append(reply)
+            raise ConnectionError("connection closed by server")
+        return reply
+
+    registry._append = reply_lost  # type: ignore[method-assign]
+    records = [label_record(label, i) for i, label in enumerate(labels)]
+    with pytest.raises(ConnectionError):
+        await pipeline.on_labels(records)
+    assert learner.labels_learned == 0 and await registry.journal_length() == 10
+    await pipeline.on_labels(records)  # the agent's retry of the same batch
+    assert learner.labels_learned == 10
+    assert [e.txn_id for e in await registry.journal()] == [t.txn_id for t in txns]
+    # the model is the one that learned each label once, from its stored vector
+    reference = await Learner.start(registry.challenger("reference"), store,
+                                    "logistic_regression", 100)
+    await reference.learn_many(labels)
+    probe = dict((await store.scored("m4") or pytest.fail("not scored")).features)
+    assert learner.model.predict_proba_one(probe) == reference.model.predict_proba_one(probe)
+    # a resend of a write that was applied changes nothing; a write from a stale count fails
+    entries = await registry.journal()
+    await registry.record_learned_many(entries[-2:], 8)
+    assert await registry.journal_length() == 10
+    with pytest.raises(JournalMismatchError, match="holds 10 entries, not 9"):
+        await registry.record_learned_many(entries[-2:-1], 9)
+    with pytest.raises(JournalMismatchError, match="holds 10 entries, not 5"):
+        await registry.record_learned_many(entries[-1:], 5)
 
 
 async def test_a_timer_snapshot_racing_the_learner_loses_no_label(pipeline: Pipeline) -> None:

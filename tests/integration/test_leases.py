@@ -112,7 +112,7 @@ async def test_a_stale_learner_can_neither_journal_nor_publish(
     new = plain.with_fence(new_fence)
     new_learner = await Learner.start(new, store, "logistic_regression", 1000)
     with pytest.raises(FencedError):
-        await old.record_learned_many([JournalEntry("t1", True, {"x": 1.0})])
+        await old.record_learned_many([JournalEntry("t1", True, {"x": 1.0})], 0)
     with pytest.raises(FencedError):
         await old_learner.learn_many([Label("t1", True, 2_000.0)])
     with pytest.raises(FencedError):
