@@ -2,22 +2,35 @@
 
 from __future__ import annotations
 
+import logging
+
+from models.errors import SnapshotIntegrityError
 from models.registry import ModelRegistry, SnapshotMeta
 from models.scoring import ModelHolder, ServingModel
+
+log = logging.getLogger(__name__)
 
 
 async def follow(registry: ModelRegistry, holder: ModelHolder) -> SnapshotMeta | None:
     """Load ``registry``'s champion into ``holder`` if it is not the one held already.
 
     Returns the loaded snapshot's metadata, None if nothing changed. Raises
-    :class:`~models.errors.NoModelError` while nothing is published, and
-    :class:`~models.errors.SnapshotIntegrityError` for a snapshot that fails
-    its signature (the holder keeps its model).
+    :class:`~models.errors.NoModelError` while nothing is published. A champion
+    whose signature fails is refused: logged once, added to ``holder.refused``
+    (which the metrics count) and never tried again; the holder keeps its model.
     """
     champion = await registry.champion_version()
     current = holder.current
     if champion is None or (current is not None and current.version == champion):
         return None
-    meta, model = await registry.load(champion)
+    if champion in holder.refused:
+        return None
+    try:
+        meta, model = await registry.load(champion)
+    except SnapshotIntegrityError as exc:
+        holder.refused.add(champion)
+        log.error("refusing the champion: %s; still serving version %s", exc,
+                  None if current is None else current.version)
+        return None
     holder.swap(ServingModel(meta.version, model))
     return meta

@@ -12,10 +12,12 @@ from __future__ import annotations
 import copy
 import enum
 import json
+import logging
 import math
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any
 
 from river import base
@@ -23,11 +25,18 @@ from river import base
 from features.events import Label
 from features.store import FeatureStore, ScoredRecord
 from features.vector import FEATURE_SET_VERSION
-from models.errors import ChampionChangedError, JournalMismatchError, NoModelError
+from models.errors import (
+    ChampionChangedError,
+    JournalMismatchError,
+    NoModelError,
+    SnapshotIntegrityError,
+)
 from models.evaluation import Prequential
 from models.factory import build_model, learn
-from models.registry import JournalEntry, ModelRegistry, SnapshotMeta
+from models.registry import AuditEntry, JournalEntry, ModelRegistry, SnapshotMeta
 from models.scoring import ServingModel
+
+log = logging.getLogger(__name__)
 
 #: The (champion, challenger, truth) pairs a challenger keeps for its promotion test.
 PAIRS_KEPT = 20_000
@@ -77,6 +86,10 @@ class Learner:
     _unsettled: list[tuple[Label, ScoredRecord]] = field(default_factory=list)
     #: The registry holds something this learner did not write: reload before going on.
     _stale: bool = False
+    #: A champion version whose signature failed: the next snapshot is published over it.
+    refused_champion: int | None = None
+    #: Every version refused so far (for the metrics).
+    refused: set[int] = field(default_factory=set)
 
     @classmethod
     async def start(
@@ -85,14 +98,23 @@ class Learner:
         quality: Prequential | None = None,
     ) -> Learner:
         """Resume from the latest snapshot and its journal, or publish a new model."""
+        refused = None
         try:
             meta, model = await registry.load()
         except NoModelError:
             model = build_model(model_name)
             empty = SnapshotMeta(0, None, model_name, FEATURE_SET_VERSION, 0, None)
             meta = await registry.publish(model, empty)
+        except SnapshotIntegrityError as exc:  # forged champion: from the newest sound one
+            refused = await registry.champion_version()
+            sound = [v for v, m in (await registry.kept()).items() if m is not None]
+            if not sound:
+                raise
+            log.error("refusing the champion: %s; resuming from version %d", exc, sound[-1])
+            meta, model = await registry.load(sound[-1])
         learner = cls(model, meta, registry, store, snapshot_every_labels,
-                      quality=quality or Prequential(), shadow_name=shadow_name)
+                      quality=quality or Prequential(), shadow_name=shadow_name,
+                      refused_champion=refused, refused=set() if refused is None else {refused})
         for entry in await registry.journal():
             learn(learner.model, entry.features, entry.is_fraud)
             learner.unpublished += 1
@@ -209,7 +231,15 @@ class Learner:
         champion = await self.registry.champion_version()
         if champion is None or (champion == self.meta.version and not always):
             return False
-        self.meta, self.model = await self.registry.load(champion)
+        if champion == self.refused_champion:
+            return False
+        try:
+            self.meta, self.model = await self.registry.load(champion)
+        except SnapshotIntegrityError as exc:  # forged: keep learning, publish over it
+            self.refused_champion = champion
+            self.refused.add(champion)
+            log.error("refusing the champion: %s; the next snapshot replaces it", exc)
+            return False
         journal = await self.registry.journal()
         for entry in journal:
             learn(self.model, entry.features, entry.is_fraud)
@@ -237,7 +267,12 @@ class Learner:
             params=_params(self.model),
             stream_time=self.stream_time,
         )
-        self.meta = await self.registry.publish(self.model, meta)
+        refused = self.refused_champion
+        audit = None if refused is None else AuditEntry(
+            "replace refused champion", refused, 0, "learner",
+            datetime.now(tz=UTC).isoformat(), "its snapshot's signature does not match")
+        self.meta = await self.registry.publish(self.model, meta, audit=audit, over=refused)
+        self.refused_champion = None
         self.unpublished = 0
         return ServingModel(self.meta.version, copy.deepcopy(self.model))
 

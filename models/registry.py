@@ -219,13 +219,14 @@ class ModelRegistry:
         return int(raw) if raw is not None else await self.latest_version()
 
     async def publish(self, model: base.Classifier, meta: SnapshotMeta,
-                      audit: AuditEntry | None = None) -> SnapshotMeta:
+                      audit: AuditEntry | None = None, over: int | None = None) -> SnapshotMeta:
         """Store ``model`` as the next version and make it champion; clear the journal.
 
         Raises :class:`ChampionChangedError` (storing nothing) if the champion
         is no longer ``meta.parent``, the version the model was built on. An
         operator's change is appended to the audit log with it (``audit``, its
-        ``to_version`` set to the new version).
+        ``to_version`` set to the new version). A champion ``over`` (one whose
+        signature failed) may be replaced too.
         """
         version = int(await self.client.incr(f"{self._base}:counter"))
         meta = replace(meta, version=version)
@@ -237,7 +238,7 @@ class ModelRegistry:
                 await self._watch_fence(pipe)
                 await pipe.watch(champion_key)
                 raw = await pipe.get(champion_key)
-                if raw is not None and int(raw) != meta.parent:
+                if raw is not None and int(raw) not in (meta.parent, over):
                     raise ChampionChangedError(
                         f"champion is now version {int(raw)}, not {meta.parent}")
                 pipe.multi()

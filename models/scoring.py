@@ -42,6 +42,8 @@ class ModelHolder:
 
     def __init__(self) -> None:
         self.current: ServingModel | None = None
+        #: Champion versions whose signature failed: never loaded, never tried again.
+        self.refused: set[int] = set()
 
     def swap(self, serving: ServingModel) -> None:
         self.current = serving

@@ -36,6 +36,7 @@ class PipelineMetrics:
     latency: Histogram
     labels_learned: Counter
     model_version: Gauge
+    models_refused: Gauge
     quality: QualityMetrics
     store_seconds: Histogram
     newest_event: Gauge
@@ -149,6 +150,12 @@ class PipelineMetrics:
             ),
             model_version=Gauge(
                 "fraudstream_model_version", "Version of the model currently scoring.",
+                registry=registry,
+            ),
+            models_refused=Gauge(
+                "fraudstream_models_refused",
+                "Champion versions this process refused to load: their signature does not "
+                "match (someone wrote the registry without the signing key).",
                 registry=registry,
             ),
             loop_lag=Histogram(

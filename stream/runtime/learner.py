@@ -90,7 +90,7 @@ class LearnRole:
                 learner = await Learner.start(self.registry, self.store, model.name,
                                               model.snapshot_every_labels,
                                               quality=self._quality())
-                meta, served = await self.registry.load()
+                meta, served = await self.registry.load(learner.meta.version)
                 self.serve(ServingModel(meta.version, served))
                 if self.waiting is not None:
                     await self.waiting.load()

@@ -138,6 +138,46 @@ async def test_the_learner_and_the_stream_follow_a_promotion(registry: ModelRegi
     assert newest.parent == versions[0] and await registry.champion_version() == newest.version
 
 
+async def test_a_forged_champion_is_refused_once_and_replaced_by_the_next_snapshot(
+    registry: ModelRegistry, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Someone flips a byte of a kept snapshot and makes it champion: the worker keeps
+    scoring with its model, reports the refusal once, and its next snapshot replaces the
+    forged champion (issue 17, item 4: the timer crashed the worker)."""
+    metrics_registry = CollectorRegistry()
+    settings = Settings(model=ModelSettings(snapshot_every_labels=2))
+    pipeline = Pipeline(settings, MemoryFeatureStore(), registry,
+                        PipelineMetrics.create(metrics_registry))
+    txns = [Transaction(f"f{i}", "c", "p", 10.0 + i, 1e5 + i) for i in range(8)]
+    for t in txns[:4]:
+        await pipeline.on_transaction(txn_record(t))
+        await pipeline.on_label(label_record(Label(t.txn_id, False, 2e5)))
+    serving = pipeline.holder.require().version
+    first = (await registry.versions())[0].version
+    key = f"{registry.key_prefix}:models:snap:{first}"
+    blob = bytearray(await registry.client.hget(key, "blob"))
+    blob[len(blob) // 2] ^= 0xFF
+    await registry.client.hset(key, "blob", bytes(blob))
+    await registry.client.set(f"{registry.key_prefix}:models:champion", first)
+    with caplog.at_level("ERROR"):
+        for _ in range(3):
+            await pipeline.on_timer()
+    refusals = [r for r in caplog.records if "refusing the champion" in r.getMessage()]
+    assert len(refusals) == 1 and pipeline.holder.require().version == serving
+    assert metrics_registry.get_sample_value("fraudstream_models_refused") == 1
+    restarted = await Learner.start(registry, pipeline.store, "logistic_regression", 2)
+    assert (restarted.meta.version, restarted.refused_champion) == (serving, first)
+    for t in txns[4:]:  # learning goes on; its next snapshot replaces the forged champion
+        await pipeline.on_transaction(txn_record(t))
+        await pipeline.on_label(label_record(Label(t.txn_id, True, 2e5)))
+    champion = await registry.champion_version()
+    assert champion is not None and champion > serving
+    assert pipeline.holder.require().version == champion
+    [replaced] = [e for e in await registry.audit() if e.action == "replace refused champion"]
+    assert replaced.from_version == first
+    assert (await registry.load(replaced.to_version))[0].parent == serving
+
+
 def test_admin_endpoints_need_the_token_and_change_what_the_api_scores_with(
     real_servers: RealServers,
 ) -> None:
