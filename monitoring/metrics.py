@@ -175,10 +175,22 @@ class ApiMetrics:
     requests: Counter
     latency: Histogram
     model_version: Gauge
+    shed: Counter
+    models_refused: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> ApiMetrics:
         return cls(
+            shed=Counter(
+                "fraudstream_api_shed", "Requests answered 503 at once because "
+                "api.max_in_flight requests were being handled (load shedding).",
+                registry=registry,
+            ),
+            models_refused=Gauge(
+                "fraudstream_api_models_refused",
+                "Champion versions the API refused to load: their signature does not match.",
+                registry=registry,
+            ),
             requests=Counter(
                 "fraudstream_api_requests", "HTTP requests, by route and status code.",
                 ["route", "status"], registry=registry,

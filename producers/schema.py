@@ -22,6 +22,8 @@ producers.schema.RecordError: event_time: Value error, must be from 1970-01-01 t
 
 from __future__ import annotations
 
+import json
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Literal, TypeVar
 
@@ -29,8 +31,10 @@ from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
+    Strict,
     ValidationError,
     model_validator,
 )
@@ -40,10 +44,24 @@ from features.events import Label, Transaction
 SCHEMA_VERSION: Literal[1] = 1
 
 EntityId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:\-]+$")]
+# Strict types, no coercion: "12.5", true or 1.0 where an amount, a flag or a version
+# belongs are errors on the wire, not values.
 #: Money, to the cent (stored as a 32-bit count of cents in card state).
-Amount = Annotated[float, Field(ge=0, le=1e7, allow_inf_nan=False)]
-Latitude = Annotated[float, Field(ge=-90, le=90, allow_inf_nan=False)]
-Longitude = Annotated[float, Field(ge=-180, le=180, allow_inf_nan=False)]
+Amount = Annotated[float, Strict(), Field(ge=0, le=1e7, allow_inf_nan=False)]
+Latitude = Annotated[float, Strict(), Field(ge=-90, le=90, allow_inf_nan=False)]
+Longitude = Annotated[float, Strict(), Field(ge=-180, le=180, allow_inf_nan=False)]
+Flag = Annotated[bool, Strict()]
+
+
+def _supported(version: int) -> int:
+    if version != SCHEMA_VERSION:
+        raise ValueError(f"version {version} is not supported (this build reads "
+                         f"{SCHEMA_VERSION})")
+    return version
+
+
+#: Required on every record a producer sends.
+SchemaVersion = Annotated[int, Strict(), AfterValidator(_supported)]
 
 
 #: Event times are accepted from the epoch to 2100 (UTC): every one converts back to a
@@ -61,7 +79,21 @@ def _in_range(moment: datetime) -> datetime:
     return moment
 
 
-EventTime = Annotated[AwareDatetime, AfterValidator(_in_range)]
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}")
+
+
+def _rfc3339(value: object) -> object:
+    """On the wire an event time is an RFC 3339 string with its offset (not a number, not
+    a date with a space)."""
+    if isinstance(value, datetime):  # built in Python (from_event)
+        return value
+    if not isinstance(value, str) or not _RFC3339.match(value):
+        raise ValueError("must be an RFC 3339 string with an offset, like "
+                         "2026-01-01T00:00:00Z")
+    return value
+
+
+EventTime = Annotated[AwareDatetime, BeforeValidator(_rfc3339), AfterValidator(_in_range)]
 
 R = TypeVar("R", bound="_Record")
 
@@ -69,12 +101,11 @@ R = TypeVar("R", bound="_Record")
 class _Record(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    schema_version: Literal[1] = SCHEMA_VERSION
-
 
 class TransactionRecord(_Record):
     """A card transaction as producers publish it (topic ``transactions``)."""
 
+    schema_version: SchemaVersion
     txn_id: EntityId
     card_id: EntityId
     terminal_id: EntityId
@@ -105,6 +136,7 @@ class TransactionRecord(_Record):
     @classmethod
     def from_event(cls, txn: Transaction) -> TransactionRecord:
         return cls(
+            schema_version=SCHEMA_VERSION,
             txn_id=txn.txn_id,
             card_id=txn.card_id,
             terminal_id=txn.terminal_id,
@@ -122,8 +154,9 @@ class LabelRecord(_Record):
     transaction happened.
     """
 
+    schema_version: SchemaVersion
     txn_id: EntityId
-    is_fraud: bool
+    is_fraud: Flag
     event_time: EventTime
 
     def to_event(self) -> Label:
@@ -132,13 +165,15 @@ class LabelRecord(_Record):
     @classmethod
     def from_event(cls, label: Label) -> LabelRecord:
         return cls(
-            txn_id=label.txn_id, is_fraud=label.is_fraud, event_time=to_datetime(label.event_time)
+            schema_version=SCHEMA_VERSION, txn_id=label.txn_id, is_fraud=label.is_fraud,
+            event_time=to_datetime(label.event_time),
         )
 
 
 class ScoreRecord(_Record):
     """A fraud score published on topic ``scores``, keyed by card id."""
 
+    schema_version: Literal[1] = SCHEMA_VERSION
     txn_id: EntityId
     card_id: EntityId
     score: Annotated[float, Field(ge=0, le=1)]
@@ -171,9 +206,38 @@ def decode_label(raw: bytes | str) -> Label:
 
 def _decode(schema: type[R], raw: bytes | str) -> R:
     try:
-        return schema.model_validate_json(raw)
+        record = schema.model_validate_json(raw)
     except ValidationError as exc:
         raise RecordError(validation_errors(exc)) from None
+    repeated = repeated_keys(raw)
+    if repeated:
+        raise RecordError([(key, "given more than once") for key in repeated])
+    return record
+
+
+#: A key of a flat JSON object: a string followed by a colon.
+_KEY = re.compile(rb'"((?:[^"\\]|\\.)*)"\s*:')
+
+
+def repeated_keys(raw: bytes | str) -> list[str]:
+    """The keys given more than once in a *valid* record's JSON (whose strings hold no
+    quote: ids, times), which JSON parsers let the last one win.
+
+    Examples
+    --------
+    >>> repeated_keys(b'{"a": 1, "b": "x", "a": 2}')
+    ['a']
+    >>> repeated_keys(b'{"a": 1, "\\\\u0061": 2}')
+    ['a']
+    >>> repeated_keys('{"a": 1, "b": 2}')
+    []
+    """
+    data = raw.encode() if isinstance(raw, str) else raw
+    keys = [json.loads(b'"' + key + b'"') if b"\\" in key else key.decode()
+            for key in _KEY.findall(data)]
+    if len(keys) == len(set(keys)):
+        return []
+    return sorted({key for key in keys if keys.count(key) > 1})
 
 
 def validation_errors(exc: ValidationError) -> list[tuple[str, str]]:

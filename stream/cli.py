@@ -415,11 +415,15 @@ def _api(settings: Settings, log_level: str) -> int:
     from models.serving.app import create_app
     from stream.wiring import build_registry, build_store
 
-    store = build_store(settings)
+    api = settings.api
+    # a connection for each request in flight, and a few for the refresher and probes
+    store = build_store(settings, max_connections=api.max_in_flight + 8)
     registry = build_registry(settings, store)
-    token = settings.api.admin_token
-    app = create_app(store, registry, CollectorRegistry(), settings.api.model_refresh_seconds,
-                     None if token is None else token.get_secret_value())
+    token = api.admin_token
+    app = create_app(store, registry, CollectorRegistry(), api.model_refresh_seconds,
+                     None if token is None else token.get_secret_value(),
+                     max_in_flight=api.max_in_flight, max_body_bytes=api.max_body_bytes,
+                     retry_after_seconds=api.retry_after_seconds)
     uvicorn.run(app, host=settings.api.host, port=settings.api.port, log_level=log_level)
     return 0
 

@@ -72,6 +72,11 @@ class RedisSettings(_Section):
     key_prefix: str = Field("fs", min_length=1)
     #: How long a scored transaction's feature vector is kept for its late label.
     scored_ttl_seconds: int = Field(90 * 86400, ge=60)
+    #: A command without a reply for this long fails (a hung or paused Redis): the worker
+    #: retries it, the API answers 503. Longer than the slowest script of a batch.
+    socket_timeout_seconds: float = Field(5.0, gt=0, le=300)
+    #: Connecting gives up after this long (Redis down or unreachable).
+    connect_timeout_seconds: float = Field(2.0, gt=0, le=60)
 
 
 class FeatureSettings(_Section):
@@ -228,6 +233,13 @@ class ApiSettings(_Section):
     port: Port = 8000
     #: How often the API looks for a newer model snapshot.
     model_refresh_seconds: float = Field(1.0, gt=0)
+    #: Requests handled at once by one process; more are answered 503 at once, with
+    #: Retry-After (load shedding). The Redis pool is sized to it.
+    max_in_flight: int = Field(64, ge=1, le=10_000)
+    #: Largest request body accepted; a bigger one is answered 413 without being read.
+    max_body_bytes: int = Field(64 * 1024, ge=1024, le=64 * 1024 * 1024)
+    #: Seconds a client is told to wait (Retry-After) when the API answers 503.
+    retry_after_seconds: int = Field(1, ge=1, le=3600)
     #: Bearer token for the admin endpoints (promote, rollback); unset: disabled. At least
     #: ``ADMIN_TOKEN_MIN`` characters: an empty one would have let an empty bearer in.
     admin_token: SecretStr | None = None

@@ -11,7 +11,9 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
 
 from features.redis_store import RedisFeatureStore
@@ -43,10 +45,19 @@ def signing_key(settings: Settings) -> bytes:
     return key.get_secret_value().encode()
 
 
-def build_store(settings: Settings) -> RedisFeatureStore:
-    """The Redis feature store the settings describe (worker and API share it)."""
-    return RedisFeatureStore.from_url(
-        settings.redis.url, settings.redis.key_prefix,
+def build_store(settings: Settings, max_connections: int | None = None) -> RedisFeatureStore:
+    """The Redis feature store the settings describe (worker and API share it), with the
+    socket and connect timeouts of the settings and at most ``max_connections``."""
+    options: dict[str, Any] = {} if max_connections is None else {
+        "max_connections": max_connections}
+    client = aioredis.Redis.from_url(
+        settings.redis.url,
+        socket_timeout=settings.redis.socket_timeout_seconds,
+        socket_connect_timeout=settings.redis.connect_timeout_seconds,
+        **options,
+    )
+    return RedisFeatureStore(
+        client, settings.redis.key_prefix,
         allowed_lateness=settings.features.allowed_lateness_seconds,
         scored_ttl_seconds=settings.redis.scored_ttl_seconds,
     )

@@ -13,7 +13,8 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, HTTPException
+from fastapi import APIRouter, Depends, HTTPException
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from models.errors import NoModelError, SnapshotIntegrityError
@@ -25,7 +26,7 @@ Text = Annotated[str, Field(min_length=1, max_length=500)]
 class Change(BaseModel):
     """Who asks for the change, and why."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # {"version": true} is no version
 
     who: Text
     reason: Text
@@ -49,19 +50,42 @@ class Rollback(Change):
     version: int | None = Field(None, ge=1)
 
 
+#: How an admin proves it: ``Authorization: Bearer <api.admin_token>`` (in the OpenAPI).
+BEARER = HTTPBearer(auto_error=False, scheme_name="adminToken",
+                    description="The configured api.admin_token.")
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"description": description,
+            "content": {"application/json": {"schema": {
+                "type": "object", "properties": {"detail": {"type": "string"}}}}}}
+
+
+#: What the admin endpoints answer besides 200 and 422.
+ADMIN_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: _error("No 'Authorization: Bearer <token>' header."),
+    403: _error("The token is not valid."),
+    404: _error("The version or challenger does not exist."),
+    409: _error("The snapshot's signature does not match: it is never loaded."),
+    503: _error("The admin endpoints are disabled (no api.admin_token), or Redis is "
+                "unavailable."),
+}
+
+
 def admin_router(registry: ModelRegistry, token: str | None, refresh: Any) -> APIRouter:
     """The admin endpoints; ``refresh`` is awaited after a change so it serves at once."""
     router = APIRouter()
 
-    def authorised(authorization: Annotated[str | None, Header()] = None) -> None:
+    def authorised(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
+    ) -> None:
         if token is None:
             raise HTTPException(503, "admin endpoints are disabled: set "
                                      "FRAUDSTREAM_API__ADMIN_TOKEN")
-        if authorization is None or not authorization.startswith("Bearer "):
+        if credentials is None:
             raise HTTPException(401, "authorization: a 'Bearer <token>' header is required",
                                 headers={"WWW-Authenticate": "Bearer"})
-        if not hmac.compare_digest(authorization.removeprefix("Bearer ").encode(),
-                                   token.encode()):
+        if not hmac.compare_digest(credentials.credentials.encode(), token.encode()):
             raise HTTPException(403, "authorization: the token is not valid")
 
     admin_only = [Depends(authorised)]  # (a local Annotated alias would not resolve here)
@@ -77,7 +101,7 @@ def admin_router(registry: ModelRegistry, token: str | None, refresh: Any) -> AP
             "audit": [asdict(e) for e in await registry.audit()],
         }
 
-    @router.post("/v1/admin/promote", dependencies=admin_only)
+    @router.post("/v1/admin/promote", dependencies=admin_only, responses=ADMIN_RESPONSES)
     async def promote(body: Promote) -> dict[str, Any]:
         if body.challenger is not None:
             other = registry.challenger(body.challenger)
@@ -85,7 +109,7 @@ def admin_router(registry: ModelRegistry, token: str | None, refresh: Any) -> AP
         version = body.version or 0
         return await _change(lambda at: registry.promote(version, body.who, body.reason, at))
 
-    @router.post("/v1/admin/rollback", dependencies=admin_only)
+    @router.post("/v1/admin/rollback", dependencies=admin_only, responses=ADMIN_RESPONSES)
     async def rollback(body: Rollback) -> dict[str, Any]:
         return await _change(lambda at: registry.rollback(body.who, body.reason, at,
                                                           body.version))

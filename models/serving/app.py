@@ -4,6 +4,11 @@
 with the latest published model snapshot. The API reads state and snapshots
 read-only and never writes. A background task picks up newer snapshots, so a
 new model is served within ``api.model_refresh_seconds`` without a restart.
+
+Failures answer fast and say why (``{"detail": ..., "reason": ...}``): Redis
+unreachable or too slow, or no model loaded, is ``503`` with ``Retry-After``;
+so is load over ``api.max_in_flight`` (:mod:`models.serving.guard`). ``/healthz``
+says the process is alive, ``/readyz`` whether it can score now.
 """
 
 from __future__ import annotations
@@ -12,23 +17,26 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel
+from redis.exceptions import RedisError
 
 from features.store import FeatureStore
 from features.vector import FEATURE_SET_VERSION
-from models.errors import ModelError, NoModelError, SnapshotIntegrityError
+from models.errors import ModelError, NoModelError
 from models.following import follow
 from models.registry import ModelRegistry
 from models.scoring import ModelHolder, score_readonly
 from models.serving.admin import admin_router
+from models.serving.guard import Guard
 from monitoring.metrics import ApiMetrics
-from producers.schema import TransactionRecord
+from producers.schema import TransactionRecord, repeated_keys
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +56,40 @@ class Health(BaseModel):
     model_version: int | None
 
 
+class Ready(BaseModel):
+    """Whether this process can score now, and with what."""
+
+    status: str
+    model_version: int
+    #: The registry's champion now (differs from ``model_version`` until the next
+    #: refresh, or while the champion is refused).
+    champion_version: int | None
+    #: Seconds since this process loaded the model it scores with.
+    model_loaded_seconds_ago: float
+    refused_versions: list[int]
+
+
+class Problem(BaseModel):
+    """Why a request was not answered: a message, and a reason code to act on."""
+
+    detail: str
+    reason: str
+
+
+def problem(status: int, detail: str, reason: str,
+            headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"detail": detail, "reason": reason},
+                        headers=headers)
+
+
+#: What every route may answer besides its own codes (the guard's, and the refusals).
+COMMON_RESPONSES: dict[int | str, dict[str, Any]] = {
+    413: {"model": Problem, "description": "The body is larger than api.max_body_bytes."},
+    503: {"model": Problem, "description": "Overloaded (api.max_in_flight), Redis "
+          "unreachable, or no model loaded; see Retry-After."},
+}
+
+
 class ModelRefresher:
     """Keeps a :class:`ModelHolder` on the registry's latest version."""
 
@@ -56,9 +98,14 @@ class ModelRefresher:
         self.holder = holder
         self.metrics = metrics
 
+        #: When (monotonic) the model held was loaded.
+        self.loaded_at = time.monotonic()
+        self._failing = False
+
     async def refresh(self) -> None:
         meta = await follow(self.registry, self.holder)
         if meta is not None:
+            self.loaded_at = time.monotonic()
             self.metrics.model_version.set(meta.version)
             log.info("serving model version %d", meta.version)
 
@@ -66,10 +113,13 @@ class ModelRefresher:
         while True:
             try:
                 await self.refresh()
-            except SnapshotIntegrityError:
-                log.exception("refusing a model snapshot")
-            except Exception:
-                log.exception("model refresh failed; keeping the current model")
+                if self._failing:
+                    log.info("model refresh works again")
+                self._failing = False
+            except Exception as exc:  # Redis away: logged when it starts, not every second
+                if not self._failing:
+                    log.warning("model refresh failed: %r; keeping the current model", exc)
+                self._failing = True
             await asyncio.sleep(every)
 
 
@@ -94,11 +144,21 @@ def create_app(
     metrics_registry: CollectorRegistry,
     refresh_seconds: float = 1.0,
     admin_token: str | None = None,
+    *,
+    max_in_flight: int = 64,
+    max_body_bytes: int = 64 * 1024,
+    retry_after_seconds: int = 1,
 ) -> FastAPI:
-    """The scoring API over ``store`` and ``registry``; metrics go to ``metrics_registry``."""
+    """The scoring API over ``store`` and ``registry``; metrics go to ``metrics_registry``.
+
+    See :mod:`models.serving.guard` for ``max_in_flight`` and ``max_body_bytes``;
+    ``retry_after_seconds`` is what a 503 tells the client to wait.
+    """
     metrics = ApiMetrics.create(metrics_registry)
     holder = ModelHolder()
+    metrics.models_refused.set_function(lambda: len(holder.refused))
     refresher = ModelRefresher(registry, holder, metrics)
+    retry_after = {"Retry-After": str(retry_after_seconds)}
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -111,27 +171,39 @@ def create_app(
                 await task
             await store.close()
 
-    app = FastAPI(title="fraudstream scoring API", version="1", lifespan=lifespan)
+    app = FastAPI(title="fraudstream scoring API", version="1", lifespan=lifespan,
+                  responses=COMMON_RESPONSES)
     app.state.holder = holder
     app.state.refresher = refresher
     app.include_router(admin_router(registry, admin_token, refresher.refresh))
+    app.add_middleware(Guard, metrics=metrics, max_in_flight=max_in_flight,
+                       max_body_bytes=max_body_bytes, retry_after_seconds=retry_after_seconds)
+
+    @app.exception_handler(RedisError)
+    async def redis_unavailable(request: Request, exc: RedisError) -> JSONResponse:
+        return problem(503, f"feature store unavailable ({type(exc).__name__}); try again",
+                       "redis_unavailable", retry_after)
 
     @app.exception_handler(ModelError)
-    async def model_error(request: Request, exc: ModelError) -> JSONResponse:
-        status = 503 if isinstance(exc, NoModelError) else 500
-        return JSONResponse(status_code=status, content={"detail": str(exc)})
+    async def model_unavailable(request: Request, exc: ModelError) -> JSONResponse:
+        reason = "no_model" if isinstance(exc, NoModelError) else "model_unavailable"
+        return problem(503, str(exc), reason, retry_after)
 
-    @app.middleware("http")
-    async def observe(request: Request, call_next: Callable[[Request], Awaitable[Any]]) -> Any:
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        metrics.latency.labels(route=path).observe(time.perf_counter() - started)
-        metrics.requests.labels(route=path, status=str(response.status_code)).inc()
-        return response
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # the errors without the input (a 10 MB body came back as a 60 MB answer)
+        errors = [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", ""))[:300],
+                   "type": e.get("type", "")} for e in exc.errors()[:20]]
+        return JSONResponse(status_code=422, content={"detail": errors})
 
-    @app.post("/v1/score", response_model=ScoreResponse)
+    async def single_keys(request: Request) -> None:
+        """A key given twice is refused (JSON parsers keep the last one silently)."""
+        repeated = repeated_keys(await request.body())
+        if repeated:
+            raise RequestValidationError([{"loc": ("body", key), "msg": "given more than once",
+                                           "type": "duplicate_key"} for key in repeated])
+
+    @app.post("/v1/score", response_model=ScoreResponse, dependencies=[Depends(single_keys)])
     async def score(
         body: TransactionRecord, holder: HolderDep, refresher: RefresherDep
     ) -> ScoreResponse:
@@ -148,8 +220,24 @@ def create_app(
 
     @app.get("/healthz", response_model=Health)
     async def healthz(holder: HolderDep) -> Health:
+        """Liveness: the process answers (it may not be able to score: see /readyz)."""
         current = holder.current
         return Health(status="ok", model_version=None if current is None else current.version)
+
+    @app.get("/readyz", response_model=Ready)
+    async def readyz(holder: HolderDep, refresher: RefresherDep) -> Ready | JSONResponse:
+        """Readiness: Redis answers and a verified model is loaded; 503 with the reason."""
+        try:
+            champion = await registry.champion_version()
+        except RedisError as exc:
+            return problem(503, f"Redis does not answer ({type(exc).__name__})",
+                           "redis_unavailable", retry_after)
+        current = holder.current
+        if current is None:
+            return problem(503, "no verified model is loaded yet", "no_model", retry_after)
+        return Ready(status="ready", model_version=current.version, champion_version=champion,
+                     model_loaded_seconds_ago=round(time.monotonic() - refresher.loaded_at, 3),
+                     refused_versions=sorted(holder.refused))
 
     @app.get("/metrics")
     async def prometheus_metrics() -> Response:

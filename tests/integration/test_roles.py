@@ -23,25 +23,23 @@ import pytest
 import redis
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from features.events import Transaction
-from features.memory import MemoryFeatureStore
-from features.vector import view
 from producers.generator import Simulation
 from producers.replay import Replayer, encode_events
 from producers.scenario import load_scenario, moved, run_scenario
-from stream.replay import replay_features
 from stream.settings import DriftSettings, Settings
 from stream.topics import ensure_topics
 from stream.wiring import build_registry, build_store
 from tests.support import (
     Processes,
     RealServers,
+    assert_every_label_learned_once,
+    assert_scored_like_the_offline_replay,
+    assert_state_like_the_offline_replay,
     drift_events,
     free_port,
     isolated_settings,
     read_metric,
     replay_into,
-    scored_ids,
     wait_for,
 )
 
@@ -188,70 +186,15 @@ def killed(real_servers: RealServers, tmp_path_factory: pytest.TempPathFactory
 
 def test_every_transaction_is_scored_and_card_vectors_equal_the_offline_replay(
         killed: Outcome) -> None:
-    settings = killed.cluster.settings
-    events = killed.simulation.events()
-    replayed = asyncio.run(replay_features(events))
-    want = {t for t, record in replayed.items() if record is not None}
-    assert scored_ids(settings, len(want)) >= want
-
-    async def stored() -> list:
-        store = build_store(settings)
-        try:
-            return await store.scored_many(sorted(want))
-        finally:
-            await store.close()
-
-    for txn_id, record in zip(sorted(want), asyncio.run(stored()), strict=True):
-        expected = replayed[txn_id]
-        assert record is not None and expected is not None, txn_id
-        card = {k: v for k, v in record.features.items() if not k.startswith("terminal_")}
-        assert card == {k: v for k, v in expected.features.items()
-                        if not k.startswith("terminal_")}, txn_id
+    assert_scored_like_the_offline_replay(killed.cluster.settings, killed.simulation)
 
 
 def test_the_final_card_and_terminal_state_equal_the_offline_replay(killed: Outcome) -> None:
-    settings = killed.cluster.settings
-    events = killed.simulation.events()
-    memory = MemoryFeatureStore()
-    asyncio.run(replay_features(events, store=memory))
-    end = max(e.event_time for e in events) + 3600
-    last: dict[str, Transaction] = {}
-    for event in events:
-        if isinstance(event, Transaction):
-            last[event.card_id] = event
-    probes = [Transaction(f"probe-{i}", t.card_id, t.terminal_id, 10.0, end)
-              for i, t in enumerate(last.values())]
-
-    async def states() -> list[tuple[dict[str, float], dict[str, float]]]:
-        store = build_store(settings)
-        try:
-            return [(view(await store.peek(p), p), view(await memory.peek(p), p))
-                    for p in probes]
-        finally:
-            await store.close()
-
-    for probe, (streamed, replayed) in zip(probes, asyncio.run(states()), strict=True):
-        assert streamed == replayed, probe.card_id
+    assert_state_like_the_offline_replay(killed.cluster.settings, killed.simulation)
 
 
 def test_the_champion_learned_every_label_exactly_once(killed: Outcome) -> None:
-    settings = killed.cluster.settings
-    labels = killed.simulation.labels
-
-    async def check() -> tuple[int, int, int]:
-        store = build_store(settings)
-        try:
-            registry = build_registry(settings, store)
-            meta, _ = await registry.load()
-            marks = await registry.were_learned(labels["txn_id"].to_list())
-            return meta.labels_learned, sum(marks), len(await registry.journal())
-        finally:
-            await store.close()
-
-    champion, marked, journal = asyncio.run(check())
-    assert champion == labels.height  # none lost, none counted twice
-    assert marked == labels.height
-    assert journal < settings.model.snapshot_every_labels
+    assert_every_label_learned_once(killed.cluster.settings, killed.simulation)
 
 
 def test_the_standby_took_over_twice_and_no_process_crashed(killed: Outcome) -> None:

@@ -34,7 +34,16 @@ def test_encode_then_decode_gives_the_same_event() -> None:
 
 @pytest.mark.parametrize(("change", "field", "reason"), [
     ({"amount": -1}, "amount", "greater than or equal to 0"),
-    ({"amount": "NaN"}, "amount", "finite number"),
+    ({"amount": "NaN"}, "amount", "valid number"),
+    ({"amount": float("inf")}, "amount", "finite number"),
+    # strict types: nothing is coerced (issue 17, item 9)
+    ({"amount": "12.5"}, "amount", "valid number"),
+    ({"amount": True}, "amount", "valid number"),
+    ({"schema_version": True}, "schema_version", "valid integer"),
+    ({"schema_version": 1.0}, "schema_version", "valid integer"),
+    ({"event_time": 1767225600}, "event_time", "RFC 3339"),
+    ({"event_time": "2026-01-01 00:00:00Z"}, "event_time", "RFC 3339"),
+    ({"lat": 10.0, "lon": False}, "lon", "valid number"),
     ({"card_id": ""}, "card_id", "at least 1 character"),
     ({"card_id": "has space"}, "card_id", "pattern"),
     ({"event_time": "2026-01-01T00:00:00"}, "event_time", "timezone"),
@@ -56,6 +65,8 @@ def test_a_bad_field_is_rejected_with_its_name_and_reason(
 def test_a_missing_field_and_non_json_are_named() -> None:
     with pytest.raises(RecordError, match="amount: Field required"):
         decode_transaction(json.dumps({k: v for k, v in GOOD.items() if k != "amount"}))
+    with pytest.raises(RecordError, match="schema_version: Field required"):
+        decode_transaction(json.dumps({k: v for k, v in GOOD.items() if k != "schema_version"}))
     with pytest.raises(RecordError, match="Invalid JSON"):
         decode_transaction(b"not json")
 
@@ -65,6 +76,17 @@ def test_a_label_requires_a_boolean_truth() -> None:
     assert decode_label(json.dumps({**label, "is_fraud": True})).is_fraud is True
     with pytest.raises(RecordError, match="is_fraud"):
         decode_label(json.dumps({**label, "is_fraud": "perhaps"}))
+    with pytest.raises(RecordError, match="is_fraud: Input should be a valid boolean"):
+        decode_label(json.dumps({**label, "is_fraud": 1}))
+
+
+def test_a_key_given_twice_is_refused_not_last_one_wins() -> None:
+    twice = raw()[:-1] + b', "card_id": "c2"}'
+    with pytest.raises(RecordError, match="card_id: given more than once"):
+        decode_transaction(twice)
+    escaped = raw()[:-1] + b', "\\u0063ard_id": "c2"}'  # the same key, spelled with an escape
+    with pytest.raises(RecordError, match="card_id: given more than once"):
+        decode_transaction(escaped)
 
 
 def test_a_location_comes_whole_and_rounded_to_a_metre() -> None:

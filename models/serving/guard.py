@@ -1,0 +1,119 @@
+"""Admission to the scoring API, as plain ASGI middleware around the whole app.
+
+* **Load shedding**: at most ``max_in_flight`` requests are handled at once;
+  one more is answered ``503`` with ``Retry-After`` at once, so accepted
+  requests keep their latency and overload never turns into timeouts or
+  ``500``. Probes (``/healthz``, ``/readyz``, ``/metrics``) are always let in.
+* **Body size**: a body over ``max_body_bytes`` is answered ``413``, from its
+  ``Content-Length`` before reading, or as soon as a streamed body passes it.
+* **Every answer counted**: ``fraudstream_api_requests_total`` by route and
+  status, errors included; an exception no handler took (a bug) is answered
+  ``500`` with a JSON body here, instead of the connection being reset.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+from monitoring.metrics import ApiMetrics
+
+log = logging.getLogger(__name__)
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+PROBES = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+class BodyTooLarge(Exception):
+    """The request body passed the configured limit while it was read."""
+
+
+async def answer(send: Any, status: int, body: dict[str, Any],
+                 headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
+    """Send a whole JSON response."""
+    payload = json.dumps(body, separators=(",", ":")).encode()
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(payload)).encode()), *headers]})
+    await send({"type": "http.response.body", "body": payload})
+
+
+class Guard:
+    """Sheds load over ``max_in_flight``, refuses bodies over ``max_body_bytes`` and
+    counts every response (see the module docstring)."""
+
+    def __init__(self, app: Any, metrics: ApiMetrics, max_in_flight: int,
+                 max_body_bytes: int, retry_after_seconds: int) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.max_in_flight = max_in_flight
+        self.max_body_bytes = max_body_bytes
+        self.retry_after = ((b"retry-after", str(retry_after_seconds).encode()),)
+        #: Requests being handled now (one event loop: no lock needed).
+        self.in_flight = 0
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 0
+
+        async def counted(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self._admit(scope, receive, counted)
+        except BodyTooLarge:
+            if not status:
+                await answer(counted, 413, self._too_large())
+        except Exception:  # a bug: answered and counted, the connection kept
+            log.exception("unhandled error in %s %s", scope.get("method"), scope.get("path"))
+            if not status:
+                await answer(counted, 500, {"detail": "internal error", "reason": "bug"})
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.latency.labels(route=route).observe(time.perf_counter() - started)
+            self.metrics.requests.labels(route=route, status=str(status or 500)).inc()
+
+    async def _admit(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["path"] not in PROBES and self.in_flight >= self.max_in_flight:
+            self.metrics.shed.inc()
+            await answer(send, 503, {
+                "detail": f"overloaded: {self.max_in_flight} requests in flight "
+                          "(api.max_in_flight); try again", "reason": "overloaded"},
+                self.retry_after)
+            return
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
+            await answer(send, 413, self._too_large())
+            return
+        self.in_flight += 1
+        try:
+            await self.app(scope, self._limited(receive), send)
+        finally:
+            self.in_flight -= 1
+
+    def _limited(self, receive: Any) -> Any:
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message: Message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_body_bytes:
+                    raise BodyTooLarge
+            return message
+
+        return limited
+
+    def _too_large(self) -> dict[str, Any]:
+        return {"detail": f"body: larger than {self.max_body_bytes} bytes (api.max_body_bytes)",
+                "reason": "too_large"}

@@ -1,0 +1,160 @@
+"""The scoring API at its boundary, over the real Redis: strict bodies, size limits, answers
+that do not echo their input, load shedding, readiness and the documented contract."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from prometheus_client import CollectorRegistry
+
+from features.events import Transaction
+from features.redis_store import RedisFeatureStore
+from models.factory import build_model
+from models.registry import ModelRegistry, SnapshotMeta
+from models.serving.app import create_app
+from models.serving.guard import Guard
+from monitoring.metrics import ApiMetrics
+from producers.schema import TransactionRecord
+from tests.support import RealServers
+
+pytestmark = pytest.mark.integration
+KEY = b"test-key"
+TOKEN = "a-long-admin-token-for-tests"
+BODY = TransactionRecord.from_event(Transaction("q", "c", "p", 5.0, 1e5)).model_dump(mode="json")
+
+
+@pytest.fixture
+def api(real_servers: RealServers) -> Iterator[tuple[TestClient, ModelRegistry, CollectorRegistry]]:
+    prefix = f"fs-{secrets.token_hex(4)}"
+
+    async def publish() -> None:
+        store = RedisFeatureStore.from_url(real_servers.redis_url, prefix)
+        try:
+            registry = ModelRegistry(store.client, prefix, KEY)
+            for i in range(2):
+                await registry.publish(build_model("logistic_regression"),
+                                       SnapshotMeta(0, i or None, "logistic_regression", 2, 0,
+                                                    None))
+        finally:
+            await store.close()
+
+    asyncio.run(publish())
+    store = RedisFeatureStore.from_url(real_servers.redis_url, prefix)
+    registry = ModelRegistry(store.client, prefix, KEY)
+    metrics = CollectorRegistry()
+    app = create_app(store, registry, metrics, refresh_seconds=0.1, admin_token=TOKEN,
+                     max_body_bytes=4096)
+    with TestClient(app) as client:
+        yield client, registry, metrics
+
+
+def test_lax_values_and_repeated_keys_are_refused_on_http(api: Any) -> None:
+    client, _, _ = api
+    assert client.post("/v1/score", json=BODY).status_code == 200
+    for change, field in [({"lat": 10.0, "lon": False}, "lon"), ({"amount": "12.5"}, "amount"),
+                          ({"schema_version": True}, "schema_version"),
+                          ({"event_time": 1767225600}, "event_time")]:
+        response = client.post("/v1/score", json={**BODY, **change})
+        assert response.status_code == 422, change
+        assert [e["loc"][-1] for e in response.json()["detail"]] == [field], response.json()
+    no_version = {k: v for k, v in BODY.items() if k != "schema_version"}
+    assert client.post("/v1/score", json=no_version).status_code == 422
+    twice = json.dumps(BODY)[:-1] + ', "card_id": "other"}'
+    response = client.post("/v1/score", content=twice,
+                           headers={"content-type": "application/json"})
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["msg"] == "given more than once"
+    back = client.post("/v1/admin/rollback", json={"version": True, "who": "a", "reason": "b"},
+                       headers={"Authorization": f"Bearer {TOKEN}"})
+    assert back.status_code == 422  # true is no version (it rolled back to v1)
+
+
+def test_a_big_body_is_refused_and_errors_do_not_echo_the_input(api: Any) -> None:
+    client, _, metrics = api
+    huge = client.post("/v1/score", content=b"x" * 200_000,
+                       headers={"content-type": "application/json"})
+    assert huge.status_code == 413 and huge.json()["reason"] == "too_large"
+    long_id = {**BODY, "txn_id": "y" * 3000}  # under the limit, invalid: the 422 stays small
+    response = client.post("/v1/score", json=long_id)
+    assert response.status_code == 422 and len(response.content) < 1000
+    assert "yyyy" not in response.text
+    # refused before routing, from its Content-Length
+    assert metrics.get_sample_value("fraudstream_api_requests_total",
+                                    {"route": "unmatched", "status": "413"}) == 1
+
+
+def test_ready_lists_the_model_and_models_lists_a_forged_version_as_refused(api: Any) -> None:
+    client, registry, _ = api
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["model_version"] == 2
+
+    async def forge() -> None:  # a signature that is not even hex (it was a 500)
+        await registry.client.hset(f"{registry.key_prefix}:models:snap:1", "sig", "\xff zz")
+
+    client.portal.call(forge)
+    listing = client.get("/v1/models").json()
+    assert listing["refused"] == [1] and [v["version"] for v in listing["versions"]] == [2]
+    promote = client.post("/v1/admin/promote", json={"version": 1, "who": "a", "reason": "b"},
+                          headers={"Authorization": f"Bearer {TOKEN}"})
+    assert promote.status_code == 409
+
+
+def test_the_openapi_declares_the_bearer_scheme_and_every_status(api: Any) -> None:
+    client, _, _ = api
+    spec = client.get("/openapi.json").json()
+    assert spec["components"]["securitySchemes"]["adminToken"] == {
+        "type": "http", "scheme": "bearer", "description": "The configured api.admin_token."}
+    promote = spec["paths"]["/v1/admin/promote"]["post"]
+    assert promote["security"] == [{"adminToken": []}]
+    assert {"200", "401", "403", "404", "409", "413", "422", "503"} <= set(promote["responses"])
+    assert {"200", "413", "422", "503"} <= set(spec["paths"]["/v1/score"]["post"]["responses"])
+
+
+async def test_over_the_in_flight_limit_the_guard_answers_503_at_once() -> None:
+    release = asyncio.Event()
+
+    async def slow(scope: Any, receive: Any, send: Any) -> None:
+        if scope["path"] != "/healthz":
+            await release.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    registry = CollectorRegistry()
+    guard = Guard(slow, ApiMetrics.create(registry), max_in_flight=2, max_body_bytes=1024,
+                  retry_after_seconds=3)
+    transport = httpx.ASGITransport(app=guard)
+    async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+        held = [asyncio.create_task(client.get("/v1/score")) for _ in range(2)]
+        await asyncio.sleep(0.05)
+        shed = await client.get("/v1/score")
+        probe = await asyncio.wait_for(client.get("/healthz"), 5)  # probes always get in
+        release.set()
+        answered = await asyncio.gather(*held)
+    assert shed.status_code == 503 and shed.headers["retry-after"] == "3"
+    assert shed.json()["reason"] == "overloaded"
+    assert probe.status_code == 200
+    assert [r.status_code for r in answered] == [200, 200]
+    assert registry.get_sample_value("fraudstream_api_shed_total") == 1
+    assert registry.get_sample_value("fraudstream_api_requests_total",
+                                     {"route": "unmatched", "status": "503"}) == 1
+
+
+async def test_a_bug_in_a_handler_is_a_counted_500_not_a_reset() -> None:
+    async def broken(scope: Any, receive: Any, send: Any) -> None:
+        raise RuntimeError("a bug")
+
+    registry = CollectorRegistry()
+    guard = Guard(broken, ApiMetrics.create(registry), 4, 1024, 1)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=guard),
+                                 base_url="http://api") as client:
+        response = await client.get("/anything")
+    assert response.status_code == 500 and response.json()["reason"] == "bug"
+    assert registry.get_sample_value("fraudstream_api_requests_total",
+                                     {"route": "unmatched", "status": "500"}) == 1
