@@ -68,7 +68,8 @@ class Pipeline:
         self.drift_topic = topics.name("drift_events")
         self.scored_topic = topics.name("scored")
         self.learned_topic = topics.name("learned")
-        rejects = Rejects(self.dead_letter_topic, metrics)
+        rejects = Rejects(self.dead_letter_topic, metrics,
+                          settings.worker.dead_letter_value_max_bytes)
         #: The scorers' stream time per partition (read by a learner without a scorer).
         self._marks = RaisedMarks(registry.client, stream_time_key(settings))
         self.challengers = Challengers()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import logging
 import struct
@@ -43,43 +45,85 @@ class Emit:
     value: bytes
 
 
-def dead_letter(record: RawRecord, topic: str, reason: str, detail: str) -> Emit:
-    """The dead-letter record for ``record``: where it was, what it was, why.
+#: The most of a record's value (and key) a dead letter carries, by default: far below
+#: Kafka's 1 MB request limit even as base64, so a dead letter always lands.
+DEAD_LETTER_VALUE_MAX = 64 * 1024
+#: The most of a reason's detail a dead letter carries.
+DETAIL_MAX = 2_000
+
+
+def exact(raw: bytes | None, limit: int) -> dict[str, object]:
+    """``raw`` as a dead letter keeps it: as text when it is UTF-8, as base64 when not, and
+    above ``limit`` bytes only its start, with its length and SHA-256 (to match it with
+    the producer's copy).
+
+    Examples
+    --------
+    >>> exact(b"ok", 10)
+    {'value': 'ok', 'encoding': 'utf-8'}
+    >>> exact(bytes([255, 0]), 10)
+    {'value': '/wA=', 'encoding': 'base64'}
+    >>> cut = exact(b"abcdef", 4)
+    >>> cut["value"], cut["length"], cut["truncated"], cut["sha256"][:12]
+    ('abcd', 6, True, 'bef57ec7f53a')
+    """
+    if raw is None:
+        return {"value": None}
+    kept = raw[:limit]
+    try:
+        out: dict[str, object] = {"value": kept.decode("utf-8"), "encoding": "utf-8"}
+    except UnicodeDecodeError:  # (a cut through a character is base64 too)
+        out = {"value": base64.b64encode(kept).decode("ascii"), "encoding": "base64"}
+    if len(raw) > limit:
+        out.update(truncated=True, length=len(raw), sha256=hashlib.sha256(raw).hexdigest())
+    return out
+
+
+def dead_letter(record: RawRecord, topic: str, reason: str, detail: str,
+                limit: int = DEAD_LETTER_VALUE_MAX) -> Emit:
+    """The dead-letter record for ``record``: where it was, what it was (byte for byte, up
+    to ``limit`` bytes: :func:`exact`), why.
 
     Examples
     --------
     >>> raw = RawRecord("transactions", 0, 7, b"c1", b"{}")
     >>> out = dead_letter(raw, "dead-letters", "invalid_record", "amount: Field required")
-    >>> json.loads(out.value)["reason"], json.loads(out.value)["detail"]
-    ('invalid_record', 'amount: Field required')
+    >>> letter = json.loads(out.value)
+    >>> letter["reason"], letter["detail"], letter["value"], letter["key"]
+    ('invalid_record', 'amount: Field required', '{}', 'c1')
     """
-    value = None if record.value is None else record.value.decode("utf-8", "replace")
-    key = None if record.key is None else record.key.decode("utf-8", "replace")
+    value = exact(record.value, limit)
+    key = exact(record.key, 1024)
     payload = {
         "source_topic": record.topic,
         "partition": record.partition,
         "offset": record.offset,
-        "key": key,
-        "value": value,
+        "key": key.pop("value"),
+        "key_encoding": key.pop("encoding", None),
+        **{f"key_{name}": v for name, v in key.items()},
+        **value,
         "reason": reason,
-        "detail": detail,
+        "detail": detail if len(detail) <= DETAIL_MAX else detail[:DETAIL_MAX] + "...",
     }
-    return Emit(topic, record.key, json.dumps(payload, separators=(",", ":")).encode())
+    key_bytes = None if record.key is None else record.key[:1024]
+    return Emit(topic, key_bytes, json.dumps(payload, separators=(",", ":")).encode())
 
 
 class Rejects:
     """Dead-letters a record: counts it by topic and reason, logs it, and returns the
     envelope for the dead-letter ``topic``."""
 
-    def __init__(self, topic: str, metrics: PipelineMetrics) -> None:
+    def __init__(self, topic: str, metrics: PipelineMetrics,
+                 limit: int = DEAD_LETTER_VALUE_MAX) -> None:
         self.topic = topic
         self.metrics = metrics
+        self.limit = limit
 
     def __call__(self, record: RawRecord, topic: str, reason: str, detail: str) -> Emit:
         self.metrics.dead_letters.labels(topic=topic, reason=reason).inc()
         log.warning("dead-lettered %s[%d]@%d: %s: %s",
-                    record.topic, record.partition, record.offset, reason, detail)
-        return dead_letter(record, self.topic, reason, detail)
+                    record.topic, record.partition, record.offset, reason, detail[:500])
+        return dead_letter(record, self.topic, reason, detail, self.limit)
 
 
 @dataclass(frozen=True, slots=True)

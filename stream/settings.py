@@ -85,6 +85,10 @@ class FeatureSettings(_Section):
     #: A transaction older than its card's newest event by more than this is
     #: dead-lettered (``too_late``); within it, it is folded in at its place.
     allowed_lateness_seconds: float = Field(3600.0, ge=0, le=7 * 86400)
+    #: A transaction more than this far past both the stream's newest event and the
+    #: clock is dead-lettered (``invalid_record``, ``event_time``): one far-future event
+    #: would otherwise make every later transaction of its card too late.
+    max_future_seconds: float = Field(3600.0, gt=0, le=365 * 86400)
 
 
 #: The detectors' defaults, documented where they are used.
@@ -183,6 +187,9 @@ class WorkerSettings(_Section):
     """The Faust stream worker."""
 
     app_id: str = "fraudstream-worker"
+    #: A dead letter keeps at most this much of the record's value (then its length and
+    #: SHA-256): far under Kafka's 1 MB request limit even as base64.
+    dead_letter_value_max_bytes: int = Field(64 * 1024, ge=256, le=512 * 1024)
     #: Transactions are scored in batches of up to this many ...
     batch_max: int = Field(500, ge=1, le=10_000)
     #: ... collected for at most this long.

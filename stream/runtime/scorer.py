@@ -111,12 +111,27 @@ class ScoreRole:
         started = time.perf_counter()
         batch = ScoredBatch()
         decoded: list[tuple[RawRecord, Transaction]] = []
+        horizon = max(self.newest, time.time()) + self.settings.features.max_future_seconds
+        seen: dict[str, Transaction] = {}
         for record in records:
             try:
-                decoded.append((record, decode_transaction(record.value or b"")))
+                txn = decode_transaction(record.value or b"")
             except RecordError as exc:
                 batch.emits.append(self.rejects(record, "transactions", "invalid_record",
                                                 str(exc)))
+                continue
+            if txn.event_time > horizon:
+                batch.emits.append(self.rejects(
+                    record, "transactions", "invalid_record",
+                    f"event_time: {txn.event_time - horizon:.0f}s past the stream's newest "
+                    "event and the clock plus features.max_future_seconds"))
+                continue
+            first = seen.setdefault(txn.txn_id, txn)
+            if first is not txn and _conflict(first, txn):
+                batch.emits.append(self.rejects(record, "transactions",
+                                                "conflicting_duplicate", _conflict(first, txn)))
+                continue
+            decoded.append((record, txn))
         if decoded:
             if self.settings.drift.enabled and self.state_start is None:
                 await self._state_began(min(txn.event_time for _, txn in decoded))
@@ -205,6 +220,11 @@ class ScoreRole:
                 batch.emits.append(self.rejects(record, "transactions", "too_late",
                                                 self._lateness_detail(txn, result.newest)))
                 continue
+            if result.duplicate and _conflict(result.record, txn):
+                batch.emits.append(self.rejects(record, "transactions",
+                                                "conflicting_duplicate",
+                                                _conflict(result.record, txn)))
+                continue
             if result.duplicate:
                 self.metrics.duplicates.labels(topic="transactions").inc()
                 batch.again.append((result.record, (record.topic, record.partition),
@@ -251,6 +271,26 @@ class ScoreRole:
         allowed = self.settings.features.allowed_lateness_seconds
         return (f"event_time: {behind:.3f}s before card {txn.card_id!r}'s newest event, "
                 f"more than the allowed lateness of {allowed:g}s")
+
+
+def _conflict(first: Transaction | ScoredRecord, again: Transaction) -> str:
+    """Why ``again`` is not a redelivery of ``first`` (same id, other content), or ''.
+
+    Examples
+    --------
+    >>> a = Transaction("t1", "c1", "p1", 10.0, 5.0)
+    >>> _conflict(a, a)
+    ''
+    >>> print(_conflict(a, Transaction("t1", "c2", "p1", 10.0, 5.0)))  # doctest: +ELLIPSIS
+    txn_id 't1' was seen on card 'c1' (terminal 'p1', ...) and again on card 'c2' (...)
+    """
+    if (first.card_id, first.terminal_id, first.event_time) == (
+            again.card_id, again.terminal_id, again.event_time):
+        return ""
+    return (f"txn_id {again.txn_id!r} was seen on card {first.card_id!r} (terminal "
+            f"{first.terminal_id!r}, event time {first.event_time:g}) and again on card "
+            f"{again.card_id!r} (terminal {again.terminal_id!r}, event time "
+            f"{again.event_time:g})")
 
 
 def score_value(scored: ScoredRecord) -> bytes:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import json
 import secrets
 from collections.abc import AsyncIterator
@@ -139,6 +141,63 @@ async def test_a_score_that_cannot_be_published_is_dead_lettered_not_retried(
     [letter] = [json.loads(e.value) for e in out if e.topic.endswith("dead-letters")]
     assert letter["reason"] == "processing_error" and "year 10000" in letter["detail"]
     assert [e.key for e in out if e.topic.endswith("scores")] == [b"c2"]
+
+
+async def test_a_huge_binary_record_is_dead_lettered_exactly_and_within_the_limit(
+    pipeline: Pipeline,
+) -> None:
+    """400 KB of 0xff became a 2.4 MB dead letter (each byte escaped as U+FFFD), over the
+    producer's limit: lost, with the good score beside it (issue 17, item 2). Now its
+    start is kept as base64 with its length and SHA-256, within the configured limit."""
+    huge = b"\xff" * 400_000
+    good = txn_record(Transaction("g2", "c1", "p1", 5.0, 1_000.0))
+    out = await pipeline.on_transactions([raw("transactions", huge, 3), good])
+    [letter_bytes] = [e.value for e in out if e.topic.endswith("dead-letters")]
+    limit = pipeline.settings.worker.dead_letter_value_max_bytes
+    assert len(letter_bytes) < 2 * limit
+    letter = json.loads(letter_bytes)
+    assert (letter["encoding"], letter["truncated"], letter["length"]) == ("base64", True,
+                                                                          400_000)
+    assert base64.b64decode(letter["value"]) == huge[:limit]
+    assert letter["sha256"] == hashlib.sha256(huge).hexdigest()
+    assert [e.key for e in out if e.topic.endswith("scores")] == [b"c1"]
+    small = b'\x00\xfe{"not": utf-8}'
+    [letter] = [json.loads(e.value) for e in await pipeline.on_transactions(
+        [raw("transactions", small, 4)])]
+    assert base64.b64decode(letter["value"]) == small and "truncated" not in letter
+
+
+async def test_a_far_future_event_is_refused_and_its_card_goes_on(pipeline: Pipeline) -> None:
+    """A transaction dated 2099 made every later transaction of its card too late (issue 17,
+    item 6): it is now a dead letter naming event_time, and the card goes on."""
+    await pipeline.on_transactions([txn_record(Transaction("n1", "cx", "p1", 5.0, 1_000.0))])
+    future = Transaction("f1", "cx", "p1", 5.0, 4_000_000_000.0)  # 2096
+    [letter] = [json.loads(e.value) for e in await pipeline.on_transactions(
+        [txn_record(future)])]
+    assert letter["reason"] == "invalid_record" and letter["detail"].startswith("event_time: ")
+    out = await pipeline.on_transactions([txn_record(Transaction("n2", "cx", "p1", 6.0,
+                                                                 1_001.0))])
+    assert [e.key for e in out] == [b"cx"] and await pipeline.store.scored("f1") is None
+
+
+async def test_a_txn_id_seen_again_with_other_content_is_a_conflicting_duplicate(
+    pipeline: Pipeline,
+) -> None:
+    """The same id on another card re-emitted the first score under the second card, or
+    was called too late (issue 17, item 7): now a dead letter naming both cards, in a later
+    batch or in the same one; an identical redelivery is still a duplicate."""
+    first = Transaction("d1", "ca", "p1", 5.0, 1_000.0)
+    await pipeline.on_transactions([txn_record(first)])
+    again = await pipeline.on_transactions([txn_record(first)])
+    assert [e.key for e in again] == [b"ca"]  # a redelivery: its score again
+    for batch in ([txn_record(Transaction("d1", "cb", "p2", 5.0, 1_000.0))],
+                  [txn_record(Transaction("d2", "ca", "p1", 5.0, 1_001.0)),
+                   txn_record(Transaction("d2", "cb", "p1", 5.0, 1_001.0))]):
+        out = await pipeline.on_transactions(batch)
+        letters = [json.loads(e.value) for e in out if e.topic.endswith("dead-letters")]
+        assert [letter["reason"] for letter in letters] == ["conflicting_duplicate"]
+        assert "card 'ca'" in letters[0]["detail"] and "card 'cb'" in letters[0]["detail"]
+    assert (await pipeline.store.scored("d1") or pytest.fail("lost")).card_id == "ca"
 
 
 async def test_a_snapshot_is_published_every_n_labels_and_served(pipeline: Pipeline) -> None:
