@@ -27,17 +27,26 @@ True
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import polars as pl
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 
 #: Progress callback: (sent, total, seconds elapsed).
 Progress = Callable[[int, int, float], None]
+log = logging.getLogger(__name__)
+
+
+class ReplayError(RuntimeError):
+    """Kafka stayed unavailable for longer than the replay waits."""
 
 
 def _iso(column: str) -> pl.Expr:
@@ -87,8 +96,12 @@ def encode_events(transactions: pl.DataFrame, labels: pl.DataFrame) -> pl.DataFr
 class ReplaySummary:
     """What a replay did."""
 
+    #: Events Kafka confirmed (acks=all).
     sent: int = 0
     failed: int = 0
+    #: Records sent again after a failed delivery (a broker outage); Kafka may hold
+    #: some twice, which the worker recognises as redeliveries.
+    resent: int = 0
     seconds: float = 0.0
     failures: list[str] = field(default_factory=list)
 
@@ -99,6 +112,8 @@ class ReplaySummary:
     def line(self) -> str:
         text = (f"sent {self.sent:,} events in {self.seconds:.1f}s ({self.rate:,.0f}/s); "
                 f"failed {self.failed:,}")
+        if self.resent:
+            text += f"; sent again after a broker outage {self.resent:,}"
         if self.failures:
             text += "; first failures: " + "; ".join(self.failures[:3])
         return text
@@ -117,8 +132,10 @@ class Replayer:
 
     def __init__(self, bootstrap_servers: str, topics: tuple[str, str],
                  speed: float | None = None, progress: Progress | None = None,
-                 progress_every: float = 0.5) -> None:
+                 progress_every: float = 0.5, retry_seconds: float = 300.0) -> None:
         self.bootstrap_servers = bootstrap_servers
+        #: How long a broker outage is waited out before the replay gives up.
+        self.retry_seconds = retry_seconds
         self.topics = topics
         self.speed = speed
         self.progress = progress
@@ -133,7 +150,17 @@ class Replayer:
         producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap_servers, acks="all",
                                     enable_idempotence=True, linger_ms=5,
                                     max_batch_size=1 << 20, request_timeout_ms=30_000)
-        await producer.start()
+        deadline = time.monotonic() + self.retry_seconds
+        while True:
+            try:
+                await producer.start()
+                break
+            except KafkaError as exc:
+                if time.monotonic() > deadline:
+                    raise ReplayError(f"kafka.bootstrap_servers: no broker answered for "
+                                      f"{self.retry_seconds:.0f} s ({exc!r})") from exc
+                log.warning("no broker answers yet (%r); trying again", exc)
+                await asyncio.sleep(1.0)
         try:
             await self._send_all(producer, events)
         finally:
@@ -142,7 +169,7 @@ class Replayer:
 
     async def _send_all(self, producer: AIOKafkaProducer, events: pl.DataFrame) -> None:
         total = events.height
-        sender = _BatchSender(producer, self.topics, self.summary)
+        sender = _BatchSender(producer, self.topics, self.summary, self.retry_seconds)
         await sender.load_partitions()
         started = time.monotonic()
         next_report = started
@@ -161,29 +188,48 @@ class Replayer:
                 next_report = time.monotonic() + self.progress_every
         await sender.flush()
         await sender.wait()
-        self.summary.sent = total - self.summary.failed
         self.summary.seconds = time.monotonic() - started
         if self.progress is not None:
             self.progress(total, total, self.summary.seconds)
 
 
+@dataclass
+class _Batch:
+    """One partition's records on their way: kept until Kafka has them, to send again."""
+
+    kind: int
+    partition: int
+    records: list[tuple[bytes, bytes]]
+    future: asyncio.Future[Any] | None = None
+
+
 class _BatchSender:
-    """One open record batch per (topic, partition); full batches are sent."""
+    """One open record batch per (topic, partition); full batches are sent.
+
+    A broker outage is waited out: a batch that cannot be handed to the producer, or
+    whose delivery fails, is sent again (its records are kept until delivered) for up to
+    ``retry_seconds`` of outage; only then are its records counted as failed. A batch
+    sent again may be delivered twice, which the worker recognises (redeliveries).
+    """
 
     def __init__(self, producer: AIOKafkaProducer, topics: tuple[str, str],
-                 summary: ReplaySummary) -> None:
+                 summary: ReplaySummary, retry_seconds: float = 300.0) -> None:
         self.producer = producer
         self.topics = topics
         self.summary = summary
+        self.retry_seconds = retry_seconds
         self.partitioner = DefaultPartitioner()
         self.partitions: list[list[int]] = []
-        self.open: dict[tuple[int, int], Any] = {}
+        self.open: dict[tuple[int, int], tuple[Any, list[tuple[bytes, bytes]]]] = {}
         self.cache: list[dict[bytes, int]] = [{}, {}]
-        self.in_flight: list[tuple[asyncio.Future[Any], str, int]] = []
+        self.in_flight: deque[_Batch] = deque()
+        #: When the current outage began (monotonic), None while Kafka takes our batches.
+        self._outage_since: float | None = None
 
     async def load_partitions(self) -> None:
         for topic in self.topics:
-            found = await self.producer.partitions_for(topic)
+            found = await self._retrying(partial(self.producer.partitions_for, topic),
+                                         f"{topic}: partitions")
             if not found:
                 raise RuntimeError(f"topic {topic}: no partitions (does it exist?)")
             self.partitions.append(sorted(found))
@@ -193,34 +239,94 @@ class _BatchSender:
         if partition is None:
             all_ = self.partitions[kind]
             partition = self.cache[kind][key] = self.partitioner(key, all_, all_)
-        batch = self.open.get((kind, partition))
-        if batch is None:
-            batch = self.open[(kind, partition)] = self.producer.create_batch()
-        if batch.append(key=key, value=value, timestamp=None) is None:
-            await self._send(kind, partition, batch)
-            batch = self.open[(kind, partition)] = self.producer.create_batch()
-            batch.append(key=key, value=value, timestamp=None)
+        opened = self.open.get((kind, partition))
+        if opened is None:
+            opened = self.open[(kind, partition)] = (self.producer.create_batch(), [])
+        builder, records = opened
+        if builder.append(key=key, value=value, timestamp=None) is None:
+            await self._send(_Batch(kind, partition, records), builder)
+            builder = self.producer.create_batch()
+            builder.append(key=key, value=value, timestamp=None)
+            records = []
+            self.open[(kind, partition)] = (builder, records)
+        records.append((key, value))
 
     async def flush(self) -> None:
-        for (kind, partition), batch in list(self.open.items()):
-            await self._send(kind, partition, batch)
+        for (kind, partition), (builder, records) in list(self.open.items()):
+            await self._send(_Batch(kind, partition, records), builder)
         self.open.clear()
 
-    async def _send(self, kind: int, partition: int, batch: Any) -> None:
-        batch.close()
-        count = batch.record_count()
-        future = await self.producer.send_batch(batch, self.topics[kind], partition=partition)
-        self.in_flight.append((future, f"{self.topics[kind]}[{partition}]", count))
+    async def _send(self, batch: _Batch, builder: Any = None) -> None:
+        if builder is None:  # sent again: a new builder with the same records
+            builder = self.producer.create_batch()
+            for key, value in batch.records:
+                builder.append(key=key, value=value, timestamp=None)
+        builder.close()
+        topic = self.topics[batch.kind]
+        batch.future = await self._retrying(
+            lambda: self.producer.send_batch(builder, topic, partition=batch.partition),
+            f"{topic}[{batch.partition}]")
+        self.in_flight.append(batch)
+        while self.in_flight and self.in_flight[0].future is not None \
+                and self.in_flight[0].future.done():
+            await self._settle(self.in_flight.popleft())
+
+    async def _retrying(self, call: Callable[[], Awaitable[Any]], where: str) -> Any:
+        """``call()`` until Kafka takes it, through an outage of up to ``retry_seconds``."""
+        while True:
+            try:
+                result = await call()
+            except KafkaError as exc:
+                self._waiting(where, exc)
+                await asyncio.sleep(1.0)
+                continue
+            if self._outage_since is not None:
+                log.warning("Kafka takes records again after %.1f s",
+                            time.monotonic() - self._outage_since)
+                self._outage_since = None
+            return result
+
+    def _waiting(self, where: str, exc: BaseException) -> None:
+        now = time.monotonic()
+        if self._outage_since is None:
+            self._outage_since = now
+            log.warning("%s: %r; waiting for Kafka (up to %.0f s)", where, exc,
+                        self.retry_seconds)
+        if now - self._outage_since > self.retry_seconds:
+            raise ReplayError(f"{where}: Kafka unavailable for more than "
+                              f"{self.retry_seconds:.0f} s (last error: {exc!r})") from exc
+
+    async def _settle(self, batch: _Batch) -> None:
+        """Wait for ``batch``'s delivery; send it again if it failed."""
+        while True:
+            try:
+                assert batch.future is not None
+                await batch.future
+                self.summary.sent += len(batch.records)
+                return
+            except KafkaError as exc:
+                where = f"{self.topics[batch.kind]}[{batch.partition}]"
+                self.summary.resent += len(batch.records)
+                try:
+                    self._waiting(where, exc)
+                except ReplayError as failed:
+                    self.summary.failed += len(batch.records)
+                    if len(self.summary.failures) < 20:
+                        self.summary.failures.append(
+                            f"{where}: {len(batch.records)} records: {failed}")
+                    return
+                await asyncio.sleep(1.0)
+                builder = self.producer.create_batch()
+                for key, value in batch.records:
+                    builder.append(key=key, value=value, timestamp=None)
+                builder.close()
+                batch.future = await self._retrying(partial(
+                    self.producer.send_batch, builder, self.topics[batch.kind],
+                    partition=batch.partition), where)
 
     async def wait(self) -> None:
-        for future, where, count in self.in_flight:
-            try:
-                await future
-            except Exception as exc:  # a batch that could not be delivered: all its records
-                self.summary.failed += count
-                if len(self.summary.failures) < 20:
-                    self.summary.failures.append(f"{where}: {count} records: {exc!r}")
-        self.in_flight.clear()
+        while self.in_flight:
+            await self._settle(self.in_flight.popleft())
 
 
 def progress_bar(write: Callable[[str], object]) -> Progress:

@@ -61,7 +61,8 @@ def _supported(version: int) -> int:
 
 
 #: Required on every record a producer sends.
-SchemaVersion = Annotated[int, Strict(), AfterValidator(_supported)]
+SchemaVersion = Annotated[int, Strict(), AfterValidator(_supported),
+                          Field(json_schema_extra={"const": SCHEMA_VERSION})]
 
 
 #: Event times are accepted from the epoch to 2100 (UTC): every one converts back to a
@@ -93,7 +94,12 @@ def _rfc3339(value: object) -> object:
     return value
 
 
-EventTime = Annotated[AwareDatetime, BeforeValidator(_rfc3339), AfterValidator(_in_range)]
+EventTime = Annotated[
+    AwareDatetime, BeforeValidator(_rfc3339), AfterValidator(_in_range),
+    # (documented for clients and generators: the years the range check takes)
+    Field(json_schema_extra={"pattern": r"^(19[7-9][0-9]|20[0-9][0-9])-[0-9]{2}-[0-9]{2}T"
+                                        r"[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-]0[0-9]:"
+                                        r"[0-9]{2})$"})]
 
 R = TypeVar("R", bound="_Record")
 

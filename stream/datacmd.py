@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import time
@@ -25,7 +26,7 @@ from producers.dataset import (
     read_foreign,
     write_dataset,
 )
-from producers.replay import Replayer, encode_events, progress_bar
+from producers.replay import Replayer, ReplayError, encode_events, progress_bar
 from producers.scenario import (
     ScenarioError,
     ScenarioSpec,
@@ -57,6 +58,9 @@ def add_arguments(sub: argparse._SubParsersAction) -> None:
     replay.add_argument("source", help="scenario name or YAML, simulate-data folder, or file")
     replay.add_argument("--speed", default="max",
                         help="'max' (as fast as possible), 'realtime', or N (N x faster)")
+    replay.add_argument("--wait-for-kafka", type=_seconds, default=300.0, metavar="SECONDS",
+                        help="how long a broker outage is waited out (batches are sent "
+                             "again) before the replay gives up (default 300)")
     replay.add_argument("--mapping", type=Path, help="column mapping file for a foreign file")
     replay.add_argument("--map", action="append", default=[], metavar="FIELD=COLUMN",
                         help="a column mapping entry (repeatable) for a foreign file")
@@ -171,16 +175,35 @@ def replay(args: argparse.Namespace, settings: Settings) -> int:
               f"{', first 20' if len(rejected) > 20 else ''})", file=sys.stderr)
     events = encode_events(transactions, labels)
     ensure_topics(settings)
+    # a broker outage is reported once by the replayer, not every 100 ms by the client
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     replayer = Replayer(settings.kafka.bootstrap_servers,
                         (settings.topics.name("transactions"), settings.topics.name("labels")),
                         speed, progress_bar(lambda text: print(text, end="", file=sys.stderr,
-                                                               flush=True)))
-    summary = replayer.run(events)
+                                                               flush=True)),
+                        retry_seconds=args.wait_for_kafka)
+    try:
+        summary = replayer.run(events)
+    except ReplayError as exc:
+        print(file=sys.stderr)
+        print(f"replay stopped: {exc}; {replayer.summary.line()}", file=sys.stderr)
+        return 1
     print(file=sys.stderr)
     print(summary.line())
     if summary.failed:
         return 1
     return EXIT_ROWS_REJECTED if rejected else 0
+
+
+def _seconds(text: str) -> float:
+    """A CLI number of seconds (> 0), or an error naming the value."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number of seconds") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be greater than 0")
+    return value
 
 
 def parse_speed(text: str) -> float | None:

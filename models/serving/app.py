@@ -84,6 +84,7 @@ def problem(status: int, detail: str, reason: str,
 
 #: What every route may answer besides its own codes (the guard's, and the refusals).
 COMMON_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"description": "The body could not be parsed (not JSON, or a broken encoding)."},
     413: {"model": Problem, "description": "The body is larger than api.max_body_bytes."},
     503: {"model": Problem, "description": "Overloaded (api.max_in_flight), Redis "
           "unreachable, or no model loaded; see Retry-After."},
@@ -239,7 +240,7 @@ def create_app(
                      model_loaded_seconds_ago=round(time.monotonic() - refresher.loaded_at, 3),
                      refused_versions=sorted(holder.refused))
 
-    @app.get("/metrics")
+    @app.get("/metrics", include_in_schema=False)  # Prometheus text, not JSON
     async def prometheus_metrics() -> Response:
         return Response(generate_latest(metrics_registry), media_type=CONTENT_TYPE_LATEST)
 

@@ -67,9 +67,13 @@ def create_app(settings: Settings, pipeline: Pipeline,
         # Records fetched at once, and delivered to an agent ahead of it (Faust's
         # defaults: all that was fetched, and 4,096): a paused labels partition stops
         # within these (stream.runtime.flow). Polls of 2 batches cost 15 % of the
-        # transactions-only drain; of 8, 16,000 labels waited in a replay.
+        # transactions-only drain; of 8, 16,000 labels waited in a replay. The buffer
+        # holds two polls: with one (or less), a scorer waiting for the labels filled it,
+        # the consumer blocked on it, the labels could not come, and the scorer had to
+        # give up waiting (fraudstream_scoring_hold_stalls_total: 22-35 of 35-70 holds
+        # in the steady drift test, then 0-10 of 7-19).
         broker_max_poll_records=4 * worker.batch_max,
-        stream_buffer_maxsize=2 * worker.batch_max,
+        stream_buffer_maxsize=8 * worker.batch_max,
     )
 
     def raw_topic(name: str) -> faust.TopicT:

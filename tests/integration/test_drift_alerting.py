@@ -196,6 +196,10 @@ def test_a_drifting_stream_fires_feature_drift_and_a_steady_one_does_not(
     assert real_servers.query(
         f'fraudstream_scoring_holds_total{{instance_name="{quiet}"}} > 0'), \
         "the scorer never waited for the labels"
+    for metric in ("fraudstream_scoring_holds_total", "fraudstream_scoring_hold_stalls_total",
+                   "fraudstream_labels_pauses_total", "fraudstream_score_psi"):
+        print(metric, [r["value"][1] for r in real_servers.query(
+            f'max_over_time({metric}{{instance_name="{quiet}"}}[1h])')])
     # No alert (drift, quality or pipeline) fired at any time of the run, and none is pending
     # at its end. (While the replay floods the topics, ConsumerLag can go pending.)
     fired = real_servers.query(
