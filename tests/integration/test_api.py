@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -104,6 +105,30 @@ def test_ready_lists_the_model_and_models_lists_a_forged_version_as_refused(api:
     promote = client.post("/v1/admin/promote", json={"version": 1, "who": "a", "reason": "b"},
                           headers={"Authorization": f"Bearer {TOKEN}"})
     assert promote.status_code == 409
+
+
+def test_a_forged_champion_is_refused_and_the_api_keeps_scoring_with_its_model(
+    api: Any, caplog: pytest.LogCaptureFixture,
+) -> None:
+    client, registry, metrics = api
+    assert client.post("/v1/score", json=BODY).json()["model_version"] == 2
+
+    async def forge() -> None:  # a flipped byte in version 1, made champion behind our back
+        key = f"{registry.key_prefix}:models:snap:1"
+        blob = bytearray(await registry.client.hget(key, "blob"))
+        blob[-2] ^= 0x01
+        await registry.client.hset(key, "blob", bytes(blob))
+        await registry.client.set(f"{registry.key_prefix}:models:champion", 1)
+
+    with caplog.at_level("ERROR"):
+        client.portal.call(forge)
+        time.sleep(0.5)  # several refreshes (every 0.1 s)
+        answer = client.post("/v1/score", json=BODY)
+    assert answer.status_code == 200 and answer.json()["model_version"] == 2
+    ready = client.get("/readyz").json()
+    assert ready["refused_versions"] == [1] and ready["champion_version"] == 1
+    assert metrics.get_sample_value("fraudstream_api_models_refused") == 1
+    assert sum("refusing the champion" in r.getMessage() for r in caplog.records) == 1
 
 
 def test_the_openapi_declares_the_bearer_scheme_and_every_status(api: Any) -> None:
