@@ -92,6 +92,9 @@ class MemoryFeatureStore:
         counts, frauds = self._terminal_view(term, txn.event_time)
         return decode_state(self._cards.get(txn.card_id), counts, frauds)
 
+    async def peek_many(self, txns: Sequence[Transaction]) -> list[EntityState]:
+        return [await self.peek(txn) for txn in txns]
+
     @staticmethod
     def _terminal_view(term: _Terminal, at: float) -> tuple[tuple[int, ...], list[bytes]]:
         counts = terminal.window_counts(term.buckets, term.newest, at)

@@ -167,6 +167,15 @@ class RedisFeatureStore:
         [reply] = await self._execute(build)
         return _state(*reply)
 
+    async def peek_many(self, txns: Sequence[Transaction]) -> list[EntityState]:
+        def build(pipe: Any) -> None:
+            for txn in txns:
+                keys = self._keys(txn)
+                pipe.evalsha(self._shas["peek"], len(keys), *keys,
+                             *terminal.current_buckets(txn.event_time))
+
+        return [_state(*reply) for reply in await self._execute(build)] if txns else []
+
     async def _execute(self, build: Callable[[Any], None]) -> list[Any]:
         """Build and run one pipeline: one round trip (scripts are loaded once, up front).
 

@@ -166,6 +166,11 @@ class FeatureStore(Protocol):
         """The state ``txn`` would be scored from now; read-only."""
         ...
 
+    async def peek_many(self, txns: Sequence[Transaction]) -> list[EntityState]:
+        """:meth:`peek` for many transactions at once (one round trip), each from the
+        state as it is now (none sees the others)."""
+        ...
+
     async def record_fraud(self, record: ScoredRecord, label: Label) -> None:
         """Count a fraud label for the record's terminal, from ``label.event_time`` on.
 

@@ -150,6 +150,17 @@ async def score_readonly(
     return _score(serving, txn, view(await store.peek(txn), txn))
 
 
+async def score_readonly_many(
+    store: FeatureStore, holder: ModelHolder, txns: Sequence[Transaction]
+) -> list[ScoredRecord]:
+    """:func:`score_readonly` for many transactions: their states in one round trip, each
+    as it is now, and one model call."""
+    serving = holder.require()
+    states = await store.peek_many(txns)
+    return _score_many(serving, [(txn, view(state, txn))
+                                 for txn, state in zip(txns, states, strict=True)], {})
+
+
 def _score_many(serving: ServingModel, fresh: Sequence[tuple[Transaction, dict[str, float]]],
                 challengers: Mapping[str, ServingModel]) -> list[ScoredRecord]:
     """Score a part's transactions with their vectors: each model in one call (the

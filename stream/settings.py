@@ -247,6 +247,8 @@ class ApiSettings(_Section):
     max_body_bytes: int = Field(64 * 1024, ge=1024, le=64 * 1024 * 1024)
     #: Seconds a client is told to wait (Retry-After) when the API answers 503.
     retry_after_seconds: int = Field(1, ge=1, le=3600)
+    #: The most transactions one ``POST /v1/score/batch`` may hold.
+    batch_max: int = Field(100, ge=1, le=1_000)
     #: Bearer token for the admin endpoints (promote, rollback); unset: disabled. At least
     #: ``ADMIN_TOKEN_MIN`` characters: an empty one would have let an empty bearer in.
     admin_token: SecretStr | None = None

@@ -24,15 +24,15 @@ from fastapi import Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 from redis.exceptions import RedisError
 
-from features.store import FeatureStore
+from features.store import FeatureStore, ScoredRecord
 from features.vector import FEATURE_SET_VERSION
 from models.errors import ModelError, NoModelError
 from models.following import follow
 from models.registry import ModelRegistry
-from models.scoring import ModelHolder, score_readonly
+from models.scoring import ModelHolder, score_readonly, score_readonly_many
 from models.serving.admin import admin_router
 from models.serving.guard import Guard
 from monitoring.metrics import ApiMetrics
@@ -40,15 +40,33 @@ from producers.schema import TransactionRecord, repeated_keys
 
 log = logging.getLogger(__name__)
 
+#: No batch is ever larger than this (the configured ``api.batch_max`` is at most it).
+BATCH_HARD_MAX = 1_000
+
 
 class ScoreResponse(BaseModel):
-    """A fraud score and exactly what it was computed from."""
+    """A fraud score, the model that gave it, and (asked with ``?features=true``) exactly
+    the feature vector it was computed from."""
 
     txn_id: str
     score: float
     model_version: int
     feature_set_version: int
-    features: dict[str, float]
+    features: dict[str, float] | None = None
+
+
+class ScoreBatch(BaseModel):
+    """Transactions to score at once (at most ``api.batch_max``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    transactions: list[TransactionRecord] = Field(min_length=1, max_length=BATCH_HARD_MAX)
+
+
+class ScoreBatchResponse(BaseModel):
+    """One answer per transaction, in the order given."""
+
+    results: list[ScoreResponse]
 
 
 class Health(BaseModel):
@@ -149,11 +167,13 @@ def create_app(
     max_in_flight: int = 64,
     max_body_bytes: int = 64 * 1024,
     retry_after_seconds: int = 1,
+    batch_max: int = 100,
 ) -> FastAPI:
     """The scoring API over ``store`` and ``registry``; metrics go to ``metrics_registry``.
 
     See :mod:`models.serving.guard` for ``max_in_flight`` and ``max_body_bytes``;
-    ``retry_after_seconds`` is what a 503 tells the client to wait.
+    ``retry_after_seconds`` is what a 503 tells the client to wait; ``batch_max`` is the
+    most transactions one ``/v1/score/batch`` request may hold.
     """
     metrics = ApiMetrics.create(metrics_registry)
     holder = ModelHolder()
@@ -204,20 +224,39 @@ def create_app(
             raise RequestValidationError([{"loc": ("body", key), "msg": "given more than once",
                                            "type": "duplicate_key"} for key in repeated])
 
-    @app.post("/v1/score", response_model=ScoreResponse, dependencies=[Depends(single_keys)])
+    def answer(record: ScoredRecord, features: bool) -> ScoreResponse:
+        return ScoreResponse(txn_id=record.txn_id, score=record.score,
+                             model_version=record.model_version,
+                             feature_set_version=FEATURE_SET_VERSION,
+                             features=record.features if features else None)
+
+    @app.post("/v1/score", response_model=ScoreResponse, response_model_exclude_none=True,
+              dependencies=[Depends(single_keys)])
     async def score(
-        body: TransactionRecord, holder: HolderDep, refresher: RefresherDep
+        body: TransactionRecord, holder: HolderDep, refresher: RefresherDep,
+        features: bool = False,
     ) -> ScoreResponse:
+        """Score one transaction; ``features=true`` adds the vector it was scored from."""
         if holder.current is None:
             await refresher.refresh()
-        record = await score_readonly(store, holder, body.to_event())
-        return ScoreResponse(
-            txn_id=record.txn_id,
-            score=record.score,
-            model_version=record.model_version,
-            feature_set_version=FEATURE_SET_VERSION,
-            features=record.features,
-        )
+        return answer(await score_readonly(store, holder, body.to_event()), features)
+
+    @app.post("/v1/score/batch", response_model=ScoreBatchResponse,
+              response_model_exclude_none=True)
+    async def score_batch(
+        body: ScoreBatch, holder: HolderDep, refresher: RefresherDep, features: bool = False,
+    ) -> ScoreBatchResponse:
+        """Score up to ``api.batch_max`` transactions, each from the state as it is now (one
+        Redis round trip for all, one model call), as ``/v1/score`` would one by one."""
+        if len(body.transactions) > batch_max:
+            raise RequestValidationError([{
+                "loc": ("body", "transactions"), "type": "too_long",
+                "msg": f"at most {batch_max} transactions (api.batch_max)"}])
+        if holder.current is None:
+            await refresher.refresh()
+        records = await score_readonly_many(store, holder,
+                                            [t.to_event() for t in body.transactions])
+        return ScoreBatchResponse(results=[answer(r, features) for r in records])
 
     @app.get("/healthz", response_model=Health)
     async def healthz(holder: HolderDep) -> Health:

@@ -183,6 +183,15 @@ async def test_peek_writes_nothing(store: FeatureStore) -> None:
     assert applied.state == before
 
 
+async def test_peek_many_equals_peek_one_by_one(store: FeatureStore) -> None:
+    await score(store, txn(1, 0.0, "c1", "p1"), txn(2, 50.0, "c2", "p1"),
+                txn(3, 90.0, "c1", "p2"))
+    probes = [txn(4, 100.0, "c1", "p1"), txn(5, 3_600.0, "c2", "p2"), txn(6, 7.0, "c9", "p9"),
+              txn(7, 100.0, "c1", "p1")]
+    assert await store.peek_many(probes) == [await store.peek(p) for p in probes]
+    assert await store.peek_many([]) == []
+
+
 async def test_cards_do_not_see_each_other(store: FeatureStore) -> None:
     await score(store, txn(1, 1.0, "c1", "p1"), txn(2, 2.0, "c2", "p2"))
     assert len((await store.peek(txn(3, 9.0, "c1", "p9"))).card.records) == 1

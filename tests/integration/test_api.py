@@ -17,8 +17,9 @@ from prometheus_client import CollectorRegistry
 
 from features.events import Transaction
 from features.redis_store import RedisFeatureStore
-from models.factory import build_model
+from models.factory import build_model, learn
 from models.registry import ModelRegistry, SnapshotMeta
+from models.scoring import ModelHolder, ServingModel, score_batch
 from models.serving.app import create_app
 from models.serving.guard import Guard
 from monitoring.metrics import ApiMetrics
@@ -54,6 +55,55 @@ def api(real_servers: RealServers) -> Iterator[tuple[TestClient, ModelRegistry, 
                      max_body_bytes=4096)
     with TestClient(app) as client:
         yield client, registry, metrics
+
+
+def test_a_batch_scores_each_transaction_as_one_by_one_and_features_are_opt_in(
+    real_servers: RealServers,
+) -> None:
+    prefix = f"fs-{secrets.token_hex(4)}"
+    txns = [Transaction(f"h{i}", f"c{i % 4}", f"p{i % 3}", 5.0 + 7 * i, 1e5 + 600 * i)
+            for i in range(30)]
+
+    async def history() -> None:
+        """State to score from, and a champion that learned on it (scores that differ)."""
+        store = RedisFeatureStore.from_url(real_servers.redis_url, prefix)
+        try:
+            model = build_model("logistic_regression")
+            holder = ModelHolder()
+            holder.swap(ServingModel(0, model))
+            for result in await score_batch(store, holder, txns, {}):
+                assert result.record is not None
+                learn(model, result.record.features, result.txn.amount > 60)
+            await ModelRegistry(store.client, prefix, KEY).publish(
+                model, SnapshotMeta(0, None, "logistic_regression", 2, len(txns), None))
+        finally:
+            await store.close()
+
+    asyncio.run(history())
+    store = RedisFeatureStore.from_url(real_servers.redis_url, prefix)
+    app = create_app(store, ModelRegistry(store.client, prefix, KEY), CollectorRegistry(),
+                     batch_max=8)
+    probes = [TransactionRecord.from_event(Transaction(f"q{i}", f"c{i % 5}", f"p{i % 4}",
+                                                       3.0 * i + 1, 1e5 + 20_000 + i))
+              .model_dump(mode="json") for i in range(8)]
+    with TestClient(app) as client:
+        one_by_one = [client.post("/v1/score", json=p, params={"features": "true"}).json()
+                      for p in probes]
+        batch = client.post("/v1/score/batch", json={"transactions": probes},
+                            params={"features": "true"})
+        assert batch.status_code == 200
+        results = batch.json()["results"]
+        # the same vectors; the same scores but for the last bits (one model call for the
+        # batch, numpy; River's own for one)
+        assert [{**r, "score": 0} for r in results] == [{**r, "score": 0} for r in one_by_one]
+        assert [r["score"] for r in results] == pytest.approx(
+            [r["score"] for r in one_by_one], rel=1e-12)
+        assert len({r["score"] for r in one_by_one}) > 1  # not one constant answer
+        plain = client.post("/v1/score", json=probes[0]).json()
+        assert "features" not in plain and plain["score"] == one_by_one[0]["score"]
+        too_many = client.post("/v1/score/batch", json={"transactions": probes + probes[:1]})
+        assert too_many.status_code == 422
+        assert "api.batch_max" in too_many.json()["detail"][0]["msg"]
 
 
 def test_lax_values_and_repeated_keys_are_refused_on_http(api: Any) -> None:

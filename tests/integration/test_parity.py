@@ -131,8 +131,8 @@ def parity(real_servers: RealServers, tmp_path_factory: pytest.TempPathFactory) 
         probe = Transaction("x-probe", phase_b[-1].card_id, "term1", 77.0,
                             phase_b[-1].event_time + 30, lat=45.5, lon=5.5)
         body = TransactionRecord.from_event(probe).model_dump(mode="json")
-        response = httpx.post(f"http://127.0.0.1:{settings.api.port}/v1/score", json=body,
-                              timeout=10)
+        response = httpx.post(f"http://127.0.0.1:{settings.api.port}/v1/score",
+                              params={"features": "true"}, json=body, timeout=10)
         assert response.status_code == 200, response.text
         publisher.send(probe)
         publisher.flush()

@@ -188,7 +188,8 @@ def test_the_api_scores_with_the_cards_current_features(run: Run) -> None:
     api = f"http://127.0.0.1:{run.settings.api.port}"
     probe = Transaction("probe-1", "card-known", "term-9", 50.0, T0 + 7201)
     body = TransactionRecord.from_event(probe).model_dump(mode="json")
-    response = wait_for(lambda: _post_ok(f"{api}/v1/score", body), 30, "the API to score")
+    response = wait_for(lambda: _post_ok(f"{api}/v1/score?features=true", body), 30,
+                        "the API to score")
     result = response.json()
     assert result["features"]["card_txn_count_1h"] == 1.0  # known-3, one second earlier
     assert result["features"]["card_amount_sum_1h"] == 30.0
