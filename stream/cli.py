@@ -19,7 +19,7 @@ from models.errors import ModelError
 from stream.settings import Settings, load_settings
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -29,7 +29,7 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _positive_float(text: str) -> float:
+def positive_float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     models = sub.add_parser("models", help="model versions: list, promote, roll back")
     models.add_argument("action", choices=["list", "promote", "rollback"])
-    models.add_argument("version", nargs="?", type=_positive_int,
+    models.add_argument("version", nargs="?", type=positive_int,
                         help="promote: the version; rollback: optional target")
     models.add_argument("--who", default=None, help="who asks (default: $USER)")
     models.add_argument("--reason", default=None, help="why (required to change anything)")
@@ -91,42 +91,42 @@ def build_parser() -> argparse.ArgumentParser:
                        help="models: which (default: the whole zoo)")
     bench.add_argument("--redis-url", default=None,
                        help="benchmark this Redis (default: start the local one if needed)")
-    bench.add_argument("--cards", type=_positive_int, default=2000)
-    bench.add_argument("--terminals", type=_positive_int, default=500)
-    bench.add_argument("--per-day", type=_positive_float, default=2.0,
+    bench.add_argument("--cards", type=positive_int, default=2000)
+    bench.add_argument("--terminals", type=positive_int, default=500)
+    bench.add_argument("--per-day", type=positive_float, default=2.0,
                        help="transactions per card per day (30 days of history)")
-    bench.add_argument("--runs", type=_positive_int, default=3)
-    bench.add_argument("--customers", type=_positive_int, default=1000,
+    bench.add_argument("--runs", type=positive_int, default=3)
+    bench.add_argument("--customers", type=positive_int, default=1000,
                        help="drift: simulated customers")
-    bench.add_argument("--days", type=_positive_float, default=None,
+    bench.add_argument("--days", type=positive_float, default=None,
                        help="drift: days simulated per scenario (default 56); stream: days "
                             "replayed (default 14)")
-    bench.add_argument("--change-day", type=_positive_float, default=42.0,
+    bench.add_argument("--change-day", type=positive_float, default=42.0,
                        help="drift: move each scenario's first change to this day")
-    bench.add_argument("--baseline-seeds", type=_positive_int, default=10,
+    bench.add_argument("--baseline-seeds", type=positive_int, default=10,
                        help="drift: seeds of the no-change scenario (each alarm is a false one)")
-    bench.add_argument("--max-delay-hours", type=_positive_float, default=72.0,
+    bench.add_argument("--max-delay-hours", type=positive_float, default=72.0,
                        help="drift: an alarm later than this after a change counts as false")
-    bench.add_argument("--batch", type=_positive_int, default=500)
-    bench.add_argument("--rate", type=_positive_float, default=5000.0,
+    bench.add_argument("--batch", type=positive_int, default=500)
+    bench.add_argument("--rate", type=positive_float, default=5000.0,
                        help="stream: transactions/s offered for the latency measurement")
-    bench.add_argument("--seconds", type=_positive_float, default=20.0,
+    bench.add_argument("--seconds", type=positive_float, default=20.0,
                        help="stream: how long that rate is offered")
 
     demo = sub.add_parser("demo", help="services + worker + API + a drift scenario replayed; "
                           "Ctrl-C stops all")
     demo.add_argument("--scenario", default="sudden_covariate_shift",
                       help="built-in scenario name or YAML file (see `scenarios list`)")
-    demo.add_argument("--speed", type=_positive_float, default=20_000.0,
+    demo.add_argument("--speed", type=positive_float, default=20_000.0,
                       help="replay N times faster than the scenario's clock (20000: a day in "
                            "about 4 s)")
-    demo.add_argument("--customers", type=_positive_int, default=500)
+    demo.add_argument("--customers", type=positive_int, default=500)
     demo.add_argument("--seed", type=int, default=None)
-    demo.add_argument("--change-day", type=_positive_float, default=40.0,
+    demo.add_argument("--change-day", type=positive_float, default=40.0,
                       help="move the scenario's first change to this day (the detectors start "
                            "once the feature state is drift.state_maturity_days old, 30 by "
                            "default); the run lasts as long after it as the scenario did")
-    demo.add_argument("--duration", type=_positive_float, default=None,
+    demo.add_argument("--duration", type=positive_float, default=None,
                       help="stop by itself after this many seconds (default: until Ctrl-C)")
     return parser
 

@@ -36,6 +36,7 @@ from producers.scenario import (
     moved,
     run_scenario,
 )
+from stream.cli import positive_float
 from stream.settings import Settings
 
 #: Exit status when some rows of a foreign file were rejected (and reported).
@@ -58,7 +59,7 @@ def add_arguments(sub: argparse._SubParsersAction) -> None:
     replay.add_argument("source", help="scenario name or YAML, simulate-data folder, or file")
     replay.add_argument("--speed", default="max",
                         help="'max' (as fast as possible), 'realtime', or N (N x faster)")
-    replay.add_argument("--wait-for-kafka", type=_seconds, default=300.0, metavar="SECONDS",
+    replay.add_argument("--wait-for-kafka", type=positive_float, default=300.0, metavar="SECONDS",
                         help="how long a broker outage is waited out (batches are sent "
                              "again) before the replay gives up (default 300)")
     replay.add_argument("--mapping", type=Path, help="column mapping file for a foreign file")
@@ -193,17 +194,6 @@ def replay(args: argparse.Namespace, settings: Settings) -> int:
     if summary.failed:
         return 1
     return EXIT_ROWS_REJECTED if rejected else 0
-
-
-def _seconds(text: str) -> float:
-    """A CLI number of seconds (> 0), or an error naming the value."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a number of seconds") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be greater than 0")
-    return value
 
 
 def parse_speed(text: str) -> float | None:

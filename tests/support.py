@@ -7,6 +7,7 @@ import os
 import secrets
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -142,18 +143,41 @@ def replay_into(settings: Settings, simulation: Simulation) -> tuple[ReplaySumma
     return summary, events.height
 
 
-def drift_events(settings: Settings) -> list[dict[str, Any]]:
-    """Every event on the settings' ``drift-events`` topic so far."""
+def read_topic(settings: Settings, topic: str) -> list[dict[str, Any]]:
+    """Every JSON record on ``topic`` so far (until none came for 5 s)."""
     from kafka import KafkaConsumer
 
-    consumer = KafkaConsumer(settings.topics.name("drift_events"),
-                             bootstrap_servers=settings.kafka.bootstrap_servers,
+    consumer = KafkaConsumer(topic, bootstrap_servers=settings.kafka.bootstrap_servers,
                              auto_offset_reset="earliest", group_id=None,
                              consumer_timeout_ms=5_000)
     try:
         return [json.loads(message.value) for message in consumer]
     finally:
         consumer.close()
+
+
+def drift_events(settings: Settings) -> list[dict[str, Any]]:
+    """Every event on the settings' ``drift-events`` topic so far."""
+    return read_topic(settings, settings.topics.name("drift_events"))
+
+
+def replay_paced(settings: Settings, simulation: Simulation, seconds: float
+                 ) -> threading.Thread:
+    """Every event of ``simulation`` into Kafka in event-time order, in about ``seconds``,
+    from a background thread (started)."""
+    from producers.replay import Replayer, encode_events
+    from stream.topics import ensure_topics
+
+    ensure_topics(settings)
+    events = encode_events(simulation.transactions, simulation.labels)
+    times = simulation.transactions["event_time"]
+    span = float(times.max() - times.min())  # type: ignore[operator]
+    replayer = Replayer(settings.kafka.bootstrap_servers,
+                        (settings.topics.name("transactions"), settings.topics.name("labels")),
+                        speed=span / seconds)
+    thread = threading.Thread(target=replayer.run, args=(events,), daemon=True)
+    thread.start()
+    return thread
 
 
 def scored_ids(settings: Settings, want: int, timeout_ms: int = 10_000) -> set[str]:
@@ -260,3 +284,22 @@ def assert_every_label_learned_once(settings: Settings, simulation: Simulation) 
     assert champion == labels.height  # none lost, none counted twice
     assert marked == labels.height
     assert journal < settings.model.snapshot_every_labels
+
+
+def labels_learned(settings: Settings) -> int:
+    """How many labels the champion's snapshot has learned (0 before there is one)."""
+    import asyncio
+
+    from stream.wiring import build_registry, build_store
+
+    async def read() -> int:
+        store = build_store(settings)
+        try:
+            meta, _ = await build_registry(settings, store).load()
+            return meta.labels_learned
+        except Exception:
+            return 0
+        finally:
+            await store.close()
+
+    return asyncio.run(read())

@@ -9,10 +9,8 @@ ordered offline replay's: nothing lost, nothing counted twice, every label learn
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -22,13 +20,10 @@ import httpx
 import pytest
 
 from producers.generator import Simulation
-from producers.replay import Replayer, encode_events
 from producers.scenario import load_scenario, run_scenario
 from stream.services.process import ManagedProcess
 from stream.services.servers import RedisServer
 from stream.settings import ServicesSettings, Settings
-from stream.topics import ensure_topics
-from stream.wiring import build_registry, build_store
 from tests.support import (
     Processes,
     RealServers,
@@ -37,7 +32,9 @@ from tests.support import (
     assert_state_like_the_offline_replay,
     free_port,
     isolated_settings,
+    labels_learned,
     read_metric,
+    replay_paced,
     wait_for,
 )
 
@@ -85,33 +82,6 @@ def _private_redis(folder: Path) -> tuple[RedisServer, ManagedProcess]:
     return server, process
 
 
-def _replay(settings: Settings, simulation: Simulation) -> threading.Thread:
-    ensure_topics(settings)
-    events = encode_events(simulation.transactions, simulation.labels)
-    times = simulation.transactions["event_time"]
-    span = float(times.max() - times.min())  # type: ignore[operator]
-    replayer = Replayer(settings.kafka.bootstrap_servers,
-                        (settings.topics.name("transactions"), settings.topics.name("labels")),
-                        speed=span / REPLAY_SECONDS)
-    thread = threading.Thread(target=replayer.run, args=(events,), daemon=True)
-    thread.start()
-    return thread
-
-
-def _learned(settings: Settings) -> int:
-    async def read() -> int:
-        store = build_store(settings)
-        try:
-            meta, _ = await build_registry(settings, store).load()
-            return meta.labels_learned
-        except Exception:
-            return 0
-        finally:
-            await store.close()
-
-    return asyncio.run(read())
-
-
 @pytest.fixture(scope="module")
 def faults(real_servers: RealServers, tmp_path_factory: pytest.TempPathFactory
            ) -> Iterator[Outcome]:
@@ -131,9 +101,9 @@ def faults(real_servers: RealServers, tmp_path_factory: pytest.TempPathFactory
         body = {"schema_version": 1, "txn_id": "probe", "card_id": first["card_id"],
                 "terminal_id": first["terminal_id"], "amount": 12.5,
                 "event_time": "2026-01-01T00:00:00Z"}
-        replay = _replay(settings, simulation)
+        replay = replay_paced(settings, simulation, REPLAY_SECONDS)
         labels = simulation.labels.height
-        wait_for(lambda: _learned(settings) >= 0.25 * labels, 180, "a quarter of the labels")
+        wait_for(lambda: labels_learned(settings) >= 0.25 * labels, 180, "a quarter of the labels")
 
         pid = redis_process.pid()
         assert pid is not None
@@ -149,7 +119,7 @@ def faults(real_servers: RealServers, tmp_path_factory: pytest.TempPathFactory
                  "the API scoring again")
         recovered_after = time.monotonic() - back
 
-        wait_for(lambda: _learned(settings) >= 0.6 * labels, 180, "60% of the labels")
+        wait_for(lambda: labels_learned(settings) >= 0.6 * labels, 180, "60% of the labels")
         pid = redis_process.pid()
         assert pid is not None
         os.kill(pid, signal.SIGSTOP)
@@ -160,7 +130,7 @@ def faults(real_servers: RealServers, tmp_path_factory: pytest.TempPathFactory
             os.kill(pid, signal.SIGCONT)
 
         replay.join(120)
-        wait_for(lambda: _learned(settings) >= labels, 240, "every label learned")
+        wait_for(lambda: labels_learned(settings) >= labels, 240, "every label learned")
         time.sleep(1.0)
         alive = {"worker": worker.poll() is None, "api": api.poll() is None}
         yield Outcome(settings, simulation, killed, paused, recovered_after, alive,

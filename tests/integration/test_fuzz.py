@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaProducer
 
 from stream.settings import Settings
 from stream.topics import ensure_topics
@@ -33,6 +33,7 @@ from tests.support import (
     RealServers,
     isolated_settings,
     read_metric,
+    read_topic,
     scored_ids,
     wait_for,
 )
@@ -232,7 +233,7 @@ def fuzzed(real_servers: RealServers, tmp_path_factory: pytest.TempPathFactory
         wait_for(lambda: dead_letters() >= bad, 180, f"{bad} dead letters counted")
         good = {t for t, r in corpus.good.items()}
         assert scored_ids(settings, len(good), timeout_ms=30_000) >= good
-        letters = _read_all(settings, settings.topics.name("dead_letters"))
+        letters = read_topic(settings, settings.topics.name("dead_letters"))
         counted = dead_letters()
         print(f"fuzz: {len(corpus.records)} records ({len(corpus.good)} good transactions, "
               f"{bad} bad); {len(letters)} dead letters on the topic, {counted:.0f} counted")
@@ -240,16 +241,6 @@ def fuzzed(real_servers: RealServers, tmp_path_factory: pytest.TempPathFactory
                       processes.log("worker"))
     finally:
         processes.stop_all()
-
-
-def _read_all(settings: Settings, topic: str) -> list[dict[str, Any]]:
-    consumer = KafkaConsumer(topic, bootstrap_servers=settings.kafka.bootstrap_servers,
-                             auto_offset_reset="earliest", group_id=None,
-                             consumer_timeout_ms=5_000)
-    try:
-        return [json.loads(message.value) for message in consumer]
-    finally:
-        consumer.close()
 
 
 def test_the_worker_neither_crashed_nor_stalled(fuzzed: Outcome) -> None:

@@ -8,12 +8,10 @@ state equal to it, and every label learned by the champion exactly once.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,11 +22,9 @@ import redis
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from producers.generator import Simulation
-from producers.replay import Replayer, encode_events
 from producers.scenario import load_scenario, moved, run_scenario
 from stream.settings import DriftSettings, Settings
 from stream.topics import ensure_topics
-from stream.wiring import build_registry, build_store
 from tests.support import (
     Processes,
     RealServers,
@@ -38,8 +34,10 @@ from tests.support import (
     drift_events,
     free_port,
     isolated_settings,
+    labels_learned,
     read_metric,
     replay_into,
+    replay_paced,
     wait_for,
 )
 
@@ -91,35 +89,6 @@ def _settings(real_servers: RealServers) -> Settings:
     return base.model_copy(update={"kafka": base.kafka.model_copy(update={"partitions": 4})})
 
 
-def _replay_paced(settings: Settings, simulation: Simulation) -> threading.Thread:
-    """Every event into Kafka in event-time order, in about ``REPLAY_SECONDS``."""
-    ensure_topics(settings)
-    events = encode_events(simulation.transactions, simulation.labels)
-    times = simulation.transactions["event_time"]
-    span = float(times.max() - times.min())  # type: ignore[operator]
-    replayer = Replayer(settings.kafka.bootstrap_servers,
-                        (settings.topics.name("transactions"), settings.topics.name("labels")),
-                        speed=span / REPLAY_SECONDS)
-    thread = threading.Thread(target=replayer.run, args=(events,), daemon=True)
-    thread.start()
-    return thread
-
-
-async def _learned(settings: Settings) -> int:
-    store = build_store(settings)
-    try:
-        meta, _ = await build_registry(settings, store).load()
-        return meta.labels_learned
-    except Exception:
-        return 0
-    finally:
-        await store.close()
-
-
-def learned(settings: Settings) -> int:
-    return asyncio.run(_learned(settings))
-
-
 #: One hostile record per input topic: it must be dead-lettered, naming the field.
 HOSTILE = {"transactions": b'{"schema_version": 1, "txn_id": "h1", "card_id": "c1", '
                            b'"terminal_id": "p1", "amount": -5, "event_time": "yesterday"}',
@@ -159,10 +128,10 @@ def killed(real_servers: RealServers, tmp_path_factory: pytest.TempPathFactory
             cluster.start(name, "score")
         wait_for(lambda: cluster.lease_pid("learn"), 60, "a learner to take the lease")
         _send_hostile(settings)
-        replay = _replay_paced(settings, simulation)
+        replay = replay_paced(settings, simulation, REPLAY_SECONDS)
         for share, victim in [(0.15, "learn"), (0.3, "scorer-1"), (0.45, "learn"),
                               (0.6, "scorer-2")]:
-            wait_for(lambda s=share: learned(settings) >= s * labels, 180,  # type: ignore[misc]
+            wait_for(lambda s=share: labels_learned(settings) >= s * labels, 180,  # type: ignore[misc]
                      f"{share:.0%} of the labels learned")
             if victim != "learn":
                 cluster.kill(victim)
@@ -176,7 +145,7 @@ def killed(real_servers: RealServers, tmp_path_factory: pytest.TempPathFactory
             print(f"learner takeover: the lease changed hands "
                   f"{time.monotonic() - killed_at:.1f}s after the kill -9")
         replay.join(120)
-        wait_for(lambda: learned(settings) >= labels, 240, "every label learned")
+        wait_for(lambda: labels_learned(settings) >= labels, 240, "every label learned")
         time.sleep(2 * settings.model.snapshot_every_seconds)  # a repeat would show by now
         yield Outcome(simulation, cluster,
                       {name: cluster.processes.log(name) for name in cluster.processes.children})
@@ -264,8 +233,8 @@ def test_a_paused_learner_is_fenced_when_it_wakes_and_steps_down(
             cluster.start(name, "learn")
         cluster.start("scorer-1", "score")
         wait_for(lambda: cluster.lease_pid("learn"), 60, "a learner to take the lease")
-        replay = _replay_paced(settings, simulation)
-        wait_for(lambda: learned(settings) >= 0.25 * labels, 180, "a quarter learned")
+        replay = replay_paced(settings, simulation, REPLAY_SECONDS)
+        wait_for(lambda: labels_learned(settings) >= 0.25 * labels, 180, "a quarter learned")
         pid = cluster.lease_pid("learn")
         assert pid is not None
         paused = cluster.name_of(pid)
@@ -274,9 +243,9 @@ def test_a_paused_learner_is_fenced_when_it_wakes_and_steps_down(
                  "the standby to take over")
         os.kill(pid, signal.SIGCONT)
         replay.join(120)
-        wait_for(lambda: learned(settings) >= labels, 240, "every label learned")
+        wait_for(lambda: labels_learned(settings) >= labels, 240, "every label learned")
         time.sleep(2 * settings.model.snapshot_every_seconds)
-        assert learned(settings) == labels
+        assert labels_learned(settings) == labels
         wait_for(lambda: "stepping down" in cluster.processes.log(paused), 30,
                  "the paused learner to step down")
         assert cluster.processes.children[paused].poll() is None  # stood by, did not crash
