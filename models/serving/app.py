@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -224,6 +225,24 @@ def create_app(
             raise RequestValidationError([{"loc": ("body", key), "msg": "given more than once",
                                            "type": "duplicate_key"} for key in repeated])
 
+    async def single_keys_nested(request: Request) -> None:
+        """:func:`single_keys` for a body of nested objects (a batch): each object's keys
+        are checked as the JSON is parsed."""
+        repeated: list[str] = []
+
+        def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+            keys = [key for key, _ in items]
+            repeated.extend(sorted({key for key in keys if keys.count(key) > 1}))
+            return dict(items)
+
+        try:
+            json.loads(await request.body(), object_pairs_hook=pairs)
+        except ValueError:
+            return  # not JSON: the body's own validation says so
+        if repeated:
+            raise RequestValidationError([{"loc": ("body", key), "msg": "given more than once",
+                                           "type": "duplicate_key"} for key in repeated])
+
     def answer(record: ScoredRecord, features: bool) -> ScoreResponse:
         return ScoreResponse(txn_id=record.txn_id, score=record.score,
                              model_version=record.model_version,
@@ -242,7 +261,7 @@ def create_app(
         return answer(await score_readonly(store, holder, body.to_event()), features)
 
     @app.post("/v1/score/batch", response_model=ScoreBatchResponse,
-              response_model_exclude_none=True)
+              response_model_exclude_none=True, dependencies=[Depends(single_keys_nested)])
     async def score_batch(
         body: ScoreBatch, holder: HolderDep, refresher: RefresherDep, features: bool = False,
     ) -> ScoreBatchResponse:

@@ -101,6 +101,12 @@ def test_a_batch_scores_each_transaction_as_one_by_one_and_features_are_opt_in(
         assert len({r["score"] for r in one_by_one}) > 1  # not one constant answer
         plain = client.post("/v1/score", json=probes[0]).json()
         assert "features" not in plain and plain["score"] == one_by_one[0]["score"]
+        twice = json.dumps({"transactions": probes[:2]})
+        twice = twice.replace('"amount"', '"card_id": "zz", "amount"', 1)
+        refused = client.post("/v1/score/batch", content=twice,
+                              headers={"content-type": "application/json"})
+        assert refused.status_code == 422
+        assert refused.json()["detail"][0]["loc"] == ["body", "card_id"]
         too_many = client.post("/v1/score/batch", json={"transactions": probes + probes[:1]})
         assert too_many.status_code == 422
         assert "api.batch_max" in too_many.json()["detail"][0]["msg"]
