@@ -17,13 +17,15 @@ async def follow(registry: ModelRegistry, holder: ModelHolder) -> SnapshotMeta |
     Returns the loaded snapshot's metadata, None if nothing changed. Raises
     :class:`~models.errors.NoModelError` while nothing is published. A champion
     whose signature fails is refused: logged once, added to ``holder.refused``
-    (which the metrics count) and never tried again; the holder keeps its model.
+    (which the metrics count) and not tried again while it is champion; the holder keeps
+    its model.
     """
     champion = await registry.champion_version()
     current = holder.current
-    if champion is None or (current is not None and current.version == champion):
+    if champion is None or champion in holder.refused:
         return None
-    if champion in holder.refused:
+    holder.refused.clear()  # the refused ones are champion no more (the metric drops)
+    if current is not None and current.version == champion:
         return None
     try:
         meta, model = await registry.load(champion)

@@ -88,7 +88,7 @@ class Learner:
     _stale: bool = False
     #: A champion version whose signature failed: the next snapshot is published over it.
     refused_champion: int | None = None
-    #: Every version refused so far (for the metrics).
+    #: Refused versions that are still champion (for the metrics).
     refused: set[int] = field(default_factory=set)
 
     @classmethod
@@ -240,6 +240,8 @@ class Learner:
             self.refused.add(champion)
             log.error("refusing the champion: %s; the next snapshot replaces it", exc)
             return False
+        self.refused_champion = None  # a sound champion again (an operator's doing)
+        self.refused.clear()
         journal = await self.registry.journal()
         for entry in journal:
             learn(self.model, entry.features, entry.is_fraud)
@@ -273,12 +275,15 @@ class Learner:
             datetime.now(tz=UTC).isoformat(), "its snapshot's signature does not match")
         self.meta = await self.registry.publish(self.model, meta, audit=audit, over=refused)
         self.refused_champion = None
+        self.refused.clear()  # replaced: nothing refused is champion any more
         self.unpublished = 0
         return ServingModel(self.meta.version, copy.deepcopy(self.model))
 
     async def publish_if_changed(self) -> ServingModel | None:
-        """Publish only when something was learned since the last snapshot."""
-        return await self.publish() if self.unpublished else None
+        """Publish only when something was learned since the last snapshot, or when the
+        champion was refused (it is replaced at once)."""
+        changed = self.unpublished or self.refused_champion is not None
+        return await self.publish() if changed else None
 
 
 def _finite(report: dict[str, float]) -> dict[str, float]:

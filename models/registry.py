@@ -324,6 +324,7 @@ class ModelRegistry:
         champion, audit = f"{self._base}:champion", f"{self._base}:audit"
         async with self.client.pipeline(transaction=True) as pipe:
             while True:
+                sent = None
                 try:
                     await pipe.watch(champion, f"{self._base}:latest", audit)
                     raw = await pipe.get(champion)
@@ -332,13 +333,22 @@ class ModelRegistry:
                     current = None if raw is None else int(raw)
                     entry = AuditEntry(action, current, await choose(current, pipe), who, at,
                                        why)
+                    sent = json.dumps(asdict(entry), separators=(",", ":"))
                     pipe.multi()
                     pipe.set(champion, entry.to_version)
-                    pipe.rpush(audit, json.dumps(asdict(entry), separators=(",", ":")))
+                    pipe.rpush(audit, sent)
                     await pipe.execute()
                     return entry
                 except WatchError:
+                    # redis-py reports a connection lost at EXEC as WatchError too: if the
+                    # change was applied, its entry ends the audit (a retry would redo it)
+                    if sent is not None and await self._audit_ends_with(sent):
+                        return entry
                     continue
+
+    async def _audit_ends_with(self, sent: str) -> bool:
+        last: Any = await self.client.lindex(f"{self._base}:audit", -1)
+        return last is not None and (last if isinstance(last, str) else last.decode()) == sent
 
     async def audit_length(self) -> int:
         """How many operator changes the audit log holds (cheap to poll)."""

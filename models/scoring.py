@@ -42,7 +42,7 @@ class ModelHolder:
 
     def __init__(self) -> None:
         self.current: ServingModel | None = None
-        #: Champion versions whose signature failed: never loaded, never tried again.
+        #: Champion versions whose signature failed, while champion: never loaded.
         self.refused: set[int] = set()
 
     def swap(self, serving: ServingModel) -> None:

@@ -272,19 +272,14 @@ class _BatchSender:
             await self._settle(self.in_flight.popleft())
 
     async def _retrying(self, call: Callable[[], Awaitable[Any]], where: str) -> Any:
-        """``call()`` until Kafka takes it, through an outage of up to ``retry_seconds``."""
+        """``call()`` until the producer takes it, through an outage of up to
+        ``retry_seconds`` (counted from the outage's start until a delivery is confirmed)."""
         while True:
             try:
-                result = await call()
+                return await call()
             except KafkaError as exc:
                 self._waiting(where, exc)
                 await asyncio.sleep(1.0)
-                continue
-            if self._outage_since is not None:
-                log.warning("Kafka takes records again after %.1f s",
-                            time.monotonic() - self._outage_since)
-                self._outage_since = None
-            return result
 
     def _waiting(self, where: str, exc: BaseException) -> None:
         now = time.monotonic()
@@ -303,6 +298,11 @@ class _BatchSender:
                 assert batch.future is not None
                 await batch.future
                 self.summary.sent += len(batch.records)
+                if self._outage_since is not None:  # (only a delivery ends an outage: a
+                    # batch is queued at once even while no broker answers)
+                    log.warning("Kafka confirms records again after %.1f s",
+                                time.monotonic() - self._outage_since)
+                    self._outage_since = None
                 return
             except KafkaError as exc:
                 where = f"{self.topics[batch.kind]}[{batch.partition}]"

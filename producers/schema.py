@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from datetime import UTC, datetime
 from typing import Annotated, Literal, TypeVar
 
@@ -237,13 +238,20 @@ def repeated_keys(raw: bytes | str) -> list[str]:
     ['a']
     >>> repeated_keys('{"a": 1, "b": 2}')
     []
+    >>> repeated_keys(b'{"\\\\q": 1, "\\xff": 2}')  # broken escapes or bytes: no error
+    []
     """
     data = raw.encode() if isinstance(raw, str) else raw
-    keys = [json.loads(b'"' + key + b'"') if b"\\" in key else key.decode()
-            for key in _KEY.findall(data)]
-    if len(keys) == len(set(keys)):
-        return []
-    return sorted({key for key in keys if keys.count(key) > 1})
+    keys = Counter(_key(key) for key in _KEY.findall(data))
+    return sorted(key for key, count in keys.items() if count > 1)
+
+
+def _key(raw: bytes) -> str:
+    """A JSON key's text (its escapes resolved); never raises (a broken one stays raw)."""
+    try:
+        return str(json.loads(b'"' + raw + b'"')) if b"\\" in raw else raw.decode()
+    except ValueError:  # (UnicodeDecodeError is one)
+        return raw.decode("utf-8", "replace")
 
 
 def validation_errors(exc: ValidationError) -> list[tuple[str, str]]:

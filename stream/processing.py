@@ -118,6 +118,7 @@ class Pipeline:
             return learner
         if self.scorer is not None and self.holder.current is None:
             await self.scorer.follow()
+            await self.scorer.resume_stream_time()  # (the future-time bound starts from it)
         return None
 
     # -- records in

@@ -106,7 +106,9 @@ def dead_letter(record: RawRecord, topic: str, reason: str, detail: str,
         "detail": detail if len(detail) <= DETAIL_MAX else detail[:DETAIL_MAX] + "...",
     }
     key_bytes = None if record.key is None else record.key[:1024]
-    return Emit(topic, key_bytes, json.dumps(payload, separators=(",", ":")).encode())
+    # UTF-8 as is (ensure_ascii would make a non-ASCII character up to 12 bytes)
+    return Emit(topic, key_bytes,
+                json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode())
 
 
 class Rejects:

@@ -188,8 +188,9 @@ class WorkerSettings(_Section):
 
     app_id: str = "fraudstream-worker"
     #: A dead letter keeps at most this much of the record's value (then its length and
-    #: SHA-256): far under Kafka's 1 MB request limit even as base64.
-    dead_letter_value_max_bytes: int = Field(64 * 1024, ge=256, le=512 * 1024)
+    #: SHA-256): under Kafka's 1 MB request limit even when JSON escapes every byte of
+    #: it (a control character takes 6).
+    dead_letter_value_max_bytes: int = Field(64 * 1024, ge=256, le=128 * 1024)
     #: Transactions are scored in batches of up to this many ...
     batch_max: int = Field(500, ge=1, le=10_000)
     #: ... collected for at most this long.

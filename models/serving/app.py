@@ -18,6 +18,7 @@ import contextlib
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -231,8 +232,8 @@ def create_app(
         repeated: list[str] = []
 
         def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
-            keys = [key for key, _ in items]
-            repeated.extend(sorted({key for key in keys if keys.count(key) > 1}))
+            counts = Counter(key for key, _ in items)
+            repeated.extend(sorted(key for key, n in counts.items() if n > 1))
             return dict(items)
 
         try:

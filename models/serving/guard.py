@@ -61,15 +61,24 @@ class Guard:
             return
         started = time.perf_counter()
         status = 0
+        #: Set when the body passed the limit while the app read it: FastAPI turns that
+        #: into its own 400 ("error parsing the body"), answered as the 413 it is instead.
+        too_large: list[bool] = []
 
         async def counted(message: Message) -> None:
             nonlocal status
+            if too_large and message["type"].startswith("http.response"):
+                if status or message["type"] != "http.response.start":
+                    return  # the app's own answer to the broken read: dropped
+                status = 413
+                await answer(send, 413, self._too_large())
+                return
             if message["type"] == "http.response.start":
                 status = message["status"]
             await send(message)
 
         try:
-            await self._admit(scope, receive, counted)
+            await self._admit(scope, self._limited(receive, too_large), counted)
         except BodyTooLarge:
             if not status:
                 await answer(counted, 413, self._too_large())
@@ -96,11 +105,11 @@ class Guard:
             return
         self.in_flight += 1
         try:
-            await self.app(scope, self._limited(receive), send)
+            await self.app(scope, receive, send)
         finally:
             self.in_flight -= 1
 
-    def _limited(self, receive: Any) -> Any:
+    def _limited(self, receive: Any, too_large: list[bool]) -> Any:
         seen = 0
 
         async def limited() -> Message:
@@ -109,6 +118,7 @@ class Guard:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_body_bytes:
+                    too_large.append(True)
                     raise BodyTooLarge
             return message
 

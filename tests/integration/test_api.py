@@ -138,6 +138,16 @@ def test_a_big_body_is_refused_and_errors_do_not_echo_the_input(api: Any) -> Non
     huge = client.post("/v1/score", content=b"x" * 200_000,
                        headers={"content-type": "application/json"})
     assert huge.status_code == 413 and huge.json()["reason"] == "too_large"
+    def chunks() -> Iterator[bytes]:  # no Content-Length: cut off as it passes the limit
+        for _ in range(100):
+            yield b"z" * 1000
+
+    streamed = client.post("/v1/score", content=chunks(),
+                           headers={"content-type": "application/json"})
+    assert streamed.status_code == 413 and streamed.json()["reason"] == "too_large"
+    text = client.post("/v1/score", content=b'{"\\q": 1, "\xff": 2}',
+                       headers={"content-type": "text/plain"})
+    assert text.status_code == 422  # (the repeated-key check once raised a 500 here)
     long_id = {**BODY, "txn_id": "y" * 3000}  # under the limit, invalid: the 422 stays small
     response = client.post("/v1/score", json=long_id)
     assert response.status_code == 422 and len(response.content) < 1000
