@@ -7,6 +7,7 @@ import asyncio
 import json
 import secrets
 import time
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -235,6 +236,41 @@ async def test_over_the_in_flight_limit_the_guard_answers_503_at_once() -> None:
     assert registry.get_sample_value("fraudstream_api_shed_total") == 1
     assert registry.get_sample_value("fraudstream_api_requests_total",
                                      {"route": "unmatched", "status": "503"}) == 1
+
+
+async def test_the_real_api_past_its_in_flight_limit_sheds_with_503_never_500(
+    real_servers: RealServers,
+) -> None:
+    """200 concurrent scores on the real API and Redis, 4 allowed in flight: the excess is
+    503 with Retry-After, the rest 200, no 500, and every answer counted."""
+    prefix = f"fs-{secrets.token_hex(4)}"
+    store = RedisFeatureStore.from_url(real_servers.redis_url, prefix)
+    registry = ModelRegistry(store.client, prefix, KEY)
+    await registry.publish(build_model("logistic_regression"),
+                           SnapshotMeta(0, None, "logistic_regression", 2, 0, None))
+    metrics = CollectorRegistry()
+    app = create_app(store, registry, metrics, max_in_flight=4, retry_after_seconds=2)
+    bodies = [TransactionRecord.from_event(Transaction(f"s{i}", f"c{i % 50}", "p", 5.0,
+                                                       1e5 + i)).model_dump(mode="json")
+              for i in range(200)]
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url="http://api") as client:
+            answers = await asyncio.gather(*(client.post("/v1/score", json=b)
+                                             for b in bodies))
+    finally:
+        await store.close()
+    statuses = Counter(a.status_code for a in answers)
+    print("past the in-flight limit:", dict(statuses))
+    assert set(statuses) == {200, 503} and statuses[200] >= 4, statuses
+    shed = [a for a in answers if a.status_code == 503]
+    assert all(a.headers["retry-after"] == "2" and a.json()["reason"] == "overloaded"
+               for a in shed)
+    counted = {status: metrics.get_sample_value(
+        "fraudstream_api_requests_total", {"route": route, "status": status})
+        for route, status in (("/v1/score", "200"), ("unmatched", "503"))}
+    assert counted == {"200": statuses[200], "503": statuses[503]}
+    assert metrics.get_sample_value("fraudstream_api_shed_total") == statuses[503]
 
 
 async def test_a_bug_in_a_handler_is_a_counted_500_not_a_reset() -> None:
