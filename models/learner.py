@@ -88,8 +88,6 @@ class Learner:
     _stale: bool = False
     #: A champion version whose signature failed: the next snapshot is published over it.
     refused_champion: int | None = None
-    #: Refused versions that are still champion (for the metrics).
-    refused: set[int] = field(default_factory=set)
 
     @classmethod
     async def start(
@@ -114,7 +112,7 @@ class Learner:
             meta, model = await registry.load(sound[-1])
         learner = cls(model, meta, registry, store, snapshot_every_labels,
                       quality=quality or Prequential(), shadow_name=shadow_name,
-                      refused_champion=refused, refused=set() if refused is None else {refused})
+                      refused_champion=refused)
         for entry in await registry.journal():
             learn(learner.model, entry.features, entry.is_fraud)
             learner.unpublished += 1
@@ -237,11 +235,9 @@ class Learner:
             self.meta, self.model = await self.registry.load(champion)
         except SnapshotIntegrityError as exc:  # forged: keep learning, publish over it
             self.refused_champion = champion
-            self.refused.add(champion)
             log.error("refusing the champion: %s; the next snapshot replaces it", exc)
             return False
         self.refused_champion = None  # a sound champion again (an operator's doing)
-        self.refused.clear()
         journal = await self.registry.journal()
         for entry in journal:
             learn(self.model, entry.features, entry.is_fraud)
@@ -274,8 +270,7 @@ class Learner:
             "replace refused champion", refused, 0, "learner",
             datetime.now(tz=UTC).isoformat(), "its snapshot's signature does not match")
         self.meta = await self.registry.publish(self.model, meta, audit=audit, over=refused)
-        self.refused_champion = None
-        self.refused.clear()  # replaced: nothing refused is champion any more
+        self.refused_champion = None  # replaced: nothing refused is champion any more
         self.unpublished = 0
         return ServingModel(self.meta.version, copy.deepcopy(self.model))
 

@@ -258,9 +258,7 @@ class _BatchSender:
 
     async def _send(self, batch: _Batch, builder: Any = None) -> None:
         if builder is None:  # sent again: a new builder with the same records
-            builder = self.producer.create_batch()
-            for key, value in batch.records:
-                builder.append(key=key, value=value, timestamp=None)
+            builder = self._built(batch.records)
         builder.close()
         topic = self.topics[batch.kind]
         batch.future = await self._retrying(
@@ -270,6 +268,13 @@ class _BatchSender:
         while self.in_flight and self.in_flight[0].future is not None \
                 and self.in_flight[0].future.done():
             await self._settle(self.in_flight.popleft())
+
+    def _built(self, records: list[tuple[bytes, bytes]]) -> Any:
+        """A new record batch holding ``records`` (to send them again)."""
+        builder = self.producer.create_batch()
+        for key, value in records:
+            builder.append(key=key, value=value, timestamp=None)
+        return builder
 
     async def _retrying(self, call: Callable[[], Awaitable[Any]], where: str) -> Any:
         """``call()`` until the producer takes it, through an outage of up to
@@ -316,9 +321,7 @@ class _BatchSender:
                             f"{where}: {len(batch.records)} records: {failed}")
                     return
                 await asyncio.sleep(1.0)
-                builder = self.producer.create_batch()
-                for key, value in batch.records:
-                    builder.append(key=key, value=value, timestamp=None)
+                builder = self._built(batch.records)
                 builder.close()
                 batch.future = await self._retrying(partial(
                     self.producer.send_batch, builder, self.topics[batch.kind],

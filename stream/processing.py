@@ -79,7 +79,8 @@ class Pipeline:
                                 following=not learns) if "score" in roles else None
         self.holder = self.scorer.holder if self.scorer is not None else ModelHolder()
         metrics.models_refused.set_function(lambda: len(self.holder.refused | (
-            self.learn.learner.refused if self.learn and self.learn.learner else set())))
+            {self.learn.learner.refused_champion} - {None}
+            if self.learn and self.learn.learner else set())))
         #: Scored vectors and learned labels go through Kafka to a monitor elsewhere.
         self._monitor_elsewhere = settings.drift.enabled and "monitor" not in roles
         self.watch = None if monitor is None or "monitor" not in roles else MonitorRole(

@@ -38,7 +38,7 @@ from models.scoring import ModelHolder, score_readonly, score_readonly_many
 from models.serving.admin import admin_router
 from models.serving.guard import Guard
 from monitoring.metrics import ApiMetrics
-from producers.schema import TransactionRecord, repeated_keys
+from producers.schema import TransactionRecord
 
 log = logging.getLogger(__name__)
 
@@ -220,15 +220,8 @@ def create_app(
         return JSONResponse(status_code=422, content={"detail": errors})
 
     async def single_keys(request: Request) -> None:
-        """A key given twice is refused (JSON parsers keep the last one silently)."""
-        repeated = repeated_keys(await request.body())
-        if repeated:
-            raise RequestValidationError([{"loc": ("body", key), "msg": "given more than once",
-                                           "type": "duplicate_key"} for key in repeated])
-
-    async def single_keys_nested(request: Request) -> None:
-        """:func:`single_keys` for a body of nested objects (a batch): each object's keys
-        are checked as the JSON is parsed."""
+        """A key given twice, in any object of the body, is refused (JSON parsers keep
+        the last one silently): each object's keys are checked as the JSON is parsed."""
         repeated: list[str] = []
 
         def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -262,7 +255,7 @@ def create_app(
         return answer(await score_readonly(store, holder, body.to_event()), features)
 
     @app.post("/v1/score/batch", response_model=ScoreBatchResponse,
-              response_model_exclude_none=True, dependencies=[Depends(single_keys_nested)])
+              response_model_exclude_none=True, dependencies=[Depends(single_keys)])
     async def score_batch(
         body: ScoreBatch, holder: HolderDep, refresher: RefresherDep, features: bool = False,
     ) -> ScoreBatchResponse:
