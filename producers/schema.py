@@ -216,10 +216,30 @@ def _decode(schema: type[R], raw: bytes | str) -> R:
         record = schema.model_validate_json(raw)
     except ValidationError as exc:
         raise RecordError(validation_errors(exc)) from None
-    repeated = repeated_keys(raw)
+    repeated = [] if _keys_plainly_unique(raw, len(record.model_fields_set)) \
+        else repeated_keys(raw)
     if repeated:
         raise RecordError([(key, "given more than once") for key in repeated])
     return record
+
+
+#: What may stand between a key's closing quote and its colon.
+_QUOTE_SPACE = (b'" ', b'"\t', b'"\n', b'"\r')
+
+
+def _keys_plainly_unique(raw: bytes | str, fields: int) -> bool:
+    """Whether a valid record's keys are surely all different, cheaply: with every key's
+    quote right before its colon, each key is one ``":`` (a string may add more); as many
+    as the distinct fields given means none came twice. False: look closer
+    (:func:`repeated_keys`).
+
+    >>> _keys_plainly_unique(b'{"a":1,"b":"x"}', 2)
+    True
+    >>> _keys_plainly_unique(b'{"a":1,"b":2,"a":3}', 2), _keys_plainly_unique(b'{"a" :1}', 1)
+    (False, False)
+    """
+    data = raw.encode() if isinstance(raw, str) else raw
+    return data.count(b'":') == fields and not any(q in data for q in _QUOTE_SPACE)
 
 
 #: A key of a flat JSON object: a string followed by a colon.

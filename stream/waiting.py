@@ -200,6 +200,15 @@ class WaitingLabels:
         if not items:
             return
         await self.client.hdel(self.key, *(item.field for item in items))
+        self.drop(items)
+
+    def restore(self, items: Sequence[Waiting]) -> None:
+        """Index ``items`` again (dropped here, still in the hash): tried again as due."""
+        for item in items:
+            self._index(item)
+
+    def drop(self, items: Sequence[Waiting]) -> None:
+        """Forget ``items`` here only (the hash keeps them until :meth:`forget_many`)."""
         for item in items:
             self._items.pop(item.field, None)
             fields = self._by_txn.get(item.label.txn_id)

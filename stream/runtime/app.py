@@ -1,25 +1,30 @@
-"""The Faust app of a worker's roles: agents and timers, each a thin shell over
-:class:`Pipeline`.
+"""The Faust app of a worker's roles: consumers, timers and tasks, each a thin shell
+over :class:`Pipeline`.
 
-The score role's agent reads ``transactions``, the learn role's ``labels``;
-a monitor without the score (learn) role in its process reads ``scored``
-(``learned``). Built by :func:`create_app`; nothing is created at import.
+The score role reads ``transactions``, the learn role ``labels``; a monitor
+without the score (learn) role in its process reads ``scored``
+(``learned``). Each is a :class:`~stream.runtime.consumer.BatchConsumer` of
+its own in the process's consumer group: Faust runs the timers and tasks
+and the producer, and no consumer of its own (its per-record stream cost
+most of a drain: docs/performance.md). Built by :func:`create_app`; nothing
+is created at import.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import faust
 from aiokafka.structs import TopicPartition
+from mode import Service
 
 from models.errors import FencedError
 from stream.processing import Pipeline
 from stream.records import Emit, RawRecord
-from stream.runtime.gaps import Gaps
+from stream.runtime.consumer import BatchConsumer
 from stream.runtime.loop import watch_loop
 from stream.runtime.roles import group_id
 from stream.settings import Settings
@@ -40,51 +45,59 @@ def _never_fenced(why: str) -> None:
     raise RuntimeError(why)
 
 
+class _Consumers(Service):
+    """Runs the app's batch consumers; on stop, each finishes and commits its batch."""
+
+    def __init__(self, consumers: list[BatchConsumer]) -> None:
+        super().__init__()
+        self.consumers = consumers
+
+    async def on_start(self) -> None:
+        for consumer in self.consumers:
+            self.add_future(consumer.run())
+
+    async def on_stop(self) -> None:
+        await asyncio.gather(*(consumer.stop() for consumer in self.consumers))
+
+
 def create_app(settings: Settings, pipeline: Pipeline,
-               on_fenced: Callable[[str], None] = _never_fenced,
-               gaps: Gaps | None = None) -> faust.App:
-    """A Faust app whose agents run ``pipeline``'s roles; ``on_fenced`` is called when the
-    learner finds its lease taken over (it steps down); ``gaps`` puts back the records
-    Faust skipped (:mod:`stream.runtime.gaps`)."""
+               on_fenced: Callable[[str], None] = _never_fenced) -> faust.App:
+    """A Faust app running ``pipeline``'s roles; ``on_fenced`` is called when the learner
+    finds its lease taken over (it steps down)."""
     faust_dir = (settings.services.state_dir / "faust").resolve()
     faust_dir.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
     roles = pipeline.roles
     worker = settings.worker
+    group = group_id(worker.app_id, roles)
     app = faust.App(
-        group_id(worker.app_id, roles),
+        group,
         broker=f"kafka://{settings.kafka.bootstrap_servers}",
         store="memory://",
         # Faust's own state (none: tables are not used) under the state folder, not the cwd
         datadir=str(faust_dir / "{conf.name}-data"),
         web_enabled=False,
-        topic_disable_leader=True,
         producer_acks=-1,
-        consumer_auto_offset_reset="earliest",
         topic_partitions=settings.kafka.partitions,
-        # A dead member's partitions move after this long (Faust's default is 60 s).
-        broker_session_timeout=worker.session_timeout_seconds,
-        broker_heartbeat_interval=worker.heartbeat_seconds,
-        # Records fetched at once, and delivered to an agent ahead of it (Faust's
-        # defaults: all that was fetched, and 4,096): a paused labels partition stops
-        # within these (stream.runtime.flow). Polls of 2 batches cost 15 % of the
-        # transactions-only drain; of 8, 16,000 labels waited in a replay. The buffer
-        # holds two polls: with one (or less), a scorer waiting for the labels filled it,
-        # the consumer blocked on it, the labels could not come, and the scorer had to
-        # give up waiting (fraudstream_scoring_hold_stalls_total: 22-35 of 35-70 holds
-        # in the steady drift test, then 0-10 of 7-19).
-        broker_max_poll_records=4 * worker.batch_max,
-        stream_buffer_maxsize=8 * worker.batch_max,
     )
+    app.producer_only = True  # the records are read by the batch consumers, not Faust
 
-    def raw_topic(name: str) -> faust.TopicT:
-        return app.topic(name, key_serializer="raw", value_serializer="raw")
+    topic = settings.topics.name
+    consumers: list[BatchConsumer] = []
 
-    transactions = raw_topic(settings.topics.name("transactions"))
-    labels = raw_topic(settings.topics.name("labels"))
+    def consume(topics: list[str], handler: Callable[[list[RawRecord]], Awaitable[None]],
+                name: str) -> BatchConsumer:
+        """A member of this process's group reading ``topics`` on its own (a scorer waiting
+        for the labels never stops the labels)."""
+        consumer = BatchConsumer(
+            settings.kafka.bootstrap_servers, group, topics, handler, worker.batch_max,
+            worker.batch_within_seconds, worker.session_timeout_seconds,
+            worker.heartbeat_seconds, revoked_here, assigned_here, name)
+        consumers.append(consumer)
+        return consumer
 
     async def send_all(emits: list[Emit]) -> None:
         """Produce ``emits`` and wait until Kafka has them all (acks=all): a batch's offsets
-        are acknowledged only after its outputs are delivered, so a crash loses none.
+        are committed only after its outputs are delivered, so a crash loses none.
         Straight to the producer: a Faust ``Topic.send`` per record cost as much as the
         scoring itself (py-spy)."""
         producer = await app.maybe_start_producer()
@@ -97,72 +110,80 @@ def create_app(settings: Settings, pipeline: Pipeline,
         """What a timer or callback made, sent until Kafka has it (the work is done)."""
         await _with_retries(send_all, await make, pipeline, on_fenced)
 
-    async def batches(stream: Any) -> AsyncIterator[list[RawRecord]]:
-        """The stream's records, ``worker.batch_max`` at most, collected for a short while."""
-        async for events in stream.take_events(worker.batch_max, worker.batch_within_seconds):
-            yield [_raw(event, app) for event in events]
+    def handling(handler: Callable[[list[RawRecord]], Awaitable[list[Emit]]],
+                 after: Callable[[], Awaitable[None]] | None = None,
+                 what: str = "") -> Callable[[list[RawRecord]], Awaitable[None]]:
+        async def handle(batch: list[RawRecord]) -> None:
+            emits = await _with_retries(handler, batch, pipeline, on_fenced)
+            await _with_retries(send_all, emits, pipeline, on_fenced)  # at least once
+            if after is not None:
+                await _guarded(what, pipeline, on_fenced, after)
+        return handle
 
-    async def handle(handler: Callable[[list[RawRecord]], Awaitable[list[Emit]]],
-                     batch: list[RawRecord]) -> None:
-        if gaps is not None:
-            batch = await _with_retries(gaps.complete, batch, pipeline, on_fenced)
-        emits = await _with_retries(handler, batch, pipeline, on_fenced)
-        await _with_retries(send_all, emits, pipeline, on_fenced)  # at least once
-        if gaps is not None:
-            await _with_retries(gaps.done, batch, pipeline, on_fenced)
+    async def assigned_here(assigned: set[TopicPartition]) -> None:
+        if pipeline.learn is not None and any(tp.topic == topic("labels") for tp in assigned):
+            pipeline.learn.flow.assign(tp.partition for tp in assigned
+                                       if tp.topic == topic("labels"))
 
-    #: Flow control ticks (what, tick): after each batch of their agent, and all together
-    #: every LABELS_STEER_SECONDS (the stream time moves without them).
+    async def revoked_here(revoked: set[TopicPartition]) -> None:
+        if pipeline.learn is not None:  # read again from their committed offsets
+            pipeline.learn.flow.forget(tp.partition for tp in revoked
+                                       if tp.topic == topic("labels"))
+        await _guarded("partitions revoked", pipeline, on_fenced, lambda: emit_from(
+            pipeline.on_revoked([(tp.topic, tp.partition) for tp in revoked])))
+
+    #: Flow control ticks (what, tick): after each batch of their consumer, and all
+    #: together every LABELS_STEER_SECONDS (the stream time moves without them).
     steers: list[tuple[str, Callable[[], Awaitable[None]]]] = []
 
     if "score" in roles:
-        hold = _scoring_steering(app, pipeline, transactions.get_topic_name())
+        scoring: list[BatchConsumer] = []
+        hold = _scoring_steering(scoring, pipeline, topic("transactions"))
         steers.append(("scoring hold", hold))
-
-        @app.agent(transactions, name="score")
-        async def score(stream: Any) -> None:
-            assert pipeline.scorer is not None
-            pipeline.scorer.buffer_full = stream.channel.queue.full
-            async for batch in batches(stream):
-                await handle(pipeline.on_transactions, batch)
-                await _guarded("scoring hold", pipeline, on_fenced, hold)
+        scoring.append(consume([topic("transactions")],
+                               handling(pipeline.on_transactions, hold, "scoring hold"),
+                               "score"))
 
     if "monitor" in roles and "score" not in roles:
-        @app.agent(raw_topic(settings.topics.name("scored")), name="watch-scored")
-        async def watch_scored(stream: Any) -> None:
-            async for batch in batches(stream):
-                await handle(pipeline.on_scored, batch)
+        consume([topic("scored")], handling(pipeline.on_scored), "watch-scored")
 
     if "monitor" in roles and "learn" not in roles:
-        @app.agent(raw_topic(settings.topics.name("learned")), name="watch-learned")
-        async def watch_learned(stream: Any) -> None:
-            async for batch in batches(stream):
-                await handle(pipeline.on_learned, batch)
+        consume([topic("learned")], handling(pipeline.on_learned), "watch-learned")
 
     if "learn" in roles and "monitor" not in roles and settings.drift.auto_challenger:
-        @app.agent(raw_topic(pipeline.drift_topic), name="respond")
-        async def respond(stream: Any) -> None:
-            async for batch in batches(stream):
-                await handle(pipeline.on_drift_events, batch)
+        consume([pipeline.drift_topic], handling(pipeline.on_drift_events), "respond")
 
     if "learn" in roles:
+        assert pipeline.learn is not None
+        pipeline.learn.forget_after_delivery = True
+        parked = asyncio.Lock()  # one at a time: each forgets only what it delivered
+
+        async def learn_parked(make: Callable[[], Awaitable[list[Emit]]]) -> None:
+            assert pipeline.learn is not None
+            async with parked:
+                try:
+                    emits = await make()
+                except BaseException:  # what was learned is not sent: tried again
+                    pipeline.learn.keep_undelivered()
+                    raise
+                await _with_retries(send_all, emits, pipeline, on_fenced)
+                await pipeline.learn.forget_delivered()
+
         async def learn_due() -> None:
             assert pipeline.learn is not None
-            await emit_from(pipeline.learn.learn_due())
+            await learn_parked(pipeline.learn.learn_due)
 
-        steer = _labels_steering(app, pipeline, labels.get_topic_name(), learn_due)
+        labelling: list[BatchConsumer] = []
+        pipeline.learn.flow.assign(())  # blind until the labels consumer has its partitions
+        steer = _labels_steering(labelling, pipeline, topic("labels"), learn_due)
         steers.append(("labels flow", steer))
-
-        @app.agent(labels, name="learn")
-        async def learn(stream: Any) -> None:
-            async for batch in batches(stream):
-                await handle(pipeline.on_labels, batch)
-                await _guarded("labels flow", pipeline, on_fenced, steer)
+        labelling.append(consume([topic("labels")],
+                                 handling(pipeline.on_labels, steer, "labels flow"), "learn"))
 
         @app.timer(worker.label_retry_seconds)
         async def retry_waiting_labels() -> None:
             await _guarded("waiting labels", pipeline, on_fenced,
-                           lambda: emit_from(pipeline.on_waiting()))
+                           lambda: learn_parked(pipeline.on_waiting))
 
     if steers:
         @app.task
@@ -173,14 +194,7 @@ def create_app(settings: Settings, pipeline: Pipeline,
                 for what, tick in steers:
                     await _guarded(what, pipeline, on_fenced, tick)
 
-    @app.on_partitions_revoked.connect
-    async def on_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
-        revoked = args[0] if args else kwargs.get("revoked", ())
-        if pipeline.learn is not None:  # read again from their committed offsets
-            pipeline.learn.flow.forget(tp.partition for tp in revoked
-                                       if tp.topic == labels.get_topic_name())
-        await _guarded("partitions revoked", pipeline, on_fenced, lambda: emit_from(
-            pipeline.on_revoked([(tp.topic, tp.partition) for tp in revoked])))
+    app.service(_Consumers(consumers))  # type: ignore[arg-type]  # an instance is started too
 
     @app.task
     async def loop_lag() -> None:
@@ -205,41 +219,36 @@ async def _guarded(what: str, pipeline: Pipeline, on_fenced: Callable[[str], Non
         log.warning("%s: %r; trying again at the next tick", what, exc)
 
 
-def _labels_steering(app: faust.App, pipeline: Pipeline, topic: str,
+def _labels_steering(consumers: list[BatchConsumer], pipeline: Pipeline, topic: str,
                      learn_due: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
-    """Apply the learner's :class:`~stream.runtime.flow.LabelFlow` to the Kafka consumer.
+    """Apply the learner's :class:`~stream.runtime.flow.LabelFlow` to the labels consumer
+    (``consumers``: it, once made).
 
-    Partitions are paused in the Kafka client itself (aiokafka, in Faust's consumer
-    thread): it stops fetching them and keeps its position, so nothing is skipped
-    and a resumed partition goes on from the first record not yet handed over.
-    (Faust's own ``pause_partitions`` drops the records of its current fetch; a
-    seek to put them back raced with that fetch's delivery.) Records already
-    handed to Faust are still delivered: at most ``broker_max_poll_records`` and
-    the agent's buffer, which :func:`create_app` keeps small. Parked labels the
-    stream has reached are learned here too (``learn_due``), and the frontier is
-    published for the scorers.
+    Partitions are paused in the Kafka client itself: it stops fetching them and
+    keeps its position, so nothing is skipped and a resumed partition goes on from
+    the first record not yet handed over. Parked labels the stream has reached are
+    learned here too (``learn_due``), and the frontier is published for the scorers.
     """
     assert pipeline.learn is not None
     learn = pipeline.learn
 
-    async def in_client(method: str, tps: set[TopicPartition]) -> None:
-        await _in_consumer(app, lambda client: getattr(client, method)(*tps))
-
     async def steer() -> None:
         flow = learn.flow
+        if flow.blind and flow.assigned:  # just assigned: which hold nothing to read?
+            for consumer in consumers:
+                for p in flow.assigned - set(flow.newest):
+                    if await consumer.at_end(TopicPartition(topic, p)):
+                        flow.at_end(p)
         now = await pipeline.stream_time()
         caught_up = flow.stalled(now) and await learn.caught_up()
-        before = set(flow.paused)
         pause, resume = flow.decide(now, len(learn.waiting or ()), caught_up)
-        try:
+        for consumer in consumers:
             if pause:
-                await in_client("pause", {TopicPartition(topic, p) for p in pause})
-                pipeline.metrics.labels_pauses.inc(len(pause))
+                consumer.pause({TopicPartition(topic, p) for p in pause})
             if resume:
-                await in_client("resume", {TopicPartition(topic, p) for p in resume})
-        except BaseException:
-            flow.paused = before  # decided again at the next tick
-            raise
+                consumer.resume({TopicPartition(topic, p) for p in resume})
+        if pause:
+            pipeline.metrics.labels_pauses.inc(len(pause))
         if pause or resume:
             pipeline.metrics.labels_paused.set(len(flow.paused))
         earliest = None if learn.waiting is None else learn.waiting.earliest()
@@ -250,18 +259,7 @@ def _labels_steering(app: faust.App, pipeline: Pipeline, topic: str,
     return steer
 
 
-async def _in_consumer(app: faust.App, call: Callable[[Any], object]) -> None:
-    """Run ``call(client)`` on the aiokafka consumer, in Faust's consumer thread."""
-    thread = app.consumer._thread  # type: ignore[attr-defined]  # Faust's consumer thread
-    client = thread._ensure_consumer()  # the aiokafka consumer it runs
-
-    async def run() -> None:
-        call(client)
-
-    await thread.call_thread(run)
-
-
-def _scoring_steering(app: faust.App, pipeline: Pipeline,
+def _scoring_steering(consumers: list[BatchConsumer], pipeline: Pipeline,
                       topic: str) -> Callable[[], Awaitable[None]]:
     """Hold the transactions partitions of this process while its scorer is too far past
     the labels read (:class:`~stream.runtime.flow.ScoreHold`), paused in the Kafka client
@@ -271,32 +269,19 @@ def _scoring_steering(app: faust.App, pipeline: Pipeline,
     scorer = pipeline.scorer
     held: set[TopicPartition] = set()
 
-    def apply(client: Any, hold: bool) -> None:
-        if hold:
-            new = {tp for tp in client.assignment() if tp.topic == topic} - held
-            if new:
-                client.pause(*new)
-                held.update(new)
-        else:
-            mine = held & client.assignment()
-            if mine:
-                client.resume(*mine)
-            held.clear()
-
     async def steer() -> None:
         hold = await scorer.holding()
-        if hold or held:
-            await _in_consumer(app, lambda client: apply(client, hold))
+        for consumer in consumers:
+            mine = {tp for tp in consumer.assignment() if tp.topic == topic}
+            if hold:
+                new = mine - held
+                consumer.pause(new)
+                held.update(new)
+            elif held:
+                consumer.resume(held & mine)
+                held.clear()
 
     return steer
-
-
-def _raw(event: Any, app: faust.App) -> RawRecord:
-    message = event.message
-    highwater = app.consumer.highwater(message.tp)  # as of the fetch; None if unknown
-    behind = highwater is not None and message.offset + 1 < highwater
-    return RawRecord(message.topic, message.partition, message.offset, event.key, event.value,
-                     behind)
 
 
 def _where(records: object) -> str:

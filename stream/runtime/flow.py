@@ -87,6 +87,24 @@ True
 >>> flow.frontier() is None
 True
 
+While the backlog of a partition is unknown (none assigned yet, or one assigned and
+neither read nor found empty: the consumer is joining its group), the frontier stays at
+the stream time when that began, so the scorers cannot run ahead of labels not seen yet:
+
+>>> flow = LabelFlow(lead=60.0, waiting_max=100)
+>>> flow.assign(())  # the consumer starts: nothing assigned yet
+>>> _ = flow.decide(stream_time=700.0, waiting=0); flow.frontier()
+700.0
+>>> flow.assign({0, 1}); flow.consumed(0, 800.0, behind=True)
+>>> _ = flow.decide(stream_time=750.0, waiting=0); flow.frontier()  # 1 is not known yet
+700.0
+>>> flow.at_end(1)
+>>> _ = flow.decide(stream_time=750.0, waiting=0); flow.frontier()
+800.0
+>>> flow.forget({0, 1}); _ = flow.decide(stream_time=790.0, waiting=0)  # revoked
+>>> flow.frontier()
+790.0
+
 A scorer waits before a transaction more than ``lead`` past the frontier; its partitions
 are paused from half the lead on (no more is fetched meanwhile), read again below a quarter:
 
@@ -139,6 +157,12 @@ class LabelFlow:
         #: The stream time at which the scorers had every transaction in Kafka.
         self._idle_at: float | None = None
         self._last_time: float | None = None
+        #: The partitions this learner's consumer reads (None: no consumer tells, nothing
+        #: is ever blind), and those found with nothing to read since they were assigned.
+        self.assigned: set[int] | None = None
+        self._at_end: set[int] = set()
+        #: The stream time when the learner last did not know how far its partitions go.
+        self._blind_at: float | None = None
 
     def consumed(self, partition: int, event_time: float, behind: bool = False) -> None:
         """A label of ``event_time`` was consumed from ``partition`` (in offset order;
@@ -146,6 +170,23 @@ class LabelFlow:
         if event_time > self.newest.get(partition, float("-inf")):
             self.newest[partition] = event_time
         self.behind[partition] = behind
+
+    def assign(self, partitions: Iterable[int]) -> None:
+        """The partitions the learner reads now (after a rebalance): until a label is read
+        from each, or each is found to hold nothing more, the frontier stays where it was."""
+        self.assigned = set(partitions)
+        self._at_end -= self.assigned
+
+    def at_end(self, partition: int) -> None:
+        """``partition`` holds no label to read (its position is its end)."""
+        self._at_end.add(partition)
+
+    @property
+    def blind(self) -> bool:
+        """Whether a partition's backlog is unknown: the consumer has none assigned (it is
+        joining its group), or one assigned but neither read nor found empty."""
+        return self.assigned is not None and (not self.assigned or any(
+            p not in self.newest and p not in self._at_end for p in self.assigned))
 
     @property
     def holding_all(self) -> bool:
@@ -161,6 +202,8 @@ class LabelFlow:
         too many wait (they wait for the scorers then)."""
         if self._full:
             return None
+        if self.blind:  # (a label may come before anything the stream has reached)
+            return self._blind_at
         return min((self.newest[p] for p, behind in self.behind.items()
                     if behind and p not in self.paused), default=None)
 
@@ -176,6 +219,10 @@ class LabelFlow:
         remembers what it paused). ``caught_up``: the scorers have every transaction
         that is in Kafka."""
         self._last_time = stream_time
+        if not self.blind:
+            self._blind_at = None
+        elif self._blind_at is None:
+            self._blind_at = stream_time
         if caught_up:
             self._idle_at = stream_time
         idle = stream_time == self._idle_at
@@ -194,10 +241,15 @@ class LabelFlow:
     def forget(self, partitions: Iterable[int] | None = None) -> None:
         """``partitions`` (every one by default) left this process, or are read again from
         their committed offset: nothing is known of them."""
-        for partition in list(self.newest) if partitions is None else partitions:
+        gone = set(self.newest) | (self.assigned or set()) if partitions is None \
+            else set(partitions)
+        for partition in gone:
             self.newest.pop(partition, None)
             self.behind.pop(partition, None)
             self.paused.discard(partition)
+            self._at_end.discard(partition)
+        if self.assigned is not None:
+            self.assigned -= gone
 
 
 class ScoreHold:

@@ -78,6 +78,12 @@ class LearnRole:
         self.flow = LabelFlow(settings.worker.labels_lead_seconds,
                               settings.worker.labels_waiting_max)
         self._frontier_set = False
+        #: Forget learned waiting labels in Redis only once what they produced is delivered
+        #: (:meth:`forget_delivered`, called by the app after sending): a learner killed in
+        #: between leaves them waiting, and its successor learns them as repeats and sends
+        #: their learned records again. Off, they are forgotten at once (no Kafka here).
+        self.forget_after_delivery = False
+        self._undelivered: list[Waiting] = []
 
     async def start(self) -> Learner:
         """Resume the champion's and the challengers' learners (once), and pick up the
@@ -241,8 +247,26 @@ class LearnRole:
             out += await self._count(item, result, learner, parked)
         await self._park(early)
         if parked and self.waiting is not None and done:
-            await self.waiting.forget_many(done)
+            if self.forget_after_delivery:
+                self.waiting.drop(done)
+                self._undelivered += done
+            else:
+                await self.waiting.forget_many(done)
         return out
+
+    def keep_undelivered(self) -> None:
+        """What was learned since the last :meth:`forget_delivered` was not sent: keep those
+        labels waiting (tried again, they are repeats and send their records again)."""
+        if self.waiting is not None and self._undelivered:
+            self.waiting.restore(self._undelivered)
+            self._undelivered = []
+
+    async def forget_delivered(self) -> None:
+        """Forget in Redis the waiting labels learned since the last call: what they
+        produced has been delivered (see ``forget_after_delivery``)."""
+        if self.waiting is not None and self._undelivered:
+            done, self._undelivered = self._undelivered, []
+            await self.waiting.forget_many(done)
 
     async def _count(self, item: Waiting, result: Learned, learner: Learner,
                      parked: bool) -> list[Emit]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -51,8 +51,8 @@ class ScoredBatch:
 
 #: While a scorer waits for the labels, it reads the learner's frontier this often ...
 LABELS_POLL_SECONDS = 0.02
-#: ... and goes on anyway if the frontier has not moved for this long (the labels cannot
-#: reach the learner: its records are stuck behind these transactions in the consumer).
+#: ... and goes on anyway if the frontier has not moved for this long (no learner reads the
+#: labels: stopped, or standing by).
 LABELS_STALL_SECONDS = 5.0
 
 
@@ -93,9 +93,6 @@ class ScoreRole:
         self._frontier_key = frontier_key(settings.redis.key_prefix)
         #: Whether it waits for the labels now.
         self.waiting = False
-        #: Whether the consumer's buffer of transactions is full (set by the app): the
-        #: consumer delivers every topic in turn, so the labels wait behind it then.
-        self.buffer_full: Callable[[], bool] = lambda: False
 
     async def follow(self) -> SnapshotMeta | None:
         """Serve the published champion (and challengers in shadow) if they changed."""
@@ -174,9 +171,6 @@ class ScoreRole:
                 limit = await self._labels_limit()
                 if limit is None or event_time <= limit:
                     return limit
-                if self.buffer_full():  # the labels may be stuck behind transactions that
-                    self.metrics.scoring_hold_stalls.inc()  # the consumer cannot hand over
-                    return None  # before this batch is done: it is scored now
                 if limit != last:
                     last, since = limit, time.monotonic()
                 elif time.monotonic() - since > LABELS_STALL_SECONDS:

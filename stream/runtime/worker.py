@@ -36,7 +36,6 @@ from models.registry import Fence
 from stream.gc_settings import tune_for_streaming
 from stream.lag import watch_lag
 from stream.runtime.app import create_app
-from stream.runtime.gaps import Gaps, Refetch
 from stream.runtime.lease import Lease, LeaseKeeper
 from stream.runtime.roles import ALL, SINGLE_ACTIVE, group_id
 from stream.settings import Settings
@@ -115,9 +114,7 @@ def run_worker(settings: Settings, roles: frozenset[str] = ALL, loglevel: str = 
     watch_lag(settings.kafka.bootstrap_servers, group, consumed_topics(settings, roles),
               registry)
     log.warning("running roles %s in consumer group %s", ", ".join(sorted(roles)), group)
-    gaps = Gaps(pipeline.registry.client, settings.redis.key_prefix, group,
-                Refetch(settings.kafka.bootstrap_servers), registry)
-    app = create_app(settings, pipeline, on_fenced=on_lost, gaps=gaps)
+    app = create_app(settings, pipeline, on_fenced=on_lost)
     tune_for_streaming()  # start-up is done: freeze it, and collect young objects less often
     try:
         faust.Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()

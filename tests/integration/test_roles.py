@@ -207,6 +207,15 @@ def _our_tracebacks(log: str) -> list[str]:
 
 def test_the_monitor_saw_every_scored_transaction_and_every_label_once(killed: Outcome) -> None:
     cluster = killed.cluster
+
+    def learned_once() -> float:
+        seen = cluster.metric("monitor-1", "fraudstream_events_in_total", topic="learned")
+        again = cluster.metric("monitor-1", "fraudstream_duplicates_total", topic="learned")
+        return (seen or 0) - (again or 0)
+
+    # the monitor reads the learned records on its own time: give it that
+    wait_for(lambda: learned_once() >= killed.simulation.labels.height, 60,
+             "the monitor to read every learned record")
     scored = cluster.metric("monitor-1", "fraudstream_events_in_total", topic="scored")
     resent = cluster.metric("monitor-1", "fraudstream_duplicates_total", topic="scored") or 0
     learned_in = cluster.metric("monitor-1", "fraudstream_events_in_total", topic="learned")
