@@ -9,6 +9,7 @@ why this is crash-safe.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import enum
 import json
@@ -172,8 +173,8 @@ class Learner:
     async def _learn_part(self, labels: Sequence[Label]) -> list[Learned]:
         await self._settle()
         ids = [label.txn_id for label in labels]
-        learned_before = await self.registry.were_learned(ids)
-        records = await self.store.scored_many(ids)
+        learned_before, records = await asyncio.gather(  # two reads, one wait
+            self.registry.were_learned(ids), self.store.scored_many(ids))
         out: list[Learned] = []
         new: list[tuple[int, Label, ScoredRecord]] = []
         seen: set[str] = set()
