@@ -46,6 +46,10 @@ Handler = Callable[[list[RawRecord]], Awaitable[None]]
 OnRevoked = Callable[[set[TopicPartition]], Awaitable[None]]
 OnAssigned = Callable[[set[TopicPartition]], Awaitable[None]]
 
+#: The longest a consumer with nothing fetched waits for records before looking again
+#: (at its assignment and paused partitions).
+IDLE_WAIT = 0.5
+
 #: Seconds between tries of a commit that failed for want of a broker.
 COMMIT_RETRY_SECONDS = (0.1, 0.5, 1.0, 2.0, 5.0)
 
@@ -148,7 +152,11 @@ class BatchConsumer:
                 continue
         if fetched:
             return fetched
-        return await client.getmany(timeout_ms=int(self.within * 1000), max_records=share)
+        # Nothing buffered: wait for the next fetch (getmany returns as soon as records
+        # come, so a longer wait costs no latency; a short one woke an idle worker 100
+        # times a second per consumer).
+        return await client.getmany(timeout_ms=int(max(self.within, IDLE_WAIT) * 1000),
+                                    max_records=share)
 
     async def _handle(self, fetched: dict[TopicPartition, list[Any]]) -> None:
         mine = self.client.assignment()
