@@ -191,9 +191,11 @@ class WorkerSettings(_Section):
     #: SHA-256): under Kafka's 1 MB request limit even when JSON escapes every byte of
     #: it (a control character takes 6).
     dead_letter_value_max_bytes: int = Field(64 * 1024, ge=256, le=128 * 1024)
-    #: Transactions are scored in batches of up to this many ...
+    #: Records are handled in batches of up to this many (an equal share from each
+    #: partition), handed on as soon as they are fetched ...
     batch_max: int = Field(500, ge=1, le=10_000)
-    #: ... collected for at most this long.
+    #: ... and a consumer with nothing fetched waits this long for records (0.5 s at
+    #: least: it is woken as soon as they come) before looking again.
     batch_within_seconds: float = Field(0.01, gt=0, le=5)
     #: How often waiting labels (ahead of the stream or of their transaction) are tried.
     label_retry_seconds: float = Field(1.0, gt=0, le=60)
