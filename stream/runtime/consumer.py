@@ -94,7 +94,6 @@ class BatchConsumer:
         self._lock = asyncio.Lock()
         self._stopping = False
         self._started = False
-        self._done = asyncio.Event()
 
     async def start(self) -> None:
         """Connect and subscribe (the group is joined at the first fetch); a broker that
@@ -131,8 +130,6 @@ class BatchConsumer:
         except ConsumerStoppedError:
             if not self._stopping:
                 raise
-        finally:
-            self._done.set()
 
     async def _fetch(self) -> dict[TopicPartition, list[Any]]:
         """The next batch: an equal share of ``batch_max`` from each partition that has
