@@ -207,26 +207,23 @@ class BatchConsumer:
 
     def pause(self, partitions: Collection[TopicPartition]) -> None:
         """Fetch nothing more from ``partitions`` (their position is kept)."""
-        if not self._started:
-            return
-        mine = [tp for tp in partitions if tp in self.client.assignment()]
+        mine = self.assignment() & set(partitions)
         if mine:
             self.client.pause(*mine)
 
     def resume(self, partitions: Collection[TopicPartition]) -> None:
-        if not self._started:
-            return
-        mine = [tp for tp in partitions if tp in self.client.assignment()]
+        mine = self.assignment() & set(partitions)
         if mine:
             self.client.resume(*mine)
 
     def assignment(self) -> set[TopicPartition]:
+        """The partitions this member holds now (none before it started)."""
         return set(self.client.assignment()) if self._started else set()
 
     async def at_end(self, tp: TopicPartition) -> bool:
         """Whether ``tp`` is known to hold nothing more to read (a fetch answered, and the
         position is its end)."""
-        if not self._started or tp not in self.client.assignment():
+        if tp not in self.assignment():
             return False
         highwater = self.client.highwater(tp)
         if highwater is None:
