@@ -107,6 +107,10 @@ class MemoryFeatureStore:
         packed = terminal.pack_fraud(record.event_time, label.event_time)
         term.frauds.setdefault(record.txn_id, packed)  # the first arrival counts
 
+    async def record_frauds(self, frauds: Sequence[tuple[ScoredRecord, Label]]) -> None:
+        for record, label in frauds:
+            await self.record_fraud(record, label)
+
     async def scored(self, txn_id: str) -> ScoredRecord | None:
         raw = self._scored.get(txn_id)
         return None if raw is None else ScoredRecord.from_bytes(raw)

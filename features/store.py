@@ -178,6 +178,10 @@ class FeatureStore(Protocol):
         """
         ...
 
+    async def record_frauds(self, frauds: Sequence[tuple[ScoredRecord, Label]]) -> None:
+        """:meth:`record_fraud` for each (record, label), in one round trip."""
+        ...
+
     async def scored(self, txn_id: str) -> ScoredRecord | None:
         """The record ``txn_id`` was saved with, if known and not expired."""
         ...

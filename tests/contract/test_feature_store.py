@@ -174,6 +174,20 @@ async def test_a_fraud_label_counts_once_from_its_first_arrival(store: FeatureSt
     assert state.terminal.frauds == ((T0, T0 + 100),)
 
 
+async def test_frauds_recorded_together_count_as_one_by_one(store: FeatureStore) -> None:
+    applied = [a for i, (t, term) in enumerate([(0.0, "p1"), (10.0, "p2"), (20.0, "p1")])
+               for a in await score(store, txn(i + 1, t, terminal=term))]
+    records = [record_for(a) for a in applied]
+    labels = [Label(r.txn_id, True, r.event_time + 100) for r in records]
+    await store.record_frauds(list(zip(records, labels, strict=True)))
+    await store.record_frauds([(records[0], Label("t1", True, T0 + 9_000))])  # counted once
+    await store.record_frauds([])
+    first = await store.peek(txn(9, 86400.0, terminal="p1"))
+    second = await store.peek(txn(9, 86400.0, terminal="p2"))
+    assert first.terminal.frauds == ((T0, T0 + 100), (T0 + 20, T0 + 120))
+    assert second.terminal.frauds == ((T0 + 10, T0 + 110),)
+
+
 async def test_peek_writes_nothing(store: FeatureStore) -> None:
     await score(store, txn(1, 0.0))
     before = await store.peek(txn(2, 100_000.0))
