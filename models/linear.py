@@ -1,0 +1,276 @@
+"""The champion's model: a standard-scaled online logistic regression kept in arrays.
+
+:class:`ScaledLogistic` makes the updates River's
+``preprocessing.StandardScaler() | linear_model.LogisticRegression(optimizer=
+optim.Adam(lr), loss=optim.losses.Log(weight_pos, weight_neg), l2=l2)`` makes,
+label by label and in the same order (the running mean and variance first,
+then the gradient of the weighted log loss on the rescaled vector, the
+intercept by plain SGD, the weights by Adam), but with its state in numpy
+arrays instead of dictionaries. Equal to River's up to rounding (the order
+of a dot product's sum); about five times cheaper per label, and
+:meth:`ScaledLogistic.learn_rows` teaches a batch of vectors in order in one
+call, each exactly as :meth:`ScaledLogistic.learn_one` would.
+
+Examples
+--------
+>>> model = ScaledLogistic(lr=0.1)
+>>> for i in range(200):
+...     model.learn_one({"amount": float(i % 10), "night": float(i % 2)}, i % 10 > 7)
+>>> round(model.predict_proba_one({"amount": 9.0, "night": 1.0})[True], 2)
+0.82
+>>> round(model.predict_proba_one({"amount": 1.0, "night": 1.0})[True], 2)
+0.07
+>>> model.features
+['amount', 'night']
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable, Mapping, Sequence
+from operator import itemgetter
+from typing import Any
+
+import numpy as np
+from river import base
+
+#: Beyond this margin the logistic loss's gradient is computed in its limit (as River does).
+_MARGIN = 18.0
+
+
+class ScaledLogistic(base.Classifier):
+    """Online logistic regression on standard-scaled inputs, with Adam or SGD.
+
+    Parameters
+    ----------
+    lr
+        Learning rate of the weights' optimizer.
+    optimizer
+        ``"adam"`` (bias-corrected, ``beta_1``, ``beta_2``, ``eps``) or ``"sgd"``.
+    weight_pos, weight_neg
+        Weight of a fraud's (a genuine label's) log loss.
+    l2
+        L2 penalty added to each weight's gradient.
+    intercept_lr
+        Learning rate of the intercept (plain SGD, as River's).
+    clip_gradient
+        Bound on the loss's gradient.
+
+    Examples
+    --------
+    A feature met later joins the model; one missing from a vector is left
+    untouched by that vector, as River's dictionaries do:
+
+    >>> model = ScaledLogistic()
+    >>> model.learn_one({"a": 1.0}, False)
+    >>> model.learn_one({"a": 2.0, "b": 5.0}, True)
+    >>> model.learn_one({"b": 3.0}, False)
+    >>> model.features, model.counts.tolist()
+    (['a', 'b'], [2.0, 2.0])
+    """
+
+    def __init__(self, lr: float = 0.001, optimizer: str = "adam", weight_pos: float = 1.0,
+                 weight_neg: float = 1.0, l2: float = 0.0, intercept_lr: float = 0.01,
+                 beta_1: float = 0.9, beta_2: float = 0.999, eps: float = 1e-8,
+                 clip_gradient: float = 1e12) -> None:
+        if optimizer not in ("adam", "sgd"):
+            raise ValueError(f"optimizer: 'adam' or 'sgd', not {optimizer!r}")
+        self.lr = lr
+        self.optimizer = optimizer
+        self.weight_pos = weight_pos
+        self.weight_neg = weight_neg
+        self.l2 = l2
+        self.intercept_lr = intercept_lr
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.eps = eps
+        self.clip_gradient = clip_gradient
+        self.features: list[Hashable] = []
+        self._index: dict[Hashable, int] = {}
+        self._get: Any = None  # itemgetter of the features, once there are any
+        self.counts = np.zeros(0)
+        self.means = np.zeros(0)
+        self.vars = np.zeros(0)
+        self.weights = np.zeros(0)
+        self._m = np.zeros(0)
+        self._v = np.zeros(0)
+        self.intercept = 0.0
+        self.steps = 0
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        del state["_get"]  # an itemgetter does not pickle: rebuilt from the names
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._get = itemgetter(*self.features) if self.features else None
+
+    # -- vectors -----------------------------------------------------------------------
+
+    def _grow(self, names: Sequence[Hashable]) -> None:
+        for name in names:
+            self._index[name] = len(self.features)
+            self.features.append(name)
+        extra = np.zeros(len(names))
+        self.counts, self.means, self.vars, self.weights, self._m, self._v = (
+            np.concatenate([a, extra]) for a in
+            (self.counts, self.means, self.vars, self.weights, self._m, self._v))
+        self._get = itemgetter(*self.features)
+
+    def _full(self, x: Mapping[Hashable, float]) -> np.ndarray | None:
+        """``x`` in the model's feature order, if it holds exactly the model's features."""
+        if len(x) != len(self.features) or not self.features:
+            return None
+        try:
+            return np.array(self._get(x), dtype=float).reshape(-1)
+        except KeyError:
+            return None
+
+    def _sparse(self, x: Mapping[Hashable, float]) -> tuple[np.ndarray, np.ndarray]:
+        """The positions of ``x``'s features (new ones added) and their values."""
+        new = [name for name in x if name not in self._index]
+        if new:
+            self._grow(new)
+        return (np.fromiter((self._index[name] for name in x), dtype=np.intp, count=len(x)),
+                np.fromiter(x.values(), dtype=float, count=len(x)))
+
+    # -- learning ----------------------------------------------------------------------
+
+    def learn_one(self, x: dict[Hashable, Any], y: Any) -> None:
+        row = self._full(x)
+        if row is not None:
+            self._learn(row, bool(y))
+        else:
+            self._learn_at(*self._sparse(x), bool(y))
+
+    def learn_rows(self, rows: np.ndarray, ys: Sequence[bool]) -> None:
+        """Learn each row of ``rows`` (columns in :attr:`features` order) in turn, exactly
+        as :meth:`learn_one` would.
+
+        >>> a, b = ScaledLogistic(), ScaledLogistic()
+        >>> vectors = [{"x": float(i % 7), "y": i / 3} for i in range(40)]
+        >>> for v in vectors:
+        ...     a.learn_one(v, v["x"] > 4)
+        >>> b.learn_one(vectors[0], False)
+        >>> b.learn_rows(b.rows(vectors[1:]), [v["x"] > 4 for v in vectors[1:]])
+        >>> bool((a.weights == b.weights).all()) and a.intercept == b.intercept
+        True
+        """
+        for row, y in zip(rows, ys, strict=True):
+            self._learn(row, bool(y))
+
+    def rows(self, vectors: Sequence[Mapping[Any, float]]) -> np.ndarray:
+        """``vectors`` as a matrix in :attr:`features` order (each must hold them all)."""
+        get = self._get
+        return np.array([get(v) for v in vectors], dtype=float).reshape(
+            len(vectors), len(self.features))
+
+    def _learn(self, x: np.ndarray, y: bool) -> None:
+        """One label, every feature present: the scaler's update, then the regression's."""
+        counts, means, variances = self.counts, self.means, self.vars
+        counts += 1.0
+        old = means.copy()
+        means += (x - old) / counts
+        variances += ((x - old) * (x - means) - variances) / counts
+        scaled = np.divide(x - means, np.sqrt(variances), out=np.zeros_like(x),
+                           where=variances > 0)
+        loss_gradient = self._loss_gradient(float(scaled @ self.weights) + self.intercept, y)
+        gradient = scaled * loss_gradient
+        if self.l2:
+            gradient += self.l2 * self.weights
+        self.intercept -= self.intercept_lr * loss_gradient
+        self._step(gradient, self.weights, self._m, self._v)
+
+    def _learn_at(self, at: np.ndarray, x: np.ndarray, y: bool) -> None:
+        """:meth:`_learn` for the features at positions ``at`` only."""
+        self.counts[at] += 1.0
+        counts = self.counts[at]
+        old = self.means[at]
+        means = old + (x - old) / counts
+        variances = self.vars[at]
+        variances += ((x - old) * (x - means) - variances) / counts
+        self.means[at], self.vars[at] = means, variances
+        scaled = np.divide(x - means, np.sqrt(variances), out=np.zeros_like(x),
+                           where=variances > 0)
+        weights = self.weights[at]
+        loss_gradient = self._loss_gradient(float(scaled @ weights) + self.intercept, y)
+        gradient = scaled * loss_gradient
+        if self.l2:
+            gradient += self.l2 * weights
+        self.intercept -= self.intercept_lr * loss_gradient
+        m, v = self._m[at], self._v[at]
+        self._step(gradient, weights, m, v)
+        self.weights[at], self._m[at], self._v[at] = weights, m, v
+
+    def _loss_gradient(self, raw: float, y: bool) -> float:
+        """The weighted log loss's derivative at the raw score ``raw``, clipped."""
+        sign, weight = (1.0, self.weight_pos) if y else (-1.0, self.weight_neg)
+        z = raw * sign
+        if z > _MARGIN:
+            value = weight * math.exp(-z) * -sign
+        elif z < -_MARGIN:
+            value = weight * -sign
+        else:
+            value = weight * -sign / (math.exp(z) + 1.0)
+        return min(max(value, -self.clip_gradient), self.clip_gradient)
+
+    def _step(self, gradient: np.ndarray, weights: np.ndarray, m: np.ndarray,
+              v: np.ndarray) -> None:
+        """Move ``weights`` (in place) against ``gradient``."""
+        if self.optimizer == "sgd":
+            weights -= self.lr * gradient
+            self.steps += 1
+            return
+        self.steps += 1
+        rate = self.lr * (1 - self.beta_2 ** self.steps) ** 0.5 / (1 - self.beta_1 ** self.steps)
+        m *= self.beta_1
+        m += (1 - self.beta_1) * gradient
+        v *= self.beta_2
+        v += (1 - self.beta_2) * gradient ** 2
+        weights -= rate * m / (np.sqrt(v) + self.eps)
+
+    # -- scoring -----------------------------------------------------------------------
+
+    def predict_proba_one(self, x: dict[Hashable, Any],
+                          **kwargs: Any) -> dict[base.typing.ClfTarget, float]:
+        row = self._full(x)
+        if row is not None:
+            raw = float(self._scaled(row, self.means, self.vars) @ self.weights)
+        else:
+            known = [name for name in x if name in self._index]
+            at = np.array([self._index[name] for name in known], dtype=np.intp)
+            values = np.array([x[name] for name in known], dtype=float)
+            raw = float(self._scaled(values, self.means[at], self.vars[at])
+                        @ self.weights[at])
+        p = _sigmoid(raw + self.intercept)
+        return {False: 1.0 - p, True: p}
+
+    def predict_proba_rows(self, rows: np.ndarray) -> np.ndarray:
+        """The fraud probability of each row of ``rows`` (columns in :attr:`features` order).
+
+        >>> model = ScaledLogistic()
+        >>> for i in range(30):
+        ...     model.learn_one({"x": float(i % 4), "y": 1.0}, i % 4 == 3)
+        >>> vectors = [{"x": 3.0, "y": 1.0}, {"x": 0.0, "y": 1.0}]
+        >>> many = model.predict_proba_rows(model.rows(vectors))
+        >>> one = [model.predict_proba_one(v)[True] for v in vectors]
+        >>> bool(np.allclose(many, one, rtol=1e-12, atol=0))
+        True
+        """
+        raw = self._scaled(rows, self.means, self.vars) @ self.weights + self.intercept
+        with np.errstate(over="ignore"):
+            return 1.0 / (1.0 + np.exp(-raw))
+
+    @staticmethod
+    def _scaled(x: np.ndarray, means: np.ndarray, variances: np.ndarray) -> np.ndarray:
+        return np.divide(x - means, np.sqrt(variances), out=np.zeros_like(x, dtype=float),
+                         where=variances > 0)
+
+
+def _sigmoid(raw: float) -> float:
+    if raw < -30:
+        return 0.0
+    if raw > 30:
+        return 1.0
+    return 1.0 / (1.0 + math.exp(-raw))
