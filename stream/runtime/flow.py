@@ -213,6 +213,11 @@ class LabelFlow:
         return bool(self.paused) and stream_time == self._last_time \
             and stream_time != self._idle_at
 
+    def idle(self, stream_time: float) -> bool:
+        """Whether the scorers had every transaction in Kafka when the stream time last
+        stood here (labels past it come after the last transaction)."""
+        return stream_time == self._idle_at
+
     def decide(self, stream_time: float, waiting: int,
                caught_up: bool = False) -> tuple[set[int], set[int]]:
         """The partitions to pause and to resume now (each set once: the flow
@@ -225,7 +230,7 @@ class LabelFlow:
             self._blind_at = stream_time
         if caught_up:
             self._idle_at = stream_time
-        idle = stream_time == self._idle_at
+        idle = self.idle(stream_time)
         if waiting >= self.waiting_max:
             self._full = True
         elif waiting < self.waiting_max // 2:
