@@ -423,7 +423,8 @@ def _api(settings: Settings, log_level: str) -> int:
     app = create_app(store, registry, CollectorRegistry(), api.model_refresh_seconds,
                      None if token is None else token.get_secret_value(),
                      max_in_flight=api.max_in_flight, max_body_bytes=api.max_body_bytes,
-                     retry_after_seconds=api.retry_after_seconds, batch_max=api.batch_max)
+                     retry_after_seconds=api.retry_after_seconds, batch_max=api.batch_max,
+                     explain_top=api.explain_top)
     uvicorn.run(app, host=settings.api.host, port=settings.api.port, log_level=log_level)
     return 0
 

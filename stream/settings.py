@@ -252,6 +252,8 @@ class ApiSettings(_Section):
     retry_after_seconds: int = Field(1, ge=1, le=3600)
     #: The most transactions one ``POST /v1/score/batch`` may hold.
     batch_max: int = Field(100, ge=1, le=1_000)
+    #: How many reason codes ``?explain=true`` returns (the features that raised the score).
+    explain_top: int = Field(5, ge=1, le=100)
     #: Bearer token for the admin endpoints (promote, rollback); unset: disabled. At least
     #: ``ADMIN_TOKEN_MIN`` characters: an empty one would have let an empty bearer in.
     admin_token: SecretStr | None = None

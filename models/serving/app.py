@@ -28,11 +28,13 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 from redis.exceptions import RedisError
+from river import base
 
 from features.store import FeatureStore, ScoredRecord
 from features.vector import FEATURE_SET_VERSION
 from models.errors import ModelError, NoModelError
 from models.following import follow
+from models.reasons import reasons
 from models.registry import ModelRegistry
 from models.scoring import ModelHolder, score_readonly, score_readonly_many
 from models.serving.admin import admin_router
@@ -46,15 +48,26 @@ log = logging.getLogger(__name__)
 BATCH_HARD_MAX = 1_000
 
 
+class ReasonCode(BaseModel):
+    """A feature that pushed the score up: its value and its contribution to the score's
+    log-odds (:mod:`models.reasons`)."""
+
+    feature: str
+    value: float
+    contribution: float
+
+
 class ScoreResponse(BaseModel):
     """A fraud score, the model that gave it, and (asked with ``?features=true``) exactly
-    the feature vector it was computed from."""
+    the feature vector it was computed from; with ``?explain=true``, the features that
+    pushed it up most, from that same model."""
 
     txn_id: str
     score: float
     model_version: int
     feature_set_version: int
     features: dict[str, float] | None = None
+    reasons: list[ReasonCode] | None = None
 
 
 class ScoreBatch(BaseModel):
@@ -170,12 +183,14 @@ def create_app(
     max_body_bytes: int = 64 * 1024,
     retry_after_seconds: int = 1,
     batch_max: int = 100,
+    explain_top: int = 5,
 ) -> FastAPI:
     """The scoring API over ``store`` and ``registry``; metrics go to ``metrics_registry``.
 
     See :mod:`models.serving.guard` for ``max_in_flight`` and ``max_body_bytes``;
     ``retry_after_seconds`` is what a 503 tells the client to wait; ``batch_max`` is the
-    most transactions one ``/v1/score/batch`` request may hold.
+    most transactions one ``/v1/score/batch`` request may hold; ``explain_top`` how many
+    reason codes ``?explain=true`` gives.
     """
     metrics = ApiMetrics.create(metrics_registry)
     holder = ModelHolder()
@@ -237,27 +252,36 @@ def create_app(
             raise RequestValidationError([{"loc": ("body", key), "msg": "given more than once",
                                            "type": "duplicate_key"} for key in repeated])
 
-    def answer(record: ScoredRecord, features: bool) -> ScoreResponse:
+    def answer(record: ScoredRecord, features: bool,
+               model: base.Classifier | None = None) -> ScoreResponse:
+        """The response; with ``model`` (the one that scored it), its reason codes."""
+        why = None if model is None else [
+            ReasonCode(feature=r.feature, value=r.value, contribution=r.contribution)
+            for r in reasons(model, record.features, explain_top)]
         return ScoreResponse(txn_id=record.txn_id, score=record.score,
                              model_version=record.model_version,
                              feature_set_version=FEATURE_SET_VERSION,
-                             features=record.features if features else None)
+                             features=record.features if features else None, reasons=why)
 
     @app.post("/v1/score", response_model=ScoreResponse, response_model_exclude_none=True,
               dependencies=[Depends(single_keys)])
     async def score(
         body: TransactionRecord, holder: HolderDep, refresher: RefresherDep,
-        features: bool = False,
+        features: bool = False, explain: bool = False,
     ) -> ScoreResponse:
-        """Score one transaction; ``features=true`` adds the vector it was scored from."""
+        """Score one transaction; ``features=true`` adds the vector it was scored from,
+        ``explain=true`` the features that raised the score most (reason codes)."""
         if holder.current is None:
             await refresher.refresh()
-        return answer(await score_readonly(store, holder, body.to_event()), features)
+        serving = holder.require()  # what score_readonly scores with: no await between
+        record = await score_readonly(store, holder, body.to_event())
+        return answer(record, features, serving.model if explain else None)
 
     @app.post("/v1/score/batch", response_model=ScoreBatchResponse,
               response_model_exclude_none=True, dependencies=[Depends(single_keys)])
     async def score_batch(
         body: ScoreBatch, holder: HolderDep, refresher: RefresherDep, features: bool = False,
+        explain: bool = False,
     ) -> ScoreBatchResponse:
         """Score up to ``api.batch_max`` transactions, each from the state as it is now (one
         Redis round trip for all, one model call), as ``/v1/score`` would one by one."""
@@ -267,9 +291,11 @@ def create_app(
                 "msg": f"at most {batch_max} transactions (api.batch_max)"}])
         if holder.current is None:
             await refresher.refresh()
+        serving = holder.require()
         records = await score_readonly_many(store, holder,
                                             [t.to_event() for t in body.transactions])
-        return ScoreBatchResponse(results=[answer(r, features) for r in records])
+        model = serving.model if explain else None
+        return ScoreBatchResponse(results=[answer(r, features, model) for r in records])
 
     @app.get("/healthz", response_model=Health)
     async def healthz(holder: HolderDep) -> Health:

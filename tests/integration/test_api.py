@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import secrets
 import time
 from collections import Counter
@@ -19,6 +20,7 @@ from prometheus_client import CollectorRegistry
 from features.events import Transaction
 from features.redis_store import RedisFeatureStore
 from models.factory import build_model, learn
+from models.reasons import contributions
 from models.registry import ModelRegistry, SnapshotMeta
 from models.scoring import ModelHolder, ServingModel, score_batch
 from models.serving.app import create_app
@@ -56,6 +58,15 @@ def api(real_servers: RealServers) -> Iterator[tuple[TestClient, ModelRegistry, 
                      max_body_bytes=4096)
     with TestClient(app) as client:
         yield client, registry, metrics
+
+
+async def champion(url: str, prefix: str) -> Any:
+    """The champion model published under ``prefix``, loaded on its own connection."""
+    store = RedisFeatureStore.from_url(url, prefix)
+    try:
+        return (await ModelRegistry(store.client, prefix, KEY).load())[1]
+    finally:
+        await store.close()
 
 
 def test_a_batch_scores_each_transaction_as_one_by_one_and_features_are_opt_in(
@@ -111,6 +122,25 @@ def test_a_batch_scores_each_transaction_as_one_by_one_and_features_are_opt_in(
         too_many = client.post("/v1/score/batch", json={"transactions": probes + probes[:1]})
         assert too_many.status_code == 422
         assert "api.batch_max" in too_many.json()["detail"][0]["msg"]
+        # reason codes, opt-in: from the model that scored, its features' log-odds shares
+        asked = {"explain": "true", "features": "true"}
+        explained = [client.post("/v1/score", json=p, params=asked).json() for p in probes]
+        together = client.post("/v1/score/batch", json={"transactions": probes},
+                               params=asked).json()["results"]
+        assert [r["reasons"] for r in together] == [r["reasons"] for r in explained]
+        assert "reasons" not in plain
+        model = asyncio.run(champion(real_servers.redis_url, prefix))
+        assert any(r["reasons"] for r in explained)
+        for answer in explained:
+            shares = [r["contribution"] for r in answer["reasons"]]
+            assert shares == sorted(shares, reverse=True) and all(c > 0 for c in shares)
+            assert len(shares) <= 5
+            for reason in answer["reasons"]:
+                assert reason["value"] == answer["features"][reason["feature"]]
+            every = contributions(model, answer["features"])  # they add up to the logit
+            logit = math.log(answer["score"] / (1 - answer["score"]))
+            assert sum(every.values()) + model.intercept == pytest.approx(logit, abs=1e-9)
+            assert sorted(c for c in every.values() if c > 0)[::-1][:5] == shares
 
 
 def test_lax_values_and_repeated_keys_are_refused_on_http(api: Any) -> None:
