@@ -148,6 +148,8 @@ def fraud_probabilities(model: base.Classifier, vectors: Sequence[Mapping[str, f
     [0.0, 0.0]
     """
     if isinstance(model, ScaledLogistic):
+        if not model.features:  # nothing learned yet: one score for all
+            return np.full(len(vectors), fraud_probability(model, {}))
         rows = _rows(model, vectors)
         if rows is not None:
             return model.predict_proba_rows(rows)
