@@ -177,10 +177,27 @@ class ApiMetrics:
     model_version: Gauge
     shed: Counter
     models_refused: Gauge
+    decisions_sent: Counter
+    decisions_dropped: Counter
+    decisions_buffered: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> ApiMetrics:
         return cls(
+            decisions_sent=Counter(
+                "fraudstream_api_decisions_sent", "API decisions acknowledged by Kafka on the "
+                "predictions topic (the decision log).", registry=registry,
+            ),
+            decisions_dropped=Counter(
+                "fraudstream_api_decisions_dropped", "API decisions dropped from the decision "
+                "log: its buffer (api.decision_buffer_max) was full, Kafka not taking them.",
+                registry=registry,
+            ),
+            decisions_buffered=Gauge(
+                "fraudstream_api_decisions_buffered",
+                "API decisions waiting in the decision log's buffer for Kafka.",
+                registry=registry, multiprocess_mode="livesum",
+            ),
             shed=Counter(
                 "fraudstream_api_shed", "Requests answered 503 at once because "
                 "api.max_in_flight requests were being handled (load shedding).",
@@ -189,7 +206,7 @@ class ApiMetrics:
             models_refused=Gauge(
                 "fraudstream_api_models_refused",
                 "Champion versions the API refused to load: their signature does not match.",
-                registry=registry,
+                registry=registry, multiprocess_mode="livemax",
             ),
             requests=Counter(
                 "fraudstream_api_requests", "HTTP requests, by route and status code.",
@@ -201,7 +218,7 @@ class ApiMetrics:
             ),
             model_version=Gauge(
                 "fraudstream_api_model_version", "Version of the model the API scores with.",
-                registry=registry,
+                registry=registry, multiprocess_mode="livemax",
             ),
         )
 

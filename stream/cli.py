@@ -11,12 +11,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
 
 from models.errors import ModelError
-from stream.settings import Settings, load_settings
+from stream.settings import Settings, load_settings, to_env
 
 
 def positive_int(text: str) -> int:
@@ -54,7 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
                         choices=["all", "score", "learn", "monitor"],
                         help="all (default), score (any number of instances), learn or "
                              "monitor (one active each, the others stand by); repeatable")
-    sub.add_parser("api", help="run the scoring API")
+    api = sub.add_parser("api", help="run the scoring API")
+    api.add_argument("--workers", type=positive_int, default=None,
+                     help="processes serving the port (default api.workers, 1); see "
+                          "docs/performance.md for sizing")
 
     from stream import datacmd
 
@@ -83,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="benchmarks against the real servers")
     bench.add_argument("suite", choices=["features", "simulate", "replay", "models", "drift",
-                                         "labels", "stream"])
+                                         "labels", "stream", "api"])
     bench.add_argument("--scenario", default=None,
                        help="models: the scenario to evaluate on (default concept_drift); "
                             "stream: the scenario replayed (default baseline)")
@@ -110,8 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--batch", type=positive_int, default=500)
     bench.add_argument("--rate", type=positive_float, default=5000.0,
                        help="stream: transactions/s offered for the latency measurement")
-    bench.add_argument("--seconds", type=positive_float, default=20.0,
-                       help="stream: how long that rate is offered")
+    bench.add_argument("--seconds", type=positive_float, default=None,
+                       help="stream: how long that rate is offered (default 20); api: how "
+                            "long each attack lasts (default 8)")
+    bench.add_argument("--workers", type=positive_int, default=1,
+                       help="api: also attack `fraudstream api --workers N` at 1,000/s")
 
     demo = sub.add_parser("demo", help="services + worker + API + a drift scenario replayed; "
                           "Ctrl-C stops all")
@@ -161,7 +168,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         run_worker(settings, parse_roles(args.role), args.log_level)
         return 0
     if args.command == "api":
-        return _api(settings, args.log_level)
+        return _api(settings, args.log_level, args.workers)
     if args.command == "bench":
         return _bench(args, settings)
     if args.command == "models":
@@ -285,6 +292,8 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
         return _bench_models(args)
     if args.suite == "stream":
         return _bench_stream(args, settings)
+    if args.suite == "api":
+        return _bench_api(args, settings)
     if args.suite == "drift":
         from stream.bench_detection import bench_drift
 
@@ -311,6 +320,23 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
 def _bench_stream(args: argparse.Namespace, settings: Settings) -> int:
     """Start the local Kafka and Redis if needed, then compare the layouts."""
     from stream.bench_stream import bench_stream
+
+    return _with_kafka_and_redis(settings, lambda ready: bench_stream(
+        ready, args.scenario or "baseline", args.customers, args.days or 14.0, args.rate,
+        args.seconds or 20.0, args.runs))
+
+
+def _bench_api(args: argparse.Namespace, settings: Settings) -> int:
+    """Start the local Kafka (the decision log) and Redis if needed, then attack the API."""
+    from stream.bench_api import bench_api
+
+    return _with_kafka_and_redis(settings, lambda ready: bench_api(
+        ready, args.customers, args.days or 14.0, args.seconds or 8.0, args.workers))
+
+
+def _with_kafka_and_redis(settings: Settings, bench: Callable[[Settings], object]) -> int:
+    """Run ``bench`` on the local Kafka and Redis, started for it if they were not running
+    (and stopped after)."""
     from stream.services import LocalServices
 
     services = LocalServices(settings.services)
@@ -320,8 +346,7 @@ def _bench_stream(args: argparse.Namespace, settings: Settings) -> int:
         "kafka": settings.kafka.model_copy(update={"bootstrap_servers": services.kafka.address}),
         "redis": settings.redis.model_copy(update={"url": services.redis.url})})
     try:
-        bench_stream(settings, args.scenario or "baseline", args.customers, args.days or 14.0,
-                     args.rate, args.seconds, args.runs)
+        bench(settings)
     finally:
         for name in ours:
             getattr(services, name).process().stop()
@@ -407,25 +432,23 @@ def _port_free(host: str, port: int) -> None:
                                "FRAUDSTREAM_API__PORT to another port") from exc
 
 
-def _api(settings: Settings, log_level: str) -> int:
+def _api(settings: Settings, log_level: str, workers: int | None = None) -> int:
+    """Serve the API: one process, or ``workers`` (``api.workers``) processes on one port,
+    each its own app (:func:`stream.wiring.build_api`), their metrics read together."""
     _port_free(settings.api.host, settings.api.port)
     import uvicorn
-    from prometheus_client import CollectorRegistry
 
-    from models.serving.app import create_app
-    from stream.wiring import build_registry, build_store
+    from stream.wiring import api_metrics_dir, build_api
 
-    api = settings.api
-    # a connection for each request in flight, and a few for the refresher and probes
-    store = build_store(settings, max_connections=api.max_in_flight + 8)
-    registry = build_registry(settings, store)
-    token = api.admin_token
-    app = create_app(store, registry, CollectorRegistry(), api.model_refresh_seconds,
-                     None if token is None else token.get_secret_value(),
-                     max_in_flight=api.max_in_flight, max_body_bytes=api.max_body_bytes,
-                     retry_after_seconds=api.retry_after_seconds, batch_max=api.batch_max,
-                     explain_top=api.explain_top)
-    uvicorn.run(app, host=settings.api.host, port=settings.api.port, log_level=log_level)
+    workers = workers or settings.api.workers
+    if workers == 1:
+        uvicorn.run(build_api(settings), host=settings.api.host, port=settings.api.port,
+                    log_level=log_level)
+        return 0
+    os.environ.update(to_env(settings))  # each worker process reads the same settings
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(api_metrics_dir(settings, fresh=True))
+    uvicorn.run("stream.wiring:api_from_env", factory=True, workers=workers,
+                host=settings.api.host, port=settings.api.port, log_level=log_level)
     return 0
 
 

@@ -58,6 +58,8 @@ class TopicSettings(_Section):
     scored: str = "scored"
     #: Internal: learned labels with the record they were learned from, learner to monitor.
     learned: str = "learned"
+    #: The API's decision log: every answer it gave (:mod:`models.serving.decisions`).
+    predictions: str = "predictions"
 
     def name(self, topic: str) -> str:
         """The full name of ``topic`` (one of the fields) with the prefix."""
@@ -241,6 +243,9 @@ class ApiSettings(_Section):
 
     host: str = "127.0.0.1"
     port: Port = 8000
+    #: Processes serving the port (``fraudstream api --workers``): each scores on its own
+    #: core with its own model copy and decision log; their metrics are read together.
+    workers: int = Field(1, ge=1, le=64)
     #: How often the API looks for a newer model snapshot.
     model_refresh_seconds: float = Field(1.0, gt=0)
     #: Requests handled at once by one process; more are answered 503 at once, with
@@ -254,6 +259,12 @@ class ApiSettings(_Section):
     batch_max: int = Field(100, ge=1, le=1_000)
     #: How many reason codes ``?explain=true`` returns (the features that raised the score).
     explain_top: int = Field(5, ge=1, le=100)
+    #: Publish every answer to the ``predictions`` topic (the decision log), off the
+    #: request's path.
+    decision_log: bool = True
+    #: Decisions kept while Kafka does not take them; past it they are dropped and counted
+    #: (alert DecisionLogDropping).
+    decision_buffer_max: int = Field(10_000, ge=1, le=10_000_000)
     #: Bearer token for the admin endpoints (promote, rollback); unset: disabled. At least
     #: ``ADMIN_TOKEN_MIN`` characters: an empty one would have let an empty bearer in.
     admin_token: SecretStr | None = None

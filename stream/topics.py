@@ -14,7 +14,7 @@ from kafka.errors import TopicAlreadyExistsError
 from stream.settings import Settings
 
 TOPIC_FIELDS = ("transactions", "labels", "scores", "dead_letters", "drift_events", "scored",
-                "learned")
+                "learned", "predictions")
 
 
 def topic_names(settings: Settings) -> list[str]:
@@ -25,7 +25,7 @@ def topic_names(settings: Settings) -> list[str]:
     >>> from stream.settings import Settings, TopicSettings
     >>> topic_names(Settings(topics=TopicSettings(prefix="t1-")))
     ['t1-transactions', 't1-labels', 't1-scores', 't1-dead-letters', 't1-drift-events', \
-'t1-scored', 't1-learned']
+'t1-scored', 't1-learned', 't1-predictions']
     """
     return [settings.topics.name(field) for field in TOPIC_FIELDS]
 

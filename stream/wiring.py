@@ -123,3 +123,54 @@ def launch_report(folder: Path) -> subprocess.Popen[bytes]:
     with (folder / "report.log").open("ab") as out:
         return subprocess.Popen([sys.executable, "-m", "stream.cli", "drift-report", str(folder)],
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def api_metrics_dir(settings: Settings, fresh: bool = False) -> Path:
+    """Where the API's worker processes keep their metrics (prometheus_client's
+    multiprocess mode), one folder per port; ``fresh``: emptied first."""
+    import shutil
+
+    folder = (settings.services.state_dir / f"api-metrics-{settings.api.port}").resolve()
+    if fresh:
+        shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def build_api(settings: Settings) -> Any:
+    """The scoring API app of the settings: its store and registry, the decision log, and
+    (in a worker process of several) metrics read from all of them at each scrape."""
+    import asyncio
+    import os
+
+    from prometheus_client import multiprocess
+
+    from models.serving.app import create_app
+    from models.serving.decisions import DecisionLog
+    from stream.topics import ensure_topics
+
+    api = settings.api
+    # a connection for each request in flight, and a few for the refresher and probes
+    store = build_store(settings, max_connections=api.max_in_flight + 8)
+    registry = build_registry(settings, store)
+    token = api.admin_token
+    decisions = DecisionLog(
+        settings.kafka.bootstrap_servers, settings.topics.name("predictions"),
+        api.decision_buffer_max, prepare=lambda: asyncio.to_thread(ensure_topics, settings),
+    ) if api.decision_log else None
+    exposed = None
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        exposed = CollectorRegistry()
+        multiprocess.MultiProcessCollector(exposed)
+    return create_app(store, registry, CollectorRegistry(), api.model_refresh_seconds,
+                      None if token is None else token.get_secret_value(),
+                      max_in_flight=api.max_in_flight, max_body_bytes=api.max_body_bytes,
+                      retry_after_seconds=api.retry_after_seconds, batch_max=api.batch_max,
+                      explain_top=api.explain_top, decisions=decisions, exposed=exposed)
+
+
+def api_from_env() -> Any:
+    """:func:`build_api` from the environment: the factory each API worker process runs."""
+    from stream.settings import load_settings
+
+    return build_api(load_settings())

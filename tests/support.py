@@ -303,3 +303,36 @@ def labels_learned(settings: Settings) -> int:
             await store.close()
 
     return asyncio.run(read())
+
+
+def publish_trained_champion(redis_url: str, prefix: str, key: bytes,
+                             txns: list[Any] | None = None) -> None:
+    """Feature state under ``prefix`` from ``txns`` (by default 30 on 4 cards and 3
+    terminals) and a champion that learned on it (an amount over 60 is a fraud), so that
+    scores differ: what the API tests score against."""
+    import asyncio
+
+    from features.events import Transaction
+    from features.redis_store import RedisFeatureStore
+    from models.factory import build_model, learn
+    from models.registry import ModelRegistry, SnapshotMeta
+    from models.scoring import ModelHolder, ServingModel, score_batch
+
+    history = txns or [Transaction(f"h{i}", f"c{i % 4}", f"p{i % 3}", 5.0 + 7 * i,
+                                   1e5 + 600 * i) for i in range(30)]
+
+    async def run() -> None:
+        store = RedisFeatureStore.from_url(redis_url, prefix)
+        try:
+            model = build_model("logistic_regression")
+            holder = ModelHolder()
+            holder.swap(ServingModel(0, model))
+            for result in await score_batch(store, holder, history, {}):
+                assert result.record is not None
+                learn(model, result.record.features, result.txn.amount > 60)
+            await ModelRegistry(store.client, prefix, key).publish(
+                model, SnapshotMeta(0, None, "logistic_regression", 2, len(history), None))
+        finally:
+            await store.close()
+
+    asyncio.run(run())

@@ -38,6 +38,7 @@ from models.reasons import reasons
 from models.registry import ModelRegistry
 from models.scoring import ModelHolder, score_readonly, score_readonly_many
 from models.serving.admin import admin_router
+from models.serving.decisions import Decision, DecisionLog
 from models.serving.guard import Guard
 from monitoring.metrics import ApiMetrics
 from producers.schema import TransactionRecord
@@ -138,6 +139,7 @@ class ModelRefresher:
 
     async def refresh(self) -> None:
         meta = await follow(self.registry, self.holder)
+        self.metrics.models_refused.set(len(self.holder.refused))
         if meta is not None:
             self.loaded_at = time.monotonic()
             self.metrics.model_version.set(meta.version)
@@ -184,29 +186,41 @@ def create_app(
     retry_after_seconds: int = 1,
     batch_max: int = 100,
     explain_top: int = 5,
+    decisions: DecisionLog | None = None,
+    exposed: CollectorRegistry | None = None,
 ) -> FastAPI:
     """The scoring API over ``store`` and ``registry``; metrics go to ``metrics_registry``.
 
     See :mod:`models.serving.guard` for ``max_in_flight`` and ``max_body_bytes``;
     ``retry_after_seconds`` is what a 503 tells the client to wait; ``batch_max`` is the
     most transactions one ``/v1/score/batch`` request may hold; ``explain_top`` how many
-    reason codes ``?explain=true`` gives.
+    reason codes ``?explain=true`` gives. Every answer is kept in ``decisions``, if given
+    (the decision log, :mod:`models.serving.decisions`), which runs beside the app.
+    ``/metrics`` shows ``exposed`` if given (several worker processes: one registry that
+    reads them all), else ``metrics_registry``.
     """
     metrics = ApiMetrics.create(metrics_registry)
     holder = ModelHolder()
-    metrics.models_refused.set_function(lambda: len(holder.refused))
     refresher = ModelRefresher(registry, holder, metrics)
     retry_after = {"Retry-After": str(retry_after_seconds)}
 
+    if decisions is not None:
+        decisions.on_sent = metrics.decisions_sent.inc
+        decisions.on_dropped = metrics.decisions_dropped.inc
+        decisions.on_buffered = metrics.decisions_buffered.set
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        task = asyncio.create_task(refresher.run(refresh_seconds))
+        tasks = [asyncio.create_task(refresher.run(refresh_seconds))]
+        if decisions is not None:
+            tasks.append(asyncio.create_task(decisions.run()))
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await store.close()
 
     app = FastAPI(title="fraudstream scoring API", version="1", lifespan=lifespan,
@@ -252,12 +266,19 @@ def create_app(
             raise RequestValidationError([{"loc": ("body", key), "msg": "given more than once",
                                            "type": "duplicate_key"} for key in repeated])
 
-    def answer(record: ScoredRecord, features: bool,
+    def answer(record: ScoredRecord, features: bool, started: float,
                model: base.Classifier | None = None) -> ScoreResponse:
-        """The response; with ``model`` (the one that scored it), its reason codes."""
+        """The response; with ``model`` (the one that scored it), its reason codes. The
+        decision goes to the decision log."""
         why = None if model is None else [
             ReasonCode(feature=r.feature, value=r.value, contribution=r.contribution)
             for r in reasons(model, record.features, explain_top)]
+        if decisions is not None:
+            decisions.record(Decision(
+                record.txn_id, record.card_id, record.terminal_id, record.score,
+                record.model_version, FEATURE_SET_VERSION,
+                None if why is None else [(r.feature, r.value, r.contribution) for r in why],
+                (time.perf_counter() - started) * 1000, time.time()))
         return ScoreResponse(txn_id=record.txn_id, score=record.score,
                              model_version=record.model_version,
                              feature_set_version=FEATURE_SET_VERSION,
@@ -271,11 +292,12 @@ def create_app(
     ) -> ScoreResponse:
         """Score one transaction; ``features=true`` adds the vector it was scored from,
         ``explain=true`` the features that raised the score most (reason codes)."""
+        started = time.perf_counter()
         if holder.current is None:
             await refresher.refresh()
         serving = holder.require()  # what score_readonly scores with: no await between
         record = await score_readonly(store, holder, body.to_event())
-        return answer(record, features, serving.model if explain else None)
+        return answer(record, features, started, serving.model if explain else None)
 
     @app.post("/v1/score/batch", response_model=ScoreBatchResponse,
               response_model_exclude_none=True, dependencies=[Depends(single_keys)])
@@ -289,13 +311,15 @@ def create_app(
             raise RequestValidationError([{
                 "loc": ("body", "transactions"), "type": "too_long",
                 "msg": f"at most {batch_max} transactions (api.batch_max)"}])
+        started = time.perf_counter()
         if holder.current is None:
             await refresher.refresh()
         serving = holder.require()
         records = await score_readonly_many(store, holder,
                                             [t.to_event() for t in body.transactions])
         model = serving.model if explain else None
-        return ScoreBatchResponse(results=[answer(r, features, model) for r in records])
+        return ScoreBatchResponse(results=[answer(r, features, started, model)
+                                           for r in records])
 
     @app.get("/healthz", response_model=Health)
     async def healthz(holder: HolderDep) -> Health:
@@ -320,6 +344,7 @@ def create_app(
 
     @app.get("/metrics", include_in_schema=False)  # Prometheus text, not JSON
     async def prometheus_metrics() -> Response:
-        return Response(generate_latest(metrics_registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(exposed or metrics_registry),
+                        media_type=CONTENT_TYPE_LATEST)
 
     return app

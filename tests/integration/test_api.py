@@ -19,15 +19,14 @@ from prometheus_client import CollectorRegistry
 
 from features.events import Transaction
 from features.redis_store import RedisFeatureStore
-from models.factory import build_model, learn
+from models.factory import build_model
 from models.reasons import contributions
 from models.registry import ModelRegistry, SnapshotMeta
-from models.scoring import ModelHolder, ServingModel, score_batch
 from models.serving.app import create_app
 from models.serving.guard import Guard
 from monitoring.metrics import ApiMetrics
 from producers.schema import TransactionRecord
-from tests.support import RealServers
+from tests.support import RealServers, publish_trained_champion
 
 pytestmark = pytest.mark.integration
 KEY = b"test-key"
@@ -76,22 +75,7 @@ def test_a_batch_scores_each_transaction_as_one_by_one_and_features_are_opt_in(
     txns = [Transaction(f"h{i}", f"c{i % 4}", f"p{i % 3}", 5.0 + 7 * i, 1e5 + 600 * i)
             for i in range(30)]
 
-    async def history() -> None:
-        """State to score from, and a champion that learned on it (scores that differ)."""
-        store = RedisFeatureStore.from_url(real_servers.redis_url, prefix)
-        try:
-            model = build_model("logistic_regression")
-            holder = ModelHolder()
-            holder.swap(ServingModel(0, model))
-            for result in await score_batch(store, holder, txns, {}):
-                assert result.record is not None
-                learn(model, result.record.features, result.txn.amount > 60)
-            await ModelRegistry(store.client, prefix, KEY).publish(
-                model, SnapshotMeta(0, None, "logistic_regression", 2, len(txns), None))
-        finally:
-            await store.close()
-
-    asyncio.run(history())
+    publish_trained_champion(real_servers.redis_url, prefix, KEY, txns)
     store = RedisFeatureStore.from_url(real_servers.redis_url, prefix)
     app = create_app(store, ModelRegistry(store.client, prefix, KEY), CollectorRegistry(),
                      batch_max=8)
