@@ -1,0 +1,81 @@
+"""``fraudstream api --workers 2`` on the real Redis and Kafka: two processes answer on one
+port, and whichever answers a scrape counts every answer of both."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from features.events import Transaction
+from producers.schema import TransactionRecord
+from stream.settings import Settings
+from tests.support import (
+    Processes,
+    RealServers,
+    isolated_settings,
+    publish_trained_champion,
+    wait_for,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def _children(pid: int) -> set[int]:
+    """The processes ``pid`` started (read from /proc)."""
+    found = set()
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            text = status.read_text()
+        except OSError:
+            continue
+        parent = re.search(r"^PPid:\s+(\d+)", text, re.M)
+        if parent and int(parent.group(1)) == pid:
+            found.add(int(status.parent.name))
+    return found
+
+
+def test_two_worker_processes_serve_one_port_and_count_together(
+    real_servers: RealServers, tmp_path: Path,
+) -> None:
+    settings: Settings = isolated_settings(real_servers)
+    publish_trained_champion(real_servers.redis_url, settings.redis.key_prefix,
+                             settings.model.signing_key.get_secret_value().encode())
+    processes = Processes(tmp_path)
+    url = f"http://127.0.0.1:{settings.api.port}"
+    try:
+        api = processes.start("api", settings, "--workers", "2")
+
+        def ready() -> bool:
+            try:
+                return httpx.get(f"{url}/readyz", timeout=5).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(ready, 60, "the API ready")
+        workers = _children(api.pid)
+        assert len(workers) >= 2, (workers, processes.log("api"))
+        bodies = [TransactionRecord.from_event(Transaction(
+            f"w{i}", f"c{i % 4}", f"p{i % 3}", 9.0 + i, 1e5 + 30_000 + i)).model_dump(mode="json")
+            for i in range(60)]
+        with httpx.Client(base_url=url, timeout=10) as client:
+            answers = [client.post("/v1/score", json=b, headers={"connection": "close"})
+                       for b in bodies]
+            assert [a.status_code for a in answers] == [200] * 60
+            scores = {a.json()["score"] for a in answers}
+            assert len(scores) > 1 and all(0 < s < 1 for s in scores)
+            sent = 'fraudstream_api_requests_total{route="/v1/score",status="200"} 60.0'
+            deadline = time.monotonic() + 30
+            seen = []
+            while len(seen) < 6 and time.monotonic() < deadline:  # scrapes land on either
+                text = client.get("/metrics", headers={"connection": "close"}).text
+                seen.append(sent in text)
+                if 'fraudstream_api_decisions_sent_total 60.0' not in text:
+                    seen.pop()  # the decision logs have not sent all yet: read again
+                    time.sleep(0.2)
+            assert seen == [True] * 6, processes.log("api")
+    finally:
+        processes.stop_all()
