@@ -385,14 +385,15 @@ def _feature_path(base: Settings, simulation: Simulation) -> float:
     txns = [e for e in events_from_frames(simulation.transactions, simulation.labels.head(0))
             if isinstance(e, Transaction)]
 
-    async def run() -> float:
-        store = RedisFeatureStore.from_url(base.redis.url, f"benchfeat{secrets.token_hex(3)}")
+    settings = _settings(base, "features")
+
+    async def run() -> float:  # under the settings' keys: removed after, as every layout's
+        store = RedisFeatureStore.from_url(base.redis.url, settings.redis.key_prefix)
         try:
             return len(txns) / await run_batches(store, txns, base.worker.batch_max)
         finally:
             await store.close()
 
-    settings = _settings(base, "features")
     try:
         return asyncio.run(run())
     finally:
