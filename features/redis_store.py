@@ -79,6 +79,8 @@ class RedisFeatureStore:
             term_ttl=self.terminal_ttl_seconds, scored_ttl=scored_ttl_seconds,
             fraud_ttl=int(2 * longest) + _DAY)
         self._shas: dict[str, str] = {}
+        #: Redis lost the scripts: load them again (the old SHAs stay until then).
+        self._stale = False
 
     @classmethod
     def from_url(cls, url: str, key_prefix: str, **options: Any) -> RedisFeatureStore:
@@ -120,7 +122,7 @@ class RedisFeatureStore:
         """
         done = 0
         while done < len(parts):
-            if not self._shas:
+            if not self._shas or self._stale:
                 await self._load_scripts()
             conn = await self.client.connection_pool.get_connection()
             in_flight = 0
@@ -140,7 +142,7 @@ class RedisFeatureStore:
                         in_flight = await self._send_part(conn, parts[done])
                     yield [_applied(txn, reply) for txn, reply in zip(part, replies, strict=True)]
             except NoScriptError:  # Redis lost the scripts: load them, resend what is left
-                self._shas.clear()
+                self._stale = True
                 in_flight = 1
             finally:
                 if in_flight:  # replies may be left unread: never reuse this connection
@@ -155,8 +157,12 @@ class RedisFeatureStore:
         return len(commands)
 
     async def _load_scripts(self) -> None:
-        for name, text in self._scripts.items():
-            self._shas[name] = await self.client.script_load(text)
+        """Load every script, then publish their SHAs at once: a request running beside
+        the load never sees some of them (the API's first requests got ``KeyError:
+        'peek'`` under load, as 500s)."""
+        shas = {name: await self.client.script_load(text)
+                for name, text in self._scripts.items()}
+        self._shas, self._stale = shas, False
 
     async def peek(self, txn: Transaction) -> EntityState:
         def build(pipe: Any) -> None:

@@ -40,6 +40,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
+
 from features.events import Transaction
 from producers.schema import TransactionRecord
 from stream.services.process import free_port
@@ -234,7 +236,7 @@ def bench_api(base: Settings, customers: int = 1000, days: float = 14.0,
     settings = base.model_copy(update={
         "redis": base.redis.model_copy(update={"key_prefix": tag}),
         "topics": base.topics.model_copy(update={"prefix": f"{tag}-"}),
-        "model": base.model.model_copy(update={"signing_key": secrets.token_hex(16)}),
+        "model": base.model.model_copy(update={"signing_key": SecretStr(secrets.token_hex(16))}),
     })
     say(f"preparing: {customers} customers, {days:g} days scored into Redis ({tag}), labels "
         "learned, champion published")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 import secrets
 from collections.abc import AsyncIterator
@@ -120,3 +121,34 @@ async def test_a_terminal_is_one_fixed_size_string_changed_in_place(
         assert len(raw) == TERM_SIZE, i
     used = await store.client.memory_usage(store.key("term", "p0"))
     assert used is not None and used <= TERM_SIZE + 100  # no spare capacity kept
+
+
+async def test_a_new_store_serves_concurrent_first_requests(real_servers: RealServers) -> None:
+    """Many requests on a store that has not loaded its scripts yet (a fresh API process
+    under load): each waits for the scripts, none meets a half-loaded set."""
+    prefix = f"fs-{secrets.token_hex(4)}"
+    warm = RedisFeatureStore.from_url(real_servers.redis_url, prefix)
+    fresh = RedisFeatureStore.from_url(real_servers.redis_url, prefix)
+    try:
+        await score(warm, *txns(20, cards=5))
+        probes = [Transaction(f"q{i}", f"c{i % 5}", "p1", 3.0, T0 + 90_000 + i)
+                  for i in range(40)]
+        load = fresh.client.script_load
+
+        async def slow_load(script: Any) -> Any:  # a slow Redis: loading takes a while
+            sha = await load(script)
+            await asyncio.sleep(0.01)
+            return sha
+
+        fresh.client.script_load = slow_load  # type: ignore[method-assign]
+
+        async def later(i: int, txn: Transaction) -> Any:  # arriving while scripts load
+            await asyncio.sleep(i * 0.002)
+            return await fresh.peek(txn)
+
+        seen = await asyncio.gather(*(later(i, t) for i, t in enumerate(probes)))
+        assert seen == [await warm.peek(t) for t in probes]
+        assert any(state.card.records for state in seen)
+    finally:
+        await warm.close()
+        await fresh.close()
