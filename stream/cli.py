@@ -443,12 +443,13 @@ def _api(settings: Settings, log_level: str, workers: int | None = None) -> int:
     workers = workers or settings.api.workers
     if workers == 1:
         uvicorn.run(build_api(settings), host=settings.api.host, port=settings.api.port,
-                    log_level=log_level)
+                    log_level=log_level, access_log=settings.api.access_log)
         return 0
     os.environ.update(to_env(settings))  # each worker process reads the same settings
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(api_metrics_dir(settings, fresh=True))
     uvicorn.run("stream.wiring:api_from_env", factory=True, workers=workers,
-                host=settings.api.host, port=settings.api.port, log_level=log_level)
+                host=settings.api.host, port=settings.api.port, log_level=log_level,
+                access_log=settings.api.access_log)
     return 0
 
 

@@ -159,13 +159,14 @@ class ModelRefresher:
             await asyncio.sleep(every)
 
 
-def get_holder(request: Request) -> ModelHolder:
-    """The model holder of the app serving ``request``."""
+async def get_holder(request: Request) -> ModelHolder:
+    """The model holder of the app serving ``request`` (``async``: FastAPI runs a plain
+    ``def`` dependency in a worker thread, a thread hand-off per request)."""
     holder: ModelHolder = request.app.state.holder
     return holder
 
 
-def get_refresher(request: Request) -> ModelRefresher:
+async def get_refresher(request: Request) -> ModelRefresher:
     refresher: ModelRefresher = request.app.state.refresher
     return refresher
 
