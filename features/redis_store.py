@@ -165,13 +165,20 @@ class RedisFeatureStore:
         self._shas, self._stale = shas, False
 
     async def peek(self, txn: Transaction) -> EntityState:
-        def build(pipe: Any) -> None:
-            keys = self._keys(txn)
-            pipe.evalsha(self._shas["peek"], len(keys), *keys,
-                         *terminal.current_buckets(txn.event_time))
-
-        [reply] = await self._execute(build)
-        return _state(*reply)
+        keys = self._keys(txn)
+        buckets = terminal.current_buckets(txn.event_time)
+        for attempt in range(2):  # one command, no pipeline (the API's one call a request)
+            if not self._shas or self._stale or attempt:
+                await self._load_scripts()
+            try:
+                reply = await self.client.evalsha(self._shas["peek"], len(keys), *keys,
+                                                  *buckets)
+            except NoScriptError:  # Redis lost the scripts: loaded again, tried again
+                if attempt:
+                    raise
+                continue
+            return _state(*reply)
+        raise AssertionError("unreachable")
 
     async def peek_many(self, txns: Sequence[Transaction]) -> list[EntityState]:
         def build(pipe: Any) -> None:

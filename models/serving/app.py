@@ -20,7 +20,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Any
 
 from fastapi import Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -159,20 +159,6 @@ class ModelRefresher:
             await asyncio.sleep(every)
 
 
-async def get_holder(request: Request) -> ModelHolder:
-    """The model holder of the app serving ``request`` (``async``: FastAPI runs a plain
-    ``def`` dependency in a worker thread, a thread hand-off per request)."""
-    holder: ModelHolder = request.app.state.holder
-    return holder
-
-
-async def get_refresher(request: Request) -> ModelRefresher:
-    refresher: ModelRefresher = request.app.state.refresher
-    return refresher
-
-
-HolderDep = Annotated[ModelHolder, Depends(get_holder)]
-RefresherDep = Annotated[ModelRefresher, Depends(get_refresher)]
 
 
 def create_app(
@@ -288,8 +274,7 @@ def create_app(
     @app.post("/v1/score", response_model=ScoreResponse, response_model_exclude_none=True,
               dependencies=[Depends(single_keys)])
     async def score(
-        body: TransactionRecord, holder: HolderDep, refresher: RefresherDep,
-        features: bool = False, explain: bool = False,
+        body: TransactionRecord, features: bool = False, explain: bool = False,
     ) -> ScoreResponse:
         """Score one transaction; ``features=true`` adds the vector it was scored from,
         ``explain=true`` the features that raised the score most (reason codes)."""
@@ -303,8 +288,7 @@ def create_app(
     @app.post("/v1/score/batch", response_model=ScoreBatchResponse,
               response_model_exclude_none=True, dependencies=[Depends(single_keys)])
     async def score_batch(
-        body: ScoreBatch, holder: HolderDep, refresher: RefresherDep, features: bool = False,
-        explain: bool = False,
+        body: ScoreBatch, features: bool = False, explain: bool = False,
     ) -> ScoreBatchResponse:
         """Score up to ``api.batch_max`` transactions, each from the state as it is now (one
         Redis round trip for all, one model call), as ``/v1/score`` would one by one."""
@@ -323,13 +307,13 @@ def create_app(
                                            for r in records])
 
     @app.get("/healthz", response_model=Health)
-    async def healthz(holder: HolderDep) -> Health:
+    async def healthz() -> Health:
         """Liveness: the process answers (it may not be able to score: see /readyz)."""
         current = holder.current
         return Health(status="ok", model_version=None if current is None else current.version)
 
     @app.get("/readyz", response_model=Ready)
-    async def readyz(holder: HolderDep, refresher: RefresherDep) -> Ready | JSONResponse:
+    async def readyz() -> Ready | JSONResponse:
         """Readiness: Redis answers and a verified model is loaded; 503 with the reason."""
         try:
             champion = await registry.champion_version()

@@ -95,6 +95,7 @@ class DecisionLog:
         self._buffer: deque[Decision] = deque()
         self._wake = asyncio.Event()
         self._producer: AIOKafkaProducer | None = None
+        self._turn = 0  # the partition the last batch went to
 
     def __len__(self) -> int:
         return len(self._buffer)
@@ -143,9 +144,7 @@ class DecisionLog:
         if not batch:
             return
         try:
-            sent = [await producer.send(self.topic, d.to_json(), key=d.card_id.encode())
-                    for d in batch]
-            await asyncio.gather(*sent)
+            await asyncio.gather(*await self._produce(producer, batch))
         except KafkaError as exc:
             log.warning("decision log: %d decisions not acknowledged (%s); retrying",
                         len(batch), exc)
@@ -158,6 +157,30 @@ class DecisionLog:
             await asyncio.sleep(RETRY_SECONDS)
             return
         self.on_sent(len(batch))
+
+    async def _produce(self, producer: AIOKafkaProducer,
+                       decisions: list[Decision]) -> list[asyncio.Future[Any]]:
+        """Hand ``decisions`` to the producer as whole batches, each to the next partition
+        in turn (one call per batch: sending each was 5 % of the API's time, py-spy);
+        the futures of their acknowledgements."""
+        partitions = sorted(await producer.partitions_for(self.topic))
+        futures = []
+        batch = producer.create_batch()
+        for decision in decisions:
+            value, key = decision.to_json(), decision.card_id.encode()
+            if batch.append(key=key, value=value, timestamp=None) is None:  # full: send it
+                futures.append(await self._send(producer, batch, partitions))
+                batch = producer.create_batch()
+                batch.append(key=key, value=value, timestamp=None)
+        futures.append(await self._send(producer, batch, partitions))
+        return futures
+
+    async def _send(self, producer: AIOKafkaProducer, batch: Any,
+                    partitions: list[int]) -> asyncio.Future[Any]:
+        self._turn = (self._turn + 1) % len(partitions)
+        future: asyncio.Future[Any] = await producer.send_batch(
+            batch, self.topic, partition=partitions[self._turn])
+        return future
 
     async def _close(self) -> None:
         if self._producer is None:
