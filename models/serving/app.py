@@ -254,28 +254,34 @@ def create_app(
                                            "type": "duplicate_key"} for key in repeated])
 
     def answer(record: ScoredRecord, features: bool, started: float,
-               model: base.Classifier | None = None) -> ScoreResponse:
-        """The response; with ``model`` (the one that scored it), its reason codes. The
-        decision goes to the decision log."""
-        why = None if model is None else [
-            ReasonCode(feature=r.feature, value=r.value, contribution=r.contribution)
-            for r in reasons(model, record.features, explain_top)]
+               model: base.Classifier | None = None) -> dict[str, Any]:
+        """The response (a :class:`ScoreResponse`, as JSON-ready data); with ``model`` (the
+        one that scored it), its reason codes. The decision goes to the decision log."""
+        why = None if model is None else reasons(model, record.features, explain_top)
         if decisions is not None:
             decisions.record(Decision(
                 record.txn_id, record.card_id, record.terminal_id, record.score,
                 record.model_version, FEATURE_SET_VERSION,
                 None if why is None else [(r.feature, r.value, r.contribution) for r in why],
                 (time.perf_counter() - started) * 1000, time.time()))
-        return ScoreResponse(txn_id=record.txn_id, score=record.score,
-                             model_version=record.model_version,
-                             feature_set_version=FEATURE_SET_VERSION,
-                             features=record.features if features else None, reasons=why)
+        out: dict[str, Any] = {"txn_id": record.txn_id, "score": record.score,
+                               "model_version": record.model_version,
+                               "feature_set_version": FEATURE_SET_VERSION}
+        if features:
+            out["features"] = record.features
+        if why is not None:
+            out["reasons"] = [{"feature": r.feature, "value": r.value,
+                               "contribution": r.contribution} for r in why]
+        return out
+
+    # The answers are built as data and returned as JSONResponse: FastAPI would validate
+    # a returned model against response_model once more (the models still document them).
 
     @app.post("/v1/score", response_model=ScoreResponse, response_model_exclude_none=True,
               dependencies=[Depends(single_keys)])
     async def score(
         body: TransactionRecord, features: bool = False, explain: bool = False,
-    ) -> ScoreResponse:
+    ) -> JSONResponse:
         """Score one transaction; ``features=true`` adds the vector it was scored from,
         ``explain=true`` the features that raised the score most (reason codes)."""
         started = time.perf_counter()
@@ -283,13 +289,14 @@ def create_app(
             await refresher.refresh()
         serving = holder.require()  # what score_readonly scores with: no await between
         record = await score_readonly(store, holder, body.to_event())
-        return answer(record, features, started, serving.model if explain else None)
+        return JSONResponse(answer(record, features, started,
+                                   serving.model if explain else None))
 
     @app.post("/v1/score/batch", response_model=ScoreBatchResponse,
               response_model_exclude_none=True, dependencies=[Depends(single_keys)])
     async def score_batch(
         body: ScoreBatch, features: bool = False, explain: bool = False,
-    ) -> ScoreBatchResponse:
+    ) -> JSONResponse:
         """Score up to ``api.batch_max`` transactions, each from the state as it is now (one
         Redis round trip for all, one model call), as ``/v1/score`` would one by one."""
         if len(body.transactions) > batch_max:
@@ -303,8 +310,8 @@ def create_app(
         records = await score_readonly_many(store, holder,
                                             [t.to_event() for t in body.transactions])
         model = serving.model if explain else None
-        return ScoreBatchResponse(results=[answer(r, features, started, model)
-                                           for r in records])
+        return JSONResponse({"results": [answer(r, features, started, model)
+                                         for r in records]})
 
     @app.get("/healthz", response_model=Health)
     async def healthz() -> Health:
