@@ -181,13 +181,36 @@ class RedisFeatureStore:
         raise AssertionError("unreachable")
 
     async def peek_many(self, txns: Sequence[Transaction]) -> list[EntityState]:
-        def build(pipe: Any) -> None:
+        """:meth:`peek` for many transactions in one round trip: the commands packed and
+        sent at once on one connection, their replies read in order (a redis-py pipeline
+        of as many commands was 30 % of the API's batch scoring, py-spy)."""
+        if not txns:
+            return []
+        for attempt in range(2):
+            if not self._shas or self._stale or attempt:
+                await self._load_scripts()
+            commands = []
             for txn in txns:
                 keys = self._keys(txn)
-                pipe.evalsha(self._shas["peek"], len(keys), *keys,
-                             *terminal.current_buckets(txn.event_time))
-
-        return [_state(*reply) for reply in await self._execute(build)] if txns else []
+                commands.append(("EVALSHA", self._shas["peek"], len(keys), *keys,
+                                 *terminal.current_buckets(txn.event_time)))
+            pool = self.client.connection_pool
+            conn = await pool.get_connection()
+            replies: list[Any] = []
+            try:
+                await conn.send_packed_command(conn.pack_commands(commands))
+                for _ in commands:
+                    replies.append(await conn.read_response())
+            except NoScriptError:  # Redis lost the scripts: loaded again, tried again
+                if attempt:
+                    raise
+                continue
+            finally:
+                if len(replies) < len(commands):  # replies left unread: never reuse it
+                    await conn.disconnect()
+                await pool.release(conn)
+            return [_state(*reply) for reply in replies]
+        raise AssertionError("unreachable")
 
     async def _execute(self, build: Callable[[Any], None]) -> list[Any]:
         """Build and run one pipeline: one round trip (scripts are loaded once, up front).

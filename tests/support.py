@@ -336,3 +336,16 @@ def publish_trained_champion(redis_url: str, prefix: str, key: bytes,
             await store.close()
 
     asyncio.run(run())
+
+
+def wait_api_ready(url: str, timeout: float = 60) -> None:
+    """Wait until the API at ``url`` answers ``/readyz`` with 200 (a model loaded)."""
+    import httpx
+
+    def ready() -> bool:
+        try:
+            return httpx.get(f"{url}/readyz", timeout=5).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_for(ready, timeout, "the API ready")

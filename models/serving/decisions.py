@@ -35,7 +35,7 @@ import json
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -67,7 +67,12 @@ class Decision:
     decided_at: float
 
     def to_json(self) -> bytes:
-        return json.dumps(asdict(self), separators=(",", ":")).encode()
+        # a dict by hand: dataclasses.asdict deep-copies every field
+        return json.dumps({name: getattr(self, name) for name in _FIELDS},
+                          separators=(",", ":")).encode()
+
+
+_FIELDS = tuple(f.name for f in fields(Decision))
 
 
 class DecisionLog:

@@ -81,6 +81,12 @@ async def test_lost_scripts_are_loaded_again(store: RedisFeatureStore) -> None:
     await store.client.script_flush()
     [again] = await store.apply(txns(1))
     assert again.status is Status.DONE
+    probes = [Transaction(f"q{i}", "c0", "p0", 1.0, T0 + 3600 + i) for i in range(3)]
+    before = await store.peek_many(probes)
+    await store.client.script_flush()  # peeks (the API's reads) load them again too
+    assert await store.peek_many(probes) == before and before[0].card.records
+    await store.client.script_flush()
+    assert await store.peek(probes[0]) == before[0]
 
 
 async def test_a_card_with_a_year_of_daily_history_keeps_only_what_matters(

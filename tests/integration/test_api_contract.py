@@ -11,7 +11,6 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -23,7 +22,7 @@ from models.factory import build_model
 from models.registry import SnapshotMeta
 from stream.settings import Settings
 from stream.wiring import build_registry
-from tests.support import Processes, RealServers, isolated_settings, wait_for
+from tests.support import Processes, RealServers, isolated_settings, wait_api_ready
 
 pytestmark = pytest.mark.integration
 
@@ -59,13 +58,7 @@ def live_api(real_servers: RealServers, tmp_path_factory: pytest.TempPathFactory
         processes.start("api", settings)
         url = f"http://127.0.0.1:{settings.api.port}"
 
-        def ready() -> bool:
-            try:
-                return httpx.get(f"{url}/readyz", timeout=5).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_for(ready, 60, "the API ready")
+        wait_api_ready(url)
         yield url
     finally:
         processes.stop_all()

@@ -18,7 +18,7 @@ from tests.support import (
     RealServers,
     isolated_settings,
     publish_trained_champion,
-    wait_for,
+    wait_api_ready,
 )
 
 pytestmark = pytest.mark.integration
@@ -49,13 +49,7 @@ def test_two_worker_processes_serve_one_port_and_count_together(
     try:
         api = processes.start("api", settings, "--workers", "2")
 
-        def ready() -> bool:
-            try:
-                return httpx.get(f"{url}/readyz", timeout=5).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_for(ready, 60, "the API ready")
+        wait_api_ready(url)
         workers = _children(api.pid)
         assert len(workers) >= 2, (workers, processes.log("api"))
         bodies = [TransactionRecord.from_event(Transaction(
