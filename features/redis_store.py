@@ -122,8 +122,7 @@ class RedisFeatureStore:
         """
         done = 0
         while done < len(parts):
-            if not self._shas or self._stale:
-                await self._load_scripts()
+            await self._ensure_scripts()
             conn = await self.client.connection_pool.get_connection()
             in_flight = 0
             try:
@@ -156,6 +155,12 @@ class RedisFeatureStore:
         await conn.send_packed_command(conn.pack_commands(commands))
         return len(commands)
 
+    async def _ensure_scripts(self, reload: bool = False) -> None:
+        """Make sure the scripts are loaded (again, with ``reload``, or once Redis was
+        found to have lost them)."""
+        if reload or self._stale or not self._shas:
+            await self._load_scripts()
+
     async def _load_scripts(self) -> None:
         """Load every script, then publish their SHAs at once: a request running beside
         the load never sees some of them (the API's first requests got ``KeyError:
@@ -165,20 +170,8 @@ class RedisFeatureStore:
         self._shas, self._stale = shas, False
 
     async def peek(self, txn: Transaction) -> EntityState:
-        keys = self._keys(txn)
-        buckets = terminal.current_buckets(txn.event_time)
-        for attempt in range(2):  # one command, no pipeline (the API's one call a request)
-            if not self._shas or self._stale or attempt:
-                await self._load_scripts()
-            try:
-                reply = await self.client.evalsha(self._shas["peek"], len(keys), *keys,
-                                                  *buckets)
-            except NoScriptError:  # Redis lost the scripts: loaded again, tried again
-                if attempt:
-                    raise
-                continue
-            return _state(*reply)
-        raise AssertionError("unreachable")
+        [state] = await self.peek_many([txn])
+        return state
 
     async def peek_many(self, txns: Sequence[Transaction]) -> list[EntityState]:
         """:meth:`peek` for many transactions in one round trip: the commands packed and
@@ -187,8 +180,7 @@ class RedisFeatureStore:
         if not txns:
             return []
         for attempt in range(2):
-            if not self._shas or self._stale or attempt:
-                await self._load_scripts()
+            await self._ensure_scripts(reload=attempt > 0)
             commands = []
             for txn in txns:
                 keys = self._keys(txn)
@@ -220,8 +212,7 @@ class RedisFeatureStore:
         repeat (apply is idempotent, save overwrites).
         """
         for attempt in range(2):
-            if not self._shas or attempt:
-                await self._load_scripts()
+            await self._ensure_scripts(reload=attempt > 0)
             pipe = self.client.pipeline(transaction=False)
             build(pipe)
             started = time.perf_counter()

@@ -188,11 +188,8 @@ def _scaled_logistic(model: base.Classifier,
     >>> _scaled_logistic(build_model("hoeffding_adaptive_tree"), vectors) is None
     True
     """
-    if not vectors or not isinstance(model, compose.Pipeline) or len(model.steps) != 2:
-        return None
-    scaler, linear = model.steps.values()
-    if type(scaler) is not preprocessing.StandardScaler or scaler.window_size is not None \
-            or not scaler.with_std or type(linear) is not linear_model.LogisticRegression:
+    river = _river_scaled_logistic(model)
+    if not vectors or river is None:
         return None
     columns = list(vectors[0])
     if not columns or any(len(v) != len(columns) for v in vectors):
@@ -202,12 +199,46 @@ def _scaled_logistic(model: base.Classifier,
         rows = np.array([get(v) for v in vectors], dtype=float).reshape(len(vectors), -1)
     except KeyError:  # the same number of features, not the same ones
         return None
-    means = np.array([scaler.means.get(c, 0.0) for c in columns])
-    stds = np.sqrt(np.array([scaler.vars.get(c, 0.0) for c in columns]))
+    parts = scaled_linear(model, columns)
+    assert parts is not None
+    means, variances, weights, intercept = parts
+    stds = np.sqrt(variances)
     scaled = np.divide(rows - means, stds, out=np.zeros_like(rows), where=stds > 0)
-    weights = np.array([linear._weights.get(c, 0.0) for c in columns])
-    raw = scaled @ weights + linear.intercept
-    return cast(np.ndarray, linear.loss.mean_func(raw))
+    return cast(np.ndarray, river[1].loss.mean_func(scaled @ weights + intercept))
+
+
+def scaled_linear(model: base.Classifier, names: Sequence[str]
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float] | None:
+    """The running means and variances, the weights (of ``names``, 0 for one the model
+    has not seen) and the intercept of a standard-scaled logistic regression: the
+    champion's :class:`~models.linear.ScaledLogistic` or River's pipeline of that shape.
+    None for any other model."""
+    if isinstance(model, ScaledLogistic):
+        index = {name: i for i, name in enumerate(model.features)}
+        at = [index.get(n, -1) for n in names]
+
+        def pick(values: np.ndarray) -> np.ndarray:
+            return np.array([values[i] if i >= 0 else 0.0 for i in at])
+
+        return pick(model.means), pick(model.vars), pick(model.weights), model.intercept
+    river = _river_scaled_logistic(model)
+    if river is None:
+        return None
+    scaler, linear = river
+    return (np.array([scaler.means.get(n, 0.0) for n in names]),
+            np.array([scaler.vars.get(n, 0.0) for n in names]),
+            np.array([linear._weights.get(n, 0.0) for n in names]), float(linear.intercept))
+
+
+def _river_scaled_logistic(model: base.Classifier) -> tuple[Any, Any] | None:
+    """(scaler, regression) of River's ``StandardScaler | LogisticRegression``, else None."""
+    if not isinstance(model, compose.Pipeline) or len(model.steps) != 2:
+        return None
+    scaler, linear = model.steps.values()
+    if type(scaler) is not preprocessing.StandardScaler or scaler.window_size is not None \
+            or not scaler.with_std or type(linear) is not linear_model.LogisticRegression:
+        return None
+    return scaler, linear
 
 
 def learn(model: base.Classifier, features: Mapping[str, float], is_fraud: bool) -> None:

@@ -31,10 +31,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
-from river import base, compose, linear_model, preprocessing
+from river import base
 
-from models.factory import fraud_probabilities
-from models.linear import ScaledLogistic
+from models.factory import fraud_probabilities, scaled_linear
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,9 +49,9 @@ def contributions(model: base.Classifier, features: Mapping[str, float]) -> dict
     """Each feature's contribution to the logit of ``model``'s fraud score (see above)."""
     names = list(features)
     values = np.array([features[n] for n in names], dtype=float)
-    linear = _linear(model, names)
+    linear = scaled_linear(model, names)
     if linear is not None:
-        means, variances, weights = linear
+        means, variances, weights, _ = linear
         scaled = np.divide(values - means, np.sqrt(variances), out=np.zeros_like(values),
                            where=variances > 0)
         return dict(zip(names, (scaled * weights).tolist(), strict=True))
@@ -70,26 +69,6 @@ def reasons(model: base.Classifier, features: Mapping[str, float],
     ranked = sorted(((c, n) for n, c in contributions(model, features).items() if c > 0),
                     reverse=True)
     return [Reason(n, float(features[n]), c) for c, n in ranked[:top]]
-
-
-def _linear(model: base.Classifier,
-            names: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """Means, variances and weights of ``names``, for a scaled logistic regression."""
-    if isinstance(model, ScaledLogistic):
-        index = {name: i for i, name in enumerate(model.features)}
-        at = [index.get(n, -1) for n in names]
-
-        def pick(values: np.ndarray) -> np.ndarray:
-            return np.array([values[i] if i >= 0 else 0.0 for i in at])
-        return pick(model.means), pick(model.vars), pick(model.weights)
-    if isinstance(model, compose.Pipeline) and len(model.steps) == 2:
-        scaler, linear = model.steps.values()
-        if isinstance(scaler, preprocessing.StandardScaler) and scaler.window_size is None \
-                and isinstance(linear, linear_model.LogisticRegression):
-            return (np.array([scaler.means.get(n, 0.0) for n in names]),
-                    np.array([scaler.vars.get(n, 0.0) for n in names]),
-                    np.array([linear.weights.get(n, 0.0) for n in names]))
-    return None
 
 
 def _logit(p: np.ndarray) -> np.ndarray:

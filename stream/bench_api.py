@@ -44,6 +44,7 @@ from pydantic import SecretStr
 
 from features.events import Transaction
 from producers.schema import TransactionRecord
+from stream.bench_stream import remove_keys
 from stream.services.process import free_port
 from stream.settings import Settings, to_env
 
@@ -311,7 +312,7 @@ def bench_api(base: Settings, customers: int = 1000, days: float = 14.0,
                                      "codes": dict(production.codes)}
         finally:
             _stop(api)
-    _clean(settings)
+    remove_keys(settings)  # the keys of the stream scored and the champion
     load = os.getloadavg()
     summary["load_after"] = load
     bare_best = summary["sustained"]["bare"]
@@ -327,15 +328,4 @@ def bench_api(base: Settings, customers: int = 1000, days: float = 14.0,
              "max_ms": a.quantile(1.0), "generator_cpu_s": a.generator_cpu_s}
             for a in results]}, indent=1, default=float))
     return summary
-
-
-def _clean(settings: Settings) -> None:
-    import redis
-
-    client = redis.Redis.from_url(settings.redis.url)
-    try:
-        for key in client.scan_iter(f"{settings.redis.key_prefix}*", count=10_000):
-            client.delete(key)
-    finally:
-        client.close()
 

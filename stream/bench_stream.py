@@ -397,7 +397,7 @@ def _feature_path(base: Settings, simulation: Simulation) -> float:
     try:
         return asyncio.run(run())
     finally:
-        _clean(settings)
+        remove_keys(settings)
 
 
 def _alone(base: Settings, txn_events: pl.DataFrame, label_events: pl.DataFrame,
@@ -427,7 +427,7 @@ def _alone(base: Settings, txn_events: pl.DataFrame, label_events: pl.DataFrame,
         finally:
             processes.stop()
     finally:
-        _clean(settings)
+        remove_keys(settings)
     return txn_rate, reached_rate, label_rate, rss, stop
 
 
@@ -455,7 +455,7 @@ def _one(base: Settings, layout: str, roles: list[list[str]], events: pl.DataFra
                                "were scored")
     finally:
         stop = processes.stop()
-        _clean(settings)
+        remove_keys(settings)
     return LayoutResult(layout, txn_rate, label_rate, _quantile(latencies, 0.5),
                         _quantile(latencies, 0.99), rate, len(latencies), offered,
                         max(worst, default=float("nan")) / 1000, waiting, rss, stop)
@@ -473,7 +473,8 @@ def _median(layout: str, results: list[LayoutResult]) -> LayoutResult:
                         max(r.stop_s for r in results))
 
 
-def _clean(settings: Settings) -> None:
+def remove_keys(settings: Settings) -> None:
+    """Remove every Redis key under the settings' prefix (what a bench run wrote)."""
     client = redis.Redis.from_url(settings.redis.url)
     try:
         keys = list(client.scan_iter(match=f"{settings.redis.key_prefix}:*", count=1000))
