@@ -35,12 +35,19 @@ from features.events import Label, Transaction
 from features.store import Applied, ScoredRecord, Status, decode_state
 from features.vector import EntityState
 
+#: The fewest buckets a terminal holds before they are pruned: every window's kept span.
+PRUNE_AT_LEAST = len(terminal.WINDOWS) * (terminal.KEEP_BUCKETS + 1)
+
 
 @dataclass
 class _Terminal:
     buckets: dict[int, int] = field(default_factory=dict)
     newest: tuple[int | None, ...] = (None,) * len(terminal.WINDOWS)
     frauds: dict[str, bytes] = field(default_factory=dict)
+    #: Buckets no one reads again are dropped once this many are held: at most twice as
+    #: many as are needed, at the cost of one look at each bucket kept (pruning whenever
+    #: a window moved on, each hour, looked at them all: 9 % of a scorecard run).
+    prune_at: int = PRUNE_AT_LEAST
 
 
 class MemoryFeatureStore:
@@ -78,7 +85,10 @@ class MemoryFeatureStore:
             return Applied(txn, Status.LATE, newest=state.card.newest)
         self._terminals[txn.terminal_id] = term
         self._cards[txn.card_id] = card.append(blob, txn, self.allowed_lateness)
-        term.newest = terminal.step_in_place(term.buckets, term.newest, txn.event_time)
+        term.newest = terminal.count_in_place(term.buckets, term.newest, txn.event_time)
+        if len(term.buckets) > term.prune_at:
+            terminal.prune(term.buckets, term.newest)
+            term.prune_at = max(PRUNE_AT_LEAST, 2 * len(term.buckets))
         self._pending[txn.txn_id] = (state, card.HEADER.unpack_from(blob)[1] if blob else 0)
         return Applied(txn, Status.NEW, state=state)
 

@@ -150,35 +150,45 @@ def step(
     """Count a transaction at ``event_time``; drop buckets no one may read again."""
     out = dict(buckets)
     known = step_in_place(out, newest, event_time)
-    _prune(out, known)  # always, even when no window moved on (a very late transaction)
+    prune(out, known)  # always, even when no window moved on (a very late transaction)
     return out, known
 
 
 def step_in_place(
     buckets: dict[int, int], newest: Sequence[int | None], event_time: float
 ) -> tuple[int, ...]:
-    """:func:`step` on ``buckets`` itself, for the in-memory store: the same counts, and
-    buckets no one may read again dropped only when a window's newest bucket moves on
-    (:func:`window_counts` never reads them, so the sums are those of :func:`step`).
+    """:func:`step` on ``buckets`` itself: the same counts, and buckets no one may read
+    again dropped only when a window's newest bucket moves on (:func:`window_counts`
+    never reads them, so the sums are those of :func:`step`).
 
     >>> buckets: dict[int, int] = {}
     >>> newest = step_in_place(buckets, (None, None, None), 3600.0 * 5)
     >>> newest, window_counts(buckets, newest, 3600.0 * 6)
     ((5, 0, 0), (1, 0, 0, 0, 0, 0))
     """
-    currents = current_buckets(event_time)
-    known = tuple(c if n is None else max(n, c) for n, c in zip(newest, currents, strict=True))
-    for i, current in enumerate(currents):
-        key = field(i, current)
-        buckets[key] = buckets.get(key, 0) + 1
+    known = count_in_place(buckets, newest, event_time)
     if known != tuple(newest):
-        _prune(buckets, known)
+        prune(buckets, known)
     return known
 
 
-def _prune(buckets: dict[int, int], known: Sequence[int]) -> None:
+def count_in_place(
+    buckets: dict[int, int], newest: Sequence[int | None], event_time: float
+) -> tuple[int, ...]:
+    """Count a transaction at ``event_time`` in ``buckets`` itself, dropping nothing; the
+    newest bucket per window. A store that holds many terminals may :func:`prune` only
+    now and then: the buckets it keeps too long are never read."""
+    currents = current_buckets(event_time)
+    for i, current in enumerate(currents):
+        key = field(i, current)
+        buckets[key] = buckets.get(key, 0) + 1
+    return tuple(c if n is None else max(n, c) for n, c in zip(newest, currents, strict=True))
+
+
+def prune(buckets: dict[int, int], known: Sequence[int]) -> None:
     """Drop the buckets more than :data:`KEEP_BUCKETS` behind each window's newest."""
-    for key in [k for k in buckets if _bucket(k) < known[_window(k)] - KEEP_BUCKETS]:
+    floors = [k - KEEP_BUCKETS for k in known]  # (a key is field(window, bucket))
+    for key in [k for k in buckets if (k - 1) // 4 < floors[(k - 1) % 4]]:
         del buckets[key]
 
 
@@ -192,14 +202,6 @@ def fraud_floor(newest: Sequence[int | None], event_time: float) -> float:
     stored = newest[last]
     known = current if stored is None else max(stored, current)
     return (known - KEEP_BUCKETS) * BUCKET_SECONDS[last]
-
-
-def _window(key: int) -> int:
-    return (key - 1) % 4
-
-
-def _bucket(key: int) -> int:
-    return (key - 1) // 4
 
 
 def pack_fraud(txn_time: float, arrived: float) -> bytes:

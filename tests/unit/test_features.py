@@ -195,17 +195,24 @@ def test_the_docs_list_every_feature_with_its_meaning() -> None:
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.floats(min_value=0, max_value=70 * 86400, allow_nan=False), min_size=1,
                 max_size=120))
-def test_in_place_step_reads_the_same_counts_as_step(offsets: list[float]) -> None:
-    """Out of order too: the in-memory store steps its buckets in place."""
+def test_buckets_pruned_in_place_or_lazily_read_the_counts_of_step(offsets: list[float]) -> None:
+    """Out of order too: stepped in place, or counted in place and pruned only now and
+    then (as the in-memory store does), the buckets read the same counts."""
     pure: dict[int, int] = {}
     pure_newest: tuple[int | None, ...] = (None, None, None)
     in_place: dict[int, int] = {}
     newest: tuple[int | None, ...] = (None, None, None)
-    for offset in offsets:
+    lazy: dict[int, int] = {}
+    lazy_newest: tuple[int | None, ...] = (None, None, None)
+    for i, offset in enumerate(offsets):
         t = T0 + offset
         pure, pure_newest = terminal.step(pure, pure_newest, t)
         newest = terminal.step_in_place(in_place, newest, t)
-        assert newest == pure_newest
+        lazy_newest = terminal.count_in_place(lazy, lazy_newest, t)
+        if i % 7 == 6:
+            terminal.prune(lazy, lazy_newest)
+        assert newest == pure_newest == lazy_newest
         for probe in (t, t + 3600.0, t + 86400.0 * 3, t - 86400.0):
             assert terminal.window_counts(in_place, newest, probe) == \
-                terminal.window_counts(pure, pure_newest, probe)
+                terminal.window_counts(pure, pure_newest, probe) == \
+                terminal.window_counts(lazy, lazy_newest, probe)
