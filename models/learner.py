@@ -94,6 +94,8 @@ class Learner:
     refused_champion: int | None = None
     #: The last quality report a snapshot carried, and when (monotonic seconds) it was made.
     _report: tuple[float, dict[str, float]] | None = None
+    #: The model whose parameters were last read, and them (they do not change as it learns).
+    _params: tuple[object, dict[str, Any] | None] | None = None
 
     @classmethod
     async def start(
@@ -271,7 +273,7 @@ class Learner:
             labels_learned=self.labels_learned,
             created_at=self.last_label_time or self.meta.created_at,
             metrics=self._metrics(),
-            params=_params(self.model),
+            params=self._model_params(),
             stream_time=self.stream_time,
         )
         refused = self.refused_champion
@@ -282,6 +284,14 @@ class Learner:
         self.refused_champion = None  # replaced: nothing refused is champion any more
         self.unpublished = 0
         return ServingModel(self.meta.version, copy.deepcopy(self.model))
+
+    def _model_params(self) -> dict[str, Any] | None:
+        """The model's parameters, read again only when the model is another object (a
+        promote or rollback): a snapshot a hundred labels carried them at 9 % of the
+        publishing cost (py-spy)."""
+        if self._params is None or self._params[0] is not self.model:
+            self._params = (self.model, _params(self.model))
+        return self._params[1]
 
     def _metrics(self) -> dict[str, float] | None:
         """The quality report a snapshot carries: made again at most every

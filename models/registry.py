@@ -23,7 +23,7 @@ import hmac
 import json
 import pickle
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -59,6 +59,10 @@ class SnapshotMeta:
     #: (the newest transaction scored); no label it learned arrived after it,
     #: except those learned once no older transaction was left to come.
     stream_time: float | None = None
+
+
+#: The fields a snapshot's metadata is stored with.
+_META_FIELDS = tuple(f.name for f in fields(SnapshotMeta))
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,14 +264,17 @@ class ModelRegistry:
         """
         version = int(await self.client.incr(f"{self._base}:counter"))
         meta = replace(meta, version=version)
-        meta_bytes = json.dumps(asdict(meta), separators=(",", ":")).encode()
+        meta_bytes = json.dumps({f: getattr(meta, f) for f in _META_FIELDS},  # (not asdict:
+                                separators=(",", ":")).encode()  # no deep copy to dump)
         blob = pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
         champion_key = f"{self._base}:champion"
+        watched = [champion_key, *([self.fence.key] if self.fence is not None else [])]
         async with self.client.pipeline(transaction=True) as pipe:
             try:
-                await self._watch_fence(pipe)
-                await pipe.watch(champion_key)
-                raw = await pipe.get(champion_key)
+                await pipe.watch(*watched)  # the fence and the champion, in one round trip
+                raw, *fence = await pipe.mget(watched)
+                if fence:
+                    self._hold_fence(fence[0])
                 if raw is not None and int(raw) not in (meta.parent, over):
                     raise ChampionChangedError(
                         f"champion is now version {int(raw)}, not {meta.parent}")
@@ -289,10 +296,13 @@ class ModelRegistry:
         return meta
 
     async def _retain(self) -> None:
-        old: list[Any] = await self.client.zrange(f"{self._base}:versions", 0,
-                                                  -(self.keep_versions + 1))
-        champion = await self.champion_version()
-        doomed = [int(v) for v in old if int(v) != champion]
+        async with self.client.pipeline(transaction=False) as pipe:  # one round trip
+            pipe.zrange(f"{self._base}:versions", 0, -(self.keep_versions + 1))
+            pipe.get(f"{self._base}:champion")
+            pipe.get(f"{self._base}:latest")
+            old, champion, latest = await pipe.execute()
+        champion = champion if champion is not None else latest
+        doomed = [int(v) for v in old if champion is None or int(v) != int(champion)]
         if doomed:
             pipe = self.client.pipeline(transaction=True)
             pipe.delete(*(f"{self._base}:snap:{v}" for v in doomed))
