@@ -26,6 +26,7 @@ from stream.processing import Pipeline
 from stream.records import Emit, RawRecord
 from stream.runtime.consumer import BatchConsumer
 from stream.runtime.loop import watch_loop
+from stream.runtime.output import produce_and_wait
 from stream.runtime.roles import group_id
 from stream.settings import Settings
 
@@ -98,13 +99,12 @@ def create_app(settings: Settings, pipeline: Pipeline,
     async def send_all(emits: list[Emit]) -> None:
         """Produce ``emits`` and wait until Kafka has them all (acks=all): a batch's offsets
         are committed only after its outputs are delivered, so a crash loses none.
-        Straight to the producer: a Faust ``Topic.send`` per record cost as much as the
-        scoring itself (py-spy)."""
-        producer = await app.maybe_start_producer()
-        deliveries = [await producer.send(e.topic, e.key, e.value, None, None, None)
-                      for e in emits]
-        if deliveries:
-            await asyncio.gather(*deliveries)
+        Straight to aiokafka's producer, in one batch per partition
+        (:mod:`stream.runtime.output`): a Faust ``Topic.send`` per record cost as much as
+        the scoring itself, a producer ``send`` per record 11 us (py-spy)."""
+        if emits:
+            producer = await app.maybe_start_producer()
+            await produce_and_wait(producer._ensure_producer(), emits)  # Faust's aiokafka one
 
     async def emit_from(make: Awaitable[list[Emit]]) -> None:
         """What a timer or callback made, sent until Kafka has it (the work is done)."""
