@@ -73,9 +73,11 @@ EARLIEST_EVENT = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST_EVENT = datetime(2100, 1, 1, tzinfo=UTC)
 
 
+_EARLIEST, _LATEST = EARLIEST_EVENT.timestamp(), LATEST_EVENT.timestamp()
+
+
 def _in_range(moment: datetime) -> datetime:
-    utc = moment.timestamp()
-    if not EARLIEST_EVENT.timestamp() <= utc < LATEST_EVENT.timestamp():
+    if not _EARLIEST <= moment.timestamp() < _LATEST:
         raise ValueError(f"must be from {EARLIEST_EVENT:%Y-%m-%d} to before "
                          f"{LATEST_EVENT:%Y-%m-%d} UTC")
     return moment
@@ -223,8 +225,9 @@ def _decode(schema: type[R], raw: bytes | str) -> R:
     return record
 
 
-#: What may stand between a key's closing quote and its colon.
-_QUOTE_SPACE = (b'" ', b'"\t', b'"\n', b'"\r')
+#: What may stand between a key's closing quote and its colon (one regex scan: four
+#: substring searches cost three times as much, a quote being everywhere in JSON).
+_QUOTE_SPACE = re.compile(rb'"[ \t\n\r]')
 
 
 def _keys_plainly_unique(raw: bytes | str, fields: int) -> bool:
@@ -239,7 +242,7 @@ def _keys_plainly_unique(raw: bytes | str, fields: int) -> bool:
     (False, False)
     """
     data = raw.encode() if isinstance(raw, str) else raw
-    return data.count(b'":') == fields and not any(q in data for q in _QUOTE_SPACE)
+    return data.count(b'":') == fields and _QUOTE_SPACE.search(data) is None
 
 
 #: A key of a flat JSON object: a string followed by a colon.
