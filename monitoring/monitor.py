@@ -244,6 +244,11 @@ class DriftMonitor:
     def _scored_in_order(self, released: list[ScoredRecord]) -> list[DriftEvent]:
         events = [e for record in released for e in self._on_scored(record, self._scorer)]
         self._held("scored", len(self._scored), self._scored.released_early)
+        if self.prediction.flagged:  # the prediction gauges once a batch, not once a record
+            score = self.prediction.latest.get("prediction_psi")
+            if score is not None:
+                self.metrics.score_psi.set(score)
+            self.metrics.flagged_share.set(self.prediction.flagged_share)
         return events
 
     def _held(self, stream: str, held: int, released_early: int) -> None:
@@ -273,10 +278,6 @@ class DriftMonitor:
             self._kswin_published = self.kswin.samples
             for feature, p_value in self.kswin.latest.items():
                 self.metrics.feature_kswin_p_value.labels(feature=feature).set(p_value)
-        score = self.prediction.latest.get("prediction_psi")
-        if score is not None:
-            self.metrics.score_psi.set(score)
-        self.metrics.flagged_share.set(self.prediction.flagged_share)
         data_drift = [e for e in events if e.detector in ("psi", "ks", "kswin")]
         if data_drift:
             self._start_report(data_drift[0])

@@ -209,6 +209,7 @@ class ScoreRole:
             batch.emits.append(self.rejects(record, "transactions", "processing_error",
                                             repr(exc)))
             return
+        scores = 0
         for (record, txn), result in zip(decoded, results, strict=True):
             if result.record is None:
                 batch.emits.append(self.rejects(record, "transactions", "too_late",
@@ -239,8 +240,9 @@ class ScoreRole:
                 batch.emits.append(self.rejects(record, "transactions", "processing_error",
                                                 f"score: {exc!r}"))
                 continue
-            self.metrics.scores_out.inc()
+            scores += 1
             batch.emits.append(Emit(self.scores_topic, txn.card_id.encode(), value))
+        self.metrics.scores_out.inc(scores)  # once a batch (a counter's lock per record)
 
     async def _state_began(self, event_time: float) -> None:
         """Record when the feature state began (the first writer wins)."""
