@@ -212,6 +212,11 @@ class WorkerSettings(_Section):
     #: (a replay, a catch-up): no transaction is scored by a model that missed labels that
     #: came before it (``stream.runtime.flow``). Live, nothing is held.
     scoring_lead_seconds: float = Field(3_600.0, ge=0, le=30 * 86_400)
+    #: A scorer reads its transactions partitions in step in event time: one more than this
+    #: many seconds ahead of the slowest that still has records in Kafka is left unread
+    #: until that one catches up (``stream.runtime.flow.PartitionAlign``; 0: off). A
+    #: terminal's features then see every partition's traffic, as live.
+    partition_lead_seconds: float = Field(3_600.0, ge=0, le=30 * 86_400)
     #: Port of the worker's Prometheus ``/metrics`` endpoint on ``metrics_host``.
     metrics_host: str = "127.0.0.1"
     metrics_port: Port = 8001

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -24,7 +25,7 @@ from mode import Service
 from models.errors import FencedError
 from stream.processing import Pipeline
 from stream.records import Emit, RawRecord
-from stream.runtime.consumer import BatchConsumer
+from stream.runtime.consumer import BatchConsumer, Skip
 from stream.runtime.loop import watch_loop
 from stream.runtime.output import produce_and_wait
 from stream.runtime.roles import group_id
@@ -86,13 +87,13 @@ def create_app(settings: Settings, pipeline: Pipeline,
     consumers: list[BatchConsumer] = []
 
     def consume(topics: list[str], handler: Callable[[list[RawRecord]], Awaitable[None]],
-                name: str) -> BatchConsumer:
+                name: str, skip: Skip | None = None) -> BatchConsumer:
         """A member of this process's group reading ``topics`` on its own (a scorer waiting
         for the labels never stops the labels)."""
         consumer = BatchConsumer(
             settings.kafka.bootstrap_servers, group, topics, handler, worker.batch_max,
             worker.batch_within_seconds, worker.session_timeout_seconds,
-            worker.heartbeat_seconds, revoked_here, assigned_here, name)
+            worker.heartbeat_seconds, revoked_here, assigned_here, name, skip)
         consumers.append(consumer)
         return consumer
 
@@ -140,9 +141,17 @@ def create_app(settings: Settings, pipeline: Pipeline,
         scoring: list[BatchConsumer] = []
         hold = _scoring_steering(scoring, pipeline, topic("transactions"))
         steers.append(("scoring hold", hold))
+        assert pipeline.scorer is not None
+        align = pipeline.scorer.align
+
+        def unaligned(readable: set[TopicPartition]) -> set[TopicPartition]:
+            """The partitions too far ahead of the slowest in event time: left for now."""
+            left = align.skip({tp.partition for tp in readable}, time.monotonic())
+            return {tp for tp in readable if tp.partition in left}
+
         scoring.append(consume([topic("transactions")],
                                handling(pipeline.on_transactions, hold, "scoring hold"),
-                               "score"))
+                               "score", unaligned))
 
     if "monitor" in roles and "score" not in roles:
         consume([topic("scored")], handling(pipeline.on_scored), "watch-scored")

@@ -45,6 +45,9 @@ Handler = Callable[[list[RawRecord]], Awaitable[None]]
 #: or given to it.
 OnRevoked = Callable[[set[TopicPartition]], Awaitable[None]]
 OnAssigned = Callable[[set[TopicPartition]], Awaitable[None]]
+#: Of the partitions that may be read now, those to leave unread for this fetch (their
+#: fetched records stay in the client).
+Skip = Callable[[set[TopicPartition]], set[TopicPartition]]
 
 #: The longest a consumer with nothing fetched waits for records before looking again
 #: (at its assignment and paused partitions).
@@ -68,8 +71,10 @@ class BatchConsumer:
     def __init__(self, bootstrap: str, group: str, topics: Collection[str], handler: Handler,
                  batch_max: int, within: float, session_timeout: float,
                  heartbeat: float, on_revoked: OnRevoked = _nothing,
-                 on_assigned: OnAssigned = _nothing, name: str = "") -> None:
+                 on_assigned: OnAssigned = _nothing, name: str = "",
+                 skip: Skip | None = None) -> None:
         self.topics = list(topics)
+        self.skip = skip
         self.group = group
         self.handler = handler
         self.batch_max = batch_max
@@ -138,8 +143,9 @@ class BatchConsumer:
         before the next: partitions days apart in event time, which the drift monitor then
         had to hold back, and released out of order.)"""
         client = self.client
-        partitions = sorted(client.assignment() - client.paused(),
-                            key=lambda tp: (tp.topic, tp.partition))
+        readable = client.assignment() - client.paused()
+        skipped = self.skip(readable) if self.skip is not None and readable else set()
+        partitions = sorted(readable - skipped, key=lambda tp: (tp.topic, tp.partition))
         share = max(1, self.batch_max // max(1, len(partitions)))
         fetched: dict[TopicPartition, list[Any]] = {}
         for tp in partitions:
@@ -151,9 +157,17 @@ class BatchConsumer:
             return fetched
         # Nothing buffered: wait for the next fetch (getmany returns as soon as records
         # come, so a longer wait costs no latency; a short one woke an idle worker 100
-        # times a second per consumer).
-        return await client.getmany(timeout_ms=int(max(self.within, IDLE_WAIT) * 1000),
-                                    max_records=share)
+        # times a second per consumer), from the partitions not skipped.
+        wait = int(max(self.within, IDLE_WAIT) * 1000)
+        if not skipped:
+            return await client.getmany(timeout_ms=wait, max_records=share)
+        if not partitions:
+            await asyncio.sleep(self.within)
+            return {}
+        try:
+            return await client.getmany(*partitions, timeout_ms=wait, max_records=share)
+        except IllegalStateError:  # revoked meanwhile
+            return {}
 
     async def _handle(self, fetched: dict[TopicPartition, list[Any]]) -> None:
         mine = self.client.assignment()

@@ -125,7 +125,8 @@ False
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import math
+from collections.abc import Collection, Iterable
 
 #: The learner's published frontier expires this long after it last wrote it: a scorer
 #: never holds its transactions for a learner that stopped.
@@ -286,3 +287,83 @@ class ScoreHold:
         else:
             self.held = stream_time - frontier > self.lead / 2
         return self.held
+
+
+class PartitionAlign:
+    """Which transactions partitions a scorer leaves unread for now, so that none runs
+    more than ``lead`` seconds of event time ahead of the slowest partition that still
+    has records in Kafka.
+
+    A terminal is shared by cards of every partition: scored while one partition runs
+    days ahead of another, its transactions see the terminal without the other
+    partition's traffic of those days (and the drift detectors see features that depend
+    on how the partitions were read; the end-to-end drift test's steady stream paged
+    PredictionDrift so). Reading the partitions in step in event time makes a replay's
+    or a catch-up's vectors those of live traffic, as the embedded run computes them.
+
+    A partition left unread keeps its fetched records in the client (it is not paused);
+    one more than ``lead`` ahead is left, and read again once within half of it. A
+    partition that has records in Kafka but whose newest time has not moved for
+    ``stall`` seconds (wall clock: its last records are transaction markers, or its
+    reads fail) no longer holds the others back. Live, no partition has a backlog:
+    nothing is left unread.
+
+    >>> align = PartitionAlign(lead=3_600.0)
+    >>> align.read(0, 10_000.0, behind=True, now=0.0); align.read(1, 12_000.0, True, 0.0)
+    >>> align.skip({0, 1}, now=0.1)          # 2,000 s ahead: within the lead
+    set()
+    >>> align.read(1, 20_000.0, True, 0.2)   # 10,000 s ahead of partition 0
+    >>> align.skip({0, 1}, now=0.3)
+    {1}
+    >>> align.read(0, 17_000.0, True, 0.4)   # 3,000 s: more than half the lead still
+    >>> align.skip({0, 1}, now=0.5)
+    {1}
+    >>> align.read(0, 18_500.0, True, 0.6)   # within half the lead: read again
+    >>> align.skip({0, 1}, now=0.7)
+    set()
+    >>> align.read(0, 30_000.0, False, 0.8)  # 0 read to its end: it holds none back ...
+    >>> align.skip({0, 1}, now=0.9)          # ... and what comes on it waits for 1
+    {0}
+
+    A partition whose time stands still stops holding the others back after ``stall``
+    seconds, and one revoked holds none back at once:
+
+    >>> align = PartitionAlign(lead=3_600.0, stall=10.0)
+    >>> align.read(0, 10_000.0, True, 1.0); align.read(1, 20_000.0, True, 1.0)
+    >>> align.skip({0, 1}, now=1.5), align.skip({0, 1}, now=12.0)
+    ({1}, set())
+    >>> align.skip({1}, now=1.5)
+    set()
+    """
+
+    def __init__(self, lead: float, stall: float = 10.0) -> None:
+        if lead < 0:
+            raise ValueError(f"lead: must be >= 0 seconds, got {lead}")
+        self.lead = lead
+        self.stall = stall
+        #: Per partition: newest event time read, whether Kafka had more after it, and
+        #: when (wall clock) its newest time last moved.
+        self._newest: dict[int, float] = {}
+        self._behind: dict[int, bool] = {}
+        self._moved: dict[int, float] = {}
+        self._left: set[int] = set()
+
+    def read(self, partition: int, newest: float, behind: bool, now: float) -> None:
+        """A batch of ``partition`` was read up to event time ``newest`` (``behind``: Kafka
+        held more records after it), at wall-clock ``now`` (monotonic seconds)."""
+        if newest > self._newest.get(partition, -math.inf) or partition not in self._moved:
+            self._moved[partition] = now
+        self._newest[partition] = max(newest, self._newest.get(partition, -math.inf))
+        self._behind[partition] = behind
+
+    def skip(self, assigned: Collection[int], now: float) -> set[int]:
+        """The ``assigned`` partitions to leave unread now."""
+        laggards = [self._newest[p] for p in assigned
+                    if self._behind.get(p) and now - self._moved[p] < self.stall]
+        if not self.lead or not laggards:
+            self._left = set()
+            return set()
+        slowest = min(laggards)
+        self._left = {p for p in assigned if p in self._newest and self._newest[p] > slowest + (
+            self.lead / 2 if p in self._left else self.lead)}
+        return set(self._left)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from models.scoring import ModelHolder, score_batch
 from monitoring.metrics import PipelineMetrics
 from producers.schema import RecordError, ScoreRecord, decode_transaction, encode, to_datetime
 from stream.records import Emit, RawRecord, Rejects
-from stream.runtime.flow import ScoreHold, frontier_key
+from stream.runtime.flow import PartitionAlign, ScoreHold, frontier_key
 from stream.runtime.marks import RaisedMarks
 from stream.settings import Settings
 
@@ -90,6 +91,9 @@ class ScoreRole:
         self.state_start: float | None = None
         #: Whether to pause the transactions partitions for the labels (applied by the app).
         self.hold = ScoreHold(settings.worker.scoring_lead_seconds)
+        #: Which transactions partitions to leave unread for now, so that they are read in
+        #: step in event time (applied by the app's consumer).
+        self.align = PartitionAlign(settings.worker.partition_lead_seconds)
         self._frontier_key = frontier_key(settings.redis.key_prefix)
         #: Whether it waits for the labels now.
         self.waiting = False
@@ -133,10 +137,23 @@ class ScoreRole:
             if self.settings.drift.enabled and self.state_start is None:
                 await self._state_began(min(txn.event_time for _, txn in decoded))
             await self._score_in_step(decoded, batch)
+        self._read(records, decoded)
         self.metrics.latency.labels(stage="score").observe(time.perf_counter() - started)
         if self.newest:
             self.metrics.newest_event.set(self.newest)
         return batch
+
+    def _read(self, records: Sequence[RawRecord],
+              decoded: Sequence[tuple[RawRecord, Transaction]]) -> None:
+        """Tell the partitions' alignment how far each partition of the batch was read."""
+        newest: dict[int, float] = {}
+        for record, txn in decoded:
+            if txn.event_time > newest.get(record.partition, -math.inf):
+                newest[record.partition] = txn.event_time
+        behind = {record.partition: record.behind for record in records}  # the last's
+        now = time.monotonic()
+        for partition, at in newest.items():
+            self.align.read(partition, at, behind[partition], now)
 
     async def _score_in_step(self, decoded: Sequence[tuple[RawRecord, Transaction]],
                              batch: ScoredBatch) -> None:
