@@ -43,6 +43,11 @@ class KafkaSettings(_Section):
     #: Partitions for topics the project creates (transactions, labels, scores).
     partitions: int = Field(4, ge=1, le=1024)
     replication_factor: int = Field(1, ge=1)
+    #: The worker's producer: how long a batch waits for more records before it is sent,
+    #: and its largest size (a worker hands each fetched batch's outputs over at once,
+    #: one producer batch per partition: ``stream.runtime.output``).
+    producer_linger_ms: int = Field(0, ge=0, le=60_000)
+    producer_batch_bytes: int = Field(16_384, ge=1_024, le=16 * 1024 * 1024)
 
 
 class TopicSettings(_Section):

@@ -79,6 +79,8 @@ def create_app(settings: Settings, pipeline: Pipeline,
         datadir=str(faust_dir / "{conf.name}-data"),
         web_enabled=False,
         producer_acks=-1,
+        producer_linger_ms=settings.kafka.producer_linger_ms,
+        producer_max_batch_size=settings.kafka.producer_batch_bytes,
         topic_partitions=settings.kafka.partitions,
     )
     app.producer_only = True  # the records are read by the batch consumers, not Faust
