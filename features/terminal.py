@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import math
 import struct
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import repeat
@@ -227,20 +228,23 @@ def values(state: TerminalState, txn: Transaction) -> list[float]:
     if not state.frauds:  # the usual case: no fraud count, no rate, no risk
         return [value for count in windows for value in (float(count), 0.0, 0.0)] + _NO_RISK
     at = txn.event_time
+    # the times of the frauds whose label came before ``at``, sorted: a window's count is
+    # then two bisections (six passes over the entries cost 9 us with a single one)
+    known = sorted([when for when, came in state.frauds if came < at])
     out: list[float] = []
     for count, size in zip(windows, BUCKET_SECONDS, strict=True):
         current = math.floor(at / size)
-        frauds = _known_frauds(state, (current - BUCKETS) * size, current * size, at)
+        frauds = _between(known, (current - BUCKETS) * size, current * size)
         out += (float(count), float(frauds), min(frauds / count, 1.0) if count else 0.0)
     delayed = state.counts[len(WINDOWS):] or (0,) * len(DELAYED)
     for count, (i, offset, length) in zip(delayed, DELAYED.values(), strict=True):
         size = BUCKET_SECONDS[i]
         end = math.floor(at / size) - offset
-        frauds = _known_frauds(state, (end - length) * size, end * size, at)
+        frauds = _between(known, (end - length) * size, end * size)
         out.append(min(frauds / count, 1.0) if count else 0.0)
     return out
 
 
-def _known_frauds(state: TerminalState, start: float, end: float, at: float) -> int:
-    """Frauds of transactions in ``[start, end)`` whose label came before ``at``."""
-    return sum(1 for when, came in state.frauds if start <= when < end and came < at)
+def _between(times: list[float], start: float, end: float) -> int:
+    """How many of the sorted ``times`` fall in ``[start, end)``."""
+    return bisect_left(times, end) - bisect_left(times, start)
