@@ -438,11 +438,11 @@ def _api(settings: Settings, log_level: str, workers: int | None = None) -> int:
     _port_free(settings.api.host, settings.api.port)
     import uvicorn
 
-    from stream.wiring import api_metrics_dir, build_api
+    from stream.wiring import api_metrics_dir, build_api, serving
 
     workers = workers or settings.api.workers
     if workers == 1:
-        uvicorn.run(build_api(settings), host=settings.api.host, port=settings.api.port,
+        uvicorn.run(serving(build_api(settings)), host=settings.api.host, port=settings.api.port,
                     log_level=log_level, access_log=settings.api.access_log)
         return 0
     os.environ.update(to_env(settings))  # each worker process reads the same settings
