@@ -209,13 +209,6 @@ class ModelRegistry:
         return ModelRegistry(self.client, self.key_prefix, self._key, self.learned_ttl_seconds,
                              self.keep_versions, lineage=self.lineage, fence=fence)
 
-    async def _watch_fence(self, pipe: Any) -> None:
-        """Inside a ``WATCH``: refuse unless the fence still holds. A takeover between
-        here and ``EXEC`` changes the fence key, so ``EXEC`` fails (:class:`WatchError`)."""
-        if self.fence is not None:
-            await pipe.watch(self.fence.key)
-            self._hold_fence(await pipe.get(self.fence.key))
-
     def _hold_fence(self, raw: Any) -> None:
         """Raise :class:`FencedError` unless ``raw`` (the fence key's value) is our token."""
         if self.fence is not None and (raw is None or int(raw) != self.fence.token):

@@ -38,7 +38,8 @@ from typing import Any
 import polars as pl
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
-from aiokafka.partitioner import DefaultPartitioner
+
+from producers.partitions import partition_of
 
 #: Progress callback: (sent, total, seconds elapsed).
 Progress = Callable[[int, int, float], None]
@@ -218,10 +219,8 @@ class _BatchSender:
         self.topics = topics
         self.summary = summary
         self.retry_seconds = retry_seconds
-        self.partitioner = DefaultPartitioner()
         self.partitions: list[list[int]] = []
         self.open: dict[tuple[int, int], tuple[Any, list[tuple[bytes, bytes]]]] = {}
-        self.cache: list[dict[bytes, int]] = [{}, {}]
         self.in_flight: deque[_Batch] = deque()
         #: When the current outage began (monotonic), None while Kafka takes our batches.
         self._outage_since: float | None = None
@@ -235,10 +234,7 @@ class _BatchSender:
             self.partitions.append(sorted(found))
 
     async def add(self, kind: int, key: bytes, value: bytes) -> None:
-        partition = self.cache[kind].get(key)
-        if partition is None:
-            all_ = self.partitions[kind]
-            partition = self.cache[kind][key] = self.partitioner(key, all_, all_)
+        partition = partition_of(key, self.partitions[kind])
         opened = self.open.get((kind, partition))
         if opened is None:
             opened = self.open[(kind, partition)] = (self.producer.create_batch(), [])

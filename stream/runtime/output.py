@@ -10,14 +10,12 @@ future, the partitioner and the accumulator per record); appended to a
 Kafka).
 
 A keyed record goes to the partition Kafka's default partitioner gives it
-(murmur2 of the key, as aiokafka and the Java client compute it), so every
+(:func:`producers.partitions.partition_of`), so every
 record of a card lands where it always did and stays in order; a record
 without a key goes to the partitions in turn.
 
 Examples
 --------
->>> partition_of(b"c000001", [0, 1, 2, 3]) == DefaultPartitioner()(b"c000001", [0, 1, 2, 3], [])
-True
 >>> groups = by_partition([Emit("s", b"a", b"1"), Emit("s", None, b"2"), Emit("s", b"a", b"3")],
 ...                       {"s": [0, 1]}, turn=1)
 >>> {k: [e.value for e in v] for k, v in sorted(groups.items())}
@@ -29,30 +27,17 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import Mapping, Sequence
-from functools import lru_cache
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.partitioner import DefaultPartitioner, murmur2
 
+from producers.partitions import partition_of
 from stream.records import Emit
 
-__all__ = ["DefaultPartitioner", "by_partition", "partition_of", "produce"]
+__all__ = ["by_partition", "produce", "produce_and_wait"]
 
 #: Where the unkeyed records go next (each call starts one partition further on).
 _turn = itertools.count()
-
-
-@lru_cache(maxsize=1 << 16)
-def _hashed(key: bytes) -> int:
-    """The key's non-negative murmur2 (cards repeat: hashed once, in pure Python)."""
-    return murmur2(key) & 0x7FFFFFFF
-
-
-def partition_of(key: bytes, partitions: Sequence[int]) -> int:
-    """The partition Kafka's default partitioner sends ``key`` to (``partitions``
-    sorted)."""
-    return partitions[_hashed(key) % len(partitions)]
 
 
 def by_partition(emits: Sequence[Emit], partitions: Mapping[str, Sequence[int]],
