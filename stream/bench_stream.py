@@ -83,6 +83,11 @@ class LayoutResult:
     rss_mb: float = float("nan")
     #: Seconds from SIGTERM until the slowest process exited.
     stop_s: float = float("nan")
+    #: Of the offered transactions, how many the generator sent more than
+    #: LATE_SECONDS after their turn, and the generator's CPU (share of one core): a
+    #: generator that could not keep its schedule measured the machine, not the stream.
+    offered_late: int = 0
+    generator_cpu: float = float("nan")
 
 
 def _settings(base: Settings, layout: str) -> Settings:
@@ -205,6 +210,15 @@ def _drain(settings: Settings, transactions: int, labels: int, timeout: float,
             labels / max(learned_at - first, 1e-3), most)
 
 
+def _rate(count: int, seconds: float) -> float:
+    """``count`` per second over ``seconds``; NaN when nothing was left to time.
+
+    >>> _rate(500, 0.25), _rate(0, 0.0)
+    (2000.0, nan)
+    """
+    return count / max(seconds, 1e-3) if count > 0 else float("nan")
+
+
 def _first_learned(settings: Settings, labels: int, reached: int,
                    timeout: float) -> tuple[float, float]:
     """Labels/s of a learner from its first snapshot until the first ``reached`` labels
@@ -222,66 +236,99 @@ def _first_learned(settings: Settings, labels: int, reached: int,
             if first is not None and reached_at is None and learned >= reached:
                 reached_at = now
             if learned >= labels and first is not None and reached_at is not None:
-                return ((reached - first[1]) / max(reached_at - first[0], 1e-3),
-                        (labels - first[1]) / max(now - first[0], 1e-3))
+                # NaN: learned before the first look (a run too small to time)
+                return (_rate(reached - first[1], reached_at - first[0]),
+                        _rate(labels - first[1], now - first[0]))
             time.sleep(0.05)
     finally:
         client.close()
     raise RuntimeError(f"the learner did not learn {labels} labels within {timeout:.0f}s")
 
 
+#: A record sent this much after its turn counts as late (the generator fell behind).
+LATE_SECONDS = 0.005
+
+
+@dataclass
+class Offered:
+    """What the load generator sent: each transaction's send time (ms since the epoch),
+    how many went out late, and the generator's own CPU seconds."""
+
+    sent: dict[str, float]
+    late: int
+    cpu_s: float
+
+
+def _offer(bootstrap: str, topic: str, rate: float, count: int, start_time: float,
+           cards: list[str], tag: str) -> Offered:
+    """Send ``count`` transactions at ``rate`` per second, on schedule whatever happens
+    (open loop), each encoded beforehand. Run in a process of its own: in the bench's
+    process its sends and the reading of the scores wait for each other's turn of the
+    interpreter, and that wait reads as the stream's latency (docs/performance.md)."""
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, acks=1)
+    records = []
+    for i in range(count):
+        txn = Transaction(f"{tag}-{i}", cards[i % len(cards)], f"{tag}-terminal", 20.0,
+                          start_time + i * 0.01)
+        records.append((txn.txn_id, txn.card_id.encode(),
+                        encode(TransactionRecord.from_event(txn))))
+    sent: dict[str, float] = {}
+    late = 0
+    cpu = time.process_time()
+    begin = time.monotonic()
+    for i, (txn_id, key, value) in enumerate(records):
+        pause = begin + i / rate - time.monotonic()
+        if pause > 0:
+            time.sleep(pause)
+        elif pause < -LATE_SECONDS:
+            late += 1
+        ms = time.time() * 1000
+        sent[txn_id] = ms
+        producer.send(topic, key=key, value=value, timestamp_ms=int(ms))
+    producer.flush()
+    used = time.process_time() - cpu
+    producer.close()
+    return Offered(sent, late, used)
+
+
 def _latency(settings: Settings, rate: float, seconds: float, start_time: float,
              cards: list[str], tag: str = "lat", fault: Callable[[], object] | None = None,
-             fault_after: float = 5.0) -> tuple[list[float], int]:
-    """Offer ``rate`` transactions/s for ``seconds`` (open loop); event-to-score latencies
-    (ms) of those answered, and how many were offered. ``fault`` is called once,
-    ``fault_after`` seconds in."""
-    producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, linger_ms=0,
-                             acks=1)
-    topic = settings.topics.name("transactions")
+             fault_after: float = 5.0) -> tuple[list[float], Offered]:
+    """Offer ``rate`` transactions/s for ``seconds`` (open loop, from a process of its own:
+    :func:`_offer`); event-to-score latencies (ms) of those answered, and what was
+    offered. ``fault`` is called once, ``fault_after`` seconds in."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
     consumer = KafkaConsumer(settings.topics.name("scores"),
                              bootstrap_servers=settings.kafka.bootstrap_servers,
                              auto_offset_reset="latest", group_id=None,
                              consumer_timeout_ms=1000)
     consumer.poll(timeout_ms=1000)  # joined, positioned at the end, before we send
-    sent: dict[str, float] = {}
     count = int(rate * seconds)
-
-    def offer() -> None:
-        begin = time.monotonic()
-        faulted = fault is None
-        for i in range(count):
-            due = begin + i / rate
-            pause = due - time.monotonic()
-            if pause > 0:
-                time.sleep(pause)
-            if not faulted and time.monotonic() - begin >= fault_after:
-                assert fault is not None
-                fault()
-                faulted = True
-            txn = Transaction(f"{tag}-{i}", cards[i % len(cards)], f"{tag}-terminal", 20.0,
-                              start_time + i * 0.01)
-            ms = int(time.time() * 1000)
-            sent[txn.txn_id] = ms
-            producer.send(topic, key=txn.card_id.encode(),
-                          value=encode(TransactionRecord.from_event(txn)), timestamp_ms=ms)
-        producer.flush()
-
-    thread = threading.Thread(target=offer, daemon=True)
-    thread.start()
-    latencies: list[float] = []
-    deadline = time.monotonic() + seconds + 60
-    while time.monotonic() < deadline and len(latencies) < count:
-        for message in consumer:
-            txn_id = json.loads(message.value)["txn_id"]
-            if txn_id in sent:
-                latencies.append(message.timestamp - sent[txn_id])
-            if len(latencies) >= count:
-                break
-    thread.join()
+    scored: dict[str, float] = {}
+    prefix = f"{tag}-"
+    with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+        pool.submit(int).result()  # started (spawned and imported) before the clock runs
+        offering = pool.submit(_offer, settings.kafka.bootstrap_servers,
+                               settings.topics.name("transactions"), rate, count,
+                               start_time, cards, tag)
+        timer = threading.Timer(fault_after, fault) if fault is not None else None
+        if timer is not None:
+            timer.start()
+        deadline = time.monotonic() + seconds + 60
+        while time.monotonic() < deadline and len(scored) < count:
+            for message in consumer:
+                txn_id = json.loads(message.value)["txn_id"]
+                if txn_id.startswith(prefix):
+                    scored[txn_id] = message.timestamp
+                if len(scored) >= count:
+                    break
+        offered = offering.result()
+        if timer is not None:
+            timer.join()
     consumer.close()
-    producer.close()
-    return latencies, count
+    return [at - offered.sent[txn_id] for txn_id, at in scored.items()], offered
 
 
 def _quantile(values: list[float], q: float) -> float:
@@ -343,7 +390,9 @@ def bench_stream(base: Settings, scenario: str = "baseline", customers: int = 10
                 f"{result.labels_per_s:,.0f} labels/s, at most {result.waiting_max:,.0f} "
                 f"labels waiting, peak RSS {result.rss_mb:.0f} MB; at {rate:g}/s offered: "
                 f"p50 {result.p50_ms:,.0f} ms, p99 {result.p99_ms:,.0f} ms "
-                f"({result.answered}/{result.offered} answered); kill -9 of "
+                f"({result.answered}/{result.offered} answered; generator "
+                f"{100 * result.generator_cpu:.0f}% of a core, {result.offered_late:,} sent "
+                f"late); kill -9 of "
                 f"{'+'.join(roles[-1])}: worst latency {result.failover_s:.1f} s; SIGTERM to "
                 f"exit {result.stop_s:.1f} s")
     medians = {layout: _median(layout, results) for layout, results in measured.items()}
@@ -448,17 +497,18 @@ def _one(base: Settings, layout: str, roles: list[list[str]], events: pl.DataFra
             waiting=lambda: read_metric(port, "fraudstream_labels_waiting"))
         rss = processes.peak_rss_mb()
         latencies, offered = _latency(settings, rate, seconds, end, cards)
-        worst, sent = _latency(settings, rate, 30.0, end + seconds, cards, "failover",
-                               processes.kill_one)
-        if len(worst) < sent:  # not a latency: some were never scored
-            raise RuntimeError(f"after the kill -9 only {len(worst)} of {sent} transactions "
-                               "were scored")
+        worst, failover = _latency(settings, rate, 30.0, end + seconds, cards, "failover",
+                                   processes.kill_one)
+        if len(worst) < len(failover.sent):  # not a latency: some were never scored
+            raise RuntimeError(f"after the kill -9 only {len(worst)} of "
+                               f"{len(failover.sent)} transactions were scored")
     finally:
         stop = processes.stop()
         remove_keys(settings)
     return LayoutResult(layout, txn_rate, label_rate, _quantile(latencies, 0.5),
-                        _quantile(latencies, 0.99), rate, len(latencies), offered,
-                        max(worst, default=float("nan")) / 1000, waiting, rss, stop)
+                        _quantile(latencies, 0.99), rate, len(latencies), len(offered.sent),
+                        max(worst, default=float("nan")) / 1000, waiting, rss, stop,
+                        offered.late, offered.cpu_s / seconds)
 
 
 def _median(layout: str, results: list[LayoutResult]) -> LayoutResult:
@@ -470,7 +520,8 @@ def _median(layout: str, results: list[LayoutResult]) -> LayoutResult:
                         results[0].offered_per_s, min(r.answered for r in results),
                         results[0].offered, med([r.failover_s for r in results]),
                         max(r.waiting_max for r in results), max(r.rss_mb for r in results),
-                        max(r.stop_s for r in results))
+                        max(r.stop_s for r in results), max(r.offered_late for r in results),
+                        med([r.generator_cpu for r in results]))
 
 
 def remove_keys(settings: Settings) -> None:
