@@ -164,7 +164,9 @@ def build_api(settings: Settings) -> Any:
         multiprocess.MultiProcessCollector(exposed)
     return create_app(store, registry, CollectorRegistry(), api.model_refresh_seconds,
                       None if token is None else token.get_secret_value(),
-                      max_in_flight=api.max_in_flight, max_body_bytes=api.max_body_bytes,
+                      max_in_flight=api.max_in_flight,
+                      max_loop_lag_seconds=api.max_loop_lag_ms / 1000,
+                      max_body_bytes=api.max_body_bytes,
                       retry_after_seconds=api.retry_after_seconds, batch_max=api.batch_max,
                       explain_top=api.explain_top, decisions=decisions, exposed=exposed)
 

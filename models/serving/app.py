@@ -169,6 +169,7 @@ def create_app(
     admin_token: str | None = None,
     *,
     max_in_flight: int = 64,
+    max_loop_lag_seconds: float = 0.0,
     max_body_bytes: int = 64 * 1024,
     retry_after_seconds: int = 1,
     batch_max: int = 100,
@@ -178,7 +179,8 @@ def create_app(
 ) -> FastAPI:
     """The scoring API over ``store`` and ``registry``; metrics go to ``metrics_registry``.
 
-    See :mod:`models.serving.guard` for ``max_in_flight`` and ``max_body_bytes``;
+    See :mod:`models.serving.guard` for ``max_in_flight``, ``max_loop_lag_seconds`` and
+    ``max_body_bytes``;
     ``retry_after_seconds`` is what a 503 tells the client to wait; ``batch_max`` is the
     most transactions one ``/v1/score/batch`` request may hold; ``explain_top`` how many
     reason codes ``?explain=true`` gives. Every answer is kept in ``decisions``, if given
@@ -216,7 +218,8 @@ def create_app(
     app.state.refresher = refresher
     app.include_router(admin_router(registry, admin_token, refresher.refresh))
     app.add_middleware(Guard, metrics=metrics, max_in_flight=max_in_flight,
-                       max_body_bytes=max_body_bytes, retry_after_seconds=retry_after_seconds)
+                       max_body_bytes=max_body_bytes, retry_after_seconds=retry_after_seconds,
+                       max_lag_seconds=max_loop_lag_seconds)
 
     @app.exception_handler(RedisError)
     async def redis_unavailable(request: Request, exc: RedisError) -> JSONResponse:

@@ -4,6 +4,12 @@
   one more is answered ``503`` with ``Retry-After`` at once, so accepted
   requests keep their latency and overload never turns into timeouts or
   ``500``. Probes (``/healthz``, ``/readyz``, ``/metrics``) are always let in.
+* **Shedding by the event loop's lag** (:class:`LoopLag`): requests are short,
+  so past the process's CPU the in-flight count stays low while requests
+  queue in front of the event loop, unseen, and a 503 waits as long as a
+  200. So a request is also refused while the loop runs more than
+  ``max_lag_seconds`` behind and another request is in flight: what is
+  accepted then leaves the CPU for the refusals, which stay fast.
 * **Body size**: a body over ``max_body_bytes`` is answered ``413``, from its
   ``Content-Length`` before reading, or as soon as a streamed body passes it.
 * **Every answer counted**: ``fraudstream_api_requests_total`` by route and
@@ -13,6 +19,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -41,15 +48,71 @@ async def answer(send: Any, status: int, body: dict[str, Any],
     await send({"type": "http.response.body", "body": payload})
 
 
+class LoopLag:
+    """How far behind its schedule the running event loop keeps running.
+
+    A probe sleeps ``interval`` seconds again and again and notes how much
+    later than asked it woke. The loop is behind by a moving average of those
+    notes (a quarter weight to the newest: one pause, a garbage collection or
+    a model swap, fades within a few turns), or by how overdue the probe is
+    now, if more (a turn that handles a flood of requests at once keeps the
+    probe from running). Started by the first :meth:`behind` call, from
+    inside the loop.
+
+    >>> async def main():
+    ...     lag = LoopLag(interval=0.001)
+    ...     lag.behind()
+    ...     await asyncio.sleep(0.01)
+    ...     on_time = lag.behind()
+    ...     for _ in range(6):           # turns of the loop that take 30 ms each
+    ...         time.sleep(0.03)
+    ...         await asyncio.sleep(0)
+    ...     queued = lag.behind()
+    ...     lag.stop()
+    ...     return on_time < 0.01, queued > 0.02
+    >>> asyncio.run(main())
+    (True, True)
+    """
+
+    def __init__(self, interval: float = 0.005) -> None:
+        self.interval = interval
+        #: The moving average of how late the probe woke, and when it is due next.
+        self.average = 0.0
+        self.due = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    def behind(self) -> float:
+        """Seconds the loop keeps running behind."""
+        if self._task is None:
+            self.due = time.monotonic() + self.interval
+            self._task = asyncio.get_running_loop().create_task(self._probe())
+        return max(self.average, time.monotonic() - self.due)
+
+    async def _probe(self) -> None:
+        while True:
+            self.due = due = time.monotonic() + self.interval
+            await asyncio.sleep(self.interval)
+            self.average += (max(0.0, time.monotonic() - due) - self.average) / 4
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+
 class Guard:
     """Sheds load over ``max_in_flight``, refuses bodies over ``max_body_bytes`` and
     counts every response (see the module docstring)."""
 
     def __init__(self, app: Any, metrics: ApiMetrics, max_in_flight: int,
-                 max_body_bytes: int, retry_after_seconds: int) -> None:
+                 max_body_bytes: int, retry_after_seconds: int,
+                 max_lag_seconds: float = 0.0) -> None:
         self.app = app
         self.metrics = metrics
         self.max_in_flight = max_in_flight
+        #: Refuse while the event loop is more than this behind (0: never for that).
+        self.max_lag = max_lag_seconds
+        self.lag = LoopLag()
         self.max_body_bytes = max_body_bytes
         self.retry_after = ((b"retry-after", str(retry_after_seconds).encode()),)
         #: Requests being handled now (one event loop: no lock needed).
@@ -92,13 +155,13 @@ class Guard:
             self.metrics.requests.labels(route=route, status=str(status or 500)).inc()
 
     async def _admit(self, scope: Scope, receive: Any, send: Any) -> None:
-        if scope["path"] not in PROBES and self.in_flight >= self.max_in_flight:
-            self.metrics.shed.inc()
-            await answer(send, 503, {
-                "detail": f"overloaded: {self.max_in_flight} requests in flight "
-                          "(api.max_in_flight); try again", "reason": "overloaded"},
-                self.retry_after)
-            return
+        if scope["path"] not in PROBES:
+            refused = self._overloaded()
+            if refused:
+                self.metrics.shed.inc()
+                await answer(send, 503, {"detail": f"overloaded: {refused}; try again",
+                                         "reason": "overloaded"}, self.retry_after)
+                return
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
             await answer(send, 413, self._too_large())
@@ -108,6 +171,17 @@ class Guard:
             await self.app(scope, receive, send)
         finally:
             self.in_flight -= 1
+
+    def _overloaded(self) -> str:
+        """Why a request must be refused now ("": it may come in)."""
+        if self.in_flight >= self.max_in_flight:
+            return f"{self.max_in_flight} requests in flight (api.max_in_flight)"
+        if self.max_lag and self.in_flight:  # alone, a request never waits for another
+            behind = self.lag.behind()
+            if behind > self.max_lag:
+                return (f"the event loop is {1000 * behind:.0f} ms behind "
+                        f"(api.max_loop_lag_ms: {1000 * self.max_lag:g})")
+        return ""
 
     def _limited(self, receive: Any, too_large: list[bool]) -> Any:
         seen = 0

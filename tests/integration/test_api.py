@@ -252,6 +252,50 @@ async def test_over_the_in_flight_limit_the_guard_answers_503_at_once() -> None:
                                      {"route": "unmatched", "status": "503"}) == 1
 
 
+async def _flood(max_lag_seconds: float) -> tuple[Counter[int], list[str], int, int]:
+    """40 requests, one every 2 ms, to an app that waits 5 ms then holds the CPU 20 ms
+    (a process past its CPU), then one alone: the statuses, the 503s' details, how many the app
+    handled, and the lone request's status."""
+    handled = 0
+
+    async def busy(scope: Any, receive: Any, send: Any) -> None:
+        nonlocal handled
+        handled += 1
+        await asyncio.sleep(0.005)  # a round trip to Redis ...
+        time.sleep(0.02)  # ... and CPU work: the event loop runs behind
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    guard = Guard(busy, ApiMetrics.create(CollectorRegistry()), max_in_flight=1000,
+                  max_body_bytes=1024, retry_after_seconds=1,
+                  max_lag_seconds=max_lag_seconds)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=guard),
+                                 base_url="http://api") as client:
+        sent = []
+        for _ in range(40):
+            sent.append(asyncio.create_task(client.get("/v1/score")))
+            await asyncio.sleep(0.002)
+        answers = await asyncio.gather(*sent)
+        alone = await client.get("/v1/score")  # nothing else in flight: let in
+    guard.lag.stop()
+    return (Counter(a.status_code for a in answers),
+            [a.json()["detail"] for a in answers if a.status_code == 503], handled,
+            alone.status_code)
+
+
+async def test_past_its_cpu_the_guard_sheds_by_the_event_loops_lag() -> None:
+    """With requests queued behind a busy event loop (the in-flight limit far away), the
+    excess is refused with 503 without reaching the app; off, every request waits its
+    turn; a request alone is always let in."""
+    statuses, details, handled, alone = await _flood(0.005)
+    print("past the CPU, shedding by lag:", dict(statuses), "handled", handled)
+    assert set(statuses) == {200, 503} and statuses[503] >= 5, statuses
+    assert all("event loop" in d and "api.max_loop_lag_ms" in d for d in details), details
+    assert handled == statuses[200] + 1 and alone == 200
+    statuses, details, handled, alone = await _flood(0.0)
+    assert statuses == Counter({200: 40}) and handled == 41 and alone == 200
+
+
 async def test_the_real_api_past_its_in_flight_limit_sheds_with_503_never_500(
     real_servers: RealServers,
 ) -> None:
