@@ -12,7 +12,8 @@ Kafka).
 A keyed record goes to the partition Kafka's default partitioner gives it
 (:func:`producers.partitions.partition_of`), so every
 record of a card lands where it always did and stays in order; a record
-without a key goes to the partitions in turn.
+without a key goes to the partitions in turn, from a partition drawn at random
+for each batch (so batches of a few records still spread).
 
 Examples
 --------
@@ -25,7 +26,7 @@ Examples
 from __future__ import annotations
 
 import asyncio
-import itertools
+import random
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -35,10 +36,6 @@ from producers.partitions import partition_of
 from stream.records import Emit
 
 __all__ = ["by_partition", "produce", "produce_and_wait"]
-
-#: Where the unkeyed records go next (each call starts one partition further on).
-_turn = itertools.count()
-
 
 def by_partition(emits: Sequence[Emit], partitions: Mapping[str, Sequence[int]],
                  turn: int = 0) -> dict[tuple[str, int], list[Emit]]:
@@ -61,7 +58,8 @@ async def produce(producer: AIOKafkaProducer, emits: Sequence[Emit]) -> list[Any
     topics = {emit.topic for emit in emits}
     partitions = {topic: sorted(await producer.partitions_for(topic)) for topic in topics}
     deliveries = []
-    for (topic, partition), group in by_partition(emits, partitions, next(_turn)).items():
+    groups = by_partition(emits, partitions, turn=random.randrange(1 << 16))
+    for (topic, partition), group in groups.items():
         batch = producer.create_batch()
         for emit in group:
             if batch.append(key=emit.key, value=emit.value, timestamp=None) is None:
