@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     services = sub.add_parser("services", help="real Kafka, Redis, Prometheus, Alertmanager")
     services.add_argument("action", choices=["install", "up", "down", "status"])
+    services.add_argument("--redis-cluster", type=_cluster_masters, metavar="N", default=None,
+                          help="also a local Redis Cluster of N masters (at least 3) on "
+                               "ports from services.redis_cluster_port (7000)")
 
     worker = sub.add_parser("worker", help="run the Faust stream worker: its roles (default "
                             "all: scoring, learning and drift monitoring in one process)")
@@ -160,7 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "services":
-        return _services(args.action, settings)
+        return _services(args.action, settings, args.redis_cluster)
     if args.command == "worker":
         from stream.runtime.roles import parse_roles
         from stream.runtime.worker import run_worker
@@ -391,9 +394,30 @@ def _bench_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def _services(action: str, settings: Settings) -> int:
+def _cluster_masters(text: str) -> int:
+    """``--redis-cluster``: a number of masters, at least 3.
+
+    >>> _cluster_masters("3")
+    3
+    >>> _cluster_masters("2")
+    Traceback (most recent call last):
+    argparse.ArgumentTypeError: 2: a Redis Cluster here has 3 to 16 masters
+    """
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of masters") from None
+    if not 3 <= count <= 16:
+        raise argparse.ArgumentTypeError(f"{count}: a Redis Cluster here has 3 to 16 masters")
+    return count
+
+
+def _services(action: str, settings: Settings, redis_cluster: int | None = None) -> int:
     from stream.services import LocalServices
 
+    if redis_cluster is not None:
+        settings = settings.model_copy(update={"services": settings.services.model_copy(
+            update={"redis_cluster": redis_cluster})})
     services = LocalServices(settings.services)
     if action == "install":
         services.install()

@@ -326,12 +326,24 @@ class ServicesSettings(_Section):
     kafka_controller_port: Port = 9097
     kafka_heap: str = "512m"
     redis_port: Port = 6379
+    #: Masters of a local Redis Cluster started beside the single Redis (``services up
+    #: --redis-cluster N``; at least 3, or 0: none), on ports from ``redis_cluster_port``
+    #: up (each also uses its port plus 10,000 for the cluster's bus).
+    redis_cluster: int = Field(0, ge=0, le=16)
+    redis_cluster_port: Port = 7000
     prometheus_port: Port = 9090
     alertmanager_port: Port = 9093
     #: Prometheus scrape and rule evaluation interval.
     scrape_interval: str = Field("5s", pattern=r"^\d+(ms|s|m)$")
     #: Install missing servers with apt/Maven when they are absent.
     auto_install: bool = True
+
+    @field_validator("redis_cluster")
+    @classmethod
+    def _three_masters_or_none(cls, value: int) -> int:
+        if 0 < value < 3:
+            raise ValueError("a Redis Cluster needs at least 3 masters (0: no cluster)")
+        return value
 
 
 class Settings(BaseSettings):

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import monitoring
+from stream.services.cluster import LocalRedisCluster
 from stream.services.install import REQUIRED_PROGRAMS, ensure_kafka_jars, ensure_program
 from stream.services.process import port_open
 from stream.services.servers import (
@@ -43,7 +44,7 @@ class ServiceStatus:
     def line(self) -> str:
         owner = f"pid {self.pid}" if self.pid else "not started by us"
         state = "answering" if self.answering else "NOT answering"
-        return f"{self.name:<13} {self.address:<22} {owner:<20} {state}"
+        return f"{self.name:<16} {self.address:<22} {owner:<20} {state}"
 
 
 def default_rule_files() -> list[Path]:
@@ -52,7 +53,8 @@ def default_rule_files() -> list[Path]:
 
 
 class LocalServices:
-    """Kafka, Redis, Prometheus and Alertmanager as local processes."""
+    """Kafka, Redis, Prometheus and Alertmanager as local processes (and, with
+    ``services.redis_cluster``, a Redis Cluster: :mod:`stream.services.cluster`)."""
 
     def __init__(self, settings: ServicesSettings, rules: list[Path] | None = None) -> None:
         self.settings = settings
@@ -63,10 +65,21 @@ class LocalServices:
             settings, state / "prometheus", default_rule_files() if rules is None else rules
         )
         self.alertmanager = AlertmanagerServer(settings, state / "alertmanager")
+        self.redis_cluster = LocalRedisCluster(settings, state / "redis-cluster")
 
     @property
     def servers(self) -> list[Server]:
-        return [self.kafka, self.redis, self.prometheus, self.alertmanager]
+        """The servers ``up`` starts: the cluster's only when asked for."""
+        return [self.kafka, self.redis, self.prometheus, self.alertmanager,
+                *(self.redis_cluster.nodes if self.settings.redis_cluster else [])]
+
+    @property
+    def known(self) -> list[Server]:
+        """The servers ``down`` and ``status`` look at: a cluster's nodes asked for, or
+        still running from an earlier ``up --redis-cluster``."""
+        return [self.kafka, self.redis, self.prometheus, self.alertmanager,
+                *(n for n in self.redis_cluster.nodes
+                  if self.settings.redis_cluster or n.process().pid() is not None)]
 
     def endpoints(self) -> dict[str, str]:
         """The addresses clients use, as environment variables for fraudstream."""
@@ -75,6 +88,8 @@ class LocalServices:
             "FRAUDSTREAM_REDIS__URL": self.redis.url,
             "PROMETHEUS_URL": self.prometheus.url,
             "ALERTMANAGER_URL": self.alertmanager.url,
+            **({"REDIS_CLUSTER_URL": self.redis_cluster.url} if self.settings.redis_cluster
+               else {}),
         }
 
     def install(self) -> None:
@@ -102,6 +117,10 @@ class LocalServices:
             argv = server.prepare(self.settings)
             starting.append((server, server.process(argv).start()))
         self._wait_ready(starting, timeout)
+        cluster = self.redis_cluster
+        if self.settings.redis_cluster and (only is None
+                                            or any(n.name in only for n in cluster.nodes)):
+            cluster.form(timeout)
         return self.status()
 
     def _wait_ready(
@@ -127,9 +146,9 @@ class LocalServices:
 
     def down(self) -> list[str]:
         """Stop the servers we started (by pid); return the names stopped."""
-        return [s.name for s in reversed(self.servers) if s.process().stop()]
+        return [s.name for s in reversed(self.known) if s.process().stop()]
 
     def status(self) -> list[ServiceStatus]:
         return [
-            ServiceStatus(s.name, s.address, s.process().pid(), s.ready()) for s in self.servers
+            ServiceStatus(s.name, s.address, s.process().pid(), s.ready()) for s in self.known
         ]
