@@ -79,27 +79,25 @@ class LoopLag:
         #: The moving average of how late the probe woke, and when it is due next.
         self.average = 0.0
         self.due = 0.0
-        self._timer: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task[None] | None = None
 
     def behind(self) -> float:
         """Seconds the loop keeps running behind."""
-        if self._timer is None:
-            self._arm(asyncio.get_running_loop())
+        if self._task is None:
+            self.due = time.monotonic() + self.interval
+            self._task = asyncio.get_running_loop().create_task(self._probe())
         return max(self.average, time.monotonic() - self.due)
 
-    def _arm(self, loop: asyncio.AbstractEventLoop) -> None:
-        # a timer, not a task: nothing is left pending when the loop closes
-        self.due = time.monotonic() + self.interval
-        self._timer = loop.call_later(self.interval, self._woke, loop)
-
-    def _woke(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.average += (max(0.0, time.monotonic() - self.due) - self.average) / 4
-        self._arm(loop)
+    async def _probe(self) -> None:
+        while True:
+            self.due = due = time.monotonic() + self.interval
+            await asyncio.sleep(self.interval)
+            self.average += (max(0.0, time.monotonic() - due) - self.average) / 4
 
     def stop(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
 
 
 class Guard:
