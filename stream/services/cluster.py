@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from stream.services.install import ensure_program
-from stream.services.servers import HOST, Server
+from stream.services.servers import HOST, RedisServer
 from stream.settings import ServicesSettings
 
 #: Hash slots of a Redis Cluster.
@@ -33,21 +33,16 @@ class ClusterError(RuntimeError):
     """The cluster could not be formed; the message says why and what to do."""
 
 
-class RedisClusterNode(Server):
-    """One master of the local cluster."""
+class RedisClusterNode(RedisServer):
+    """One master of the local cluster: the single Redis's server, in cluster mode."""
 
-    program = "redis-server"
-
-    def __init__(self, index: int, port: int, folder: Path) -> None:
-        super().__init__(f"redis-cluster-{index}", port, folder)
+    def __init__(self, settings: ServicesSettings, index: int, folder: Path) -> None:
+        super().__init__(settings, folder, f"redis-cluster-{index}",
+                         settings.redis_cluster_port + index)
 
     def prepare(self, settings: ServicesSettings) -> tuple[str, ...]:
-        binary = ensure_program("redis-server", "redis-server", settings.auto_install)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        return (binary, "--bind", HOST, "--port", str(self.port), "--dir", str(self.folder),
-                "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                "--cluster-node-timeout", "5000", "--appendonly", "yes", "--save", "",
-                "--daemonize", "no")
+        return (*super().prepare(settings), "--cluster-enabled", "yes",
+                "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "5000")
 
     def ready(self) -> bool:
         return self.info().get("cluster_enabled") == "1"
@@ -67,10 +62,6 @@ class RedisClusterNode(Server):
         finally:
             client.close()
 
-    @property
-    def url(self) -> str:
-        return f"redis://{self.address}/0"
-
 
 class LocalRedisCluster:
     """The masters of the local cluster, and how to join them into one."""
@@ -81,8 +72,7 @@ class LocalRedisCluster:
         #: ``up --redis-cluster`` left folders for (so that ``down`` and ``status`` see them).
         count = settings.redis_cluster or sum(
             1 for p in folder.glob("*") if p.is_dir() and p.name.isdigit())
-        self.nodes = [RedisClusterNode(i, settings.redis_cluster_port + i, folder / str(i))
-                      for i in range(count)]
+        self.nodes = [RedisClusterNode(settings, i, folder / str(i)) for i in range(count)]
 
     @property
     def url(self) -> str:

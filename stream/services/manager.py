@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,16 +71,19 @@ class LocalServices:
     @property
     def servers(self) -> list[Server]:
         """The servers ``up`` starts: the cluster's only when asked for."""
-        return [self.kafka, self.redis, self.prometheus, self.alertmanager,
-                *(self.redis_cluster.nodes if self.settings.redis_cluster else [])]
+        return self._with(lambda node: bool(self.settings.redis_cluster))
 
     @property
     def known(self) -> list[Server]:
         """The servers ``down`` and ``status`` look at: a cluster's nodes asked for, or
         still running from an earlier ``up --redis-cluster``."""
+        return self._with(lambda node: bool(self.settings.redis_cluster)
+                          or node.process().pid() is not None)
+
+    def _with(self, include: Callable[[Server], bool]) -> list[Server]:
+        """The four servers, and the cluster's nodes that ``include`` keeps."""
         return [self.kafka, self.redis, self.prometheus, self.alertmanager,
-                *(n for n in self.redis_cluster.nodes
-                  if self.settings.redis_cluster or n.process().pid() is not None)]
+                *(node for node in self.redis_cluster.nodes if include(node))]
 
     def endpoints(self) -> dict[str, str]:
         """The addresses clients use, as environment variables for fraudstream."""

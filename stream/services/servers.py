@@ -163,8 +163,9 @@ class RedisServer(Server):
 
     program = "redis-server"
 
-    def __init__(self, settings: ServicesSettings, folder: Path) -> None:
-        super().__init__("redis", settings.redis_port, folder)
+    def __init__(self, settings: ServicesSettings, folder: Path, name: str = "redis",
+                 port: int | None = None) -> None:
+        super().__init__(name, settings.redis_port if port is None else port, folder)
 
     def prepare(self, settings: ServicesSettings) -> tuple[str, ...]:
         binary = ensure_program("redis-server", "redis-server", settings.auto_install)
