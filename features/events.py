@@ -58,8 +58,14 @@ class Transaction:
 
 @dataclass(frozen=True, slots=True)
 class Label:
-    """The truth about a transaction, known at ``event_time`` (its arrival)."""
+    """The truth about a transaction, known at ``event_time`` (its arrival).
+
+    ``card_id`` is the transaction's card when the label's source knows it: the
+    scored record is then read straight from the card's side of the state (on a
+    Redis Cluster, one slot); without it, through the transaction index.
+    """
 
     txn_id: str
     is_fraud: bool
     event_time: float
+    card_id: str | None = None

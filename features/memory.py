@@ -121,12 +121,19 @@ class MemoryFeatureStore:
         for record, label in frauds:
             await self.record_fraud(record, label)
 
-    async def scored(self, txn_id: str) -> ScoredRecord | None:
+    async def scored(self, txn_id: str, card_id: str | None = None) -> ScoredRecord | None:
         raw = self._scored.get(txn_id)
-        return None if raw is None else ScoredRecord.from_bytes(raw)
+        if raw is None:
+            return None
+        record = ScoredRecord.from_bytes(raw)
+        return record if card_id is None or record.card_id == card_id else None
 
-    async def scored_many(self, txn_ids: Sequence[str]) -> list[ScoredRecord | None]:
-        return [await self.scored(txn_id) for txn_id in txn_ids]
+    async def scored_many(self, txn_ids: Sequence[str],
+                          card_ids: Sequence[str | None] | None = None,
+                          ) -> list[ScoredRecord | None]:
+        cards = card_ids if card_ids is not None else [None] * len(txn_ids)
+        return [await self.scored(txn_id, card_id)
+                for txn_id, card_id in zip(txn_ids, cards, strict=True)]
 
     def forget(self, txn_id: str) -> None:
         """Drop a scored transaction's record (an embedded run that learned its label

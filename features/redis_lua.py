@@ -5,7 +5,10 @@ defined once, in Python (:mod:`features.card`, :mod:`features.terminal`),
 and the contract tests hold the scripts to it. :func:`scripts` prefixes
 each text with its constants as Lua locals.
 
-**A terminal** (``term:{id}``) is one fixed-size string, created whole and
+Keys are named by :class:`features.keys.KeyLayout` and always passed as
+``KEYS`` (a Redis Cluster routes a script by its keys).
+
+**A terminal** (``term``) is one fixed-size string, created whole and
 then only changed in place (``SETRANGE``: a few bytes per transaction, in
 memory and in the append-only file). Byte 0 is 1 once a fraud label was
 recorded for the terminal. Then, together (one write for a transaction in
@@ -19,9 +22,9 @@ arithmetic as :func:`features.terminal.window_counts` and
 :func:`features.terminal.step` over a dict of buckets: the window sums
 count whole buckets ``[max(cur - BUCKETS, known - KEEP), cur)``.
 
-**A card** (``card:{id}``) is the bytes of :func:`features.card.append`.
+**A card** (``card``) is the bytes of :func:`features.card.append`.
 
-**A pending marker** (``scored:{txn}`` = ``P`` ...) holds the card's newest
+**A pending marker** (``scored`` = ``P`` ...) holds the card's newest
 time, dropped count and number of records when the transaction was applied,
 its window sums and fraud entries. Its card records are found again by the
 dropped count (records are only ever dropped from the front); records it
@@ -164,39 +167,39 @@ local function terminal_state(term_key, fraud_key, cur1, cur2, cur3, write)
   end
   return t1, t2, t3, e1, e2, e3, table.concat(frauds)
 end
+
+-- the transaction counted at its terminal: its window sums (packed) and fraud entries
+local function terminal_step(term_key, fraud_key, b1, b2, b3)
+  local s1, s2, s3, e1, e2, e3, frauds = terminal_state(term_key, fraud_key, b1, b2, b3, true)
+  return struct.pack('<iiiiii', s1, s2, s3, e1, e2, e3), frauds
+end
 """
 
-#: ARGV[1]: the key base; ARGV[2]: the transactions, packed by
-#: ``_pack_apply`` (record, current buckets, card, terminal and
-#: transaction ids). Keys are derived in the script (a standalone Redis; for
-#: Redis Cluster they would need one hash tag). One reply per transaction:
-#: ``{'new' | 'pending', window sums, card bytes before it, fraud entries}``,
-#: ``{'done', record}`` or ``{'late', the card's newest time}``.
-_APPLY_LUA = _TERMINAL_LUA + """
-local base = ARGV[1]
+#: The card side of applying one transaction, shared by the scripts below.
+_CARD_LUA = """
 local ROOM = string.rep(string.char(0), SLACK * RECORD_SIZE)
 
--- a redelivered transaction not saved yet: the state it was applied on, from
--- its marker and its card's records before its own; LATE if a record it could
--- see was dropped since (features.card.lost_since) or its card expired since
+-- a redelivered transaction not saved yet: true and its card's records before its own
+-- (from its marker: the card's newest time, dropped count and length then), or false and
+-- the card's newest time if a record it could see was dropped since
+-- (features.card.lost_since) or its card expired since
 local function pending(card_key, marker, rec)
   local newest0, d0, n0 = struct.unpack('<dII', marker, 2)
   local blob = redis.call('GET', card_key)
-  if not blob then return {'late', string.sub(marker, 2, 9)} end
+  if not blob then return false, string.sub(marker, 2, 9) end
   local _, dropped, n, lost = struct.unpack('<dIId', blob)
   local own = d0 + n0 - dropped  -- where its own record is now
   if (dropped > d0 and lost >= struct.unpack('<d', rec) - HORIZON) or own < 0 or own >= n
      or string.sub(blob, HEADER_SIZE + RECORD_SIZE * own + 1,
                    HEADER_SIZE + RECORD_SIZE * (own + 1)) ~= rec then
-    return {'late', string.sub(blob, 1, 8)}
+    return false, string.sub(blob, 1, 8)
   end
   local before, from = '', math.max(d0 - dropped, 0)
   if n0 > 0 then
     before = struct.pack('<dIId', newest0, d0, own - from, 0) .. string.sub(
       blob, HEADER_SIZE + RECORD_SIZE * from + 1, HEADER_SIZE + RECORD_SIZE * own)
   end
-  return {'pending', string.sub(marker, 18, 17 + SUMS_SIZE), before,
-          string.sub(marker, 18 + SUMS_SIZE)}
+  return true, before
 end
 
 -- features.card.append: the record into the card's room, or the card
@@ -227,41 +230,92 @@ local function append(card_key, blob, t, rec)
              'EX', CARD_TTL)
 end
 
-local function apply_one(rec, b1, b2, b3, card_id, term_id, txn_id)
-  local card_key, txn_key = base .. 'card:' .. card_id, base .. 'scored:' .. txn_id
+-- the transaction (its card record rec) at its card, unless applied before or too late:
+-- 'done', its saved record | 'late', the card's newest time | 'pending', its card's
+-- records before it, its marker | 'new', the card's bytes before it, the marker's head
+-- (the card's newest time, dropped count and length before it). The caller writes the
+-- marker of a new one.
+local function card_step(card_key, txn_key, rec)
   local known = redis.call('GET', txn_key)
   if known then  -- 'D' + saved record, or 'P' + where its state is
-    if string.sub(known, 1, 1) == 'D' then return {'done', string.sub(known, 2)} end
-    return pending(card_key, known, rec)
+    if string.sub(known, 1, 1) == 'D' then return 'done', string.sub(known, 2) end
+    local ok, before = pending(card_key, known, rec)
+    if not ok then return 'late', before end
+    return 'pending', before, known
   end
   local t = struct.unpack('<d', rec)
   local blob = redis.call('GETEX', card_key, 'EX', CARD_TTL)  -- its expiry renewed as it is read
   local head = struct.pack('<dII', t, 0, 0)
   if blob then
     head = string.sub(blob, 1, 16)
-    if t < struct.unpack('<d', blob) - LATENESS then return {'late', string.sub(blob, 1, 8)} end
+    if t < struct.unpack('<d', blob) - LATENESS then return 'late', string.sub(blob, 1, 8) end
   end
   append(card_key, blob, t, rec)
-  local s1, s2, s3, e1, e2, e3, frauds = terminal_state(
-    base .. 'term:' .. term_id, base .. 'fraud:' .. term_id, b1, b2, b3, true)
-  local sums = struct.pack('<iiiiii', s1, s2, s3, e1, e2, e3)
-  -- the marker: the card's newest time, dropped count and length before it
-  redis.call('SET', txn_key, 'P' .. head .. sums .. frauds, 'EX', SCORED_TTL)
-  return {'new', sums, blob or '', frauds}
+  return 'new', blob or '', head
 end
 
-local packed, pos, replies = ARGV[2], 1, {}
-while pos <= #packed do
-  local rec = string.sub(packed, pos, pos + RECORD_SIZE - 1)
-  local b1, b2, b3, after = struct.unpack('<iii', packed, pos + RECORD_SIZE)
-  local ids = {}
-  pos = after
-  for k = 1, 3 do
-    local size = string.byte(packed, pos)
-    ids[k] = string.sub(packed, pos + 1, pos + size)
-    pos = pos + 1 + size
+"""
+
+#: One Redis: each transaction at its card and its terminal at once. KEYS: per
+#: transaction its card, scored, term and fraud keys (:class:`features.keys.KeyLayout`);
+#: ARGV[1]: per transaction its card record and current buckets (``_pack_apply``). One
+#: reply per transaction: ``{'new' | 'pending', window sums, card bytes before it, fraud
+#: entries}``, ``{'done', record}`` or ``{'late', the card's newest time}``. The marker
+#: holds the terminal's side too: ``P``, its head, window sums, fraud entries.
+_APPLY_LUA = _TERMINAL_LUA + _CARD_LUA + """
+local packed, replies, step = ARGV[1], {}, RECORD_SIZE + 12
+for i = 1, #KEYS / 4 do
+  local at, k = (i - 1) * step + 1, 4 * (i - 1)
+  local rec = string.sub(packed, at, at + RECORD_SIZE - 1)
+  local kind, value, extra = card_step(KEYS[k + 1], KEYS[k + 2], rec)
+  if kind == 'new' then
+    local sums, frauds = terminal_step(KEYS[k + 3], KEYS[k + 4],
+                                       struct.unpack('<iii', packed, at + RECORD_SIZE))
+    redis.call('SET', KEYS[k + 2], 'P' .. extra .. sums .. frauds, 'EX', SCORED_TTL)
+    replies[i] = {'new', sums, value, frauds}
+  elseif kind == 'pending' then
+    replies[i] = {'pending', string.sub(extra, 18, 17 + SUMS_SIZE), value,
+                  string.sub(extra, 18 + SUMS_SIZE)}
+  else
+    replies[i] = {kind, value}
   end
-  replies[#replies + 1] = apply_one(rec, b1, b2, b3, ids[1], ids[2], ids[3])
+end
+return replies
+"""
+
+#: A cluster, the card side (one slot: its keys share the card's tag). KEYS: per
+#: transaction its card and scored keys; ARGV[1]: their card records. One reply per
+#: transaction: ``{'new', card bytes before it}``, ``{'pending', its card's records before
+#: it}``, ``{'done', record}`` or ``{'late', the card's newest time}``. The marker is ``P``
+#: and its head: the terminal keeps its own (``_TERMINAL_APPLY_LUA``).
+_CARD_APPLY_LUA = _CARD_LUA + """
+local packed, replies = ARGV[1], {}
+for i = 1, #KEYS / 2 do
+  local rec = string.sub(packed, (i - 1) * RECORD_SIZE + 1, i * RECORD_SIZE)
+  local kind, value, extra = card_step(KEYS[2 * i - 1], KEYS[2 * i], rec)
+  if kind == 'new' then redis.call('SET', KEYS[2 * i], 'P' .. extra, 'EX', SCORED_TTL) end
+  replies[i] = {kind, value}
+end
+return replies
+"""
+
+#: A cluster, the terminal side (one slot: its keys share the terminal's tag), for
+#: transactions their cards took (new or pending). KEYS: per transaction its term, fraud
+#: and applied keys; ARGV[1]: their current buckets. Counts each at most once: the first
+#: time, its window sums and fraud entries are kept under its applied key, and a repeat
+#: returns them unchanged. One reply per transaction: the window sums then fraud entries.
+_TERMINAL_APPLY_LUA = _TERMINAL_LUA + """
+local packed, replies = ARGV[1], {}
+for i = 1, #KEYS / 3 do
+  local k = 3 * (i - 1)
+  local known = redis.call('GET', KEYS[k + 3])
+  if not known then
+    local sums, frauds = terminal_step(KEYS[k + 1], KEYS[k + 2],
+                                       struct.unpack('<iii', packed, 12 * (i - 1) + 1))
+    known = sums .. frauds
+    redis.call('SET', KEYS[k + 3], known, 'EX', SCORED_TTL)
+  end
+  replies[i] = known
 end
 return replies
 """
@@ -274,16 +328,20 @@ local s1, s2, s3, e1, e2, e3, frauds = terminal_state(
 return {struct.pack('<iiiiii', s1, s2, s3, e1, e2, e3), redis.call('GET', KEYS[1]) or '', frauds}
 """
 
-#: ARGV[1]: the key base; ARGV[2]: per record, packed by ``_pack_save``: the
-#: sizes of its transaction id and value (``D`` + record), then both.
-#: Overwrites the ``P`` markers.
+#: A cluster: ``_PEEK_LUA`` at the terminal (its card is read on its own). KEYS: term, fraud.
+_PEEK_TERMINAL_LUA = _TERMINAL_LUA + """
+local s1, s2, s3, e1, e2, e3, frauds = terminal_state(
+  KEYS[1], KEYS[2], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), false)
+return {struct.pack('<iiiiii', s1, s2, s3, e1, e2, e3), frauds}
+"""
+
+#: One Redis: KEYS: per record its scored key, then per record its index key; ARGV: per
+#: record its value (``D`` + record), then per record its card. Overwrites the ``P`` markers.
 _SAVE_LUA = """
-local base, packed, pos = ARGV[1], ARGV[2], 1
-while pos <= #packed do
-  local id_size, size, at = struct.unpack('<BI', packed, pos)
-  redis.call('SET', base .. 'scored:' .. string.sub(packed, at, at + id_size - 1),
-             string.sub(packed, at + id_size, at + id_size + size - 1), 'EX', SCORED_TTL)
-  pos = at + id_size + size
+local n = #KEYS / 2
+for i = 1, n do
+  redis.call('SET', KEYS[i], ARGV[i], 'EX', SCORED_TTL)
+  redis.call('SET', KEYS[n + i], ARGV[n + i], 'EX', SCORED_TTL)
 end
 return 1
 """
@@ -304,7 +362,7 @@ return 1
 
 def scripts(*, allowed_lateness: float, card_ttl: int, term_ttl: int, scored_ttl: int,
             fraud_ttl: int) -> dict[str, str]:
-    """The scripts' texts (apply, peek, save, fraud), with their constants."""
+    """The scripts' texts by name, with their constants."""
     constants: dict[str, object] = {
         "BUCKETS": terminal.BUCKETS,
         "KEEP": terminal.KEEP_BUCKETS,
@@ -328,4 +386,5 @@ def scripts(*, allowed_lateness: float, card_ttl: int, term_ttl: int, scored_ttl
     header = "\n".join(f"local {name} = {value}" for name, value in constants.items()) + "\n"
     return {name: header + text for name, text in
             (("apply", _APPLY_LUA), ("peek", _PEEK_LUA), ("save", _SAVE_LUA),
-             ("fraud", _FRAUD_LUA))}
+             ("fraud", _FRAUD_LUA), ("card", _CARD_APPLY_LUA),
+             ("terminal", _TERMINAL_APPLY_LUA), ("peek_terminal", _PEEK_TERMINAL_LUA))}

@@ -1,26 +1,30 @@
 """The Redis FeatureStore used in production: one round trip per batch.
 
 Keys carry the feature-set version, so a new feature set never reads old
-state (``{prefix}:v{version}:...``):
+state, and the hash tag of their entity (:class:`features.keys.KeyLayout`):
 
-- ``card:{card_id}``: the card's history bytes (:func:`features.card.append`);
-- ``term:{terminal_id}``: a fixed-size string: per window, the newest bucket,
+- ``card``: the card's history bytes (:func:`features.card.append`);
+- ``term``: a fixed-size string: per window, the newest bucket,
   its window sum and a ring of bucket counts, changed in place;
-- ``fraud:{terminal_id}``: a hash, transaction id -> (transaction time, label arrival);
-- ``scored:{txn_id}``: ``P`` and where the state the transaction was applied
+- ``fraud``: a hash, transaction id -> (transaction time, label arrival);
+- ``scored``: ``P`` and where the state the transaction was applied
   on is (its card's length and dropped count then, its window sums and fraud
   entries), until ``D`` and its saved :class:`~features.store.ScoredRecord`
-  replace it.
+  replace it; ``txn``: the transaction's card, for labels that do not name it.
+
+This store is for one Redis; :mod:`features.redis_cluster_store` splits the
+same work by entity for a Redis Cluster.
 
 :meth:`RedisFeatureStore.apply` runs a Lua script (:mod:`features.redis_lua`)
-over each :data:`SCRIPT_BATCH` transactions, all pipelined in a single round
-trip. For each transaction, atomically, the script checks it was not applied
-before, checks its lateness, appends the card record (dropping stale ones),
-counts the terminal buckets, sums the windows, and leaves the ``P`` marker,
-or changes nothing. The vector is computed in Python by the pure
-:func:`features.vector.view`; the script only moves bytes and adds counters,
-so the feature logic has one definition. :meth:`save` writes the records
-(one more round trip, after the scores are known).
+over each :data:`SCRIPT_BATCH` transactions (their keys declared), all
+pipelined in a single round trip. For each transaction, atomically, the
+script checks it was not applied before, checks its lateness, appends the
+card record (dropping stale ones), counts the terminal buckets, sums the
+windows, and leaves the ``P`` marker, or changes nothing. The vector is
+computed in Python by the pure :func:`features.vector.view`; the script
+only moves bytes and adds counters, so the feature logic has one
+definition. :meth:`save` writes the records (one more round trip, after
+the scores are known).
 
 Everything expires once it can no longer matter: a card after the horizon
 plus the allowed lateness plus a day, a terminal likewise (plus one bucket of
@@ -40,6 +44,7 @@ from redis.exceptions import NoScriptError
 
 from features import card, terminal
 from features.events import Label, Transaction
+from features.keys import KeyLayout
 from features.redis_lua import SUMS, scripts
 from features.store import Applied, ScoredRecord, Status, decode_state
 from features.vector import FEATURE_SET_VERSION, EntityState
@@ -48,7 +53,6 @@ _DAY = 86400
 #: A transaction for the apply script: its card record, then its buckets.
 _APPLY_HEAD = struct.Struct(card.RECORD.format + "iii")
 _NEWEST = struct.Struct("<d")
-_SAVE_SIZES = struct.Struct("<BI")
 
 #: Transactions per script call: long enough to amortise the call, short
 #: enough that Redis is never blocked for more than about a millisecond.
@@ -69,7 +73,7 @@ class RedisFeatureStore:
         self.key_prefix = key_prefix
         self.allowed_lateness = allowed_lateness
         self.scored_ttl_seconds = scored_ttl_seconds
-        self._base = f"{key_prefix}:v{FEATURE_SET_VERSION}"
+        self.keys = KeyLayout(key_prefix, FEATURE_SET_VERSION)
         self.card_ttl_seconds = int(card.HORIZON_SECONDS + allowed_lateness) + _DAY
         longest = max(terminal.WINDOWS.values())
         self.terminal_ttl_seconds = (int(longest + allowed_lateness) + _DAY
@@ -87,13 +91,17 @@ class RedisFeatureStore:
         """A store with its own connection pool to ``url``."""
         return cls(aioredis.Redis.from_url(url), key_prefix, **options)
 
-    def key(self, kind: str, entity: str) -> str:
-        """The key of ``entity``'s ``kind`` (card, term, fraud, scored)."""
-        return f"{self._base}:{kind}:{entity}"
+    def _peek_keys(self, txn: Transaction) -> list[str]:
+        keys = self.keys
+        return [keys.card(txn.card_id), keys.term(txn.terminal_id), keys.fraud(txn.terminal_id)]
 
-    def _keys(self, txn: Transaction) -> list[str]:
-        return [self.key("card", txn.card_id), self.key("term", txn.terminal_id),
-                self.key("fraud", txn.terminal_id)]
+    def _apply_keys(self, txns: Sequence[Transaction]) -> list[str]:
+        """Per transaction its card, scored, term and fraud keys."""
+        keys, out = self.keys, list[str]()
+        for txn in txns:
+            out += (keys.card(txn.card_id), keys.scored(txn.card_id, txn.txn_id),
+                    keys.term(txn.terminal_id), keys.fraud(txn.terminal_id))
+        return out
 
     async def apply(self, txns: Sequence[Transaction]) -> list[Applied]:
         return [one async for part in self.apply_parts([txns]) for one in part]
@@ -104,11 +112,18 @@ class RedisFeatureStore:
         Packing them before the caller awaits lets it drop ``scored`` (and the
         states in it) while the save is still in flight.
         """
-        return self._save(_pack_save([record for _, record in scored]))
+        keys, values, cards = [], [], []
+        for _, record in scored:
+            keys.append(self.keys.scored(record.card_id, record.txn_id))
+            values.append(b"D" + record.to_bytes())
+            cards.append(record.card_id)
+        keys += [self.keys.index(record.txn_id) for _, record in scored]
+        return self._save(keys, values + cards)
 
-    async def _save(self, packed: bytes) -> None:
-        await self._execute(lambda pipe: pipe.evalsha(self._shas["save"], 0, self._base + ":",
-                                                      packed))
+    async def _save(self, keys: list[str], args: list[Any]) -> None:
+        if keys:
+            await self._execute(lambda pipe: pipe.execute_command(
+                "EVALSHA", self._shas["save"], len(keys), *keys, *args))
 
     async def apply_parts(
         self, parts: Sequence[Sequence[Transaction]]
@@ -150,7 +165,8 @@ class RedisFeatureStore:
 
     async def _send_part(self, conn: Any, part: Sequence[Transaction]) -> int:
         """Send the apply scripts for ``part``; how many replies to read."""
-        commands = [("EVALSHA", self._shas["apply"], 0, self._base + ":", _pack_apply(chunk))
+        commands = [("EVALSHA", self._shas["apply"], 4 * len(chunk), *self._apply_keys(chunk),
+                     _pack_apply(chunk))
                     for chunk in _chunks(part, SCRIPT_BATCH)]
         await conn.send_packed_command(conn.pack_commands(commands))
         return len(commands)
@@ -183,7 +199,7 @@ class RedisFeatureStore:
             await self._ensure_scripts(reload=attempt > 0)
             commands = []
             for txn in txns:
-                keys = self._keys(txn)
+                keys = self._peek_keys(txn)
                 commands.append(("EVALSHA", self._shas["peek"], len(keys), *keys,
                                  *terminal.current_buckets(txn.event_time)))
             pool = self.client.connection_pool
@@ -201,7 +217,7 @@ class RedisFeatureStore:
                 if len(replies) < len(commands):  # replies left unread: never reuse it
                     await conn.disconnect()
                 await pool.release(conn)
-            return [_state(*reply) for reply in replies]
+            return [reply_state(*reply) for reply in replies]
         raise AssertionError("unreachable")
 
     async def _execute(self, build: Callable[[Any], None]) -> list[Any]:
@@ -235,23 +251,45 @@ class RedisFeatureStore:
 
         def build(pipe: Any) -> None:
             for record, label in frauds:
-                pipe.evalsha(self._shas["fraud"], 2, self.key("fraud", record.terminal_id),
-                             self.key("term", record.terminal_id), record.txn_id,
-                             terminal.pack_fraud(record.event_time, label.event_time))
+                pipe.execute_command(
+                    "EVALSHA", self._shas["fraud"], 2, self.keys.fraud(record.terminal_id),
+                    self.keys.term(record.terminal_id), record.txn_id,
+                    terminal.pack_fraud(record.event_time, label.event_time))
 
         await self._execute(build)
 
-    async def scored(self, txn_id: str) -> ScoredRecord | None:
-        return _saved(await self.client.get(self.key("scored", txn_id)))
+    async def scored(self, txn_id: str, card_id: str | None = None) -> ScoredRecord | None:
+        [record] = await self.scored_many([txn_id], [card_id])
+        return record
 
-    async def scored_many(self, txn_ids: Sequence[str]) -> list[ScoredRecord | None]:
+    async def scored_many(self, txn_ids: Sequence[str],
+                          card_ids: Sequence[str | None] | None = None,
+                          ) -> list[ScoredRecord | None]:
+        """The saved records; a transaction whose card is not given is found through its
+        index (one more round trip for those)."""
         if not txn_ids:
             return []
-        started = time.perf_counter()  # one MGET: a pipeline of GETs parses a reply each
-        replies: list[Any] = await self.client.mget([self.key("scored", t) for t in txn_ids])
+        cards: list[str | None] = (list(card_ids) if card_ids is not None
+                                   else [None] * len(txn_ids))
+        started = time.perf_counter()
+        unknown = [i for i, card_id in enumerate(cards) if card_id is None]
+        if unknown:
+            found = await self._mget([self.keys.index(txn_ids[i]) for i in unknown])
+            for i, raw in zip(unknown, found, strict=True):
+                cards[i] = None if raw is None else bytes(raw).decode()
+        wanted = [i for i, card_id in enumerate(cards) if card_id is not None]
+        replies = await self._mget([self.keys.scored(str(cards[i]), txn_ids[i])
+                                    for i in wanted])
         if self.observe is not None:
             self.observe("pipeline", time.perf_counter() - started)
-        return [_saved(raw) for raw in replies]
+        records: list[ScoredRecord | None] = [None] * len(txn_ids)
+        for i, raw in zip(wanted, replies, strict=True):
+            records[i] = _saved(raw)
+        return records
+
+    async def _mget(self, keys: list[str]) -> list[Any]:
+        """The values of ``keys`` (one MGET: a pipeline of GETs parses a reply each)."""
+        return list(await self.client.mget(keys)) if keys else []
 
     async def health(self) -> tuple[int, int]:
         """Redis's memory in use (bytes) and its number of keys."""
@@ -266,28 +304,13 @@ def _chunks(items: Sequence[Transaction], size: int) -> list[Sequence[Transactio
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
-def _pack_save(records: Sequence[ScoredRecord]) -> bytes:
-    """The records for the save script: per record the sizes of its id and value, then both."""
-    parts: list[bytes] = []
-    for record in records:
-        txn_id, value = record.txn_id.encode(), b"D" + record.to_bytes()
-        parts += (_SAVE_SIZES.pack(len(txn_id), len(value)), txn_id, value)
-    return b"".join(parts)
-
-
 def _pack_apply(txns: Sequence[Transaction]) -> bytes:
-    """The transactions for the apply script: record, buckets, then the three ids."""
-    parts: list[bytes] = []
-    for txn in txns:
-        card_id, terminal_id, txn_id = (
-            txn.card_id.encode(), txn.terminal_id.encode(), txn.txn_id.encode())
-        parts += (_APPLY_HEAD.pack(*card.record(txn), *terminal.current_buckets(txn.event_time)),
-                  b"%c%s%c%s%c%s" % (len(card_id), card_id, len(terminal_id), terminal_id,
-                                     len(txn_id), txn_id))
-    return b"".join(parts)
+    """The transactions for the apply script: per transaction its record and buckets."""
+    return b"".join([_APPLY_HEAD.pack(*card.record(txn), *terminal.current_buckets(txn.event_time))
+                     for txn in txns])
 
 
-def _state(sums: bytes, card_bytes: bytes, frauds: bytes) -> EntityState:
+def reply_state(sums: bytes, card_bytes: bytes, frauds: bytes) -> EntityState:
     """The state the scripts return: window sums, card bytes, fraud entries."""
     width = terminal.FRAUD.size
     return decode_state(card_bytes, _SUMS(sums),
@@ -305,7 +328,7 @@ def _applied(txn: Transaction, reply: Sequence[Any]) -> Applied:
         return Applied(txn, status, record=ScoredRecord.from_bytes(reply[1]))
     if status is Status.LATE:
         return Applied(txn, status, newest=_NEWEST.unpack(reply[1])[0])
-    return Applied(txn, status, state=_state(reply[1], reply[2], reply[3]))
+    return Applied(txn, status, state=reply_state(reply[1], reply[2], reply[3]))
 
 
 def _saved(raw: Any) -> ScoredRecord | None:

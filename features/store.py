@@ -182,12 +182,19 @@ class FeatureStore(Protocol):
         """:meth:`record_fraud` for each (record, label), in one round trip."""
         ...
 
-    async def scored(self, txn_id: str) -> ScoredRecord | None:
-        """The record ``txn_id`` was saved with, if known and not expired."""
+    async def scored(self, txn_id: str, card_id: str | None = None) -> ScoredRecord | None:
+        """The record ``txn_id`` was saved with, if known and not expired.
+
+        With ``card_id`` (the label knows the card) it is read from the card's side;
+        without it, found through the transaction index. A ``card_id`` that is not the
+        transaction's finds nothing.
+        """
         ...
 
-    async def scored_many(self, txn_ids: Sequence[str]) -> list[ScoredRecord | None]:
-        """:meth:`scored` for many transactions at once (one round trip)."""
+    async def scored_many(self, txn_ids: Sequence[str],
+                          card_ids: Sequence[str | None] | None = None,
+                          ) -> list[ScoredRecord | None]:
+        """:meth:`scored` for many transactions at once (one or two round trips)."""
         ...
 
     async def close(self) -> None:

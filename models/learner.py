@@ -180,7 +180,8 @@ class Learner:
         await self._settle()
         ids = [label.txn_id for label in labels]
         learned_before, records = await asyncio.gather(  # two reads, one wait
-            self.registry.were_learned(ids), self.store.scored_many(ids))
+            self.registry.were_learned(ids),
+            self.store.scored_many(ids, [label.card_id for label in labels]))
         out: list[Learned] = []
         new: list[tuple[int, Label, ScoredRecord]] = []
         seen: set[str] = set()

@@ -167,15 +167,18 @@ class LabelRecord(_Record):
     txn_id: EntityId
     is_fraud: Flag
     event_time: EventTime
+    #: The transaction's card, when the source knows it (optional): its record is then
+    #: read from its card's state, else found through the transaction index.
+    card_id: EntityId | None = None
 
     def to_event(self) -> Label:
-        return Label(self.txn_id, self.is_fraud, self.event_time.timestamp())
+        return Label(self.txn_id, self.is_fraud, self.event_time.timestamp(), self.card_id)
 
     @classmethod
     def from_event(cls, label: Label) -> LabelRecord:
         return cls(
             schema_version=SCHEMA_VERSION, txn_id=label.txn_id, is_fraud=label.is_fraud,
-            event_time=to_datetime(label.event_time),
+            event_time=to_datetime(label.event_time), card_id=label.card_id,
         )
 
 

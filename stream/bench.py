@@ -216,7 +216,7 @@ async def bench_features(
             latencies = await read_latencies(store, probes)
             p50.append(_percentile(latencies, 0.5) * 1e3)
             p99.append(_percentile(latencies, 0.99) * 1e3)
-            keys = [store.key("card", f"card{i}") for i in range(0, workload.cards, 7)]
+            keys = [store.keys.card(f"card{i}") for i in range(0, workload.cards, 7)]
             sizes = _spread([await store.client.memory_usage(k) or 0 for k in keys])
             for name, size in sizes.items():
                 mem[name].append(size)

@@ -340,7 +340,7 @@ class _Run:
         if label.txn_id in self.learned_ids:
             self.counts["duplicate_labels"] += 1
             return
-        record = await self.store.scored(label.txn_id)
+        record = await self.store.scored(label.txn_id, label.card_id)
         if record is None:
             self.counts["unknown_labels"] += 1
             return

@@ -53,7 +53,7 @@ async def replay_features(
                 await flush()
             continue
         await flush()
-        record = await store.scored(event.txn_id)
+        record = await store.scored(event.txn_id, event.card_id)
         if record is not None and event.is_fraud:
             await store.record_fraud(record, event)
     await flush()

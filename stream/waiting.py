@@ -85,7 +85,7 @@ class Waiting:
             "key": None if r.key is None else r.key.decode("utf-8", "surrogateescape"),
             "value": None if r.value is None else r.value.decode("utf-8", "surrogateescape"),
             "txn_id": self.label.txn_id, "is_fraud": self.label.is_fraud,
-            "event_time": self.label.event_time,
+            "event_time": self.label.event_time, "card_id": self.label.card_id,
             "until": None if self.until is None else {str(p): o for p, o in self.until.items()},
         }, separators=(",", ":"))
 
@@ -98,7 +98,8 @@ class Waiting:
             None if d["value"] is None else d["value"].encode("utf-8", "surrogateescape"),
         )
         until = None if d["until"] is None else {int(p): o for p, o in d["until"].items()}
-        return cls(record, Label(d["txn_id"], d["is_fraud"], d["event_time"]), until)
+        return cls(record, Label(d["txn_id"], d["is_fraud"], d["event_time"], d.get("card_id")),
+                   until)
 
 
 class WaitingLabels:

@@ -9,6 +9,9 @@ Servers come, in this order of preference, from:
 3. the project's own local starter, on free ports, with state in a temp folder.
 Never a mock. Each test gets random topic names, a consumer group and a Redis
 key prefix of its own.
+
+A Redis Cluster (``redis_cluster_url``) comes from ``FRAUDSTREAM_TEST_REDIS_CLUSTER``
+(a URL to one of its nodes), else the local starter runs 3 masters on free ports.
 """
 
 from __future__ import annotations
@@ -28,7 +31,10 @@ from stream.settings import (
     ServicesSettings,
     Settings,
 )
-from tests.support import REPO, Processes, RealServers, isolated_settings
+from tests.support import REPO, Processes, RealServers, free_cluster_base, isolated_settings
+
+#: Masters of the test cluster.
+CLUSTER_MASTERS = 3
 
 
 def _docker_available() -> bool:
@@ -70,6 +76,24 @@ def real_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealServe
         stack.callback(local.down)
         yield RealServers(kafka, redis_url, local.prometheus.url, local.prometheus.targets_dir,
                           origin, local.alertmanager.url)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A URL to a node of a real Redis Cluster (3 masters, started in a few seconds)."""
+    if url := os.environ.get("FRAUDSTREAM_TEST_REDIS_CLUSTER"):
+        yield url
+        return
+    services = LocalServices(ServicesSettings(
+        state_dir=tmp_path_factory.mktemp("cluster"), redis_cluster=CLUSTER_MASTERS,
+        redis_cluster_port=free_cluster_base(CLUSTER_MASTERS)))
+    nodes = services.redis_cluster.nodes
+    try:
+        services.up(timeout=60, only={node.name for node in nodes})
+        yield services.redis_cluster.url
+    finally:
+        for node in nodes:
+            node.process().stop()
 
 
 def _containers(stack: ExitStack) -> tuple[str, str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import secrets
 import subprocess
 import sys
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from producers.replay import ReplaySummary
 
 from monitoring.scrape import read_metric as read_metric  # for the tests
+from stream.services.cluster import BUS_OFFSET
 from stream.services.process import free_port, port_open
 from stream.services.servers import write_scrape_target
 from stream.settings import (
@@ -349,3 +351,14 @@ def wait_api_ready(url: str, timeout: float = 60) -> None:
             return False
 
     wait_for(ready, timeout, "the API ready")
+
+
+def free_cluster_base(masters: int) -> int:
+    """A first port whose ``masters`` consecutive ports and their bus ports are all free."""
+    for _ in range(200):
+        base = random.randrange(20_000, 55_000 - masters)
+        ports = [base + i for i in range(masters)] + [base + BUS_OFFSET + i
+                                                       for i in range(masters)]
+        if not any(port_open("127.0.0.1", p) for p in ports):
+            return base
+    raise RuntimeError("no free ports for a cluster")

@@ -1,4 +1,5 @@
-"""One contract, every FeatureStore: in-memory and Redis (a real server)."""
+"""One contract, every FeatureStore: in-memory, Redis (a real server) and a Redis Cluster
+(3 real masters: the card's and the terminal's sides in their own slots)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from features import terminal
 from features.card import HORIZON_SECONDS, SLACK
 from features.events import Label, Transaction
 from features.memory import MemoryFeatureStore
+from features.redis_cluster_store import RedisClusterFeatureStore
 from features.redis_store import RedisFeatureStore
 from features.store import Applied, FeatureStore, ScoredRecord, Status
 from features.vector import view
@@ -43,11 +45,15 @@ def examples(count: int) -> Callable[[T], T]:
                     suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "redis-cluster"])
 def make_store(request: pytest.FixtureRequest) -> StoreFactory:
     """Builds a fresh, isolated store of one kind per call."""
     if request.param == "memory":
         return lambda: MemoryFeatureStore(allowed_lateness=LATENESS)
+    if request.param == "redis-cluster":
+        url: str = request.getfixturevalue("redis_cluster_url")
+        return lambda: RedisClusterFeatureStore.from_url(
+            url, f"fs-{secrets.token_hex(4)}", allowed_lateness=LATENESS)
     servers: RealServers = request.getfixturevalue("real_servers")
     return lambda: RedisFeatureStore.from_url(
         servers.redis_url, f"fs-{secrets.token_hex(4)}", allowed_lateness=LATENESS)

@@ -66,12 +66,12 @@ async def test_keys_carry_the_feature_set_version_and_all_expire(
     await store.record_fraud(record_for(applied), Label("t0", True, T0 + 60))
     keys = [k.decode() async for k in store.client.scan_iter(f"{store.key_prefix}:*")]
     assert keys and all(k.startswith(f"{store.key_prefix}:v{FEATURE_SET_VERSION}:") for k in keys)
-    assert {k.split(":")[2] for k in keys} == {"card", "term", "fraud", "scored"}
+    assert {k.split(":")[2] for k in keys} == {"card", "term", "fraud", "scored", "txn"}
     for key in keys:
         assert await store.client.ttl(key) > 0, key
-    for kind, entity, expected in [("card", "c9", store.card_ttl_seconds),
-                                   ("term", "p0", store.terminal_ttl_seconds)]:
-        ttl = await store.client.ttl(store.key(kind, entity))
+    for key, expected in [(store.keys.card("c9"), store.card_ttl_seconds),
+                          (store.keys.term("p0"), store.terminal_ttl_seconds)]:
+        ttl = await store.client.ttl(key)
         assert expected - 60 < ttl <= expected
     assert applied.status is Status.NEW
 
@@ -95,7 +95,7 @@ async def test_a_card_with_a_year_of_daily_history_keeps_only_what_matters(
     year = [Transaction(f"d{i}", "busy", "p", 20.0, T0 + 86400.0 * i) for i in range(365)]
     for day in year:
         await score(store, day)
-    raw: Any = await store.client.get(store.key("card", "busy"))
+    raw: Any = await store.client.get(store.keys.card("busy"))
     kept = card.decode(raw).records
     assert len(kept) <= 31 + 1 + 4  # the horizon, the lateness, and the compaction slack
     assert kept[-1][0] == year[-1].event_time
@@ -114,7 +114,7 @@ async def test_the_script_keeps_exactly_the_bytes_of_card_append(
         [applied] = await score(store, t)
         if applied.status is Status.NEW:
             raw = card.append(raw, t, store.allowed_lateness)
-        assert await store.client.get(store.key("card", "busy")) == raw, i
+        assert await store.client.get(store.keys.card("busy")) == raw, i
     assert card.HEADER.unpack_from(raw)[1] > 0  # some records were compacted away
 
 
@@ -123,9 +123,9 @@ async def test_a_terminal_is_one_fixed_size_string_changed_in_place(
 ) -> None:
     for i, t in enumerate(txns(50, cards=50)):
         await score(store, t)
-        raw: Any = await store.client.get(store.key("term", t.terminal_id))
+        raw: Any = await store.client.get(store.keys.term(t.terminal_id))
         assert len(raw) == TERM_SIZE, i
-    used = await store.client.memory_usage(store.key("term", "p0"))
+    used = await store.client.memory_usage(store.keys.term("p0"))
     assert used is not None and used <= TERM_SIZE + 100  # no spare capacity kept
 
 

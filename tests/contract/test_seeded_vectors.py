@@ -4,11 +4,12 @@ Batches go through :func:`models.scoring.score_batch` (parts applied while
 earlier ones are scored, saves in flight), with transactions late within and
 beyond the allowed lateness, redelivered (within a part, a batch, or later),
 with and without a location, at tied times, and fraud labels arriving days
-later. The Redis store must give exactly the in-memory store's vectors (the
-same float64 bits), both must agree with the brute-force reference, and the
-vectors must hash to :data:`PINNED`: the digest of the vectors the code
-computed when it was pinned, so that a change in how features are computed
-(decoding, summing, packing) that moves any value by a single bit fails here.
+later. The Redis store and the Redis Cluster store (3 masters) must give
+exactly the in-memory store's vectors (the same float64 bits), all must agree
+with the brute-force reference, and the vectors must hash to :data:`PINNED`:
+the digest of the vectors the code computed when it was pinned, so that a
+change in how features are computed (decoding, summing, packing) that moves
+any value by a single bit fails here.
 """
 
 from __future__ import annotations
@@ -16,9 +17,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
+import secrets
 import struct
 
+import redis
+
 from features.events import Label, Transaction
+from features.memory import MemoryFeatureStore
+from features.redis_cluster_store import RedisClusterFeatureStore
 from features.store import FeatureStore
 from features.vector import FEATURE_NAMES
 from models.factory import build_model
@@ -133,3 +139,31 @@ def test_a_seeded_workload_gives_bit_identical_vectors_in_both_stores(
     assert len(in_memory.redelivered) > 50
     assert sum(v["terminal_risk_7d"] > 0 for v in vectors) > 50
     assert digest(in_memory, PINNED_FEATURES) == PINNED
+
+
+def test_the_seeded_workload_on_a_redis_cluster_gives_the_same_bits(
+    redis_cluster_url: str,
+) -> None:
+    """The card's and the terminal's sides in their own slots, on 3 masters: the very same
+    vectors, redeliveries included, and state on every master."""
+    batches = workload()
+    prefix = f"fs-{secrets.token_hex(4)}"
+
+    async def on_both() -> tuple[Outcome, Outcome, list[int]]:
+        cluster = RedisClusterFeatureStore.from_url(redis_cluster_url, prefix,
+                                                    allowed_lateness=LATENESS)
+        try:
+            outcome = await run(cluster, batches)
+            per_master = [
+                len(redis.Redis(host=node.host, port=node.port).keys(f"{prefix}:*"))
+                for node in cluster.client.get_primaries()]
+        finally:
+            await cluster.close()
+        return outcome, await run(MemoryFeatureStore(allowed_lateness=LATENESS), batches), \
+            per_master
+
+    on_cluster, in_memory, per_master = asyncio.run(on_both())
+    assert len(per_master) == 3 and min(per_master) > 0, per_master
+    assert on_cluster == in_memory
+    assert digest(on_cluster) == digest(in_memory)
+    assert digest(on_cluster, PINNED_FEATURES) == PINNED

@@ -4,7 +4,6 @@ masters, a command across slots is refused, and a restart keeps its shape and da
 
 from __future__ import annotations
 
-import random
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,28 +12,17 @@ import redis
 from redis.cluster import RedisCluster
 
 from stream.services import LocalServices
-from stream.services.cluster import BUS_OFFSET, SLOTS
-from stream.services.process import port_open
+from stream.services.cluster import SLOTS
 from stream.settings import ServicesSettings
+from tests.support import free_cluster_base
 
 MASTERS = 3
-
-
-def _free_base() -> int:
-    """A first port whose masters' ports and bus ports are all free."""
-    for _ in range(200):
-        base = random.randrange(20_000, 55_000 - MASTERS)
-        ports = [base + i for i in range(MASTERS)] + [base + BUS_OFFSET + i
-                                                       for i in range(MASTERS)]
-        if not any(port_open("127.0.0.1", p) for p in ports):
-            return base
-    raise RuntimeError("no free ports for a cluster")
 
 
 @pytest.fixture
 def cluster_services(tmp_path: Path) -> Iterator[LocalServices]:
     settings = ServicesSettings(state_dir=tmp_path / "state", redis_cluster=MASTERS,
-                                redis_cluster_port=_free_base())
+                                redis_cluster_port=free_cluster_base(MASTERS))
     services = LocalServices(settings)
     try:
         yield services
