@@ -11,9 +11,12 @@ Publishing a snapshot clears the journal in the same ``MULTI``, so
 ``latest snapshot + journal`` is always exactly the labels marked learned: a
 crash at any point loses nothing and double counts nothing.
 
-Keys (``{p}`` is the configured prefix): ``{p}:models:latest``,
-``{p}:models:counter``, ``{p}:models:snap:{version}`` (hash of ``meta``,
-``blob``, ``sig``), ``{p}:models:journal``, ``{p}:models:learned:{txn_id}``.
+Keys (``p`` is the configured prefix), all under the hash tag ``{p:models}``
+(one slot of a Redis Cluster: the transactions and scripts here span them,
+and the lease's fence): ``{p:models}:latest``, ``{p:models}:counter``,
+``{p:models}:snap:<version>`` (hash of ``meta``, ``blob``, ``sig``),
+``{p:models}:journal``, ``{p:models}:learned:<txn_id>``; a challenger's under
+``{p:models}:challenger:<name>:``.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import WatchError
 from river import base
 
+from features.keys import models_tag
 from features.vector import FEATURE_NAMES, VECTOR_SIZE, pack_vector, unpack_vector
 from models.errors import (
     ChampionChangedError,
@@ -90,7 +94,8 @@ class JournalEntry:
         """Compact bytes: a marker, the truth, the id and, for a vector of the current
         feature set, its packed floats (JSON otherwise; a JSON object is read back too).
 
-        >>> from features.vector import FEATURE_NAMES
+        >>> from features.keys import models_tag
+from features.vector import FEATURE_NAMES
         >>> entry = JournalEntry("t1", True, {name: 0.5 for name in FEATURE_NAMES})
         >>> JournalEntry.from_bytes(entry.to_bytes()) == entry
         True
@@ -196,8 +201,12 @@ class ModelRegistry:
         self.lineage = lineage
         #: Without a fence the caller promises it is the only writer (one process).
         self.fence = fence
-        self._base = f"{key_prefix}:models" + (f":challenger:{lineage}" if lineage else "")
+        self._base = models_tag(key_prefix) + (f":challenger:{lineage}" if lineage else "")
         self._append = client.register_script(_APPEND_LUA)
+
+    def key(self, name: str) -> str:
+        """The Redis key of this lineage's ``name`` (``champion``, ``snap:3``, ...)."""
+        return f"{self._base}:{name}"
 
     def challenger(self, name: str) -> ModelRegistry:
         """The registry of the challenger ``name``: its own versions, journal and markers."""
@@ -265,7 +274,8 @@ class ModelRegistry:
         async with self.client.pipeline(transaction=True) as pipe:
             try:
                 await pipe.watch(*watched)  # the fence and the champion, in one round trip
-                raw, *fence = await pipe.mget(watched)
+                values: Any = await pipe.execute_command("MGET", *watched)  # (one slot)
+                raw, *fence = values
                 if fence:
                     self._hold_fence(fence[0])
                 if raw is not None and int(raw) not in (meta.parent, over):

@@ -51,6 +51,7 @@ from aiokafka import AIOKafkaProducer
 from kafka import KafkaConsumer, TopicPartition
 
 from features.events import Transaction
+from features.keys import models_tag
 from monitoring.scrape import read_metric
 from producers.generator import Simulation
 from producers.replay import Replayer, encode_events
@@ -175,10 +176,10 @@ def _ends(consumer: KafkaConsumer, topic: str) -> int:
 
 
 def _labels_learned(client: redis.Redis, prefix: str) -> int:
-    latest = client.get(f"{prefix}:models:latest")
+    latest = client.get(f"{models_tag(prefix)}:latest")
     if latest is None:
         return 0
-    meta = client.hget(f"{prefix}:models:snap:{int(latest)}", "meta")
+    meta = client.hget(f"{models_tag(prefix)}:snap:{int(latest)}", "meta")
     return 0 if meta is None else int(json.loads(meta)["labels_learned"])
 
 

@@ -75,7 +75,12 @@ class RedisSettings(_Section):
     """The Redis that holds feature state, scored vectors and model snapshots."""
 
     url: str = "redis://127.0.0.1:6379/0"
-    #: Prepended to every key; the feature-set version is added after it.
+    #: ``url`` is a node of a Redis Cluster: every process uses redis-py's cluster client,
+    #: and the feature store updates a transaction's card and terminal in their own
+    #: slots (``features.redis_cluster_store``). The key layout is the same either way.
+    cluster: bool = False
+    #: Prepended to every key; the feature-set version is added after it. No braces:
+    #: they would change the keys' hash tags (``features.keys``).
     key_prefix: str = Field("fs", min_length=1)
     #: How long a scored transaction's feature vector is kept for its late label.
     scored_ttl_seconds: int = Field(90 * 86400, ge=60)
@@ -84,6 +89,14 @@ class RedisSettings(_Section):
     socket_timeout_seconds: float = Field(5.0, gt=0, le=300)
     #: Connecting gives up after this long (Redis down or unreachable).
     connect_timeout_seconds: float = Field(2.0, gt=0, le=60)
+
+    @field_validator("key_prefix")
+    @classmethod
+    def _no_braces(cls, prefix: str) -> str:
+        if "{" in prefix or "}" in prefix:
+            raise ValueError("must not contain '{' or '}' (they would change the keys' hash "
+                             "tags)")
+        return prefix
 
 
 class FeatureSettings(_Section):

@@ -13,9 +13,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import redis
 import redis.asyncio as aioredis
+import redis.cluster
 from prometheus_client import CollectorRegistry
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 
+from features.redis_cluster_store import RedisClusterFeatureStore
 from features.redis_store import RedisFeatureStore
 from features.vector import FEATURE_NAMES
 from models.registry import Fence, ModelRegistry
@@ -47,20 +51,28 @@ def signing_key(settings: Settings) -> bytes:
 
 def build_store(settings: Settings, max_connections: int | None = None) -> RedisFeatureStore:
     """The Redis feature store the settings describe (worker and API share it), with the
-    socket and connect timeouts of the settings and at most ``max_connections``."""
-    options: dict[str, Any] = {} if max_connections is None else {
-        "max_connections": max_connections}
-    client = aioredis.Redis.from_url(
-        settings.redis.url,
-        socket_timeout=settings.redis.socket_timeout_seconds,
-        socket_connect_timeout=settings.redis.connect_timeout_seconds,
-        **options,
-    )
-    return RedisFeatureStore(
-        client, settings.redis.key_prefix,
-        allowed_lateness=settings.features.allowed_lateness_seconds,
-        scored_ttl_seconds=settings.redis.scored_ttl_seconds,
-    )
+    socket and connect timeouts of the settings and at most ``max_connections`` (per node
+    of a cluster)."""
+    options: dict[str, Any] = {
+        "socket_timeout": settings.redis.socket_timeout_seconds,
+        "socket_connect_timeout": settings.redis.connect_timeout_seconds,
+        **({} if max_connections is None else {"max_connections": max_connections})}
+    store_options: dict[str, Any] = {
+        "allowed_lateness": settings.features.allowed_lateness_seconds,
+        "scored_ttl_seconds": settings.redis.scored_ttl_seconds}
+    if settings.redis.cluster:
+        return RedisClusterFeatureStore(
+            AsyncRedisCluster.from_url(settings.redis.url, **options),
+            settings.redis.key_prefix, **store_options)
+    return RedisFeatureStore(aioredis.Redis.from_url(settings.redis.url, **options),
+                             settings.redis.key_prefix, **store_options)
+
+
+def sync_client(settings: Settings) -> redis.Redis | redis.cluster.RedisCluster:
+    """A blocking client of the settings' Redis (or Redis Cluster), for threads."""
+    if settings.redis.cluster:
+        return redis.cluster.RedisCluster.from_url(settings.redis.url)
+    return redis.Redis.from_url(settings.redis.url)
 
 
 def build_registry(settings: Settings, store: RedisFeatureStore,

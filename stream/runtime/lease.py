@@ -8,9 +8,11 @@ refuses every write whose token is no longer the current one
 (:class:`models.registry.Fence`), so an instance that was paused or cut off
 past its lease can never write again, even before it notices.
 
-Keys (``{p}`` the configured prefix, ``{role}`` the role):
-``{p}:lease:{role}`` (``"token holder"``, expiring) and
-``{p}:lease:{role}:fence`` (the latest token).
+Keys (``p`` the configured prefix), under the model registry's hash tag (the
+registry's writes check the fence in the same script or transaction, so on a
+Redis Cluster they must share its slot): ``{p:models}:lease:<role>``
+(``"token holder"``, expiring) and ``{p:models}:lease:<role>:fence`` (the
+latest token).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from features.keys import models_tag
 from models.registry import Fence
 
 log = logging.getLogger(__name__)
@@ -59,7 +62,7 @@ class Lease:
         self.role = role
         self.holder = holder
         self.ttl_ms = max(1, int(ttl_seconds * 1000))
-        self.key = f"{key_prefix}:lease:{role}"
+        self.key = f"{models_tag(key_prefix)}:lease:{role}"
         self.fence_key = f"{self.key}:fence"
         self._acquire = client.register_script(_ACQUIRE)
         self._renew = client.register_script(_RENEW)

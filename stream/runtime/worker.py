@@ -29,7 +29,6 @@ import sys
 from collections.abc import Callable
 
 import faust
-import redis
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
 from models.registry import Fence
@@ -40,7 +39,7 @@ from stream.runtime.lease import Lease, LeaseKeeper
 from stream.runtime.roles import ALL, SINGLE_ACTIVE, group_id
 from stream.settings import Settings
 from stream.topics import ensure_topics
-from stream.wiring import build_pipeline
+from stream.wiring import build_pipeline, sync_client
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +65,7 @@ def take_leases(settings: Settings, roles: frozenset[str], registry: CollectorRe
                     "an earlier holder", ["role"], registry=registry)
     token = Gauge("fraudstream_lease_token", "Fencing token of the held lease", ["role"],
                   registry=registry)
-    client = redis.Redis.from_url(settings.redis.url)
+    client = sync_client(settings)
     holder = f"{socket.gethostname()}:{os.getpid()}"
     leases = {}
     for role in SINGLE_ACTIVE:

@@ -178,7 +178,7 @@ def test_ready_lists_the_model_and_models_lists_a_forged_version_as_refused(api:
     assert ready.status_code == 200 and ready.json()["model_version"] == 2
 
     async def forge() -> None:  # a signature that is not even hex (it was a 500)
-        await registry.client.hset(f"{registry.key_prefix}:models:snap:1", "sig", "\xff zz")
+        await registry.client.hset(registry.key("snap:1"), "sig", "\xff zz")
 
     client.portal.call(forge)
     listing = client.get("/v1/models").json()
@@ -195,11 +195,11 @@ def test_a_forged_champion_is_refused_and_the_api_keeps_scoring_with_its_model(
     assert client.post("/v1/score", json=BODY).json()["model_version"] == 2
 
     async def forge() -> None:  # a flipped byte in version 1, made champion behind our back
-        key = f"{registry.key_prefix}:models:snap:1"
+        key = registry.key("snap:1")
         blob = bytearray(await registry.client.hget(key, "blob"))
         blob[-2] ^= 0x01
         await registry.client.hset(key, "blob", bytes(blob))
-        await registry.client.set(f"{registry.key_prefix}:models:champion", 1)
+        await registry.client.set(registry.key("champion"), 1)
 
     with caplog.at_level("ERROR"):
         client.portal.call(forge)

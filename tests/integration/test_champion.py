@@ -155,11 +155,11 @@ async def test_a_forged_champion_is_refused_once_and_replaced_by_the_next_snapsh
         await pipeline.on_label(label_record(Label(t.txn_id, False, 2e5)))
     serving = pipeline.holder.require().version
     first = (await registry.versions())[0].version
-    key = f"{registry.key_prefix}:models:snap:{first}"
+    key = registry.key(f"snap:{first}")
     blob = bytearray(await registry.client.hget(key, "blob"))
     blob[len(blob) // 2] ^= 0xFF
     await registry.client.hset(key, "blob", bytes(blob))
-    await registry.client.set(f"{registry.key_prefix}:models:champion", first)
+    await registry.client.set(registry.key("champion"), first)
     # a learner starting now resumes from the newest sound version
     restarted = await Learner.start(registry, pipeline.store, "logistic_regression", 2)
     assert (restarted.meta.version, restarted.refused_champion) == (serving, first)

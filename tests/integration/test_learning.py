@@ -65,7 +65,7 @@ def pipeline(registry: ModelRegistry) -> Pipeline:
 async def test_a_tampered_snapshot_is_refused(registry: ModelRegistry) -> None:
     meta = await registry.publish(build_model("logistic_regression"),
                                   SnapshotMeta(0, None, "logistic_regression", 1, 0, None))
-    key = f"{registry.key_prefix}:models:snap:{meta.version}"
+    key = registry.key(f"snap:{meta.version}")
     await registry.client.hset(key, "blob", b"\x80\x04K\x01.")  # pickle of 1
     with pytest.raises(SnapshotIntegrityError, match="signature does not match"):
         await registry.load(meta.version)

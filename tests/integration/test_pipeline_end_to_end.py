@@ -1,7 +1,8 @@
 """The thin path, every part real: producer -> Kafka -> Faust worker -> Redis -> River -> scores.
 
-One run per module: a real worker and a real API (child processes) on the
-real broker, Redis and Prometheus. Transactions are published, their scores
+One run per store: a real worker and a real API (child processes) on the
+real broker, Redis and Prometheus; once on a single Redis, once on a 3-master
+Redis Cluster (``redis.cluster``). Transactions are published, their scores
 collected, then their labels published. Each test below checks one claim
 against that run.
 """
@@ -29,6 +30,7 @@ from producers.population import PopulationConfig
 from producers.publisher import Publisher, create_producer
 from producers.schema import TransactionRecord
 from stream.settings import Settings
+from stream.wiring import build_store
 from tests.support import Processes, RealServers, isolated_settings, wait_for, wait_port
 
 pytestmark = pytest.mark.integration
@@ -80,7 +82,7 @@ class Run:
         return asyncio.run(self._with_store(load))
 
     async def _with_store(self, use: Callable[[RedisFeatureStore], Awaitable[T]]) -> T:
-        store = RedisFeatureStore.from_url(self.settings.redis.url, self.settings.redis.key_prefix)
+        store = build_store(self.settings)
         try:
             return await use(store)
         finally:
@@ -103,9 +105,13 @@ def _consume(settings: Settings, topic: str, want: int, timeout: float) -> list[
     return got
 
 
-@pytest.fixture(scope="module")
-def run(real_servers: RealServers, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
+@pytest.fixture(scope="module", params=["redis", "redis-cluster"])
+def run(real_servers: RealServers, tmp_path_factory: pytest.TempPathFactory,
+        request: pytest.FixtureRequest) -> Iterator[Run]:
     settings = isolated_settings(real_servers, snapshot_every_labels=40)
+    if request.param == "redis-cluster":
+        settings = settings.model_copy(update={"redis": settings.redis.model_copy(update={
+            "url": request.getfixturevalue("redis_cluster_url"), "cluster": True})})
     processes = Processes(tmp_path_factory.mktemp("e2e"))
     events = generate(SimulatorConfig(population=PopulationConfig(customers=40, terminals=30),
                                       days=2, start_time=T0 + 86400, seed=3)).events()

@@ -21,6 +21,7 @@ import pytest
 import redis
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
+from features.keys import models_tag
 from producers.generator import Simulation
 from producers.scenario import load_scenario, moved, run_scenario
 from stream.settings import DriftSettings, Settings
@@ -65,7 +66,7 @@ class Cluster:
     def lease_pid(self, role: str) -> int | None:
         """The pid of the process holding ``role``'s lease ("token host:pid")."""
         raw = redis.Redis.from_url(self.settings.redis.url).get(
-            f"{self.settings.redis.key_prefix}:lease:{role}")
+            f"{models_tag(self.settings.redis.key_prefix)}:lease:{role}")
         return None if raw is None else int(raw.decode().rsplit(":", 1)[1])
 
     def name_of(self, pid: int) -> str:
