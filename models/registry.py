@@ -94,8 +94,7 @@ class JournalEntry:
         """Compact bytes: a marker, the truth, the id and, for a vector of the current
         feature set, its packed floats (JSON otherwise; a JSON object is read back too).
 
-        >>> from features.keys import models_tag
-from features.vector import FEATURE_NAMES
+        >>> from features.vector import FEATURE_NAMES
         >>> entry = JournalEntry("t1", True, {name: 0.5 for name in FEATURE_NAMES})
         >>> JournalEntry.from_bytes(entry.to_bytes()) == entry
         True

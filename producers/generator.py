@@ -127,7 +127,8 @@ class Simulation:
         txns = [Transaction(i, c, p, a, t, lat=la, lon=lo) for i, c, p, a, t, la, lo in
                 self.transactions.select("txn_id", "card_id", "terminal_id", "amount",
                                          "event_time", "lat", "lon").iter_rows()]
-        labels = [Label(i, f, t) for i, f, t in
+        cards = {txn.txn_id: txn.card_id for txn in txns}
+        labels = [Label(i, f, t, cards.get(i)) for i, f, t in
                   self.labels.select("txn_id", "is_fraud", "event_time").iter_rows()]
         merged: list[Transaction | Label] = [*txns, *labels]
         order = np.lexsort(([isinstance(e, Label) for e in merged],

@@ -20,6 +20,8 @@ Examples
 >>> events["value"][0]
 '{"schema_version":1,"txn_id":"t1","card_id":"c1","terminal_id":"p1","amount":9.5,"event_time":"2026-01-01T00:00:00.000Z"}'
 >>> from producers.schema import decode_label
+>>> decode_label(events["value"][1]).card_id  # the label names its transaction's card
+'c1'
 >>> decode_label(events["value"][1]).is_fraud
 True
 """
@@ -79,6 +81,12 @@ def encode_events(transactions: pl.DataFrame, labels: pl.DataFrame) -> pl.DataFr
             location, pl.lit("}"),
         ]).alias("value"),
     )
+    if "card_id" not in labels.columns:  # a label names its card when it is known
+        labels = labels.join(transactions.select("txn_id", "card_id"), on="txn_id",
+                             how="left", maintain_order="left")
+    card = pl.when(pl.col("card_id").is_not_null()).then(
+        pl.concat_str([pl.lit(',"card_id":"'), pl.col("card_id"), pl.lit('"')])
+    ).otherwise(pl.lit(""))
     label_events = labels.select(
         pl.col("event_time").alias("time"),
         pl.lit(1, pl.Int8).alias("kind"),
@@ -87,7 +95,7 @@ def encode_events(transactions: pl.DataFrame, labels: pl.DataFrame) -> pl.DataFr
             pl.lit('{"schema_version":1,"txn_id":"'), pl.col("txn_id"),
             pl.lit('","is_fraud":'), pl.when(pl.col("is_fraud")).then(pl.lit("true"))
             .otherwise(pl.lit("false")),
-            pl.lit(',"event_time":"'), _iso("event_time"), pl.lit('"}'),
+            pl.lit(',"event_time":"'), _iso("event_time"), pl.lit('"'), card, pl.lit("}"),
         ]).alias("value"),
     )
     return pl.concat([txn_events, label_events]).sort(["time", "kind"], maintain_order=True)

@@ -15,9 +15,13 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from models.errors import ModelError
 from stream.settings import Settings, load_settings, to_env
+
+if TYPE_CHECKING:
+    from stream.bench import Workload
 
 
 def positive_int(text: str) -> int:
@@ -98,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="models: which (default: the whole zoo)")
     bench.add_argument("--redis-url", default=None,
                        help="benchmark this Redis (default: start the local one if needed)")
+    bench.add_argument("--redis-cluster", type=positive_int, default=None, metavar="N",
+                       help="features: also run on a local Redis Cluster of N masters "
+                            "(started if needed; N >= 3) and compare")
     bench.add_argument("--cards", type=positive_int, default=2000)
     bench.add_argument("--terminals", type=positive_int, default=500)
     bench.add_argument("--per-day", type=positive_float, default=2.0,
@@ -317,7 +324,31 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
 
         return _with_redis(args, settings, lambda url: bench_labels(url, args.runs, args.batch))
     workload = Workload(cards=args.cards, terminals=args.terminals, per_day=args.per_day)
+    if args.redis_cluster is not None:
+        return _bench_cluster(args, settings, workload)
     return _with_redis(args, settings, lambda url: run_bench(url, workload, args.runs, args.batch))
+
+
+def _bench_cluster(args: argparse.Namespace, settings: Settings, workload: Workload) -> int:
+    """One Redis against the local Redis Cluster of ``--redis-cluster`` masters (started
+    for it if it was not running, and stopped after)."""
+    from stream.bench_cluster import run as run_cluster
+    from stream.services import LocalServices
+
+    if args.redis_cluster < 3:
+        raise SystemExit(f"fraudstream: --redis-cluster: {args.redis_cluster} masters; a Redis "
+                         "Cluster needs at least 3")
+    services = LocalServices(settings.services.model_copy(
+        update={"redis_cluster": args.redis_cluster}))
+    nodes = services.redis_cluster.nodes
+    started = [node for node in nodes if node.process().pid() is None]
+    services.up(only={node.name for node in nodes})
+    try:
+        return _with_redis(args, settings, lambda url: run_cluster(
+            url, services.redis_cluster.url, workload, args.runs, args.batch))
+    finally:
+        for node in started:
+            node.process().stop()
 
 
 def _bench_stream(args: argparse.Namespace, settings: Settings) -> int:

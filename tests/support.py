@@ -131,6 +131,12 @@ def isolated_settings(servers: RealServers, **model: Any) -> Settings:
     )
 
 
+def on_cluster(settings: Settings, cluster_url: str) -> Settings:
+    """``settings``, with the Redis Cluster of ``cluster_url`` for their Redis."""
+    return settings.model_copy(update={"redis": settings.redis.model_copy(update={
+        "url": cluster_url, "cluster": True})})
+
+
 def replay_into(settings: Settings, simulation: Simulation) -> tuple[ReplaySummary, int]:
     """Every event of ``simulation`` into the settings' topics (made first), at full speed;
     the replay's summary and how many events there were."""

@@ -31,7 +31,14 @@ from producers.publisher import Publisher, create_producer
 from producers.schema import TransactionRecord
 from stream.settings import Settings
 from stream.wiring import build_store
-from tests.support import Processes, RealServers, isolated_settings, wait_for, wait_port
+from tests.support import (
+    Processes,
+    RealServers,
+    isolated_settings,
+    on_cluster,
+    wait_for,
+    wait_port,
+)
 
 pytestmark = pytest.mark.integration
 T = TypeVar("T")
@@ -110,8 +117,7 @@ def run(real_servers: RealServers, tmp_path_factory: pytest.TempPathFactory,
         request: pytest.FixtureRequest) -> Iterator[Run]:
     settings = isolated_settings(real_servers, snapshot_every_labels=40)
     if request.param == "redis-cluster":
-        settings = settings.model_copy(update={"redis": settings.redis.model_copy(update={
-            "url": request.getfixturevalue("redis_cluster_url"), "cluster": True})})
+        settings = on_cluster(settings, request.getfixturevalue("redis_cluster_url"))
     processes = Processes(tmp_path_factory.mktemp("e2e"))
     events = generate(SimulatorConfig(population=PopulationConfig(customers=40, terminals=30),
                                       days=2, start_time=T0 + 86400, seed=3)).events()

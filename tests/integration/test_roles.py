@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import redis
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from features.keys import models_tag
@@ -26,6 +25,7 @@ from producers.generator import Simulation
 from producers.scenario import load_scenario, moved, run_scenario
 from stream.settings import DriftSettings, Settings
 from stream.topics import ensure_topics
+from stream.wiring import sync_client
 from tests.support import (
     Processes,
     RealServers,
@@ -36,6 +36,7 @@ from tests.support import (
     free_port,
     isolated_settings,
     labels_learned,
+    on_cluster,
     read_metric,
     replay_into,
     replay_paced,
@@ -65,7 +66,7 @@ class Cluster:
 
     def lease_pid(self, role: str) -> int | None:
         """The pid of the process holding ``role``'s lease ("token host:pid")."""
-        raw = redis.Redis.from_url(self.settings.redis.url).get(
+        raw = sync_client(self.settings).get(
             f"{models_tag(self.settings.redis.key_prefix)}:lease:{role}")
         return None if raw is None else int(raw.decode().rsplit(":", 1)[1])
 
@@ -112,12 +113,15 @@ class Outcome:
     logs: dict[str, str]
 
 
-@pytest.fixture(scope="module")
-def killed(real_servers: RealServers, tmp_path_factory: pytest.TempPathFactory
-           ) -> Iterator[Outcome]:
+@pytest.fixture(scope="module", params=["redis", "redis-cluster"])
+def killed(real_servers: RealServers, tmp_path_factory: pytest.TempPathFactory,
+           request: pytest.FixtureRequest) -> Iterator[Outcome]:
     """A paced baseline replay through 3 scorers, 2 learners and a monitor; the active
-    learner is killed twice and a scorer twice, each started again."""
+    learner is killed twice and a scorer twice, each started again. Once on a single Redis,
+    once on a 3-master Redis Cluster."""
     settings = _settings(real_servers)
+    if request.param == "redis-cluster":
+        settings = on_cluster(settings, request.getfixturevalue("redis_cluster_url"))
     simulation, _ = run_scenario(load_scenario("baseline"), days=20, customers=150)
     labels = simulation.labels.height
     cluster = Cluster(settings, Processes(tmp_path_factory.mktemp("roles")), {})
