@@ -38,13 +38,19 @@ Exactly once, across the two slots:
   on (deleting them counted such a redelivery twice in the seeded-vector
   test). Should the process die in between, they expire with the records.
 
-One transaction costs two script calls (the single store runs 32 in one),
-in two round trips; what that costs in Redis CPU per shard is measured by
-``fraudstream bench features --redis-cluster``.
+Commands go to the master of their slot, packed into one write per node
+and read back in order on one connection each (redis-py's cluster pipeline
+took 5 of the 8 seconds of the cluster path, pyinstrument); should
+anything go wrong (a slot moved, a node gone, a script lost), the batch is
+sent again through the cluster pipeline, which follows redirections and
+refreshes the slot map (every command here is safe to repeat). What the
+layout costs in Redis CPU per master is measured by ``fraudstream bench
+features --redis-cluster``.
 """
 
 from __future__ import annotations
 
+import logging
 import struct
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
@@ -52,6 +58,7 @@ from typing import Any, cast
 
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
+from redis.exceptions import NoScriptError, RedisError
 
 from features import card, terminal
 from features.events import Transaction
@@ -67,6 +74,7 @@ APPLIED_GRACE_SECONDS = 600
 _BUCKETS = struct.Struct("<iii")
 _NEWEST = struct.Struct("<d")
 _STATUS = {status.value.encode(): status for status in Status}
+log = logging.getLogger(__name__)
 
 
 class RedisClusterFeatureStore(RedisFeatureStore):
@@ -90,18 +98,10 @@ class RedisClusterFeatureStore(RedisFeatureStore):
             yield await self._apply_part(part)
 
     async def _apply_part(self, txns: Sequence[Transaction]) -> list[Applied]:
-        keys = self.keys
         started = time.perf_counter()
-        cards = await self._per_slot(
-            "card", txns, lambda t: (keys.card(t.card_id), keys.scored(t.card_id, t.txn_id)),
-            lambda chunk: b"".join(card.RECORD.pack(*card.record(t)) for t in chunk))
+        cards = await self.card_side(txns)
         took = [i for i, (kind, _) in enumerate(cards) if kind in (b"new", b"pending")]
-        states = await self._per_slot(
-            "terminal", [txns[i] for i in took],
-            lambda t: (keys.term(t.terminal_id), keys.fraud(t.terminal_id),
-                       keys.applied(t.terminal_id, t.txn_id)),
-            lambda chunk: b"".join(_BUCKETS.pack(*terminal.current_buckets(t.event_time))
-                                   for t in chunk))
+        states = await self.terminal_side([txns[i] for i in took])
         if self.observe is not None:
             self.observe("apply", time.perf_counter() - started)
         at_terminal = dict(zip(took, states, strict=True))
@@ -118,57 +118,122 @@ class RedisClusterFeatureStore(RedisFeatureStore):
                     seen[: SUMS.size], value, seen[SUMS.size :])))
         return out
 
+    async def card_side(self, txns: Sequence[Transaction]) -> list[tuple[bytes, bytes]]:
+        """Step 1 alone: each transaction at its card; (status, card bytes or record or
+        newest time) per transaction. (:meth:`apply` runs both steps; the tests run this
+        one alone to stand for a process that died between them.)"""
+        keys = self.keys
+        return await self._per_slot(
+            "card", txns, lambda t: (keys.card(t.card_id), keys.scored(t.card_id, t.txn_id)),
+            lambda chunk: b"".join(card.RECORD.pack(*card.record(t)) for t in chunk))
+
+    async def terminal_side(self, txns: Sequence[Transaction]) -> list[bytes]:
+        """Step 2: each transaction (taken by its card) at its terminal, at most once; the
+        window sums and fraud entries it was counted on, per transaction."""
+        keys = self.keys
+        return await self._per_slot(
+            "terminal", txns,
+            lambda t: (keys.term(t.terminal_id), keys.fraud(t.terminal_id),
+                       keys.applied(t.terminal_id, t.txn_id)),
+            lambda chunk: b"".join(_BUCKETS.pack(*terminal.current_buckets(t.event_time))
+                                   for t in chunk))
+
     async def _per_slot(
         self, script: str, txns: Sequence[Transaction],
         keys_of: Callable[[Transaction], tuple[str, ...]],
         pack: Callable[[Sequence[Transaction]], bytes],
     ) -> list[Any]:
         """Run ``script`` for ``txns``, one call per slot (up to :data:`SCRIPT_BATCH`
-        transactions, in their order), all calls in one cluster pipeline; the replies
-        in the transactions' order."""
+        transactions, in their order), all sent at once; the replies in the
+        transactions' order."""
         if not txns:
             return []
         by_slot: dict[int, list[int]] = {}
         all_keys = [keys_of(txn) for txn in txns]
         for i, keys in enumerate(all_keys):
             by_slot.setdefault(key_slot(keys[0].encode()), []).append(i)
-        calls = [members[at : at + SCRIPT_BATCH] for members in by_slot.values()
+        calls = [(slot, members[at : at + SCRIPT_BATCH]) for slot, members in by_slot.items()
                  for at in range(0, len(members), SCRIPT_BATCH)]
 
-        def build(pipe: Any) -> None:
-            for call in calls:
+        def commands() -> list[tuple[int, tuple[Any, ...]]]:
+            sha = self._shas[script]
+            out = []
+            for slot, call in calls:
                 keys = [key for i in call for key in all_keys[i]]
-                pipe.execute_command("EVALSHA", self._shas[script], len(keys), *keys,
-                                     pack([txns[i] for i in call]))
+                out.append((slot, ("EVALSHA", sha, len(keys), *keys,
+                                   pack([txns[i] for i in call]))))
+            return out
 
-        replies = await self._execute(build)
+        replies = await self._run(commands)
         out: list[Any] = [None] * len(txns)
-        for call, reply in zip(calls, replies, strict=True):
+        for (_, call), reply in zip(calls, replies, strict=True):
             for i, one in zip(call, reply, strict=True):
                 out[i] = one
         return out
+
+    async def _run(self, commands: Callable[[], list[tuple[int, tuple[Any, ...]]]]
+                   ) -> list[Any]:
+        """The replies of ``commands()`` (slot, command), in order: per node one packed
+        write, then its replies read on that connection. On any error the commands are
+        built again (the scripts reloaded if lost) and sent through the cluster pipeline."""
+        await self._ensure_scripts()
+        await self.client.initialize()
+        built = commands()
+        nodes: dict[str, tuple[Any, list[int]]] = {}
+        manager = self.client.nodes_manager
+        for i, (slot, _) in enumerate(built):
+            node = manager.get_node_from_slot(slot)
+            nodes.setdefault(node.name, (node, []))[1].append(i)
+        replies: list[Any] = [None] * len(built)
+        taken: list[tuple[Any, Any, list[int]]] = []
+        unread = len(built)
+        try:
+            for node, members in nodes.values():
+                conn = node.acquire_connection()
+                taken.append((node, conn, members))
+                await conn.send_packed_command(
+                    conn.pack_commands([built[i][1] for i in members]))
+            for _, conn, members in taken:
+                for i in members:
+                    replies[i] = await conn.read_response()
+                    unread -= 1
+            return replies
+        except (RedisError, OSError) as error:
+            if isinstance(error, NoScriptError):
+                self._stale = True
+            log.info("cluster fast path failed (%s); through the cluster pipeline", error)
+        finally:
+            for node, conn, _ in taken:
+                if unread:  # replies may be left unread: never reuse these connections
+                    await conn.disconnect()
+                node.release(conn)
+
+        def build(pipe: Any) -> None:
+            for _, command in commands():
+                pipe.execute_command(*command)
+
+        return await self._execute(build)
 
     def save(self, scored: Sequence[tuple[Applied, ScoredRecord]]) -> Coroutine[Any, Any, None]:
         """Pack the records at once, send them when awaited: the records and the index,
         then (once those are written) the ``applied`` keys' grace."""
         keys, ttl = self.keys, self.scored_ttl_seconds
-        writes = [(keys.scored(r.card_id, r.txn_id), b"D" + r.to_bytes(),
-                   keys.index(r.txn_id), r.card_id) for _, r in scored]
-        done = [keys.applied(r.terminal_id, r.txn_id) for _, r in scored]
+        writes: list[tuple[int, tuple[Any, ...]]] = []
+        graces: list[tuple[int, tuple[Any, ...]]] = []
+        for _, r in scored:
+            for key, value in ((keys.scored(r.card_id, r.txn_id), b"D" + r.to_bytes()),
+                               (keys.index(r.txn_id), r.card_id)):
+                writes.append((key_slot(key.encode()), ("SET", key, value, "EX", ttl)))
+            applied = keys.applied(r.terminal_id, r.txn_id)
+            graces.append((key_slot(applied.encode()),
+                           ("EXPIRE", applied, APPLIED_GRACE_SECONDS)))
 
         async def send() -> None:
             if not writes:
                 return
-            pipe = self.client.pipeline()
-            for scored_key, value, index_key, card_id in writes:
-                pipe.execute_command("SET", scored_key, value, "EX", ttl)
-                pipe.execute_command("SET", index_key, card_id, "EX", ttl)
             started = time.perf_counter()
-            await pipe.execute()
-            pipe = self.client.pipeline()
-            for key in done:
-                pipe.execute_command("EXPIRE", key, APPLIED_GRACE_SECONDS)
-            await pipe.execute()
+            await self._run(lambda: writes)
+            await self._run(lambda: graces)
             if self.observe is not None:
                 self.observe("pipeline", time.perf_counter() - started)
 
@@ -176,24 +241,29 @@ class RedisClusterFeatureStore(RedisFeatureStore):
 
     async def peek_many(self, txns: Sequence[Transaction]) -> list[EntityState]:
         """Each transaction's card (a GET in its slot) and terminal (a read-only script in
-        its slot), all in one cluster pipeline."""
+        its slot), all sent at once."""
         if not txns:
             return []
         keys = self.keys
 
-        def build(pipe: Any) -> None:
+        def commands() -> list[tuple[int, tuple[Any, ...]]]:
+            out: list[tuple[int, tuple[Any, ...]]] = []
+            sha = self._shas["peek_terminal"]
             for txn in txns:
-                pipe.execute_command("GET", keys.card(txn.card_id))
-                pipe.execute_command(
-                    "EVALSHA", self._shas["peek_terminal"], 2, keys.term(txn.terminal_id),
-                    keys.fraud(txn.terminal_id), *terminal.current_buckets(txn.event_time))
+                card_key, term_key = keys.card(txn.card_id), keys.term(txn.terminal_id)
+                out += ((key_slot(card_key.encode()), ("GET", card_key)),
+                        (key_slot(term_key.encode()),
+                         ("EVALSHA", sha, 2, term_key, keys.fraud(txn.terminal_id),
+                          *terminal.current_buckets(txn.event_time))))
+            return out
 
-        replies = await self._execute(build)
+        replies = await self._run(commands)
         return [reply_state(sums, blob or b"", frauds) for blob, (sums, frauds)
                 in zip(replies[0::2], replies[1::2], strict=True)]
 
     async def _mget(self, keys: list[str]) -> list[Any]:
-        return list(await self.client.mget_nonatomic(keys)) if keys else []
+        commands = [(key_slot(key.encode()), ("GET", key)) for key in keys]
+        return await self._run(lambda: commands) if keys else []
 
     async def health(self) -> tuple[int, int]:
         """Memory in use (bytes) and keys, summed over the cluster's primaries."""
@@ -203,4 +273,3 @@ class RedisClusterFeatureStore(RedisFeatureStore):
             info, dict) and "used_memory" not in info else int(info["used_memory"])
         keys = sum(sizes.values()) if isinstance(sizes, dict) else int(sizes)
         return used, keys
-
