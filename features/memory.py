@@ -60,6 +60,8 @@ class MemoryFeatureStore:
         #: Applied, not saved: the state before, and the card's dropped count then.
         self._pending: dict[str, tuple[EntityState, int]] = {}
         self._scored: dict[str, bytes] = {}
+        #: Transaction id -> the card it came with first.
+        self._owners: dict[str, str] = {}
 
     async def apply(self, txns: Sequence[Transaction]) -> list[Applied]:
         return [self._apply(txn) for txn in txns]
@@ -71,6 +73,9 @@ class MemoryFeatureStore:
             yield [self._apply(txn) for txn in part]
 
     def _apply(self, txn: Transaction) -> Applied:
+        owner = self._owners.setdefault(txn.txn_id, txn.card_id)
+        if owner != txn.card_id:
+            return Applied(txn, Status.CONFLICT, owner=owner)
         if (saved := self._scored.get(txn.txn_id)) is not None:
             return Applied(txn, Status.DONE, record=ScoredRecord.from_bytes(saved))
         blob = self._cards.get(txn.card_id, b"")
@@ -139,6 +144,7 @@ class MemoryFeatureStore:
         """Drop a scored transaction's record (an embedded run that learned its label
         needs it no more; Redis lets it expire)."""
         self._scored.pop(txn_id, None)
+        self._owners.pop(txn_id, None)
 
     async def close(self) -> None:
         return None

@@ -6,6 +6,9 @@ each side has its own script, over its own entity's keys
 (:class:`features.keys.KeyLayout` tags them), sent per slot through the
 cluster pipeline (each node gets its commands in one round trip):
 
+0. **the claim** (per transaction id's slot): the id is claimed for its card
+   (``SET NX GET`` of its ``txn`` key); claimed before by another card, it is
+   a ``CONFLICT`` and goes no further;
 1. **the card side** (``card`` script, per card slot): the transaction is
    checked against its ``scored`` key (``DONE`` with its record, or
    ``PENDING``), against its card's lateness (``LATE``), else appended to the
@@ -29,8 +32,8 @@ Exactly once, across the two slots:
   records before it (its marker) and the terminal side its ``applied``
   state; should the process die between the sides, no vector was computed,
   and the redelivery counts it at its terminal then;
-- :meth:`~RedisClusterFeatureStore.save` writes the record (``D``) and the
-  transaction index, and only once they are written shortens the
+- :meth:`~RedisClusterFeatureStore.save` writes the record (``D``), and only
+  once it is written shortens the
   ``applied`` keys' lives to :data:`APPLIED_GRACE_SECONDS` (a redelivery then
   stops at the card side). Not deleted at once: an apply that found the
   card's ``P`` marker just before the record was written reaches the
@@ -99,14 +102,21 @@ class RedisClusterFeatureStore(RedisFeatureStore):
 
     async def _apply_part(self, txns: Sequence[Transaction]) -> list[Applied]:
         started = time.perf_counter()
-        cards = await self.card_side(txns)
-        took = [i for i, (kind, _) in enumerate(cards) if kind in (b"new", b"pending")]
+        owners = await self.claim(txns)
+        mine = [i for i, (txn, owner) in enumerate(zip(txns, owners, strict=True))
+                if owner is None or owner == txn.card_id.encode()]
+        cards = dict(zip(mine, await self.card_side([txns[i] for i in mine]), strict=True))
+        took = [i for i in mine if cards[i][0] in (b"new", b"pending")]
         states = await self.terminal_side([txns[i] for i in took])
         if self.observe is not None:
             self.observe("apply", time.perf_counter() - started)
         at_terminal = dict(zip(took, states, strict=True))
         out = []
-        for i, (txn, (kind, value)) in enumerate(zip(txns, cards, strict=True)):
+        for i, txn in enumerate(txns):
+            if i not in cards:
+                out.append(Applied(txn, Status.CONFLICT, owner=bytes(owners[i] or b"").decode()))
+                continue
+            kind, value = cards[i]
             status = _STATUS[kind]
             if status is Status.DONE:
                 out.append(Applied(txn, status, record=ScoredRecord.from_bytes(value)))
@@ -117,6 +127,14 @@ class RedisClusterFeatureStore(RedisFeatureStore):
                 out.append(Applied(txn, status, state=reply_state(
                     seen[: SUMS.size], value, seen[SUMS.size :])))
         return out
+
+    async def claim(self, txns: Sequence[Transaction]) -> list[bytes | None]:
+        """Step 0: each transaction id claimed for its card unless already claimed; the
+        card it belonged to before (None: it is new), per transaction."""
+        ttl, keys = self.scored_ttl_seconds, self.keys
+        commands = [(key_slot(key.encode()), ("SET", key, txn.card_id, "NX", "GET", "EX", ttl))
+                    for txn in txns for key in (keys.index(txn.txn_id),)]
+        return await self._run(lambda: commands) if commands else []
 
     async def card_side(self, txns: Sequence[Transaction]) -> list[tuple[bytes, bytes]]:
         """Step 1 alone: each transaction at its card; (status, card bytes or record or
@@ -215,15 +233,14 @@ class RedisClusterFeatureStore(RedisFeatureStore):
         return await self._execute(build)
 
     def save(self, scored: Sequence[tuple[Applied, ScoredRecord]]) -> Coroutine[Any, Any, None]:
-        """Pack the records at once, send them when awaited: the records and the index,
-        then (once those are written) the ``applied`` keys' grace."""
+        """Pack the records at once, send them when awaited: the records, then (once they
+        are written) the ``applied`` keys' grace."""
         keys, ttl = self.keys, self.scored_ttl_seconds
         writes: list[tuple[int, tuple[Any, ...]]] = []
         graces: list[tuple[int, tuple[Any, ...]]] = []
         for _, r in scored:
-            for key, value in ((keys.scored(r.card_id, r.txn_id), b"D" + r.to_bytes()),
-                               (keys.index(r.txn_id), r.card_id)):
-                writes.append((key_slot(key.encode()), ("SET", key, value, "EX", ttl)))
+            key = keys.scored(r.card_id, r.txn_id)
+            writes.append((key_slot(key.encode()), ("SET", key, b"D" + r.to_bytes(), "EX", ttl)))
             applied = keys.applied(r.terminal_id, r.txn_id)
             graces.append((key_slot(applied.encode()),
                            ("EXPIRE", applied, APPLIED_GRACE_SECONDS)))

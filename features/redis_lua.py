@@ -257,27 +257,37 @@ end
 """
 
 #: One Redis: each transaction at its card and its terminal at once. KEYS: per
-#: transaction its card, scored, term and fraud keys (:class:`features.keys.KeyLayout`);
-#: ARGV[1]: per transaction its card record and current buckets (``_pack_apply``). One
-#: reply per transaction: ``{'new' | 'pending', window sums, card bytes before it, fraud
-#: entries}``, ``{'done', record}`` or ``{'late', the card's newest time}``. The marker
+#: transaction its card, scored, term, fraud and index keys
+#: (:class:`features.keys.KeyLayout`); ARGV[1]: per transaction its card record, current
+#: buckets and card id (``_pack_apply``). One reply per transaction: ``{'new' | 'pending',
+#: window sums, card bytes before it, fraud entries}``, ``{'done', record}``, ``{'late',
+#: the card's newest time}`` or ``{'conflict', the card its id belongs to}``. The marker
 #: holds the terminal's side too: ``P``, its head, window sums, fraud entries.
 _APPLY_LUA = _TERMINAL_LUA + _CARD_LUA + """
-local packed, replies, step = ARGV[1], {}, RECORD_SIZE + 12
-for i = 1, #KEYS / 4 do
-  local at, k = (i - 1) * step + 1, 4 * (i - 1)
-  local rec = string.sub(packed, at, at + RECORD_SIZE - 1)
-  local kind, value, extra = card_step(KEYS[k + 1], KEYS[k + 2], rec)
-  if kind == 'new' then
-    local sums, frauds = terminal_step(KEYS[k + 3], KEYS[k + 4],
-                                       struct.unpack('<iii', packed, at + RECORD_SIZE))
-    redis.call('SET', KEYS[k + 2], 'P' .. extra .. sums .. frauds, 'EX', SCORED_TTL)
-    replies[i] = {'new', sums, value, frauds}
-  elseif kind == 'pending' then
-    replies[i] = {'pending', string.sub(extra, 18, 17 + SUMS_SIZE), value,
-                  string.sub(extra, 18 + SUMS_SIZE)}
+local packed, replies, pos = ARGV[1], {}, 1
+for i = 1, #KEYS / 5 do
+  local k = 5 * (i - 1)
+  local rec = string.sub(packed, pos, pos + RECORD_SIZE - 1)
+  local b1, b2, b3 = struct.unpack('<iii', packed, pos + RECORD_SIZE)
+  local size = string.byte(packed, pos + RECORD_SIZE + 12)
+  local card_id = string.sub(packed, pos + RECORD_SIZE + 13, pos + RECORD_SIZE + 12 + size)
+  pos = pos + RECORD_SIZE + 13 + size
+  -- the id belongs to the first card it came with
+  local owner = redis.call('SET', KEYS[k + 5], card_id, 'NX', 'GET', 'EX', SCORED_TTL)
+  if owner and owner ~= card_id then
+    replies[i] = {'conflict', owner}
   else
-    replies[i] = {kind, value}
+    local kind, value, extra = card_step(KEYS[k + 1], KEYS[k + 2], rec)
+    if kind == 'new' then
+      local sums, frauds = terminal_step(KEYS[k + 3], KEYS[k + 4], b1, b2, b3)
+      redis.call('SET', KEYS[k + 2], 'P' .. extra .. sums .. frauds, 'EX', SCORED_TTL)
+      replies[i] = {'new', sums, value, frauds}
+    elseif kind == 'pending' then
+      replies[i] = {'pending', string.sub(extra, 18, 17 + SUMS_SIZE), value,
+                    string.sub(extra, 18 + SUMS_SIZE)}
+    else
+      replies[i] = {kind, value}
+    end
   end
 end
 return replies
@@ -335,14 +345,10 @@ local s1, s2, s3, e1, e2, e3, frauds = terminal_state(
 return {struct.pack('<iiiiii', s1, s2, s3, e1, e2, e3), frauds}
 """
 
-#: One Redis: KEYS: per record its scored key, then per record its index key; ARGV: per
-#: record its value (``D`` + record), then per record its card. Overwrites the ``P`` markers.
+#: One Redis: KEYS: per record its scored key; ARGV: per record its value (``D`` +
+#: record). Overwrites the ``P`` markers.
 _SAVE_LUA = """
-local n = #KEYS / 2
-for i = 1, n do
-  redis.call('SET', KEYS[i], ARGV[i], 'EX', SCORED_TTL)
-  redis.call('SET', KEYS[n + i], ARGV[n + i], 'EX', SCORED_TTL)
-end
+for i = 1, #KEYS do redis.call('SET', KEYS[i], ARGV[i], 'EX', SCORED_TTL) end
 return 1
 """
 

@@ -10,7 +10,10 @@ state, and the hash tag of their entity (:class:`features.keys.KeyLayout`):
 - ``scored``: ``P`` and where the state the transaction was applied
   on is (its card's length and dropped count then, its window sums and fraud
   entries), until ``D`` and its saved :class:`~features.store.ScoredRecord`
-  replace it; ``txn``: the transaction's card, for labels that do not name it.
+  replace it;
+- ``txn``: the card the transaction id belongs to, claimed when it is first
+  applied (the same id on another card is a ``CONFLICT``); it also finds the
+  record for labels that do not name their card.
 
 This store is for one Redis; :mod:`features.redis_cluster_store` splits the
 same work by entity for a Redis Cluster.
@@ -96,11 +99,12 @@ class RedisFeatureStore:
         return [keys.card(txn.card_id), keys.term(txn.terminal_id), keys.fraud(txn.terminal_id)]
 
     def _apply_keys(self, txns: Sequence[Transaction]) -> list[str]:
-        """Per transaction its card, scored, term and fraud keys."""
+        """Per transaction its card, scored, term, fraud and index keys."""
         keys, out = self.keys, list[str]()
         for txn in txns:
             out += (keys.card(txn.card_id), keys.scored(txn.card_id, txn.txn_id),
-                    keys.term(txn.terminal_id), keys.fraud(txn.terminal_id))
+                    keys.term(txn.terminal_id), keys.fraud(txn.terminal_id),
+                    keys.index(txn.txn_id))
         return out
 
     async def apply(self, txns: Sequence[Transaction]) -> list[Applied]:
@@ -112,13 +116,8 @@ class RedisFeatureStore:
         Packing them before the caller awaits lets it drop ``scored`` (and the
         states in it) while the save is still in flight.
         """
-        keys, values, cards = [], [], []
-        for _, record in scored:
-            keys.append(self.keys.scored(record.card_id, record.txn_id))
-            values.append(b"D" + record.to_bytes())
-            cards.append(record.card_id)
-        keys += [self.keys.index(record.txn_id) for _, record in scored]
-        return self._save(keys, values + cards)
+        keys = [self.keys.scored(record.card_id, record.txn_id) for _, record in scored]
+        return self._save(keys, [b"D" + record.to_bytes() for _, record in scored])
 
     async def _save(self, keys: list[str], args: list[Any]) -> None:
         if keys:
@@ -165,7 +164,7 @@ class RedisFeatureStore:
 
     async def _send_part(self, conn: Any, part: Sequence[Transaction]) -> int:
         """Send the apply scripts for ``part``; how many replies to read."""
-        commands = [("EVALSHA", self._shas["apply"], 4 * len(chunk), *self._apply_keys(chunk),
+        commands = [("EVALSHA", self._shas["apply"], 5 * len(chunk), *self._apply_keys(chunk),
                      _pack_apply(chunk))
                     for chunk in _chunks(part, SCRIPT_BATCH)]
         await conn.send_packed_command(conn.pack_commands(commands))
@@ -305,9 +304,14 @@ def _chunks(items: Sequence[Transaction], size: int) -> list[Sequence[Transactio
 
 
 def _pack_apply(txns: Sequence[Transaction]) -> bytes:
-    """The transactions for the apply script: per transaction its record and buckets."""
-    return b"".join([_APPLY_HEAD.pack(*card.record(txn), *terminal.current_buckets(txn.event_time))
-                     for txn in txns])
+    """The transactions for the apply script: per transaction its record, buckets and card
+    id (its length, then its bytes)."""
+    parts: list[bytes] = []
+    for txn in txns:
+        card_id = txn.card_id.encode()
+        parts += (_APPLY_HEAD.pack(*card.record(txn), *terminal.current_buckets(txn.event_time)),
+                  bytes((len(card_id),)), card_id)
+    return b"".join(parts)
 
 
 def reply_state(sums: bytes, card_bytes: bytes, frauds: bytes) -> EntityState:
@@ -324,6 +328,8 @@ _STATUS = {status.value.encode(): status for status in Status}
 
 def _applied(txn: Transaction, reply: Sequence[Any]) -> Applied:
     status = _STATUS[reply[0]]
+    if status is Status.CONFLICT:
+        return Applied(txn, status, owner=bytes(reply[1]).decode())
     if status is Status.DONE:
         return Applied(txn, status, record=ScoredRecord.from_bytes(reply[1]))
     if status is Status.LATE:

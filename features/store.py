@@ -15,6 +15,8 @@ runs against both. Scoring a batch of transactions is two calls:
    compaction drop a record it could see (only possible once it is later
    than allowed behind its card's newest event), its redelivery comes back
    ``LATE`` too (it stays counted once, from when it was first applied).
+   A transaction id belongs to the first card it came with: the same id on
+   another card comes back ``CONFLICT`` (naming that card) and changes nothing.
 2. :meth:`FeatureStore.save` stores each :class:`ScoredRecord` (the exact
    vector, score and model version), which the learner later joins with the
    transaction's label.
@@ -121,6 +123,7 @@ class Status(enum.Enum):
     PENDING = "pending"
     DONE = "done"
     LATE = "late"
+    CONFLICT = "conflict"
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +133,7 @@ class Applied:
     ``state`` is the state before the transaction (``NEW``; for ``PENDING``
     a state giving the same vector: records it could not see may be gone),
     ``record`` its saved record (``DONE``), ``newest`` the card's newest
-    event time (``LATE``).
+    event time (``LATE``), ``owner`` the card its id belongs to (``CONFLICT``).
     """
 
     txn: Transaction
@@ -138,6 +141,7 @@ class Applied:
     state: EntityState | None = None
     record: ScoredRecord | None = None
     newest: float | None = None
+    owner: str | None = None
 
 
 class FeatureStore(Protocol):

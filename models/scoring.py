@@ -59,7 +59,8 @@ class Scored:
     """One transaction's outcome: its record, or why it has none (``LATE``).
 
     ``status`` is what the store did with it, ``newest`` its card's newest
-    event time when it came too late. The state it was scored from is not
+    event time when it came too late, ``owner`` the card its id belongs to when
+    it came on another (a conflict). The state it was scored from is not
     kept: a batch would otherwise hold every card's decoded history until it
     returns. ``duplicate`` is true when the transaction had been applied
     before (a redelivery): its state was not changed again.
@@ -69,6 +70,7 @@ class Scored:
     status: Status
     record: ScoredRecord | None
     newest: float | None = None
+    owner: str | None = None
 
     @property
     def duplicate(self) -> bool:
@@ -134,7 +136,7 @@ async def score_batch(
                 if one.state is not None:
                     record = next(scored)
                     to_save.append((one, record))
-                results.append(Scored(one.txn, one.status, record, one.newest))
+                results.append(Scored(one.txn, one.status, record, one.newest, one.owner))
             if to_save:
                 saves.append(asyncio.ensure_future(store.save(to_save)))
     finally:

@@ -20,7 +20,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from features.events import Transaction
-from features.store import FeatureStore, ScoredRecord
+from features.store import FeatureStore, ScoredRecord, Status
 from features.vector import FEATURE_SET_VERSION
 from models.challengers import Challengers
 from models.errors import NoModelError
@@ -228,6 +228,12 @@ class ScoreRole:
             return
         scores = 0
         for (record, txn), result in zip(decoded, results, strict=True):
+            if result.status is Status.CONFLICT:
+                batch.emits.append(self.rejects(
+                    record, "transactions", "conflicting_duplicate",
+                    f"txn_id {txn.txn_id!r} was seen on card {result.owner!r} and again on "
+                    f"card {txn.card_id!r}"))
+                continue
             if result.record is None:
                 batch.emits.append(self.rejects(record, "transactions", "too_late",
                                                 self._lateness_detail(txn, result.newest)))

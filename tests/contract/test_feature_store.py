@@ -171,6 +171,23 @@ async def test_a_transaction_later_than_allowed_changes_nothing(store: FeatureSt
     assert len((await store.peek(txn(9, 20_000.0))).card.records) == 2
 
 
+async def test_a_transaction_id_belongs_to_the_first_card_it_came_with(
+    store: FeatureStore,
+) -> None:
+    first = Transaction("t1", "c1", "p1", 10.0, 1000.0)
+    [applied] = await score(store, first)
+    impostor = Transaction("t1", "c2", "p1", 10.0, 1000.0)  # the same id, another card
+    unsaved = Transaction("t2", "c1", "p1", 5.0, 1100.0)
+    [conflict, pending] = await store.apply([impostor, unsaved])
+    assert (conflict.status, conflict.owner, conflict.state) == (Status.CONFLICT, "c1", None)
+    [again] = await store.apply([Transaction("t2", "c3", "p2", 5.0, 1100.0)])
+    assert (again.status, again.owner) == (Status.CONFLICT, "c1")  # claimed, even unsaved
+    assert (await store.apply([first]))[0].status is Status.DONE
+    assert (await store.peek(Transaction("q", "c2", "p1", 1.0, 2000.0))).card.records == ()
+    assert await store.scored("t1") == await store.scored("t1", "c1") == record_for(applied)
+    assert pending.status is Status.NEW
+
+
 async def test_a_fraud_label_counts_once_from_its_first_arrival(store: FeatureStore) -> None:
     [applied] = await score(store, txn(1, 0.0))
     record = record_for(applied)
