@@ -5,30 +5,33 @@ one slot; the slot of a key is that of its *hash tag*, the text between its
 first ``{`` and the next ``}``. So every key is tagged by the entity whose
 script writes it:
 
-- the **card side** by card (``{c:<card>}``): the card's history, and per
-  transaction its scored record (``P`` marker, then ``D`` and the record);
-- the **terminal side** by terminal (``{t:<terminal>}``): the window counts,
-  the fraud entries, and per transaction the terminal's own applied marker
-  (the window sums and fraud entries it was applied on; see
-  :mod:`features.redis_cluster_store`);
-- the **transaction index** (``txn:<txn>`` -> its card), for labels that do
-  not name their card.
+- the **card side** by card (``{c:<card>}``): the card's history;
+- the **terminal side** by terminal (``{t:<terminal>}``): the window counts
+  and the fraud entries;
+- a transaction's **scored record** (``P`` marker, then ``D`` and the record).
+  On one Redis it is under the transaction's id (``scored:{x:<txn>}``): the
+  one apply script sees every key, so the record also claims the id and
+  labels find it by id alone. On a cluster the card script must see it, so
+  it is beside its card (``scored:{c:<card>}:<txn>``), and two more keys
+  stand in for what the single script did at once: the id's claim
+  (``txn:{x:<txn>}`` -> its card; it also finds the record for labels that
+  do not name their card), and the terminal's own ``applied`` marker (see
+  :mod:`features.redis_cluster_store`).
 
 The feature-set version is in every key, so a new feature set never reads old
-state. The same names are used on a single Redis, where the tags cost a few
-bytes and change nothing, so a single Redis's state can be imported into a
-cluster as it is (``redis-cli --cluster import``).
+state. Card and terminal state has the same names on one Redis and on a
+cluster.
 
 Examples
 --------
 >>> keys = KeyLayout("fs", 3)
->>> keys.card("c1"), keys.scored("c1", "t9")
-('fs:v3:card:{c:c1}', 'fs:v3:scored:{c:c1}:t9')
->>> keys.term("p1"), keys.fraud("p1"), keys.applied("p1", "t9")
-('fs:v3:term:{t:p1}', 'fs:v3:fraud:{t:p1}', 'fs:v3:applied:{t:p1}:t9')
->>> keys.index("t9")
-'fs:v3:txn:t9'
->>> tag("fs:v3:scored:{c:c1}:t9") == tag(keys.card("c1"))
+>>> keys.card("c1"), keys.term("p1"), keys.fraud("p1")
+('fs:v3:card:{c:c1}', 'fs:v3:term:{t:p1}', 'fs:v3:fraud:{t:p1}')
+>>> keys.scored("t9")  # one Redis
+'fs:v3:scored:{x:t9}'
+>>> keys.scored_by_card("c1", "t9"), keys.claim("t9"), keys.applied("p1", "t9")  # cluster
+('fs:v3:scored:{c:c1}:t9', 'fs:v3:txn:{x:t9}', 'fs:v3:applied:{t:p1}:t9')
+>>> tag(keys.scored_by_card("c1", "t9")) == tag(keys.card("c1"))
 True
 >>> KeyLayout("f{s", 3)
 Traceback (most recent call last):
@@ -81,8 +84,12 @@ class KeyLayout:
         """The card's history (:func:`features.card.append`'s bytes)."""
         return f"{self.base}:card:{{c:{card_id}}}"
 
-    def scored(self, card_id: str, txn_id: str) -> str:
-        """The transaction's marker, then its saved record, beside its card."""
+    def scored(self, txn_id: str) -> str:
+        """One Redis: the transaction's marker, then its saved record."""
+        return f"{self.base}:scored:{{x:{txn_id}}}"
+
+    def scored_by_card(self, card_id: str, txn_id: str) -> str:
+        """A cluster: the transaction's marker, then its saved record, beside its card."""
         return f"{self.base}:scored:{{c:{card_id}}}:{txn_id}"
 
     def term(self, terminal_id: str) -> str:
@@ -94,12 +101,12 @@ class KeyLayout:
         return f"{self.base}:fraud:{{t:{terminal_id}}}"
 
     def applied(self, terminal_id: str, txn_id: str) -> str:
-        """What the transaction saw at its terminal, until its record is saved (cluster)."""
+        """A cluster: what the transaction saw at its terminal, until its record is saved."""
         return f"{self.base}:applied:{{t:{terminal_id}}}:{txn_id}"
 
-    def index(self, txn_id: str) -> str:
-        """The transaction's card, for a label that does not name it."""
-        return f"{self.base}:txn:{txn_id}"
+    def claim(self, txn_id: str) -> str:
+        """A cluster: the card the transaction id belongs to."""
+        return f"{self.base}:txn:{{x:{txn_id}}}"
 
 
 def models_tag(prefix: str) -> str:

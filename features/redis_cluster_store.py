@@ -66,7 +66,13 @@ from redis.exceptions import NoScriptError, RedisError
 from features import card, terminal
 from features.events import Transaction
 from features.redis_lua import SUMS
-from features.redis_store import SCRIPT_BATCH, RedisFeatureStore, reply_state
+from features.redis_store import (
+    SCRIPT_BATCH,
+    RedisFeatureStore,
+    pack_command,
+    reply_state,
+    saved_record,
+)
 from features.store import Applied, ScoredRecord, Status
 from features.vector import EntityState
 
@@ -133,7 +139,7 @@ class RedisClusterFeatureStore(RedisFeatureStore):
         card it belonged to before (None: it is new), per transaction."""
         ttl, keys = self.scored_ttl_seconds, self.keys
         commands = [(key_slot(key.encode()), ("SET", key, txn.card_id, "NX", "GET", "EX", ttl))
-                    for txn in txns for key in (keys.index(txn.txn_id),)]
+                    for txn in txns for key in (keys.claim(txn.txn_id),)]
         return await self._run(lambda: commands) if commands else []
 
     async def card_side(self, txns: Sequence[Transaction]) -> list[tuple[bytes, bytes]]:
@@ -142,7 +148,8 @@ class RedisClusterFeatureStore(RedisFeatureStore):
         one alone to stand for a process that died between them.)"""
         keys = self.keys
         return await self._per_slot(
-            "card", txns, lambda t: (keys.card(t.card_id), keys.scored(t.card_id, t.txn_id)),
+            "card", txns,
+            lambda t: (keys.card(t.card_id), keys.scored_by_card(t.card_id, t.txn_id)),
             lambda chunk: b"".join(card.RECORD.pack(*card.record(t)) for t in chunk))
 
     async def terminal_side(self, txns: Sequence[Transaction]) -> list[bytes]:
@@ -210,7 +217,7 @@ class RedisClusterFeatureStore(RedisFeatureStore):
                 conn = node.acquire_connection()
                 taken.append((node, conn, members))
                 await conn.send_packed_command(
-                    conn.pack_commands([built[i][1] for i in members]))
+                    b"".join([pack_command(built[i][1]) for i in members]))
             for _, conn, members in taken:
                 for i in members:
                     replies[i] = await conn.read_response()
@@ -239,7 +246,7 @@ class RedisClusterFeatureStore(RedisFeatureStore):
         writes: list[tuple[int, tuple[Any, ...]]] = []
         graces: list[tuple[int, tuple[Any, ...]]] = []
         for _, r in scored:
-            key = keys.scored(r.card_id, r.txn_id)
+            key = keys.scored_by_card(r.card_id, r.txn_id)
             writes.append((key_slot(key.encode()), ("SET", key, b"D" + r.to_bytes(), "EX", ttl)))
             applied = keys.applied(r.terminal_id, r.txn_id)
             graces.append((key_slot(applied.encode()),
@@ -277,6 +284,31 @@ class RedisClusterFeatureStore(RedisFeatureStore):
         replies = await self._run(commands)
         return [reply_state(sums, blob or b"", frauds) for blob, (sums, frauds)
                 in zip(replies[0::2], replies[1::2], strict=True)]
+
+    async def scored_many(self, txn_ids: Sequence[str],
+                          card_ids: Sequence[str | None] | None = None,
+                          ) -> list[ScoredRecord | None]:
+        """The saved records, read beside their cards; a transaction whose card is not
+        given is found through its claim (one more round trip for those)."""
+        if not txn_ids:
+            return []
+        cards: list[str | None] = (list(card_ids) if card_ids is not None
+                                   else [None] * len(txn_ids))
+        started = time.perf_counter()
+        unknown = [i for i, card_id in enumerate(cards) if card_id is None]
+        if unknown:
+            found = await self._mget([self.keys.claim(txn_ids[i]) for i in unknown])
+            for i, raw in zip(unknown, found, strict=True):
+                cards[i] = None if raw is None else bytes(raw).decode()
+        wanted = [i for i, card_id in enumerate(cards) if card_id is not None]
+        replies = await self._mget([self.keys.scored_by_card(str(cards[i]), txn_ids[i])
+                                    for i in wanted])
+        if self.observe is not None:
+            self.observe("pipeline", time.perf_counter() - started)
+        records: list[ScoredRecord | None] = [None] * len(txn_ids)
+        for i, raw in zip(wanted, replies, strict=True):
+            records[i] = saved_record(raw)
+        return records
 
     async def _mget(self, keys: list[str]) -> list[Any]:
         commands = [(key_slot(key.encode()), ("GET", key)) for key in keys]

@@ -25,8 +25,9 @@ count whole buckets ``[max(cur - BUCKETS, known - KEEP), cur)``.
 **A card** (``card``) is the bytes of :func:`features.card.append`.
 
 **A pending marker** (``scored`` = ``P`` ...) holds the card's newest
-time, dropped count and number of records when the transaction was applied,
-its window sums and fraud entries. Its card records are found again by the
+time, dropped count and number of records when the transaction was applied
+(on one Redis also its card id, its window sums and fraud entries; a
+cluster's terminal keeps those itself). Its card records are found again by the
 dropped count (records are only ever dropped from the front); records it
 could not see may be gone, which changes no vector; if one it could see is
 gone (:func:`features.card.lost_since`), its redelivery is answered LATE.
@@ -230,13 +231,12 @@ local function append(card_key, blob, t, rec)
              'EX', CARD_TTL)
 end
 
--- the transaction (its card record rec) at its card, unless applied before or too late:
--- 'done', its saved record | 'late', the card's newest time | 'pending', its card's
--- records before it, its marker | 'new', the card's bytes before it, the marker's head
--- (the card's newest time, dropped count and length before it). The caller writes the
--- marker of a new one.
-local function card_step(card_key, txn_key, rec)
-  local known = redis.call('GET', txn_key)
+-- the transaction (its card record rec) at its card, unless applied before (known: the
+-- value of its scored key) or too late: 'done', its saved record | 'late', the card's
+-- newest time | 'pending', its card's records before it, its marker | 'new', the card's
+-- bytes before it, the marker's head (the card's newest time, dropped count and length
+-- before it). The caller writes the marker of a new one.
+local function card_step(card_key, known, rec)
   if known then  -- 'D' + saved record, or 'P' + where its state is
     if string.sub(known, 1, 1) == 'D' then return 'done', string.sub(known, 2) end
     local ok, before = pending(card_key, known, rec)
@@ -257,34 +257,48 @@ end
 """
 
 #: One Redis: each transaction at its card and its terminal at once. KEYS: per
-#: transaction its card, scored, term, fraud and index keys
-#: (:class:`features.keys.KeyLayout`); ARGV[1]: per transaction its card record, current
-#: buckets and card id (``_pack_apply``). One reply per transaction: ``{'new' | 'pending',
-#: window sums, card bytes before it, fraud entries}``, ``{'done', record}``, ``{'late',
-#: the card's newest time}`` or ``{'conflict', the card its id belongs to}``. The marker
-#: holds the terminal's side too: ``P``, its head, window sums, fraud entries.
+#: transaction its card, scored, term and fraud keys (:class:`features.keys.KeyLayout`);
+#: ARGV[1]: per transaction its card record, current buckets and card id
+#: (``_pack_apply``). One reply per transaction: ``{'new' | 'pending', window sums, card
+#: bytes before it, fraud entries}``, ``{'done', record}``, ``{'late', the card's newest
+#: time}`` or ``{'conflict', the card its id belongs to}``. The marker holds the card id
+#: and the terminal's side too: ``P``, its head, the card id (length first), window sums,
+#: fraud entries. The scored key is the transaction id's: an id known on another card (in
+#: its marker or its saved record) is a conflict.
 _APPLY_LUA = _TERMINAL_LUA + _CARD_LUA + """
+-- the card of a scored key's value: 'D' + record (ids after its 20-byte head, the
+-- transaction's then the card's, each after its length) or 'P' + marker
+local function owner_of(known)
+  if string.sub(known, 1, 1) == 'D' then
+    local at = 23 + string.byte(known, 22)
+    return string.sub(known, at + 1, at + string.byte(known, at))
+  end
+  return string.sub(known, 19, 18 + string.byte(known, 18))
+end
+
 local packed, replies, pos = ARGV[1], {}, 1
-for i = 1, #KEYS / 5 do
-  local k = 5 * (i - 1)
+for i = 1, #KEYS / 4 do
+  local k = 4 * (i - 1)
   local rec = string.sub(packed, pos, pos + RECORD_SIZE - 1)
   local b1, b2, b3 = struct.unpack('<iii', packed, pos + RECORD_SIZE)
   local size = string.byte(packed, pos + RECORD_SIZE + 12)
   local card_id = string.sub(packed, pos + RECORD_SIZE + 13, pos + RECORD_SIZE + 12 + size)
   pos = pos + RECORD_SIZE + 13 + size
-  -- the id belongs to the first card it came with
-  local owner = redis.call('SET', KEYS[k + 5], card_id, 'NX', 'GET', 'EX', SCORED_TTL)
+  local known = redis.call('GET', KEYS[k + 2])
+  local owner = known and owner_of(known)
   if owner and owner ~= card_id then
     replies[i] = {'conflict', owner}
   else
-    local kind, value, extra = card_step(KEYS[k + 1], KEYS[k + 2], rec)
+    local kind, value, extra = card_step(KEYS[k + 1], known, rec)
     if kind == 'new' then
       local sums, frauds = terminal_step(KEYS[k + 3], KEYS[k + 4], b1, b2, b3)
-      redis.call('SET', KEYS[k + 2], 'P' .. extra .. sums .. frauds, 'EX', SCORED_TTL)
+      redis.call('SET', KEYS[k + 2], 'P' .. extra .. string.char(size) .. card_id .. sums
+                 .. frauds, 'EX', SCORED_TTL)
       replies[i] = {'new', sums, value, frauds}
     elseif kind == 'pending' then
-      replies[i] = {'pending', string.sub(extra, 18, 17 + SUMS_SIZE), value,
-                    string.sub(extra, 18 + SUMS_SIZE)}
+      local at = 19 + size
+      replies[i] = {'pending', string.sub(extra, at, at + SUMS_SIZE - 1), value,
+                    string.sub(extra, at + SUMS_SIZE)}
     else
       replies[i] = {kind, value}
     end
@@ -302,7 +316,7 @@ _CARD_APPLY_LUA = _CARD_LUA + """
 local packed, replies = ARGV[1], {}
 for i = 1, #KEYS / 2 do
   local rec = string.sub(packed, (i - 1) * RECORD_SIZE + 1, i * RECORD_SIZE)
-  local kind, value, extra = card_step(KEYS[2 * i - 1], KEYS[2 * i], rec)
+  local kind, value, extra = card_step(KEYS[2 * i - 1], redis.call('GET', KEYS[2 * i]), rec)
   if kind == 'new' then redis.call('SET', KEYS[2 * i], 'P' .. extra, 'EX', SCORED_TTL) end
   replies[i] = {kind, value}
 end

@@ -66,7 +66,7 @@ async def test_keys_carry_the_feature_set_version_and_all_expire(
     await store.record_fraud(record_for(applied), Label("t0", True, T0 + 60))
     keys = [k.decode() async for k in store.client.scan_iter(f"{store.key_prefix}:*")]
     assert keys and all(k.startswith(f"{store.key_prefix}:v{FEATURE_SET_VERSION}:") for k in keys)
-    assert {k.split(":")[2] for k in keys} == {"card", "term", "fraud", "scored", "txn"}
+    assert {k.split(":")[2] for k in keys} == {"card", "term", "fraud", "scored"}
     for key in keys:
         assert await store.client.ttl(key) > 0, key
     for key, expected in [(store.keys.card("c9"), store.card_ttl_seconds),
