@@ -138,9 +138,9 @@ class RedisClusterFeatureStore(RedisFeatureStore):
         """Step 0: each transaction id claimed for its card unless already claimed; the
         card it belonged to before (None: it is new), per transaction."""
         ttl, keys = self.scored_ttl_seconds, self.keys
-        commands = [(key_slot(key.encode()), ("SET", key, txn.card_id, "NX", "GET", "EX", ttl))
-                    for txn in txns for key in (keys.claim(txn.txn_id),)]
-        return await self._run(lambda: commands) if commands else []
+        commands = [("SET", keys.claim(txn.txn_id), txn.card_id, "NX", "GET", "EX", ttl)
+                    for txn in txns]
+        return await self._send(lambda: commands) if commands else []
 
     async def card_side(self, txns: Sequence[Transaction]) -> list[tuple[bytes, bytes]]:
         """Step 1 alone: each transaction at its card; (status, card bytes or record or
@@ -177,37 +177,36 @@ class RedisClusterFeatureStore(RedisFeatureStore):
         all_keys = [keys_of(txn) for txn in txns]
         for i, keys in enumerate(all_keys):
             by_slot.setdefault(key_slot(keys[0].encode()), []).append(i)
-        calls = [(slot, members[at : at + SCRIPT_BATCH]) for slot, members in by_slot.items()
+        calls = [members[at : at + SCRIPT_BATCH] for members in by_slot.values()
                  for at in range(0, len(members), SCRIPT_BATCH)]
 
-        def commands() -> list[tuple[int, tuple[Any, ...]]]:
+        def commands() -> list[Sequence[object]]:
             sha = self._shas[script]
-            out = []
-            for slot, call in calls:
+            out: list[Sequence[object]] = []
+            for call in calls:
                 keys = [key for i in call for key in all_keys[i]]
-                out.append((slot, ("EVALSHA", sha, len(keys), *keys,
-                                   pack([txns[i] for i in call]))))
+                out.append(("EVALSHA", sha, len(keys), *keys, pack([txns[i] for i in call])))
             return out
 
-        replies = await self._run(commands)
+        replies = await self._send(commands)
         out: list[Any] = [None] * len(txns)
-        for (_, call), reply in zip(calls, replies, strict=True):
+        for call, reply in zip(calls, replies, strict=True):
             for i, one in zip(call, reply, strict=True):
                 out[i] = one
         return out
 
-    async def _run(self, commands: Callable[[], list[tuple[int, tuple[Any, ...]]]]
-                   ) -> list[Any]:
-        """The replies of ``commands()`` (slot, command), in order: per node one packed
-        write, then its replies read on that connection. On any error the commands are
-        built again (the scripts reloaded if lost) and sent through the cluster pipeline."""
+    async def _send(self, commands: Callable[[], Sequence[Sequence[object]]]) -> list[Any]:
+        """The replies of ``commands()``, in order, each command sent to the master of its
+        first key's slot: per node one packed write, then its replies read on that
+        connection. On any error the commands are built again (the scripts reloaded if
+        lost) and sent through the cluster pipeline."""
         await self._ensure_scripts()
         await self.client.initialize()
         built = commands()
         nodes: dict[str, tuple[Any, list[int]]] = {}
         manager = self.client.nodes_manager
-        for i, (slot, _) in enumerate(built):
-            node = manager.get_node_from_slot(slot)
+        for i, command in enumerate(built):
+            node = manager.get_node_from_slot(_slot(command))
             nodes.setdefault(node.name, (node, []))[1].append(i)
         replies: list[Any] = [None] * len(built)
         taken: list[tuple[Any, Any, list[int]]] = []
@@ -216,8 +215,8 @@ class RedisClusterFeatureStore(RedisFeatureStore):
             for node, members in nodes.values():
                 conn = node.acquire_connection()
                 taken.append((node, conn, members))
-                await conn.send_packed_command(
-                    b"".join([pack_command(built[i][1]) for i in members]))
+                await conn.send_packed_command(b"".join([pack_command(built[i])
+                                                         for i in members]))
             for _, conn, members in taken:
                 for i in members:
                     replies[i] = await conn.read_response()
@@ -234,7 +233,7 @@ class RedisClusterFeatureStore(RedisFeatureStore):
                 node.release(conn)
 
         def build(pipe: Any) -> None:
-            for _, command in commands():
+            for command in commands():
                 pipe.execute_command(*command)
 
         return await self._execute(build)
@@ -243,21 +242,17 @@ class RedisClusterFeatureStore(RedisFeatureStore):
         """Pack the records at once, send them when awaited: the records, then (once they
         are written) the ``applied`` keys' grace."""
         keys, ttl = self.keys, self.scored_ttl_seconds
-        writes: list[tuple[int, tuple[Any, ...]]] = []
-        graces: list[tuple[int, tuple[Any, ...]]] = []
-        for _, r in scored:
-            key = keys.scored_by_card(r.card_id, r.txn_id)
-            writes.append((key_slot(key.encode()), ("SET", key, b"D" + r.to_bytes(), "EX", ttl)))
-            applied = keys.applied(r.terminal_id, r.txn_id)
-            graces.append((key_slot(applied.encode()),
-                           ("EXPIRE", applied, APPLIED_GRACE_SECONDS)))
+        writes = [("SET", keys.scored_by_card(r.card_id, r.txn_id), b"D" + r.to_bytes(), "EX",
+                   ttl) for _, r in scored]
+        graces = [("EXPIRE", keys.applied(r.terminal_id, r.txn_id), APPLIED_GRACE_SECONDS)
+                  for _, r in scored]
 
         async def send() -> None:
             if not writes:
                 return
             started = time.perf_counter()
-            await self._run(lambda: writes)
-            await self._run(lambda: graces)
+            await self._send(lambda: writes)
+            await self._send(lambda: graces)
             if self.observe is not None:
                 self.observe("pipeline", time.perf_counter() - started)
 
@@ -270,18 +265,16 @@ class RedisClusterFeatureStore(RedisFeatureStore):
             return []
         keys = self.keys
 
-        def commands() -> list[tuple[int, tuple[Any, ...]]]:
-            out: list[tuple[int, tuple[Any, ...]]] = []
+        def commands() -> list[Sequence[object]]:
+            out: list[Sequence[object]] = []
             sha = self._shas["peek_terminal"]
             for txn in txns:
-                card_key, term_key = keys.card(txn.card_id), keys.term(txn.terminal_id)
-                out += ((key_slot(card_key.encode()), ("GET", card_key)),
-                        (key_slot(term_key.encode()),
-                         ("EVALSHA", sha, 2, term_key, keys.fraud(txn.terminal_id),
-                          *terminal.current_buckets(txn.event_time))))
+                out += (("GET", keys.card(txn.card_id)),
+                        ("EVALSHA", sha, 2, keys.term(txn.terminal_id),
+                         keys.fraud(txn.terminal_id), *terminal.current_buckets(txn.event_time)))
             return out
 
-        replies = await self._run(commands)
+        replies = await self._send(commands)
         return [reply_state(sums, blob or b"", frauds) for blob, (sums, frauds)
                 in zip(replies[0::2], replies[1::2], strict=True)]
 
@@ -311,8 +304,7 @@ class RedisClusterFeatureStore(RedisFeatureStore):
         return records
 
     async def _mget(self, keys: list[str]) -> list[Any]:
-        commands = [(key_slot(key.encode()), ("GET", key)) for key in keys]
-        return await self._run(lambda: commands) if keys else []
+        return await self._send(lambda: [("GET", key) for key in keys]) if keys else []
 
     async def health(self) -> tuple[int, int]:
         """Memory in use (bytes) and keys, summed over the cluster's primaries."""
@@ -322,3 +314,9 @@ class RedisClusterFeatureStore(RedisFeatureStore):
             info, dict) and "used_memory" not in info else int(info["used_memory"])
         keys = sum(sizes.values()) if isinstance(sizes, dict) else int(sizes)
         return used, keys
+
+
+def _slot(command: Sequence[object]) -> int:
+    """The slot of a command's first key (a script's first declared key)."""
+    key = command[3] if command[0] == "EVALSHA" else command[1]
+    return key_slot(key if isinstance(key, bytes) else str(key).encode())

@@ -118,8 +118,10 @@ class RedisFeatureStore:
 
     async def _save(self, keys: list[str], args: list[Any]) -> None:
         if keys:
-            await self._execute(lambda pipe: pipe.execute_command(
-                "EVALSHA", self._shas["save"], len(keys), *keys, *args))
+            started = time.perf_counter()
+            await self._send(lambda: [("EVALSHA", self._shas["save"], len(keys), *keys, *args)])
+            if self.observe is not None:
+                self.observe("pipeline", time.perf_counter() - started)
 
     async def apply_parts(
         self, parts: Sequence[Sequence[Transaction]]
@@ -186,34 +188,40 @@ class RedisFeatureStore:
         return state
 
     async def peek_many(self, txns: Sequence[Transaction]) -> list[EntityState]:
-        """:meth:`peek` for many transactions in one round trip: the commands packed and
-        sent at once on one connection, their replies read in order (a redis-py pipeline
-        of as many commands was 30 % of the API's batch scoring, py-spy)."""
+        """:meth:`peek` for many transactions in one round trip (a redis-py pipeline of as
+        many commands was 30 % of the API's batch scoring, py-spy)."""
         if not txns:
             return []
+
+        def commands() -> list[Sequence[object]]:
+            return [("EVALSHA", self._shas["peek"], 3, *self._peek_keys(txn),
+                     *terminal.current_buckets(txn.event_time)) for txn in txns]
+
+        return [reply_state(*reply) for reply in await self._send(commands)]
+
+    async def _send(self, commands: Callable[[], Sequence[Sequence[object]]]) -> list[Any]:
+        """The replies of ``commands()``: packed (:func:`pack_command`) and sent at once on
+        one connection, read back in order. Should Redis have lost its scripts (a restart,
+        ``SCRIPT FLUSH``), they are loaded again and the commands built and sent again;
+        every command here is safe to repeat (apply is idempotent, save overwrites)."""
+        pool = self.client.connection_pool
         for attempt in range(2):
             await self._ensure_scripts(reload=attempt > 0)
-            commands = []
-            for txn in txns:
-                keys = self._peek_keys(txn)
-                commands.append(("EVALSHA", self._shas["peek"], len(keys), *keys,
-                                 *terminal.current_buckets(txn.event_time)))
-            pool = self.client.connection_pool
+            built = commands()
             conn = await pool.get_connection()
             replies: list[Any] = []
             try:
-                await conn.send_packed_command(b"".join([pack_command(c) for c in commands]))
-                for _ in commands:
+                await conn.send_packed_command(b"".join([pack_command(c) for c in built]))
+                for _ in built:
                     replies.append(await conn.read_response())
-            except NoScriptError:  # Redis lost the scripts: loaded again, tried again
+                return replies
+            except NoScriptError:
                 if attempt:
                     raise
-                continue
             finally:
-                if len(replies) < len(commands):  # replies left unread: never reuse it
+                if len(replies) < len(built):  # replies left unread: never reuse it
                     await conn.disconnect()
                 await pool.release(conn)
-            return [reply_state(*reply) for reply in replies]
         raise AssertionError("unreachable")
 
     async def _execute(self, build: Callable[[Any], None]) -> list[Any]:
@@ -244,15 +252,12 @@ class RedisFeatureStore:
     async def record_frauds(self, frauds: Sequence[tuple[ScoredRecord, Label]]) -> None:
         if not frauds:
             return
-
-        def build(pipe: Any) -> None:
-            for record, label in frauds:
-                pipe.execute_command(
-                    "EVALSHA", self._shas["fraud"], 2, self.keys.fraud(record.terminal_id),
-                    self.keys.term(record.terminal_id), record.txn_id,
-                    terminal.pack_fraud(record.event_time, label.event_time))
-
-        await self._execute(build)
+        keys = self.keys
+        await self._send(lambda: [
+            ("EVALSHA", self._shas["fraud"], 2, keys.fraud(record.terminal_id),
+             keys.term(record.terminal_id), record.txn_id,
+             terminal.pack_fraud(record.event_time, label.event_time))
+            for record, label in frauds])
 
     async def scored(self, txn_id: str, card_id: str | None = None) -> ScoredRecord | None:
         [record] = await self.scored_many([txn_id], [card_id])
