@@ -83,6 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
     dashboards.add_argument("--check", action="store_true",
                             help="only check that the JSON matches the code (exit 1 if not)")
 
+    migrate = sub.add_parser("migrate-keys", help="rename a Redis written before the "
+                             "hash-tagged key layout (stop every process first)")
+    migrate.add_argument("--dry-run", action="store_true",
+                         help="count what would be renamed, change nothing")
+
     models = sub.add_parser("models", help="model versions: list, promote, roll back")
     models.add_argument("action", choices=["list", "promote", "rollback"])
     models.add_argument("version", nargs="?", type=positive_int,
@@ -187,6 +192,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         return _dashboards(args.check)
     if args.command == "drift-refresh":
         return asyncio.run(_drift_refresh(settings))
+    if args.command == "migrate-keys":
+        return _migrate_keys(settings, args.dry_run)
     if args.command == "scorecard":
         from stream import scorecardcmd
 
@@ -196,6 +203,22 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     from stream.demo import run_demo
 
     return run_demo(settings, args)
+
+
+def _migrate_keys(settings: Settings, dry_run: bool) -> int:
+    from stream.migrate import migrate
+    from stream.wiring import sync_client
+
+    if settings.redis.cluster:
+        print("fraudstream: migrate-keys: a Redis Cluster never held the old key layout",
+              file=sys.stderr)
+        return 2
+    counts = migrate(sync_client(settings), settings.redis.key_prefix, dry_run)
+    for what, count in sorted(counts.items()):
+        print(f"{what}: {count:,}")
+    print("nothing to migrate" if not counts else "dry run: nothing changed" if dry_run
+          else "done")
+    return 0
 
 
 async def _drift_refresh(settings: Settings) -> int:
