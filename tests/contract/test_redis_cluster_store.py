@@ -12,8 +12,9 @@ import pytest
 from features.events import Transaction
 from features.memory import MemoryFeatureStore
 from features.redis_cluster_store import APPLIED_GRACE_SECONDS, RedisClusterFeatureStore
-from features.store import Applied, FeatureStore, ScoredRecord, Status
+from features.store import FeatureStore, Status
 from features.vector import view
+from tests.contract.test_feature_store import record_for, score
 from tests.feature_cases import LATENESS, T0
 
 HISTORY = [Transaction(f"h{i}", f"c{i % 3}", f"p{i % 2}", 10.0 + i, T0 + 600.0 * i)
@@ -28,22 +29,9 @@ async def stores(redis_cluster_url: str
         redis_cluster_url, f"fs-{secrets.token_hex(4)}", allowed_lateness=LATENESS)
     memory = MemoryFeatureStore(allowed_lateness=LATENESS)
     for store in (cluster, memory):
-        await score(store, HISTORY)
+        await score(store, *HISTORY)
     yield cluster, memory
     await cluster.close()
-
-
-async def score(store: FeatureStore, txns: list[Transaction]) -> list[Applied]:
-    applied = await store.apply(txns)
-    await store.save([(a, record(a)) for a in applied if a.state is not None])
-    return applied
-
-
-def record(applied: Applied) -> ScoredRecord:
-    assert applied.state is not None
-    txn = applied.txn
-    return ScoredRecord(txn.txn_id, txn.card_id, txn.terminal_id, txn.event_time,
-                        view(applied.state, txn), 0.5, 1)
 
 
 async def terminal_counts(store: FeatureStore, terminal_id: str) -> dict[str, float]:
@@ -77,16 +65,16 @@ async def test_a_crash_after_both_steps_keeps_the_vector_and_counts_once(
     [first] = await cluster.apply([txn])  # both steps; the process dies before its save
     [want] = await memory.apply([txn])
     later = Transaction("y2", "c2", "p0", 5.0, txn.event_time + 30)  # the terminal moves on
-    await score(cluster, [later])
-    await score(memory, [later])
+    await score(cluster, later)
+    await score(memory, later)
     [again] = await cluster.apply([txn])
     assert first.status is Status.NEW and again.status is Status.PENDING
     assert first.state is not None and again.state is not None and want.state is not None
     assert view(again.state, txn) == view(first.state, txn) == view(want.state, txn)
-    await cluster.save([(again, record(again))])
-    await memory.save([(want, record(want))])
+    await cluster.save([(again, record_for(again))])
+    await memory.save([(want, record_for(want))])
     [done] = await cluster.apply([txn])
-    assert done.status is Status.DONE and done.record == record(want)
+    assert done.status is Status.DONE and done.record == record_for(want)
     assert await terminal_counts(cluster, "p0") == await terminal_counts(memory, "p0")
 
 
@@ -98,8 +86,8 @@ async def test_a_save_leaves_the_terminal_marker_a_short_grace_and_labels_find_t
     [applied] = await cluster.apply([txn])
     marker = cluster.keys.applied("p1", "x3")
     assert await cluster.client.ttl(marker) > APPLIED_GRACE_SECONDS  # until saved: kept
-    await cluster.save([(applied, record(applied))])
+    await cluster.save([(applied, record_for(applied))])
     assert 0 < await cluster.client.ttl(marker) <= APPLIED_GRACE_SECONDS
     by_card, by_index = await cluster.scored_many(["x3", "x3"], ["c2", None])
-    assert by_card == by_index == record(applied)
+    assert by_card == by_index == record_for(applied)
     assert await cluster.scored("x3", "c0") is None  # not its card: nothing
