@@ -60,7 +60,7 @@ class MemoryFeatureStore:
         #: Applied, not saved: the state before, and the card's dropped count then.
         self._pending: dict[str, tuple[EntityState, int]] = {}
         self._scored: dict[str, bytes] = {}
-        #: Transaction id -> the card it came with first.
+        #: Transaction id -> the card it was first applied with.
         self._owners: dict[str, str] = {}
 
     async def apply(self, txns: Sequence[Transaction]) -> list[Applied]:
@@ -73,8 +73,8 @@ class MemoryFeatureStore:
             yield [self._apply(txn) for txn in part]
 
     def _apply(self, txn: Transaction) -> Applied:
-        owner = self._owners.setdefault(txn.txn_id, txn.card_id)
-        if owner != txn.card_id:
+        owner = self._owners.get(txn.txn_id)
+        if owner is not None and owner != txn.card_id:
             return Applied(txn, Status.CONFLICT, owner=owner)
         if (saved := self._scored.get(txn.txn_id)) is not None:
             return Applied(txn, Status.DONE, record=ScoredRecord.from_bytes(saved))
@@ -88,6 +88,7 @@ class MemoryFeatureStore:
         state = decode_state(blob, *self._terminal_view(term, txn.event_time))
         if card.is_too_late(state.card, txn, self.allowed_lateness):
             return Applied(txn, Status.LATE, newest=state.card.newest)
+        self._owners[txn.txn_id] = txn.card_id  # (a late one changed nothing, claims nothing)
         self._terminals[txn.terminal_id] = term
         self._cards[txn.card_id] = card.append(blob, txn, self.allowed_lateness)
         term.newest = terminal.count_in_place(term.buckets, term.newest, txn.event_time)

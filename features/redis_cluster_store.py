@@ -7,23 +7,27 @@ each side has its own script, over its own entity's keys
 cluster pipeline (each node gets its commands in one round trip):
 
 0. **the claim** (per transaction id's slot): the id is claimed for its card
-   (``SET NX GET`` of its ``txn`` key); claimed before by another card, it is
-   a ``CONFLICT`` and goes no further;
+   (``SET NX GET`` of its ``txn`` key, in a script); claimed before by another
+   card, it is a ``CONFLICT`` and goes no further (a transaction too late for
+   its card gives its new claim back: it changed nothing);
 1. **the card side** (``card`` script, per card slot): the transaction is
    checked against its ``scored`` key (``DONE`` with its record, or
    ``PENDING``), against its card's lateness (``LATE``), else appended to the
    card with a ``P`` marker holding where its card stood;
 2. **the terminal side** (``terminal`` script, per terminal slot), for the
-   transactions the card side took (``NEW`` or ``PENDING``): the transaction
-   is counted in its terminal's windows and its window sums and fraud
-   entries are kept under its ``applied`` key; a transaction with an
+   transactions the card side took (``NEW`` or ``PENDING``, and those applied
+   before that are now answered ``LATE`` because their card dropped a record
+   they could see: counted at their card, they must be at their terminal):
+   the transaction is counted in its terminal's windows and its window sums
+   and fraud entries are kept under its ``applied`` key; a transaction with an
    ``applied`` key is not counted again, and gets the state it was counted
    on.
 
 Exactly once, across the two slots:
 
-- a transaction reaches the terminal only after its card took it, so a late
-  or already-saved one never counts at its terminal;
+- a transaction reaches the terminal only after its card took it, so one
+  too late on arrival or already saved never counts at its terminal, and
+  one its card took always does (even if, redelivered, it is answered late);
 - the terminal counts it once (its ``applied`` key, written in the same
   script), however often it is redelivered, whether the process died before
   the terminal side, between the two, or after both;
@@ -61,7 +65,7 @@ from typing import Any, cast
 
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
 from features import card, terminal
 from features.events import Transaction
@@ -112,8 +116,12 @@ class RedisClusterFeatureStore(RedisFeatureStore):
         mine = [i for i, (txn, owner) in enumerate(zip(txns, owners, strict=True))
                 if owner is None or owner == txn.card_id.encode()]
         cards = dict(zip(mine, await self.card_side([txns[i] for i in mine]), strict=True))
-        took = [i for i in mine if cards[i][0] in (b"new", b"pending")]
+        # 'lost': applied before, now answered late; its terminal must count it all the same
+        took = [i for i in mine if cards[i][0] in (b"new", b"pending", b"lost")]
         states = await self.terminal_side([txns[i] for i in took])
+        late = [txns[i] for i in mine if cards[i][0] == b"late" and owners[i] is None]
+        if late:  # too late on arrival: it changed nothing, so it claims nothing either
+            await self.release(late)
         if self.observe is not None:
             self.observe("apply", time.perf_counter() - started)
         at_terminal = dict(zip(took, states, strict=True))
@@ -123,7 +131,7 @@ class RedisClusterFeatureStore(RedisFeatureStore):
                 out.append(Applied(txn, Status.CONFLICT, owner=bytes(owners[i] or b"").decode()))
                 continue
             kind, value = cards[i]
-            status = _STATUS[kind]
+            status = Status.LATE if kind == b"lost" else _STATUS[kind]
             if status is Status.DONE:
                 out.append(Applied(txn, status, record=ScoredRecord.from_bytes(value)))
             elif status is Status.LATE:
@@ -138,9 +146,16 @@ class RedisClusterFeatureStore(RedisFeatureStore):
         """Step 0: each transaction id claimed for its card unless already claimed; the
         card it belonged to before (None: it is new), per transaction."""
         ttl, keys = self.scored_ttl_seconds, self.keys
-        commands = [("SET", keys.claim(txn.txn_id), txn.card_id, "NX", "GET", "EX", ttl)
-                    for txn in txns]
-        return await self._send(lambda: commands) if commands else []
+        return await self._send(lambda: [
+            ("EVALSHA", self._shas["claim"], 1, keys.claim(txn.txn_id), txn.card_id, ttl)
+            for txn in txns]) if txns else []
+
+    async def release(self, txns: Sequence[Transaction]) -> None:
+        """Give back the claims of ``txns`` (still their cards')."""
+        keys = self.keys
+        await self._send(lambda: [
+            ("EVALSHA", self._shas["release"], 1, keys.claim(txn.txn_id), txn.card_id)
+            for txn in txns])
 
     async def card_side(self, txns: Sequence[Transaction]) -> list[tuple[bytes, bytes]]:
         """Step 1 alone: each transaction at its card; (status, card bytes or record or
@@ -203,15 +218,15 @@ class RedisClusterFeatureStore(RedisFeatureStore):
         await self._ensure_scripts()
         await self.client.initialize()
         built = commands()
-        nodes: dict[str, tuple[Any, list[int]]] = {}
-        manager = self.client.nodes_manager
-        for i, command in enumerate(built):
-            node = manager.get_node_from_slot(_slot(command))
-            nodes.setdefault(node.name, (node, []))[1].append(i)
         replies: list[Any] = [None] * len(built)
         taken: list[tuple[Any, Any, list[int]]] = []
         unread = len(built)
         try:
+            nodes: dict[str, tuple[Any, list[int]]] = {}
+            manager = self.client.nodes_manager
+            for i, command in enumerate(built):
+                node = manager.get_node_from_slot(_slot(command))
+                nodes.setdefault(node.name, (node, []))[1].append(i)
             for node, members in nodes.values():
                 conn = node.acquire_connection()
                 taken.append((node, conn, members))
@@ -222,7 +237,7 @@ class RedisClusterFeatureStore(RedisFeatureStore):
                     replies[i] = await conn.read_response()
                     unread -= 1
             return replies
-        except (RedisError, OSError) as error:
+        except (RedisError, RedisClusterException, OSError) as error:
             if isinstance(error, NoScriptError):
                 self._stale = True
             log.info("cluster fast path failed (%s); through the cluster pipeline", error)
@@ -232,6 +247,12 @@ class RedisClusterFeatureStore(RedisFeatureStore):
                     await conn.disconnect()
                 node.release(conn)
 
+        return await self.through_pipeline(commands)
+
+    async def through_pipeline(self, commands: Callable[[], Sequence[Sequence[object]]]
+                               ) -> list[Any]:
+        """:meth:`_send` through redis-py's cluster pipeline (its fallback): it follows
+        redirections, refreshes the slot map, reloads lost scripts."""
         def build(pipe: Any) -> None:
             for command in commands():
                 pipe.execute_command(*command)

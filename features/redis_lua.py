@@ -233,14 +233,15 @@ end
 
 -- the transaction (its card record rec) at its card, unless applied before (known: the
 -- value of its scored key) or too late: 'done', its saved record | 'late', the card's
--- newest time | 'pending', its card's records before it, its marker | 'new', the card's
--- bytes before it, the marker's head (the card's newest time, dropped count and length
--- before it). The caller writes the marker of a new one.
+-- newest time | 'lost', the same for one applied before that lost a record it could see
+-- (it is answered late, yet was counted) | 'pending', its card's records before it, its
+-- marker | 'new', the card's bytes before it, the marker's head (the card's newest time,
+-- dropped count and length before it). The caller writes the marker of a new one.
 local function card_step(card_key, known, rec)
   if known then  -- 'D' + saved record, or 'P' + where its state is
     if string.sub(known, 1, 1) == 'D' then return 'done', string.sub(known, 2) end
     local ok, before = pending(card_key, known, rec)
-    if not ok then return 'late', before end
+    if not ok then return 'lost', before end
     return 'pending', before, known
   end
   local t = struct.unpack('<d', rec)
@@ -299,8 +300,8 @@ for i = 1, #KEYS / 4 do
       local at = 19 + size
       replies[i] = {'pending', string.sub(extra, at, at + SUMS_SIZE - 1), value,
                     string.sub(extra, at + SUMS_SIZE)}
-    else
-      replies[i] = {kind, value}
+    else  -- done, late, or lost (late to the caller: counted at its terminal already)
+      replies[i] = {kind == 'lost' and 'late' or kind, value}
     end
   end
 end
@@ -310,8 +311,9 @@ return replies
 #: A cluster, the card side (one slot: its keys share the card's tag). KEYS: per
 #: transaction its card and scored keys; ARGV[1]: their card records. One reply per
 #: transaction: ``{'new', card bytes before it}``, ``{'pending', its card's records before
-#: it}``, ``{'done', record}`` or ``{'late', the card's newest time}``. The marker is ``P``
-#: and its head: the terminal keeps its own (``_TERMINAL_APPLY_LUA``).
+#: it}``, ``{'done', record}``, ``{'late', the card's newest time}`` or ``{'lost', the
+#: same}`` (applied before, answered late: its terminal must still count it once). The
+#: marker is ``P`` and its head: the terminal keeps its own (``_TERMINAL_APPLY_LUA``).
 _CARD_APPLY_LUA = _CARD_LUA + """
 local packed, replies = ARGV[1], {}
 for i = 1, #KEYS / 2 do
@@ -380,6 +382,21 @@ return 1
 """
 
 
+#: A cluster: the transaction id claimed for its card. KEYS: its claim key. ARGV: the
+#: card, the TTL. Returns the card it belonged to before (nil: claimed now). A script, not
+#: a bare ``SET NX GET``: its reply is the same through every client path.
+_CLAIM_LUA = """
+return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'GET', 'EX', ARGV[2])
+"""
+
+#: A cluster: a claim given back (the transaction was too late: it changed nothing).
+#: KEYS: its claim key. ARGV: the card. Deleted only if still that card's.
+_RELEASE_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
 def scripts(*, allowed_lateness: float, card_ttl: int, term_ttl: int, scored_ttl: int,
             fraud_ttl: int) -> dict[str, str]:
     """The scripts' texts by name, with their constants."""
@@ -407,4 +424,5 @@ def scripts(*, allowed_lateness: float, card_ttl: int, term_ttl: int, scored_ttl
     return {name: header + text for name, text in
             (("apply", _APPLY_LUA), ("peek", _PEEK_LUA), ("save", _SAVE_LUA),
              ("fraud", _FRAUD_LUA), ("card", _CARD_APPLY_LUA),
-             ("terminal", _TERMINAL_APPLY_LUA), ("peek_terminal", _PEEK_TERMINAL_LUA))}
+             ("terminal", _TERMINAL_APPLY_LUA), ("peek_terminal", _PEEK_TERMINAL_LUA),
+             ("claim", _CLAIM_LUA), ("release", _RELEASE_LUA))}

@@ -41,6 +41,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 
 from features import card, terminal
@@ -202,8 +203,9 @@ class RedisFeatureStore:
     async def _send(self, commands: Callable[[], Sequence[Sequence[object]]]) -> list[Any]:
         """The replies of ``commands()``: packed (:func:`pack_command`) and sent at once on
         one connection, read back in order. Should Redis have lost its scripts (a restart,
-        ``SCRIPT FLUSH``), they are loaded again and the commands built and sent again;
-        every command here is safe to repeat (apply is idempotent, save overwrites)."""
+        ``SCRIPT FLUSH``) or the connection have dropped, the scripts are loaded again and
+        the commands built and sent again, once; every command here is safe to repeat
+        (apply is idempotent, save overwrites, peeks read)."""
         pool = self.client.connection_pool
         for attempt in range(2):
             await self._ensure_scripts(reload=attempt > 0)
@@ -215,8 +217,8 @@ class RedisFeatureStore:
                 for _ in built:
                     replies.append(await conn.read_response())
                 return replies
-            except NoScriptError:
-                if attempt:
+            except (NoScriptError, RedisConnectionError):  # scripts lost, or a connection
+                if attempt:  # dropped while idle in the pool: once more, on a new one
                     raise
             finally:
                 if len(replies) < len(built):  # replies left unread: never reuse it

@@ -45,11 +45,21 @@ def new_name(key: str, prefix: str) -> str | None:
     if rest.startswith(("models:", "lease:")):
         kind, _, tail = rest.partition(":")
         return f"{models_tag(prefix)}:{'lease:' if kind == 'lease' else ''}{tail}"
-    match = re.fullmatch(r"(v\d+):(card|term|fraud|scored):(.+)", rest)
-    if match is None or "{" in match.group(3):
-        return None
+    match = re.fullmatch(r"(v\d+):(card|term|fraud|scored):(.+)", rest, re.DOTALL)
+    if match is None or "{" in match.group(3):  # (an id with a brace: already tagged, or
+        return None  # ambiguous; counted, not renamed, by migrate)
     version, kind, entity = match.groups()
     return f"{prefix}:{version}:{kind}:{{{_ENTITY[kind]}:{entity}}}"
+
+
+def _tagged(key: str, prefix: str) -> bool:
+    """Whether ``key`` is already in the new layout (its id inside a hash tag).
+
+    >>> _tagged("fs:v4:card:{c:c1}", "fs"), _tagged("fs:v4:card:a{b", "fs")
+    (True, False)
+    """
+    return re.fullmatch(rf"{re.escape(prefix)}:v\d+:\w+:\{{[ctx]:.*\}}(:.*)?", key,
+                        re.DOTALL) is not None
 
 
 def migrate(client: Any, prefix: str, dry_run: bool = False) -> Counter[str]:
@@ -60,6 +70,9 @@ def migrate(client: Any, prefix: str, dry_run: bool = False) -> Counter[str]:
         key = raw.decode() if isinstance(raw, bytes) else raw
         target = new_name(key, prefix)
         if target is None:
+            if re.fullmatch(rf"{re.escape(prefix)}:v\d+:(card|term|fraud|scored):[^{{]*\{{.*",
+                            key, re.DOTALL) and not _tagged(key, prefix):
+                done["left: an id with a brace (rename it by hand)"] += 1
             continue
         kind = "models" if target.startswith("{") else key.split(":")[len(prefix.split(":")) + 1]
         if kind == "scored" and (client.getrange(key, 0, 0) or b"") != b"D":

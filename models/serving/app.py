@@ -28,7 +28,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_core import to_json
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 from river import base
 
 from features.store import FeatureStore, ScoredRecord
@@ -235,7 +235,8 @@ def create_app(
                        max_lag_seconds=max_loop_lag_seconds)
 
     @app.exception_handler(RedisError)
-    async def redis_unavailable(request: Request, exc: RedisError) -> JSONResponse:
+    @app.exception_handler(RedisClusterException)  # (not a RedisError: a slot not served)
+    async def redis_unavailable(request: Request, exc: Exception) -> JSONResponse:
         return problem(503, f"feature store unavailable ({type(exc).__name__}); try again",
                        "redis_unavailable", retry_after)
 

@@ -16,6 +16,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from redis.exceptions import AskError, ClusterError, RedisClusterException, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -324,5 +325,14 @@ def score_value(scored: ScoredRecord) -> bytes:
 
 
 def is_infrastructure(exc: BaseException) -> bool:
-    """Whether ``exc`` is an outage to wait out (the records are retried), not a bad record."""
-    return isinstance(exc, RedisConnectionError | RedisTimeoutError | NoModelError | OSError)
+    """Whether ``exc`` is an outage to wait out (the records are retried), not a bad record:
+    Redis (or a Redis Cluster: down, failing over, resharding) unreachable, no model.
+
+    >>> from redis.exceptions import ClusterDownError, ResponseError, TryAgainError
+    >>> down, moving = ClusterDownError("CLUSTERDOWN"), TryAgainError()
+    >>> [is_infrastructure(e) for e in (down, moving, ResponseError())]
+    [True, True, False]
+    """
+    return isinstance(exc, RedisConnectionError | RedisTimeoutError | ClusterError
+                      | TryAgainError | AskError | RedisClusterException | NoModelError
+                      | OSError)

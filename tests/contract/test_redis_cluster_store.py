@@ -1,14 +1,17 @@
 """The Redis Cluster store's own promise, on a real 3-master cluster: a transaction's card and
 terminal are updated in their own slots, yet it is counted once and keeps its vector
-whenever the process dies (before, between or after the two steps, or before its save)."""
+whenever the process dies (before, between or after the two steps, or before its save),
+and its fallback path (redis-py's cluster pipeline) answers as its fast path does."""
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
 
 import pytest
 
+from features.card import HORIZON_SECONDS, SLACK
 from features.events import Transaction
 from features.memory import MemoryFeatureStore
 from features.redis_cluster_store import APPLIED_GRACE_SECONDS, RedisClusterFeatureStore
@@ -91,3 +94,62 @@ async def test_a_save_leaves_the_terminal_marker_a_short_grace_and_labels_find_t
     by_card, by_index = await cluster.scored_many(["x3", "x3"], ["c2", None])
     assert by_card == by_index == record_for(applied)
     assert await cluster.scored("x3", "c0") is None  # not its card: nothing
+
+
+async def test_a_card_that_dropped_what_a_crashed_transaction_saw_still_counts_it_once(
+    stores: tuple[RedisClusterFeatureStore, MemoryFeatureStore],
+) -> None:
+    """Counted at its card, then the process died; its card compacted away a record it
+    could see: redelivered, it is answered late, and its terminal still counts it once."""
+    cluster, memory = stores
+    start = HISTORY[-1].event_time + 60
+    first = Transaction("l1", "lone", "p1", 5.0, start)
+    await score(cluster, first)
+    await score(memory, first)
+    unsaved = Transaction("l2", "lone", "p1", 6.0, start + HORIZON_SECONDS - 10)
+    await cluster.card_side([unsaved])  # the process dies before the terminal step
+    await memory.apply([unsaved])
+    later = start + HORIZON_SECONDS + 3600 + 20  # the first record is compacted away
+    for store in (cluster, memory):
+        await score(store, *(Transaction(f"l{3 + k}", "lone", "p0", 1.0, later)
+                             for k in range(SLACK + 1)))
+    [again] = await cluster.apply([unsaved])
+    [want] = await memory.apply([unsaved])
+    assert again.status is want.status is Status.LATE
+    probe = Transaction("probe", "nobody", "p1", 1.0, unsaved.event_time + 3600)
+    assert view(await cluster.peek(probe), probe) == view(await memory.peek(probe), probe)
+
+
+class _PipelineOnly(RedisClusterFeatureStore):
+    """Every command through the fallback (as after a MOVED, a failover, a lost script)."""
+
+    async def _send(self, commands: Callable[[], Sequence[Sequence[object]]]) -> list[Any]:
+        await self._ensure_scripts()
+        return await self.through_pipeline(commands)
+
+
+async def test_the_fallback_path_answers_as_the_fast_path(redis_cluster_url: str) -> None:
+    fast = RedisClusterFeatureStore.from_url(redis_cluster_url, f"fs-{secrets.token_hex(4)}",
+                                             allowed_lateness=LATENESS)
+    slow = _PipelineOnly.from_url(redis_cluster_url, f"fs-{secrets.token_hex(4)}",
+                                  allowed_lateness=LATENESS)
+    try:
+        for store in (fast, slow):
+            await score(store, *HISTORY)
+        txn = Transaction("f1", "c0", "p1", 9.0, HISTORY[-1].event_time + 60)
+        impostor = Transaction("f1", "c9", "p1", 9.0, HISTORY[-1].event_time + 60)
+        late = Transaction("f2", "c0", "p1", 9.0, HISTORY[0].event_time - 2 * LATENESS)
+        answers = []
+        for store in (fast, slow):
+            [new] = await store.apply([txn])  # redelivered before its save, then a conflict
+            [again, conflict, too_late] = await store.apply([txn, impostor, late])
+            answers.append([(a.status, a.owner, a.state) for a in (new, again, conflict,
+                                                                   too_late)])
+            assert [a.status for a in (new, again, conflict, too_late)] == [
+                Status.NEW, Status.PENDING, Status.CONFLICT, Status.LATE]
+            assert await store.scored_many(["h3", "h3"], ["c0", None]) == [
+                a.record for a in await store.apply([HISTORY[3]] * 2)]
+        assert answers[0] == answers[1]
+    finally:
+        await fast.close()
+        await slow.close()
