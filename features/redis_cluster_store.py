@@ -252,12 +252,20 @@ class RedisClusterFeatureStore(RedisFeatureStore):
     async def through_pipeline(self, commands: Callable[[], Sequence[Sequence[object]]]
                                ) -> list[Any]:
         """:meth:`_send` through redis-py's cluster pipeline (its fallback): it follows
-        redirections, refreshes the slot map, reloads lost scripts."""
-        def build(pipe: Any) -> None:
+        redirections and refreshes the slot map; lost scripts are loaded again and the
+        commands sent once more (every command here is safe to repeat)."""
+        for attempt in range(2):
+            await self._ensure_scripts(reload=attempt > 0)
+            pipe = self.client.pipeline(transaction=False)
             for command in commands():
                 pipe.execute_command(*command)
-
-        return await self._execute(build)
+            replies: list[Any] = await pipe.execute(raise_on_error=False)
+            if not any(isinstance(r, NoScriptError) for r in replies):
+                break
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies
 
     def save(self, scored: Sequence[tuple[Applied, ScoredRecord]]) -> Coroutine[Any, Any, None]:
         """Pack the records at once, send them when awaited: the records, then (once they

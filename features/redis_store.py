@@ -226,28 +226,6 @@ class RedisFeatureStore:
                 await pool.release(conn)
         raise AssertionError("unreachable")
 
-    async def _execute(self, build: Callable[[Any], None]) -> list[Any]:
-        """Build and run one pipeline: one round trip (scripts are loaded once, up front).
-
-        Should Redis have lost its scripts (a restart, ``SCRIPT FLUSH``), they
-        are loaded again and the batch re-run; every command in it is safe to
-        repeat (apply is idempotent, save overwrites).
-        """
-        for attempt in range(2):
-            await self._ensure_scripts(reload=attempt > 0)
-            pipe = self.client.pipeline(transaction=False)
-            build(pipe)
-            started = time.perf_counter()
-            replies: list[Any] = await pipe.execute(raise_on_error=False)
-            if self.observe is not None:
-                self.observe("pipeline", time.perf_counter() - started)
-            if not any(isinstance(r, NoScriptError) for r in replies):
-                break
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
-        return replies
-
     async def record_fraud(self, record: ScoredRecord, label: Label) -> None:
         await self.record_frauds([(record, label)])
 
