@@ -15,6 +15,12 @@ dashboard = dashboard("fraudstream-drift", "fraudstream: drift", [
                    "day against the week before. At or below drift.kswin_alpha (1e-7) it "
                    "alarms (FeatureSuddenShift); watch for a feature falling by orders of "
                    "magnitude.", log_scale=True),
+    timeseries("Mean shift per feature (CUSUM over its threshold)", [
+        ("max by (feature) (fraudstream_feature_mean_shift)", "{{feature}}"),
+    ], description="A two-sided CUSUM on the mean of each watched feature over blocks of "
+                   "transactions, standardised by the reference, over its threshold (set by "
+                   "drift.ert_days). At 1 it alarms (FeatureMeanShift); it climbs for as long "
+                   "as the shift lasts and is capped at 2."),
     timeseries("Score distribution (PSI) and flagged share", [
         ("max(fraudstream_score_psi)", "score PSI"),
         ("max(fraudstream_score_flagged_ratio)", "flagged share"),

@@ -85,11 +85,11 @@ class DriftConfig:
     #: steady seeds, against 3 for this one (``docs/drift.md``).
     page_hinkley_threshold: float = 100.0
     #: Expected event time, in days, between false alarms of the whole monitor on steady
-    #: data. It is shared by ``ert_detectors`` detector families (data drift, KSWIN,
-    #: prediction, label, concept, missed fraud): a detector whose threshold is derived
-    #: by simulation (``monitoring.ert``) gets ``ert_days * ert_detectors`` ...
+    #: data. It is shared by ``ert_detectors`` detector families (data drift, KSWIN, mean
+    #: shift, prediction, label, concept, missed fraud): a detector whose threshold is
+    #: derived by simulation (``monitoring.ert``) gets ``ert_days * ert_detectors`` ...
     ert_days: float = 30.0
-    ert_detectors: int = 6
+    ert_detectors: int = 7
     #: ... from this many simulated runs, each made of blocks of this many hours of the
     #: reference drawn at random (longer blocks keep longer bursts together).
     ert_runs: int = 200
@@ -115,6 +115,17 @@ class DriftConfig:
     #: scenario, replayed through the monitor); ``docs/drift.md`` gives the search and the
     #: delays.
     missed_fraud_threshold: float = 7.5
+    #: Mean shift (``monitoring.mean_shift``): a two-sided CUSUM on the means of blocks of
+    #: this many transactions of each of these features (relative to each card's own
+    #: history, so the spread between cardholders does not hide a small change) ...
+    mean_shift_features: tuple[str, ...] = ("card_amount_zscore_30d",)
+    mean_shift_block: int = 250
+    #: ... values clipped to +-this first ...
+    mean_shift_clip: float = 5.0
+    #: ... tuned to a shift of twice this many (reference) standard deviations of a block ...
+    mean_shift_k: float = 0.5
+    #: ... alarming above this (0: derived from the features' share of ``ert_days``).
+    mean_shift_threshold: float = 0.0
     #: Prediction drift rescores this many vectors of each window with the current model.
     prediction_sample: int = 1000
     #: Labels the champion's lineage must have learned before the prediction, label and

@@ -73,7 +73,7 @@ def quiet_quantile(horizon_days: float, ert_days: float) -> float:
     return math.exp(-horizon_days / ert_days)
 
 
-def blocks(values: Sequence[float], times: Sequence[float],
+def blocks(values: Sequence[float] | np.ndarray, times: Sequence[float] | np.ndarray,
            block_seconds: float) -> list[np.ndarray]:
     """``values`` cut into runs of consecutive observations, one per ``block_seconds``."""
     order = np.argsort(np.asarray(times, dtype=np.float64), kind="stable")

@@ -57,6 +57,7 @@ from monitoring.detectors import (
     SampledKSWIN,
     Scorer,
 )
+from monitoring.mean_shift import MeanShift
 from monitoring.missed_fraud import MissedFraud
 from monitoring.ordering import EventTimeOrder
 from monitoring.reports import ReportBudget, save_windows
@@ -69,6 +70,7 @@ class DriftMetrics:
     feature_psi: Gauge
     feature_ks: Gauge
     feature_kswin_p_value: Gauge
+    feature_mean_shift: Gauge
     score_psi: Gauge
     flagged_share: Gauge
     fraud_rate_ratio: Gauge
@@ -100,6 +102,10 @@ class DriftMetrics:
                 "fraudstream_feature_kswin_p_value",
                 "p-value of KSWIN's latest KS test of a feature: the last day against the "
                 "week before (an alarm at or below drift.kswin_alpha).", ["feature"]),
+            feature_mean_shift=gauge(
+                "fraudstream_feature_mean_shift",
+                "CUSUM of a feature's mean over blocks of transactions against the reference, "
+                "over its threshold (derived from drift.ert_days): 1 alarms.", ["feature"]),
             score_psi=gauge("fraudstream_score_psi",
                             "PSI of the champion's scores, recent window against reference."),
             flagged_share=gauge("fraudstream_score_flagged_ratio",
@@ -166,6 +172,8 @@ class DriftMonitor:
         self._published = 0
         self.kswin = SampledKSWIN(config, config.kswin_features)
         self._kswin_published = 0
+        self.mean_shift = MeanShift(config, config.mean_shift_features)
+        self._mean_shift_published = 0
         #: On a data-drift alarm the windows are saved in the budget's folder and ``launch``
         #: builds the report (it returns something with ``poll()``, e.g. a ``Popen``).
         self.reports = reports
@@ -179,8 +187,8 @@ class DriftMonitor:
         self.metrics = metrics
         # Every alarm counter exists from the start at 0: an alert on its increase() would
         # not see a series that first appears at 1.
-        for detector in (self.data, self.kswin, self.prediction, self.labels, self.concept,
-                         self.missed):
+        for detector in (self.data, self.kswin, self.mean_shift, self.prediction, self.labels,
+                         self.concept, self.missed):
             for name, subject in detector.alarm_keys():
                 metrics.alarms.labels(detector=name, subject=subject)
         for outcome in ("built", "recent", "busy"):
@@ -266,6 +274,7 @@ class DriftMonitor:
             self.metrics.armed.set(1)
         events = self.data.update(record.features, record.event_time)
         events += self.kswin.update(record.features, record.event_time)
+        events += self.mean_shift.update(record.features, record.event_time)
         if self.armed:
             events += self.prediction.update(record.score, record.event_time, record.features,
                                              scorer)
@@ -278,7 +287,11 @@ class DriftMonitor:
             self._kswin_published = self.kswin.samples
             for feature, p_value in self.kswin.latest.items():
                 self.metrics.feature_kswin_p_value.labels(feature=feature).set(p_value)
-        data_drift = [e for e in events if e.detector in ("psi", "ks", "kswin")]
+        if self.mean_shift.blocks != self._mean_shift_published:
+            self._mean_shift_published = self.mean_shift.blocks
+            for feature, value in self.mean_shift.latest.items():
+                self.metrics.feature_mean_shift.labels(feature=feature).set(value)
+        data_drift = [e for e in events if e.detector in ("psi", "ks", "kswin", "mean_shift")]
         if data_drift:
             self._start_report(data_drift[0])
         return self._count(events)
@@ -331,6 +344,7 @@ class DriftMonitor:
         """Take the recent traffic as the new reference (after a promote, or on demand)."""
         self.data.refresh()
         self.kswin.refresh()
+        self.mean_shift.refresh()
         self.prediction.refresh()
         self.missed.refresh()  # which frauds are missed depends on the model
         self.metrics.missed_fraud_cusum.set(0)

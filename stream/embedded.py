@@ -404,6 +404,7 @@ class _Run:
         self.checked = monitor.data.checks
         values: dict[str, float] = {f"{d} {f}": v for (d, f), v in monitor.data.latest.items()}
         values.update({f"kswin_p_value {f}": v for f, v in monitor.kswin.latest.items()})
+        values.update({f"mean_shift {f}": v for f, v in monitor.mean_shift.latest.items()})
         values.update(monitor.prediction.latest)
         values.update(monitor.labels.latest)
         for name, value in values.items():

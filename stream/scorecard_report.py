@@ -114,6 +114,7 @@ def _drift_plot(plt: Any, path: Path, result: EmbeddedResult, card: Mapping[str,
     config = drift or DriftConfig()
     thresholds = {"psi": config.psi_threshold, "ks": config.ks_threshold,
                   "kswin_p_value": config.kswin_alpha, "prediction_psi": config.psi_threshold,
+                  "mean_shift": 1.0,
                   "fraud_rate_ratio": config.fraud_rate_ratio,
                   "label_delay_ratio": config.label_delay_ratio}
     names = sorted(n for n in result.statistics if n.split(" ")[0] in thresholds)

@@ -155,6 +155,11 @@ class DriftSettings(_Section):
     missed_fraud_rise: float = Field(_DRIFT.missed_fraud_rise, gt=0, lt=1)
     missed_fraud_dispersion: float = Field(_DRIFT.missed_fraud_dispersion, ge=1)
     missed_fraud_threshold: float = Field(_DRIFT.missed_fraud_threshold, gt=0)
+    mean_shift_features: tuple[str, ...] = _DRIFT.mean_shift_features
+    mean_shift_block: int = Field(_DRIFT.mean_shift_block, ge=10)
+    mean_shift_clip: float = Field(_DRIFT.mean_shift_clip, gt=0)
+    mean_shift_k: float = Field(_DRIFT.mean_shift_k, ge=0)
+    mean_shift_threshold: float = Field(_DRIFT.mean_shift_threshold, ge=0)
     prediction_sample: int = Field(_DRIFT.prediction_sample, ge=10)
     warm_up: int = Field(_DRIFT.warm_up, ge=0)
     state_maturity_days: float = Field(_DRIFT.state_maturity_days, ge=0)
@@ -185,7 +190,7 @@ class DriftSettings(_Section):
         """The detectors' configuration: these settings' values of its fields."""
         return DriftConfig(**self.model_dump(include=set(DriftConfig.__dataclass_fields__)))
 
-    @field_validator("features", "kswin_features")
+    @field_validator("features", "kswin_features", "mean_shift_features")
     @classmethod
     def _known_features(cls, names: tuple[str, ...]) -> tuple[str, ...]:
         unknown = [n for n in names if n not in FEATURE_NAMES]
