@@ -122,7 +122,7 @@ class Learner:
                       quality=quality or Prequential(), shadow_name=shadow_name,
                       refused_champion=refused)
         journal = await registry.journal()
-        learn_in_order(learner.model, [e.features for e in journal], [e.is_fraud for e in journal])
+        _replay(learner.model, journal)
         learner.unpublished += len(journal)
         return learner
 
@@ -198,7 +198,8 @@ class Learner:
         # in-memory model untouched and the retried labels are learned once.
         await self.store.record_frauds([(record, label) for _, label, record in new
                                         if label.is_fraud])
-        entries = [JournalEntry(label.txn_id, label.is_fraud, record.features)
+        entries = [JournalEntry(label.txn_id, label.is_fraud, record.features,
+                                record.event_time, label.event_time)
                    for _, label, record in new]
         self._unsettled = [(label, record) for _, label, record in new]
         try:
@@ -218,7 +219,9 @@ class Learner:
         if not labelled:
             return
         learn_in_order(self.model, [record.features for _, record in labelled],
-                       [label.is_fraud for label, _ in labelled])
+                       [label.is_fraud for label, _ in labelled],
+                       [record.event_time for _, record in labelled],
+                       [label.event_time for label, _ in labelled])
         for label, record in labelled:
             score = record.score if self.shadow_name is None \
                 else record.shadow.get(self.shadow_name)
@@ -252,7 +255,7 @@ class Learner:
             return False
         self.refused_champion = None  # a sound champion again (an operator's doing)
         journal = await self.registry.journal()
-        learn_in_order(self.model, [e.features for e in journal], [e.is_fraud for e in journal])
+        _replay(self.model, journal)
         self.unpublished = len(journal)
         return True
 
@@ -324,3 +327,9 @@ def _params(model: object) -> dict[str, Any] | None:
         return None
     result: dict[str, Any] = json.loads(json.dumps(get(), default=repr))
     return result
+
+
+def _replay(model: base.Classifier, journal: Sequence[JournalEntry]) -> None:
+    """Teach ``model`` the journal's labels again, in order and with their times."""
+    learn_in_order(model, [e.features for e in journal], [e.is_fraud for e in journal],
+                   [e.scored_at for e in journal], [e.known_at for e in journal])

@@ -11,6 +11,15 @@ of a dot product's sum); about five times cheaper per label, and
 :meth:`ScaledLogistic.learn_rows` teaches a batch of vectors in order in one
 call, each exactly as :meth:`ScaledLogistic.learn_one` would.
 
+With ``hold`` (seconds), a label given with its transaction's time
+(``scored_at``) and its own arrival (``known_at``) is learned no sooner than
+``hold`` after the transaction: one that comes earlier is kept, and learned
+when a later label's arrival passes that time (:meth:`ScaledLogistic.learn_one`).
+Chargebacks come in about 2 days and genuine labels when the transaction
+matures, at 7: learned as they come, every change of the traffic is first
+taught by its frauds alone, and the model learns that the new traffic is
+fraud (docs/models.md, "Learning at maturity").
+
 Examples
 --------
 >>> model = ScaledLogistic(lr=0.1)
@@ -26,6 +35,7 @@ Examples
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Hashable, Mapping, Sequence
 from operator import itemgetter
@@ -55,6 +65,9 @@ class ScaledLogistic(base.Classifier):
         Learning rate of the intercept (plain SGD, as River's).
     clip_gradient
         Bound on the loss's gradient.
+    hold
+        Learn a label given with its times no sooner than this many seconds after its
+        transaction (0: as it comes).
 
     Examples
     --------
@@ -72,7 +85,7 @@ class ScaledLogistic(base.Classifier):
     def __init__(self, lr: float = 0.001, optimizer: str = "adam", weight_pos: float = 1.0,
                  weight_neg: float = 1.0, l2: float = 0.0, intercept_lr: float = 0.01,
                  beta_1: float = 0.9, beta_2: float = 0.999, eps: float = 1e-8,
-                 clip_gradient: float = 1e12) -> None:
+                 clip_gradient: float = 1e12, hold: float = 0.0) -> None:
         if optimizer not in ("adam", "sgd"):
             raise ValueError(f"optimizer: 'adam' or 'sgd', not {optimizer!r}")
         self.lr = lr
@@ -85,6 +98,10 @@ class ScaledLogistic(base.Classifier):
         self.beta_2 = beta_2
         self.eps = eps
         self.clip_gradient = clip_gradient
+        self.hold = hold
+        #: Labels kept until their transaction is ``hold`` old: (due, order, vector, truth).
+        self._held: list[tuple[float, int, np.ndarray | dict[Hashable, float], bool]] = []
+        self._kept = 0
         self.features: list[Hashable] = []
         self._index: dict[Hashable, int] = {}
         self._get: Any = None  # itemgetter of the features, once there are any
@@ -103,6 +120,7 @@ class ScaledLogistic(base.Classifier):
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        state = {"hold": 0.0, "_held": [], "_kept": 0, **state}  # snapshots from before
         self.__dict__.update(state)
         self._get = itemgetter(*self.features) if self.features else None
 
@@ -137,16 +155,60 @@ class ScaledLogistic(base.Classifier):
 
     # -- learning ----------------------------------------------------------------------
 
-    def learn_one(self, x: dict[Hashable, Any], y: Any) -> None:
+    def learn_one(self, x: dict[Hashable, Any], y: Any, *, scored_at: float | None = None,
+                  known_at: float | None = None) -> None:
+        """Learn ``x`` as ``y``; with both times and a ``hold``, first learn the kept labels
+        that are due by ``known_at``, then learn this one or keep it until it is due.
+
+        >>> model = ScaledLogistic(hold=10.0)
+        >>> model.learn_one({"a": 1.0}, True, scored_at=0.0, known_at=2.0)  # kept until 10
+        >>> model.held, model.steps
+        (1, 0)
+        >>> model.learn_one({"a": 2.0}, False, scored_at=0.0, known_at=11.0)  # both learned
+        >>> model.held, model.steps, model.means.tolist()
+        (0, 2, [1.5])
+        """
+        if self.hold and scored_at is not None and known_at is not None:
+            self._release(known_at)
+            if known_at < scored_at + self.hold:
+                self._keep(scored_at + self.hold, self._full(x) if self.features else None,
+                           x, bool(y))
+                return
+        self._learn_dict(x, bool(y))
+
+    def _learn_dict(self, x: Mapping[Hashable, Any], y: bool) -> None:
         row = self._full(x)
         if row is not None:
-            self._learn(row, bool(y))
+            self._learn(row, y)
         else:
-            self._learn_at(*self._sparse(x), bool(y))
+            self._learn_at(*self._sparse(x), y)
 
-    def learn_rows(self, rows: np.ndarray, ys: Sequence[bool]) -> None:
+    @property
+    def held(self) -> int:
+        """Labels kept until their transaction is ``hold`` old."""
+        return len(self._held)
+
+    def _keep(self, due: float, row: np.ndarray | None, x: Mapping[Hashable, Any],
+              y: bool) -> None:
+        self._kept += 1
+        heapq.heappush(self._held, (due, self._kept, row if row is not None else dict(x), y))
+
+    def _release(self, now: float) -> None:
+        """Learn, in order, every kept label due at ``now``."""
+        while self._held and self._held[0][0] <= now:
+            _, _, vector, y = heapq.heappop(self._held)
+            if isinstance(vector, np.ndarray) and len(vector) == len(self.features):
+                self._learn(vector, y)
+            elif isinstance(vector, np.ndarray):  # the model met new features since
+                self._learn_dict(dict(zip(self.features, vector.tolist(), strict=False)), y)
+            else:
+                self._learn_dict(vector, y)
+
+    def learn_rows(self, rows: np.ndarray, ys: Sequence[bool],
+                   scored_at: Sequence[float | None] | None = None,
+                   known_at: Sequence[float | None] | None = None) -> None:
         """Learn each row of ``rows`` (columns in :attr:`features` order) in turn, exactly
-        as :meth:`learn_one` would.
+        as :meth:`learn_one` would (with each row's times, if given).
 
         >>> a, b = ScaledLogistic(), ScaledLogistic()
         >>> vectors = [{"x": float(i % 7), "y": i / 3} for i in range(40)]
@@ -157,8 +219,19 @@ class ScaledLogistic(base.Classifier):
         >>> bool((a.weights == b.weights).all()) and a.intercept == b.intercept
         True
         """
-        for row, y in zip(rows, ys, strict=True):
-            self._learn(row, bool(y))
+        if not self.hold or scored_at is None or known_at is None:
+            for row, y in zip(rows, ys, strict=True):
+                self._learn(row, bool(y))
+            return
+        for row, y, scored, known in zip(rows, ys, scored_at, known_at, strict=True):
+            if scored is None or known is None:
+                self._learn(row, bool(y))
+                continue
+            self._release(known)
+            if known < scored + self.hold:
+                self._keep(scored + self.hold, row.copy(), {}, bool(y))
+            else:
+                self._learn(row, bool(y))
 
     def rows(self, vectors: Sequence[Mapping[Any, float]]) -> np.ndarray:
         """``vectors`` as a matrix in :attr:`features` order (each must hold them all)."""

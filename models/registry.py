@@ -25,6 +25,7 @@ import hashlib
 import hmac
 import json
 import pickle
+import struct
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
@@ -84,11 +85,15 @@ class Fence:
 
 @dataclass(frozen=True, slots=True)
 class JournalEntry:
-    """One learned label: the transaction, its truth and the vector used."""
+    """One learned label: the transaction, its truth and the vector used, and when the
+    transaction was scored and the label arrived (a model that waits for its transactions
+    to mature needs them to be replayed alike; None in entries written before)."""
 
     txn_id: str
     is_fraud: bool
     features: dict[str, float]
+    scored_at: float | None = None
+    known_at: float | None = None
 
     def to_bytes(self) -> bytes:
         """Compact bytes: a marker, the truth, the id and, for a vector of the current
@@ -98,25 +103,43 @@ class JournalEntry:
         >>> entry = JournalEntry("t1", True, {name: 0.5 for name in FEATURE_NAMES})
         >>> JournalEntry.from_bytes(entry.to_bytes()) == entry
         True
-        >>> JournalEntry.from_bytes(JournalEntry("t2", False, {"x": 1.0}).to_bytes())
-        JournalEntry(txn_id='t2', is_fraud=False, features={'x': 1.0})
+        >>> JournalEntry.from_bytes(JournalEntry("t2", False, {"x": 1.0}).to_bytes()).features
+        {'x': 1.0}
+        >>> timed = JournalEntry("t3", True, entry.features, 100.0, 7200.5)
+        >>> JournalEntry.from_bytes(timed.to_bytes()) == timed
+        True
         """
+        timed = self.scored_at is not None and self.known_at is not None
         if self.features.keys() == _FEATURES:
             txn_id = self.txn_id.encode()
+            if timed:
+                return b"%c%c%s%s%s" % (_TIMED, self.is_fraud,
+                                        _TIMES.pack(self.scored_at, self.known_at), txn_id,
+                                        pack_vector(self.features))
             return b"%c%c%s%s" % (_PACKED, self.is_fraud, txn_id, pack_vector(self.features))
-        return json.dumps({"txn_id": self.txn_id, "is_fraud": self.is_fraud,
-                           "features": self.features}, separators=(",", ":")).encode()
+        fields: dict[str, object] = {"txn_id": self.txn_id, "is_fraud": self.is_fraud,
+                                     "features": self.features}
+        if timed:
+            fields.update(scored_at=self.scored_at, known_at=self.known_at)
+        return json.dumps(fields, separators=(",", ":")).encode()
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> JournalEntry:
-        if raw[0] != _PACKED:
-            return cls(**json.loads(raw))
         end = len(raw) - VECTOR_SIZE
-        return cls(raw[2:end].decode(), bool(raw[1]), unpack_vector(raw[end:]))
+        if raw[0] == _PACKED:
+            return cls(raw[2:end].decode(), bool(raw[1]), unpack_vector(raw[end:]))
+        if raw[0] == _TIMED:
+            scored_at, known_at = _TIMES.unpack_from(raw, 2)
+            return cls(raw[2 + _TIMES.size:end].decode(), bool(raw[1]),
+                       unpack_vector(raw[end:]), scored_at, known_at)
+        return cls(**json.loads(raw))
 
 
-#: The first byte of a packed journal entry (a JSON one starts with ``{``).
+#: The first byte of a packed journal entry (a JSON one starts with ``{``), and of one
+#: with its two times (scored, known) packed after the truth.
 _PACKED = 0x01
+_TIMED = 0x02
+_TIMES = struct.Struct("<dd")
 _FEATURES = frozenset(FEATURE_NAMES)
 
 

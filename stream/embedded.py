@@ -126,11 +126,12 @@ class _Lineage:
         self.unpublished = 0
         self.serving = ServingModel(0, copy.deepcopy(self.model))
 
-    def learn(self, features: dict[str, float], label: Label) -> bool:
-        """Learn one label; whether a new snapshot now serves."""
+    def learn(self, features: dict[str, float], label: Label, scored_at: float) -> bool:
+        """Learn one label (of a transaction scored at ``scored_at``); whether a new
+        snapshot now serves."""
         if self.freeze_at is not None and label.event_time >= self.freeze_at:
             return False
-        learn(self.model, features, label.is_fraud)
+        learn(self.model, features, label.is_fraud, scored_at, label.event_time)
         self.learned += 1
         self.unpublished += 1
         if self.unpublished < self.every:
@@ -349,11 +350,11 @@ class _Run:
         if label.is_fraud:
             await self.store.record_fraud(record, label)
         features = record.features
-        if self.champion.learn(features, label):
+        if self.champion.learn(features, label, record.event_time):
             self.holder.swap(self.champion.serving)
             self._new_scorer()
         for other in self._lineages()[1:]:
-            other.learn(features, label)
+            other.learn(features, label, record.event_time)
         if not self.options.keep_records:
             self.store.forget(label.txn_id)
         if self.monitor is not None:

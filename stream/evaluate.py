@@ -91,7 +91,7 @@ def _run(name: str, events: list[Transaction | Label], records: dict[str, Scored
         if freeze is not None and event.event_time >= freeze:
             continue
         started = time.perf_counter()
-        learn(model, record.features, event.is_fraud)
+        learn(model, record.features, event.is_fraud, record.event_time, event.event_time)
         run.learn_seconds += time.perf_counter() - started
         run.learned += 1
     _snapshot_costs(run, model)

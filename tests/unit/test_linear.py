@@ -17,29 +17,35 @@ from producers.scenario import load_scenario, run_scenario
 from stream.embedded import events_from_frames
 from stream.replay import replay_features
 
+Labelled = tuple[list[dict[str, float]], list[bool], list[float], list[float]]
+
 
 @pytest.fixture(scope="module")
-def labelled() -> tuple[list[dict[str, float]], list[bool]]:
-    """Each label's stored vector and truth, in the order the labels arrive."""
+def labelled() -> Labelled:
+    """Each label's stored vector, truth, transaction time and arrival, in the order the
+    labels arrive."""
     simulation, _ = run_scenario(load_scenario("baseline"), days=12, customers=150)
     events = list(events_from_frames(simulation.transactions, simulation.labels))
     records = asyncio.run(replay_features(e for e in events if isinstance(e, Transaction)))
-    vectors, truth = [], []
+    vectors, truth, scored, known = [], [], [], []
     for event in events:
-        if isinstance(event, Label) and records.get(event.txn_id) is not None:
-            vectors.append(records[event.txn_id].features)  # type: ignore[union-attr]
+        record = records.get(event.txn_id) if isinstance(event, Label) else None
+        if isinstance(event, Label) and record is not None:
+            vectors.append(record.features)
             truth.append(event.is_fraud)
+            scored.append(record.event_time)
+            known.append(event.event_time)
     assert len(vectors) > 4_000 and 0 < sum(truth) < len(truth)
-    return vectors, truth
+    return vectors, truth, scored, known
 
 
-def test_it_learns_what_rivers_scaled_logistic_regression_learns(labelled) -> None:
-    vectors, truth = labelled
-    river = preprocessing.StandardScaler() | linear_model.LogisticRegression(
-        optimizer=optim.Adam(0.001),
-        loss=optim.losses.Log(weight_pos=POSITIVE_WEIGHT, weight_neg=1.0), l2=1e-5)
+def test_it_learns_what_rivers_scaled_logistic_regression_learns(labelled: Labelled) -> None:
+    vectors, truth, _, _ = labelled
     ours = build_model("logistic_regression")
     assert isinstance(ours, ScaledLogistic)
+    river = preprocessing.StandardScaler() | linear_model.LogisticRegression(
+        optimizer=optim.Adam(ours.lr),
+        loss=optim.losses.Log(weight_pos=POSITIVE_WEIGHT, weight_neg=1.0), l2=1e-5)
     for x, y in zip(vectors, truth, strict=True):
         river.learn_one(x, y)
         ours.learn_one(x, y)
@@ -53,8 +59,8 @@ def test_it_learns_what_rivers_scaled_logistic_regression_learns(labelled) -> No
                                atol=1e-15)
 
 
-def test_in_batches_it_is_the_same_model_to_the_bit_and_it_pickles(labelled) -> None:
-    vectors, truth = labelled
+def test_in_batches_it_is_the_same_model_to_the_bit_and_it_pickles(labelled: Labelled) -> None:
+    vectors, truth, _, _ = labelled
     one, batched = build_model("logistic_regression"), build_model("logistic_regression")
     for x, y in zip(vectors, truth, strict=True):
         learn_in_order(one, [x], [y])
@@ -69,6 +75,52 @@ def test_in_batches_it_is_the_same_model_to_the_bit_and_it_pickles(labelled) -> 
     assert again.predict_proba_one(vectors[7]) == batched.predict_proba_one(vectors[7])
     learn_in_order(again, vectors[:50], truth[:50])  # and learns on after loading
     assert again.steps == len(vectors) + 50
+
+
+def test_held_labels_are_learned_as_if_each_came_when_its_transaction_matured(
+        labelled: Labelled) -> None:
+    vectors, truth, scored, known = labelled
+    held = build_model("logistic_regression")
+    assert isinstance(held, ScaledLogistic) and held.hold == 7 * 86400
+    # the oracle: the same model without a hold, taught in the order of max(arrival,
+    # transaction + 7 days), up to the last arrival (later ones are still held)
+    due = [max(k, s + held.hold) for s, k in zip(scored, known, strict=True)]
+    order = sorted((d, i) for i, d in enumerate(due) if d <= known[-1])
+    oracle = ScaledLogistic(lr=held.lr, weight_pos=held.weight_pos, l2=held.l2)
+    for _, i in order:
+        oracle.learn_one(vectors[i], truth[i])
+    most_held = 0
+    for start in range(0, len(vectors), 97):  # in batches, as the learner teaches them
+        end = start + 97
+        learn_in_order(held, vectors[start:end], truth[start:end], scored[start:end],
+                       known[start:end])
+        most_held = max(most_held, held.held)
+    frauds_early = sum(1 for t, s, k in zip(truth, scored, known, strict=True)
+                       if t and k < s + held.hold)
+    assert frauds_early > 20 and most_held > 5  # chargebacks come before maturity
+    assert held.held == len(vectors) - len(order)
+    assert held.steps == oracle.steps == len(order)
+    assert held.features == oracle.features
+    np.testing.assert_allclose(held.weights, oracle.weights, rtol=1e-12, atol=1e-15)
+    # a snapshot keeps the held labels, and learns them when they fall due
+    again = pickle.loads(pickle.dumps(held))
+    assert again.held == held.held
+    again.learn_one(vectors[0], truth[0], scored_at=known[-1], known_at=known[-1])
+    assert again.held == held.held + 1  # the new one is held in turn
+    later = known[-1] + held.hold  # a week on: the one held is due, and so is this one
+    again.learn_one(vectors[0], truth[0], scored_at=known[-1], known_at=later)
+    assert again.held == 0 and again.steps == held.steps + held.held + 2
+
+
+def test_a_snapshot_from_before_the_hold_loads_and_learns_at_once() -> None:
+    old = ScaledLogistic()
+    state = pickle.loads(pickle.dumps(old)).__dict__
+    for name in ("hold", "_held", "_kept"):
+        state.pop(name)
+    restored = ScaledLogistic.__new__(ScaledLogistic)
+    restored.__setstate__(state)
+    restored.learn_one({"a": 1.0}, True, scored_at=0.0, known_at=1.0)
+    assert restored.hold == 0.0 and restored.held == 0 and restored.steps == 1
 
 
 def test_a_vector_with_other_features_is_learned_on_the_features_it_has() -> None:
