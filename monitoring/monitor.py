@@ -348,6 +348,8 @@ class DriftMonitor:
         self.prediction.refresh()
         self.missed.refresh()  # which frauds are missed depends on the model
         self.metrics.missed_fraud_cusum.set(0)
+        for feature in self.mean_shift.features:  # no statistic until the new reference
+            self.metrics.feature_mean_shift.labels(feature=feature).set(0)
 
     def _count(self, events: list[DriftEvent]) -> list[DriftEvent]:
         for event in events:

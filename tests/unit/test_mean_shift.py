@@ -122,3 +122,5 @@ def test_the_monitor_publishes_the_statistic_and_counts_the_alarm() -> None:
     assert statistic is not None and statistic > 1
     assert registry.get_sample_value("fraudstream_drift_alarms_total",
                                      {"detector": "mean_shift", "subject": "x"}) == 1
+    monitor.refresh_reference()  # an operator accepts the new level: the statistic restarts
+    assert registry.get_sample_value("fraudstream_feature_mean_shift", {"feature": "x"}) == 0
