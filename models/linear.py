@@ -168,12 +168,11 @@ class ScaledLogistic(base.Classifier):
         >>> model.held, model.steps, model.means.tolist()
         (0, 2, [1.5])
         """
-        if self.hold and scored_at is not None and known_at is not None:
-            self._release(known_at)
-            if known_at < scored_at + self.hold:
-                self._keep(scored_at + self.hold, self._full(x) if self.features else None,
-                           x, bool(y))
-                return
+        due = self._due(scored_at, known_at)
+        if due is not None:
+            row = self._full(x)
+            self._keep(due, row if row is not None else dict(x), bool(y))
+            return
         self._learn_dict(x, bool(y))
 
     def _learn_dict(self, x: Mapping[Hashable, Any], y: bool) -> None:
@@ -188,10 +187,18 @@ class ScaledLogistic(base.Classifier):
         """Labels kept until their transaction is ``hold`` old."""
         return len(self._held)
 
-    def _keep(self, due: float, row: np.ndarray | None, x: Mapping[Hashable, Any],
-              y: bool) -> None:
+    def _due(self, scored_at: float | None, known_at: float | None) -> float | None:
+        """With a hold and both times: first learn the kept labels due by ``known_at``,
+        then when this label is due if it must wait (None: learn it now)."""
+        if not self.hold or scored_at is None or known_at is None:
+            return None
+        self._release(known_at)
+        due = scored_at + self.hold
+        return due if known_at < due else None
+
+    def _keep(self, due: float, vector: np.ndarray | dict[Hashable, float], y: bool) -> None:
         self._kept += 1
-        heapq.heappush(self._held, (due, self._kept, row if row is not None else dict(x), y))
+        heapq.heappush(self._held, (due, self._kept, vector, y))
 
     def _release(self, now: float) -> None:
         """Learn, in order, every kept label due at ``now``."""
@@ -224,14 +231,11 @@ class ScaledLogistic(base.Classifier):
                 self._learn(row, bool(y))
             return
         for row, y, scored, known in zip(rows, ys, scored_at, known_at, strict=True):
-            if scored is None or known is None:
+            due = self._due(scored, known)
+            if due is None:
                 self._learn(row, bool(y))
-                continue
-            self._release(known)
-            if known < scored + self.hold:
-                self._keep(scored + self.hold, row.copy(), {}, bool(y))
             else:
-                self._learn(row, bool(y))
+                self._keep(due, row.copy(), bool(y))
 
     def rows(self, vectors: Sequence[Mapping[Any, float]]) -> np.ndarray:
         """``vectors`` as a matrix in :attr:`features` order (each must hold them all)."""

@@ -120,6 +120,25 @@ def cusum_threshold(z: np.ndarray, times: np.ndarray, ert_days: float, k: float,
 
 
 @dataclass
+class _Side:
+    """One side of the CUSUM: its sum, when it last left 0 and the block means since (for
+    the event's value)."""
+
+    cusum: float = 0.0
+    began: float = 0.0
+    total: float = 0.0
+    blocks: int = 0
+
+    def step(self, value: float, mean: float, at: float, cap: float) -> None:
+        """Add ``value`` (floored at 0, capped at ``cap``) for a block of ``mean``."""
+        if self.cusum == 0.0:
+            self.began, self.total, self.blocks = at, 0.0, 0
+        self.cusum = min(cap, max(0.0, self.cusum + value))
+        self.total += mean
+        self.blocks += 1
+
+
+@dataclass
 class _Feature:
     """One feature's blocks, reference and sums."""
 
@@ -132,13 +151,8 @@ class _Feature:
     sigma: float = 0.0
     threshold: float = 0.0
     calibrated: bool = False
-    upper: float = 0.0
-    lower: float = 0.0
-    #: When each sum last left 0, and the block means since (for the event's value).
-    upper_began: float = 0.0
-    lower_began: float = 0.0
-    upper_means: list[float] = field(default_factory=list)
-    lower_means: list[float] = field(default_factory=list)
+    upper: _Side = field(default_factory=_Side)
+    lower: _Side = field(default_factory=_Side)
     active: bool = False
 
 
@@ -149,7 +163,7 @@ class MeanShift:
         self.config = config
         self.features = list(features)
         self._state = {name: _Feature() for name in self.features}
-        #: Blocks completed so far (the gauges move when this does).
+        #: Blocks completed so far, all features together (the gauges move when this does).
         self.blocks = 0
         #: The latest statistic per feature: the larger sum over its threshold (1 alarms).
         self.latest: dict[str, float] = {}
@@ -177,8 +191,7 @@ class MeanShift:
                 continue
             mean = state.block_sum / state.block_count
             state.block_sum, state.block_count = 0.0, 0
-            if name == self.features[0]:
-                self.blocks += 1
+            self.blocks += 1
             if not state.calibrated:
                 state.reference.append((mean, at))
                 self._calibrate_if_complete(name, state)
@@ -210,25 +223,18 @@ class MeanShift:
     def _step(self, name: str, state: _Feature, mean: float, at: float) -> DriftEvent | None:
         k, cap = self.config.mean_shift_k, 2 * state.threshold
         z = (mean - state.mu) / state.sigma
-        if state.upper == 0.0:
-            state.upper_began, state.upper_means = at, []
-        if state.lower == 0.0:
-            state.lower_began, state.lower_means = at, []
-        state.upper = min(cap, max(0.0, state.upper + z - k))
-        state.lower = min(cap, max(0.0, state.lower - z - k))
-        state.upper_means.append(mean)
-        state.lower_means.append(mean)
-        self.latest[name] = max(state.upper, state.lower) / state.threshold
-        if state.upper == 0.0 and state.lower == 0.0:
+        upper, lower = state.upper, state.lower
+        upper.step(z - k, mean, at, cap)
+        lower.step(-z - k, mean, at, cap)
+        top = max(upper, lower, key=lambda side: side.cusum)
+        self.latest[name] = top.cusum / state.threshold
+        if top.cusum == 0.0:
             state.active = False
-        if state.active or max(state.upper, state.lower) <= state.threshold:
+        if state.active or top.cusum <= state.threshold:
             return None
         state.active = True
-        up = state.upper >= state.lower
-        means = state.upper_means if up else state.lower_means
-        shift = float(np.mean(means)) - state.mu
-        return DriftEvent("mean_shift", name, shift, len(means) * self.config.mean_shift_block,
-                          state.upper_began if up else state.lower_began, at)
+        return DriftEvent("mean_shift", name, top.total / top.blocks - state.mu,
+                          top.blocks * self.config.mean_shift_block, top.began, at)
 
     def refresh(self) -> None:
         """Take a new reference from the next blocks."""

@@ -45,11 +45,28 @@ def new_name(key: str, prefix: str) -> str | None:
     if rest.startswith(("models:", "lease:")):
         kind, _, tail = rest.partition(":")
         return f"{models_tag(prefix)}:{'lease:' if kind == 'lease' else ''}{tail}"
-    match = re.fullmatch(r"(v\d+):(card|term|fraud|scored):(.+)", rest, re.DOTALL)
+    match = _ENTITY_KEY.fullmatch(rest)
     if match is None or "{" in match.group(3):  # (an id with a brace: already tagged, or
         return None  # ambiguous; counted, not renamed, by migrate)
     version, kind, entity = match.groups()
     return f"{prefix}:{version}:{kind}:{{{_ENTITY[kind]}:{entity}}}"
+
+
+#: An entity's key after the prefix: version, kind, id.
+_ENTITY_KEY = re.compile(r"(v\d+):(card|term|fraud|scored):(.+)", re.DOTALL)
+
+
+def _braced(key: str, prefix: str) -> bool:
+    """Whether ``key`` is an entity's key whose id holds a brace, not in the new layout
+    (left for an operator: renaming it could clash with a tagged key).
+
+    >>> _braced("fs:v4:card:a{b", "fs"), _braced("fs:v4:card:{c:c1}", "fs")
+    (True, False)
+    """
+    if not key.startswith(prefix + ":"):
+        return False
+    match = _ENTITY_KEY.fullmatch(key[len(prefix) + 1:])
+    return match is not None and "{" in match.group(3) and not _tagged(key, prefix)
 
 
 def _tagged(key: str, prefix: str) -> bool:
@@ -70,8 +87,7 @@ def migrate(client: Any, prefix: str, dry_run: bool = False) -> Counter[str]:
         key = raw.decode() if isinstance(raw, bytes) else raw
         target = new_name(key, prefix)
         if target is None:
-            if re.fullmatch(rf"{re.escape(prefix)}:v\d+:(card|term|fraud|scored):[^{{]*\{{.*",
-                            key, re.DOTALL) and not _tagged(key, prefix):
+            if _braced(key, prefix):
                 done["left: an id with a brace (rename it by hand)"] += 1
             continue
         kind = "models" if target.startswith("{") else key.split(":")[len(prefix.split(":")) + 1]
