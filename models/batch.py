@@ -14,7 +14,9 @@ River model does (a challenger in shadow, the scorecard's ``--compare``):
 
 A copy (``copy.deepcopy``, what a published snapshot is) shares the fitted
 model, which is replaced at each refit and never changed, and leaves the
-kept vectors behind: a snapshot only scores.
+kept vectors behind: a snapshot only scores. A pickle leaves them behind
+too (the registry's snapshots); a model loaded from one serves its fit
+until it has kept as many rows again.
 
 Examples
 --------
@@ -27,8 +29,8 @@ Examples
 >>> model.fits, model.predict_proba_one({"x": 3.0})[True] > 0.9
 (2, True)
 >>> import copy
->>> len(copy.deepcopy(model).rows), copy.deepcopy(model).fits
-(0, 2)
+>>> model.held, copy.deepcopy(model).held, copy.deepcopy(model).fits
+(400, 0, 2)
 """
 
 from __future__ import annotations
@@ -55,31 +57,58 @@ class BatchRetrained(base.Classifier):
         self.keep = keep
         self.seed = seed
         self.names: list[str] | None = None
-        self.rows: list[list[float]] = []
-        self.labels: list[bool] = []
+        #: The kept vectors (float32, columns in ``names`` order) and labels: the first
+        #: ``held`` rows of buffers of ``keep * 1.2`` rows, compacted to the newest ``keep``
+        #: when full (a row of 46 features: 184 bytes, not the 1.5 KB of a list of floats).
+        self.rows = np.empty((0, 0), dtype=np.float32)
+        self.labels = np.empty(0, dtype=bool)
+        self.held = 0
         self.learned = 0
         self.fits = 0
+        #: The rows the latest fit learned from.
+        self.fitted_rows = 0
         self._fitted: Any = None
         self._base_rate = 0.0
 
     def learn_one(self, x: dict[Any, Any], y: Any, **kwargs: Any) -> None:
         if self.names is None:
             self.names = sorted(x)
-        self.rows.append([float(x.get(name, 0.0)) for name in self.names])
-        self.labels.append(bool(y))
+        if self.held == len(self.rows):
+            self._make_room()
+        self.rows[self.held] = [float(x.get(name, 0.0)) for name in self.names]
+        self.labels[self.held] = bool(y)
+        self.held += 1
         self.learned += 1
-        if len(self.rows) > self.keep * 1.2:
-            del self.rows[: len(self.rows) - self.keep]
-            del self.labels[: len(self.labels) - self.keep]
         if self.learned % self.retrain_every == 0:
             self._fit()
 
+    def _make_room(self) -> None:
+        """Grow the buffers (doubling, up to ``keep * 1.2`` rows), or keep the newest
+        ``keep`` rows when they are that long."""
+        capacity = int(self.keep * 1.2) + 1
+        if len(self.rows) >= capacity:
+            start = self.held - self.keep
+            self.rows[: self.keep] = self.rows[start: self.held]
+            self.labels[: self.keep] = self.labels[start: self.held]
+            self.held = self.keep
+            return
+        size = min(capacity, max(1024, 2 * len(self.rows)))
+        rows = np.empty((size, len(self.names or ())), dtype=np.float32)
+        labels = np.empty(size, dtype=bool)
+        if self.held:
+            rows[: self.held] = self.rows[: self.held]
+            labels[: self.held] = self.labels[: self.held]
+        self.rows, self.labels = rows, labels
+
     def _fit(self) -> None:
-        y = np.array(self.labels[-self.keep:])
+        if self.held < min(self.keep, self.fitted_rows):
+            return  # fewer rows than the fit being served had (after a restart): keep it
+        low = max(0, self.held - self.keep)
+        y = self.labels[low: self.held]
         self._base_rate = float(y.mean())
         if y.all() or not y.any():
             return
-        x = np.array(self.rows[-self.keep:], dtype=float)
+        x = self.rows[low: self.held].astype(float)
         if self.kind == "logistic_regression":
             from sklearn.linear_model import LogisticRegression
             from sklearn.pipeline import make_pipeline
@@ -98,11 +127,12 @@ class BatchRetrained(base.Classifier):
                 self._fitted = HistGradientBoostingClassifier(
                     max_iter=200, learning_rate=0.1, random_state=self.seed).fit(x, y)
         self.fits += 1
+        self.fitted_rows = len(y)
 
     def predict_proba_one(self, x: dict[Any, Any], **kwargs: Any) -> dict[Any, float]:
         if self._fitted is None or self.names is None:
             return {False: 1 - self._base_rate, True: self._base_rate}
-        p = float(self._probabilities(np.array([[float(x.get(n, 0.0)) for n in self.names]]))[0])
+        p = float(self.probabilities(np.array([[float(x.get(n, 0.0)) for n in self.names]]))[0])
         return {False: 1 - p, True: p}
 
     def predict_proba_many(self, X: Any) -> Any:
@@ -113,11 +143,12 @@ class BatchRetrained(base.Classifier):
         if self._fitted is None or self.names is None:
             p = np.full(len(X), self._base_rate)
         else:
-            p = self._probabilities(X.reindex(columns=self.names, fill_value=0.0)
+            p = self.probabilities(X.reindex(columns=self.names, fill_value=0.0)
                                     .to_numpy(dtype=float))
         return pd.DataFrame({False: 1 - p, True: p}, index=X.index)
 
-    def _probabilities(self, rows: np.ndarray) -> np.ndarray:
+    def probabilities(self, rows: np.ndarray) -> np.ndarray:
+        """The latest fit's scores of a matrix of rows (columns in :attr:`names` order)."""
         if self.kind == "logistic_regression":
             weights, intercept = self._fitted
             return np.asarray(1 / (1 + np.exp(-np.clip(rows @ weights + intercept, -30, 30))))
@@ -126,5 +157,24 @@ class BatchRetrained(base.Classifier):
 
     def __deepcopy__(self, memo: dict[int, Any]) -> BatchRetrained:
         twin = copy.copy(self)
-        twin.rows, twin.labels = [], []  # a snapshot scores; the fitted model is shared
+        # A snapshot scores: the fitted model is shared, the kept rows stay behind.
+        twin.rows, twin.labels, twin.held = self.rows[:0].copy(), self.labels[:0].copy(), 0
         return twin
+
+    def __getstate__(self) -> dict[str, Any]:
+        """A pickle (a published snapshot) carries the fit, not the kept rows: 200,000
+        rows are 37 MB, and a learner publishes every hundred labels. A model loaded from
+        one keeps its fit until it holds as many rows again as that fit had
+        (:attr:`fitted_rows`), so a restart never refits on a few rows."""
+        state = dict(self.__dict__)
+        state["rows"], state["labels"], state["held"] = self.rows[:0], self.labels[:0], 0
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if isinstance(state.get("rows"), list):  # pickled before the rows were arrays
+            names = state.get("names") or ()
+            state["rows"] = np.array(state["rows"], dtype=np.float32).reshape(-1, len(names))
+            state["labels"] = np.array(state["labels"], dtype=bool)
+        state.setdefault("held", len(state["rows"]))
+        state.setdefault("fitted_rows", 0)
+        self.__dict__.update(state)

@@ -22,6 +22,10 @@ Fraud is about 1% of traffic, so every model handles the imbalance on purpose:
 - ``batch_logistic_regression`` / ``batch_gradient_boosting``: scikit-learn
   models refitted every 10,000 labels on the last 200,000 stored vectors
   (:mod:`models.batch`), the batch baseline the online champion must beat.
+- ``hybrid_gradient_boosting``: ``logistic_regression`` and
+  ``batch_gradient_boosting`` learning the same labels, scoring with the
+  mean of their log-odds
+  (:mod:`models.hybrid`; docs/models.md, "A hybrid champion").
 - ``<model>+undersample``: any of them behind a random under-sampler that
   learns from a 20/80 fraud/genuine mix (the genuine stream thinned, frauds
   all kept); scores are then over-confident, ranking is what counts.
@@ -51,6 +55,7 @@ import numpy as np
 from river import base, compose, forest, imblearn, linear_model, preprocessing, tree
 
 from models.errors import UnknownModelError
+from models.hybrid import Hybrid
 from models.linear import ScaledLogistic
 
 #: How much more a fraud label weighs than a genuine one in the logistic loss.
@@ -58,6 +63,8 @@ POSITIVE_WEIGHT = 5.0
 #: The champion learns a label no sooner than this many days after its transaction: when
 #: genuine labels come (the transaction matures), so both classes teach it at the same age.
 LEARN_AFTER_DAYS = 7.0
+#: The online model's weight in the hybrid's blend of log-odds (the batch model's: the rest).
+HYBRID_ONLINE_WEIGHT = 0.5
 #: The class mix an under-sampled model learns from.
 UNDERSAMPLED = {False: 0.8, True: 0.2}
 SEED = 42
@@ -89,6 +96,14 @@ def _batch_gradient_boosting() -> base.Classifier:
     return BatchRetrained("gradient_boosting")
 
 
+def _hybrid_gradient_boosting() -> base.Classifier:
+    from models.batch import BatchRetrained
+    from models.hybrid import Hybrid
+
+    return Hybrid(cast(ScaledLogistic, _logistic_regression()),
+                  BatchRetrained("gradient_boosting"), online_weight=HYBRID_ONLINE_WEIGHT)
+
+
 def _hoeffding_adaptive_tree() -> base.Classifier:
     return tree.HoeffdingAdaptiveTreeClassifier(
         grace_period=100, max_share_to_split=1.0, leaf_prediction="nba", seed=SEED)
@@ -112,6 +127,7 @@ MODELS: dict[str, Callable[[], base.Classifier]] = {
     "aggregated_mondrian_forest": _aggregated_mondrian_forest,
     "batch_logistic_regression": _batch_logistic_regression,
     "batch_gradient_boosting": _batch_gradient_boosting,
+    "hybrid_gradient_boosting": _hybrid_gradient_boosting,
 }
 UNDERSAMPLE = "+undersample"
 #: What River's ``*_one`` methods are typed to take (built once: a subscripted
@@ -157,6 +173,9 @@ def fraud_probabilities(model: base.Classifier, vectors: Sequence[Mapping[str, f
     >>> fraud_probabilities(build_model("hoeffding_adaptive_tree"), vectors).round(2).tolist()
     [0.0, 0.0]
     """
+    if isinstance(model, Hybrid):
+        online = fraud_probabilities(model.online, vectors, frames)
+        return model.blend(online, model.batch_rows(vectors)) if model.batch.fits else online
     if isinstance(model, ScaledLogistic):
         if not model.features:  # nothing learned yet: one score for all
             return np.full(len(vectors), fraud_probability(model, {}))
@@ -256,7 +275,7 @@ def learn(model: base.Classifier, features: Mapping[str, float], is_fraud: bool,
     """Teach ``model`` that ``features`` were (or were not) a fraud: a label that arrived
     at ``known_at`` for a transaction of ``scored_at`` (a model that waits for its
     transactions to mature uses the times; the others learn it at once)."""
-    if isinstance(model, ScaledLogistic):
+    if isinstance(model, ScaledLogistic | Hybrid):
         model.learn_one(cast(_RiverFeatures, features), is_fraud, scored_at=scored_at,
                         known_at=known_at)
         return
@@ -280,6 +299,11 @@ def learn_in_order(model: base.Classifier, vectors: Sequence[Mapping[str, float]
     """
     scored = list(scored_at) if scored_at is not None else [None] * len(vectors)
     known = list(known_at) if known_at is not None else [None] * len(vectors)
+    if isinstance(model, Hybrid):
+        learn_in_order(model.online, vectors, frauds, scored, known)
+        for features, is_fraud in zip(vectors, frauds, strict=True):
+            model.batch.learn_one(cast(_RiverFeatures, features), is_fraud)
+        return
     start = 0
     if isinstance(model, ScaledLogistic) and vectors:
         if not model.features:  # the first vector names the features

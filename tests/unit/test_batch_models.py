@@ -36,6 +36,47 @@ def test_a_batch_model_ranks_fraud_after_its_first_refit_and_pickles(name: str) 
     assert average_precision(scores, truth) > 0.6
     assert before == pytest.approx(0.0)  # the base rate before any label
     served = copy.deepcopy(model)
-    assert served.rows == [] and len(model.rows) == 4000
+    assert served.held == 0 and len(served.rows) == 0 and model.held == 4000
     again = pickle.loads(pickle.dumps(served))
     assert fraud_probability(again, test[0][0]) == pytest.approx(scores[0])
+
+
+def test_kept_rows_are_the_newest_and_a_pickle_carries_the_fit_only() -> None:
+    """The buffers keep the newest ``keep`` rows in order across compactions. A pickle (a
+    published snapshot) carries the fit, not the rows, and a model loaded from one keeps
+    that fit until it holds as many rows again; one pickled before the rows were arrays
+    loads its lists."""
+    model = BatchRetrained("logistic_regression", retrain_every=1000, keep=1000)
+    for i in range(5000):
+        model.learn_one({"i": float(i % 50), "odd": float(i % 2)}, i % 3 == 0)
+    kept = model.rows[model.held - model.keep: model.held]
+    assert kept.shape[1] == 2 and model.names == ["i", "odd"]
+    assert kept[:, 0].tolist() == [float(i % 50) for i in range(4000, 5000)]
+    assert model.labels[model.held - 1] == (4999 % 3 == 0)
+    assert (model.fits, model.fitted_rows) == (5, 1000)
+    raw = pickle.dumps(model)
+    again = pickle.loads(raw)
+    assert again.held == 0 and len(raw) < 20_000
+    probe = {"i": 3.0, "odd": 1.0}
+    served = fraud_probability(model, probe)
+    for i in range(1000):  # the refit at 6,000 labels finds 1,000 rows: it refits
+        again.learn_one({"i": float(i % 50), "odd": float(i % 2)}, i % 2 == 0)
+    assert again.fits == 6 and fraud_probability(again, probe) != served
+    restarted = pickle.loads(raw)
+    restarted.retrain_every = 500  # a refit due at 5,500 labels finds 500 rows: it waits
+    for i in range(500):
+        restarted.learn_one({"i": float(i % 50), "odd": float(i % 2)}, i % 2 == 0)
+    assert restarted.fits == 5 and fraud_probability(restarted, probe) == served
+    for i in range(500):  # at 6,000 it holds the 1,000 rows its fit had: it refits
+        restarted.learn_one({"i": float(i % 50), "odd": float(i % 2)}, i % 2 == 0)
+    assert restarted.fits == 6 and restarted.fitted_rows == 1000
+    old = model.__dict__.copy()  # the layout pickled before: lists of floats and of bools
+    old["rows"] = [[float(i), float(i % 2)] for i in range(3)]
+    old["labels"] = [True, False, False]
+    for name in ("held", "fitted_rows"):
+        del old[name]
+    legacy = BatchRetrained.__new__(BatchRetrained)
+    legacy.__setstate__(old)
+    assert legacy.held == 3 and legacy.rows.dtype == np.float32 and legacy.fitted_rows == 0
+    assert legacy.rows[:, 0].tolist() == [0.0, 1.0, 2.0] and legacy.labels.tolist() == [
+        True, False, False]

@@ -1,0 +1,99 @@
+"""An online model and a batch-refitted one, serving together: their logits blended.
+
+A model refitted in batch from time to time sees every labelled vector at
+once and ranks well between refits, but it knows nothing of what came since
+its last fit. An online model learns every label as it matures, but one
+label at a time. :class:`Hybrid` keeps both, learns every label with both,
+and scores with the weighted mean of their log-odds (``online_weight`` for
+the online one): until the batch model's first fit, the online model alone.
+
+Each part keeps its own rules: the online one learns a label once it is
+mature (:class:`~models.linear.ScaledLogistic`'s ``hold``), the batch one
+keeps every label and refits every ``retrain_every``
+(:class:`~models.batch.BatchRetrained`). A copy (what a published snapshot
+is) copies the online model and shares the batch model's latest fit.
+
+Examples
+--------
+>>> import random
+>>> from models.batch import BatchRetrained
+>>> from models.linear import ScaledLogistic
+>>> rnd = random.Random(2)
+>>> model = Hybrid(ScaledLogistic(lr=0.01), BatchRetrained("logistic_regression",
+...                                                        retrain_every=300))
+>>> rows = [(x, x + rnd.gauss(0, 0.5) > 1.5) for x in (rnd.gauss(0, 1) for _ in range(600))]
+>>> for x, y in rows[:200]:
+...     model.learn_one({"x": x}, y)
+>>> model.batch.fits, model.predict_proba_one({"x": 2.0}) == model.online.predict_proba_one(
+...     {"x": 2.0})  # no fit yet: the online model alone
+(0, True)
+>>> for x, y in rows[200:]:
+...     model.learn_one({"x": x}, y)
+>>> p = model.predict_proba_one({"x": 2.0})[True]
+>>> online, batch = (part.predict_proba_one({"x": 2.0})[True] for part in model.parts)
+>>> model.batch.fits, bool(np.isclose(_logit(p), 0.7 * _logit(online) + 0.3 * _logit(batch)))
+(2, True)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from river import base
+
+from models.batch import BatchRetrained
+from models.linear import ScaledLogistic
+
+
+class Hybrid(base.Classifier):
+    """:class:`~models.linear.ScaledLogistic` and :class:`~models.batch.BatchRetrained`,
+    blended in log-odds."""
+
+    def __init__(self, online: ScaledLogistic, batch: BatchRetrained,
+                 online_weight: float = 0.7) -> None:
+        if not 0.0 <= online_weight <= 1.0:
+            raise ValueError(f"online_weight: {online_weight} is not between 0 and 1")
+        self.online = online
+        self.batch = batch
+        self.online_weight = online_weight
+
+    @property
+    def parts(self) -> tuple[ScaledLogistic, BatchRetrained]:
+        return self.online, self.batch
+
+    def learn_one(self, x: dict[Hashable, Any], y: Any, *, scored_at: float | None = None,
+                  known_at: float | None = None) -> None:
+        self.online.learn_one(x, y, scored_at=scored_at, known_at=known_at)
+        self.batch.learn_one(x, y)
+
+    def predict_proba_one(self, x: dict[Hashable, Any],
+                          **kwargs: Any) -> dict[base.typing.ClfTarget, float]:
+        online = self.online.predict_proba_one(x)[True]
+        if not self.batch.fits:
+            return {False: 1.0 - online, True: online}
+        p = float(self.blend(np.array([online]), self.batch_rows([x]))[0])
+        return {False: 1.0 - p, True: p}
+
+    def batch_rows(self, vectors: Sequence[Mapping[Any, float]]) -> np.ndarray:
+        """The batch model's scores of ``vectors`` (its latest fit)."""
+        names = self.batch.names or []
+        rows = np.array([[float(v.get(n, 0.0)) for n in names] for v in vectors], dtype=float)
+        return self.batch.probabilities(rows.reshape(len(vectors), len(names)))
+
+    def blend(self, online: np.ndarray, batch: np.ndarray) -> np.ndarray:
+        """The blended probabilities of the two parts' (before the first fit: ``online``)."""
+        if not self.batch.fits:
+            return online
+        w = self.online_weight
+        return np.asarray(_sigmoid(w * _logit(online) + (1.0 - w) * _logit(batch)))
+
+
+def _logit(p: Any) -> Any:
+    clipped = np.clip(p, 1e-9, 1 - 1e-9)
+    return np.log(clipped / (1 - clipped))
+
+
+def _sigmoid(z: Any) -> Any:
+    return 1.0 / (1.0 + np.exp(-np.clip(z, -30, 30)))
