@@ -80,3 +80,26 @@ def test_kept_rows_are_the_newest_and_a_pickle_carries_the_fit_only() -> None:
     assert legacy.held == 3 and legacy.rows.dtype == np.float32 and legacy.fitted_rows == 0
     assert legacy.rows[:, 0].tolist() == [0.0, 1.0, 2.0] and legacy.labels.tolist() == [
         True, False, False]
+
+
+def test_gradient_boosting_scores_as_scikit_learn_does_also_from_an_old_pickle() -> None:
+    """The fit is kept as flat trees (:mod:`models.trees`) and scores as scikit-learn's own
+    predictor; a snapshot that pickled scikit-learn's model loads as flat trees."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(3000, 4))
+    x[::11, 2] = np.nan  # missing values go where each node sends them
+    y = (x[:, 0] > 1.0) | (np.nan_to_num(x[:, 2]) < -1.5)
+    fitted = HistGradientBoostingClassifier(max_iter=40, random_state=42).fit(x, y)
+    old = BatchRetrained("gradient_boosting").__dict__.copy()
+    old.update(names=["a", "b", "c", "d"], rows=[], labels=[], _fitted=fitted, fits=1)
+    for key in ("held", "fitted_rows"):
+        del old[key]
+    model = BatchRetrained.__new__(BatchRetrained)
+    model.__setstate__(old)
+    probe = x[:200]
+    assert np.allclose(model.probabilities(probe), fitted.predict_proba(probe)[:, 1],
+                       rtol=1e-12, atol=0)
+    assert fraud_probability(model, {"a": 2.0, "b": 0.0, "c": np.nan, "d": 0.0}) == \
+        pytest.approx(fitted.predict_proba([[2.0, 0.0, np.nan, 0.0]])[0, 1], rel=1e-12)
