@@ -67,8 +67,9 @@ class BatchRetrained(base.Classifier):
         self.held = 0
         self.learned = 0
         self.fits = 0
-        #: The rows the latest fit learned from.
+        #: The rows the latest fit learned from, and the frauds among them.
         self.fitted_rows = 0
+        self.fitted_frauds = 0
         self._fitted: Any = None
         self._base_rate = 0.0
 
@@ -130,7 +131,7 @@ class BatchRetrained(base.Classifier):
                     max_iter=200, learning_rate=0.1, random_state=self.seed).fit(x, y)
             self._fitted = FlatTrees.of(fitted)  # scored in numpy: 0.1 ms a row, not 3
         self.fits += 1
-        self.fitted_rows = len(y)
+        self.fitted_rows, self.fitted_frauds = len(y), int(y.sum())
 
     def predict_proba_one(self, x: dict[Any, Any], **kwargs: Any) -> dict[Any, float]:
         if self._fitted is None or self.names is None:
@@ -179,6 +180,7 @@ class BatchRetrained(base.Classifier):
             state["labels"] = np.array(state["labels"], dtype=bool)
         state.setdefault("held", len(state["rows"]))
         state.setdefault("fitted_rows", 0)
+        state.setdefault("fitted_frauds", 0)
         fitted = state.get("_fitted")
         if fitted is not None and not isinstance(fitted, tuple | FlatTrees):
             state["_fitted"] = FlatTrees.of(fitted)  # scikit-learn's, pickled before

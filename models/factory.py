@@ -24,7 +24,7 @@ Fraud is about 1% of traffic, so every model handles the imbalance on purpose:
   (:mod:`models.batch`), the batch baseline the online champion must beat.
 - ``hybrid_gradient_boosting``: ``logistic_regression`` and
   ``batch_gradient_boosting`` learning the same labels, scoring with the
-  mean of their log-odds
+  mean of their log-odds once the batch fit has seen 500 frauds
   (:mod:`models.hybrid`; docs/models.md, "A hybrid champion").
 - ``<model>+undersample``: any of them behind a random under-sampler that
   learns from a 20/80 fraud/genuine mix (the genuine stream thinned, frauds
@@ -65,6 +65,8 @@ POSITIVE_WEIGHT = 5.0
 LEARN_AFTER_DAYS = 7.0
 #: The online model's weight in the hybrid's blend of log-odds (the batch model's: the rest).
 HYBRID_ONLINE_WEIGHT = 0.5
+#: ... once the batch model's fit learned from this many frauds (before: the online one alone).
+HYBRID_MIN_FRAUDS = 500
 #: The class mix an under-sampled model learns from.
 UNDERSAMPLED = {False: 0.8, True: 0.2}
 SEED = 42
@@ -101,7 +103,8 @@ def _hybrid_gradient_boosting() -> base.Classifier:
     from models.hybrid import Hybrid
 
     return Hybrid(cast(ScaledLogistic, _logistic_regression()),
-                  BatchRetrained("gradient_boosting"), online_weight=HYBRID_ONLINE_WEIGHT)
+                  BatchRetrained("gradient_boosting"), online_weight=HYBRID_ONLINE_WEIGHT,
+                  min_frauds=HYBRID_MIN_FRAUDS)
 
 
 def _hoeffding_adaptive_tree() -> base.Classifier:
@@ -175,7 +178,7 @@ def fraud_probabilities(model: base.Classifier, vectors: Sequence[Mapping[str, f
     """
     if isinstance(model, Hybrid):
         online = fraud_probabilities(model.online, vectors, frames)
-        return model.blend(online, model.batch_rows(vectors)) if model.batch.fits else online
+        return model.blend(online, model.batch_rows(vectors)) if model.blending else online
     if isinstance(model, ScaledLogistic):
         if not model.features:  # nothing learned yet: one score for all
             return np.full(len(vectors), fraud_probability(model, {}))

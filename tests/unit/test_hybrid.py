@@ -44,6 +44,7 @@ def _small() -> Hybrid:
 def test_the_zoo_builds_the_champion_and_gradient_boosting_blended_evenly() -> None:
     model = build_model("hybrid_gradient_boosting")
     assert isinstance(model, Hybrid) and model.online_weight == HYBRID_ONLINE_WEIGHT == 0.5
+    assert model.min_frauds == 500
     assert model.online.hold == 7 * DAY and model.batch.kind == "gradient_boosting"
     with pytest.raises(ValueError, match="online_weight"):
         Hybrid(ScaledLogistic(), BatchRetrained(), 1.5)
@@ -84,6 +85,22 @@ def test_the_blend_ranks_better_than_either_part_where_they_see_different_things
                              ("hybrid", model))}
     assert ap["hybrid"] >= max(ap["online"], ap["batch"]) - 0.02, ap
     assert ap["hybrid"] > ap["online"] + 0.05, ap
+
+
+def test_the_batch_model_takes_part_once_its_fit_has_seen_enough_frauds() -> None:
+    model = Hybrid(ScaledLogistic(lr=0.01), BatchRetrained("gradient_boosting",
+                                                           retrain_every=500), 0.5, 100)
+    rows = _stream(3000, 4)
+    probe = [x for x, _, _ in rows[:20]]
+    for i, (x, y, _) in enumerate(rows):
+        learn(model, x, y)
+        if model.batch.fits == 1 and i % 500 == 499:
+            assert model.batch.fitted_frauds < 100 and not model.blending
+            assert np.array_equal(fraud_probabilities(model, probe),
+                                  fraud_probabilities(model.online, probe))
+    assert model.blending and model.batch.fitted_frauds >= 100
+    assert not np.allclose(fraud_probabilities(model, probe),
+                           fraud_probabilities(model.online, probe))
 
 
 def test_learning_in_order_equals_one_by_one_and_a_snapshot_scores_alike() -> None:
