@@ -36,6 +36,9 @@ Examples
 from __future__ import annotations
 
 import copy
+import functools
+import logging
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -45,6 +48,45 @@ from threadpoolctl import threadpool_limits
 from models.trees import FlatTrees
 
 KINDS = ("logistic_regression", "gradient_boosting")
+log = logging.getLogger(__name__)
+
+
+def fit(kind: str, x: np.ndarray, y: np.ndarray, seed: int) -> Any:
+    """A ``kind`` model fitted on ``x`` and ``y``, in the form :class:`BatchRetrained` scores
+    with: a linear model's (weights, intercept) on raw inputs, or :class:`FlatTrees`."""
+    if kind == "logistic_regression":
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500))
+        model.fit(x, y)
+        scaler, regression = model[0], model[1]
+        scale = np.where(scaler.scale_ > 0, scaler.scale_, 1.0)
+        weights = regression.coef_[0] / scale
+        return weights, float(regression.intercept_[0] - weights @ scaler.mean_)
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    with threadpool_limits(1):  # OpenMP on 2 loaded cores: 40 s for a 1 s fit
+        fitted = HistGradientBoostingClassifier(
+            max_iter=200, learning_rate=0.1, random_state=seed).fit(x, y)
+    return FlatTrees.of(fitted)  # scored in numpy: 0.1 ms a row, not 3
+
+
+@functools.cache
+def _background() -> ThreadPoolExecutor:
+    """The one thread background fits run in (one at a time, in any number of models)."""
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-fit")
+
+
+def in_background(model: base.Classifier) -> None:
+    """Make ``model``'s batch fits (its own, or a hybrid's batch part's) run in a thread:
+    a learner in an event loop goes on learning and publishing while a 200,000-row
+    fit takes its 13 s. An embedded run keeps fitting in line, so that it replays the
+    same way every time."""
+    for part in (model, getattr(model, "batch", None)):
+        if isinstance(part, BatchRetrained):
+            part.background = True
 
 
 class BatchRetrained(base.Classifier):
@@ -72,8 +114,13 @@ class BatchRetrained(base.Classifier):
         self.fitted_frauds = 0
         self._fitted: Any = None
         self._base_rate = 0.0
+        #: Fit in a thread, so that a learner's event loop goes on (:func:`in_background`);
+        #: the fit running, and the labels it learns from.
+        self.background = False
+        self._pending: tuple[Future[Any], np.ndarray] | None = None
 
     def learn_one(self, x: dict[Any, Any], y: Any, **kwargs: Any) -> None:
+        self.poll()
         if self.names is None:
             self.names = sorted(x)
         if self.held == len(self.rows):
@@ -106,32 +153,35 @@ class BatchRetrained(base.Classifier):
     def _fit(self) -> None:
         if self.held < min(self.keep, self.fitted_rows):
             return  # fewer rows than the fit being served had (after a restart): keep it
+        if self._pending is not None:
+            return  # a fit is still running in the background: this one is skipped
         low = max(0, self.held - self.keep)
-        y = self.labels[low: self.held]
+        y = self.labels[low: self.held].copy()
         self._base_rate = float(y.mean())
         if y.all() or not y.any():
             return
-        x = self.rows[low: self.held].astype(float)
-        if self.kind == "logistic_regression":
-            from sklearn.linear_model import LogisticRegression
-            from sklearn.pipeline import make_pipeline
-            from sklearn.preprocessing import StandardScaler
+        x = self.rows[low: self.held].astype(float)  # (a copy: the buffers move on)
+        if not self.background:
+            self._adopt(fit(self.kind, x, y, self.seed), y)
+            return
+        self._pending = (_background().submit(fit, self.kind, x, y, self.seed), y)
 
-            model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500))
-            model.fit(x, y)
-            scaler, regression = model[0], model[1]
-            scale = np.where(scaler.scale_ > 0, scaler.scale_, 1.0)
-            weights = regression.coef_[0] / scale
-            self._fitted = (weights, float(regression.intercept_[0] - weights @ scaler.mean_))
-        else:
-            from sklearn.ensemble import HistGradientBoostingClassifier
-
-            with threadpool_limits(1):  # OpenMP on 2 loaded cores: 40 s for a 1 s fit
-                fitted = HistGradientBoostingClassifier(
-                    max_iter=200, learning_rate=0.1, random_state=self.seed).fit(x, y)
-            self._fitted = FlatTrees.of(fitted)  # scored in numpy: 0.1 ms a row, not 3
+    def _adopt(self, fitted: Any, y: np.ndarray) -> None:
+        self._fitted = fitted
         self.fits += 1
         self.fitted_rows, self.fitted_frauds = len(y), int(y.sum())
+
+    def poll(self) -> None:
+        """Serve a fit that finished in the background (the learner calls this with each
+        label; a fit that failed is logged and the one before serves on)."""
+        if self._pending is None or not self._pending[0].done():
+            return
+        future, y = self._pending
+        self._pending = None
+        try:
+            self._adopt(future.result(), y)
+        except Exception:  # a failed refit must not stop the learner
+            log.exception("batch model: a background refit failed; the last fit serves on")
 
     def predict_proba_one(self, x: dict[Any, Any], **kwargs: Any) -> dict[Any, float]:
         if self._fitted is None or self.names is None:
@@ -162,6 +212,7 @@ class BatchRetrained(base.Classifier):
         twin = copy.copy(self)
         # A snapshot scores: the fitted model is shared, the kept rows stay behind.
         twin.rows, twin.labels, twin.held = self.rows[:0].copy(), self.labels[:0].copy(), 0
+        twin._pending = None
         return twin
 
     def __getstate__(self) -> dict[str, Any]:
@@ -171,6 +222,7 @@ class BatchRetrained(base.Classifier):
         (:attr:`fitted_rows`), so a restart never refits on a few rows."""
         state = dict(self.__dict__)
         state["rows"], state["labels"], state["held"] = self.rows[:0], self.labels[:0], 0
+        state["_pending"] = None  # a fit still running is lost with its thread
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -181,6 +233,8 @@ class BatchRetrained(base.Classifier):
         state.setdefault("held", len(state["rows"]))
         state.setdefault("fitted_rows", 0)
         state.setdefault("fitted_frauds", 0)
+        state.setdefault("background", False)
+        state.setdefault("_pending", None)
         fitted = state.get("_fitted")
         if fitted is not None and not isinstance(fitted, tuple | FlatTrees):
             state["_fitted"] = FlatTrees.of(fitted)  # scikit-learn's, pickled before

@@ -27,6 +27,7 @@ from river import base
 from features.events import Label
 from features.store import FeatureStore, ScoredRecord
 from features.vector import FEATURE_SET_VERSION
+from models.batch import in_background
 from models.errors import (
     ChampionChangedError,
     JournalMismatchError,
@@ -118,6 +119,7 @@ class Learner:
                 raise
             log.error("refusing the champion: %s; resuming from version %d", exc, sound[-1])
             meta, model = await registry.load(sound[-1])
+        in_background(model)  # a batch refit must not stall the worker's event loop
         learner = cls(model, meta, registry, store, snapshot_every_labels,
                       quality=quality or Prequential(), shadow_name=shadow_name,
                       refused_champion=refused)
@@ -254,6 +256,7 @@ class Learner:
             log.error("refusing the champion: %s; the next snapshot replaces it", exc)
             return False
         self.refused_champion = None  # a sound champion again (an operator's doing)
+        in_background(self.model)
         journal = await self.registry.journal()
         _replay(self.model, journal)
         self.unpublished = len(journal)

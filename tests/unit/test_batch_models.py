@@ -103,3 +103,43 @@ def test_gradient_boosting_scores_as_scikit_learn_does_also_from_an_old_pickle()
                        rtol=1e-12, atol=0)
     assert fraud_probability(model, {"a": 2.0, "b": 0.0, "c": np.nan, "d": 0.0}) == \
         pytest.approx(fitted.predict_proba([[2.0, 0.0, np.nan, 0.0]])[0, 1], rel=1e-12)
+
+
+def test_a_fit_in_the_background_lets_the_event_loop_go_on_and_then_serves() -> None:
+    """With :func:`in_background` a refit runs in a thread: an event loop keeps its timer
+    ticking while it runs, learning goes on, and the next label after it finishes
+    serves its fit (the same fit as in line, on the same rows)."""
+    import asyncio
+    import time
+
+    from models.batch import in_background
+
+    rnd = random.Random(9)
+    rows = [({"a": rnd.gauss(0, 1), "b": rnd.random(), **{f"n{i}": rnd.random() for i in range(6)}},
+             False) for _ in range(40_000)]
+    rows = [(x, (x["a"] > 1.8 and x["b"] < 0.5) or rnd.random() < 0.01) for x, _ in rows]
+    inline = BatchRetrained("gradient_boosting", retrain_every=40_000)
+    threaded = BatchRetrained("gradient_boosting", retrain_every=40_000)
+    in_background(threaded)
+    for model in (inline, threaded):
+        for x, y in rows:
+            model.learn_one(x, y)
+    assert inline.fits == 1 and threaded.fits == 0 and threaded._pending is not None
+
+    async def ticking() -> tuple[float, float]:
+        """How long the fit ran, and the longest gap between 5 ms ticks meanwhile."""
+        longest, began = 0.0, time.perf_counter()
+        last = began
+        while threaded._pending is not None and not threaded._pending[0].done():
+            await asyncio.sleep(0.005)
+            now = time.perf_counter()
+            longest, last = max(longest, now - last), now
+        return last - began, longest
+
+    ran, longest = asyncio.run(ticking())
+    assert ran > 0.1 and longest < ran / 4, (ran, longest)  # never held for the fit's length
+    threaded.learn_one({"a": 0.0, "b": 0.0}, False)  # the next label adopts the fit
+    assert threaded.fits == 1 and threaded.fitted_rows == 40_000
+    probe = np.array([[2.5, 0.1] + [0.5] * 6, [0.0, 0.9] + [0.5] * 6])
+    assert np.allclose(threaded.probabilities(probe), inline.probabilities(probe))
+    assert pickle.loads(pickle.dumps(threaded))._pending is None
