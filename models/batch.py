@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import io
 import logging
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -79,14 +80,22 @@ def _background() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-fit")
 
 
+def batch_part(model: base.Classifier) -> BatchRetrained | None:
+    """``model`` itself if it is a batch model, a hybrid's batch part, else None."""
+    for part in (model, getattr(model, "batch", None)):
+        if isinstance(part, BatchRetrained):
+            return part
+    return None
+
+
 def in_background(model: base.Classifier) -> None:
     """Make ``model``'s batch fits (its own, or a hybrid's batch part's) run in a thread:
     a learner in an event loop goes on learning and publishing while a 200,000-row
     fit takes its 13 s. An embedded run keeps fitting in line, so that it replays the
     same way every time."""
-    for part in (model, getattr(model, "batch", None)):
-        if isinstance(part, BatchRetrained):
-            part.background = True
+    part = batch_part(model)
+    if part is not None:
+        part.background = True
 
 
 class BatchRetrained(base.Classifier):
@@ -118,9 +127,14 @@ class BatchRetrained(base.Classifier):
         #: the fit running, and the labels it learns from.
         self.background = False
         self._pending: tuple[Future[Any], np.ndarray] | None = None
+        #: Imported rows hold the labels up to this count (:meth:`import_rows`).
+        self._counted_until = 0
 
     def learn_one(self, x: dict[Any, Any], y: Any, **kwargs: Any) -> None:
         self.poll()
+        if self.learned < self._counted_until:  # already among the imported rows
+            self.learned += 1
+            return
         if self.names is None:
             self.names = sorted(x)
         if self.held == len(self.rows):
@@ -170,6 +184,34 @@ class BatchRetrained(base.Classifier):
         self._fitted = fitted
         self.fits += 1
         self.fitted_rows, self.fitted_frauds = len(y), int(y.sum())
+
+    def export_rows(self) -> bytes:
+        """The kept rows, labels and names, and how many labels had been learned then, as
+        numpy's ``.npz`` (no pickle: loading it runs no code)."""
+        low = max(0, self.held - self.keep)
+        out = io.BytesIO()
+        np.savez(out, rows=self.rows[low: self.held], labels=self.labels[low: self.held],
+                 names=np.array(self.names or [], dtype=str),
+                 learned=np.array([self.learned], dtype=np.int64))
+        return out.getvalue()
+
+    def import_rows(self, raw: bytes) -> None:
+        """Take back rows :meth:`export_rows` wrote (a model loaded from a snapshot, which
+        carries none). The labels learned after them come again from the journal; those
+        the rows already hold (learned before the export, after the snapshot) are counted,
+        not kept twice. Rows of other features are refused."""
+        with np.load(io.BytesIO(raw), allow_pickle=False) as data:
+            names = data["names"].tolist()
+            if self.names is not None and names != self.names:
+                raise ValueError(f"training rows: features {len(names)} do not match the "
+                                 f"model's {len(self.names)}")
+            rows, labels = data["rows"].astype(np.float32), data["labels"].astype(bool)
+            learned = int(data["learned"][0])
+        if len(rows) != len(labels) or (len(rows) and rows.shape[1] != len(names)):
+            raise ValueError("training rows: rows, labels and names do not agree")
+        self.names = names or self.names
+        self.rows, self.labels, self.held = rows, labels, len(rows)
+        self._counted_until = learned
 
     def poll(self) -> None:
         """Serve a fit that finished in the background (the learner calls this with each
@@ -235,6 +277,7 @@ class BatchRetrained(base.Classifier):
         state.setdefault("fitted_frauds", 0)
         state.setdefault("background", False)
         state.setdefault("_pending", None)
+        state.setdefault("_counted_until", 0)
         fitted = state.get("_fitted")
         if fitted is not None and not isinstance(fitted, tuple | FlatTrees):
             state["_fitted"] = FlatTrees.of(fitted)  # scikit-learn's, pickled before

@@ -24,7 +24,7 @@ Fraud is about 1% of traffic, so every model handles the imbalance on purpose:
   (:mod:`models.batch`), the batch baseline the online champion must beat.
 - ``hybrid_gradient_boosting``: ``logistic_regression`` and
   ``batch_gradient_boosting`` learning the same labels, scoring with the
-  mean of their log-odds once the batch fit has seen 500 frauds
+  mean of their log-odds once the batch fit has seen 300 frauds
   (:mod:`models.hybrid`; docs/models.md, "A hybrid champion").
 - ``<model>+undersample``: any of them behind a random under-sampler that
   learns from a 20/80 fraud/genuine mix (the genuine stream thinned, frauds
@@ -66,7 +66,7 @@ LEARN_AFTER_DAYS = 7.0
 #: The online model's weight in the hybrid's blend of log-odds (the batch model's: the rest).
 HYBRID_ONLINE_WEIGHT = 0.5
 #: ... once the batch model's fit learned from this many frauds (before: the online one alone).
-HYBRID_MIN_FRAUDS = 500
+HYBRID_MIN_FRAUDS = 300
 #: The class mix an under-sampled model learns from.
 UNDERSAMPLED = {False: 0.8, True: 0.2}
 SEED = 42

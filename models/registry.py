@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import pickle
 import struct
 from collections.abc import Awaitable, Callable, Sequence
@@ -137,7 +138,11 @@ class JournalEntry:
 
 #: The first byte of a packed journal entry (a JSON one starts with ``{``), and of one
 #: with its two times (scored, known) packed after the truth.
+log = logging.getLogger(__name__)
+
 _PACKED = 0x01
+#: What a training-rows blob is signed with, in place of a snapshot's metadata.
+_TRAINING = b"training-rows"
 _TIMED = 0x02
 _TIMES = struct.Struct("<dd")
 _FEATURES = frozenset(FEATURE_NAMES)
@@ -422,6 +427,26 @@ class ModelRegistry:
     async def audit(self) -> list[AuditEntry]:
         raw: list[Any] = await self.client.lrange(f"{self._base}:audit", 0, -1)
         return [AuditEntry(**json.loads(item)) for item in raw]
+
+    async def save_training_rows(self, raw: bytes) -> None:
+        """Keep a batch model's training rows, signed (a snapshot leaves them out: see
+        :mod:`models.batch`), for a learner that starts again."""
+        await self._check_fence()
+        await self.client.hset(self.key("training"), mapping={
+            "blob": raw, "sig": sign(self._key, _TRAINING, raw)})
+
+    async def training_rows(self) -> bytes | None:
+        """The rows :meth:`save_training_rows` kept (None: none, or a signature that does
+        not match, which is logged: the model then gathers its rows again)."""
+        fields: dict[Any, Any] = await self.client.hgetall(self.key("training"))
+        blob, sig = fields.get(b"blob"), fields.get(b"sig")
+        if blob is None or sig is None:
+            return None
+        if not hmac.compare_digest(sign(self._key, _TRAINING, bytes(blob)).encode(), bytes(sig)):
+            log.error("%s: the training rows' signature does not match; not using them",
+                      self.key("training"))
+            return None
+        return bytes(blob)
 
     async def load(self, version: int | None = None) -> tuple[SnapshotMeta, base.Classifier]:
         """The snapshot ``version`` (default: the champion), verified, then unpickled."""

@@ -10,6 +10,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator
 
+import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -624,3 +625,59 @@ async def test_a_scorer_waits_for_the_labels_that_came_before_its_transactions(
     assert time.monotonic() - began >= 0.3  # it did wait first
     assert await pipeline.store.scored("d") is not None
     assert prometheus.get_sample_value("fraudstream_scoring_hold_stalls_total") == 1
+
+
+async def test_a_batch_part_keeps_its_training_rows_across_a_restart(
+    registry: ModelRegistry,
+) -> None:
+    """A hybrid's batch part fits in the background; after each new fit the learner saves
+    its training rows (signed) beside the snapshots, which leave them out. A learner
+    started again takes them back, counting the journal's labels they already hold once,
+    and its next refit learns from all of them."""
+    import io
+    import random
+
+    from features.vector import EntityState, view
+    from models.batch import BatchRetrained
+    from models.hybrid import Hybrid
+    from models.linear import ScaledLogistic
+
+    rnd = random.Random(7)
+    store = MemoryFeatureStore()
+    model = Hybrid(ScaledLogistic(lr=0.01), BatchRetrained("gradient_boosting",
+                                                           retrain_every=300), 0.5, 0)
+    await registry.publish(model, SnapshotMeta(0, None, "hybrid", 0, 0, None))
+    learner = await Learner.start(registry, store, "hybrid", 100)
+    part = learner.model.batch
+    assert part.background
+
+    async def feed(first: int, count: int) -> None:
+        for i in range(first, first + count):
+            t = Transaction(f"t{i}", f"c{i % 40}", "p1", rnd.uniform(1, 100), 60.0 * i)
+            fraud = t.amount > 80 and rnd.random() < 0.7
+            features = dict(view(EntityState(), t))
+            await store.save([(None, ScoredRecord(t.txn_id, t.card_id, "p1", t.event_time,
+                                                  features, 0.1, 1))])  # type: ignore[list-item]
+            await learner.learn_many([Label(t.txn_id, fraud, t.event_time + 10.0, t.card_id)])
+
+    await feed(0, 300)  # the 300th label starts a fit in the background
+    assert part.fits == 0 and part._pending is not None
+    while not part._pending[0].done():
+        await asyncio.sleep(0.01)
+    await feed(300, 150)  # the next label adopts it; the snapshot at 400 saves the rows
+    raw = await registry.training_rows()
+    assert part.fits == 1 and raw is not None
+    with np.load(io.BytesIO(raw)) as saved:  # the rows kept at the snapshot of label 400
+        assert saved["rows"].shape == (400, len(part.names or ())) and saved["learned"][0] == 400
+    # the process dies at 450 labels: the snapshot (400) has no rows, the journal 50 labels
+    again = await Learner.start(registry, store, "hybrid", 100)
+    resumed = again.model.batch
+    assert again.labels_learned == 450 and resumed.learned == 450
+    assert resumed.held == 450 and np.array_equal(resumed.rows[:400], part.rows[:400])
+    assert resumed.fits == 1
+    learner = again
+    await feed(450, 150)  # at 600 it refits on all 600 rows, none lost, none twice
+    while resumed._pending is not None and not resumed._pending[0].done():
+        await asyncio.sleep(0.01)
+    await feed(600, 1)
+    assert resumed.fits == 2 and resumed.fitted_rows == 600

@@ -44,7 +44,7 @@ def _small() -> Hybrid:
 def test_the_zoo_builds_the_champion_and_gradient_boosting_blended_evenly() -> None:
     model = build_model("hybrid_gradient_boosting")
     assert isinstance(model, Hybrid) and model.online_weight == HYBRID_ONLINE_WEIGHT == 0.5
-    assert model.min_frauds == 500
+    assert model.min_frauds == 300
     assert model.online.hold == 7 * DAY and model.batch.kind == "gradient_boosting"
     with pytest.raises(ValueError, match="online_weight"):
         Hybrid(ScaledLogistic(), BatchRetrained(), 1.5)
