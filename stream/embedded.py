@@ -91,7 +91,7 @@ class Promotion:
 class EmbeddedOptions:
     """What to run: the champion, challengers, snapshots, batches, detectors."""
 
-    model: str = "logistic_regression"
+    model: str = "hybrid_gradient_boosting"
     compare: tuple[str, ...] = ()
     snapshot_every_labels: int = 100
     #: The frozen baseline stops learning this many days after the first transaction's

@@ -16,7 +16,7 @@ Examples
 >>> labels = [Label(t, f, 300 * 600.0) for t, f in truth.items()]
 >>> result = run_embedded(events + labels, EmbeddedOptions(drift=None, freeze_after_days=None))
 >>> card = scorecard(result, truth, ScorecardOptions(warm_up_days=0))
->>> card["models"]["logistic_regression"]["overall"]["frauds"]
+>>> card["models"]["hybrid_gradient_boosting"]["overall"]["frauds"]
 6.0
 >>> card["run"]["labels_learned"]
 300

@@ -316,7 +316,9 @@ class ApiSettings(_Section):
 class ModelSettings(_Section):
     """The online model and its snapshots."""
 
-    name: str = "logistic_regression"
+    #: The champion's model (docs/models.md): the online logistic regression and a gradient
+    #: boosting refitted every 10,000 labels, blended.
+    name: str = "hybrid_gradient_boosting"
     #: Models that learn beside the champion and score in shadow (JSON list in the env).
     challengers: tuple[str, ...] = ()
     #: The operating threshold: scores at or above it are flagged (for the metrics).

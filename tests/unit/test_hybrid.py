@@ -115,3 +115,10 @@ def test_learning_in_order_equals_one_by_one_and_a_snapshot_scores_alike() -> No
     for snapshot in (copy.deepcopy(one), pickle.loads(pickle.dumps(one))):
         assert snapshot.batch.held == 0  # it scores with the fit, not the kept rows
         assert np.allclose(fraud_probabilities(snapshot, probe), fraud_probabilities(one, probe))
+
+
+def test_the_worker_and_the_embedded_run_default_to_the_same_champion() -> None:
+    from stream.embedded import EmbeddedOptions
+    from stream.settings import ModelSettings
+
+    assert ModelSettings().name == EmbeddedOptions().model == "hybrid_gradient_boosting"

@@ -35,6 +35,8 @@ from stream.scorecard import ScorecardOptions
 from stream.scorecardcmd import Plan, replay_and_judge, write
 
 DAY = 86400.0
+#: The champion an embedded run and the scorecard command score with by default.
+CHAMPION = EmbeddedOptions().model
 #: Small windows and no maturity wait, so that detectors run on a short scenario.
 FAST_DRIFT = DriftConfig(reference_size=800, window_size=800, check_every=200,
                          reference_days=0, state_maturity_days=0, warm_up=300,
@@ -87,9 +89,9 @@ def _truth_arrays(plan: Plan, result_ids: list[str]) -> np.ndarray:
 def test_daily_metrics_equal_scikit_learn_and_the_reference_cp_at_k(shifted) -> None:
     plan, card, _, result = shifted
     truth = _truth_arrays(plan, result.txn_ids)
-    scores = result.scores["logistic_regression"]
+    scores = result.scores[CHAMPION]
     days = np.floor(result.times / DAY) * DAY
-    daily = card["models"]["logistic_regression"]["daily"]
+    daily = card["models"][CHAMPION]["daily"]
     checked = 0
     for i, day in enumerate(daily["day"]):
         on = days == day
@@ -103,11 +105,11 @@ def test_daily_metrics_equal_scikit_learn_and_the_reference_cp_at_k(shifted) -> 
         else:
             assert daily["average_precision"][i] is None or y.sum() > 0
     assert checked >= 20
-    overall = card["models"]["logistic_regression"]["overall"]
+    overall = card["models"][CHAMPION]["overall"]
     assert overall["average_precision"] == pytest.approx(average_precision_score(truth, scores))
     assert overall["transactions"] == len(truth)
     # The frozen baseline and the challenger were scored on every transaction too.
-    assert set(card["models"]) == {"logistic_regression", "hoeffding_adaptive_tree", "frozen"}
+    assert set(card["models"]) == {CHAMPION, "hoeffding_adaptive_tree", "frozen"}
 
 
 def test_report_and_plots_exist_and_show_something(shifted) -> None:
@@ -187,8 +189,8 @@ def test_scorecard_command_runs_a_foreign_file(tmp_path: Path, capsys) -> None:
     assert card["change_points"] == []
     assert card["run"]["transactions"] == simulation.transactions.height
     assert card["label_delay"]["all"]["p50_days"] == pytest.approx(2.0)
-    assert not math.isnan(card["models"]["logistic_regression"]["overall"]["roc_auc"])
-    assert "logistic_regression" in capsys.readouterr().out
+    assert not math.isnan(card["models"][CHAMPION]["overall"]["roc_auc"])
+    assert CHAMPION in capsys.readouterr().out
 
 
 def test_judging_counts_alarms_past_the_maximum_delay_as_false() -> None:
