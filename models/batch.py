@@ -195,11 +195,13 @@ class BatchRetrained(base.Classifier):
                  learned=np.array([self.learned], dtype=np.int64))
         return out.getvalue()
 
-    def import_rows(self, raw: bytes) -> None:
+    def import_rows(self, raw: bytes, replayed: int = 0) -> None:
         """Take back rows :meth:`export_rows` wrote (a model loaded from a snapshot, which
-        carries none). The labels learned after them come again from the journal; those
-        the rows already hold (learned before the export, after the snapshot) are counted,
-        not kept twice. Rows of other features are refused."""
+        carries none). The ``replayed`` labels to be learned next (the journal since the
+        snapshot) that the rows already hold (learned after the snapshot, before the export)
+        are counted, not kept twice; after a rollback to an older snapshot the rows hold
+        labels it never learned, and the next labels are all kept. Rows of other features
+        are refused."""
         with np.load(io.BytesIO(raw), allow_pickle=False) as data:
             names = data["names"].tolist()
             if self.names is not None and names != self.names:
@@ -211,7 +213,7 @@ class BatchRetrained(base.Classifier):
             raise ValueError("training rows: rows, labels and names do not agree")
         self.names = names or self.names
         self.rows, self.labels, self.held = rows, labels, len(rows)
-        self._counted_until = learned
+        self._counted_until = self.learned + min(max(0, learned - self.learned), replayed)
 
     def poll(self) -> None:
         """Serve a fit that finished in the background (the learner calls this with each

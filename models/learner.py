@@ -125,8 +125,8 @@ class Learner:
         learner = cls(model, meta, registry, store, snapshot_every_labels,
                       quality=quality or Prequential(), shadow_name=shadow_name,
                       refused_champion=refused)
-        await learner._restore_training_rows()
         journal = await registry.journal()
+        await learner._restore_training_rows(len(journal))
         _replay(learner.model, journal)
         learner.unpublished += len(journal)
         return learner
@@ -259,8 +259,8 @@ class Learner:
             log.error("refusing the champion: %s; the next snapshot replaces it", exc)
             return False
         self.refused_champion = None  # a sound champion again (an operator's doing)
-        await self._restore_training_rows()
         journal = await self.registry.journal()
+        await self._restore_training_rows(len(journal))
         _replay(self.model, journal)
         self.unpublished = len(journal)
         return True
@@ -296,9 +296,10 @@ class Learner:
         self.unpublished = 0
         return ServingModel(self.meta.version, copy.deepcopy(self.model))
 
-    async def _restore_training_rows(self) -> None:
+    async def _restore_training_rows(self, replayed: int) -> None:
         """A model with a batch part: fit it in the background (a refit must not stall the
-        worker's event loop), and give it back the training rows its snapshot left out."""
+        worker's event loop), and give it back the training rows its snapshot left out
+        (``replayed``: the journal's labels about to be taught again)."""
         part = batch_part(self.model)
         if part is None:
             return
@@ -308,7 +309,7 @@ class Learner:
         if raw is None:
             return
         try:
-            part.import_rows(raw)
+            part.import_rows(raw, replayed)
         except (ValueError, KeyError, OSError) as exc:  # a blob of other features: start over
             log.error("batch model: not taking the saved training rows back: %s", exc)
 

@@ -143,3 +143,32 @@ def test_a_fit_in_the_background_lets_the_event_loop_go_on_and_then_serves() -> 
     probe = np.array([[2.5, 0.1] + [0.5] * 6, [0.0, 0.9] + [0.5] * 6])
     assert np.allclose(threaded.probabilities(probe), inline.probabilities(probe))
     assert pickle.loads(pickle.dumps(threaded))._pending is None
+
+
+def test_imported_rows_count_only_the_replayed_labels_they_already_hold() -> None:
+    """Rows exported at 1,000 labels, taken back by a model loaded from a snapshot of 600:
+    of a 300-label journal replay, the 300 the rows hold are counted, not kept twice;
+    after a rollback (no journal) every new label is kept."""
+    model = BatchRetrained("logistic_regression", retrain_every=10**9)
+    for i in range(1000):
+        model.learn_one({"i": float(i)}, i % 4 == 0)
+    raw = model.export_rows()
+
+    def loaded_at_600(replayed: int) -> BatchRetrained:
+        twin = pickle.loads(pickle.dumps(model))
+        twin.learned = 600
+        twin.import_rows(raw, replayed)
+        return twin
+
+    replaying = loaded_at_600(300)
+    for i in range(600, 1100):  # the journal's 300 labels, then 200 new ones
+        replaying.learn_one({"i": float(i)}, False)
+    assert replaying.held == 1200 and replaying.learned == 1100
+    assert replaying.rows[1000:1200, 0].tolist() == [float(i) for i in range(900, 1100)]
+    rolled_back = loaded_at_600(0)
+    rolled_back.learn_one({"i": -1.0}, True)
+    assert rolled_back.held == 1001 and rolled_back.rows[1000, 0] == -1.0
+    other = BatchRetrained("logistic_regression")
+    other.names = ["other"]
+    with pytest.raises(ValueError, match="features"):
+        other.import_rows(raw)
