@@ -353,7 +353,7 @@ async def test_stream_quality_metrics_match_a_direct_computation(registry: Model
 
     def sample(metric: str) -> float | None:
         return prometheus.get_sample_value("fraudstream_model_quality", {
-            "role": "champion", "model": "logistic_regression", "version": version,
+            "role": "champion", "model": ModelSettings().name, "version": version,
             "metric": metric, "window": "all"})
 
     assert sample("average_precision") == average_precision(np.array(scores), np.array(truth))
