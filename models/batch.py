@@ -36,9 +36,11 @@ Examples
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import io
 import logging
+import math
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -52,9 +54,21 @@ KINDS = ("logistic_regression", "gradient_boosting")
 log = logging.getLogger(__name__)
 
 
-def fit(kind: str, x: np.ndarray, y: np.ndarray, seed: int) -> Any:
+def fit(kind: str, x: np.ndarray, y: np.ndarray, seed: int,
+        max_genuine: int | None = None) -> Any:
     """A ``kind`` model fitted on ``x`` and ``y``, in the form :class:`BatchRetrained` scores
-    with: a linear model's (weights, intercept) on raw inputs, or :class:`FlatTrees`."""
+    with: a linear model's (weights, intercept) on raw inputs, or :class:`FlatTrees`.
+
+    With ``max_genuine``, every fraud and a uniform sample of that many genuine rows are
+    fitted on, and the log-odds are moved back by the log of the sampling rate (a fit's
+    cost grows with its rows, and the genuine ones are 99% of them)."""
+    shift = 0.0
+    genuine = np.flatnonzero(~y)
+    if max_genuine is not None and len(genuine) > max_genuine:
+        kept = np.random.default_rng(seed).choice(genuine, max_genuine, replace=False)
+        rows = np.sort(np.concatenate([np.flatnonzero(y), kept]))
+        x, y = x[rows], y[rows]
+        shift = math.log(max_genuine / len(genuine))
     if kind == "logistic_regression":
         from sklearn.linear_model import LogisticRegression
         from sklearn.pipeline import make_pipeline
@@ -65,13 +79,14 @@ def fit(kind: str, x: np.ndarray, y: np.ndarray, seed: int) -> Any:
         scaler, regression = model[0], model[1]
         scale = np.where(scaler.scale_ > 0, scaler.scale_, 1.0)
         weights = regression.coef_[0] / scale
-        return weights, float(regression.intercept_[0] - weights @ scaler.mean_)
+        return weights, float(regression.intercept_[0] - weights @ scaler.mean_) + shift
     from sklearn.ensemble import HistGradientBoostingClassifier
 
     with threadpool_limits(1):  # OpenMP on 2 loaded cores: 40 s for a 1 s fit
         fitted = HistGradientBoostingClassifier(
             max_iter=200, learning_rate=0.1, random_state=seed).fit(x, y)
-    return FlatTrees.of(fitted)  # scored in numpy: 0.1 ms a row, not 3
+    flat = FlatTrees.of(fitted)  # scored in numpy: 0.1 ms a row, not 3
+    return dataclasses.replace(flat, baseline=flat.baseline + shift) if shift else flat
 
 
 @functools.cache
@@ -102,13 +117,22 @@ class BatchRetrained(base.Classifier):
     """A scikit-learn model refitted every ``retrain_every`` labels on the last ``keep``."""
 
     def __init__(self, kind: str = "gradient_boosting", retrain_every: int = 10_000,
-                 keep: int = 200_000, seed: int = 42) -> None:
+                 keep: int = 200_000, seed: int = 42, min_days: float = 0.0,
+                 max_genuine: int | None = None) -> None:
         if kind not in KINDS:
             raise ValueError(f"kind: {kind!r} is not one of {', '.join(KINDS)}")
         self.kind = kind
         self.retrain_every = retrain_every
         self.keep = keep
         self.seed = seed
+        #: A due refit waits until this many days of event time (label arrivals) passed
+        #: since the last one: at high volume, 10,000 labels come every few minutes.
+        self.min_days = min_days
+        #: Fit on every fraud and at most this many genuine rows (None: all of them).
+        self.max_genuine = max_genuine
+        #: A refit is due (every ``retrain_every`` labels), and when the last one began.
+        self._due = False
+        self._last_fit_at: float | None = None
         self.names: list[str] | None = None
         #: The kept vectors (float32, columns in ``names`` order) and labels: the first
         #: ``held`` rows of buffers of ``keep * 1.2`` rows, compacted to the newest ``keep``
@@ -144,7 +168,15 @@ class BatchRetrained(base.Classifier):
         self.held += 1
         self.learned += 1
         if self.learned % self.retrain_every == 0:
-            self._fit()
+            self._due = True
+        if self._due and self._waited(kwargs.get("known_at")):
+            self._fit(kwargs.get("known_at"))
+
+    def _waited(self, at: float | None) -> bool:
+        """Whether ``min_days`` of event time passed since the last fit began (always, with
+        no times)."""
+        last = self._last_fit_at
+        return at is None or last is None or at - last >= self.min_days * 86400
 
     def _make_room(self) -> None:
         """Grow the buffers (doubling, up to ``keep * 1.2`` rows), or keep the newest
@@ -164,21 +196,24 @@ class BatchRetrained(base.Classifier):
             labels[: self.held] = self.labels[: self.held]
         self.rows, self.labels = rows, labels
 
-    def _fit(self) -> None:
+    def _fit(self, at: float | None = None) -> None:
+        if self._pending is not None:
+            return  # a fit is still running in the background: this one waits for it
+        self._due = False
         if self.held < min(self.keep, self.fitted_rows):
             return  # fewer rows than the fit being served had (after a restart): keep it
-        if self._pending is not None:
-            return  # a fit is still running in the background: this one is skipped
         low = max(0, self.held - self.keep)
         y = self.labels[low: self.held].copy()
         self._base_rate = float(y.mean())
         if y.all() or not y.any():
             return
+        self._last_fit_at = at if at is not None else self._last_fit_at
         x = self.rows[low: self.held].astype(float)  # (a copy: the buffers move on)
+        job = (self.kind, x, y, self.seed, self.max_genuine)
         if not self.background:
-            self._adopt(fit(self.kind, x, y, self.seed), y)
+            self._adopt(fit(*job), y)
             return
-        self._pending = (_background().submit(fit, self.kind, x, y, self.seed), y)
+        self._pending = (_background().submit(fit, *job), y)
 
     def _adopt(self, fitted: Any, y: np.ndarray) -> None:
         self._fitted = fitted
@@ -280,6 +315,10 @@ class BatchRetrained(base.Classifier):
         state.setdefault("background", False)
         state.setdefault("_pending", None)
         state.setdefault("_counted_until", 0)
+        state.setdefault("min_days", 0.0)
+        state.setdefault("max_genuine", None)
+        state.setdefault("_due", False)
+        state.setdefault("_last_fit_at", None)
         fitted = state.get("_fitted")
         if fitted is not None and not isinstance(fitted, tuple | FlatTrees):
             state["_fitted"] = FlatTrees.of(fitted)  # scikit-learn's, pickled before

@@ -75,7 +75,7 @@ class Hybrid(base.Classifier):
     def learn_one(self, x: dict[Hashable, Any], y: Any, *, scored_at: float | None = None,
                   known_at: float | None = None) -> None:
         self.online.learn_one(x, y, scored_at=scored_at, known_at=known_at)
-        self.batch.learn_one(x, y)
+        self.batch.learn_one(x, y, known_at=known_at)
 
     def predict_proba_one(self, x: dict[Hashable, Any],
                           **kwargs: Any) -> dict[base.typing.ClfTarget, float]:

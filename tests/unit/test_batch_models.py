@@ -172,3 +172,41 @@ def test_imported_rows_count_only_the_replayed_labels_they_already_hold() -> Non
     other.names = ["other"]
     with pytest.raises(ValueError, match="features"):
         other.import_rows(raw)
+
+
+def test_a_due_refit_waits_for_min_days_of_event_time() -> None:
+    """Due every 100 labels, at a label every 10 minutes (100 labels: 17 hours), with
+    ``min_days=1`` a refit comes once a day of arrivals passed since the last began."""
+    model = BatchRetrained("logistic_regression", retrain_every=100, min_days=1.0)
+    fits_at = []
+    for i in range(1000):
+        model.learn_one({"x": float(i % 7)}, i % 5 == 0, known_at=600.0 * i)
+        if model.fits > len(fits_at):
+            fits_at.append(i)
+    assert fits_at[:4] == [99, 243, 387, 531]  # 100 labels, then 144 (a day) apart
+    every = BatchRetrained("logistic_regression", retrain_every=100)
+    for i in range(1000):
+        every.learn_one({"x": float(i % 7)}, i % 5 == 0, known_at=600.0 * i)
+    assert every.fits == 10
+
+
+def test_fitting_on_a_sample_of_genuine_rows_keeps_the_ranking_and_the_base_rate() -> None:
+    """Every fraud and 8,000 of the 29,000 genuine rows: the log-odds moved back by the
+    sampling rate, so the scores stay probabilities of the whole traffic."""
+    from models.batch import fit
+    from models.evaluation import average_precision
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(30_000, 3))
+    y = rng.random(30_000) < 1 / (1 + np.exp(-(x[:, 0] * 2 + x[:, 1] - 5)))
+    test = rng.normal(size=(20_000, 3))
+    truth = rng.random(20_000) < 1 / (1 + np.exp(-(test[:, 0] * 2 + test[:, 1] - 5)))
+    for kind in ("gradient_boosting", "logistic_regression"):
+        whole = BatchRetrained(kind)
+        whole._fitted = fit(kind, x, y, 42)
+        sampled = BatchRetrained(kind)
+        sampled._fitted = fit(kind, x, y, 42, max_genuine=8_000)
+        p_whole, p_sampled = whole.probabilities(test), sampled.probabilities(test)
+        assert average_precision(p_sampled, truth) > average_precision(p_whole, truth) - 0.05
+        assert p_sampled.mean() == pytest.approx(truth.mean(), rel=0.3), kind
+        assert p_whole.mean() == pytest.approx(truth.mean(), rel=0.3), kind

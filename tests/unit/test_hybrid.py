@@ -46,6 +46,7 @@ def test_the_zoo_builds_the_champion_and_gradient_boosting_blended_evenly() -> N
     assert isinstance(model, Hybrid) and model.online_weight == HYBRID_ONLINE_WEIGHT == 0.5
     assert model.min_frauds == 300
     assert model.online.hold == 7 * DAY and model.batch.kind == "gradient_boosting"
+    assert (model.batch.min_days, model.batch.max_genuine) == (3.0, 50_000)
     with pytest.raises(ValueError, match="online_weight"):
         Hybrid(ScaledLogistic(), BatchRetrained(), 1.5)
 
