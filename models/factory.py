@@ -180,8 +180,15 @@ def fraud_probabilities(model: base.Classifier, vectors: Sequence[Mapping[str, f
     [0.0, 0.0]
     """
     if isinstance(model, Hybrid):
-        online = fraud_probabilities(model.online, vectors, frames)
-        return model.blend(online, model.batch_rows(vectors)) if model.blending else online
+        rows = _rows(model.online, vectors) if vectors else None
+        if rows is None:
+            online = fraud_probabilities(model.online, vectors, frames)
+            return model.blend(online, model.batch_rows(vectors)) if model.blending else online
+        online = model.online.predict_proba_rows(rows)  # one matrix for both parts
+        if not model.blending:
+            return online
+        batch = model.batch_matrix(rows, model.online.features)
+        return model.blend(online, batch if batch is not None else model.batch_rows(vectors))
     if isinstance(model, ScaledLogistic):
         if not model.features:  # nothing learned yet: one score for all
             return np.full(len(vectors), fraud_probability(model, {}))

@@ -62,6 +62,9 @@ class Hybrid(base.Classifier):
         self.batch = batch
         self.online_weight = online_weight
         self.min_frauds = min_frauds
+        #: The online model's columns, the batch model's names, and where each of those is
+        #: among the columns (computed once, for :meth:`batch_matrix`).
+        self._order: tuple[tuple[Hashable, ...], Any, list[int]] | None = None
 
     @property
     def blending(self) -> bool:
@@ -90,6 +93,17 @@ class Hybrid(base.Classifier):
         names = self.batch.names or []
         rows = np.array([[float(v.get(n, 0.0)) for n in names] for v in vectors], dtype=float)
         return self.batch.probabilities(rows.reshape(len(vectors), len(names)))
+
+    def batch_matrix(self, rows: np.ndarray, columns: Sequence[Hashable]) -> np.ndarray | None:
+        """The batch model's scores of a matrix whose columns are ``columns`` (the online
+        model's matrix, reordered: not built again from the vectors); None when the batch
+        model knows a feature that is not among them."""
+        key, names = tuple(columns), self.batch.names
+        if self._order is None or self._order[0] != key or self._order[1] is not names:
+            index = {name: i for i, name in enumerate(key)}
+            self._order = (key, names, [index.get(n, -1) for n in names or []])
+        order = self._order[2]
+        return None if -1 in order else self.batch.probabilities(rows[:, order])
 
     def blend(self, online: np.ndarray, batch: np.ndarray) -> np.ndarray:
         """The blended probabilities of the two parts' (``online`` until :attr:`blending`)."""
