@@ -41,6 +41,7 @@ import functools
 import io
 import logging
 import math
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -163,7 +164,7 @@ class BatchRetrained(base.Classifier):
             self.names = sorted(x)
         if self.held == len(self.rows):
             self._make_room()
-        self.rows[self.held] = [float(x.get(name, 0.0)) for name in self.names]
+        self.rows[self.held] = self.matrix([x])[0]
         self.labels[self.held] = bool(y)
         self.held += 1
         self.learned += 1
@@ -202,18 +203,22 @@ class BatchRetrained(base.Classifier):
         self._due = False
         if self.held < min(self.keep, self.fitted_rows):
             return  # fewer rows than the fit being served had (after a restart): keep it
-        low = max(0, self.held - self.keep)
-        y = self.labels[low: self.held].copy()
+        window = self._window()
+        y = self.labels[window].copy()
         self._base_rate = float(y.mean())
         if y.all() or not y.any():
             return
         self._last_fit_at = at if at is not None else self._last_fit_at
-        x = self.rows[low: self.held].astype(float)  # (a copy: the buffers move on)
+        x = self.rows[window].astype(float)  # (a copy: the buffers move on)
         job = (self.kind, x, y, self.seed, self.max_genuine)
         if not self.background:
             self._adopt(fit(*job), y)
             return
         self._pending = (_background().submit(fit, *job), y)
+
+    def _window(self) -> slice:
+        """The newest ``keep`` of the rows held: what a fit learns from."""
+        return slice(max(0, self.held - self.keep), self.held)
 
     def _adopt(self, fitted: Any, y: np.ndarray) -> None:
         self._fitted = fitted
@@ -223,9 +228,9 @@ class BatchRetrained(base.Classifier):
     def export_rows(self) -> bytes:
         """The kept rows, labels and names, and how many labels had been learned then, as
         numpy's ``.npz`` (no pickle: loading it runs no code)."""
-        low = max(0, self.held - self.keep)
+        window = self._window()
         out = io.BytesIO()
-        np.savez(out, rows=self.rows[low: self.held], labels=self.labels[low: self.held],
+        np.savez(out, rows=self.rows[window], labels=self.labels[window],
                  names=np.array(self.names or [], dtype=str),
                  learned=np.array([self.learned], dtype=np.int64))
         return out.getvalue()
@@ -265,7 +270,7 @@ class BatchRetrained(base.Classifier):
     def predict_proba_one(self, x: dict[Any, Any], **kwargs: Any) -> dict[Any, float]:
         if self._fitted is None or self.names is None:
             return {False: 1 - self._base_rate, True: self._base_rate}
-        p = float(self.probabilities(np.array([[float(x.get(n, 0.0)) for n in self.names]]))[0])
+        p = float(self.probabilities(self.matrix([x]))[0])
         return {False: 1 - p, True: p}
 
     def predict_proba_many(self, X: Any) -> Any:
@@ -279,6 +284,12 @@ class BatchRetrained(base.Classifier):
             p = self.probabilities(X.reindex(columns=self.names, fill_value=0.0)
                                     .to_numpy(dtype=float))
         return pd.DataFrame({False: 1 - p, True: p}, index=X.index)
+
+    def matrix(self, vectors: Sequence[Mapping[Any, float]]) -> np.ndarray:
+        """``vectors`` as rows in :attr:`names` order (a feature a vector lacks: 0)."""
+        names = self.names or []
+        return np.array([[float(v.get(n, 0.0)) for n in names] for v in vectors],
+                        dtype=float).reshape(len(vectors), len(names))
 
     def probabilities(self, rows: np.ndarray) -> np.ndarray:
         """The latest fit's scores of a matrix of rows (columns in :attr:`names` order)."""
@@ -310,15 +321,8 @@ class BatchRetrained(base.Classifier):
             state["rows"] = np.array(state["rows"], dtype=np.float32).reshape(-1, len(names))
             state["labels"] = np.array(state["labels"], dtype=bool)
         state.setdefault("held", len(state["rows"]))
-        state.setdefault("fitted_rows", 0)
-        state.setdefault("fitted_frauds", 0)
-        state.setdefault("background", False)
-        state.setdefault("_pending", None)
-        state.setdefault("_counted_until", 0)
-        state.setdefault("min_days", 0.0)
-        state.setdefault("max_genuine", None)
-        state.setdefault("_due", False)
-        state.setdefault("_last_fit_at", None)
+        for name, value in BatchRetrained().__dict__.items():  # added since it was pickled
+            state.setdefault(name, value)
         fitted = state.get("_fitted")
         if fitted is not None and not isinstance(fitted, tuple | FlatTrees):
             state["_fitted"] = FlatTrees.of(fitted)  # scikit-learn's, pickled before

@@ -90,9 +90,7 @@ class Hybrid(base.Classifier):
 
     def batch_rows(self, vectors: Sequence[Mapping[Any, float]]) -> np.ndarray:
         """The batch model's scores of ``vectors`` (its latest fit)."""
-        names = self.batch.names or []
-        rows = np.array([[float(v.get(n, 0.0)) for n in names] for v in vectors], dtype=float)
-        return self.batch.probabilities(rows.reshape(len(vectors), len(names)))
+        return self.batch.probabilities(self.batch.matrix(vectors))
 
     def batch_matrix(self, rows: np.ndarray, columns: Sequence[Hashable]) -> np.ndarray | None:
         """The batch model's scores of a matrix whose columns are ``columns`` (the online

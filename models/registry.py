@@ -442,7 +442,7 @@ class ModelRegistry:
         blob, sig = fields.get(b"blob"), fields.get(b"sig")
         if blob is None or sig is None:
             return None
-        if not hmac.compare_digest(sign(self._key, _TRAINING, bytes(blob)).encode(), bytes(sig)):
+        if not self._sound(_TRAINING, bytes(blob), sig):
             log.error("%s: the training rows' signature does not match; not using them",
                       self.key("training"))
             return None
@@ -457,6 +457,10 @@ class ModelRegistry:
         meta, blob = await self._verified(version)
         return meta, pickle.loads(blob)
 
+    def _sound(self, meta: bytes, blob: bytes, sig: Any) -> bool:
+        """Whether ``sig`` is this registry's signature of ``meta`` and ``blob``."""
+        return hmac.compare_digest(sign(self._key, meta, blob).encode(), bytes(sig))
+
     async def _verified(self, version: int) -> tuple[SnapshotMeta, bytes]:
         """Metadata and bytes of ``version``, after checking the signature (no unpickling)."""
         fields: dict[Any, Any] = await self.client.hgetall(f"{self._base}:snap:{version}")
@@ -465,7 +469,7 @@ class ModelRegistry:
         meta_bytes, blob, sig = (fields.get(k) for k in (b"meta", b"blob", b"sig"))
         if meta_bytes is None or blob is None or sig is None:
             raise SnapshotIntegrityError(f"model version {version}: snapshot is unsigned")
-        if not hmac.compare_digest(sign(self._key, meta_bytes, blob).encode(), bytes(sig)):
+        if not self._sound(meta_bytes, blob, sig):
             raise SnapshotIntegrityError(
                 f"model version {version}: signature does not match; refusing to load"
             )
