@@ -115,14 +115,38 @@ class ScaledLogistic(base.Classifier):
         self.steps = 0
 
     def __getstate__(self) -> dict[str, Any]:
+        """The state to pickle (a published snapshot): the kept labels packed as arrays,
+        one matrix instead of an array per label (700 kept labels: 5 ms to pickle one by
+        one, a learner publishing every hundred labels)."""
         state = dict(self.__dict__)
         del state["_get"]  # an itemgetter does not pickle: rebuilt from the names
+        state["_held"] = _pack(self._held, len(self.features))
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         state = {"hold": 0.0, "_held": [], "_kept": 0, **state}  # snapshots from before
+        if isinstance(state["_held"], dict):
+            state["_held"] = _unpack(state["_held"])
         self.__dict__.update(state)
         self._get = itemgetter(*self.features) if self.features else None
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> ScaledLogistic:
+        """A copy that scores (what a published snapshot serves): the arrays copied, the
+        kept labels left behind, as a scorer never learns them.
+
+        >>> import copy
+        >>> model = ScaledLogistic(hold=10.0)
+        >>> model.learn_one({"a": 1.0}, True, scored_at=0.0, known_at=2.0)
+        >>> model.held, copy.deepcopy(model).held
+        (1, 0)
+        """
+        twin = object.__new__(ScaledLogistic)
+        twin.__dict__.update(self.__dict__)  # (copy.copy would pack the kept labels)
+        twin.features, twin._index = list(self.features), dict(self._index)
+        for name in ("counts", "means", "vars", "weights", "_m", "_v"):
+            setattr(twin, name, getattr(self, name).copy())
+        twin._held = []
+        return twin
 
     # -- vectors -----------------------------------------------------------------------
 
@@ -351,3 +375,31 @@ def _sigmoid(raw: float) -> float:
     if raw > 30:
         return 1.0
     return 1.0 / (1.0 + math.exp(-raw))
+
+
+def _pack(held: Sequence[tuple[float, int, np.ndarray | dict[Hashable, float], bool]],
+          width: int) -> dict[str, Any]:
+    """Kept labels as arrays: those whose vector is a full row (``width`` values) in one
+    matrix, the others (vectors met before features were added) as they are.
+
+    >>> held = [(5.0, 1, np.array([1.0, 2.0]), True), (6.0, 2, {"a": 1.0}, False)]
+    >>> [(due, order, truth) for due, order, _, truth in _unpack(_pack(held, 2))]
+    [(5.0, 1, True), (6.0, 2, False)]
+    """
+    rows = [h for h in held if isinstance(h[2], np.ndarray) and len(h[2]) == width]
+    return {
+        "due": np.array([h[0] for h in rows], dtype=float),
+        "order": np.array([h[1] for h in rows], dtype=np.int64),
+        "truth": np.array([h[3] for h in rows], dtype=bool),
+        "rows": np.array([h[2] for h in rows], dtype=float).reshape(len(rows), width),
+        "other": [h for h in held if not (isinstance(h[2], np.ndarray) and len(h[2]) == width)],
+    }
+
+
+def _unpack(packed: dict[str, Any]) -> list[tuple[float, int, Any, bool]]:
+    """The heap :func:`_pack` packed."""
+    held = [(float(due), int(order), row, bool(truth)) for due, order, row, truth in
+            zip(packed["due"], packed["order"], packed["rows"], packed["truth"], strict=True)]
+    held += packed["other"]
+    heapq.heapify(held)
+    return held

@@ -4,6 +4,7 @@ vectors of a simulated stream (the stream's own feature code), labels in arrival
 from __future__ import annotations
 
 import asyncio
+import copy
 import pickle
 
 import numpy as np
@@ -102,7 +103,8 @@ def test_held_labels_are_learned_as_if_each_came_when_its_transaction_matured(
     assert held.steps == oracle.steps == len(order)
     assert held.features == oracle.features
     np.testing.assert_allclose(held.weights, oracle.weights, rtol=1e-12, atol=1e-15)
-    # a snapshot keeps the held labels, and learns them when they fall due
+    # a snapshot keeps the held labels (packed as arrays), and learns them when they fall
+    # due exactly as the model it was taken from
     again = pickle.loads(pickle.dumps(held))
     assert again.held == held.held
     again.learn_one(vectors[0], truth[0], scored_at=known[-1], known_at=known[-1])
@@ -110,6 +112,32 @@ def test_held_labels_are_learned_as_if_each_came_when_its_transaction_matured(
     later = known[-1] + held.hold  # a week on: the one held is due, and so is this one
     again.learn_one(vectors[0], truth[0], scored_at=known[-1], known_at=later)
     assert again.held == 0 and again.steps == held.steps + held.held + 2
+    held.learn_one(vectors[0], truth[0], scored_at=known[-1], known_at=known[-1])
+    held.learn_one(vectors[0], truth[0], scored_at=known[-1], known_at=later)
+    assert held.steps == again.steps
+    assert held.weights.tolist() == again.weights.tolist()
+    assert held.intercept == again.intercept
+
+
+def test_a_snapshot_that_kept_labels_one_by_one_loads_them() -> None:
+    # snapshots published before the kept labels were packed hold the heap as it was
+    old = ScaledLogistic(hold=10.0)
+    old.learn_one({"a": 0.0, "b": 1.0}, False)
+    for i in range(5):
+        old.learn_one({"a": float(i), "b": 1.0}, i % 2 == 0, scored_at=float(i), known_at=1.0)
+    state = dict(old.__dict__, _held=list(old._held))
+    del state["_get"]
+    restored = ScaledLogistic.__new__(ScaledLogistic)
+    restored.__setstate__(state)
+    serving = copy.deepcopy(old)  # what a scorer gets: the kept labels stay behind
+    assert old.held == 5 and serving.held == 0
+    assert serving.predict_proba_one({"a": 2.0, "b": 1.0}) == \
+        old.predict_proba_one({"a": 2.0, "b": 1.0})
+    for model in (old, restored, serving):
+        model.learn_one({"a": 9.0, "b": 0.0}, True, scored_at=20.0, known_at=30.0)
+    assert restored.held == old.held == 0 and restored.steps == old.steps == 7
+    assert restored.weights.tolist() == old.weights.tolist()
+    assert serving.steps == 2  # its first label and this one: none of those kept
 
 
 def test_a_snapshot_from_before_the_hold_loads_and_learns_at_once() -> None:
