@@ -193,7 +193,7 @@ def test_a_due_refit_waits_for_min_days_of_event_time() -> None:
 def test_fitting_on_a_sample_of_genuine_rows_keeps_the_ranking_and_the_base_rate() -> None:
     """Every fraud and 8,000 of the 29,000 genuine rows: the log-odds moved back by the
     sampling rate, so the scores stay probabilities of the whole traffic."""
-    from models.batch import fit
+    from models.batch import fit, sample
     from models.evaluation import average_precision
 
     rng = np.random.default_rng(3)
@@ -210,3 +210,12 @@ def test_fitting_on_a_sample_of_genuine_rows_keeps_the_ranking_and_the_base_rate
         assert average_precision(p_sampled, truth) > average_precision(p_whole, truth) - 0.05
         assert p_sampled.mean() == pytest.approx(truth.mean(), rel=0.3), kind
         assert p_whole.mean() == pytest.approx(truth.mean(), rel=0.3), kind
+        # what a model fits: the sample taken first, only its float32 rows copied
+        rows, shift = sample(y, 42, 8_000)
+        assert rows is not None and shift < 0
+        stored = x.astype(np.float32)
+        first = BatchRetrained(kind)
+        first._fitted = fit(kind, stored[rows], y[rows], 42, None, shift)
+        after = BatchRetrained(kind)
+        after._fitted = fit(kind, stored.astype(float), y, 42, max_genuine=8_000)
+        assert first.probabilities(test).tolist() == after.probabilities(test).tolist()
