@@ -256,18 +256,22 @@ class ModelRegistry:
 
         Its snapshot is verified, republished here as a new version whose
         parent is the current champion, and the change is audited in the same
-        transaction (redone if the champion moved meanwhile).
+        transaction (redone if the champion moved meanwhile). The challenger's
+        training rows (a batch model's, which its snapshot leaves out) replace
+        this lineage's in that transaction too; without any, this lineage's are
+        removed, as they belong to the model that served before.
         """
         version = await other.champion_version()
         if version is None:
             raise NoModelError(f"challenger {other.lineage!r} has no published model")
         meta, model = await other.load(version)
+        rows = await other.training_rows()
         while True:
             previous = await self.champion_version()
             entry = AuditEntry(f"promote challenger {other.lineage}", previous, 0, who, at, why)
             try:
                 adopted = await self.publish(model, replace(meta, version=0, parent=previous),
-                                             audit=entry)
+                                             audit=entry, training_rows=rows or b"")
             except ChampionChangedError:
                 continue
             return replace(entry, to_version=adopted.version)
@@ -282,14 +286,16 @@ class ModelRegistry:
         return int(raw) if raw is not None else await self.latest_version()
 
     async def publish(self, model: base.Classifier, meta: SnapshotMeta,
-                      audit: AuditEntry | None = None, over: int | None = None) -> SnapshotMeta:
+                      audit: AuditEntry | None = None, over: int | None = None,
+                      training_rows: bytes | None = None) -> SnapshotMeta:
         """Store ``model`` as the next version and make it champion; clear the journal.
 
         Raises :class:`ChampionChangedError` (storing nothing) if the champion
         is no longer ``meta.parent``, the version the model was built on. An
         operator's change is appended to the audit log with it (``audit``, its
         ``to_version`` set to the new version). A champion ``over`` (one whose
-        signature failed) may be replaced too.
+        signature failed) may be replaced too. ``training_rows`` replace the
+        kept ones in the same transaction (empty: removed; None: left as they are).
         """
         version = int(await self.client.incr(f"{self._base}:counter"))
         meta = replace(meta, version=version)
@@ -315,6 +321,11 @@ class ModelRegistry:
                 pipe.set(f"{self._base}:latest", version)
                 pipe.set(champion_key, version)
                 pipe.delete(f"{self._base}:journal")
+                if training_rows == b"":
+                    pipe.delete(self.key("training"))
+                elif training_rows is not None:
+                    pipe.hset(self.key("training"), mapping={
+                        "blob": training_rows, "sig": sign(self._key, _TRAINING, training_rows)})
                 if audit is not None:
                     pipe.rpush(f"{self._base}:audit", json.dumps(
                         asdict(replace(audit, to_version=version)), separators=(",", ":")))

@@ -366,3 +366,47 @@ async def test_drift_references_are_refreshed_on_request(registry: ModelRegistry
     await pipeline.on_timer()
     await pipeline.on_timer()  # once per request
     assert refreshed == [True]
+
+
+async def test_a_promoted_batch_model_brings_its_training_rows_along(
+    registry: ModelRegistry,
+) -> None:
+    """A snapshot leaves a batch model's kept rows out; promoting a challenger puts its
+    rows in the champion's place in the same transaction, so the champion's learner
+    takes them back. A challenger without rows leaves none of the old model's behind."""
+    import io
+
+    import numpy as np
+
+    from models.batch import BatchRetrained
+    from models.hybrid import Hybrid
+    from models.linear import ScaledLogistic
+
+    def model(rows: int) -> Hybrid:
+        hybrid = Hybrid(ScaledLogistic(), BatchRetrained("gradient_boosting",
+                                                          retrain_every=10_000), 0.5, 0)
+        for i in range(rows):
+            hybrid.learn_one({"a": float(i), "b": float(i % 7)}, i % 9 == 0)
+        return hybrid
+
+    await registry.publish(model(50), SnapshotMeta(0, None, "hybrid", 50, 0, None))
+    await registry.save_training_rows(model(50).batch.export_rows())
+    shadow = registry.challenger("hybrid_b")
+    challenger = model(120)
+    await shadow.publish(challenger, SnapshotMeta(0, None, "hybrid", 120, 0, None))
+    await shadow.save_training_rows(challenger.batch.export_rows())
+
+    entry = await registry.adopt(shadow, "erin", "it wins", AT)
+    raw = await registry.training_rows()
+    assert raw is not None
+    with np.load(io.BytesIO(raw)) as saved:
+        assert saved["rows"].shape == (120, 2) and saved["learned"][0] == 120
+    learner = await Learner.start(registry, MemoryFeatureStore(), "hybrid", 100)
+    assert learner.meta.version == entry.to_version
+    assert learner.model.batch.held == 120 and learner.model.batch.learned == 120
+
+    plain = registry.challenger("plain")
+    await plain.publish(build_model("logistic_regression"),
+                        SnapshotMeta(0, None, "logistic_regression", 0, 0, None))
+    await registry.adopt(plain, "erin", "rows of no use to it", AT)
+    assert await registry.training_rows() is None
