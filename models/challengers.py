@@ -55,13 +55,15 @@ class Challengers:
 
     async def start(self, registry: ModelRegistry, store: FeatureStore, names: Iterable[str],
                     model_name: Callable[[str], str], snapshot_every_labels: int,
-                    quality: Callable[[], Prequential]) -> None:
+                    quality: Callable[[], Prequential],
+                    snapshot_min_seconds: float = 0.0) -> None:
         """Resume (or create) each challenger ``names`` from its own lineage of
         ``registry``; ``model_name`` maps a challenger to the model it builds."""
         for name in names:
             challenger = await Learner.start(registry.challenger(name), store, model_name(name),
                                              snapshot_every_labels, shadow_name=name,
-                                             quality=quality())
+                                             quality=quality(),
+                                             snapshot_min_seconds=snapshot_min_seconds)
             self.add(name, challenger)
 
     def add(self, name: str, challenger: Learner,

@@ -103,7 +103,8 @@ class AutoChallenger:
             challenger = await Learner.start(
                 self.registry.challenger(name), self.store, self.model,
                 self.settings.model.snapshot_every_labels, shadow_name=name,
-                quality=Prequential())
+                quality=Prequential(),
+                snapshot_min_seconds=self.settings.model.snapshot_min_seconds)
             self.challengers.add(name, challenger, list(self.recent))
         self.active = name
         log.warning("concept drift: started challenger %s (%s) trained on the last %d labels",

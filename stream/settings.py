@@ -330,6 +330,9 @@ class ModelSettings(_Section):
     snapshot_every_labels: int = Field(100, ge=1)
     #: ... or after this many seconds when something was learned.
     snapshot_every_seconds: float = Field(5.0, gt=0)
+    #: ... but not sooner than this many seconds after the last one (at 5,000 labels a
+    #: second, every 100 labels would be 50 snapshots a second; 0: every 100 labels).
+    snapshot_min_seconds: float = Field(1.0, ge=0)
     #: HMAC key that signs snapshots. Required by the worker and the API.
     signing_key: SecretStr | None = None
 

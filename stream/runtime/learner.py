@@ -95,7 +95,8 @@ class LearnRole:
                 model = self.settings.model
                 learner = await Learner.start(self.registry, self.store, model.name,
                                               model.snapshot_every_labels,
-                                              quality=self._quality())
+                                              quality=self._quality(),
+                                              snapshot_min_seconds=model.snapshot_min_seconds)
                 meta, served = await self.registry.load(learner.meta.version)
                 self.serve(ServingModel(meta.version, served))
                 if self.waiting is not None:
@@ -103,7 +104,7 @@ class LearnRole:
                     self.metrics.labels_waiting.set(len(self.waiting))
                 await self.challengers.start(self.registry, self.store, model.challengers,
                                              lambda name: name, model.snapshot_every_labels,
-                                             self._quality)
+                                             self._quality, model.snapshot_min_seconds)
                 self.learner = learner
             return self.learner
 

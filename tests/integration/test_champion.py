@@ -116,7 +116,7 @@ async def test_a_stale_learner_cannot_publish_over_a_promotion(registry: ModelRe
 
 
 async def test_the_learner_and_the_stream_follow_a_promotion(registry: ModelRegistry) -> None:
-    settings = Settings(model=ModelSettings(snapshot_every_labels=2))
+    settings = Settings(model=ModelSettings(snapshot_every_labels=2, snapshot_min_seconds=0))
     pipeline = Pipeline(settings, MemoryFeatureStore(), registry,
                         PipelineMetrics.create(CollectorRegistry()))
     for i in range(6):
@@ -146,7 +146,7 @@ async def test_a_forged_champion_is_refused_once_and_replaced_by_the_next_snapsh
     the timer) replaces the forged champion (issue 17, item 4: the timer crashed the
     worker)."""
     metrics_registry = CollectorRegistry()
-    settings = Settings(model=ModelSettings(snapshot_every_labels=2))
+    settings = Settings(model=ModelSettings(snapshot_every_labels=2, snapshot_min_seconds=0))
     pipeline = Pipeline(settings, MemoryFeatureStore(), registry,
                         PipelineMetrics.create(metrics_registry))
     txns = [Transaction(f"f{i}", "c", "p", 10.0 + i, 1e5 + i) for i in range(8)]
@@ -237,7 +237,7 @@ async def test_challengers_score_in_shadow_learn_and_can_be_promoted(
     registry: ModelRegistry,
 ) -> None:
     prometheus = CollectorRegistry()
-    settings = Settings(model=ModelSettings(snapshot_every_labels=5,
+    settings = Settings(model=ModelSettings(snapshot_every_labels=5, snapshot_min_seconds=0,
                                             challengers=("hoeffding_adaptive_tree",)))
     store = MemoryFeatureStore()
     pipeline = Pipeline(settings, store, registry, PipelineMetrics.create(prometheus))

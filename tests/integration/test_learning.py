@@ -218,8 +218,9 @@ async def test_labels_learned_in_a_batch_snapshot_where_one_by_one_would(
 ) -> None:
     store = MemoryFeatureStore()
     txns = [Transaction(f"b{i}", f"c{i % 7}", "p1", 3.0 + i, 100.0 + i) for i in range(25)]
-    pipeline = Pipeline(Settings(model=ModelSettings(snapshot_every_labels=10)), store, registry,
-                        PipelineMetrics.create(CollectorRegistry()))
+    pipeline = Pipeline(Settings(model=ModelSettings(snapshot_every_labels=10,
+                                                     snapshot_min_seconds=0)),
+                        store, registry, PipelineMetrics.create(CollectorRegistry()))
     await pipeline.on_transactions([txn_record(t) for t in txns])
     learner = await pipeline.start()
     labels = [Label(t.txn_id, i % 4 == 0, 1e4 + i) for i, t in enumerate(txns)]
@@ -242,6 +243,32 @@ async def test_labels_learned_in_a_batch_snapshot_where_one_by_one_would(
     probe = dict(results[5].record.features) if results[5].record else {}
     assert learner.model.predict_proba_one(probe) == one_by_one.model.predict_proba_one(probe)
     assert results[0].delay == labels[0].event_time - txns[0].event_time
+
+
+async def test_a_snapshot_due_by_count_waits_for_its_time_floor(
+    registry: ModelRegistry,
+) -> None:
+    """At thousands of labels a second, a snapshot every 10 labels would be hundreds a
+    second: one due by count waits until ``snapshot_min_seconds`` passed since the last,
+    and then holds exactly the labels journaled before it."""
+    store = MemoryFeatureStore()
+    txns = [Transaction(f"f{i}", f"c{i % 5}", "p1", 3.0 + i, 100.0 + i) for i in range(30)]
+    pipeline = Pipeline(Settings(model=ModelSettings(snapshot_every_labels=10,
+                                                     snapshot_min_seconds=0.5)),
+                        store, registry, PipelineMetrics.create(CollectorRegistry()))
+    await pipeline.on_transactions([txn_record(t) for t in txns])
+    learner = await pipeline.start()
+    labels = [Label(t.txn_id, i % 4 == 0, 1e4 + i) for i, t in enumerate(txns)]
+    first = await learner.learn_many(labels[:25])  # due at 10 (the first), 20 (too soon)
+    assert [r.published.version for r in first if r.published is not None] == [2]
+    assert [m.labels_learned for m in await registry.versions()] == [0, 10]
+    assert len(await registry.journal()) == 15
+    await asyncio.sleep(0.5)
+    second = await learner.learn_many(labels[25:])  # 20 unpublished, the floor passed
+    assert second[-1].published is not None and second[-1].published.version == 3
+    assert [m.labels_learned for m in await registry.versions()] == [0, 10, 30]
+    assert await registry.journal() == []
+    assert learner.unpublished == 0
 
 
 async def test_a_restarted_learner_resumes_from_snapshot_and_journal(

@@ -56,7 +56,7 @@ def test_a_full_speed_replay_learns_each_label_only_once_the_stream_reached_it(
     real_servers: RealServers, tmp_path: Path,
 ) -> None:
     settings = isolated_settings(real_servers, snapshot_every_labels=200,
-                                 snapshot_every_seconds=0.5)
+                                 snapshot_every_seconds=0.5, snapshot_min_seconds=0)
     # few labels may wait: the worker pauses its labels partitions when they run ahead
     settings = settings.model_copy(update={
         "worker": settings.worker.model_copy(update={"labels_lead_seconds": 3_600.0})})
@@ -110,7 +110,7 @@ def test_a_worker_killed_while_labels_wait_loses_none_and_learns_none_twice(
     """kill -9 in the middle of a full-speed replay, labels waiting in Redis for the
     stream; a new worker takes over: every label is learned, exactly once."""
     settings = isolated_settings(real_servers, snapshot_every_labels=200,
-                                 snapshot_every_seconds=0.5)
+                                 snapshot_every_seconds=0.5, snapshot_min_seconds=0)
     # labels may run the whole replay ahead of the stream: they are read and wait in Redis
     settings = settings.model_copy(update={
         "worker": settings.worker.model_copy(update={"labels_lead_seconds": 30 * 86_400.0})})
