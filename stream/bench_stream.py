@@ -35,15 +35,18 @@ import asyncio
 import json
 import os
 import secrets
+import signal
 import statistics
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import polars as pl
 import redis
@@ -108,12 +111,17 @@ def _settings(base: Settings, layout: str) -> Settings:
 class _Layout:
     """The role processes of one layout, with their logs in ``folder``."""
 
+    #: Layouts whose processes run (each in a session of its own, so a Ctrl-C in the
+    #: terminal reaches the bench only): :func:`_stopped_on_interrupt` stops them.
+    running: ClassVar[weakref.WeakSet[_Layout]] = weakref.WeakSet()
+
     def __init__(self, settings: Settings, roles: list[list[str]], folder: Path) -> None:
         self.settings = settings
         self.roles = roles
         self.folder = folder
         self.children: list[subprocess.Popen[bytes]] = []
         self.ports: list[int] = []
+        _Layout.running.add(self)
         folder.mkdir(parents=True, exist_ok=True)
         for i, role_set in enumerate(roles):
             self._spawn(role_set, i)
@@ -167,7 +175,29 @@ class _Layout:
             except subprocess.TimeoutExpired:
                 child.kill()
                 child.wait()
+        _Layout.running.discard(self)
         return time.monotonic() - began
+
+
+@contextmanager
+def _stopped_on_interrupt() -> Iterator[None]:
+    """On SIGINT or SIGTERM, kill every running layout's processes and exit (130): a
+    KeyboardInterrupt raised inside kafka-python's I/O loop is kept by its task, not
+    raised, and the bench went on starting workers."""
+    def stop(signum: int, _frame: object) -> None:
+        for layout in list(_Layout.running):
+            for child in layout.children:
+                child.kill()
+        print(f"fraudstream bench: interrupted (signal {signum}); its workers were killed, "
+              "its topics and keys were left", file=sys.stderr, flush=True)
+        os._exit(130)
+
+    before = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
 
 
 def _ends(consumer: KafkaConsumer, topic: str) -> int:
@@ -381,6 +411,15 @@ def bench_stream(base: Settings, scenario: str = "baseline", customers: int = 10
                  say: Callable[[str], object] = print) -> dict[str, LayoutResult]:
     """The feature path, transactions only, the learner alone, and the drain rate and
     latency of each layout of :data:`LAYOUTS`, in this invocation; medians over ``runs``."""
+    if threading.current_thread() is not threading.main_thread():  # (no signals there)
+        return _bench_stream(base, scenario, customers, days, rate, seconds, runs, folder, say)
+    with _stopped_on_interrupt():
+        return _bench_stream(base, scenario, customers, days, rate, seconds, runs, folder, say)
+
+
+def _bench_stream(base: Settings, scenario: str, customers: int, days: float, rate: float,
+                  seconds: float, runs: int, folder: Path | None,
+                  say: Callable[[str], object]) -> dict[str, LayoutResult]:
     simulation, _ = run_scenario(load_scenario(scenario), days=days, customers=customers)
     txn_events = encode_events(simulation.transactions, simulation.labels.head(0))
     label_events = encode_events(simulation.transactions.head(0), simulation.labels)
