@@ -27,12 +27,13 @@ import json
 import logging
 import pickle
 import struct
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import WatchError
+from redis.typing import EncodableT, FieldT
 from river import base
 
 from features.keys import models_tag
@@ -324,8 +325,7 @@ class ModelRegistry:
                 if training_rows == b"":
                     pipe.delete(self.key("training"))
                 elif training_rows is not None:
-                    pipe.hset(self.key("training"), mapping={
-                        "blob": training_rows, "sig": sign(self._key, _TRAINING, training_rows)})
+                    pipe.hset(self.key("training"), mapping=self._signed_rows(training_rows))
                 if audit is not None:
                     pipe.rpush(f"{self._base}:audit", json.dumps(
                         asdict(replace(audit, to_version=version)), separators=(",", ":")))
@@ -443,8 +443,11 @@ class ModelRegistry:
         """Keep a batch model's training rows, signed (a snapshot leaves them out: see
         :mod:`models.batch`), for a learner that starts again."""
         await self._check_fence()
-        await self.client.hset(self.key("training"), mapping={
-            "blob": raw, "sig": sign(self._key, _TRAINING, raw)})
+        await self.client.hset(self.key("training"), mapping=self._signed_rows(raw))
+
+    def _signed_rows(self, raw: bytes) -> Mapping[FieldT, EncodableT]:
+        """The fields of the training-rows hash: the rows and their signature."""
+        return {"blob": raw, "sig": sign(self._key, _TRAINING, raw)}
 
     async def training_rows(self) -> bytes | None:
         """The rows :meth:`save_training_rows` kept (None: none, or a signature that does

@@ -192,6 +192,9 @@ def _stopped_on_interrupt() -> Iterator[None]:
               "its topics and keys were left", file=sys.stderr, flush=True)
         os._exit(130)
 
+    if threading.current_thread() is not threading.main_thread():  # (no signals there)
+        yield
+        return
     before = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
@@ -411,8 +414,6 @@ def bench_stream(base: Settings, scenario: str = "baseline", customers: int = 10
                  say: Callable[[str], object] = print) -> dict[str, LayoutResult]:
     """The feature path, transactions only, the learner alone, and the drain rate and
     latency of each layout of :data:`LAYOUTS`, in this invocation; medians over ``runs``."""
-    if threading.current_thread() is not threading.main_thread():  # (no signals there)
-        return _bench_stream(base, scenario, customers, days, rate, seconds, runs, folder, say)
     with _stopped_on_interrupt():
         return _bench_stream(base, scenario, customers, days, rate, seconds, runs, folder, say)
 

@@ -213,17 +213,25 @@ async def test_a_snapshot_is_published_every_n_labels_and_served(pipeline: Pipel
     assert await pipeline.registry.journal() == []
 
 
+async def scored_then_started(registry: ModelRegistry, store: MemoryFeatureStore,
+                              txns: list[Transaction],
+                              min_seconds: float) -> tuple[Learner, list[Label]]:
+    """``txns`` scored by a pipeline snapshotting every 10 labels (no sooner than
+    ``min_seconds`` apart), its learner started, and a label for each (every 4th a fraud)."""
+    pipeline = Pipeline(Settings(model=ModelSettings(snapshot_every_labels=10,
+                                                     snapshot_min_seconds=min_seconds)),
+                        store, registry, PipelineMetrics.create(CollectorRegistry()))
+    await pipeline.on_transactions([txn_record(t) for t in txns])
+    return (await pipeline.start(),
+            [Label(t.txn_id, i % 4 == 0, 1e4 + i) for i, t in enumerate(txns)])
+
+
 async def test_labels_learned_in_a_batch_snapshot_where_one_by_one_would(
     registry: ModelRegistry, redis_store: RedisFeatureStore,
 ) -> None:
     store = MemoryFeatureStore()
     txns = [Transaction(f"b{i}", f"c{i % 7}", "p1", 3.0 + i, 100.0 + i) for i in range(25)]
-    pipeline = Pipeline(Settings(model=ModelSettings(snapshot_every_labels=10,
-                                                     snapshot_min_seconds=0)),
-                        store, registry, PipelineMetrics.create(CollectorRegistry()))
-    await pipeline.on_transactions([txn_record(t) for t in txns])
-    learner = await pipeline.start()
-    labels = [Label(t.txn_id, i % 4 == 0, 1e4 + i) for i, t in enumerate(txns)]
+    learner, labels = await scored_then_started(registry, store, txns, 0)
     # a redelivered label within the batch, and one for a transaction never scored
     batch = [*labels[:12], labels[3], Label("nowhere", True, 2e4), *labels[12:]]
     results = await learner.learn_many(batch)
@@ -251,14 +259,8 @@ async def test_a_snapshot_due_by_count_waits_for_its_time_floor(
     """At thousands of labels a second, a snapshot every 10 labels would be hundreds a
     second: one due by count waits until ``snapshot_min_seconds`` passed since the last,
     and then holds exactly the labels journaled before it."""
-    store = MemoryFeatureStore()
     txns = [Transaction(f"f{i}", f"c{i % 5}", "p1", 3.0 + i, 100.0 + i) for i in range(30)]
-    pipeline = Pipeline(Settings(model=ModelSettings(snapshot_every_labels=10,
-                                                     snapshot_min_seconds=0.5)),
-                        store, registry, PipelineMetrics.create(CollectorRegistry()))
-    await pipeline.on_transactions([txn_record(t) for t in txns])
-    learner = await pipeline.start()
-    labels = [Label(t.txn_id, i % 4 == 0, 1e4 + i) for i, t in enumerate(txns)]
+    learner, labels = await scored_then_started(registry, MemoryFeatureStore(), txns, 0.5)
     first = await learner.learn_many(labels[:25])  # due at 10 (the first), 20 (too soon)
     assert [r.published.version for r in first if r.published is not None] == [2]
     assert [m.labels_learned for m in await registry.versions()] == [0, 10]
