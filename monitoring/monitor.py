@@ -2,7 +2,7 @@
 
 :class:`DriftMonitor` receives every newly scored transaction (its vector
 and score) and every learned label (with the score it was given), feeds the
-detectors of :mod:`monitoring.detectors` with event times, keeps the
+detectors of :mod:`monitoring.drift` with event times, keeps the
 Prometheus gauges current, and returns the drift events for the
 ``drift-events`` topic.
 
@@ -13,7 +13,7 @@ depend on the model, so they also wait until its lineage has learned
 ``warm_up`` labels (:meth:`DriftMonitor.model_learned`; the count survives
 restarts, being part of the model's snapshots), and prediction
 drift rescores both of its windows with the current model (see
-:class:`~monitoring.detectors.PredictionDrift`).
+:class:`~monitoring.drift.prediction.PredictionDrift`).
 
 Scored records reach the detectors in event-time order across the
 worker's partitions (:mod:`monitoring.ordering`): the caller says which
@@ -47,18 +47,15 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from features.events import Label
 from features.store import ScoredRecord
-from monitoring.detectors import (
-    ConceptDrift,
-    DataDrift,
-    DriftConfig,
-    DriftEvent,
-    LabelDrift,
-    PredictionDrift,
-    SampledKSWIN,
-    Scorer,
-)
-from monitoring.mean_shift import MeanShift
-from monitoring.missed_fraud import MissedFraud
+from monitoring.drift.base import Detector, DriftEvent, Outcome, Scorer, Scoring
+from monitoring.drift.concept import ConceptDrift
+from monitoring.drift.config import DriftConfig
+from monitoring.drift.data import DataDrift
+from monitoring.drift.kswin import SampledKSWIN
+from monitoring.drift.labels import LabelDrift
+from monitoring.drift.mean_shift import MeanShift
+from monitoring.drift.missed_fraud import MissedFraud
+from monitoring.drift.prediction import PredictionDrift
 from monitoring.ordering import EventTimeOrder
 from monitoring.reports import ReportBudget, save_windows
 
@@ -187,8 +184,7 @@ class DriftMonitor:
         self.metrics = metrics
         # Every alarm counter exists from the start at 0: an alert on its increase() would
         # not see a series that first appears at 1.
-        for detector in (self.data, self.kswin, self.mean_shift, self.prediction, self.labels,
-                         self.concept, self.missed):
+        for detector in self.detectors:
             for name, subject in detector.alarm_keys():
                 metrics.alarms.labels(detector=name, subject=subject)
         for outcome in ("built", "recent", "busy"):
@@ -198,6 +194,12 @@ class DriftMonitor:
         #: The model's latest scorer: held records are rescored with it when they go.
         self._scorer: Scorer | None = None
         self._early: dict[str, int] = {}  # released_early already counted, per stream
+
+    @property
+    def detectors(self) -> tuple[Detector[Scoring] | Detector[Outcome], ...]:
+        """Every detector: those of scored transactions, then those of labels."""
+        return (self.data, self.kswin, self.mean_shift, self.prediction, self.labels,
+                self.concept, self.missed)
 
     def model_learned(self, labels: int) -> None:
         """The champion's lineage has learned ``labels`` labels (arms the model detectors)."""
@@ -272,12 +274,11 @@ class DriftMonitor:
         if not self.armed and self._learned >= self.config.warm_up:
             self.armed = True
             self.metrics.armed.set(1)
-        events = self.data.update(record.features, record.event_time)
-        events += self.kswin.update(record.features, record.event_time)
-        events += self.mean_shift.update(record.features, record.event_time)
+        seen = Scoring(record.event_time, record.features, record.score, scorer)
+        watching: tuple[Detector[Scoring], ...] = (self.data, self.kswin, self.mean_shift)
         if self.armed:
-            events += self.prediction.update(record.score, record.event_time, record.features,
-                                             scorer)
+            watching += (self.prediction,)
+        events = [event for detector in watching for event in detector.update(seen)]
         if self.data.checks != self._published:  # the gauges move only when a check ran
             self._published = self.data.checks
             for (detector, feature), value in self.data.latest.items():
@@ -317,11 +318,11 @@ class DriftMonitor:
     def _on_label(self, record: ScoredRecord, label: Label) -> list[DriftEvent]:
         if not self.armed:
             return []
-        delay = label.event_time - record.event_time
-        events = self.labels.update(label.is_fraud, delay, label.event_time)
-        events += self.concept.update(record.score, label.is_fraud, label.event_time)
-        events += self.missed.update(record.score, label.is_fraud, record.card_id,
-                                     record.terminal_id, label.event_time)
+        outcome = Outcome(label.event_time, label.is_fraud, record.score,
+                          label.event_time - record.event_time, record.card_id,
+                          record.terminal_id)
+        watching: tuple[Detector[Outcome], ...] = (self.labels, self.concept, self.missed)
+        events = [event for detector in watching for event in detector.update(outcome)]
         for name, gauge in (("fraud_rate_ratio", self.metrics.fraud_rate_ratio),
                             ("label_delay_ratio", self.metrics.label_delay_ratio),
                             ("fraud_rate_dispersion", self.metrics.fraud_rate_dispersion)):
@@ -342,11 +343,8 @@ class DriftMonitor:
 
     def refresh_reference(self) -> None:
         """Take the recent traffic as the new reference (after a promote, or on demand)."""
-        self.data.refresh()
-        self.kswin.refresh()
-        self.mean_shift.refresh()
-        self.prediction.refresh()
-        self.missed.refresh()  # which frauds are missed depends on the model
+        for detector in self.detectors:  # (labels keep theirs: they do not depend on the model)
+            detector.refresh()
         self.metrics.missed_fraud_cusum.set(0)
         for feature in self.mean_shift.features:  # no statistic until the new reference
             self.metrics.feature_mean_shift.labels(feature=feature).set(0)

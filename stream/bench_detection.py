@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from monitoring.drift_config import DriftConfig
+from monitoring.drift.config import DriftConfig
 from monitoring.judging import Alarm, judge
 from producers.scenario import builtin_scenarios, load_scenario, moved, run_scenario
 from stream.embedded import EmbeddedOptions, events_from_frames, run_embedded

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from kafka import KafkaConsumer
 
-from monitoring.detectors import DriftEvent
+from monitoring.drift.base import DriftEvent
 from producers.scenario import ScenarioSpec, describe, load_scenario, moved, run_scenario
 from stream.runtime.monitor import decode_drift
 from stream.services import LocalServices

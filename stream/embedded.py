@@ -59,7 +59,8 @@ from features.store import ScoredRecord
 from features.vector import FEATURE_NAMES
 from models.factory import build_model, fraud_probabilities, learn
 from models.scoring import ModelHolder, ServingModel, score_batch
-from monitoring.detectors import DriftConfig, DriftEvent, Scorer
+from monitoring.drift.base import DriftEvent, Scorer
+from monitoring.drift.config import DriftConfig
 from monitoring.monitor import DriftMetrics, DriftMonitor
 from stream.response import ahead
 from stream.wiring import CYCLIC, watched_features

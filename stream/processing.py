@@ -31,7 +31,7 @@ from models.challengers import Challengers
 from models.learner import Learner
 from models.registry import ModelRegistry
 from models.scoring import ModelHolder, ServingModel
-from monitoring.detectors import DriftEvent
+from monitoring.drift.base import DriftEvent
 from monitoring.metrics import PipelineMetrics
 from monitoring.monitor import DriftMonitor
 from stream.records import Emit, Origin, RawRecord, Rejects, encode_learned, encode_scored

@@ -35,7 +35,7 @@ from models.evaluation import Prequential, average_precision
 from models.learner import Learner
 from models.registry import ModelRegistry
 from models.significance import paired_bootstrap_ap
-from monitoring.detectors import DriftEvent
+from monitoring.drift.base import DriftEvent
 from stream.settings import Settings
 
 log = logging.getLogger(__name__)

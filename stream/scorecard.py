@@ -37,7 +37,7 @@ from features.vector import FEATURE_NAMES
 from models.evaluation import DAY
 from models.periods import Labelled, daily, periods, recovery_days, summary, weekly
 from models.signal import feature_signal
-from monitoring.detectors import DriftEvent
+from monitoring.drift.base import DriftEvent
 from monitoring.judging import Alarm, judge, per_change
 from stream.embedded import EmbeddedResult
 

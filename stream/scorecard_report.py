@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from models.evaluation import DAY
-from monitoring.detectors import DriftConfig
+from monitoring.drift.config import DriftConfig
 from stream.embedded import EmbeddedResult
 
 PLOTS = ("metrics_per_day.png", "scores_per_day.png", "label_delay.png", "drift_statistics.png")

@@ -23,7 +23,7 @@ from stream.datacmd import EXIT_ROWS_REJECTED, non_negative
 from stream.settings import Settings
 
 if TYPE_CHECKING:  # the CLI builds its parser with this module: nothing heavy at import
-    from monitoring.detectors import DriftEvent
+    from monitoring.drift.base import DriftEvent
     from stream.datacmd import Source
     from stream.embedded import EmbeddedOptions, EmbeddedResult
     from stream.scorecard import ScorecardOptions

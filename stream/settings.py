@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from features.vector import FEATURE_NAMES
-from monitoring.drift_config import DriftConfig
+from monitoring.drift.config import DriftConfig
 
 Port = Annotated[int, Field(ge=1, le=65535)]
 
@@ -116,7 +116,7 @@ _DRIFT = DriftConfig()
 
 
 class DriftSettings(_Section):
-    """Drift detectors (see monitoring/detectors.py for what each does and the defaults)."""
+    """Drift detectors (see monitoring/drift/ for what each does and the defaults)."""
 
     enabled: bool = True
     #: Features watched for data drift (empty: all but the calendar ones, which cycle, and

@@ -25,7 +25,7 @@ from models.factory import fraud_probabilities
 from models.following import follow
 from models.registry import ModelRegistry
 from models.scoring import ModelHolder
-from monitoring.detectors import DriftEvent, Scorer
+from monitoring.drift.base import DriftEvent, Scorer
 from monitoring.metrics import PipelineMetrics
 from monitoring.monitor import DriftMonitor, encode_event
 from stream.records import Emit, RawRecord, Rejects, decode_learned, decode_scored

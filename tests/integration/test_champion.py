@@ -270,7 +270,7 @@ async def test_challengers_score_in_shadow_learn_and_can_be_promoted(
 async def test_concept_drift_starts_a_challenger_on_recent_data_and_promotes_it(
     registry: ModelRegistry,
 ) -> None:
-    from monitoring.detectors import DriftEvent
+    from monitoring.drift.base import DriftEvent
     from stream.settings import DriftSettings
 
     settings = Settings(model=ModelSettings(snapshot_every_labels=1000),
@@ -347,7 +347,7 @@ async def test_a_configured_challenger_clearly_ahead_is_promoted_and_served(
 
 
 async def test_drift_references_are_refreshed_on_request(registry: ModelRegistry) -> None:
-    from monitoring.detectors import DriftConfig
+    from monitoring.drift.config import DriftConfig
     from monitoring.monitor import DriftMetrics, DriftMonitor
     from stream.runtime.monitor import drift_refresh_key
 

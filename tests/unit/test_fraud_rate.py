@@ -6,7 +6,10 @@ from dataclasses import replace
 
 import numpy as np
 
-from monitoring.detectors import DriftConfig, LabelDrift, dispersion
+from monitoring.drift.base import Outcome
+from monitoring.drift.config import DriftConfig
+from monitoring.drift.labels import LabelDrift
+from monitoring.drift.stats import dispersion
 
 CONFIG = DriftConfig(reference_size=5000, window_size=2000, check_every=250, warm_up=0)
 #: fraud_rate_block larger than the reference: one block, so no dispersion (plain binomial).
@@ -30,7 +33,8 @@ def clustered(seed: int, n: int = 16000, change_at: int | None = None,
 def first_fraud_rate_alarm(config: DriftConfig, flags: np.ndarray) -> float | None:
     detector = LabelDrift(config)
     alarms = [e.first_seen for i, flag in enumerate(flags)
-              for e in detector.update(bool(flag), 1e5, float(i)) if e.detector == "fraud_rate"]
+              for e in detector.update(Outcome(float(i), bool(flag), delay=1e5))
+              if e.detector == "fraud_rate"]
     return min(alarms, default=None)
 
 

@@ -8,7 +8,7 @@ import random
 import pytest
 from river import drift
 
-from monitoring.kswin import QuickKSWIN
+from monitoring.drift.kswin import QuickKSWIN
 
 
 @pytest.mark.parametrize("seed", range(4))

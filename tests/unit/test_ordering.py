@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from features.store import ScoredRecord
-from monitoring.drift_config import DriftConfig
+from monitoring.drift.config import DriftConfig
 from monitoring.monitor import DriftMetrics, DriftMonitor
 from monitoring.ordering import EventTimeOrder
 

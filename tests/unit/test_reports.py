@@ -9,7 +9,7 @@ import numpy as np
 from prometheus_client import CollectorRegistry
 
 from features.store import ScoredRecord
-from monitoring.detectors import DriftConfig
+from monitoring.drift.config import DriftConfig
 from monitoring.monitor import DriftMetrics, DriftMonitor
 from monitoring.reports import ReportBudget, build_report, save_windows
 

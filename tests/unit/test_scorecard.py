@@ -17,7 +17,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from features.vector import FEATURE_NAMES
 from models.evaluation import card_precision_at_k
-from monitoring.drift_config import DriftConfig
+from monitoring.drift.config import DriftConfig
 from monitoring.judging import Alarm, judge, per_change
 from producers.scenario import load_scenario, moved, run_scenario
 from stream.cli import main

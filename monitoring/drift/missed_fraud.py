@@ -24,7 +24,7 @@ CUSUM for a rise from ``p0`` to ``p1 = max(missed_fraud_ratio * p0, p0 +
 missed_fraud_rise)``: each incident adds its log-likelihood ratio divided by
 the dispersion (incidents close in time are still not independent: at least
 ``missed_fraud_dispersion``, more if the reference's five blocks of
-incidents vary more, as :func:`~monitoring.detectors.dispersion`
+incidents vary more, as :func:`~monitoring.drift.stats.dispersion`
 measures), the sum is floored at 0, and above ``missed_fraud_threshold`` it
 alarms. The alarm's change time is when the sum last left 0: CUSUM's own
 estimate of when the rise began. An alarm is raised once, and re-armed when
@@ -46,8 +46,8 @@ day apart):
 >>> events = []
 >>> for i in range(600):
 ...     missed = rng.random() < (0.6 if i >= 300 else 0.1)
-...     events += detector.update(0.1 if missed else 0.9, True, f"card{i}", f"term{i}",
-...                               i * 86400.0)
+...     events += detector.update(Outcome(i * 86400.0, True, 0.1 if missed else 0.9,
+...                                       card=f"card{i}", terminal=f"term{i}"))
 >>> [(e.detector, e.subject) for e in events]
 [('missed_fraud', 'champion')]
 >>> events[0].first_seen / 86400  # 37 incidents after the change
@@ -63,8 +63,9 @@ from __future__ import annotations
 import math
 from collections import deque
 
-from monitoring.detectors import DriftEvent, dispersion
-from monitoring.drift_config import DriftConfig
+from monitoring.drift.base import DriftEvent, Outcome
+from monitoring.drift.config import DriftConfig
+from monitoring.drift.stats import dispersion
 
 
 class MissedFraud:
@@ -98,13 +99,14 @@ class MissedFraud:
         """Every (detector, subject) this can raise."""
         return [("missed_fraud", self.model)]
 
-    def update(self, score: float, is_fraud: bool, card: str, terminal: str,
-               at: float) -> list[DriftEvent]:
-        """A label of a transaction scored ``score``, of ``card`` at ``terminal``, that
-        arrived at event time ``at`` (genuine labels are ignored)."""
-        if not is_fraud or not self._new_incident(f"c:{card}", f"t:{terminal}", at):
+    def update(self, observation: Outcome) -> list[DriftEvent]:
+        """A label (genuine labels are ignored): its score, card, terminal and event
+        time."""
+        at = observation.at
+        if not observation.is_fraud or not self._new_incident(
+                f"c:{observation.card}", f"t:{observation.terminal}", at):
             return []
-        missed = score < self.threshold
+        missed = observation.score < self.threshold
         self.incidents += 1
         self._recent.append(missed)
         self.latest["missed_fraud_recent_share"] = sum(self._recent) / len(self._recent)

@@ -47,7 +47,7 @@ class DriftConfig:
     #: (z = 3.09: one-sided 99.9%) ...
     fraud_rate_z: float = 3.09
     #: ... on counts divided by the reference's dispersion between blocks of this many labels
-    #: (frauds cluster in incidents: see ``monitoring.detectors.dispersion``).
+    #: (frauds cluster in incidents: see ``monitoring.drift.stats.dispersion``).
     fraud_rate_block: int = 500
     #: Label delay: an alarm when the median delay of the last ``label_delay_frauds`` fraud
     #: labels is this many times that of the first 1.5 times as many after the warm-up
@@ -55,7 +55,7 @@ class DriftConfig:
     #: chargeback delays, 40 against 60 pages on steady labels well under 1% of the time).
     label_delay_ratio: float = 2.0
     label_delay_frauds: int = 40
-    #: River's KSWIN (``monitoring.detectors.SampledKSWIN``) watches these features: those
+    #: River's KSWIN (``monitoring.drift.kswin.SampledKSWIN``) watches these features: those
     #: free of the weekly volume cycle (counts, sums, maxima and gaps follow it, and a day
     #: against the week before reports the weekday) and not almost always 0 ...
     kswin_features: tuple[str, ...] = ("txn_amount_log", "card_amount_mean_1d",
@@ -78,7 +78,7 @@ class DriftConfig:
     #: ADWIN sees the mean loss of blocks of this many labels (frauds come in bursts).
     adwin_block: int = 25
     #: Page-Hinkley's threshold, set by hand (calibrated with ``fraudstream bench drift``);
-    #: 0: derived from its share of ``ert_days`` (``monitoring.ert``) on the losses of the
+    #: 0: derived from its share of ``ert_days`` (``monitoring.drift.ert``) on the losses of the
     #: first ``reference_days`` of labels after the warm-up, during which it is silent.
     #: Not the default yet: a week of reference labels lacks the multi-day fraud waves
     #: of later weeks, and the derived threshold (38 on a bench seed) paged on 6 of 10
@@ -87,7 +87,7 @@ class DriftConfig:
     #: Expected event time, in days, between false alarms of the whole monitor on steady
     #: data. It is shared by ``ert_detectors`` detector families (data drift, KSWIN, mean
     #: shift, prediction, label, concept, missed fraud): a detector whose threshold is
-    #: derived by simulation (``monitoring.ert``) gets ``ert_days * ert_detectors`` ...
+    #: derived by simulation (``monitoring.drift.ert``) gets ``ert_days * ert_detectors`` ...
     ert_days: float = 30.0
     ert_detectors: int = 7
     #: ... from this many simulated runs, each made of blocks of this many hours of the
@@ -96,9 +96,9 @@ class DriftConfig:
     ert_block_hours: float = 1.0
     #: ... whose probabilities are clipped to [loss_clip, 1 - loss_clip].
     loss_clip: float = 0.05
-    #: Missed frauds (``monitoring.missed_fraud``): a fraud label starts an incident when neither
-    #: its card nor its terminal had a fraud label in this many days (a skimmed terminal or a
-    #: stolen card otherwise counts a dozen times) ...
+    #: Missed frauds (``monitoring.drift.missed_fraud``): a fraud label starts an incident
+    #: when neither its card nor its terminal had a fraud label in this many days (a skimmed
+    #: terminal or a stolen card otherwise counts a dozen times) ...
     missed_fraud_incident_days: float = 1.0
     #: ... the reference is the first this many incidents after the warm-up (and at least
     #: ``reference_days``) ...
@@ -115,7 +115,7 @@ class DriftConfig:
     #: scenario, replayed through the monitor); ``docs/drift.md`` gives the search and the
     #: delays.
     missed_fraud_threshold: float = 7.5
-    #: Mean shift (``monitoring.mean_shift``): a two-sided CUSUM on the means of blocks of
+    #: Mean shift (``monitoring.drift.mean_shift``): a two-sided CUSUM on the means of blocks of
     #: this many transactions of each of these features (relative to each card's own
     #: history, so the spread between cardholders does not hide a small change) ...
     mean_shift_features: tuple[str, ...] = ("card_amount_zscore_30d",)

@@ -25,7 +25,7 @@ means vary than its blocks predict: days differ from each other by more
 than sampling, and a bootstrap of one week's blocks cannot see it.
 
 The threshold comes from the expected run-time between false alarms
-(:mod:`monitoring.ert`): ``ert_days * ert_detectors`` shared by the watched
+(:mod:`monitoring.drift.ert`): ``ert_days * ert_detectors`` shared by the watched
 features, simulated on runs of the reference's own standardised blocks,
 unless ``mean_shift_threshold`` sets it by hand. An alarm is raised once per
 episode: the sum must come back to 0 before the feature can alarm again. Its
@@ -49,7 +49,7 @@ block mean's spread), with a day of reference:
 >>> events = []
 >>> for i in range(10_000):
 ...     value = rng.normal(0.25 if i >= 6_000 else 0.0, 1.0)
-...     events += detector.update({"x": value}, i * 86.4)
+...     events += detector.update(Scoring(i * 86.4, {"x": value}))
 >>> [(e.detector, e.subject) for e in events]
 [('mean_shift', 'x')]
 >>> round(detector.threshold("x"), 1)
@@ -63,14 +63,14 @@ block mean's spread), with a day of reference:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from monitoring import ert
-from monitoring.detectors import DriftEvent
-from monitoring.drift_config import DriftConfig
+from monitoring.drift import ert
+from monitoring.drift.base import DriftEvent, Scoring
+from monitoring.drift.config import DriftConfig
 
 DAY = 86400.0
 #: The fewest reference blocks a standard deviation (and a bootstrap) is taken from.
@@ -97,7 +97,7 @@ def cusum_threshold(z: np.ndarray, times: np.ndarray, ert_days: float, k: float,
                     runs: int = 200, horizon_days: float = 30.0,
                     block_seconds: float = 3600.0, seed: int = 0) -> float:
     """The two-sided CUSUM threshold whose expected run-time on blocks like ``z`` (with
-    their event ``times``) is ``ert_days``: the :func:`~monitoring.ert.quiet_quantile`
+    their event ``times``) is ``ert_days``: the :func:`~monitoring.drift.ert.quiet_quantile`
     of the largest statistic of ``runs`` simulated runs of ``horizon_days``, each made
     of runs of consecutive reference blocks drawn at random.
 
@@ -176,8 +176,9 @@ class MeanShift:
         """``feature``'s threshold (0 until its reference is complete)."""
         return self._state[feature].threshold
 
-    def update(self, vector: Mapping[str, float], at: float) -> list[DriftEvent]:
-        """A scored transaction's vector, at event time ``at``."""
+    def update(self, observation: Scoring) -> list[DriftEvent]:
+        """A scored transaction (its vector)."""
+        at, vector = observation.at, observation.vector
         clip = self.config.mean_shift_clip
         events = []
         for name in self.features:
