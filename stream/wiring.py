@@ -157,8 +157,8 @@ def build_api(settings: Settings) -> Any:
 
     from prometheus_client import multiprocess
 
-    from models.serving.app import create_app
-    from models.serving.decisions import DecisionLog
+    from stream.serving.app import create_app
+    from stream.serving.decisions import DecisionLog
     from stream.topics import ensure_topics
 
     api = settings.api

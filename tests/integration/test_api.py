@@ -22,10 +22,10 @@ from features.redis_store import RedisFeatureStore
 from models.factory import build_model
 from models.reasons import contributions
 from models.registry import ModelRegistry, SnapshotMeta
-from models.serving.app import create_app
-from models.serving.guard import Guard
 from monitoring.metrics import ApiMetrics
 from producers.schema import TransactionRecord
+from stream.serving.app import create_app
+from stream.serving.guard import Guard
 from tests.support import RealServers, publish_trained_champion
 
 pytestmark = pytest.mark.integration

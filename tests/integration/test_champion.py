@@ -18,10 +18,10 @@ from models.errors import ChampionChangedError
 from models.factory import build_model
 from models.learner import Learner
 from models.registry import ModelRegistry, SnapshotMeta
-from models.serving.app import create_app
 from monitoring.metrics import PipelineMetrics
 from producers.schema import TransactionRecord
 from stream.processing import Pipeline
+from stream.serving.app import create_app
 from stream.settings import ModelSettings, RedisSettings, Settings
 from tests.integration.test_learning import label_record, txn_record
 from tests.support import RealServers

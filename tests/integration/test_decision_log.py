@@ -17,10 +17,10 @@ from prometheus_client import CollectorRegistry
 from features.events import Transaction
 from features.redis_store import RedisFeatureStore
 from models.registry import ModelRegistry
-from models.serving.app import create_app
-from models.serving.decisions import DecisionLog
 from producers.schema import TransactionRecord
 from stream.services.process import free_port
+from stream.serving.app import create_app
+from stream.serving.decisions import DecisionLog
 from stream.settings import KafkaSettings, Settings, TopicSettings
 from stream.topics import ensure_topics
 from tests.support import RealServers, publish_trained_champion

@@ -7,7 +7,7 @@ new model is served within ``api.model_refresh_seconds`` without a restart.
 
 Failures answer fast and say why (``{"detail": ..., "reason": ...}``): Redis
 unreachable or too slow, or no model loaded, is ``503`` with ``Retry-After``;
-so is load over ``api.max_in_flight`` (:mod:`models.serving.guard`). ``/healthz``
+so is load over ``api.max_in_flight`` (:mod:`stream.serving.guard`). ``/healthz``
 says the process is alive, ``/readyz`` whether it can score now.
 """
 
@@ -38,11 +38,11 @@ from models.following import follow
 from models.reasons import reasons
 from models.registry import ModelRegistry
 from models.scoring import ModelHolder, score_readonly, score_readonly_many
-from models.serving.admin import admin_router
-from models.serving.decisions import Decision, DecisionLog
-from models.serving.guard import Guard
 from monitoring.metrics import ApiMetrics
 from producers.schema import TransactionRecord
+from stream.serving.admin import admin_router
+from stream.serving.decisions import Decision, DecisionLog
+from stream.serving.guard import Guard
 
 log = logging.getLogger(__name__)
 
@@ -192,12 +192,12 @@ def create_app(
 ) -> FastAPI:
     """The scoring API over ``store`` and ``registry``; metrics go to ``metrics_registry``.
 
-    See :mod:`models.serving.guard` for ``max_in_flight``, ``max_loop_lag_seconds`` and
+    See :mod:`stream.serving.guard` for ``max_in_flight``, ``max_loop_lag_seconds`` and
     ``max_body_bytes``;
     ``retry_after_seconds`` is what a 503 tells the client to wait; ``batch_max`` is the
     most transactions one ``/v1/score/batch`` request may hold; ``explain_top`` how many
     reason codes ``?explain=true`` gives. Every answer is kept in ``decisions``, if given
-    (the decision log, :mod:`models.serving.decisions`), which runs beside the app.
+    (the decision log, :mod:`stream.serving.decisions`), which runs beside the app.
     ``/metrics`` shows ``exposed`` if given (several worker processes: one registry that
     reads them all), else ``metrics_registry``.
     """

@@ -1,0 +1,120 @@
+"""The direction of imports (DESIGN.md): ``features`` imports nothing of ours; ``models``
+and ``monitoring`` import ``features``; the adapters (``producers``, ``stream``) import the
+core. And no two modules import each other, directly or around a circle.
+
+Read from the source with :mod:`ast`, so that an import inside a function counts for the
+direction (it still couples the packages), while only imports run at import time count
+for circles (a function-level import is how a circle is legitimately broken).
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = ("features", "models", "monitoring", "producers", "stream")
+#: What each package may import of ours (itself always).
+ALLOWED = {
+    "features": set(),
+    "models": {"features"},
+    "monitoring": {"features"},
+    "producers": {"features", "models", "monitoring"},
+    "stream": {"features", "models", "monitoring", "producers"},
+}
+
+
+def modules() -> dict[str, Path]:
+    """Every module of ours, by dotted name."""
+    found = {}
+    for package in PACKAGES:
+        for path in (ROOT / package).rglob("*.py"):
+            parts = path.relative_to(ROOT).with_suffix("").parts
+            name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+            found[name] = path
+    return found
+
+
+KNOWN = modules()
+
+
+def imports(path: Path, name: str, top_level_only: bool) -> Iterator[str]:
+    """The modules of ours that ``path`` (module ``name``) imports."""
+    tree = ast.parse(path.read_text(), str(path))
+    nodes = tree.body if top_level_only else list(ast.walk(tree))
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    for node in nodes:
+        if isinstance(node, ast.If) and top_level_only and "TYPE_CHECKING" in ast.unparse(
+                node.test):
+            continue
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1]
+                                + ([base] if base else []))
+            # ``from package import module`` imports the module; ``from module import name``
+            # the module
+            targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in KNOWN else base
+                       for alias in node.names]
+        else:
+            continue
+        yield from (t for t in targets if t.split(".")[0] in PACKAGES)
+
+
+def test_packages_import_only_in_the_allowed_direction() -> None:
+    wrong = sorted(
+        f"{name} imports {target}"
+        for name, path in KNOWN.items()
+        for target in imports(path, name, top_level_only=False)
+        if (theirs := target.split(".")[0]) != (ours := name.split(".")[0])
+        and theirs not in ALLOWED[ours])
+    assert wrong == []
+
+
+def test_no_modules_import_each_other_in_a_circle() -> None:
+    known = KNOWN
+    graph = {name: {t for t in imports(path, name, top_level_only=True) if t in known}
+             for name, path in known.items()}
+    # Tarjan's strongly connected components: a component of more than one module is a
+    # circle (a package's __init__ importing its own modules is not one).
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    circles: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for target in graph[node]:
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                circles.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    assert circles == []
+
+
+@pytest.mark.parametrize("package", ["features", "models", "monitoring"])
+def test_the_check_sees_an_import_against_the_direction(package: str, tmp_path: Path) -> None:
+    source = tmp_path / "bad.py"
+    source.write_text("def late():\n    from stream.wiring import build_store\n")
+    assert list(imports(source, f"{package}.bad", top_level_only=False)) == ["stream.wiring"]
+    assert "stream" not in ALLOWED[package]
