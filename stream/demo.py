@@ -19,7 +19,6 @@ started, and nothing else.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -54,7 +53,19 @@ def _signing_key(settings: Settings) -> str:
     return path.read_text().strip()
 
 
-def run_demo(settings: Settings, args: argparse.Namespace) -> int:
+@dataclass(frozen=True)
+class DemoOptions:
+    """What ``fraudstream demo`` replays, and for how long (see its ``--help``)."""
+
+    scenario: str = "sudden_covariate_shift"
+    speed: float = 20_000.0
+    customers: int = 500
+    seed: int | None = None
+    change_day: float | None = 40.0
+    duration: float | None = None
+
+
+def run_demo(settings: Settings, args: DemoOptions) -> int:
     spec = load_scenario(args.scenario)
     if args.change_day is not None and spec.changes:
         first = min(c.at_day for c in spec.changes)
@@ -223,7 +234,7 @@ def _follow_scores(settings: Settings, duration: float | None,
 CAUGHT_UP = 15.0
 
 
-def _print_scorecard(settings: Settings, spec: ScenarioSpec, args: argparse.Namespace,
+def _print_scorecard(settings: Settings, spec: ScenarioSpec, args: DemoOptions,
                      seen: Seen, folder: Path) -> None:
     """The scorecard of what the stream scored and alarmed, against the scenario's truth."""
     from stream.scorecard import ScorecardOptions, from_stream, scorecard, summary_lines

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from stream.cli import build_parser
+from stream.cli import parse
 from stream.settings import Settings
 from tests.support import REPO
 
@@ -56,12 +56,12 @@ def test_app_containers_point_at_the_compose_services() -> None:
 @pytest.mark.parametrize("name", ["scorer-1", "scorer-2", "learner", "monitor", "api",
                                   "producer"])
 def test_app_commands_are_valid_fraudstream_commands(name: str) -> None:
-    args = build_parser().parse_args(SERVICES[name]["command"])
-    assert args.command == SERVICES[name]["command"][0]
+    path, _ = parse(SERVICES[name]["command"])
+    assert path == [SERVICES[name]["command"][0]]
 
 
 def test_compose_runs_two_scorers_a_learner_and_a_monitor() -> None:
-    roles = {name: build_parser().parse_args(SERVICES[name]["command"]).role
+    roles = {name: parse(SERVICES[name]["command"])[1]["role"]
              for name in ("scorer-1", "scorer-2", "learner", "monitor")}
     assert roles == {"scorer-1": ["score"], "scorer-2": ["score"], "learner": ["learn"],
                      "monitor": ["monitor"]}

@@ -21,7 +21,7 @@ from monitoring.drift.config import DriftConfig
 from monitoring.judging import Alarm, judge, per_change
 from producers.scenario import load_scenario, moved, run_scenario
 from stream.cli import main
-from stream.datacmd import Source
+from stream.cli.scorecard import Plan, replay_and_judge, write
 from stream.embedded import (
     SERVED,
     EmbeddedOptions,
@@ -32,7 +32,7 @@ from stream.embedded import (
 )
 from stream.replay import replay_features
 from stream.scorecard import ScorecardOptions
-from stream.scorecardcmd import Plan, replay_and_judge, write
+from stream.sources import Source
 
 DAY = 86400.0
 #: The champion an embedded run and the scorecard command score with by default.
@@ -208,8 +208,7 @@ def test_judging_counts_alarms_past_the_maximum_delay_as_false() -> None:
 
 
 def test_scorecard_arguments_are_checked(capsys) -> None:
-    with pytest.raises(SystemExit):
-        main(["scorecard", "baseline", "--customers", "0"])
+    assert main(["scorecard", "baseline", "--customers", "0"]) == 2
     assert "--customers" in capsys.readouterr().err
     assert main(["scorecard", "no_such_scenario"]) == 1
     assert "not a built-in scenario" in capsys.readouterr().err
