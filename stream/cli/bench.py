@@ -13,7 +13,7 @@ from stream.cli.options import cluster_masters, positive, session
 from stream.settings import Settings
 
 if TYPE_CHECKING:
-    from stream.bench import Workload
+    from stream.bench.features import Workload
 
 Runs = Annotated[int, typer.Option(callback=positive, help="runs (the median is reported)")]
 Batch = Annotated[int, typer.Option(callback=positive, help="transactions per batch")]
@@ -53,8 +53,8 @@ def features(ctx: typer.Context, redis_url: RedisUrl = None,
                  callback=positive, help="transactions per card per day (30 days of history)")
              ] = 2.0,
              runs: Runs = 3, batch: Batch = 500) -> int:
-    from stream.bench import Workload
-    from stream.bench import run as run_bench
+    from stream.bench.features import Workload
+    from stream.bench.features import run as run_bench
 
     settings = session(ctx).settings()
     workload = Workload(cards=cards, terminals=terminals, per_day=per_day)
@@ -67,7 +67,7 @@ def _on_cluster(settings: Settings, redis_url: str | None, masters: int, workloa
                 runs: int, batch: int) -> int:
     """One Redis against the local Redis Cluster of ``masters`` masters (started for it if it
     was not running, and stopped after)."""
-    from stream.bench_cluster import run as run_cluster
+    from stream.bench.cluster import run as run_cluster
     from stream.services import LocalServices
 
     services = LocalServices(settings.services.model_copy(update={"redis_cluster": masters}))
@@ -83,13 +83,13 @@ def _on_cluster(settings: Settings, redis_url: str | None, masters: int, workloa
 
 
 def simulate(ctx: typer.Context, runs: Runs = 3) -> int:
-    from stream.bench_data import bench_data
+    from stream.bench.data import bench_data
 
     return bench_data("simulate", session(ctx).settings(), runs)
 
 
 def replay(ctx: typer.Context, runs: Runs = 3) -> int:
-    from stream.bench_data import bench_data
+    from stream.bench.data import bench_data
 
     return bench_data("replay", session(ctx).settings(), runs)
 
@@ -125,7 +125,7 @@ def drift(ctx: typer.Context, customers: Customers = 1000, days: Days = 56.0,
           max_delay_hours: Annotated[float, typer.Option(
               callback=positive, help="an alarm later than this after a change counts as "
                                       "false")] = 72.0) -> int:
-    from stream.bench_detection import bench_drift
+    from stream.bench.drift import bench_drift
 
     if change_day >= days:
         raise typer.BadParameter(f"{change_day:g} is not before the end of the scenario "
@@ -136,7 +136,7 @@ def drift(ctx: typer.Context, customers: Customers = 1000, days: Days = 56.0,
 
 def labels(ctx: typer.Context, redis_url: RedisUrl = None, runs: Runs = 3,
            batch: Batch = 500) -> int:
-    from stream.bench_labels import bench_labels
+    from stream.bench.labels import bench_labels
 
     return _with_redis(session(ctx).settings(), redis_url,
                        lambda url: bench_labels(url, runs, batch))
@@ -152,7 +152,7 @@ def stream(ctx: typer.Context,
                callback=positive, help="how long that rate is offered")] = 20.0,
            runs: Runs = 3) -> int:
     """Start the local Kafka and Redis if needed, then compare the layouts."""
-    from stream.bench_stream import bench_stream
+    from stream.bench.stream import bench_stream
 
     return _with_kafka_and_redis(session(ctx).settings(), lambda ready: bench_stream(
         ready, scenario, customers, days, rate, seconds, runs))
@@ -165,7 +165,7 @@ def api(ctx: typer.Context, customers: Customers = 1000, days: Days = 14.0,
             callback=positive, help="also attack `fraudstream api --workers N` at 1,000/s")]
         = 1) -> int:
     """Start the local Kafka (the decision log) and Redis if needed, then attack the API."""
-    from stream.bench_api import bench_api
+    from stream.bench.api import bench_api
 
     return _with_kafka_and_redis(session(ctx).settings(), lambda ready: bench_api(
         ready, customers, days, seconds, workers))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import redis
 
-from stream.bench_labels import bench_labels
+from stream.bench.labels import bench_labels
 from tests.support import RealServers
 
 pytestmark = pytest.mark.integration

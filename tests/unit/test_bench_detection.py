@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from monitoring.judging import Alarm
-from stream.bench_detection import Run, steady_days, table, tally
+from stream.bench.drift import Run, steady_days, table, tally
 
 DAY = 86400.0
 

@@ -1,6 +1,6 @@
 """``fraudstream bench features --redis-cluster N``: one Redis against a Redis Cluster.
 
-The same month of traffic as ``bench features`` (:class:`stream.bench.Workload`)
+The same month of traffic as ``bench features`` (:class:`stream.bench.features.Workload`)
 goes through the stream agent's feature path (apply, view, save; no model)
 on a single Redis and on a cluster of N masters, alternately, in one
 invocation. For each it reports throughput, the Redis CPU per transaction
@@ -27,7 +27,7 @@ import redis.asyncio as aioredis
 
 from features.redis_cluster_store import RedisClusterFeatureStore
 from features.redis_store import RedisFeatureStore
-from stream.bench import Workload, run_batches
+from stream.bench.features import Workload, run_batches
 from stream.gc_settings import tune_for_streaming
 
 #: Cluster sizes the ceiling is projected for.

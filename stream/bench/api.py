@@ -44,7 +44,7 @@ from pydantic import SecretStr
 
 from features.events import Transaction
 from producers.schema import TransactionRecord
-from stream.bench_stream import remove_keys
+from stream.bench.stream import remove_keys
 from stream.services.process import free_port
 from stream.settings import Settings, to_env
 
@@ -173,7 +173,7 @@ async def _prepare(settings: Settings, customers: int, days: float) -> list[Tran
     from features.redis_store import RedisFeatureStore
     from models.learner import Learner
     from models.scoring import ModelHolder, ServingModel, score_batch
-    from stream.bench_labels import stream_events
+    from stream.bench.labels import stream_events
     from stream.wiring import build_registry
 
     txns, labels = stream_events(customers, days)
@@ -259,7 +259,7 @@ def bench_api(base: Settings, customers: int = 1000, days: float = 14.0,
         return result
 
     api = _serve(["-m", "stream.cli", "api"], api_env, api_port, folder / f"{tag}-api.log")
-    bare = _serve(["-m", "uvicorn", "stream.bench_api:bare_app", "--factory", "--port",
+    bare = _serve(["-m", "uvicorn", "stream.bench.api:bare_app", "--factory", "--port",
                    str(bare_port), "--log-level", "warning"], env, bare_port,
                   folder / f"{tag}-bare.log")
     summary: dict[str, Any] = {"load_before": os.getloadavg()}
