@@ -37,6 +37,15 @@ FEATURE_SET_VERSION = 4
 FEATURES: dict[str, str] = {**card.FEATURES, **terminal.FEATURES, **transaction.FEATURES}
 FEATURE_NAMES: tuple[str, ...] = tuple(FEATURES)
 
+#: Features by tag, for whatever chooses among them (the drift detectors' defaults):
+#: ``cyclic``: calendar features, which cycle by design (watching them only reports the time
+#: of day); ``slow``: 7- and 30-day windows, which keep growing for a week or a month after
+#: a start from empty state.
+TAGS: dict[str, frozenset[str]] = {
+    "cyclic": frozenset(transaction.CALENDAR),
+    "slow": frozenset(f for f in FEATURE_NAMES if f.endswith(("_7d", "_30d"))),
+}
+
 _VECTOR = struct.Struct(f"<{len(FEATURE_NAMES)}d")
 _IN_ORDER = itemgetter(*FEATURE_NAMES)
 _ZEROS = dict.fromkeys(FEATURE_NAMES, 0.0)

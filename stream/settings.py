@@ -111,59 +111,15 @@ class FeatureSettings(_Section):
     max_future_seconds: float = Field(3600.0, gt=0, le=365 * 86400)
 
 
-#: The detectors' defaults, documented where they are used.
-_DRIFT = DriftConfig()
-
-
-class DriftSettings(_Section):
-    """Drift detectors (see monitoring/drift/ for what each does and the defaults)."""
+class DriftSettings(DriftConfig):
+    """Drift detection: the detectors' windows and thresholds (:class:`DriftConfig`, defined
+    once in monitoring/drift/config.py with their bounds; these settings are one and are
+    passed to the detectors as they are), and what the worker does around them."""
 
     enabled: bool = True
     #: Features watched for data drift (empty: all but the calendar ones, which cycle, and
     #: the 7- and 30-day windows, which keep growing for a month after an empty start).
     features: tuple[str, ...] = ()
-    reference_size: int = Field(_DRIFT.reference_size, ge=10)
-    reference_days: float = Field(_DRIFT.reference_days, ge=0)
-    window_size: int = Field(_DRIFT.window_size, ge=10)
-    check_every: int = Field(_DRIFT.check_every, ge=1)
-    psi_threshold: float = Field(_DRIFT.psi_threshold, gt=0)
-    ks_threshold: float = Field(_DRIFT.ks_threshold, gt=0, le=1)
-    rearm_share: float = Field(_DRIFT.rearm_share, gt=0, le=1)
-    alarm_per_episode: bool = _DRIFT.alarm_per_episode
-    bins: int = Field(_DRIFT.bins, ge=2, le=100)
-    fraud_rate_ratio: float = Field(_DRIFT.fraud_rate_ratio, gt=1)
-    fraud_rate_z: float = Field(_DRIFT.fraud_rate_z, ge=0)
-    fraud_rate_block: int = Field(_DRIFT.fraud_rate_block, ge=10)
-    label_delay_ratio: float = Field(_DRIFT.label_delay_ratio, gt=1)
-    label_delay_frauds: int = Field(_DRIFT.label_delay_frauds, ge=5)
-    kswin_features: tuple[str, ...] = _DRIFT.kswin_features
-    kswin_every: float = Field(_DRIFT.kswin_every, ge=0)
-    kswin_window: int = Field(_DRIFT.kswin_window, ge=20)
-    kswin_stat_size: int = Field(_DRIFT.kswin_stat_size, ge=10)
-    kswin_alpha: float = Field(_DRIFT.kswin_alpha, gt=0, lt=1)
-    adwin_delta: float = Field(_DRIFT.adwin_delta, gt=0, lt=1)
-    adwin_block: int = Field(_DRIFT.adwin_block, ge=1)
-    page_hinkley_threshold: float = Field(_DRIFT.page_hinkley_threshold, ge=0)
-    ert_days: float = Field(_DRIFT.ert_days, gt=0, le=36500)
-    ert_detectors: int = Field(_DRIFT.ert_detectors, ge=1, le=100)
-    ert_runs: int = Field(_DRIFT.ert_runs, ge=20, le=100_000)
-    ert_block_hours: float = Field(_DRIFT.ert_block_hours, gt=0, le=24 * 30)
-    loss_clip: float = Field(_DRIFT.loss_clip, gt=0, lt=0.5)
-    missed_fraud_incident_days: float = Field(_DRIFT.missed_fraud_incident_days, ge=0)
-    missed_fraud_reference: int = Field(_DRIFT.missed_fraud_reference, ge=10)
-    missed_fraud_ratio: float = Field(_DRIFT.missed_fraud_ratio, gt=1)
-    missed_fraud_rise: float = Field(_DRIFT.missed_fraud_rise, gt=0, lt=1)
-    missed_fraud_dispersion: float = Field(_DRIFT.missed_fraud_dispersion, ge=1)
-    missed_fraud_threshold: float = Field(_DRIFT.missed_fraud_threshold, gt=0)
-    mean_shift_features: tuple[str, ...] = _DRIFT.mean_shift_features
-    mean_shift_block: int = Field(_DRIFT.mean_shift_block, ge=10)
-    mean_shift_clip: float = Field(_DRIFT.mean_shift_clip, gt=0)
-    mean_shift_k: float = Field(_DRIFT.mean_shift_k, ge=0)
-    mean_shift_threshold: float = Field(_DRIFT.mean_shift_threshold, ge=0)
-    prediction_sample: int = Field(_DRIFT.prediction_sample, ge=10)
-    warm_up: int = Field(_DRIFT.warm_up, ge=0)
-    state_maturity_days: float = Field(_DRIFT.state_maturity_days, ge=0)
-    order_max_held: int = Field(_DRIFT.order_max_held, ge=0)
     #: On a data-drift alarm, save both windows and build an Evidently report here ...
     reports_dir: Path | None = Path(".state/reports")
     #: ... at most one per detector and feature per this many seconds of event time ...
@@ -185,10 +141,6 @@ class DriftSettings(_Section):
     #: Hold the configured challengers (``model.challengers``) to the same rule and promote
     #: one that passes it (``stream.response``).
     auto_promote_challengers: bool = False
-
-    def detector_config(self) -> DriftConfig:
-        """The detectors' configuration: these settings' values of its fields."""
-        return DriftConfig(**self.model_dump(include=set(DriftConfig.__dataclass_fields__)))
 
     @field_validator("features", "kswin_features", "mean_shift_features")
     @classmethod

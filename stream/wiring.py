@@ -21,7 +21,7 @@ from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 
 from features.redis_cluster_store import RedisClusterFeatureStore
 from features.redis_store import RedisFeatureStore
-from features.vector import FEATURE_NAMES
+from features.vector import FEATURE_NAMES, TAGS
 from models.registry import Fence, ModelRegistry
 from monitoring.metrics import PipelineMetrics
 from monitoring.monitor import DriftMetrics, DriftMonitor
@@ -97,23 +97,18 @@ def build_pipeline(settings: Settings, registry: CollectorRegistry,
                     progress, roles)
 
 
-#: Calendar features cycle by design (hour, weekday): watching them would only
-#: report the time of day.
-CYCLIC = frozenset({"txn_hour_sin", "txn_hour_cos", "txn_dow_sin", "txn_dow_cos",
-                    "txn_is_night", "txn_is_weekend"})
-#: Features that keep growing for a week or a month after a start from empty state
-#: (7- and 30-day windows): watched only when named in ``drift.features``.
-SLOW = frozenset(f for f in FEATURE_NAMES if f.endswith(("_7d", "_30d")))
+#: The calendar features: prediction drift rescores the reference with the current ones.
+CYCLIC = TAGS["cyclic"]
 
 
 def watched_features(named: Sequence[str] = ()) -> list[str]:
     """The features data drift watches: those named (``drift.features``), else every one
-    but the calendar ones and the slow ones.
+    but those tagged cyclic or slow (:data:`features.vector.TAGS`).
 
     >>> "txn_amount_log" in watched_features(), "txn_hour_sin" in watched_features()
     (True, False)
     """
-    return list(named) or [f for f in FEATURE_NAMES if f not in CYCLIC | SLOW]
+    return list(named) or [f for f in FEATURE_NAMES if f not in TAGS["cyclic"] | TAGS["slow"]]
 
 
 def build_monitor(settings: Settings, registry: CollectorRegistry) -> DriftMonitor | None:
@@ -123,7 +118,7 @@ def build_monitor(settings: Settings, registry: CollectorRegistry) -> DriftMonit
         return None
     reports = None if drift.reports_dir is None else ReportBudget(
         drift.reports_dir.resolve(), drift.report_every_seconds, drift.reports_max_bytes)
-    return DriftMonitor(drift.detector_config(), watched_features(drift.features),
+    return DriftMonitor(drift, watched_features(drift.features),
                         settings.model.threshold,
                         DriftMetrics.create(registry), reports, launch_report,
                         calendar=sorted(CYCLIC))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 
 from monitoring.drift.base import Alarms, DriftEvent, Outcome
@@ -34,8 +32,8 @@ class LabelDrift:
         self.config = config
         self.windows = Windows(config, ["fraud"])
         frauds = config.label_delay_frauds
-        self.delays = Windows(replace(config, reference_size=frauds + frauds // 2,
-                                       window_size=frauds, check_every=1), ["delay"])
+        self.delays = Windows(config.model_copy(update=dict(
+            reference_size=frauds + frauds // 2, window_size=frauds, check_every=1)), ["delay"])
         self.alarms = Alarms()
         self.latest: dict[str, float] = {}
         #: Rate and dispersion of the reference: labels do not depend on the model, so

@@ -130,7 +130,7 @@ def drift(ctx: typer.Context, customers: Customers = 1000, days: Days = 56.0,
     if change_day >= days:
         raise typer.BadParameter(f"{change_day:g} is not before the end of the scenario "
                                  f"(--days {days:g})", param_hint="--change-day")
-    return bench_drift(session(ctx).settings().drift.detector_config(), baseline_seeds,
+    return bench_drift(session(ctx).settings().drift, baseline_seeds,
                        customers, days, change_day, max_delay_hours * 3600)
 
 

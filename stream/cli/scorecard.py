@@ -157,7 +157,7 @@ def plan(spec: SourceSpec, choices: Choices, settings: Settings) -> Plan:
         freeze_after_days=choices.freeze_after_days or None,
         allowed_lateness=settings.features.allowed_lateness_seconds,
         threshold=settings.model.threshold,
-        drift=drift.detector_config() if drift.enabled else None, watched=drift.features,
+        drift=drift if drift.enabled else None, watched=drift.features,
         keep_vectors=choices.feature_signal,
         promote=Promotion(drift.auto_promote_labels, drift.auto_promote_margin,
                           drift.auto_promote_alpha) if choices.promote else None)

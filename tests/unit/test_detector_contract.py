@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -40,7 +39,7 @@ TRANSACTIONS: dict[str, Callable[[], Detector[Scoring]]] = {
     "data": lambda: DataDrift(CONFIG, ["x"]),
     "kswin": lambda: SampledKSWIN(CONFIG, ["x"]),
     # (its threshold is simulated from the reference: a day of blocks, not 20)
-    "mean_shift": lambda: MeanShift(replace(CONFIG, reference_days=1), ["x"]),
+    "mean_shift": lambda: MeanShift(CONFIG.model_copy(update=dict(reference_days=1)), ["x"]),
     "prediction": lambda: PredictionDrift(CONFIG, threshold=0.5),
 }
 LABELS: dict[str, Callable[[], Detector[Outcome]]] = {

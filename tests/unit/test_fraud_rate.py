@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 
 from monitoring.drift.base import Outcome
@@ -13,7 +11,7 @@ from monitoring.drift.stats import dispersion
 
 CONFIG = DriftConfig(reference_size=5000, window_size=2000, check_every=250, warm_up=0)
 #: fraud_rate_block larger than the reference: one block, so no dispersion (plain binomial).
-PLAIN = replace(CONFIG, fraud_rate_block=10**9)
+PLAIN = CONFIG.model_copy(update=dict(fraud_rate_block=10**9))
 SEEDS = range(12)
 
 

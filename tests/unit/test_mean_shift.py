@@ -3,8 +3,6 @@ that grows a little each day, its threshold set by the expected run-time."""
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
@@ -93,7 +91,7 @@ def test_the_derived_threshold_gives_about_the_expected_run_time_on_independent_
 
 
 def test_one_alarm_per_episode_and_a_new_reference_on_refresh() -> None:
-    config = replace(CONFIG, mean_shift_threshold=5.0)
+    config = CONFIG.model_copy(update=dict(mean_shift_threshold=5.0))
     detector = MeanShift(config, ["x"])
     times, values = stream(3, 30, day_sd=0.0)
     values = values + np.where(times >= 10 * DAY, 1.0, 0.0)  # a lasting jump at day 10
@@ -110,7 +108,7 @@ def test_one_alarm_per_episode_and_a_new_reference_on_refresh() -> None:
 
 def test_the_monitor_publishes_the_statistic_and_counts_the_alarm() -> None:
     registry = CollectorRegistry()
-    config = replace(CONFIG, mean_shift_features=("x",), mean_shift_threshold=5.0)
+    config = CONFIG.model_copy(update=dict(mean_shift_features=("x",), mean_shift_threshold=5.0))
     monitor = DriftMonitor(config, ["x"], 0.5, DriftMetrics.create(registry))
     times, values = stream(5, 20, day_sd=0.0)
     values = values + np.where(times >= 10 * DAY, 0.5, 0.0)
