@@ -44,6 +44,8 @@ from typing import Any
 import numpy as np
 from river import base
 
+from models.held import pack_held, unpack_held
+
 #: Beyond this margin the logistic loss's gradient is computed in its limit (as River does).
 _MARGIN = 18.0
 
@@ -120,13 +122,13 @@ class ScaledLogistic(base.Classifier):
         one, a learner publishing every hundred labels)."""
         state = dict(self.__dict__)
         del state["_get"]  # an itemgetter does not pickle: rebuilt from the names
-        state["_held"] = _pack(self._held, len(self.features))
+        state["_held"] = pack_held(self._held, len(self.features))
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         state = {"hold": 0.0, "_held": [], "_kept": 0, **state}  # snapshots from before
         if isinstance(state["_held"], dict):
-            state["_held"] = _unpack(state["_held"])
+            state["_held"] = unpack_held(state["_held"])
         self.__dict__.update(state)
         self._get = itemgetter(*self.features) if self.features else None
 
@@ -375,31 +377,3 @@ def _sigmoid(raw: float) -> float:
     if raw > 30:
         return 1.0
     return 1.0 / (1.0 + math.exp(-raw))
-
-
-def _pack(held: Sequence[tuple[float, int, np.ndarray | dict[Hashable, float], bool]],
-          width: int) -> dict[str, Any]:
-    """Kept labels as arrays: those whose vector is a full row (``width`` values) in one
-    matrix, the others (vectors met before features were added) as they are.
-
-    >>> held = [(5.0, 1, np.array([1.0, 2.0]), True), (6.0, 2, {"a": 1.0}, False)]
-    >>> [(due, order, truth) for due, order, _, truth in _unpack(_pack(held, 2))]
-    [(5.0, 1, True), (6.0, 2, False)]
-    """
-    rows = [h for h in held if isinstance(h[2], np.ndarray) and len(h[2]) == width]
-    return {
-        "due": np.array([h[0] for h in rows], dtype=float),
-        "order": np.array([h[1] for h in rows], dtype=np.int64),
-        "truth": np.array([h[3] for h in rows], dtype=bool),
-        "rows": np.array([h[2] for h in rows], dtype=float).reshape(len(rows), width),
-        "other": [h for h in held if not (isinstance(h[2], np.ndarray) and len(h[2]) == width)],
-    }
-
-
-def _unpack(packed: dict[str, Any]) -> list[tuple[float, int, Any, bool]]:
-    """The heap :func:`_pack` packed."""
-    held = [(float(due), int(order), row, bool(truth)) for due, order, row, truth in
-            zip(packed["due"], packed["order"], packed["rows"], packed["truth"], strict=True)]
-    held += packed["other"]
-    heapq.heapify(held)
-    return held

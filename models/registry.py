@@ -21,14 +21,12 @@ and the lease's fence): ``{p:models}:latest``, ``{p:models}:counter``,
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import logging
 import pickle
-import struct
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, replace
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -37,7 +35,6 @@ from redis.typing import EncodableT, FieldT
 from river import base
 
 from features.keys import models_tag
-from features.vector import FEATURE_NAMES, VECTOR_SIZE, pack_vector, unpack_vector
 from models.errors import (
     ChampionChangedError,
     FencedError,
@@ -45,162 +42,21 @@ from models.errors import (
     NoModelError,
     SnapshotIntegrityError,
 )
+from models.snapshots import (
+    APPEND_LUA,
+    APPENDED,
+    FENCED,
+    META_FIELDS,
+    MISMATCH,
+    TRAINING_ROWS,
+    AuditEntry,
+    Fence,
+    JournalEntry,
+    SnapshotMeta,
+    sign,
+)
 
-
-@dataclass(frozen=True, slots=True)
-class SnapshotMeta:
-    """What a snapshot is: version, lineage, and how much it has learned."""
-
-    version: int
-    parent: int | None
-    model_name: str
-    feature_set_version: int
-    labels_learned: int
-    #: Event time of the last label learned (seconds), not the wall clock.
-    created_at: float | None
-    #: Prequential metrics of the lineage when this version was published.
-    metrics: dict[str, float] | None = None
-    #: The model's parameters (River's ``_get_params``), as JSON.
-    params: dict[str, Any] | None = None
-    #: Event time the scoring stream had reached when this version was published
-    #: (the newest transaction scored); no label it learned arrived after it,
-    #: except those learned once no older transaction was left to come.
-    stream_time: float | None = None
-
-
-#: The fields a snapshot's metadata is stored with.
-_META_FIELDS = tuple(f.name for f in fields(SnapshotMeta))
-
-
-@dataclass(frozen=True, slots=True)
-class Fence:
-    """The proof that a learner is still the active one: the fencing ``token`` it got
-    with its lease, which must still be the value of the Redis key ``key``.
-
-    A takeover writes a higher token there, so every write a registry makes
-    with a stale fence is refused (:class:`~models.errors.FencedError`).
-    """
-
-    key: str
-    token: int
-
-
-@dataclass(frozen=True, slots=True)
-class JournalEntry:
-    """One learned label: the transaction, its truth and the vector used, and when the
-    transaction was scored and the label arrived (a model that waits for its transactions
-    to mature needs them to be replayed alike; None in entries written before)."""
-
-    txn_id: str
-    is_fraud: bool
-    features: dict[str, float]
-    scored_at: float | None = None
-    known_at: float | None = None
-
-    def to_bytes(self) -> bytes:
-        """Compact bytes: a marker, the truth, the id and, for a vector of the current
-        feature set, its packed floats (JSON otherwise; a JSON object is read back too).
-
-        >>> from features.vector import FEATURE_NAMES
-        >>> entry = JournalEntry("t1", True, {name: 0.5 for name in FEATURE_NAMES})
-        >>> JournalEntry.from_bytes(entry.to_bytes()) == entry
-        True
-        >>> JournalEntry.from_bytes(JournalEntry("t2", False, {"x": 1.0}).to_bytes()).features
-        {'x': 1.0}
-        >>> timed = JournalEntry("t3", True, entry.features, 100.0, 7200.5)
-        >>> JournalEntry.from_bytes(timed.to_bytes()) == timed
-        True
-        """
-        timed = self.scored_at is not None and self.known_at is not None
-        if self.features.keys() == _FEATURES:
-            txn_id = self.txn_id.encode()
-            if timed:
-                return b"%c%c%s%s%s" % (_TIMED, self.is_fraud,
-                                        _TIMES.pack(self.scored_at, self.known_at), txn_id,
-                                        pack_vector(self.features))
-            return b"%c%c%s%s" % (_PACKED, self.is_fraud, txn_id, pack_vector(self.features))
-        fields: dict[str, object] = {"txn_id": self.txn_id, "is_fraud": self.is_fraud,
-                                     "features": self.features}
-        if timed:
-            fields.update(scored_at=self.scored_at, known_at=self.known_at)
-        return json.dumps(fields, separators=(",", ":")).encode()
-
-    @classmethod
-    def from_bytes(cls, raw: bytes) -> JournalEntry:
-        end = len(raw) - VECTOR_SIZE
-        if raw[0] == _PACKED:
-            return cls(raw[2:end].decode(), bool(raw[1]), unpack_vector(raw[end:]))
-        if raw[0] == _TIMED:
-            scored_at, known_at = _TIMES.unpack_from(raw, 2)
-            return cls(raw[2 + _TIMES.size:end].decode(), bool(raw[1]),
-                       unpack_vector(raw[end:]), scored_at, known_at)
-        return cls(**json.loads(raw))
-
-
-#: The first byte of a packed journal entry (a JSON one starts with ``{``), and of one
-#: with its two times (scored, known) packed after the truth.
 log = logging.getLogger(__name__)
-
-_PACKED = 0x01
-#: What a training-rows blob is signed with, in place of a snapshot's metadata.
-_TRAINING = b"training-rows"
-_TIMED = 0x02
-_TIMES = struct.Struct("<dd")
-_FEATURES = frozenset(FEATURE_NAMES)
-
-
-def sign(key: bytes, meta: bytes, blob: bytes) -> str:
-    """The HMAC-SHA256 of a snapshot's metadata and bytes, hex-encoded.
-
-    Examples
-    --------
-    >>> sign(b"k", b"{}", b"x") == sign(b"k", b"{}", b"x") != sign(b"k2", b"{}", b"x")
-    True
-    """
-    mac = hmac.new(key, meta, hashlib.sha256)
-    mac.update(b"\n")
-    mac.update(blob)
-    return mac.hexdigest()
-
-
-#: Journal append (see :meth:`ModelRegistry.record_learned_many`). KEYS: the journal, the
-#: fence key (the journal itself when unfenced), then one marker per entry; ARGV: the
-#: journal length expected, the fencing token ('' when unfenced), the markers' TTL, then
-#: the entries. Returns {status, value}: {0, new length} (also when exactly these entries
-#: end the journal already), {1, actual length} or {2, the fence's value}.
-_APPEND_LUA = """
-if ARGV[2] ~= '' then
-  local holder = redis.call('GET', KEYS[2])
-  if holder ~= ARGV[2] then return {2, holder or ''} end
-end
-local length = redis.call('LLEN', KEYS[1])
-local expected = tonumber(ARGV[1])
-if length == expected + #ARGV - 3 then  -- applied already? (a resend after a lost reply)
-  for i = 4, #ARGV do
-    if redis.call('LINDEX', KEYS[1], expected + i - 4) ~= ARGV[i] then return {1, length} end
-  end
-  return {0, length}
-end
-if length ~= expected then return {1, length} end
-for i = 3, #KEYS do redis.call('SET', KEYS[i], 1, 'EX', ARGV[3]) end
-for i = 4, #ARGV, 1000 do  -- (unpack has a limit of some thousands)
-  redis.call('RPUSH', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
-end
-return {0, redis.call('LLEN', KEYS[1])}
-"""
-_APPENDED, _MISMATCH, _FENCED = 0, 1, 2
-
-
-@dataclass(frozen=True, slots=True)
-class AuditEntry:
-    """One change of champion: what, from which version to which, who, when, why."""
-
-    action: str
-    from_version: int | None
-    to_version: int
-    who: str
-    at: str
-    why: str
 
 
 class ModelRegistry:
@@ -230,7 +86,7 @@ class ModelRegistry:
         #: Without a fence the caller promises it is the only writer (one process).
         self.fence = fence
         self._base = models_tag(key_prefix) + (f":challenger:{lineage}" if lineage else "")
-        self._append = client.register_script(_APPEND_LUA)
+        self._append = client.register_script(APPEND_LUA)
 
     def key(self, name: str) -> str:
         """The Redis key of this lineage's ``name`` (``champion``, ``snap:3``, ...)."""
@@ -300,7 +156,7 @@ class ModelRegistry:
         """
         version = int(await self.client.incr(f"{self._base}:counter"))
         meta = replace(meta, version=version)
-        meta_bytes = json.dumps({f: getattr(meta, f) for f in _META_FIELDS},  # (not asdict:
+        meta_bytes = json.dumps({f: getattr(meta, f) for f in META_FIELDS},  # (not asdict:
                                 separators=(",", ":")).encode()  # no deep copy to dump)
         blob = pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
         champion_key = f"{self._base}:champion"
@@ -447,7 +303,7 @@ class ModelRegistry:
 
     def _signed_rows(self, raw: bytes) -> Mapping[FieldT, EncodableT]:
         """The fields of the training-rows hash: the rows and their signature."""
-        return {"blob": raw, "sig": sign(self._key, _TRAINING, raw)}
+        return {"blob": raw, "sig": sign(self._key, TRAINING_ROWS, raw)}
 
     async def training_rows(self) -> bytes | None:
         """The rows :meth:`save_training_rows` kept (None: none, or a signature that does
@@ -456,7 +312,7 @@ class ModelRegistry:
         blob, sig = fields.get(b"blob"), fields.get(b"sig")
         if blob is None or sig is None:
             return None
-        if not self._sound(_TRAINING, bytes(blob), sig):
+        if not self._sound(TRAINING_ROWS, bytes(blob), sig):
             log.error("%s: the training rows' signature does not match; not using them",
                       self.key("training"))
             return None
@@ -511,11 +367,11 @@ class ModelRegistry:
         status, value = await self._append(
             keys=[f"{self._base}:journal", fence_key, *markers],
             args=[journaled, token, self.learned_ttl_seconds, *journal])
-        if status == _APPENDED:
+        if status == APPENDED:
             return
-        if status == _FENCED:
+        if status == FENCED:
             self._hold_fence(value or None)
-        elif status == _MISMATCH:
+        elif status == MISMATCH:
             raise JournalMismatchError(int(value), journaled)
 
     async def journal_length(self) -> int:

@@ -1,6 +1,7 @@
-"""The direction of imports (DESIGN.md): ``features`` imports nothing of ours; ``models``
-and ``monitoring`` import ``features``; the adapters (``producers``, ``stream``) import the
-core. And no two modules import each other, directly or around a circle.
+"""The shape of the code (DESIGN.md): the direction of imports (``features`` imports
+nothing of ours; ``models`` and ``monitoring`` import ``features``; the adapters
+(``producers``, ``stream``) import the core), no two modules importing each other, directly
+or around a circle, and no module over 400 lines.
 
 Read from the source with :mod:`ast`, so that an import inside a function counts for the
 direction (it still couples the packages), while only imports run at import time count
@@ -118,3 +119,10 @@ def test_the_check_sees_an_import_against_the_direction(package: str, tmp_path: 
     source.write_text("def late():\n    from stream.wiring import build_store\n")
     assert list(imports(source, f"{package}.bad", top_level_only=False)) == ["stream.wiring"]
     assert "stream" not in ALLOWED[package]
+
+
+def test_no_module_is_over_400_lines() -> None:
+    """DESIGN.md's rule of thumb, held: a module longer than this does more than one thing."""
+    long = {name: n for name, path in KNOWN.items()
+            if (n := len(path.read_text().splitlines())) > 400}
+    assert long == {}
