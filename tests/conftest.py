@@ -7,8 +7,10 @@ Servers come, in this order of preference, from:
 2. testcontainers, when a Docker engine answers (Kafka and Redis in containers;
    Prometheus stays a local process, as it must scrape processes on this host);
 3. the project's own local starter, on free ports, with state in a temp folder.
-Never a mock. Each test gets random topic names, a consumer group and a Redis
-key prefix of its own.
+Never a mock. Each server starts when a test first asks for it (``redis_url``,
+``kafka_bootstrap``, ``real_servers`` for all four with Prometheus and Alertmanager): a
+Redis-only test starts only Redis. Each test gets random topic names, a consumer group and
+a Redis key prefix of its own.
 
 A Redis Cluster (``redis_cluster_url``) comes from ``FRAUDSTREAM_TEST_REDIS_CLUSTER``
 (a URL to one of its nodes), else the local starter runs 3 masters on free ports.
@@ -16,11 +18,11 @@ A Redis Cluster (``redis_cluster_url``) comes from ``FRAUDSTREAM_TEST_REDIS_CLUS
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
 from collections.abc import Iterator
-from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -31,12 +33,20 @@ from stream.settings import (
     ServicesSettings,
     Settings,
 )
-from tests.support import REPO, Processes, RealServers, free_cluster_base, isolated_settings
+from tests.support import (
+    REPO,
+    Endpoints,
+    Processes,
+    RealServers,
+    free_cluster_base,
+    isolated_settings,
+)
 
 #: Masters of the test cluster.
 CLUSTER_MASTERS = 3
 
 
+@functools.cache
 def _docker_available() -> bool:
     if shutil.which("docker") is None:
         return False
@@ -56,26 +66,60 @@ def _local_settings(state: Path) -> ServicesSettings:
 
 
 @pytest.fixture(scope="session")
-def real_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealServers]:
-    env = os.environ
-    if env.get("FRAUDSTREAM_TEST_KAFKA"):
-        yield RealServers(env["FRAUDSTREAM_TEST_KAFKA"], env["FRAUDSTREAM_TEST_REDIS_URL"],
-                          env["FRAUDSTREAM_TEST_PROMETHEUS_URL"],
-                          Path(env["FRAUDSTREAM_TEST_PROMETHEUS_TARGETS"]), "environment",
-                          env.get("FRAUDSTREAM_TEST_ALERTMANAGER_URL"))
-        return
+def local_services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServices]:
+    """The project's own starter, on free ports; each server fixture starts only its own
+    server(s), when a test first asks for it, and all are stopped at the end."""
     local = LocalServices(_local_settings(tmp_path_factory.mktemp("services")))
-    with ExitStack() as stack:
-        if _docker_available():
-            kafka, redis_url = _containers(stack)
-            local.up(only={"prometheus", "alertmanager"})
-            origin = "testcontainers"
-        else:
-            local.up()
-            kafka, redis_url, origin = local.kafka.address, local.redis.url, "local processes"
-        stack.callback(local.down)
-        yield RealServers(kafka, redis_url, local.prometheus.url, local.prometheus.targets_dir,
-                          origin, local.alertmanager.url)
+    yield local
+    local.down()
+
+
+@pytest.fixture(scope="session")
+def redis_url(local_services: LocalServices) -> Iterator[str]:
+    """A real Redis: the environment's, a container's, or a local process."""
+    if url := os.environ.get("FRAUDSTREAM_TEST_REDIS_URL"):
+        yield url
+    elif _docker_available():
+        from testcontainers.redis import RedisContainer
+
+        with RedisContainer("redis:7") as redis:
+            yield f"redis://{redis.get_container_host_ip()}:{redis.get_exposed_port(6379)}/0"
+    else:
+        local_services.up(only={"redis"})
+        yield local_services.redis.url
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(local_services: LocalServices) -> Iterator[str]:
+    """A real Kafka broker: the environment's, a container's, or a local process."""
+    if address := os.environ.get("FRAUDSTREAM_TEST_KAFKA"):
+        yield address
+    elif _docker_available():
+        from testcontainers.kafka import KafkaContainer
+
+        with KafkaContainer("apache/kafka:3.9.1").with_kraft() as kafka:
+            yield kafka.get_bootstrap_server()
+    else:
+        local_services.up(only={"kafka"})
+        yield local_services.kafka.address
+
+
+@pytest.fixture(scope="session")
+def real_servers(kafka_bootstrap: str, redis_url: str,
+                 local_services: LocalServices) -> RealServers:
+    """Kafka and Redis, and a real Prometheus and Alertmanager beside them (always local
+    processes unless the environment names them: Prometheus scrapes processes on this
+    host)."""
+    env = os.environ
+    if env.get("FRAUDSTREAM_TEST_PROMETHEUS_URL"):
+        return RealServers(kafka_bootstrap, redis_url, env["FRAUDSTREAM_TEST_PROMETHEUS_URL"],
+                           Path(env["FRAUDSTREAM_TEST_PROMETHEUS_TARGETS"]), "environment",
+                           env.get("FRAUDSTREAM_TEST_ALERTMANAGER_URL"))
+    local_services.up(only={"prometheus", "alertmanager"})
+    return RealServers(kafka_bootstrap, redis_url, local_services.prometheus.url,
+                       local_services.prometheus.targets_dir,
+                       "testcontainers" if _docker_available() else "local processes",
+                       local_services.alertmanager.url)
 
 
 @pytest.fixture(scope="session")
@@ -96,20 +140,11 @@ def redis_cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
             node.process().stop()
 
 
-def _containers(stack: ExitStack) -> tuple[str, str]:
-    from testcontainers.kafka import KafkaContainer
-    from testcontainers.redis import RedisContainer
-
-    kafka = stack.enter_context(KafkaContainer("apache/kafka:3.9.1").with_kraft())
-    redis = stack.enter_context(RedisContainer("redis:7"))
-    host, port = redis.get_container_host_ip(), redis.get_exposed_port(6379)
-    return kafka.get_bootstrap_server(), f"redis://{host}:{port}/0"
-
-
 @pytest.fixture
-def settings(real_servers: RealServers) -> Settings:
-    """Settings isolated to this test: own topics, group, keys and ports."""
-    return isolated_settings(real_servers)
+def settings(kafka_bootstrap: str, redis_url: str) -> Settings:
+    """Settings isolated to this test: own topics, group, keys and ports (on the real Kafka
+    and Redis)."""
+    return isolated_settings(Endpoints(kafka_bootstrap, redis_url))
 
 
 @pytest.fixture

@@ -42,11 +42,17 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @dataclass(frozen=True)
-class RealServers:
-    """Addresses of real servers, and where to register scrape targets."""
+class Endpoints:
+    """Where the real Kafka and Redis are."""
 
     kafka: str
     redis_url: str
+
+
+@dataclass(frozen=True)
+class RealServers(Endpoints):
+    """Addresses of every real server, and where to register scrape targets."""
+
     prometheus_url: str
     targets_dir: Path
     origin: str
@@ -116,7 +122,7 @@ class Processes:
                 child.kill()
 
 
-def isolated_settings(servers: RealServers, **model: Any) -> Settings:
+def isolated_settings(servers: Endpoints, **model: Any) -> Settings:
     """Settings of one test: own topics, consumer group, Redis keys and ports."""
     tag = secrets.token_hex(4)
     model_settings = {"snapshot_every_labels": 50, "snapshot_every_seconds": 0.5,

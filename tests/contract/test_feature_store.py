@@ -33,7 +33,6 @@ from tests.feature_cases import (
     terminal_reference,
     transactions,
 )
-from tests.support import RealServers
 
 StoreFactory = Callable[[], FeatureStore]
 T = TypeVar("T")
@@ -54,9 +53,9 @@ def make_store(request: pytest.FixtureRequest) -> StoreFactory:
         url: str = request.getfixturevalue("redis_cluster_url")
         return lambda: RedisClusterFeatureStore.from_url(
             url, f"fs-{secrets.token_hex(4)}", allowed_lateness=LATENESS)
-    servers: RealServers = request.getfixturevalue("real_servers")
+    url = request.getfixturevalue("redis_url")
     return lambda: RedisFeatureStore.from_url(
-        servers.redis_url, f"fs-{secrets.token_hex(4)}", allowed_lateness=LATENESS)
+        url, f"fs-{secrets.token_hex(4)}", allowed_lateness=LATENESS)
 
 
 @pytest.fixture
@@ -260,10 +259,10 @@ def test_applying_any_prefix_twice_changes_nothing(
 @examples(100)
 @given(ops=operations() | operations_with_unsaved())
 def test_redis_and_memory_give_exactly_the_same_vectors(
-    real_servers: RealServers, ops: list[Op]
+    redis_url: str, ops: list[Op]
 ) -> None:
     in_redis, in_memory = asyncio.run(in_redis_and_memory(
-        real_servers.redis_url, lambda store: drive(store, ops)))
+        redis_url, lambda store: drive(store, ops)))
     assert in_redis == in_memory
 
 

@@ -19,7 +19,6 @@ from features.store import Status
 from features.vector import FEATURE_SET_VERSION
 from tests.contract.test_feature_store import record_for, score
 from tests.feature_cases import T0
-from tests.support import RealServers
 
 
 class CountingConnection(aioredis.Connection):
@@ -33,8 +32,8 @@ class CountingConnection(aioredis.Connection):
 
 
 @pytest.fixture
-async def store(real_servers: RealServers) -> AsyncIterator[RedisFeatureStore]:
-    pool = aioredis.ConnectionPool.from_url(real_servers.redis_url,
+async def store(redis_url: str) -> AsyncIterator[RedisFeatureStore]:
+    pool = aioredis.ConnectionPool.from_url(redis_url,
                                             connection_class=CountingConnection)
     built = RedisFeatureStore(aioredis.Redis(connection_pool=pool), f"fs-{secrets.token_hex(4)}")
     yield built
@@ -129,12 +128,12 @@ async def test_a_terminal_is_one_fixed_size_string_changed_in_place(
     assert used is not None and used <= TERM_SIZE + 100  # no spare capacity kept
 
 
-async def test_a_new_store_serves_concurrent_first_requests(real_servers: RealServers) -> None:
+async def test_a_new_store_serves_concurrent_first_requests(redis_url: str) -> None:
     """Many requests on a store that has not loaded its scripts yet (a fresh API process
     under load): each waits for the scripts, none meets a half-loaded set."""
     prefix = f"fs-{secrets.token_hex(4)}"
-    warm = RedisFeatureStore.from_url(real_servers.redis_url, prefix)
-    fresh = RedisFeatureStore.from_url(real_servers.redis_url, prefix)
+    warm = RedisFeatureStore.from_url(redis_url, prefix)
+    fresh = RedisFeatureStore.from_url(redis_url, prefix)
     try:
         await score(warm, *txns(20, cards=5))
         probes = [Transaction(f"q{i}", f"c{i % 5}", "p1", 3.0, T0 + 90_000 + i)

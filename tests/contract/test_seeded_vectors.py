@@ -40,7 +40,6 @@ from tests.feature_cases import (
     in_redis_and_memory,
     reference,
 )
-from tests.support import RealServers
 
 #: SHA-256 of the packed vectors of :func:`workload` (``None`` for late ones),
 #: pinned at a05e942 (the code before the decoding and GC changes).
@@ -122,13 +121,13 @@ def digest(outcome: Outcome, names: tuple[str, ...] = FEATURE_NAMES) -> str:
 
 
 def test_a_seeded_workload_gives_bit_identical_vectors_in_both_stores(
-    real_servers: RealServers,
+    redis_url: str,
 ) -> None:
     batches = workload()
     ops = [op for batch in batches for op in batch]
 
     in_redis, in_memory = asyncio.run(in_redis_and_memory(
-        real_servers.redis_url, lambda store: run(store, batches)))
+        redis_url, lambda store: run(store, batches)))
     assert in_redis == in_memory
     assert digest(in_redis) == digest(in_memory)  # the same floats, bit for bit
     assert_close(in_memory, reference(ops, [v is None for v in in_memory.redelivered]))

@@ -26,7 +26,7 @@ from monitoring.metrics import ApiMetrics
 from producers.schema import TransactionRecord
 from stream.serving.app import create_app
 from stream.serving.guard import Guard
-from tests.support import RealServers, publish_trained_champion
+from tests.support import publish_trained_champion
 
 pytestmark = pytest.mark.integration
 KEY = b"test-key"
@@ -35,11 +35,11 @@ BODY = TransactionRecord.from_event(Transaction("q", "c", "p", 5.0, 1e5)).model_
 
 
 @pytest.fixture
-def api(real_servers: RealServers) -> Iterator[tuple[TestClient, ModelRegistry, CollectorRegistry]]:
+def api(redis_url: str) -> Iterator[tuple[TestClient, ModelRegistry, CollectorRegistry]]:
     prefix = f"fs-{secrets.token_hex(4)}"
 
     async def publish() -> None:
-        store = RedisFeatureStore.from_url(real_servers.redis_url, prefix)
+        store = RedisFeatureStore.from_url(redis_url, prefix)
         try:
             registry = ModelRegistry(store.client, prefix, KEY)
             for i in range(2):
@@ -50,7 +50,7 @@ def api(real_servers: RealServers) -> Iterator[tuple[TestClient, ModelRegistry, 
             await store.close()
 
     asyncio.run(publish())
-    store = RedisFeatureStore.from_url(real_servers.redis_url, prefix)
+    store = RedisFeatureStore.from_url(redis_url, prefix)
     registry = ModelRegistry(store.client, prefix, KEY)
     metrics = CollectorRegistry()
     app = create_app(store, registry, metrics, refresh_seconds=0.1, admin_token=TOKEN,
@@ -69,14 +69,14 @@ async def champion(url: str, prefix: str) -> Any:
 
 
 def test_a_batch_scores_each_transaction_as_one_by_one_and_features_are_opt_in(
-    real_servers: RealServers,
+    redis_url: str,
 ) -> None:
     prefix = f"fs-{secrets.token_hex(4)}"
     txns = [Transaction(f"h{i}", f"c{i % 4}", f"p{i % 3}", 5.0 + 7 * i, 1e5 + 600 * i)
             for i in range(30)]
 
-    publish_trained_champion(real_servers.redis_url, prefix, KEY, txns)
-    store = RedisFeatureStore.from_url(real_servers.redis_url, prefix)
+    publish_trained_champion(redis_url, prefix, KEY, txns)
+    store = RedisFeatureStore.from_url(redis_url, prefix)
     app = create_app(store, ModelRegistry(store.client, prefix, KEY), CollectorRegistry(),
                      batch_max=8)
     probes = [TransactionRecord.from_event(Transaction(f"q{i}", f"c{i % 5}", f"p{i % 4}",
@@ -113,7 +113,7 @@ def test_a_batch_scores_each_transaction_as_one_by_one_and_features_are_opt_in(
                                params=asked).json()["results"]
         assert [r["reasons"] for r in together] == [r["reasons"] for r in explained]
         assert "reasons" not in plain
-        model = asyncio.run(champion(real_servers.redis_url, prefix))
+        model = asyncio.run(champion(redis_url, prefix))
         assert any(r["reasons"] for r in explained)
         for answer in explained:
             shares = [r["contribution"] for r in answer["reasons"]]
@@ -297,12 +297,12 @@ async def test_past_its_cpu_the_guard_sheds_by_the_event_loops_lag() -> None:
 
 
 async def test_the_real_api_past_its_in_flight_limit_sheds_with_503_never_500(
-    real_servers: RealServers,
+    redis_url: str,
 ) -> None:
     """200 concurrent scores on the real API and Redis, 4 allowed in flight: the excess is
     503 with Retry-After, the rest 200, no 500, and every answer counted."""
     prefix = f"fs-{secrets.token_hex(4)}"
-    store = RedisFeatureStore.from_url(real_servers.redis_url, prefix)
+    store = RedisFeatureStore.from_url(redis_url, prefix)
     registry = ModelRegistry(store.client, prefix, KEY)
     await registry.publish(build_model("logistic_regression"),
                            SnapshotMeta(0, None, "logistic_regression", 2, 0, None))

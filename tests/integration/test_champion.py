@@ -24,7 +24,6 @@ from stream.processing import Pipeline
 from stream.serving.app import create_app
 from stream.settings import ModelSettings, RedisSettings, Settings
 from tests.integration.test_learning import label_record, txn_record
-from tests.support import RealServers
 
 pytestmark = pytest.mark.integration
 KEY = b"test-key"
@@ -32,8 +31,8 @@ AT = "2026-11-22T00:00:00+00:00"
 
 
 @pytest.fixture
-async def registry(real_servers: RealServers) -> AsyncIterator[ModelRegistry]:
-    store = RedisFeatureStore.from_url(real_servers.redis_url, f"fs-{secrets.token_hex(4)}")
+async def registry(redis_url: str) -> AsyncIterator[ModelRegistry]:
+    store = RedisFeatureStore.from_url(redis_url, f"fs-{secrets.token_hex(4)}")
     yield ModelRegistry(store.client, store.key_prefix, KEY, keep_versions=5)
     await store.close()
 
@@ -186,19 +185,19 @@ async def test_a_forged_champion_is_refused_once_and_replaced_by_the_next_snapsh
 
 
 def test_admin_endpoints_need_the_token_and_change_what_the_api_scores_with(
-    real_servers: RealServers,
+    redis_url: str,
 ) -> None:
     prefix = f"fs-{secrets.token_hex(4)}"
 
     async def setup() -> list[int]:
-        store = RedisFeatureStore.from_url(real_servers.redis_url, prefix)
+        store = RedisFeatureStore.from_url(redis_url, prefix)
         try:
             return await publish_chain(ModelRegistry(store.client, prefix, KEY), 2)
         finally:
             await store.close()
 
     first, second = asyncio.run(setup())
-    store = RedisFeatureStore.from_url(real_servers.redis_url, prefix)  # used in the app's loop
+    store = RedisFeatureStore.from_url(redis_url, prefix)  # used in the app's loop
     app = create_app(store, ModelRegistry(store.client, prefix, KEY), CollectorRegistry(),
                      refresh_seconds=0.1, admin_token="s3cret")
     body = TransactionRecord.from_event(Transaction("q", "c", "p", 5.0, 1e5)).model_dump(
@@ -223,8 +222,8 @@ def test_admin_endpoints_need_the_token_and_change_what_the_api_scores_with(
         assert listing["champion"] == second and len(listing["audit"]) == 2
 
 
-def test_admin_endpoints_are_disabled_without_a_token(real_servers: RealServers) -> None:
-    store = RedisFeatureStore.from_url(real_servers.redis_url, f"fs-{secrets.token_hex(4)}")
+def test_admin_endpoints_are_disabled_without_a_token(redis_url: str) -> None:
+    store = RedisFeatureStore.from_url(redis_url, f"fs-{secrets.token_hex(4)}")
     app = create_app(store, ModelRegistry(store.client, store.key_prefix, KEY),
                      CollectorRegistry())
     with TestClient(app) as client:

@@ -13,7 +13,6 @@ from kafka.admin import NewTopic
 
 from stream.records import RawRecord
 from stream.runtime.consumer import BatchConsumer
-from tests.support import RealServers
 
 pytestmark = pytest.mark.integration
 
@@ -43,12 +42,12 @@ def _member(kafka: str, group: str, topic: str, handler: object,
 
 
 async def test_a_member_killed_mid_batch_leaves_its_uncommitted_records_to_the_next(
-    real_servers: RealServers,
+    kafka_bootstrap: str,
 ) -> None:
     """The first member handles three batches, dies inside the fourth (its task cancelled:
     no commit, no goodbye); the next member reads from the first uncommitted record, so
     the two together saw every record, and what both saw is only the batch in hand."""
-    topic = _topic(real_servers.kafka)
+    topic = _topic(kafka_bootstrap)
     group = f"g-{secrets.token_hex(4)}"
     first: list[tuple[int, int]] = []
     dying = asyncio.Event()
@@ -59,7 +58,7 @@ async def test_a_member_killed_mid_batch_leaves_its_uncommitted_records_to_the_n
             await asyncio.sleep(3600)  # killed here, inside its fourth batch
         first.extend((r.partition, r.offset) for r in batch)
 
-    one = _member(real_servers.kafka, group, topic, handle_then_die)
+    one = _member(kafka_bootstrap, group, topic, handle_then_die)
     task = asyncio.create_task(one.run())
     await asyncio.wait_for(dying.wait(), 60)
     task.cancel()
@@ -70,7 +69,7 @@ async def test_a_member_killed_mid_batch_leaves_its_uncommitted_records_to_the_n
     async def handle(batch: list[RawRecord]) -> None:
         second.extend((r.partition, r.offset) for r in batch)
 
-    two = _member(real_servers.kafka, group, topic, handle)
+    two = _member(kafka_bootstrap, group, topic, handle)
     task = asyncio.create_task(two.run())
     try:
         async with asyncio.timeout(60):
@@ -86,10 +85,10 @@ async def test_a_member_killed_mid_batch_leaves_its_uncommitted_records_to_the_n
     assert len(again) <= 100, len(again)
 
 
-async def test_a_rebalance_waits_for_the_batch_in_hand(real_servers: RealServers) -> None:
+async def test_a_rebalance_waits_for_the_batch_in_hand(kafka_bootstrap: str) -> None:
     """A second member joins while the first is inside a slow batch: that batch finishes
     and is committed before its partition moves, so the newcomer never reads it again."""
-    topic = _topic(real_servers.kafka)
+    topic = _topic(kafka_bootstrap)
     group = f"g-{secrets.token_hex(4)}"
     seen: dict[str, list[tuple[int, int]]] = {"one": [], "two": []}
     slow = asyncio.Event()
@@ -102,10 +101,10 @@ async def test_a_rebalance_waits_for_the_batch_in_hand(real_servers: RealServers
             seen[name].extend((r.partition, r.offset) for r in batch)
         return handle
 
-    one = _member(real_servers.kafka, group, topic, handler("one", 4.0), batch_max=50)
+    one = _member(kafka_bootstrap, group, topic, handler("one", 4.0), batch_max=50)
     first = asyncio.create_task(one.run())
     await asyncio.wait_for(slow.wait(), 60)
-    two = _member(real_servers.kafka, group, topic, handler("two", 0.0), batch_max=50)
+    two = _member(kafka_bootstrap, group, topic, handler("two", 0.0), batch_max=50)
     second = asyncio.create_task(two.run())
     try:
         async with asyncio.timeout(60):

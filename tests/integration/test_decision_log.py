@@ -23,7 +23,7 @@ from stream.serving.app import create_app
 from stream.serving.decisions import DecisionLog
 from stream.settings import KafkaSettings, Settings, TopicSettings
 from stream.topics import ensure_topics
-from tests.support import RealServers, publish_trained_champion
+from tests.support import publish_trained_champion
 
 pytestmark = pytest.mark.integration
 KEY = b"decision-key"
@@ -40,18 +40,19 @@ def _app(url: str, prefix: str, log: DecisionLog, metrics: CollectorRegistry) ->
     return create_app(store, ModelRegistry(store.client, prefix, KEY), metrics, decisions=log)
 
 
-def test_every_answer_is_on_the_predictions_topic_as_given(real_servers: RealServers) -> None:
+def test_every_answer_is_on_the_predictions_topic_as_given(kafka_bootstrap: str,
+                                                           redis_url: str) -> None:
     tag = secrets.token_hex(4)
     prefix = f"fs-{tag}"
-    settings = Settings(kafka=KafkaSettings(bootstrap_servers=real_servers.kafka, partitions=2),
+    settings = Settings(kafka=KafkaSettings(bootstrap_servers=kafka_bootstrap, partitions=2),
                         topics=TopicSettings(prefix=f"d{tag}-"))
     topic = settings.topics.name("predictions")
-    publish_trained_champion(real_servers.redis_url, prefix, KEY)
+    publish_trained_champion(redis_url, prefix, KEY)
     metrics = CollectorRegistry()
-    log = DecisionLog(real_servers.kafka, topic, buffer_max=1_000, linger_ms=5,
+    log = DecisionLog(kafka_bootstrap, topic, buffer_max=1_000, linger_ms=5,
                       prepare=lambda: asyncio.to_thread(ensure_topics, settings))
     probes = _probes(12)
-    with TestClient(_app(real_servers.redis_url, prefix, log, metrics)) as client:
+    with TestClient(_app(redis_url, prefix, log, metrics)) as client:
         answers = [client.post("/v1/score", json=p).json() for p in probes[:8]]
         batch = client.post("/v1/score/batch", json={"transactions": probes[8:]},
                             params={"explain": "true"}).json()["results"]
@@ -60,7 +61,7 @@ def test_every_answer_is_on_the_predictions_topic_as_given(real_servers: RealSer
         while metrics.get_sample_value("fraudstream_api_decisions_sent_total") != 12:
             assert time.monotonic() < deadline, "the decisions were not acknowledged"
             time.sleep(0.1)
-    consumer = KafkaConsumer(topic, bootstrap_servers=real_servers.kafka, group_id=None,
+    consumer = KafkaConsumer(topic, bootstrap_servers=kafka_bootstrap, group_id=None,
                              auto_offset_reset="earliest", consumer_timeout_ms=5_000)
     try:
         logged = {d["txn_id"]: d for d in (json.loads(m.value) for m in consumer)}
@@ -86,15 +87,15 @@ def test_every_answer_is_on_the_predictions_topic_as_given(real_servers: RealSer
 
 
 def test_with_kafka_away_answers_go_on_and_the_overflow_is_counted(
-    real_servers: RealServers,
+    redis_url: str,
 ) -> None:
     prefix = f"fs-{secrets.token_hex(4)}"
-    publish_trained_champion(real_servers.redis_url, prefix, KEY)
+    publish_trained_champion(redis_url, prefix, KEY)
     metrics = CollectorRegistry()
     nowhere = f"127.0.0.1:{free_port()}"  # nothing listens there
     log = DecisionLog(nowhere, "predictions", buffer_max=5,
                       producer_options={"request_timeout_ms": 1_000})
-    with TestClient(_app(real_servers.redis_url, prefix, log, metrics)) as client:
+    with TestClient(_app(redis_url, prefix, log, metrics)) as client:
         answers = [client.post("/v1/score", json=p) for p in _probes(12)]
         assert [a.status_code for a in answers] == [200] * 12
         assert metrics.get_sample_value("fraudstream_api_decisions_buffered") == 5

@@ -27,14 +27,13 @@ from producers.schema import LabelRecord, TransactionRecord, encode
 from stream.processing import Pipeline
 from stream.records import RawRecord
 from stream.settings import ModelSettings, RedisSettings, Settings, WorkerSettings
-from tests.support import RealServers
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-async def redis_store(real_servers: RealServers) -> AsyncIterator[RedisFeatureStore]:
-    store = RedisFeatureStore.from_url(real_servers.redis_url, f"fs-{secrets.token_hex(4)}")
+async def redis_store(redis_url: str) -> AsyncIterator[RedisFeatureStore]:
+    store = RedisFeatureStore.from_url(redis_url, f"fs-{secrets.token_hex(4)}")
     yield store
     await store.close()
 

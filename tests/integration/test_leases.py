@@ -19,7 +19,6 @@ from models.learner import Learner
 from models.registry import JournalEntry, ModelRegistry, SnapshotMeta
 from models.scoring import ModelHolder, ServingModel, score_batch
 from stream.runtime.lease import Lease, LeaseKeeper
-from tests.support import RealServers
 
 pytestmark = pytest.mark.integration
 
@@ -30,15 +29,15 @@ def prefix() -> str:
 
 
 @pytest.fixture
-def client(real_servers: RealServers) -> Iterator[redis.Redis]:
-    sync = redis.Redis.from_url(real_servers.redis_url)
+def client(redis_url: str) -> Iterator[redis.Redis]:
+    sync = redis.Redis.from_url(redis_url)
     yield sync
     sync.close()
 
 
 @pytest.fixture
-async def store(real_servers: RealServers, prefix: str) -> AsyncIterator[RedisFeatureStore]:
-    redis_store = RedisFeatureStore.from_url(real_servers.redis_url, prefix)
+async def store(redis_url: str, prefix: str) -> AsyncIterator[RedisFeatureStore]:
+    redis_store = RedisFeatureStore.from_url(redis_url, prefix)
     yield redis_store
     await redis_store.close()
 

@@ -15,7 +15,7 @@ from features.redis_store import RedisFeatureStore
 from features.vector import FEATURE_SET_VERSION, view
 from models.registry import ModelRegistry
 from stream.migrate import migrate
-from tests.support import RealServers, publish_trained_champion
+from tests.support import publish_trained_champion
 
 KEY = b"signing-key"
 
@@ -29,13 +29,13 @@ def _old_name(key: str, prefix: str) -> str:
     return re.sub(r"\{[ctx]:(.*)\}$", r"\1", key)
 
 
-def test_an_old_layout_redis_reads_as_before_once_migrated(real_servers: RealServers) -> None:
+def test_an_old_layout_redis_reads_as_before_once_migrated(redis_url: str) -> None:
     prefix = f"fs-{secrets.token_hex(4)}"
-    publish_trained_champion(real_servers.redis_url, prefix, KEY)
+    publish_trained_champion(redis_url, prefix, KEY)
     probes = [Transaction(f"q{i}", f"c{i}", f"p{i % 3}", 20.0, 1e5 + 86400) for i in range(4)]
 
     async def read() -> tuple[list[dict[str, float]], object, int | None]:
-        store = RedisFeatureStore.from_url(real_servers.redis_url, prefix)
+        store = RedisFeatureStore.from_url(redis_url, prefix)
         try:
             vectors = [view(state, p) for state, p in
                        zip(await store.peek_many(probes), probes, strict=True)]
@@ -47,7 +47,7 @@ def test_an_old_layout_redis_reads_as_before_once_migrated(real_servers: RealSer
 
     before = asyncio.run(read())
     assert before[1] is not None and before[2] is not None
-    client = redis.Redis.from_url(real_servers.redis_url)
+    client = redis.Redis.from_url(redis_url)
     keys = [k.decode() for k in client.scan_iter(match=f"*{prefix}*")]
     for key in keys:  # back to the old layout, as an older fraudstream wrote it
         client.rename(key, _old_name(key, prefix))

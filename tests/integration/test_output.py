@@ -13,7 +13,6 @@ from kafka.admin import KafkaAdminClient, NewTopic
 
 from stream.records import Emit
 from stream.runtime.output import produce_and_wait
-from tests.support import RealServers
 
 pytestmark = pytest.mark.integration
 
@@ -33,18 +32,18 @@ def _read(bootstrap: str, topic: str, want: int) -> list[tuple[int, bytes | None
 
 
 async def test_batched_records_land_where_a_send_puts_them_in_order(
-    real_servers: RealServers,
+    kafka_bootstrap: str,
 ) -> None:
     tag = secrets.token_hex(3)
     batched, single = f"out-batched-{tag}", f"out-single-{tag}"
-    admin = KafkaAdminClient(bootstrap_servers=real_servers.kafka)
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
     admin.create_topics([NewTopic(t, 4, 1) for t in (batched, single)])
     admin.close()
     # 30 cards, 2,000 records (several producer batches a partition), some without a key,
     # one larger than a whole producer batch (a dead letter can be)
     emits = [Emit(batched, None if i % 97 == 0 else f"c{i % 30:03d}".encode(),
                   (b"x" * 20_000 if i == 500 else b"") + f"{i}".encode()) for i in range(2_000)]
-    producer = AIOKafkaProducer(bootstrap_servers=real_servers.kafka, acks="all")
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
     await producer.start()
     try:
         await produce_and_wait(producer, emits[:1_000])
@@ -56,10 +55,10 @@ async def test_batched_records_land_where_a_send_puts_them_in_order(
     finally:
         await producer.stop()
 
-    got = _read(real_servers.kafka, batched, len(emits))
+    got = _read(kafka_bootstrap, batched, len(emits))
     assert sorted(value for _, _, value in got) == sorted(e.value for e in emits)
     keyed = [e for e in emits if e.key is not None]
-    where = {key: partition for partition, key, _ in _read(real_servers.kafka, single,
+    where = {key: partition for partition, key, _ in _read(kafka_bootstrap, single,
                                                           len(keyed))}
     per_key: dict[bytes, list[bytes]] = defaultdict(list)
     unkeyed_partitions = set()

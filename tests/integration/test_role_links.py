@@ -18,14 +18,13 @@ from stream.records import Emit, RawRecord, decode_learned, decode_scored
 from stream.settings import RedisSettings, Settings
 from stream.wiring import build_monitor
 from tests.integration.test_learning import label_record, txn_record
-from tests.support import RealServers
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-async def store(real_servers: RealServers) -> AsyncIterator[RedisFeatureStore]:
-    redis_store = RedisFeatureStore.from_url(real_servers.redis_url, f"fs-{secrets.token_hex(4)}")
+async def store(redis_url: str) -> AsyncIterator[RedisFeatureStore]:
+    redis_store = RedisFeatureStore.from_url(redis_url, f"fs-{secrets.token_hex(4)}")
     yield redis_store
     await redis_store.close()
 
