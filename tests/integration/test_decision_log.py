@@ -23,7 +23,7 @@ from stream.serving.app import create_app
 from stream.serving.decisions import DecisionLog
 from stream.settings import KafkaSettings, Settings, TopicSettings
 from stream.topics import ensure_topics
-from tests.support import publish_trained_champion
+from tests.support import publish_trained_champion, wait_for
 
 pytestmark = pytest.mark.integration
 KEY = b"decision-key"
@@ -57,10 +57,8 @@ def test_every_answer_is_on_the_predictions_topic_as_given(kafka_bootstrap: str,
         batch = client.post("/v1/score/batch", json={"transactions": probes[8:]},
                             params={"explain": "true"}).json()["results"]
         answers += batch
-        deadline = time.monotonic() + 30
-        while metrics.get_sample_value("fraudstream_api_decisions_sent_total") != 12:
-            assert time.monotonic() < deadline, "the decisions were not acknowledged"
-            time.sleep(0.1)
+        wait_for(lambda: metrics.get_sample_value("fraudstream_api_decisions_sent_total") == 12,
+                 30, "the decisions acknowledged")
     consumer = KafkaConsumer(topic, bootstrap_servers=kafka_bootstrap, group_id=None,
                              auto_offset_reset="earliest", consumer_timeout_ms=5_000)
     try:

@@ -19,6 +19,7 @@ from models.learner import Learner
 from models.registry import JournalEntry, ModelRegistry, SnapshotMeta
 from models.scoring import ModelHolder, ServingModel, score_batch
 from stream.runtime.lease import Lease, LeaseKeeper
+from tests.support import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -84,11 +85,9 @@ def test_the_keeper_renews_and_reports_a_takeover(client: redis.Redis, prefix: s
     time.sleep(2.0)  # twice the time to live: renewed, still ours
     assert lease.current() == f"{fence.token} a:1" and not lost
     client.set(lease.key, "99 thief:9")  # somebody else holds it now
-    deadline = time.monotonic() + 3
-    while not lost and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for(lambda: lost, 3, "the keeper to see its lease taken")
     keeper.stop(release=False)
-    assert lost and "taken over" in lost[0]
+    assert "taken over" in lost[0]
 
 
 async def test_a_stale_learner_can_neither_journal_nor_publish(
