@@ -2,9 +2,9 @@
 
 :class:`DriftMonitor` receives every newly scored transaction (its vector
 and score) and every learned label (with the score it was given), feeds the
-detectors of :mod:`monitoring.drift` with event times, keeps the
-Prometheus gauges current, and returns the drift events for the
-``drift-events`` topic.
+detectors of :mod:`monitoring.drift` with event times, counts their alarms
+(their statistics are read at scrape time: :mod:`monitoring.drift_metrics`), and
+returns the drift events for the ``drift-events`` topic.
 
 No detector starts before the feature state holds ``state_maturity_days``
 of history (:meth:`DriftMonitor.state_began`; the worker keeps the state's
@@ -39,11 +39,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Hashable, Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
-
-from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from features.events import Label
 from features.store import ScoredRecord
@@ -56,100 +54,9 @@ from monitoring.drift.labels import LabelDrift
 from monitoring.drift.mean_shift import MeanShift
 from monitoring.drift.missed_fraud import MissedFraud
 from monitoring.drift.prediction import PredictionDrift
+from monitoring.drift_metrics import DriftMetrics, DriftStatistics
 from monitoring.ordering import EventTimeOrder
 from monitoring.reports import ReportBudget, save_windows
-
-
-@dataclass(frozen=True)
-class DriftMetrics:
-    """The drift gauges and alarm counters."""
-
-    feature_psi: Gauge
-    feature_ks: Gauge
-    feature_kswin_p_value: Gauge
-    feature_mean_shift: Gauge
-    score_psi: Gauge
-    flagged_share: Gauge
-    fraud_rate_ratio: Gauge
-    fraud_rate_dispersion: Gauge
-    label_delay_ratio: Gauge
-    missed_fraud_cusum: Gauge
-    missed_fraud_share: Gauge
-    alarms: Counter
-    last_alarm: Gauge
-    report: Gauge
-    reports: Counter
-    armed: Gauge
-    held: Gauge
-    released_early: Counter
-
-    @classmethod
-    def create(cls, registry: CollectorRegistry) -> DriftMetrics:
-        def gauge(name: str, text: str, labels: Sequence[str] = ()) -> Gauge:
-            return Gauge(name, text, list(labels), registry=registry)
-
-        return cls(
-            feature_psi=gauge("fraudstream_feature_psi",
-                              "PSI of a feature, recent window against the reference.",
-                              ["feature"]),
-            feature_ks=gauge("fraudstream_feature_ks",
-                             "Two-sample KS statistic of a feature, recent against reference.",
-                             ["feature"]),
-            feature_kswin_p_value=gauge(
-                "fraudstream_feature_kswin_p_value",
-                "p-value of KSWIN's latest KS test of a feature: the last day against the "
-                "week before (an alarm at or below drift.kswin_alpha).", ["feature"]),
-            feature_mean_shift=gauge(
-                "fraudstream_feature_mean_shift",
-                "CUSUM of a feature's mean over blocks of transactions against the reference, "
-                "over its threshold (derived from drift.ert_days): 1 alarms.", ["feature"]),
-            score_psi=gauge("fraudstream_score_psi",
-                            "PSI of the champion's scores, recent window against reference."),
-            flagged_share=gauge("fraudstream_score_flagged_ratio",
-                                "Share of recent transactions scored at or above the threshold."),
-            fraud_rate_ratio=gauge("fraudstream_fraud_rate_ratio",
-                                   "Fraud rate among recent labels over the reference rate."),
-            fraud_rate_dispersion=gauge(
-                "fraudstream_fraud_rate_dispersion",
-                "How much more the reference fraud rate varies between blocks of labels than "
-                "independent labels would (1: no clustering)."),
-            label_delay_ratio=gauge("fraudstream_label_delay_ratio",
-                                    "Median delay of recent fraud labels over the reference."),
-            missed_fraud_cusum=gauge(
-                "fraudstream_missed_fraud_cusum",
-                "CUSUM of the share of fraud incidents the champion scored below the threshold, "
-                "over its alarm threshold (drift.missed_fraud_threshold): 1 alarms."),
-            missed_fraud_share=gauge(
-                "fraudstream_missed_fraud_share",
-                "Share of fraud incidents the champion scored below the threshold, in the "
-                "reference and over the recent incidents.", ["window"]),
-            alarms=Counter("fraudstream_drift_alarms",
-                           "Drift alarms raised, by detector and subject.",
-                           ["detector", "subject"], registry=registry),
-            last_alarm=gauge("fraudstream_drift_last_alarm_timestamp_seconds",
-                             "Event time when each detector last raised an alarm.",
-                             ["detector"]),
-            report=gauge("fraudstream_drift_report_info",
-                         "The latest Evidently data-drift report (1 for the current path).",
-                         ["path"]),
-            reports=Counter("fraudstream_drift_reports",
-                            "Data-drift alarms by what became of their Evidently report: built, "
-                            "recent (one for the same detector and feature within "
-                            "drift.report_every_seconds of event time), busy (the last one was "
-                            "still being built).", ["outcome"], registry=registry),
-            armed=gauge("fraudstream_drift_model_detectors_armed",
-                        "1 once the model has learned enough labels for the prediction, label "
-                        "and concept detectors to run (drift.warm_up)."),
-            held=gauge("fraudstream_drift_held_records",
-                       "Scored records held back so that the detectors see them in event-time "
-                       "order across partitions (a worker catching up reads them days apart).",
-                       ["stream"]),
-            released_early=Counter(
-                "fraudstream_drift_released_early",
-                "Records given to the detectors before every partition reached their event "
-                "time, because more than drift.order_max_held were held.",
-                ["stream"], registry=registry),
-        )
 
 
 class DriftMonitor:
@@ -166,11 +73,8 @@ class DriftMonitor:
         #: ... and the feature state old enough (event time of its first transaction).
         self._state_start: float | None = None
         self.data = DataDrift(config, features)
-        self._published = 0
         self.kswin = SampledKSWIN(config, config.kswin_features)
-        self._kswin_published = 0
         self.mean_shift = MeanShift(config, config.mean_shift_features)
-        self._mean_shift_published = 0
         #: On a data-drift alarm the windows are saved in the budget's folder and ``launch``
         #: builds the report (it returns something with ``poll()``, e.g. a ``Popen``).
         self.reports = reports
@@ -182,6 +86,8 @@ class DriftMonitor:
         self.concept = ConceptDrift(config)
         self.missed = MissedFraud(config, threshold)
         self.metrics = metrics
+        metrics.watch(DriftStatistics(self.data, self.kswin, self.mean_shift, self.prediction,
+                                      self.labels, self.missed))
         # Every alarm counter exists from the start at 0: an alert on its increase() would
         # not see a series that first appears at 1.
         for detector in self.detectors:
@@ -254,11 +160,6 @@ class DriftMonitor:
     def _scored_in_order(self, released: list[ScoredRecord]) -> list[DriftEvent]:
         events = [e for record in released for e in self._on_scored(record, self._scorer)]
         self._held("scored", len(self._scored), self._scored.released_early)
-        if self.prediction.flagged:  # the prediction gauges once a batch, not once a record
-            score = self.prediction.latest.get("prediction_psi")
-            if score is not None:
-                self.metrics.score_psi.set(score)
-            self.metrics.flagged_share.set(self.prediction.flagged_share)
         return events
 
     def _held(self, stream: str, held: int, released_early: int) -> None:
@@ -279,19 +180,6 @@ class DriftMonitor:
         if self.armed:
             watching += (self.prediction,)
         events = [event for detector in watching for event in detector.update(seen)]
-        if self.data.checks != self._published:  # the gauges move only when a check ran
-            self._published = self.data.checks
-            for (detector, feature), value in self.data.latest.items():
-                gauge = self.metrics.feature_psi if detector == "psi" else self.metrics.feature_ks
-                gauge.labels(feature=feature).set(value)
-        if self.kswin.samples != self._kswin_published:
-            self._kswin_published = self.kswin.samples
-            for feature, p_value in self.kswin.latest.items():
-                self.metrics.feature_kswin_p_value.labels(feature=feature).set(p_value)
-        if self.mean_shift.blocks != self._mean_shift_published:
-            self._mean_shift_published = self.mean_shift.blocks
-            for feature, value in self.mean_shift.latest.items():
-                self.metrics.feature_mean_shift.labels(feature=feature).set(value)
         data_drift = [e for e in events if e.detector in ("psi", "ks", "kswin", "mean_shift")]
         if data_drift:
             self._start_report(data_drift[0])
@@ -323,31 +211,12 @@ class DriftMonitor:
                           record.terminal_id)
         watching: tuple[Detector[Outcome], ...] = (self.labels, self.concept, self.missed)
         events = [event for detector in watching for event in detector.update(outcome)]
-        for name, gauge in (("fraud_rate_ratio", self.metrics.fraud_rate_ratio),
-                            ("label_delay_ratio", self.metrics.label_delay_ratio),
-                            ("fraud_rate_dispersion", self.metrics.fraud_rate_dispersion)):
-            if name in self.labels.latest:
-                gauge.set(self.labels.latest[name])
-        if label.is_fraud:
-            self._publish_missed()
         return self._count(events)
-
-    def _publish_missed(self) -> None:
-        latest = self.missed.latest
-        if "missed_fraud_cusum" in latest:
-            self.metrics.missed_fraud_cusum.set(latest["missed_fraud_cusum"])
-        for window, name in (("reference", "missed_fraud_reference_share"),
-                             ("recent", "missed_fraud_recent_share")):
-            if name in latest:
-                self.metrics.missed_fraud_share.labels(window=window).set(latest[name])
 
     def refresh_reference(self) -> None:
         """Take the recent traffic as the new reference (after a promote, or on demand)."""
         for detector in self.detectors:  # (labels keep theirs: they do not depend on the model)
             detector.refresh()
-        self.metrics.missed_fraud_cusum.set(0)
-        for feature in self.mean_shift.features:  # no statistic until the new reference
-            self.metrics.feature_mean_shift.labels(feature=feature).set(0)
 
     def _count(self, events: list[DriftEvent]) -> list[DriftEvent]:
         for event in events:

@@ -165,7 +165,8 @@ class MeanShift:
         self._state = {name: _Feature() for name in self.features}
         #: Blocks completed so far, all features together (the gauges move when this does).
         self.blocks = 0
-        #: The latest statistic per feature: the larger sum over its threshold (1 alarms).
+        #: The latest statistic per feature: the larger sum over its threshold (1 alarms; 0
+        #: from a refresh until the new reference).
         self.latest: dict[str, float] = {}
 
     def alarm_keys(self) -> list[tuple[str, str]]:
@@ -240,7 +241,7 @@ class MeanShift:
     def refresh(self) -> None:
         """Take a new reference from the next blocks."""
         self._state = {name: _Feature() for name in self.features}
-        self.latest.clear()
+        self.latest = dict.fromkeys(self.features, 0.0)  # no statistic until the new reference
 
 
 def _day_dispersion(z: np.ndarray, times: np.ndarray) -> float:

@@ -159,5 +159,5 @@ class MissedFraud:
         the model)."""
         self._reference, self._reference_began, self._steps = [], None, None
         self.cusum, self._rise_began, self._active = 0.0, None, False
-        self.latest.pop("missed_fraud_cusum", None)
+        self.latest["missed_fraud_cusum"] = 0.0  # no rise until the new reference
         self.latest.pop("missed_fraud_reference_share", None)
