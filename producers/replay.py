@@ -42,6 +42,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from producers.partitions import partition_of
+from producers.schema import SCHEMA_VERSION
 
 #: Progress callback: (sent, total, seconds elapsed).
 Progress = Callable[[int, int, float], None]
@@ -61,42 +62,32 @@ def _iso(column: str) -> pl.Expr:
 def encode_events(transactions: pl.DataFrame, labels: pl.DataFrame) -> pl.DataFrame:
     """Every event as (time, kind, topic index, key, value), in replay order.
 
-    ``kind`` 0 is a transaction (topic 0), 1 a label (topic 1).
+    ``kind`` 0 is a transaction (topic 0), 1 a label (topic 1). The values are the wire
+    JSON (polars encodes it: any id is escaped as JSON needs; a missing location or card
+    is ``null``).
     """
-    location = pl.lit("")
+    fields = [pl.lit(SCHEMA_VERSION).alias("schema_version"), "txn_id", "card_id",
+              "terminal_id", pl.col("amount").cast(pl.Float64), _iso("event_time")]
     if "lat" in transactions.columns and "lon" in transactions.columns:
-        location = pl.when(pl.col("lat").is_not_null() & pl.col("lon").is_not_null()).then(
-            pl.concat_str([pl.lit(',"lat":'), pl.col("lat").cast(pl.Utf8), pl.lit(',"lon":'),
-                           pl.col("lon").cast(pl.Utf8)])).otherwise(pl.lit(""))
+        located = pl.col("lat").is_not_null() & pl.col("lon").is_not_null()
+        fields += [pl.when(located).then(pl.col(c).cast(pl.Float64)).alias(c)
+                   for c in ("lat", "lon")]
     txn_events = transactions.select(
         pl.col("event_time").alias("time"),
         pl.lit(0, pl.Int8).alias("kind"),
         pl.col("card_id").alias("key"),
-        pl.concat_str([
-            pl.lit('{"schema_version":1,"txn_id":"'), pl.col("txn_id"),
-            pl.lit('","card_id":"'), pl.col("card_id"),
-            pl.lit('","terminal_id":"'), pl.col("terminal_id"),
-            pl.lit('","amount":'), pl.col("amount").cast(pl.Utf8),
-            pl.lit(',"event_time":"'), _iso("event_time"), pl.lit('"'),
-            location, pl.lit("}"),
-        ]).alias("value"),
+        pl.struct(fields).struct.json_encode().alias("value"),
     )
     if "card_id" not in labels.columns:  # a label names its card when it is known
         labels = labels.join(transactions.select("txn_id", "card_id"), on="txn_id",
                              how="left", maintain_order="left")
-    card = pl.when(pl.col("card_id").is_not_null()).then(
-        pl.concat_str([pl.lit(',"card_id":"'), pl.col("card_id"), pl.lit('"')])
-    ).otherwise(pl.lit(""))
     label_events = labels.select(
         pl.col("event_time").alias("time"),
         pl.lit(1, pl.Int8).alias("kind"),
         pl.col("txn_id").alias("key"),
-        pl.concat_str([
-            pl.lit('{"schema_version":1,"txn_id":"'), pl.col("txn_id"),
-            pl.lit('","is_fraud":'), pl.when(pl.col("is_fraud")).then(pl.lit("true"))
-            .otherwise(pl.lit("false")),
-            pl.lit(',"event_time":"'), _iso("event_time"), pl.lit('"'), card, pl.lit("}"),
-        ]).alias("value"),
+        pl.struct(pl.lit(SCHEMA_VERSION).alias("schema_version"), "txn_id",
+                  pl.col("is_fraud").cast(pl.Boolean), _iso("event_time"), "card_id",
+                  ).struct.json_encode().alias("value"),
     )
     return pl.concat([txn_events, label_events]).sort(["time", "kind"], maintain_order=True)
 

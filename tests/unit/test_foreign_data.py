@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import polars as pl
@@ -9,7 +10,7 @@ import pytest
 
 from producers.dataset import ColumnMapping, DatasetError, read_foreign
 from producers.replay import encode_events
-from producers.schema import decode_label, decode_transaction
+from producers.schema import RecordError, decode_label, decode_transaction
 
 CSV = """id,cc_num,merchant,amt,trans_date,is_fraud,merch_lat,merch_long
 a1,4000111,m_1,12.50,2026-03-01 10:00:00,0,48.85,2.35
@@ -70,6 +71,22 @@ def test_mapped_rows_encode_to_records_the_worker_accepts(files: tuple[Path, Pat
         "a2", "4000111", "m_2", 99.99)
     assert (first.lat, first.lon) == (48.86, 2.36)
     assert decode_label(events.filter(pl.col("kind") == 1)["value"][0]).txn_id == "a2"
+
+
+def test_ids_that_need_escaping_are_valid_json_and_rejected_by_the_schema_by_name() -> None:
+    """The wire JSON is encoded, not concatenated: a quote in an id cannot break the
+    record; the worker's decoder then names the field."""
+    transactions = pl.DataFrame({"txn_id": ['t"1'], "card_id": ["c\\1"], "terminal_id": ["p1"],
+                                 "amount": [5.0], "event_time": [1_767_225_600.0]})
+    labels = pl.DataFrame({"txn_id": ['t"1'], "is_fraud": [True],
+                           "event_time": [1_767_312_000.0]})
+    events = encode_events(transactions, labels)
+    values = [json.loads(v) for v in events["value"]]
+    assert values[0]["txn_id"] == 't"1' and values[0]["card_id"] == "c\\1"
+    assert values[1] == {"schema_version": 1, "txn_id": 't"1', "is_fraud": True,
+                         "event_time": "2026-01-02T00:00:00.000Z", "card_id": "c\\1"}
+    with pytest.raises(RecordError, match="txn_id"):
+        decode_transaction(events["value"][0])
 
 
 def test_a_missing_column_is_named(files: tuple[Path, Path]) -> None:
