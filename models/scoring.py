@@ -55,7 +55,7 @@ class ModelHolder:
 
 
 @dataclass(frozen=True, slots=True)
-class Scored:
+class BatchOutcome:
     """One transaction's outcome: its record, or why it has none (``LATE``).
 
     ``status`` is what the store did with it, ``newest`` its card's newest
@@ -107,7 +107,7 @@ def parts(txns: Sequence[Transaction]) -> list[Sequence[Transaction]]:
 async def score_batch(
     store: FeatureStore, holder: ModelHolder, txns: Sequence[Transaction],
     shadows: Mapping[str, ModelHolder] | None = None,
-) -> list[Scored]:
+) -> list[BatchOutcome]:
     """Score ``txns`` in order and fold them into their entities' state, exactly once.
 
     The store applies the :func:`parts` in order, in one round
@@ -123,7 +123,7 @@ async def score_batch(
     serving = holder.require()
     challengers = {name: h.current for name, h in (shadows or {}).items()
                    if h.current is not None}
-    results: list[Scored] = []
+    results: list[BatchOutcome] = []
     saves: list[asyncio.Task[None]] = []
     try:
         async for applied in store.apply_parts(parts(txns)):
@@ -136,7 +136,7 @@ async def score_batch(
                 if one.state is not None:
                     record = next(scored)
                     to_save.append((one, record))
-                results.append(Scored(one.txn, one.status, record, one.newest, one.owner))
+                results.append(BatchOutcome(one.txn, one.status, record, one.newest, one.owner))
             if to_save:
                 saves.append(asyncio.ensure_future(store.save(to_save)))
     finally:

@@ -45,7 +45,7 @@ from typing import Any
 
 from features.events import Label
 from features.store import ScoredRecord
-from monitoring.drift.base import Detector, DriftEvent, Outcome, Scorer, Scoring
+from monitoring.drift.base import Detector, DriftEvent, LabelObservation, Rescorer, TxnObservation
 from monitoring.drift.concept import ConceptDrift
 from monitoring.drift.config import DriftConfig
 from monitoring.drift.data import DataDrift
@@ -98,11 +98,11 @@ class DriftMonitor:
         metrics.armed.set(int(self.armed))
         self._scored: EventTimeOrder[ScoredRecord] = EventTimeOrder(config.order_max_held)
         #: The model's latest scorer: held records are rescored with it when they go.
-        self._scorer: Scorer | None = None
+        self._scorer: Rescorer | None = None
         self._early: dict[str, int] = {}  # released_early already counted, per stream
 
     @property
-    def detectors(self) -> tuple[Detector[Scoring] | Detector[Outcome], ...]:
+    def detectors(self) -> tuple[Detector[TxnObservation] | Detector[LabelObservation], ...]:
         """Every detector: those of scored transactions, then those of labels."""
         return (self.data, self.kswin, self.mean_shift, self.prediction, self.labels,
                 self.concept, self.missed)
@@ -126,7 +126,7 @@ class DriftMonitor:
         return self._state_start is None or \
             at - self._state_start >= self.config.state_maturity_days * 86400
 
-    def on_scored(self, record: ScoredRecord, scorer: Scorer | None = None,
+    def on_scored(self, record: ScoredRecord, scorer: Rescorer | None = None,
                   source: Hashable = None, behind: bool = False) -> list[DriftEvent]:
         """A newly scored transaction (never a redelivery), and the model's current scorer.
 
@@ -137,7 +137,7 @@ class DriftMonitor:
         return self.on_scored_batch([(record, source, behind)], scorer)
 
     def on_scored_batch(self, batch: Sequence[tuple[ScoredRecord, Hashable, bool]],
-                        scorer: Scorer | None = None) -> list[DriftEvent]:
+                        scorer: Rescorer | None = None) -> list[DriftEvent]:
         """:meth:`on_scored` for a fetched batch of ``(record, source, behind)``."""
         self._scorer = scorer
         released = self._scored.add_many(
@@ -169,14 +169,14 @@ class DriftMonitor:
             self.metrics.released_early.labels(stream=stream).inc(released_early - counted)
             self._early[stream] = released_early
 
-    def _on_scored(self, record: ScoredRecord, scorer: Scorer | None) -> list[DriftEvent]:
+    def _on_scored(self, record: ScoredRecord, scorer: Rescorer | None) -> list[DriftEvent]:
         if not self._mature(record.event_time):
             return []  # no detector takes a reference from a state still filling
         if not self.armed and self._learned >= self.config.warm_up:
             self.armed = True
             self.metrics.armed.set(1)
-        seen = Scoring(record.event_time, record.features, record.score, scorer)
-        watching: tuple[Detector[Scoring], ...] = (self.data, self.kswin, self.mean_shift)
+        seen = TxnObservation(record.event_time, record.features, record.score, scorer)
+        watching: tuple[Detector[TxnObservation], ...] = (self.data, self.kswin, self.mean_shift)
         if self.armed:
             watching += (self.prediction,)
         events = [event for detector in watching for event in detector.update(seen)]
@@ -206,10 +206,10 @@ class DriftMonitor:
     def _on_label(self, record: ScoredRecord, label: Label) -> list[DriftEvent]:
         if not self.armed:
             return []
-        outcome = Outcome(label.event_time, label.is_fraud, record.score,
+        outcome = LabelObservation(label.event_time, label.is_fraud, record.score,
                           label.event_time - record.event_time, record.card_id,
                           record.terminal_id)
-        watching: tuple[Detector[Outcome], ...] = (self.labels, self.concept, self.missed)
+        watching: tuple[Detector[LabelObservation], ...] = (self.labels, self.concept, self.missed)
         events = [event for detector in watching for event in detector.update(outcome)]
         return self._count(events)
 

@@ -45,7 +45,7 @@ from producers.partitions import partition_of
 from producers.schema import SCHEMA_VERSION
 
 #: Progress callback: (sent, total, seconds elapsed).
-Progress = Callable[[int, int, float], None]
+Progress = Callable[[int, int, float], object]
 log = logging.getLogger(__name__)
 
 

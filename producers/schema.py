@@ -182,7 +182,7 @@ class LabelRecord(_Record):
         )
 
 
-class ScoreRecord(_Record):
+class ScoreMessage(_Record):
     """A fraud score published on topic ``scores``, keyed by card id."""
 
     schema_version: Literal[1] = SCHEMA_VERSION

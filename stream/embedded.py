@@ -58,8 +58,9 @@ from features.store import ScoredRecord
 from features.vector import FEATURE_NAMES
 from models.factory import build_model, fraud_probabilities, learn
 from models.scoring import ModelHolder, ServingModel, score_batch
-from monitoring.drift.base import DriftEvent, Scorer
+from monitoring.drift.base import DriftEvent, Rescorer
 from monitoring.monitor import DriftMetrics, DriftMonitor
+from producers.replay import Progress
 from stream.embedded_options import FROZEN, SERVED, EmbeddedOptions, EmbeddedResult, Promotion
 from stream.response import ahead
 from stream.wiring import CYCLIC, watched_features
@@ -91,9 +92,6 @@ class _Lineage:
         self.unpublished = 0
         self.serving = ServingModel(self.learned, copy.deepcopy(self.model))
         return True
-
-
-Progress = Callable[[int, int, float], object]
 
 
 def events_from_frames(transactions: pl.DataFrame, labels: pl.DataFrame,
@@ -140,7 +138,7 @@ class _Run:
         self.holder = ModelHolder()
         self.holder.swap(self.champion.serving)
         self.monitor: DriftMonitor | None = None
-        self.scorer: Scorer | None = None
+        self.scorer: Rescorer | None = None
         self.pending: list[Transaction] = []
         self.queued: list[Label] = []
         self.index: dict[str, int] = {}
@@ -307,7 +305,7 @@ class _Run:
 
     def _new_scorer(self) -> None:
         serving = self.champion.serving
-        self.scorer = Scorer(serving.version, partial(fraud_probabilities, serving.model))
+        self.scorer = Rescorer(serving.version, partial(fraud_probabilities, serving.model))
 
     def _alarmed(self, events: list[DriftEvent]) -> None:
         for event in events:

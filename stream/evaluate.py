@@ -1,7 +1,7 @@
 """Models on a simulated stream, prequentially: ``fraudstream bench models``.
 
 The scenario's events are replayed in time order. Features come from the
-offline replay (:func:`stream.replay.replay_features`, the stream's own
+offline replay (:func:`stream.offline.replay_features`, the stream's own
 code), computed once. Each model then scores every transaction when it
 happens and learns each label when it arrives (days later), so every metric
 is prequential. A logistic regression that stops learning after
@@ -28,7 +28,7 @@ from models.evaluation import Prequential
 from models.factory import build_model, fraud_probability, learn
 from models.registry import sign
 from producers.generator import DAY, Simulation
-from stream.replay import replay_features
+from stream.offline import replay_features
 
 FROZEN = "logistic_regression (frozen)"
 

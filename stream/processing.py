@@ -41,7 +41,7 @@ from stream.runtime.monitor import MonitorRole, decode_drift
 from stream.runtime.roles import ALL
 from stream.runtime.scorer import ScoreRole, stream_time_key
 from stream.settings import Settings
-from stream.waiting import Progress, WaitingLabels
+from stream.waiting import GroupProgress, WaitingLabels
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ class Pipeline:
     def __init__(
         self, settings: Settings, store: FeatureStore, registry: ModelRegistry,
         metrics: PipelineMetrics, monitor: DriftMonitor | None = None,
-        progress: Progress | None = None, roles: frozenset[str] = ALL,
+        progress: GroupProgress | None = None, roles: frozenset[str] = ALL,
     ) -> None:
         self.settings = settings
         self.store = store

@@ -46,7 +46,7 @@ from features.events import Label
 from stream.records import RawRecord
 
 
-class Progress(Protocol):
+class GroupProgress(Protocol):
     """How far the worker's group has got through the transactions topic."""
 
     def read(self) -> tuple[dict[int, int], dict[int, int]]:

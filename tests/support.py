@@ -219,7 +219,7 @@ def assert_scored_like_the_offline_replay(settings: Settings, simulation: Simula
     and its stored card features equal the replay's."""
     import asyncio
 
-    from stream.replay import replay_features
+    from stream.offline import replay_features
     from stream.wiring import build_store
 
     replayed = asyncio.run(replay_features(simulation.events()))
@@ -249,7 +249,7 @@ def assert_state_like_the_offline_replay(settings: Settings, simulation: Simulat
     from features.events import Transaction
     from features.memory import MemoryFeatureStore
     from features.vector import view
-    from stream.replay import replay_features
+    from stream.offline import replay_features
     from stream.wiring import build_store
 
     events = simulation.events()

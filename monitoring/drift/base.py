@@ -3,9 +3,9 @@ meets, and the rule that raises an alarm once per crossing.
 
 A detector watches one of two things, each one observation at a time:
 
-- :class:`Scoring`: a newly scored transaction (its event time, feature vector, score,
+- :class:`TxnObservation`: a newly scored transaction (its event time, feature vector, score,
   and the scorer of the model that gave it);
-- :class:`Outcome`: an arrived label (its event time, fraud or not, the score its
+- :class:`LabelObservation`: an arrived label (its event time, fraud or not, the score its
   transaction was given, its delay, the card and the terminal).
 
 Every detector meets :class:`Detector`: ``update`` with one observation returns the
@@ -17,9 +17,9 @@ Examples
 >>> from monitoring.drift.config import DriftConfig
 >>> from monitoring.drift.data import DataDrift
 >>> detector = DataDrift(DriftConfig(), ["amount"])
->>> isinstance(detector, Detector), detector.update(Scoring(0.0, {"amount": 12.5}))
+>>> isinstance(detector, Detector), detector.update(TxnObservation(0.0, {"amount": 12.5}))
 (True, [])
->>> Outcome(86400.0, True, score=0.2, delay=3600.0).delay
+>>> LabelObservation(86400.0, True, score=0.2, delay=3600.0).delay
 3600.0
 """
 
@@ -46,7 +46,7 @@ class DriftEvent:
 
 
 @dataclass(frozen=True)
-class Scorer:
+class Rescorer:
     """A model's scoring function, and a key that changes whenever the model does."""
 
     key: Hashable
@@ -54,7 +54,7 @@ class Scorer:
 
 
 @dataclass(frozen=True, slots=True)
-class Scoring:
+class TxnObservation:
     """A newly scored transaction, as the transaction detectors observe it."""
 
     #: Its event time (seconds).
@@ -64,11 +64,11 @@ class Scoring:
     #: The score it was given (NaN: not scored).
     score: float = math.nan
     #: The current model's scorer, for detectors that rescore their windows (None: none).
-    scorer: Scorer | None = None
+    scorer: Rescorer | None = None
 
 
 @dataclass(frozen=True, slots=True)
-class Outcome:
+class LabelObservation:
     """An arrived label, as the label detectors observe it."""
 
     #: The label's event time (seconds).
@@ -82,7 +82,7 @@ class Outcome:
     terminal: str = ""
 
 
-#: What a detector observes: :class:`Scoring` or :class:`Outcome`.
+#: What a detector observes: :class:`TxnObservation` or :class:`LabelObservation`.
 Observed = TypeVar("Observed", contravariant=True)
 
 

@@ -8,7 +8,7 @@ from collections import deque
 from river import drift
 
 from monitoring.drift import ert
-from monitoring.drift.base import DriftEvent, Outcome
+from monitoring.drift.base import DriftEvent, LabelObservation
 from monitoring.drift.config import DriftConfig
 
 #: River's Page-Hinkley defaults, named: the ERT simulation must run the same test.
@@ -77,7 +77,7 @@ class ConceptDrift:
         """Every (detector, subject) this can raise."""
         return [("adwin", self.model), ("page_hinkley", self.model)]
 
-    def update(self, observation: Outcome) -> list[DriftEvent]:
+    def update(self, observation: LabelObservation) -> list[DriftEvent]:
         """A label and the score its transaction was given: one prequential loss."""
         at, clip = observation.at, self.config.loss_clip
         p = min(max(observation.score, clip), 1 - clip)

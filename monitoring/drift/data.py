@@ -10,7 +10,7 @@ Examples
 >>> config = DriftConfig(reference_size=500, window_size=500, check_every=50, reference_days=0)
 >>> d = DataDrift(config, ["x"])
 >>> events = [e for i in range(3000) for e in d.update(
-...     Scoring(float(i), {"x": rng.normal(0 if i < 2000 else 3)}))]
+...     TxnObservation(float(i), {"x": rng.normal(0 if i < 2000 else 3)}))]
 >>> [(e.detector, e.subject) for e in events][:1]
 [('psi', 'x')]
 >>> 2000 <= events[0].first_seen < 2200  # about a third of a window after the change
@@ -23,7 +23,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from monitoring.drift.base import Alarms, DriftEvent, Scoring
+from monitoring.drift.base import Alarms, DriftEvent, TxnObservation
 from monitoring.drift.config import DriftConfig
 from monitoring.drift.stats import Reference
 from monitoring.drift.windows import Windows
@@ -49,7 +49,7 @@ class DataDrift:
         """Every (detector, subject) this can raise."""
         return [(name, f) for f in self.windows.reference for name in ("psi", "ks")]
 
-    def update(self, observation: Scoring) -> list[DriftEvent]:
+    def update(self, observation: TxnObservation) -> list[DriftEvent]:
         at = observation.at
         if not self.windows.add(observation.vector, at):
             return []

@@ -41,7 +41,7 @@ import numpy as np
 from river import drift
 from scipy import special, stats
 
-from monitoring.drift.base import DriftEvent, Scoring
+from monitoring.drift.base import DriftEvent, TxnObservation
 from monitoring.drift.config import DriftConfig
 from monitoring.drift.stats import Reference
 
@@ -120,7 +120,7 @@ class SampledKSWIN:
     >>> config = DriftConfig(kswin_every=60, kswin_window=400, kswin_stat_size=100)
     >>> k = SampledKSWIN(config, ["x"])
     >>> events = [e for i in range(2000)
-    ...           for e in k.update(Scoring(i * 60.0, {"x": rng.normal(i >= 1000)}))]
+    ...           for e in k.update(TxnObservation(i * 60.0, {"x": rng.normal(i >= 1000)}))]
     >>> [(e.detector, e.subject, e.window) for e in events]
     [('kswin', 'x', 100)]
     >>> 1000 * 60 <= events[0].first_seen < 1100 * 60
@@ -147,7 +147,7 @@ class SampledKSWIN:
                           stat_size=self.config.kswin_stat_size,
                           seed=zlib.crc32(feature.encode()))
 
-    def update(self, observation: Scoring) -> list[DriftEvent]:
+    def update(self, observation: TxnObservation) -> list[DriftEvent]:
         at, vector = observation.at, observation.vector
         if at < self._next_slot or not self.detectors:
             return []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from monitoring.drift.base import Alarms, DriftEvent, Outcome
+from monitoring.drift.base import Alarms, DriftEvent, LabelObservation
 from monitoring.drift.config import DriftConfig
 from monitoring.drift.stats import dispersion, wilson_lower
 from monitoring.drift.windows import Windows
@@ -44,7 +44,7 @@ class LabelDrift:
         """Every (detector, subject) this can raise."""
         return [("fraud_rate", "labels"), ("label_delay", "labels")]
 
-    def update(self, observation: Outcome) -> list[DriftEvent]:
+    def update(self, observation: LabelObservation) -> list[DriftEvent]:
         """A label: fraud or not, and its delay."""
         at, is_fraud, delay_seconds = observation.at, observation.is_fraud, observation.delay
         events = []

@@ -49,7 +49,7 @@ block mean's spread), with a day of reference:
 >>> events = []
 >>> for i in range(10_000):
 ...     value = rng.normal(0.25 if i >= 6_000 else 0.0, 1.0)
-...     events += detector.update(Scoring(i * 86.4, {"x": value}))
+...     events += detector.update(TxnObservation(i * 86.4, {"x": value}))
 >>> [(e.detector, e.subject) for e in events]
 [('mean_shift', 'x')]
 >>> round(detector.threshold("x"), 1)
@@ -69,7 +69,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from monitoring.drift import ert
-from monitoring.drift.base import DriftEvent, Scoring
+from monitoring.drift.base import DriftEvent, TxnObservation
 from monitoring.drift.config import DriftConfig
 
 DAY = 86400.0
@@ -177,7 +177,7 @@ class MeanShift:
         """``feature``'s threshold (0 until its reference is complete)."""
         return self._state[feature].threshold
 
-    def update(self, observation: Scoring) -> list[DriftEvent]:
+    def update(self, observation: TxnObservation) -> list[DriftEvent]:
         """A scored transaction (its vector)."""
         at, vector = observation.at, observation.vector
         clip = self.config.mean_shift_clip

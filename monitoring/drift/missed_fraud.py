@@ -46,7 +46,7 @@ day apart):
 >>> events = []
 >>> for i in range(600):
 ...     missed = rng.random() < (0.6 if i >= 300 else 0.1)
-...     events += detector.update(Outcome(i * 86400.0, True, 0.1 if missed else 0.9,
+...     events += detector.update(LabelObservation(i * 86400.0, True, 0.1 if missed else 0.9,
 ...                                       card=f"card{i}", terminal=f"term{i}"))
 >>> [(e.detector, e.subject) for e in events]
 [('missed_fraud', 'champion')]
@@ -63,7 +63,7 @@ from __future__ import annotations
 import math
 from collections import deque
 
-from monitoring.drift.base import DriftEvent, Outcome
+from monitoring.drift.base import DriftEvent, LabelObservation
 from monitoring.drift.config import DriftConfig
 from monitoring.drift.stats import dispersion
 
@@ -99,7 +99,7 @@ class MissedFraud:
         """Every (detector, subject) this can raise."""
         return [("missed_fraud", self.model)]
 
-    def update(self, observation: Outcome) -> list[DriftEvent]:
+    def update(self, observation: LabelObservation) -> list[DriftEvent]:
         """A label (genuine labels are ignored): its score, card, terminal and event
         time."""
         at = observation.at

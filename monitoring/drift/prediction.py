@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-from monitoring.drift.base import Alarms, DriftEvent, Scorer, Scoring
+from monitoring.drift.base import Alarms, DriftEvent, Rescorer, TxnObservation
 from monitoring.drift.config import DriftConfig
 from monitoring.drift.stats import Reference, calendar_slot, calendar_weights
 from monitoring.drift.windows import Reservoir, Windows
@@ -21,7 +21,7 @@ class PredictionDrift:
 
     An online model changes as it learns, so this week's live scores against
     last week's would mostly measure the learning, not the traffic. When the
-    caller passes the model's :class:`Scorer`, a sample of each window's
+    caller passes the model's :class:`Rescorer`, a sample of each window's
     vectors (``prediction_sample``) is rescored with the current model at
     each check, and the comparison is like for like: the same model on old
     and new traffic. The ``calendar`` features (hour, day of week...) are a
@@ -61,7 +61,7 @@ class PredictionDrift:
         """Every (detector, subject) this can raise."""
         return [("prediction_psi", "score"), ("prediction_ks", "score")]
 
-    def update(self, observation: Scoring) -> list[DriftEvent]:
+    def update(self, observation: TxnObservation) -> list[DriftEvent]:
         """A scored transaction: its score, and its vector and the model's scorer to rescore
         the windows with."""
         at, score, scorer = observation.at, observation.score, observation.scorer
@@ -98,7 +98,7 @@ class PredictionDrift:
             events += self.alarms.check(name, "score", value, threshold, window, changed_at, at)
         return events
 
-    def _rescored(self, scorer: Scorer) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    def _rescored(self, scorer: Rescorer) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """Both samples' scores by the current model, and the reference's weekday weights
         (only the reference vectors of the current window's weekdays are scored)."""
         current = [vector for vector, _ in self._current_sample]

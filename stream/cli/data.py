@@ -174,7 +174,7 @@ def _scenario_windows(folder: Path, scenario: str, reference: str, current: str,
     from monitoring.reports import save_windows
     from producers.dataset import DatasetError
     from producers.scenario import load_scenario, run_scenario
-    from stream.replay import replay_features
+    from stream.offline import replay_features
 
     simulation, _ = run_scenario(load_scenario(scenario), customers=customers)
     records = asyncio.run(replay_features(simulation.events()))

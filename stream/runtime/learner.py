@@ -29,7 +29,7 @@ from stream.records import Emit, RawRecord, Rejects
 from stream.response import AutoChallenger
 from stream.runtime.flow import FRONTIER_TTL_MS, LabelFlow, frontier_key
 from stream.settings import Settings
-from stream.waiting import Progress, Waiting, WaitingLabels
+from stream.waiting import GroupProgress, Waiting, WaitingLabels
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ class LearnRole:
     def __init__(self, settings: Settings, store: FeatureStore, registry: ModelRegistry,
                  metrics: PipelineMetrics, challengers: Challengers, rejects: Rejects,
                  stream_time: Callable[[], Awaitable[float]],
-                 serve: Callable[[ServingModel], None], progress: Progress | None = None,
+                 serve: Callable[[ServingModel], None], progress: GroupProgress | None = None,
                  learned: LearnedHook = _nobody) -> None:
         self.settings = settings
         self.store = store

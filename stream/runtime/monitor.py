@@ -25,7 +25,7 @@ from models.factory import fraud_probabilities
 from models.following import follow
 from models.registry import ModelRegistry
 from models.scoring import ModelHolder
-from monitoring.drift.base import DriftEvent, Scorer
+from monitoring.drift.base import DriftEvent, Rescorer
 from monitoring.metrics import PipelineMetrics
 from monitoring.monitor import DriftMonitor, encode_event
 from stream.records import Emit, RawRecord, Rejects, decode_learned, decode_scored
@@ -82,7 +82,7 @@ class MonitorRole:
         #: On its own: follow the champion, and the feature state's start, from Redis.
         self.following = following
         self.drift_topic = settings.topics.name("drift_events")
-        self._scoring: Scorer | None = None
+        self._scoring: Rescorer | None = None
         self._seen = RecentIds(SEEN_KEPT)
         self._seen_labels = RecentIds(SEEN_KEPT)
         self._state_start: float | None = None
@@ -189,13 +189,13 @@ class MonitorRole:
             log.warning("drift references refreshed on request")
             self._refresh_seen = asked
 
-    def _scorer(self) -> Scorer | None:
+    def _scorer(self) -> Rescorer | None:
         """The serving model's scorer, for prediction drift (one per model version)."""
         serving = self.holder.current
         if serving is None:
             return None
         if self._scoring is None or self._scoring.key != serving.version:
-            self._scoring = Scorer(serving.version, partial(fraud_probabilities, serving.model))
+            self._scoring = Rescorer(serving.version, partial(fraud_probabilities, serving.model))
         return self._scoring
 
 

@@ -29,7 +29,7 @@ from models.following import follow
 from models.registry import ModelRegistry, SnapshotMeta
 from models.scoring import ModelHolder, score_batch
 from monitoring.metrics import PipelineMetrics
-from producers.schema import RecordError, ScoreRecord, decode_transaction, encode, to_datetime
+from producers.schema import RecordError, ScoreMessage, decode_transaction, encode, to_datetime
 from stream.records import Emit, RawRecord, Rejects
 from stream.runtime.flow import PartitionAlign, ScoreHold, frontier_key
 from stream.runtime.marks import RaisedMarks
@@ -315,7 +315,7 @@ def _conflict(first: Transaction | ScoredRecord, again: Transaction) -> str:
 
 def score_value(scored: ScoredRecord) -> bytes:
     """The ``scores`` topic's record of a scored transaction."""
-    return encode(ScoreRecord(
+    return encode(ScoreMessage(
         txn_id=scored.txn_id,
         card_id=scored.card_id,
         score=scored.score,

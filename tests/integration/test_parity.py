@@ -26,7 +26,7 @@ from models.registry import ModelRegistry
 from producers.publisher import Publisher, create_producer
 from producers.schema import TransactionRecord
 from stream.embedded import EmbeddedOptions, run_embedded
-from stream.replay import replay_features
+from stream.offline import replay_features
 from stream.settings import Settings
 from stream.wiring import build_store
 from tests.support import (

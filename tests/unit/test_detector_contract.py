@@ -1,7 +1,7 @@
 """The contract every drift detector meets, checked over every detector.
 
-Each watches one kind of observation (:class:`~monitoring.drift.base.Scoring` or
-:class:`~monitoring.drift.base.Outcome`); fed a seeded stream whose every watched
+Each watches one kind of observation (:class:`~monitoring.drift.base.TxnObservation` or
+:class:`~monitoring.drift.base.LabelObservation`); fed a seeded stream whose every watched
 quantity changes at one point, each must: meet the :class:`Detector` protocol; raise only
 the (detector, subject) pairs it declares; date each alarm at the observation that raised
 it, with a change time no later; raise nothing on the steady part and something after the
@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from monitoring.drift.base import Detector, DriftEvent, Outcome, Scoring
+from monitoring.drift.base import Detector, DriftEvent, LabelObservation, TxnObservation
 from monitoring.drift.concept import ConceptDrift
 from monitoring.drift.config import DriftConfig
 from monitoring.drift.data import DataDrift
@@ -35,30 +35,30 @@ CONFIG = DriftConfig(reference_size=500, window_size=500, check_every=50, refere
                      mean_shift_block=10, ert_runs=50, label_delay_frauds=20,
                      missed_fraud_reference=50)
 CHANGE = 3000  # the observation at which everything watched changes
-TRANSACTIONS: dict[str, Callable[[], Detector[Scoring]]] = {
+TRANSACTIONS: dict[str, Callable[[], Detector[TxnObservation]]] = {
     "data": lambda: DataDrift(CONFIG, ["x"]),
     "kswin": lambda: SampledKSWIN(CONFIG, ["x"]),
     # (its threshold is simulated from the reference: a day of blocks, not 20)
     "mean_shift": lambda: MeanShift(CONFIG.model_copy(update=dict(reference_days=1)), ["x"]),
     "prediction": lambda: PredictionDrift(CONFIG, threshold=0.5),
 }
-LABELS: dict[str, Callable[[], Detector[Outcome]]] = {
+LABELS: dict[str, Callable[[], Detector[LabelObservation]]] = {
     "labels": lambda: LabelDrift(CONFIG),
     "concept": lambda: ConceptDrift(CONFIG),
     "missed_fraud": lambda: MissedFraud(CONFIG, threshold=0.5),
 }
 
 
-def scorings(seed: int = 0, n: int = 6000) -> Iterator[Scoring]:
+def scorings(seed: int = 0, n: int = 6000) -> Iterator[TxnObservation]:
     """A transaction a minute; its feature and its score move up at ``CHANGE``."""
     rng = np.random.default_rng(seed)
     for i in range(n):
         after = i >= CHANGE
-        yield Scoring(i * 60.0, {"x": float(rng.normal(2.0 if after else 0.0))},
+        yield TxnObservation(i * 60.0, {"x": float(rng.normal(2.0 if after else 0.0))},
                       float(rng.beta(6, 3) if after else rng.beta(2, 8)))
 
 
-def outcomes(seed: int = 0, n: int = 8000) -> Iterator[Outcome]:
+def outcomes(seed: int = 0, n: int = 8000) -> Iterator[LabelObservation]:
     """A label every ten minutes, each fraud on its own card and terminal; at ``CHANGE``
     frauds become ten times as common, their chargebacks five times slower, and the
     champion misses them."""
@@ -71,10 +71,10 @@ def outcomes(seed: int = 0, n: int = 8000) -> Iterator[Outcome]:
             delay = float(rng.lognormal(13.0 if after else 11.4, 0.3))
         else:
             score, delay = float(rng.beta(1, 20)), 7 * 86400.0
-        yield Outcome(i * 600.0, fraud, score, delay, card=f"c{i}", terminal=f"t{i}")
+        yield LabelObservation(i * 600.0, fraud, score, delay, card=f"c{i}", terminal=f"t{i}")
 
 
-def stream_of(name: str) -> Iterator[Scoring] | Iterator[Outcome]:
+def stream_of(name: str) -> Iterator[TxnObservation] | Iterator[LabelObservation]:
     return scorings() if name in TRANSACTIONS else outcomes()
 
 
@@ -109,7 +109,7 @@ def test_transaction_detectors_take_missing_and_non_finite_values(name: str) -> 
     detector = TRANSACTIONS[name]()
     for i, seen in enumerate(scorings(n=2000)):
         vector = {} if i % 3 == 0 else {"x": math.nan if i % 3 == 1 else math.inf}
-        detector.update(Scoring(seen.at, vector, seen.score))
+        detector.update(TxnObservation(seen.at, vector, seen.score))
         detector.update(seen)
     detector.refresh()
     assert [e for seen in scorings(n=500) for e in detector.update(seen)] == []

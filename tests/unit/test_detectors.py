@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from monitoring.drift.base import Outcome, Scorer, Scoring
+from monitoring.drift.base import LabelObservation, Rescorer, TxnObservation
 from monitoring.drift.concept import ConceptDrift
 from monitoring.drift.config import DriftConfig
 from monitoring.drift.data import DataDrift
@@ -16,7 +16,7 @@ from monitoring.drift.kswin import SampledKSWIN
 from monitoring.drift.labels import LabelDrift
 from monitoring.drift.prediction import PredictionDrift
 from producers.scenario import load_scenario, run_scenario
-from stream.replay import replay_features
+from stream.offline import replay_features
 
 CONFIG = DriftConfig(reference_size=2000, window_size=1000, check_every=100, warm_up=500,
                      reference_days=0)  # event times here are indices
@@ -33,10 +33,11 @@ def test_no_alarm_on_stationary_data(seed: int) -> None:
     for i in range(8000):
         fraud = rng.random() < 0.02
         score = float(np.clip(rng.normal(0.7 if fraud else 0.2, 0.15), 0, 1))
-        events += data.update(Scoring(float(i), {"a": rng.normal(), "b": rng.lognormal(3, 1)}))
-        events += prediction.update(Scoring(float(i), score=score))
-        events += labels.update(Outcome(float(i), fraud, delay=rng.lognormal(12, 0.5)))
-        events += concept.update(Outcome(float(i), fraud, score))
+        vector = {"a": rng.normal(), "b": rng.lognormal(3, 1)}
+        events += data.update(TxnObservation(float(i), vector))
+        events += prediction.update(TxnObservation(float(i), score=score))
+        events += labels.update(LabelObservation(float(i), fraud, delay=rng.lognormal(12, 0.5)))
+        events += concept.update(LabelObservation(float(i), fraud, score))
     assert events == []
 
 
@@ -46,7 +47,7 @@ def test_data_drift_fires_on_the_changed_feature_soon_after_the_change() -> None
     events = []
     for i in range(8000):
         moved = rng.normal(2.0 if i >= 5000 else 0.0)
-        events += data.update(Scoring(float(i), {"stable": rng.normal(), "moved": moved}))
+        events += data.update(TxnObservation(float(i), {"stable": rng.normal(), "moved": moved}))
     assert {e.subject for e in events} == {"moved"}
     first = min(e.first_seen for e in events)
     assert 5000 <= first <= 5000 + CONFIG.window_size // 2
@@ -61,7 +62,7 @@ def test_label_drift_sees_a_fraud_rate_jump_and_a_longer_delay() -> None:
         late = i >= 5000
         fraud = rng.random() < (0.08 if late else 0.02)  # x4: beyond doubt
         delay = rng.lognormal(12 + (1.6 if late else 0.0), 0.3)
-        events += labels.update(Outcome(float(i), fraud, delay=delay))
+        events += labels.update(LabelObservation(float(i), fraud, delay=delay))
     kinds = {e.detector for e in events}
     assert kinds == {"fraud_rate", "label_delay"}
     assert all(e.first_seen >= 5000 for e in events)
@@ -75,7 +76,7 @@ def test_concept_drift_fires_when_the_model_starts_being_wrong() -> None:
         fraud = rng.random() < 0.05
         good = i < 5000
         score = 0.8 if fraud == good else 0.1  # after 5000 the model is upside down
-        events += concept.update(Outcome(float(i), fraud, score))
+        events += concept.update(LabelObservation(float(i), fraud, score))
     assert events and min(e.first_seen for e in events) >= 5000
     assert min(e.first_seen for e in events) <= 5600
 
@@ -86,7 +87,7 @@ def test_prediction_drift_sees_scores_move() -> None:
     events = []
     for i in range(6000):
         score = float(rng.beta(2, 8 if i < 4000 else 3))
-        events += prediction.update(Scoring(float(i), score=score))
+        events += prediction.update(TxnObservation(float(i), score=score))
     assert events and min(e.first_seen for e in events) >= 4000
     assert prediction.flagged_share > 0.1
 
@@ -97,17 +98,17 @@ def test_a_fraud_rate_up_by_half_on_a_few_frauds_is_not_a_jump() -> None:
     events = []
     for i in range(8000):
         fraud = rng.random() < (0.03 if i >= 5000 else 0.02)
-        events += labels.update(Outcome(float(i), fraud, delay=1e5))
+        events += labels.update(LabelObservation(float(i), fraud, delay=1e5))
     assert events == []
     assert 0.5 < labels.latest["fraud_rate_ratio"] < 2
 
 
-def _linear(weights: dict[str, float]) -> Scorer:
+def _linear(weights: dict[str, float]) -> Rescorer:
     def score_many(vectors: object) -> np.ndarray:
         rows = list(vectors)  # type: ignore[call-overload]
         logits = np.array([sum(w * row[k] for k, w in weights.items()) for row in rows])
         return 1 / (1 + np.exp(-logits))
-    return Scorer(tuple(weights.items()), score_many)
+    return Rescorer(tuple(weights.items()), score_many)
 
 
 def test_prediction_drift_rescores_so_a_learning_model_is_not_drift() -> None:
@@ -120,12 +121,13 @@ def test_prediction_drift_rescores_so_a_learning_model_is_not_drift() -> None:
         scorer = _linear({"x": weight})
         vector = {"x": float(rng.normal())}
         score = float(scorer.score_many([vector])[0])
-        events += prediction.update(Scoring(float(i), vector, score, scorer))
+        events += prediction.update(TxnObservation(float(i), vector, score, scorer))
     assert events == []
     live = PredictionDrift(CONFIG)  # without the scorer, the same stream is "drift"
     rng = np.random.default_rng(11)
-    assert any(live.update(Scoring(float(i), score=float(_linear({"x": 0.5 + i / 2000}).score_many(
-        [{"x": float(rng.normal())}])[0]))) for i in range(8000))
+    assert any(live.update(TxnObservation(float(i), score=float(
+        _linear({"x": 0.5 + i / 2000}).score_many([{"x": float(rng.normal())}])[0])))
+        for i in range(8000))
 
 
 def test_prediction_drift_sees_traffic_move_under_the_same_model() -> None:
@@ -135,7 +137,7 @@ def test_prediction_drift_sees_traffic_move_under_the_same_model() -> None:
     events = []
     for i in range(8000):
         vector = {"x": float(rng.normal(1.0 if i >= 5000 else 0.0))}
-        events += prediction.update(Scoring(float(i), vector,
+        events += prediction.update(TxnObservation(float(i), vector,
                                             float(scorer.score_many([vector])[0]), scorer))
     assert events and min(e.first_seen for e in events) >= 5000
 
@@ -149,8 +151,8 @@ def test_prediction_drift_compares_windows_at_the_same_hours() -> None:
     for i in range(8000):
         vector = {"x": float(rng.normal()), "weekend": float(i % 3500 >= 2500)}
         score = float(scorer.score_many([vector])[0])
-        events["quiet"] += quiet.update(Scoring(float(i), vector, score, scorer))
-        events["naive"] += naive.update(Scoring(float(i), vector, score, scorer))
+        events["quiet"] += quiet.update(TxnObservation(float(i), vector, score, scorer))
+        events["naive"] += naive.update(TxnObservation(float(i), vector, score, scorer))
     assert events["quiet"] == [] and events["naive"]
 
 
@@ -164,7 +166,7 @@ def test_data_drift_on_a_simulated_stream_matches_its_manifest(scenario: str, fi
     events = []
     for record in records.values():
         if record is not None:
-            events += data.update(Scoring(record.event_time, record.features))
+            events += data.update(TxnObservation(record.event_time, record.features))
     if not fires:
         assert events == []
         return
@@ -225,7 +227,7 @@ def test_a_week_long_reference_matched_to_the_weekday_does_not_report_the_weekda
                          reference_days=reference_days)
     data = DataDrift(config, ["count", "amount"])
     fired = {e.subject for values, at in _weekly_stream(28)
-             for e in data.update(Scoring(at, values))}
+             for e in data.update(TxnObservation(at, values))}
     if reference_days:
         assert fired == set()
     else:  # two and a half days of reference against one: Saturday looks like drift
@@ -257,14 +259,14 @@ def test_a_window_is_matched_to_the_hours_it_holds_and_spans_a_day(per_day: int)
     config = DriftConfig(reference_size=5000, window_size=2000, check_every=200)
     data = DataDrift(config, ["gap"])
     events = [e for values, at in _daily_stream(12, per_day)
-              for e in data.update(Scoring(at, values))]
+              for e in data.update(TxnObservation(at, values))]
     assert data.windows.stride == round(per_day / 2000)
     assert data.windows.times[-1] - data.windows.times[0] > 0.8 * 86400
     assert events == []
     assert max(v for (name, _), v in data.latest.items() if name == "psi") < 0.05
     shifted = DataDrift(config, ["gap"])
     late = [e for values, at in _daily_stream(12, per_day, shift_day=9)
-            for e in shifted.update(Scoring(at, values))]
+            for e in shifted.update(TxnObservation(at, values))]
     assert {e.subject for e in late} == {"gap"}
     assert min(e.first_seen for e in late) - (1_767_225_600.0 + 9 * 86400) < 1.5 * 86400
 
@@ -273,7 +275,7 @@ def test_a_week_long_reference_still_catches_a_real_shift_within_a_day() -> None
     data = DataDrift(DriftConfig(reference_size=5000, window_size=2000, check_every=200),
                      ["count", "amount"])
     events = [e for values, at in _weekly_stream(24, shift_day=20.0)
-              for e in data.update(Scoring(at, values))]
+              for e in data.update(TxnObservation(at, values))]
     assert {e.subject for e in events} == {"amount"}
     shift = 1_767_225_600.0 + 20 * 86400
     assert 0 < min(e.first_seen for e in events) - shift < 86400
@@ -302,7 +304,7 @@ def test_adwin_on_blocks_of_labels_does_not_page_on_bursts_of_fraud(block: int) 
     for seed in range(10):
         concept = ConceptDrift(DriftConfig(adwin_block=block))
         fired += any(e.detector == "adwin" for k, (score, fraud) in enumerate(_bursty_labels(seed))
-                     for e in concept.update(Outcome(k, fraud, score)))
+                     for e in concept.update(LabelObservation(k, fraud, score)))
     assert fired == (10 if block == 1 else 0)  # label by label, every steady stream pages
 
 
@@ -315,7 +317,8 @@ def test_adwin_on_blocks_of_labels_still_catches_a_real_rise() -> None:
     for seed in range(5):
         concept = ConceptDrift(config)
         events = [e for k, (score, fraud) in enumerate(_bursty_labels(seed, worse_from=10_000))
-                  for e in concept.update(Outcome(k * 10.0, fraud, score))]  # 8,640 labels a day
+                  # 8,640 labels a day
+                  for e in concept.update(LabelObservation(k * 10.0, fraud, score))]
         first = {e.detector: e.first_seen / 10 for e in reversed(events)}
         assert 10_000 <= first["adwin"] < 15_000, seed
         assert 10_000 <= first["page_hinkley"] < 15_000, seed  # (earlier on 4 of 5 seeds)
@@ -333,7 +336,7 @@ def test_page_hinkley_pages_on_steady_labels_about_once_per_expected_run_time() 
         counts.append(sum(
             e.detector == "page_hinkley"
             for k, (score, fraud) in enumerate(_bursty_labels(seed, n=per_day * days))
-            for e in concept.update(Outcome(k * 86400 / per_day, fraud, score))))
+            for e in concept.update(LabelObservation(k * 86400 / per_day, fraud, score))))
         assert concept.threshold is not None
         thresholds.append(concept.threshold)
     assert 80 <= sum(counts) <= 190, counts  # 120 expected; measured 133
@@ -342,7 +345,7 @@ def test_page_hinkley_pages_on_steady_labels_about_once_per_expected_run_time() 
                                        ert_detectors=3, page_hinkley_threshold=0))
     fewer = sum(e.detector == "page_hinkley"
                 for k, (score, fraud) in enumerate(_bursty_labels(0, n=per_day * days))
-                for e in concept.update(Outcome(k * 86400 / per_day, fraud, score)))
+                for e in concept.update(LabelObservation(k * 86400 / per_day, fraud, score)))
     assert concept.threshold is not None and concept.threshold > thresholds[0]
     assert fewer <= counts[0] / 2, (fewer, counts[0])
 
@@ -352,10 +355,10 @@ def test_page_hinkley_is_silent_until_its_reference_is_complete() -> None:
                                        page_hinkley_threshold=0))
     day = 86400.0
     for k in range(3000):  # a day and a half of terrible losses: no reference yet
-        assert concept.update(Outcome(k * day / 2000, True, 0.01)) == []
+        assert concept.update(LabelObservation(k * day / 2000, True, 0.01)) == []
     assert concept.page_hinkley is None and concept.threshold is None
     for k in range(3000, 4100):
-        concept.update(Outcome(k * day / 2000, False, 0.1))
+        concept.update(LabelObservation(k * day / 2000, False, 0.1))
     assert concept.threshold is not None and concept.threshold > 0
 
 
@@ -378,7 +381,7 @@ def _labels_with_chargebacks(seed: int, slower_from: int | None = None,
 def test_a_chargeback_backlog_shows_in_the_delay_of_fraud_labels() -> None:
     labels = LabelDrift(CONFIG)
     slower = [e for i, (fraud, delay) in enumerate(_labels_with_chargebacks(1, 40_000))
-              for e in labels.update(Outcome(float(i), fraud, delay=delay))
+              for e in labels.update(LabelObservation(float(i), fraud, delay=delay))
               if e.detector == "label_delay"]
     assert slower and slower[0].first_seen >= 40_000
     assert slower[0].first_seen < 40_000 + 2_500  # about 25 frauds after the change
@@ -388,7 +391,7 @@ def test_the_delay_of_fraud_labels_does_not_move_on_steady_labels() -> None:
     for seed in range(20):
         labels = LabelDrift(CONFIG)
         events = [e for i, (fraud, delay) in enumerate(_labels_with_chargebacks(seed))
-                  for e in labels.update(Outcome(float(i), fraud, delay=delay))
+                  for e in labels.update(LabelObservation(float(i), fraud, delay=delay))
                   if e.detector == "label_delay"]
         assert events == [], seed
 
@@ -398,13 +401,14 @@ def test_kswin_takes_one_transaction_per_slot_of_event_time() -> None:
                          ["x"])
     times = [0.0, 10.0, 299.0, 300.0, 301.0, 900.0, 1199.0, 1200.0]
     for at in times:
-        kswin.update(Scoring(at, {"x": at}))
+        kswin.update(TxnObservation(at, {"x": at}))
     # slots [0, 300), [300, 600), [900, 1200), [1200, 1500): their first transactions
     assert kswin.samples == 4
     assert [v for _, v in kswin._samples["x"]] == [0.0, 300.0, 900.0, 1200.0]
     assert list(kswin.detectors["x"].window) == [0.0, 300.0, 900.0, 1200.0]
     off = SampledKSWIN(DriftConfig(kswin_every=0), ["x"])
-    assert [off.update(Scoring(float(t), {"x": 1.0})) for t in range(0, 3000, 100)] == [[]] * 30
+    assert [off.update(TxnObservation(float(t), {"x": 1.0}))
+            for t in range(0, 3000, 100)] == [[]] * 30
     assert off.samples == 0
 
 
@@ -416,7 +420,7 @@ def test_kswin_is_quiet_on_a_steady_feature_and_pages_on_one_following_the_weekd
     before reports the weekday."""
     kswin = SampledKSWIN(DriftConfig(), ["count", "amount"])
     fired = {e.subject for values, at in _weekly_stream(28, seed=seed)
-             for e in kswin.update(Scoring(at, values))}
+             for e in kswin.update(TxnObservation(at, values))}
     assert "amount" not in fired
     assert kswin.latest["amount"] > DriftConfig().kswin_alpha  # it was tested, and passed
     if seed == 3:
@@ -426,7 +430,7 @@ def test_kswin_is_quiet_on_a_steady_feature_and_pages_on_one_following_the_weekd
 def test_kswin_catches_a_sudden_shift_within_a_day() -> None:
     kswin = SampledKSWIN(DriftConfig(), ["count", "amount"])
     events = [e for values, at in _weekly_stream(24, shift_day=20.0, seed=4)
-              for e in kswin.update(Scoring(at, values)) if e.subject == "amount"]
+              for e in kswin.update(TxnObservation(at, values)) if e.subject == "amount"]
     shift = 1_767_225_600.0 + 20 * 86400
     assert events
     first = events[0]
@@ -442,11 +446,11 @@ def test_kswin_refresh_starts_every_window_afresh() -> None:
     config = DriftConfig(kswin_every=1, kswin_window=40, kswin_stat_size=10)
     kswin = SampledKSWIN(config, ["x"])
     for i in range(60):
-        kswin.update(Scoring(float(i), {"x": float(i % 7)}))
+        kswin.update(TxnObservation(float(i), {"x": float(i % 7)}))
     assert "x" in kswin.latest
     kswin.refresh()
     assert kswin.latest == {} and len(kswin.detectors["x"].window) == 0
-    assert kswin.update(Scoring(100.0, {"x": 1.0})) == [] and len(kswin._samples["x"]) == 1
+    assert kswin.update(TxnObservation(100.0, {"x": 1.0})) == [] and len(kswin._samples["x"]) == 1
 
 
 def test_the_monitor_publishes_kswin_and_counts_every_alarm_from_zero() -> None:
@@ -490,14 +494,14 @@ def test_prediction_drift_rescoring_keeps_checking_whatever_the_reference_count(
     every observation never fell on a window check again (prediction drift went silent)."""
     config = DriftConfig(reference_size=2000, window_size=1000, check_every=250)
     drift = PredictionDrift(config)
-    scorer = Scorer(0, lambda vectors: np.array([v["x"] for v in vectors]))
+    scorer = Rescorer(0, lambda vectors: np.array([v["x"] for v in vectors]))
     rng = np.random.default_rng(3)
     start, events, checks = 1_767_225_600.0, [], 0
     for i in range(per_day * 12):
         at = start + i * 86400 / per_day
         x = float(rng.beta(2, 8 if at < start + 10 * 86400 else 3))  # scores rise on day 10
         before = dict(drift.latest)
-        events += drift.update(Scoring(at, {"x": x}, x, scorer))
+        events += drift.update(TxnObservation(at, {"x": x}, x, scorer))
         checks += drift.latest != before
     assert checks > 10
     assert {e.detector for e in events} >= {"prediction_psi"}

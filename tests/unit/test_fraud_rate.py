@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from monitoring.drift.base import Outcome
+from monitoring.drift.base import LabelObservation
 from monitoring.drift.config import DriftConfig
 from monitoring.drift.labels import LabelDrift
 from monitoring.drift.stats import dispersion
@@ -31,7 +31,7 @@ def clustered(seed: int, n: int = 16000, change_at: int | None = None,
 def first_fraud_rate_alarm(config: DriftConfig, flags: np.ndarray) -> float | None:
     detector = LabelDrift(config)
     alarms = [e.first_seen for i, flag in enumerate(flags)
-              for e in detector.update(Outcome(float(i), bool(flag), delay=1e5))
+              for e in detector.update(LabelObservation(float(i), bool(flag), delay=1e5))
               if e.detector == "fraud_rate"]
     return min(alarms, default=None)
 

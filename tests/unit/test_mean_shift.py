@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry
 
 from features.store import ScoredRecord
 from monitoring.drift import mean_shift
-from monitoring.drift.base import Scoring
+from monitoring.drift.base import TxnObservation
 from monitoring.drift.config import DriftConfig
 from monitoring.drift.mean_shift import MeanShift, cusum_statistic, cusum_threshold
 from monitoring.monitor import DriftMetrics, DriftMonitor
@@ -35,7 +35,7 @@ def stream(seed: int, days: int, day_sd: float = 0.02, growth_per_day: float = 0
 def alarms(detector: MeanShift, times: np.ndarray, values: np.ndarray) -> list[float]:
     """Event times of the detector's alarms on the stream."""
     return [e.first_seen for t, v in zip(times.tolist(), values.tolist(), strict=True)
-            for e in detector.update(Scoring(t, {"x": v}))]
+            for e in detector.update(TxnObservation(t, {"x": v}))]
 
 
 def test_quiet_on_steady_streams_whose_days_differ_and_the_day_spread_is_what_keeps_it_so(

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from monitoring.drift.base import DriftEvent, Outcome
+from monitoring.drift.base import DriftEvent, LabelObservation
 from monitoring.drift.config import DriftConfig
 from monitoring.drift.missed_fraud import MissedFraud
 
@@ -66,7 +66,8 @@ def replay(detector: MissedFraud, stream: list[tuple[float, float, str, str]],
            armed_at: float = 30 * DAY) -> list[DriftEvent]:
     """The labels that arrive once the model detectors are armed (day 30, as in the bench)."""
     return [e for at, score, owner, terminal in stream if at >= armed_at
-            for e in detector.update(Outcome(at, True, score, card=owner, terminal=terminal))]
+            for e in detector.update(
+                LabelObservation(at, True, score, card=owner, terminal=terminal))]
 
 
 def test_steady_clustered_frauds_almost_never_page() -> None:
@@ -103,15 +104,16 @@ def test_a_new_pattern_the_champion_misses_is_seen_days_after_its_labels_arrive(
 
 def test_genuine_labels_and_repeats_of_one_incident_do_not_count() -> None:
     detector = MissedFraud(DriftConfig(reference_days=0, missed_fraud_reference=10))
-    assert detector.update(Outcome(0.0, False, 0.1, card="c", terminal="t")) == []
+    assert detector.update(LabelObservation(0.0, False, 0.1, card="c", terminal="t")) == []
     assert detector.incidents == 0
     for i in range(5):  # one card's frauds within a day: one incident
-        detector.update(Outcome(i * 3600.0, True, 0.1, card="c", terminal=f"t{i}"))
+        detector.update(LabelObservation(i * 3600.0, True, 0.1, card="c", terminal=f"t{i}"))
     for i in range(5):  # one terminal's frauds within a day: one incident
-        detector.update(Outcome(2 * DAY + i * 3600.0, True, 0.1, card=f"c{i}", terminal="skimmed"))
+        detector.update(LabelObservation(2 * DAY + i * 3600.0, True, 0.1, card=f"c{i}",
+                                         terminal="skimmed"))
     assert detector.incidents == 2
     # the same card, days later: a new one
-    detector.update(Outcome(5 * DAY, True, 0.1, card="c", terminal="t0"))
+    detector.update(LabelObservation(5 * DAY, True, 0.1, card="c", terminal="t0"))
     assert detector.incidents == 3
 
 
@@ -119,11 +121,12 @@ def test_the_reference_spans_reference_days_and_refresh_takes_a_new_one() -> Non
     config = DriftConfig(reference_days=7, missed_fraud_reference=20)
     detector = MissedFraud(config)
     for i in range(40):  # 40 incidents in 4 days: enough of them, not enough days
-        detector.update(Outcome(i * 0.1 * DAY, True, 0.9, card=f"c{i}", terminal=f"t{i}"))
+        detector.update(LabelObservation(i * 0.1 * DAY, True, 0.9, card=f"c{i}", terminal=f"t{i}"))
     assert "missed_fraud_reference_share" not in detector.latest
     for i in range(40, 80):
         score = 0.9 if i % 4 else 0.1
-        detector.update(Outcome(i * 0.1 * DAY, True, score, card=f"c{i}", terminal=f"t{i}"))
+        detector.update(LabelObservation(i * 0.1 * DAY, True, score, card=f"c{i}",
+                                         terminal=f"t{i}"))
     share = detector.latest["missed_fraud_reference_share"]
     # complete at day 7 (incident 70): 8 missed of 71, half an incident added to each count
     assert share == pytest.approx((8 + 0.5) / (71 + 1))

@@ -30,7 +30,7 @@ from stream.embedded import (
     events_from_frames,
     run_embedded,
 )
-from stream.replay import replay_features
+from stream.offline import replay_features
 from stream.scorecard import ScorecardOptions
 from stream.sources import Source
 

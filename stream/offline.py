@@ -1,4 +1,4 @@
-"""The offline replay: events through the same scoring code, state in memory.
+"""Offline features: events through the same scoring code, state in memory (no Kafka).
 
 :func:`replay_features` feeds transactions and labels, in the order given,
 through :func:`models.scoring.score_batch` (the stream agent's routine) over
