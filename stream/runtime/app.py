@@ -21,6 +21,7 @@ from typing import TypeVar
 import faust
 from aiokafka.structs import TopicPartition
 from mode import Service
+from tenacity import AsyncRetrying, RetryCallState
 
 from models.errors import FencedError
 from stream.processing import Pipeline
@@ -319,19 +320,25 @@ async def _with_retries(handle: Callable[[T], Awaitable[R]], records: T,
                         on_fenced: Callable[[str], None] = _never_fenced) -> R:
     """Run ``handle`` until it succeeds: infrastructure errors never skip a record.
 
-    Events are acknowledged (their offsets committed) only after this returns.
-    A learner whose lease was taken over steps down (``on_fenced``) instead.
+    Events are acknowledged (their offsets committed) only after this returns. Each failure
+    is counted and logged, and waited out by :data:`RETRY_BACKOFF`. A learner whose lease
+    was taken over steps down (``on_fenced``) instead, and nothing more is done until the
+    lease is back.
     """
-    attempt = 0
-    while True:
-        try:
-            return await handle(records)
-        except FencedError as exc:
-            on_fenced(str(exc))
-            await asyncio.sleep(RETRY_BACKOFF[-1])  # stepping down: nothing more is done
-        except Exception as exc:
-            delay = RETRY_BACKOFF[min(attempt, len(RETRY_BACKOFF) - 1)]
-            pipeline.metrics.errors.labels(stage="infrastructure").inc()
-            log.warning("%s failed: %r; retrying in %.1fs", _where(records), exc, delay)
-            attempt += 1
-            await asyncio.sleep(delay)
+    def delay(state: RetryCallState) -> float:
+        failure = state.outcome.exception() if state.outcome else None
+        if isinstance(failure, FencedError):
+            return RETRY_BACKOFF[-1]
+        return RETRY_BACKOFF[min(state.attempt_number - 1, len(RETRY_BACKOFF) - 1)]
+
+    def failed(state: RetryCallState) -> None:
+        failure = state.outcome.exception() if state.outcome else None
+        if isinstance(failure, FencedError):
+            on_fenced(str(failure))
+            return
+        pipeline.metrics.errors.labels(stage="infrastructure").inc()
+        log.warning("%s failed: %r; retrying in %.1fs", _where(records), failure,
+                    state.upcoming_sleep)
+
+    retrying = AsyncRetrying(wait=delay, before_sleep=failed, reraise=True)
+    return await retrying(handle, records)
