@@ -210,7 +210,7 @@ def lost_since(raw: bytes, dropped: int, txn: Transaction) -> bool:
     (False, True)
     """
     _, now, _, lost = HEADER.unpack_from(raw)
-    return now > dropped and lost >= txn.event_time - HORIZON_SECONDS
+    return bool(now > dropped and lost >= txn.event_time - HORIZON_SECONDS)
 
 
 def step(history: CardHistory, txn: Transaction) -> CardHistory:

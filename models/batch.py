@@ -43,7 +43,7 @@ import logging
 import math
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from river import base
@@ -316,7 +316,7 @@ class BatchRetrained(base.Classifier):
         if self.kind == "logistic_regression":
             weights, intercept = self._fitted
             return np.asarray(1 / (1 + np.exp(-np.clip(rows @ weights + intercept, -30, 30))))
-        return self._fitted.probabilities(rows)
+        return cast(np.ndarray, self._fitted.probabilities(rows))
 
     def __deepcopy__(self, memo: dict[int, Any]) -> BatchRetrained:
         twin = copy.copy(self)

@@ -209,7 +209,7 @@ def fraud_probabilities(model: base.Classifier, vectors: Sequence[Mapping[str, f
         else:
             if True not in frame:
                 return np.zeros(len(vectors))
-            return frame[True].to_numpy(dtype=float)
+            return cast(np.ndarray, frame[True].to_numpy(dtype=float))
     return np.array([fraud_probability(model, v) for v in vectors], dtype=float)
 
 

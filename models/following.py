@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 
 from models.errors import SnapshotIntegrityError
-from models.registry import ModelRegistry, SnapshotMeta
+from models.registry import ModelRegistry
 from models.scoring import ModelHolder, ServingModel
+from models.snapshots import SnapshotMeta
 
 log = logging.getLogger(__name__)
 

@@ -36,8 +36,9 @@ from models.errors import (
 )
 from models.evaluation import Prequential
 from models.factory import build_model, learn_in_order
-from models.registry import AuditEntry, JournalEntry, ModelRegistry, SnapshotMeta
+from models.registry import ModelRegistry
 from models.scoring import ServingModel
+from models.snapshots import AuditEntry, JournalEntry, SnapshotMeta
 
 log = logging.getLogger(__name__)
 

@@ -39,7 +39,7 @@ import heapq
 import math
 from collections.abc import Hashable, Mapping, Sequence
 from operator import itemgetter
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from river import base
@@ -367,8 +367,8 @@ class ScaledLogistic(base.Classifier):
 
     @staticmethod
     def _scaled(x: np.ndarray, means: np.ndarray, variances: np.ndarray) -> np.ndarray:
-        return np.divide(x - means, np.sqrt(variances), out=np.zeros_like(x, dtype=float),
-                         where=variances > 0)
+        return cast(np.ndarray, np.divide(x - means, np.sqrt(variances),
+                                          out=np.zeros_like(x, dtype=float), where=variances > 0))
 
 
 def _sigmoid(raw: float) -> float:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 from river import base
@@ -73,5 +74,5 @@ def reasons(model: base.Classifier, features: Mapping[str, float],
 
 def _logit(p: np.ndarray) -> np.ndarray:
     clipped = np.clip(p, 1e-12, 1 - 1e-12)
-    return np.log(clipped / (1 - clipped))
+    return cast(np.ndarray, np.log(clipped / (1 - clipped)))
 

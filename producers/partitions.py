@@ -18,7 +18,7 @@ from aiokafka.partitioner import murmur2
 @lru_cache(maxsize=1 << 18)
 def _hashed(key: bytes) -> int:
     """The key's non-negative murmur2 (cards repeat: each hashed once, in pure Python)."""
-    return murmur2(key) & 0x7FFFFFFF
+    return int(murmur2(key)) & 0x7FFFFFFF
 
 
 def partition_of(key: bytes, partitions: Sequence[int]) -> int:

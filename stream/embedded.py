@@ -59,7 +59,8 @@ from features.vector import FEATURE_NAMES
 from models.factory import build_model, fraud_probabilities, learn
 from models.scoring import ModelHolder, ServingModel, score_batch
 from monitoring.drift.base import DriftEvent, Rescorer
-from monitoring.monitor import DriftMetrics, DriftMonitor
+from monitoring.drift_metrics import DriftMetrics
+from monitoring.monitor import DriftMonitor
 from producers.replay import Progress
 from stream.embedded_options import FROZEN, SERVED, EmbeddedOptions, EmbeddedResult, Promotion
 from stream.response import ahead

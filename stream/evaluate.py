@@ -26,7 +26,7 @@ from features.events import Label, Transaction
 from features.store import ScoredRecord
 from models.evaluation import Prequential
 from models.factory import build_model, fraud_probability, learn
-from models.registry import sign
+from models.snapshots import sign
 from producers.generator import DAY, Simulation
 from stream.offline import replay_features
 

@@ -39,7 +39,7 @@ from models.periods import Labelled, daily, periods, recovery_days, summary, wee
 from models.signal import feature_signal
 from monitoring.drift.base import DriftEvent
 from monitoring.judging import Alarm, judge, per_change
-from stream.embedded import EmbeddedResult
+from stream.embedded_options import EmbeddedResult
 
 if TYPE_CHECKING:
     from stream.settings import ModelSettings

@@ -22,9 +22,11 @@ from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from features.redis_cluster_store import RedisClusterFeatureStore
 from features.redis_store import RedisFeatureStore
 from features.vector import FEATURE_NAMES, TAGS
-from models.registry import Fence, ModelRegistry
+from models.registry import ModelRegistry
+from models.snapshots import Fence
+from monitoring.drift_metrics import DriftMetrics
 from monitoring.metrics import PipelineMetrics
-from monitoring.monitor import DriftMetrics, DriftMonitor
+from monitoring.monitor import DriftMonitor
 from monitoring.reports import ReportBudget
 from stream.lag import GroupProgress
 from stream.processing import Pipeline

@@ -329,8 +329,9 @@ def publish_trained_champion(redis_url: str, prefix: str, key: bytes,
     from features.events import Transaction
     from features.redis_store import RedisFeatureStore
     from models.factory import build_model, learn
-    from models.registry import ModelRegistry, SnapshotMeta
+    from models.registry import ModelRegistry
     from models.scoring import ModelHolder, ServingModel, score_batch
+    from models.snapshots import SnapshotMeta
 
     history = txns or [Transaction(f"h{i}", f"c{i % 4}", f"p{i % 3}", 5.0 + 7 * i,
                                    1e5 + 600 * i) for i in range(30)]

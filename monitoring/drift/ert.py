@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import cast
 
 import numpy as np
 from scipy.signal import lfilter
@@ -65,7 +66,7 @@ def page_hinkley_statistic(x: np.ndarray, delta: float, alpha: float) -> np.ndar
     mean = np.cumsum(x) / np.arange(1, len(x) + 1)
     steps = x - mean - delta
     sums = lfilter([1.0], [1.0, -alpha], steps)
-    return sums - np.minimum.accumulate(sums)
+    return cast(np.ndarray, sums - np.minimum.accumulate(sums))
 
 
 def quiet_quantile(horizon_days: float, ert_days: float) -> float:

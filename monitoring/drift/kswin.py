@@ -70,7 +70,7 @@ class QuickKSWIN(drift.KSWIN):
 
     def update(self, x: float) -> None:
         if self.drift_detected:
-            self._reset()
+            self._reset()  # type: ignore[no-untyped-call]  # River's own, untyped
         self.n += 1
         self.window.append(x)
         if len(self.window) < self.window_size:

@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from monitoring.drift.config import DriftConfig
 from monitoring.judging import Alarm, judge
 from producers.scenario import builtin_scenarios, load_scenario, moved, run_scenario
-from stream.embedded import EmbeddedOptions, events_from_frames, run_embedded
+from stream.embedded import events_from_frames, run_embedded
+from stream.embedded_options import EmbeddedOptions
 
 DAY = 86400.0
 

@@ -14,7 +14,8 @@ import typer
 from stream.cli.options import positive, session
 
 if TYPE_CHECKING:
-    from models.registry import AuditEntry, ModelRegistry
+    from models.registry import ModelRegistry
+    from models.snapshots import AuditEntry
 
 T = TypeVar("T")
 Who = Annotated[str | None, typer.Option(help="who asks (default: $USER)")]

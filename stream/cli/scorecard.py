@@ -34,7 +34,7 @@ from stream.sources import ScenarioOverrides, Source, SourceSpec
 
 if TYPE_CHECKING:  # nothing heavy at import: the CLI imports this to build its commands
     from monitoring.drift.base import DriftEvent
-    from stream.embedded import EmbeddedOptions, EmbeddedResult
+    from stream.embedded_options import EmbeddedOptions, EmbeddedResult
     from stream.scorecard import ScorecardOptions
 
 NonNegative = Annotated[float, typer.Option(callback=at_least_zero)]
@@ -137,7 +137,7 @@ def scorecard(
 def plan(spec: SourceSpec, choices: Choices, settings: Settings) -> Plan:
     """Check the choices and load the source (errors name the argument)."""
     from models.factory import build_model
-    from stream.embedded import EmbeddedOptions, Promotion
+    from stream.embedded_options import EmbeddedOptions, Promotion
     from stream.scorecard import ScorecardOptions
     from stream.sources import load_source
 

@@ -160,12 +160,16 @@ class BatchConsumer:
         # times a second per consumer), from the partitions not skipped.
         wait = int(max(self.within, IDLE_WAIT) * 1000)
         if not skipped:
-            return await client.getmany(timeout_ms=wait, max_records=share)
+            batch: dict[Any, list[Any]] = await client.getmany(timeout_ms=wait,
+                                                                max_records=share)
+            return batch
         if not partitions:
             await asyncio.sleep(self.within)
             return {}
         try:
-            return await client.getmany(*partitions, timeout_ms=wait, max_records=share)
+            some: dict[Any, list[Any]] = await client.getmany(*partitions, timeout_ms=wait,
+                                                              max_records=share)
+            return some
         except IllegalStateError:  # revoked meanwhile
             return {}
 

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from features.keys import models_tag
-from models.registry import Fence
+from models.snapshots import Fence
 
 log = logging.getLogger(__name__)
 

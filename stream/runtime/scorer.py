@@ -26,8 +26,9 @@ from features.vector import FEATURE_SET_VERSION
 from models.challengers import Challengers
 from models.errors import NoModelError
 from models.following import follow
-from models.registry import ModelRegistry, SnapshotMeta
+from models.registry import ModelRegistry
 from models.scoring import ModelHolder, score_batch
+from models.snapshots import SnapshotMeta
 from monitoring.metrics import PipelineMetrics
 from producers.schema import RecordError, ScoreMessage, decode_transaction, encode, to_datetime
 from stream.records import Emit, RawRecord, Rejects

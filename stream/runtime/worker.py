@@ -31,7 +31,7 @@ from collections.abc import Callable
 import faust
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
-from models.registry import Fence
+from models.snapshots import Fence
 from stream.gc_settings import tune_for_streaming
 from stream.lag import watch_lag
 from stream.runtime.app import create_app

@@ -18,7 +18,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from models.errors import NoModelError, SnapshotIntegrityError
-from models.registry import AuditEntry, ModelRegistry
+from models.registry import ModelRegistry
+from models.snapshots import AuditEntry
 
 Text = Annotated[str, Field(min_length=1, max_length=500)]
 

@@ -21,7 +21,8 @@ from features.events import Transaction
 from features.redis_store import RedisFeatureStore
 from models.factory import build_model
 from models.reasons import contributions
-from models.registry import ModelRegistry, SnapshotMeta
+from models.registry import ModelRegistry
+from models.snapshots import SnapshotMeta
 from monitoring.metrics import ApiMetrics
 from producers.schema import TransactionRecord
 from stream.serving.app import create_app

@@ -19,7 +19,7 @@ from schemathesis.specs.openapi import checks as openapi_checks
 
 from features.redis_store import RedisFeatureStore
 from models.factory import build_model
-from models.registry import SnapshotMeta
+from models.snapshots import SnapshotMeta
 from stream.settings import Settings
 from stream.wiring import build_registry
 from tests.support import Processes, RealServers, isolated_settings, wait_api_ready

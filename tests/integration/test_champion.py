@@ -17,7 +17,8 @@ from features.redis_store import RedisFeatureStore
 from models.errors import ChampionChangedError
 from models.factory import build_model
 from models.learner import Learner
-from models.registry import ModelRegistry, SnapshotMeta
+from models.registry import ModelRegistry
+from models.snapshots import SnapshotMeta
 from monitoring.metrics import PipelineMetrics
 from producers.schema import TransactionRecord
 from stream.processing import Pipeline
@@ -347,7 +348,8 @@ async def test_a_configured_challenger_clearly_ahead_is_promoted_and_served(
 
 async def test_drift_references_are_refreshed_on_request(registry: ModelRegistry) -> None:
     from monitoring.drift.config import DriftConfig
-    from monitoring.monitor import DriftMetrics, DriftMonitor
+    from monitoring.drift_metrics import DriftMetrics
+    from monitoring.monitor import DriftMonitor
     from stream.runtime.monitor import drift_refresh_key
 
     monitor = DriftMonitor(DriftConfig(), ["txn_amount_log"], 0.5,

@@ -21,7 +21,8 @@ from features.store import ScoredRecord
 from models.errors import JournalMismatchError, SnapshotIntegrityError
 from models.factory import build_model
 from models.learner import Learner
-from models.registry import ModelRegistry, SnapshotMeta
+from models.registry import ModelRegistry
+from models.snapshots import SnapshotMeta
 from monitoring.metrics import PipelineMetrics
 from producers.schema import LabelRecord, TransactionRecord, encode
 from stream.processing import Pipeline

@@ -16,8 +16,9 @@ from features.redis_store import RedisFeatureStore
 from models.errors import FencedError
 from models.factory import build_model
 from models.learner import Learner
-from models.registry import JournalEntry, ModelRegistry, SnapshotMeta
+from models.registry import ModelRegistry
 from models.scoring import ModelHolder, ServingModel, score_batch
+from models.snapshots import JournalEntry, SnapshotMeta
 from stream.runtime.lease import Lease, LeaseKeeper
 from tests.support import wait_for
 

@@ -24,7 +24,8 @@ from features.card import SINCE_PREV_CAP_SECONDS
 from features.events import Label, Transaction
 from features.redis_store import RedisFeatureStore
 from features.store import ScoredRecord
-from models.registry import ModelRegistry, SnapshotMeta
+from models.registry import ModelRegistry
+from models.snapshots import SnapshotMeta
 from producers.generator import SimulatorConfig, generate
 from producers.population import PopulationConfig
 from producers.publisher import Publisher, create_producer

@@ -16,7 +16,8 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from models.registry import ModelRegistry, SnapshotMeta
+from models.registry import ModelRegistry
+from models.snapshots import SnapshotMeta
 from producers.scenario import load_scenario, run_scenario
 from stream.wiring import signing_key
 from tests.support import (

@@ -28,7 +28,8 @@ from monitoring.drift.labels import LabelDrift
 from monitoring.drift.mean_shift import MeanShift
 from monitoring.drift.missed_fraud import MissedFraud
 from monitoring.drift.prediction import PredictionDrift
-from monitoring.monitor import DriftMetrics, DriftMonitor
+from monitoring.drift_metrics import DriftMetrics
+from monitoring.monitor import DriftMonitor
 
 CONFIG = DriftConfig(reference_size=500, window_size=500, check_every=50, reference_days=0,
                      kswin_every=60, kswin_window=400, kswin_stat_size=100,

@@ -179,7 +179,8 @@ def test_model_detectors_wait_for_learned_labels_and_a_mature_feature_state() ->
     from prometheus_client import CollectorRegistry
 
     from features.store import ScoredRecord
-    from monitoring.monitor import DriftMetrics, DriftMonitor
+    from monitoring.drift_metrics import DriftMetrics
+    from monitoring.monitor import DriftMonitor
 
     registry = CollectorRegistry()
     monitor = DriftMonitor(DriftConfig(warm_up=100, state_maturity_days=30), ["x"], 0.5,
@@ -459,7 +460,8 @@ def test_the_monitor_publishes_kswin_and_counts_every_alarm_from_zero() -> None:
     from prometheus_client import CollectorRegistry
 
     from features.store import ScoredRecord
-    from monitoring.monitor import DriftMetrics, DriftMonitor
+    from monitoring.drift_metrics import DriftMetrics
+    from monitoring.monitor import DriftMonitor
 
     registry = CollectorRegistry()
     config = DriftConfig(reference_size=200, window_size=100, check_every=50, reference_days=0,

@@ -12,7 +12,8 @@ from monitoring.drift import mean_shift
 from monitoring.drift.base import TxnObservation
 from monitoring.drift.config import DriftConfig
 from monitoring.drift.mean_shift import MeanShift, cusum_statistic, cusum_threshold
-from monitoring.monitor import DriftMetrics, DriftMonitor
+from monitoring.drift_metrics import DriftMetrics
+from monitoring.monitor import DriftMonitor
 
 DAY = 86400.0
 PER_DAY = 1000

@@ -140,7 +140,8 @@ def test_the_monitor_feeds_it_from_labels_and_publishes_the_shares_and_the_cusum
 
     from features.events import Label
     from features.store import ScoredRecord
-    from monitoring.monitor import DriftMetrics, DriftMonitor
+    from monitoring.drift_metrics import DriftMetrics
+    from monitoring.monitor import DriftMonitor
 
     registry = CollectorRegistry()
     config = DriftConfig(reference_days=0, missed_fraud_reference=50, warm_up=0,

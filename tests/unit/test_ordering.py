@@ -10,7 +10,8 @@ from prometheus_client import CollectorRegistry
 
 from features.store import ScoredRecord
 from monitoring.drift.config import DriftConfig
-from monitoring.monitor import DriftMetrics, DriftMonitor
+from monitoring.drift_metrics import DriftMetrics
+from monitoring.monitor import DriftMonitor
 from monitoring.ordering import EventTimeOrder
 
 #: Partitions as sorted lists of event times; a schedule of which one to read next.

@@ -10,7 +10,8 @@ from prometheus_client import CollectorRegistry
 
 from features.store import ScoredRecord
 from monitoring.drift.config import DriftConfig
-from monitoring.monitor import DriftMetrics, DriftMonitor
+from monitoring.drift_metrics import DriftMetrics
+from monitoring.monitor import DriftMonitor
 from monitoring.reports import ReportBudget, build_report, save_windows
 
 
