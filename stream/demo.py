@@ -36,9 +36,9 @@ from kafka import KafkaConsumer
 from monitoring.drift.base import DriftEvent
 from producers.scenario import ScenarioSpec, describe, load_scenario, moved, run_scenario
 from stream.runtime.monitor import decode_drift
+from stream.runtime.topics import ensure_topics
 from stream.services import LocalServices
 from stream.settings import Settings
-from stream.topics import ensure_topics
 
 
 def _signing_key(settings: Settings) -> str:
@@ -237,8 +237,8 @@ CAUGHT_UP = 15.0
 def _print_scorecard(settings: Settings, spec: ScenarioSpec, args: DemoOptions,
                      seen: Seen, folder: Path) -> None:
     """The scorecard of what the stream scored and alarmed, against the scenario's truth."""
-    from stream.scorecard import ScorecardOptions, from_stream, scorecard, summary_lines
-    from stream.scorecard_report import write_html, write_plots
+    from stream.scorecard.judge import ScorecardOptions, from_stream, scorecard, summary_lines
+    from stream.scorecard.report import write_html, write_plots
 
     simulation, manifest = run_scenario(spec, args.seed, customers=args.customers)
     result = from_stream(seen.scores, seen.alarms, simulation.labels, settings.model.name)

@@ -139,7 +139,7 @@ class DriftSettings(DriftConfig):
     auto_promote_margin: float = Field(0.02, ge=-1, le=1)
     auto_promote_alpha: float = Field(0.01, gt=0, le=1)
     #: Hold the configured challengers (``model.challengers``) to the same rule and promote
-    #: one that passes it (``stream.response``).
+    #: one that passes it (``stream.runtime.response``).
     auto_promote_challengers: bool = False
 
     @field_validator("features", "kswin_features", "mean_shift_features")

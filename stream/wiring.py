@@ -28,8 +28,8 @@ from monitoring.drift_metrics import DriftMetrics
 from monitoring.metrics import PipelineMetrics
 from monitoring.monitor import DriftMonitor
 from monitoring.reports import ReportBudget
-from stream.lag import GroupProgress
-from stream.processing import Pipeline
+from stream.runtime.lag import GroupProgress
+from stream.runtime.processing import Pipeline
 from stream.runtime.roles import ALL, scoring_group
 from stream.settings import Settings
 
@@ -154,9 +154,9 @@ def build_api(settings: Settings) -> Any:
 
     from prometheus_client import multiprocess
 
+    from stream.runtime.topics import ensure_topics
     from stream.serving.app import create_app
     from stream.serving.decisions import DecisionLog
-    from stream.topics import ensure_topics
 
     api = settings.api
     # a connection for each request in flight, and a few for the refresher and probes
@@ -189,11 +189,11 @@ def api_from_env() -> Any:
 
 def serving(app: Any) -> Any:
     """``app``, once the process that serves it has built everything it starts with: the
-    garbage collector's settings of a long-running process (:mod:`stream.gc_settings`):
+    garbage collector's settings of a long-running process (:mod:`stream.runtime.gc_settings`):
     everything imported frozen out of full collections, young ones rarer. Without them
     one process held p99 <= 10 ms up to 500 req/s in three `bench api` runs, each with a
     stall of 130-350 ms in one attack window; with them, up to 1,000 req/s in two."""
-    from stream.gc_settings import tune_for_streaming
+    from stream.runtime.gc_settings import tune_for_streaming
 
     tune_for_streaming()
     return app

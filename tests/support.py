@@ -147,7 +147,7 @@ def replay_into(settings: Settings, simulation: Simulation) -> tuple[ReplaySumma
     """Every event of ``simulation`` into the settings' topics (made first), at full speed;
     the replay's summary and how many events there were."""
     from producers.replay import Replayer, encode_events
-    from stream.topics import ensure_topics
+    from stream.runtime.topics import ensure_topics
 
     ensure_topics(settings)
     events = encode_events(simulation.transactions, simulation.labels)
@@ -180,7 +180,7 @@ def replay_paced(settings: Settings, simulation: Simulation, seconds: float
     """Every event of ``simulation`` into Kafka in event-time order, in about ``seconds``,
     from a background thread (started)."""
     from producers.replay import Replayer, encode_events
-    from stream.topics import ensure_topics
+    from stream.runtime.topics import ensure_topics
 
     ensure_topics(settings)
     events = encode_events(simulation.transactions, simulation.labels)

@@ -28,7 +28,7 @@ import redis.asyncio as aioredis
 from features.redis_cluster_store import RedisClusterFeatureStore
 from features.redis_store import RedisFeatureStore
 from stream.bench.features import Workload, run_batches
-from stream.gc_settings import tune_for_streaming
+from stream.runtime.gc_settings import tune_for_streaming
 
 #: Cluster sizes the ceiling is projected for.
 PROJECTED = (3, 6, 12)

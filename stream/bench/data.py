@@ -44,8 +44,8 @@ def _simulate() -> float:
 
 
 def _replay(settings: Settings, run: int) -> float:
+    from stream.runtime.topics import ensure_topics
     from stream.services import LocalServices
-    from stream.topics import ensure_topics
 
     services = LocalServices(settings.services)
     services.up(only={"kafka"})

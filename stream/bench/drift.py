@@ -3,7 +3,7 @@
 Each built-in scenario, lengthened to ``days`` with its first change moved to
 ``change_day`` (no detector starts before the feature state is
 ``state_maturity_days`` old), and ``baseline`` with ``baseline_seeds`` seeds,
-is run through the embedded pipeline (:mod:`stream.embedded`: the worker's
+is run through the embedded pipeline (:mod:`stream.scorecard.embedded`: the worker's
 scoring, learning and monitor, with the worker's settings). Its alarms are
 judged against the manifest (:mod:`monitoring.judging`): an alarm within
 ``max_delay`` after a change is true, any other is false.
@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from monitoring.drift.config import DriftConfig
 from monitoring.judging import Alarm, judge
 from producers.scenario import builtin_scenarios, load_scenario, moved, run_scenario
-from stream.embedded import events_from_frames, run_embedded
-from stream.embedded_options import EmbeddedOptions
+from stream.scorecard.embedded import events_from_frames, run_embedded
+from stream.scorecard.options import EmbeddedOptions
 
 DAY = 86400.0
 

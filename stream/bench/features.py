@@ -44,7 +44,7 @@ from features.redis_store import RedisFeatureStore
 from features.store import FeatureStore, ScoredRecord
 from features.vector import EntityState, view
 from models.scoring import ModelHolder, ServingModel, score_batch
-from stream.gc_settings import tune_for_streaming
+from stream.runtime.gc_settings import tune_for_streaming
 
 T0 = 1_767_225_600.0
 DAY = 86400.0

@@ -16,8 +16,8 @@ from kafka import KafkaConsumer
 
 from features.events import Transaction
 from producers.schema import TransactionRecord, encode
-from stream.records import Emit
 from stream.runtime.output import produce
+from stream.runtime.records import Emit
 from stream.settings import Settings
 
 #: A record sent this much after its turn counts as late (the generator fell behind).

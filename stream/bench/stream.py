@@ -10,7 +10,7 @@ the labels are replayed, and a new ``all`` process, with nothing left to
 score, learns them: the **learner alone**, reported twice: over the labels
 the stream had reached (arrived no later than the last transaction: learned
 as they come) and over all of them (those past the stream's end wait until
-the scorers are caught up, as :mod:`stream.waiting` says). Then for each layout (``all``:
+the scorers are caught up, as :mod:`stream.runtime.waiting` says). Then for each layout (``all``:
 one process; ``split``: 2 scorers, a learner and a monitor, each its own
 process) the transactions and their labels are replayed into fresh topics
 at full speed; then the layout's workers start, and the bench measures the
@@ -57,8 +57,8 @@ from stream.bench.workers import (
     layout_settings,
     stopped_on_interrupt,
 )
+from stream.runtime.topics import ensure_topics
 from stream.settings import Settings
-from stream.topics import ensure_topics
 
 
 @dataclass
@@ -69,7 +69,7 @@ class Baselines:
     transactions_per_s: float
     #: The learner alone on the labels the stream had reached (their arrival no later than
     #: the last transaction), and on every label (with those past the stream's end, learned
-    #: once the scorers are caught up: :meth:`stream.waiting.Waiting.passed`).
+    #: once the scorers are caught up: :meth:`stream.runtime.waiting.Waiting.passed`).
     learner_reached_per_s: float
     learner_per_s: float
     rss_mb: float
@@ -161,7 +161,7 @@ def _feature_path(base: Settings, simulation: Simulation) -> float:
     on the scenario's transactions, in this process, on the same Redis."""
     from features.redis_store import RedisFeatureStore
     from stream.bench.features import run_batches
-    from stream.embedded import events_from_frames
+    from stream.scorecard.embedded import events_from_frames
 
     txns = [e for e in events_from_frames(simulation.transactions, simulation.labels.head(0))
             if isinstance(e, Transaction)]

@@ -102,7 +102,7 @@ def models(scenario: Annotated[str, typer.Option(help="the scenario to evaluate 
            customers: Customers = 500) -> int:
     from models.factory import model_names
     from producers.scenario import load_scenario, run_scenario
-    from stream.evaluate import evaluate, table
+    from stream.bench.evaluate import evaluate, table
 
     simulation, manifest = run_scenario(load_scenario(scenario), customers=customers)
     print(f"{scenario}: {simulation.transactions.height:,} transactions, "

@@ -96,8 +96,8 @@ def replay(ctx: typer.Context,
            mapping: Mapping = None, map_entries: MapEntries = None, seed: Seed = None,
            days: Days = None, customers: Customers = None, change_day: ChangeDay = None) -> int:
     from producers.replay import Replayer, ReplayError, encode_events, progress_bar
+    from stream.runtime.topics import ensure_topics
     from stream.sources import load_source, parse_speed
-    from stream.topics import ensure_topics
 
     settings = session(ctx).settings()
     pace = parse_speed(speed)

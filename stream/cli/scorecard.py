@@ -3,9 +3,9 @@
 SOURCE is a scenario (name or YAML), a ``simulate-data`` folder, or a
 foreign CSV/Parquet file with ``--mapping``/``--map``. The events go through
 the worker's own scoring, learning and drift code without any server
-(:mod:`stream.embedded`); the folder ``--out`` receives ``scorecard.json``,
+(:mod:`stream.scorecard.embedded`); the folder ``--out`` receives ``scorecard.json``,
 the plots and ``report.html`` (:mod:`stream.scorecard`,
-:mod:`stream.scorecard_report`). Each alarm is printed as it fires.
+:mod:`stream.scorecard.report`). Each alarm is printed as it fires.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ from stream.sources import ScenarioOverrides, Source, SourceSpec
 
 if TYPE_CHECKING:  # nothing heavy at import: the CLI imports this to build its commands
     from monitoring.drift.base import DriftEvent
-    from stream.embedded_options import EmbeddedOptions, EmbeddedResult
-    from stream.scorecard import ScorecardOptions
+    from stream.scorecard.judge import ScorecardOptions
+    from stream.scorecard.options import EmbeddedOptions, EmbeddedResult
 
 NonNegative = Annotated[float, typer.Option(callback=at_least_zero)]
 
@@ -113,7 +113,7 @@ def scorecard(
                                  "transaction)")] = False,
 ) -> int:
     from producers.replay import progress_bar
-    from stream.scorecard import summary_lines
+    from stream.scorecard.judge import summary_lines
 
     spec = SourceSpec(source, mapping, tuple(map_entries or ()),
                       ScenarioOverrides(seed, days, customers, change_day))
@@ -137,8 +137,8 @@ def scorecard(
 def plan(spec: SourceSpec, choices: Choices, settings: Settings) -> Plan:
     """Check the choices and load the source (errors name the argument)."""
     from models.factory import build_model
-    from stream.embedded_options import EmbeddedOptions, Promotion
-    from stream.scorecard import ScorecardOptions
+    from stream.scorecard.judge import ScorecardOptions
+    from stream.scorecard.options import EmbeddedOptions, Promotion
     from stream.sources import load_source
 
     model = choices.model or settings.model.name
@@ -166,7 +166,7 @@ def plan(spec: SourceSpec, choices: Choices, settings: Settings) -> Plan:
     out = choices.out or Path("scorecards") / re.sub(r"[^A-Za-z0-9_.-]", "_", name)
     return Plan(source, name, out, embedded, judging, choices.plots)
 def print_alarm(event: DriftEvent) -> None:
-    from stream.scorecard import iso
+    from stream.scorecard.judge import iso
 
     print(f"\nALARM {event.detector} on {event.subject} = {event.magnitude:.4g} at "
           f"{iso(event.first_seen)} (change from {iso(event.changed_at)})",
@@ -186,8 +186,8 @@ def replay_and_judge(p: Plan, progress: Callable[[int, int, float], object] | No
                      ) -> tuple[EmbeddedResult, dict[str, Any]]:
     """Run the plan embedded; what happened and its scorecard (nothing written)."""
     from producers.generator import arrived_by_the_end
-    from stream.embedded import events_from_frames, run_embedded
-    from stream.scorecard import scorecard
+    from stream.scorecard.embedded import events_from_frames, run_embedded
+    from stream.scorecard.judge import scorecard
 
     transactions, labels = p.source.transactions, p.source.labels
     # Labels after the traffic ends are never learned (a live stream has no end);
@@ -208,7 +208,7 @@ def write(p: Plan, result: EmbeddedResult, card: dict[str, Any]) -> None:
     p.out.mkdir(parents=True, exist_ok=True)
     (p.out / "scorecard.json").write_text(json.dumps(card, indent=1) + "\n")
     if p.plots:
-        from stream.scorecard_report import write_html, write_plots
+        from stream.scorecard.report import write_html, write_plots
 
         plots = write_plots(p.out, result, card, p.embedded.drift)
         write_html(p.out / "report.html", card, plots)

@@ -24,11 +24,11 @@ from mode import Service
 from tenacity import AsyncRetrying, RetryCallState
 
 from models.errors import FencedError
-from stream.processing import Pipeline
-from stream.records import Emit, RawRecord
 from stream.runtime.consumer import BatchConsumer, Skip
 from stream.runtime.loop import watch_loop
 from stream.runtime.output import produce_and_wait
+from stream.runtime.processing import Pipeline
+from stream.runtime.records import Emit, RawRecord
 from stream.runtime.roles import group_id
 from stream.settings import Settings
 
@@ -247,7 +247,7 @@ def _labels_steering(consumers: list[BatchConsumer], pipeline: Pipeline, topic: 
     learned here too (``learn_due``), and the frontier is published for the scorers.
     Once the scorers have every transaction in Kafka and the stream time stands still
     (the end of a replay), the labels past it are learned by their own rule
-    (``learn_waiting``: :meth:`stream.waiting.Waiting.passed`) at this pace, not at the
+    (``learn_waiting``: :meth:`stream.runtime.waiting.Waiting.passed`) at this pace, not at the
     next retry: a replay's last labels were learned at 3,000/s, a second at a time.
     """
     assert pipeline.learn is not None

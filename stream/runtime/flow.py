@@ -2,7 +2,7 @@
 
 A label is learned only once the stream (the transactions scored) has
 reached the label's own time; a label consumed earlier waits in Redis
-(:mod:`stream.waiting`). In a replay, or while scoring catches up, the
+(:mod:`stream.runtime.waiting`). In a replay, or while scoring catches up, the
 labels topic can be read far faster than the transactions are scored, and
 every label read too early costs a park and a later retry. So the learner
 reads each labels partition only while it is not ahead of the stream:
@@ -15,7 +15,7 @@ reads each labels partition only while it is not ahead of the stream:
 - once the scorers have taken every transaction in Kafka (``caught_up``),
   nothing is paused for being ahead until the stream time moves again:
   those labels come after the last transaction, and the waiting labels'
-  own rule (:meth:`stream.waiting.Waiting.passed`) learns them.
+  own rule (:meth:`stream.runtime.waiting.Waiting.passed`) learns them.
 
 The other way round, scoring must not run ahead of the labels either: a
 transaction scored while labels that had arrived before it are still unread

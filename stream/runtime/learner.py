@@ -3,7 +3,7 @@
 One learner is active at a time (its registry writes only while its fence
 holds, :mod:`stream.runtime.lease`). A label is learned from the vector its
 transaction was scored with, once the stream has reached the label's
-arrival time; until then it waits (:mod:`stream.waiting`). Who learns from
+arrival time; until then it waits (:mod:`stream.runtime.waiting`). Who learns from
 the labels next (the drift monitor, in this process or another) is the
 caller's ``learned`` hook.
 """
@@ -25,11 +25,11 @@ from models.registry import ModelRegistry
 from models.scoring import ServingModel
 from monitoring.metrics import PipelineMetrics
 from producers.schema import RecordError, decode_label
-from stream.records import Emit, RawRecord, Rejects
-from stream.response import AutoChallenger
 from stream.runtime.flow import FRONTIER_TTL_MS, LabelFlow, frontier_key
+from stream.runtime.records import Emit, RawRecord, Rejects
+from stream.runtime.response import AutoChallenger
+from stream.runtime.waiting import GroupProgress, Waiting, WaitingLabels
 from stream.settings import Settings
-from stream.waiting import GroupProgress, Waiting, WaitingLabels
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ class LearnRole:
     async def on_waiting(self) -> list[Emit]:
         """Learn the waiting labels the stream has reached and whose transaction was
         scored; when the scorers got past a label's bound, learn it or dead-letter it
-        (see :mod:`stream.waiting`)."""
+        (see :mod:`stream.runtime.waiting`)."""
         if self.waiting is None or self.progress is None:
             return []
         await self.start()
@@ -217,7 +217,7 @@ class LearnRole:
     async def _learn(self, items: Sequence[Waiting], parked: bool = False,
                      last_chance: bool = False) -> list[Emit]:
         """Learn ``items`` in order; a label the stream has not reached, or whose
-        transaction is not scored yet, waits (see :mod:`stream.waiting`)."""
+        transaction is not scored yet, waits (see :mod:`stream.runtime.waiting`)."""
         learner = await self.start()
         now = await self._now()
         if self.waiting is not None and not parked:

@@ -28,7 +28,7 @@ from models.scoring import ModelHolder
 from monitoring.drift.base import DriftEvent, Rescorer
 from monitoring.metrics import PipelineMetrics
 from monitoring.monitor import DriftMonitor, encode_event
-from stream.records import Emit, RawRecord, Rejects, decode_learned, decode_scored
+from stream.runtime.records import Emit, RawRecord, Rejects, decode_learned, decode_scored
 from stream.runtime.scorer import state_began_key
 from stream.settings import Settings
 

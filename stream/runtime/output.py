@@ -33,7 +33,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 
 from producers.partitions import partition_of
-from stream.records import Emit
+from stream.runtime.records import Emit
 
 __all__ = ["by_partition", "produce", "produce_and_wait"]
 

@@ -31,9 +31,9 @@ from models.scoring import ModelHolder, score_batch
 from models.snapshots import SnapshotMeta
 from monitoring.metrics import PipelineMetrics
 from producers.schema import RecordError, ScoreMessage, decode_transaction, encode, to_datetime
-from stream.records import Emit, RawRecord, Rejects
 from stream.runtime.flow import PartitionAlign, ScoreHold, frontier_key
 from stream.runtime.marks import RaisedMarks
+from stream.runtime.records import Emit, RawRecord, Rejects
 from stream.settings import Settings
 
 log = logging.getLogger(__name__)

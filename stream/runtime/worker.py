@@ -32,13 +32,13 @@ import faust
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
 from models.snapshots import Fence
-from stream.gc_settings import tune_for_streaming
-from stream.lag import watch_lag
 from stream.runtime.app import create_app
+from stream.runtime.gc_settings import tune_for_streaming
+from stream.runtime.lag import watch_lag
 from stream.runtime.lease import Lease, LeaseKeeper
 from stream.runtime.roles import ALL, SINGLE_ACTIVE, group_id
+from stream.runtime.topics import ensure_topics
 from stream.settings import Settings
-from stream.topics import ensure_topics
 from stream.wiring import build_pipeline, sync_client
 
 log = logging.getLogger(__name__)

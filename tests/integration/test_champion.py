@@ -21,7 +21,7 @@ from models.registry import ModelRegistry
 from models.snapshots import SnapshotMeta
 from monitoring.metrics import PipelineMetrics
 from producers.schema import TransactionRecord
-from stream.processing import Pipeline
+from stream.runtime.processing import Pipeline
 from stream.serving.app import create_app
 from stream.settings import ModelSettings, RedisSettings, Settings
 from tests.integration.test_learning import label_record, txn_record

@@ -11,8 +11,8 @@ import pytest
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 
-from stream.records import RawRecord
 from stream.runtime.consumer import BatchConsumer
+from stream.runtime.records import RawRecord
 
 pytestmark = pytest.mark.integration
 

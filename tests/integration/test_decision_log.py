@@ -18,11 +18,11 @@ from features.events import Transaction
 from features.redis_store import RedisFeatureStore
 from models.registry import ModelRegistry
 from producers.schema import TransactionRecord
+from stream.runtime.topics import ensure_topics
 from stream.services.process import free_port
 from stream.serving.app import create_app
 from stream.serving.decisions import DecisionLog
 from stream.settings import KafkaSettings, Settings, TopicSettings
-from stream.topics import ensure_topics
 from tests.support import publish_trained_champion, wait_for
 
 pytestmark = pytest.mark.integration

@@ -26,8 +26,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kafka import KafkaProducer
 
+from stream.runtime.topics import ensure_topics
 from stream.settings import Settings
-from stream.topics import ensure_topics
 from tests.support import (
     Processes,
     RealServers,

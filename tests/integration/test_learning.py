@@ -25,8 +25,8 @@ from models.registry import ModelRegistry
 from models.snapshots import SnapshotMeta
 from monitoring.metrics import PipelineMetrics
 from producers.schema import LabelRecord, TransactionRecord, encode
-from stream.processing import Pipeline
-from stream.records import RawRecord
+from stream.runtime.processing import Pipeline
+from stream.runtime.records import RawRecord
 from stream.settings import ModelSettings, RedisSettings, Settings, WorkerSettings
 
 pytestmark = pytest.mark.integration

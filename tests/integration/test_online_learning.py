@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from producers.scenario import load_scenario, run_scenario
-from stream.evaluate import FROZEN, evaluate
+from stream.bench.evaluate import FROZEN, evaluate
 
 
 @pytest.mark.parametrize("scenario", ["sudden_covariate_shift", "concept_drift"])

@@ -11,8 +11,8 @@ from aiokafka import AIOKafkaProducer
 from kafka import KafkaConsumer
 from kafka.admin import KafkaAdminClient, NewTopic
 
-from stream.records import Emit
 from stream.runtime.output import produce_and_wait
+from stream.runtime.records import Emit
 
 pytestmark = pytest.mark.integration
 

@@ -25,9 +25,9 @@ from features.store import ScoredRecord
 from models.registry import ModelRegistry
 from producers.publisher import Publisher, create_producer
 from producers.schema import TransactionRecord
-from stream.embedded import run_embedded
-from stream.embedded_options import EmbeddedOptions
 from stream.offline import replay_features
+from stream.scorecard.embedded import run_embedded
+from stream.scorecard.options import EmbeddedOptions
 from stream.settings import Settings
 from stream.wiring import build_store
 from tests.support import (

@@ -13,8 +13,8 @@ from kafka import KafkaConsumer, TopicPartition
 
 from producers.replay import Replayer, encode_events
 from producers.scenario import load_scenario, run_scenario
+from stream.runtime.topics import ensure_topics
 from stream.settings import Settings, to_env
-from stream.topics import ensure_topics
 from tests.support import REPO, RealServers, isolated_settings, replay_into
 from tests.unit.test_foreign_data import CSV, MAPPING
 

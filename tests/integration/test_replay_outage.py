@@ -17,9 +17,9 @@ import pytest
 from kafka import KafkaConsumer
 
 from producers.scenario import load_scenario, run_scenario
+from stream.runtime.topics import ensure_topics
 from stream.services.servers import KafkaServer
 from stream.settings import KafkaSettings, ServicesSettings, Settings, TopicSettings, to_env
-from stream.topics import ensure_topics
 from tests.support import REPO, free_port, wait_for
 
 pytestmark = pytest.mark.integration

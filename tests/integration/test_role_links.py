@@ -13,8 +13,8 @@ from features.events import Label, Transaction
 from features.redis_store import RedisFeatureStore
 from models.registry import ModelRegistry
 from monitoring.metrics import PipelineMetrics
-from stream.processing import Pipeline
-from stream.records import Emit, RawRecord, decode_learned, decode_scored
+from stream.runtime.processing import Pipeline
+from stream.runtime.records import Emit, RawRecord, decode_learned, decode_scored
 from stream.settings import RedisSettings, Settings
 from stream.wiring import build_monitor
 from tests.integration.test_learning import label_record, txn_record

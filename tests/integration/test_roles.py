@@ -23,8 +23,8 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from features.keys import models_tag
 from producers.generator import Simulation
 from producers.scenario import load_scenario, moved, run_scenario
+from stream.runtime.topics import ensure_topics
 from stream.settings import DriftSettings, Settings
-from stream.topics import ensure_topics
 from stream.wiring import sync_client
 from tests.support import (
     Processes,

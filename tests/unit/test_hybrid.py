@@ -119,7 +119,7 @@ def test_learning_in_order_equals_one_by_one_and_a_snapshot_scores_alike() -> No
 
 
 def test_the_worker_and_the_embedded_run_default_to_the_same_champion() -> None:
-    from stream.embedded_options import EmbeddedOptions
+    from stream.scorecard.options import EmbeddedOptions
     from stream.settings import ModelSettings
 
     assert ModelSettings().name == EmbeddedOptions().model == "hybrid_gradient_boosting"

@@ -15,8 +15,8 @@ from features.events import Label, Transaction
 from models.factory import POSITIVE_WEIGHT, build_model, fraud_probabilities, learn_in_order
 from models.linear import ScaledLogistic
 from producers.scenario import load_scenario, run_scenario
-from stream.embedded import events_from_frames
 from stream.offline import replay_features
+from stream.scorecard.embedded import events_from_frames
 
 Labelled = tuple[list[dict[str, float]], list[bool], list[float], list[float]]
 

@@ -22,10 +22,10 @@ from monitoring.judging import Alarm, judge, per_change
 from producers.scenario import load_scenario, moved, run_scenario
 from stream.cli import main
 from stream.cli.scorecard import Plan, replay_and_judge, write
-from stream.embedded import events_from_frames, run_embedded
-from stream.embedded_options import SERVED, EmbeddedOptions, EmbeddedResult, Promotion
 from stream.offline import replay_features
-from stream.scorecard import ScorecardOptions
+from stream.scorecard.embedded import events_from_frames, run_embedded
+from stream.scorecard.judge import ScorecardOptions
+from stream.scorecard.options import SERVED, EmbeddedOptions, EmbeddedResult, Promotion
 from stream.sources import Source
 
 DAY = 86400.0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from models.significance import paired_bootstrap_ap
-from stream.response import ahead
+from stream.runtime.response import ahead
 
 
 def _pairs(seed: int, n: int, challenger_noise: float) -> list[tuple[float, float, bool]]:

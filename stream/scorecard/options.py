@@ -1,4 +1,4 @@
-"""What an embedded run (:mod:`stream.embedded`) takes and gives: its options (the
+"""What an embedded run (:mod:`stream.scorecard.embedded`) takes and gives: its options (the
 champion, the challengers compared, the frozen baseline, the promotion rule, the detectors)
 and its result (every transaction's scores and label, the alarms, the statistics)."""
 

@@ -34,14 +34,14 @@ from models.scoring import ModelHolder, ServingModel
 from monitoring.drift.base import DriftEvent
 from monitoring.metrics import PipelineMetrics
 from monitoring.monitor import DriftMonitor
-from stream.records import Emit, Origin, RawRecord, Rejects, encode_learned, encode_scored
 from stream.runtime.learner import LearnRole
 from stream.runtime.marks import RaisedMarks
 from stream.runtime.monitor import MonitorRole, decode_drift
+from stream.runtime.records import Emit, Origin, RawRecord, Rejects, encode_learned, encode_scored
 from stream.runtime.roles import ALL
 from stream.runtime.scorer import ScoreRole, stream_time_key
+from stream.runtime.waiting import GroupProgress, WaitingLabels
 from stream.settings import Settings
-from stream.waiting import GroupProgress, WaitingLabels
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +158,7 @@ class Pipeline:
         return await self.learn.on_labels(records)
 
     async def on_waiting(self) -> list[Emit]:
-        """Learn the waiting labels that are due (see :mod:`stream.waiting`)."""
+        """Learn the waiting labels that are due (see :mod:`stream.runtime.waiting`)."""
         if self.learn is None:
             return []
         await self.start()

@@ -23,7 +23,7 @@ same vectors in shadow, and a copy of the champion stops learning at
 With a :class:`Promotion` rule, a challenger that beats the serving model on
 the latest labelled transactions both scored (its average precision ahead
 by a margin, with a paired bootstrap's p-value at most alpha: the worker's
-own rule, :func:`stream.response.ahead`) is promoted and serves from its next
+own rule, :func:`stream.runtime.response.ahead`) is promoted and serves from its next
 batch on; the one it replaced goes on in shadow and can win back. The
 ``served`` scores are those of whichever model served each transaction.
 
@@ -62,8 +62,8 @@ from monitoring.drift.base import DriftEvent, Rescorer
 from monitoring.drift_metrics import DriftMetrics
 from monitoring.monitor import DriftMonitor
 from producers.replay import Progress
-from stream.embedded_options import FROZEN, SERVED, EmbeddedOptions, EmbeddedResult, Promotion
-from stream.response import ahead
+from stream.runtime.response import ahead
+from stream.scorecard.options import FROZEN, SERVED, EmbeddedOptions, EmbeddedResult, Promotion
 from stream.wiring import CYCLIC, watched_features
 
 

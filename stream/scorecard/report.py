@@ -21,7 +21,7 @@ import numpy as np
 
 from models.evaluation import DAY
 from monitoring.drift.config import DriftConfig
-from stream.embedded_options import EmbeddedResult
+from stream.scorecard.options import EmbeddedResult
 
 PLOTS = ("metrics_per_day.png", "scores_per_day.png", "label_delay.png", "drift_statistics.png")
 

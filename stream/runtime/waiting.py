@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from features.events import Label
-from stream.records import RawRecord
+from stream.runtime.records import RawRecord
 
 
 class GroupProgress(Protocol):

@@ -1,7 +1,7 @@
 """The scorecard of a replayed stream: how well the models ranked fraud, what the
 detectors said and when, judged against the scenario's change points.
 
-:func:`scorecard` turns an :class:`~stream.embedded.EmbeddedResult`, the
+:func:`scorecard` turns an :class:`~stream.scorecard.embedded.EmbeddedResult`, the
 truth of every transaction and the manifest's change points into one JSON
 document (``scorecard.json``); :func:`summary_lines` prints its gist. Every
 metric is prequential: a score was given when its transaction happened,
@@ -10,7 +10,7 @@ before the model could learn its label.
 Examples
 --------
 >>> from features.events import Label, Transaction
->>> from stream.embedded import EmbeddedOptions, run_embedded
+>>> from stream.scorecard.embedded import EmbeddedOptions, run_embedded
 >>> events = [Transaction(f"t{i}", f"c{i % 7}", "p", 10.0 + i % 5, i * 600.0) for i in range(300)]
 >>> truth = {f"t{i}": i % 50 == 0 for i in range(300)}
 >>> labels = [Label(t, f, 300 * 600.0) for t, f in truth.items()]
@@ -39,7 +39,7 @@ from models.periods import Labelled, daily, periods, recovery_days, summary, wee
 from models.signal import feature_signal
 from monitoring.drift.base import DriftEvent
 from monitoring.judging import Alarm, judge, per_change
-from stream.embedded_options import EmbeddedResult
+from stream.scorecard.options import EmbeddedResult
 
 if TYPE_CHECKING:
     from stream.settings import ModelSettings
