@@ -119,6 +119,24 @@ async def score_batch(
     Challengers in ``shadows`` score every new transaction too; their scores
     are recorded with it, never returned as its score. Returns once every
     record is saved.
+
+    Parameters
+    ----------
+    store
+        The feature store holding each card's and terminal's state (memory, Redis or a
+        Redis Cluster: the same results, bit for bit).
+    holder
+        The serving model (its current verified snapshot).
+    txns
+        The transactions, in the order their partition delivered them.
+    shadows
+        Challengers by name, scoring in shadow.
+
+    Returns
+    -------
+    list[BatchOutcome]
+        One per transaction, in order: its saved record, or why it has none (too late, a
+        conflicting duplicate).
     """
     serving = holder.require()
     challengers = {name: h.current for name, h in (shadows or {}).items()

@@ -23,8 +23,8 @@ Examples
 ...     _ = quick.update(x), river.update(x)
 ...     assert quick.drift_detected == river.drift_detected
 ...     alarms += [i] if quick.drift_detected else []
->>> alarms[0] > 600
-True
+>>> alarms  # the change came at value 600
+[614]
 """
 
 from __future__ import annotations
@@ -123,8 +123,8 @@ class SampledKSWIN:
     ...           for e in k.update(TxnObservation(i * 60.0, {"x": rng.normal(i >= 1000)}))]
     >>> [(e.detector, e.subject, e.window) for e in events]
     [('kswin', 'x', 100)]
-    >>> 1000 * 60 <= events[0].first_seen < 1100 * 60
-    True
+    >>> events[0].first_seen / 60  # in samples; the change came at sample 1,000
+    1086.0
     """
 
     def __init__(self, config: DriftConfig, features: Iterable[str]) -> None:

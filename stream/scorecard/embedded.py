@@ -121,7 +121,27 @@ def events_from_frames(transactions: pl.DataFrame, labels: pl.DataFrame,
 def run_embedded(events: Iterable[Transaction | Label], options: EmbeddedOptions,
                  total: int | None = None, progress: Progress | None = None,
                  on_alarm: Callable[[DriftEvent], object] | None = None) -> EmbeddedResult:
-    """Run ``events`` (in arrival order) through the pipeline; see the module's docs."""
+    """Run ``events`` through the pipeline, embedded; see the module's docs.
+
+    Parameters
+    ----------
+    events
+        Transactions and labels in arrival order (:func:`events_from_frames`).
+    options
+        The champion, the challengers, the frozen baseline, the promotion rule, the
+        detectors.
+    total
+        How many events there are, for ``progress``.
+    progress
+        Called with (events done, total, seconds) as the run goes.
+    on_alarm
+        Called with each drift alarm as it is raised.
+
+    Returns
+    -------
+    EmbeddedResult
+        Every transaction's scores and label, the alarms and the statistics.
+    """
     return asyncio.run(_Run(options, progress, on_alarm).run(events, total))
 
 
