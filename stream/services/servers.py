@@ -17,6 +17,7 @@ from pathlib import Path
 import yaml
 
 import monitoring
+from monitoring.prometheus_config import JOBS, file_job, prometheus_config
 from stream.services.install import ensure_kafka_jars, ensure_program
 from stream.services.process import ManagedProcess, port_open
 from stream.settings import ServicesSettings
@@ -193,7 +194,6 @@ class PrometheusServer(Server):
     discovery), so a worker or API on any port is added by writing a file.
     """
 
-    JOBS = ("worker", "api")
     program = "prometheus"
 
     def __init__(self, settings: ServicesSettings, folder: Path, rules: list[Path]) -> None:
@@ -215,28 +215,15 @@ class PrometheusServer(Server):
                 "--storage.tsdb.retention.time=7d")
 
     def config(self, interval: str) -> dict[str, object]:
-        jobs = [{
-            "job_name": f"fraudstream-{job}",
-            "file_sd_configs": [{"files": [str(self.targets_dir / f"{job}-*.json")],
-                                 "refresh_interval": "5s"}],
-        } for job in self.JOBS]
-        return {
-            "global": {"scrape_interval": interval, "evaluation_interval": interval},
-            "alerting": {"alertmanagers": [
-                {"static_configs": [{"targets": [self.alertmanager]}]}
-            ]},
-            "rule_files": [str(path) for path in self.rules],
-            "scrape_configs": [
-                *jobs,
-                {"job_name": "prometheus", "static_configs": [{"targets": [self.address]}]},
-            ],
-        }
+        jobs = [file_job(job, str(self.targets_dir / f"{job}-*.json")) for job in JOBS]
+        return prometheus_config(interval, self.alertmanager, [str(p) for p in self.rules], jobs,
+                                 self.address)
 
     def add_target(self, job: str, name: str, address: str, pipeline: str | None = None,
                    role: str | None = None) -> Path:
         """Make Prometheus scrape ``address`` as ``job`` (``worker`` or ``api``)."""
-        if job not in self.JOBS:
-            raise ValueError(f"job: must be one of {self.JOBS}, not {job!r}")
+        if job not in JOBS:
+            raise ValueError(f"job: must be one of {JOBS}, not {job!r}")
         return write_scrape_target(self.targets_dir, job, name, address, pipeline, role)
 
     def ready(self) -> bool:

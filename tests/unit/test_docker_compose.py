@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
+from monitoring.prometheus_config import compose_config
 from stream.cli import parse
 from stream.settings import Settings
 from tests.support import REPO
@@ -65,6 +66,13 @@ def test_compose_runs_two_scorers_a_learner_and_a_monitor() -> None:
              for name in ("scorer-1", "scorer-2", "learner", "monitor")}
     assert roles == {"scorer-1": ["score"], "scorer-2": ["score"], "learner": ["learn"],
                      "monitor": ["monitor"]}
+
+
+def test_prometheus_in_compose_is_the_one_configuration() -> None:
+    """docker-compose's file is :func:`compose_config`: the same configuration the local
+    Prometheus is written with, its targets the containers."""
+    config = yaml.safe_load((REPO / "monitoring/compose/prometheus.yml").read_text())
+    assert config == compose_config()
 
 
 def test_prometheus_in_compose_scrapes_the_worker_and_the_api() -> None:
