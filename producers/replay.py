@@ -325,15 +325,3 @@ class _BatchSender:
     async def wait(self) -> None:
         while self.in_flight:
             await self._settle(self.in_flight.popleft())
-
-
-def progress_bar(write: Callable[[str], object]) -> Progress:
-    """A one-line progress report: count, percent, rate and ETA."""
-    def report(sent: int, total: int, elapsed: float) -> None:
-        rate = sent / elapsed if elapsed > 0 else 0.0
-        eta = (total - sent) / rate if rate > 0 else float("inf")
-        share = sent / total if total else 1.0
-        bar = "#" * int(share * 30)
-        write(f"\r[{bar:<30}] {sent:,}/{total:,} {share:5.1%} {rate:,.0f}/s ETA "
-              f"{eta:,.0f}s   " if eta != float("inf") else f"\r[{bar:<30}] {sent:,}/{total:,}")
-    return report

@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from stream.cli.options import at_least_zero, positive, session
+from stream.cli.options import at_least_zero, positive, progress_bar, session
 from stream.sources import ERRORS, ScenarioOverrides, SourceSpec
 
 #: Exit status when some rows of a foreign file were rejected (and reported).
@@ -95,7 +95,7 @@ def replay(ctx: typer.Context,
                     "the replay gives up")] = 300.0,
            mapping: Mapping = None, map_entries: MapEntries = None, seed: Seed = None,
            days: Days = None, customers: Customers = None, change_day: ChangeDay = None) -> int:
-    from producers.replay import Replayer, ReplayError, encode_events, progress_bar
+    from producers.replay import Replayer, ReplayError, encode_events
     from stream.runtime.topics import ensure_topics
     from stream.sources import load_source, parse_speed
 
@@ -113,18 +113,17 @@ def replay(ctx: typer.Context,
     ensure_topics(settings)
     # a broker outage is reported once by the replayer, not every 100 ms by the client
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
-    replayer = Replayer(settings.kafka.bootstrap_servers,
-                        (settings.topics.name("transactions"), settings.topics.name("labels")),
-                        pace, progress_bar(lambda text: print(text, end="", file=sys.stderr,
-                                                              flush=True)),
-                        retry_seconds=wait_for_kafka)
-    try:
-        summary = replayer.run(events)
-    except ReplayError as exc:
-        print(file=sys.stderr)
-        print(f"replay stopped: {exc}; {replayer.summary.line()}", file=sys.stderr)
-        return 1
-    print(file=sys.stderr)
+    with progress_bar("events") as bar:
+        replayer = Replayer(settings.kafka.bootstrap_servers,
+                            (settings.topics.name("transactions"),
+                             settings.topics.name("labels")),
+                            pace, bar.report, retry_seconds=wait_for_kafka)
+        try:
+            summary = replayer.run(events)
+        except ReplayError as exc:
+            bar.close()
+            print(f"replay stopped: {exc}; {replayer.summary.line()}", file=sys.stderr)
+            return 1
     print(summary.line())
     if summary.failed:
         return 1

@@ -17,10 +17,14 @@ BadParameter: 2: a Redis Cluster here has 3 to 16 masters
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TypeVar
 
 import typer
+from tqdm import tqdm
 
 from stream.settings import Settings, load_settings
 
@@ -54,6 +58,26 @@ def session(ctx: typer.Context) -> Session:
     if found is None:  # a command invoked on its own, without the root callback
         found = ctx.ensure_object(Session)
     return found
+
+
+@contextmanager
+def progress_bar(unit: str) -> Iterator[tqdm]:
+    """A progress bar on stderr (count, rate, time left), closed on the way out; its
+    ``report(done, total, seconds)`` is what a replay or a scorecard calls as it goes, its
+    ``write`` prints a line above it."""
+    bar = tqdm(unit=f" {unit}", unit_scale=True, file=sys.stderr, dynamic_ncols=True,
+               mininterval=0.5)
+
+    def report(done: int, total: int, seconds: float) -> None:
+        if bar.total != total:
+            bar.total = total
+        bar.update(done - bar.n)
+
+    bar.report = report
+    try:
+        yield bar
+    finally:
+        bar.close()
 
 
 def positive(value: N | None) -> N | None:

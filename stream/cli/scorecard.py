@@ -28,7 +28,7 @@ from stream.cli.data import (
     Mapping,
     Seed,
 )
-from stream.cli.options import at_least_zero, session
+from stream.cli.options import at_least_zero, progress_bar, session
 from stream.settings import Settings
 from stream.sources import ScenarioOverrides, Source, SourceSpec
 
@@ -112,7 +112,6 @@ def scorecard(
                                  "univariate AP (keeps every vector: 4 bytes a feature a "
                                  "transaction)")] = False,
 ) -> int:
-    from producers.replay import progress_bar
     from stream.scorecard.judge import summary_lines
 
     spec = SourceSpec(source, mapping, tuple(map_entries or ()),
@@ -125,9 +124,8 @@ def scorecard(
         print(f"row {row}: {reason}", file=sys.stderr)
     if p.source.rejected:
         print(f"{len(p.source.rejected):,} row(s) rejected and not replayed", file=sys.stderr)
-    card = make_scorecard(p, progress_bar(lambda t: print(t, end="", file=sys.stderr,
-                                                            flush=True)), print_alarm)
-    print(file=sys.stderr)
+    with progress_bar("events") as bar:
+        card = make_scorecard(p, bar.report, lambda event: bar.write(alarm_line(event)))
     print("\n".join(summary_lines(card)))
     print(f"wrote {p.out / 'scorecard.json'}" + ("" if not p.plots else
                                                   f" and {p.out / 'report.html'}"))
@@ -165,12 +163,12 @@ def plan(spec: SourceSpec, choices: Choices, settings: Settings) -> Plan:
                                   warm_up_days=choices.warm_up_days)
     out = choices.out or Path("scorecards") / re.sub(r"[^A-Za-z0-9_.-]", "_", name)
     return Plan(source, name, out, embedded, judging, choices.plots)
-def print_alarm(event: DriftEvent) -> None:
+def alarm_line(event: DriftEvent) -> str:
+    """How an alarm is printed as it fires."""
     from stream.scorecard.judge import iso
 
-    print(f"\nALARM {event.detector} on {event.subject} = {event.magnitude:.4g} at "
-          f"{iso(event.first_seen)} (change from {iso(event.changed_at)})",
-          file=sys.stderr, flush=True)
+    return (f"ALARM {event.detector} on {event.subject} = {event.magnitude:.4g} at "
+            f"{iso(event.first_seen)} (change from {iso(event.changed_at)})")
 
 
 def make_scorecard(p: Plan, progress: Callable[[int, int, float], object] | None = None,
