@@ -185,7 +185,7 @@ def replay_paced(settings: Settings, simulation: Simulation, seconds: float
     ensure_topics(settings)
     events = encode_events(simulation.transactions, simulation.labels)
     times = simulation.transactions["event_time"]
-    span = float(times.max() - times.min())  # type: ignore[operator]
+    span = num(times.max()) - num(times.min())
     replayer = Replayer(settings.kafka.bootstrap_servers,
                         (settings.topics.name("transactions"), settings.topics.name("labels")),
                         speed=span / seconds)
@@ -380,3 +380,8 @@ def free_cluster_base(masters: int) -> int:
         if not any(port_open("127.0.0.1", p) for p in ports):
             return base
     raise RuntimeError("no free ports for a cluster")
+
+
+def num(value: Any) -> float:
+    """A polars scalar (``.max()``, ``.item()``: typed as any column type) as a float."""
+    return float(value)

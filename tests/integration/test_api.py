@@ -131,9 +131,10 @@ def test_a_batch_scores_each_transaction_as_one_by_one_and_features_are_opt_in(
 def test_lax_values_and_repeated_keys_are_refused_on_http(api: Any) -> None:
     client, _, _ = api
     assert client.post("/v1/score", json=BODY).status_code == 200
-    for change, field in [({"lat": 10.0, "lon": False}, "lon"), ({"amount": "12.5"}, "amount"),
-                          ({"schema_version": True}, "schema_version"),
-                          ({"event_time": 1767225600}, "event_time")]:
+    changes: list[tuple[dict[str, Any], str]] = [
+        ({"lat": 10.0, "lon": False}, "lon"), ({"amount": "12.5"}, "amount"),
+        ({"schema_version": True}, "schema_version"), ({"event_time": 1767225600}, "event_time")]
+    for change, field in changes:
         response = client.post("/v1/score", json={**BODY, **change})
         assert response.status_code == 422, change
         assert [e["loc"][-1] for e in response.json()["detail"]] == [field], response.json()

@@ -81,7 +81,7 @@ def test_no_5xx_and_no_undocumented_status(live_api: str) -> None:
         @given(case=operation.as_strategy(generation_mode=mode))
         @settings(max_examples=EXAMPLES, deadline=None, database=None,
                   suppress_health_check=list(HealthCheck))
-        def check(case: schemathesis.Case) -> None:
+        def check(case: schemathesis.Case) -> None:  # type: ignore[type-arg]
             response = case.call(headers={"Authorization": f"Bearer {TOKEN}"}, timeout=15)
             STATUSES[(f"{case.method} {case.path}", response.status_code)] += 1
             case.validate_response(response, checks=CHECKS)

@@ -63,7 +63,7 @@ def test_two_worker_processes_serve_one_port_and_count_together(
             assert len(scores) > 1 and all(0 < s < 1 for s in scores)
             sent = 'fraudstream_api_requests_total{route="/v1/score",status="200"} 60.0'
             deadline = time.monotonic() + 30
-            seen = []
+            seen: list[bool] = []
             while len(seen) < 6 and time.monotonic() < deadline:  # scrapes land on either
                 text = client.get("/metrics", headers={"connection": "close"}).text
                 seen.append(sent in text)

@@ -356,7 +356,7 @@ async def test_drift_references_are_refreshed_on_request(registry: ModelRegistry
                            DriftMetrics.create(CollectorRegistry()))
     refreshed = []
     monitor.refresh_reference = lambda: refreshed.append(True)  # type: ignore[method-assign]
-    settings = Settings(redis={"key_prefix": registry.key_prefix})  # type: ignore[arg-type]
+    settings = Settings(redis={"key_prefix": registry.key_prefix})
     pipeline = Pipeline(settings, MemoryFeatureStore(), registry,
                         PipelineMetrics.create(CollectorRegistry()), monitor)
     await registry.client.set(drift_refresh_key(settings), "2026-11-21T00:00:00")  # stale
@@ -403,7 +403,7 @@ async def test_a_promoted_batch_model_brings_its_training_rows_along(
     with np.load(io.BytesIO(raw)) as saved:
         assert saved["rows"].shape == (120, 2) and saved["learned"][0] == 120
     learner = await Learner.start(registry, MemoryFeatureStore(), "hybrid", 100)
-    assert learner.meta.version == entry.to_version
+    assert learner.meta.version == entry.to_version and isinstance(learner.model, Hybrid)
     assert learner.model.batch.held == 120 and learner.model.batch.learned == 120
 
     plain = registry.challenger("plain")

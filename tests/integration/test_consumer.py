@@ -36,7 +36,7 @@ def _topic(kafka: str, partitions: int = 2) -> str:
 
 def _member(kafka: str, group: str, topic: str, handler: object,
             batch_max: int = 100) -> BatchConsumer:
-    return BatchConsumer(kafka, group, [topic], handler,  # type: ignore[arg-type]
+    return BatchConsumer(kafka, group, [topic], handler,
                          batch_max=batch_max, within=0.05, session_timeout=6.0,
                          heartbeat=1.0, name=group)
 

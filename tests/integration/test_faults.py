@@ -21,7 +21,7 @@ import pytest
 
 from producers.generator import Simulation
 from producers.scenario import load_scenario, run_scenario
-from stream.services.process import ManagedProcess
+from stream.services.process import ManagedProcess, free_port
 from stream.services.servers import RedisServer
 from stream.settings import ServicesSettings, Settings
 from tests.support import (
@@ -30,7 +30,6 @@ from tests.support import (
     assert_every_label_learned_once,
     assert_scored_like_the_offline_replay,
     assert_state_like_the_offline_replay,
-    free_port,
     isolated_settings,
     labels_learned,
     read_metric,

@@ -68,7 +68,8 @@ class Corpus:
 
     def good_txn(self, card: int, terminal: int, amount: float) -> dict[str, Any]:
         self.clock += 37
-        txn = {"schema_version": 1, "txn_id": f"g{len(self.good)}", "card_id": f"c{card}",
+        txn: dict[str, Any] = {
+               "schema_version": 1, "txn_id": f"g{len(self.good)}", "card_id": f"c{card}",
                "terminal_id": f"p{terminal}", "amount": round(amount, 2),
                "event_time": iso(T0 + self.clock)}
         self.good[txn["txn_id"]] = txn

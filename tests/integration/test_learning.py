@@ -222,8 +222,9 @@ async def scored_then_started(registry: ModelRegistry, store: MemoryFeatureStore
                                                      snapshot_min_seconds=min_seconds)),
                         store, registry, PipelineMetrics.create(CollectorRegistry()))
     await pipeline.on_transactions([txn_record(t) for t in txns])
-    return (await pipeline.start(),
-            [Label(t.txn_id, i % 4 == 0, 1e4 + i) for i, t in enumerate(txns)])
+    learner = await pipeline.start()
+    assert learner is not None
+    return learner, [Label(t.txn_id, i % 4 == 0, 1e4 + i) for i, t in enumerate(txns)]
 
 
 async def test_labels_learned_in_a_batch_snapshot_where_one_by_one_would(
@@ -313,7 +314,7 @@ async def test_a_journal_write_whose_reply_is_lost_is_learned_exactly_once(
             raise ConnectionError("connection closed by server")
         return reply
 
-    registry._append = reply_lost  # type: ignore[method-assign]
+    registry._append = reply_lost  # type: ignore[assignment]  # its reply lost once
     records = [label_record(label, i) for i, label in enumerate(labels)]
     with pytest.raises(ConnectionError):
         await pipeline.on_labels(records)
@@ -677,6 +678,7 @@ async def test_a_batch_part_keeps_its_training_rows_across_a_restart(
                                                            retrain_every=300), 0.5, 0)
     await registry.publish(model, SnapshotMeta(0, None, "hybrid", 0, 0, None))
     learner = await Learner.start(registry, store, "hybrid", 100)
+    assert isinstance(learner.model, Hybrid)
     part = learner.model.batch
     assert part.background
 
@@ -700,6 +702,7 @@ async def test_a_batch_part_keeps_its_training_rows_across_a_restart(
         assert saved["rows"].shape == (400, len(part.names or ())) and saved["learned"][0] == 400
     # the process dies at 450 labels: the snapshot (400) has no rows, the journal 50 labels
     again = await Learner.start(registry, store, "hybrid", 100)
+    assert isinstance(again.model, Hybrid)
     resumed = again.model.batch
     assert again.labels_learned == 450 and resumed.learned == 450
     assert resumed.held == 450 and np.array_equal(resumed.rows[:400], part.rows[:400])

@@ -18,9 +18,10 @@ from kafka import KafkaConsumer
 
 from producers.scenario import load_scenario, run_scenario
 from stream.runtime.topics import ensure_topics
+from stream.services.process import free_port
 from stream.services.servers import KafkaServer
 from stream.settings import KafkaSettings, ServicesSettings, Settings, TopicSettings, to_env
-from tests.support import REPO, free_port, wait_for
+from tests.support import REPO, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -24,6 +24,7 @@ from features.keys import models_tag
 from producers.generator import Simulation
 from producers.scenario import load_scenario, moved, run_scenario
 from stream.runtime.topics import ensure_topics
+from stream.services.process import free_port
 from stream.settings import DriftSettings, Settings
 from stream.wiring import sync_client
 from tests.support import (
@@ -33,7 +34,6 @@ from tests.support import (
     assert_scored_like_the_offline_replay,
     assert_state_like_the_offline_replay,
     drift_events,
-    free_port,
     isolated_settings,
     labels_learned,
     on_cluster,
@@ -320,8 +320,8 @@ def test_the_monitor_of_split_roles_alarms_as_early_as_one_worker_and_once(
     assert events["single"], "the single worker raised no PSI alarm"
     assert events["split"], "the split monitor raised no PSI alarm"
     assert all(e["pipeline"] == split.worker.app_id for e in events["split"])
-    single_delay = float(events["single"][0]["first_seen"]) - changed  # type: ignore[arg-type]
-    split_delay = float(events["split"][0]["first_seen"]) - changed  # type: ignore[arg-type]
+    single_delay = float(events["single"][0]["first_seen"]) - changed
+    split_delay = float(events["split"][0]["first_seen"]) - changed
     print(f"first PSI alarm {single_delay / 3600:.1f} h after the change with one worker, "
           f"{split_delay / 3600:.1f} h with split roles; alarms {len(events['single'])} and "
           f"{len(events['split'])}")

@@ -155,7 +155,7 @@ def test_imported_rows_count_only_the_replayed_labels_they_already_hold() -> Non
     raw = model.export_rows()
 
     def loaded_at_600(replayed: int) -> BatchRetrained:
-        twin = pickle.loads(pickle.dumps(model))
+        twin: BatchRetrained = pickle.loads(pickle.dumps(model))
         twin.learned = 600
         twin.import_rows(raw, replayed)
         return twin
@@ -178,7 +178,7 @@ def test_a_due_refit_waits_for_min_days_of_event_time() -> None:
     """Due every 100 labels, at a label every 10 minutes (100 labels: 17 hours), with
     ``min_days=1`` a refit comes once a day of arrivals passed since the last began."""
     model = BatchRetrained("logistic_regression", retrain_every=100, min_days=1.0)
-    fits_at = []
+    fits_at: list[float] = []
     for i in range(1000):
         model.learn_one({"x": float(i % 7)}, i % 5 == 0, known_at=600.0 * i)
         if model.fits > len(fits_at):

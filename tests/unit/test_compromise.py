@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import polars as pl
 import pytest
 
 from producers.compromise import CompromiseConfig, generate_compromise
+from producers.generator import Simulation
 from producers.scenario import ScenarioError, load_scenario, run_scenario
 
 DAY = 86400.0
 
 
 @pytest.fixture(scope="module")
-def simulation():
+def simulation() -> Simulation:
     return generate_compromise(CompromiseConfig(customers=1500, terminals=3000, days=60, seed=3,
                                                 terminals_per_day=0.6, cards_per_day=0.9))
 
 
-def test_amounts_over_the_threshold_are_fraud_and_compromised_cards_pay_more(simulation) -> None:
+def test_amounts_over_the_threshold_are_fraud_and_compromised_cards_pay_more(
+        simulation: Simulation) -> None:
     txns = simulation.transactions
     plain = txns.filter(pl.col("pattern").is_null() | (pl.col("pattern") == "over_threshold"))
     assert (plain["is_fraud"] == (plain["amount"] > 220)).all()
@@ -27,7 +31,8 @@ def test_amounts_over_the_threshold_are_fraud_and_compromised_cards_pay_more(sim
     assert cards["amount"].median() > 3 * genuine["amount"].median()
 
 
-def test_a_compromised_terminal_turns_every_payment_there_into_fraud(simulation) -> None:
+def test_a_compromised_terminal_turns_every_payment_there_into_fraud(
+        simulation: Simulation) -> None:
     txns = simulation.transactions
     hit = txns.filter(pl.col("pattern") == "compromised_terminal")
     assert hit.height > 100
@@ -41,7 +46,8 @@ def test_a_compromised_terminal_turns_every_payment_there_into_fraud(simulation)
     assert short.height > 10 and inside["is_fraud"].all()
 
 
-def test_every_label_comes_a_fixed_delay_later_and_fraud_is_about_one_percent(simulation) -> None:
+def test_every_label_comes_a_fixed_delay_later_and_fraud_is_about_one_percent(
+        simulation: Simulation) -> None:
     txns, labels = simulation.transactions, simulation.labels
     joined = txns.join(labels, on="txn_id", suffix="_label")
     assert joined.height == txns.height == labels.height
@@ -51,7 +57,7 @@ def test_every_label_comes_a_fixed_delay_later_and_fraud_is_about_one_percent(si
     assert "lat" not in txns.columns and txns["event_time"].is_sorted()
 
 
-def test_the_compromise_scenario_scales_with_customers_and_takes_no_changes(tmp_path) -> None:
+def test_the_compromise_scenario_scales_with_customers_and_takes_no_changes(tmp_path: Path) -> None:
     simulation, manifest = run_scenario(load_scenario("compromise"), customers=400, days=15)
     assert manifest["change_points"] == [] and manifest["scenario"] == "compromise"
     assert simulation.transactions["card_id"].n_unique() <= 400

@@ -107,7 +107,7 @@ def _linear(weights: dict[str, float]) -> Rescorer:
     def score_many(vectors: object) -> np.ndarray:
         rows = list(vectors)  # type: ignore[call-overload]
         logits = np.array([sum(w * row[k] for k, w in weights.items()) for row in rows])
-        return 1 / (1 + np.exp(-logits))
+        return np.asarray(1 / (1 + np.exp(-logits)))
     return Rescorer(tuple(weights.items()), score_many)
 
 

@@ -32,7 +32,7 @@ def test_failures_are_retried_counted_and_the_result_returned(
             raise TimeoutError("kafka is slow")
         return sum(records)
 
-    result = asyncio.run(app._with_retries(handle, [1, 2, 3], pipeline, fenced.append))  # type: ignore[arg-type]
+    result = asyncio.run(app._with_retries(handle, [1, 2, 3], pipeline, fenced.append))
     assert result == 6 and calls == [[1, 2, 3]] * 4
     assert registry.get_sample_value("errors_total", {"stage": "infrastructure"}) == 2
     assert fenced == ["the lease was taken over"]
@@ -45,4 +45,4 @@ def test_cancellation_is_not_retried() -> None:
         raise asyncio.CancelledError
 
     with pytest.raises(asyncio.CancelledError):
-        asyncio.run(app._with_retries(handle, [1], pipeline))  # type: ignore[arg-type]
+        asyncio.run(app._with_retries(handle, [1], pipeline))

@@ -10,6 +10,7 @@ import json
 import math
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -37,7 +38,7 @@ FAST_DRIFT = DriftConfig(reference_size=800, window_size=800, check_every=200,
                          kswin_every=0)
 
 
-Shifted = tuple[Plan, dict, Path, EmbeddedResult]
+Shifted = tuple[Plan, dict[str, Any], Path, EmbeddedResult]
 
 
 @pytest.fixture(scope="module")
@@ -56,10 +57,11 @@ def shifted(tmp_path_factory: pytest.TempPathFactory) -> Shifted:
     return plan, card, out, result
 
 
-def test_scorecard_has_the_manifest_change_points_and_judges_the_alarms(shifted) -> None:
+def test_scorecard_has_the_manifest_change_points_and_judges_the_alarms(shifted: Shifted) -> None:
     plan, card, _, _ = shifted
     [point] = card["change_points"]
     assert point["kind"] == "amount_shift"
+    assert plan.source.manifest is not None
     assert point["event_time"] == plan.source.manifest["change_points"][0]["event_time"]
     alarms = [Alarm(a["detector"], a["subject"], a["first_seen"]) for a in card["alarms"]]
     assert alarms, "the amounts triple: the data-drift detectors must alarm"
@@ -80,7 +82,7 @@ def _truth_arrays(plan: Plan, result_ids: list[str]) -> np.ndarray:
     return np.array([truth[t] for t in result_ids], dtype=int)
 
 
-def test_daily_metrics_equal_scikit_learn_and_the_reference_cp_at_k(shifted) -> None:
+def test_daily_metrics_equal_scikit_learn_and_the_reference_cp_at_k(shifted: Shifted) -> None:
     plan, card, _, result = shifted
     truth = _truth_arrays(plan, result.txn_ids)
     scores = result.scores[CHAMPION]
@@ -106,7 +108,7 @@ def test_daily_metrics_equal_scikit_learn_and_the_reference_cp_at_k(shifted) -> 
     assert set(card["models"]) == {CHAMPION, "hoeffding_adaptive_tree", "frozen"}
 
 
-def test_report_and_plots_exist_and_show_something(shifted) -> None:
+def test_report_and_plots_exist_and_show_something(shifted: Shifted) -> None:
     import matplotlib.image
 
     _, card, out, _ = shifted
@@ -162,7 +164,8 @@ def test_embedded_run_scores_the_replay_vectors_and_learns_no_label_early() -> N
     assert max(r.model_version for r in result.records.values()) > 0
 
 
-def test_scorecard_command_runs_a_foreign_file(tmp_path: Path, capsys) -> None:
+def test_scorecard_command_runs_a_foreign_file(tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
     simulation, _ = run_scenario(load_scenario("baseline"), customers=80, days=10)
     foreign = simulation.transactions.join(simulation.labels.select("txn_id", "is_fraud"),
                                            on="txn_id", suffix="_label")
@@ -201,7 +204,7 @@ def test_judging_counts_alarms_past_the_maximum_delay_as_false() -> None:
     assert result["any"]["false_alarms_per_30_days"] == pytest.approx(2.0)
 
 
-def test_scorecard_arguments_are_checked(capsys) -> None:
+def test_scorecard_arguments_are_checked(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["scorecard", "baseline", "--customers", "0"]) == 2
     assert "--customers" in capsys.readouterr().err
     assert main(["scorecard", "no_such_scenario"]) == 1
@@ -210,7 +213,7 @@ def test_scorecard_arguments_are_checked(capsys) -> None:
     assert "unknown model 'nope'" in capsys.readouterr().err
 
 
-def test_each_feature_is_judged_alone_on_the_vectors_it_was_scored_with(shifted) -> None:
+def test_each_feature_is_judged_alone_on_the_vectors_it_was_scored_with(shifted: Shifted) -> None:
     plan, card, _, result = shifted
     truth = _truth_arrays(plan, result.txn_ids)
     after = result.times >= result.times.min() + 3 * DAY
@@ -232,7 +235,7 @@ def test_each_feature_is_judged_alone_on_the_vectors_it_was_scored_with(shifted)
 
 
 def test_a_foreign_row_that_does_not_fit_is_reported_and_the_exit_says_so(
-    tmp_path: Path, capsys,
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
 ) -> None:
     """As ``fraudstream replay`` does: the row's number and reason, and exit status 3."""
     rows = ["id,card,term,amt,ts,fraud"]
