@@ -153,24 +153,7 @@ class ModelRegistry:
         ``to_version`` set to the new version). A champion ``over`` (one whose
         signature failed) may be replaced too. ``training_rows`` replace the
         kept ones in the same transaction (empty: removed; None: left as they are).
-
-        Parameters
-        ----------
-        model
-            The model to store (pickled, then signed with the settings' key).
-        meta
-            Its metadata; ``version`` is assigned here, ``parent`` must be the champion.
-        audit
-            An operator's change of champion, appended to the audit log with it.
-        over
-            A champion this may replace although it is not ``meta.parent``.
-        training_rows
-            The batch models' signed training rows to store with it.
-
-        Returns
-        -------
-        SnapshotMeta
-            ``meta`` with its new version.
+        Returns ``meta`` with its new version.
         """
         version = int(await self.client.incr(f"{self._base}:counter"))
         meta = replace(meta, version=version)
