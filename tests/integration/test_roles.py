@@ -36,6 +36,7 @@ from tests.support import (
     drift_events,
     isolated_settings,
     labels_learned,
+    num,
     on_cluster,
     read_metric,
     replay_into,
@@ -286,8 +287,11 @@ def test_the_monitor_of_split_roles_alarms_as_early_as_one_worker_and_once(
         real_servers: RealServers, tmp_path: Path) -> None:
     """The same sudden shift, replayed into one ``all`` worker and into 2 scorers, a
     learner and a monitor: the monitor's first PSI alarm on the shifted feature comes within
-    the single worker's delay + 10 %, and it raises that alarm about as often as the worker
-    did, never twice."""
+    the single worker's delay + 10 % or one PSI check (the order records from different
+    partitions reach the detectors in is not fixed, so either layout's alarm can fall one
+    check earlier or later: 34.8, 37.3, 37.4 or 39.2 h in repeated runs of each, where one
+    check is 100 transactions, 5.2 h here), and it raises that alarm about as often as the
+    worker did, never twice."""
     drift = DriftSettings(reference_size=2000, window_size=1000, check_every=100,
                           label_delay_frauds=30, features=("txn_amount_log",),
                           kswin_features=("txn_amount_log",))
@@ -325,7 +329,9 @@ def test_the_monitor_of_split_roles_alarms_as_early_as_one_worker_and_once(
     print(f"first PSI alarm {single_delay / 3600:.1f} h after the change with one worker, "
           f"{split_delay / 3600:.1f} h with split roles; alarms {len(events['single'])} and "
           f"{len(events['split'])}")
-    assert 0 < split_delay <= single_delay * 1.1
+    times = simulation.transactions["event_time"]
+    one_check = drift.check_every * (num(times.max()) - num(times.min())) / len(times)
+    assert 0 < split_delay <= max(single_delay * 1.1, single_delay + one_check)
     # the same episodes, none raised twice (a monitor per scorer would double them); the
     # order records reach the detectors in is not fixed, and a statistic can cross its
     # threshold again by a hair in one order and not in another (seen: 0.1006 against 0.1)
