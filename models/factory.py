@@ -10,7 +10,7 @@ Fraud is about 1% of traffic, so every model handles the imbalance on purpose:
   settings, kept in arrays (:class:`models.linear.ScaledLogistic`): the same
   updates, a quarter of the cost per label.
 - ``logistic_regression_on_arrival``: the same model learning each label as it
-  comes, with Adam at 0.001: the champion until 2026-12-06.
+  comes, with Adam at 0.001 (the champion before the hybrid: docs/models.md).
 - ``plain_logistic_regression``: River's textbook ``StandardScaler |
   LogisticRegression()`` (SGD 0.01, no class weight), the baseline a public
   benchmark measured the champion against.
@@ -147,7 +147,18 @@ def model_names() -> list[str]:
 
 
 def build_model(name: str) -> base.Classifier:
-    """A new, untrained model called ``name``."""
+    """A new, untrained model called ``name``.
+
+    Parameters
+    ----------
+    name
+        One of :data:`MODELS` (the zoo above), optionally with ``+undersample``.
+
+    Returns
+    -------
+    river.base.Classifier
+        The model; an unknown name raises :class:`UnknownModelError` listing the known ones.
+    """
     base_name = name.removesuffix(UNDERSAMPLE)
     if base_name not in MODELS:
         known = ", ".join(sorted(MODELS))

@@ -34,7 +34,26 @@ async def replay_features(
     model_name: str = "logistic_regression", batch_size: int = 500,
     store: FeatureStore | None = None,
 ) -> dict[str, ScoredRecord | None]:
-    """Each transaction's record as scored in order (``None`` when too late)."""
+    """Each transaction's record as scored in order (``None`` when too late).
+
+    Parameters
+    ----------
+    events
+        Transactions and labels in arrival order (fraud labels update their terminal).
+    allowed_lateness
+        How late a transaction may come behind its card's newest one (seconds).
+    model_name
+        The model that scores (the vectors do not depend on it).
+    batch_size
+        Transactions per :func:`~models.scoring.score_batch` call, as the stream batches.
+    store
+        The feature store (default: a fresh in-memory one).
+
+    Returns
+    -------
+    dict[str, ScoredRecord | None]
+        Each transaction id's record: its vector, score and model version.
+    """
     store = store or MemoryFeatureStore(allowed_lateness=allowed_lateness)
     holder = ModelHolder()
     holder.swap(ServingModel(0, build_model(model_name)))

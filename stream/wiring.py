@@ -87,7 +87,19 @@ def build_registry(settings: Settings, store: RedisFeatureStore,
 def build_pipeline(settings: Settings, registry: CollectorRegistry,
                    roles: frozenset[str] = ALL, fence: Fence | None = None) -> Pipeline:
     """The pipeline of ``roles`` with its Redis store, model registry (fenced by the
-    learn lease's ``fence``), drift monitor (only with the monitor role) and metrics."""
+    learn lease's ``fence``), drift monitor (only with the monitor role) and metrics.
+
+    Parameters
+    ----------
+    settings
+        Everything configurable (read once, at the entry point).
+    registry
+        The Prometheus registry the process exposes.
+    roles
+        Which of score, learn and monitor this process runs (default: all).
+    fence
+        The learn lease's fencing token, checked on every write of the learner.
+    """
     store = build_store(settings)
     metrics = PipelineMetrics.create(registry)
     store.observe = lambda op, seconds: metrics.store_seconds.labels(op=op).observe(seconds)
