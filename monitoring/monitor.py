@@ -104,6 +104,13 @@ class DriftMonitor:
         self.labels = LabelDrift(config)
         self.concept = ConceptDrift(config)
         self.missed = MissedFraud(config, threshold)
+        #: Who watches a scored transaction (the prediction detector too once armed), and
+        #: who watches a label: fixed, as refreshing a detector keeps the object.
+        self._watch_scored: tuple[Detector[TxnObservation], ...] = (
+            self.data, self.kswin, self.mean_shift)
+        self._watch_armed = (*self._watch_scored, self.prediction)
+        self._watch_labels: tuple[Detector[LabelObservation], ...] = (
+            self.labels, self.concept, self.missed)
         self.metrics = metrics
         metrics.watch(DriftStatistics(self.data, self.kswin, self.mean_shift, self.prediction,
                                       self.labels, self.missed))
@@ -195,9 +202,7 @@ class DriftMonitor:
             self.armed = True
             self.metrics.armed.set(1)
         seen = TxnObservation(record.event_time, record.features, record.score, scorer)
-        watching: tuple[Detector[TxnObservation], ...] = (self.data, self.kswin, self.mean_shift)
-        if self.armed:
-            watching += (self.prediction,)
+        watching = self._watch_armed if self.armed else self._watch_scored
         events = [event for detector in watching for event in detector.update(seen)]
         data_drift = [e for e in events if e.detector in ("psi", "ks", "kswin", "mean_shift")]
         if data_drift:
@@ -228,8 +233,7 @@ class DriftMonitor:
         outcome = LabelObservation(label.event_time, label.is_fraud, record.score,
                           label.event_time - record.event_time, record.card_id,
                           record.terminal_id)
-        watching: tuple[Detector[LabelObservation], ...] = (self.labels, self.concept, self.missed)
-        events = [event for detector in watching for event in detector.update(outcome)]
+        events = [event for detector in self._watch_labels for event in detector.update(outcome)]
         return self._count(events)
 
     def refresh_reference(self) -> None:

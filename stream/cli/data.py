@@ -108,7 +108,7 @@ def replay(ctx: typer.Context,
     except ERRORS as exc:
         print(f"fraudstream: {exc}", file=sys.stderr)
         return 2
-    _report_rejected(loaded.rejected)
+    report_rejected(loaded.rejected)
     events = encode_events(loaded.transactions, loaded.labels)
     ensure_topics(settings)
     # a broker outage is reported once by the replayer, not every 100 ms by the client
@@ -130,7 +130,8 @@ def replay(ctx: typer.Context,
     return EXIT_ROWS_REJECTED if loaded.rejected else 0
 
 
-def _report_rejected(rejected: list[tuple[int, str]]) -> None:
+def report_rejected(rejected: list[tuple[int, str]]) -> None:
+    """The first 20 rejected rows of a foreign file and how many there were, on stderr."""
     for row, reason in rejected[:20]:
         print(f"row {row}: {reason}", file=sys.stderr)
     if rejected:

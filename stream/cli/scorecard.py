@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from stream.cli.data import (
     MapEntries,
     Mapping,
     Seed,
+    report_rejected,
 )
 from stream.cli.options import at_least_zero, progress_bar, session
 from stream.settings import Settings
@@ -120,10 +120,7 @@ def scorecard(
     choices = Choices(out, model, compared, promote, freeze_after_days, max_delay_hours,
                       warm_up_days, not no_plots, feature_signal)
     p = plan(spec, choices, session(ctx).settings())
-    for row, reason in p.source.rejected[:20]:
-        print(f"row {row}: {reason}", file=sys.stderr)
-    if p.source.rejected:
-        print(f"{len(p.source.rejected):,} row(s) rejected and not replayed", file=sys.stderr)
+    report_rejected(p.source.rejected)
     with progress_bar("events") as bar:
         card = make_scorecard(p, bar.report, lambda event: bar.write(alarm_line(event)))
     print("\n".join(summary_lines(card)))
