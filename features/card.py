@@ -55,7 +55,11 @@ from features.geo import haversine_km
 
 #: Window name -> length in seconds, for the card's count/sum/mean/max.
 WINDOWS: dict[str, float] = {
-    "10m": 600.0, "1h": 3600.0, "1d": 86400.0, "7d": 7 * 86400.0, "30d": 30 * 86400.0,
+    "10m": 600.0,
+    "1h": 3600.0,
+    "1d": 86400.0,
+    "7d": 7 * 86400.0,
+    "30d": 30 * 86400.0,
 }
 #: Windows for the distinct-terminal counts.
 TERMINAL_WINDOWS: dict[str, float] = {"1d": 86400.0, "7d": 7 * 86400.0}
@@ -90,19 +94,27 @@ _DESCRIBE_WINDOW = {
 }
 
 FEATURES: dict[str, str] = {
-    **{f"card_{kind}_{w}": text.format(w=w) for w in WINDOWS for kind, text in
-       _DESCRIBE_WINDOW.items()},
+    **{
+        f"card_{kind}_{w}": text.format(w=w)
+        for w in WINDOWS
+        for kind, text in _DESCRIBE_WINDOW.items()
+    },
     "card_seconds_since_prev": "seconds since the card's previous transaction (30 days if none)",
     "card_first_seen": "1 if the card had no transaction in the 30 days before, else 0",
     "card_amount_zscore_30d": "(amount - 30d mean) / 30d std. dev. of the card (0 if < 2 or flat)",
     "card_amount_ratio_mean_30d": "(amount + 1) / (30d mean amount + 1); 1 with no history",
-    **{f"card_distinct_terminals_{w}": f"distinct terminals the card used in the {w} before"
-       for w in TERMINAL_WINDOWS},
+    **{
+        f"card_distinct_terminals_{w}": f"distinct terminals the card used in the {w} before"
+        for w in TERMINAL_WINDOWS
+    },
     "card_terminal_new_30d": "1 if the card did not use this terminal in the 30 days before",
-    "card_distance_from_usual_km": "km from the mean location of the card's located 30d "
-                                   "transactions (0 without locations)",
-    "card_speed_since_prev_kmh": "km/h implied by the previous transaction's location and time "
-                                 "(0 without locations; capped at 100,000)",
+    "card_distance_from_usual_km": (
+        "km from the mean location of the card's located 30d transactions (0 without locations)"
+    ),
+    "card_speed_since_prev_kmh": (
+        "km/h implied by the previous transaction's location and time "
+        "(0 without locations; capped at 100,000)"
+    ),
 }
 FEATURE_NAMES: tuple[str, ...] = tuple(FEATURES)
 
@@ -126,8 +138,7 @@ class CardHistory:
     @property
     def records(self) -> tuple[Record, ...]:
         """The same history as one (time, cents, terminal, lat, lon) tuple per transaction."""
-        return tuple(zip(self.times, self.cents, self.terminals, self.lats, self.lons,
-                         strict=True))
+        return tuple(zip(self.times, self.cents, self.terminals, self.lats, self.lons, strict=True))
 
 
 def terminal_hash(terminal_id: str) -> int:
@@ -183,8 +194,12 @@ def append(raw: bytes, txn: Transaction, allowed_lateness: float) -> bytes:
     newest = max(newest, txn.event_time)
     at = HEADER.size + n * RECORD.size
     if at < len(raw):
-        return HEADER.pack(newest, dropped, n + 1, lost) + raw[HEADER.size:at] + rec + raw[
-            at + RECORD.size:]
+        return (
+            HEADER.pack(newest, dropped, n + 1, lost)
+            + raw[HEADER.size : at]
+            + rec
+            + raw[at + RECORD.size :]
+        )
     cutoff = newest - allowed_lateness - HORIZON_SECONDS
     stale = 0
     while stale < n:
@@ -193,8 +208,12 @@ def append(raw: bytes, txn: Transaction, allowed_lateness: float) -> bytes:
             break
         lost = max(lost, when)
         stale += 1
-    return (HEADER.pack(newest, dropped + stale, n - stale + 1, lost)
-            + raw[HEADER.size + stale * RECORD.size:] + rec + _ROOM)
+    return (
+        HEADER.pack(newest, dropped + stale, n - stale + 1, lost)
+        + raw[HEADER.size + stale * RECORD.size :]
+        + rec
+        + _ROOM
+    )
 
 
 def lost_since(raw: bytes, dropped: int, txn: Transaction) -> bool:
@@ -222,9 +241,14 @@ def step(history: CardHistory, txn: Transaction) -> CardHistory:
         return (*column[:at], value, *column[at:])
 
     newest = time if history.newest is None else max(history.newest, time)
-    return CardHistory(put(history.times, time), put(history.cents, cents),
-                       put(history.terminals, terminal), put(history.lats, lat),
-                       put(history.lons, lon), newest)
+    return CardHistory(
+        put(history.times, time),
+        put(history.cents, cents),
+        put(history.terminals, terminal),
+        put(history.lats, lat),
+        put(history.lons, lon),
+        newest,
+    )
 
 
 def is_too_late(history: CardHistory, txn: Transaction, allowed_lateness: float) -> bool:
@@ -237,7 +261,8 @@ def encode(history: CardHistory) -> bytes:
     if history.newest is None:
         return b""
     return HEADER.pack(history.newest, 0, len(history.times), 0.0) + b"".join(
-        RECORD.pack(*rec) for rec in history.records)
+        RECORD.pack(*rec) for rec in history.records
+    )
 
 
 def decode(raw: bytes | memoryview | None) -> CardHistory:
@@ -261,8 +286,9 @@ def decode(raw: bytes | memoryview | None) -> CardHistory:
     def column(values: tuple[T, ...]) -> tuple[T, ...]:
         return tuple(map(values.__getitem__, order))
 
-    return CardHistory(column(times), column(cents), column(terminals), column(lats),
-                       column(lons), newest)
+    return CardHistory(
+        column(times), column(cents), column(terminals), column(lats), column(lons), newest
+    )
 
 
 @lru_cache(maxsize=512)
@@ -275,8 +301,9 @@ def _columns(n: int) -> tuple[struct.Struct, ...]:
         return f"{size}x" if size else ""
 
     return tuple(
-        struct.Struct("<" + (skip(sum(sizes[:k])) + code + skip(sum(sizes[k + 1:]))) * n)
-        for k, code in enumerate(fields))
+        struct.Struct("<" + (skip(sum(sizes[:k])) + code + skip(sum(sizes[k + 1 :]))) * n)
+        for k, code in enumerate(fields)
+    )
 
 
 def view(history: CardHistory, txn: Transaction) -> dict[str, float]:
@@ -322,7 +349,7 @@ def values(history: CardHistory, txn: Transaction) -> list[float]:
     out += (at - previous, 0.0, *_amount_vs_history(inside, total, round(txn.amount * 100)))
     terminals = history.terminals
     for window in _TERMINAL_AT:
-        out.append(float(len(set(terminals[firsts[window]:end]))))
+        out.append(float(len(set(terminals[firsts[window] : end]))))
     out.append(0.0 if terminal_hash(txn.terminal_id) in terminals[start:end] else 1.0)
     out += _location(previous, history.lats[start:end], history.lons[start:end], txn)
     return out
@@ -338,13 +365,15 @@ if not set(TERMINAL_WINDOWS.values()) <= set(_WINDOW_LENGTHS):
 #: Per distinct-terminal window, the index of the same window in :data:`WINDOWS`.
 _TERMINAL_AT = tuple(_WINDOW_LENGTHS.index(length) for length in TERMINAL_WINDOWS.values())
 #: The values of a card without any transaction in the horizon before.
-_FIRST_SEEN = tuple({
-    **dict.fromkeys(FEATURE_NAMES, 0.0),
-    "card_seconds_since_prev": SINCE_PREV_CAP_SECONDS,
-    "card_first_seen": 1.0,
-    "card_amount_ratio_mean_30d": 1.0,
-    "card_terminal_new_30d": 1.0,
-}.values())
+_FIRST_SEEN = tuple(
+    {
+        **dict.fromkeys(FEATURE_NAMES, 0.0),
+        "card_seconds_since_prev": SINCE_PREV_CAP_SECONDS,
+        "card_first_seen": 1.0,
+        "card_amount_ratio_mean_30d": 1.0,
+        "card_terminal_new_30d": 1.0,
+    }.values()
+)
 
 
 def _amount_vs_history(cents: tuple[int, ...], total: int, amount: int) -> tuple[float, float]:
@@ -359,8 +388,9 @@ def _amount_vs_history(cents: tuple[int, ...], total: int, amount: int) -> tuple
     return zscore, ratio
 
 
-def _location(previous: float, lats: tuple[int, ...], lons: tuple[int, ...],
-              txn: Transaction) -> tuple[float, float]:
+def _location(
+    previous: float, lats: tuple[int, ...], lons: tuple[int, ...], txn: Transaction
+) -> tuple[float, float]:
     """Distance from the mean located record, and the speed since ``previous`` (the last)."""
     if txn.lat is None or txn.lon is None:
         return 0.0, 0.0
@@ -371,8 +401,7 @@ def _location(previous: float, lats: tuple[int, ...], lons: tuple[int, ...],
         # (a record without a location has NO_LOCATION as both lat and lon, see record)
         lat_sum = sum(lats) - missing * NO_LOCATION
         lon_sum = sum(lons) - missing * NO_LOCATION
-        distance = haversine_km(lat_sum / located / 1e5, lon_sum / located / 1e5,
-                                txn.lat, txn.lon)
+        distance = haversine_km(lat_sum / located / 1e5, lon_sum / located / 1e5, txn.lat, txn.lon)
     if lats[-1] != NO_LOCATION:
         km = haversine_km(lats[-1] / 1e5, lons[-1] / 1e5, txn.lat, txn.lon)
         speed = min(km / ((txn.event_time - previous) / 3600), SPEED_CAP_KMH)

@@ -47,8 +47,9 @@ from dataclasses import dataclass
 def check_prefix(prefix: str) -> str:
     """``prefix``, if it cannot change a key's hash tag."""
     if "{" in prefix or "}" in prefix:
-        raise ValueError("key_prefix: must not contain '{' or '}' (they would change the "
-                         "keys' hash tags)")
+        raise ValueError(
+            "key_prefix: must not contain '{' or '}' (they would change the keys' hash tags)"
+        )
     return prefix
 
 

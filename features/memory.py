@@ -134,12 +134,16 @@ class MemoryFeatureStore:
         record = ScoredRecord.from_bytes(raw)
         return record if card_id is None or record.card_id == card_id else None
 
-    async def scored_many(self, txn_ids: Sequence[str],
-                          card_ids: Sequence[str | None] | None = None,
-                          ) -> list[ScoredRecord | None]:
+    async def scored_many(
+        self,
+        txn_ids: Sequence[str],
+        card_ids: Sequence[str | None] | None = None,
+    ) -> list[ScoredRecord | None]:
         cards = card_ids if card_ids is not None else [None] * len(txn_ids)
-        return [await self.scored(txn_id, card_id)
-                for txn_id, card_id in zip(txn_ids, cards, strict=True)]
+        return [
+            await self.scored(txn_id, card_id)
+            for txn_id, card_id in zip(txn_ids, cards, strict=True)
+        ]
 
     def forget(self, txn_id: str) -> None:
         """Drop a scored transaction's record (an embedded run that learned its label

@@ -99,8 +99,7 @@ class RedisClusterFeatureStore(RedisFeatureStore):
         super().__init__(cast(Any, client), key_prefix, **options)
 
     @classmethod
-    def from_url(cls, url: str, key_prefix: str,
-                 **options: Any) -> RedisClusterFeatureStore:
+    def from_url(cls, url: str, key_prefix: str, **options: Any) -> RedisClusterFeatureStore:
         """A store over the cluster that ``url`` (any of its nodes) belongs to."""
         return cls(RedisCluster.from_url(url), key_prefix, **options)
 
@@ -113,8 +112,11 @@ class RedisClusterFeatureStore(RedisFeatureStore):
     async def _apply_part(self, txns: Sequence[Transaction]) -> list[Applied]:
         started = time.perf_counter()
         owners = await self.claim(txns)
-        mine = [i for i, (txn, owner) in enumerate(zip(txns, owners, strict=True))
-                if owner is None or owner == txn.card_id.encode()]
+        mine = [
+            i
+            for i, (txn, owner) in enumerate(zip(txns, owners, strict=True))
+            if owner is None or owner == txn.card_id.encode()
+        ]
         cards = dict(zip(mine, await self.card_side([txns[i] for i in mine]), strict=True))
         # 'lost': applied before, now answered late; its terminal must count it all the same
         took = [i for i in mine if cards[i][0] in (b"new", b"pending", b"lost")]
@@ -138,24 +140,37 @@ class RedisClusterFeatureStore(RedisFeatureStore):
                 out.append(Applied(txn, status, newest=_NEWEST.unpack(value)[0]))
             else:
                 seen = at_terminal[i]
-                out.append(Applied(txn, status, state=reply_state(
-                    seen[: SUMS.size], value, seen[SUMS.size :])))
+                out.append(
+                    Applied(
+                        txn, status, state=reply_state(seen[: SUMS.size], value, seen[SUMS.size :])
+                    )
+                )
         return out
 
     async def claim(self, txns: Sequence[Transaction]) -> list[bytes | None]:
         """Step 0: each transaction id claimed for its card unless already claimed; the
         card it belonged to before (None: it is new), per transaction."""
         ttl, keys = self.scored_ttl_seconds, self.keys
-        return await self._send(lambda: [
-            ("EVALSHA", self._shas["claim"], 1, keys.claim(txn.txn_id), txn.card_id, ttl)
-            for txn in txns]) if txns else []
+        return (
+            await self._send(
+                lambda: [
+                    ("EVALSHA", self._shas["claim"], 1, keys.claim(txn.txn_id), txn.card_id, ttl)
+                    for txn in txns
+                ]
+            )
+            if txns
+            else []
+        )
 
     async def release(self, txns: Sequence[Transaction]) -> None:
         """Give back the claims of ``txns`` (still their cards')."""
         keys = self.keys
-        await self._send(lambda: [
-            ("EVALSHA", self._shas["release"], 1, keys.claim(txn.txn_id), txn.card_id)
-            for txn in txns])
+        await self._send(
+            lambda: [
+                ("EVALSHA", self._shas["release"], 1, keys.claim(txn.txn_id), txn.card_id)
+                for txn in txns
+            ]
+        )
 
     async def card_side(self, txns: Sequence[Transaction]) -> list[tuple[bytes, bytes]]:
         """Step 1 alone: each transaction at its card; (status, card bytes or record or
@@ -163,23 +178,33 @@ class RedisClusterFeatureStore(RedisFeatureStore):
         one alone to stand for a process that died between them.)"""
         keys = self.keys
         return await self._per_slot(
-            "card", txns,
+            "card",
+            txns,
             lambda t: (keys.card(t.card_id), keys.scored_by_card(t.card_id, t.txn_id)),
-            lambda chunk: b"".join(card.RECORD.pack(*card.record(t)) for t in chunk))
+            lambda chunk: b"".join(card.RECORD.pack(*card.record(t)) for t in chunk),
+        )
 
     async def terminal_side(self, txns: Sequence[Transaction]) -> list[bytes]:
         """Step 2: each transaction (taken by its card) at its terminal, at most once; the
         window sums and fraud entries it was counted on, per transaction."""
         keys = self.keys
         return await self._per_slot(
-            "terminal", txns,
-            lambda t: (keys.term(t.terminal_id), keys.fraud(t.terminal_id),
-                       keys.applied(t.terminal_id, t.txn_id)),
-            lambda chunk: b"".join(_BUCKETS.pack(*terminal.current_buckets(t.event_time))
-                                   for t in chunk))
+            "terminal",
+            txns,
+            lambda t: (
+                keys.term(t.terminal_id),
+                keys.fraud(t.terminal_id),
+                keys.applied(t.terminal_id, t.txn_id),
+            ),
+            lambda chunk: b"".join(
+                _BUCKETS.pack(*terminal.current_buckets(t.event_time)) for t in chunk
+            ),
+        )
 
     async def _per_slot(
-        self, script: str, txns: Sequence[Transaction],
+        self,
+        script: str,
+        txns: Sequence[Transaction],
         keys_of: Callable[[Transaction], tuple[str, ...]],
         pack: Callable[[Sequence[Transaction]], bytes],
     ) -> list[Any]:
@@ -192,8 +217,11 @@ class RedisClusterFeatureStore(RedisFeatureStore):
         all_keys = [keys_of(txn) for txn in txns]
         for i, keys in enumerate(all_keys):
             by_slot.setdefault(key_slot(keys[0].encode()), []).append(i)
-        calls = [members[at : at + SCRIPT_BATCH] for members in by_slot.values()
-                 for at in range(0, len(members), SCRIPT_BATCH)]
+        calls = [
+            members[at : at + SCRIPT_BATCH]
+            for members in by_slot.values()
+            for at in range(0, len(members), SCRIPT_BATCH)
+        ]
 
         def commands() -> list[Sequence[object]]:
             sha = self._shas[script]
@@ -230,8 +258,7 @@ class RedisClusterFeatureStore(RedisFeatureStore):
             for node, members in nodes.values():
                 conn = node.acquire_connection()
                 taken.append((node, conn, members))
-                await conn.send_packed_command(b"".join([pack_command(built[i])
-                                                         for i in members]))
+                await conn.send_packed_command(b"".join([pack_command(built[i]) for i in members]))
             for _, conn, members in taken:
                 for i in members:
                     replies[i] = await conn.read_response()
@@ -249,8 +276,9 @@ class RedisClusterFeatureStore(RedisFeatureStore):
 
         return await self.through_pipeline(commands)
 
-    async def through_pipeline(self, commands: Callable[[], Sequence[Sequence[object]]]
-                               ) -> list[Any]:
+    async def through_pipeline(
+        self, commands: Callable[[], Sequence[Sequence[object]]]
+    ) -> list[Any]:
         """:meth:`_send` through redis-py's cluster pipeline (its fallback): it follows
         redirections and refreshes the slot map; lost scripts are loaded again and the
         commands sent once more (every command here is safe to repeat)."""
@@ -271,10 +299,14 @@ class RedisClusterFeatureStore(RedisFeatureStore):
         """Pack the records at once, send them when awaited: the records, then (once they
         are written) the ``applied`` keys' grace."""
         keys, ttl = self.keys, self.scored_ttl_seconds
-        writes = [("SET", keys.scored_by_card(r.card_id, r.txn_id), b"D" + r.to_bytes(), "EX",
-                   ttl) for _, r in scored]
-        graces = [("EXPIRE", keys.applied(r.terminal_id, r.txn_id), APPLIED_GRACE_SECONDS)
-                  for _, r in scored]
+        writes = [
+            ("SET", keys.scored_by_card(r.card_id, r.txn_id), b"D" + r.to_bytes(), "EX", ttl)
+            for _, r in scored
+        ]
+        graces = [
+            ("EXPIRE", keys.applied(r.terminal_id, r.txn_id), APPLIED_GRACE_SECONDS)
+            for _, r in scored
+        ]
 
         async def send() -> None:
             if not writes:
@@ -298,24 +330,35 @@ class RedisClusterFeatureStore(RedisFeatureStore):
             out: list[Sequence[object]] = []
             sha = self._shas["peek_terminal"]
             for txn in txns:
-                out += (("GET", keys.card(txn.card_id)),
-                        ("EVALSHA", sha, 2, keys.term(txn.terminal_id),
-                         keys.fraud(txn.terminal_id), *terminal.current_buckets(txn.event_time)))
+                out += (
+                    ("GET", keys.card(txn.card_id)),
+                    (
+                        "EVALSHA",
+                        sha,
+                        2,
+                        keys.term(txn.terminal_id),
+                        keys.fraud(txn.terminal_id),
+                        *terminal.current_buckets(txn.event_time),
+                    ),
+                )
             return out
 
         replies = await self._send(commands)
-        return [reply_state(sums, blob or b"", frauds) for blob, (sums, frauds)
-                in zip(replies[0::2], replies[1::2], strict=True)]
+        return [
+            reply_state(sums, blob or b"", frauds)
+            for blob, (sums, frauds) in zip(replies[0::2], replies[1::2], strict=True)
+        ]
 
-    async def scored_many(self, txn_ids: Sequence[str],
-                          card_ids: Sequence[str | None] | None = None,
-                          ) -> list[ScoredRecord | None]:
+    async def scored_many(
+        self,
+        txn_ids: Sequence[str],
+        card_ids: Sequence[str | None] | None = None,
+    ) -> list[ScoredRecord | None]:
         """The saved records, read beside their cards; a transaction whose card is not
         given is found through its claim (one more round trip for those)."""
         if not txn_ids:
             return []
-        cards: list[str | None] = (list(card_ids) if card_ids is not None
-                                   else [None] * len(txn_ids))
+        cards: list[str | None] = list(card_ids) if card_ids is not None else [None] * len(txn_ids)
         started = time.perf_counter()
         unknown = [i for i, card_id in enumerate(cards) if card_id is None]
         if unknown:
@@ -323,8 +366,9 @@ class RedisClusterFeatureStore(RedisFeatureStore):
             for i, raw in zip(unknown, found, strict=True):
                 cards[i] = None if raw is None else bytes(raw).decode()
         wanted = [i for i, card_id in enumerate(cards) if card_id is not None]
-        replies = await self._mget([self.keys.scored_by_card(str(cards[i]), txn_ids[i])
-                                    for i in wanted])
+        replies = await self._mget(
+            [self.keys.scored_by_card(str(cards[i]), txn_ids[i]) for i in wanted]
+        )
         if self.observe is not None:
             self.observe("pipeline", time.perf_counter() - started)
         records: list[ScoredRecord | None] = [None] * len(txn_ids)
@@ -339,8 +383,11 @@ class RedisClusterFeatureStore(RedisFeatureStore):
         """Memory in use (bytes) and keys, summed over the cluster's primaries."""
         info: Any = await self.client.info("memory", target_nodes=RedisCluster.PRIMARIES)
         sizes: Any = await self.client.dbsize(target_nodes=RedisCluster.PRIMARIES)
-        used = sum(int(one["used_memory"]) for one in info.values()) if isinstance(
-            info, dict) and "used_memory" not in info else int(info["used_memory"])
+        used = (
+            sum(int(one["used_memory"]) for one in info.values())
+            if isinstance(info, dict) and "used_memory" not in info
+            else int(info["used_memory"])
+        )
         keys = sum(sizes.values()) if isinstance(sizes, dict) else int(sizes)
         return used, keys
 

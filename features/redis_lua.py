@@ -56,8 +56,10 @@ if len(terminal.DELAYED) != 3:
 if len(terminal.WINDOWS) != 3:
     raise ImportError("features.redis_lua is written for 3 terminal windows")
 
-def scripts(*, allowed_lateness: float, card_ttl: int, term_ttl: int, scored_ttl: int,
-            fraud_ttl: int) -> dict[str, str]:
+
+def scripts(
+    *, allowed_lateness: float, card_ttl: int, term_ttl: int, scored_ttl: int, fraud_ttl: int
+) -> dict[str, str]:
     """The scripts' texts by name, with their constants."""
     constants: dict[str, object] = {
         "BUCKETS": terminal.BUCKETS,
@@ -80,8 +82,17 @@ def scripts(*, allowed_lateness: float, card_ttl: int, term_ttl: int, scored_ttl
     for k, (series, offset, length) in enumerate(terminal.DELAYED.values(), start=1):
         constants.update({f"D{k}S": series + 1, f"D{k}O": offset, f"D{k}L": length})
     header = "\n".join(f"local {name} = {value}" for name, value in constants.items()) + "\n"
-    return {name: header + text for name, text in
-            (("apply", lua.APPLY_LUA), ("peek", lua.PEEK_LUA), ("save", lua.SAVE_LUA),
-             ("fraud", lua.FRAUD_LUA), ("card", lua.CARD_APPLY_LUA),
-             ("terminal", lua.TERMINAL_APPLY_LUA), ("peek_terminal", lua.PEEK_TERMINAL_LUA),
-             ("claim", lua.CLAIM_LUA), ("release", lua.RELEASE_LUA))}
+    return {
+        name: header + text
+        for name, text in (
+            ("apply", lua.APPLY_LUA),
+            ("peek", lua.PEEK_LUA),
+            ("save", lua.SAVE_LUA),
+            ("fraud", lua.FRAUD_LUA),
+            ("card", lua.CARD_APPLY_LUA),
+            ("terminal", lua.TERMINAL_APPLY_LUA),
+            ("peek_terminal", lua.PEEK_TERMINAL_LUA),
+            ("claim", lua.CLAIM_LUA),
+            ("release", lua.RELEASE_LUA),
+        )
+    }

@@ -14,7 +14,9 @@ end
 #: transaction in buckets ``curs`` (one per window), counting it in when
 #: ``write``; the terminal's fraud entries not below the floor
 #: (:func:`features.terminal.fraud_floor`), pruning older ones when ``write``.
-TERMINAL_LUA = EMPTY_TERMINAL_LUA + """
+TERMINAL_LUA = (
+    EMPTY_TERMINAL_LUA
+    + """
 
 -- byte offset (0-based) of older bucket b's count in window i's ring
 local function slot(i, b)
@@ -123,6 +125,7 @@ local function terminal_step(term_key, fraud_key, b1, b2, b3)
   return struct.pack('<iiiiii', s1, s2, s3, e1, e2, e3), frauds
 end
 """
+)
 
 #: The card side of applying one transaction, shared by the scripts below.
 CARD_LUA = """
@@ -214,7 +217,10 @@ end
 #: and the terminal's side too: ``P``, its head, the card id (length first), window sums,
 #: fraud entries. The scored key is the transaction id's: an id known on another card (in
 #: its marker or its saved record) is a conflict.
-APPLY_LUA = TERMINAL_LUA + CARD_LUA + """
+APPLY_LUA = (
+    TERMINAL_LUA
+    + CARD_LUA
+    + """
 -- the card of a scored key's value: 'D' + record (ids after its 20-byte head, the
 -- transaction's then the card's, each after its length) or 'P' + marker
 local function owner_of(known)
@@ -255,6 +261,7 @@ for i = 1, #KEYS / 4 do
 end
 return replies
 """
+)
 
 #: A cluster, the card side (one slot: its keys share the card's tag). KEYS: per
 #: transaction its card and scored keys; ARGV[1]: their card records. One reply per
@@ -262,7 +269,9 @@ return replies
 #: it}``, ``{'done', record}``, ``{'late', the card's newest time}`` or ``{'lost', the
 #: same}`` (applied before, answered late: its terminal must still count it once). The
 #: marker is ``P`` and its head: the terminal keeps its own (``TERMINAL_APPLY_LUA``).
-CARD_APPLY_LUA = CARD_LUA + """
+CARD_APPLY_LUA = (
+    CARD_LUA
+    + """
 local packed, replies = ARGV[1], {}
 for i = 1, #KEYS / 2 do
   local rec = string.sub(packed, (i - 1) * RECORD_SIZE + 1, i * RECORD_SIZE)
@@ -272,13 +281,16 @@ for i = 1, #KEYS / 2 do
 end
 return replies
 """
+)
 
 #: A cluster, the terminal side (one slot: its keys share the terminal's tag), for
 #: transactions their cards took (new or pending). KEYS: per transaction its term, fraud
 #: and applied keys; ARGV[1]: their current buckets. Counts each at most once: the first
 #: time, its window sums and fraud entries are kept under its applied key, and a repeat
 #: returns them unchanged. One reply per transaction: the window sums then fraud entries.
-TERMINAL_APPLY_LUA = TERMINAL_LUA + """
+TERMINAL_APPLY_LUA = (
+    TERMINAL_LUA
+    + """
 local packed, replies = ARGV[1], {}
 for i = 1, #KEYS / 3 do
   local k = 3 * (i - 1)
@@ -293,21 +305,28 @@ for i = 1, #KEYS / 3 do
 end
 return replies
 """
+)
 
 #: KEYS: card, term, fraud. ARGV: current bucket per window. Writes nothing.
 #: Returns the window sums, the card's bytes and the fraud entries.
-PEEK_LUA = TERMINAL_LUA + """
+PEEK_LUA = (
+    TERMINAL_LUA
+    + """
 local s1, s2, s3, e1, e2, e3, frauds = terminal_state(
   KEYS[2], KEYS[3], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), false)
 return {struct.pack('<iiiiii', s1, s2, s3, e1, e2, e3), redis.call('GET', KEYS[1]) or '', frauds}
 """
+)
 
 #: A cluster: ``PEEK_LUA`` at the terminal (its card is read on its own). KEYS: term, fraud.
-PEEK_TERMINAL_LUA = TERMINAL_LUA + """
+PEEK_TERMINAL_LUA = (
+    TERMINAL_LUA
+    + """
 local s1, s2, s3, e1, e2, e3, frauds = terminal_state(
   KEYS[1], KEYS[2], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), false)
 return {struct.pack('<iiiiii', s1, s2, s3, e1, e2, e3), frauds}
 """
+)
 
 #: One Redis: KEYS: per record its scored key; ARGV: per record its value (``D`` +
 #: record). Overwrites the ``P`` markers.
@@ -319,7 +338,9 @@ return 1
 #: KEYS: the terminal's fraud hash and its terminal. ARGV: txn id, packed entry.
 #: HSETNX: the first arrival counts, a repeated label changes nothing. The
 #: terminal is flagged so that apply reads its fraud entries.
-FRAUD_LUA = EMPTY_TERMINAL_LUA + """
+FRAUD_LUA = (
+    EMPTY_TERMINAL_LUA
+    + """
 if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 then
   redis.call('EXPIRE', KEYS[1], FRAUD_TTL)
   if redis.call('EXISTS', KEYS[2]) == 0 then redis.call('SET', KEYS[2], empty_terminal()) end
@@ -328,6 +349,7 @@ if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 then
 end
 return 1
 """
+)
 
 
 #: A cluster: the transaction id claimed for its card. KEYS: its claim key. ARGV: the

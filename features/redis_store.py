@@ -65,8 +65,12 @@ class RedisFeatureStore:
     """:class:`~features.store.FeatureStore` over a ``redis.asyncio`` client."""
 
     def __init__(
-        self, client: aioredis.Redis, key_prefix: str, *,
-        allowed_lateness: float = 3600.0, scored_ttl_seconds: int = 90 * _DAY,
+        self,
+        client: aioredis.Redis,
+        key_prefix: str,
+        *,
+        allowed_lateness: float = 3600.0,
+        scored_ttl_seconds: int = 90 * _DAY,
         observe: Callable[[str, float], None] | None = None,
     ) -> None:
         self.client = client
@@ -78,12 +82,16 @@ class RedisFeatureStore:
         self.keys = KeyLayout(key_prefix, FEATURE_SET_VERSION)
         self.card_ttl_seconds = int(card.HORIZON_SECONDS + allowed_lateness) + _DAY
         longest = max(terminal.WINDOWS.values())
-        self.terminal_ttl_seconds = (int(longest + allowed_lateness) + _DAY
-                                     + int(terminal.BUCKET_SECONDS[-1]))
+        self.terminal_ttl_seconds = (
+            int(longest + allowed_lateness) + _DAY + int(terminal.BUCKET_SECONDS[-1])
+        )
         self._scripts = scripts(
-            allowed_lateness=allowed_lateness, card_ttl=self.card_ttl_seconds,
-            term_ttl=self.terminal_ttl_seconds, scored_ttl=scored_ttl_seconds,
-            fraud_ttl=int(2 * longest) + _DAY)
+            allowed_lateness=allowed_lateness,
+            card_ttl=self.card_ttl_seconds,
+            term_ttl=self.terminal_ttl_seconds,
+            scored_ttl=scored_ttl_seconds,
+            fraud_ttl=int(2 * longest) + _DAY,
+        )
         self._shas: dict[str, str] = {}
         #: Redis lost the scripts: load them again (the old SHAs stay until then).
         self._stale = False
@@ -101,8 +109,12 @@ class RedisFeatureStore:
         """Per transaction its card, scored, term and fraud keys."""
         keys, out = self.keys, list[str]()
         for txn in txns:
-            out += (keys.card(txn.card_id), keys.scored(txn.txn_id), keys.term(txn.terminal_id),
-                    keys.fraud(txn.terminal_id))
+            out += (
+                keys.card(txn.card_id),
+                keys.scored(txn.txn_id),
+                keys.term(txn.terminal_id),
+                keys.fraud(txn.terminal_id),
+            )
         return out
 
     async def apply(self, txns: Sequence[Transaction]) -> list[Applied]:
@@ -164,9 +176,16 @@ class RedisFeatureStore:
 
     async def _send_part(self, conn: Any, part: Sequence[Transaction]) -> int:
         """Send the apply scripts for ``part``; how many replies to read."""
-        commands = [("EVALSHA", self._shas["apply"], 4 * len(chunk), *self._apply_keys(chunk),
-                     _pack_apply(chunk))
-                    for chunk in _chunks(part, SCRIPT_BATCH)]
+        commands = [
+            (
+                "EVALSHA",
+                self._shas["apply"],
+                4 * len(chunk),
+                *self._apply_keys(chunk),
+                _pack_apply(chunk),
+            )
+            for chunk in _chunks(part, SCRIPT_BATCH)
+        ]
         await conn.send_packed_command(b"".join([pack_command(c) for c in commands]))
         return len(commands)
 
@@ -180,8 +199,7 @@ class RedisFeatureStore:
         """Load every script, then publish their SHAs at once: a request running beside
         the load never sees some of them (the API's first requests got ``KeyError:
         'peek'`` under load, as 500s)."""
-        shas = {name: await self.client.script_load(text)
-                for name, text in self._scripts.items()}
+        shas = {name: await self.client.script_load(text) for name, text in self._scripts.items()}
         self._shas, self._stale = shas, False
 
     async def peek(self, txn: Transaction) -> EntityState:
@@ -195,8 +213,16 @@ class RedisFeatureStore:
             return []
 
         def commands() -> list[Sequence[object]]:
-            return [("EVALSHA", self._shas["peek"], 3, *self._peek_keys(txn),
-                     *terminal.current_buckets(txn.event_time)) for txn in txns]
+            return [
+                (
+                    "EVALSHA",
+                    self._shas["peek"],
+                    3,
+                    *self._peek_keys(txn),
+                    *terminal.current_buckets(txn.event_time),
+                )
+                for txn in txns
+            ]
 
         return [reply_state(*reply) for reply in await self._send(commands)]
 
@@ -233,19 +259,30 @@ class RedisFeatureStore:
         if not frauds:
             return
         keys = self.keys
-        await self._send(lambda: [
-            ("EVALSHA", self._shas["fraud"], 2, keys.fraud(record.terminal_id),
-             keys.term(record.terminal_id), record.txn_id,
-             terminal.pack_fraud(record.event_time, label.event_time))
-            for record, label in frauds])
+        await self._send(
+            lambda: [
+                (
+                    "EVALSHA",
+                    self._shas["fraud"],
+                    2,
+                    keys.fraud(record.terminal_id),
+                    keys.term(record.terminal_id),
+                    record.txn_id,
+                    terminal.pack_fraud(record.event_time, label.event_time),
+                )
+                for record, label in frauds
+            ]
+        )
 
     async def scored(self, txn_id: str, card_id: str | None = None) -> ScoredRecord | None:
         [record] = await self.scored_many([txn_id], [card_id])
         return record
 
-    async def scored_many(self, txn_ids: Sequence[str],
-                          card_ids: Sequence[str | None] | None = None,
-                          ) -> list[ScoredRecord | None]:
+    async def scored_many(
+        self,
+        txn_ids: Sequence[str],
+        card_ids: Sequence[str | None] | None = None,
+    ) -> list[ScoredRecord | None]:
         """The saved records (one MGET); one of another card than given is None."""
         if not txn_ids:
             return []
@@ -256,8 +293,10 @@ class RedisFeatureStore:
         records = [saved_record(raw) for raw in replies]
         if card_ids is None:
             return records
-        return [None if r is None or (c is not None and r.card_id != c) else r
-                for r, c in zip(records, card_ids, strict=True)]
+        return [
+            None if r is None or (c is not None and r.card_id != c) else r
+            for r, c in zip(records, card_ids, strict=True)
+        ]
 
     async def _mget(self, keys: list[str]) -> list[Any]:
         """The values of ``keys`` (one MGET: a pipeline of GETs parses a reply each)."""
@@ -297,17 +336,22 @@ def _pack_apply(txns: Sequence[Transaction]) -> bytes:
     parts: list[bytes] = []
     for txn in txns:
         card_id = txn.card_id.encode()
-        parts += (_APPLY_HEAD.pack(*card.record(txn), *terminal.current_buckets(txn.event_time)),
-                  bytes((len(card_id),)), card_id)
+        parts += (
+            _APPLY_HEAD.pack(*card.record(txn), *terminal.current_buckets(txn.event_time)),
+            bytes((len(card_id),)),
+            card_id,
+        )
     return b"".join(parts)
 
 
 def reply_state(sums: bytes, card_bytes: bytes, frauds: bytes) -> EntityState:
     """The state the scripts return: window sums, card bytes, fraud entries."""
     width = terminal.FRAUD.size
-    return decode_state(card_bytes, _SUMS(sums),
-                        [frauds[i : i + width] for i in range(0, len(frauds), width)]
-                        if frauds else ())
+    return decode_state(
+        card_bytes,
+        _SUMS(sums),
+        [frauds[i : i + width] for i in range(0, len(frauds), width)] if frauds else (),
+    )
 
 
 _SUMS = SUMS.unpack

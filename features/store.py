@@ -67,12 +67,18 @@ class ScoredRecord:
 
     def to_bytes(self) -> bytes:
         """Compact bytes: times and score, the three ids, the packed vector, shadow scores."""
-        txn_id, card_id, terminal_id = (
-            _id(self.txn_id), _id(self.card_id), _id(self.terminal_id))
+        txn_id, card_id, terminal_id = (_id(self.txn_id), _id(self.card_id), _id(self.terminal_id))
         raw = b"%s%c%s%c%s%c%s%s%c" % (
             _HEADER.pack(self.event_time, self.score, self.model_version),
-            len(txn_id), txn_id, len(card_id), card_id, len(terminal_id), terminal_id,
-            pack_vector(self.features), len(self.shadow))
+            len(txn_id),
+            txn_id,
+            len(card_id),
+            card_id,
+            len(terminal_id),
+            terminal_id,
+            pack_vector(self.features),
+            len(self.shadow),
+        )
         if not self.shadow:
             return raw
         parts = [raw]
@@ -153,9 +159,7 @@ class FeatureStore(Protocol):
         """Fold each transaction in, in order, at most once; the state before each."""
         ...
 
-    def apply_parts(
-        self, parts: Sequence[Sequence[Transaction]]
-    ) -> AsyncIterator[list[Applied]]:
+    def apply_parts(self, parts: Sequence[Sequence[Transaction]]) -> AsyncIterator[list[Applied]]:
         """:meth:`apply` part by part, each yielded as soon as it is applied.
 
         The stores may apply later parts while the caller works on earlier ones.
@@ -195,9 +199,11 @@ class FeatureStore(Protocol):
         """
         ...
 
-    async def scored_many(self, txn_ids: Sequence[str],
-                          card_ids: Sequence[str | None] | None = None,
-                          ) -> list[ScoredRecord | None]:
+    async def scored_many(
+        self,
+        txn_ids: Sequence[str],
+        card_ids: Sequence[str | None] | None = None,
+    ) -> list[ScoredRecord | None]:
         """:meth:`scored` for many transactions at once (one or two round trips)."""
         ...
 
@@ -206,8 +212,9 @@ class FeatureStore(Protocol):
         ...
 
 
-def decode_state(card_blob: bytes | memoryview | None, counts: Sequence[int],
-                 fraud_values: Sequence[bytes]) -> EntityState:
+def decode_state(
+    card_blob: bytes | memoryview | None, counts: Sequence[int], fraud_values: Sequence[bytes]
+) -> EntityState:
     """The :class:`EntityState` from what a store keeps: card bytes, window counts, frauds."""
     frauds = terminal.unpack_frauds(fraud_values) if fraud_values else ()
     return EntityState(card.decode(card_blob), TerminalState(tuple(counts), frauds))

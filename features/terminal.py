@@ -64,24 +64,26 @@ FraudEntry = tuple[float, float]
 #: buckets: "1d" 21 h, "7d" 7 days, "30d" 30 days. By then the chargebacks of the window's
 #: frauds have mostly come, where a window ending now holds frauds whose labels cannot have
 #: (a fraud of the last day is almost never labelled within the day).
-DELAYED: dict[str, tuple[int, int, int]] = {"1d": (1, 24, 3), "7d": (1, 24, 24),
-                                            "30d": (2, 6, 24)}
+DELAYED: dict[str, tuple[int, int, int]] = {"1d": (1, 24, 3), "7d": (1, 24, 24), "30d": (2, 6, 24)}
 
 FEATURES: dict[str, str] = {}
 for _w in WINDOWS:
     FEATURES[f"terminal_txn_count_{_w}"] = (
-        f"transactions at the terminal in the {_w} window (whole buckets before the current one)")
+        f"transactions at the terminal in the {_w} window (whole buckets before the current one)"
+    )
     FEATURES[f"terminal_fraud_count_{_w}"] = (
-        f"frauds at the terminal in the {_w} window whose label had arrived before this "
-        "transaction")
+        f"frauds at the terminal in the {_w} window whose label had arrived before this transaction"
+    )
     FEATURES[f"terminal_fraud_rate_{_w}"] = (
-        f"terminal_fraud_count_{_w} / terminal_txn_count_{_w} (0 if no transactions)")
+        f"terminal_fraud_count_{_w} / terminal_txn_count_{_w} (0 if no transactions)"
+    )
 for _w, (_series, _offset, _length) in DELAYED.items():
     _hours = BUCKET_SECONDS[_series] / 3600
     FEATURES[f"terminal_risk_{_w}"] = (
         f"frauds / transactions at the terminal in the {_length * _hours:g} h ending "
         f"{_offset * _hours / 24:g} days before the transaction's {_hours:g} h bucket (frauds "
-        "whose label had arrived before the transaction)")
+        "whose label had arrived before the transaction)"
+    )
 FEATURE_NAMES: tuple[str, ...] = tuple(FEATURES)
 
 
@@ -236,7 +238,7 @@ def values(state: TerminalState, txn: Transaction) -> list[float]:
         current = math.floor(at / size)
         frauds = _between(known, (current - BUCKETS) * size, current * size)
         out += (float(count), float(frauds), min(frauds / count, 1.0) if count else 0.0)
-    delayed = state.counts[len(WINDOWS):] or (0,) * len(DELAYED)
+    delayed = state.counts[len(WINDOWS) :] or (0,) * len(DELAYED)
     for count, (i, offset, length) in zip(delayed, DELAYED.values(), strict=True):
         size = BUCKET_SECONDS[i]
         end = math.floor(at / size) - offset

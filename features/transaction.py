@@ -30,8 +30,14 @@ FEATURES: dict[str, str] = {
 }
 FEATURE_NAMES: tuple[str, ...] = tuple(FEATURES)
 #: The calendar features: they cycle by design (hour of day, day of week).
-CALENDAR: tuple[str, ...] = ("txn_hour_sin", "txn_hour_cos", "txn_dow_sin", "txn_dow_cos",
-                             "txn_is_night", "txn_is_weekend")
+CALENDAR: tuple[str, ...] = (
+    "txn_hour_sin",
+    "txn_hour_cos",
+    "txn_dow_sin",
+    "txn_dow_cos",
+    "txn_is_night",
+    "txn_is_weekend",
+)
 
 _DAY = 86400.0
 #: 1970-01-01 was a Thursday: day 3 counting from Monday = 0.

@@ -71,12 +71,20 @@ def sample(y: np.ndarray, seed: int, max_genuine: int | None) -> tuple[np.ndarra
     if max_genuine is None or len(genuine) <= max_genuine:
         return None, 0.0
     kept = np.random.default_rng(seed).choice(genuine, max_genuine, replace=False)
-    return (np.sort(np.concatenate([np.flatnonzero(y), kept])),
-            math.log(max_genuine / len(genuine)))
+    return (
+        np.sort(np.concatenate([np.flatnonzero(y), kept])),
+        math.log(max_genuine / len(genuine)),
+    )
 
 
-def fit(kind: str, x: np.ndarray, y: np.ndarray, seed: int,
-        max_genuine: int | None = None, shift: float = 0.0) -> Any:
+def fit(
+    kind: str,
+    x: np.ndarray,
+    y: np.ndarray,
+    seed: int,
+    max_genuine: int | None = None,
+    shift: float = 0.0,
+) -> Any:
     """A ``kind`` model fitted on ``x`` and ``y``, in the form :class:`BatchRetrained` scores
     with: a linear model's (weights, intercept) on raw inputs, or :class:`FlatTrees`.
 
@@ -102,7 +110,8 @@ def fit(kind: str, x: np.ndarray, y: np.ndarray, seed: int,
 
     with threadpool_limits(1):  # OpenMP on 2 loaded cores: 40 s for a 1 s fit
         fitted = HistGradientBoostingClassifier(
-            max_iter=200, learning_rate=0.1, random_state=seed).fit(x, y)
+            max_iter=200, learning_rate=0.1, random_state=seed
+        ).fit(x, y)
     flat = FlatTrees.of(fitted)  # scored in numpy: 0.1 ms a row, not 3
     return dataclasses.replace(flat, baseline=flat.baseline + shift) if shift else flat
 
@@ -134,9 +143,15 @@ def in_background(model: base.Classifier) -> None:
 class BatchRetrained(base.Classifier):
     """A scikit-learn model refitted every ``retrain_every`` labels on the last ``keep``."""
 
-    def __init__(self, kind: str = "gradient_boosting", retrain_every: int = 10_000,
-                 keep: int = 200_000, seed: int = 42, min_days: float = 0.0,
-                 max_genuine: int | None = None) -> None:
+    def __init__(
+        self,
+        kind: str = "gradient_boosting",
+        retrain_every: int = 10_000,
+        keep: int = 200_000,
+        seed: int = 42,
+        min_days: float = 0.0,
+        max_genuine: int | None = None,
+    ) -> None:
         if kind not in KINDS:
             raise ValueError(f"kind: {kind!r} is not one of {', '.join(KINDS)}")
         self.kind = kind
@@ -202,8 +217,8 @@ class BatchRetrained(base.Classifier):
         capacity = int(self.keep * 1.2) + 1
         if len(self.rows) >= capacity:
             start = self.held - self.keep
-            self.rows[: self.keep] = self.rows[start: self.held]
-            self.labels[: self.keep] = self.labels[start: self.held]
+            self.rows[: self.keep] = self.rows[start : self.held]
+            self.labels[: self.keep] = self.labels[start : self.held]
             self.held = self.keep
             return
         size = min(capacity, max(1024, 2 * len(self.rows)))
@@ -250,9 +265,13 @@ class BatchRetrained(base.Classifier):
         numpy's ``.npz`` (no pickle: loading it runs no code)."""
         window = self._window()
         out = io.BytesIO()
-        np.savez(out, rows=self.rows[window], labels=self.labels[window],
-                 names=np.array(self.names or [], dtype=str),
-                 learned=np.array([self.learned], dtype=np.int64))
+        np.savez(
+            out,
+            rows=self.rows[window],
+            labels=self.labels[window],
+            names=np.array(self.names or [], dtype=str),
+            learned=np.array([self.learned], dtype=np.int64),
+        )
         return out.getvalue()
 
     def import_rows(self, raw: bytes, replayed: int = 0) -> None:
@@ -265,8 +284,10 @@ class BatchRetrained(base.Classifier):
         with np.load(io.BytesIO(raw), allow_pickle=False) as data:
             names = data["names"].tolist()
             if self.names is not None and names != self.names:
-                raise ValueError(f"training rows: features {len(names)} do not match the "
-                                 f"model's {len(self.names)}")
+                raise ValueError(
+                    f"training rows: features {len(names)} do not match the "
+                    f"model's {len(self.names)}"
+                )
             rows, labels = data["rows"].astype(np.float32), data["labels"].astype(bool)
             learned = int(data["learned"][0])
         if len(rows) != len(labels) or (len(rows) and rows.shape[1] != len(names)):
@@ -301,15 +322,17 @@ class BatchRetrained(base.Classifier):
         if self._fitted is None or self.names is None:
             p = np.full(len(X), self._base_rate)
         else:
-            p = self.probabilities(X.reindex(columns=self.names, fill_value=0.0)
-                                    .to_numpy(dtype=float))
+            p = self.probabilities(
+                X.reindex(columns=self.names, fill_value=0.0).to_numpy(dtype=float)
+            )
         return pd.DataFrame({False: 1 - p, True: p}, index=X.index)
 
     def matrix(self, vectors: Sequence[Mapping[Any, float]]) -> np.ndarray:
         """``vectors`` as rows in :attr:`names` order (a feature a vector lacks: 0)."""
         names = self.names or []
-        return np.array([[float(v.get(n, 0.0)) for n in names] for v in vectors],
-                        dtype=float).reshape(len(vectors), len(names))
+        return np.array(
+            [[float(v.get(n, 0.0)) for n in names] for v in vectors], dtype=float
+        ).reshape(len(vectors), len(names))
 
     def probabilities(self, rows: np.ndarray) -> np.ndarray:
         """The latest fit's scores of a matrix of rows (columns in :attr:`names` order)."""

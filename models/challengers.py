@@ -53,28 +53,41 @@ class Challengers:
         for name in names:
             self.holders.setdefault(name, ModelHolder())
 
-    async def start(self, registry: ModelRegistry, store: FeatureStore, names: Iterable[str],
-                    model_name: Callable[[str], str], snapshot_every_labels: int,
-                    quality: Callable[[], Prequential],
-                    snapshot_min_seconds: float = 0.0) -> None:
+    async def start(
+        self,
+        registry: ModelRegistry,
+        store: FeatureStore,
+        names: Iterable[str],
+        model_name: Callable[[str], str],
+        snapshot_every_labels: int,
+        quality: Callable[[], Prequential],
+        snapshot_min_seconds: float = 0.0,
+    ) -> None:
         """Resume (or create) each challenger ``names`` from its own lineage of
         ``registry``; ``model_name`` maps a challenger to the model it builds."""
         for name in names:
-            challenger = await Learner.start(registry.challenger(name), store, model_name(name),
-                                             snapshot_every_labels, shadow_name=name,
-                                             quality=quality(),
-                                             snapshot_min_seconds=snapshot_min_seconds)
+            challenger = await Learner.start(
+                registry.challenger(name),
+                store,
+                model_name(name),
+                snapshot_every_labels,
+                shadow_name=name,
+                quality=quality(),
+                snapshot_min_seconds=snapshot_min_seconds,
+            )
             self.add(name, challenger)
 
-    def add(self, name: str, challenger: Learner,
-            recent: Sequence[tuple[dict[str, float], bool]] = ()) -> None:
+    def add(
+        self, name: str, challenger: Learner, recent: Sequence[tuple[dict[str, float], bool]] = ()
+    ) -> None:
         """Start ``challenger`` (after teaching it ``recent`` labelled vectors)."""
         for features, is_fraud in recent:
             learn(challenger.model, features, is_fraud)
         self.learners[name] = challenger
         self.holders[name] = ModelHolder()
-        self.holders[name].swap(ServingModel(challenger.meta.version,
-                                             copy.deepcopy(challenger.model)))
+        self.holders[name].swap(
+            ServingModel(challenger.meta.version, copy.deepcopy(challenger.model))
+        )
 
     def remove(self, name: str) -> None:
         self.learners.pop(name, None)

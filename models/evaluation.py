@@ -40,12 +40,15 @@ def roc_auc(scores: np.ndarray, truth: np.ndarray, order: np.ndarray | None = No
     if positives == 0 or negatives == 0:
         return float("nan")
     ranks = _average_ranks(scores, order)
-    return float((ranks[truth.astype(bool)].sum() - positives * (positives + 1) / 2)
-                 / (positives * negatives))
+    return float(
+        (ranks[truth.astype(bool)].sum() - positives * (positives + 1) / 2)
+        / (positives * negatives)
+    )
 
 
-def average_precision(scores: np.ndarray, truth: np.ndarray,
-                      order: np.ndarray | None = None) -> float:
+def average_precision(
+    scores: np.ndarray, truth: np.ndarray, order: np.ndarray | None = None
+) -> float:
     """Sum over distinct thresholds of (recall gained) x (precision there). ``order``: the
     scores' stable ascending argsort, if already known (reversed, ties come in another
     order: only where each tie ends counts)."""
@@ -62,8 +65,9 @@ def average_precision(scores: np.ndarray, truth: np.ndarray,
     return float((recall_gain * precision).sum())
 
 
-def precision_recall(scores: np.ndarray, truth: np.ndarray,
-                     threshold: float) -> tuple[float, float]:
+def precision_recall(
+    scores: np.ndarray, truth: np.ndarray, threshold: float
+) -> tuple[float, float]:
     """Precision and recall of flagging ``score >= threshold``."""
     flagged = scores >= threshold
     true_positives = float((flagged & (truth == 1)).sum())
@@ -72,8 +76,9 @@ def precision_recall(scores: np.ndarray, truth: np.ndarray,
     return precision, recall
 
 
-def expected_cost(scores: np.ndarray, truth: np.ndarray, threshold: float,
-                  missed_fraud: float, false_alarm: float) -> float:
+def expected_cost(
+    scores: np.ndarray, truth: np.ndarray, threshold: float, missed_fraud: float, false_alarm: float
+) -> float:
     """Mean cost per transaction of flagging ``score >= threshold``."""
     if len(scores) == 0:
         return float("nan")
@@ -83,8 +88,9 @@ def expected_cost(scores: np.ndarray, truth: np.ndarray, threshold: float,
     return float((missed * missed_fraud + alarms * false_alarm) / len(scores))
 
 
-def card_precision_at_k(scores: np.ndarray, truth: np.ndarray, cards: np.ndarray,
-                        times: np.ndarray, k: int = 100) -> float:
+def card_precision_at_k(
+    scores: np.ndarray, truth: np.ndarray, cards: np.ndarray, times: np.ndarray, k: int = 100
+) -> float:
     """Mean over days of the share of that day's top-``k`` cards (by their highest
     score that day) that had a fraud that day."""
     days = np.floor(times / DAY).astype(np.int64)
@@ -133,8 +139,9 @@ class Prequential:
     _cached: tuple[int, dict[str, float]] | None = field(default=None, repr=False)
     _recorded: int = 0
 
-    def record(self, score: float, is_fraud: bool, card_id: str, txn_time: float,
-               label_time: float) -> None:
+    def record(
+        self, score: float, is_fraud: bool, card_id: str, txn_time: float, label_time: float
+    ) -> None:
         """Keep one label with the score its transaction got (the last ``keep``).
 
         >>> q = Prequential(keep=10)
@@ -145,14 +152,14 @@ class Prequential:
         """
         if self._count == len(self._rows):
             grown = np.empty((2 * len(self._rows), 4))
-            grown[:self._count] = self._rows
+            grown[: self._count] = self._rows
             self._rows = grown
         self._rows[self._count] = (score, is_fraud, txn_time, label_time - txn_time)
         self._count += 1
         self._cards.append(card_id)
         self._recorded += 1
         if self._count > self.keep * 1.2:  # all but the last ``keep`` go
-            self._rows[:self.keep] = self._rows[self._count - self.keep:self._count]
+            self._rows[: self.keep] = self._rows[self._count - self.keep : self._count]
             del self._cards[: self._count - self.keep]
             self._count = self.keep
 
@@ -161,11 +168,11 @@ class Prequential:
 
     @property
     def _scores(self) -> np.ndarray:
-        return self._rows[:self._count, 0]
+        return self._rows[: self._count, 0]
 
     @property
     def _truth(self) -> np.ndarray:
-        return self._rows[:self._count, 1].astype(np.int64)
+        return self._rows[: self._count, 1].astype(np.int64)
 
     def average_precision_last(self, n: int) -> float:
         """Average precision over the last ``n`` labels."""
@@ -198,7 +205,7 @@ class Prequential:
     def report(self, since: float | None = None) -> dict[str, float]:
         """Metrics over the last ``window`` labels and since the start (or since ``since``,
         a transaction time)."""
-        rows = self._rows[:self._count]
+        rows = self._rows[: self._count]
         scores, truth, times = rows[:, 0], rows[:, 1].astype(np.int64), rows[:, 2]
         recent = slice(-self.window, None)
         if since is None:  # only the window's cards are read (card precision): not all kept
@@ -207,8 +214,10 @@ class Prequential:
             keep = times >= since
             scores, truth, times = scores[keep], truth[keep], times[keep]
             cards = np.array(self._cards, dtype=object)[keep][recent]
-        out: dict[str, float] = {"labels": float(len(scores)),
-                                 "frauds": float(truth.sum()) if len(truth) else 0.0}
+        out: dict[str, float] = {
+            "labels": float(len(scores)),
+            "frauds": float(truth.sum()) if len(truth) else 0.0,
+        }
         for name, part in (("window", slice(-self.window, None)), ("all", slice(None))):
             s, t = scores[part], truth[part]
             precision, recall = precision_recall(s, t, self.threshold)
@@ -218,11 +227,14 @@ class Prequential:
             out[f"precision_{name}"] = precision
             out[f"recall_{name}"] = recall
             out[f"expected_cost_{name}"] = expected_cost(
-                s, t, self.threshold, self.cost_missed_fraud, self.cost_false_alarm)
+                s, t, self.threshold, self.cost_missed_fraud, self.cost_false_alarm
+            )
         out["card_precision_at_k_window"] = card_precision_at_k(  # (a per-day loop)
-            scores[recent], truth[recent], cards, times[recent], self.k)
+            scores[recent], truth[recent], cards, times[recent], self.k
+        )
         delays = rows[:, 3] / DAY
         for q in (50, 90, 99):
-            out[f"label_delay_p{q}_days"] = float(np.percentile(delays, q)) if len(delays) \
-                else float("nan")
+            out[f"label_delay_p{q}_days"] = (
+                float(np.percentile(delays, q)) if len(delays) else float("nan")
+            )
         return out

@@ -82,8 +82,13 @@ SEED = 42
 
 
 def _logistic_regression() -> base.Classifier:
-    return ScaledLogistic(lr=0.0005, optimizer="adam", weight_pos=POSITIVE_WEIGHT, l2=1e-5,
-                          hold=LEARN_AFTER_DAYS * 86400)
+    return ScaledLogistic(
+        lr=0.0005,
+        optimizer="adam",
+        weight_pos=POSITIVE_WEIGHT,
+        l2=1e-5,
+        hold=LEARN_AFTER_DAYS * 86400,
+    )
 
 
 def _logistic_regression_on_arrival() -> base.Classifier:
@@ -104,15 +109,21 @@ def _batch_gradient_boosting() -> base.Classifier:
 
 
 def _hybrid_gradient_boosting() -> base.Classifier:
-    batch = BatchRetrained("gradient_boosting", min_days=HYBRID_MIN_DAYS,
-                           max_genuine=HYBRID_MAX_GENUINE)
-    return Hybrid(cast(ScaledLogistic, _logistic_regression()), batch,
-                  online_weight=HYBRID_ONLINE_WEIGHT, min_frauds=HYBRID_MIN_FRAUDS)
+    batch = BatchRetrained(
+        "gradient_boosting", min_days=HYBRID_MIN_DAYS, max_genuine=HYBRID_MAX_GENUINE
+    )
+    return Hybrid(
+        cast(ScaledLogistic, _logistic_regression()),
+        batch,
+        online_weight=HYBRID_ONLINE_WEIGHT,
+        min_frauds=HYBRID_MIN_FRAUDS,
+    )
 
 
 def _hoeffding_adaptive_tree() -> base.Classifier:
     return tree.HoeffdingAdaptiveTreeClassifier(
-        grace_period=100, max_share_to_split=1.0, leaf_prediction="nba", seed=SEED)
+        grace_period=100, max_share_to_split=1.0, leaf_prediction="nba", seed=SEED
+    )
 
 
 def _adaptive_random_forest() -> base.Classifier:
@@ -120,8 +131,7 @@ def _adaptive_random_forest() -> base.Classifier:
 
 
 def _aggregated_mondrian_forest() -> base.Classifier:
-    return forest.AMFClassifier(n_estimators=10, use_aggregation=True, dirichlet=0.5,
-                                seed=SEED)
+    return forest.AMFClassifier(n_estimators=10, use_aggregation=True, dirichlet=0.5, seed=SEED)
 
 
 MODELS: dict[str, Callable[[], base.Classifier]] = {
@@ -162,8 +172,9 @@ def build_model(name: str) -> base.Classifier:
     base_name = name.removesuffix(UNDERSAMPLE)
     if base_name not in MODELS:
         known = ", ".join(sorted(MODELS))
-        raise UnknownModelError(f"unknown model {name!r}; known: {known} "
-                                f"(each also as <name>{UNDERSAMPLE})")
+        raise UnknownModelError(
+            f"unknown model {name!r}; known: {known} (each also as <name>{UNDERSAMPLE})"
+        )
     model = MODELS[base_name]()
     if name.endswith(UNDERSAMPLE):
         return imblearn.RandomUnderSampler(model, desired_dist=UNDERSAMPLED, seed=SEED)
@@ -175,8 +186,9 @@ def fraud_probability(model: base.Classifier, features: Mapping[str, float]) -> 
     return float(model.predict_proba_one(cast(_RiverFeatures, features)).get(True, 0.0))
 
 
-def fraud_probabilities(model: base.Classifier, vectors: Sequence[Mapping[str, float]],
-                        frames: bool = True) -> np.ndarray:
+def fraud_probabilities(
+    model: base.Classifier, vectors: Sequence[Mapping[str, float]], frames: bool = True
+) -> np.ndarray:
     """:func:`fraud_probability` of many vectors, in one call where the model has one
     (with ``frames=False``, never through a pandas frame: one at a time unless the
     model is the champion's linear shape, scored in numpy).
@@ -224,8 +236,9 @@ def fraud_probabilities(model: base.Classifier, vectors: Sequence[Mapping[str, f
     return np.array([fraud_probability(model, v) for v in vectors], dtype=float)
 
 
-def _scaled_logistic(model: base.Classifier,
-                     vectors: Sequence[Mapping[str, float]]) -> np.ndarray | None:
+def _scaled_logistic(
+    model: base.Classifier, vectors: Sequence[Mapping[str, float]]
+) -> np.ndarray | None:
     """``StandardScaler | LogisticRegression`` (the champion's shape) scored in numpy, as
     its ``predict_proba_one`` does for each vector (a feature of no variance yet scales to
     0), without building a pandas frame (River's ``predict_proba_many``: half the cost of
@@ -260,8 +273,9 @@ def _scaled_logistic(model: base.Classifier,
     return cast(np.ndarray, river[1].loss.mean_func(scaled @ weights + intercept))
 
 
-def scaled_linear(model: base.Classifier, names: Sequence[str]
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float] | None:
+def scaled_linear(
+    model: base.Classifier, names: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float] | None:
     """The running means and variances, the weights (of ``names``, 0 for one the model
     has not seen) and the intercept of a standard-scaled logistic regression: the
     champion's :class:`~models.linear.ScaledLogistic` or River's pipeline of that shape.
@@ -278,9 +292,12 @@ def scaled_linear(model: base.Classifier, names: Sequence[str]
     if river is None:
         return None
     scaler, linear = river
-    return (np.array([scaler.means.get(n, 0.0) for n in names]),
-            np.array([scaler.vars.get(n, 0.0) for n in names]),
-            np.array([linear._weights.get(n, 0.0) for n in names]), float(linear.intercept))
+    return (
+        np.array([scaler.means.get(n, 0.0) for n in names]),
+        np.array([scaler.vars.get(n, 0.0) for n in names]),
+        np.array([linear._weights.get(n, 0.0) for n in names]),
+        float(linear.intercept),
+    )
 
 
 def _river_scaled_logistic(model: base.Classifier) -> tuple[Any, Any] | None:
@@ -288,20 +305,30 @@ def _river_scaled_logistic(model: base.Classifier) -> tuple[Any, Any] | None:
     if not isinstance(model, compose.Pipeline) or len(model.steps) != 2:
         return None
     scaler, linear = model.steps.values()
-    if type(scaler) is not preprocessing.StandardScaler or scaler.window_size is not None \
-            or not scaler.with_std or type(linear) is not linear_model.LogisticRegression:
+    if (
+        type(scaler) is not preprocessing.StandardScaler
+        or scaler.window_size is not None
+        or not scaler.with_std
+        or type(linear) is not linear_model.LogisticRegression
+    ):
         return None
     return scaler, linear
 
 
-def learn(model: base.Classifier, features: Mapping[str, float], is_fraud: bool,
-          scored_at: float | None = None, known_at: float | None = None) -> None:
+def learn(
+    model: base.Classifier,
+    features: Mapping[str, float],
+    is_fraud: bool,
+    scored_at: float | None = None,
+    known_at: float | None = None,
+) -> None:
     """Teach ``model`` that ``features`` were (or were not) a fraud: a label that arrived
     at ``known_at`` for a transaction of ``scored_at`` (a model that waits for its
     transactions to mature uses the times; the others learn it at once)."""
     if isinstance(model, ScaledLogistic | Hybrid):
-        model.learn_one(cast(_RiverFeatures, features), is_fraud, scored_at=scored_at,
-                        known_at=known_at)
+        model.learn_one(
+            cast(_RiverFeatures, features), is_fraud, scored_at=scored_at, known_at=known_at
+        )
         return
     if isinstance(model, BatchRetrained):
         model.learn_one(cast(_RiverFeatures, features), is_fraud, known_at=known_at)
@@ -309,9 +336,13 @@ def learn(model: base.Classifier, features: Mapping[str, float], is_fraud: bool,
     model.learn_one(cast(_RiverFeatures, features), is_fraud)
 
 
-def learn_in_order(model: base.Classifier, vectors: Sequence[Mapping[str, float]],
-                   frauds: Sequence[bool], scored_at: Sequence[float | None] | None = None,
-                   known_at: Sequence[float | None] | None = None) -> None:
+def learn_in_order(
+    model: base.Classifier,
+    vectors: Sequence[Mapping[str, float]],
+    frauds: Sequence[bool],
+    scored_at: Sequence[float | None] | None = None,
+    known_at: Sequence[float | None] | None = None,
+) -> None:
     """:func:`learn` each vector in turn (with its times, if given), in one call where the
     model has one (the same model as one label at a time, to the bit).
 
@@ -340,8 +371,9 @@ def learn_in_order(model: base.Classifier, vectors: Sequence[Mapping[str, float]
         if rows is not None:
             model.learn_rows(rows, frauds[start:], scored[start:], known[start:])
             return
-    for features, is_fraud, at, arrived in zip(vectors[start:], frauds[start:], scored[start:],
-                                               known[start:], strict=True):
+    for features, is_fraud, at, arrived in zip(
+        vectors[start:], frauds[start:], scored[start:], known[start:], strict=True
+    ):
         learn(model, features, is_fraud, at, arrived)
 
 

@@ -32,8 +32,11 @@ async def follow(registry: ModelRegistry, holder: ModelHolder) -> SnapshotMeta |
         meta, model = await registry.load(champion)
     except SnapshotIntegrityError as exc:
         holder.refused.add(champion)
-        log.error("refusing the champion: %s; still serving version %s", exc,
-                  None if current is None else current.version)
+        log.error(
+            "refusing the champion: %s; still serving version %s",
+            exc,
+            None if current is None else current.version,
+        )
         return None
     holder.swap(ServingModel(meta.version, model))
     return meta

@@ -11,8 +11,9 @@ from typing import Any
 import numpy as np
 
 
-def pack_held(held: Sequence[tuple[float, int, np.ndarray | dict[Hashable, float], bool]],
-          width: int) -> dict[str, Any]:
+def pack_held(
+    held: Sequence[tuple[float, int, np.ndarray | dict[Hashable, float], bool]], width: int
+) -> dict[str, Any]:
     """Kept labels as arrays: those whose vector is a full row (``width`` values) in one
     matrix, the others (vectors met before features were added) as they are.
 
@@ -32,8 +33,12 @@ def pack_held(held: Sequence[tuple[float, int, np.ndarray | dict[Hashable, float
 
 def unpack_held(packed: dict[str, Any]) -> list[tuple[float, int, Any, bool]]:
     """The heap :func:`pack_held` packed."""
-    held = [(float(due), int(order), row, bool(truth)) for due, order, row, truth in
-            zip(packed["due"], packed["order"], packed["rows"], packed["truth"], strict=True)]
+    held = [
+        (float(due), int(order), row, bool(truth))
+        for due, order, row, truth in zip(
+            packed["due"], packed["order"], packed["rows"], packed["truth"], strict=True
+        )
+    ]
     held += packed["other"]
     heapq.heapify(held)
     return held

@@ -54,8 +54,13 @@ class Hybrid(base.Classifier):
     """:class:`~models.linear.ScaledLogistic` and :class:`~models.batch.BatchRetrained`,
     blended in log-odds."""
 
-    def __init__(self, online: ScaledLogistic, batch: BatchRetrained,
-                 online_weight: float = 0.5, min_frauds: int = 0) -> None:
+    def __init__(
+        self,
+        online: ScaledLogistic,
+        batch: BatchRetrained,
+        online_weight: float = 0.5,
+        min_frauds: int = 0,
+    ) -> None:
         if not 0.0 <= online_weight <= 1.0:
             raise ValueError(f"online_weight: {online_weight} is not between 0 and 1")
         self.online = online
@@ -75,13 +80,20 @@ class Hybrid(base.Classifier):
     def parts(self) -> tuple[ScaledLogistic, BatchRetrained]:
         return self.online, self.batch
 
-    def learn_one(self, x: dict[Hashable, Any], y: Any, *, scored_at: float | None = None,
-                  known_at: float | None = None) -> None:
+    def learn_one(
+        self,
+        x: dict[Hashable, Any],
+        y: Any,
+        *,
+        scored_at: float | None = None,
+        known_at: float | None = None,
+    ) -> None:
         self.online.learn_one(x, y, scored_at=scored_at, known_at=known_at)
         self.batch.learn_one(x, y, known_at=known_at)
 
-    def predict_proba_one(self, x: dict[Hashable, Any],
-                          **kwargs: Any) -> dict[base.typing.ClfTarget, float]:
+    def predict_proba_one(
+        self, x: dict[Hashable, Any], **kwargs: Any
+    ) -> dict[base.typing.ClfTarget, float]:
         online = self.online.predict_proba_one(x)[True]
         if not self.blending:
             return {False: 1.0 - online, True: online}

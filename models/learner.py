@@ -89,7 +89,8 @@ class Learner:
     #: For a challenger: (champion's score, its own, truth) of each learned label whose
     #: transaction both scored, the pairs a promotion is tested on.
     pairs: deque[tuple[float, float, bool]] = field(
-        default_factory=lambda: deque(maxlen=PAIRS_KEPT))
+        default_factory=lambda: deque(maxlen=PAIRS_KEPT)
+    )
     #: Event time the scoring stream has reached, set by its owner (recorded in snapshots).
     stream_time: float | None = None
     #: Labels of a journal write that raised: applied or not, :meth:`_settle` finds out.
@@ -110,9 +111,14 @@ class Learner:
 
     @classmethod
     async def start(
-        cls, registry: ModelRegistry, store: FeatureStore, model_name: str,
-        snapshot_every_labels: int = 100, shadow_name: str | None = None,
-        quality: Prequential | None = None, snapshot_min_seconds: float = 0.0,
+        cls,
+        registry: ModelRegistry,
+        store: FeatureStore,
+        model_name: str,
+        snapshot_every_labels: int = 100,
+        shadow_name: str | None = None,
+        quality: Prequential | None = None,
+        snapshot_min_seconds: float = 0.0,
     ) -> Learner:
         """Resume from the latest snapshot and its journal, or publish a new model."""
         refused = None
@@ -129,10 +135,17 @@ class Learner:
                 raise
             log.error("refusing the champion: %s; resuming from version %d", exc, sound[-1])
             meta, model = await registry.load(sound[-1])
-        learner = cls(model, meta, registry, store, snapshot_every_labels,
-                      snapshot_min_seconds=snapshot_min_seconds,
-                      quality=quality or Prequential(), shadow_name=shadow_name,
-                      refused_champion=refused)
+        learner = cls(
+            model,
+            meta,
+            registry,
+            store,
+            snapshot_every_labels,
+            snapshot_min_seconds=snapshot_min_seconds,
+            quality=quality or Prequential(),
+            shadow_name=shadow_name,
+            refused_champion=refused,
+        )
         journal = await registry.journal()
         await learner._restore_training_rows(len(journal))
         _replay(learner.model, journal)
@@ -166,7 +179,7 @@ class Learner:
             room = self.snapshot_every_labels - self.unpublished
             if room <= 0:  # due by count, held back by time: the rest in one part
                 room = len(labels) - start
-            out += await self._learn_part(labels[start:start + room])
+            out += await self._learn_part(labels[start : start + room])
             start += room
         return out
 
@@ -198,7 +211,8 @@ class Learner:
         ids = [label.txn_id for label in labels]
         learned_before, records = await asyncio.gather(  # two reads, one wait
             self.registry.were_learned(ids),
-            self.store.scored_many(ids, [label.card_id for label in labels]))
+            self.store.scored_many(ids, [label.card_id for label in labels]),
+        )
         out: list[Learned] = []
         new: list[tuple[int, Label, ScoredRecord]] = []
         seen: set[str] = set()
@@ -213,11 +227,15 @@ class Learner:
                 out.append(Learned(Outcome.LEARNED, record, label.event_time - record.event_time))
         # Writes first, each safe to repeat, so a failure here leaves the
         # in-memory model untouched and the retried labels are learned once.
-        await self.store.record_frauds([(record, label) for _, label, record in new
-                                        if label.is_fraud])
-        entries = [JournalEntry(label.txn_id, label.is_fraud, record.features,
-                                record.event_time, label.event_time)
-                   for _, label, record in new]
+        await self.store.record_frauds(
+            [(record, label) for _, label, record in new if label.is_fraud]
+        )
+        entries = [
+            JournalEntry(
+                label.txn_id, label.is_fraud, record.features, record.event_time, label.event_time
+            )
+            for _, label, record in new
+        ]
         self._unsettled = [(label, record) for _, label, record in new]
         try:
             await self.registry.record_learned_many(entries, self.unpublished)
@@ -226,8 +244,11 @@ class Learner:
             raise
         self._unsettled = []
         self._teach([(label, record) for _, label, record in new])
-        if new and self.unpublished >= self.snapshot_every_labels and (
-                time.monotonic() - self._published_at >= self.snapshot_min_seconds):
+        if (
+            new
+            and self.unpublished >= self.snapshot_every_labels
+            and (time.monotonic() - self._published_at >= self.snapshot_min_seconds)
+        ):
             last = new[-1][0]
             out[last] = replace(out[last], published=await self.publish())
         return out
@@ -236,17 +257,22 @@ class Learner:
         """Teach the model these labels, in order, and record the quality of their scores."""
         if not labelled:
             return
-        learn_in_order(self.model, [record.features for _, record in labelled],
-                       [label.is_fraud for label, _ in labelled],
-                       [record.event_time for _, record in labelled],
-                       [label.event_time for label, _ in labelled])
+        learn_in_order(
+            self.model,
+            [record.features for _, record in labelled],
+            [label.is_fraud for label, _ in labelled],
+            [record.event_time for _, record in labelled],
+            [label.event_time for label, _ in labelled],
+        )
         for label, record in labelled:
-            score = record.score if self.shadow_name is None \
-                else record.shadow.get(self.shadow_name)
+            score = (
+                record.score if self.shadow_name is None else record.shadow.get(self.shadow_name)
+            )
             if score is None:  # a challenger added later has no score for older transactions
                 continue
-            self.quality.record(score, label.is_fraud, record.card_id, record.event_time,
-                                label.event_time)
+            self.quality.record(
+                score, label.is_fraud, record.card_id, record.event_time, label.event_time
+            )
             if self.shadow_name is not None:
                 self.pairs.append((record.score, score, label.is_fraud))
         self.unpublished += len(labelled)
@@ -300,9 +326,18 @@ class Learner:
             stream_time=self.stream_time,
         )
         refused = self.refused_champion
-        audit = None if refused is None else AuditEntry(
-            "replace refused champion", refused, 0, "learner",
-            datetime.now(tz=UTC).isoformat(), "its snapshot's signature does not match")
+        audit = (
+            None
+            if refused is None
+            else AuditEntry(
+                "replace refused champion",
+                refused,
+                0,
+                "learner",
+                datetime.now(tz=UTC).isoformat(),
+                "its snapshot's signature does not match",
+            )
+        )
         await self._save_training_rows()
         self.meta = await self.registry.publish(self.model, meta, audit=audit, over=refused)
         self.refused_champion = None  # replaced: nothing refused is champion any more
@@ -378,5 +413,10 @@ def _params(model: object) -> dict[str, Any] | None:
 
 def _replay(model: base.Classifier, journal: Sequence[JournalEntry]) -> None:
     """Teach ``model`` the journal's labels again, in order and with their times."""
-    learn_in_order(model, [e.features for e in journal], [e.is_fraud for e in journal],
-                   [e.scored_at for e in journal], [e.known_at for e in journal])
+    learn_in_order(
+        model,
+        [e.features for e in journal],
+        [e.is_fraud for e in journal],
+        [e.scored_at for e in journal],
+        [e.known_at for e in journal],
+    )

@@ -84,10 +84,20 @@ class ScaledLogistic(base.Classifier):
     (['a', 'b'], [2.0, 2.0])
     """
 
-    def __init__(self, lr: float = 0.001, optimizer: str = "adam", weight_pos: float = 1.0,
-                 weight_neg: float = 1.0, l2: float = 0.0, intercept_lr: float = 0.01,
-                 beta_1: float = 0.9, beta_2: float = 0.999, eps: float = 1e-8,
-                 clip_gradient: float = 1e12, hold: float = 0.0) -> None:
+    def __init__(
+        self,
+        lr: float = 0.001,
+        optimizer: str = "adam",
+        weight_pos: float = 1.0,
+        weight_neg: float = 1.0,
+        l2: float = 0.0,
+        intercept_lr: float = 0.01,
+        beta_1: float = 0.9,
+        beta_2: float = 0.999,
+        eps: float = 1e-8,
+        clip_gradient: float = 1e12,
+        hold: float = 0.0,
+    ) -> None:
         if optimizer not in ("adam", "sgd"):
             raise ValueError(f"optimizer: 'adam' or 'sgd', not {optimizer!r}")
         self.lr = lr
@@ -158,8 +168,9 @@ class ScaledLogistic(base.Classifier):
             self.features.append(name)
         extra = np.zeros(len(names))
         self.counts, self.means, self.vars, self.weights, self._m, self._v = (
-            np.concatenate([a, extra]) for a in
-            (self.counts, self.means, self.vars, self.weights, self._m, self._v))
+            np.concatenate([a, extra])
+            for a in (self.counts, self.means, self.vars, self.weights, self._m, self._v)
+        )
         self._get = itemgetter(*self.features)
 
     def _full(self, x: Mapping[Hashable, float]) -> np.ndarray | None:
@@ -176,13 +187,21 @@ class ScaledLogistic(base.Classifier):
         new = [name for name in x if name not in self._index]
         if new:
             self._grow(new)
-        return (np.fromiter((self._index[name] for name in x), dtype=np.intp, count=len(x)),
-                np.fromiter(x.values(), dtype=float, count=len(x)))
+        return (
+            np.fromiter((self._index[name] for name in x), dtype=np.intp, count=len(x)),
+            np.fromiter(x.values(), dtype=float, count=len(x)),
+        )
 
     # -- learning ----------------------------------------------------------------------
 
-    def learn_one(self, x: dict[Hashable, Any], y: Any, *, scored_at: float | None = None,
-                  known_at: float | None = None) -> None:
+    def learn_one(
+        self,
+        x: dict[Hashable, Any],
+        y: Any,
+        *,
+        scored_at: float | None = None,
+        known_at: float | None = None,
+    ) -> None:
         """Learn ``x`` as ``y``; with both times and a ``hold``, first learn the kept labels
         that are due by ``known_at``, then learn this one or keep it until it is due.
 
@@ -237,9 +256,13 @@ class ScaledLogistic(base.Classifier):
             else:
                 self._learn_dict(vector, y)
 
-    def learn_rows(self, rows: np.ndarray, ys: Sequence[bool],
-                   scored_at: Sequence[float | None] | None = None,
-                   known_at: Sequence[float | None] | None = None) -> None:
+    def learn_rows(
+        self,
+        rows: np.ndarray,
+        ys: Sequence[bool],
+        scored_at: Sequence[float | None] | None = None,
+        known_at: Sequence[float | None] | None = None,
+    ) -> None:
         """Learn each row of ``rows`` (columns in :attr:`features` order) in turn, exactly
         as :meth:`learn_one` would (with each row's times, if given).
 
@@ -267,7 +290,8 @@ class ScaledLogistic(base.Classifier):
         """``vectors`` as a matrix in :attr:`features` order (each must hold them all)."""
         get = self._get
         return np.array([get(v) for v in vectors], dtype=float).reshape(
-            len(vectors), len(self.features))
+            len(vectors), len(self.features)
+        )
 
     def _learn(self, x: np.ndarray, y: bool) -> None:
         """One label, every feature present: the scaler's update, then the regression's."""
@@ -276,8 +300,7 @@ class ScaledLogistic(base.Classifier):
         old = means.copy()
         means += (x - old) / counts
         variances += ((x - old) * (x - means) - variances) / counts
-        scaled = np.divide(x - means, np.sqrt(variances), out=np.zeros_like(x),
-                           where=variances > 0)
+        scaled = np.divide(x - means, np.sqrt(variances), out=np.zeros_like(x), where=variances > 0)
         loss_gradient = self._loss_gradient(float(scaled @ self.weights) + self.intercept, y)
         gradient = scaled * loss_gradient
         if self.l2:
@@ -294,8 +317,7 @@ class ScaledLogistic(base.Classifier):
         variances = self.vars[at]
         variances += ((x - old) * (x - means) - variances) / counts
         self.means[at], self.vars[at] = means, variances
-        scaled = np.divide(x - means, np.sqrt(variances), out=np.zeros_like(x),
-                           where=variances > 0)
+        scaled = np.divide(x - means, np.sqrt(variances), out=np.zeros_like(x), where=variances > 0)
         weights = self.weights[at]
         loss_gradient = self._loss_gradient(float(scaled @ weights) + self.intercept, y)
         gradient = scaled * loss_gradient
@@ -318,25 +340,27 @@ class ScaledLogistic(base.Classifier):
             value = weight * -sign / (math.exp(z) + 1.0)
         return min(max(value, -self.clip_gradient), self.clip_gradient)
 
-    def _step(self, gradient: np.ndarray, weights: np.ndarray, m: np.ndarray,
-              v: np.ndarray) -> None:
+    def _step(
+        self, gradient: np.ndarray, weights: np.ndarray, m: np.ndarray, v: np.ndarray
+    ) -> None:
         """Move ``weights`` (in place) against ``gradient``."""
         if self.optimizer == "sgd":
             weights -= self.lr * gradient
             self.steps += 1
             return
         self.steps += 1
-        rate = self.lr * (1 - self.beta_2 ** self.steps) ** 0.5 / (1 - self.beta_1 ** self.steps)
+        rate = self.lr * (1 - self.beta_2**self.steps) ** 0.5 / (1 - self.beta_1**self.steps)
         m *= self.beta_1
         m += (1 - self.beta_1) * gradient
         v *= self.beta_2
-        v += (1 - self.beta_2) * gradient ** 2
+        v += (1 - self.beta_2) * gradient**2
         weights -= rate * m / (np.sqrt(v) + self.eps)
 
     # -- scoring -----------------------------------------------------------------------
 
-    def predict_proba_one(self, x: dict[Hashable, Any],
-                          **kwargs: Any) -> dict[base.typing.ClfTarget, float]:
+    def predict_proba_one(
+        self, x: dict[Hashable, Any], **kwargs: Any
+    ) -> dict[base.typing.ClfTarget, float]:
         row = self._full(x)
         if row is not None:
             raw = float(self._scaled(row, self.means, self.vars) @ self.weights)
@@ -344,8 +368,7 @@ class ScaledLogistic(base.Classifier):
             known = [name for name in x if name in self._index]
             at = np.array([self._index[name] for name in known], dtype=np.intp)
             values = np.array([x[name] for name in known], dtype=float)
-            raw = float(self._scaled(values, self.means[at], self.vars[at])
-                        @ self.weights[at])
+            raw = float(self._scaled(values, self.means[at], self.vars[at]) @ self.weights[at])
         p = _sigmoid(raw + self.intercept)
         return {False: 1.0 - p, True: p}
 
@@ -367,8 +390,15 @@ class ScaledLogistic(base.Classifier):
 
     @staticmethod
     def _scaled(x: np.ndarray, means: np.ndarray, variances: np.ndarray) -> np.ndarray:
-        return cast(np.ndarray, np.divide(x - means, np.sqrt(variances),
-                                          out=np.zeros_like(x, dtype=float), where=variances > 0))
+        return cast(
+            np.ndarray,
+            np.divide(
+                x - means,
+                np.sqrt(variances),
+                out=np.zeros_like(x, dtype=float),
+                where=variances > 0,
+            ),
+        )
 
 
 def _sigmoid(raw: float) -> float:

@@ -52,8 +52,13 @@ class Labelled:
         return len(self.times)
 
 
-def summary(run: Labelled, threshold: float, k: int = 100, missed_fraud: float = 100.0,
-            false_alarm: float = 5.0) -> dict[str, float]:
+def summary(
+    run: Labelled,
+    threshold: float,
+    k: int = 100,
+    missed_fraud: float = 100.0,
+    false_alarm: float = 5.0,
+) -> dict[str, float]:
     """The metrics of every transaction of ``run`` together (card precision@k: the mean
     over its days).
 
@@ -75,8 +80,7 @@ def summary(run: Labelled, threshold: float, k: int = 100, missed_fraud: float =
         "card_precision_at_k": float(np.nanmean(per_day)) if len(per_day) else math.nan,
         "precision": float(precision),
         "recall": float(recall),
-        "expected_cost": expected_cost(run.scores, run.truth, threshold, missed_fraud,
-                                       false_alarm),
+        "expected_cost": expected_cost(run.scores, run.truth, threshold, missed_fraud, false_alarm),
     }
 
 
@@ -86,35 +90,66 @@ def card_precision_per_day(run: Labelled, k: int = 100) -> np.ndarray:
     that day goes first, as :func:`models.evaluation.card_precision_at_k` does)."""
     if not len(run):
         return np.array([])
-    frame = pl.DataFrame({"day": np.floor(run.times / DAY).astype(np.int64),
-                          "card": run.cards.astype(str), "score": run.scores,
-                          "fraud": run.truth.astype(bool)}).with_row_index("seen")
-    per_card = frame.group_by("day", "card").agg(pl.col("score").max(),
-                                                 pl.col("fraud").any(), pl.col("seen").min())
-    top = (per_card.sort(["day", "score", "seen"], descending=[False, True, False])
-           .group_by("day", maintain_order=True).head(k))
+    frame = pl.DataFrame(
+        {
+            "day": np.floor(run.times / DAY).astype(np.int64),
+            "card": run.cards.astype(str),
+            "score": run.scores,
+            "fraud": run.truth.astype(bool),
+        }
+    ).with_row_index("seen")
+    per_card = frame.group_by("day", "card").agg(
+        pl.col("score").max(), pl.col("fraud").any(), pl.col("seen").min()
+    )
+    top = (
+        per_card.sort(["day", "score", "seen"], descending=[False, True, False])
+        .group_by("day", maintain_order=True)
+        .head(k)
+    )
     shares = top.group_by("day").agg(pl.col("fraud").mean()).sort("day")
     return shares["fraud"].to_numpy().astype(float)
 
 
-def daily(run: Labelled, threshold: float, k: int = 100, missed_fraud: float = 100.0,
-          false_alarm: float = 5.0) -> dict[str, list[float]]:
+def daily(
+    run: Labelled,
+    threshold: float,
+    k: int = 100,
+    missed_fraud: float = 100.0,
+    false_alarm: float = 5.0,
+) -> dict[str, list[float]]:
     """Per day of transaction time: ``day`` (its start, epoch seconds) and each metric
     of :func:`summary` (NaN where undefined: a day without fraud has no AP)."""
-    return _grouped(run, np.floor(run.times / DAY) * DAY, threshold, k, missed_fraud,
-                    false_alarm)
+    return _grouped(run, np.floor(run.times / DAY) * DAY, threshold, k, missed_fraud, false_alarm)
 
 
-def weekly(run: Labelled, start: float, threshold: float, k: int = 100,
-           missed_fraud: float = 100.0, false_alarm: float = 5.0) -> dict[str, list[float]]:
+def weekly(
+    run: Labelled,
+    start: float,
+    threshold: float,
+    k: int = 100,
+    missed_fraud: float = 100.0,
+    false_alarm: float = 5.0,
+) -> dict[str, list[float]]:
     """As :func:`daily`, per 7 days counted from ``start``'s midnight."""
     origin = math.floor(start / DAY) * DAY
-    return _grouped(run, origin + np.floor((run.times - origin) / (7 * DAY)) * 7 * DAY,
-                    threshold, k, missed_fraud, false_alarm)
+    return _grouped(
+        run,
+        origin + np.floor((run.times - origin) / (7 * DAY)) * 7 * DAY,
+        threshold,
+        k,
+        missed_fraud,
+        false_alarm,
+    )
 
 
-def _grouped(run: Labelled, keys: np.ndarray, threshold: float, k: int, missed_fraud: float,
-             false_alarm: float) -> dict[str, list[float]]:
+def _grouped(
+    run: Labelled,
+    keys: np.ndarray,
+    threshold: float,
+    k: int,
+    missed_fraud: float,
+    false_alarm: float,
+) -> dict[str, list[float]]:
     out: dict[str, list[float]] = {"day": []}
     order = np.argsort(keys, kind="stable")
     sorted_keys = keys[order]
@@ -130,21 +165,34 @@ def _grouped(run: Labelled, keys: np.ndarray, threshold: float, k: int, missed_f
     return out
 
 
-def periods(run: Labelled, changes: Sequence[float], threshold: float, k: int = 100,
-            missed_fraud: float = 100.0, false_alarm: float = 5.0) -> list[dict[str, float]]:
+def periods(
+    run: Labelled,
+    changes: Sequence[float],
+    threshold: float,
+    k: int = 100,
+    missed_fraud: float = 100.0,
+    false_alarm: float = 5.0,
+) -> list[dict[str, float]]:
     """:func:`summary` of each period between change points (``start``/``end`` times,
     ``-inf``/``inf`` at the ends), before the first and after the last."""
     bounds = [-math.inf, *sorted(changes), math.inf]
     out = []
     for begin, end in itertools.pairwise(bounds):
         part = run.where((run.times >= begin) & (run.times < end))
-        out.append({"start": begin, "end": end,
-                    **summary(part, threshold, k, missed_fraud, false_alarm)})
+        out.append(
+            {"start": begin, "end": end, **summary(part, threshold, k, missed_fraud, false_alarm)}
+        )
     return out
 
 
-def recovery_days(days: Sequence[float], values: Sequence[float], change: float,
-                  before_days: int = 7, share: float = 0.9, smooth: int = 3) -> dict[str, float]:
+def recovery_days(
+    days: Sequence[float],
+    values: Sequence[float],
+    change: float,
+    before_days: int = 7,
+    share: float = 0.9,
+    smooth: int = 3,
+) -> dict[str, float]:
     """How a daily metric fared after ``change``: its mean over the ``before_days`` days
     before, its lowest ``smooth``-day mean after, and the days from the change until that
     mean is back to ``share`` of the level before (NaN: not within the run).
@@ -159,12 +207,21 @@ def recovery_days(days: Sequence[float], values: Sequence[float], change: float,
     prior = v[(t < change) & (t >= change - before_days * DAY)]
     prior = prior[~np.isnan(prior)]
     after_t, after_v = t[t >= change], v[t >= change]
-    out = {"before": float(prior.mean()) if len(prior) else math.nan,
-           "lowest": math.nan, "days": math.nan}
+    out = {
+        "before": float(prior.mean()) if len(prior) else math.nan,
+        "lowest": math.nan,
+        "days": math.nan,
+    }
     if not len(prior) or len(after_v) < smooth:
         return out
-    means = np.array([np.nanmean(after_v[i:i + smooth]) if not np.isnan(
-        after_v[i:i + smooth]).all() else math.nan for i in range(len(after_v) - smooth + 1)])
+    means = np.array(
+        [
+            np.nanmean(after_v[i : i + smooth])
+            if not np.isnan(after_v[i : i + smooth]).all()
+            else math.nan
+            for i in range(len(after_v) - smooth + 1)
+        ]
+    )
     out["lowest"] = float(np.nanmin(means)) if not np.isnan(means).all() else math.nan
     back = np.flatnonzero(means >= share * out["before"])
     # Recovered once the smoothed level is back, after it first dipped below it.

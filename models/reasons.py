@@ -53,8 +53,9 @@ def contributions(model: base.Classifier, features: Mapping[str, float]) -> dict
     linear = scaled_linear(model, names)
     if linear is not None:
         means, variances, weights, _ = linear
-        scaled = np.divide(values - means, np.sqrt(variances), out=np.zeros_like(values),
-                           where=variances > 0)
+        scaled = np.divide(
+            values - means, np.sqrt(variances), out=np.zeros_like(values), where=variances > 0
+        )
         return dict(zip(names, (scaled * weights).tolist(), strict=True))
     occluded = [dict(features) for _ in names]
     for vector, name in zip(occluded, names, strict=True):
@@ -64,15 +65,14 @@ def contributions(model: base.Classifier, features: Mapping[str, float]) -> dict
     return dict(zip(names, (logits[0] - logits[1:]).tolist(), strict=True))
 
 
-def reasons(model: base.Classifier, features: Mapping[str, float],
-            top: int = 5) -> list[Reason]:
+def reasons(model: base.Classifier, features: Mapping[str, float], top: int = 5) -> list[Reason]:
     """The ``top`` features with the largest positive contributions, largest first."""
-    ranked = sorted(((c, n) for n, c in contributions(model, features).items() if c > 0),
-                    reverse=True)
+    ranked = sorted(
+        ((c, n) for n, c in contributions(model, features).items() if c > 0), reverse=True
+    )
     return [Reason(n, float(features[n]), c) for c, n in ranked[:top]]
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
     clipped = np.clip(p, 1e-12, 1 - 1e-12)
     return cast(np.ndarray, np.log(clipped / (1 - clipped)))
-

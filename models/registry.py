@@ -71,9 +71,14 @@ class ModelRegistry:
     """
 
     def __init__(
-        self, client: aioredis.Redis, key_prefix: str, signing_key: bytes,
-        learned_ttl_seconds: int = 90 * 86400, keep_versions: int = 20,
-        lineage: str | None = None, fence: Fence | None = None,
+        self,
+        client: aioredis.Redis,
+        key_prefix: str,
+        signing_key: bytes,
+        learned_ttl_seconds: int = 90 * 86400,
+        keep_versions: int = 20,
+        lineage: str | None = None,
+        fence: Fence | None = None,
     ) -> None:
         if not signing_key:
             raise ValueError("signing_key: must not be empty")
@@ -94,19 +99,35 @@ class ModelRegistry:
 
     def challenger(self, name: str) -> ModelRegistry:
         """The registry of the challenger ``name``: its own versions, journal and markers."""
-        return ModelRegistry(self.client, self.key_prefix, self._key, self.learned_ttl_seconds,
-                             self.keep_versions, lineage=name, fence=self.fence)
+        return ModelRegistry(
+            self.client,
+            self.key_prefix,
+            self._key,
+            self.learned_ttl_seconds,
+            self.keep_versions,
+            lineage=name,
+            fence=self.fence,
+        )
 
     def with_fence(self, fence: Fence | None) -> ModelRegistry:
         """This registry, writing only while ``fence`` holds."""
-        return ModelRegistry(self.client, self.key_prefix, self._key, self.learned_ttl_seconds,
-                             self.keep_versions, lineage=self.lineage, fence=fence)
+        return ModelRegistry(
+            self.client,
+            self.key_prefix,
+            self._key,
+            self.learned_ttl_seconds,
+            self.keep_versions,
+            lineage=self.lineage,
+            fence=fence,
+        )
 
     def _hold_fence(self, raw: Any) -> None:
         """Raise :class:`FencedError` unless ``raw`` (the fence key's value) is our token."""
         if self.fence is not None and (raw is None or int(raw) != self.fence.token):
-            raise FencedError(f"fencing token {self.fence.token} is stale (now "
-                              f"{raw!r}): another learner took over")
+            raise FencedError(
+                f"fencing token {self.fence.token} is stale (now "
+                f"{raw!r}): another learner took over"
+            )
 
     async def adopt(self, other: ModelRegistry, who: str, why: str, at: str) -> AuditEntry:
         """Make ``other``'s champion (a challenger's model) this lineage's new champion.
@@ -127,8 +148,12 @@ class ModelRegistry:
             previous = await self.champion_version()
             entry = AuditEntry(f"promote challenger {other.lineage}", previous, 0, who, at, why)
             try:
-                adopted = await self.publish(model, replace(meta, version=0, parent=previous),
-                                             audit=entry, training_rows=rows or b"")
+                adopted = await self.publish(
+                    model,
+                    replace(meta, version=0, parent=previous),
+                    audit=entry,
+                    training_rows=rows or b"",
+                )
             except ChampionChangedError:
                 continue
             return replace(entry, to_version=adopted.version)
@@ -142,9 +167,14 @@ class ModelRegistry:
         raw = await self.client.get(f"{self._base}:champion")
         return int(raw) if raw is not None else await self.latest_version()
 
-    async def publish(self, model: base.Classifier, meta: SnapshotMeta,
-                      audit: AuditEntry | None = None, over: int | None = None,
-                      training_rows: bytes | None = None) -> SnapshotMeta:
+    async def publish(
+        self,
+        model: base.Classifier,
+        meta: SnapshotMeta,
+        audit: AuditEntry | None = None,
+        over: int | None = None,
+        training_rows: bytes | None = None,
+    ) -> SnapshotMeta:
         """Store ``model`` as the next version and make it champion; clear the journal.
 
         Raises :class:`ChampionChangedError` (storing nothing) if the champion
@@ -157,8 +187,10 @@ class ModelRegistry:
         """
         version = int(await self.client.incr(f"{self._base}:counter"))
         meta = replace(meta, version=version)
-        meta_bytes = json.dumps({f: getattr(meta, f) for f in META_FIELDS},  # (not asdict:
-                                separators=(",", ":")).encode()  # no deep copy to dump)
+        meta_bytes = json.dumps(
+            {f: getattr(meta, f) for f in META_FIELDS},  # (not asdict:
+            separators=(",", ":"),
+        ).encode()  # no deep copy to dump)
         blob = pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
         champion_key = f"{self._base}:champion"
         watched = [champion_key, *([self.fence.key] if self.fence is not None else [])]
@@ -171,10 +203,17 @@ class ModelRegistry:
                     self._hold_fence(fence[0])
                 if raw is not None and int(raw) not in (meta.parent, over):
                     raise ChampionChangedError(
-                        f"champion is now version {int(raw)}, not {meta.parent}")
+                        f"champion is now version {int(raw)}, not {meta.parent}"
+                    )
                 pipe.multi()
-                pipe.hset(f"{self._base}:snap:{version}", mapping={
-                    "meta": meta_bytes, "blob": blob, "sig": sign(self._key, meta_bytes, blob)})
+                pipe.hset(
+                    f"{self._base}:snap:{version}",
+                    mapping={
+                        "meta": meta_bytes,
+                        "blob": blob,
+                        "sig": sign(self._key, meta_bytes, blob),
+                    },
+                )
                 pipe.zadd(f"{self._base}:versions", {str(version): version})
                 pipe.set(f"{self._base}:latest", version)
                 pipe.set(champion_key, version)
@@ -184,8 +223,12 @@ class ModelRegistry:
                 elif training_rows is not None:
                     pipe.hset(self.key("training"), mapping=self._signed_rows(training_rows))
                 if audit is not None:
-                    pipe.rpush(f"{self._base}:audit", json.dumps(
-                        asdict(replace(audit, to_version=version)), separators=(",", ":")))
+                    pipe.rpush(
+                        f"{self._base}:audit",
+                        json.dumps(
+                            asdict(replace(audit, to_version=version)), separators=(",", ":")
+                        ),
+                    )
                 await pipe.execute()
             except WatchError:
                 await self._check_fence()
@@ -224,8 +267,9 @@ class ModelRegistry:
                 metas[version] = None
         return metas
 
-    async def promote(self, version: int, who: str, why: str, at: str,
-                      action: str = "promote") -> AuditEntry:
+    async def promote(
+        self, version: int, who: str, why: str, at: str, action: str = "promote"
+    ) -> AuditEntry:
         """Make ``version`` (which must load and verify) the champion, and log it."""
         await self._verified(version)
 
@@ -252,7 +296,11 @@ class ModelRegistry:
         return await self._change_champion("rollback", who, why, at, previous)
 
     async def _change_champion(
-        self, action: str, who: str, why: str, at: str,
+        self,
+        action: str,
+        who: str,
+        why: str,
+        at: str,
         choose: Callable[[int | None, Any], Awaitable[int]],
     ) -> AuditEntry:
         """Set the champion to ``choose(current champion, pipe)`` and append the audit entry,
@@ -269,8 +317,7 @@ class ModelRegistry:
                     if raw is None:
                         raw = await pipe.get(f"{self._base}:latest")
                     current = None if raw is None else int(raw)
-                    entry = AuditEntry(action, current, await choose(current, pipe), who, at,
-                                       why)
+                    entry = AuditEntry(action, current, await choose(current, pipe), who, at, why)
                     sent = json.dumps(asdict(entry), separators=(",", ":"))
                     pipe.multi()
                     pipe.set(champion, entry.to_version)
@@ -314,8 +361,10 @@ class ModelRegistry:
         if blob is None or sig is None:
             return None
         if not self._sound(TRAINING_ROWS, bytes(blob), sig):
-            log.error("%s: the training rows' signature does not match; not using them",
-                      self.key("training"))
+            log.error(
+                "%s: the training rows' signature does not match; not using them",
+                self.key("training"),
+            )
             return None
         return bytes(blob)
 
@@ -346,8 +395,7 @@ class ModelRegistry:
             )
         return SnapshotMeta(**json.loads(meta_bytes)), bytes(blob)
 
-    async def record_learned_many(self, entries: Sequence[JournalEntry],
-                                  journaled: int) -> None:
+    async def record_learned_many(self, entries: Sequence[JournalEntry], journaled: int) -> None:
         """Append ``entries`` to the journal and mark their transactions learned, at once,
         if the journal still holds ``journaled`` entries (the writer's own count).
 
@@ -367,7 +415,8 @@ class ModelRegistry:
         markers = [f"{self._base}:learned:{e.txn_id}" for e in entries]
         status, value = await self._append(
             keys=[f"{self._base}:journal", fence_key, *markers],
-            args=[journaled, token, self.learned_ttl_seconds, *journal])
+            args=[journaled, token, self.learned_ttl_seconds, *journal],
+        )
         if status == APPENDED:
             return
         if status == FENCED:
@@ -389,7 +438,8 @@ class ModelRegistry:
         if not txn_ids:
             return []
         markers: list[Any] = await self.client.mget(
-            [f"{self._base}:learned:{txn_id}" for txn_id in txn_ids])
+            [f"{self._base}:learned:{txn_id}" for txn_id in txn_ids]
+        )
         return [marker is not None for marker in markers]
 
     async def journal(self) -> list[JournalEntry]:

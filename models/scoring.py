@@ -105,7 +105,9 @@ def parts(txns: Sequence[Transaction]) -> list[Sequence[Transaction]]:
 
 
 async def score_batch(
-    store: FeatureStore, holder: ModelHolder, txns: Sequence[Transaction],
+    store: FeatureStore,
+    holder: ModelHolder,
+    txns: Sequence[Transaction],
     shadows: Mapping[str, ModelHolder] | None = None,
 ) -> list[BatchOutcome]:
     """Score ``txns`` in order and fold them into their entities' state, exactly once.
@@ -139,15 +141,22 @@ async def score_batch(
         conflicting duplicate).
     """
     serving = holder.require()
-    challengers = {name: h.current for name, h in (shadows or {}).items()
-                   if h.current is not None}
+    challengers = {name: h.current for name, h in (shadows or {}).items() if h.current is not None}
     results: list[BatchOutcome] = []
     saves: list[asyncio.Task[None]] = []
     try:
         async for applied in store.apply_parts(parts(txns)):
-            scored = iter(_score_many(serving, [(one.txn, view(one.state, one.txn))
-                                                for one in applied if one.state is not None],
-                                      challengers))
+            scored = iter(
+                _score_many(
+                    serving,
+                    [
+                        (one.txn, view(one.state, one.txn))
+                        for one in applied
+                        if one.state is not None
+                    ],
+                    challengers,
+                )
+            )
             to_save = []
             for one in applied:
                 record = one.record
@@ -177,29 +186,47 @@ async def score_readonly_many(
     as it is now, and one model call."""
     serving = holder.require()
     states = await store.peek_many(txns)
-    return _score_many(serving, [(txn, view(state, txn))
-                                 for txn, state in zip(txns, states, strict=True)], {})
+    return _score_many(
+        serving, [(txn, view(state, txn)) for txn, state in zip(txns, states, strict=True)], {}
+    )
 
 
-def _score_many(serving: ServingModel, fresh: Sequence[tuple[Transaction, dict[str, float]]],
-                challengers: Mapping[str, ServingModel]) -> list[ScoredRecord]:
+def _score_many(
+    serving: ServingModel,
+    fresh: Sequence[tuple[Transaction, dict[str, float]]],
+    challengers: Mapping[str, ServingModel],
+) -> list[ScoredRecord]:
     """Score a part's transactions with their vectors: each model in one call (the
     champion's linear shape in numpy, :func:`models.factory.fraud_probabilities`)."""
     if not fresh:
         return []
     vectors = [features for _, features in fresh]
     scores = fraud_probabilities(serving.model, vectors, frames=False).tolist()
-    shadows = {name: fraud_probabilities(c.model, vectors, frames=False).tolist()
-               for name, c in challengers.items()}
-    return [ScoredRecord(txn_id=txn.txn_id, card_id=txn.card_id, terminal_id=txn.terminal_id,
-                         event_time=txn.event_time, features=features, score=scores[i],
-                         model_version=serving.version,
-                         shadow={name: s[i] for name, s in shadows.items()})
-            for i, (txn, features) in enumerate(fresh)]
+    shadows = {
+        name: fraud_probabilities(c.model, vectors, frames=False).tolist()
+        for name, c in challengers.items()
+    }
+    return [
+        ScoredRecord(
+            txn_id=txn.txn_id,
+            card_id=txn.card_id,
+            terminal_id=txn.terminal_id,
+            event_time=txn.event_time,
+            features=features,
+            score=scores[i],
+            model_version=serving.version,
+            shadow={name: s[i] for name, s in shadows.items()},
+        )
+        for i, (txn, features) in enumerate(fresh)
+    ]
 
 
-def _score(serving: ServingModel, txn: Transaction, features: dict[str, float],
-           challengers: Mapping[str, ServingModel] | None = None) -> ScoredRecord:
+def _score(
+    serving: ServingModel,
+    txn: Transaction,
+    features: dict[str, float],
+    challengers: Mapping[str, ServingModel] | None = None,
+) -> ScoredRecord:
     return ScoredRecord(
         txn_id=txn.txn_id,
         card_id=txn.card_id,
@@ -208,6 +235,7 @@ def _score(serving: ServingModel, txn: Transaction, features: dict[str, float],
         features=features,
         score=fraud_probability(serving.model, features),
         model_version=serving.version,
-        shadow={name: fraud_probability(c.model, features)
-                for name, c in challengers.items()} if challengers else {},
+        shadow={name: fraud_probability(c.model, features) for name, c in challengers.items()}
+        if challengers
+        else {},
     )

@@ -27,8 +27,9 @@ import numpy as np
 from models.evaluation import average_precision, roc_auc
 
 
-def feature_signal(vectors: np.ndarray, truth: np.ndarray,
-                   names: Sequence[str]) -> dict[str, dict[str, float | str]]:
+def feature_signal(
+    vectors: np.ndarray, truth: np.ndarray, names: Sequence[str]
+) -> dict[str, dict[str, float | str]]:
     """Per feature (a column of ``vectors``, rows matching ``truth``): non-zero share,
     univariate AP and ROC AUC in the better direction, and that direction."""
     out: dict[str, dict[str, float | str]] = {}
@@ -37,6 +38,10 @@ def feature_signal(vectors: np.ndarray, truth: np.ndarray,
         high, low = average_precision(x, truth), average_precision(-x, truth)
         direction, ap = ("high", high) if not high < low else ("low", low)
         auc = roc_auc(x if direction == "high" else -x, truth)
-        out[name] = {"nonzero_share": float(np.mean(x != 0)) if len(x) else float("nan"),
-                     "average_precision": ap, "roc_auc": auc, "direction": direction}
+        out[name] = {
+            "nonzero_share": float(np.mean(x != 0)) if len(x) else float("nan"),
+            "average_precision": ap,
+            "roc_auc": auc,
+            "direction": direction,
+        }
     return out

@@ -29,8 +29,13 @@ import numpy as np
 from models.evaluation import average_precision
 
 
-def paired_bootstrap_ap(champion: np.ndarray, challenger: np.ndarray, truth: np.ndarray,
-                        resamples: int = 500, seed: int = 0) -> float:
+def paired_bootstrap_ap(
+    champion: np.ndarray,
+    challenger: np.ndarray,
+    truth: np.ndarray,
+    resamples: int = 500,
+    seed: int = 0,
+) -> float:
     """One-sided p-value that ``challenger``'s AP is not above ``champion``'s, on the same
     transactions (``truth`` their labels); 1.0 when there is no fraud or no genuine."""
     truth = np.asarray(truth, dtype=bool)
@@ -40,8 +45,7 @@ def paired_bootstrap_ap(champion: np.ndarray, challenger: np.ndarray, truth: np.
     rng = np.random.default_rng(seed)
     not_ahead = 0
     for _ in range(resamples):
-        pick = np.concatenate([rng.choice(frauds, len(frauds)),
-                               rng.choice(genuine, len(genuine))])
+        pick = np.concatenate([rng.choice(frauds, len(frauds)), rng.choice(genuine, len(genuine))])
         y = truth[pick]
         not_ahead += average_precision(challenger[pick], y) <= average_precision(champion[pick], y)
     return (not_ahead + 1) / (resamples + 1)

@@ -84,12 +84,19 @@ class JournalEntry:
         if self.features.keys() == _FEATURES:
             txn_id = self.txn_id.encode()
             if timed:
-                return b"%c%c%s%s%s" % (_TIMED, self.is_fraud,
-                                        _TIMES.pack(self.scored_at, self.known_at), txn_id,
-                                        pack_vector(self.features))
+                return b"%c%c%s%s%s" % (
+                    _TIMED,
+                    self.is_fraud,
+                    _TIMES.pack(self.scored_at, self.known_at),
+                    txn_id,
+                    pack_vector(self.features),
+                )
             return b"%c%c%s%s" % (_PACKED, self.is_fraud, txn_id, pack_vector(self.features))
-        fields: dict[str, object] = {"txn_id": self.txn_id, "is_fraud": self.is_fraud,
-                                     "features": self.features}
+        fields: dict[str, object] = {
+            "txn_id": self.txn_id,
+            "is_fraud": self.is_fraud,
+            "features": self.features,
+        }
         if timed:
             fields.update(scored_at=self.scored_at, known_at=self.known_at)
         return json.dumps(fields, separators=(",", ":")).encode()
@@ -101,8 +108,13 @@ class JournalEntry:
             return cls(raw[2:end].decode(), bool(raw[1]), unpack_vector(raw[end:]))
         if raw[0] == _TIMED:
             scored_at, known_at = _TIMES.unpack_from(raw, 2)
-            return cls(raw[2 + _TIMES.size:end].decode(), bool(raw[1]),
-                       unpack_vector(raw[end:]), scored_at, known_at)
+            return cls(
+                raw[2 + _TIMES.size : end].decode(),
+                bool(raw[1]),
+                unpack_vector(raw[end:]),
+                scored_at,
+                known_at,
+            )
         return cls(**json.loads(raw))
 
 

@@ -93,4 +93,3 @@ class FlatTrees:
     def probabilities(self, rows: np.ndarray) -> np.ndarray:
         """The fraud probability of each row."""
         return np.asarray(special.expit(self.raw(rows)))  # (no overflow warning at -800)
-

@@ -62,32 +62,49 @@ class DriftMetrics:
 
         return cls(
             registry=registry,
-            alarms=Counter("fraudstream_drift_alarms",
-                           "Drift alarms raised, by detector and subject.",
-                           ["detector", "subject"], registry=registry),
-            last_alarm=gauge("fraudstream_drift_last_alarm_timestamp_seconds",
-                             "Event time when each detector last raised an alarm.",
-                             ["detector"]),
-            report=gauge("fraudstream_drift_report_info",
-                         "The latest Evidently data-drift report (1 for the current path).",
-                         ["path"]),
-            reports=Counter("fraudstream_drift_reports",
-                            "Data-drift alarms by what became of their Evidently report: built, "
-                            "recent (one for the same detector and feature within "
-                            "drift.report_every_seconds of event time), busy (the last one was "
-                            "still being built).", ["outcome"], registry=registry),
-            armed=gauge("fraudstream_drift_model_detectors_armed",
-                        "1 once the model has learned enough labels for the prediction, label "
-                        "and concept detectors to run (drift.warm_up)."),
-            held=gauge("fraudstream_drift_held_records",
-                       "Scored records held back so that the detectors see them in event-time "
-                       "order across partitions (a worker catching up reads them days apart).",
-                       ["stream"]),
+            alarms=Counter(
+                "fraudstream_drift_alarms",
+                "Drift alarms raised, by detector and subject.",
+                ["detector", "subject"],
+                registry=registry,
+            ),
+            last_alarm=gauge(
+                "fraudstream_drift_last_alarm_timestamp_seconds",
+                "Event time when each detector last raised an alarm.",
+                ["detector"],
+            ),
+            report=gauge(
+                "fraudstream_drift_report_info",
+                "The latest Evidently data-drift report (1 for the current path).",
+                ["path"],
+            ),
+            reports=Counter(
+                "fraudstream_drift_reports",
+                "Data-drift alarms by what became of their Evidently report: built, "
+                "recent (one for the same detector and feature within "
+                "drift.report_every_seconds of event time), busy (the last one was "
+                "still being built).",
+                ["outcome"],
+                registry=registry,
+            ),
+            armed=gauge(
+                "fraudstream_drift_model_detectors_armed",
+                "1 once the model has learned enough labels for the prediction, label "
+                "and concept detectors to run (drift.warm_up).",
+            ),
+            held=gauge(
+                "fraudstream_drift_held_records",
+                "Scored records held back so that the detectors see them in event-time "
+                "order across partitions (a worker catching up reads them days apart).",
+                ["stream"],
+            ),
             released_early=Counter(
                 "fraudstream_drift_released_early",
                 "Records given to the detectors before every partition reached their event "
                 "time, because more than drift.order_max_held were held.",
-                ["stream"], registry=registry),
+                ["stream"],
+                registry=registry,
+            ),
         )
 
     def watch(self, statistics: DriftStatistics) -> None:
@@ -142,38 +159,59 @@ class DriftStatistics(Collector):
             return GaugeMetricFamily(name, text, labels=list(labels))
 
         return {
-            "psi": family("fraudstream_feature_psi",
-                          "PSI of a feature, recent window against the reference.", ["feature"]),
-            "ks": family("fraudstream_feature_ks",
-                         "Two-sample KS statistic of a feature, recent against reference.",
-                         ["feature"]),
-            "kswin": family("fraudstream_feature_kswin_p_value",
-                            "p-value of KSWIN's latest KS test of a feature: the last day "
-                            "against the week before (an alarm at or below drift.kswin_alpha).",
-                            ["feature"]),
-            "mean_shift": family("fraudstream_feature_mean_shift",
-                                 "CUSUM of a feature's mean over blocks of transactions against "
-                                 "the reference, over its threshold (derived from "
-                                 "drift.ert_days): 1 alarms.", ["feature"]),
-            "score_psi": family("fraudstream_score_psi",
-                                "PSI of the champion's scores, recent window against reference."),
-            "flagged": family("fraudstream_score_flagged_ratio",
-                              "Share of recent transactions scored at or above the threshold."),
-            "fraud_rate_ratio": family("fraudstream_fraud_rate_ratio",
-                                       "Fraud rate among recent labels over the reference rate."),
+            "psi": family(
+                "fraudstream_feature_psi",
+                "PSI of a feature, recent window against the reference.",
+                ["feature"],
+            ),
+            "ks": family(
+                "fraudstream_feature_ks",
+                "Two-sample KS statistic of a feature, recent against reference.",
+                ["feature"],
+            ),
+            "kswin": family(
+                "fraudstream_feature_kswin_p_value",
+                "p-value of KSWIN's latest KS test of a feature: the last day "
+                "against the week before (an alarm at or below drift.kswin_alpha).",
+                ["feature"],
+            ),
+            "mean_shift": family(
+                "fraudstream_feature_mean_shift",
+                "CUSUM of a feature's mean over blocks of transactions against "
+                "the reference, over its threshold (derived from "
+                "drift.ert_days): 1 alarms.",
+                ["feature"],
+            ),
+            "score_psi": family(
+                "fraudstream_score_psi",
+                "PSI of the champion's scores, recent window against reference.",
+            ),
+            "flagged": family(
+                "fraudstream_score_flagged_ratio",
+                "Share of recent transactions scored at or above the threshold.",
+            ),
+            "fraud_rate_ratio": family(
+                "fraudstream_fraud_rate_ratio",
+                "Fraud rate among recent labels over the reference rate.",
+            ),
             "fraud_rate_dispersion": family(
                 "fraudstream_fraud_rate_dispersion",
                 "How much more the reference fraud rate varies between blocks of labels than "
-                "independent labels would (1: no clustering)."),
+                "independent labels would (1: no clustering).",
+            ),
             "label_delay_ratio": family(
                 "fraudstream_label_delay_ratio",
-                "Median delay of recent fraud labels over the reference."),
+                "Median delay of recent fraud labels over the reference.",
+            ),
             "missed_cusum": family(
                 "fraudstream_missed_fraud_cusum",
                 "CUSUM of the share of fraud incidents the champion scored below the threshold, "
-                "over its alarm threshold (drift.missed_fraud_threshold): 1 alarms."),
+                "over its alarm threshold (drift.missed_fraud_threshold): 1 alarms.",
+            ),
             "missed_share": family(
                 "fraudstream_missed_fraud_share",
                 "Share of fraud incidents the champion scored below the threshold, in the "
-                "reference and over the recent incidents.", ["window"]),
+                "reference and over the recent incidents.",
+                ["window"],
+            ),
         }

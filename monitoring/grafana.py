@@ -33,43 +33,76 @@ Query = tuple[str, str]
 
 
 def _targets(queries: Sequence[Query]) -> list[Target]:
-    return [Target(expr=expr, legendFormat=legend, refId=chr(ord("A") + i),
-                   datasource=DATASOURCE) for i, (expr, legend) in enumerate(queries)]
+    return [
+        Target(expr=expr, legendFormat=legend, refId=chr(ord("A") + i), datasource=DATASOURCE)
+        for i, (expr, legend) in enumerate(queries)
+    ]
 
 
-def timeseries(title: str, queries: Sequence[Query], unit: str = "short",
-               description: str = "", log_scale: bool = False) -> TimeSeries:
+def timeseries(
+    title: str,
+    queries: Sequence[Query],
+    unit: str = "short",
+    description: str = "",
+    log_scale: bool = False,
+) -> TimeSeries:
     """A time-series panel of PromQL ``(expression, legend)`` pairs (``log_scale``: a
     base-10 logarithmic axis)."""
     scale = {"scaleDistributionType": "log", "scaleDistributionLog": 10} if log_scale else {}
-    return TimeSeries(title=title, targets=_targets(queries), unit=unit, dataSource=DATASOURCE,
-                      description=description or None, **scale)
+    return TimeSeries(
+        title=title,
+        targets=_targets(queries),
+        unit=unit,
+        dataSource=DATASOURCE,
+        description=description or None,
+        **scale,
+    )
 
 
 def heatmap(title: str, queries: Sequence[Query], description: str = "") -> Heatmap:
     """A heatmap with one row per series (e.g. one per feature)."""
-    return Heatmap(title=title, targets=_targets(queries), dataSource=DATASOURCE,
-                   description=description or None, dataFormat="tsbuckets",
-                   legend={"show": True})
+    return Heatmap(
+        title=title,
+        targets=_targets(queries),
+        dataSource=DATASOURCE,
+        description=description or None,
+        dataFormat="tsbuckets",
+        legend={"show": True},
+    )
 
 
 def annotation(name: str, expr: str, title: str) -> dict[str, Any]:
     """An annotation drawn wherever ``expr`` returns something (e.g. a detector's alarm)."""
-    return {"name": name, "datasource": DATASOURCE, "enable": True, "expr": expr,
-            "iconColor": "red", "titleFormat": title, "step": "30s"}
+    return {
+        "name": name,
+        "datasource": DATASOURCE,
+        "enable": True,
+        "expr": expr,
+        "iconColor": "red",
+        "titleFormat": title,
+        "step": "30s",
+    }
 
 
-def dashboard(uid: str, title: str, panels: Sequence[Any],
-              annotations: Sequence[dict[str, Any]] = ()) -> Dashboard:
+def dashboard(
+    uid: str, title: str, panels: Sequence[Any], annotations: Sequence[dict[str, Any]] = ()
+) -> Dashboard:
     """Panels laid out two to a row."""
     placed = []
     for i, panel in enumerate(panels):
         panel.gridPos = GridPos(h=HEIGHT, w=WIDTH, x=(i % 2) * WIDTH, y=(i // 2) * HEIGHT)
         panel.id = i + 1
         placed.append(panel)
-    return Dashboard(uid=uid, title=title, panels=placed, tags=["fraudstream"],
-                     annotations=Annotations(list=list(annotations)), timezone="utc",
-                     refresh="10s", schemaVersion=37)
+    return Dashboard(
+        uid=uid,
+        title=title,
+        panels=placed,
+        tags=["fraudstream"],
+        annotations=Annotations(list=list(annotations)),
+        timezone="utc",
+        refresh="10s",
+        schemaVersion=37,
+    )
 
 
 def queries(board: Dashboard) -> list[str]:
@@ -92,5 +125,7 @@ def load(path: Path) -> Dashboard:
 
 def generate(folder: Path) -> dict[Path, str]:
     """JSON path -> content for every ``*.dashboard.py`` in ``folder``."""
-    return {path.with_name(path.name.replace(".dashboard.py", ".json")): to_json(load(path))
-            for path in sorted(folder.glob("*.dashboard.py"))}
+    return {
+        path.with_name(path.name.replace(".dashboard.py", ".json")): to_json(load(path))
+        for path in sorted(folder.glob("*.dashboard.py"))
+    }

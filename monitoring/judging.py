@@ -48,8 +48,9 @@ def _matched(at: float, changes: Sequence[float], max_delay: float) -> int | Non
     return None
 
 
-def _judge_one(alarms: Sequence[Alarm], changes: Sequence[float], days: float,
-               max_delay: float) -> dict[str, Any]:
+def _judge_one(
+    alarms: Sequence[Alarm], changes: Sequence[float], days: float, max_delay: float
+) -> dict[str, Any]:
     first: dict[int, float] = {}
     false = steady = 0
     for alarm in sorted(alarms, key=lambda a: a.at):
@@ -75,8 +76,13 @@ def _judge_one(alarms: Sequence[Alarm], changes: Sequence[float], days: float,
     }
 
 
-def judge(alarms: Iterable[Alarm], changes: Sequence[float], start: float, end: float,
-          max_delay: float = 3 * DAY) -> dict[str, Any]:
+def judge(
+    alarms: Iterable[Alarm],
+    changes: Sequence[float],
+    start: float,
+    end: float,
+    max_delay: float = 3 * DAY,
+) -> dict[str, Any]:
     """Every detector's alarms (grouped by detector, all subjects together) and all of
     them together (``any``) against the ``changes`` (event times) of a run from ``start``
     to ``end``."""
@@ -89,14 +95,17 @@ def judge(alarms: Iterable[Alarm], changes: Sequence[float], start: float, end: 
     return {
         "max_delay_hours": max_delay / 3600,
         "days": days,
-        "detectors": {name: _judge_one(found, changes, days, max_delay)
-                      for name, found in sorted(by_detector.items())},
+        "detectors": {
+            name: _judge_one(found, changes, days, max_delay)
+            for name, found in sorted(by_detector.items())
+        },
         "any": _judge_one(alarms, changes, days, max_delay),
     }
 
 
-def per_change(alarms: Iterable[Alarm], changes: Sequence[float],
-               max_delay: float = 3 * DAY) -> list[dict[str, Any]]:
+def per_change(
+    alarms: Iterable[Alarm], changes: Sequence[float], max_delay: float = 3 * DAY
+) -> list[dict[str, Any]]:
     """For each change: detected or not, the first true alarm (detector, subject, delay)
     and how many detectors fired for it.
 
@@ -105,8 +114,9 @@ def per_change(alarms: Iterable[Alarm], changes: Sequence[float],
     (True, 'psi', ['ks', 'psi'])
     """
     changes = sorted(changes)
-    out: list[dict[str, Any]] = [{"detected": False, "first": None, "detectors": []}
-                                 for _ in changes]
+    out: list[dict[str, Any]] = [
+        {"detected": False, "first": None, "detectors": []} for _ in changes
+    ]
     for alarm in sorted(alarms, key=lambda a: a.at):
         i = _matched(alarm.at, changes, max_delay)
         if i is None:
@@ -114,8 +124,11 @@ def per_change(alarms: Iterable[Alarm], changes: Sequence[float],
         entry = out[i]
         if entry["first"] is None:
             entry["detected"] = True
-            entry["first"] = {"detector": alarm.detector, "subject": alarm.subject,
-                              "delay_hours": (alarm.at - changes[i]) / 3600}
+            entry["first"] = {
+                "detector": alarm.detector,
+                "subject": alarm.subject,
+                "delay_hours": (alarm.at - changes[i]) / 3600,
+            }
         if alarm.detector not in entry["detectors"]:
             entry["detectors"] = sorted([*entry["detectors"], alarm.detector])
     return out

@@ -72,7 +72,9 @@ class PipelineMetrics:
             store_seconds=Histogram(
                 "fraudstream_feature_store_seconds",
                 "Round trips to the feature store, by operation (apply, save).",
-                ["op"], buckets=LATENCY_BUCKETS, registry=registry,
+                ["op"],
+                buckets=LATENCY_BUCKETS,
+                registry=registry,
             ),
             newest_event=Gauge(
                 "fraudstream_feature_newest_event_timestamp_seconds",
@@ -80,11 +82,14 @@ class PipelineMetrics:
                 registry=registry,
             ),
             redis_memory=Gauge(
-                "fraudstream_redis_used_memory_bytes", "Memory Redis reports in use.",
+                "fraudstream_redis_used_memory_bytes",
+                "Memory Redis reports in use.",
                 registry=registry,
             ),
             redis_keys=Gauge(
-                "fraudstream_redis_keys", "Keys in the Redis database.", registry=registry,
+                "fraudstream_redis_keys",
+                "Keys in the Redis database.",
+                registry=registry,
             ),
             labels_waiting=Gauge(
                 "fraudstream_labels_waiting",
@@ -121,35 +126,49 @@ class PipelineMetrics:
                 registry=registry,
             ),
             events_in=Counter(
-                "fraudstream_events_in", "Records consumed, by topic.", ["topic"],
+                "fraudstream_events_in",
+                "Records consumed, by topic.",
+                ["topic"],
                 registry=registry,
             ),
             scores_out=Counter(
-                "fraudstream_scores_out", "Scores published to the scores topic.",
+                "fraudstream_scores_out",
+                "Scores published to the scores topic.",
                 registry=registry,
             ),
             duplicates=Counter(
-                "fraudstream_duplicates", "Redelivered records recognised and not re-applied.",
-                ["topic"], registry=registry,
+                "fraudstream_duplicates",
+                "Redelivered records recognised and not re-applied.",
+                ["topic"],
+                registry=registry,
             ),
             dead_letters=Counter(
-                "fraudstream_dead_letters", "Records sent to the dead-letter topic, by reason.",
-                ["topic", "reason"], registry=registry,
+                "fraudstream_dead_letters",
+                "Records sent to the dead-letter topic, by reason.",
+                ["topic", "reason"],
+                registry=registry,
             ),
             errors=Counter(
-                "fraudstream_errors", "Unexpected processing errors, by stage.", ["stage"],
+                "fraudstream_errors",
+                "Unexpected processing errors, by stage.",
+                ["stage"],
                 registry=registry,
             ),
             latency=Histogram(
-                "fraudstream_processing_seconds", "Time to process one record, by stage.",
-                ["stage"], buckets=LATENCY_BUCKETS, registry=registry,
+                "fraudstream_processing_seconds",
+                "Time to process one record, by stage.",
+                ["stage"],
+                buckets=LATENCY_BUCKETS,
+                registry=registry,
             ),
             labels_learned=Counter(
-                "fraudstream_labels_learned", "Labels the learner taught the model.",
+                "fraudstream_labels_learned",
+                "Labels the learner taught the model.",
                 registry=registry,
             ),
             model_version=Gauge(
-                "fraudstream_model_version", "Version of the model currently scoring.",
+                "fraudstream_model_version",
+                "Version of the model currently scoring.",
                 registry=registry,
             ),
             models_refused=Gauge(
@@ -185,40 +204,52 @@ class ApiMetrics:
     def create(cls, registry: CollectorRegistry) -> ApiMetrics:
         return cls(
             decisions_sent=Counter(
-                "fraudstream_api_decisions_sent", "API decisions acknowledged by Kafka on the "
-                "predictions topic (the decision log).", registry=registry,
+                "fraudstream_api_decisions_sent",
+                "API decisions acknowledged by Kafka on the predictions topic (the decision log).",
+                registry=registry,
             ),
             decisions_dropped=Counter(
-                "fraudstream_api_decisions_dropped", "API decisions dropped from the decision "
+                "fraudstream_api_decisions_dropped",
+                "API decisions dropped from the decision "
                 "log: its buffer (api.decision_buffer_max) was full, Kafka not taking them.",
                 registry=registry,
             ),
             decisions_buffered=Gauge(
                 "fraudstream_api_decisions_buffered",
                 "API decisions waiting in the decision log's buffer for Kafka.",
-                registry=registry, multiprocess_mode="livesum",
+                registry=registry,
+                multiprocess_mode="livesum",
             ),
             shed=Counter(
-                "fraudstream_api_shed", "Requests answered 503 at once because "
+                "fraudstream_api_shed",
+                "Requests answered 503 at once because "
                 "api.max_in_flight requests were being handled (load shedding).",
                 registry=registry,
             ),
             models_refused=Gauge(
                 "fraudstream_api_models_refused",
                 "Champion versions the API refused to load: their signature does not match.",
-                registry=registry, multiprocess_mode="livemax",
+                registry=registry,
+                multiprocess_mode="livemax",
             ),
             requests=Counter(
-                "fraudstream_api_requests", "HTTP requests, by route and status code.",
-                ["route", "status"], registry=registry,
+                "fraudstream_api_requests",
+                "HTTP requests, by route and status code.",
+                ["route", "status"],
+                registry=registry,
             ),
             latency=Histogram(
-                "fraudstream_api_request_seconds", "HTTP request latency, by route.",
-                ["route"], buckets=LATENCY_BUCKETS, registry=registry,
+                "fraudstream_api_request_seconds",
+                "HTTP request latency, by route.",
+                ["route"],
+                buckets=LATENCY_BUCKETS,
+                registry=registry,
             ),
             model_version=Gauge(
-                "fraudstream_api_model_version", "Version of the model the API scores with.",
-                registry=registry, multiprocess_mode="livemax",
+                "fraudstream_api_model_version",
+                "Version of the model the API scores with.",
+                registry=registry,
+                multiprocess_mode="livemax",
             ),
         )
 
@@ -256,12 +287,14 @@ class QualityMetrics:
             quality=Gauge(
                 "fraudstream_model_quality",
                 "Prequential quality of a model version (each score recorded before its label).",
-                ["role", "model", "version", "metric", "window"], registry=registry,
+                ["role", "model", "version", "metric", "window"],
+                registry=registry,
             ),
             label_delay=Histogram(
                 "fraudstream_label_delay_seconds",
                 "Seconds from a transaction to the arrival of its label.",
-                buckets=DELAY_BUCKETS, registry=registry,
+                buckets=DELAY_BUCKETS,
+                registry=registry,
             ),
             _exported={},
         )

@@ -81,10 +81,16 @@ class DriftMonitor:
         when it rescores the reference.
     """
 
-    def __init__(self, config: DriftConfig, features: Sequence[str], threshold: float,
-                 metrics: DriftMetrics, reports: ReportBudget | None = None,
-                 launch: Callable[[Path], Any] | None = None,
-                 calendar: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        config: DriftConfig,
+        features: Sequence[str],
+        threshold: float,
+        metrics: DriftMetrics,
+        reports: ReportBudget | None = None,
+        launch: Callable[[Path], Any] | None = None,
+        calendar: Sequence[str] = (),
+    ) -> None:
         self.config = config
         #: The prediction, label and concept detectors run once the model is warm ...
         self.armed = config.warm_up == 0
@@ -107,13 +113,22 @@ class DriftMonitor:
         #: Who watches a scored transaction (the prediction detector too once armed), and
         #: who watches a label: fixed, as refreshing a detector keeps the object.
         self._watch_scored: tuple[Detector[TxnObservation], ...] = (
-            self.data, self.kswin, self.mean_shift)
+            self.data,
+            self.kswin,
+            self.mean_shift,
+        )
         self._watch_armed = (*self._watch_scored, self.prediction)
         self._watch_labels: tuple[Detector[LabelObservation], ...] = (
-            self.labels, self.concept, self.missed)
+            self.labels,
+            self.concept,
+            self.missed,
+        )
         self.metrics = metrics
-        metrics.watch(DriftStatistics(self.data, self.kswin, self.mean_shift, self.prediction,
-                                      self.labels, self.missed))
+        metrics.watch(
+            DriftStatistics(
+                self.data, self.kswin, self.mean_shift, self.prediction, self.labels, self.missed
+            )
+        )
         # Every alarm counter exists from the start at 0: an alert on its increase() would
         # not see a series that first appears at 1.
         for detector in self.detectors:
@@ -130,8 +145,15 @@ class DriftMonitor:
     @property
     def detectors(self) -> tuple[Detector[TxnObservation] | Detector[LabelObservation], ...]:
         """Every detector: those of scored transactions, then those of labels."""
-        return (self.data, self.kswin, self.mean_shift, self.prediction, self.labels,
-                self.concept, self.missed)
+        return (
+            self.data,
+            self.kswin,
+            self.mean_shift,
+            self.prediction,
+            self.labels,
+            self.concept,
+            self.missed,
+        )
 
     def model_learned(self, labels: int) -> None:
         """The champion's lineage has learned ``labels`` labels (arms the model detectors)."""
@@ -149,11 +171,18 @@ class DriftMonitor:
 
     def _mature(self, at: float) -> bool:
         """Whether the feature state holds enough history at event time ``at``."""
-        return self._state_start is None or \
-            at - self._state_start >= self.config.state_maturity_days * 86400
+        return (
+            self._state_start is None
+            or at - self._state_start >= self.config.state_maturity_days * 86400
+        )
 
-    def on_scored(self, record: ScoredRecord, scorer: Rescorer | None = None,
-                  source: Hashable = None, behind: bool = False) -> list[DriftEvent]:
+    def on_scored(
+        self,
+        record: ScoredRecord,
+        scorer: Rescorer | None = None,
+        source: Hashable = None,
+        behind: bool = False,
+    ) -> list[DriftEvent]:
         """A newly scored transaction (never a redelivery), and the model's current scorer.
 
         ``source`` is its partition, and ``behind`` whether that partition had
@@ -162,12 +191,14 @@ class DriftMonitor:
         """
         return self.on_scored_batch([(record, source, behind)], scorer)
 
-    def on_scored_batch(self, batch: Sequence[tuple[ScoredRecord, Hashable, bool]],
-                        scorer: Rescorer | None = None) -> list[DriftEvent]:
+    def on_scored_batch(
+        self, batch: Sequence[tuple[ScoredRecord, Hashable, bool]], scorer: Rescorer | None = None
+    ) -> list[DriftEvent]:
         """:meth:`on_scored` for a fetched batch of ``(record, source, behind)``."""
         self._scorer = scorer
         released = self._scored.add_many(
-            (record.event_time, record, source, behind) for record, source, behind in batch)
+            (record.event_time, record, source, behind) for record, source, behind in batch
+        )
         return self._scored_in_order(released)
 
     def on_label(self, record: ScoredRecord, label: Label) -> list[DriftEvent]:
@@ -230,9 +261,14 @@ class DriftMonitor:
     def _on_label(self, record: ScoredRecord, label: Label) -> list[DriftEvent]:
         if not self.armed:
             return []
-        outcome = LabelObservation(label.event_time, label.is_fraud, record.score,
-                          label.event_time - record.event_time, record.card_id,
-                          record.terminal_id)
+        outcome = LabelObservation(
+            label.event_time,
+            label.is_fraud,
+            record.score,
+            label.event_time - record.event_time,
+            record.card_id,
+            record.terminal_id,
+        )
         events = [event for detector in self._watch_labels for event in detector.update(outcome)]
         return self._count(events)
 

@@ -63,8 +63,9 @@ class EventTimeOrder(Generic[T]):
         #: Items released before the watermark reached them (``max_held`` exceeded).
         self.released_early = 0
 
-    def add(self, event_time: float, item: T, source: Hashable = None,
-            behind: bool = False) -> list[T]:
+    def add(
+        self, event_time: float, item: T, source: Hashable = None, behind: bool = False
+    ) -> list[T]:
         """Hold ``item`` and return every item that can now go, oldest first.
 
         ``behind`` tells whether ``source`` (a partition) held more records

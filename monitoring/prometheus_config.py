@@ -29,8 +29,13 @@ def job_name(job: str) -> str:
     return f"fraudstream-{job}"
 
 
-def prometheus_config(interval: str, alertmanager: str, rule_files: Sequence[str],
-                      jobs: Sequence[Mapping[str, Any]], itself: str) -> dict[str, Any]:
+def prometheus_config(
+    interval: str,
+    alertmanager: str,
+    rule_files: Sequence[str],
+    jobs: Sequence[Mapping[str, Any]],
+    itself: str,
+) -> dict[str, Any]:
     """The configuration: scrape and evaluate every ``interval``, alert to ``alertmanager``,
     the ``rule_files``, the ``jobs``, and Prometheus itself at ``itself``."""
     return {
@@ -46,8 +51,10 @@ def prometheus_config(interval: str, alertmanager: str, rule_files: Sequence[str
 
 def file_job(job: str, targets: str) -> dict[str, Any]:
     """A job whose targets are read from the files matching ``targets``."""
-    return {"job_name": job_name(job),
-            "file_sd_configs": [{"files": [targets], "refresh_interval": "5s"}]}
+    return {
+        "job_name": job_name(job),
+        "file_sd_configs": [{"files": [targets], "refresh_interval": "5s"}],
+    }
 
 
 def static_job(job: str, targets: Sequence[tuple[str, Mapping[str, str]]]) -> dict[str, Any]:
@@ -65,10 +72,23 @@ def compose_config() -> dict[str, Any]:
     """The configuration docker-compose mounts: the four role containers of the worker
     (labelled by role and pipeline: drift alerts aggregate by pipeline, health alerts stay
     per instance) and the API."""
-    roles = (("scorer-1", "score"), ("scorer-2", "score"), ("learner", "learn"),
-             ("monitor", "monitor"))
-    worker = static_job("worker", [
-        (f"{name}:8001", {"instance_name": name, "role": role, "pipeline": job_name("worker")})
-        for name, role in roles])
-    return prometheus_config("5s", "alertmanager:9093", ["/etc/prometheus/rules/*.yml"],
-                             [worker, static_job("api", [("api:8000", {})])], "localhost:9090")
+    roles = (
+        ("scorer-1", "score"),
+        ("scorer-2", "score"),
+        ("learner", "learn"),
+        ("monitor", "monitor"),
+    )
+    worker = static_job(
+        "worker",
+        [
+            (f"{name}:8001", {"instance_name": name, "role": role, "pipeline": job_name("worker")})
+            for name, role in roles
+        ],
+    )
+    return prometheus_config(
+        "5s",
+        "alertmanager:9093",
+        ["/etc/prometheus/rules/*.yml"],
+        [worker, static_job("api", [("api:8000", {})])],
+        "localhost:9090",
+    )

@@ -23,8 +23,9 @@ REFERENCE = "reference.parquet"
 CURRENT = "current.parquet"
 
 
-def save_windows(folder: Path, reference: Mapping[str, Sequence[float]],
-                 current: Mapping[str, Sequence[float]]) -> Path:
+def save_windows(
+    folder: Path, reference: Mapping[str, Sequence[float]], current: Mapping[str, Sequence[float]]
+) -> Path:
     """Write both windows (a column per feature) into ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
     _frame(reference).write_parquet(folder / REFERENCE)
@@ -87,8 +88,10 @@ class ReportBudget:
         (a new report needs room); returns the bytes freed."""
         if not self.folder.is_dir():
             return 0
-        reports = sorted((p for p in self.folder.iterdir() if p.is_dir()),
-                         key=lambda p: (p.stat().st_mtime, p.name))
+        reports = sorted(
+            (p for p in self.folder.iterdir() if p.is_dir()),
+            key=lambda p: (p.stat().st_mtime, p.name),
+        )
         sizes = {p: sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) for p in reports}
         used, freed = sum(sizes.values()), 0
         for report in reports:
@@ -140,13 +143,19 @@ def summarise(raw: Mapping[str, Any]) -> dict[str, Any]:
             summary["drifted_share"] = value.get("share")
             summary["drifted_count"] = value.get("count")
         elif name.startswith("ValueDrift(column=") and isinstance(value, int | float):
-            params = dict(part.split("=", 1) for part in name[len("ValueDrift("):-1].split(",")
-                          if "=" in part)
+            params = dict(
+                part.split("=", 1)
+                for part in name[len("ValueDrift(") : -1].split(",")
+                if "=" in part
+            )
             threshold = float(params.get("threshold", "nan"))
             method = params.get("method", "")
             drifted = value < threshold if "p_value" in method else value > threshold
-            summary["columns"][params["column"]] = {"score": value, "method": method,
-                                                    "drifted": bool(drifted)}
+            summary["columns"][params["column"]] = {
+                "score": value,
+                "method": method,
+                "drifted": bool(drifted),
+            }
             if drifted:
                 summary["drifted"].append(params["column"])
     return summary

@@ -23,7 +23,6 @@ def read_metric(port: int, metric: str, host: str = "127.0.0.1", **labels: str) 
         return None
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            if sample.name == metric and all(sample.labels.get(k) == v
-                                             for k, v in labels.items()):
+            if sample.name == metric and all(sample.labels.get(k) == v for k, v in labels.items()):
                 return float(sample.value)
     return None

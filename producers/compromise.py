@@ -71,12 +71,13 @@ class CompromiseConfig:
     seed: int = 0
 
 
-def _nearby(customer_xy: np.ndarray, terminal_xy: np.ndarray,
-            radius: float) -> tuple[np.ndarray, np.ndarray]:
+def _nearby(
+    customer_xy: np.ndarray, terminal_xy: np.ndarray, radius: float
+) -> tuple[np.ndarray, np.ndarray]:
     """For each customer, the terminals within ``radius``: (offsets, terminal indices)."""
     found: list[np.ndarray] = []
     for start in range(0, len(customer_xy), 256):  # 256 customers x every terminal at once
-        part = customer_xy[start:start + 256]
+        part = customer_xy[start : start + 256]
         d2 = ((part[:, None, :] - terminal_xy[None, :, :]) ** 2).sum(axis=2)
         found += [np.flatnonzero(row) for row in d2 < radius * radius]
     sizes = np.array([len(f) for f in found], dtype=np.int64)
@@ -122,34 +123,59 @@ def generate_compromise(config: CompromiseConfig) -> Simulation:
         for t in rng.choice(n_t, size=hit_terminals, replace=False):
             hit = (terminal == t) & (time >= at) & (time < at + config.terminal_days * DAY)
             pattern[hit & (pattern < 0)] = 1
-        for c in rng.choice(n_c, size=min(int(rng.poisson(config.cards_per_day)), n_c),
-                            replace=False):
-            window = np.flatnonzero((customer == c) & (time >= at)
-                                    & (time < at + config.card_days * DAY) & (pattern < 0))
+        for c in rng.choice(
+            n_c, size=min(int(rng.poisson(config.cards_per_day)), n_c), replace=False
+        ):
+            window = np.flatnonzero(
+                (customer == c)
+                & (time >= at)
+                & (time < at + config.card_days * DAY)
+                & (pattern < 0)
+            )
             chosen = window[rng.random(len(window)) < config.card_share]
             amount[chosen] *= config.card_factor
             pattern[chosen] = 2
     keep = time < end
-    return _simulation(customer[keep], terminal[keep], time[keep], amount[keep],
-                       pattern[keep], config.label_delay_days)
+    return _simulation(
+        customer[keep],
+        terminal[keep],
+        time[keep],
+        amount[keep],
+        pattern[keep],
+        config.label_delay_days,
+    )
 
 
-def _simulation(customer: np.ndarray, terminal: np.ndarray, time: np.ndarray,
-                amount: np.ndarray, pattern: np.ndarray, delay_days: float) -> Simulation:
+def _simulation(
+    customer: np.ndarray,
+    terminal: np.ndarray,
+    time: np.ndarray,
+    amount: np.ndarray,
+    pattern: np.ndarray,
+    delay_days: float,
+) -> Simulation:
     names = np.array(["", *PATTERNS])[pattern.astype(np.int64) + 1]
-    transactions = pl.DataFrame({
-        "i": np.arange(len(time)), "card": customer, "terminal": terminal,
-        "amount": np.round(amount, 2), "event_time": np.round(time, 3), "pattern": names,
-    }).select(
+    transactions = pl.DataFrame(
+        {
+            "i": np.arange(len(time)),
+            "card": customer,
+            "terminal": terminal,
+            "amount": np.round(amount, 2),
+            "event_time": np.round(time, 3),
+            "pattern": names,
+        }
+    ).select(
         pl.format("k{}", pl.col("i").cast(pl.Utf8).str.zfill(9)).alias("txn_id"),
         pl.format("cust{}", pl.col("card").cast(pl.Utf8).str.zfill(6)).alias("card_id"),
         pl.format("term{}", pl.col("terminal").cast(pl.Utf8).str.zfill(6)).alias("terminal_id"),
-        "amount", "event_time",
+        "amount",
+        "event_time",
         (pl.col("pattern") != "").alias("is_fraud"),
         pl.when(pl.col("pattern") != "").then(pl.col("pattern")).alias("pattern"),
     )
     labels = transactions.select(
-        "txn_id", "is_fraud",
+        "txn_id",
+        "is_fraud",
         (pl.col("event_time") + delay_days * DAY).round(3).alias("event_time"),
     ).sort("event_time", maintain_order=True)
     return Simulation(transactions, labels, None)

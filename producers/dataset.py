@@ -57,9 +57,13 @@ def read_dataset(folder: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
         raise DatasetError(f"{folder}: no {TRANSACTIONS} (write one with simulate-data)")
     transactions = _with_seconds(pl.read_parquet(folder / TRANSACTIONS))
     labels_path = folder / LABELS
-    labels = (_with_seconds(pl.read_parquet(labels_path)) if labels_path.is_file()
-              else pl.DataFrame(schema={"txn_id": pl.Utf8, "is_fraud": pl.Boolean,
-                                        "event_time": pl.Float64}))
+    labels = (
+        _with_seconds(pl.read_parquet(labels_path))
+        if labels_path.is_file()
+        else pl.DataFrame(
+            schema={"txn_id": pl.Utf8, "is_fraud": pl.Boolean, "event_time": pl.Float64}
+        )
+    )
     return transactions, labels
 
 
@@ -103,8 +107,10 @@ class ColumnMapping(BaseModel):
         try:
             return cls.model_validate(raw)
         except ValidationError as exc:
-            reasons = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '<mapping>'}: "
-                                f"{e['msg']}" for e in exc.errors())
+            reasons = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or '<mapping>'}: {e['msg']}"
+                for e in exc.errors()
+            )
             raise DatasetError(f"{where}: {reasons}") from None
 
 
@@ -120,12 +126,17 @@ class Foreign:
 def read_foreign(path: Path, mapping: ColumnMapping) -> Foreign:
     """Read ``path`` (CSV or Parquet) through ``mapping``; check every row."""
     frame = _read_any(path)
-    used = {k: v for k, v in mapping.model_dump().items()
-            if k not in ("time_format", "label_delay_days") and v is not None}
+    used = {
+        k: v
+        for k, v in mapping.model_dump().items()
+        if k not in ("time_format", "label_delay_days") and v is not None
+    }
     missing = sorted({c for c in used.values() if c not in frame.columns})
     if missing:
-        raise DatasetError(f"{path}: column(s) {', '.join(missing)} named in the mapping are not "
-                           f"in the file (it has: {', '.join(frame.columns)})")
+        raise DatasetError(
+            f"{path}: column(s) {', '.join(missing)} named in the mapping are not "
+            f"in the file (it has: {', '.join(frame.columns)})"
+        )
     if (mapping.lat is None) != (mapping.lon is None):
         raise DatasetError("mapping: lat and lon are mapped together or not at all")
     data = frame.select(
@@ -135,26 +146,39 @@ def read_foreign(path: Path, mapping: ColumnMapping) -> Foreign:
     checked = data.with_columns(
         pl.col("amount").str.strip_chars().cast(pl.Float64, strict=False).alias("amount_value"),
         _parse_time(mapping.time_format).alias("time_value"),
-        *([pl.col("lat").cast(pl.Float64, strict=False).alias("lat_value"),
-           pl.col("lon").cast(pl.Float64, strict=False).alias("lon_value")]
-          if mapping.lat else []),
+        *(
+            [
+                pl.col("lat").cast(pl.Float64, strict=False).alias("lat_value"),
+                pl.col("lon").cast(pl.Float64, strict=False).alias("lon_value"),
+            ]
+            if mapping.lat
+            else []
+        ),
     ).with_columns(_reason(mapping).alias("reason"))
-    rejected = [(int(r), str(why)) for r, why in
-                checked.filter(pl.col("reason") != "").select("row", "reason").iter_rows()]
+    rejected = [
+        (int(r), str(why))
+        for r, why in checked.filter(pl.col("reason") != "").select("row", "reason").iter_rows()
+    ]
     good = checked.filter(pl.col("reason") == "")
     transactions = good.select(
-        "txn_id", "card_id",
+        "txn_id",
+        "card_id",
         (pl.col("terminal_id") if mapping.terminal_id else pl.lit("unknown")).alias("terminal_id"),
         pl.col("amount_value").round(2).alias("amount"),
         pl.col("time_value").alias("event_time"),
-        *([pl.col("lat_value").round(5).alias("lat"), pl.col("lon_value").round(5).alias("lon")]
-          if mapping.lat else []),
+        *(
+            [pl.col("lat_value").round(5).alias("lat"), pl.col("lon_value").round(5).alias("lon")]
+            if mapping.lat
+            else []
+        ),
     ).sort("event_time", maintain_order=True)
-    labels = pl.DataFrame(schema={"txn_id": pl.Utf8, "is_fraud": pl.Boolean,
-                                  "event_time": pl.Float64})
+    labels = pl.DataFrame(
+        schema={"txn_id": pl.Utf8, "is_fraud": pl.Boolean, "event_time": pl.Float64}
+    )
     if mapping.is_fraud:
         labels = good.select(
-            "txn_id", _truth("is_fraud").alias("is_fraud"),
+            "txn_id",
+            _truth("is_fraud").alias("is_fraud"),
             (pl.col("time_value") + mapping.label_delay_days * 86400).alias("event_time"),
         ).sort("event_time", maintain_order=True)
     return Foreign(transactions, labels, rejected)
@@ -179,10 +203,12 @@ def _parse_time(time_format: str) -> pl.Expr:
     if time_format == "iso":
         parsed = text.str.to_datetime(time_zone="UTC", strict=False, time_unit="ms")
     else:
-        parsed = text.str.to_datetime(time_format, strict=False, time_unit="ms") \
-            .dt.replace_time_zone("UTC")
+        parsed = text.str.to_datetime(
+            time_format, strict=False, time_unit="ms"
+        ).dt.replace_time_zone("UTC")
     exact = parsed.dt.epoch("ms").map_batches(  # ms / 1000 in numpy: correctly rounded
-        lambda s: pl.Series(s.cast(pl.Float64).to_numpy() / 1000), return_dtype=pl.Float64)
+        lambda s: pl.Series(s.cast(pl.Float64).to_numpy() / 1000), return_dtype=pl.Float64
+    )
     return exact.fill_nan(None)
 
 
@@ -200,17 +226,33 @@ def _reason(mapping: ColumnMapping) -> pl.Expr:
         (~pl.col("amount_value").is_between(0, 1e7), "amount: must be between 0 and 10,000,000"),
     ]
     if mapping.terminal_id:
-        checks.append((~pl.col("terminal_id").fill_null("").str.contains(_ID),
-                       "terminal_id: missing or not a valid id"))
+        checks.append(
+            (
+                ~pl.col("terminal_id").fill_null("").str.contains(_ID),
+                "terminal_id: missing or not a valid id",
+            )
+        )
     if mapping.lat:
-        checks.append((~pl.col("lat_value").is_between(-90, 90) & pl.col("lat").is_not_null(),
-                       "lat: not a latitude"))
-        checks.append((~pl.col("lon_value").is_between(-180, 180) & pl.col("lon").is_not_null(),
-                       "lon: not a longitude"))
+        checks.append(
+            (
+                ~pl.col("lat_value").is_between(-90, 90) & pl.col("lat").is_not_null(),
+                "lat: not a latitude",
+            )
+        )
+        checks.append(
+            (
+                ~pl.col("lon_value").is_between(-180, 180) & pl.col("lon").is_not_null(),
+                "lon: not a longitude",
+            )
+        )
     if mapping.is_fraud:
         known = ["1", "0", "true", "false", "yes", "no", "t", "f"]
-        checks.append((~pl.col("is_fraud").fill_null("").str.strip_chars().str.to_lowercase()
-                       .is_in(known), "is_fraud: not a boolean (1/0, true/false, yes/no)"))
+        checks.append(
+            (
+                ~pl.col("is_fraud").fill_null("").str.strip_chars().str.to_lowercase().is_in(known),
+                "is_fraud: not a boolean (1/0, true/false, yes/no)",
+            )
+        )
     reason: pl.Expr = pl.lit("")
     for failed, why in reversed(checks):
         reason = pl.when(failed.fill_null(True)).then(pl.lit(why)).otherwise(reason)
@@ -220,7 +262,9 @@ def _reason(mapping: ColumnMapping) -> pl.Expr:
 def _with_datetimes(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.with_columns(
         pl.from_epoch((pl.col("event_time") * 1000).round().cast(pl.Int64), time_unit="ms")
-        .dt.replace_time_zone("UTC").alias("event_time"))
+        .dt.replace_time_zone("UTC")
+        .alias("event_time")
+    )
 
 
 def _with_seconds(frame: pl.DataFrame) -> pl.DataFrame:
@@ -228,4 +272,3 @@ def _with_seconds(frame: pl.DataFrame) -> pl.DataFrame:
         return frame
     millis = frame["event_time"].dt.epoch("ms").to_numpy()
     return frame.with_columns(pl.Series("event_time", millis / 1000))  # exact: ms / 1000
-

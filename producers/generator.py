@@ -92,10 +92,15 @@ class SimulatorConfig:
     days: float = 28.0
     start_time: float = T0
     #: Fraud incidents per day, per pattern.
-    patterns: dict[str, float] = field(default_factory=lambda: {
-        "compromised_terminal": 0.3, "stolen_card": 3.0, "card_testing": 2.0,
-        "account_takeover": 2.0, "high_amount": 4.0,
-    })
+    patterns: dict[str, float] = field(
+        default_factory=lambda: {
+            "compromised_terminal": 0.3,
+            "stolen_card": 3.0,
+            "card_testing": 2.0,
+            "account_takeover": 2.0,
+            "high_amount": 4.0,
+        }
+    )
     labels: LabelConfig = field(default_factory=LabelConfig)
     changes: tuple[Change, ...] = ()
     seed: int = 0
@@ -124,15 +129,19 @@ class Simulation:
 
         For small runs and tests; replays encode column-wise instead.
         """
-        txns = [Transaction(i, c, p, a, t, lat=la, lon=lo) for i, c, p, a, t, la, lo in
-                self.transactions.select("txn_id", "card_id", "terminal_id", "amount",
-                                         "event_time", "lat", "lon").iter_rows()]
+        txns = [
+            Transaction(i, c, p, a, t, lat=la, lon=lo)
+            for i, c, p, a, t, la, lo in self.transactions.select(
+                "txn_id", "card_id", "terminal_id", "amount", "event_time", "lat", "lon"
+            ).iter_rows()
+        ]
         cards = {txn.txn_id: txn.card_id for txn in txns}
-        labels = [Label(i, f, t, cards.get(i)) for i, f, t in
-                  self.labels.select("txn_id", "is_fraud", "event_time").iter_rows()]
+        labels = [
+            Label(i, f, t, cards.get(i))
+            for i, f, t in self.labels.select("txn_id", "is_fraud", "event_time").iter_rows()
+        ]
         merged: list[Transaction | Label] = [*txns, *labels]
-        order = np.lexsort(([isinstance(e, Label) for e in merged],
-                            [e.event_time for e in merged]))
+        order = np.lexsort(([isinstance(e, Label) for e in merged], [e.event_time for e in merged]))
         return [merged[i] for i in order]
 
 
@@ -157,8 +166,9 @@ def generate(config: SimulatorConfig) -> Simulation:
     end = config.start_time + config.days * DAY
     keep = cols.time < end
     order = np.argsort(cols.time[keep], kind="stable")
-    cols = Columns(*(getattr(cols, f)[keep][order]
-                     for f in ("time", "card", "terminal", "amount", "pattern")))
+    cols = Columns(
+        *(getattr(cols, f)[keep][order] for f in ("time", "card", "terminal", "amount", "pattern"))
+    )
     transactions = _frame(pop, cols)
     return Simulation(transactions, _labels(config, cols, transactions, rng), pop)
 
@@ -180,8 +190,9 @@ def _genuine(config: SimulatorConfig, pop: Population, rng: np.random.Generator)
     amount *= _amount_factors(config, pop, who, time, rng)
     start, stop = pop.nearby_start[who], pop.nearby_start[who + 1]
     terminal = pop.nearby_terminals[start + (rng.random(len(who)) * (stop - start)).astype(int)]
-    return Columns(time, card, terminal, np.maximum(np.round(amount, 2), 0.01),
-                   np.full(len(card), -1))
+    return Columns(
+        time, card, terminal, np.maximum(np.round(amount, 2), 0.01), np.full(len(card), -1)
+    )
 
 
 def _volume_factors(config: SimulatorConfig, day_index: np.ndarray) -> np.ndarray:
@@ -195,8 +206,13 @@ def _volume_factors(config: SimulatorConfig, day_index: np.ndarray) -> np.ndarra
     return factor
 
 
-def _amount_factors(config: SimulatorConfig, pop: Population, who: np.ndarray,
-                    time: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _amount_factors(
+    config: SimulatorConfig,
+    pop: Population,
+    who: np.ndarray,
+    time: np.ndarray,
+    rng: np.random.Generator,
+) -> np.ndarray:
     factor = np.ones(len(who))
     north = pop.region_north()[who]
     for c in config.changes:
@@ -222,8 +238,9 @@ def _pattern_rates(config: SimulatorConfig) -> dict[str, float]:
     return {name: rate for name, rate in rates.items() if name in GENERATORS}
 
 
-def _incidents(config: SimulatorConfig, pop: Population, name: str, per_day: float,
-               rng: np.random.Generator) -> Incidents:
+def _incidents(
+    config: SimulatorConfig, pop: Population, name: str, per_day: float, rng: np.random.Generator
+) -> Incidents:
     days = int(np.ceil(config.days))
     rate = np.full(days, per_day)
     for c in config.changes:
@@ -241,27 +258,33 @@ def _incidents(config: SimulatorConfig, pop: Population, name: str, per_day: flo
 
 def _frame(pop: Population, cols: Columns) -> pl.DataFrame:
     pattern = np.array(["", *PATTERNS])[cols.pattern + 1]
-    return pl.DataFrame({
-        "i": np.arange(len(cols)),
-        "card": cols.card,
-        "terminal": cols.terminal,
-        "amount": np.round(cols.amount, 2),
-        "event_time": np.round(cols.time, 3),
-        "lat": np.round(pop.terminal_lat[cols.terminal], 5),
-        "lon": np.round(pop.terminal_lon[cols.terminal], 5),
-        "pattern": pattern,
-    }).select(
+    return pl.DataFrame(
+        {
+            "i": np.arange(len(cols)),
+            "card": cols.card,
+            "terminal": cols.terminal,
+            "amount": np.round(cols.amount, 2),
+            "event_time": np.round(cols.time, 3),
+            "lat": np.round(pop.terminal_lat[cols.terminal], 5),
+            "lon": np.round(pop.terminal_lon[cols.terminal], 5),
+            "pattern": pattern,
+        }
+    ).select(
         pl.format("t{}", pl.col("i").cast(pl.Utf8).str.zfill(9)).alias("txn_id"),
         pl.format("c{}", pl.col("card").cast(pl.Utf8).str.zfill(6)).alias("card_id"),
         pl.format("p{}", pl.col("terminal").cast(pl.Utf8).str.zfill(5)).alias("terminal_id"),
-        "amount", "event_time", "lat", "lon",
+        "amount",
+        "event_time",
+        "lat",
+        "lon",
         (pl.col("pattern") != "").alias("is_fraud"),
         pl.when(pl.col("pattern") != "").then(pl.col("pattern")).alias("pattern"),
     )
 
 
-def _labels(config: SimulatorConfig, cols: Columns, transactions: pl.DataFrame,
-            rng: np.random.Generator) -> pl.DataFrame:
+def _labels(
+    config: SimulatorConfig, cols: Columns, transactions: pl.DataFrame, rng: np.random.Generator
+) -> pl.DataFrame:
     cfg = config.labels
     fraud = cols.pattern >= 0
     tail = rng.random(len(cols)) < cfg.tail_share
@@ -273,8 +296,10 @@ def _labels(config: SimulatorConfig, cols: Columns, transactions: pl.DataFrame,
     delay = np.maximum(delay, cfg.min_delay_hours * 3600)
     genuine = cfg.maturity_days * DAY + rng.uniform(0, DAY, len(cols))
     arrival = np.round(cols.time + np.where(fraud, delay, genuine), 3)
-    return pl.DataFrame({
-        "txn_id": transactions["txn_id"],
-        "is_fraud": fraud,
-        "event_time": arrival,
-    }).sort("event_time", maintain_order=True)
+    return pl.DataFrame(
+        {
+            "txn_id": transactions["txn_id"],
+            "is_fraud": fraud,
+            "event_time": arrival,
+        }
+    ).sort("event_time", maintain_order=True)

@@ -33,7 +33,11 @@ from producers.population import CATEGORIES, Population, distance_km
 
 #: Pattern name -> code stored in the ``pattern`` column (-1: genuine).
 PATTERNS: tuple[str, ...] = (
-    "compromised_terminal", "stolen_card", "card_testing", "account_takeover", "high_amount",
+    "compromised_terminal",
+    "stolen_card",
+    "card_testing",
+    "account_takeover",
+    "high_amount",
     "merchant_fraud",
 )
 _ONLINE = CATEGORIES.index("online")
@@ -51,13 +55,18 @@ class Columns:
 
     @classmethod
     def empty(cls) -> Columns:
-        return cls(np.array([]), np.array([], int), np.array([], int), np.array([]),
-                   np.array([], int))
+        return cls(
+            np.array([]), np.array([], int), np.array([], int), np.array([]), np.array([], int)
+        )
 
     @classmethod
     def concat(cls, parts: list[Columns]) -> Columns:
-        return cls(*(np.concatenate([getattr(p, f) for p in parts])
-                     for f in ("time", "card", "terminal", "amount", "pattern")))
+        return cls(
+            *(
+                np.concatenate([getattr(p, f) for p in parts])
+                for f in ("time", "card", "terminal", "amount", "pattern")
+            )
+        )
 
     def __len__(self) -> int:
         return len(self.time)
@@ -74,8 +83,9 @@ class Incidents:
 Pattern = Callable[[Population, Columns, Incidents, np.random.Generator], Columns]
 
 
-def compromised_terminal(pop: Population, legit: Columns, inc: Incidents,
-                         rng: np.random.Generator) -> Columns:
+def compromised_terminal(
+    pop: Population, legit: Columns, inc: Incidents, rng: np.random.Generator
+) -> Columns:
     """Marks (in place) every legit transaction at the terminal during the incident."""
     end = inc.start + rng.uniform(2, 5, len(inc.start)) * 86400
     code = PATTERNS.index("compromised_terminal")
@@ -85,8 +95,9 @@ def compromised_terminal(pop: Population, legit: Columns, inc: Incidents,
     return Columns.empty()
 
 
-def stolen_card(pop: Population, legit: Columns, inc: Incidents,
-                rng: np.random.Generator) -> Columns:
+def stolen_card(
+    pop: Population, legit: Columns, inc: Incidents, rng: np.random.Generator
+) -> Columns:
     counts = rng.integers(2, 7, len(inc.start))
     card = np.repeat(inc.target, counts)
     time = np.repeat(inc.start, counts) + rng.uniform(0, 3 * 86400, counts.sum())
@@ -94,45 +105,55 @@ def stolen_card(pop: Population, legit: Columns, inc: Incidents,
     return _columns(pop, card, time, terminal, 1.0, "stolen_card", rng)
 
 
-def card_testing(pop: Population, legit: Columns, inc: Incidents,
-                 rng: np.random.Generator) -> Columns:
+def card_testing(
+    pop: Population, legit: Columns, inc: Incidents, rng: np.random.Generator
+) -> Columns:
     online = np.flatnonzero(pop.terminal_category == _ONLINE)
     online = online if len(online) else np.arange(len(pop.terminal_lat))
     tiny_n, big_n = rng.integers(3, 9, len(inc.start)), rng.integers(1, 4, len(inc.start))
     where = rng.choice(online, len(inc.start))
     tiny_card = np.repeat(inc.target, tiny_n)
-    tiny = Columns(np.repeat(inc.start, tiny_n) + rng.uniform(0, 600, tiny_n.sum()), tiny_card,
-                   np.repeat(where, tiny_n), np.round(rng.uniform(0.5, 2.0, tiny_n.sum()), 2),
-                   np.full(tiny_n.sum(), PATTERNS.index("card_testing")))
+    tiny = Columns(
+        np.repeat(inc.start, tiny_n) + rng.uniform(0, 600, tiny_n.sum()),
+        tiny_card,
+        np.repeat(where, tiny_n),
+        np.round(rng.uniform(0.5, 2.0, tiny_n.sum()), 2),
+        np.full(tiny_n.sum(), PATTERNS.index("card_testing")),
+    )
     big_card = np.repeat(inc.target, big_n)
     big_time = np.repeat(inc.start, big_n) + 600 + rng.uniform(0, 7200, big_n.sum())
     big = _columns(pop, big_card, big_time, np.repeat(where, big_n), 1.5, "card_testing", rng)
     return Columns.concat([tiny, big])
 
 
-def account_takeover(pop: Population, legit: Columns, inc: Incidents,
-                     rng: np.random.Generator) -> Columns:
+def account_takeover(
+    pop: Population, legit: Columns, inc: Incidents, rng: np.random.Generator
+) -> Columns:
     counts = rng.integers(2, 7, len(inc.start))
     customers = pop.card_customer[inc.target]
     far = []
     for c in customers:
-        d = distance_km(pop.customer_lat[c], pop.customer_lon[c], pop.terminal_lat,
-                        pop.terminal_lon)
-        far.append(rng.choice(np.argsort(d)[-max(1, len(d) // 10):]))
+        d = distance_km(
+            pop.customer_lat[c], pop.customer_lon[c], pop.terminal_lat, pop.terminal_lon
+        )
+        far.append(rng.choice(np.argsort(d)[-max(1, len(d) // 10) :]))
     card = np.repeat(inc.target, counts)
     time = np.repeat(inc.start, counts) + rng.uniform(0, 86400, counts.sum())
-    return _columns(pop, card, time, np.repeat(np.array(far, int), counts), 0.7,
-                    "account_takeover", rng)
+    return _columns(
+        pop, card, time, np.repeat(np.array(far, int), counts), 0.7, "account_takeover", rng
+    )
 
 
-def high_amount(pop: Population, legit: Columns, inc: Incidents,
-                rng: np.random.Generator) -> Columns:
+def high_amount(
+    pop: Population, legit: Columns, inc: Incidents, rng: np.random.Generator
+) -> Columns:
     terminal = _usual_terminals(pop, inc.target, rng)
     return _columns(pop, inc.target, inc.start, terminal, 2.5, "high_amount", rng)
 
 
-def merchant_fraud(pop: Population, legit: Columns, inc: Incidents,
-                   rng: np.random.Generator) -> Columns:
+def merchant_fraud(
+    pop: Population, legit: Columns, inc: Incidents, rng: np.random.Generator
+) -> Columns:
     counts = rng.integers(2, 5, len(inc.start))
     card = np.repeat(inc.target, counts)
     customers = pop.card_customer[card]
@@ -158,13 +179,22 @@ GENERATORS: dict[str, Pattern] = {
 def _usual_terminals(pop: Population, cards: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     customers = pop.card_customer[cards]
     start, stop = pop.nearby_start[customers], pop.nearby_start[customers + 1]
-    return np.asarray(pop.nearby_terminals[start + (rng.random(len(cards)) * (stop - start))
-                      .astype(int)])
+    return np.asarray(
+        pop.nearby_terminals[start + (rng.random(len(cards)) * (stop - start)).astype(int)]
+    )
 
 
-def _columns(pop: Population, card: np.ndarray, time: np.ndarray, terminal: np.ndarray,
-             log_boost: float, pattern: str, rng: np.random.Generator) -> Columns:
+def _columns(
+    pop: Population,
+    card: np.ndarray,
+    time: np.ndarray,
+    terminal: np.ndarray,
+    log_boost: float,
+    pattern: str,
+    rng: np.random.Generator,
+) -> Columns:
     customers = pop.card_customer[card]
     amount = rng.lognormal(pop.amount_mu[customers] + log_boost, pop.amount_sigma[customers])
-    return Columns(time, card, terminal, np.round(amount, 2),
-                   np.full(len(card), PATTERNS.index(pattern)))
+    return Columns(
+        time, card, terminal, np.round(amount, 2), np.full(len(card), PATTERNS.index(pattern))
+    )

@@ -25,7 +25,14 @@ import numpy as np
 
 #: Merchant categories and how common they are among terminals.
 CATEGORIES: tuple[str, ...] = (
-    "grocery", "fuel", "restaurant", "online", "travel", "electronics", "pharmacy", "fashion",
+    "grocery",
+    "fuel",
+    "restaurant",
+    "online",
+    "travel",
+    "electronics",
+    "pharmacy",
+    "fashion",
 )
 _CATEGORY_WEIGHTS = np.array([0.25, 0.1, 0.2, 0.15, 0.05, 0.05, 0.1, 0.1])
 _KM_PER_DEGREE = 111.2
@@ -69,7 +76,7 @@ class Population:
     nearby_terminals: np.ndarray
 
     def nearby(self, customer: int) -> np.ndarray:
-        return self.nearby_terminals[self.nearby_start[customer]:self.nearby_start[customer + 1]]
+        return self.nearby_terminals[self.nearby_start[customer] : self.nearby_start[customer + 1]]
 
     @property
     def cards_per_customer(self) -> np.ndarray:
@@ -107,15 +114,20 @@ def build_population(config: PopulationConfig, rng: np.random.Generator) -> Popu
     )
 
 
-def distance_km(lat1: np.ndarray, lon1: np.ndarray, lat2: np.ndarray,
-                lon2: np.ndarray) -> np.ndarray:
+def distance_km(
+    lat1: np.ndarray, lon1: np.ndarray, lat2: np.ndarray, lon2: np.ndarray
+) -> np.ndarray:
     """Equirectangular distance: plenty for choosing terminals near home."""
     x = (lon2 - lon1) * np.cos(np.radians((lat1 + lat2) / 2))
     return np.asarray(_KM_PER_DEGREE * np.hypot(x, lat2 - lat1))
 
 
 def _nearby(
-    lat: np.ndarray, lon: np.ndarray, t_lat: np.ndarray, t_lon: np.ndarray, radius_km: float,
+    lat: np.ndarray,
+    lon: np.ndarray,
+    t_lat: np.ndarray,
+    t_lon: np.ndarray,
+    radius_km: float,
     at_least: int = 3,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per customer, the terminals within ``radius_km`` (the nearest ``at_least`` if fewer),
@@ -156,5 +168,7 @@ _GRID = 1 << 21
 
 
 def _cell(lat: np.ndarray, lon: np.ndarray, step_lat: float, step_lon: float) -> np.ndarray:
-    return np.asarray(np.floor(lat / step_lat).astype(np.int64) * _GRID
-                      + np.floor(lon / step_lon).astype(np.int64))
+    return np.asarray(
+        np.floor(lat / step_lat).astype(np.int64) * _GRID
+        + np.floor(lon / step_lon).astype(np.int64)
+    )

@@ -55,8 +55,11 @@ class ReplayError(RuntimeError):
 
 def _iso(column: str) -> pl.Expr:
     millis = (pl.col(column) * 1000).round().cast(pl.Int64)
-    return pl.from_epoch(millis, time_unit="ms").dt.replace_time_zone("UTC") \
+    return (
+        pl.from_epoch(millis, time_unit="ms")
+        .dt.replace_time_zone("UTC")
         .dt.strftime("%Y-%m-%dT%H:%M:%S%.3fZ")
+    )
 
 
 def encode_events(transactions: pl.DataFrame, labels: pl.DataFrame) -> pl.DataFrame:
@@ -66,12 +69,19 @@ def encode_events(transactions: pl.DataFrame, labels: pl.DataFrame) -> pl.DataFr
     JSON (polars encodes it: any id is escaped as JSON needs; a missing location or card
     is ``null``).
     """
-    fields = [pl.lit(SCHEMA_VERSION).alias("schema_version"), "txn_id", "card_id",
-              "terminal_id", pl.col("amount").cast(pl.Float64), _iso("event_time")]
+    fields = [
+        pl.lit(SCHEMA_VERSION).alias("schema_version"),
+        "txn_id",
+        "card_id",
+        "terminal_id",
+        pl.col("amount").cast(pl.Float64),
+        _iso("event_time"),
+    ]
     if "lat" in transactions.columns and "lon" in transactions.columns:
         located = pl.col("lat").is_not_null() & pl.col("lon").is_not_null()
-        fields += [pl.when(located).then(pl.col(c).cast(pl.Float64)).alias(c)
-                   for c in ("lat", "lon")]
+        fields += [
+            pl.when(located).then(pl.col(c).cast(pl.Float64)).alias(c) for c in ("lat", "lon")
+        ]
     txn_events = transactions.select(
         pl.col("event_time").alias("time"),
         pl.lit(0, pl.Int8).alias("kind"),
@@ -79,15 +89,22 @@ def encode_events(transactions: pl.DataFrame, labels: pl.DataFrame) -> pl.DataFr
         pl.struct(fields).struct.json_encode().alias("value"),
     )
     if "card_id" not in labels.columns:  # a label names its card when it is known
-        labels = labels.join(transactions.select("txn_id", "card_id"), on="txn_id",
-                             how="left", maintain_order="left")
+        labels = labels.join(
+            transactions.select("txn_id", "card_id"), on="txn_id", how="left", maintain_order="left"
+        )
     label_events = labels.select(
         pl.col("event_time").alias("time"),
         pl.lit(1, pl.Int8).alias("kind"),
         pl.col("txn_id").alias("key"),
-        pl.struct(pl.lit(SCHEMA_VERSION).alias("schema_version"), "txn_id",
-                  pl.col("is_fraud").cast(pl.Boolean), _iso("event_time"), "card_id",
-                  ).struct.json_encode().alias("value"),
+        pl.struct(
+            pl.lit(SCHEMA_VERSION).alias("schema_version"),
+            "txn_id",
+            pl.col("is_fraud").cast(pl.Boolean),
+            _iso("event_time"),
+            "card_id",
+        )
+        .struct.json_encode()
+        .alias("value"),
     )
     return pl.concat([txn_events, label_events]).sort(["time", "kind"], maintain_order=True)
 
@@ -110,8 +127,10 @@ class ReplaySummary:
         return self.sent / self.seconds if self.seconds > 0 else 0.0
 
     def line(self) -> str:
-        text = (f"sent {self.sent:,} events in {self.seconds:.1f}s ({self.rate:,.0f}/s); "
-                f"failed {self.failed:,}")
+        text = (
+            f"sent {self.sent:,} events in {self.seconds:.1f}s ({self.rate:,.0f}/s); "
+            f"failed {self.failed:,}"
+        )
         if self.resent:
             text += f"; sent again after a broker outage {self.resent:,}"
         if self.failures:
@@ -130,9 +149,15 @@ class Replayer:
     ``send`` tops out near 15,000 records/s here, too slow for a replay.
     """
 
-    def __init__(self, bootstrap_servers: str, topics: tuple[str, str],
-                 speed: float | None = None, progress: Progress | None = None,
-                 progress_every: float = 0.5, retry_seconds: float = 300.0) -> None:
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        topics: tuple[str, str],
+        speed: float | None = None,
+        progress: Progress | None = None,
+        progress_every: float = 0.5,
+        retry_seconds: float = 300.0,
+    ) -> None:
         self.bootstrap_servers = bootstrap_servers
         #: How long a broker outage is waited out before the replay gives up.
         self.retry_seconds = retry_seconds
@@ -147,9 +172,14 @@ class Replayer:
         return asyncio.run(self.run_async(events))
 
     async def run_async(self, events: pl.DataFrame) -> ReplaySummary:
-        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap_servers, acks="all",
-                                    enable_idempotence=True, linger_ms=5,
-                                    max_batch_size=1 << 20, request_timeout_ms=30_000)
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap_servers,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=5,
+            max_batch_size=1 << 20,
+            request_timeout_ms=30_000,
+        )
         deadline = time.monotonic() + self.retry_seconds
         while True:
             try:
@@ -157,8 +187,10 @@ class Replayer:
                 break
             except KafkaError as exc:
                 if time.monotonic() > deadline:
-                    raise ReplayError(f"kafka.bootstrap_servers: no broker answered for "
-                                      f"{self.retry_seconds:.0f} s ({exc!r})") from exc
+                    raise ReplayError(
+                        f"kafka.bootstrap_servers: no broker answered for "
+                        f"{self.retry_seconds:.0f} s ({exc!r})"
+                    ) from exc
                 log.warning("no broker answers yet (%r); trying again", exc)
                 await asyncio.sleep(1.0)
         try:
@@ -212,8 +244,13 @@ class _BatchSender:
     sent again may be delivered twice, which the worker recognises (redeliveries).
     """
 
-    def __init__(self, producer: AIOKafkaProducer, topics: tuple[str, str],
-                 summary: ReplaySummary, retry_seconds: float = 300.0) -> None:
+    def __init__(
+        self,
+        producer: AIOKafkaProducer,
+        topics: tuple[str, str],
+        summary: ReplaySummary,
+        retry_seconds: float = 300.0,
+    ) -> None:
         self.producer = producer
         self.topics = topics
         self.summary = summary
@@ -226,8 +263,9 @@ class _BatchSender:
 
     async def load_partitions(self) -> None:
         for topic in self.topics:
-            found = await self._retrying(partial(self.producer.partitions_for, topic),
-                                         f"{topic}: partitions")
+            found = await self._retrying(
+                partial(self.producer.partitions_for, topic), f"{topic}: partitions"
+            )
             if not found:
                 raise RuntimeError(f"topic {topic}: no partitions (does it exist?)")
             self.partitions.append(sorted(found))
@@ -258,10 +296,14 @@ class _BatchSender:
         topic = self.topics[batch.kind]
         batch.future = await self._retrying(
             lambda: self.producer.send_batch(builder, topic, partition=batch.partition),
-            f"{topic}[{batch.partition}]")
+            f"{topic}[{batch.partition}]",
+        )
         self.in_flight.append(batch)
-        while self.in_flight and self.in_flight[0].future is not None \
-                and self.in_flight[0].future.done():
+        while (
+            self.in_flight
+            and self.in_flight[0].future is not None
+            and self.in_flight[0].future.done()
+        ):
             await self._settle(self.in_flight.popleft())
 
     def _built(self, records: list[tuple[bytes, bytes]]) -> Any:
@@ -285,11 +327,12 @@ class _BatchSender:
         now = time.monotonic()
         if self._outage_since is None:
             self._outage_since = now
-            log.warning("%s: %r; waiting for Kafka (up to %.0f s)", where, exc,
-                        self.retry_seconds)
+            log.warning("%s: %r; waiting for Kafka (up to %.0f s)", where, exc, self.retry_seconds)
         if now - self._outage_since > self.retry_seconds:
-            raise ReplayError(f"{where}: Kafka unavailable for more than "
-                              f"{self.retry_seconds:.0f} s (last error: {exc!r})") from exc
+            raise ReplayError(
+                f"{where}: Kafka unavailable for more than "
+                f"{self.retry_seconds:.0f} s (last error: {exc!r})"
+            ) from exc
 
     async def _settle(self, batch: _Batch) -> None:
         """Wait for ``batch``'s delivery; send it again if it failed."""
@@ -300,8 +343,10 @@ class _BatchSender:
                 self.summary.sent += len(batch.records)
                 if self._outage_since is not None:  # (only a delivery ends an outage: a
                     # batch is queued at once even while no broker answers)
-                    log.warning("Kafka confirms records again after %.1f s",
-                                time.monotonic() - self._outage_since)
+                    log.warning(
+                        "Kafka confirms records again after %.1f s",
+                        time.monotonic() - self._outage_since,
+                    )
                     self._outage_since = None
                 return
             except KafkaError as exc:
@@ -313,14 +358,21 @@ class _BatchSender:
                     self.summary.failed += len(batch.records)
                     if len(self.summary.failures) < 20:
                         self.summary.failures.append(
-                            f"{where}: {len(batch.records)} records: {failed}")
+                            f"{where}: {len(batch.records)} records: {failed}"
+                        )
                     return
                 await asyncio.sleep(1.0)
                 builder = self._built(batch.records)
                 builder.close()
-                batch.future = await self._retrying(partial(
-                    self.producer.send_batch, builder, self.topics[batch.kind],
-                    partition=batch.partition), where)
+                batch.future = await self._retrying(
+                    partial(
+                        self.producer.send_batch,
+                        builder,
+                        self.topics[batch.kind],
+                        partition=batch.partition,
+                    ),
+                    where,
+                )
 
     async def wait(self) -> None:
         while self.in_flight:

@@ -110,14 +110,14 @@ class ScenarioSpec(_Spec):
             raise ValueError("changes: the compromise family takes no changes")
         return self
 
-    def config(self, seed: int | None = None, days: float | None = None,
-               customers: int | None = None) -> SimulatorConfig:
+    def config(
+        self, seed: int | None = None, days: float | None = None, customers: int | None = None
+    ) -> SimulatorConfig:
         """The simulator configuration, optionally with another seed, length or size
         (fraud incidents per day scale with the number of customers)."""
         population = PopulationConfig(
             customers=customers or self.population.customers,
-            terminals=self.population.terminals if customers is None
-            else max(50, customers // 2),
+            terminals=self.population.terminals if customers is None else max(50, customers // 2),
             radius_km=self.population.radius_km,
         )
         base = SimulatorConfig()
@@ -130,8 +130,9 @@ class ScenarioSpec(_Spec):
             start_time=self.start.timestamp(),
             patterns={name: rate * scale for name, rate in rates.items()},
             labels=LabelConfig(**self.labels.model_dump()),
-            changes=tuple(Change(**{**c.model_dump(), "per_day": c.per_day * scale})
-                          for c in self.changes),
+            changes=tuple(
+                Change(**{**c.model_dump(), "per_day": c.per_day * scale}) for c in self.changes
+            ),
             seed=self.seed if seed is None else seed,
         )
 
@@ -153,13 +154,18 @@ def load_scenario(name_or_path: str | Path) -> ScenarioSpec:
     except yaml.YAMLError as exc:
         raise ScenarioError(f"{path}: not valid YAML: {exc}") from None
     except ValidationError as exc:
-        reasons = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '<file>'}: {e['msg']}"
-                            for e in exc.errors())
+        reasons = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '<file>'}: {e['msg']}" for e in exc.errors()
+        )
         raise ScenarioError(f"{path}: {reasons}") from None
 
 
-def run_scenario(spec: ScenarioSpec, seed: int | None = None, days: float | None = None,
-                 customers: int | None = None) -> tuple[Simulation, dict[str, Any]]:
+def run_scenario(
+    spec: ScenarioSpec,
+    seed: int | None = None,
+    days: float | None = None,
+    customers: int | None = None,
+) -> tuple[Simulation, dict[str, Any]]:
     """Simulate ``spec``; the data and its manifest."""
     config = spec.config(seed, days, customers)
     if spec.family == "compromise":
@@ -169,8 +175,9 @@ def run_scenario(spec: ScenarioSpec, seed: int | None = None, days: float | None
     return simulation, manifest(spec, config, simulation)
 
 
-def compromise_config(spec: ScenarioSpec, config: SimulatorConfig,
-                      customers: int | None = None) -> CompromiseConfig:
+def compromise_config(
+    spec: ScenarioSpec, config: SimulatorConfig, customers: int | None = None
+) -> CompromiseConfig:
     """The compromise family's configuration of ``spec`` (seed and days from ``config``;
     terminals and daily incidents scale with ``customers``)."""
     params = spec.compromise.model_dump()
@@ -180,28 +187,30 @@ def compromise_config(spec: ScenarioSpec, config: SimulatorConfig,
         params["terminals_per_day"] *= scale
         params["cards_per_day"] *= scale
         params["customers"] = customers
-    return CompromiseConfig(**params, days=config.days, start_time=config.start_time,
-                            seed=config.seed)
+    return CompromiseConfig(
+        **params, days=config.days, start_time=config.start_time, seed=config.seed
+    )
 
 
-def manifest(spec: ScenarioSpec, config: SimulatorConfig,
-             simulation: Simulation) -> dict[str, Any]:
+def manifest(spec: ScenarioSpec, config: SimulatorConfig, simulation: Simulation) -> dict[str, Any]:
     """The ground truth of a simulated scenario."""
     times = simulation.transactions["event_time"]
     points = []
     for change in spec.changes:
         at = config.start_time + change.at_day * 86400.0
         first = int(times.search_sorted(at, side="left"))
-        points.append({
-            "kind": change.kind,
-            "at": _iso(at),
-            "event_time": at,
-            "index": first,
-            "what": change.what,
-            "features": list(change.features),
-            "model_effect": change.model_effect,
-            "params": change.model_dump(exclude={"what", "features", "model_effect"}),
-        })
+        points.append(
+            {
+                "kind": change.kind,
+                "at": _iso(at),
+                "event_time": at,
+                "index": first,
+                "what": change.what,
+                "features": list(change.features),
+                "model_effect": change.model_effect,
+                "params": change.model_dump(exclude={"what", "features", "model_effect"}),
+            }
+        )
     txns = simulation.transactions
     return {
         "scenario": spec.name,
@@ -233,11 +242,13 @@ def moved(spec: ScenarioSpec, days: float, change_day: float) -> ScenarioSpec:
 
 def describe(spec: ScenarioSpec) -> str:
     """A few lines for ``fraudstream scenarios describe``."""
-    people = (spec.compromise if spec.family == "compromise" else spec.population)
-    lines = [f"{spec.name}: {spec.description}",
-             f"  {spec.days:g} days from {spec.start:%Y-%m-%d}, seed {spec.seed}, "
-             f"{people.customers} customers, {people.terminals} terminals"
-             + (" (the compromise family)" if spec.family == "compromise" else "")]
+    people = spec.compromise if spec.family == "compromise" else spec.population
+    lines = [
+        f"{spec.name}: {spec.description}",
+        f"  {spec.days:g} days from {spec.start:%Y-%m-%d}, seed {spec.seed}, "
+        f"{people.customers} customers, {people.terminals} terminals"
+        + (" (the compromise family)" if spec.family == "compromise" else ""),
+    ]
     if not spec.changes:
         lines.append("  no change points")
     for c in spec.changes:

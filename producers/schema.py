@@ -56,14 +56,14 @@ Flag = Annotated[bool, Strict()]
 
 def _supported(version: int) -> int:
     if version != SCHEMA_VERSION:
-        raise ValueError(f"version {version} is not supported (this build reads "
-                         f"{SCHEMA_VERSION})")
+        raise ValueError(f"version {version} is not supported (this build reads {SCHEMA_VERSION})")
     return version
 
 
 #: Required on every record a producer sends.
-SchemaVersion = Annotated[int, Strict(), AfterValidator(_supported),
-                          Field(json_schema_extra={"const": SCHEMA_VERSION})]
+SchemaVersion = Annotated[
+    int, Strict(), AfterValidator(_supported), Field(json_schema_extra={"const": SCHEMA_VERSION})
+]
 
 
 #: Event times are accepted from the epoch to 2100 (UTC): every one converts back to a
@@ -78,8 +78,9 @@ _EARLIEST, _LATEST = EARLIEST_EVENT.timestamp(), LATEST_EVENT.timestamp()
 
 def _in_range(moment: datetime) -> datetime:
     if not _EARLIEST <= moment.timestamp() < _LATEST:
-        raise ValueError(f"must be from {EARLIEST_EVENT:%Y-%m-%d} to before "
-                         f"{LATEST_EVENT:%Y-%m-%d} UTC")
+        raise ValueError(
+            f"must be from {EARLIEST_EVENT:%Y-%m-%d} to before {LATEST_EVENT:%Y-%m-%d} UTC"
+        )
     return moment
 
 
@@ -92,17 +93,25 @@ def _rfc3339(value: object) -> object:
     if isinstance(value, datetime):  # built in Python (from_event)
         return value
     if not isinstance(value, str) or not _RFC3339.match(value):
-        raise ValueError("must be an RFC 3339 string with an offset, like "
-                         "2026-01-01T00:00:00Z")
+        raise ValueError("must be an RFC 3339 string with an offset, like 2026-01-01T00:00:00Z")
     return value
 
 
 EventTime = Annotated[
-    AwareDatetime, BeforeValidator(_rfc3339), AfterValidator(_in_range),
+    AwareDatetime,
+    BeforeValidator(_rfc3339),
+    AfterValidator(_in_range),
     # (documented for clients and generators: the years the range check takes)
-    Field(json_schema_extra={"pattern": r"^(19[7-9][0-9]|20[0-9][0-9])-[0-9]{2}-[0-9]{2}T"
-                                        r"[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-]0[0-9]:"
-                                        r"[0-9]{2})$"})]
+    Field(
+        json_schema_extra={
+            "pattern": (
+                r"^(19[7-9][0-9]|20[0-9][0-9])-[0-9]{2}-[0-9]{2}T"
+                r"[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-]0[0-9]:"
+                r"[0-9]{2})$"
+            )
+        }
+    ),
+]
 
 R = TypeVar("R", bound="_Record")
 
@@ -177,8 +186,11 @@ class LabelRecord(_Record):
     @classmethod
     def from_event(cls, label: Label) -> LabelRecord:
         return cls(
-            schema_version=SCHEMA_VERSION, txn_id=label.txn_id, is_fraud=label.is_fraud,
-            event_time=to_datetime(label.event_time), card_id=label.card_id,
+            schema_version=SCHEMA_VERSION,
+            txn_id=label.txn_id,
+            is_fraud=label.is_fraud,
+            event_time=to_datetime(label.event_time),
+            card_id=label.card_id,
         )
 
 
@@ -221,8 +233,7 @@ def _decode(schema: type[R], raw: bytes | str) -> R:
         record = schema.model_validate_json(raw)
     except ValidationError as exc:
         raise RecordError(validation_errors(exc)) from None
-    repeated = [] if _keys_plainly_unique(raw, len(record.model_fields_set)) \
-        else repeated_keys(raw)
+    repeated = [] if _keys_plainly_unique(raw, len(record.model_fields_set)) else repeated_keys(raw)
     if repeated:
         raise RecordError([(key, "given more than once") for key in repeated])
     return record

@@ -79,16 +79,27 @@ def run_demo(settings: Settings, args: DemoOptions) -> int:
     print(f"[demo] services ready in {time.monotonic() - started:.1f}s")
     ensure_topics(settings)
     pipeline = settings.worker.app_id
-    services.prometheus.add_target("worker", "demo", f"127.0.0.1:{settings.worker.metrics_port}",
-                                   pipeline, "all")
+    services.prometheus.add_target(
+        "worker", "demo", f"127.0.0.1:{settings.worker.metrics_port}", pipeline, "all"
+    )
     services.prometheus.add_target("api", "demo", f"127.0.0.1:{settings.api.port}", pipeline)
-    env = {**os.environ, **services.endpoints(), **_prefixes(settings),
-           "FRAUDSTREAM_MODEL__SIGNING_KEY": _signing_key(settings)}
+    env = {
+        **os.environ,
+        **services.endpoints(),
+        **_prefixes(settings),
+        "FRAUDSTREAM_MODEL__SIGNING_KEY": _signing_key(settings),
+    }
     logs = settings.services.state_dir.resolve() / "demo"
     logs.mkdir(parents=True, exist_ok=True)
-    replay = [args.scenario, "--speed", str(args.speed), "--customers", str(args.customers),
-              *(["--seed", str(args.seed)] if args.seed is not None else []),
-              *(["--change-day", str(args.change_day)] if args.change_day is not None else [])]
+    replay = [
+        args.scenario,
+        "--speed",
+        str(args.speed),
+        "--customers",
+        str(args.customers),
+        *(["--seed", str(args.seed)] if args.seed is not None else []),
+        *(["--change-day", str(args.change_day)] if args.change_day is not None else []),
+    ]
     children: dict[str, subprocess.Popen[bytes]] = {}
     seen = Seen()
     try:
@@ -122,8 +133,10 @@ def _isolated(settings: Settings) -> Settings:
 
 
 def _prefixes(settings: Settings) -> dict[str, str]:
-    return {"FRAUDSTREAM_TOPICS__PREFIX": settings.topics.prefix,
-            "FRAUDSTREAM_REDIS__KEY_PREFIX": settings.redis.key_prefix}
+    return {
+        "FRAUDSTREAM_TOPICS__PREFIX": settings.topics.prefix,
+        "FRAUDSTREAM_REDIS__KEY_PREFIX": settings.redis.key_prefix,
+    }
 
 
 def _spawn(
@@ -131,8 +144,9 @@ def _spawn(
 ) -> subprocess.Popen[bytes]:
     argv = [sys.executable, "-m", "stream.cli", command, *extra]
     with log.open("ab") as out:
-        return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True)
+        return subprocess.Popen(
+            argv, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
 
 
 def _stop(child: subprocess.Popen[bytes]) -> None:
@@ -169,14 +183,20 @@ class Seen:
     alarms: list[DriftEvent] = field(default_factory=list)
 
 
-def _follow_scores(settings: Settings, duration: float | None,
-                   children: dict[str, subprocess.Popen[bytes]], spec: ScenarioSpec,
-                   seen: Seen) -> None:
-    scores_topic, drift_topic = settings.topics.name("scores"), settings.topics.name(
-        "drift_events")
+def _follow_scores(
+    settings: Settings,
+    duration: float | None,
+    children: dict[str, subprocess.Popen[bytes]],
+    spec: ScenarioSpec,
+    seen: Seen,
+) -> None:
+    scores_topic, drift_topic = settings.topics.name("scores"), settings.topics.name("drift_events")
     consumer = KafkaConsumer(  # the run's own topics: read them from their start
-        scores_topic, drift_topic, bootstrap_servers=settings.kafka.bootstrap_servers,
-        auto_offset_reset="earliest", group_id=None,
+        scores_topic,
+        drift_topic,
+        bootstrap_servers=settings.kafka.bootstrap_servers,
+        auto_offset_reset="earliest",
+        group_id=None,
     )
     began = time.monotonic()
     window_count = 0
@@ -208,22 +228,30 @@ def _follow_scores(settings: Settings, duration: float | None,
             if now - last_report >= 5:
                 mean = window_sum / window_count if window_count else float("nan")
                 day = (newest - start) / 86400 if newest else 0.0
-                print(f"[demo] {now - began:5.0f}s  day {day:5.1f}  scores: {len(seen.scores):7d}"
-                      f"  {window_count / (now - last_report):6.0f}/s  mean score {mean:.3f}  "
-                      f"model v{version}", flush=True)
+                print(
+                    f"[demo] {now - began:5.0f}s  day {day:5.1f}  scores: {len(seen.scores):7d}"
+                    f"  {window_count / (now - last_report):6.0f}/s  mean score {mean:.3f}  "
+                    f"model v{version}",
+                    flush=True,
+                )
                 while pending and day >= pending[0].at_day:
                     change = pending.pop(0)
-                    print(f"[demo] >>> change point passed (day {change.at_day:g}): "
-                          f"{change.what}", flush=True)
+                    print(
+                        f"[demo] >>> change point passed (day {change.at_day:g}): {change.what}",
+                        flush=True,
+                    )
                 last_report, window_count, window_sum = now, 0, 0.0
             for name in ("worker", "api"):  # these must stay up (the replay may finish)
                 if children[name].poll() is not None:
-                    raise RuntimeError(f"{name} exited with {children[name].returncode}; "
-                                       "see its log")
+                    raise RuntimeError(
+                        f"{name} exited with {children[name].returncode}; see its log"
+                    )
             traffic_over = children["replay"].poll() is not None or newest >= end - 3600
             if traffic_over and now - last_score > CAUGHT_UP:
-                print(f"[demo] the scenario's traffic is over and no score came for "
-                      f"{CAUGHT_UP:g}s: done (chargebacks still due are not waited for)")
+                print(
+                    f"[demo] the scenario's traffic is over and no score came for "
+                    f"{CAUGHT_UP:g}s: done (chargebacks still due are not waited for)"
+                )
                 return
     finally:
         consumer.close()
@@ -234,8 +262,9 @@ def _follow_scores(settings: Settings, duration: float | None,
 CAUGHT_UP = 15.0
 
 
-def _print_scorecard(settings: Settings, spec: ScenarioSpec, args: DemoOptions,
-                     seen: Seen, folder: Path) -> None:
+def _print_scorecard(
+    settings: Settings, spec: ScenarioSpec, args: DemoOptions, seen: Seen, folder: Path
+) -> None:
     """The scorecard of what the stream scored and alarmed, against the scenario's truth."""
     from stream.scorecard.judge import ScorecardOptions, from_stream, scorecard, summary_lines
     from stream.scorecard.report import write_html, write_plots
@@ -243,8 +272,13 @@ def _print_scorecard(settings: Settings, spec: ScenarioSpec, args: DemoOptions,
     simulation, manifest = run_scenario(spec, args.seed, customers=args.customers)
     result = from_stream(seen.scores, seen.alarms, simulation.labels, settings.model.name)
     truth = dict(simulation.labels.select("txn_id", "is_fraud").iter_rows())
-    card = scorecard(result, truth, ScorecardOptions.of(settings.model), manifest["change_points"],
-        {"name": f"{spec.name} (the stream, as scored by the worker)"})
+    card = scorecard(
+        result,
+        truth,
+        ScorecardOptions.of(settings.model),
+        manifest["change_points"],
+        {"name": f"{spec.name} (the stream, as scored by the worker)"},
+    )
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "scorecard.json").write_text(json.dumps(card, indent=1) + "\n")
     plots = write_plots(folder, result, card, None)
@@ -261,9 +295,11 @@ def alarm_line(event: DriftEvent, start: float) -> str:
     >>> alarm_line(DriftEvent("psi", "txn_amount_log", 0.31, 2000, 86400.0 * 41, 86400.0 * 42.5), 0)
     '[demo] !!! ALARM psi on txn_amount_log = 0.31 at day 42.5 (change from day 41.0)'
     """
-    return (f"[demo] !!! ALARM {event.detector} on {event.subject} = {event.magnitude:.4g} at "
-            f"day {(event.first_seen - start) / 86400:.1f} (change from day "
-            f"{(event.changed_at - start) / 86400:.1f})")
+    return (
+        f"[demo] !!! ALARM {event.detector} on {event.subject} = {event.magnitude:.4g} at "
+        f"day {(event.first_seen - start) / 86400:.1f} (change from day "
+        f"{(event.changed_at - start) / 86400:.1f})"
+    )
 
 
 def to_seconds(iso: str) -> float:

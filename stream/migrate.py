@@ -65,7 +65,7 @@ def _braced(key: str, prefix: str) -> bool:
     """
     if not key.startswith(prefix + ":"):
         return False
-    match = _ENTITY_KEY.fullmatch(key[len(prefix) + 1:])
+    match = _ENTITY_KEY.fullmatch(key[len(prefix) + 1 :])
     return match is not None and "{" in match.group(3) and not _tagged(key, prefix)
 
 
@@ -75,8 +75,10 @@ def _tagged(key: str, prefix: str) -> bool:
     >>> _tagged("fs:v4:card:{c:c1}", "fs"), _tagged("fs:v4:card:a{b", "fs")
     (True, False)
     """
-    return re.fullmatch(rf"{re.escape(prefix)}:v\d+:\w+:\{{[ctx]:.*\}}(:.*)?", key,
-                        re.DOTALL) is not None
+    return (
+        re.fullmatch(rf"{re.escape(prefix)}:v\d+:\w+:\{{[ctx]:.*\}}(:.*)?", key, re.DOTALL)
+        is not None
+    )
 
 
 def migrate(client: Any, prefix: str, dry_run: bool = False) -> Counter[str]:

@@ -30,8 +30,11 @@ from models.scoring import ModelHolder, ServingModel, score_batch
 
 
 async def replay_features(
-    events: Iterable[Transaction | Label], *, allowed_lateness: float = 3600.0,
-    model_name: str = "logistic_regression", batch_size: int = 500,
+    events: Iterable[Transaction | Label],
+    *,
+    allowed_lateness: float = 3600.0,
+    model_name: str = "logistic_regression",
+    batch_size: int = 500,
     store: FeatureStore | None = None,
 ) -> dict[str, ScoredRecord | None]:
     """Each transaction's record as scored in order (``None`` when too late).

@@ -94,8 +94,7 @@ class RedisSettings(_Section):
     @classmethod
     def _no_braces(cls, prefix: str) -> str:
         if "{" in prefix or "}" in prefix:
-            raise ValueError("must not contain '{' or '}' (they would change the keys' hash "
-                             "tags)")
+            raise ValueError("must not contain '{' or '}' (they would change the keys' hash tags)")
         return prefix
 
 
@@ -147,16 +146,20 @@ class DriftSettings(DriftConfig):
     def _known_features(cls, names: tuple[str, ...]) -> tuple[str, ...]:
         unknown = [n for n in names if n not in FEATURE_NAMES]
         if unknown:
-            raise ValueError(f"unknown feature(s) {', '.join(unknown)}; the features are "
-                             f"{', '.join(FEATURE_NAMES)}")
+            raise ValueError(
+                f"unknown feature(s) {', '.join(unknown)}; the features are "
+                f"{', '.join(FEATURE_NAMES)}"
+            )
         return names
 
     @model_validator(mode="after")
     def _kswin_fits(self) -> DriftSettings:
         if self.kswin_stat_size * 2 > self.kswin_window:
-            raise ValueError(f"kswin_stat_size ({self.kswin_stat_size}) must be at most half "
-                             f"of kswin_window ({self.kswin_window}): KSWIN draws as many "
-                             "older samples")
+            raise ValueError(
+                f"kswin_stat_size ({self.kswin_stat_size}) must be at most half "
+                f"of kswin_window ({self.kswin_window}): KSWIN draws as many "
+                "older samples"
+            )
         return self
 
 
@@ -209,8 +212,10 @@ class WorkerSettings(_Section):
     @model_validator(mode="after")
     def _heartbeat_fits_session(self) -> WorkerSettings:
         if self.heartbeat_seconds * 3 > self.session_timeout_seconds:
-            raise ValueError("heartbeat_seconds: must be at most a third of "
-                             f"session_timeout_seconds ({self.session_timeout_seconds:g})")
+            raise ValueError(
+                "heartbeat_seconds: must be at most a third of "
+                f"session_timeout_seconds ({self.session_timeout_seconds:g})"
+            )
         return self
 
 
@@ -260,8 +265,10 @@ class ApiSettings(_Section):
     @classmethod
     def _token_long_enough(cls, token: SecretStr | None) -> SecretStr | None:
         if token is not None and len(token.get_secret_value()) < ADMIN_TOKEN_MIN:
-            raise ValueError(f"must be at least {ADMIN_TOKEN_MIN} characters (unset it to "
-                             "disable the admin endpoints)")
+            raise ValueError(
+                f"must be at least {ADMIN_TOKEN_MIN} characters (unset it to "
+                "disable the admin endpoints)"
+            )
         return token
 
 

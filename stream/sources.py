@@ -71,20 +71,25 @@ def load_source(spec: SourceSpec) -> Source:
     """Read (or simulate) the source ``spec`` names."""
     source = Path(spec.source)
     if spec.mapping or spec.map:
-        mapping = (ColumnMapping.from_file(spec.mapping) if spec.mapping
-                   else ColumnMapping.from_pairs(list(spec.map)))
+        mapping = (
+            ColumnMapping.from_file(spec.mapping)
+            if spec.mapping
+            else ColumnMapping.from_pairs(list(spec.map))
+        )
         foreign = read_foreign(source, mapping)
         return Source(foreign.transactions, foreign.labels, foreign.rejected, None)
     if source.is_dir():
         transactions, labels = read_dataset(source)
         written = source / MANIFEST
-        return Source(transactions, labels, [],
-                      json.loads(written.read_text()) if written.is_file() else None)
+        return Source(
+            transactions, labels, [], json.loads(written.read_text()) if written.is_file() else None
+        )
     if source.suffix in (".csv", ".parquet"):
         raise DatasetError(f"{source}: a foreign file needs --mapping FILE or --map FIELD=COLUMN")
     run = spec.scenario
-    simulation, manifest = run_scenario(scenario_spec(spec.source, run), run.seed, run.days,
-                                        run.customers)
+    simulation, manifest = run_scenario(
+        scenario_spec(spec.source, run), run.seed, run.days, run.customers
+    )
     return Source(simulation.transactions, simulation.labels, [], manifest)
 
 

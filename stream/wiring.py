@@ -58,16 +58,23 @@ def build_store(settings: Settings, max_connections: int | None = None) -> Redis
     options: dict[str, Any] = {
         "socket_timeout": settings.redis.socket_timeout_seconds,
         "socket_connect_timeout": settings.redis.connect_timeout_seconds,
-        **({} if max_connections is None else {"max_connections": max_connections})}
+        **({} if max_connections is None else {"max_connections": max_connections}),
+    }
     store_options: dict[str, Any] = {
         "allowed_lateness": settings.features.allowed_lateness_seconds,
-        "scored_ttl_seconds": settings.redis.scored_ttl_seconds}
+        "scored_ttl_seconds": settings.redis.scored_ttl_seconds,
+    }
     if settings.redis.cluster:
         return RedisClusterFeatureStore(
             AsyncRedisCluster.from_url(settings.redis.url, **options),
-            settings.redis.key_prefix, **store_options)
-    return RedisFeatureStore(aioredis.Redis.from_url(settings.redis.url, **options),
-                             settings.redis.key_prefix, **store_options)
+            settings.redis.key_prefix,
+            **store_options,
+        )
+    return RedisFeatureStore(
+        aioredis.Redis.from_url(settings.redis.url, **options),
+        settings.redis.key_prefix,
+        **store_options,
+    )
 
 
 def sync_client(settings: Settings) -> redis.Redis | redis.cluster.RedisCluster:
@@ -77,15 +84,25 @@ def sync_client(settings: Settings) -> redis.Redis | redis.cluster.RedisCluster:
     return redis.Redis.from_url(settings.redis.url)
 
 
-def build_registry(settings: Settings, store: RedisFeatureStore,
-                   fence: Fence | None = None) -> ModelRegistry:
+def build_registry(
+    settings: Settings, store: RedisFeatureStore, fence: Fence | None = None
+) -> ModelRegistry:
     """The model registry beside ``store``; it writes only while ``fence`` holds."""
-    return ModelRegistry(store.client, settings.redis.key_prefix, signing_key(settings),
-                         settings.redis.scored_ttl_seconds, fence=fence)
+    return ModelRegistry(
+        store.client,
+        settings.redis.key_prefix,
+        signing_key(settings),
+        settings.redis.scored_ttl_seconds,
+        fence=fence,
+    )
 
 
-def build_pipeline(settings: Settings, registry: CollectorRegistry,
-                   roles: frozenset[str] = ALL, fence: Fence | None = None) -> Pipeline:
+def build_pipeline(
+    settings: Settings,
+    registry: CollectorRegistry,
+    roles: frozenset[str] = ALL,
+    fence: Fence | None = None,
+) -> Pipeline:
     """The pipeline of ``roles`` with its Redis store, model registry (fenced by the
     learn lease's ``fence``), drift monitor (only with the monitor role) and metrics.
 
@@ -103,12 +120,15 @@ def build_pipeline(settings: Settings, registry: CollectorRegistry,
     store = build_store(settings)
     metrics = PipelineMetrics.create(registry)
     store.observe = lambda op, seconds: metrics.store_seconds.labels(op=op).observe(seconds)
-    progress = GroupProgress(settings.kafka.bootstrap_servers,
-                             scoring_group(settings.worker.app_id, roles),
-                             [settings.topics.name("transactions")])
+    progress = GroupProgress(
+        settings.kafka.bootstrap_servers,
+        scoring_group(settings.worker.app_id, roles),
+        [settings.topics.name("transactions")],
+    )
     monitor = build_monitor(settings, registry) if "monitor" in roles else None
-    return Pipeline(settings, store, build_registry(settings, store, fence), metrics, monitor,
-                    progress, roles)
+    return Pipeline(
+        settings, store, build_registry(settings, store, fence), metrics, monitor, progress, roles
+    )
 
 
 #: The calendar features: prediction drift rescores the reference with the current ones.
@@ -130,20 +150,34 @@ def build_monitor(settings: Settings, registry: CollectorRegistry) -> DriftMonit
     drift = settings.drift
     if not drift.enabled:
         return None
-    reports = None if drift.reports_dir is None else ReportBudget(
-        drift.reports_dir.resolve(), drift.report_every_seconds, drift.reports_max_bytes)
-    return DriftMonitor(drift, watched_features(drift.features),
-                        settings.model.threshold,
-                        DriftMetrics.create(registry), reports, launch_report,
-                        calendar=sorted(CYCLIC))
+    reports = (
+        None
+        if drift.reports_dir is None
+        else ReportBudget(
+            drift.reports_dir.resolve(), drift.report_every_seconds, drift.reports_max_bytes
+        )
+    )
+    return DriftMonitor(
+        drift,
+        watched_features(drift.features),
+        settings.model.threshold,
+        DriftMetrics.create(registry),
+        reports,
+        launch_report,
+        calendar=sorted(CYCLIC),
+    )
 
 
 def launch_report(folder: Path) -> subprocess.Popen[bytes]:
     """Build the Evidently report of ``folder`` in its own process (Evidently imports slowly)."""
     log.warning("data drift: building the Evidently report in %s", folder)
     with (folder / "report.log").open("ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "stream.cli", "drift-report", str(folder)],
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(
+            [sys.executable, "-m", "stream.cli", "drift-report", str(folder)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 def api_metrics_dir(settings: Settings, fresh: bool = False) -> Path:
@@ -175,21 +209,35 @@ def build_api(settings: Settings) -> Any:
     store = build_store(settings, max_connections=api.max_in_flight + 8)
     registry = build_registry(settings, store)
     token = api.admin_token
-    decisions = DecisionLog(
-        settings.kafka.bootstrap_servers, settings.topics.name("predictions"),
-        api.decision_buffer_max, prepare=lambda: asyncio.to_thread(ensure_topics, settings),
-    ) if api.decision_log else None
+    decisions = (
+        DecisionLog(
+            settings.kafka.bootstrap_servers,
+            settings.topics.name("predictions"),
+            api.decision_buffer_max,
+            prepare=lambda: asyncio.to_thread(ensure_topics, settings),
+        )
+        if api.decision_log
+        else None
+    )
     exposed = None
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         exposed = CollectorRegistry()
         multiprocess.MultiProcessCollector(exposed)
-    return create_app(store, registry, CollectorRegistry(), api.model_refresh_seconds,
-                      None if token is None else token.get_secret_value(),
-                      max_in_flight=api.max_in_flight,
-                      max_loop_lag_seconds=api.max_loop_lag_ms / 1000,
-                      max_body_bytes=api.max_body_bytes,
-                      retry_after_seconds=api.retry_after_seconds, batch_max=api.batch_max,
-                      explain_top=api.explain_top, decisions=decisions, exposed=exposed)
+    return create_app(
+        store,
+        registry,
+        CollectorRegistry(),
+        api.model_refresh_seconds,
+        None if token is None else token.get_secret_value(),
+        max_in_flight=api.max_in_flight,
+        max_loop_lag_seconds=api.max_loop_lag_ms / 1000,
+        max_body_bytes=api.max_body_bytes,
+        retry_after_seconds=api.retry_after_seconds,
+        batch_max=api.batch_max,
+        explain_top=api.explain_top,
+        decisions=decisions,
+        exposed=exposed,
+    )
 
 
 def api_from_env() -> Any:

@@ -58,9 +58,14 @@ def _docker_available() -> bool:
 
 def _local_settings(state: Path) -> ServicesSettings:
     return ServicesSettings(
-        state_dir=state, cache_dir=REPO / ".cache",
-        kafka_port=free_port(), kafka_controller_port=free_port(), redis_port=free_port(),
-        prometheus_port=free_port(), alertmanager_port=free_port(), scrape_interval="1s",
+        state_dir=state,
+        cache_dir=REPO / ".cache",
+        kafka_port=free_port(),
+        kafka_controller_port=free_port(),
+        redis_port=free_port(),
+        prometheus_port=free_port(),
+        alertmanager_port=free_port(),
+        scrape_interval="1s",
         kafka_heap="384m",
     )
 
@@ -105,21 +110,31 @@ def kafka_bootstrap(local_services: LocalServices) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def real_servers(kafka_bootstrap: str, redis_url: str,
-                 local_services: LocalServices) -> RealServers:
+def real_servers(
+    kafka_bootstrap: str, redis_url: str, local_services: LocalServices
+) -> RealServers:
     """Kafka and Redis, and a real Prometheus and Alertmanager beside them (always local
     processes unless the environment names them: Prometheus scrapes processes on this
     host)."""
     env = os.environ
     if env.get("FRAUDSTREAM_TEST_PROMETHEUS_URL"):
-        return RealServers(kafka_bootstrap, redis_url, env["FRAUDSTREAM_TEST_PROMETHEUS_URL"],
-                           Path(env["FRAUDSTREAM_TEST_PROMETHEUS_TARGETS"]), "environment",
-                           env.get("FRAUDSTREAM_TEST_ALERTMANAGER_URL"))
+        return RealServers(
+            kafka_bootstrap,
+            redis_url,
+            env["FRAUDSTREAM_TEST_PROMETHEUS_URL"],
+            Path(env["FRAUDSTREAM_TEST_PROMETHEUS_TARGETS"]),
+            "environment",
+            env.get("FRAUDSTREAM_TEST_ALERTMANAGER_URL"),
+        )
     local_services.up(only={"prometheus", "alertmanager"})
-    return RealServers(kafka_bootstrap, redis_url, local_services.prometheus.url,
-                       local_services.prometheus.targets_dir,
-                       "testcontainers" if _docker_available() else "local processes",
-                       local_services.alertmanager.url)
+    return RealServers(
+        kafka_bootstrap,
+        redis_url,
+        local_services.prometheus.url,
+        local_services.prometheus.targets_dir,
+        "testcontainers" if _docker_available() else "local processes",
+        local_services.alertmanager.url,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -128,9 +143,13 @@ def redis_cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
     if url := os.environ.get("FRAUDSTREAM_TEST_REDIS_CLUSTER"):
         yield url
         return
-    services = LocalServices(ServicesSettings(
-        state_dir=tmp_path_factory.mktemp("cluster"), redis_cluster=CLUSTER_MASTERS,
-        redis_cluster_port=free_cluster_base(CLUSTER_MASTERS)))
+    services = LocalServices(
+        ServicesSettings(
+            state_dir=tmp_path_factory.mktemp("cluster"),
+            redis_cluster=CLUSTER_MASTERS,
+            redis_cluster_port=free_cluster_base(CLUSTER_MASTERS),
+        )
+    )
     nodes = services.redis_cluster.nodes
     try:
         services.up(timeout=60, only={node.name for node in nodes})

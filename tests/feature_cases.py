@@ -62,8 +62,9 @@ Op = Transaction | Fraud | Unsaved | Settle
 
 def transactions(ops: list[Op]) -> list[Transaction]:
     """The transactions of ``ops`` in order (what :class:`Fraud` and :class:`Settle` index)."""
-    return [o.txn if isinstance(o, Unsaved) else o for o in ops
-            if isinstance(o, Transaction | Unsaved)]
+    return [
+        o.txn if isinstance(o, Unsaved) else o for o in ops if isinstance(o, Transaction | Unsaved)
+    ]
 
 
 #: Clock steps between transactions.
@@ -74,8 +75,9 @@ HORIZON_STEPS = (0.0, 0.5, 30.0, 600.0, 1800.0, 3600.0, 86400.0, HORIZON_SECONDS
 
 
 @st.composite
-def operations(draw: st.DrawFn, max_size: int = 40, cards: int = 3,
-               steps: tuple[float, ...] = STEPS) -> list[Op]:
+def operations(
+    draw: st.DrawFn, max_size: int = 40, cards: int = 3, steps: tuple[float, ...] = STEPS
+) -> list[Op]:
     """Transactions over ``cards`` cards and 3 terminals, some out of order, some too
     late, some located; and fraud labels for earlier transactions."""
     ops: list[Op] = []
@@ -89,15 +91,17 @@ def operations(draw: st.DrawFn, max_size: int = 40, cards: int = 3,
         clock += draw(st.sampled_from(steps))
         back = draw(st.sampled_from([0.0, 0.0, 0.0, 100.0, LATENESS, 2 * LATENESS]))
         located = draw(st.booleans())
-        ops.append(Transaction(
-            txn_id=f"t{i}",
-            card_id=f"c{draw(st.integers(0, cards - 1))}",
-            terminal_id=f"p{draw(st.integers(0, 2))}",
-            amount=draw(st.floats(0, 5000, allow_nan=False)),
-            event_time=clock - back,
-            lat=draw(st.floats(-60, 60)) if located else None,
-            lon=draw(st.floats(-170, 170)) if located else None,
-        ))
+        ops.append(
+            Transaction(
+                txn_id=f"t{i}",
+                card_id=f"c{draw(st.integers(0, cards - 1))}",
+                terminal_id=f"p{draw(st.integers(0, 2))}",
+                amount=draw(st.floats(0, 5000, allow_nan=False)),
+                event_time=clock - back,
+                lat=draw(st.floats(-60, 60)) if located else None,
+                lon=draw(st.floats(-170, 170)) if located else None,
+            )
+        )
     return ops
 
 
@@ -144,8 +148,9 @@ async def drive(store: FeatureStore, ops: list[Op]) -> Outcome:
         if isinstance(op, Fraud):
             record = await store.scored(txns[op.index].txn_id)
             if record is not None:
-                await store.record_fraud(record, Label(record.txn_id, True,
-                                                       record.event_time + op.delay))
+                await store.record_fraud(
+                    record, Label(record.txn_id, True, record.event_time + op.delay)
+                )
         elif isinstance(op, Settle) and not op.redeliver:
             if (held := unsaved.pop(txns[op.index].txn_id, None)) is not None:
                 await store.save([held])
@@ -153,13 +158,18 @@ async def drive(store: FeatureStore, ops: list[Op]) -> Outcome:
             out.redelivered.append(await _score(store, txns[op.index], unsaved, save=True))
         else:
             txn = op.txn if isinstance(op, Unsaved) else op
-            out.vectors[txn.txn_id] = await _score(store, txn, unsaved,
-                                                   save=isinstance(op, Transaction))
+            out.vectors[txn.txn_id] = await _score(
+                store, txn, unsaved, save=isinstance(op, Transaction)
+            )
     return out
 
 
-async def _score(store: FeatureStore, txn: Transaction,
-                 unsaved: dict[str, tuple[Applied, ScoredRecord]], save: bool) -> Vector | None:
+async def _score(
+    store: FeatureStore,
+    txn: Transaction,
+    unsaved: dict[str, tuple[Applied, ScoredRecord]],
+    save: bool,
+) -> Vector | None:
     """Apply ``txn``; its vector (``None`` if late); its record saved, or kept unsaved."""
     [applied] = await store.apply([txn])
     if applied.status is Status.LATE:
@@ -167,8 +177,9 @@ async def _score(store: FeatureStore, txn: Transaction,
     if applied.record is not None:
         return applied.record.features
     assert applied.state is not None
-    record = ScoredRecord(txn.txn_id, txn.card_id, txn.terminal_id, txn.event_time,
-                          view(applied.state, txn), 0.5, 1)
+    record = ScoredRecord(
+        txn.txn_id, txn.card_id, txn.terminal_id, txn.event_time, view(applied.state, txn), 0.5, 1
+    )
     unsaved.pop(txn.txn_id, None)
     if save:
         await store.save([(applied, record)])
@@ -215,8 +226,9 @@ def reference(ops: list[Op], answered_late: list[bool] | None = None) -> Outcome
         elif isinstance(op, Settle):
             target = txns[op.index]
             first = out.vectors[target.txn_id]
-            late = (op.redeliver and answered_late is not None
-                    and answered_late[len(out.redelivered)])
+            late = (
+                op.redeliver and answered_late is not None and answered_late[len(out.redelivered)]
+            )
             if first is not None and target.txn_id not in saved:
                 if late and may_have_lost(target):
                     first = None
@@ -241,11 +253,18 @@ def reference(ops: list[Op], answered_late: list[bool] | None = None) -> Outcome
 
 def card_reference(history: list[Transaction], txn: Transaction) -> dict[str, float]:
     at = txn.event_time
-    past = sorted((e for e in history if at - HORIZON_SECONDS <= e.event_time < at),
-                  key=lambda e: e.event_time)
+    past = sorted(
+        (e for e in history if at - HORIZON_SECONDS <= e.event_time < at),
+        key=lambda e: e.event_time,
+    )
     out: dict[str, float] = {}
-    for name, days in [("10m", 600), ("1h", 3600), ("1d", 86400), ("7d", 7 * 86400),
-                       ("30d", 30 * 86400)]:
+    for name, days in [
+        ("10m", 600),
+        ("1h", 3600),
+        ("1d", 86400),
+        ("7d", 7 * 86400),
+        ("30d", 30 * 86400),
+    ]:
         amounts = [e.amount for e in past if e.event_time >= at - days]
         out[f"card_txn_count_{name}"] = len(amounts)
         out[f"card_amount_sum_{name}"] = sum(amounts)
@@ -260,7 +279,8 @@ def card_reference(history: list[Transaction], txn: Transaction) -> dict[str, fl
     out["card_amount_ratio_mean_30d"] = (txn.amount + 1) / (mean + 1) if amounts else 1.0
     for name, days in [("1d", 1), ("7d", 7)]:
         out[f"card_distinct_terminals_{name}"] = len(
-            {e.terminal_id for e in past if e.event_time >= at - days * 86400})
+            {e.terminal_id for e in past if e.event_time >= at - days * 86400}
+        )
     out["card_terminal_new_30d"] = 0.0 if txn.terminal_id in {e.terminal_id for e in past} else 1.0
     distance = speed = 0.0
     if txn.lat is not None and txn.lon is not None:
@@ -290,11 +310,20 @@ def terminal_reference(
         newest = max([current, *(math.floor(e.event_time / size) for e in here)])
         low = max(current - 24, newest - 48)
         count = sum(1 for e in here if low <= math.floor(e.event_time / size) < current)
-        floor_30d = max([math.floor(at / (30 * 3600)),
-                         *(math.floor(e.event_time / (30 * 3600)) for e in here)]) - 48
+        floor_30d = (
+            max(
+                [
+                    math.floor(at / (30 * 3600)),
+                    *(math.floor(e.event_time / (30 * 3600)) for e in here),
+                ]
+            )
+            - 48
+        )
         known = [
-            f for f, arrived in frauds
-            if f.terminal_id == txn.terminal_id and arrived < at
+            f
+            for f, arrived in frauds
+            if f.terminal_id == txn.terminal_id
+            and arrived < at
             and (current - 24) * size <= f.event_time < current * size
             and f.event_time >= floor_30d * 30 * 3600
         ]
@@ -302,18 +331,30 @@ def terminal_reference(
         out[f"terminal_fraud_count_{name}"] = len(known)
         out[f"terminal_fraud_rate_{name}"] = min(len(known) / count, 1.0) if count else 0.0
     # Risk over windows ending a week back: (bucket hours, buckets back, buckets long).
-    for name, (hours, back, long) in {"1d": (7, 24, 3), "7d": (7, 24, 24),
-                                      "30d": (30, 6, 24)}.items():
+    for name, (hours, back, long) in {
+        "1d": (7, 24, 3),
+        "7d": (7, 24, 24),
+        "30d": (30, 6, 24),
+    }.items():
         size = hours * 3600
         current = math.floor(at / size)
         newest = max([current, *(math.floor(e.event_time / size) for e in here)])
         low = max(current - back - long, newest - 48)
         count = sum(1 for e in here if low <= math.floor(e.event_time / size) < current - back)
-        floor_30d = max([math.floor(at / (30 * 3600)),
-                         *(math.floor(e.event_time / (30 * 3600)) for e in here)]) - 48
+        floor_30d = (
+            max(
+                [
+                    math.floor(at / (30 * 3600)),
+                    *(math.floor(e.event_time / (30 * 3600)) for e in here),
+                ]
+            )
+            - 48
+        )
         known = [
-            f for f, arrived in frauds
-            if f.terminal_id == txn.terminal_id and arrived < at
+            f
+            for f, arrived in frauds
+            if f.terminal_id == txn.terminal_id
+            and arrived < at
             and (current - back - long) * size <= f.event_time < (current - back) * size
             and f.event_time >= floor_30d * 30 * 3600
         ]
@@ -342,8 +383,10 @@ def assert_close(got: Outcome, want: Outcome) -> None:
     assert got.vectors.keys() == want.vectors.keys()
     assert len(got.redelivered) == len(want.redelivered)
     pairs = [(txn_id, got.vectors[txn_id], expected) for txn_id, expected in want.vectors.items()]
-    pairs += [(f"redelivery {i}", actual, expected) for i, (actual, expected)
-              in enumerate(zip(got.redelivered, want.redelivered, strict=True))]
+    pairs += [
+        (f"redelivery {i}", actual, expected)
+        for i, (actual, expected) in enumerate(zip(got.redelivered, want.redelivered, strict=True))
+    ]
     for txn_id, actual, expected in pairs:
         if expected is None or actual is None:
             assert actual is None and expected is None, txn_id
@@ -351,18 +394,21 @@ def assert_close(got: Outcome, want: Outcome) -> None:
         assert actual.keys() == expected.keys()
         for name, value in expected.items():
             assert math.isclose(actual[name], value, rel_tol=1e-9, abs_tol=1e-6), (
-                f"{txn_id} {name}: store {actual[name]!r} != reference {value!r}")
+                f"{txn_id} {name}: store {actual[name]!r} != reference {value!r}"
+            )
 
 
 R = TypeVar("R")
 
 
-async def in_redis_and_memory(redis_url: str,
-                              run: Callable[[FeatureStore], Awaitable[R]]) -> tuple[R, R]:
+async def in_redis_and_memory(
+    redis_url: str, run: Callable[[FeatureStore], Awaitable[R]]
+) -> tuple[R, R]:
     """``run`` on a fresh Redis store (a key prefix of its own), then on a fresh in-memory
     store, both with :data:`LATENESS`."""
-    redis_store = RedisFeatureStore.from_url(redis_url, f"fs-{secrets.token_hex(4)}",
-                                             allowed_lateness=LATENESS)
+    redis_store = RedisFeatureStore.from_url(
+        redis_url, f"fs-{secrets.token_hex(4)}", allowed_lateness=LATENESS
+    )
     try:
         in_redis = await run(redis_store)
     finally:

@@ -95,15 +95,21 @@ class Processes:
         #: Every child ever started, also those a later one of the same name replaced.
         self.started: list[subprocess.Popen[bytes]] = []
 
-    def start(self, command: str, settings: Settings, *args: str,
-              name: str | None = None) -> subprocess.Popen[bytes]:
+    def start(
+        self, command: str, settings: Settings, *args: str, name: str | None = None
+    ) -> subprocess.Popen[bytes]:
         """Start ``fraudstream command *args`` as ``name`` (default: the command); its
         output goes to ``<name>.log``. A name started again replaces the old child."""
         name = name or command
         log = (self.log_dir / f"{name}.log").open("ab")
         env = {**os.environ, **to_env(settings)}
-        child = subprocess.Popen([sys.executable, "-m", "stream.cli", command, *args],
-                                 stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+        child = subprocess.Popen(
+            [sys.executable, "-m", "stream.cli", command, *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=REPO,
+        )
         self.children[name] = child
         self.started.append(child)
         return child
@@ -125,8 +131,12 @@ class Processes:
 def isolated_settings(servers: Endpoints, **model: Any) -> Settings:
     """Settings of one test: own topics, consumer group, Redis keys and ports."""
     tag = secrets.token_hex(4)
-    model_settings = {"snapshot_every_labels": 50, "snapshot_every_seconds": 0.5,
-                      "signing_key": secrets.token_hex(16), **model}
+    model_settings = {
+        "snapshot_every_labels": 50,
+        "snapshot_every_seconds": 0.5,
+        "signing_key": secrets.token_hex(16),
+        **model,
+    }
     return Settings(
         kafka=KafkaSettings(bootstrap_servers=servers.kafka, partitions=2),
         topics=TopicSettings(prefix=f"t{tag}-"),
@@ -139,8 +149,9 @@ def isolated_settings(servers: Endpoints, **model: Any) -> Settings:
 
 def on_cluster(settings: Settings, cluster_url: str) -> Settings:
     """``settings``, with the Redis Cluster of ``cluster_url`` for their Redis."""
-    return settings.model_copy(update={"redis": settings.redis.model_copy(update={
-        "url": cluster_url, "cluster": True})})
+    return settings.model_copy(
+        update={"redis": settings.redis.model_copy(update={"url": cluster_url, "cluster": True})}
+    )
 
 
 def replay_into(settings: Settings, simulation: Simulation) -> tuple[ReplaySummary, int]:
@@ -151,9 +162,10 @@ def replay_into(settings: Settings, simulation: Simulation) -> tuple[ReplaySumma
 
     ensure_topics(settings)
     events = encode_events(simulation.transactions, simulation.labels)
-    summary = Replayer(settings.kafka.bootstrap_servers,
-                       (settings.topics.name("transactions"),
-                        settings.topics.name("labels"))).run(events)
+    summary = Replayer(
+        settings.kafka.bootstrap_servers,
+        (settings.topics.name("transactions"), settings.topics.name("labels")),
+    ).run(events)
     return summary, events.height
 
 
@@ -161,9 +173,13 @@ def read_topic(settings: Settings, topic: str) -> list[dict[str, Any]]:
     """Every JSON record on ``topic`` so far (until none came for 5 s)."""
     from kafka import KafkaConsumer
 
-    consumer = KafkaConsumer(topic, bootstrap_servers=settings.kafka.bootstrap_servers,
-                             auto_offset_reset="earliest", group_id=None,
-                             consumer_timeout_ms=5_000)
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=settings.kafka.bootstrap_servers,
+        auto_offset_reset="earliest",
+        group_id=None,
+        consumer_timeout_ms=5_000,
+    )
     try:
         return [json.loads(message.value) for message in consumer]
     finally:
@@ -175,8 +191,7 @@ def drift_events(settings: Settings) -> list[dict[str, Any]]:
     return read_topic(settings, settings.topics.name("drift_events"))
 
 
-def replay_paced(settings: Settings, simulation: Simulation, seconds: float
-                 ) -> threading.Thread:
+def replay_paced(settings: Settings, simulation: Simulation, seconds: float) -> threading.Thread:
     """Every event of ``simulation`` into Kafka in event-time order, in about ``seconds``,
     from a background thread (started)."""
     from producers.replay import Replayer, encode_events
@@ -186,9 +201,11 @@ def replay_paced(settings: Settings, simulation: Simulation, seconds: float
     events = encode_events(simulation.transactions, simulation.labels)
     times = simulation.transactions["event_time"]
     span = num(times.max()) - num(times.min())
-    replayer = Replayer(settings.kafka.bootstrap_servers,
-                        (settings.topics.name("transactions"), settings.topics.name("labels")),
-                        speed=span / seconds)
+    replayer = Replayer(
+        settings.kafka.bootstrap_servers,
+        (settings.topics.name("transactions"), settings.topics.name("labels")),
+        speed=span / seconds,
+    )
     thread = threading.Thread(target=replayer.run, args=(events,), daemon=True)
     thread.start()
     return thread
@@ -199,10 +216,13 @@ def scored_ids(settings: Settings, want: int, timeout_ms: int = 10_000) -> set[s
     (or nothing more came for ``timeout_ms``)."""
     from kafka import KafkaConsumer
 
-    consumer = KafkaConsumer(settings.topics.name("scores"),
-                             bootstrap_servers=settings.kafka.bootstrap_servers,
-                             auto_offset_reset="earliest", group_id=None,
-                             consumer_timeout_ms=timeout_ms)
+    consumer = KafkaConsumer(
+        settings.topics.name("scores"),
+        bootstrap_servers=settings.kafka.bootstrap_servers,
+        auto_offset_reset="earliest",
+        group_id=None,
+        consumer_timeout_ms=timeout_ms,
+    )
     seen: set[str] = set()
     try:
         for message in consumer:
@@ -237,8 +257,9 @@ def assert_scored_like_the_offline_replay(settings: Settings, simulation: Simula
         expected = replayed[txn_id]
         assert record is not None and expected is not None, txn_id
         card = {k: v for k, v in record.features.items() if not k.startswith("terminal_")}
-        assert card == {k: v for k, v in expected.features.items()
-                        if not k.startswith("terminal_")}, txn_id
+        assert card == {
+            k: v for k, v in expected.features.items() if not k.startswith("terminal_")
+        }, txn_id
 
 
 def assert_state_like_the_offline_replay(settings: Settings, simulation: Simulation) -> None:
@@ -260,14 +281,15 @@ def assert_state_like_the_offline_replay(settings: Settings, simulation: Simulat
     for event in events:
         if isinstance(event, Transaction):
             last[event.card_id] = event
-    probes = [Transaction(f"probe-{i}", t.card_id, t.terminal_id, 10.0, end)
-              for i, t in enumerate(last.values())]
+    probes = [
+        Transaction(f"probe-{i}", t.card_id, t.terminal_id, 10.0, end)
+        for i, t in enumerate(last.values())
+    ]
 
     async def states() -> list[tuple[dict[str, float], dict[str, float]]]:
         store = build_store(settings)
         try:
-            return [(view(await store.peek(p), p), view(await memory.peek(p), p))
-                    for p in probes]
+            return [(view(await store.peek(p), p), view(await memory.peek(p), p)) for p in probes]
         finally:
             await store.close()
 
@@ -319,8 +341,9 @@ def labels_learned(settings: Settings) -> int:
     return asyncio.run(read())
 
 
-def publish_trained_champion(redis_url: str, prefix: str, key: bytes,
-                             txns: list[Any] | None = None) -> None:
+def publish_trained_champion(
+    redis_url: str, prefix: str, key: bytes, txns: list[Any] | None = None
+) -> None:
     """Feature state under ``prefix`` from ``txns`` (by default 30 on 4 cards and 3
     terminals) and a champion that learned on it (an amount over 60 is a fraud), so that
     scores differ: what the API tests score against."""
@@ -333,8 +356,10 @@ def publish_trained_champion(redis_url: str, prefix: str, key: bytes,
     from models.scoring import ModelHolder, ServingModel, score_batch
     from models.snapshots import SnapshotMeta
 
-    history = txns or [Transaction(f"h{i}", f"c{i % 4}", f"p{i % 3}", 5.0 + 7 * i,
-                                   1e5 + 600 * i) for i in range(30)]
+    history = txns or [
+        Transaction(f"h{i}", f"c{i % 4}", f"p{i % 3}", 5.0 + 7 * i, 1e5 + 600 * i)
+        for i in range(30)
+    ]
 
     async def run() -> None:
         store = RedisFeatureStore.from_url(redis_url, prefix)
@@ -346,7 +371,8 @@ def publish_trained_champion(redis_url: str, prefix: str, key: bytes,
                 assert result.record is not None
                 learn(model, result.record.features, result.txn.amount > 60)
             await ModelRegistry(store.client, prefix, key).publish(
-                model, SnapshotMeta(0, None, "logistic_regression", 2, len(history), None))
+                model, SnapshotMeta(0, None, "logistic_regression", 2, len(history), None)
+            )
         finally:
             await store.close()
 
@@ -375,8 +401,7 @@ def free_cluster_base(masters: int) -> int:
     """
     for _ in range(200):
         base = random.randrange(12_000, 32_000 - BUS_OFFSET - masters)
-        ports = [base + i for i in range(masters)] + [base + BUS_OFFSET + i
-                                                       for i in range(masters)]
+        ports = [base + i for i in range(masters)] + [base + BUS_OFFSET + i for i in range(masters)]
         if not any(port_open("127.0.0.1", p) for p in ports):
             return base
     raise RuntimeError("no free ports for a cluster")

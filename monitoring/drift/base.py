@@ -131,8 +131,16 @@ class Alarms:
         self.per_episode = per_episode
         self.active: set[tuple[str, str]] = set()
 
-    def check(self, detector: str, subject: str, value: float, threshold: float, window: int,
-              changed_at: float, at: float) -> list[DriftEvent]:
+    def check(
+        self,
+        detector: str,
+        subject: str,
+        value: float,
+        threshold: float,
+        window: int,
+        changed_at: float,
+        at: float,
+    ) -> list[DriftEvent]:
         key = (detector, subject)
         if value > threshold:
             if key not in self.active:

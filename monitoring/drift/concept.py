@@ -55,22 +55,31 @@ class ConceptDrift:
 
     def _start_page_hinkley(self, threshold: float) -> None:
         self.threshold = threshold
-        self.page_hinkley = drift.PageHinkley(threshold=threshold, mode="up",
-                                              delta=PAGE_HINKLEY_DELTA,
-                                              alpha=PAGE_HINKLEY_ALPHA)
+        self.page_hinkley = drift.PageHinkley(
+            threshold=threshold, mode="up", delta=PAGE_HINKLEY_DELTA, alpha=PAGE_HINKLEY_ALPHA
+        )
 
     def _calibrate_if_complete(self) -> None:
         """Derive Page-Hinkley's threshold once the reference spans ``reference_days``
         and holds ``reference_size`` losses."""
         first, last = self._reference[0][1], self._reference[-1][1]
-        if len(self._reference) < self.config.reference_size or \
-                last - first < self.config.reference_days * 86400:
+        if (
+            len(self._reference) < self.config.reference_size
+            or last - first < self.config.reference_days * 86400
+        ):
             return
         losses, times = zip(*self._reference, strict=True)
-        self._start_page_hinkley(ert.page_hinkley_threshold(
-            losses, times, self.config.ert_days * self.config.ert_detectors,
-            PAGE_HINKLEY_DELTA, PAGE_HINKLEY_ALPHA,
-            runs=self.config.ert_runs, block_seconds=self.config.ert_block_hours * 3600))
+        self._start_page_hinkley(
+            ert.page_hinkley_threshold(
+                losses,
+                times,
+                self.config.ert_days * self.config.ert_detectors,
+                PAGE_HINKLEY_DELTA,
+                PAGE_HINKLEY_ALPHA,
+                runs=self.config.ert_runs,
+                block_seconds=self.config.ert_block_hours * 3600,
+            )
+        )
         self._reference = []
 
     def alarm_keys(self) -> list[tuple[str, str]]:
@@ -98,11 +107,13 @@ class ConceptDrift:
         else:
             before = math.inf  # no new block: ADWIN did not move
         if self.adwin.drift_detected and self.adwin.estimation > before:
-            events.append(DriftEvent("adwin", self.model, self.adwin.estimation, self.seen,
-                                     self.times[0], at))
+            events.append(
+                DriftEvent("adwin", self.model, self.adwin.estimation, self.seen, self.times[0], at)
+            )
         if self.page_hinkley is not None and self.page_hinkley.drift_detected:
-            events.append(DriftEvent("page_hinkley", self.model, loss, self.seen,
-                                     self.times[0], at))
+            events.append(
+                DriftEvent("page_hinkley", self.model, loss, self.seen, self.times[0], at)
+            )
         return events
 
     def refresh(self) -> None:

@@ -61,8 +61,11 @@ class DriftConfig(BaseModel):
     #: River's KSWIN (``monitoring.drift.kswin.SampledKSWIN``) watches these features: those
     #: free of the weekly volume cycle (counts, sums, maxima and gaps follow it, and a day
     #: against the week before reports the weekday) and not almost always 0 ...
-    kswin_features: tuple[str, ...] = ("txn_amount_log", "card_amount_mean_1d",
-                                       "card_distance_from_usual_km")
+    kswin_features: tuple[str, ...] = (
+        "txn_amount_log",
+        "card_amount_mean_1d",
+        "card_distance_from_usual_km",
+    )
     #: ... taking the first transaction of each slot of this many seconds of event time
     #: (0: off) ...
     kswin_every: float = Field(300.0, ge=0)

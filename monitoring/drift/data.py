@@ -66,8 +66,9 @@ class DataDrift:
                 ("ks", reference.ks(current), self.config.ks_threshold),
             ):
                 self.latest[(name, feature)] = value
-                events += self.alarms.check(name, feature, value, threshold, len(current),
-                                            changed_at, at)
+                events += self.alarms.check(
+                    name, feature, value, threshold, len(current), changed_at, at
+                )
         return events
 
     def _reference(self, feature: str, values: list[float]) -> Reference:

@@ -74,8 +74,9 @@ def quiet_quantile(horizon_days: float, ert_days: float) -> float:
     return math.exp(-horizon_days / ert_days)
 
 
-def blocks(values: Sequence[float] | np.ndarray, times: Sequence[float] | np.ndarray,
-           block_seconds: float) -> list[np.ndarray]:
+def blocks(
+    values: Sequence[float] | np.ndarray, times: Sequence[float] | np.ndarray, block_seconds: float
+) -> list[np.ndarray]:
     """``values`` cut into runs of consecutive observations, one per ``block_seconds``."""
     order = np.argsort(np.asarray(times, dtype=np.float64), kind="stable")
     ordered = np.asarray(values, dtype=np.float64)[order]
@@ -84,8 +85,9 @@ def blocks(values: Sequence[float] | np.ndarray, times: Sequence[float] | np.nda
     return [part for part in np.split(ordered, cuts) if len(part)]
 
 
-def block_bootstrap(parts: Sequence[np.ndarray], length: int,
-                    rng: np.random.Generator) -> np.ndarray:
+def block_bootstrap(
+    parts: Sequence[np.ndarray], length: int, rng: np.random.Generator
+) -> np.ndarray:
     """A stream of ``length`` values: whole blocks drawn with replacement, joined."""
     sizes = np.array([len(p) for p in parts])
     draws = rng.integers(0, len(parts), size=max(1, int(length / sizes.mean() * 1.5) + 1))
@@ -101,10 +103,18 @@ MIN_BLOCKS = 20
 MAX_RUN_LENGTH = 100_000
 
 
-def page_hinkley_threshold(values: Sequence[float], times: Sequence[float], ert_days: float,
-                           delta: float, alpha: float, min_instances: int = 30,
-                           horizon_days: float = 30.0, runs: int = 200,
-                           block_seconds: float = 3600.0, seed: int = 0) -> float:
+def page_hinkley_threshold(
+    values: Sequence[float],
+    times: Sequence[float],
+    ert_days: float,
+    delta: float,
+    alpha: float,
+    min_instances: int = 30,
+    horizon_days: float = 30.0,
+    runs: int = 200,
+    block_seconds: float = 3600.0,
+    seed: int = 0,
+) -> float:
     """The Page-Hinkley threshold whose expected run-time on data like ``values`` (with
     their event ``times``) is ``ert_days``.
 
@@ -124,5 +134,5 @@ def page_hinkley_threshold(values: Sequence[float], times: Sequence[float], ert_
     largest = np.empty(runs)
     for run in range(runs):
         stat = page_hinkley_statistic(block_bootstrap(parts, length, rng), delta, alpha)
-        largest[run] = stat[min_instances - 1:].max(initial=0.0)
+        largest[run] = stat[min_instances - 1 :].max(initial=0.0)
     return float(np.quantile(largest, quiet_quantile(horizon, ert_days)))

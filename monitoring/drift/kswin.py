@@ -60,8 +60,9 @@ def ks_statistic(a: np.ndarray, b: np.ndarray) -> float:
     """
     a, b = np.sort(a), np.sort(b)
     pooled = np.concatenate([a, b])
-    gaps = (np.searchsorted(a, pooled, "right") / len(a)
-            - np.searchsorted(b, pooled, "right") / len(b))
+    gaps = np.searchsorted(a, pooled, "right") / len(a) - np.searchsorted(b, pooled, "right") / len(
+        b
+    )
     return float(np.max(np.abs(gaps)))
 
 
@@ -76,18 +77,24 @@ class QuickKSWIN(drift.KSWIN):
         if len(self.window) < self.window_size:
             self._drift_detected = False
             return
-        older = [self.window[r] for r in
-                 self._rng.sample(range(self.window_size - self.stat_size), self.stat_size)]
-        newest = list(itertools.islice(self.window, self.window_size - self.stat_size,
-                                       self.window_size))
+        older = [
+            self.window[r]
+            for r in self._rng.sample(range(self.window_size - self.stat_size), self.stat_size)
+        ]
+        newest = list(
+            itertools.islice(self.window, self.window_size - self.stat_size, self.window_size)
+        )
         statistic = ks_statistic(np.array(older), np.array(newest))
         if statistic > MIN_STATISTIC:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", category=RuntimeWarning)
                 statistic, self.p_value = stats.ks_2samp(older, newest, method="auto")
         else:  # no alarm possible: the asymptotic p-value, for the gauge
-            self.p_value = float(special.kolmogorov(  # type: ignore[assignment]
-                statistic * math.sqrt(len(older) * len(newest) / (len(older) + len(newest)))))
+            self.p_value = float(
+                special.kolmogorov(  # type: ignore[assignment]
+                    statistic * math.sqrt(len(older) * len(newest) / (len(older) + len(newest)))
+                )
+            )
         if self.p_value <= self.alpha and statistic > MIN_STATISTIC:
             self._drift_detected = True
             self.window = collections.deque(newest, maxlen=self.window_size)
@@ -131,8 +138,9 @@ class SampledKSWIN:
         self.config = config
         self.detectors = {f: self._detector(f) for f in features} if config.kswin_every else {}
         #: Each detector's samples as (event time, value), mirroring River's window.
-        self._samples = {f: deque[tuple[float, float]](maxlen=config.kswin_window)
-                         for f in self.detectors}
+        self._samples = {
+            f: deque[tuple[float, float]](maxlen=config.kswin_window) for f in self.detectors
+        }
         self._next_slot = -math.inf
         #: Samples taken so far, and the latest test's p-value per feature (for the gauges).
         self.samples = 0
@@ -143,9 +151,12 @@ class SampledKSWIN:
         return [("kswin", f) for f in self.detectors]
 
     def _detector(self, feature: str) -> drift.KSWIN:
-        return QuickKSWIN(alpha=self.config.kswin_alpha, window_size=self.config.kswin_window,
-                          stat_size=self.config.kswin_stat_size,
-                          seed=zlib.crc32(feature.encode()))
+        return QuickKSWIN(
+            alpha=self.config.kswin_alpha,
+            window_size=self.config.kswin_window,
+            stat_size=self.config.kswin_stat_size,
+            seed=zlib.crc32(feature.encode()),
+        )
 
     def update(self, observation: TxnObservation) -> list[DriftEvent]:
         at, vector = observation.at, observation.vector

@@ -32,8 +32,12 @@ class LabelDrift:
         self.config = config
         self.windows = Windows(config, ["fraud"])
         frauds = config.label_delay_frauds
-        self.delays = Windows(config.model_copy(update=dict(
-            reference_size=frauds + frauds // 2, window_size=frauds, check_every=1)), ["delay"])
+        self.delays = Windows(
+            config.model_copy(
+                update=dict(reference_size=frauds + frauds // 2, window_size=frauds, check_every=1)
+            ),
+            ["delay"],
+        )
         self.alarms = Alarms()
         self.latest: dict[str, float] = {}
         #: Rate and dispersion of the reference: labels do not depend on the model, so
@@ -52,23 +56,38 @@ class LabelDrift:
             ref, cur = self.delays.reference["delay"], self.delays.current["delay"]
             ratio = float(np.median(cur)) / max(float(np.median(ref)), 1e-6)
             self.latest["label_delay_ratio"] = ratio
-            events += self.alarms.check("label_delay", "labels", ratio,
-                                        self.config.label_delay_ratio, len(cur),
-                                        self.delays.times[0], at)
+            events += self.alarms.check(
+                "label_delay",
+                "labels",
+                ratio,
+                self.config.label_delay_ratio,
+                len(cur),
+                self.delays.times[0],
+                at,
+            )
         if not self.windows.add({"fraud": float(is_fraud)}, at):
             return events
         ref_fraud, cur_fraud = self.windows.reference["fraud"], self.windows.current["fraud"]
         if self._reference is None:  # the reference is frozen until refresh()
-            self._reference = (max(float(np.mean(ref_fraud)), 1e-6),
-                               dispersion(ref_fraud, self.config.fraud_rate_block))
+            self._reference = (
+                max(float(np.mean(ref_fraud)), 1e-6),
+                dispersion(ref_fraud, self.config.fraud_rate_block),
+            )
         rate_ref, phi = self._reference
-        recent = wilson_lower(float(np.sum(cur_fraud)) / phi, int(len(cur_fraud) / phi),
-                              self.config.fraud_rate_z)
+        recent = wilson_lower(
+            float(np.sum(cur_fraud)) / phi, int(len(cur_fraud) / phi), self.config.fraud_rate_z
+        )
         rate_ratio = recent / rate_ref
         self.latest.update({"fraud_rate_ratio": rate_ratio, "fraud_rate_dispersion": phi})
-        return events + self.alarms.check("fraud_rate", "labels", rate_ratio,
-                                          self.config.fraud_rate_ratio, len(cur_fraud),
-                                          self.windows.times[0], at)
+        return events + self.alarms.check(
+            "fraud_rate",
+            "labels",
+            rate_ratio,
+            self.config.fraud_rate_ratio,
+            len(cur_fraud),
+            self.windows.times[0],
+            at,
+        )
 
     def refresh(self) -> None:
         """Nothing to do: labels do not depend on the model, so their reference is kept."""

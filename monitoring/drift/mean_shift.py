@@ -93,9 +93,16 @@ def cusum_statistic(z: np.ndarray, k: float, cap: float = math.inf) -> np.ndarra
     return out
 
 
-def cusum_threshold(z: np.ndarray, times: np.ndarray, ert_days: float, k: float,
-                    runs: int = 200, horizon_days: float = 30.0,
-                    block_seconds: float = 3600.0, seed: int = 0) -> float:
+def cusum_threshold(
+    z: np.ndarray,
+    times: np.ndarray,
+    ert_days: float,
+    k: float,
+    runs: int = 200,
+    horizon_days: float = 30.0,
+    block_seconds: float = 3600.0,
+    seed: int = 0,
+) -> float:
     """The two-sided CUSUM threshold whose expected run-time on blocks like ``z`` (with
     their event ``times``) is ``ert_days``: the :func:`~monitoring.drift.ert.quiet_quantile`
     of the largest statistic of ``runs`` simulated runs of ``horizon_days``, each made
@@ -114,8 +121,9 @@ def cusum_threshold(z: np.ndarray, times: np.ndarray, ert_days: float, k: float,
     length = max(2, int(per_day * horizon))
     parts = ert.blocks(z, times, min(block_seconds, span * DAY / ert.MIN_BLOCKS))
     rng = np.random.default_rng(seed)
-    largest = [cusum_statistic(ert.block_bootstrap(parts, length, rng), k).max()
-               for _ in range(runs)]
+    largest = [
+        cusum_statistic(ert.block_bootstrap(parts, length, rng), k).max() for _ in range(runs)
+    ]
     return float(np.quantile(largest, ert.quiet_quantile(horizon, ert_days)))
 
 
@@ -207,17 +215,20 @@ class MeanShift:
         config = self.config
         means = np.array([m for m, _ in state.reference])
         times = np.array([t for _, t in state.reference])
-        if len(means) < MIN_REFERENCE_BLOCKS or \
-                times[-1] - times[0] < config.reference_days * DAY:
+        if len(means) < MIN_REFERENCE_BLOCKS or times[-1] - times[0] < config.reference_days * DAY:
             return
         mu, sigma = float(means.mean()), float(means.std(ddof=1))
         sigma = max(sigma, 1e-9)
         z = (means - mu) / sigma
         state.mu, state.sigma = mu, sigma * math.sqrt(_day_dispersion(z, times))
         state.threshold = config.mean_shift_threshold or cusum_threshold(
-            z, times, config.ert_days * config.ert_detectors / max(1, len(self.features)),
-            config.mean_shift_k, runs=config.ert_runs,
-            block_seconds=config.ert_block_hours * 3600)
+            z,
+            times,
+            config.ert_days * config.ert_detectors / max(1, len(self.features)),
+            config.mean_shift_k,
+            runs=config.ert_runs,
+            block_seconds=config.ert_block_hours * 3600,
+        )
         state.calibrated = True
         state.reference = []
         self.latest[name] = 0.0
@@ -235,8 +246,14 @@ class MeanShift:
         if state.active or top.cusum <= state.threshold:
             return None
         state.active = True
-        return DriftEvent("mean_shift", name, top.total / top.blocks - state.mu,
-                          top.blocks * self.config.mean_shift_block, top.began, at)
+        return DriftEvent(
+            "mean_shift",
+            name,
+            top.total / top.blocks - state.mu,
+            top.blocks * self.config.mean_shift_block,
+            top.began,
+            at,
+        )
 
     def refresh(self) -> None:
         """Take a new reference from the next blocks."""

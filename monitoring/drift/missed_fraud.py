@@ -71,8 +71,9 @@ from monitoring.drift.stats import dispersion
 class MissedFraud:
     """The share of fraud incidents scored below ``threshold``, against a reference."""
 
-    def __init__(self, config: DriftConfig, threshold: float = 0.5,
-                 model: str = "champion") -> None:
+    def __init__(
+        self, config: DriftConfig, threshold: float = 0.5, model: str = "champion"
+    ) -> None:
         self.config = config
         self.threshold = threshold
         self.model = model
@@ -104,7 +105,8 @@ class MissedFraud:
         time."""
         at = observation.at
         if not observation.is_fraud or not self._new_incident(
-                f"c:{observation.card}", f"t:{observation.terminal}", at):
+            f"c:{observation.card}", f"t:{observation.terminal}", at
+        ):
             return []
         missed = observation.score < self.threshold
         self.incidents += 1
@@ -125,8 +127,16 @@ class MissedFraud:
             return []
         self._active = True
         share = self.latest["missed_fraud_recent_share"]
-        return [DriftEvent("missed_fraud", self.model, share, len(self._recent),
-                           self._rise_began if self._rise_began is not None else at, at)]
+        return [
+            DriftEvent(
+                "missed_fraud",
+                self.model,
+                share,
+                len(self._recent),
+                self._rise_began if self._rise_began is not None else at,
+                at,
+            )
+        ]
 
     def _new_incident(self, card: str, terminal: str, at: float) -> bool:
         """Whether a fraud label of ``card`` at ``terminal`` starts an incident (and note it)."""
@@ -143,14 +153,18 @@ class MissedFraud:
             self._reference_began = at
         self._reference.append(missed)
         config = self.config
-        if (len(self._reference) < config.missed_fraud_reference
-                or at - self._reference_began < config.reference_days * 86400):
+        if (
+            len(self._reference) < config.missed_fraud_reference
+            or at - self._reference_began < config.reference_days * 86400
+        ):
             return
         n = len(self._reference)
         p0 = (sum(self._reference) + 0.5) / (n + 1)
         p1 = min(max(config.missed_fraud_ratio * p0, p0 + config.missed_fraud_rise), 0.99)
-        phi = max(config.missed_fraud_dispersion,
-                  dispersion([float(m) for m in self._reference], max(2, n // 5)))
+        phi = max(
+            config.missed_fraud_dispersion,
+            dispersion([float(m) for m in self._reference], max(2, n // 5)),
+        )
         self._steps = (math.log(p1 / p0) / phi, math.log((1 - p1) / (1 - p0)) / phi)
         self.latest.update({"missed_fraud_reference_share": p0, "missed_fraud_cusum": 0.0})
 

@@ -34,8 +34,9 @@ class PredictionDrift:
     The share of live scores at or above the operating threshold is kept too.
     """
 
-    def __init__(self, config: DriftConfig, threshold: float = 0.5,
-                 calendar: Iterable[str] = ()) -> None:
+    def __init__(
+        self, config: DriftConfig, threshold: float = 0.5, calendar: Iterable[str] = ()
+    ) -> None:
         self.config = config
         self.threshold = threshold
         self.calendar = tuple(calendar)
@@ -49,7 +50,8 @@ class PredictionDrift:
         #: the reference's holds about ``prediction_sample`` per weekday when it spans days
         #: (only the current window's weekdays are rescored).
         self._reference_sample: Reservoir[tuple[Mapping[str, float], float]] = Reservoir(
-            sample * 7 if self.windows.span else sample)
+            sample * 7 if self.windows.span else sample
+        )
         self._current_sample: deque[tuple[Mapping[str, float], float]] = deque(maxlen=sample)
         #: The reference sample's weekdays, computed once it is complete.
         self._reference_slots: np.ndarray | None = None
@@ -113,8 +115,10 @@ class PredictionDrift:
             items, weights = [items[i] for i in kept], weights[kept]
         reference = [vector for vector, _ in items]
         if self.calendar:
-            reference = [{**old, **{k: new[k] for k in self.calendar if k in new}}
-                         for old, new in zip(reference, itertools.cycle(current))]
+            reference = [
+                {**old, **{k: new[k] for k in self.calendar if k in new}}
+                for old, new in zip(reference, itertools.cycle(current))
+            ]
         return scorer.score_many(reference), scorer.score_many(current), weights
 
     def refresh(self) -> None:

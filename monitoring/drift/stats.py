@@ -38,8 +38,12 @@ class Reference:
     cdf: np.ndarray | None = None
 
     @classmethod
-    def of(cls, reference: np.ndarray | Sequence[float], bins: int = 10,
-           weights: np.ndarray | None = None) -> Reference:
+    def of(
+        cls,
+        reference: np.ndarray | Sequence[float],
+        bins: int = 10,
+        weights: np.ndarray | None = None,
+    ) -> Reference:
         values = np.asarray(reference, dtype=float)
         if weights is not None:
             order = np.argsort(values, kind="stable")
@@ -62,13 +66,15 @@ class Reference:
         quantiles = np.linspace(0, 1, bins + 1)[1:-1]
         at = np.minimum(np.searchsorted(cdf, quantiles - 1e-12, "left"), len(values) - 1)
         edges = np.unique(values[at])
-        counts = np.bincount(np.searchsorted(edges, values, "right"), weights=share,
-                             minlength=len(edges) + 1)
+        counts = np.bincount(
+            np.searchsorted(edges, values, "right"), weights=share, minlength=len(edges) + 1
+        )
         return cls(values, edges, np.maximum(counts, 1e-4), np.concatenate([[0.0], cdf]))
 
     def psi(self, current: np.ndarray) -> float:
-        actual = np.bincount(np.searchsorted(self.edges, current, "right"),
-                             minlength=len(self.edges) + 1)
+        actual = np.bincount(
+            np.searchsorted(self.edges, current, "right"), minlength=len(self.edges) + 1
+        )
         a = np.maximum(actual / len(current), 1e-4)
         return float(np.sum((a - self.expected) * np.log(a / self.expected)))
 
@@ -107,8 +113,10 @@ def _ratios(reference: np.ndarray, current: np.ndarray, bins: int) -> np.ndarray
     return np.divide(cur_share, ref_share, out=np.zeros(bins), where=ref_share > 0)
 
 
-def calendar_weights(reference_slots: np.ndarray, current_slots: np.ndarray,
-                     ) -> np.ndarray | None:
+def calendar_weights(
+    reference_slots: np.ndarray,
+    current_slots: np.ndarray,
+) -> np.ndarray | None:
     """Weights that give the reference the current window's weekday and hour mix.
 
     Traffic has a weekly and a daily cycle, so a window of a Saturday, or of

@@ -74,7 +74,8 @@ class Windows:
         #: The calendar slot (weekday and hour) of each reference value (with a span).
         self.reference_slots: dict[str, np.ndarray] = {}
         self.current: dict[str, deque[float]] = {
-            s: deque(maxlen=config.window_size) for s in self.reference}
+            s: deque(maxlen=config.window_size) for s in self.reference
+        }
         self.times: deque[float] = deque(maxlen=config.window_size)
         self.seen = 0
         #: The current window keeps every stride-th observation (set when the reference
@@ -89,8 +90,8 @@ class Windows:
 
     def _restart(self, began: float | None = None) -> None:
         self._samples: dict[str, Reservoir[tuple[float, float]]] = {
-            s: Reservoir(self.config.reference_size, zlib.crc32(s.encode()))
-            for s in self.reference}
+            s: Reservoir(self.config.reference_size, zlib.crc32(s.encode())) for s in self.reference
+        }
         self._began = began
         self._offered = 0
 
@@ -114,15 +115,19 @@ class Windows:
             if value is not None and math.isfinite(value):
                 current.append(float(value))
         self.times.append(at)
-        return (len(self.times) == self.config.window_size
-                and self.kept % self.config.check_every == 0)
+        return (
+            len(self.times) == self.config.window_size and self.kept % self.config.check_every == 0
+        )
 
     def _freeze_if_complete(self, at: float) -> None:
         if self._offered >= self.config.reference_size and at - (self._began or at) >= self.span:
-            self.reference = {s: [v for v, _ in sample.items]
-                              for s, sample in self._samples.items()}
-            self.reference_slots = {s: calendar_slot(np.array([t for _, t in sample.items]))
-                                    for s, sample in self._samples.items()}
+            self.reference = {
+                s: [v for v, _ in sample.items] for s, sample in self._samples.items()
+            }
+            self.reference_slots = {
+                s: calendar_slot(np.array([t for _, t in sample.items]))
+                for s, sample in self._samples.items()
+            }
             self.full = True
             if self.span:
                 per_day = self._offered / max(at - (self._began or at), 3600.0) * 86400
@@ -150,7 +155,7 @@ class Windows:
         self._restart(times[0] if times else None)
         self._offered = len(times) * self.stride  # the window kept one in stride
         for subject, current in self.current.items():
-            for value, at in zip(current, times[len(times) - len(current):], strict=True):
+            for value, at in zip(current, times[len(times) - len(current) :], strict=True):
                 self._samples[subject].offer((value, at))
             current.clear()
         self.times.clear()

@@ -92,10 +92,12 @@ class Attack:
 
     def line(self) -> str:
         codes = ", ".join(f"{c or 'error'}: {n}" for c, n in sorted(self.codes.items()))
-        return (f"{self.target:28s} {self.rate:7,.0f}/s  p50 {self.quantile(0.5):7.2f}  "
-                f"p95 {self.quantile(0.95):7.2f}  p99 {self.quantile(0.99):7.2f}  "
-                f"max {self.quantile(1.0):8.2f} ms  [{codes}]  generator CPU "
-                f"{self.generator_cpu_s:.1f} s")
+        return (
+            f"{self.target:28s} {self.rate:7,.0f}/s  p50 {self.quantile(0.5):7.2f}  "
+            f"p95 {self.quantile(0.95):7.2f}  p99 {self.quantile(0.99):7.2f}  "
+            f"max {self.quantile(1.0):8.2f} ms  [{codes}]  generator CPU "
+            f"{self.generator_cpu_s:.1f} s"
+        )
 
 
 def vegeta(cache: Path) -> Path:
@@ -106,36 +108,70 @@ def vegeta(cache: Path) -> Path:
     binary = cache / "go" / "bin" / "vegeta"
     if binary.exists():
         return binary
-    go = shutil.which("go") or ("/usr/local/go/bin/go" if Path("/usr/local/go/bin/go").exists()
-                                else None)
+    go = shutil.which("go") or (
+        "/usr/local/go/bin/go" if Path("/usr/local/go/bin/go").exists() else None
+    )
     if go is None:
-        raise RuntimeError("bench api needs vegeta (an open-loop load generator): install Go, "
-                           f"or `go install {VEGETA}` yourself")
+        raise RuntimeError(
+            "bench api needs vegeta (an open-loop load generator): install Go, "
+            f"or `go install {VEGETA}` yourself"
+        )
     env = {**os.environ, "GOBIN": str(binary.parent), "GOFLAGS": "-mod=mod"}
     subprocess.run([go, "install", VEGETA], check=True, env=env)
     return binary
 
 
-def attack(binary: Path, target: str, url: str, bodies: Sequence[bytes], rate: float,
-           seconds: float, folder: Path) -> Attack:
+def attack(
+    binary: Path,
+    target: str,
+    url: str,
+    bodies: Sequence[bytes],
+    rate: float,
+    seconds: float,
+    folder: Path,
+) -> Attack:
     """``rate`` requests/s for ``seconds`` to ``url`` (POST, JSON bodies in turn)."""
     targets = folder / f"targets-{secrets.token_hex(3)}.json"
     with targets.open("w") as out:
         for body in bodies:
-            out.write(json.dumps({"method": "POST", "url": url,
-                                  "header": {"Content-Type": ["application/json"]},
-                                  "body": base64.b64encode(body).decode()}) + "\n")
+            out.write(
+                json.dumps(
+                    {
+                        "method": "POST",
+                        "url": url,
+                        "header": {"Content-Type": ["application/json"]},
+                        "body": base64.b64encode(body).decode(),
+                    }
+                )
+                + "\n"
+            )
     results = folder / f"results-{secrets.token_hex(3)}.bin"
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     with results.open("wb") as out:
-        subprocess.run([str(binary), "attack", "-format=json", f"-targets={targets}",
-                        f"-rate={rate:g}/1s", f"-duration={seconds:g}s", "-timeout=5s",
-                        "-keepalive=true"], stdout=out, check=True)
+        subprocess.run(
+            [
+                str(binary),
+                "attack",
+                "-format=json",
+                f"-targets={targets}",
+                f"-rate={rate:g}/1s",
+                f"-duration={seconds:g}s",
+                "-timeout=5s",
+                "-keepalive=true",
+            ],
+            stdout=out,
+            check=True,
+        )
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    encoded = subprocess.run([str(binary), "encode", "-to", "csv", str(results)],
-                             capture_output=True, check=True).stdout.decode()
-    result = Attack(target, rate, seconds, generator_cpu_s=(
-        after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime))
+    encoded = subprocess.run(
+        [str(binary), "encode", "-to", "csv", str(results)], capture_output=True, check=True
+    ).stdout.decode()
+    result = Attack(
+        target,
+        rate,
+        seconds,
+        generator_cpu_s=(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime),
+    )
     for row in csv.reader(encoded.splitlines()):
         code, latency_ms = int(row[1]), int(row[2]) / 1e6
         result.codes[code] += 1
@@ -151,8 +187,9 @@ def bare_app() -> Any:
     import redis.asyncio as aioredis
     from fastapi import FastAPI
 
-    client = aioredis.Redis.from_url(os.environ.get("FRAUDSTREAM_REDIS__URL",
-                                                    "redis://127.0.0.1:6379/0"))
+    client = aioredis.Redis.from_url(
+        os.environ.get("FRAUDSTREAM_REDIS__URL", "redis://127.0.0.1:6379/0")
+    )
     app = FastAPI()
 
     @app.post("/v1/score")
@@ -184,9 +221,9 @@ async def _prepare(settings: Settings, customers: int, days: float) -> list[Tran
         holder = ModelHolder()
         holder.swap(ServingModel(learner.meta.version, learner.model))
         for start in range(0, len(txns), 500):
-            await score_batch(store, holder, list(txns[start:start + 500]))
+            await score_batch(store, holder, list(txns[start : start + 500]))
         for start in range(0, len(labels), 1000):
-            await learner.learn_many(labels[start:start + 1000])
+            await learner.learn_many(labels[start : start + 1000])
         await learner.publish()
     finally:
         await store.close()
@@ -194,15 +231,27 @@ async def _prepare(settings: Settings, customers: int, days: float) -> list[Tran
     cards = sorted({t.card_id for t in txns})
     terminals = sorted({t.terminal_id for t in txns})
     rnd = random.Random(7)
-    return [Transaction(f"bench-{i}", cards[i % len(cards)], rnd.choice(terminals),
-                        round(rnd.lognormvariate(3.5, 1.0), 2), end + i * 0.001)
-            for i in range(CARDS)]
+    return [
+        Transaction(
+            f"bench-{i}",
+            cards[i % len(cards)],
+            rnd.choice(terminals),
+            round(rnd.lognormvariate(3.5, 1.0), 2),
+            end + i * 0.001,
+        )
+        for i in range(CARDS)
+    ]
 
 
 def _serve(args: list[str], env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
-        process = subprocess.Popen([sys.executable, *args], env=env, stdout=out,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            [sys.executable, *args],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
@@ -226,9 +275,15 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         process.kill()
 
 
-def bench_api(base: Settings, customers: int = 1000, days: float = 14.0,
-              seconds: float = 8.0, workers: int = 1, folder: Path | None = None,
-              say: Callable[[str], object] = print) -> dict[str, Any]:
+def bench_api(
+    base: Settings,
+    customers: int = 1000,
+    days: float = 14.0,
+    seconds: float = 8.0,
+    workers: int = 1,
+    folder: Path | None = None,
+    say: Callable[[str], object] = print,
+) -> dict[str, Any]:
     """Run the attacks above; print each, and return them with the summary."""
     import asyncio
 
@@ -236,17 +291,25 @@ def bench_api(base: Settings, customers: int = 1000, days: float = 14.0,
     folder.mkdir(parents=True, exist_ok=True)
     binary = vegeta(base.services.state_dir.parent / ".cache")
     tag = f"benchapi{secrets.token_hex(3)}"
-    settings = base.model_copy(update={
-        "redis": base.redis.model_copy(update={"key_prefix": tag}),
-        "topics": base.topics.model_copy(update={"prefix": f"{tag}-"}),
-        "model": base.model.model_copy(update={"signing_key": SecretStr(secrets.token_hex(16))}),
-    })
-    say(f"preparing: {customers} customers, {days:g} days scored into Redis ({tag}), labels "
-        "learned, champion published")
+    settings = base.model_copy(
+        update={
+            "redis": base.redis.model_copy(update={"key_prefix": tag}),
+            "topics": base.topics.model_copy(update={"prefix": f"{tag}-"}),
+            "model": base.model.model_copy(
+                update={"signing_key": SecretStr(secrets.token_hex(16))}
+            ),
+        }
+    )
+    say(
+        f"preparing: {customers} customers, {days:g} days scored into Redis ({tag}), labels "
+        "learned, champion published"
+    )
     txns = asyncio.run(_prepare(settings, customers, days))
     bodies = [TransactionRecord.from_event(t).model_dump_json().encode() for t in txns]
-    batches = [json.dumps({"transactions": [json.loads(b) for b in bodies[i:i + 100]]}).encode()
-               for i in range(0, len(bodies), 100)]
+    batches = [
+        json.dumps({"transactions": [json.loads(b) for b in bodies[i : i + 100]]}).encode()
+        for i in range(0, len(bodies), 100)
+    ]
     env = {**os.environ, **to_env(settings)}
     api_port, bare_port = free_port(), free_port()
     api_env = {**env, "FRAUDSTREAM_API__PORT": str(api_port)}
@@ -259,9 +322,21 @@ def bench_api(base: Settings, customers: int = 1000, days: float = 14.0,
         return result
 
     api = _serve(["-m", "stream.cli", "api"], api_env, api_port, folder / f"{tag}-api.log")
-    bare = _serve(["-m", "uvicorn", "stream.bench.api:bare_app", "--factory", "--port",
-                   str(bare_port), "--log-level", "warning"], env, bare_port,
-                  folder / f"{tag}-bare.log")
+    bare = _serve(
+        [
+            "-m",
+            "uvicorn",
+            "stream.bench.api:bare_app",
+            "--factory",
+            "--port",
+            str(bare_port),
+            "--log-level",
+            "warning",
+        ],
+        env,
+        bare_port,
+        folder / f"{tag}-bare.log",
+    )
     summary: dict[str, Any] = {"load_before": os.getloadavg()}
     try:
         api_url = f"http://127.0.0.1:{api_port}/v1/score"
@@ -286,15 +361,22 @@ def bench_api(base: Settings, customers: int = 1000, days: float = 14.0,
             explain = run("api, ?explain=true", api_url + "?explain=true", bodies, one / 2)
             summary["explain_p99_overhead_ms"] = explain.quantile(0.99) - plain.quantile(0.99)
             over = run("api at 3x sustained", api_url, bodies, 3 * one)
-            summary["overload"] = {"codes": dict(over.codes),
-                                   "p99_503_ms": over.quantile(0.99, 503),
-                                   "p99_200_ms": over.quantile(0.99, 200)}
+            summary["overload"] = {
+                "codes": dict(over.codes),
+                "p99_503_ms": over.quantile(0.99, 503),
+                "p99_200_ms": over.quantile(0.99, 200),
+            }
         for rate in (50, 100, 150, 200, 300):
-            batch = run("api batch of 100", api_url.replace("/v1/score", "/v1/score/batch"),
-                        batches, rate)
+            batch = run(
+                "api batch of 100", api_url.replace("/v1/score", "/v1/score/batch"), batches, rate
+            )
             summary.setdefault("batch", []).append(
-                {"transactions_per_s": rate * 100, "p99_ms": batch.quantile(0.99),
-                 "codes": dict(batch.codes)})
+                {
+                    "transactions_per_s": rate * 100,
+                    "p99_ms": batch.quantile(0.99),
+                    "codes": dict(batch.codes),
+                }
+            )
             if not batch.clean or batch.quantile(0.99) > BATCH_P99_MS:
                 break
     finally:
@@ -302,14 +384,22 @@ def bench_api(base: Settings, customers: int = 1000, days: float = 14.0,
         _stop(bare)
     if workers > 1:
         api_env["FRAUDSTREAM_API__WORKERS"] = str(workers)
-        api = _serve(["-m", "stream.cli", "api", "--workers", str(workers)], api_env, api_port,
-                     folder / f"{tag}-api-workers.log")
+        api = _serve(
+            ["-m", "stream.cli", "api", "--workers", str(workers)],
+            api_env,
+            api_port,
+            folder / f"{tag}-api-workers.log",
+        )
         try:
-            production = run(f"api ({workers} processes)", f"http://127.0.0.1:{api_port}"
-                             "/v1/score", bodies, 1000)
-            summary["production"] = {"workers": workers, "p95_ms": production.quantile(0.95),
-                                     "p99_ms": production.quantile(0.99),
-                                     "codes": dict(production.codes)}
+            production = run(
+                f"api ({workers} processes)", f"http://127.0.0.1:{api_port}/v1/score", bodies, 1000
+            )
+            summary["production"] = {
+                "workers": workers,
+                "p95_ms": production.quantile(0.95),
+                "p99_ms": production.quantile(0.99),
+                "codes": dict(production.codes),
+            }
         finally:
             _stop(api)
     remove_keys(settings)  # the keys of the stream scored and the champion
@@ -317,15 +407,32 @@ def bench_api(base: Settings, customers: int = 1000, days: float = 14.0,
     summary["load_after"] = load
     bare_best = summary["sustained"]["bare"]
     ratio = summary["sustained"]["api"] / bare_best if bare_best else float("nan")
-    say(f"sustained (every answer 200, p99 <= {SUSTAINED_P99_MS:g} ms): api "
+    say(
+        f"sustained (every answer 200, p99 <= {SUSTAINED_P99_MS:g} ms): api "
         f"{summary['sustained']['api']:,.0f}/s, bare FastAPI + one Redis GET "
         f"{bare_best:,.0f}/s: {ratio:.2f} x; load average {load[0]:.2f} {load[1]:.2f} "
-        f"{load[2]:.2f} on {os.cpu_count()} cores")
-    (folder / f"{tag}.json").write_text(json.dumps(
-        {"summary": summary, "attacks": [
-            {"target": a.target, "rate": a.rate, "codes": dict(a.codes),
-             "p50_ms": a.quantile(0.5), "p95_ms": a.quantile(0.95), "p99_ms": a.quantile(0.99),
-             "max_ms": a.quantile(1.0), "generator_cpu_s": a.generator_cpu_s}
-            for a in results]}, indent=1, default=float))
+        f"{load[2]:.2f} on {os.cpu_count()} cores"
+    )
+    (folder / f"{tag}.json").write_text(
+        json.dumps(
+            {
+                "summary": summary,
+                "attacks": [
+                    {
+                        "target": a.target,
+                        "rate": a.rate,
+                        "codes": dict(a.codes),
+                        "p50_ms": a.quantile(0.5),
+                        "p95_ms": a.quantile(0.95),
+                        "p99_ms": a.quantile(0.99),
+                        "max_ms": a.quantile(1.0),
+                        "generator_cpu_s": a.generator_cpu_s,
+                    }
+                    for a in results
+                ],
+            },
+            indent=1,
+            default=float,
+        )
+    )
     return summary
-

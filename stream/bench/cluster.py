@@ -50,21 +50,29 @@ async def _drop(node: aioredis.Redis, prefix: str) -> None:
     await pipe.execute()
 
 
-async def _measure(store: RedisFeatureStore, nodes: list[aioredis.Redis], txns: list[Any],
-                   batch: int) -> tuple[float, list[float], float]:
+async def _measure(
+    store: RedisFeatureStore, nodes: list[aioredis.Redis], txns: list[Any], batch: int
+) -> tuple[float, list[float], float]:
     """Throughput, CPU per transaction of each node (µs) and keys per transaction."""
     cpu = [await _cpu(node) for node in nodes]
     keys = [await node.dbsize() for node in nodes]
     seconds = await run_batches(store, txns, batch)
-    used = [(await _cpu(node) - before) / len(txns) * 1e6 for node, before in zip(
-        nodes, cpu, strict=True)]
+    used = [
+        (await _cpu(node) - before) / len(txns) * 1e6
+        for node, before in zip(nodes, cpu, strict=True)
+    ]
     written = sum([await node.dbsize() for node in nodes]) - sum(keys)
     return len(txns) / seconds, used, written / len(txns)
 
 
-async def bench_cluster(redis_url: str, cluster_url: str, workload: Workload, runs: int = 3,
-                        batch: int = 500, say: Callable[[str], None] = print
-                        ) -> dict[str, float]:
+async def bench_cluster(
+    redis_url: str,
+    cluster_url: str,
+    workload: Workload,
+    runs: int = 3,
+    batch: int = 500,
+    say: Callable[[str], None] = print,
+) -> dict[str, float]:
     """Both stores, ``runs`` times each, alternately; print the report; return medians."""
     txns = workload.transactions()
     tune_for_streaming()
@@ -74,10 +82,12 @@ async def bench_cluster(redis_url: str, cluster_url: str, workload: Workload, ru
     await probe.close()
     single_node = aioredis.Redis.from_url(redis_url)
     masters = [aioredis.Redis(host=host, port=port) for host, port in primaries]
-    say(f"workload: {len(txns):,} transactions, {workload.cards:,} cards, "
+    say(
+        f"workload: {len(txns):,} transactions, {workload.cards:,} cards, "
         f"{workload.terminals} terminals, {workload.days} days; batches of {batch}; "
         f"{runs} runs; one Redis ({redis_url}) against a cluster of {len(masters)} masters "
-        f"({cluster_url}); load average {os.getloadavg()[0]:.2f}")
+        f"({cluster_url}); load average {os.getloadavg()[0]:.2f}"
+    )
     single_tps, single_us, single_keys = [], [], []
     cluster_tps, cluster_us, cluster_keys = [], [], []
     shard_us: list[list[float]] = []
@@ -104,11 +114,13 @@ async def bench_cluster(redis_url: str, cluster_url: str, workload: Workload, ru
             cluster_us.append(sum(per_master))
             cluster_keys.append(keys)
             shard_us.append(per_master)
-            say(f"run {run + 1}: one Redis {single_tps[-1]:,.0f} txn/s, {single_us[-1]:.1f} us "
+            say(
+                f"run {run + 1}: one Redis {single_tps[-1]:,.0f} txn/s, {single_us[-1]:.1f} us "
                 f"of Redis CPU and {single_keys[-1]:.2f} keys per transaction; cluster "
                 f"{tps:,.0f} txn/s, {sum(per_master):.1f} us of Redis CPU per transaction "
                 f"(per master: {', '.join(f'{u:.1f}' for u in per_master)}), {keys:.2f} keys "
-                f"per transaction; load average {os.getloadavg()[0]:.2f}")
+                f"per transaction; load average {os.getloadavg()[0]:.2f}"
+            )
     finally:
         await single_node.aclose()
         for node in masters:
@@ -126,7 +138,8 @@ async def bench_cluster(redis_url: str, cluster_url: str, workload: Workload, ru
         "single_ceiling_txn_per_s": 1e6 / statistics.median(single_us),
         "cluster_ceiling_txn_per_s": 1e6 / busiest,
     }
-    say(f"median: one Redis {result['single_txn_per_s']:,.0f} txn/s here, "
+    say(
+        f"median: one Redis {result['single_txn_per_s']:,.0f} txn/s here, "
         f"{result['single_redis_cpu_us_per_txn']:.1f} us of Redis CPU per transaction: "
         f"ceiling {result['single_ceiling_txn_per_s']:,.0f} txn/s (its main thread full). "
         f"Cluster of {len(masters)}: {result['cluster_txn_per_s']:,.0f} txn/s here "
@@ -135,12 +148,16 @@ async def bench_cluster(redis_url: str, cluster_url: str, workload: Workload, ru
         f"({total / result['single_redis_cpu_us_per_txn']:.2f} x one Redis), busiest master "
         f"{busiest:.1f} us: ceiling {result['cluster_ceiling_txn_per_s']:,.0f} txn/s; keys "
         f"per transaction {result['single_keys_per_txn']:.2f} (one Redis) and "
-        f"{result['cluster_keys_per_txn']:.2f} (cluster)")
-    say("projected on paper, masters on cores of their own and slots spread evenly: "
-        + "; ".join(f"{n} masters {n * 1e6 / total:,.0f} txn/s" for n in PROJECTED))
+        f"{result['cluster_keys_per_txn']:.2f} (cluster)"
+    )
+    say(
+        "projected on paper, masters on cores of their own and slots spread evenly: "
+        + "; ".join(f"{n} masters {n * 1e6 / total:,.0f} txn/s" for n in PROJECTED)
+    )
     return result
 
 
-def run(redis_url: str, cluster_url: str, workload: Workload, runs: int,
-        batch: int) -> dict[str, float]:
+def run(
+    redis_url: str, cluster_url: str, workload: Workload, runs: int, batch: int
+) -> dict[str, float]:
     return asyncio.run(bench_cluster(redis_url, cluster_url, workload, runs, batch))

@@ -50,15 +50,20 @@ def _replay(settings: Settings, run: int) -> float:
     services = LocalServices(settings.services)
     services.up(only={"kafka"})
     topics = TopicSettings(prefix=f"bench-{int(time.time())}-{run}-")
-    settings = settings.model_copy(update={
-        "topics": topics,
-        "kafka": settings.kafka.model_copy(update={"bootstrap_servers": services.kafka.address}),
-    })
+    settings = settings.model_copy(
+        update={
+            "topics": topics,
+            "kafka": settings.kafka.model_copy(
+                update={"bootstrap_servers": services.kafka.address}
+            ),
+        }
+    )
     ensure_topics(settings)
     simulation, _ = run_scenario(load_scenario("baseline"), customers=4000)
     events = encode_events(simulation.transactions, simulation.labels)
-    replayer = Replayer(settings.kafka.bootstrap_servers,
-                        (topics.name("transactions"), topics.name("labels")))
+    replayer = Replayer(
+        settings.kafka.bootstrap_servers, (topics.name("transactions"), topics.name("labels"))
+    )
     summary = replayer.run(events)
     print(f"  {summary.line()}")
     return summary.rate

@@ -49,8 +49,15 @@ class Run:
         return (self.end - self.start) / DAY
 
 
-def run_one(name: str, config: DriftConfig, customers: int, days: float, change_day: float,
-            seed: int | None = None, snapshot_every_labels: int = 100) -> Run:
+def run_one(
+    name: str,
+    config: DriftConfig,
+    customers: int,
+    days: float,
+    change_day: float,
+    seed: int | None = None,
+    snapshot_every_labels: int = 100,
+) -> Run:
     """Scenario ``name`` (moved), through the embedded pipeline; its alarms."""
     spec = moved(load_scenario(name), days, change_day)
     simulation, manifest = run_scenario(spec, seed=seed, customers=customers)
@@ -58,13 +65,20 @@ def run_one(name: str, config: DriftConfig, customers: int, days: float, change_
     started = time.perf_counter()
     result = run_embedded(
         events_from_frames(simulation.transactions, simulation.labels),
-        EmbeddedOptions(drift=config, freeze_after_days=None,
-                        snapshot_every_labels=snapshot_every_labels))
+        EmbeddedOptions(
+            drift=config, freeze_after_days=None, snapshot_every_labels=snapshot_every_labels
+        ),
+    )
     times = simulation.transactions["event_time"]
-    return Run(name, seed, [p["event_time"] for p in manifest["change_points"]],
-               [Alarm(e.detector, e.subject, e.first_seen) for e in result.alarms],
-               float(times.min()), float(times.max()),  # type: ignore[arg-type]
-               time.perf_counter() - started)
+    return Run(
+        name,
+        seed,
+        [p["event_time"] for p in manifest["change_points"]],
+        [Alarm(e.detector, e.subject, e.first_seen) for e in result.alarms],
+        float(times.min()),  # type: ignore[arg-type]
+        float(times.max()),  # type: ignore[arg-type]
+        time.perf_counter() - started,
+    )
 
 
 @dataclass
@@ -96,8 +110,7 @@ def steady_days(runs: list[Run]) -> float:
 
 def tally(runs: list[Run], max_delay: float) -> tuple[dict[str, Tally], float]:
     """Per detector (and ``any``) over ``runs``; the days they span."""
-    judged = [(judge(r.alarms, r.changes, r.start, r.end, max_delay), len(r.changes))
-              for r in runs]
+    judged = [(judge(r.alarms, r.changes, r.start, r.end, max_delay), len(r.changes)) for r in runs]
     names = sorted({name for one, _ in judged for name in one["detectors"]})
     out = {name: Tally() for name in [*names, "any"]}
     for one, changes in judged:
@@ -114,28 +127,40 @@ def _fmt(value: float, digits: int = 1) -> str:
 def table(tallies: dict[str, Tally], days: float, steady: float) -> list[str]:
     """A Markdown table: per detector, recall, precision, delays, false alarms (all, and
     those on the ``steady`` days before any change)."""
-    lines = ["| detector | changes detected | recall | precision | mean delay h | "
-             "median delay h | false alarms | false per 30 days | on steady data | "
-             "steady false per 30 days |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| detector | changes detected | recall | precision | mean delay h | "
+        "median delay h | false alarms | false per 30 days | on steady data | "
+        "steady false per 30 days |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for name in sorted(tallies, key=lambda n: (n == "any", n)):
         t = tallies[name]
         recall = t.detected / t.changes if t.changes else math.nan
         precision = (t.alarms - t.false) / t.alarms if t.alarms else math.nan
         mean = statistics.fmean(t.delays) if t.delays else math.nan
         median = statistics.median(t.delays) if t.delays else math.nan
-        lines.append(f"| {name} | {t.detected}/{t.changes} | {_fmt(recall, 2)} | "
-                     f"{_fmt(precision, 2)} | {_fmt(mean)} | {_fmt(median)} | {t.false} | "
-                     f"{t.false / days * 30:.2f} | {t.steady} | {t.steady / steady * 30:.2f} |")
+        lines.append(
+            f"| {name} | {t.detected}/{t.changes} | {_fmt(recall, 2)} | "
+            f"{_fmt(precision, 2)} | {_fmt(mean)} | {_fmt(median)} | {t.false} | "
+            f"{t.false / days * 30:.2f} | {t.steady} | {t.steady / steady * 30:.2f} |"
+        )
     return lines
 
 
-def bench_drift(config: DriftConfig, baseline_seeds: int = 10, customers: int = 1000,
-                days: float = 56, change_day: float = 42, max_delay: float = 3 * DAY,
-                write: Callable[[str], object] = print) -> int:
-    write(f"{customers} customers, {days:g} days, changes moved to day {change_day:g}, "
-          f"{baseline_seeds} steady seeds, an alarm is true within {max_delay / 3600:g} h "
-          "after a change")
+def bench_drift(
+    config: DriftConfig,
+    baseline_seeds: int = 10,
+    customers: int = 1000,
+    days: float = 56,
+    change_day: float = 42,
+    max_delay: float = 3 * DAY,
+    write: Callable[[str], object] = print,
+) -> int:
+    write(
+        f"{customers} customers, {days:g} days, changes moved to day {change_day:g}, "
+        f"{baseline_seeds} steady seeds, an alarm is true within {max_delay / 3600:g} h "
+        "after a change"
+    )
     runs: list[Run] = []
     drifting = [n for n in builtin_scenarios() if load_scenario(n).family == "behavioural"]
     for name in drifting:
@@ -148,19 +173,27 @@ def bench_drift(config: DriftConfig, baseline_seeds: int = 10, customers: int = 
             write(_run_line(run, max_delay))
     tallies, total_days = tally(runs, max_delay)
     steady = steady_days(runs)
-    write(f"\nAll {len(runs)} runs ({total_days:.0f} simulated days, {steady:.0f} of them "
-          "before any change; no detector starts before drift.state_maturity_days):")
+    write(
+        f"\nAll {len(runs)} runs ({total_days:.0f} simulated days, {steady:.0f} of them "
+        "before any change; no detector starts before drift.state_maturity_days):"
+    )
     for line in table(tallies, total_days, steady):
         write(line)
     any_ = tallies["any"]
-    missed = [r.name for r in runs if r.changes
-              and not judge(r.alarms, r.changes, r.start, r.end, max_delay)["any"]["detected"]]
+    missed = [
+        r.name
+        for r in runs
+        if r.changes
+        and not judge(r.alarms, r.changes, r.start, r.end, max_delay)["any"]["detected"]
+    ]
     median = statistics.median(any_.delays) if any_.delays else math.nan
     detected = "yes" if not missed else "no, missed " + ", ".join(missed)
-    write(f"\nTargets: every scenario detected: {detected}; "
-          f"median first-alarm delay {_fmt(median)} h (target <= 24); "
-          f"false alarms {any_.false / total_days * 30:.2f} per 30 days across detectors, "
-          f"{any_.steady / steady * 30:.2f} on steady data (target <= 1)")
+    write(
+        f"\nTargets: every scenario detected: {detected}; "
+        f"median first-alarm delay {_fmt(median)} h (target <= 24); "
+        f"false alarms {any_.false / total_days * 30:.2f} per 30 days across detectors, "
+        f"{any_.steady / steady * 30:.2f} on steady data (target <= 1)"
+    )
     return 0
 
 
@@ -179,4 +212,3 @@ def _run_line(run: Run, max_delay: float) -> str:
             parts.append(f"{detector} ({alarm.subject}) {(alarm.at - change) / 3600:+.1f} h")
     what = "; ".join(parts) if parts else "no alarm"
     return f"{title} [{run.seconds:.0f}s]: {what}"
-

@@ -54,8 +54,11 @@ class ModelRun:
         return self.score_seconds / self.scored * 1e6 if self.scored else float("nan")
 
 
-def evaluate(simulation: Simulation, names: list[str], freeze_after_days: float = 14.0,
-             ) -> tuple[list[ModelRun], float]:
+def evaluate(
+    simulation: Simulation,
+    names: list[str],
+    freeze_after_days: float = 14.0,
+) -> tuple[list[ModelRun], float]:
     """Run every model (and the frozen baseline) over ``simulation``; the runs and the
     freeze time."""
     events = simulation.events()
@@ -67,8 +70,13 @@ def evaluate(simulation: Simulation, names: list[str], freeze_after_days: float 
     return runs, freeze
 
 
-def _run(name: str, events: list[Transaction | Label], records: dict[str, ScoredRecord | None],
-         freeze: float | None, label: str | None = None) -> ModelRun:
+def _run(
+    name: str,
+    events: list[Transaction | Label],
+    records: dict[str, ScoredRecord | None],
+    freeze: float | None,
+    label: str | None = None,
+) -> ModelRun:
     model = build_model(name)
     run = ModelRun(label or name)
     scores: dict[str, tuple[float, str, float]] = {}
@@ -113,9 +121,11 @@ def _snapshot_costs(run: ModelRun, model: object) -> None:
 
 def table(runs: list[ModelRun], freeze: float) -> str:
     """A Markdown table of the runs."""
-    lines = ["| model | AP since start | AP after freeze day | ROC AUC | card prec@100 | "
-             "labels/s | score us/txn | snapshot KB | publish ms | load ms |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| model | AP since start | AP after freeze day | ROC AUC | card prec@100 | "
+        "labels/s | score us/txn | snapshot KB | publish ms | load ms |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for run in runs:
         everything = run.metrics.report()
         later = run.metrics.report(since=freeze)
@@ -124,5 +134,6 @@ def table(runs: list[ModelRun], freeze: float) -> str:
             f"{later['average_precision_all']:.3f} | {everything['roc_auc_all']:.3f} | "
             f"{everything['card_precision_at_k_window']:.3f} | {run.labels_per_second:,.0f} | "
             f"{run.score_us:.0f} | {run.snapshot_bytes / 1024:.1f} | {run.publish_ms:.1f} | "
-            f"{run.load_ms:.1f} |")
+            f"{run.load_ms:.1f} |"
+        )
     return "\n".join(lines)

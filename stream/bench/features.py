@@ -68,10 +68,17 @@ class Workload:
             while t < T0 + self.days * DAY:
                 term = rnd.choice(homes) if rnd.random() < 0.9 else rnd.randrange(self.terminals)
                 located = rnd.random() < 0.5
-                out.append(Transaction(
-                    f"b{len(out)}", f"card{c}", f"term{term}", round(rnd.lognormvariate(3.5, 1), 2),
-                    t, lat=48 + rnd.random() if located else None,
-                    lon=2 + rnd.random() if located else None))
+                out.append(
+                    Transaction(
+                        f"b{len(out)}",
+                        f"card{c}",
+                        f"term{term}",
+                        round(rnd.lognormvariate(3.5, 1), 2),
+                        t,
+                        lat=48 + rnd.random() if located else None,
+                        lon=2 + rnd.random() if located else None,
+                    )
+                )
                 t += rnd.expovariate(self.per_day / DAY)
         out.sort(key=lambda x: x.event_time)
         return out
@@ -96,9 +103,22 @@ async def run_store_only(store: FeatureStore, txns: Sequence[Transaction], batch
         part = txns[i : i + batch]
         saves = []
         async for applied in store.apply_parts([part[j : j + 50] for j in range(0, len(part), 50)]):
-            records = [(a, ScoredRecord(a.txn.txn_id, a.txn.card_id, a.txn.terminal_id,
-                                        a.txn.event_time, fixed, 0.0, 0))
-                       for a in applied if a.state is not None]
+            records = [
+                (
+                    a,
+                    ScoredRecord(
+                        a.txn.txn_id,
+                        a.txn.card_id,
+                        a.txn.terminal_id,
+                        a.txn.event_time,
+                        fixed,
+                        0.0,
+                        0,
+                    ),
+                )
+                for a in applied
+                if a.state is not None
+            ]
             saves.append(asyncio.ensure_future(store.save(records)))
         await asyncio.gather(*saves)
     return time.perf_counter() - started
@@ -134,16 +154,17 @@ def bucket_error(txns: Sequence[Transaction]) -> dict[str, tuple[float, float]]:
         state = buckets.get(txn.terminal_id, ({}, (None,) * len(terminal.WINDOWS)))
         counts = terminal.window_counts(state[0], state[1], txn.event_time)
         windows = len(terminal.WINDOWS)  # (the delayed windows' sums come after)
-        for (name, length), got in zip(terminal.WINDOWS.items(), counts[:windows],
-                                       strict=True):
+        for (name, length), got in zip(terminal.WINDOWS.items(), counts[:windows], strict=True):
             if txn.event_time >= T0 + 2 * length:  # the window (and its buckets) are full
                 exact = len(times) - bisect_left(times, txn.event_time - length)
                 if exact:
                     errors[name].append((abs(got - exact) / exact, abs(got - exact)))
         times.append(txn.event_time)
         buckets[txn.terminal_id] = terminal.step(state[0], state[1], txn.event_time)
-    return {name: (statistics.fmean(e[0] for e in pairs), statistics.fmean(e[1] for e in pairs))
-            for name, pairs in errors.items()}
+    return {
+        name: (statistics.fmean(e[0] for e in pairs), statistics.fmean(e[1] for e in pairs))
+        for name, pairs in errors.items()
+    }
 
 
 async def _persistence(redis_url: str) -> str:
@@ -179,21 +200,31 @@ def _spread(sizes: Sequence[float]) -> dict[str, float]:
     >>> _spread([1, 2, 3, 10])
     {'median': 2.5, 'mean': 4.0, 'p95': 10, 'max': 10}
     """
-    return {"median": statistics.median(sizes), "mean": statistics.fmean(sizes),
-            "p95": _percentile(sizes, 0.95), "max": max(sizes)}
+    return {
+        "median": statistics.median(sizes),
+        "mean": statistics.fmean(sizes),
+        "p95": _percentile(sizes, 0.95),
+        "max": max(sizes),
+    }
 
 
 async def bench_features(
-    redis_url: str, workload: Workload, runs: int = 3, batch: int = 500, tail: int = 20_000,
+    redis_url: str,
+    workload: Workload,
+    runs: int = 3,
+    batch: int = 500,
+    tail: int = 20_000,
     say: Callable[[str], None] = print,
 ) -> dict[str, float]:
     """Run every measurement; print a report through ``say``; return the medians."""
     txns = workload.transactions()
     tail = min(tail, len(txns) // 2)
     tune_for_streaming()  # as the worker does once started (the workload is frozen with it)
-    say(f"workload: {len(txns):,} transactions, {workload.cards:,} cards, "
+    say(
+        f"workload: {len(txns):,} transactions, {workload.cards:,} cards, "
         f"{workload.terminals} terminals, {workload.days} days, {workload.per_day}/card/day; "
-        f"batches of {batch}; {runs} runs; {await _persistence(redis_url)}")
+        f"batches of {batch}; {runs} runs; {await _persistence(redis_url)}"
+    )
     redis_all, redis_tail, memory_all, p50, p99, io = [], [], [], [], [], []
     mem: dict[str, list[float]] = defaultdict(list)
     py_us: list[float] = []
@@ -211,8 +242,12 @@ async def bench_features(
             redis_all.append(len(txns) / (seconds + tail_seconds))
             redis_tail.append(tail / tail_seconds)
             end = txns[-1].event_time + 60
-            probes = [Transaction(f"probe{i}", f"card{i % workload.cards}", f"term{i % 50}",
-                                  25.0, end + i * 0.001) for i in range(3000)]
+            probes = [
+                Transaction(
+                    f"probe{i}", f"card{i % workload.cards}", f"term{i % 50}", 25.0, end + i * 0.001
+                )
+                for i in range(3000)
+            ]
             latencies = await read_latencies(store, probes)
             p50.append(_percentile(latencies, 0.5) * 1e3)
             p99.append(_percentile(latencies, 0.99) * 1e3)
@@ -227,18 +262,22 @@ async def bench_features(
             io.append(len(txns) / await run_store_only(bare, txns, batch))
             py_us.append((time.process_time() - own_cpu) / len(txns) * 1e6)
             redis_us.append((await _redis_cpu(store) - redis_cpu) / len(txns) * 1e6)
-            say(f"run {run + 1}: redis {redis_all[-1]:,.0f} txn/s (CPU per transaction "
+            say(
+                f"run {run + 1}: redis {redis_all[-1]:,.0f} txn/s (CPU per transaction "
                 f"{vector_py_us[-1]:.1f} us here + {vector_redis_us[-1]:.1f} us in Redis; "
                 f"full-history tail {redis_tail[-1]:,.0f}; store alone {io[-1]:,.0f}, CPU per "
                 f"transaction {py_us[-1]:.1f} us here + {redis_us[-1]:.1f} us in Redis), "
                 f"memory store {memory_all[-1]:,.0f} txn/s; "
                 f"read p50 {p50[-1]:.3f} ms p99 {p99[-1]:.3f} ms; card median "
                 f"{sizes['median']:.0f} B, mean {sizes['mean']:.0f} B, p95 {sizes['p95']:.0f} B, "
-                f"max {sizes['max']:.0f} B")
+                f"max {sizes['max']:.0f} B"
+            )
             for prefix in (store.key_prefix, bare.key_prefix):
                 await store.client.eval(
                     "for _, k in ipairs(redis.call('KEYS', ARGV[1])) do redis.call('DEL', k) end",
-                    0, f"{prefix}:*")
+                    0,
+                    f"{prefix}:*",
+                )
         finally:
             await store.close()
     result = {
@@ -257,7 +296,8 @@ async def bench_features(
         "store_python_cpu_us_per_txn": statistics.median(py_us),
         "store_redis_cpu_us_per_txn": statistics.median(redis_us),
     }
-    say(f"median: store update + state read {result['store_update_read_txn_per_s']:,.0f} "
+    say(
+        f"median: store update + state read {result['store_update_read_txn_per_s']:,.0f} "
         f"txn/s (CPU per transaction {result['store_python_cpu_us_per_txn']:.1f} us here, "
         f"{result['store_redis_cpu_us_per_txn']:.1f} us in Redis); "
         f"with the vectors {result['update_read_txn_per_s']:,.0f} txn/s "
@@ -268,11 +308,14 @@ async def bench_features(
         f"{result['read_p50_ms']:.3f} ms, p99 {result['read_p99_ms']:.3f} ms; bytes per card "
         f"(MEMORY USAGE) median {result['card_memory_bytes']:.0f}, mean "
         f"{result['card_memory_mean_bytes']:.0f}, p95 {result['card_memory_p95_bytes']:.0f}, "
-        f"max {result['card_memory_max_bytes']:.0f}")
+        f"max {result['card_memory_max_bytes']:.0f}"
+    )
     month_and_more = Workload(cards=300, terminals=60, days=70, per_day=workload.per_day)
     for name, (relative, absolute) in bucket_error(month_and_more.transactions()).items():
-        say(f"bucketed terminal_txn_count_{name}: mean error {relative:.1%} "
-            f"({absolute:.2f} transactions) against the exact sliding window")
+        say(
+            f"bucketed terminal_txn_count_{name}: mean error {relative:.1%} "
+            f"({absolute:.2f} transactions) against the exact sliding window"
+        )
     return result
 
 

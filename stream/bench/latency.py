@@ -39,23 +39,34 @@ class Offered:
 TICK_SECONDS = 0.001
 
 
-def _offer(bootstrap: str, topic: str, rate: float, count: int, start_time: float,
-           cards: list[str], tag: str) -> Offered:
+def _offer(
+    bootstrap: str,
+    topic: str,
+    rate: float,
+    count: int,
+    start_time: float,
+    cards: list[str],
+    tag: str,
+) -> Offered:
     """Send ``count`` transactions at ``rate`` per second, on schedule whatever happens
     (open loop), each encoded beforehand. Run in a process of its own: in the bench's
     process its sends and the reading of the scores wait for each other's turn of the
     interpreter, and that wait reads as the stream's latency (docs/performance.md)."""
     records = []
     for i in range(count):
-        txn = Transaction(f"{tag}-{i}", cards[i % len(cards)], f"{tag}-terminal", 20.0,
-                          start_time + i * 0.01)
-        records.append((txn.txn_id, Emit(topic, txn.card_id.encode(),
-                                         encode(TransactionRecord.from_event(txn)))))
+        txn = Transaction(
+            f"{tag}-{i}", cards[i % len(cards)], f"{tag}-terminal", 20.0, start_time + i * 0.01
+        )
+        records.append(
+            (
+                txn.txn_id,
+                Emit(topic, txn.card_id.encode(), encode(TransactionRecord.from_event(txn))),
+            )
+        )
     return asyncio.run(_offer_records(bootstrap, rate, records))
 
 
-async def _offer_records(bootstrap: str, rate: float,
-                         records: list[tuple[str, Emit]]) -> Offered:
+async def _offer_records(bootstrap: str, rate: float, records: list[tuple[str, Emit]]) -> Offered:
     """The sending of :func:`_offer`: each wake-up hands over every record due by then, as
     the worker hands over its outputs (one producer batch per partition: kafka-python's
     send per record took 83 % of a core at 5,000/s, beside the stream it measured)."""
@@ -85,28 +96,45 @@ async def _offer_records(bootstrap: str, rate: float,
     return Offered(sent, late, time.process_time() - cpu)
 
 
-def latency(settings: Settings, rate: float, seconds: float, start_time: float,
-             cards: list[str], tag: str = "lat", fault: Callable[[], object] | None = None,
-             fault_after: float = 5.0) -> tuple[list[float], Offered]:
+def latency(
+    settings: Settings,
+    rate: float,
+    seconds: float,
+    start_time: float,
+    cards: list[str],
+    tag: str = "lat",
+    fault: Callable[[], object] | None = None,
+    fault_after: float = 5.0,
+) -> tuple[list[float], Offered]:
     """Offer ``rate`` transactions/s for ``seconds`` (open loop, from a process of its own:
     :func:`_offer`); event-to-score latencies (ms) of those answered, and what was
     offered. ``fault`` is called once, ``fault_after`` seconds in."""
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 
-    consumer = KafkaConsumer(settings.topics.name("scores"),
-                             bootstrap_servers=settings.kafka.bootstrap_servers,
-                             auto_offset_reset="latest", group_id=None,
-                             consumer_timeout_ms=1000)
+    consumer = KafkaConsumer(
+        settings.topics.name("scores"),
+        bootstrap_servers=settings.kafka.bootstrap_servers,
+        auto_offset_reset="latest",
+        group_id=None,
+        consumer_timeout_ms=1000,
+    )
     consumer.poll(timeout_ms=1000)  # joined, positioned at the end, before we send
     count = int(rate * seconds)
     scored: dict[str, float] = {}
     prefix = f"{tag}-"
     with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
         pool.submit(int).result()  # started (spawned and imported) before the clock runs
-        offering = pool.submit(_offer, settings.kafka.bootstrap_servers,
-                               settings.topics.name("transactions"), rate, count,
-                               start_time, cards, tag)
+        offering = pool.submit(
+            _offer,
+            settings.kafka.bootstrap_servers,
+            settings.topics.name("transactions"),
+            rate,
+            count,
+            start_time,
+            cards,
+            tag,
+        )
         timer = threading.Timer(fault_after, fault) if fault is not None else None
         if timer is not None:
             timer.start()

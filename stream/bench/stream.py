@@ -76,19 +76,34 @@ class Baselines:
     stop_s: float
 
 
-def bench_stream(base: Settings, scenario: str = "baseline", customers: int = 1000,
-                 days: float = 14.0, rate: float = 5000.0, seconds: float = 20.0,
-                 runs: int = 1, folder: Path | None = None,
-                 say: Callable[[str], object] = print) -> dict[str, LayoutResult]:
+def bench_stream(
+    base: Settings,
+    scenario: str = "baseline",
+    customers: int = 1000,
+    days: float = 14.0,
+    rate: float = 5000.0,
+    seconds: float = 20.0,
+    runs: int = 1,
+    folder: Path | None = None,
+    say: Callable[[str], object] = print,
+) -> dict[str, LayoutResult]:
     """The feature path, transactions only, the learner alone, and the drain rate and
     latency of each layout of :data:`LAYOUTS`, in this invocation; medians over ``runs``."""
     with stopped_on_interrupt():
         return _bench_stream(base, scenario, customers, days, rate, seconds, runs, folder, say)
 
 
-def _bench_stream(base: Settings, scenario: str, customers: int, days: float, rate: float,
-                  seconds: float, runs: int, folder: Path | None,
-                  say: Callable[[str], object]) -> dict[str, LayoutResult]:
+def _bench_stream(
+    base: Settings,
+    scenario: str,
+    customers: int,
+    days: float,
+    rate: float,
+    seconds: float,
+    runs: int,
+    folder: Path | None,
+    say: Callable[[str], object],
+) -> dict[str, LayoutResult]:
     simulation, _ = run_scenario(load_scenario(scenario), days=days, customers=customers)
     txn_events = encode_events(simulation.transactions, simulation.labels.head(0))
     label_events = encode_events(simulation.transactions.head(0), simulation.labels)
@@ -99,25 +114,31 @@ def _bench_stream(base: Settings, scenario: str, customers: int, days: float, ra
     reached = simulation.labels.filter(pl.col("event_time") <= last).height
     end = last + 3600
     folder = folder or (base.services.state_dir / "bench-stream").resolve()
-    say(f"{scenario}: {transactions:,} transactions and {labels:,} labels, "
+    say(
+        f"{scenario}: {transactions:,} transactions and {labels:,} labels, "
         f"{customers} customers, {days:g} days; {base.kafka.partitions} partitions; "
-        f"then {rate:g} transactions/s offered for {seconds:g}s; {runs} run(s)")
+        f"then {rate:g} transactions/s offered for {seconds:g}s; {runs} run(s)"
+    )
     measured: dict[str, list[LayoutResult]] = {layout: [] for layout in LAYOUTS}
     baselines: list[Baselines] = []
     for run in range(runs):
         features = _feature_path(base, simulation)
         alone = _alone(base, txn_events, label_events, transactions, labels, reached, folder)
         baselines.append(Baselines(features, *alone))
-        say(f"run {run + 1} feature path {features:,.0f} transactions/s; one process, "
+        say(
+            f"run {run + 1} feature path {features:,.0f} transactions/s; one process, "
             f"transactions only: {alone[0]:,.0f}/s ({alone[0] / features:.2f} x the feature "
             f"path), peak RSS {alone[3]:.0f} MB, SIGTERM to exit {alone[4]:.1f} s; "
             f"learner alone {alone[1]:,.0f} labels/s on the {reached:,} labels the stream "
-            f"had reached, {alone[2]:,.0f} labels/s with the rest")
+            f"had reached, {alone[2]:,.0f} labels/s with the rest"
+        )
         for layout, roles in LAYOUTS.items():
-            result = _one(base, layout, roles, events, transactions, labels, rate, seconds,
-                          end, cards, folder)
+            result = _one(
+                base, layout, roles, events, transactions, labels, rate, seconds, end, cards, folder
+            )
             measured[layout].append(result)
-            say(f"run {run + 1} {layout:5s} ({', '.join('+'.join(r) for r in roles)}): "
+            say(
+                f"run {run + 1} {layout:5s} ({', '.join('+'.join(r) for r in roles)}): "
                 f"drain {result.transactions_per_s:,.0f} transactions/s, "
                 f"{result.labels_per_s:,.0f} labels/s, at most {result.waiting_max:,.0f} "
                 f"labels waiting, peak RSS {result.rss_mb:.0f} MB; at {rate:g}/s offered: "
@@ -126,7 +147,8 @@ def _bench_stream(base: Settings, scenario: str, customers: int, days: float, ra
                 f"{100 * result.generator_cpu:.0f}% of a core, {result.offered_late:,} sent "
                 f"late); kill -9 of "
                 f"{'+'.join(roles[-1])}: worst latency {result.failover_s:.1f} s; SIGTERM to "
-                f"exit {result.stop_s:.1f} s")
+                f"exit {result.stop_s:.1f} s"
+            )
     medians = {layout: _median(layout, results) for layout, results in measured.items()}
     one, split = medians["all"], medians["split"]
     load = os.getloadavg()
@@ -136,23 +158,29 @@ def _bench_stream(base: Settings, scenario: str, customers: int, days: float, ra
 
     features = med([b.features_per_s for b in baselines])
     only = med([b.transactions_per_s for b in baselines])
-    say(f"median feature path {features:,.0f} transactions/s; one process, transactions "
+    say(
+        f"median feature path {features:,.0f} transactions/s; one process, transactions "
         f"only: {only:,.0f}/s = {only / features:.2f} x the feature path (peak RSS "
         f"{max(b.rss_mb for b in baselines):.0f} MB); learner alone "
         f"{med([b.learner_reached_per_s for b in baselines]):,.0f} labels/s on the labels "
         f"the stream had reached, {med([b.learner_per_s for b in baselines]):,.0f} with "
-        f"those past its end")
+        f"those past its end"
+    )
     for result in medians.values():
-        say(f"median {result.layout:5s}: {result.transactions_per_s:,.0f} transactions/s "
+        say(
+            f"median {result.layout:5s}: {result.transactions_per_s:,.0f} transactions/s "
             f"({result.transactions_per_s / features:.2f} x the feature path), "
             f"{result.labels_per_s:,.0f} labels/s, p50 {result.p50_ms:,.0f} ms, "
             f"p99 {result.p99_ms:,.0f} ms, failover {result.failover_s:.1f} s, at most "
             f"{result.waiting_max:,.0f} labels waiting, peak RSS {result.rss_mb:.0f} MB, "
-            f"stop {result.stop_s:.1f} s")
-    say(f"split / all (the baseline): transactions "
+            f"stop {result.stop_s:.1f} s"
+        )
+    say(
+        f"split / all (the baseline): transactions "
         f"{split.transactions_per_s / one.transactions_per_s:.2f}x, labels "
         f"{split.labels_per_s / one.labels_per_s:.2f}x, p99 {split.p99_ms / one.p99_ms:.2f}x; "
-        f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} cores")
+        f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} cores"
+    )
     return medians
 
 
@@ -163,8 +191,11 @@ def _feature_path(base: Settings, simulation: Simulation) -> float:
     from stream.bench.features import run_batches
     from stream.scorecard.embedded import events_from_frames
 
-    txns = [e for e in events_from_frames(simulation.transactions, simulation.labels.head(0))
-            if isinstance(e, Transaction)]
+    txns = [
+        e
+        for e in events_from_frames(simulation.transactions, simulation.labels.head(0))
+        if isinstance(e, Transaction)
+    ]
 
     settings = layout_settings(base, "features")
 
@@ -181,9 +212,15 @@ def _feature_path(base: Settings, simulation: Simulation) -> float:
         remove_keys(settings)
 
 
-def _alone(base: Settings, txn_events: pl.DataFrame, label_events: pl.DataFrame,
-           transactions: int, labels: int, reached: int,
-           folder: Path) -> tuple[float, float, float, float, float]:
+def _alone(
+    base: Settings,
+    txn_events: pl.DataFrame,
+    label_events: pl.DataFrame,
+    transactions: int,
+    labels: int,
+    reached: int,
+    folder: Path,
+) -> tuple[float, float, float, float, float]:
     """One ``all`` process draining transactions only; then, stopped, a new one learning
     their labels with nothing to score. Transactions/s, labels/s (of the first
     ``reached`` labels, of all), peak RSS (MB) of the first, and the seconds it took to
@@ -203,8 +240,7 @@ def _alone(base: Settings, txn_events: pl.DataFrame, label_events: pl.DataFrame,
         Replayer(settings.kafka.bootstrap_servers, topics).run(label_events)
         processes = Layout(settings, [["all"]], folder)
         try:
-            reached_rate, label_rate = first_learned(settings, labels, reached,
-                                                       timeout=1800)
+            reached_rate, label_rate = first_learned(settings, labels, reached, timeout=1800)
         finally:
             processes.stop()
     finally:
@@ -212,48 +248,88 @@ def _alone(base: Settings, txn_events: pl.DataFrame, label_events: pl.DataFrame,
     return txn_rate, reached_rate, label_rate, rss, stop
 
 
-def _one(base: Settings, layout: str, roles: list[list[str]], events: pl.DataFrame,
-         transactions: int, labels: int, rate: float, seconds: float, end: float,
-         cards: list[str], folder: Path) -> LayoutResult:
+def _one(
+    base: Settings,
+    layout: str,
+    roles: list[list[str]],
+    events: pl.DataFrame,
+    transactions: int,
+    labels: int,
+    rate: float,
+    seconds: float,
+    end: float,
+    cards: list[str],
+    folder: Path,
+) -> LayoutResult:
     """One layout, once: replay into fresh topics, start the roles, measure, clean up."""
     settings = layout_settings(base, layout)
     ensure_topics(settings)
-    Replayer(settings.kafka.bootstrap_servers, (settings.topics.name("transactions"),
-                                                settings.topics.name("labels"))).run(events)
+    Replayer(
+        settings.kafka.bootstrap_servers,
+        (settings.topics.name("transactions"), settings.topics.name("labels")),
+    ).run(events)
     processes = Layout(settings, roles, folder)
     port = processes.learner_port()
     stop = float("nan")
     try:
         txn_rate, label_rate, waiting = drain(
-            settings, transactions, labels, timeout=1800,
-            waiting=lambda: read_metric(port, "fraudstream_labels_waiting"))
+            settings,
+            transactions,
+            labels,
+            timeout=1800,
+            waiting=lambda: read_metric(port, "fraudstream_labels_waiting"),
+        )
         rss = processes.peak_rss_mb()
         latencies, offered = latency(settings, rate, seconds, end, cards)
-        worst, failover = latency(settings, rate, 30.0, end + seconds, cards, "failover",
-                                   processes.kill_one)
+        worst, failover = latency(
+            settings, rate, 30.0, end + seconds, cards, "failover", processes.kill_one
+        )
         if len(worst) < len(failover.sent):  # not a latency: some were never scored
-            raise RuntimeError(f"after the kill -9 only {len(worst)} of "
-                               f"{len(failover.sent)} transactions were scored")
+            raise RuntimeError(
+                f"after the kill -9 only {len(worst)} of "
+                f"{len(failover.sent)} transactions were scored"
+            )
     finally:
         stop = processes.stop()
         remove_keys(settings)
-    return LayoutResult(layout, txn_rate, label_rate, quantile(latencies, 0.5),
-                        quantile(latencies, 0.99), rate, len(latencies), len(offered.sent),
-                        max(worst, default=float("nan")) / 1000, waiting, rss, stop,
-                        offered.late, offered.cpu_s / seconds)
+    return LayoutResult(
+        layout,
+        txn_rate,
+        label_rate,
+        quantile(latencies, 0.5),
+        quantile(latencies, 0.99),
+        rate,
+        len(latencies),
+        len(offered.sent),
+        max(worst, default=float("nan")) / 1000,
+        waiting,
+        rss,
+        stop,
+        offered.late,
+        offered.cpu_s / seconds,
+    )
 
 
 def _median(layout: str, results: list[LayoutResult]) -> LayoutResult:
     def med(values: list[float]) -> float:
         return float(statistics.median(values))
-    return LayoutResult(layout, med([r.transactions_per_s for r in results]),
-                        med([r.labels_per_s for r in results]),
-                        med([r.p50_ms for r in results]), med([r.p99_ms for r in results]),
-                        results[0].offered_per_s, min(r.answered for r in results),
-                        results[0].offered, med([r.failover_s for r in results]),
-                        max(r.waiting_max for r in results), max(r.rss_mb for r in results),
-                        max(r.stop_s for r in results), max(r.offered_late for r in results),
-                        med([r.generator_cpu for r in results]))
+
+    return LayoutResult(
+        layout,
+        med([r.transactions_per_s for r in results]),
+        med([r.labels_per_s for r in results]),
+        med([r.p50_ms for r in results]),
+        med([r.p99_ms for r in results]),
+        results[0].offered_per_s,
+        min(r.answered for r in results),
+        results[0].offered,
+        med([r.failover_s for r in results]),
+        max(r.waiting_max for r in results),
+        max(r.rss_mb for r in results),
+        max(r.stop_s for r in results),
+        max(r.offered_late for r in results),
+        med([r.generator_cpu for r in results]),
+    )
 
 
 def remove_keys(settings: Settings) -> None:
@@ -262,6 +338,6 @@ def remove_keys(settings: Settings) -> None:
     try:
         keys = list(client.scan_iter(match=f"{settings.redis.key_prefix}:*", count=1000))
         for start in range(0, len(keys), 1000):
-            client.unlink(*keys[start:start + 1000])
+            client.unlink(*keys[start : start + 1000])
     finally:
         client.close()

@@ -60,12 +60,14 @@ class LayoutResult:
 
 def layout_settings(base: Settings, layout: str) -> Settings:
     tag = f"bench{layout}{secrets.token_hex(3)}"
-    return base.model_copy(update={
-        "topics": base.topics.model_copy(update={"prefix": f"{tag}-"}),
-        "redis": base.redis.model_copy(update={"key_prefix": tag}),
-        "worker": base.worker.model_copy(update={"app_id": tag}),
-        "model": base.model.model_copy(update={"signing_key": secrets.token_hex(16)}),
-    })
+    return base.model_copy(
+        update={
+            "topics": base.topics.model_copy(update={"prefix": f"{tag}-"}),
+            "redis": base.redis.model_copy(update={"key_prefix": tag}),
+            "worker": base.worker.model_copy(update={"app_id": tag}),
+            "model": base.model.model_copy(update={"signing_key": secrets.token_hex(16)}),
+        }
+    )
 
 
 class Layout:
@@ -88,20 +90,28 @@ class Layout:
 
     def _spawn(self, role_set: list[str], i: int) -> None:
         port = free_port()
-        env = {**os.environ, **to_env(self.settings),
-               "FRAUDSTREAM_WORKER__METRICS_PORT": str(port)}
+        env = {**os.environ, **to_env(self.settings), "FRAUDSTREAM_WORKER__METRICS_PORT": str(port)}
         args = [a for role in role_set for a in ("--role", role)]
         name = f"{self.settings.worker.app_id}-{i}-{'-'.join(role_set)}.log"
         with (self.folder / name).open("ab") as log:
-            self.children.append(subprocess.Popen(
-                [sys.executable, "-m", "stream.cli", "worker", *args], stdout=log,
-                stderr=subprocess.STDOUT, env=env, start_new_session=True))
+            self.children.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "stream.cli", "worker", *args],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    start_new_session=True,
+                )
+            )
         self.ports[i:] = [port]
 
     def learner_port(self) -> int:
         """The metrics port of the process with the learn (or all) role."""
-        return next(port for port, roles in zip(self.ports, self.roles, strict=False)
-                    if {"learn", "all"} & set(roles))
+        return next(
+            port
+            for port, roles in zip(self.ports, self.roles, strict=False)
+            if {"learn", "all"} & set(roles)
+        )
 
     def peak_rss_mb(self) -> float:
         """The highest peak resident memory (VmHWM) of the running processes."""
@@ -144,12 +154,17 @@ def stopped_on_interrupt() -> Iterator[None]:
     """On SIGINT or SIGTERM, kill every running layout's processes and exit (130): a
     KeyboardInterrupt raised inside kafka-python's I/O loop is kept by its task, not
     raised, and the bench went on starting workers."""
+
     def stop(signum: int, _frame: object) -> None:
         for layout in list(Layout.running):
             for child in layout.children:
                 child.kill()
-        print(f"fraudstream bench: interrupted (signal {signum}); its workers were killed, "
-              "its topics and keys were left", file=sys.stderr, flush=True)
+        print(
+            f"fraudstream bench: interrupted (signal {signum}); its workers were killed, "
+            "its topics and keys were left",
+            file=sys.stderr,
+            flush=True,
+        )
         os._exit(130)
 
     if threading.current_thread() is not threading.main_thread():  # (no signals there)
@@ -176,8 +191,13 @@ def _labels_learned(client: redis.Redis, prefix: str) -> int:
     return 0 if meta is None else int(json.loads(meta)["labels_learned"])
 
 
-def drain(settings: Settings, transactions: int, labels: int, timeout: float,
-           waiting: Callable[[], float | None] = lambda: None) -> tuple[float, float, float]:
+def drain(
+    settings: Settings,
+    transactions: int,
+    labels: int,
+    timeout: float,
+    waiting: Callable[[], float | None] = lambda: None,
+) -> tuple[float, float, float]:
     """Transactions/s and labels/s from the first score until all are scored / learned
     (``labels`` 0: transactions only), and the most labels ``waiting`` on the way."""
     consumer = KafkaConsumer(bootstrap_servers=settings.kafka.bootstrap_servers)
@@ -195,7 +215,8 @@ def drain(settings: Settings, transactions: int, labels: int, timeout: float,
             if scored_at is None and done >= transactions:
                 scored_at = now
             if learned_at is None and (
-                    labels == 0 or _labels_learned(client, settings.redis.key_prefix) >= labels):
+                labels == 0 or _labels_learned(client, settings.redis.key_prefix) >= labels
+            ):
                 learned_at = now
             most = max(most, waiting() or 0.0)
             time.sleep(0.05)
@@ -204,8 +225,11 @@ def drain(settings: Settings, transactions: int, labels: int, timeout: float,
         client.close()
     if first is None or scored_at is None or learned_at is None:
         raise RuntimeError(f"the stream did not drain within {timeout:.0f}s")
-    return (transactions / max(scored_at - first, 1e-3),
-            labels / max(learned_at - first, 1e-3), most)
+    return (
+        transactions / max(scored_at - first, 1e-3),
+        labels / max(learned_at - first, 1e-3),
+        most,
+    )
 
 
 def _rate(count: int, seconds: float) -> float:
@@ -217,8 +241,9 @@ def _rate(count: int, seconds: float) -> float:
     return count / max(seconds, 1e-3) if count > 0 else float("nan")
 
 
-def first_learned(settings: Settings, labels: int, reached: int,
-                   timeout: float) -> tuple[float, float]:
+def first_learned(
+    settings: Settings, labels: int, reached: int, timeout: float
+) -> tuple[float, float]:
     """Labels/s of a learner from its first snapshot until the first ``reached`` labels
     (those the stream had reached) are learned, and until every label is."""
     client = redis.Redis.from_url(settings.redis.url)
@@ -235,8 +260,10 @@ def first_learned(settings: Settings, labels: int, reached: int,
                 reached_at = now
             if learned >= labels and first is not None and reached_at is not None:
                 # NaN: learned before the first look (a run too small to time)
-                return (_rate(reached - first[1], reached_at - first[0]),
-                        _rate(labels - first[1], now - first[0]))
+                return (
+                    _rate(reached - first[1], reached_at - first[0]),
+                    _rate(labels - first[1], now - first[0]),
+                )
             time.sleep(0.05)
     finally:
         client.close()

@@ -46,11 +46,14 @@ class LogLevel(StrEnum):
     error = "error"
 
 
-def _root(ctx: typer.Context, log_level: Annotated[
-        LogLevel, typer.Option(help="how much the command logs")] = LogLevel.info) -> None:
+def _root(
+    ctx: typer.Context,
+    log_level: Annotated[LogLevel, typer.Option(help="how much the command logs")] = LogLevel.info,
+) -> None:
     """Streaming fraud scoring with online models and drift monitoring."""
-    logging.basicConfig(level=log_level.value.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=log_level.value.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     for noisy in ("kafka", "aiokafka"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     ctx.obj = Session(log_level.value)
@@ -60,9 +63,14 @@ def build_app() -> typer.Typer:
     """The ``fraudstream`` command and every subcommand."""
     from stream.cli import bench, data, demo, models, scorecard, system
 
-    app = typer.Typer(name="fraudstream", no_args_is_help=True, add_completion=False,
-                      pretty_exceptions_enable=False, rich_markup_mode=None,
-                      context_settings={"help_option_names": ["-h", "--help"]})
+    app = typer.Typer(
+        name="fraudstream",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        rich_markup_mode=None,
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
     app.callback()(_root)
     for group in (system, models, data, scorecard, demo, bench):
         group.register(app)
@@ -84,17 +92,27 @@ def parse(argv: Sequence[str]) -> tuple[list[str], dict[str, Any]]:
         name, found, rest = command.resolve_command(ctx, args)
         path.append(name)
         command, ctx = found, found.make_context(name, rest, parent=ctx)
-    params = {k: (v.value if isinstance(v, Enum) else
-                  [x.value if isinstance(x, Enum) else x for x in v] if isinstance(v, list)
-                  else v) for k, v in ctx.params.items()}
+    params = {
+        k: (
+            v.value
+            if isinstance(v, Enum)
+            else [x.value if isinstance(x, Enum) else x for x in v]
+            if isinstance(v, list)
+            else v
+        )
+        for k, v in ctx.params.items()
+    }
     return path, params
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``fraudstream`` with ``argv`` (default: the process's); the exit status."""
     try:
-        result = build_app()(args=list(sys.argv[1:] if argv is None else argv),
-                             prog_name="fraudstream", standalone_mode=False)
+        result = build_app()(
+            args=list(sys.argv[1:] if argv is None else argv),
+            prog_name="fraudstream",
+            standalone_mode=False,
+        )
     except typer.Exit as done:  # --help, or a command's typer.Exit
         return done.exit_code
     except typer.TyperException as bad:  # a bad argument: named, with the reason

@@ -17,8 +17,9 @@ if TYPE_CHECKING:
 
 Runs = Annotated[int, typer.Option(callback=positive, help="runs (the median is reported)")]
 Batch = Annotated[int, typer.Option(callback=positive, help="transactions per batch")]
-RedisUrl = Annotated[str | None, typer.Option(
-    help="benchmark this Redis (default: start the local one if needed)")]
+RedisUrl = Annotated[
+    str | None, typer.Option(help="benchmark this Redis (default: start the local one if needed)")
+]
 Customers = Annotated[int, typer.Option(callback=positive, help="simulated customers")]
 Days = Annotated[float, typer.Option(callback=positive, help="days simulated")]
 
@@ -26,33 +27,52 @@ Days = Annotated[float, typer.Option(callback=positive, help="days simulated")]
 def register(app: typer.Typer) -> None:
     bench = typer.Typer(help="benchmarks against the real servers", no_args_is_help=True)
     for name, command, text in (
-        ("features", features, "the feature path (state read, features, state written) on "
-                               "Redis, and on a Redis Cluster with --redis-cluster"),
+        (
+            "features",
+            features,
+            "the feature path (state read, features, state written) on "
+            "Redis, and on a Redis Cluster with --redis-cluster",
+        ),
         ("simulate", simulate, "the simulator's transactions/s"),
         ("replay", replay, "the Kafka replay's events/s"),
         ("models", models, "every model of the zoo on a scenario, embedded"),
-        ("drift", drift, "the detectors on every scenario and on steady seeds: delays, "
-                         "false alarms"),
+        (
+            "drift",
+            drift,
+            "the detectors on every scenario and on steady seeds: delays, false alarms",
+        ),
         ("labels", labels, "labels learned one by one against in batches, on Redis"),
-        ("stream", stream, "Kafka in, score out, label learned: the worker's layouts against "
-                           "the feature path"),
+        (
+            "stream",
+            stream,
+            "Kafka in, score out, label learned: the worker's layouts against the feature path",
+        ),
         ("api", api, "the API against a bare FastAPI endpoint, open loop (vegeta)"),
     ):
         bench.command(name, help=text)(command)
     app.add_typer(bench, name="bench")
 
 
-def features(ctx: typer.Context, redis_url: RedisUrl = None,
-             redis_cluster: Annotated[int | None, typer.Option(
-                 metavar="N", callback=cluster_masters,
-                 help="also run on a local Redis Cluster of N masters (started if needed) and "
-                      "compare")] = None,
-             cards: Annotated[int, typer.Option(callback=positive)] = 2000,
-             terminals: Annotated[int, typer.Option(callback=positive)] = 500,
-             per_day: Annotated[float, typer.Option(
-                 callback=positive, help="transactions per card per day (30 days of history)")
-             ] = 2.0,
-             runs: Runs = 3, batch: Batch = 500) -> int:
+def features(
+    ctx: typer.Context,
+    redis_url: RedisUrl = None,
+    redis_cluster: Annotated[
+        int | None,
+        typer.Option(
+            metavar="N",
+            callback=cluster_masters,
+            help="also run on a local Redis Cluster of N masters (started if needed) and compare",
+        ),
+    ] = None,
+    cards: Annotated[int, typer.Option(callback=positive)] = 2000,
+    terminals: Annotated[int, typer.Option(callback=positive)] = 500,
+    per_day: Annotated[
+        float,
+        typer.Option(callback=positive, help="transactions per card per day (30 days of history)"),
+    ] = 2.0,
+    runs: Runs = 3,
+    batch: Batch = 500,
+) -> int:
     from stream.bench.features import Workload
     from stream.bench.features import run as run_bench
 
@@ -63,8 +83,14 @@ def features(ctx: typer.Context, redis_url: RedisUrl = None,
     return _with_redis(settings, redis_url, lambda url: run_bench(url, workload, runs, batch))
 
 
-def _on_cluster(settings: Settings, redis_url: str | None, masters: int, workload: Workload,
-                runs: int, batch: int) -> int:
+def _on_cluster(
+    settings: Settings,
+    redis_url: str | None,
+    masters: int,
+    workload: Workload,
+    runs: int,
+    batch: int,
+) -> int:
     """One Redis against the local Redis Cluster of ``masters`` masters (started for it if it
     was not running, and stopped after)."""
     from stream.bench.cluster import run as run_cluster
@@ -75,8 +101,11 @@ def _on_cluster(settings: Settings, redis_url: str | None, masters: int, workloa
     started = [node for node in nodes if node.process().pid() is None]
     services.up(only={node.name for node in nodes})
     try:
-        return _with_redis(settings, redis_url, lambda url: run_cluster(
-            url, services.redis_cluster.url, workload, runs, batch))
+        return _with_redis(
+            settings,
+            redis_url,
+            lambda url: run_cluster(url, services.redis_cluster.url, workload, runs, batch),
+        )
     finally:
         for node in started:
             node.process().stop()
@@ -94,81 +123,126 @@ def replay(ctx: typer.Context, runs: Runs = 3) -> int:
     return bench_data("replay", session(ctx).settings(), runs)
 
 
-def models(scenario: Annotated[str, typer.Option(help="the scenario to evaluate on")]
-           = "concept_drift",
-           names: Annotated[list[str] | None, typer.Option(
-               "--models", metavar="MODEL", help="which (repeatable; default: the whole zoo)")]
-           = None,
-           customers: Customers = 500) -> int:
+def models(
+    scenario: Annotated[str, typer.Option(help="the scenario to evaluate on")] = "concept_drift",
+    names: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--models", metavar="MODEL", help="which (repeatable; default: the whole zoo)"
+        ),
+    ] = None,
+    customers: Customers = 500,
+) -> int:
     from models.factory import model_names
     from producers.scenario import load_scenario, run_scenario
     from stream.bench.evaluate import evaluate, table
 
     simulation, manifest = run_scenario(load_scenario(scenario), customers=customers)
-    print(f"{scenario}: {simulation.transactions.height:,} transactions, "
-          f"{manifest['fraud_rate']:.2%} fraud, {customers} customers; change points: "
-          + (", ".join(p["at"] for p in manifest["change_points"]) or "none"))
+    print(
+        f"{scenario}: {simulation.transactions.height:,} transactions, "
+        f"{manifest['fraud_rate']:.2%} fraud, {customers} customers; change points: "
+        + (", ".join(p["at"] for p in manifest["change_points"]) or "none")
+    )
     started = time.perf_counter()
     runs, freeze = evaluate(simulation, names or model_names())
     print(table(runs, freeze))
-    print(f"({time.perf_counter() - started:.0f}s; 'after freeze day' = transactions after day "
-          f"14, when the frozen baseline stopped learning)")
+    print(
+        f"({time.perf_counter() - started:.0f}s; 'after freeze day' = transactions after day "
+        f"14, when the frozen baseline stopped learning)"
+    )
     return 0
 
 
-def drift(ctx: typer.Context, customers: Customers = 1000, days: Days = 56.0,
-          change_day: Annotated[float, typer.Option(
-              callback=positive, help="move each scenario's first change to this day")] = 42.0,
-          baseline_seeds: Annotated[int, typer.Option(
-              callback=positive, help="seeds of the no-change scenario (each alarm is a false "
-                                      "one)")] = 10,
-          max_delay_hours: Annotated[float, typer.Option(
-              callback=positive, help="an alarm later than this after a change counts as "
-                                      "false")] = 72.0) -> int:
+def drift(
+    ctx: typer.Context,
+    customers: Customers = 1000,
+    days: Days = 56.0,
+    change_day: Annotated[
+        float, typer.Option(callback=positive, help="move each scenario's first change to this day")
+    ] = 42.0,
+    baseline_seeds: Annotated[
+        int,
+        typer.Option(
+            callback=positive, help="seeds of the no-change scenario (each alarm is a false one)"
+        ),
+    ] = 10,
+    max_delay_hours: Annotated[
+        float,
+        typer.Option(
+            callback=positive, help="an alarm later than this after a change counts as false"
+        ),
+    ] = 72.0,
+) -> int:
     from stream.bench.drift import bench_drift
 
     if change_day >= days:
-        raise typer.BadParameter(f"{change_day:g} is not before the end of the scenario "
-                                 f"(--days {days:g})", param_hint="--change-day")
-    return bench_drift(session(ctx).settings().drift, baseline_seeds,
-                       customers, days, change_day, max_delay_hours * 3600)
+        raise typer.BadParameter(
+            f"{change_day:g} is not before the end of the scenario (--days {days:g})",
+            param_hint="--change-day",
+        )
+    return bench_drift(
+        session(ctx).settings().drift,
+        baseline_seeds,
+        customers,
+        days,
+        change_day,
+        max_delay_hours * 3600,
+    )
 
 
-def labels(ctx: typer.Context, redis_url: RedisUrl = None, runs: Runs = 3,
-           batch: Batch = 500) -> int:
+def labels(
+    ctx: typer.Context, redis_url: RedisUrl = None, runs: Runs = 3, batch: Batch = 500
+) -> int:
     from stream.bench.labels import bench_labels
 
-    return _with_redis(session(ctx).settings(), redis_url,
-                       lambda url: bench_labels(url, runs, batch))
+    return _with_redis(
+        session(ctx).settings(), redis_url, lambda url: bench_labels(url, runs, batch)
+    )
 
 
-def stream(ctx: typer.Context,
-           scenario: Annotated[str, typer.Option(help="the scenario replayed")] = "baseline",
-           customers: Customers = 1000, days: Days = 14.0,
-           rate: Annotated[float, typer.Option(
-               callback=positive, help="transactions/s offered for the latency measurement")]
-           = 5000.0,
-           seconds: Annotated[float, typer.Option(
-               callback=positive, help="how long that rate is offered")] = 20.0,
-           runs: Runs = 3) -> int:
+def stream(
+    ctx: typer.Context,
+    scenario: Annotated[str, typer.Option(help="the scenario replayed")] = "baseline",
+    customers: Customers = 1000,
+    days: Days = 14.0,
+    rate: Annotated[
+        float,
+        typer.Option(callback=positive, help="transactions/s offered for the latency measurement"),
+    ] = 5000.0,
+    seconds: Annotated[
+        float, typer.Option(callback=positive, help="how long that rate is offered")
+    ] = 20.0,
+    runs: Runs = 3,
+) -> int:
     """Start the local Kafka and Redis if needed, then compare the layouts."""
     from stream.bench.stream import bench_stream
 
-    return _with_kafka_and_redis(session(ctx).settings(), lambda ready: bench_stream(
-        ready, scenario, customers, days, rate, seconds, runs))
+    return _with_kafka_and_redis(
+        session(ctx).settings(),
+        lambda ready: bench_stream(ready, scenario, customers, days, rate, seconds, runs),
+    )
 
 
-def api(ctx: typer.Context, customers: Customers = 1000, days: Days = 14.0,
-        seconds: Annotated[float, typer.Option(
-            callback=positive, help="how long each attack lasts")] = 8.0,
-        workers: Annotated[int, typer.Option(
-            callback=positive, help="also attack `fraudstream api --workers N` at 1,000/s")]
-        = 1) -> int:
+def api(
+    ctx: typer.Context,
+    customers: Customers = 1000,
+    days: Days = 14.0,
+    seconds: Annotated[
+        float, typer.Option(callback=positive, help="how long each attack lasts")
+    ] = 8.0,
+    workers: Annotated[
+        int,
+        typer.Option(
+            callback=positive, help="also attack `fraudstream api --workers N` at 1,000/s"
+        ),
+    ] = 1,
+) -> int:
     """Start the local Kafka (the decision log) and Redis if needed, then attack the API."""
     from stream.bench.api import bench_api
 
-    return _with_kafka_and_redis(session(ctx).settings(), lambda ready: bench_api(
-        ready, customers, days, seconds, workers))
+    return _with_kafka_and_redis(
+        session(ctx).settings(), lambda ready: bench_api(ready, customers, days, seconds, workers)
+    )
 
 
 def _with_kafka_and_redis(settings: Settings, bench: Callable[[Settings], object]) -> int:
@@ -179,9 +253,14 @@ def _with_kafka_and_redis(settings: Settings, bench: Callable[[Settings], object
     services = LocalServices(settings.services)
     ours = [s.name for s in services.status() if s.pid is None and s.name in ("kafka", "redis")]
     services.up(only={"kafka", "redis"})
-    settings = settings.model_copy(update={
-        "kafka": settings.kafka.model_copy(update={"bootstrap_servers": services.kafka.address}),
-        "redis": settings.redis.model_copy(update={"url": services.redis.url})})
+    settings = settings.model_copy(
+        update={
+            "kafka": settings.kafka.model_copy(
+                update={"bootstrap_servers": services.kafka.address}
+            ),
+            "redis": settings.redis.model_copy(update={"url": services.redis.url}),
+        }
+    )
     try:
         bench(settings)
     finally:
@@ -190,8 +269,7 @@ def _with_kafka_and_redis(settings: Settings, bench: Callable[[Settings], object
     return 0
 
 
-def _with_redis(settings: Settings, redis_url: str | None,
-                bench: Callable[[str], object]) -> int:
+def _with_redis(settings: Settings, redis_url: str | None, bench: Callable[[str], object]) -> int:
     """Run ``bench`` on ``redis_url``, or on the local Redis (started if needed)."""
     from stream.services import LocalServices
 

@@ -23,13 +23,25 @@ EXIT_ROWS_REJECTED = 3
 Seed = Annotated[int | None, typer.Option(help="override the scenario's seed")]
 Days = Annotated[float | None, typer.Option(callback=positive, help="override its length")]
 Customers = Annotated[int | None, typer.Option(callback=positive, help="override its size")]
-ChangeDay = Annotated[float | None, typer.Option(
-    callback=at_least_zero, help="move its first change (the others with it) to this day; it "
-                                 "then lasts as long after it as before (unless --days)")]
+ChangeDay = Annotated[
+    float | None,
+    typer.Option(
+        callback=at_least_zero,
+        help=(
+            "move its first change (the others with it) to this day; it "
+            "then lasts as long after it as before (unless --days)"
+        ),
+    ),
+]
 Mapping = Annotated[Path | None, typer.Option(help="column mapping file for a foreign file")]
-MapEntries = Annotated[list[str] | None, typer.Option(
-    "--map", metavar="FIELD=COLUMN", help="a column mapping entry (repeatable) for a foreign "
-                                          "file")]
+MapEntries = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--map",
+        metavar="FIELD=COLUMN",
+        help="a column mapping entry (repeatable) for a foreign file",
+    ),
+]
 
 
 def register(app: typer.Typer) -> None:
@@ -38,11 +50,14 @@ def register(app: typer.Typer) -> None:
     scenarios.command("describe", help="what a scenario simulates and changes")(describe)
     app.add_typer(scenarios, name="scenarios")
     app.command("simulate-data", help="write a scenario to Parquet with its manifest")(
-        simulate_data)
-    app.command("replay", help="send a scenario, a dataset folder or a CSV/Parquet file into "
-                               "Kafka")(replay)
-    app.command("drift-report", help="an Evidently data-drift report (HTML + JSON) of two "
-                                     "windows")(drift_report)
+        simulate_data
+    )
+    app.command(
+        "replay", help="send a scenario, a dataset folder or a CSV/Parquet file into Kafka"
+    )(replay)
+    app.command("drift-report", help="an Evidently data-drift report (HTML + JSON) of two windows")(
+        drift_report
+    )
 
 
 def list_scenarios() -> int:
@@ -53,19 +68,25 @@ def list_scenarios() -> int:
     return 0
 
 
-def describe(name: Annotated[str, typer.Argument(
-        metavar="NAME", help="scenario name or YAML file")]) -> int:
+def describe(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="scenario name or YAML file")],
+) -> int:
     from producers.scenario import describe as text
     from producers.scenario import load_scenario
 
     return _or_2(lambda: print(text(load_scenario(name))))
 
 
-def simulate_data(scenario: Annotated[str, typer.Argument(
-                      metavar="SCENARIO", help="built-in scenario name or YAML file")],
-                  out: Annotated[Path, typer.Option(help="folder to write into")],
-                  seed: Seed = None, days: Days = None, customers: Customers = None,
-                  change_day: ChangeDay = None) -> int:
+def simulate_data(
+    scenario: Annotated[
+        str, typer.Argument(metavar="SCENARIO", help="built-in scenario name or YAML file")
+    ],
+    out: Annotated[Path, typer.Option(help="folder to write into")],
+    seed: Seed = None,
+    days: Days = None,
+    customers: Customers = None,
+    change_day: ChangeDay = None,
+) -> int:
     from producers.dataset import write_dataset
     from producers.scenario import run_scenario
     from stream.sources import scenario_spec
@@ -77,32 +98,56 @@ def simulate_data(scenario: Annotated[str, typer.Argument(
         folder = write_dataset(simulation, manifest, out)
         seconds = time.perf_counter() - started
         count = simulation.transactions.height
-        print(f"wrote {count:,} transactions and {simulation.labels.height:,} labels to "
-              f"{folder} in {seconds:.1f}s ({count / seconds:,.0f} transactions/s); manifest: "
-              f"{len(manifest['change_points'])} change point(s)")
+        print(
+            f"wrote {count:,} transactions and {simulation.labels.height:,} labels to "
+            f"{folder} in {seconds:.1f}s ({count / seconds:,.0f} transactions/s); manifest: "
+            f"{len(manifest['change_points'])} change point(s)"
+        )
 
     return _or_2(simulate)
 
 
-def replay(ctx: typer.Context,
-           source: Annotated[str, typer.Argument(
-               metavar="SOURCE", help="scenario name or YAML, simulate-data folder, or file")],
-           speed: Annotated[str, typer.Option(
-               help="'max' (as fast as possible), 'realtime', or N (N x faster)")] = "max",
-           wait_for_kafka: Annotated[float, typer.Option(
-               metavar="SECONDS", callback=positive,
-               help="how long a broker outage is waited out (batches are sent again) before "
-                    "the replay gives up")] = 300.0,
-           mapping: Mapping = None, map_entries: MapEntries = None, seed: Seed = None,
-           days: Days = None, customers: Customers = None, change_day: ChangeDay = None) -> int:
+def replay(
+    ctx: typer.Context,
+    source: Annotated[
+        str,
+        typer.Argument(
+            metavar="SOURCE", help="scenario name or YAML, simulate-data folder, or file"
+        ),
+    ],
+    speed: Annotated[
+        str, typer.Option(help="'max' (as fast as possible), 'realtime', or N (N x faster)")
+    ] = "max",
+    wait_for_kafka: Annotated[
+        float,
+        typer.Option(
+            metavar="SECONDS",
+            callback=positive,
+            help=(
+                "how long a broker outage is waited out (batches are sent again) before "
+                "the replay gives up"
+            ),
+        ),
+    ] = 300.0,
+    mapping: Mapping = None,
+    map_entries: MapEntries = None,
+    seed: Seed = None,
+    days: Days = None,
+    customers: Customers = None,
+    change_day: ChangeDay = None,
+) -> int:
     from producers.replay import Replayer, ReplayError, encode_events
     from stream.runtime.topics import ensure_topics
     from stream.sources import load_source, parse_speed
 
     settings = session(ctx).settings()
     pace = parse_speed(speed)
-    spec = SourceSpec(source, mapping, tuple(map_entries or ()),
-                      ScenarioOverrides(seed, days, customers, change_day))
+    spec = SourceSpec(
+        source,
+        mapping,
+        tuple(map_entries or ()),
+        ScenarioOverrides(seed, days, customers, change_day),
+    )
     try:
         loaded = load_source(spec)
     except ERRORS as exc:
@@ -114,10 +159,13 @@ def replay(ctx: typer.Context,
     # a broker outage is reported once by the replayer, not every 100 ms by the client
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     with progress_bar("events") as bar:
-        replayer = Replayer(settings.kafka.bootstrap_servers,
-                            (settings.topics.name("transactions"),
-                             settings.topics.name("labels")),
-                            pace, bar.report, retry_seconds=wait_for_kafka)
+        replayer = Replayer(
+            settings.kafka.bootstrap_servers,
+            (settings.topics.name("transactions"), settings.topics.name("labels")),
+            pace,
+            bar.report,
+            retry_seconds=wait_for_kafka,
+        )
         try:
             summary = replayer.run(events)
         except ReplayError as exc:
@@ -135,22 +183,35 @@ def report_rejected(rejected: list[tuple[int, str]]) -> None:
     for row, reason in rejected[:20]:
         print(f"row {row}: {reason}", file=sys.stderr)
     if rejected:
-        print(f"{len(rejected):,} row(s) rejected and not replayed (listed above"
-              f"{', first 20' if len(rejected) > 20 else ''})", file=sys.stderr)
+        print(
+            f"{len(rejected):,} row(s) rejected and not replayed (listed above"
+            f"{', first 20' if len(rejected) > 20 else ''})",
+            file=sys.stderr,
+        )
 
 
-def drift_report(folder: Annotated[Path, typer.Argument(
-                     metavar="FOLDER",
-                     help="a folder with reference.parquet and current.parquet (as the worker "
-                          "saves them on a data-drift alarm), or where to write them")],
-                 scenario: Annotated[str | None, typer.Option(
-                     help="on demand: build both windows from this scenario")] = None,
-                 reference: Annotated[str, typer.Option(
-                     metavar="DAYS", help="scenario days of the reference window, as FROM:TO"
-                 )] = "0:7",
-                 current: Annotated[str, typer.Option(
-                     metavar="DAYS", help="scenario days of the current window")] = "14:21",
-                 customers: Annotated[int, typer.Option(callback=positive)] = 500) -> int:
+def drift_report(
+    folder: Annotated[
+        Path,
+        typer.Argument(
+            metavar="FOLDER",
+            help=(
+                "a folder with reference.parquet and current.parquet (as the worker "
+                "saves them on a data-drift alarm), or where to write them"
+            ),
+        ),
+    ],
+    scenario: Annotated[
+        str | None, typer.Option(help="on demand: build both windows from this scenario")
+    ] = None,
+    reference: Annotated[
+        str, typer.Option(metavar="DAYS", help="scenario days of the reference window, as FROM:TO")
+    ] = "0:7",
+    current: Annotated[
+        str, typer.Option(metavar="DAYS", help="scenario days of the current window")
+    ] = "14:21",
+    customers: Annotated[int, typer.Option(callback=positive)] = 500,
+) -> int:
     from monitoring.reports import build_report
 
     os.nice(10)  # a worker starts this: scoring comes first
@@ -159,15 +220,18 @@ def drift_report(folder: Annotated[Path, typer.Argument(
         if scenario:
             _scenario_windows(folder, scenario, reference, current, customers)
         summary = build_report(folder)
-        print(f"report: {folder / 'report.html'} (and report.json); "
-              f"{summary.get('drifted_count', 0):.0f} drifted column(s), Evidently's verdict: "
-              f"{', '.join(summary['drifted']) or 'none'}")
+        print(
+            f"report: {folder / 'report.html'} (and report.json); "
+            f"{summary.get('drifted_count', 0):.0f} drifted column(s), Evidently's verdict: "
+            f"{', '.join(summary['drifted']) or 'none'}"
+        )
 
     return _or_2(report)
 
 
-def _scenario_windows(folder: Path, scenario: str, reference: str, current: str,
-                      customers: int) -> None:
+def _scenario_windows(
+    folder: Path, scenario: str, reference: str, current: str, customers: int
+) -> None:
     import asyncio
 
     from features.vector import FEATURE_NAMES

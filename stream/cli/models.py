@@ -26,9 +26,11 @@ Reason = Annotated[str, typer.Option(help="why (required: it goes into the audit
 def register(app: typer.Typer) -> None:
     models = typer.Typer(help="model versions: list, promote, roll back", no_args_is_help=True)
     models.command("list", help="every version, the champion marked *, and the audit trail")(
-        list_versions)
+        list_versions
+    )
     models.command("promote", help="make VERSION (or --challenger NAME's model) the champion")(
-        promote)
+        promote
+    )
     models.command("rollback", help="back to the previous champion, or to VERSION")(rollback)
     app.add_typer(models, name="models")
 
@@ -39,23 +41,31 @@ def list_versions(ctx: typer.Context) -> int:
         for meta in await registry.versions():
             mark = "*" if meta.version == champion else " "
             quality = meta.metrics or {}
-            print(f"{mark} v{meta.version:<5} parent {meta.parent!s:<5} {meta.model_name:32s}"
-                  f" labels {meta.labels_learned:>8,}  feature set v{meta.feature_set_version}"
-                  f"  AP {quality.get('average_precision_window', float('nan')):.3f}"
-                  f"  ROC AUC {quality.get('roc_auc_window', float('nan')):.3f}")
+            print(
+                f"{mark} v{meta.version:<5} parent {meta.parent!s:<5} {meta.model_name:32s}"
+                f" labels {meta.labels_learned:>8,}  feature set v{meta.feature_set_version}"
+                f"  AP {quality.get('average_precision_window', float('nan')):.3f}"
+                f"  ROC AUC {quality.get('roc_auc_window', float('nan')):.3f}"
+            )
         for entry in await registry.audit():
-            print(f"  {entry.at} {entry.action} v{entry.from_version} -> v{entry.to_version}"
-                  f" by {entry.who}: {entry.why}")
+            print(
+                f"  {entry.at} {entry.action} v{entry.from_version} -> v{entry.to_version}"
+                f" by {entry.who}: {entry.why}"
+            )
 
     _with_registry(ctx, show)
     return 0
 
 
-def promote(ctx: typer.Context, reason: Reason,
-            version: Version = None,
-            challenger: Annotated[str | None, typer.Option(
-                help="make this challenger's current model the champion")] = None,
-            who: Who = None) -> int:
+def promote(
+    ctx: typer.Context,
+    reason: Reason,
+    version: Version = None,
+    challenger: Annotated[
+        str | None, typer.Option(help="make this challenger's current model the champion")
+    ] = None,
+    who: Who = None,
+) -> int:
     if version is None and challenger is None:
         raise typer.BadParameter("needs a VERSION or --challenger NAME", param_hint="VERSION")
 
@@ -70,20 +80,21 @@ def promote(ctx: typer.Context, reason: Reason,
     return 0
 
 
-def rollback(ctx: typer.Context, reason: Reason,
-             version: Version = None,
-             who: Who = None) -> int:
+def rollback(ctx: typer.Context, reason: Reason, version: Version = None, who: Who = None) -> int:
     async def change(registry: ModelRegistry) -> AuditEntry:
-        return await registry.rollback(who or getpass.getuser(), reason,
-                                       datetime.now(tz=UTC).isoformat(), version)
+        return await registry.rollback(
+            who or getpass.getuser(), reason, datetime.now(tz=UTC).isoformat(), version
+        )
 
     _changed(_with_registry(ctx, change))
     return 0
 
 
 def _changed(entry: AuditEntry) -> None:
-    print(f"{entry.action}: v{entry.from_version} -> v{entry.to_version} "
-          f"(by {entry.who}; the worker and API follow within seconds)")
+    print(
+        f"{entry.action}: v{entry.from_version} -> v{entry.to_version} "
+        f"(by {entry.who}; the worker and API follow within seconds)"
+    )
 
 
 def _with_registry(ctx: typer.Context, use: Callable[[ModelRegistry], Awaitable[T]]) -> T:

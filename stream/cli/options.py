@@ -65,8 +65,9 @@ def progress_bar(unit: str) -> Iterator[tqdm]:
     """A progress bar on stderr (count, rate, time left), closed on the way out; its
     ``report(done, total, seconds)`` is what a replay or a scorecard calls as it goes, its
     ``write`` prints a line above it."""
-    bar = tqdm(unit=f" {unit}", unit_scale=True, file=sys.stderr, dynamic_ncols=True,
-               mininterval=0.5)
+    bar = tqdm(
+        unit=f" {unit}", unit_scale=True, file=sys.stderr, dynamic_ncols=True, mininterval=0.5
+    )
 
     def report(done: int, total: int, seconds: float) -> None:
         if bar.total != total:

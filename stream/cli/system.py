@@ -19,10 +19,18 @@ from stream.settings import Settings, to_env
 if TYPE_CHECKING:
     from stream.services import LocalServices
 
-RedisCluster = Annotated[int | None, typer.Option(
-    "--redis-cluster", metavar="N", callback=cluster_masters,
-    help="also a local Redis Cluster of N masters (3 to 16) on ports from "
-         "services.redis_cluster_port (7000)")]
+RedisCluster = Annotated[
+    int | None,
+    typer.Option(
+        "--redis-cluster",
+        metavar="N",
+        callback=cluster_masters,
+        help=(
+            "also a local Redis Cluster of N masters (3 to 16) on ports from "
+            "services.redis_cluster_port (7000)"
+        ),
+    ),
+]
 
 
 class Role(StrEnum):
@@ -33,21 +41,30 @@ class Role(StrEnum):
 
 
 def register(app: typer.Typer) -> None:
-    services = typer.Typer(help="real Kafka, Redis, Prometheus, Alertmanager as local "
-                                "processes", no_args_is_help=True)
+    services = typer.Typer(
+        help="real Kafka, Redis, Prometheus, Alertmanager as local processes", no_args_is_help=True
+    )
     services.command("install", help="fetch every program and jar the services need")(install)
     services.command("up", help="start what is not running; print the endpoints")(up)
     services.command("down", help="stop every service")(down)
     services.command("status", help="what runs and answers (exit 3 if not all)")(status)
     app.add_typer(services, name="services")
-    app.command("worker", help="run the Faust stream worker: its roles (default all: scoring, "
-                               "learning and drift monitoring in one process)")(worker)
+    app.command(
+        "worker",
+        help=(
+            "run the Faust stream worker: its roles (default all: scoring, "
+            "learning and drift monitoring in one process)"
+        ),
+    )(worker)
     app.command("api", help="run the scoring API")(api)
-    app.command("drift-refresh", help="make the workers take the recent traffic as the new "
-                                      "drift reference")(drift_refresh)
+    app.command(
+        "drift-refresh", help="make the workers take the recent traffic as the new drift reference"
+    )(drift_refresh)
     app.command("dashboards", help="regenerate dashboards/*.json from the code")(dashboards)
-    app.command("migrate-keys", help="rename a Redis written before the hash-tagged key "
-                                     "layout (stop every process first)")(migrate_keys)
+    app.command(
+        "migrate-keys",
+        help="rename a Redis written before the hash-tagged key layout (stop every process first)",
+    )(migrate_keys)
 
 
 def _services(ctx: typer.Context, redis_cluster: int | None) -> LocalServices:
@@ -55,8 +72,11 @@ def _services(ctx: typer.Context, redis_cluster: int | None) -> LocalServices:
 
     settings = session(ctx).settings()
     if redis_cluster is not None:
-        settings = settings.model_copy(update={"services": settings.services.model_copy(
-            update={"redis_cluster": redis_cluster})})
+        settings = settings.model_copy(
+            update={
+                "services": settings.services.model_copy(update={"redis_cluster": redis_cluster})
+            }
+        )
     return LocalServices(settings.services)
 
 
@@ -94,21 +114,41 @@ def status(ctx: typer.Context, redis_cluster: RedisCluster = None) -> int:
     return 0 if all(s.answering for s in statuses) else 3
 
 
-def worker(ctx: typer.Context, role: Annotated[list[Role] | None, typer.Option(
-        metavar="ROLE", help="all (default), score (any number of instances), learn or "
-                             "monitor (one active each, the others stand by); repeatable")]
-           = None) -> int:
+def worker(
+    ctx: typer.Context,
+    role: Annotated[
+        list[Role] | None,
+        typer.Option(
+            metavar="ROLE",
+            help=(
+                "all (default), score (any number of instances), learn or "
+                "monitor (one active each, the others stand by); repeatable"
+            ),
+        ),
+    ] = None,
+) -> int:
     from stream.runtime.roles import parse_roles
     from stream.runtime.worker import run_worker
 
-    run_worker(session(ctx).settings(), parse_roles(r.value for r in role or []),
-               session(ctx).log_level)
+    run_worker(
+        session(ctx).settings(), parse_roles(r.value for r in role or []), session(ctx).log_level
+    )
     return 0
 
 
-def api(ctx: typer.Context, workers: Annotated[int | None, typer.Option(
-        callback=positive, help="processes serving the port (default api.workers, 1); see "
-                                "docs/performance.md for sizing")] = None) -> int:
+def api(
+    ctx: typer.Context,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            callback=positive,
+            help=(
+                "processes serving the port (default api.workers, 1); see "
+                "docs/performance.md for sizing"
+            ),
+        ),
+    ] = None,
+) -> int:
     """Serve the API: one process, or ``workers`` (``api.workers``) processes on one port,
     each its own app (:func:`stream.wiring.build_api`), their metrics read together."""
     settings, log_level = session(ctx).settings(), session(ctx).log_level
@@ -119,14 +159,25 @@ def api(ctx: typer.Context, workers: Annotated[int | None, typer.Option(
 
     workers = workers or settings.api.workers
     if workers == 1:
-        uvicorn.run(serving(build_api(settings)), host=settings.api.host, port=settings.api.port,
-                    log_level=log_level, access_log=settings.api.access_log)
+        uvicorn.run(
+            serving(build_api(settings)),
+            host=settings.api.host,
+            port=settings.api.port,
+            log_level=log_level,
+            access_log=settings.api.access_log,
+        )
         return 0
     os.environ.update(to_env(settings))  # each worker process reads the same settings
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(api_metrics_dir(settings, fresh=True))
-    uvicorn.run("stream.wiring:api_from_env", factory=True, workers=workers,
-                host=settings.api.host, port=settings.api.port, log_level=log_level,
-                access_log=settings.api.access_log)
+    uvicorn.run(
+        "stream.wiring:api_from_env",
+        factory=True,
+        workers=workers,
+        host=settings.api.host,
+        port=settings.api.port,
+        log_level=log_level,
+        access_log=settings.api.access_log,
+    )
     return 0
 
 
@@ -140,8 +191,10 @@ def _port_free(host: str, port: int) -> None:
         try:
             probe.bind((host, port))
         except OSError as exc:
-            raise RuntimeError(f"api.port: {host}:{port} is not free ({exc.strerror}); set "
-                               "FRAUDSTREAM_API__PORT to another port") from exc
+            raise RuntimeError(
+                f"api.port: {host}:{port} is not free ({exc.strerror}); set "
+                "FRAUDSTREAM_API__PORT to another port"
+            ) from exc
 
 
 def drift_refresh(ctx: typer.Context) -> int:
@@ -163,9 +216,12 @@ async def _drift_refresh(settings: Settings) -> int:
     return 0
 
 
-def dashboards(check: Annotated[bool, typer.Option(
-        "--check", help="only check that the JSON matches the code (exit 1 if not)")]
-               = False) -> int:
+def dashboards(
+    check: Annotated[
+        bool,
+        typer.Option("--check", help="only check that the JSON matches the code (exit 1 if not)"),
+    ] = False,
+) -> int:
     from monitoring.grafana import generate
 
     folder = Path(__file__).resolve().parents[2] / "dashboards"
@@ -183,19 +239,24 @@ def dashboards(check: Annotated[bool, typer.Option(
     return 0
 
 
-def migrate_keys(ctx: typer.Context, dry_run: Annotated[bool, typer.Option(
-        "--dry-run", help="count what would be renamed, change nothing")] = False) -> int:
+def migrate_keys(
+    ctx: typer.Context,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="count what would be renamed, change nothing")
+    ] = False,
+) -> int:
     from stream.migrate import migrate
     from stream.wiring import sync_client
 
     settings = session(ctx).settings()
     if settings.redis.cluster:
-        print("fraudstream: migrate-keys: a Redis Cluster never held the old key layout",
-              file=sys.stderr)
+        print(
+            "fraudstream: migrate-keys: a Redis Cluster never held the old key layout",
+            file=sys.stderr,
+        )
         return 2
     counts = migrate(sync_client(settings), settings.redis.key_prefix, dry_run)
     for what, count in sorted(counts.items()):
         print(f"{what}: {count:,}")
-    print("nothing to migrate" if not counts else "dry run: nothing changed" if dry_run
-          else "done")
+    print("nothing to migrate" if not counts else "dry run: nothing changed" if dry_run else "done")
     return 0

@@ -63,8 +63,9 @@ class _Consumers(Service):
         await asyncio.gather(*(consumer.stop() for consumer in self.consumers))
 
 
-def create_app(settings: Settings, pipeline: Pipeline,
-               on_fenced: Callable[[str], None] = _never_fenced) -> faust.App:
+def create_app(
+    settings: Settings, pipeline: Pipeline, on_fenced: Callable[[str], None] = _never_fenced
+) -> faust.App:
     """A Faust app running ``pipeline``'s roles; ``on_fenced`` is called when the learner
     finds its lease taken over (it steps down)."""
     faust_dir = (settings.services.state_dir / "faust").resolve()
@@ -89,14 +90,28 @@ def create_app(settings: Settings, pipeline: Pipeline,
     topic = settings.topics.name
     consumers: list[BatchConsumer] = []
 
-    def consume(topics: list[str], handler: Callable[[list[RawRecord]], Awaitable[None]],
-                name: str, skip: Skip | None = None) -> BatchConsumer:
+    def consume(
+        topics: list[str],
+        handler: Callable[[list[RawRecord]], Awaitable[None]],
+        name: str,
+        skip: Skip | None = None,
+    ) -> BatchConsumer:
         """A member of this process's group reading ``topics`` on its own (a scorer waiting
         for the labels never stops the labels)."""
         consumer = BatchConsumer(
-            settings.kafka.bootstrap_servers, group, topics, handler, worker.batch_max,
-            worker.batch_within_seconds, worker.session_timeout_seconds,
-            worker.heartbeat_seconds, revoked_here, assigned_here, name, skip)
+            settings.kafka.bootstrap_servers,
+            group,
+            topics,
+            handler,
+            worker.batch_max,
+            worker.batch_within_seconds,
+            worker.session_timeout_seconds,
+            worker.heartbeat_seconds,
+            revoked_here,
+            assigned_here,
+            name,
+            skip,
+        )
         consumers.append(consumer)
         return consumer
 
@@ -114,27 +129,36 @@ def create_app(settings: Settings, pipeline: Pipeline,
         """What a timer or callback made, sent until Kafka has it (the work is done)."""
         await _with_retries(send_all, await make, pipeline, on_fenced)
 
-    def handling(handler: Callable[[list[RawRecord]], Awaitable[list[Emit]]],
-                 after: Callable[[], Awaitable[None]] | None = None,
-                 what: str = "") -> Callable[[list[RawRecord]], Awaitable[None]]:
+    def handling(
+        handler: Callable[[list[RawRecord]], Awaitable[list[Emit]]],
+        after: Callable[[], Awaitable[None]] | None = None,
+        what: str = "",
+    ) -> Callable[[list[RawRecord]], Awaitable[None]]:
         async def handle(batch: list[RawRecord]) -> None:
             emits = await _with_retries(handler, batch, pipeline, on_fenced)
             await _with_retries(send_all, emits, pipeline, on_fenced)  # at least once
             if after is not None:
                 await _guarded(what, pipeline, on_fenced, after)
+
         return handle
 
     async def assigned_here(assigned: set[TopicPartition]) -> None:
         if pipeline.learn is not None and any(tp.topic == topic("labels") for tp in assigned):
-            pipeline.learn.flow.assign(tp.partition for tp in assigned
-                                       if tp.topic == topic("labels"))
+            pipeline.learn.flow.assign(
+                tp.partition for tp in assigned if tp.topic == topic("labels")
+            )
 
     async def revoked_here(revoked: set[TopicPartition]) -> None:
         if pipeline.learn is not None:  # read again from their committed offsets
-            pipeline.learn.flow.forget(tp.partition for tp in revoked
-                                       if tp.topic == topic("labels"))
-        await _guarded("partitions revoked", pipeline, on_fenced, lambda: emit_from(
-            pipeline.on_revoked([(tp.topic, tp.partition) for tp in revoked])))
+            pipeline.learn.flow.forget(
+                tp.partition for tp in revoked if tp.topic == topic("labels")
+            )
+        await _guarded(
+            "partitions revoked",
+            pipeline,
+            on_fenced,
+            lambda: emit_from(pipeline.on_revoked([(tp.topic, tp.partition) for tp in revoked])),
+        )
 
     #: Flow control ticks (what, tick): after each batch of their consumer, and all
     #: together every LABELS_STEER_SECONDS (the stream time moves without them).
@@ -152,9 +176,14 @@ def create_app(settings: Settings, pipeline: Pipeline,
             left = align.skip({tp.partition for tp in readable}, time.monotonic())
             return {tp for tp in readable if tp.partition in left}
 
-        scoring.append(consume([topic("transactions")],
-                               handling(pipeline.on_transactions, hold, "scoring hold"),
-                               "score", unaligned))
+        scoring.append(
+            consume(
+                [topic("transactions")],
+                handling(pipeline.on_transactions, hold, "scoring hold"),
+                "score",
+                unaligned,
+            )
+        )
 
     if "monitor" in roles and "score" not in roles:
         consume([topic("scored")], handling(pipeline.on_scored), "watch-scored")
@@ -190,17 +219,18 @@ def create_app(settings: Settings, pipeline: Pipeline,
 
         labelling: list[BatchConsumer] = []
         pipeline.learn.flow.assign(())  # blind until the labels consumer has its partitions
-        steer = _labels_steering(labelling, pipeline, topic("labels"), learn_due,
-                                 learn_waiting)
+        steer = _labels_steering(labelling, pipeline, topic("labels"), learn_due, learn_waiting)
         steers.append(("labels flow", steer))
-        labelling.append(consume([topic("labels")],
-                                 handling(pipeline.on_labels, steer, "labels flow"), "learn"))
+        labelling.append(
+            consume([topic("labels")], handling(pipeline.on_labels, steer, "labels flow"), "learn")
+        )
 
         @app.timer(worker.label_retry_seconds)
         async def retry_waiting_labels() -> None:
             await _guarded("waiting labels", pipeline, on_fenced, learn_waiting)
 
     if steers:
+
         @app.task
         async def steer_flow() -> None:
             """Pause or resume the labels and the transactions as the stream time moves."""
@@ -222,8 +252,12 @@ def create_app(settings: Settings, pipeline: Pipeline,
     return app
 
 
-async def _guarded(what: str, pipeline: Pipeline, on_fenced: Callable[[str], None],
-                   tick: Callable[[], Awaitable[None]]) -> None:
+async def _guarded(
+    what: str,
+    pipeline: Pipeline,
+    on_fenced: Callable[[str], None],
+    tick: Callable[[], Awaitable[None]],
+) -> None:
     """Run one timer tick; no exception escapes it (the next tick tries again)."""
     try:
         await tick()
@@ -234,10 +268,13 @@ async def _guarded(what: str, pipeline: Pipeline, on_fenced: Callable[[str], Non
         log.warning("%s: %r; trying again at the next tick", what, exc)
 
 
-def _labels_steering(consumers: list[BatchConsumer], pipeline: Pipeline, topic: str,
-                     learn_due: Callable[[], Awaitable[None]],
-                     learn_waiting: Callable[[], Awaitable[None]]
-                     ) -> Callable[[], Awaitable[None]]:
+def _labels_steering(
+    consumers: list[BatchConsumer],
+    pipeline: Pipeline,
+    topic: str,
+    learn_due: Callable[[], Awaitable[None]],
+    learn_waiting: Callable[[], Awaitable[None]],
+) -> Callable[[], Awaitable[None]]:
     """Apply the learner's :class:`~stream.runtime.flow.LabelFlow` to the labels consumer
     (``consumers``: it, once made).
 
@@ -282,8 +319,9 @@ def _labels_steering(consumers: list[BatchConsumer], pipeline: Pipeline, topic: 
     return steer
 
 
-def _scoring_steering(consumers: list[BatchConsumer], pipeline: Pipeline,
-                      topic: str) -> Callable[[], Awaitable[None]]:
+def _scoring_steering(
+    consumers: list[BatchConsumer], pipeline: Pipeline, topic: str
+) -> Callable[[], Awaitable[None]]:
     """Hold the transactions partitions of this process while its scorer is too far past
     the labels read (:class:`~stream.runtime.flow.ScoreHold`), paused in the Kafka client
     as the labels are (:func:`_labels_steering`). Partitions assigned while held are held
@@ -315,9 +353,12 @@ def _where(records: object) -> str:
     return f"{len(batch)} record(s) from {first.topic}[{first.partition}]@{first.offset}"
 
 
-async def _with_retries(handle: Callable[[T], Awaitable[R]], records: T,
-                        pipeline: Pipeline,
-                        on_fenced: Callable[[str], None] = _never_fenced) -> R:
+async def _with_retries(
+    handle: Callable[[T], Awaitable[R]],
+    records: T,
+    pipeline: Pipeline,
+    on_fenced: Callable[[str], None] = _never_fenced,
+) -> R:
     """Run ``handle`` until it succeeds: infrastructure errors never skip a record.
 
     Events are acknowledged (their offsets committed) only after this returns. Each failure
@@ -325,6 +366,7 @@ async def _with_retries(handle: Callable[[T], Awaitable[R]], records: T,
     was taken over steps down (``on_fenced``) instead, and nothing more is done until the
     lease is back.
     """
+
     def delay(state: RetryCallState) -> float:
         failure = state.outcome.exception() if state.outcome else None
         if isinstance(failure, FencedError):
@@ -337,8 +379,9 @@ async def _with_retries(handle: Callable[[T], Awaitable[R]], records: T,
             on_fenced(str(failure))
             return
         pipeline.metrics.errors.labels(stage="infrastructure").inc()
-        log.warning("%s failed: %r; retrying in %.1fs", _where(records), failure,
-                    state.upcoming_sleep)
+        log.warning(
+            "%s failed: %r; retrying in %.1fs", _where(records), failure, state.upcoming_sleep
+        )
 
     retrying = AsyncRetrying(wait=delay, before_sleep=failed, reraise=True)
     return await retrying(handle, records)

@@ -68,11 +68,21 @@ class BatchConsumer:
     Run it with :meth:`run` (a task); :meth:`stop` ends it cleanly.
     """
 
-    def __init__(self, bootstrap: str, group: str, topics: Collection[str], handler: Handler,
-                 batch_max: int, within: float, session_timeout: float,
-                 heartbeat: float, on_revoked: OnRevoked = _nothing,
-                 on_assigned: OnAssigned = _nothing, name: str = "",
-                 skip: Skip | None = None) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        group: str,
+        topics: Collection[str],
+        handler: Handler,
+        batch_max: int,
+        within: float,
+        session_timeout: float,
+        heartbeat: float,
+        on_revoked: OnRevoked = _nothing,
+        on_assigned: OnAssigned = _nothing,
+        name: str = "",
+        skip: Skip | None = None,
+    ) -> None:
         self.topics = list(topics)
         self.skip = skip
         self.group = group
@@ -113,8 +123,9 @@ class BatchConsumer:
             except KafkaError as exc:
                 await client.stop()
                 delay = COMMIT_RETRY_SECONDS[min(attempt, len(COMMIT_RETRY_SECONDS) - 1)]
-                log.warning("%s: no Kafka broker answers (%r); trying again in %.1fs",
-                            self.name, exc, delay)
+                log.warning(
+                    "%s: no Kafka broker answers (%r); trying again in %.1fs", self.name, exc, delay
+                )
                 attempt += 1
                 await asyncio.sleep(delay)
         else:
@@ -160,15 +171,15 @@ class BatchConsumer:
         # times a second per consumer), from the partitions not skipped.
         wait = int(max(self.within, IDLE_WAIT) * 1000)
         if not skipped:
-            batch: dict[Any, list[Any]] = await client.getmany(timeout_ms=wait,
-                                                                max_records=share)
+            batch: dict[Any, list[Any]] = await client.getmany(timeout_ms=wait, max_records=share)
             return batch
         if not partitions:
             await asyncio.sleep(self.within)
             return {}
         try:
-            some: dict[Any, list[Any]] = await client.getmany(*partitions, timeout_ms=wait,
-                                                              max_records=share)
+            some: dict[Any, list[Any]] = await client.getmany(
+                *partitions, timeout_ms=wait, max_records=share
+            )
             return some
         except IllegalStateError:  # revoked meanwhile
             return {}
@@ -183,8 +194,7 @@ class BatchConsumer:
             highwater = self.client.highwater(tp)
             for m in messages:
                 behind = highwater is not None and m.offset + 1 < highwater
-                batch.append(RawRecord(m.topic, m.partition, m.offset, m.key, m.value,
-                                       behind))
+                batch.append(RawRecord(m.topic, m.partition, m.offset, m.key, m.value, behind))
             ends[tp] = messages[-1].offset + 1
         if not batch:
             return
@@ -196,21 +206,32 @@ class BatchConsumer:
         owner's (its records are read again there, and count once)."""
         attempt = 0
         while True:
-            offsets = {tp: OffsetAndMetadata(end, "") for tp, end in ends.items()
-                       if tp in self.client.assignment()}
+            offsets = {
+                tp: OffsetAndMetadata(end, "")
+                for tp, end in ends.items()
+                if tp in self.client.assignment()
+            }
             if not offsets:
                 return
             try:
                 await self.client.commit(offsets)
                 return
             except (CommitFailedError, IllegalStateError) as exc:  # rebalanced: not ours
-                log.warning("%s: offsets not committed (%r): the records are read again by "
-                            "their partition's owner", self.name, exc)
+                log.warning(
+                    "%s: offsets not committed (%r): the records are read again by "
+                    "their partition's owner",
+                    self.name,
+                    exc,
+                )
                 return
             except KafkaError as exc:
                 if self._stopping and attempt >= len(COMMIT_RETRY_SECONDS):
-                    log.warning("%s: stopping without committing %s (%r): read again",
-                                self.name, offsets, exc)
+                    log.warning(
+                        "%s: stopping without committing %s (%r): read again",
+                        self.name,
+                        offsets,
+                        exc,
+                    )
                     return
                 delay = COMMIT_RETRY_SECONDS[min(attempt, len(COMMIT_RETRY_SECONDS) - 1)]
                 log.warning("%s: commit failed (%r); retrying in %.1fs", self.name, exc, delay)
@@ -260,8 +281,11 @@ class BatchConsumer:
                 async with self._lock:
                     pass  # the batch in hand is done
         except TimeoutError:
-            log.warning("%s: the batch in hand did not finish within %.0fs: it is read again",
-                        self.name, timeout)
+            log.warning(
+                "%s: the batch in hand did not finish within %.0fs: it is read again",
+                self.name,
+                timeout,
+            )
         if self._started:
             await self.client.stop()  # leaves the group: its partitions move at once
 

@@ -186,8 +186,10 @@ class LabelFlow:
     def blind(self) -> bool:
         """Whether a partition's backlog is unknown: the consumer has none assigned (it is
         joining its group), or one assigned but neither read nor found empty."""
-        return self.assigned is not None and (not self.assigned or any(
-            p not in self.newest and p not in self._at_end for p in self.assigned))
+        return self.assigned is not None and (
+            not self.assigned
+            or any(p not in self.newest and p not in self._at_end for p in self.assigned)
+        )
 
     @property
     def holding_all(self) -> bool:
@@ -205,22 +207,28 @@ class LabelFlow:
             return None
         if self.blind:  # (a label may come before anything the stream has reached)
             return self._blind_at
-        return min((self.newest[p] for p, behind in self.behind.items()
-                    if behind and p not in self.paused), default=None)
+        return min(
+            (
+                self.newest[p]
+                for p, behind in self.behind.items()
+                if behind and p not in self.paused
+            ),
+            default=None,
+        )
 
     def stalled(self, stream_time: float) -> bool:
         """Whether a partition is paused and the stream time has not moved since the last
         decision: the scorers may have taken every transaction there is."""
-        return bool(self.paused) and stream_time == self._last_time \
-            and stream_time != self._idle_at
+        return bool(self.paused) and stream_time == self._last_time and stream_time != self._idle_at
 
     def idle(self, stream_time: float) -> bool:
         """Whether the scorers had every transaction in Kafka when the stream time last
         stood here (labels past it come after the last transaction)."""
         return stream_time == self._idle_at
 
-    def decide(self, stream_time: float, waiting: int,
-               caught_up: bool = False) -> tuple[set[int], set[int]]:
+    def decide(
+        self, stream_time: float, waiting: int, caught_up: bool = False
+    ) -> tuple[set[int], set[int]]:
         """The partitions to pause and to resume now (each set once: the flow
         remembers what it paused). ``caught_up``: the scorers have every transaction
         that is in Kafka."""
@@ -236,10 +244,18 @@ class LabelFlow:
             self._full = True
         elif waiting < self.waiting_max // 2:
             self._full = False
-        want = set(self.newest) if self._full else set() if idle else {
-            partition for partition, newest in self.newest.items()
-            if newest > stream_time + self.lead
-            or (partition in self.paused and newest > stream_time)}
+        want = (
+            set(self.newest)
+            if self._full
+            else set()
+            if idle
+            else {
+                partition
+                for partition, newest in self.newest.items()
+                if newest > stream_time + self.lead
+                or (partition in self.paused and newest > stream_time)
+            }
+        )
         pause, resume = want - self.paused, self.paused - want
         self.paused = want
         return pause, resume
@@ -247,8 +263,9 @@ class LabelFlow:
     def forget(self, partitions: Iterable[int] | None = None) -> None:
         """``partitions`` (every one by default) left this process, or are read again from
         their committed offset: nothing is known of them."""
-        gone = set(self.newest) | (self.assigned or set()) if partitions is None \
-            else set(partitions)
+        gone = (
+            set(self.newest) | (self.assigned or set()) if partitions is None else set(partitions)
+        )
         for partition in gone:
             self.newest.pop(partition, None)
             self.behind.pop(partition, None)
@@ -358,12 +375,19 @@ class PartitionAlign:
 
     def skip(self, assigned: Collection[int], now: float) -> set[int]:
         """The ``assigned`` partitions to leave unread now."""
-        laggards = [self._newest[p] for p in assigned
-                    if self._behind.get(p) and now - self._moved[p] < self.stall]
+        laggards = [
+            self._newest[p]
+            for p in assigned
+            if self._behind.get(p) and now - self._moved[p] < self.stall
+        ]
         if not self.lead or not laggards:
             self._left = set()
             return set()
         slowest = min(laggards)
-        self._left = {p for p in assigned if p in self._newest and self._newest[p] > slowest + (
-            self.lead / 2 if p in self._left else self.lead)}
+        self._left = {
+            p
+            for p in assigned
+            if p in self._newest
+            and self._newest[p] > slowest + (self.lead / 2 if p in self._left else self.lead)
+        }
         return set(self._left)

@@ -17,8 +17,9 @@ from prometheus_client import CollectorRegistry, Gauge
 log = logging.getLogger(__name__)
 
 
-def group_offsets(admin: KafkaAdminClient, consumer: KafkaConsumer, group: str,
-                  topics: Sequence[str]) -> dict[TopicPartition, tuple[int, int]]:
+def group_offsets(
+    admin: KafkaAdminClient, consumer: KafkaConsumer, group: str, topics: Sequence[str]
+) -> dict[TopicPartition, tuple[int, int]]:
     """``(committed, end)`` offsets of ``group`` per partition of ``topics``.
 
     A partition the group never committed counts as committed at 0.
@@ -60,8 +61,10 @@ class GroupProgress:
         """``(committed, end)`` per partition (see :func:`group_offsets`)."""
         try:
             if self._clients is None:
-                self._clients = (KafkaAdminClient(bootstrap_servers=self.bootstrap),
-                                 KafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None))
+                self._clients = (
+                    KafkaAdminClient(bootstrap_servers=self.bootstrap),
+                    KafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None),
+                )
             return group_offsets(*self._clients, self.group, self.topics)
         except Exception:
             self.close()
@@ -74,8 +77,10 @@ class GroupProgress:
     def read(self) -> tuple[dict[int, int], dict[int, int]]:
         """Committed and end offsets by partition (of one topic: the waiting labels' view)."""
         offsets = self.offsets()
-        return ({tp.partition: done for tp, (done, _) in offsets.items()},
-                {tp.partition: end for tp, (_, end) in offsets.items()})
+        return (
+            {tp.partition: done for tp, (done, _) in offsets.items()},
+            {tp.partition: end for tp, (_, end) in offsets.items()},
+        )
 
     def close(self) -> None:
         if self._clients is not None:
@@ -84,14 +89,23 @@ class GroupProgress:
         self._clients = None
 
 
-def watch_lag(bootstrap: str, group: str, topics: Sequence[str], registry: CollectorRegistry,
-              every: float = 15.0) -> threading.Event:
+def watch_lag(
+    bootstrap: str,
+    group: str,
+    topics: Sequence[str],
+    registry: CollectorRegistry,
+    every: float = 15.0,
+) -> threading.Event:
     """Keep the lag gauge current from a daemon thread; set the returned event to stop it.
 
     The thread keeps one admin client and one consumer for its whole life.
     """
-    gauge = Gauge("fraudstream_consumer_lag", "Messages the worker has not yet processed.",
-                  ["topic", "partition"], registry=registry)
+    gauge = Gauge(
+        "fraudstream_consumer_lag",
+        "Messages the worker has not yet processed.",
+        ["topic", "partition"],
+        registry=registry,
+    )
     stop = threading.Event()
     progress = GroupProgress(bootstrap, group, topics)
 

@@ -38,23 +38,31 @@ LEARN_BATCH = 500
 #: Told of each label learned: its consumed record (None once it waited), the record its
 #: transaction was scored with, the label, the lineage's label count, and whether it had
 #: been learned before (a redelivery: it may not have reached its reader); returns records.
-LearnedHook = Callable[[RawRecord | None, ScoredRecord, Label, int, bool],
-                       Awaitable[list[Emit]]]
+LearnedHook = Callable[[RawRecord | None, ScoredRecord, Label, int, bool], Awaitable[list[Emit]]]
 
 
-async def _nobody(record: RawRecord | None, scored: ScoredRecord, label: Label,
-                  learned: int, again: bool) -> list[Emit]:
+async def _nobody(
+    record: RawRecord | None, scored: ScoredRecord, label: Label, learned: int, again: bool
+) -> list[Emit]:
     return []
 
 
 class LearnRole:
     """Teaches the champion and the challengers from label records."""
 
-    def __init__(self, settings: Settings, store: FeatureStore, registry: ModelRegistry,
-                 metrics: PipelineMetrics, challengers: Challengers, rejects: Rejects,
-                 stream_time: Callable[[], Awaitable[float]],
-                 serve: Callable[[ServingModel], None], progress: GroupProgress | None = None,
-                 learned: LearnedHook = _nobody) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: FeatureStore,
+        registry: ModelRegistry,
+        metrics: PipelineMetrics,
+        challengers: Challengers,
+        rejects: Rejects,
+        stream_time: Callable[[], Awaitable[float]],
+        serve: Callable[[ServingModel], None],
+        progress: GroupProgress | None = None,
+        learned: LearnedHook = _nobody,
+    ) -> None:
         self.settings = settings
         self.store = store
         self.registry = registry
@@ -72,11 +80,15 @@ class LearnRole:
         #: Labels that came before the stream wait when the scorers' progress can be
         #: read; without it they are dead-lettered at once.
         self.progress = progress
-        self.waiting = None if progress is None else WaitingLabels(
-            registry.client, f"{settings.redis.key_prefix}:labels:waiting")
+        self.waiting = (
+            None
+            if progress is None
+            else WaitingLabels(registry.client, f"{settings.redis.key_prefix}:labels:waiting")
+        )
         #: Which labels partitions to read (applied to the consumer by the app).
-        self.flow = LabelFlow(settings.worker.labels_lead_seconds,
-                              settings.worker.labels_waiting_max)
+        self.flow = LabelFlow(
+            settings.worker.labels_lead_seconds, settings.worker.labels_waiting_max
+        )
         self._frontier_set = False
         #: Forget learned waiting labels in Redis only once what they produced is delivered
         #: (:meth:`forget_delivered`, called by the app after sending): a learner killed in
@@ -93,18 +105,28 @@ class LearnRole:
         async with self._start_lock:
             if self.learner is None:
                 model = self.settings.model
-                learner = await Learner.start(self.registry, self.store, model.name,
-                                              model.snapshot_every_labels,
-                                              quality=self._quality(),
-                                              snapshot_min_seconds=model.snapshot_min_seconds)
+                learner = await Learner.start(
+                    self.registry,
+                    self.store,
+                    model.name,
+                    model.snapshot_every_labels,
+                    quality=self._quality(),
+                    snapshot_min_seconds=model.snapshot_min_seconds,
+                )
                 meta, served = await self.registry.load(learner.meta.version)
                 self.serve(ServingModel(meta.version, served))
                 if self.waiting is not None:
                     await self.waiting.load()
                     self.metrics.labels_waiting.set(len(self.waiting))
-                await self.challengers.start(self.registry, self.store, model.challengers,
-                                             lambda name: name, model.snapshot_every_labels,
-                                             self._quality, model.snapshot_min_seconds)
+                await self.challengers.start(
+                    self.registry,
+                    self.store,
+                    model.challengers,
+                    lambda name: name,
+                    model.snapshot_every_labels,
+                    self._quality,
+                    model.snapshot_min_seconds,
+                )
                 self.learner = learner
             return self.learner
 
@@ -205,17 +227,20 @@ class LearnRole:
             self.challengers.set_stream_time(now)
         return now
 
-    async def _learn_parked(self, items: Sequence[Waiting],
-                            last_chance: bool = False) -> list[Emit]:
+    async def _learn_parked(
+        self, items: Sequence[Waiting], last_chance: bool = False
+    ) -> list[Emit]:
         """Learn waiting labels, ``LEARN_BATCH`` at a time."""
         out = []
         for start in range(0, len(items), LEARN_BATCH):
-            out += await self._learn(items[start:start + LEARN_BATCH], parked=True,
-                                     last_chance=last_chance)
+            out += await self._learn(
+                items[start : start + LEARN_BATCH], parked=True, last_chance=last_chance
+            )
         return out
 
-    async def _learn(self, items: Sequence[Waiting], parked: bool = False,
-                     last_chance: bool = False) -> list[Emit]:
+    async def _learn(
+        self, items: Sequence[Waiting], parked: bool = False, last_chance: bool = False
+    ) -> list[Emit]:
         """Learn ``items`` in order; a label the stream has not reached, or whose
         transaction is not scored yet, waits (see :mod:`stream.runtime.waiting`)."""
         learner = await self.start()
@@ -232,15 +257,22 @@ class LearnRole:
         async with self.challengers.lock:
             results = await learner.learn_many([item.label for item in items])
             await self.challengers.learn_many(
-                [item.label for item, result in zip(items, results, strict=True)
-                 if result.outcome is not Outcome.UNKNOWN_TRANSACTION])
+                [
+                    item.label
+                    for item, result in zip(items, results, strict=True)
+                    if result.outcome is not Outcome.UNKNOWN_TRANSACTION
+                ]
+            )
         self.metrics.latency.labels(stage="learn").observe(time.perf_counter() - started)
         out: list[Emit] = []
         done: list[Waiting] = []
         early: list[Waiting] = []
         for item, result in zip(items, results, strict=True):
-            if result.outcome is Outcome.UNKNOWN_TRANSACTION and self.waiting is not None \
-                    and not last_chance:
+            if (
+                result.outcome is Outcome.UNKNOWN_TRANSACTION
+                and self.waiting is not None
+                and not last_chance
+            ):
                 if not parked:
                     early.append(item)  # it overtook its transaction: it waits for it
                 continue
@@ -269,8 +301,9 @@ class LearnRole:
             done, self._undelivered = self._undelivered, []
             await self.waiting.forget_many(done)
 
-    async def _count(self, item: Waiting, result: Learned, learner: Learner,
-                     parked: bool) -> list[Emit]:
+    async def _count(
+        self, item: Waiting, result: Learned, learner: Learner, parked: bool
+    ) -> list[Emit]:
         """Count one label's outcome and hand a learned one on."""
         label = item.label
         if result.outcome is Outcome.UNKNOWN_TRANSACTION:
@@ -279,8 +312,13 @@ class LearnRole:
         if result.outcome is Outcome.DUPLICATE:
             self.metrics.duplicates.labels(topic="labels").inc()
             if result.record is not None:
-                return await self.learned(None if parked else item.record, result.record,
-                                          label, learner.labels_learned, True)
+                return await self.learned(
+                    None if parked else item.record,
+                    result.record,
+                    label,
+                    learner.labels_learned,
+                    True,
+                )
         else:
             self.metrics.labels_learned.inc()
             self.metrics.quality.label_delay.observe(result.delay)
@@ -288,8 +326,9 @@ class LearnRole:
             self.serve(result.published)
         if result.outcome is Outcome.LEARNED and result.record is not None:
             self.auto.remember(result.record, label)
-            return await self.learned(None if parked else item.record, result.record, label,
-                                      learner.labels_learned, False)
+            return await self.learned(
+                None if parked else item.record, result.record, label, learner.labels_learned, False
+            )
         return []
 
     async def _park(self, items: Sequence[Waiting]) -> None:
@@ -315,14 +354,20 @@ class LearnRole:
             self.serve(published)
         await self.challengers.publish_if_changed()
         await self.auto.on_timer()
-        for role, one in [("champion", learner), *(
-                (f"challenger:{n}", c) for n, c in list(self.challengers.learners.items()))]:
+        for role, one in [
+            ("champion", learner),
+            *((f"challenger:{n}", c) for n, c in list(self.challengers.learners.items())),
+        ]:
             if len(one.quality):
-                self.metrics.quality.export(role, one.meta.model_name, one.meta.version,
-                                            one.quality.recent_report())
+                self.metrics.quality.export(
+                    role, one.meta.model_name, one.meta.version, one.quality.recent_report()
+                )
         return changed
 
     def _quality(self) -> Prequential:
         model = self.settings.model
-        return Prequential(threshold=model.threshold, cost_missed_fraud=model.cost_missed_fraud,
-                           cost_false_alarm=model.cost_false_alarm)
+        return Prequential(
+            threshold=model.threshold,
+            cost_missed_fraud=model.cost_missed_fraud,
+            cost_false_alarm=model.cost_false_alarm,
+        )

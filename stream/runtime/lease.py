@@ -56,8 +56,9 @@ class Lease:
     it lapse.
     """
 
-    def __init__(self, client: Any, key_prefix: str, role: str, holder: str,
-                 ttl_seconds: float) -> None:
+    def __init__(
+        self, client: Any, key_prefix: str, role: str, holder: str, ttl_seconds: float
+    ) -> None:
         self.client = client
         self.role = role
         self.holder = holder
@@ -87,8 +88,9 @@ class Lease:
         raw = self.client.get(self.key)
         return None if raw is None else raw.decode()
 
-    def wait(self, poll_seconds: float, stopped: Callable[[], bool] = lambda: False
-             ) -> Fence | None:
+    def wait(
+        self, poll_seconds: float, stopped: Callable[[], bool] = lambda: False
+    ) -> Fence | None:
         """Stand by until the lease is free, then take it (None if ``stopped`` first).
 
         Redis being unreachable is waited out like a held lease.
@@ -122,8 +124,7 @@ class LeaseKeeper:
         self.fence = fence
         self.on_lost = on_lost
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"lease-{lease.role}",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"lease-{lease.role}", daemon=True)
 
     def start(self) -> LeaseKeeper:
         self._thread.start()

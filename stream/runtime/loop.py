@@ -25,8 +25,9 @@ import asyncio
 from collections.abc import Callable
 
 
-async def watch_loop(observe: Callable[[float], object], interval: float = 0.25,
-                     rounds: int | None = None) -> None:
+async def watch_loop(
+    observe: Callable[[float], object], interval: float = 0.25, rounds: int | None = None
+) -> None:
     """Record the loop's lag (seconds late) every ``interval`` (``rounds`` times, or
     forever)."""
     loop = asyncio.get_running_loop()

@@ -32,8 +32,10 @@ class RaisedMarks:
     async def raise_to(self, marks: Mapping[int, float]) -> None:
         """Raise each field to its value, unless it is higher already."""
         if marks:
-            await self._raise(keys=[self.key], args=[
-                x for field, value in marks.items() for x in (field, repr(value))])
+            await self._raise(
+                keys=[self.key],
+                args=[x for field, value in marks.items() for x in (field, repr(value))],
+            )
 
     async def get(self, fields: list[int]) -> list[float | None]:
         values = await self.client.hmget(self.key, [str(f) for f in fields])

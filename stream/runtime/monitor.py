@@ -69,9 +69,16 @@ def drift_refresh_key(settings: Settings) -> str:
 class MonitorRole:
     """Runs the drift detectors and turns their alarms into ``drift-events`` records."""
 
-    def __init__(self, settings: Settings, monitor: DriftMonitor, registry: ModelRegistry,
-                 metrics: PipelineMetrics, holder: ModelHolder, rejects: Rejects,
-                 following: bool) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        monitor: DriftMonitor,
+        registry: ModelRegistry,
+        metrics: PipelineMetrics,
+        holder: ModelHolder,
+        rejects: Rejects,
+        following: bool,
+    ) -> None:
         self.settings = settings
         self.monitor = monitor
         self.registry = registry
@@ -95,8 +102,9 @@ class MonitorRole:
             self._state_start = event_time
             self.monitor.state_began(event_time)
 
-    def on_scored_batch(self, batch: Sequence[tuple[ScoredRecord, Hashable, bool]]
-                        ) -> list[DriftEvent]:
+    def on_scored_batch(
+        self, batch: Sequence[tuple[ScoredRecord, Hashable, bool]]
+    ) -> list[DriftEvent]:
         """Newly scored records, each with its partition and whether it was behind."""
         return self.monitor.on_scored_batch(batch, self._scorer())
 
@@ -148,11 +156,17 @@ class MonitorRole:
         """The ``drift-events`` records of ``events``, naming this pipeline."""
         pipeline = self.settings.worker.app_id
         for event in events:
-            log.warning("drift in %s: %s on %s = %.4g (first seen at event time %.0f)",
-                        pipeline, event.detector, event.subject, event.magnitude,
-                        event.first_seen)
-        return [Emit(self.drift_topic, e.detector.encode(), encode_event(e, pipeline))
-                for e in events]
+            log.warning(
+                "drift in %s: %s on %s = %.4g (first seen at event time %.0f)",
+                pipeline,
+                event.detector,
+                event.subject,
+                event.magnitude,
+                event.first_seen,
+            )
+        return [
+            Emit(self.drift_topic, e.detector.encode(), encode_event(e, pipeline)) for e in events
+        ]
 
     async def on_timer(self) -> None:
         """Take new references if an operator asked; on its own, follow the champion (a

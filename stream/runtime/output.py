@@ -37,8 +37,10 @@ from stream.runtime.records import Emit
 
 __all__ = ["by_partition", "produce", "produce_and_wait"]
 
-def by_partition(emits: Sequence[Emit], partitions: Mapping[str, Sequence[int]],
-                 turn: int = 0) -> dict[tuple[str, int], list[Emit]]:
+
+def by_partition(
+    emits: Sequence[Emit], partitions: Mapping[str, Sequence[int]], turn: int = 0
+) -> dict[tuple[str, int], list[Emit]]:
     """``emits`` grouped by (topic, partition), each group in the order given; records
     without a key go to the partitions in turn, from the ``turn``-th."""
     groups: dict[tuple[str, int], list[Emit]] = {}

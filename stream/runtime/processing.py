@@ -53,9 +53,14 @@ class Pipeline:
     """The ``roles`` of one worker process (all three by default), linked."""
 
     def __init__(
-        self, settings: Settings, store: FeatureStore, registry: ModelRegistry,
-        metrics: PipelineMetrics, monitor: DriftMonitor | None = None,
-        progress: GroupProgress | None = None, roles: frozenset[str] = ALL,
+        self,
+        settings: Settings,
+        store: FeatureStore,
+        registry: ModelRegistry,
+        metrics: PipelineMetrics,
+        monitor: DriftMonitor | None = None,
+        progress: GroupProgress | None = None,
+        roles: frozenset[str] = ALL,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -68,26 +73,57 @@ class Pipeline:
         self.drift_topic = topics.name("drift_events")
         self.scored_topic = topics.name("scored")
         self.learned_topic = topics.name("learned")
-        rejects = Rejects(self.dead_letter_topic, metrics,
-                          settings.worker.dead_letter_value_max_bytes)
+        rejects = Rejects(
+            self.dead_letter_topic, metrics, settings.worker.dead_letter_value_max_bytes
+        )
         #: The scorers' stream time per partition (read by a learner without a scorer).
         self._marks = RaisedMarks(registry.client, stream_time_key(settings))
         self.challengers = Challengers()
         self.challengers.expect(settings.model.challengers)
         learns = "learn" in roles
-        self.scorer = ScoreRole(settings, store, registry, metrics, self.challengers, rejects,
-                                following=not learns) if "score" in roles else None
+        self.scorer = (
+            ScoreRole(
+                settings, store, registry, metrics, self.challengers, rejects, following=not learns
+            )
+            if "score" in roles
+            else None
+        )
         self.holder = self.scorer.holder if self.scorer is not None else ModelHolder()
-        metrics.models_refused.set_function(lambda: len(self.holder.refused | (
-            {self.learn.learner.refused_champion} - {None}
-            if self.learn and self.learn.learner else set())))
+        metrics.models_refused.set_function(
+            lambda: len(
+                self.holder.refused
+                | (
+                    {self.learn.learner.refused_champion} - {None}
+                    if self.learn and self.learn.learner
+                    else set()
+                )
+            )
+        )
         #: Scored vectors and learned labels go through Kafka to a monitor elsewhere.
         self._monitor_elsewhere = settings.drift.enabled and "monitor" not in roles
-        self.watch = None if monitor is None or "monitor" not in roles else MonitorRole(
-            settings, monitor, registry, metrics, self.holder, rejects, following=not learns)
-        self.learn = LearnRole(settings, store, registry, metrics, self.challengers, rejects,
-                               self.stream_time, self._serve, progress,
-                               self._learned) if learns else None
+        self.watch = (
+            None
+            if monitor is None or "monitor" not in roles
+            else MonitorRole(
+                settings, monitor, registry, metrics, self.holder, rejects, following=not learns
+            )
+        )
+        self.learn = (
+            LearnRole(
+                settings,
+                store,
+                registry,
+                metrics,
+                self.challengers,
+                rejects,
+                self.stream_time,
+                self._serve,
+                progress,
+                self._learned,
+            )
+            if learns
+            else None
+        )
 
     # -- what the roles hold, for the app and for tests
 
@@ -141,9 +177,14 @@ class Pipeline:
             self.watch.state_began(self.scorer.state_start)
             out += await self._drift(self.watch.on_scored_batch(batch.new))
         elif self._monitor_elsewhere:  # it dedups: a record scored again may be new to it
-            out += [Emit(self.scored_topic, r.card_id.encode(),
-                         encode_scored(r, Origin(source[1], behind)))
-                    for r, source, behind in [*batch.new, *batch.again]]
+            out += [
+                Emit(
+                    self.scored_topic,
+                    r.card_id.encode(),
+                    encode_scored(r, Origin(source[1], behind)),
+                )
+                for r, source, behind in [*batch.new, *batch.again]
+            ]
         return out
 
     async def on_label(self, record: RawRecord) -> list[Emit]:
@@ -189,8 +230,13 @@ class Pipeline:
             try:
                 events.append(decode_drift(record.value or b""))
             except Exception as exc:  # not ours to dead-letter: the monitor wrote it
-                log.warning("unreadable drift event %s[%d]@%d: %r", record.topic,
-                            record.partition, record.offset, exc)
+                log.warning(
+                    "unreadable drift event %s[%d]@%d: %r",
+                    record.topic,
+                    record.partition,
+                    record.offset,
+                    exc,
+                )
         await self.learn.start()
         now = await self.stream_time()  # a new learner group reads the topic from its start:
         recent = [e for e in events if e.first_seen >= now - STALE_DRIFT_SECONDS]  # old news
@@ -235,8 +281,14 @@ class Pipeline:
         self.holder.swap(serving)
         self.metrics.model_version.set(serving.version)
 
-    async def _learned(self, record: RawRecord | None, scored: ScoredRecord, label: Label,
-                       learned: int, again: bool) -> list[Emit]:
+    async def _learned(
+        self,
+        record: RawRecord | None,
+        scored: ScoredRecord,
+        label: Label,
+        learned: int,
+        again: bool,
+    ) -> list[Emit]:
         """A label was learned: to the monitor, here or through Kafka (again, when it was
         learned before: its first send may have died with the learner; the monitor
         drops repeats)."""
@@ -245,10 +297,16 @@ class Pipeline:
                 return []
             return await self._drift(self.watch.on_label(scored, label, learned))
         if self._monitor_elsewhere:
-            origin = Origin(-1, False) if record is None else Origin(record.partition,
-                                                                     record.behind)
-            return [Emit(self.learned_topic, label.txn_id.encode(),
-                         encode_learned(scored, label, learned, origin))]
+            origin = (
+                Origin(-1, False) if record is None else Origin(record.partition, record.behind)
+            )
+            return [
+                Emit(
+                    self.learned_topic,
+                    label.txn_id.encode(),
+                    encode_learned(scored, label, learned, origin),
+                )
+            ]
         return []
 
     async def _drift(self, events: list[DriftEvent]) -> list[Emit]:

@@ -79,8 +79,9 @@ def exact(raw: bytes | None, limit: int) -> dict[str, object]:
     return out
 
 
-def dead_letter(record: RawRecord, topic: str, reason: str, detail: str,
-                limit: int = DEAD_LETTER_VALUE_MAX) -> Emit:
+def dead_letter(
+    record: RawRecord, topic: str, reason: str, detail: str, limit: int = DEAD_LETTER_VALUE_MAX
+) -> Emit:
     """The dead-letter record for ``record``: where it was, what it was (byte for byte, up
     to ``limit`` bytes: :func:`exact`), why.
 
@@ -107,24 +108,32 @@ def dead_letter(record: RawRecord, topic: str, reason: str, detail: str,
     }
     key_bytes = None if record.key is None else record.key[:1024]
     # UTF-8 as is (ensure_ascii would make a non-ASCII character up to 12 bytes)
-    return Emit(topic, key_bytes,
-                json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode())
+    return Emit(
+        topic, key_bytes, json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+    )
 
 
 class Rejects:
     """Dead-letters a record: counts it by topic and reason, logs it, and returns the
     envelope for the dead-letter ``topic``."""
 
-    def __init__(self, topic: str, metrics: PipelineMetrics,
-                 limit: int = DEAD_LETTER_VALUE_MAX) -> None:
+    def __init__(
+        self, topic: str, metrics: PipelineMetrics, limit: int = DEAD_LETTER_VALUE_MAX
+    ) -> None:
         self.topic = topic
         self.metrics = metrics
         self.limit = limit
 
     def __call__(self, record: RawRecord, topic: str, reason: str, detail: str) -> Emit:
         self.metrics.dead_letters.labels(topic=topic, reason=reason).inc()
-        log.warning("dead-lettered %s[%d]@%d: %s: %s",
-                    record.topic, record.partition, record.offset, reason, detail[:500])
+        log.warning(
+            "dead-lettered %s[%d]@%d: %s: %s",
+            record.topic,
+            record.partition,
+            record.offset,
+            reason,
+            detail[:500],
+        )
         return dead_letter(record, self.topic, reason, detail, self.limit)
 
 
@@ -162,11 +171,12 @@ def encode_scored(record: ScoredRecord, origin: Origin) -> bytes:
 
 def decode_scored(raw: bytes) -> tuple[ScoredRecord, Origin]:
     partition, behind = _ORIGIN.unpack_from(raw)
-    return ScoredRecord.from_bytes(raw[_ORIGIN.size:]), Origin(partition, behind)
+    return ScoredRecord.from_bytes(raw[_ORIGIN.size :]), Origin(partition, behind)
 
 
-def encode_learned(record: ScoredRecord, label: Label, labels_learned: int,
-                   origin: Origin = Origin(-1, False)) -> bytes:
+def encode_learned(
+    record: ScoredRecord, label: Label, labels_learned: int, origin: Origin = Origin(-1, False)
+) -> bytes:
     """A learned label as the internal ``learned`` topic carries it to the monitor: where
     the label was read, the label, how many labels the champion's lineage has learned,
     and the record its transaction was scored with.
@@ -181,15 +191,16 @@ def encode_learned(record: ScoredRecord, label: Label, labels_learned: int,
     ...     r, Label("t1", True, 99.0), 7, Origin(1, False))
     True
     """
-    return (_ORIGIN.pack(origin.partition, origin.behind)
-            + _LEARNED.pack(label.event_time, label.is_fraud, labels_learned)
-            + record.to_bytes())
+    return (
+        _ORIGIN.pack(origin.partition, origin.behind)
+        + _LEARNED.pack(label.event_time, label.is_fraud, labels_learned)
+        + record.to_bytes()
+    )
 
 
 def decode_learned(raw: bytes) -> tuple[ScoredRecord, Label, int, Origin]:
     """The record, label, label count and origin of :func:`encode_learned`'s bytes."""
     partition, behind = _ORIGIN.unpack_from(raw)
     event_time, is_fraud, learned = _LEARNED.unpack_from(raw, _ORIGIN.size)
-    record = ScoredRecord.from_bytes(raw[_ORIGIN.size + _LEARNED.size:])
-    return record, Label(record.txn_id, is_fraud, event_time), learned, Origin(partition,
-                                                                                behind)
+    record = ScoredRecord.from_bytes(raw[_ORIGIN.size + _LEARNED.size :])
+    return record, Label(record.txn_id, is_fraud, event_time), learned, Origin(partition, behind)

@@ -42,8 +42,9 @@ log = logging.getLogger(__name__)
 CONCEPT_DETECTORS = ("adwin", "page_hinkley")
 
 
-def ahead(pairs: Sequence[tuple[float, float, bool]], labels: int, margin: float,
-          alpha: float) -> tuple[bool, float, float, float]:
+def ahead(
+    pairs: Sequence[tuple[float, float, bool]], labels: int, margin: float, alpha: float
+) -> tuple[bool, float, float, float]:
     """Whether the challenger beats the champion on the last ``labels`` transactions both
     scored: its AP ahead by ``margin`` and a paired bootstrap's p-value at most ``alpha``
     (:func:`models.significance.paired_bootstrap_ap`). Also the champion's AP, the
@@ -75,16 +76,20 @@ def ahead(pairs: Sequence[tuple[float, float, bool]], labels: int, margin: float
 class AutoChallenger:
     """Starts and promotes a challenger when the champion's concept drifts."""
 
-    def __init__(self, settings: Settings, registry: ModelRegistry, store: FeatureStore,
-                 challengers: Challengers) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        registry: ModelRegistry,
+        store: FeatureStore,
+        challengers: Challengers,
+    ) -> None:
         self.settings = settings
         self.registry = registry
         self.store = store
         self.challengers = challengers
         drift = settings.drift
         self.model = drift.auto_challenger
-        self.recent: deque[tuple[dict[str, float], bool]] = deque(
-            maxlen=drift.auto_recent_labels)
+        self.recent: deque[tuple[dict[str, float], bool]] = deque(maxlen=drift.auto_recent_labels)
         self.active: str | None = None
         self.started = 0
 
@@ -101,38 +106,58 @@ class AutoChallenger:
         name = f"auto-{self.model}-{self.started}"
         async with self.challengers.lock:
             challenger = await Learner.start(
-                self.registry.challenger(name), self.store, self.model,
-                self.settings.model.snapshot_every_labels, shadow_name=name,
+                self.registry.challenger(name),
+                self.store,
+                self.model,
+                self.settings.model.snapshot_every_labels,
+                shadow_name=name,
                 quality=Prequential(),
-                snapshot_min_seconds=self.settings.model.snapshot_min_seconds)
+                snapshot_min_seconds=self.settings.model.snapshot_min_seconds,
+            )
             self.challengers.add(name, challenger, list(self.recent))
         self.active = name
-        log.warning("concept drift: started challenger %s (%s) trained on the last %d labels",
-                    name, self.model, len(self.recent))
+        log.warning(
+            "concept drift: started challenger %s (%s) trained on the last %d labels",
+            name,
+            self.model,
+            len(self.recent),
+        )
 
     async def on_timer(self) -> None:
         """Promote a challenger once it is clearly better: the one started on concept
         drift, and with ``drift.auto_promote_challengers`` the configured ones."""
         drift = self.settings.drift
-        candidates = [] if self.active is None else \
-            [(self.active, "auto-response", "auto-response to concept drift")]
+        candidates = (
+            []
+            if self.active is None
+            else [(self.active, "auto-response", "auto-response to concept drift")]
+        )
         if drift.auto_promote_challengers:
-            candidates += [(name, "auto-promote", "challenger ahead on shadow scores")
-                           for name in self.settings.model.challengers]
+            candidates += [
+                (name, "auto-promote", "challenger ahead on shadow scores")
+                for name in self.settings.model.challengers
+            ]
         for name, who, reason in candidates:
             challenger = self.challengers.learners.get(name)
             if challenger is None:
                 continue
-            better, ours, theirs, p = ahead(challenger.pairs, drift.auto_promote_labels,
-                                            drift.auto_promote_margin, drift.auto_promote_alpha)
+            better, ours, theirs, p = ahead(
+                challenger.pairs,
+                drift.auto_promote_labels,
+                drift.auto_promote_margin,
+                drift.auto_promote_alpha,
+            )
             if not better:
                 continue
-            why = (f"{reason}: {name} AP {theirs:.3f} vs champion {ours:.3f} on the same "
-                   f"last {drift.auto_promote_labels} labels (paired bootstrap p = {p:.3g})")
+            why = (
+                f"{reason}: {name} AP {theirs:.3f} vs champion {ours:.3f} on the same "
+                f"last {drift.auto_promote_labels} labels (paired bootstrap p = {p:.3g})"
+            )
             async with self.challengers.lock:
                 await challenger.publish()
-                await self.registry.adopt(challenger.registry, who, why,
-                                          datetime.now(tz=UTC).isoformat())
+                await self.registry.adopt(
+                    challenger.registry, who, why, datetime.now(tz=UTC).isoformat()
+                )
                 self.challengers.remove(name)
             if name == self.active:
                 self.active = None

@@ -37,8 +37,7 @@ def parse_roles(names: Iterable[str]) -> frozenset[str]:
         elif name in ROLES:
             roles.add(name)
         else:
-            raise ValueError(f"--role: unknown role {name!r} (choose from all, "
-                             f"{', '.join(ROLES)})")
+            raise ValueError(f"--role: unknown role {name!r} (choose from all, {', '.join(ROLES)})")
     return frozenset(roles) or ALL
 
 

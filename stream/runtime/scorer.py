@@ -72,9 +72,16 @@ def state_began_key(settings: Settings) -> str:
 class ScoreRole:
     """Scores transaction records with the champion (and challengers in shadow)."""
 
-    def __init__(self, settings: Settings, store: FeatureStore, registry: ModelRegistry,
-                 metrics: PipelineMetrics, challengers: Challengers, rejects: Rejects,
-                 following: bool) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: FeatureStore,
+        registry: ModelRegistry,
+        metrics: PipelineMetrics,
+        challengers: Challengers,
+        rejects: Rejects,
+        following: bool,
+    ) -> None:
         self.settings = settings
         self.store = store
         self.registry = registry
@@ -120,19 +127,26 @@ class ScoreRole:
             try:
                 txn = decode_transaction(record.value or b"")
             except RecordError as exc:
-                batch.emits.append(self.rejects(record, "transactions", "invalid_record",
-                                                str(exc)))
+                batch.emits.append(self.rejects(record, "transactions", "invalid_record", str(exc)))
                 continue
             if txn.event_time > horizon:
-                batch.emits.append(self.rejects(
-                    record, "transactions", "invalid_record",
-                    f"event_time: {txn.event_time - horizon:.0f}s past the stream's newest "
-                    "event and the clock plus features.max_future_seconds"))
+                batch.emits.append(
+                    self.rejects(
+                        record,
+                        "transactions",
+                        "invalid_record",
+                        f"event_time: {txn.event_time - horizon:.0f}s past the stream's newest "
+                        "event and the clock plus features.max_future_seconds",
+                    )
+                )
                 continue
             first = seen.setdefault(txn.txn_id, txn)
             if first is not txn and _conflict(first, txn):
-                batch.emits.append(self.rejects(record, "transactions",
-                                                "conflicting_duplicate", _conflict(first, txn)))
+                batch.emits.append(
+                    self.rejects(
+                        record, "transactions", "conflicting_duplicate", _conflict(first, txn)
+                    )
+                )
                 continue
             decoded.append((record, txn))
         if decoded:
@@ -145,8 +159,9 @@ class ScoreRole:
             self.metrics.newest_event.set(self.newest)
         return batch
 
-    def _read(self, records: Sequence[RawRecord],
-              decoded: Sequence[tuple[RawRecord, Transaction]]) -> None:
+    def _read(
+        self, records: Sequence[RawRecord], decoded: Sequence[tuple[RawRecord, Transaction]]
+    ) -> None:
         """Tell the partitions' alignment how far each partition of the batch was read."""
         newest: dict[int, float] = {}
         for record, txn in decoded:
@@ -157,8 +172,9 @@ class ScoreRole:
         for partition, at in newest.items():
             self.align.read(partition, at, behind[partition], now)
 
-    async def _score_in_step(self, decoded: Sequence[tuple[RawRecord, Transaction]],
-                             batch: ScoredBatch) -> None:
+    async def _score_in_step(
+        self, decoded: Sequence[tuple[RawRecord, Transaction]], batch: ScoredBatch
+    ) -> None:
         """Score the batch in order, each transaction once the labels before it have been
         read: one more than ``worker.scoring_lead_seconds`` past the learner's frontier
         waits for it (:mod:`stream.runtime.flow`). Live there is no frontier: one go."""
@@ -193,9 +209,13 @@ class ScoreRole:
                 if limit != last:
                     last, since = limit, time.monotonic()
                 elif time.monotonic() - since > LABELS_STALL_SECONDS:
-                    log.warning("the labels frontier has not moved for %.0f s: scoring on "
-                                "(event time %.0f, limit %.0f)", LABELS_STALL_SECONDS,
-                                event_time, limit)
+                    log.warning(
+                        "the labels frontier has not moved for %.0f s: scoring on "
+                        "(event time %.0f, limit %.0f)",
+                        LABELS_STALL_SECONDS,
+                        event_time,
+                        limit,
+                    )
                     self.metrics.scoring_hold_stalls.inc()
                     return None
                 await asyncio.sleep(LABELS_POLL_SECONDS)
@@ -207,14 +227,17 @@ class ScoreRole:
         """Whether to pause the transactions partitions, so that no more are fetched while
         the scorer waits for the labels (:class:`~stream.runtime.flow.ScoreHold`)."""
         limit = await self._labels_limit()
-        return self.hold.decide(self.newest, None if limit is None else limit - self.hold.lead,
-                                self.waiting)
+        return self.hold.decide(
+            self.newest, None if limit is None else limit - self.hold.lead, self.waiting
+        )
 
-    async def _score(self, decoded: Sequence[tuple[RawRecord, Transaction]],
-                     batch: ScoredBatch) -> None:
+    async def _score(
+        self, decoded: Sequence[tuple[RawRecord, Transaction]], batch: ScoredBatch
+    ) -> None:
         try:
-            results = await score_batch(self.store, self.holder, [txn for _, txn in decoded],
-                                        self.challengers.holders)
+            results = await score_batch(
+                self.store, self.holder, [txn for _, txn in decoded], self.challengers.holders
+            )
         except Exception as exc:
             if is_infrastructure(exc):
                 raise
@@ -225,35 +248,50 @@ class ScoreRole:
             record, txn = decoded[0]
             log.exception("scoring failed for txn %s", txn.txn_id)
             self.metrics.errors.labels(stage="score").inc()
-            batch.emits.append(self.rejects(record, "transactions", "processing_error",
-                                            repr(exc)))
+            batch.emits.append(self.rejects(record, "transactions", "processing_error", repr(exc)))
             return
         scores = 0
         for (record, txn), result in zip(decoded, results, strict=True):
             if result.status is Status.CONFLICT:
-                batch.emits.append(self.rejects(
-                    record, "transactions", "conflicting_duplicate",
-                    f"txn_id {txn.txn_id!r} was seen on card {result.owner!r} and again on "
-                    f"card {txn.card_id!r}"))
+                batch.emits.append(
+                    self.rejects(
+                        record,
+                        "transactions",
+                        "conflicting_duplicate",
+                        f"txn_id {txn.txn_id!r} was seen on card {result.owner!r} and again on "
+                        f"card {txn.card_id!r}",
+                    )
+                )
                 continue
             if result.record is None:
-                batch.emits.append(self.rejects(record, "transactions", "too_late",
-                                                self._lateness_detail(txn, result.newest)))
+                batch.emits.append(
+                    self.rejects(
+                        record,
+                        "transactions",
+                        "too_late",
+                        self._lateness_detail(txn, result.newest),
+                    )
+                )
                 continue
             if result.duplicate and _conflict(result.record, txn):
-                batch.emits.append(self.rejects(record, "transactions",
-                                                "conflicting_duplicate",
-                                                _conflict(result.record, txn)))
+                batch.emits.append(
+                    self.rejects(
+                        record,
+                        "transactions",
+                        "conflicting_duplicate",
+                        _conflict(result.record, txn),
+                    )
+                )
                 continue
             if result.duplicate:
                 self.metrics.duplicates.labels(topic="transactions").inc()
-                batch.again.append((result.record, (record.topic, record.partition),
-                                    record.behind))
+                batch.again.append((result.record, (record.topic, record.partition), record.behind))
             else:
                 self.newest = max(self.newest, txn.event_time)
                 partition = record.partition
                 self._newest_by_partition[partition] = max(
-                    self._newest_by_partition.get(partition, 0.0), txn.event_time)
+                    self._newest_by_partition.get(partition, 0.0), txn.event_time
+                )
                 batch.new.append((result.record, (record.topic, partition), record.behind))
             try:
                 value = score_value(result.record)
@@ -262,8 +300,9 @@ class ScoreRole:
                     raise
                 log.exception("publishing the score of txn %s failed", txn.txn_id)
                 self.metrics.errors.labels(stage="score").inc()
-                batch.emits.append(self.rejects(record, "transactions", "processing_error",
-                                                f"score: {exc!r}"))
+                batch.emits.append(
+                    self.rejects(record, "transactions", "processing_error", f"score: {exc!r}")
+                )
                 continue
             scores += 1
             batch.emits.append(Emit(self.scores_topic, txn.card_id.encode(), value))
@@ -290,8 +329,10 @@ class ScoreRole:
     def _lateness_detail(self, txn: Transaction, newest: float | None) -> str:
         behind = 0.0 if newest is None else newest - txn.event_time
         allowed = self.settings.features.allowed_lateness_seconds
-        return (f"event_time: {behind:.3f}s before card {txn.card_id!r}'s newest event, "
-                f"more than the allowed lateness of {allowed:g}s")
+        return (
+            f"event_time: {behind:.3f}s before card {txn.card_id!r}'s newest event, "
+            f"more than the allowed lateness of {allowed:g}s"
+        )
 
 
 def _conflict(first: Transaction | ScoredRecord, again: Transaction) -> str:
@@ -306,23 +347,30 @@ def _conflict(first: Transaction | ScoredRecord, again: Transaction) -> str:
     txn_id 't1' was seen on card 'c1' (terminal 'p1', ...) and again on card 'c2' (...)
     """
     if (first.card_id, first.terminal_id, first.event_time) == (
-            again.card_id, again.terminal_id, again.event_time):
+        again.card_id,
+        again.terminal_id,
+        again.event_time,
+    ):
         return ""
-    return (f"txn_id {again.txn_id!r} was seen on card {first.card_id!r} (terminal "
-            f"{first.terminal_id!r}, event time {first.event_time:g}) and again on card "
-            f"{again.card_id!r} (terminal {again.terminal_id!r}, event time "
-            f"{again.event_time:g})")
+    return (
+        f"txn_id {again.txn_id!r} was seen on card {first.card_id!r} (terminal "
+        f"{first.terminal_id!r}, event time {first.event_time:g}) and again on card "
+        f"{again.card_id!r} (terminal {again.terminal_id!r}, event time "
+        f"{again.event_time:g})"
+    )
 
 
 def score_value(scored: ScoredRecord) -> bytes:
     """The ``scores`` topic's record of a scored transaction."""
-    return encode(ScoreMessage(
-        txn_id=scored.txn_id,
-        card_id=scored.card_id,
-        score=scored.score,
-        model_version=scored.model_version,
-        event_time=to_datetime(scored.event_time),
-    ))
+    return encode(
+        ScoreMessage(
+            txn_id=scored.txn_id,
+            card_id=scored.card_id,
+            score=scored.score,
+            model_version=scored.model_version,
+            event_time=to_datetime(scored.event_time),
+        )
+    )
 
 
 def is_infrastructure(exc: BaseException) -> bool:
@@ -334,6 +382,14 @@ def is_infrastructure(exc: BaseException) -> bool:
     >>> [is_infrastructure(e) for e in (down, moving, ResponseError())]
     [True, True, False]
     """
-    return isinstance(exc, RedisConnectionError | RedisTimeoutError | ClusterError
-                      | TryAgainError | AskError | RedisClusterException | NoModelError
-                      | OSError)
+    return isinstance(
+        exc,
+        RedisConnectionError
+        | RedisTimeoutError
+        | ClusterError
+        | TryAgainError
+        | AskError
+        | RedisClusterException
+        | NoModelError
+        | OSError,
+    )

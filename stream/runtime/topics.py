@@ -13,8 +13,16 @@ from kafka.errors import TopicAlreadyExistsError
 
 from stream.settings import Settings
 
-TOPIC_FIELDS = ("transactions", "labels", "scores", "dead_letters", "drift_events", "scored",
-                "learned", "predictions")
+TOPIC_FIELDS = (
+    "transactions",
+    "labels",
+    "scores",
+    "dead_letters",
+    "drift_events",
+    "scored",
+    "learned",
+    "predictions",
+)
 
 
 def topic_names(settings: Settings) -> list[str]:

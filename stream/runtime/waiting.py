@@ -72,7 +72,8 @@ class Waiting:
     def passed(self, committed: Mapping[int, int]) -> bool:
         """Whether the group has committed every transaction that was in Kafka."""
         return bool(self.until) and all(
-            committed.get(partition, 0) >= end for partition, end in (self.until or {}).items())
+            committed.get(partition, 0) >= end for partition, end in (self.until or {}).items()
+        )
 
     def due(self, stream_time: float) -> bool:
         """Whether the stream has reached the label's arrival (event) time."""
@@ -80,26 +81,36 @@ class Waiting:
 
     def to_json(self) -> str:
         r = self.record
-        return json.dumps({
-            "topic": r.topic, "partition": r.partition, "offset": r.offset,
-            "key": None if r.key is None else r.key.decode("utf-8", "surrogateescape"),
-            "value": None if r.value is None else r.value.decode("utf-8", "surrogateescape"),
-            "txn_id": self.label.txn_id, "is_fraud": self.label.is_fraud,
-            "event_time": self.label.event_time, "card_id": self.label.card_id,
-            "until": None if self.until is None else {str(p): o for p, o in self.until.items()},
-        }, separators=(",", ":"))
+        return json.dumps(
+            {
+                "topic": r.topic,
+                "partition": r.partition,
+                "offset": r.offset,
+                "key": None if r.key is None else r.key.decode("utf-8", "surrogateescape"),
+                "value": None if r.value is None else r.value.decode("utf-8", "surrogateescape"),
+                "txn_id": self.label.txn_id,
+                "is_fraud": self.label.is_fraud,
+                "event_time": self.label.event_time,
+                "card_id": self.label.card_id,
+                "until": None if self.until is None else {str(p): o for p, o in self.until.items()},
+            },
+            separators=(",", ":"),
+        )
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Waiting:
         d: dict[str, Any] = json.loads(text)
         record = RawRecord(
-            d["topic"], d["partition"], d["offset"],
+            d["topic"],
+            d["partition"],
+            d["offset"],
             None if d["key"] is None else d["key"].encode("utf-8", "surrogateescape"),
             None if d["value"] is None else d["value"].encode("utf-8", "surrogateescape"),
         )
         until = None if d["until"] is None else {int(p): o for p, o in d["until"].items()}
-        return cls(record, Label(d["txn_id"], d["is_fraud"], d["event_time"], d.get("card_id")),
-                   until)
+        return cls(
+            record, Label(d["txn_id"], d["is_fraud"], d["event_time"], d.get("card_id")), until
+        )
 
 
 class WaitingLabels:
@@ -163,8 +174,7 @@ class WaitingLabels:
 
         A label that is not due yet comes back through the heap once it is.
         """
-        fields = {f for f in self._ready if f in self._items
-                  and self._items[f].due(stream_time)}
+        fields = {f for f in self._ready if f in self._items and self._items[f].due(stream_time)}
         self._ready.clear()
         arrivals = self._arrivals
         while arrivals and arrivals[0][0] <= stream_time:

@@ -50,21 +50,34 @@ def consumed_topics(settings: Settings, roles: frozenset[str]) -> list[str]:
     >>> consumed_topics(Settings(), frozenset({"monitor"}))
     ['scored', 'learned']
     """
-    names = [("transactions", "score" in roles), ("labels", "learn" in roles),
-             ("scored", "monitor" in roles and "score" not in roles),
-             ("learned", "monitor" in roles and "learn" not in roles)]
+    names = [
+        ("transactions", "score" in roles),
+        ("labels", "learn" in roles),
+        ("scored", "monitor" in roles and "score" not in roles),
+        ("learned", "monitor" in roles and "learn" not in roles),
+    ]
     return [settings.topics.name(name) for name, read in names if read]
 
 
-def take_leases(settings: Settings, roles: frozenset[str], registry: CollectorRegistry
-                ) -> dict[str, tuple[Lease, Fence]]:
+def take_leases(
+    settings: Settings, roles: frozenset[str], registry: CollectorRegistry
+) -> dict[str, tuple[Lease, Fence]]:
     """Stand by until this process holds the lease of each single-active role it runs."""
-    active = Gauge("fraudstream_lease_active", "1 while this process holds the role's lease "
-                   "(0: a standby)", ["role"], registry=registry)
-    taken = Counter("fraudstream_lease_takeovers", "Leases this process took over from "
-                    "an earlier holder", ["role"], registry=registry)
-    token = Gauge("fraudstream_lease_token", "Fencing token of the held lease", ["role"],
-                  registry=registry)
+    active = Gauge(
+        "fraudstream_lease_active",
+        "1 while this process holds the role's lease (0: a standby)",
+        ["role"],
+        registry=registry,
+    )
+    taken = Counter(
+        "fraudstream_lease_takeovers",
+        "Leases this process took over from an earlier holder",
+        ["role"],
+        registry=registry,
+    )
+    token = Gauge(
+        "fraudstream_lease_token", "Fencing token of the held lease", ["role"], registry=registry
+    )
     client = sync_client(settings)
     holder = f"{socket.gethostname()}:{os.getpid()}"
     leases = {}
@@ -73,16 +86,22 @@ def take_leases(settings: Settings, roles: frozenset[str], registry: CollectorRe
             continue
         active.labels(role=role).set(0)
         taken.labels(role=role)
-        lease = Lease(client, settings.redis.key_prefix, role, holder,
-                      settings.worker.lease_seconds)
+        lease = Lease(
+            client, settings.redis.key_prefix, role, holder, settings.worker.lease_seconds
+        )
         fence = lease.wait(settings.worker.standby_poll_seconds)
         assert fence is not None  # never stopped
         active.labels(role=role).set(1)
         token.labels(role=role).set(fence.token)
         if fence.token > 1:
             taken.labels(role=role).inc()
-        log.warning("%s took the %s lease (fencing token %d)%s", holder, role, fence.token,
-                    ": took over from the previous holder" if fence.token > 1 else "")
+        log.warning(
+            "%s took the %s lease (fencing token %d)%s",
+            holder,
+            role,
+            fence.token,
+            ": took over from the previous holder" if fence.token > 1 else "",
+        )
         leases[role] = (lease, fence)
     return leases
 
@@ -97,8 +116,12 @@ def step_down(why: str) -> None:
     os.execv(sys.executable, sys.orig_argv)
 
 
-def run_worker(settings: Settings, roles: frozenset[str] = ALL, loglevel: str = "info",
-               on_lost: Callable[[str], None] = step_down) -> None:
+def run_worker(
+    settings: Settings,
+    roles: frozenset[str] = ALL,
+    loglevel: str = "info",
+    on_lost: Callable[[str], None] = step_down,
+) -> None:
     """Create the topics, serve ``/metrics``, take the leases and run the roles' Faust app."""
     registry = CollectorRegistry()
     created = ensure_topics(settings)
@@ -110,8 +133,7 @@ def run_worker(settings: Settings, roles: frozenset[str] = ALL, loglevel: str = 
     learn = leases.get("learn")
     pipeline = build_pipeline(settings, registry, roles, None if learn is None else learn[1])
     group = group_id(settings.worker.app_id, roles)
-    watch_lag(settings.kafka.bootstrap_servers, group, consumed_topics(settings, roles),
-              registry)
+    watch_lag(settings.kafka.bootstrap_servers, group, consumed_topics(settings, roles), registry)
     log.warning("running roles %s in consumer group %s", ", ".join(sorted(roles)), group)
     app = create_app(settings, pipeline, on_fenced=on_lost)
     tune_for_streaming()  # start-up is done: freeze it, and collect young objects less often

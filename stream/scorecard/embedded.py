@@ -95,8 +95,10 @@ class _Lineage:
         return True
 
 
-def events_from_frames(transactions: pl.DataFrame, labels: pl.DataFrame,
-                       ) -> Iterator[Transaction | Label]:
+def events_from_frames(
+    transactions: pl.DataFrame,
+    labels: pl.DataFrame,
+) -> Iterator[Transaction | Label]:
     """Transactions and labels in the order they become known (a transaction first on a
     tie), built one at a time."""
     located = "lat" in transactions.columns
@@ -104,23 +106,34 @@ def events_from_frames(transactions: pl.DataFrame, labels: pl.DataFrame,
     columns += ["lat", "lon"] if located else []
     rows = transactions.select(columns).rows()
     label_rows = labels.select("txn_id", "is_fraud", "event_time").rows()
-    times = np.concatenate([transactions["event_time"].to_numpy(),
-                            labels["event_time"].to_numpy()]).astype(float)
+    times = np.concatenate(
+        [transactions["event_time"].to_numpy(), labels["event_time"].to_numpy()]
+    ).astype(float)
     kinds = np.r_[np.zeros(len(rows), np.int8), np.ones(len(label_rows), np.int8)]
     count = len(rows)
     for i in np.lexsort((kinds, times)).tolist():
         if i < count:
             r = rows[i]
-            yield Transaction(r[0], r[1], r[2], r[3], r[4],
-                              *((r[5], r[6]) if located and r[5] is not None else ()))
+            yield Transaction(
+                r[0],
+                r[1],
+                r[2],
+                r[3],
+                r[4],
+                *((r[5], r[6]) if located and r[5] is not None else ()),
+            )
         else:
             t, f, at = label_rows[i - count]
             yield Label(t, bool(f), at)
 
 
-def run_embedded(events: Iterable[Transaction | Label], options: EmbeddedOptions,
-                 total: int | None = None, progress: Progress | None = None,
-                 on_alarm: Callable[[DriftEvent], object] | None = None) -> EmbeddedResult:
+def run_embedded(
+    events: Iterable[Transaction | Label],
+    options: EmbeddedOptions,
+    total: int | None = None,
+    progress: Progress | None = None,
+    on_alarm: Callable[[DriftEvent], object] | None = None,
+) -> EmbeddedResult:
     """Run ``events`` through the pipeline, embedded; see the module's docs.
 
     Parameters
@@ -146,15 +159,18 @@ def run_embedded(events: Iterable[Transaction | Label], options: EmbeddedOptions
 
 
 class _Run:
-    def __init__(self, options: EmbeddedOptions, progress: Progress | None,
-                 on_alarm: Callable[[DriftEvent], object] | None) -> None:
+    def __init__(
+        self,
+        options: EmbeddedOptions,
+        progress: Progress | None,
+        on_alarm: Callable[[DriftEvent], object] | None,
+    ) -> None:
         self.options = options
         self.progress = progress
         self.on_alarm = on_alarm
         self.store = MemoryFeatureStore(allowed_lateness=options.allowed_lateness)
         self.champion = _Lineage(options.model, options.snapshot_every_labels)
-        self.others = [_Lineage(name, options.snapshot_every_labels)
-                       for name in options.compare]
+        self.others = [_Lineage(name, options.snapshot_every_labels) for name in options.compare]
         self.frozen: _Lineage | None = None
         self.holder = ModelHolder()
         self.holder.swap(self.champion.serving)
@@ -178,34 +194,43 @@ class _Run:
         #: (transaction index, is fraud) of the latest labels, for the promotion test (twice
         #: as many as it takes: a transaction one model did not score does not count).
         self.recent: deque[tuple[int, bool]] = deque(
-            maxlen=2 * options.promote.labels if options.promote else 1)
+            maxlen=2 * options.promote.labels if options.promote else 1
+        )
         self.promotions: list[dict[str, float | str]] = []
 
     def _names(self) -> list[str]:
-        return [self.champion.name, *(o.name for o in self.others),
-                *([FROZEN] if self.options.freeze_after_days is not None else []),
-                *([SERVED] if self.options.promote is not None else [])]
+        return [
+            self.champion.name,
+            *(o.name for o in self.others),
+            *([FROZEN] if self.options.freeze_after_days is not None else []),
+            *([SERVED] if self.options.promote is not None else []),
+        ]
 
     def _start(self, first: float) -> None:
         days = self.options.freeze_after_days
         if days is not None:
-            self.frozen = _Lineage(self.options.model, self.options.snapshot_every_labels,
-                                   freeze_at=(first // 86400) * 86400 + days * 86400)
+            self.frozen = _Lineage(
+                self.options.model,
+                self.options.snapshot_every_labels,
+                freeze_at=(first // 86400) * 86400 + days * 86400,
+            )
         self.scores = {name: [] for name in self._names()}
         config = self.options.drift
         if config is not None:
-            self.monitor = DriftMonitor(config, watched_features(self.options.watched),
-                                        self.options.threshold,
-                                        DriftMetrics.create(CollectorRegistry()),
-                                        calendar=sorted(CYCLIC))
+            self.monitor = DriftMonitor(
+                config,
+                watched_features(self.options.watched),
+                self.options.threshold,
+                DriftMetrics.create(CollectorRegistry()),
+                calendar=sorted(CYCLIC),
+            )
             self.monitor.state_began(first)
             self._new_scorer()
 
     def _lineages(self) -> list[_Lineage]:
         return [self.champion, *self.others, *([self.frozen] if self.frozen else [])]
 
-    async def run(self, events: Iterable[Transaction | Label],
-                  total: int | None) -> EmbeddedResult:
+    async def run(self, events: Iterable[Transaction | Label], total: int | None) -> EmbeddedResult:
         started = time.perf_counter()
         seen = 0
         for event in events:
@@ -242,8 +267,16 @@ class _Run:
         watched = []
         others = self._lineages()[1:]
         new = [r.record for r in results if not r.duplicate and r.record is not None]
-        shadow = {o.name: iter(fraud_probabilities(o.serving.model, [r.features for r in new])
-                               .tolist()) for o in others} if new and others else {}
+        shadow = (
+            {
+                o.name: iter(
+                    fraud_probabilities(o.serving.model, [r.features for r in new]).tolist()
+                )
+                for o in others
+            }
+            if new and others
+            else {}
+        )
         for result in results:
             txn, record = result.txn, result.record
             if result.duplicate:
@@ -308,13 +341,24 @@ class _Run:
         serving = self.scores[self.champion.name]
         for other in self.others:
             theirs = self.scores[other.name]
-            pairs = [(serving[i], theirs[i], fraud) for i, fraud in self.recent
-                     if not (math.isnan(serving[i]) or math.isnan(theirs[i]))]
+            pairs = [
+                (serving[i], theirs[i], fraud)
+                for i, fraud in self.recent
+                if not (math.isnan(serving[i]) or math.isnan(theirs[i]))
+            ]
             better, ours_ap, their_ap, p = ahead(pairs, rule.labels, rule.margin, rule.alpha)
             if not better:
                 continue
-            self.promotions.append({"at": at, "from": self.champion.name, "to": other.name,
-                                    "from_ap": ours_ap, "to_ap": their_ap, "p_value": p})
+            self.promotions.append(
+                {
+                    "at": at,
+                    "from": self.champion.name,
+                    "to": other.name,
+                    "from_ap": ours_ap,
+                    "to_ap": their_ap,
+                    "p_value": p,
+                }
+            )
             self.others[self.others.index(other)] = self.champion
             self.champion = other
             self.recent.clear()  # the next test is on labels that come after this one
@@ -355,16 +399,24 @@ class _Run:
         for i, (is_fraud, at) in self.labels.items():
             fraud[i], arrival[i] = is_fraud, at
         return EmbeddedResult(
-            txn_ids=self.txn_ids, times=np.array(self.times, dtype=float),
+            txn_ids=self.txn_ids,
+            times=np.array(self.times, dtype=float),
             cards=np.array(self.cards, dtype=object),
             scores={name: np.array(column, dtype=float) for name, column in self.scores.items()},
-            label_fraud=fraud, label_time=arrival, alarms=self.alarms,
+            label_fraud=fraud,
+            label_time=arrival,
+            alarms=self.alarms,
             statistics=self.statistics,
             champion=SERVED if self.options.promote is not None else self.champion.name,
-            scored=self.counts["scored"], too_late=self.counts["too_late"],
-            learned=len(self.learned_ids), duplicate_labels=self.counts["duplicate_labels"],
-            unknown_labels=self.counts["unknown_labels"], seconds=seconds,
-            records=self.records, promotions=self.promotions,
+            scored=self.counts["scored"],
+            too_late=self.counts["too_late"],
+            learned=len(self.learned_ids),
+            duplicate_labels=self.counts["duplicate_labels"],
+            unknown_labels=self.counts["unknown_labels"],
+            seconds=seconds,
+            records=self.records,
+            promotions=self.promotions,
             vectors=np.array(self.vectors, dtype=np.float32).reshape(-1, len(FEATURE_NAMES))
-            if self.options.keep_vectors else None,
+            if self.options.keep_vectors
+            else None,
         )

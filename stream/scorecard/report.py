@@ -40,13 +40,21 @@ def _mark(ax: Any, card: Mapping[str, Any], alarms: bool = True) -> None:
     colours = {d: f"C{i % 10}" for i, d in enumerate(detectors)}
     for detector in detectors:
         times = [a["first_seen"] for a in card["alarms"] if a["detector"] == detector]
-        ax.plot(_dates(times), [1.02] * len(times), marker="v", linestyle="none",
-                color=colours[detector], label=f"alarm: {detector}",
-                transform=ax.get_xaxis_transform(), clip_on=False)
+        ax.plot(
+            _dates(times),
+            [1.02] * len(times),
+            marker="v",
+            linestyle="none",
+            color=colours[detector],
+            label=f"alarm: {detector}",
+            transform=ax.get_xaxis_transform(),
+            clip_on=False,
+        )
 
 
-def write_plots(folder: Path, result: EmbeddedResult, card: Mapping[str, Any],
-                drift: DriftConfig | None) -> list[Path]:
+def write_plots(
+    folder: Path, result: EmbeddedResult, card: Mapping[str, Any], drift: DriftConfig | None
+) -> list[Path]:
     """Draw the four plots into ``folder``; their paths."""
     import matplotlib
 
@@ -75,8 +83,11 @@ def write_plots(folder: Path, result: EmbeddedResult, card: Mapping[str, Any],
     day = np.floor(result.times / DAY) * DAY
     keep = ~np.isnan(champion)
     starts = np.unique(day[keep])
-    quantiles = np.array([np.percentile(champion[keep & (day == d)], [50, 90, 99])
-                          for d in starts]) if len(starts) else np.zeros((0, 3))
+    quantiles = (
+        np.array([np.percentile(champion[keep & (day == d)], [50, 90, 99]) for d in starts])
+        if len(starts)
+        else np.zeros((0, 3))
+    )
     for column, q in enumerate((50, 90, 99)):
         ax.plot(_dates(starts), quantiles[:, column], label=f"p{q}")
     threshold = card["options"]["threshold"]
@@ -109,14 +120,19 @@ def write_plots(folder: Path, result: EmbeddedResult, card: Mapping[str, Any],
     return paths
 
 
-def _drift_plot(plt: Any, path: Path, result: EmbeddedResult, card: Mapping[str, Any],
-                drift: DriftConfig | None) -> None:
+def _drift_plot(
+    plt: Any, path: Path, result: EmbeddedResult, card: Mapping[str, Any], drift: DriftConfig | None
+) -> None:
     config = drift or DriftConfig()
-    thresholds = {"psi": config.psi_threshold, "ks": config.ks_threshold,
-                  "kswin_p_value": config.kswin_alpha, "prediction_psi": config.psi_threshold,
-                  "mean_shift": 1.0,
-                  "fraud_rate_ratio": config.fraud_rate_ratio,
-                  "label_delay_ratio": config.label_delay_ratio}
+    thresholds = {
+        "psi": config.psi_threshold,
+        "ks": config.ks_threshold,
+        "kswin_p_value": config.kswin_alpha,
+        "prediction_psi": config.psi_threshold,
+        "mean_shift": 1.0,
+        "fraud_rate_ratio": config.fraud_rate_ratio,
+        "label_delay_ratio": config.label_delay_ratio,
+    }
     names = sorted(n for n in result.statistics if n.split(" ")[0] in thresholds)
     columns = 4
     rows = max(1, math.ceil(len(names) / columns))
@@ -131,11 +147,12 @@ def _drift_plot(plt: Any, path: Path, result: EmbeddedResult, card: Mapping[str,
         ax.set_title(name, fontsize=7)
         ax.tick_params(labelsize=6)
         ax.tick_params(axis="x", labelrotation=30)
-    for ax in list(axes.flat)[len(names):]:
+    for ax in list(axes.flat)[len(names) :]:
         ax.axis("off")
     if not names:
-        axes.flat[0].text(0.5, 0.5, "no drift statistic was computed (too little data)",
-                          ha="center")
+        axes.flat[0].text(
+            0.5, 0.5, "no drift statistic was computed (too little data)", ha="center"
+        )
     fig.suptitle("Drift statistics over event time (red: threshold / change points)")
     _save(fig, path)
 
@@ -162,13 +179,20 @@ def _cell(value: Any) -> str:
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], css: str = "") -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in row) + "</tr>"
-                   for row in rows)
+    body = "".join("<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in row) + "</tr>" for row in rows)
     return f'<table class="{css}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
-METRICS = ("average_precision", "roc_auc", "card_precision_at_k", "recall", "precision",
-           "expected_cost", "transactions", "frauds")
+METRICS = (
+    "average_precision",
+    "roc_auc",
+    "card_precision_at_k",
+    "recall",
+    "precision",
+    "expected_cost",
+    "transactions",
+    "frauds",
+)
 
 
 def write_html(path: Path, card: Mapping[str, Any], plots: Sequence[Path]) -> Path:
@@ -183,62 +207,143 @@ def write_html(path: Path, card: Mapping[str, Any], plots: Sequence[Path]) -> Pa
         f"<b>{html.escape(card['champion'])}</b>. Labels were learned at their arrival "
         "time; every score was given before its label was known.</p>",
         "<h2>Models</h2>",
-        _table(["model", "part", *METRICS],
-               [[m, part, *(card["models"][m][part].get(k) for k in METRICS)]
-                for m in card["models"] for part in ("overall", "after_warm_up")], "models"),
+        _table(
+            ["model", "part", *METRICS],
+            [
+                [m, part, *(card["models"][m][part].get(k) for k in METRICS)]
+                for m in card["models"]
+                for part in ("overall", "after_warm_up")
+            ],
+            "models",
+        ),
         "<h2>Change points</h2>",
-        _table(["kind", "at", "what", "detected", "first alarm", "delay (h)", "detectors",
-                "AP before", "AP lowest", "recovery (days)"],
-               [[p["kind"], p["at"], p["what"], p["detection"]["detected"],
-                 (p["detection"]["first"] or {}).get("detector"),
-                 (p["detection"]["first"] or {}).get("delay_hours"),
-                 ", ".join(p["detection"]["detectors"]), r["before"], r["lowest"], r["days"]]
-                for p, r in zip(card["change_points"],
-                                card["models"][card["champion"]]["recovery"], strict=True)],
-               "changes"),
+        _table(
+            [
+                "kind",
+                "at",
+                "what",
+                "detected",
+                "first alarm",
+                "delay (h)",
+                "detectors",
+                "AP before",
+                "AP lowest",
+                "recovery (days)",
+            ],
+            [
+                [
+                    p["kind"],
+                    p["at"],
+                    p["what"],
+                    p["detection"]["detected"],
+                    (p["detection"]["first"] or {}).get("detector"),
+                    (p["detection"]["first"] or {}).get("delay_hours"),
+                    ", ".join(p["detection"]["detectors"]),
+                    r["before"],
+                    r["lowest"],
+                    r["days"],
+                ]
+                for p, r in zip(
+                    card["change_points"], card["models"][card["champion"]]["recovery"], strict=True
+                )
+            ],
+            "changes",
+        ),
         f"<h2>Detectors</h2><p>An alarm is true when it comes within "
         f"{card['detectors']['max_delay_hours']:g} h after a change point.</p>",
-        _table(["detector", "alarms", "false alarms", "false per 30 days", "recall",
-                "precision", "mean delay (h)"],
-               [[n, d["alarms"], d["false_alarms"], d["false_alarms_per_30_days"],
-                 d["recall"], d["precision"], d["mean_delay_hours"]]
-                for n, d in [*card["detectors"]["detectors"].items(),
-                             ("any", card["detectors"]["any"])]], "detectors"),
+        _table(
+            [
+                "detector",
+                "alarms",
+                "false alarms",
+                "false per 30 days",
+                "recall",
+                "precision",
+                "mean delay (h)",
+            ],
+            [
+                [
+                    n,
+                    d["alarms"],
+                    d["false_alarms"],
+                    d["false_alarms_per_30_days"],
+                    d["recall"],
+                    d["precision"],
+                    d["mean_delay_hours"],
+                ]
+                for n, d in [
+                    *card["detectors"]["detectors"].items(),
+                    ("any", card["detectors"]["any"]),
+                ]
+            ],
+            "detectors",
+        ),
         "<h2>Alarms</h2>",
-        _table(["first seen", "detector", "subject", "magnitude", "window"],
-               [[a["first_seen_at"], a["detector"], a["subject"], a["magnitude"], a["window"]]
-                for a in card["alarms"]], "alarms"),
-        *(["<h2>Each feature alone (after warm-up)</h2><p>Non-zero share, and the AP and "
-           "ROC AUC of the feature's own value as the score (in its better direction).</p>",
-           _table(["feature", "non-zero share", "AP", "ROC AUC", "direction"],
-                  sorted(([n, f["nonzero_share"], f["average_precision"], f["roc_auc"],
-                           f["direction"]] for n, f in card["features"].items()),
-                         key=lambda row: -(row[2] or 0.0)), "features")]
-          if card.get("features") else []),
+        _table(
+            ["first seen", "detector", "subject", "magnitude", "window"],
+            [
+                [a["first_seen_at"], a["detector"], a["subject"], a["magnitude"], a["window"]]
+                for a in card["alarms"]
+            ],
+            "alarms",
+        ),
+        *(
+            [
+                "<h2>Each feature alone (after warm-up)</h2><p>Non-zero share, and the AP and "
+                "ROC AUC of the feature's own value as the score (in its better direction).</p>",
+                _table(
+                    ["feature", "non-zero share", "AP", "ROC AUC", "direction"],
+                    sorted(
+                        (
+                            [
+                                n,
+                                f["nonzero_share"],
+                                f["average_precision"],
+                                f["roc_auc"],
+                                f["direction"],
+                            ]
+                            for n, f in card["features"].items()
+                        ),
+                        key=lambda row: -(row[2] or 0.0),
+                    ),
+                    "features",
+                ),
+            ]
+            if card.get("features")
+            else []
+        ),
         "<h2>Weekly (champion)</h2>",
         _weekly(card["models"][card["champion"]]["weekly"]),
         "<h2>Plots</h2>",
-        *(f'<figure><img alt="{p.stem}" src="data:image/png;base64,'
-          f'{base64.b64encode(p.read_bytes()).decode()}"><figcaption>{p.name}</figcaption>'
-          "</figure>" for p in plots),
+        *(
+            f'<figure><img alt="{p.stem}" src="data:image/png;base64,'
+            f'{base64.b64encode(p.read_bytes()).decode()}"><figcaption>{p.name}</figcaption>'
+            "</figure>"
+            for p in plots
+        ),
     ]
-    style = ("body{font-family:sans-serif;margin:2em;max-width:1300px}"
-             "table{border-collapse:collapse;margin:1em 0;font-size:13px}"
-             "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}"
-             "img{max-width:100%}")
-    path.write_text("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-                    f"<title>Scorecard: {html.escape(str(name))}</title><style>{style}</style>"
-                    f"</head><body>{''.join(parts)}</body></html>\n")
+    style = (
+        "body{font-family:sans-serif;margin:2em;max-width:1300px}"
+        "table{border-collapse:collapse;margin:1em 0;font-size:13px}"
+        "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}"
+        "img{max-width:100%}"
+    )
+    path.write_text(
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>Scorecard: {html.escape(str(name))}</title><style>{style}</style>"
+        f"</head><body>{''.join(parts)}</body></html>\n"
+    )
     return path
 
 
 def _rate(per_second: float | None) -> str:
-    return "replayed from a live stream" if per_second is None else \
-        f"{per_second:,.0f} events/s"
+    return "replayed from a live stream" if per_second is None else f"{per_second:,.0f} events/s"
 
 
 def _weekly(weekly: Mapping[str, list[Any]]) -> str:
     starts = [datetime.fromtimestamp(d, tz=UTC).date().isoformat() for d in weekly["day"]]
-    return _table(["week from", *METRICS],
-                  [[s, *(weekly[k][i] for k in METRICS)] for i, s in enumerate(starts)],
-                  "weekly")
+    return _table(
+        ["week from", *METRICS],
+        [[s, *(weekly[k][i] for k in METRICS)] for i, s in enumerate(starts)],
+        "weekly",
+    )

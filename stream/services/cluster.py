@@ -37,12 +37,20 @@ class RedisClusterNode(RedisServer):
     """One master of the local cluster: the single Redis's server, in cluster mode."""
 
     def __init__(self, settings: ServicesSettings, index: int, folder: Path) -> None:
-        super().__init__(settings, folder, f"redis-cluster-{index}",
-                         settings.redis_cluster_port + index)
+        super().__init__(
+            settings, folder, f"redis-cluster-{index}", settings.redis_cluster_port + index
+        )
 
     def prepare(self, settings: ServicesSettings) -> tuple[str, ...]:
-        return (*super().prepare(settings), "--cluster-enabled", "yes",
-                "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "5000")
+        return (
+            *super().prepare(settings),
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+            "--cluster-node-timeout",
+            "5000",
+        )
 
     def ready(self) -> bool:
         return self.info().get("cluster_enabled") == "1"
@@ -71,7 +79,8 @@ class LocalRedisCluster:
         #: The masters asked for (``services.redis_cluster``), or else those a former
         #: ``up --redis-cluster`` left folders for (so that ``down`` and ``status`` see them).
         count = settings.redis_cluster or sum(
-            1 for p in folder.glob("*") if p.is_dir() and p.name.isdigit())
+            1 for p in folder.glob("*") if p.is_dir() and p.name.isdigit()
+        )
         self.nodes = [RedisClusterNode(settings, i, folder / str(i)) for i in range(count)]
 
     @property
@@ -83,9 +92,11 @@ class LocalRedisCluster:
         """Every node answers, sees all the others and every slot served."""
         for node in self.nodes:
             info = node.info()
-            if (info.get("cluster_state") != "ok"
-                    or info.get("cluster_known_nodes") != str(len(self.nodes))
-                    or info.get("cluster_slots_ok") != str(SLOTS)):
+            if (
+                info.get("cluster_state") != "ok"
+                or info.get("cluster_known_nodes") != str(len(self.nodes))
+                or info.get("cluster_slots_ok") != str(SLOTS)
+            ):
                 return False
         return True
 
@@ -96,21 +107,34 @@ class LocalRedisCluster:
         if len(strangers) == len(self.nodes):
             cli = ensure_program("redis-cli", "redis-tools", self.settings.auto_install)
             result = subprocess.run(
-                [cli, "--cluster", "create", *(n.address for n in self.nodes),
-                 "--cluster-replicas", "0", "--cluster-yes"],
-                capture_output=True, text=True, timeout=timeout)
+                [
+                    cli,
+                    "--cluster",
+                    "create",
+                    *(n.address for n in self.nodes),
+                    "--cluster-replicas",
+                    "0",
+                    "--cluster-yes",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+            )
             if result.returncode != 0:
-                raise ClusterError("redis-cli --cluster create failed:\n"
-                                   + (result.stdout + result.stderr)[-2000:])
+                raise ClusterError(
+                    "redis-cli --cluster create failed:\n" + (result.stdout + result.stderr)[-2000:]
+                )
         elif strangers:
             raise ClusterError(
                 f"{', '.join(n.name for n in strangers)} know no other node while the rest "
                 f"form a cluster: stop the services and remove "
-                f"{self.nodes[0].folder.parent} to start the cluster afresh")
+                f"{self.nodes[0].folder.parent} to start the cluster afresh"
+            )
         deadline = time.monotonic() + timeout
         while not self.formed():
             if time.monotonic() > deadline:
-                states = {n.name: n.info().get("cluster_state", "not answering")
-                          for n in self.nodes}
+                states = {
+                    n.name: n.info().get("cluster_state", "not answering") for n in self.nodes
+                }
                 raise ClusterError(f"the cluster is not ok after {timeout:.0f}s: {states}")
             time.sleep(0.2)

@@ -78,10 +78,19 @@ def ensure_kafka_jars(cache_dir: Path, version: str, auto_install: bool) -> Path
     staging = libs.with_name("libs.partial")
     shutil.rmtree(staging, ignore_errors=True)
     result = subprocess.run(
-        [mvn, "-q", "-B", "-f", str(pom), f"-Dmaven.repo.local={cache_dir / 'm2'}",
-         "dependency:copy-dependencies", f"-DoutputDirectory={staging}",
-         "-DincludeScope=runtime"],
-        capture_output=True, text=True,
+        [
+            mvn,
+            "-q",
+            "-B",
+            "-f",
+            str(pom),
+            f"-Dmaven.repo.local={cache_dir / 'm2'}",
+            "dependency:copy-dependencies",
+            f"-DoutputDirectory={staging}",
+            "-DincludeScope=runtime",
+        ],
+        capture_output=True,
+        text=True,
     )
     if result.returncode != 0:
         raise MissingToolError(

@@ -77,13 +77,19 @@ class LocalServices:
     def known(self) -> list[Server]:
         """The servers ``down`` and ``status`` look at: a cluster's nodes asked for, or
         still running from an earlier ``up --redis-cluster``."""
-        return self._with(lambda node: bool(self.settings.redis_cluster)
-                          or node.process().pid() is not None)
+        return self._with(
+            lambda node: bool(self.settings.redis_cluster) or node.process().pid() is not None
+        )
 
     def _with(self, include: Callable[[Server], bool]) -> list[Server]:
         """The four servers, and the cluster's nodes that ``include`` keeps."""
-        return [self.kafka, self.redis, self.prometheus, self.alertmanager,
-                *(node for node in self.redis_cluster.nodes if include(node))]
+        return [
+            self.kafka,
+            self.redis,
+            self.prometheus,
+            self.alertmanager,
+            *(node for node in self.redis_cluster.nodes if include(node)),
+        ]
 
     def endpoints(self) -> dict[str, str]:
         """The addresses clients use, as environment variables for fraudstream."""
@@ -92,16 +98,20 @@ class LocalServices:
             "FRAUDSTREAM_REDIS__URL": self.redis.url,
             "PROMETHEUS_URL": self.prometheus.url,
             "ALERTMANAGER_URL": self.alertmanager.url,
-            **({"REDIS_CLUSTER_URL": self.redis_cluster.url} if self.settings.redis_cluster
-               else {}),
+            **(
+                {"REDIS_CLUSTER_URL": self.redis_cluster.url} if self.settings.redis_cluster else {}
+            ),
         }
 
     def install(self) -> None:
         """Install every program and jar the servers need (no server is started)."""
         for program, package in REQUIRED_PROGRAMS:
             ensure_program(program, package, self.settings.auto_install)
-        ensure_kafka_jars(self.settings.cache_dir.resolve(), self.settings.kafka_version,
-                          self.settings.auto_install)
+        ensure_kafka_jars(
+            self.settings.cache_dir.resolve(),
+            self.settings.kafka_version,
+            self.settings.auto_install,
+        )
 
     def up(self, timeout: float = 120.0, only: set[str] | None = None) -> list[ServiceStatus]:
         """Start every server (or those named in ``only``) not yet running; wait for all."""
@@ -122,8 +132,9 @@ class LocalServices:
             starting.append((server, server.process(argv).start()))
         self._wait_ready(starting, timeout)
         cluster = self.redis_cluster
-        if self.settings.redis_cluster and (only is None
-                                            or any(n.name in only for n in cluster.nodes)):
+        if self.settings.redis_cluster and (
+            only is None or any(n.name in only for n in cluster.nodes)
+        ):
             cluster.form(timeout)
         return self.status()
 
@@ -153,6 +164,4 @@ class LocalServices:
         return [s.name for s in reversed(self.known) if s.process().stop()]
 
     def status(self) -> list[ServiceStatus]:
-        return [
-            ServiceStatus(s.name, s.address, s.process().pid(), s.ready()) for s in self.known
-        ]
+        return [ServiceStatus(s.name, s.address, s.process().pid(), s.ready()) for s in self.known]

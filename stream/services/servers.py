@@ -46,8 +46,12 @@ class Server:
 
     def process(self, argv: tuple[str, ...] = ()) -> ManagedProcess:
         return ManagedProcess(
-            self.name, self.program, self.folder / f"{self.name}.log",
-            self.folder / f"{self.name}.pid", argv, cwd=self.folder,
+            self.name,
+            self.program,
+            self.folder / f"{self.name}.log",
+            self.folder / f"{self.name}.pid",
+            argv,
+            cwd=self.folder,
         )
 
     def prepare(self, settings: ServicesSettings) -> tuple[str, ...]:
@@ -69,8 +73,9 @@ class KafkaServer(Server):
 
     def prepare(self, settings: ServicesSettings) -> tuple[str, ...]:
         java = ensure_program("java", "openjdk-17-jre-headless", settings.auto_install)
-        libs = ensure_kafka_jars(settings.cache_dir.resolve(), settings.kafka_version,
-                                 settings.auto_install)
+        libs = ensure_kafka_jars(
+            settings.cache_dir.resolve(), settings.kafka_version, settings.auto_install
+        )
         data = self.folder / "data"
         config = self.folder / "server.properties"
         config.parent.mkdir(parents=True, exist_ok=True)
@@ -83,41 +88,51 @@ class KafkaServer(Server):
             "log4j.appender.stdout.layout=org.apache.log4j.PatternLayout\n"
             "log4j.appender.stdout.layout.ConversionPattern=[%d] %p %m (%c)%n\n"
         )
-        jvm = (java, f"-Xmx{settings.kafka_heap}", f"-Xms{settings.kafka_heap}",
-               "-XX:+UseG1GC", "-Djava.awt.headless=true",
-               f"-Dlog4j.configuration=file:{log4j}", "-cp", f"{libs}/*")
+        jvm = (
+            java,
+            f"-Xmx{settings.kafka_heap}",
+            f"-Xms{settings.kafka_heap}",
+            "-XX:+UseG1GC",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j.configuration=file:{log4j}",
+            "-cp",
+            f"{libs}/*",
+        )
         if not (data / "meta.properties").exists():
             self._format(jvm, config)
         return (*jvm, "kafka.Kafka", str(config))
 
     def _properties(self, data: Path) -> str:
         port, controller = self.port, self.controller_port
-        return "\n".join([
-            "process.roles=broker,controller",
-            "node.id=1",
-            f"controller.quorum.voters=1@{HOST}:{controller}",
-            f"listeners=PLAINTEXT://{HOST}:{port},CONTROLLER://{HOST}:{controller}",
-            f"advertised.listeners=PLAINTEXT://{HOST}:{port}",
-            "controller.listener.names=CONTROLLER",
-            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-            "inter.broker.listener.name=PLAINTEXT",
-            f"log.dirs={data}",
-            "num.partitions=1",
-            "auto.create.topics.enable=false",
-            "offsets.topic.replication.factor=1",
-            "offsets.topic.num.partitions=4",
-            "transaction.state.log.replication.factor=1",
-            "transaction.state.log.min.isr=1",
-            "group.initial.rebalance.delay.ms=0",
-            "log.retention.hours=168",
-            "",
-        ])
+        return "\n".join(
+            [
+                "process.roles=broker,controller",
+                "node.id=1",
+                f"controller.quorum.voters=1@{HOST}:{controller}",
+                f"listeners=PLAINTEXT://{HOST}:{port},CONTROLLER://{HOST}:{controller}",
+                f"advertised.listeners=PLAINTEXT://{HOST}:{port}",
+                "controller.listener.names=CONTROLLER",
+                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                "inter.broker.listener.name=PLAINTEXT",
+                f"log.dirs={data}",
+                "num.partitions=1",
+                "auto.create.topics.enable=false",
+                "offsets.topic.replication.factor=1",
+                "offsets.topic.num.partitions=4",
+                "transaction.state.log.replication.factor=1",
+                "transaction.state.log.min.isr=1",
+                "group.initial.rebalance.delay.ms=0",
+                "log.retention.hours=168",
+                "",
+            ]
+        )
 
     def _format(self, jvm: tuple[str, ...], config: Path) -> None:
         cluster_id = kafka_cluster_id()
         result = subprocess.run(
             [*jvm, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)],
-            capture_output=True, text=True,
+            capture_output=True,
+            text=True,
         )
         if result.returncode != 0:
             raise RuntimeError(f"formatting Kafka storage failed: {result.stdout}{result.stderr}")
@@ -164,15 +179,29 @@ class RedisServer(Server):
 
     program = "redis-server"
 
-    def __init__(self, settings: ServicesSettings, folder: Path, name: str = "redis",
-                 port: int | None = None) -> None:
+    def __init__(
+        self, settings: ServicesSettings, folder: Path, name: str = "redis", port: int | None = None
+    ) -> None:
         super().__init__(name, settings.redis_port if port is None else port, folder)
 
     def prepare(self, settings: ServicesSettings) -> tuple[str, ...]:
         binary = ensure_program("redis-server", "redis-server", settings.auto_install)
         self.folder.mkdir(parents=True, exist_ok=True)
-        return (binary, "--bind", HOST, "--port", str(self.port), "--dir", str(self.folder),
-                "--appendonly", "yes", "--save", "", "--daemonize", "no")
+        return (
+            binary,
+            "--bind",
+            HOST,
+            "--port",
+            str(self.port),
+            "--dir",
+            str(self.folder),
+            "--appendonly",
+            "yes",
+            "--save",
+            "",
+            "--daemonize",
+            "no",
+        )
 
     def ready(self) -> bool:
         import redis
@@ -210,17 +239,29 @@ class PrometheusServer(Server):
         self.targets_dir.mkdir(parents=True, exist_ok=True)
         config = self.folder / "prometheus.yml"
         config.write_text(yaml.safe_dump(self.config(settings.scrape_interval), sort_keys=False))
-        return (binary, f"--config.file={config}", f"--storage.tsdb.path={self.folder / 'data'}",
-                f"--web.listen-address={self.address}", "--web.enable-lifecycle",
-                "--storage.tsdb.retention.time=7d")
+        return (
+            binary,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={self.folder / 'data'}",
+            f"--web.listen-address={self.address}",
+            "--web.enable-lifecycle",
+            "--storage.tsdb.retention.time=7d",
+        )
 
     def config(self, interval: str) -> dict[str, object]:
         jobs = [file_job(job, str(self.targets_dir / f"{job}-*.json")) for job in JOBS]
-        return prometheus_config(interval, self.alertmanager, [str(p) for p in self.rules], jobs,
-                                 self.address)
+        return prometheus_config(
+            interval, self.alertmanager, [str(p) for p in self.rules], jobs, self.address
+        )
 
-    def add_target(self, job: str, name: str, address: str, pipeline: str | None = None,
-                   role: str | None = None) -> Path:
+    def add_target(
+        self,
+        job: str,
+        name: str,
+        address: str,
+        pipeline: str | None = None,
+        role: str | None = None,
+    ) -> Path:
         """Make Prometheus scrape ``address`` as ``job`` (``worker`` or ``api``)."""
         if job not in JOBS:
             raise ValueError(f"job: must be one of {JOBS}, not {job!r}")
@@ -243,28 +284,43 @@ class AlertmanagerServer(Server):
         super().__init__("alertmanager", settings.alertmanager_port, folder)
 
     def prepare(self, settings: ServicesSettings) -> tuple[str, ...]:
-        binary = ensure_program("prometheus-alertmanager", "prometheus-alertmanager",
-                                settings.auto_install)
+        binary = ensure_program(
+            "prometheus-alertmanager", "prometheus-alertmanager", settings.auto_install
+        )
         self.folder.mkdir(parents=True, exist_ok=True)
         config = self.folder / "alertmanager.yml"
         shutil.copyfile(ALERTMANAGER_CONFIG, config)
-        return (binary, f"--config.file={config}", f"--storage.path={self.folder / 'data'}",
-                f"--web.listen-address={self.address}", "--cluster.listen-address=")
+        return (
+            binary,
+            f"--config.file={config}",
+            f"--storage.path={self.folder / 'data'}",
+            f"--web.listen-address={self.address}",
+            "--cluster.listen-address=",
+        )
 
     def ready(self) -> bool:
         return _http_ok(f"{self.url}/-/ready")
 
 
-def write_scrape_target(targets_dir: Path, job: str, name: str, address: str,
-                        pipeline: str | None = None, role: str | None = None) -> Path:
+def write_scrape_target(
+    targets_dir: Path,
+    job: str,
+    name: str,
+    address: str,
+    pipeline: str | None = None,
+    role: str | None = None,
+) -> Path:
     """Write (atomically) the file-discovery entry that makes Prometheus scrape ``address``,
     labelled ``instance_name`` (``name``), ``pipeline`` (the app id; default ``name``:
     drift alerts aggregate by it) and, for a worker, its ``role``."""
     targets_dir.mkdir(parents=True, exist_ok=True)
     path = targets_dir / f"{job}-{name}.json"
     tmp = path.with_suffix(".tmp")
-    labels = {"instance_name": name, "pipeline": pipeline or name,
-              **({"role": role} if role else {})}
+    labels = {
+        "instance_name": name,
+        "pipeline": pipeline or name,
+        **({"role": role} if role else {}),
+    }
     tmp.write_text(json.dumps([{"targets": [address], "labels": labels}]))
     tmp.rename(path)
     return path

@@ -52,14 +52,20 @@ class Rollback(Change):
 
 
 #: How an admin proves it: ``Authorization: Bearer <api.admin_token>`` (in the OpenAPI).
-BEARER = HTTPBearer(auto_error=False, scheme_name="adminToken",
-                    description="The configured api.admin_token.")
+BEARER = HTTPBearer(
+    auto_error=False, scheme_name="adminToken", description="The configured api.admin_token."
+)
 
 
 def _error(description: str) -> dict[str, Any]:
-    return {"description": description,
-            "content": {"application/json": {"schema": {
-                "type": "object", "properties": {"detail": {"type": "string"}}}}}}
+    return {
+        "description": description,
+        "content": {
+            "application/json": {
+                "schema": {"type": "object", "properties": {"detail": {"type": "string"}}}
+            }
+        },
+    }
 
 
 #: What the admin endpoints answer besides 200 and 422.
@@ -68,8 +74,7 @@ ADMIN_RESPONSES: dict[int | str, dict[str, Any]] = {
     403: _error("The token is not valid."),
     404: _error("The version or challenger does not exist."),
     409: _error("The snapshot's signature does not match: it is never loaded."),
-    503: _error("The admin endpoints are disabled (no api.admin_token), or Redis is "
-                "unavailable."),
+    503: _error("The admin endpoints are disabled (no api.admin_token), or Redis is unavailable."),
 }
 
 
@@ -81,11 +86,15 @@ def admin_router(registry: ModelRegistry, token: str | None, refresh: Any) -> AP
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
     ) -> None:
         if token is None:
-            raise HTTPException(503, "admin endpoints are disabled: set "
-                                     "FRAUDSTREAM_API__ADMIN_TOKEN")
+            raise HTTPException(
+                503, "admin endpoints are disabled: set FRAUDSTREAM_API__ADMIN_TOKEN"
+            )
         if credentials is None:
-            raise HTTPException(401, "authorization: a 'Bearer <token>' header is required",
-                                headers={"WWW-Authenticate": "Bearer"})
+            raise HTTPException(
+                401,
+                "authorization: a 'Bearer <token>' header is required",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         if not hmac.compare_digest(credentials.credentials.encode(), token.encode()):
             raise HTTPException(403, "authorization: the token is not valid")
 
@@ -112,8 +121,7 @@ def admin_router(registry: ModelRegistry, token: str | None, refresh: Any) -> AP
 
     @router.post("/v1/admin/rollback", dependencies=admin_only, responses=ADMIN_RESPONSES)
     async def rollback(body: Rollback) -> dict[str, Any]:
-        return await _change(lambda at: registry.rollback(body.who, body.reason, at,
-                                                          body.version))
+        return await _change(lambda at: registry.rollback(body.who, body.reason, at, body.version))
 
     async def _change(act: Any) -> dict[str, Any]:
         at = datetime.now(tz=UTC).isoformat()
@@ -127,4 +135,3 @@ def admin_router(registry: ModelRegistry, token: str | None, refresh: Any) -> AP
         return asdict(entry)
 
     return router
-

@@ -111,18 +111,25 @@ class Problem(BaseModel):
     reason: str
 
 
-def problem(status: int, detail: str, reason: str,
-            headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(status_code=status, content={"detail": detail, "reason": reason},
-                        headers=headers)
+def problem(
+    status: int, detail: str, reason: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(
+        status_code=status, content={"detail": detail, "reason": reason}, headers=headers
+    )
 
 
 #: What every route may answer besides its own codes (the guard's, and the refusals).
 COMMON_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"description": "The body could not be parsed (not JSON, or a broken encoding)."},
     413: {"model": Problem, "description": "The body is larger than api.max_body_bytes."},
-    503: {"model": Problem, "description": "Overloaded (api.max_in_flight), Redis "
-          "unreachable, or no model loaded; see Retry-After."},
+    503: {
+        "model": Problem,
+        "description": (
+            "Overloaded (api.max_in_flight), Redis "
+            "unreachable, or no model loaded; see Retry-After."
+        ),
+    },
 }
 
 
@@ -158,8 +165,6 @@ class ModelRefresher:
                     log.warning("model refresh failed: %r; keeping the current model", exc)
                 self._failing = True
             await asyncio.sleep(every)
-
-
 
 
 class Answer(JSONResponse):
@@ -225,20 +230,30 @@ def create_app(
                     await task
             await store.close()
 
-    app = FastAPI(title="fraudstream scoring API", version="1", lifespan=lifespan,
-                  responses=COMMON_RESPONSES)
+    app = FastAPI(
+        title="fraudstream scoring API", version="1", lifespan=lifespan, responses=COMMON_RESPONSES
+    )
     app.state.holder = holder
     app.state.refresher = refresher
     app.include_router(admin_router(registry, admin_token, refresher.refresh))
-    app.add_middleware(Guard, metrics=metrics, max_in_flight=max_in_flight,
-                       max_body_bytes=max_body_bytes, retry_after_seconds=retry_after_seconds,
-                       max_lag_seconds=max_loop_lag_seconds)
+    app.add_middleware(
+        Guard,
+        metrics=metrics,
+        max_in_flight=max_in_flight,
+        max_body_bytes=max_body_bytes,
+        retry_after_seconds=retry_after_seconds,
+        max_lag_seconds=max_loop_lag_seconds,
+    )
 
     @app.exception_handler(RedisError)
     @app.exception_handler(RedisClusterException)  # (not a RedisError: a slot not served)
     async def redis_unavailable(request: Request, exc: Exception) -> JSONResponse:
-        return problem(503, f"feature store unavailable ({type(exc).__name__}); try again",
-                       "redis_unavailable", retry_after)
+        return problem(
+            503,
+            f"feature store unavailable ({type(exc).__name__}); try again",
+            "redis_unavailable",
+            retry_after,
+        )
 
     @app.exception_handler(ModelError)
     async def model_unavailable(request: Request, exc: ModelError) -> JSONResponse:
@@ -248,8 +263,14 @@ def create_app(
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         # the errors without the input (a 10 MB body came back as a 60 MB answer)
-        errors = [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", ""))[:300],
-                   "type": e.get("type", "")} for e in exc.errors()[:20]]
+        errors = [
+            {
+                "loc": list(e.get("loc", ())),
+                "msg": str(e.get("msg", ""))[:300],
+                "type": e.get("type", ""),
+            }
+            for e in exc.errors()[:20]
+        ]
         return JSONResponse(status_code=422, content={"detail": errors})
 
     async def single_keys(request: Request) -> None:
@@ -267,37 +288,61 @@ def create_app(
         except ValueError:
             return  # not JSON: the body's own validation says so
         if repeated:
-            raise RequestValidationError([{"loc": ("body", key), "msg": "given more than once",
-                                           "type": "duplicate_key"} for key in repeated])
+            raise RequestValidationError(
+                [
+                    {"loc": ("body", key), "msg": "given more than once", "type": "duplicate_key"}
+                    for key in repeated
+                ]
+            )
 
-    def answer(record: ScoredRecord, features: bool, started: float,
-               model: base.Classifier | None = None) -> dict[str, Any]:
+    def answer(
+        record: ScoredRecord, features: bool, started: float, model: base.Classifier | None = None
+    ) -> dict[str, Any]:
         """The response (a :class:`ScoreResponse`, as JSON-ready data); with ``model`` (the
         one that scored it), its reason codes. The decision goes to the decision log."""
         why = None if model is None else reasons(model, record.features, explain_top)
         if decisions is not None:
-            decisions.record(Decision(
-                record.txn_id, record.card_id, record.terminal_id, record.score,
-                record.model_version, FEATURE_SET_VERSION,
-                None if why is None else [(r.feature, r.value, r.contribution) for r in why],
-                (time.perf_counter() - started) * 1000, time.time()))
-        out: dict[str, Any] = {"txn_id": record.txn_id, "score": record.score,
-                               "model_version": record.model_version,
-                               "feature_set_version": FEATURE_SET_VERSION}
+            decisions.record(
+                Decision(
+                    record.txn_id,
+                    record.card_id,
+                    record.terminal_id,
+                    record.score,
+                    record.model_version,
+                    FEATURE_SET_VERSION,
+                    None if why is None else [(r.feature, r.value, r.contribution) for r in why],
+                    (time.perf_counter() - started) * 1000,
+                    time.time(),
+                )
+            )
+        out: dict[str, Any] = {
+            "txn_id": record.txn_id,
+            "score": record.score,
+            "model_version": record.model_version,
+            "feature_set_version": FEATURE_SET_VERSION,
+        }
         if features:
             out["features"] = record.features
         if why is not None:
-            out["reasons"] = [{"feature": r.feature, "value": r.value,
-                               "contribution": r.contribution} for r in why]
+            out["reasons"] = [
+                {"feature": r.feature, "value": r.value, "contribution": r.contribution}
+                for r in why
+            ]
         return out
 
     # The answers are built as data and returned as an Answer: FastAPI would validate a
     # returned model against response_model once more (the models still document them).
 
-    @app.post("/v1/score", response_model=ScoreResponse, response_model_exclude_none=True,
-              dependencies=[Depends(single_keys)])
+    @app.post(
+        "/v1/score",
+        response_model=ScoreResponse,
+        response_model_exclude_none=True,
+        dependencies=[Depends(single_keys)],
+    )
     async def score(
-        body: TransactionRecord, features: bool = False, explain: bool = False,
+        body: TransactionRecord,
+        features: bool = False,
+        explain: bool = False,
     ) -> JSONResponse:
         """Score one transaction; ``features=true`` adds the vector it was scored from,
         ``explain=true`` the features that raised the score most (reason codes)."""
@@ -308,23 +353,36 @@ def create_app(
         record = await score_readonly(store, holder, body.to_event())
         return Answer(answer(record, features, started, serving.model if explain else None))
 
-    @app.post("/v1/score/batch", response_model=ScoreBatchResponse,
-              response_model_exclude_none=True, dependencies=[Depends(single_keys)])
+    @app.post(
+        "/v1/score/batch",
+        response_model=ScoreBatchResponse,
+        response_model_exclude_none=True,
+        dependencies=[Depends(single_keys)],
+    )
     async def score_batch(
-        body: ScoreBatch, features: bool = False, explain: bool = False,
+        body: ScoreBatch,
+        features: bool = False,
+        explain: bool = False,
     ) -> JSONResponse:
         """Score up to ``api.batch_max`` transactions, each from the state as it is now (one
         Redis round trip for all, one model call), as ``/v1/score`` would one by one."""
         if len(body.transactions) > batch_max:
-            raise RequestValidationError([{
-                "loc": ("body", "transactions"), "type": "too_long",
-                "msg": f"at most {batch_max} transactions (api.batch_max)"}])
+            raise RequestValidationError(
+                [
+                    {
+                        "loc": ("body", "transactions"),
+                        "type": "too_long",
+                        "msg": f"at most {batch_max} transactions (api.batch_max)",
+                    }
+                ]
+            )
         started = time.perf_counter()
         if holder.current is None:
             await refresher.refresh()
         serving = holder.require()
-        records = await score_readonly_many(store, holder,
-                                            [t.to_event() for t in body.transactions])
+        records = await score_readonly_many(
+            store, holder, [t.to_event() for t in body.transactions]
+        )
         model = serving.model if explain else None
         return Answer({"results": [answer(r, features, started, model) for r in records]})
 
@@ -340,18 +398,27 @@ def create_app(
         try:
             champion = await registry.champion_version()
         except RedisError as exc:
-            return problem(503, f"Redis does not answer ({type(exc).__name__})",
-                           "redis_unavailable", retry_after)
+            return problem(
+                503,
+                f"Redis does not answer ({type(exc).__name__})",
+                "redis_unavailable",
+                retry_after,
+            )
         current = holder.current
         if current is None:
             return problem(503, "no verified model is loaded yet", "no_model", retry_after)
-        return Ready(status="ready", model_version=current.version, champion_version=champion,
-                     model_loaded_seconds_ago=round(time.monotonic() - refresher.loaded_at, 3),
-                     refused_versions=sorted(holder.refused))
+        return Ready(
+            status="ready",
+            model_version=current.version,
+            champion_version=champion,
+            model_loaded_seconds_ago=round(time.monotonic() - refresher.loaded_at, 3),
+            refused_versions=sorted(holder.refused),
+        )
 
     @app.get("/metrics", include_in_schema=False)  # Prometheus text, not JSON
     async def prometheus_metrics() -> Response:
-        return Response(generate_latest(exposed or metrics_registry),
-                        media_type=CONTENT_TYPE_LATEST)
+        return Response(
+            generate_latest(exposed or metrics_registry), media_type=CONTENT_TYPE_LATEST
+        )
 
     return app

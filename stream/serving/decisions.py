@@ -79,13 +79,19 @@ _FIELDS = tuple(f.name for f in fields(Decision))
 class DecisionLog:
     """A bounded buffer of decisions and the task that sends them to ``topic``."""
 
-    def __init__(self, bootstrap_servers: str, topic: str, buffer_max: int = 10_000,
-                 batch_max: int = 500, linger_ms: int = 20,
-                 on_sent: Callable[[int], None] = lambda n: None,
-                 on_dropped: Callable[[int], None] = lambda n: None,
-                 on_buffered: Callable[[int], None] = lambda n: None,
-                 producer_options: dict[str, Any] | None = None,
-                 prepare: Callable[[], Awaitable[object]] | None = None) -> None:
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        topic: str,
+        buffer_max: int = 10_000,
+        batch_max: int = 500,
+        linger_ms: int = 20,
+        on_sent: Callable[[int], None] = lambda n: None,
+        on_dropped: Callable[[int], None] = lambda n: None,
+        on_buffered: Callable[[int], None] = lambda n: None,
+        producer_options: dict[str, Any] | None = None,
+        prepare: Callable[[], Awaitable[object]] | None = None,
+    ) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.topic = topic
         self.buffer_max = buffer_max
@@ -130,8 +136,12 @@ class DecisionLog:
 
     async def _connected(self) -> AIOKafkaProducer:
         while self._producer is None:
-            producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap_servers, acks="all",
-                                        linger_ms=self.linger_ms, **self.producer_options)
+            producer = AIOKafkaProducer(
+                bootstrap_servers=self.bootstrap_servers,
+                acks="all",
+                linger_ms=self.linger_ms,
+                **self.producer_options,
+            )
             try:
                 if self.prepare is not None:
                     await self.prepare()
@@ -152,10 +162,11 @@ class DecisionLog:
         try:
             await asyncio.gather(*await self._produce(producer, batch))
         except KafkaError as exc:
-            log.warning("decision log: %d decisions not acknowledged (%s); retrying",
-                        len(batch), exc)
+            log.warning(
+                "decision log: %d decisions not acknowledged (%s); retrying", len(batch), exc
+            )
             room = self.buffer_max - len(self._buffer)
-            kept = batch[:max(room, 0)]
+            kept = batch[: max(room, 0)]
             self._buffer.extendleft(reversed(kept))
             if len(batch) > len(kept):
                 self.on_dropped(len(batch) - len(kept))
@@ -164,8 +175,9 @@ class DecisionLog:
             return
         self.on_sent(len(batch))
 
-    async def _produce(self, producer: AIOKafkaProducer,
-                       decisions: list[Decision]) -> list[asyncio.Future[Any]]:
+    async def _produce(
+        self, producer: AIOKafkaProducer, decisions: list[Decision]
+    ) -> list[asyncio.Future[Any]]:
         """Hand ``decisions`` to the producer as whole batches, each to the next partition
         in turn (one call per batch: sending each was 5 % of the API's time, py-spy);
         the futures of their acknowledgements."""
@@ -181,11 +193,13 @@ class DecisionLog:
         futures.append(await self._send(producer, batch, partitions))
         return futures
 
-    async def _send(self, producer: AIOKafkaProducer, batch: Any,
-                    partitions: list[int]) -> asyncio.Future[Any]:
+    async def _send(
+        self, producer: AIOKafkaProducer, batch: Any, partitions: list[int]
+    ) -> asyncio.Future[Any]:
         self._turn = (self._turn + 1) % len(partitions)
         future: asyncio.Future[Any] = await producer.send_batch(
-            batch, self.topic, partition=partitions[self._turn])
+            batch, self.topic, partition=partitions[self._turn]
+        )
         return future
 
     async def _close(self) -> None:

@@ -38,13 +38,22 @@ class BodyTooLarge(Exception):
     """The request body passed the configured limit while it was read."""
 
 
-async def answer(send: Any, status: int, body: dict[str, Any],
-                 headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
+async def answer(
+    send: Any, status: int, body: dict[str, Any], headers: tuple[tuple[bytes, bytes], ...] = ()
+) -> None:
     """Send a whole JSON response."""
     payload = json.dumps(body, separators=(",", ":")).encode()
-    await send({"type": "http.response.start", "status": status, "headers": [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(payload)).encode()), *headers]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+                *headers,
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": payload})
 
 
@@ -108,9 +117,15 @@ class Guard:
     """Sheds load over ``max_in_flight``, refuses bodies over ``max_body_bytes`` and
     counts every response (see the module docstring)."""
 
-    def __init__(self, app: Any, metrics: ApiMetrics, max_in_flight: int,
-                 max_body_bytes: int, retry_after_seconds: int,
-                 max_lag_seconds: float = 0.0) -> None:
+    def __init__(
+        self,
+        app: Any,
+        metrics: ApiMetrics,
+        max_in_flight: int,
+        max_body_bytes: int,
+        retry_after_seconds: int,
+        max_lag_seconds: float = 0.0,
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.max_in_flight = max_in_flight
@@ -163,8 +178,12 @@ class Guard:
             refused = self._overloaded()
             if refused:
                 self.metrics.shed.inc()
-                await answer(send, 503, {"detail": f"overloaded: {refused}; try again",
-                                         "reason": "overloaded"}, self.retry_after)
+                await answer(
+                    send,
+                    503,
+                    {"detail": f"overloaded: {refused}; try again", "reason": "overloaded"},
+                    self.retry_after,
+                )
                 return
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
@@ -183,8 +202,10 @@ class Guard:
         if self.max_lag and self.in_flight:  # alone, a request never waits for another
             behind = self.lag.behind()
             if behind > self.max_lag:
-                return (f"the event loop is {1000 * behind:.0f} ms behind "
-                        f"(api.max_loop_lag_ms: {1000 * self.max_lag:g})")
+                return (
+                    f"the event loop is {1000 * behind:.0f} ms behind "
+                    f"(api.max_loop_lag_ms: {1000 * self.max_lag:g})"
+                )
         return ""
 
     def _limited(self, receive: Any, too_large: list[bool]) -> Any:
@@ -203,5 +224,7 @@ class Guard:
         return limited
 
     def _too_large(self) -> dict[str, Any]:
-        return {"detail": f"body: larger than {self.max_body_bytes} bytes (api.max_body_bytes)",
-                "reason": "too_large"}
+        return {
+            "detail": f"body: larger than {self.max_body_bytes} bytes (api.max_body_bytes)",
+            "reason": "too_large",
+        }

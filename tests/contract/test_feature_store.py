@@ -40,8 +40,11 @@ T = TypeVar("T")
 
 def examples(count: int) -> Callable[[T], T]:
     """Hypothesis settings of these tests: ``count`` examples, no deadline (real Redis)."""
-    return settings(max_examples=count, deadline=None,
-                    suppress_health_check=[HealthCheck.function_scoped_fixture])
+    return settings(
+        max_examples=count,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture],
+    )
 
 
 @pytest.fixture(params=["memory", "redis", "redis-cluster"])
@@ -52,10 +55,12 @@ def make_store(request: pytest.FixtureRequest) -> StoreFactory:
     if request.param == "redis-cluster":
         url: str = request.getfixturevalue("redis_cluster_url")
         return lambda: RedisClusterFeatureStore.from_url(
-            url, f"fs-{secrets.token_hex(4)}", allowed_lateness=LATENESS)
+            url, f"fs-{secrets.token_hex(4)}", allowed_lateness=LATENESS
+        )
     url = request.getfixturevalue("redis_url")
     return lambda: RedisFeatureStore.from_url(
-        url, f"fs-{secrets.token_hex(4)}", allowed_lateness=LATENESS)
+        url, f"fs-{secrets.token_hex(4)}", allowed_lateness=LATENESS
+    )
 
 
 @pytest.fixture
@@ -74,8 +79,9 @@ async def score(store: FeatureStore, *txns: Transaction) -> list[Applied]:
 def record_for(applied: Applied) -> ScoredRecord:
     assert applied.state is not None
     t = applied.txn
-    return ScoredRecord(t.txn_id, t.card_id, t.terminal_id, t.event_time,
-                        view(applied.state, t), 0.5, 1)
+    return ScoredRecord(
+        t.txn_id, t.card_id, t.terminal_id, t.event_time, view(applied.state, t), 0.5, 1
+    )
 
 
 def txn(i: int, t: float, card: str = "c1", terminal: str = "p1") -> Transaction:
@@ -197,8 +203,11 @@ async def test_a_fraud_label_counts_once_from_its_first_arrival(store: FeatureSt
 
 
 async def test_frauds_recorded_together_count_as_one_by_one(store: FeatureStore) -> None:
-    applied = [a for i, (t, term) in enumerate([(0.0, "p1"), (10.0, "p2"), (20.0, "p1")])
-               for a in await score(store, txn(i + 1, t, terminal=term))]
+    applied = [
+        a
+        for i, (t, term) in enumerate([(0.0, "p1"), (10.0, "p2"), (20.0, "p1")])
+        for a in await score(store, txn(i + 1, t, terminal=term))
+    ]
     records = [record_for(a) for a in applied]
     labels = [Label(r.txn_id, True, r.event_time + 100) for r in records]
     await store.record_frauds(list(zip(records, labels, strict=True)))
@@ -220,10 +229,13 @@ async def test_peek_writes_nothing(store: FeatureStore) -> None:
 
 
 async def test_peek_many_equals_peek_one_by_one(store: FeatureStore) -> None:
-    await score(store, txn(1, 0.0, "c1", "p1"), txn(2, 50.0, "c2", "p1"),
-                txn(3, 90.0, "c1", "p2"))
-    probes = [txn(4, 100.0, "c1", "p1"), txn(5, 3_600.0, "c2", "p2"), txn(6, 7.0, "c9", "p9"),
-              txn(7, 100.0, "c1", "p1")]
+    await score(store, txn(1, 0.0, "c1", "p1"), txn(2, 50.0, "c2", "p1"), txn(3, 90.0, "c1", "p2"))
+    probes = [
+        txn(4, 100.0, "c1", "p1"),
+        txn(5, 3_600.0, "c2", "p2"),
+        txn(6, 7.0, "c9", "p9"),
+        txn(7, 100.0, "c1", "p1"),
+    ]
     assert await store.peek_many(probes) == [await store.peek(p) for p in probes]
     assert await store.peek_many([]) == []
 
@@ -258,11 +270,10 @@ def test_applying_any_prefix_twice_changes_nothing(
 
 @examples(100)
 @given(ops=operations() | operations_with_unsaved())
-def test_redis_and_memory_give_exactly_the_same_vectors(
-    redis_url: str, ops: list[Op]
-) -> None:
-    in_redis, in_memory = asyncio.run(in_redis_and_memory(
-        redis_url, lambda store: drive(store, ops)))
+def test_redis_and_memory_give_exactly_the_same_vectors(redis_url: str, ops: list[Op]) -> None:
+    in_redis, in_memory = asyncio.run(
+        in_redis_and_memory(redis_url, lambda store: drive(store, ops))
+    )
     assert in_redis == in_memory
 
 
@@ -274,6 +285,7 @@ def test_unsaved_transactions_and_compaction_keep_every_vector_exact(
     """Transactions left unsaved, saved late, redelivered or abandoned, while their
     cards are compacted: every vector (first and redelivered) equals the brute-force
     reference, and no unsaved transaction keeps its card's stale records alive."""
+
     async def run() -> None:
         store = make_store()
         try:
@@ -284,8 +296,13 @@ def test_unsaved_transactions_and_compaction_keep_every_vector_exact(
                 if newest is None:
                     continue
                 # the card is rewritten within SLACK + 1 transactions, pending or not
-                await score(store, *(Transaction(f"{card_id}-{k}", card_id, "p0", 1.0, newest)
-                                     for k in range(SLACK + 1)))
+                await score(
+                    store,
+                    *(
+                        Transaction(f"{card_id}-{k}", card_id, "p0", 1.0, newest)
+                        for k in range(SLACK + 1)
+                    ),
+                )
                 history = (await store.peek(Transaction("?", card_id, "p0", 1.0, T0))).card
                 assert min(history.times) >= newest - 2 * LATENESS - HORIZON_SECONDS
         finally:
@@ -295,16 +312,33 @@ def test_unsaved_transactions_and_compaction_keep_every_vector_exact(
 
 
 @examples(200)
-@given(steps=st.lists(st.sampled_from([0.0, 60.0, 3600.0, 7 * 3600.0, 30 * 3600.0, 86400.0,
-                                       2 * 86400.0, 3 * 86400.0, 7 * 86400.0, 14 * 86400.0,
-                                       30 * 86400.0])
-                      .flatmap(lambda step: st.sampled_from([step, -step])), max_size=30))
+@given(
+    steps=st.lists(
+        st.sampled_from(
+            [
+                0.0,
+                60.0,
+                3600.0,
+                7 * 3600.0,
+                30 * 3600.0,
+                86400.0,
+                2 * 86400.0,
+                3 * 86400.0,
+                7 * 86400.0,
+                14 * 86400.0,
+                30 * 86400.0,
+            ]
+        ).flatmap(lambda step: st.sampled_from([step, -step])),
+        max_size=30,
+    )
+)
 def test_terminal_windows_equal_the_reference_in_any_order(
     make_store: StoreFactory, steps: list[float]
 ) -> None:
     """One terminal, a card per transaction, times walking back and forth by up to
     30 days (whole windows and whole kept ranges, so that a late one can land on
     their edges): the bucketed counts equal the brute-force reference's."""
+
     async def run() -> None:
         store = make_store()
         clock, seen = T0, list[Transaction]()
@@ -328,8 +362,9 @@ async def test_terminal_risk_never_reflects_a_label_that_had_not_arrived(
     """The label is processed first, but it arrives (event time) after the second transaction."""
     [first] = await score(store, txn(1, 0.0, "c1", "p1"))
     await store.record_fraud(record_for(first), Label("t1", True, T0 + 2 * 86400))
-    [before, after] = await score(store, txn(2, 86400.0, "c2", "p1"),
-                                  txn(3, 3 * 86400.0, "c3", "p1"))
+    [before, after] = await score(
+        store, txn(2, 86400.0, "c2", "p1"), txn(3, 3 * 86400.0, "c3", "p1")
+    )
     assert before.state is not None and after.state is not None
     assert view(before.state, before.txn)["terminal_fraud_count_7d"] == 0.0
     assert view(after.state, after.txn)["terminal_fraud_count_7d"] == 1.0

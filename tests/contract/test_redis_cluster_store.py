@@ -20,16 +20,19 @@ from features.vector import view
 from tests.contract.test_feature_store import record_for, score
 from tests.feature_cases import LATENESS, T0
 
-HISTORY = [Transaction(f"h{i}", f"c{i % 3}", f"p{i % 2}", 10.0 + i, T0 + 600.0 * i)
-           for i in range(12)]
+HISTORY = [
+    Transaction(f"h{i}", f"c{i % 3}", f"p{i % 2}", 10.0 + i, T0 + 600.0 * i) for i in range(12)
+]
 LATER = T0 + 86400.0
 
 
 @pytest.fixture
-async def stores(redis_cluster_url: str
-                 ) -> AsyncIterator[tuple[RedisClusterFeatureStore, MemoryFeatureStore]]:
+async def stores(
+    redis_cluster_url: str,
+) -> AsyncIterator[tuple[RedisClusterFeatureStore, MemoryFeatureStore]]:
     cluster = RedisClusterFeatureStore.from_url(
-        redis_cluster_url, f"fs-{secrets.token_hex(4)}", allowed_lateness=LATENESS)
+        redis_cluster_url, f"fs-{secrets.token_hex(4)}", allowed_lateness=LATENESS
+    )
     memory = MemoryFeatureStore(allowed_lateness=LATENESS)
     for store in (cluster, memory):
         await score(store, *HISTORY)
@@ -111,8 +114,9 @@ async def test_a_card_that_dropped_what_a_crashed_transaction_saw_still_counts_i
     await memory.apply([unsaved])
     later = start + HORIZON_SECONDS + 3600 + 20  # the first record is compacted away
     for store in (cluster, memory):
-        await score(store, *(Transaction(f"l{3 + k}", "lone", "p0", 1.0, later)
-                             for k in range(SLACK + 1)))
+        await score(
+            store, *(Transaction(f"l{3 + k}", "lone", "p0", 1.0, later) for k in range(SLACK + 1))
+        )
     [again] = await cluster.apply([unsaved])
     [want] = await memory.apply([unsaved])
     assert again.status is want.status is Status.LATE
@@ -129,10 +133,12 @@ class _PipelineOnly(RedisClusterFeatureStore):
 
 
 async def test_the_fallback_path_answers_as_the_fast_path(redis_cluster_url: str) -> None:
-    fast = RedisClusterFeatureStore.from_url(redis_cluster_url, f"fs-{secrets.token_hex(4)}",
-                                             allowed_lateness=LATENESS)
-    slow = _PipelineOnly.from_url(redis_cluster_url, f"fs-{secrets.token_hex(4)}",
-                                  allowed_lateness=LATENESS)
+    fast = RedisClusterFeatureStore.from_url(
+        redis_cluster_url, f"fs-{secrets.token_hex(4)}", allowed_lateness=LATENESS
+    )
+    slow = _PipelineOnly.from_url(
+        redis_cluster_url, f"fs-{secrets.token_hex(4)}", allowed_lateness=LATENESS
+    )
     try:
         for store in (fast, slow):
             await score(store, *HISTORY)
@@ -143,12 +149,16 @@ async def test_the_fallback_path_answers_as_the_fast_path(redis_cluster_url: str
         for store in (fast, slow):
             [new] = await store.apply([txn])  # redelivered before its save, then a conflict
             [again, conflict, too_late] = await store.apply([txn, impostor, late])
-            answers.append([(a.status, a.owner, a.state) for a in (new, again, conflict,
-                                                                   too_late)])
+            answers.append([(a.status, a.owner, a.state) for a in (new, again, conflict, too_late)])
             assert [a.status for a in (new, again, conflict, too_late)] == [
-                Status.NEW, Status.PENDING, Status.CONFLICT, Status.LATE]
+                Status.NEW,
+                Status.PENDING,
+                Status.CONFLICT,
+                Status.LATE,
+            ]
             assert await store.scored_many(["h3", "h3"], ["c0", None]) == [
-                a.record for a in await store.apply([HISTORY[3]] * 2)]
+                a.record for a in await store.apply([HISTORY[3]] * 2)
+            ]
         assert answers[0] == answers[1]
     finally:
         await fast.close()

@@ -33,16 +33,16 @@ class CountingConnection(aioredis.Connection):
 
 @pytest.fixture
 async def store(redis_url: str) -> AsyncIterator[RedisFeatureStore]:
-    pool = aioredis.ConnectionPool.from_url(redis_url,
-                                            connection_class=CountingConnection)
+    pool = aioredis.ConnectionPool.from_url(redis_url, connection_class=CountingConnection)
     built = RedisFeatureStore(aioredis.Redis(connection_pool=pool), f"fs-{secrets.token_hex(4)}")
     yield built
     await built.close()
 
 
 def txns(n: int, cards: int = 10) -> list[Transaction]:
-    return [Transaction(f"t{i}", f"c{i % cards}", f"p{i % 3}", 12.5, T0 + 60.0 * i)
-            for i in range(n)]
+    return [
+        Transaction(f"t{i}", f"c{i % cards}", f"p{i % 3}", 12.5, T0 + 60.0 * i) for i in range(n)
+    ]
 
 
 async def test_a_batch_is_applied_in_one_round_trip_and_saved_in_one_more(
@@ -68,8 +68,10 @@ async def test_keys_carry_the_feature_set_version_and_all_expire(
     assert {k.split(":")[2] for k in keys} == {"card", "term", "fraud", "scored"}
     for key in keys:
         assert await store.client.ttl(key) > 0, key
-    for key, expected in [(store.keys.card("c9"), store.card_ttl_seconds),
-                          (store.keys.term("p0"), store.terminal_ttl_seconds)]:
+    for key, expected in [
+        (store.keys.card("c9"), store.card_ttl_seconds),
+        (store.keys.term("p0"), store.terminal_ttl_seconds),
+    ]:
         ttl = await store.client.ttl(key)
         assert expected - 60 < ttl <= expected
     assert applied.status is Status.NEW
@@ -108,8 +110,13 @@ async def test_the_script_keeps_exactly_the_bytes_of_card_append(
     clock, raw = T0, b""
     for i in range(300):
         clock += rnd.choice([0.0, 60.0, 3600.0, 86400.0, 5 * 86400.0])
-        t = Transaction(f"x{i}", "busy", f"p{i % 4}", rnd.uniform(0, 500),
-                        clock - rnd.choice([0.0, 0.0, 1800.0, 2 * 3600.0]))
+        t = Transaction(
+            f"x{i}",
+            "busy",
+            f"p{i % 4}",
+            rnd.uniform(0, 500),
+            clock - rnd.choice([0.0, 0.0, 1800.0, 2 * 3600.0]),
+        )
         [applied] = await score(store, t)
         if applied.status is Status.NEW:
             raw = card.append(raw, t, store.allowed_lateness)
@@ -136,8 +143,7 @@ async def test_a_new_store_serves_concurrent_first_requests(redis_url: str) -> N
     fresh = RedisFeatureStore.from_url(redis_url, prefix)
     try:
         await score(warm, *txns(20, cards=5))
-        probes = [Transaction(f"q{i}", f"c{i % 5}", "p1", 3.0, T0 + 90_000 + i)
-                  for i in range(40)]
+        probes = [Transaction(f"q{i}", f"c{i % 5}", "p1", 3.0, T0 + 90_000 + i) for i in range(40)]
         load = fresh.client.script_load
 
         async def slow_load(script: Any) -> Any:  # a slow Redis: loading takes a while

@@ -64,14 +64,21 @@ def workload(seed: int = 7, count: int = 1500) -> list[list[Op]]:
             clock += rnd.choice([0.0, 0.0, 1.0, 60.0, 900.0, 3600.0, 4 * 3600.0])
             back = rnd.choice([0.0] * 12 + [120.0, LATENESS, 1.5 * LATENESS, 3 * LATENESS])
             located = rnd.random() < 0.5
-            txn = Transaction(f"s{len(txns)}", f"c{rnd.randrange(25)}", f"p{rnd.randrange(6)}",
-                              round(rnd.lognormvariate(3.5, 1.2), 2), clock - back,
-                              lat=rnd.uniform(40, 50) if located else None,
-                              lon=rnd.uniform(-5, 10) if located else None)
+            txn = Transaction(
+                f"s{len(txns)}",
+                f"c{rnd.randrange(25)}",
+                f"p{rnd.randrange(6)}",
+                round(rnd.lognormvariate(3.5, 1.2), 2),
+                clock - back,
+                lat=rnd.uniform(40, 50) if located else None,
+                lon=rnd.uniform(-5, 10) if located else None,
+            )
             txns.append(txn)
             batch.append(txn)
-        batch += [Fraud(rnd.randrange(len(txns)), rnd.uniform(3600, 10 * 86400))
-                  for _ in range(rnd.choice([0, 1, 3]))]
+        batch += [
+            Fraud(rnd.randrange(len(txns)), rnd.uniform(3600, 10 * 86400))
+            for _ in range(rnd.choice([0, 1, 3]))
+        ]
         batches.append(batch)
     return batches
 
@@ -126,8 +133,10 @@ def digest(outcome: Outcome, names: tuple[str, ...] = FEATURE_NAMES) -> str:
 def digests(outcome: Outcome, names: tuple[str, ...]) -> dict[str, dict[str, str]]:
     """A short digest of each feature's float64 bits over every vector in order, and of
     each vector (a transaction, or ``redelivery N``; ``-`` for a late one)."""
-    rows = [*outcome.vectors.items(),
-            *((f"redelivery {k}", v) for k, v in enumerate(outcome.redelivered))]
+    rows = [
+        *outcome.vectors.items(),
+        *((f"redelivery {k}", v) for k, v in enumerate(outcome.redelivered)),
+    ]
     kept = [v for _, v in rows if v is not None]
     one = struct.Struct("<d")
 
@@ -136,9 +145,10 @@ def digests(outcome: Outcome, names: tuple[str, ...]) -> dict[str, dict[str, str
 
     return {
         "features": {n: short(b"".join(one.pack(v[n]) for v in kept)) for n in names},
-        "transactions": {key: "-" if v is None else
-                         short(struct.pack(f"<{len(names)}d", *(v[n] for n in names)))
-                         for key, v in rows},
+        "transactions": {
+            key: "-" if v is None else short(struct.pack(f"<{len(names)}d", *(v[n] for n in names)))
+            for key, v in rows
+        },
     }
 
 
@@ -151,11 +161,13 @@ def moved(now: dict[str, dict[str, str]], pinned: dict[str, dict[str, str]]) -> 
     """
     parts = []
     for what in ("features", "transactions"):
-        changed = [k for k in {**pinned[what], **now[what]}
-                   if now[what].get(k) != pinned[what].get(k)]
+        changed = [
+            k for k in {**pinned[what], **now[what]} if now[what].get(k) != pinned[what].get(k)
+        ]
         if changed:
-            shown = ", ".join(changed[:10]) + (f" and {len(changed) - 10} more"
-                                               if len(changed) > 10 else "")
+            shown = ", ".join(changed[:10]) + (
+                f" and {len(changed) - 10} more" if len(changed) > 10 else ""
+            )
             parts.append(f"{what} moved: {shown}")
     return "; ".join(parts)
 
@@ -166,8 +178,9 @@ def test_a_seeded_workload_gives_bit_identical_vectors_in_both_stores(
     batches = workload()
     ops = [op for batch in batches for op in batch]
 
-    in_redis, in_memory = asyncio.run(in_redis_and_memory(
-        redis_url, lambda store: run(store, batches)))
+    in_redis, in_memory = asyncio.run(
+        in_redis_and_memory(redis_url, lambda store: run(store, batches))
+    )
     assert in_redis == in_memory
     assert digest(in_redis) == digest(in_memory)  # the same floats, bit for bit
     assert_close(in_memory, reference(ops, [v is None for v in in_memory.redelivered]))
@@ -190,17 +203,22 @@ def test_the_seeded_workload_on_a_redis_cluster_gives_the_same_bits(
     prefix = f"fs-{secrets.token_hex(4)}"
 
     async def on_both() -> tuple[Outcome, Outcome, list[int]]:
-        cluster = RedisClusterFeatureStore.from_url(redis_cluster_url, prefix,
-                                                    allowed_lateness=LATENESS)
+        cluster = RedisClusterFeatureStore.from_url(
+            redis_cluster_url, prefix, allowed_lateness=LATENESS
+        )
         try:
             outcome = await run(cluster, batches)
             per_master = [
                 len(redis.Redis(host=node.host, port=node.port).keys(f"{prefix}:*"))
-                for node in cluster.client.get_primaries()]
+                for node in cluster.client.get_primaries()
+            ]
         finally:
             await cluster.close()
-        return outcome, await run(MemoryFeatureStore(allowed_lateness=LATENESS), batches), \
-            per_master
+        return (
+            outcome,
+            await run(MemoryFeatureStore(allowed_lateness=LATENESS), batches),
+            per_master,
+        )
 
     on_cluster, in_memory, per_master = asyncio.run(on_both())
     assert len(per_master) == 3 and min(per_master) > 0, per_master

@@ -15,8 +15,9 @@ def test_the_committed_json_is_what_the_code_generates() -> None:
     assert len(generated) == 4
     for path, text in generated.items():
         assert path.is_file(), f"{path.name} is missing: run `fraudstream dashboards`"
-        assert path.read_text() == text, f"{path.name} differs from its code: run " \
-                                         "`fraudstream dashboards`"
+        assert path.read_text() == text, (
+            f"{path.name} differs from its code: run `fraudstream dashboards`"
+        )
 
 
 def test_each_dashboard_is_valid_grafana_json_with_queries_on_prometheus() -> None:
@@ -35,7 +36,6 @@ def test_each_dashboard_is_valid_grafana_json_with_queries_on_prometheus() -> No
 def test_the_drift_dashboard_shows_alarms_as_annotations_and_psi_as_a_heatmap() -> None:
     board = load(DASHBOARDS / "drift.dashboard.py")
     data = json.loads((DASHBOARDS / "drift.json").read_text())
-    assert any("fraudstream_drift_alarms_total" in a["expr"]
-               for a in data["annotations"]["list"])
+    assert any("fraudstream_drift_alarms_total" in a["expr"] for a in data["annotations"]["list"])
     assert data["panels"][0]["type"] == "heatmap"
     assert "fraudstream_feature_psi" in queries(board)[0]

@@ -44,9 +44,10 @@ def api(redis_url: str) -> Iterator[tuple[TestClient, ModelRegistry, CollectorRe
         try:
             registry = ModelRegistry(store.client, prefix, KEY)
             for i in range(2):
-                await registry.publish(build_model("logistic_regression"),
-                                       SnapshotMeta(0, i or None, "logistic_regression", 2, 0,
-                                                    None))
+                await registry.publish(
+                    build_model("logistic_regression"),
+                    SnapshotMeta(0, i or None, "logistic_regression", 2, 0, None),
+                )
         finally:
             await store.close()
 
@@ -54,8 +55,9 @@ def api(redis_url: str) -> Iterator[tuple[TestClient, ModelRegistry, CollectorRe
     store = RedisFeatureStore.from_url(redis_url, prefix)
     registry = ModelRegistry(store.client, prefix, KEY)
     metrics = CollectorRegistry()
-    app = create_app(store, registry, metrics, refresh_seconds=0.1, admin_token=TOKEN,
-                     max_body_bytes=4096)
+    app = create_app(
+        store, registry, metrics, refresh_seconds=0.1, admin_token=TOKEN, max_body_bytes=4096
+    )
     with TestClient(app) as client:
         yield client, registry, metrics
 
@@ -73,35 +75,45 @@ def test_a_batch_scores_each_transaction_as_one_by_one_and_features_are_opt_in(
     redis_url: str,
 ) -> None:
     prefix = f"fs-{secrets.token_hex(4)}"
-    txns = [Transaction(f"h{i}", f"c{i % 4}", f"p{i % 3}", 5.0 + 7 * i, 1e5 + 600 * i)
-            for i in range(30)]
+    txns = [
+        Transaction(f"h{i}", f"c{i % 4}", f"p{i % 3}", 5.0 + 7 * i, 1e5 + 600 * i)
+        for i in range(30)
+    ]
 
     publish_trained_champion(redis_url, prefix, KEY, txns)
     store = RedisFeatureStore.from_url(redis_url, prefix)
-    app = create_app(store, ModelRegistry(store.client, prefix, KEY), CollectorRegistry(),
-                     batch_max=8)
-    probes = [TransactionRecord.from_event(Transaction(f"q{i}", f"c{i % 5}", f"p{i % 4}",
-                                                       3.0 * i + 1, 1e5 + 20_000 + i))
-              .model_dump(mode="json") for i in range(8)]
+    app = create_app(
+        store, ModelRegistry(store.client, prefix, KEY), CollectorRegistry(), batch_max=8
+    )
+    probes = [
+        TransactionRecord.from_event(
+            Transaction(f"q{i}", f"c{i % 5}", f"p{i % 4}", 3.0 * i + 1, 1e5 + 20_000 + i)
+        ).model_dump(mode="json")
+        for i in range(8)
+    ]
     with TestClient(app) as client:
-        one_by_one = [client.post("/v1/score", json=p, params={"features": "true"}).json()
-                      for p in probes]
-        batch = client.post("/v1/score/batch", json={"transactions": probes},
-                            params={"features": "true"})
+        one_by_one = [
+            client.post("/v1/score", json=p, params={"features": "true"}).json() for p in probes
+        ]
+        batch = client.post(
+            "/v1/score/batch", json={"transactions": probes}, params={"features": "true"}
+        )
         assert batch.status_code == 200
         results = batch.json()["results"]
         # the same vectors; the same scores but for the last bits (one model call for the
         # batch, numpy; River's own for one)
         assert [{**r, "score": 0} for r in results] == [{**r, "score": 0} for r in one_by_one]
         assert [r["score"] for r in results] == pytest.approx(
-            [r["score"] for r in one_by_one], rel=1e-12)
+            [r["score"] for r in one_by_one], rel=1e-12
+        )
         assert len({r["score"] for r in one_by_one}) > 1  # not one constant answer
         plain = client.post("/v1/score", json=probes[0]).json()
         assert "features" not in plain and plain["score"] == one_by_one[0]["score"]
         twice = json.dumps({"transactions": probes[:2]})
         twice = twice.replace('"amount"', '"card_id": "zz", "amount"', 1)
-        refused = client.post("/v1/score/batch", content=twice,
-                              headers={"content-type": "application/json"})
+        refused = client.post(
+            "/v1/score/batch", content=twice, headers={"content-type": "application/json"}
+        )
         assert refused.status_code == 422
         assert refused.json()["detail"][0]["loc"] == ["body", "card_id"]
         too_many = client.post("/v1/score/batch", json={"transactions": probes + probes[:1]})
@@ -110,8 +122,9 @@ def test_a_batch_scores_each_transaction_as_one_by_one_and_features_are_opt_in(
         # reason codes, opt-in: from the model that scored, its features' log-odds shares
         asked = {"explain": "true", "features": "true"}
         explained = [client.post("/v1/score", json=p, params=asked).json() for p in probes]
-        together = client.post("/v1/score/batch", json={"transactions": probes},
-                               params=asked).json()["results"]
+        together = client.post(
+            "/v1/score/batch", json={"transactions": probes}, params=asked
+        ).json()["results"]
         assert [r["reasons"] for r in together] == [r["reasons"] for r in explained]
         assert "reasons" not in plain
         model = asyncio.run(champion(redis_url, prefix))
@@ -132,8 +145,11 @@ def test_lax_values_and_repeated_keys_are_refused_on_http(api: Any) -> None:
     client, _, _ = api
     assert client.post("/v1/score", json=BODY).status_code == 200
     changes: list[tuple[dict[str, Any], str]] = [
-        ({"lat": 10.0, "lon": False}, "lon"), ({"amount": "12.5"}, "amount"),
-        ({"schema_version": True}, "schema_version"), ({"event_time": 1767225600}, "event_time")]
+        ({"lat": 10.0, "lon": False}, "lon"),
+        ({"amount": "12.5"}, "amount"),
+        ({"schema_version": True}, "schema_version"),
+        ({"event_time": 1767225600}, "event_time"),
+    ]
     for change, field in changes:
         response = client.post("/v1/score", json={**BODY, **change})
         assert response.status_code == 422, change
@@ -141,37 +157,47 @@ def test_lax_values_and_repeated_keys_are_refused_on_http(api: Any) -> None:
     no_version = {k: v for k, v in BODY.items() if k != "schema_version"}
     assert client.post("/v1/score", json=no_version).status_code == 422
     twice = json.dumps(BODY)[:-1] + ', "card_id": "other"}'
-    response = client.post("/v1/score", content=twice,
-                           headers={"content-type": "application/json"})
+    response = client.post("/v1/score", content=twice, headers={"content-type": "application/json"})
     assert response.status_code == 422
     assert response.json()["detail"][0]["msg"] == "given more than once"
-    back = client.post("/v1/admin/rollback", json={"version": True, "who": "a", "reason": "b"},
-                       headers={"Authorization": f"Bearer {TOKEN}"})
+    back = client.post(
+        "/v1/admin/rollback",
+        json={"version": True, "who": "a", "reason": "b"},
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    )
     assert back.status_code == 422  # true is no version (it rolled back to v1)
 
 
 def test_a_big_body_is_refused_and_errors_do_not_echo_the_input(api: Any) -> None:
     client, _, metrics = api
-    huge = client.post("/v1/score", content=b"x" * 200_000,
-                       headers={"content-type": "application/json"})
+    huge = client.post(
+        "/v1/score", content=b"x" * 200_000, headers={"content-type": "application/json"}
+    )
     assert huge.status_code == 413 and huge.json()["reason"] == "too_large"
+
     def chunks() -> Iterator[bytes]:  # no Content-Length: cut off as it passes the limit
         for _ in range(100):
             yield b"z" * 1000
 
-    streamed = client.post("/v1/score", content=chunks(),
-                           headers={"content-type": "application/json"})
+    streamed = client.post(
+        "/v1/score", content=chunks(), headers={"content-type": "application/json"}
+    )
     assert streamed.status_code == 413 and streamed.json()["reason"] == "too_large"
-    text = client.post("/v1/score", content=b'{"\\q": 1, "\xff": 2}',
-                       headers={"content-type": "text/plain"})
+    text = client.post(
+        "/v1/score", content=b'{"\\q": 1, "\xff": 2}', headers={"content-type": "text/plain"}
+    )
     assert text.status_code == 422  # (the repeated-key check once raised a 500 here)
     long_id = {**BODY, "txn_id": "y" * 3000}  # under the limit, invalid: the 422 stays small
     response = client.post("/v1/score", json=long_id)
     assert response.status_code == 422 and len(response.content) < 1000
     assert "yyyy" not in response.text
     # refused before routing, from its Content-Length
-    assert metrics.get_sample_value("fraudstream_api_requests_total",
-                                    {"route": "unmatched", "status": "413"}) == 1
+    assert (
+        metrics.get_sample_value(
+            "fraudstream_api_requests_total", {"route": "unmatched", "status": "413"}
+        )
+        == 1
+    )
 
 
 def test_ready_lists_the_model_and_models_lists_a_forged_version_as_refused(api: Any) -> None:
@@ -185,13 +211,17 @@ def test_ready_lists_the_model_and_models_lists_a_forged_version_as_refused(api:
     client.portal.call(forge)
     listing = client.get("/v1/models").json()
     assert listing["refused"] == [1] and [v["version"] for v in listing["versions"]] == [2]
-    promote = client.post("/v1/admin/promote", json={"version": 1, "who": "a", "reason": "b"},
-                          headers={"Authorization": f"Bearer {TOKEN}"})
+    promote = client.post(
+        "/v1/admin/promote",
+        json={"version": 1, "who": "a", "reason": "b"},
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    )
     assert promote.status_code == 409
 
 
 def test_a_forged_champion_is_refused_and_the_api_keeps_scoring_with_its_model(
-    api: Any, caplog: pytest.LogCaptureFixture,
+    api: Any,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     client, registry, metrics = api
     assert client.post("/v1/score", json=BODY).json()["model_version"] == 2
@@ -218,7 +248,10 @@ def test_the_openapi_declares_the_bearer_scheme_and_every_status(api: Any) -> No
     client, _, _ = api
     spec = client.get("/openapi.json").json()
     assert spec["components"]["securitySchemes"]["adminToken"] == {
-        "type": "http", "scheme": "bearer", "description": "The configured api.admin_token."}
+        "type": "http",
+        "scheme": "bearer",
+        "description": "The configured api.admin_token.",
+    }
     promote = spec["paths"]["/v1/admin/promote"]["post"]
     assert promote["security"] == [{"adminToken": []}]
     assert {"200", "401", "403", "404", "409", "413", "422", "503"} <= set(promote["responses"])
@@ -235,8 +268,13 @@ async def test_over_the_in_flight_limit_the_guard_answers_503_at_once() -> None:
         await send({"type": "http.response.body", "body": b"ok"})
 
     registry = CollectorRegistry()
-    guard = Guard(slow, ApiMetrics.create(registry), max_in_flight=2, max_body_bytes=1024,
-                  retry_after_seconds=3)
+    guard = Guard(
+        slow,
+        ApiMetrics.create(registry),
+        max_in_flight=2,
+        max_body_bytes=1024,
+        retry_after_seconds=3,
+    )
     transport = httpx.ASGITransport(app=guard)
     async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
         held = [asyncio.create_task(client.get("/v1/score")) for _ in range(2)]
@@ -250,8 +288,12 @@ async def test_over_the_in_flight_limit_the_guard_answers_503_at_once() -> None:
     assert probe.status_code == 200
     assert [r.status_code for r in answered] == [200, 200]
     assert registry.get_sample_value("fraudstream_api_shed_total") == 1
-    assert registry.get_sample_value("fraudstream_api_requests_total",
-                                     {"route": "unmatched", "status": "503"}) == 1
+    assert (
+        registry.get_sample_value(
+            "fraudstream_api_requests_total", {"route": "unmatched", "status": "503"}
+        )
+        == 1
+    )
 
 
 async def _flood(max_lag_seconds: float) -> tuple[Counter[int], list[str], int, int]:
@@ -268,11 +310,17 @@ async def _flood(max_lag_seconds: float) -> tuple[Counter[int], list[str], int, 
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"ok"})
 
-    guard = Guard(busy, ApiMetrics.create(CollectorRegistry()), max_in_flight=1000,
-                  max_body_bytes=1024, retry_after_seconds=1,
-                  max_lag_seconds=max_lag_seconds)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=guard),
-                                 base_url="http://api") as client:
+    guard = Guard(
+        busy,
+        ApiMetrics.create(CollectorRegistry()),
+        max_in_flight=1000,
+        max_body_bytes=1024,
+        retry_after_seconds=1,
+        max_lag_seconds=max_lag_seconds,
+    )
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=guard), base_url="http://api"
+    ) as client:
         sent = []
         for _ in range(40):
             sent.append(asyncio.create_task(client.get("/v1/score")))
@@ -280,9 +328,12 @@ async def _flood(max_lag_seconds: float) -> tuple[Counter[int], list[str], int, 
         answers = await asyncio.gather(*sent)
         alone = await client.get("/v1/score")  # nothing else in flight: let in
     guard.lag.stop()
-    return (Counter(a.status_code for a in answers),
-            [a.json()["detail"] for a in answers if a.status_code == 503], handled,
-            alone.status_code)
+    return (
+        Counter(a.status_code for a in answers),
+        [a.json()["detail"] for a in answers if a.status_code == 503],
+        handled,
+        alone.status_code,
+    )
 
 
 async def test_past_its_cpu_the_guard_sheds_by_the_event_loops_lag() -> None:
@@ -306,29 +357,35 @@ async def test_the_real_api_past_its_in_flight_limit_sheds_with_503_never_500(
     prefix = f"fs-{secrets.token_hex(4)}"
     store = RedisFeatureStore.from_url(redis_url, prefix)
     registry = ModelRegistry(store.client, prefix, KEY)
-    await registry.publish(build_model("logistic_regression"),
-                           SnapshotMeta(0, None, "logistic_regression", 2, 0, None))
+    await registry.publish(
+        build_model("logistic_regression"), SnapshotMeta(0, None, "logistic_regression", 2, 0, None)
+    )
     metrics = CollectorRegistry()
     app = create_app(store, registry, metrics, max_in_flight=4, retry_after_seconds=2)
-    bodies = [TransactionRecord.from_event(Transaction(f"s{i}", f"c{i % 50}", "p", 5.0,
-                                                       1e5 + i)).model_dump(mode="json")
-              for i in range(200)]
+    bodies = [
+        TransactionRecord.from_event(
+            Transaction(f"s{i}", f"c{i % 50}", "p", 5.0, 1e5 + i)
+        ).model_dump(mode="json")
+        for i in range(200)
+    ]
     try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                     base_url="http://api") as client:
-            answers = await asyncio.gather(*(client.post("/v1/score", json=b)
-                                             for b in bodies))
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://api"
+        ) as client:
+            answers = await asyncio.gather(*(client.post("/v1/score", json=b) for b in bodies))
     finally:
         await store.close()
     statuses = Counter(a.status_code for a in answers)
     print("past the in-flight limit:", dict(statuses))
     assert set(statuses) == {200, 503} and statuses[200] >= 4, statuses
     shed = [a for a in answers if a.status_code == 503]
-    assert all(a.headers["retry-after"] == "2" and a.json()["reason"] == "overloaded"
-               for a in shed)
-    counted = {status: metrics.get_sample_value(
-        "fraudstream_api_requests_total", {"route": route, "status": status})
-        for route, status in (("/v1/score", "200"), ("unmatched", "503"))}
+    assert all(a.headers["retry-after"] == "2" and a.json()["reason"] == "overloaded" for a in shed)
+    counted = {
+        status: metrics.get_sample_value(
+            "fraudstream_api_requests_total", {"route": route, "status": status}
+        )
+        for route, status in (("/v1/score", "200"), ("unmatched", "503"))
+    }
     assert counted == {"200": statuses[200], "503": statuses[503]}
     assert metrics.get_sample_value("fraudstream_api_shed_total") == statuses[503]
 
@@ -339,9 +396,14 @@ async def test_a_bug_in_a_handler_is_a_counted_500_not_a_reset() -> None:
 
     registry = CollectorRegistry()
     guard = Guard(broken, ApiMetrics.create(registry), 4, 1024, 1)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=guard),
-                                 base_url="http://api") as client:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=guard), base_url="http://api"
+    ) as client:
         response = await client.get("/anything")
     assert response.status_code == 500 and response.json()["reason"] == "bug"
-    assert registry.get_sample_value("fraudstream_api_requests_total",
-                                     {"route": "unmatched", "status": "500"}) == 1
+    assert (
+        registry.get_sample_value(
+            "fraudstream_api_requests_total", {"route": "unmatched", "status": "500"}
+        )
+        == 1
+    )

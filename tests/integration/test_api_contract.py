@@ -30,8 +30,12 @@ TOKEN = "schemathesis-admin-token"
 EXAMPLES = 60
 #: Status of every generated request, for the closing report.
 STATUSES: Counter[tuple[str, int]] = Counter()
-CHECKS = [checks.not_a_server_error, openapi_checks.status_code_conformance,
-          openapi_checks.content_type_conformance, openapi_checks.response_schema_conformance]
+CHECKS = [
+    checks.not_a_server_error,
+    openapi_checks.status_code_conformance,
+    openapi_checks.content_type_conformance,
+    openapi_checks.response_schema_conformance,
+]
 
 
 async def _publish(settings: Settings) -> None:
@@ -40,18 +44,20 @@ async def _publish(settings: Settings) -> None:
         registry = build_registry(settings, store)
         parent = None
         for _ in range(2):
-            parent = (await registry.publish(build_model("logistic_regression"), SnapshotMeta(
-                0, parent, "logistic_regression", 2, 0, None))).version
+            parent = (
+                await registry.publish(
+                    build_model("logistic_regression"),
+                    SnapshotMeta(0, parent, "logistic_regression", 2, 0, None),
+                )
+            ).version
     finally:
         await store.close()
 
 
 @pytest.fixture(scope="module")
-def live_api(real_servers: RealServers, tmp_path_factory: pytest.TempPathFactory
-             ) -> Iterator[str]:
+def live_api(real_servers: RealServers, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     base = isolated_settings(real_servers)
-    settings = base.model_copy(update={"api": base.api.model_copy(update={
-        "admin_token": TOKEN})})
+    settings = base.model_copy(update={"api": base.api.model_copy(update={"admin_token": TOKEN})})
     asyncio.run(_publish(settings))
     processes = Processes(Path(tmp_path_factory.mktemp("contract")))
     try:
@@ -71,16 +77,25 @@ def test_no_5xx_and_no_undocumented_status(live_api: str) -> None:
     schema = schemathesis.openapi.from_url(f"{live_api}/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]
     assert {f"{o.method.upper()} {o.path}" for o in operations} >= {
-        "POST /v1/score", "GET /readyz", "GET /healthz", "GET /v1/models",
-        "POST /v1/admin/promote", "POST /v1/admin/rollback"}
+        "POST /v1/score",
+        "GET /readyz",
+        "GET /healthz",
+        "GET /v1/models",
+        "POST /v1/admin/promote",
+        "POST /v1/admin/rollback",
+    }
     modes = (schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE)
     for operation, mode in itertools.product(operations, modes):
         if mode is modes[1] and operation.method.upper() != "POST":
             continue  # nothing to make invalid
 
         @given(case=operation.as_strategy(generation_mode=mode))
-        @settings(max_examples=EXAMPLES, deadline=None, database=None,
-                  suppress_health_check=list(HealthCheck))
+        @settings(
+            max_examples=EXAMPLES,
+            deadline=None,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+        )
         def check(case: schemathesis.Case) -> None:  # type: ignore[type-arg]
             response = case.call(headers={"Authorization": f"Bearer {TOKEN}"}, timeout=15)
             STATUSES[(f"{case.method} {case.path}", response.status_code)] += 1

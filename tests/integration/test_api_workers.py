@@ -39,11 +39,15 @@ def _children(pid: int) -> set[int]:
 
 
 def test_two_worker_processes_serve_one_port_and_count_together(
-    real_servers: RealServers, tmp_path: Path,
+    real_servers: RealServers,
+    tmp_path: Path,
 ) -> None:
     settings: Settings = isolated_settings(real_servers)
-    publish_trained_champion(real_servers.redis_url, settings.redis.key_prefix,
-                             settings.model.signing_key.get_secret_value().encode())
+    publish_trained_champion(
+        real_servers.redis_url,
+        settings.redis.key_prefix,
+        settings.model.signing_key.get_secret_value().encode(),
+    )
     processes = Processes(tmp_path)
     url = f"http://127.0.0.1:{settings.api.port}"
     try:
@@ -52,12 +56,16 @@ def test_two_worker_processes_serve_one_port_and_count_together(
         wait_api_ready(url)
         workers = _children(api.pid)
         assert len(workers) >= 2, (workers, processes.log("api"))
-        bodies = [TransactionRecord.from_event(Transaction(
-            f"w{i}", f"c{i % 4}", f"p{i % 3}", 9.0 + i, 1e5 + 30_000 + i)).model_dump(mode="json")
-            for i in range(60)]
+        bodies = [
+            TransactionRecord.from_event(
+                Transaction(f"w{i}", f"c{i % 4}", f"p{i % 3}", 9.0 + i, 1e5 + 30_000 + i)
+            ).model_dump(mode="json")
+            for i in range(60)
+        ]
         with httpx.Client(base_url=url, timeout=10) as client:
-            answers = [client.post("/v1/score", json=b, headers={"connection": "close"})
-                       for b in bodies]
+            answers = [
+                client.post("/v1/score", json=b, headers={"connection": "close"}) for b in bodies
+            ]
             assert [a.status_code for a in answers] == [200] * 60
             scores = {a.json()["score"] for a in answers}
             assert len(scores) > 1 and all(0 < s < 1 for s in scores)
@@ -67,7 +75,7 @@ def test_two_worker_processes_serve_one_port_and_count_together(
             while len(seen) < 6 and time.monotonic() < deadline:  # scrapes land on either
                 text = client.get("/metrics", headers={"connection": "close"}).text
                 seen.append(sent in text)
-                if 'fraudstream_api_decisions_sent_total 60.0' not in text:
+                if "fraudstream_api_decisions_sent_total 60.0" not in text:
                     seen.pop()  # the decision logs have not sent all yet: read again
                     time.sleep(0.2)
             assert seen == [True] * 6, processes.log("api")

@@ -14,8 +14,7 @@ def test_the_labels_bench_learns_every_label_both_ways_and_leaves_no_key(
     redis_url: str,
 ) -> None:
     lines: list[str] = []
-    result = bench_labels(redis_url, runs=1, batch=50, customers=20, days=9,
-                          say=lines.append)
+    result = bench_labels(redis_url, runs=1, batch=50, customers=20, days=9, say=lines.append)
     assert result["one_by_one_labels_per_s"] > 0 and result["batched_labels_per_s"] > 0
     assert result["ratio"] == result["batched_labels_per_s"] / result["one_by_one_labels_per_s"]
     assert lines[0].endswith(f"Redis {redis_url}") and "median" in lines[-1]

@@ -71,7 +71,9 @@ async def test_promote_and_rollback_move_the_champion_and_are_audited(
     entry = await registry.rollback("bob", "false alarm", AT)
     assert (entry.action, entry.from_version, entry.to_version) == ("rollback", first, second)
     assert [(e.who, e.why) for e in await registry.audit()] == [
-        ("alice", "second one misbehaves"), ("bob", "false alarm")]
+        ("alice", "second one misbehaves"),
+        ("bob", "false alarm"),
+    ]
 
 
 async def test_concurrent_promotes_and_rollbacks_leave_an_audit_chain_that_links(
@@ -81,8 +83,12 @@ async def test_concurrent_promotes_and_rollbacks_leave_an_audit_chain_that_links
     (issue 17, item 10: 40 of 59 entries had a wrong ``from_version``)."""
     registry = ModelRegistry(registry.client, registry.key_prefix, KEY, keep_versions=100)
     versions = await publish_chain(registry, 4)
-    learner = Learner(build_model("logistic_regression"), (await registry.load())[0],
-                      registry, MemoryFeatureStore())
+    learner = Learner(
+        build_model("logistic_regression"),
+        (await registry.load())[0],
+        registry,
+        MemoryFeatureStore(),
+    )
     await registry.promote(versions[0], "ops", "start", AT)
 
     async def change(i: int) -> None:
@@ -94,13 +100,13 @@ async def test_concurrent_promotes_and_rollbacks_leave_an_audit_chain_that_links
             await registry.adopt(registry.challenger("shadow"), f"op{i}", "adopt", AT)
 
     shadow = registry.challenger("shadow")
-    await shadow.publish(build_model("logistic_regression"),
-                         SnapshotMeta(0, None, "logistic_regression", 2, 0, None))
+    await shadow.publish(
+        build_model("logistic_regression"), SnapshotMeta(0, None, "logistic_regression", 2, 0, None)
+    )
     await asyncio.gather(*(change(i) for i in range(60)))
     audit = await registry.audit()
     assert len(audit) == 61
-    broken = [(a, b) for a, b in itertools.pairwise(audit)
-              if b.from_version != a.to_version]
+    broken = [(a, b) for a, b in itertools.pairwise(audit) if b.from_version != a.to_version]
     assert broken == []
     assert audit[-1].to_version == await registry.champion_version()
     assert await learner.follow_champion()
@@ -117,8 +123,9 @@ async def test_a_stale_learner_cannot_publish_over_a_promotion(registry: ModelRe
 
 async def test_the_learner_and_the_stream_follow_a_promotion(registry: ModelRegistry) -> None:
     settings = Settings(model=ModelSettings(snapshot_every_labels=2, snapshot_min_seconds=0))
-    pipeline = Pipeline(settings, MemoryFeatureStore(), registry,
-                        PipelineMetrics.create(CollectorRegistry()))
+    pipeline = Pipeline(
+        settings, MemoryFeatureStore(), registry, PipelineMetrics.create(CollectorRegistry())
+    )
     for i in range(6):
         t = Transaction(f"t{i}", "c", "p", 10.0 + i, 1e5 + i)
         await pipeline.on_transaction(txn_record(t))
@@ -139,7 +146,8 @@ async def test_the_learner_and_the_stream_follow_a_promotion(registry: ModelRegi
 
 
 async def test_a_forged_champion_is_refused_once_and_replaced_by_the_next_snapshot(
-    registry: ModelRegistry, caplog: pytest.LogCaptureFixture,
+    registry: ModelRegistry,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Someone flips a byte of a kept snapshot and makes it champion: the worker keeps
     scoring with its model, reports the refusal once, and its next snapshot (at once, at
@@ -147,8 +155,9 @@ async def test_a_forged_champion_is_refused_once_and_replaced_by_the_next_snapsh
     worker)."""
     metrics_registry = CollectorRegistry()
     settings = Settings(model=ModelSettings(snapshot_every_labels=2, snapshot_min_seconds=0))
-    pipeline = Pipeline(settings, MemoryFeatureStore(), registry,
-                        PipelineMetrics.create(metrics_registry))
+    pipeline = Pipeline(
+        settings, MemoryFeatureStore(), registry, PipelineMetrics.create(metrics_registry)
+    )
     txns = [Transaction(f"f{i}", "c", "p", 10.0 + i, 1e5 + i) for i in range(8)]
     for t in txns[:4]:
         await pipeline.on_transaction(txn_record(t))
@@ -199,10 +208,16 @@ def test_admin_endpoints_need_the_token_and_change_what_the_api_scores_with(
 
     first, second = asyncio.run(setup())
     store = RedisFeatureStore.from_url(redis_url, prefix)  # used in the app's loop
-    app = create_app(store, ModelRegistry(store.client, prefix, KEY), CollectorRegistry(),
-                     refresh_seconds=0.1, admin_token="s3cret")
+    app = create_app(
+        store,
+        ModelRegistry(store.client, prefix, KEY),
+        CollectorRegistry(),
+        refresh_seconds=0.1,
+        admin_token="s3cret",
+    )
     body = TransactionRecord.from_event(Transaction("q", "c", "p", 5.0, 1e5)).model_dump(
-        mode="json")
+        mode="json"
+    )
     change = {"version": first, "who": "carol", "reason": "incident 42"}
     with TestClient(app) as client:
         assert client.post("/v1/score", json=body).json()["model_version"] == second
@@ -215,8 +230,9 @@ def test_admin_endpoints_need_the_token_and_change_what_the_api_scores_with(
         done = client.post("/v1/admin/promote", json=change, headers=ok)
         assert done.status_code == 200 and done.json()["who"] == "carol"
         assert client.post("/v1/score", json=body).json()["model_version"] == first
-        back = client.post("/v1/admin/rollback", json={"who": "dan", "reason": "ok now"},
-                           headers=ok)
+        back = client.post(
+            "/v1/admin/rollback", json={"who": "dan", "reason": "ok now"}, headers=ok
+        )
         assert back.json()["to_version"] == second
         assert client.post("/v1/score", json=body).json()["model_version"] == second
         listing = client.get("/v1/models").json()
@@ -225,11 +241,13 @@ def test_admin_endpoints_need_the_token_and_change_what_the_api_scores_with(
 
 def test_admin_endpoints_are_disabled_without_a_token(redis_url: str) -> None:
     store = RedisFeatureStore.from_url(redis_url, f"fs-{secrets.token_hex(4)}")
-    app = create_app(store, ModelRegistry(store.client, store.key_prefix, KEY),
-                     CollectorRegistry())
+    app = create_app(store, ModelRegistry(store.client, store.key_prefix, KEY), CollectorRegistry())
     with TestClient(app) as client:
-        answer = client.post("/v1/admin/rollback", json={"who": "x", "reason": "y"},
-                             headers={"Authorization": "Bearer anything"})
+        answer = client.post(
+            "/v1/admin/rollback",
+            json={"who": "x", "reason": "y"},
+            headers={"Authorization": "Bearer anything"},
+        )
     assert answer.status_code == 503 and "ADMIN_TOKEN" in answer.json()["detail"]
 
 
@@ -237,8 +255,13 @@ async def test_challengers_score_in_shadow_learn_and_can_be_promoted(
     registry: ModelRegistry,
 ) -> None:
     prometheus = CollectorRegistry()
-    settings = Settings(model=ModelSettings(snapshot_every_labels=5, snapshot_min_seconds=0,
-                                            challengers=("hoeffding_adaptive_tree",)))
+    settings = Settings(
+        model=ModelSettings(
+            snapshot_every_labels=5,
+            snapshot_min_seconds=0,
+            challengers=("hoeffding_adaptive_tree",),
+        )
+    )
     store = MemoryFeatureStore()
     pipeline = Pipeline(settings, store, registry, PipelineMetrics.create(prometheus))
     emitted = []
@@ -254,10 +277,21 @@ async def test_challengers_score_in_shadow_learn_and_can_be_promoted(
     challenger_registry = registry.challenger("hoeffding_adaptive_tree")
     assert (await challenger_registry.versions())[-1].labels_learned >= 10
     await pipeline.on_timer()
-    assert prometheus.get_sample_value("fraudstream_model_quality", {
-        "role": "challenger:hoeffding_adaptive_tree", "model": "hoeffding_adaptive_tree",
-        "version": str(pipeline.challengers.learners["hoeffding_adaptive_tree"].meta.version),
-        "metric": "labels", "window": "all"}) == 12
+    assert (
+        prometheus.get_sample_value(
+            "fraudstream_model_quality",
+            {
+                "role": "challenger:hoeffding_adaptive_tree",
+                "model": "hoeffding_adaptive_tree",
+                "version": str(
+                    pipeline.challengers.learners["hoeffding_adaptive_tree"].meta.version
+                ),
+                "metric": "labels",
+                "window": "all",
+            },
+        )
+        == 12
+    )
     entry = await registry.adopt(challenger_registry, "erin", "the tree wins", AT)
     await pipeline.on_timer()
     serving = pipeline.holder.require()
@@ -273,11 +307,16 @@ async def test_concept_drift_starts_a_challenger_on_recent_data_and_promotes_it(
     from monitoring.drift.base import DriftEvent
     from stream.settings import DriftSettings
 
-    settings = Settings(model=ModelSettings(snapshot_every_labels=1000),
-                        drift=DriftSettings(auto_challenger="hoeffding_adaptive_tree",
-                                            auto_recent_labels=8, auto_promote_labels=10,
-                                            auto_promote_margin=-1.0,
-                                            auto_promote_alpha=1.0))  # promote when ready
+    settings = Settings(
+        model=ModelSettings(snapshot_every_labels=1000),
+        drift=DriftSettings(
+            auto_challenger="hoeffding_adaptive_tree",
+            auto_recent_labels=8,
+            auto_promote_labels=10,
+            auto_promote_margin=-1.0,
+            auto_promote_alpha=1.0,
+        ),
+    )  # promote when ready
     store = MemoryFeatureStore()
     pipeline = Pipeline(settings, store, registry, PipelineMetrics.create(CollectorRegistry()))
 
@@ -312,10 +351,16 @@ async def test_a_configured_challenger_clearly_ahead_is_promoted_and_served(
     def settings(auto: bool) -> Settings:
         return Settings(
             redis=RedisSettings(key_prefix=registry.key_prefix),  # the stream time's hash too
-            model=ModelSettings(snapshot_every_labels=1000,
-                                challengers=("hoeffding_adaptive_tree",)),
-            drift=DriftSettings(auto_promote_challengers=auto, auto_promote_labels=10,
-                                auto_promote_margin=-1.0, auto_promote_alpha=1.0))
+            model=ModelSettings(
+                snapshot_every_labels=1000, challengers=("hoeffding_adaptive_tree",)
+            ),
+            drift=DriftSettings(
+                auto_promote_challengers=auto,
+                auto_promote_labels=10,
+                auto_promote_margin=-1.0,
+                auto_promote_alpha=1.0,
+            ),
+        )
 
     async def traffic(pipeline: Pipeline, first: int, count: int) -> None:
         for i in range(first, first + count):
@@ -323,8 +368,9 @@ async def test_a_configured_challenger_clearly_ahead_is_promoted_and_served(
             await pipeline.on_transaction(txn_record(t))
             await pipeline.on_label(label_record(Label(t.txn_id, i % 3 == 0, 2e5 + i)))
 
-    off = Pipeline(settings(False), MemoryFeatureStore(), registry,
-                   PipelineMetrics.create(CollectorRegistry()))
+    off = Pipeline(
+        settings(False), MemoryFeatureStore(), registry, PipelineMetrics.create(CollectorRegistry())
+    )
     await traffic(off, 0, 6)
     await off.on_timer()  # its first snapshot; then pairs from its own shadow scores
     await traffic(off, 6, 12)
@@ -332,8 +378,7 @@ async def test_a_configured_challenger_clearly_ahead_is_promoted_and_served(
     assert "hoeffding_adaptive_tree" in off.challengers.learners  # the rule is off: kept in shadow
     assert not [e for e in await registry.audit() if e.who == "auto-promote"]
 
-    on = Pipeline(settings(True), off.store, registry,
-                  PipelineMetrics.create(CollectorRegistry()))
+    on = Pipeline(settings(True), off.store, registry, PipelineMetrics.create(CollectorRegistry()))
     await traffic(on, 18, 12)
     await on.on_timer()
     assert "hoeffding_adaptive_tree" not in on.challengers.learners
@@ -352,13 +397,19 @@ async def test_drift_references_are_refreshed_on_request(registry: ModelRegistry
     from monitoring.monitor import DriftMonitor
     from stream.runtime.monitor import drift_refresh_key
 
-    monitor = DriftMonitor(DriftConfig(), ["txn_amount_log"], 0.5,
-                           DriftMetrics.create(CollectorRegistry()))
+    monitor = DriftMonitor(
+        DriftConfig(), ["txn_amount_log"], 0.5, DriftMetrics.create(CollectorRegistry())
+    )
     refreshed = []
     monitor.refresh_reference = lambda: refreshed.append(True)  # type: ignore[method-assign]
     settings = Settings(redis={"key_prefix": registry.key_prefix})
-    pipeline = Pipeline(settings, MemoryFeatureStore(), registry,
-                        PipelineMetrics.create(CollectorRegistry()), monitor)
+    pipeline = Pipeline(
+        settings,
+        MemoryFeatureStore(),
+        registry,
+        PipelineMetrics.create(CollectorRegistry()),
+        monitor,
+    )
     await registry.client.set(drift_refresh_key(settings), "2026-11-21T00:00:00")  # stale
     await pipeline.on_transaction(txn_record(Transaction("r1", "c", "p", 1.0, 1e5)))
     await pipeline.on_timer()
@@ -384,8 +435,9 @@ async def test_a_promoted_batch_model_brings_its_training_rows_along(
     from models.linear import ScaledLogistic
 
     def model(rows: int) -> Hybrid:
-        hybrid = Hybrid(ScaledLogistic(), BatchRetrained("gradient_boosting",
-                                                          retrain_every=10_000), 0.5, 0)
+        hybrid = Hybrid(
+            ScaledLogistic(), BatchRetrained("gradient_boosting", retrain_every=10_000), 0.5, 0
+        )
         for i in range(rows):
             hybrid.learn_one({"a": float(i), "b": float(i % 7)}, i % 9 == 0)
         return hybrid
@@ -407,7 +459,8 @@ async def test_a_promoted_batch_model_brings_its_training_rows_along(
     assert learner.model.batch.held == 120 and learner.model.batch.learned == 120
 
     plain = registry.challenger("plain")
-    await plain.publish(build_model("logistic_regression"),
-                        SnapshotMeta(0, None, "logistic_regression", 0, 0, None))
+    await plain.publish(
+        build_model("logistic_regression"), SnapshotMeta(0, None, "logistic_regression", 0, 0, None)
+    )
     await registry.adopt(plain, "erin", "rows of no use to it", AT)
     assert await registry.training_rows() is None

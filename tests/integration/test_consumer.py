@@ -34,11 +34,20 @@ def _topic(kafka: str, partitions: int = 2) -> str:
     return name
 
 
-def _member(kafka: str, group: str, topic: str, handler: object,
-            batch_max: int = 100) -> BatchConsumer:
-    return BatchConsumer(kafka, group, [topic], handler,
-                         batch_max=batch_max, within=0.05, session_timeout=6.0,
-                         heartbeat=1.0, name=group)
+def _member(
+    kafka: str, group: str, topic: str, handler: object, batch_max: int = 100
+) -> BatchConsumer:
+    return BatchConsumer(
+        kafka,
+        group,
+        [topic],
+        handler,
+        batch_max=batch_max,
+        within=0.05,
+        session_timeout=6.0,
+        heartbeat=1.0,
+        name=group,
+    )
 
 
 async def test_a_member_killed_mid_batch_leaves_its_uncommitted_records_to_the_next(
@@ -99,6 +108,7 @@ async def test_a_rebalance_waits_for_the_batch_in_hand(kafka_bootstrap: str) -> 
                 slow.set()
                 await asyncio.sleep(pause)  # the newcomer joins meanwhile
             seen[name].extend((r.partition, r.offset) for r in batch)
+
         return handle
 
     one = _member(kafka_bootstrap, group, topic, handler("one", 4.0), batch_max=50)

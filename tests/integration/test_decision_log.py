@@ -30,9 +30,12 @@ KEY = b"decision-key"
 
 
 def _probes(n: int) -> list[dict[str, Any]]:
-    return [TransactionRecord.from_event(Transaction(f"q{i}", f"c{i % 5}", f"p{i % 4}",
-                                                     3.0 * i + 1, 1e5 + 20_000 + i))
-            .model_dump(mode="json") for i in range(n)]
+    return [
+        TransactionRecord.from_event(
+            Transaction(f"q{i}", f"c{i % 5}", f"p{i % 4}", 3.0 * i + 1, 1e5 + 20_000 + i)
+        ).model_dump(mode="json")
+        for i in range(n)
+    ]
 
 
 def _app(url: str, prefix: str, log: DecisionLog, metrics: CollectorRegistry) -> Any:
@@ -40,27 +43,44 @@ def _app(url: str, prefix: str, log: DecisionLog, metrics: CollectorRegistry) ->
     return create_app(store, ModelRegistry(store.client, prefix, KEY), metrics, decisions=log)
 
 
-def test_every_answer_is_on_the_predictions_topic_as_given(kafka_bootstrap: str,
-                                                           redis_url: str) -> None:
+def test_every_answer_is_on_the_predictions_topic_as_given(
+    kafka_bootstrap: str, redis_url: str
+) -> None:
     tag = secrets.token_hex(4)
     prefix = f"fs-{tag}"
-    settings = Settings(kafka=KafkaSettings(bootstrap_servers=kafka_bootstrap, partitions=2),
-                        topics=TopicSettings(prefix=f"d{tag}-"))
+    settings = Settings(
+        kafka=KafkaSettings(bootstrap_servers=kafka_bootstrap, partitions=2),
+        topics=TopicSettings(prefix=f"d{tag}-"),
+    )
     topic = settings.topics.name("predictions")
     publish_trained_champion(redis_url, prefix, KEY)
     metrics = CollectorRegistry()
-    log = DecisionLog(kafka_bootstrap, topic, buffer_max=1_000, linger_ms=5,
-                      prepare=lambda: asyncio.to_thread(ensure_topics, settings))
+    log = DecisionLog(
+        kafka_bootstrap,
+        topic,
+        buffer_max=1_000,
+        linger_ms=5,
+        prepare=lambda: asyncio.to_thread(ensure_topics, settings),
+    )
     probes = _probes(12)
     with TestClient(_app(redis_url, prefix, log, metrics)) as client:
         answers = [client.post("/v1/score", json=p).json() for p in probes[:8]]
-        batch = client.post("/v1/score/batch", json={"transactions": probes[8:]},
-                            params={"explain": "true"}).json()["results"]
+        batch = client.post(
+            "/v1/score/batch", json={"transactions": probes[8:]}, params={"explain": "true"}
+        ).json()["results"]
         answers += batch
-        wait_for(lambda: metrics.get_sample_value("fraudstream_api_decisions_sent_total") == 12,
-                 30, "the decisions acknowledged")
-    consumer = KafkaConsumer(topic, bootstrap_servers=kafka_bootstrap, group_id=None,
-                             auto_offset_reset="earliest", consumer_timeout_ms=5_000)
+        wait_for(
+            lambda: metrics.get_sample_value("fraudstream_api_decisions_sent_total") == 12,
+            30,
+            "the decisions acknowledged",
+        )
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=kafka_bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=5_000,
+    )
     try:
         logged = {d["txn_id"]: d for d in (json.loads(m.value) for m in consumer)}
     finally:
@@ -76,8 +96,9 @@ def test_every_answer_is_on_the_predictions_topic_as_given(kafka_bootstrap: str,
         assert 0 < decision["latency_ms"] < 30_000
         assert abs(decision["decided_at"] - time.time()) < 120
         if "reasons" in answer:
-            assert decision["reasons"] == [[r["feature"], r["value"], r["contribution"]]
-                                           for r in answer["reasons"]]
+            assert decision["reasons"] == [
+                [r["feature"], r["value"], r["contribution"]] for r in answer["reasons"]
+            ]
         else:
             assert decision["reasons"] is None
     assert any(d["reasons"] for d in logged.values())
@@ -91,8 +112,9 @@ def test_with_kafka_away_answers_go_on_and_the_overflow_is_counted(
     publish_trained_champion(redis_url, prefix, KEY)
     metrics = CollectorRegistry()
     nowhere = f"127.0.0.1:{free_port()}"  # nothing listens there
-    log = DecisionLog(nowhere, "predictions", buffer_max=5,
-                      producer_options={"request_timeout_ms": 1_000})
+    log = DecisionLog(
+        nowhere, "predictions", buffer_max=5, producer_options={"request_timeout_ms": 1_000}
+    )
     with TestClient(_app(redis_url, prefix, log, metrics)) as client:
         answers = [client.post("/v1/score", json=p) for p in _probes(12)]
         assert [a.status_code for a in answers] == [200] * 12

@@ -61,17 +61,26 @@ FIRING_BOUND_SECONDS = 240
 
 def worker_settings(real_servers: RealServers, reports: Path) -> Settings:
     base = isolated_settings(real_servers)
-    drift = DriftSettings(reference_size=2000, window_size=1000, check_every=100,
-                          label_delay_frauds=30, features=("txn_amount_log",),
-                          kswin_features=("txn_amount_log",), reports_dir=reports)
+    drift = DriftSettings(
+        reference_size=2000,
+        window_size=1000,
+        check_every=100,
+        label_delay_frauds=30,
+        features=("txn_amount_log",),
+        kswin_features=("txn_amount_log",),
+        reports_dir=reports,
+    )
     return base.model_copy(update={"drift": drift})
 
 
 def scenario_file(folder: Path, name: str) -> Path:
     """A built-in scenario over 56 days, its change (if any) moved to day 42."""
     path = folder / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(moved(load_scenario(name), 56, 42)
-                                   .model_dump(mode="json", exclude_defaults=True)))
+    path.write_text(
+        yaml.safe_dump(
+            moved(load_scenario(name), 56, 42).model_dump(mode="json", exclude_defaults=True)
+        )
+    )
     return path
 
 
@@ -105,11 +114,13 @@ def run(real_servers: RealServers, tmp_path_factory: pytest.TempPathFactory) -> 
         processes.start("api", drifting)
         for settings in (drifting, steady):
             wait_port(settings.worker.metrics_port)
-            real_servers.add_scrape_target("worker", settings.worker.app_id,
-                                           f"127.0.0.1:{settings.worker.metrics_port}")
+            real_servers.add_scrape_target(
+                "worker", settings.worker.app_id, f"127.0.0.1:{settings.worker.metrics_port}"
+            )
         wait_port(drifting.api.port)
-        real_servers.add_scrape_target("api", drifting.worker.app_id,
-                                       f"127.0.0.1:{drifting.api.port}")
+        real_servers.add_scrape_target(
+            "api", drifting.worker.app_id, f"127.0.0.1:{drifting.api.port}"
+        )
         scenarios = tmp_path_factory.mktemp("scenarios")
         replay(drifting, scenario_file(scenarios, "sudden_covariate_shift"))
         replay(steady, scenario_file(scenarios, "baseline"))
@@ -119,26 +130,30 @@ def run(real_servers: RealServers, tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 def test_a_drifting_stream_fires_feature_drift_and_a_steady_one_does_not(
-    real_servers: RealServers, run: DriftRun,
+    real_servers: RealServers,
+    run: DriftRun,
 ) -> None:
     assert real_servers.alertmanager_url is not None, "these tests need a real Alertmanager"
     drifting, steady = run.drifting, run.steady
 
     def firing() -> list[dict[str, Any]]:
-        return [a for a in alerts(real_servers, drifting.worker.app_id)
-                if a["metric"]["alertstate"] == "firing"]
+        return [
+            a
+            for a in alerts(real_servers, drifting.worker.app_id)
+            if a["metric"]["alertstate"] == "firing"
+        ]
 
     fired = wait_for(firing, FIRING_BOUND_SECONDS, "FeatureDrift to fire for the drifting worker")
     delay = time.monotonic() - run.replayed
     assert fired[0]["metric"]["feature"] == "txn_amount_log"
-    psi = real_servers.query(
-        f'fraudstream_feature_psi{{instance_name="{drifting.worker.app_id}"}}')
+    psi = real_servers.query(f'fraudstream_feature_psi{{instance_name="{drifting.worker.app_id}"}}')
     assert float(psi[0]["value"][1]) > 0.1
 
     def in_alertmanager() -> list[dict[str, Any]]:
         query = urllib.parse.urlencode({"filter": 'alertname="FeatureDrift"'})
-        with urllib.request.urlopen(f"{real_servers.alertmanager_url}/api/v2/alerts?{query}",
-                                    timeout=5) as response:
+        with urllib.request.urlopen(
+            f"{real_servers.alertmanager_url}/api/v2/alerts?{query}", timeout=5
+        ) as response:
             received: list[dict[str, Any]] = json.load(response)
         return [a for a in received if a["labels"].get("pipeline") == drifting.worker.app_id]
 
@@ -147,15 +162,22 @@ def test_a_drifting_stream_fires_feature_drift_and_a_steady_one_does_not(
     assert "txn_amount_log" in received[0]["annotations"]["summary"]
     # the Evidently report of the alarm's windows, linked from the alert
     [info] = real_servers.query(
-        f'fraudstream_drift_report_info{{instance_name="{drifting.worker.app_id}"}}')
+        f'fraudstream_drift_report_info{{instance_name="{drifting.worker.app_id}"}}'
+    )
     report = Path(info["metric"]["path"])
     assert str(report) in received[0]["annotations"]["description"]
-    wait_for(lambda: report.is_file() and report.with_suffix(".json").is_file(), 90,
-             "the Evidently report to be built")
+    wait_for(
+        lambda: report.is_file() and report.with_suffix(".json").is_file(),
+        90,
+        "the Evidently report to be built",
+    )
     assert "txn_amount_log" in report.with_suffix(".json").read_text()
     # the same alarm, as a drift event on the real Kafka topic
-    [event] = [e for e in drift_events(drifting)
-               if e["detector"] == "psi" and e["subject"] == "txn_amount_log"][:1]
+    [event] = [
+        e
+        for e in drift_events(drifting)
+        if e["detector"] == "psi" and e["subject"] == "txn_amount_log"
+    ][:1]
     assert event["magnitude"] > 0.1 and event["changed_at"] <= event["first_seen"]
     assert event["window"] == drifting.drift.window_size
     # KSWIN saw the shift too: its event on the topic, and its alert in the real Prometheus
@@ -164,28 +186,47 @@ def test_a_drifting_stream_fires_feature_drift_and_a_steady_one_does_not(
     assert sudden[0]["subject"] == "txn_amount_log" and sudden[0]["magnitude"] > 0.1
     assert sudden[0]["changed_at"] <= sudden[0]["first_seen"]
     assert sudden[0]["window"] == drifting.drift.kswin_stat_size
-    wait_for(lambda: real_servers.query(
-        f'max_over_time(ALERTS{{alertname="FeatureSuddenShift", alertstate="firing", '
-        f'pipeline="{drifting.worker.app_id}"}}[1h])'), 60, "FeatureSuddenShift to fire")
-    assert drifting.drift.reports_dir and not list((drifting.drift.reports_dir.parent /
-                                                    "steady").glob("*/report.html"))
+    wait_for(
+        lambda: real_servers.query(
+            f'max_over_time(ALERTS{{alertname="FeatureSuddenShift", alertstate="firing", '
+            f'pipeline="{drifting.worker.app_id}"}}[1h])'
+        ),
+        60,
+        "FeatureSuddenShift to fire",
+    )
+    assert drifting.drift.reports_dir and not list(
+        (drifting.drift.reports_dir.parent / "steady").glob("*/report.html")
+    )
     # the steady worker was scraped all along, with every detector running
     quiet = steady.worker.app_id
-    wait_for(lambda: real_servers.query(
-        f'sum(fraudstream_consumer_lag{{instance_name="{quiet}"}}) == 0'), 120,
-        "the steady worker to process its whole stream")
-    wait_for(lambda: real_servers.query(
-        f'fraudstream_drift_model_detectors_armed{{instance_name="{quiet}"}} == 1'), 60,
-        "the steady worker's model detectors to be armed")
-    for watched in ("fraudstream_feature_psi", "fraudstream_score_psi",
-                    "fraudstream_fraud_rate_ratio", "fraudstream_label_delay_ratio"):
+    wait_for(
+        lambda: real_servers.query(
+            f'sum(fraudstream_consumer_lag{{instance_name="{quiet}"}}) == 0'
+        ),
+        120,
+        "the steady worker to process its whole stream",
+    )
+    wait_for(
+        lambda: real_servers.query(
+            f'fraudstream_drift_model_detectors_armed{{instance_name="{quiet}"}} == 1'
+        ),
+        60,
+        "the steady worker's model detectors to be armed",
+    )
+    for watched in (
+        "fraudstream_feature_psi",
+        "fraudstream_score_psi",
+        "fraudstream_fraud_rate_ratio",
+        "fraudstream_label_delay_ratio",
+    ):
         assert real_servers.query(f'{watched}{{instance_name="{quiet}"}}'), watched
     # Labels that overtook their transaction in the replay waited for it: none was lost.
-    wait_for(lambda: real_servers.query(
-        f'fraudstream_labels_waiting{{instance_name="{quiet}"}} == 0'), 60,
-        "the steady worker's waiting labels to be learned")
-    [lost] = real_servers.query(
-        f'sum(fraudstream_dead_letters_total{{instance_name="{quiet}"}})')
+    wait_for(
+        lambda: real_servers.query(f'fraudstream_labels_waiting{{instance_name="{quiet}"}} == 0'),
+        60,
+        "the steady worker's waiting labels to be learned",
+    )
+    [lost] = real_servers.query(f'sum(fraudstream_dead_letters_total{{instance_name="{quiet}"}})')
     assert float(lost["value"][1]) == 0.0
     # Scored records were held for event-time order while the replay flooded the topics
     # (the worker reads its partitions days apart), and all went to the detectors. (Labels
@@ -195,23 +236,35 @@ def test_a_drifting_stream_fires_feature_drift_and_a_steady_one_does_not(
     wait_for(lambda: real_servers.query(f"{held} == 0"), 60, "scored records released")
     # (The scorer may have waited for the labels, or never needed to: the labels have a
     # consumer of their own and keep up. What matters is below: no false alarm.)
-    for metric in ("fraudstream_scoring_holds_total", "fraudstream_scoring_hold_stalls_total",
-                   "fraudstream_labels_pauses_total", "fraudstream_score_psi"):
-        print(metric, [r["value"][1] for r in real_servers.query(
-            f'max_over_time({metric}{{instance_name="{quiet}"}}[1h])')])
+    for metric in (
+        "fraudstream_scoring_holds_total",
+        "fraudstream_scoring_hold_stalls_total",
+        "fraudstream_labels_pauses_total",
+        "fraudstream_score_psi",
+    ):
+        print(
+            metric,
+            [
+                r["value"][1]
+                for r in real_servers.query(
+                    f'max_over_time({metric}{{instance_name="{quiet}"}}[1h])'
+                )
+            ],
+        )
     # No alert (drift, quality or pipeline) fired at any time of the run, and none is pending
     # at its end. (While the replay floods the topics, ConsumerLag can go pending.)
     fired = real_servers.query(
-        f'max_over_time(ALERTS{{pipeline="{quiet}", alertstate="firing"}}[1h])')
+        f'max_over_time(ALERTS{{pipeline="{quiet}", alertstate="firing"}}[1h])'
+    )
     assert fired == [], [a["metric"] for a in fired]
     pending = real_servers.query(f'ALERTS{{pipeline="{quiet}"}}')
     assert pending == [], [a["metric"] for a in pending]
-    print(f"FeatureDrift fired {delay:.0f}s after the replay ended (bound "
-          f"{FIRING_BOUND_SECONDS}s)")
+    print(f"FeatureDrift fired {delay:.0f}s after the replay ended (bound {FIRING_BOUND_SECONDS}s)")
 
 
 def test_every_dashboard_query_returns_data_from_the_live_prometheus(
-    real_servers: RealServers, run: DriftRun,
+    real_servers: RealServers,
+    run: DriftRun,
 ) -> None:
     api = f"http://127.0.0.1:{run.drifting.api.port}/v1/score"
     body = TransactionRecord.from_event(Transaction("d1", "c000001", "p00001", 12.0, 1.77e9))

@@ -82,13 +82,23 @@ def _private_redis(folder: Path) -> tuple[RedisServer, ManagedProcess]:
 
 
 @pytest.fixture(scope="module")
-def faults(real_servers: RealServers, tmp_path_factory: pytest.TempPathFactory
-           ) -> Iterator[Outcome]:
+def faults(
+    real_servers: RealServers, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Outcome]:
     folder = tmp_path_factory.mktemp("faults")
     server, redis_process = _private_redis(folder / "redis")
     base = isolated_settings(real_servers, snapshot_every_labels=100)
-    settings = base.model_copy(update={"redis": base.redis.model_copy(update={
-        "url": server.url, "socket_timeout_seconds": 1.0, "connect_timeout_seconds": 0.5})})
+    settings = base.model_copy(
+        update={
+            "redis": base.redis.model_copy(
+                update={
+                    "url": server.url,
+                    "socket_timeout_seconds": 1.0,
+                    "connect_timeout_seconds": 0.5,
+                }
+            )
+        }
+    )
     simulation, _ = run_scenario(load_scenario("baseline"), days=14, customers=120)
     processes = Processes(folder)
     try:
@@ -97,9 +107,14 @@ def faults(real_servers: RealServers, tmp_path_factory: pytest.TempPathFactory
         client = httpx.Client(base_url=f"http://127.0.0.1:{settings.api.port}", timeout=15)
         wait_for(lambda: _ok(client, "/readyz"), 90, "the API ready (a champion published)")
         first = simulation.transactions.row(0, named=True)
-        body = {"schema_version": 1, "txn_id": "probe", "card_id": first["card_id"],
-                "terminal_id": first["terminal_id"], "amount": 12.5,
-                "event_time": "2026-01-01T00:00:00Z"}
+        body = {
+            "schema_version": 1,
+            "txn_id": "probe",
+            "card_id": first["card_id"],
+            "terminal_id": first["terminal_id"],
+            "amount": 12.5,
+            "event_time": "2026-01-01T00:00:00Z",
+        }
         replay = replay_paced(settings, simulation, REPLAY_SECONDS)
         labels = simulation.labels.height
         wait_for(lambda: labels_learned(settings) >= 0.25 * labels, 180, "a quarter of the labels")
@@ -114,8 +129,11 @@ def faults(real_servers: RealServers, tmp_path_factory: pytest.TempPathFactory
         redis_process.start()
         wait_for(server.ready, 30, "Redis started again")
         back = time.monotonic()
-        wait_for(lambda: client.post("/v1/score", json=body).status_code == 200, 30,
-                 "the API scoring again")
+        wait_for(
+            lambda: client.post("/v1/score", json=body).status_code == 200,
+            30,
+            "the API scoring again",
+        )
         recovered_after = time.monotonic() - back
 
         wait_for(lambda: labels_learned(settings) >= 0.6 * labels, 180, "60% of the labels")
@@ -132,9 +150,17 @@ def faults(real_servers: RealServers, tmp_path_factory: pytest.TempPathFactory
         wait_for(lambda: labels_learned(settings) >= labels, 240, "every label learned")
         time.sleep(1.0)
         alive = {"worker": worker.poll() is None, "api": api.poll() is None}
-        yield Outcome(settings, simulation, killed, paused, recovered_after, alive,
-                      settings.api.port, ready_while_down,
-                      {name: processes.log(name) for name in processes.children})
+        yield Outcome(
+            settings,
+            simulation,
+            killed,
+            paused,
+            recovered_after,
+            alive,
+            settings.api.port,
+            ready_while_down,
+            {name: processes.log(name) for name in processes.children},
+        )
         client.close()
     finally:
         processes.stop_all()
@@ -159,12 +185,15 @@ def test_the_api_answers_503_with_its_reason_while_redis_is_away(faults: Outcome
         statuses = {status for status, _, _ in answers.seen}
         assert 503 in statuses and statuses <= {200, 503}, answers.seen
         assert {reason for status, reason, _ in answers.seen if status == 503} == {
-            "redis_unavailable"}
+            "redis_unavailable"
+        }
     # a paused Redis is a timeout (redis.socket_timeout_seconds = 1), not a hang
     slowest = max(seconds for _, _, seconds in faults.paused.seen)
-    print(f"paused Redis: {len(faults.paused.seen)} requests, slowest {slowest:.2f}s; "
-          f"killed Redis: {len(faults.killed.seen)} requests; back to 200 "
-          f"{faults.recovered_after:.2f}s after Redis answered")
+    print(
+        f"paused Redis: {len(faults.paused.seen)} requests, slowest {slowest:.2f}s; "
+        f"killed Redis: {len(faults.killed.seen)} requests; back to 200 "
+        f"{faults.recovered_after:.2f}s after Redis answered"
+    )
     assert slowest < 5.0
     assert faults.ready_while_down == 503
     assert faults.recovered_after < 5.0
@@ -173,11 +202,11 @@ def test_the_api_answers_503_with_its_reason_while_redis_is_away(faults: Outcome
 def test_every_answer_is_counted_and_none_is_a_500(faults: Outcome) -> None:
     port = faults.api_port
     seen = sum(status == 503 for a in (faults.killed, faults.paused) for status, _, _ in a.seen)
-    counted = read_metric(port, "fraudstream_api_requests_total", route="/v1/score",
-                          status="503")
+    counted = read_metric(port, "fraudstream_api_requests_total", route="/v1/score", status="503")
     assert counted == seen
-    assert read_metric(port, "fraudstream_api_requests_total", route="/v1/score",
-                       status="500") is None
+    assert (
+        read_metric(port, "fraudstream_api_requests_total", route="/v1/score", status="500") is None
+    )
 
 
 def test_nothing_is_lost_or_counted_twice(faults: Outcome) -> None:

@@ -59,13 +59,15 @@ def label_record(label: Label, offset: int = 0) -> RawRecord:
 @pytest.fixture
 def pipeline(registry: ModelRegistry) -> Pipeline:
     settings = Settings(model=ModelSettings(snapshot_every_labels=3))
-    return Pipeline(settings, MemoryFeatureStore(), registry,
-                    PipelineMetrics.create(CollectorRegistry()))
+    return Pipeline(
+        settings, MemoryFeatureStore(), registry, PipelineMetrics.create(CollectorRegistry())
+    )
 
 
 async def test_a_tampered_snapshot_is_refused(registry: ModelRegistry) -> None:
-    meta = await registry.publish(build_model("logistic_regression"),
-                                  SnapshotMeta(0, None, "logistic_regression", 1, 0, None))
+    meta = await registry.publish(
+        build_model("logistic_regression"), SnapshotMeta(0, None, "logistic_regression", 1, 0, None)
+    )
     key = registry.key(f"snap:{meta.version}")
     await registry.client.hset(key, "blob", b"\x80\x04K\x01.")  # pickle of 1
     with pytest.raises(SnapshotIntegrityError, match="signature does not match"):
@@ -106,16 +108,20 @@ async def test_a_malformed_transaction_is_dead_lettered_with_field_and_reason(
 
 @pytest.mark.parametrize("moment", ["9999-12-31T23:59:59-23:59", "0001-01-01T00:00:00+01:00"])
 async def test_an_event_time_outside_the_datetime_range_is_dead_lettered_not_retried(
-    pipeline: Pipeline, moment: str,
+    pipeline: Pipeline,
+    moment: str,
 ) -> None:
     """Year 10000 (or 0) in UTC passed the schema, then failed to serialize in the worker,
     which retried its batch for ever: now the record is a dead letter naming the field, and
     the transaction beside it is scored."""
-    poison = (b'{"schema_version":1,"txn_id":"p","card_id":"poison","terminal_id":"p1",'
-              b'"amount":10,"event_time":"' + moment.encode() + b'"}')
+    poison = (
+        b'{"schema_version":1,"txn_id":"p","card_id":"poison","terminal_id":"p1",'
+        b'"amount":10,"event_time":"' + moment.encode() + b'"}'
+    )
     good = txn_record(Transaction("g", "c1", "p1", 5.0, 1_000.0))
     out = await asyncio.wait_for(
-        pipeline.on_transactions([raw("transactions", poison, 7), good]), 10)
+        pipeline.on_transactions([raw("transactions", poison, 7), good]), 10
+    )
     [letter] = [json.loads(e.value) for e in out if e.topic.endswith("dead-letters")]
     assert letter["reason"] == "invalid_record" and letter["offset"] == 7
     assert letter["detail"].startswith("event_time: ")
@@ -123,7 +129,8 @@ async def test_an_event_time_outside_the_datetime_range_is_dead_lettered_not_ret
 
 
 async def test_a_score_that_cannot_be_published_is_dead_lettered_not_retried(
-    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch,
+    pipeline: Pipeline,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Our own bug on one record (here: its score cannot be serialized) dead-letters that
     record as processing_error; the batch is not retried for ever, the others publish."""
@@ -137,9 +144,15 @@ async def test_a_score_that_cannot_be_published_is_dead_lettered_not_retried(
         return real(scored)
 
     monkeypatch.setattr(scorer_module, "score_value", broken)
-    out = await asyncio.wait_for(pipeline.on_transactions([
-        txn_record(Transaction("bad", "c1", "p1", 5.0, 1_000.0)),
-        txn_record(Transaction("ok", "c2", "p1", 5.0, 1_001.0))]), 10)
+    out = await asyncio.wait_for(
+        pipeline.on_transactions(
+            [
+                txn_record(Transaction("bad", "c1", "p1", 5.0, 1_000.0)),
+                txn_record(Transaction("ok", "c2", "p1", 5.0, 1_001.0)),
+            ]
+        ),
+        10,
+    )
     [letter] = [json.loads(e.value) for e in out if e.topic.endswith("dead-letters")]
     assert letter["reason"] == "processing_error" and "year 10000" in letter["detail"]
     assert [e.key for e in out if e.topic.endswith("scores")] == [b"c2"]
@@ -158,14 +171,14 @@ async def test_a_huge_binary_record_is_dead_lettered_exactly_and_within_the_limi
     limit = pipeline.settings.worker.dead_letter_value_max_bytes
     assert len(letter_bytes) < 2 * limit
     letter = json.loads(letter_bytes)
-    assert (letter["encoding"], letter["truncated"], letter["length"]) == ("base64", True,
-                                                                          400_000)
+    assert (letter["encoding"], letter["truncated"], letter["length"]) == ("base64", True, 400_000)
     assert base64.b64decode(letter["value"]) == huge[:limit]
     assert letter["sha256"] == hashlib.sha256(huge).hexdigest()
     assert [e.key for e in out if e.topic.endswith("scores")] == [b"c1"]
     small = b'\x00\xfe{"not": utf-8}'
-    [letter] = [json.loads(e.value) for e in await pipeline.on_transactions(
-        [raw("transactions", small, 4)])]
+    [letter] = [
+        json.loads(e.value) for e in await pipeline.on_transactions([raw("transactions", small, 4)])
+    ]
     assert base64.b64decode(letter["value"]) == small and "truncated" not in letter
 
 
@@ -174,11 +187,9 @@ async def test_a_far_future_event_is_refused_and_its_card_goes_on(pipeline: Pipe
     item 6): it is now a dead letter naming event_time, and the card goes on."""
     await pipeline.on_transactions([txn_record(Transaction("n1", "cx", "p1", 5.0, 1_000.0))])
     future = Transaction("f1", "cx", "p1", 5.0, 4_000_000_000.0)  # 2096
-    [letter] = [json.loads(e.value) for e in await pipeline.on_transactions(
-        [txn_record(future)])]
+    [letter] = [json.loads(e.value) for e in await pipeline.on_transactions([txn_record(future)])]
     assert letter["reason"] == "invalid_record" and letter["detail"].startswith("event_time: ")
-    out = await pipeline.on_transactions([txn_record(Transaction("n2", "cx", "p1", 6.0,
-                                                                 1_001.0))])
+    out = await pipeline.on_transactions([txn_record(Transaction("n2", "cx", "p1", 6.0, 1_001.0))])
     assert [e.key for e in out] == [b"cx"] and await pipeline.store.scored("f1") is None
 
 
@@ -192,9 +203,13 @@ async def test_a_txn_id_seen_again_with_other_content_is_a_conflicting_duplicate
     await pipeline.on_transactions([txn_record(first)])
     again = await pipeline.on_transactions([txn_record(first)])
     assert [e.key for e in again] == [b"ca"]  # a redelivery: its score again
-    for batch in ([txn_record(Transaction("d1", "cb", "p2", 5.0, 1_000.0))],
-                  [txn_record(Transaction("d2", "ca", "p1", 5.0, 1_001.0)),
-                   txn_record(Transaction("d2", "cb", "p1", 5.0, 1_001.0))]):
+    for batch in (
+        [txn_record(Transaction("d1", "cb", "p2", 5.0, 1_000.0))],
+        [
+            txn_record(Transaction("d2", "ca", "p1", 5.0, 1_001.0)),
+            txn_record(Transaction("d2", "cb", "p1", 5.0, 1_001.0)),
+        ],
+    ):
         out = await pipeline.on_transactions(batch)
         letters = [json.loads(e.value) for e in out if e.topic.endswith("dead-letters")]
         assert [letter["reason"] for letter in letters] == ["conflicting_duplicate"]
@@ -213,14 +228,17 @@ async def test_a_snapshot_is_published_every_n_labels_and_served(pipeline: Pipel
     assert await pipeline.registry.journal() == []
 
 
-async def scored_then_started(registry: ModelRegistry, store: MemoryFeatureStore,
-                              txns: list[Transaction],
-                              min_seconds: float) -> tuple[Learner, list[Label]]:
+async def scored_then_started(
+    registry: ModelRegistry, store: MemoryFeatureStore, txns: list[Transaction], min_seconds: float
+) -> tuple[Learner, list[Label]]:
     """``txns`` scored by a pipeline snapshotting every 10 labels (no sooner than
     ``min_seconds`` apart), its learner started, and a label for each (every 4th a fraud)."""
-    pipeline = Pipeline(Settings(model=ModelSettings(snapshot_every_labels=10,
-                                                     snapshot_min_seconds=min_seconds)),
-                        store, registry, PipelineMetrics.create(CollectorRegistry()))
+    pipeline = Pipeline(
+        Settings(model=ModelSettings(snapshot_every_labels=10, snapshot_min_seconds=min_seconds)),
+        store,
+        registry,
+        PipelineMetrics.create(CollectorRegistry()),
+    )
     await pipeline.on_transactions([txn_record(t) for t in txns])
     learner = await pipeline.start()
     assert learner is not None
@@ -228,7 +246,8 @@ async def scored_then_started(registry: ModelRegistry, store: MemoryFeatureStore
 
 
 async def test_labels_learned_in_a_batch_snapshot_where_one_by_one_would(
-    registry: ModelRegistry, redis_store: RedisFeatureStore,
+    registry: ModelRegistry,
+    redis_store: RedisFeatureStore,
 ) -> None:
     store = MemoryFeatureStore()
     txns = [Transaction(f"b{i}", f"c{i % 7}", "p1", 3.0 + i, 100.0 + i) for i in range(25)]
@@ -245,8 +264,9 @@ async def test_labels_learned_in_a_batch_snapshot_where_one_by_one_would(
     assert [m.labels_learned for m in versions] == [0, 10, 20]
     assert [e.txn_id for e in await registry.journal()] == [t.txn_id for t in txns[20:]]
     # the same model as learning them one at a time
-    one_by_one = await Learner.start(registry.challenger("single"), store,
-                                     "logistic_regression", 10)
+    one_by_one = await Learner.start(
+        registry.challenger("single"), store, "logistic_regression", 10
+    )
     for label in labels:
         await one_by_one.learn(label)
     probe = dict(results[5].record.features) if results[5].record else {}
@@ -300,8 +320,12 @@ async def test_a_journal_write_whose_reply_is_lost_is_learned_exactly_once(
     store = MemoryFeatureStore()
     txns = [Transaction(f"m{i}", f"c{i % 3}", "p1", 4.0 + i, 100.0 + i) for i in range(10)]
     labels = [Label(t.txn_id, i % 3 == 0, 1e4 + i) for i, t in enumerate(txns)]
-    pipeline = Pipeline(Settings(model=ModelSettings(snapshot_every_labels=100)), store,
-                        registry, PipelineMetrics.create(CollectorRegistry()))
+    pipeline = Pipeline(
+        Settings(model=ModelSettings(snapshot_every_labels=100)),
+        store,
+        registry,
+        PipelineMetrics.create(CollectorRegistry()),
+    )
     await pipeline.on_transactions([txn_record(t) for t in txns])
     learner = await pipeline.start()
     applied = registry._append
@@ -323,8 +347,9 @@ async def test_a_journal_write_whose_reply_is_lost_is_learned_exactly_once(
     assert learner.labels_learned == 10
     assert [e.txn_id for e in await registry.journal()] == [t.txn_id for t in txns]
     # the model is the one that learned each label once, from its stored vector
-    reference = await Learner.start(registry.challenger("reference"), store,
-                                    "logistic_regression", 100)
+    reference = await Learner.start(
+        registry.challenger("reference"), store, "logistic_regression", 100
+    )
     await reference.learn_many(labels)
     probe = dict((await store.scored("m4") or pytest.fail("not scored")).features)
     assert learner.model.predict_proba_one(probe) == reference.model.predict_proba_one(probe)
@@ -364,8 +389,12 @@ async def test_stream_quality_metrics_match_a_direct_computation(registry: Model
 
     prometheus = CollectorRegistry()
     store = MemoryFeatureStore()
-    pipeline = Pipeline(Settings(model=ModelSettings(snapshot_every_labels=1000)), store,
-                        registry, PipelineMetrics.create(prometheus))
+    pipeline = Pipeline(
+        Settings(model=ModelSettings(snapshot_every_labels=1000)),
+        store,
+        registry,
+        PipelineMetrics.create(prometheus),
+    )
     truth = []
     for i in range(40):
         t = Transaction(f"q{i}", f"c{i % 7}", "p", 5.0 + (80.0 if i % 5 == 0 else i % 3), 1e5 + i)
@@ -382,9 +411,16 @@ async def test_stream_quality_metrics_match_a_direct_computation(registry: Model
     version = str(pipeline.learner.meta.version)
 
     def sample(metric: str) -> float | None:
-        return prometheus.get_sample_value("fraudstream_model_quality", {
-            "role": "champion", "model": ModelSettings().name, "version": version,
-            "metric": metric, "window": "all"})
+        return prometheus.get_sample_value(
+            "fraudstream_model_quality",
+            {
+                "role": "champion",
+                "model": ModelSettings().name,
+                "version": version,
+                "metric": metric,
+                "window": "all",
+            },
+        )
 
     assert sample("average_precision") == average_precision(np.array(scores), np.array(truth))
     assert sample("roc_auc") == roc_auc(np.array(scores), np.array(truth))
@@ -403,13 +439,17 @@ class GroupProgress:
         return dict(self.committed), dict(self.ends)
 
 
-def waiting_pipeline(registry: ModelRegistry, store: MemoryFeatureStore,
-                     progress: GroupProgress) -> tuple[Pipeline, CollectorRegistry]:
+def waiting_pipeline(
+    registry: ModelRegistry, store: MemoryFeatureStore, progress: GroupProgress
+) -> tuple[Pipeline, CollectorRegistry]:
     prometheus = CollectorRegistry()
-    settings = Settings(model=ModelSettings(snapshot_every_labels=100),
-                        redis=RedisSettings(key_prefix=registry.key_prefix))  # its own keys
-    return Pipeline(settings, store, registry, PipelineMetrics.create(prometheus),
-                    progress=progress), prometheus
+    settings = Settings(
+        model=ModelSettings(snapshot_every_labels=100),
+        redis=RedisSettings(key_prefix=registry.key_prefix),
+    )  # its own keys
+    return Pipeline(
+        settings, store, registry, PipelineMetrics.create(prometheus), progress=progress
+    ), prometheus
 
 
 async def test_a_label_that_overtakes_its_transaction_waits_and_is_learned(
@@ -430,12 +470,16 @@ async def test_a_label_that_overtakes_its_transaction_waits_and_is_learned(
     assert stored is not None and pipeline.learner.labels_learned == 1
     journal = await pipeline.registry.journal()
     assert [(e.txn_id, e.is_fraud, e.features) for e in journal] == [
-        (early.txn_id, True, stored.features)]
+        (early.txn_id, True, stored.features)
+    ]
     assert prometheus.get_sample_value("fraudstream_labels_waiting") == 0.0
     assert await registry.client.hlen(f"{registry.key_prefix}:labels:waiting") == 0
-    assert prometheus.get_sample_value(
-        "fraudstream_dead_letters_total", {"topic": "labels", "reason": "unknown_transaction"}
-    ) == 0.0
+    assert (
+        prometheus.get_sample_value(
+            "fraudstream_dead_letters_total", {"topic": "labels", "reason": "unknown_transaction"}
+        )
+        == 0.0
+    )
 
 
 async def test_a_waiting_label_is_dead_lettered_once_its_transaction_cannot_come(
@@ -511,8 +555,9 @@ async def test_a_label_is_learned_only_once_the_stream_reaches_its_arrival(
     await pipeline.on_transactions([txn_record(t) for t in txns[:2]])
     # labels seven days late, all consumed before the stream got past day 1
     for i, txn in enumerate(txns[:3]):
-        await pipeline.on_label(label_record(Label(txn.txn_id, i == 1, txn.event_time + 7 * day),
-                                             offset=i))
+        await pipeline.on_label(
+            label_record(Label(txn.txn_id, i == 1, txn.event_time + 7 * day), offset=i)
+        )
     assert prometheus.get_sample_value("fraudstream_labels_waiting") == 3.0
     assert pipeline.learner is not None
     learned = []
@@ -544,12 +589,19 @@ async def test_labels_past_the_end_of_the_stream_are_learned_once_the_group_caug
 async def test_the_labels_partitions_are_paused_while_too_many_labels_wait(
     registry: ModelRegistry,
 ) -> None:
-    settings = Settings(worker=WorkerSettings(labels_waiting_max=4),
-                        redis=RedisSettings(key_prefix=registry.key_prefix))
+    settings = Settings(
+        worker=WorkerSettings(labels_waiting_max=4),
+        redis=RedisSettings(key_prefix=registry.key_prefix),
+    )
     progress = GroupProgress()
     progress.ends = {0: 9}
-    pipeline = Pipeline(settings, MemoryFeatureStore(), registry,
-                        PipelineMetrics.create(CollectorRegistry()), progress=progress)
+    pipeline = Pipeline(
+        settings,
+        MemoryFeatureStore(),
+        registry,
+        PipelineMetrics.create(CollectorRegistry()),
+        progress=progress,
+    )
     assert pipeline.learn is not None and pipeline.waiting is not None
     flow = pipeline.learn.flow
 
@@ -557,8 +609,9 @@ async def test_the_labels_partitions_are_paused_while_too_many_labels_wait(
         assert pipeline.waiting is not None
         return flow.decide(await pipeline.stream_time(), len(pipeline.waiting))
 
-    await pipeline.on_transactions([
-        txn_record(Transaction(f"p{i}", "c1", "p1", 5.0, float(i))) for i in range(4)])
+    await pipeline.on_transactions(
+        [txn_record(Transaction(f"p{i}", "c1", "p1", 5.0, float(i))) for i in range(4)]
+    )
     decisions = []
     for i in range(4):  # within the lead, but each waits for the stream
         await pipeline.on_label(label_record(Label(f"p{i}", False, 10.0 + i), offset=i))
@@ -589,36 +642,42 @@ async def test_a_batch_of_label_records_is_sorted_learned_parked_and_dead_letter
     txns = [Transaction(f"m{i}", f"c{i}", "p1", 5.0 + i, 100.0 + i) for i in range(3)]
     await pipeline.on_transactions([txn_record(t) for t in txns])
     batch = [
-        label_record(Label("m0", True, 101.0), offset=0),       # learned
-        raw("labels", b'{"txn_id": "m1"}', offset=1),           # invalid: dead-lettered
-        label_record(Label("m1", False, 101.5), offset=2),      # learned
-        label_record(Label("m0", True, 101.0), offset=3),       # redelivered: once only
-        label_record(Label("m2", False, 5000.0), offset=4),     # ahead of the stream: waits
-        label_record(Label("later", True, 101.0), offset=5),    # before its transaction: waits
+        label_record(Label("m0", True, 101.0), offset=0),  # learned
+        raw("labels", b'{"txn_id": "m1"}', offset=1),  # invalid: dead-lettered
+        label_record(Label("m1", False, 101.5), offset=2),  # learned
+        label_record(Label("m0", True, 101.0), offset=3),  # redelivered: once only
+        label_record(Label("m2", False, 5000.0), offset=4),  # ahead of the stream: waits
+        label_record(Label("later", True, 101.0), offset=5),  # before its transaction: waits
     ]
     out = await pipeline.on_labels(batch)
     assert [json.loads(e.value)["reason"] for e in out] == ["invalid_record"]
     assert pipeline.learner is not None and pipeline.learner.labels_learned == 2
-    assert prometheus.get_sample_value(
-        "fraudstream_duplicates_total", {"topic": "labels"}) == 1.0
+    assert prometheus.get_sample_value("fraudstream_duplicates_total", {"topic": "labels"}) == 1.0
     assert prometheus.get_sample_value("fraudstream_labels_waiting") == 2.0
     assert await registry.client.hlen(f"{registry.key_prefix}:labels:waiting") == 2
-    assert prometheus.get_sample_value(
-        "fraudstream_events_in_total", {"topic": "labels"}) == 6.0
+    assert prometheus.get_sample_value("fraudstream_events_in_total", {"topic": "labels"}) == 6.0
 
 
 async def test_a_scorer_waits_for_the_labels_that_came_before_its_transactions(
-    registry: ModelRegistry, monkeypatch: pytest.MonkeyPatch,
+    registry: ModelRegistry,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """While labels wait in Kafka, no transaction is scored more than the scoring lead past
     the labels read (the learner's frontier, published in the real Redis); live (no
     frontier) nothing waits, and a frontier that stopped moving (no learner reads the
     labels) does not hold the scorer for ever."""
-    settings = Settings(worker=WorkerSettings(scoring_lead_seconds=100.0),
-                        redis=RedisSettings(key_prefix=registry.key_prefix))
+    settings = Settings(
+        worker=WorkerSettings(scoring_lead_seconds=100.0),
+        redis=RedisSettings(key_prefix=registry.key_prefix),
+    )
     prometheus = CollectorRegistry()
-    pipeline = Pipeline(settings, MemoryFeatureStore(), registry,
-                        PipelineMetrics.create(prometheus), progress=GroupProgress())
+    pipeline = Pipeline(
+        settings,
+        MemoryFeatureStore(),
+        registry,
+        PipelineMetrics.create(prometheus),
+        progress=GroupProgress(),
+    )
     assert pipeline.learn is not None and pipeline.scorer is not None
     learn = pipeline.learn
 
@@ -630,9 +689,14 @@ async def test_a_scorer_waits_for_the_labels_that_came_before_its_transactions(
     await pipeline.on_labels([label("a", 20.0, 0, behind=True)])  # more labels in Kafka
     await learn.publish_frontier(await pipeline.stream_time())
     assert learn.frontier(await pipeline.stream_time()) == 20.0  # read up to 20 s
-    scoring = asyncio.create_task(pipeline.on_transactions([
-        txn_record(Transaction("b", "c1", "p1", 5.0, 100.0)),     # within the lead
-        txn_record(Transaction("c", "c2", "p1", 5.0, 200.0))]))  # 180 s past the frontier
+    scoring = asyncio.create_task(
+        pipeline.on_transactions(
+            [
+                txn_record(Transaction("b", "c1", "p1", 5.0, 100.0)),  # within the lead
+                txn_record(Transaction("c", "c2", "p1", 5.0, 200.0)),
+            ]
+        )
+    )  # 180 s past the frontier
     await asyncio.sleep(0.5)
     assert await pipeline.store.scored("b") is not None
     assert await pipeline.store.scored("c") is None and not scoring.done()
@@ -650,8 +714,9 @@ async def test_a_scorer_waits_for_the_labels_that_came_before_its_transactions(
     monkeypatch.setattr("stream.runtime.scorer.LABELS_STALL_SECONDS", 0.3)
     await learn.registry.client.set(f"{registry.key_prefix}:labels:frontier", "0")
     began = time.monotonic()
-    await asyncio.wait_for(pipeline.on_transaction(
-        txn_record(Transaction("d", "c3", "p1", 5.0, 1_000.0))), 5)
+    await asyncio.wait_for(
+        pipeline.on_transaction(txn_record(Transaction("d", "c3", "p1", 5.0, 1_000.0))), 5
+    )
     assert time.monotonic() - began >= 0.3  # it did wait first
     assert await pipeline.store.scored("d") is not None
     assert prometheus.get_sample_value("fraudstream_scoring_hold_stalls_total") == 1
@@ -674,8 +739,9 @@ async def test_a_batch_part_keeps_its_training_rows_across_a_restart(
 
     rnd = random.Random(7)
     store = MemoryFeatureStore()
-    model = Hybrid(ScaledLogistic(lr=0.01), BatchRetrained("gradient_boosting",
-                                                           retrain_every=300), 0.5, 0)
+    model = Hybrid(
+        ScaledLogistic(lr=0.01), BatchRetrained("gradient_boosting", retrain_every=300), 0.5, 0
+    )
     await registry.publish(model, SnapshotMeta(0, None, "hybrid", 0, 0, None))
     learner = await Learner.start(registry, store, "hybrid", 100)
     assert isinstance(learner.model, Hybrid)
@@ -687,8 +753,8 @@ async def test_a_batch_part_keeps_its_training_rows_across_a_restart(
             t = Transaction(f"t{i}", f"c{i % 40}", "p1", rnd.uniform(1, 100), 60.0 * i)
             fraud = t.amount > 80 and rnd.random() < 0.7
             features = dict(view(EntityState(), t))
-            await store.save([(None, ScoredRecord(t.txn_id, t.card_id, "p1", t.event_time,
-                                                  features, 0.1, 1))])  # type: ignore[list-item]
+            record = ScoredRecord(t.txn_id, t.card_id, "p1", t.event_time, features, 0.1, 1)
+            await store.save([(None, record)])  # type: ignore[list-item]
             await learner.learn_many([Label(t.txn_id, fraud, t.event_time + 10.0, t.card_id)])
 
     await feed(0, 300)  # the 300th label starts a fit in the background

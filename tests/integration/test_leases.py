@@ -45,7 +45,8 @@ async def store(redis_url: str, prefix: str) -> AsyncIterator[RedisFeatureStore]
 
 
 def test_one_holder_at_a_time_and_each_acquisition_takes_a_higher_token(
-        client: redis.Redis, prefix: str) -> None:
+    client: redis.Redis, prefix: str
+) -> None:
     first = Lease(client, prefix, "learn", "a:1", ttl_seconds=1.0)
     second = Lease(client, prefix, "learn", "b:2", ttl_seconds=1.0)
     fence = first.try_acquire()
@@ -62,7 +63,8 @@ def test_one_holder_at_a_time_and_each_acquisition_takes_a_higher_token(
 
 
 def test_a_standby_waits_for_the_lease_and_takes_it_when_it_is_released(
-        client: redis.Redis, prefix: str) -> None:
+    client: redis.Redis, prefix: str
+) -> None:
     active = Lease(client, prefix, "monitor", "a:1", ttl_seconds=30.0)
     standby = Lease(client, prefix, "monitor", "b:2", ttl_seconds=30.0)
     fence = active.try_acquire()
@@ -92,7 +94,8 @@ def test_the_keeper_renews_and_reports_a_takeover(client: redis.Redis, prefix: s
 
 
 async def test_a_stale_learner_can_neither_journal_nor_publish(
-        client: redis.Redis, store: RedisFeatureStore, prefix: str) -> None:
+    client: redis.Redis, store: RedisFeatureStore, prefix: str
+) -> None:
     """The old learner was paused past its lease; the new one took over. Every write of
     the old one is refused, and what the new one wrote stays whole."""
     old_lease = Lease(client, prefix, "learn", "old:1", ttl_seconds=0.5)
@@ -115,9 +118,10 @@ async def test_a_stale_learner_can_neither_journal_nor_publish(
     with pytest.raises(FencedError):
         await old_learner.learn_many([Label("t1", True, 2_000.0)])
     with pytest.raises(FencedError):
-        await old.publish(build_model("logistic_regression"),
-                          SnapshotMeta(0, old_learner.meta.version, "logistic_regression", 1,
-                                       5, None))
+        await old.publish(
+            build_model("logistic_regression"),
+            SnapshotMeta(0, old_learner.meta.version, "logistic_regression", 1, 5, None),
+        )
     assert await plain.journal() == [] and await plain.were_learned(["t1"]) == [False]
     [learned] = await new_learner.learn_many([Label("t1", True, 2_000.0)])
     assert learned.outcome.value == "learned"
@@ -126,6 +130,7 @@ async def test_a_stale_learner_can_neither_journal_nor_publish(
     assert meta.version == published.version and meta.labels_learned == 1
     # the champion challenger lineages are fenced by the same token
     with pytest.raises(FencedError):
-        await old.challenger("arf").publish(build_model("logistic_regression"),
-                                            SnapshotMeta(0, None, "logistic_regression", 1, 0,
-                                                         None))
+        await old.challenger("arf").publish(
+            build_model("logistic_regression"),
+            SnapshotMeta(0, None, "logistic_regression", 1, 0, None),
+        )

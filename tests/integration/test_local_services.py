@@ -19,11 +19,17 @@ pytestmark = pytest.mark.integration
 
 
 def services_in(tmp_path: Path) -> LocalServices:
-    return LocalServices(ServicesSettings(
-        state_dir=tmp_path, cache_dir=REPO / ".cache", redis_port=free_port(),
-        prometheus_port=free_port(), alertmanager_port=free_port(),
-        kafka_port=free_port(), kafka_controller_port=free_port(),
-    ))
+    return LocalServices(
+        ServicesSettings(
+            state_dir=tmp_path,
+            cache_dir=REPO / ".cache",
+            redis_port=free_port(),
+            prometheus_port=free_port(),
+            alertmanager_port=free_port(),
+            kafka_port=free_port(),
+            kafka_controller_port=free_port(),
+        )
+    )
 
 
 def test_up_is_idempotent_and_down_stops_only_what_it_started(tmp_path: Path) -> None:
@@ -71,7 +77,9 @@ def test_the_generated_prometheus_config_passes_promtool(tmp_path: Path) -> None
     services.prometheus.prepare(services.settings)
     promtool = shutil.which("promtool")
     assert promtool, "promtool comes with Debian's prometheus package"
-    result = subprocess.run([promtool, "check", "config", str(tmp_path / "prometheus" /
-                                                              "prometheus.yml")],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [promtool, "check", "config", str(tmp_path / "prometheus" / "prometheus.yml")],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stdout + result.stderr

@@ -37,8 +37,10 @@ def test_an_old_layout_redis_reads_as_before_once_migrated(redis_url: str) -> No
     async def read() -> tuple[list[dict[str, float]], object, int | None]:
         store = RedisFeatureStore.from_url(redis_url, prefix)
         try:
-            vectors = [view(state, p) for state, p in
-                       zip(await store.peek_many(probes), probes, strict=True)]
+            vectors = [
+                view(state, p)
+                for state, p in zip(await store.peek_many(probes), probes, strict=True)
+            ]
             record = await store.scored("h7")
             champion = await ModelRegistry(store.client, prefix, KEY).champion_version()
             return vectors, record, champion

@@ -18,8 +18,13 @@ pytestmark = pytest.mark.integration
 
 
 def _read(bootstrap: str, topic: str, want: int) -> list[tuple[int, bytes | None, bytes]]:
-    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                             group_id=None, consumer_timeout_ms=5_000)
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        group_id=None,
+        consumer_timeout_ms=5_000,
+    )
     try:
         out = []
         for message in consumer:
@@ -41,8 +46,14 @@ async def test_batched_records_land_where_a_send_puts_them_in_order(
     admin.close()
     # 30 cards, 2,000 records (several producer batches a partition), some without a key,
     # one larger than a whole producer batch (a dead letter can be)
-    emits = [Emit(batched, None if i % 97 == 0 else f"c{i % 30:03d}".encode(),
-                  (b"x" * 20_000 if i == 500 else b"") + f"{i}".encode()) for i in range(2_000)]
+    emits = [
+        Emit(
+            batched,
+            None if i % 97 == 0 else f"c{i % 30:03d}".encode(),
+            (b"x" * 20_000 if i == 500 else b"") + f"{i}".encode(),
+        )
+        for i in range(2_000)
+    ]
     producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
     await producer.start()
     try:
@@ -58,8 +69,7 @@ async def test_batched_records_land_where_a_send_puts_them_in_order(
     got = _read(kafka_bootstrap, batched, len(emits))
     assert sorted(value for _, _, value in got) == sorted(e.value for e in emits)
     keyed = [e for e in emits if e.key is not None]
-    where = {key: partition for partition, key, _ in _read(kafka_bootstrap, single,
-                                                          len(keyed))}
+    where = {key: partition for partition, key, _ in _read(kafka_bootstrap, single, len(keyed))}
     per_key: dict[bytes, list[bytes]] = defaultdict(list)
     unkeyed_partitions = set()
     for partition, key, value in got:

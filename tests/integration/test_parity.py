@@ -51,12 +51,17 @@ def phase(rnd: random.Random, start: float, count: int, first: int) -> list[Tran
     for i in range(first, first + count):
         clock += rnd.expovariate(1 / 900)
         located = rnd.random() < 0.5
-        out.append(Transaction(
-            f"x{i}", f"card{rnd.randrange(12)}", f"term{rnd.randrange(5)}",
-            round(rnd.lognormvariate(3, 1), 2),
-            clock - (rnd.random() * 1800 if rnd.random() < 0.1 else 0.0),
-            lat=45 + rnd.random() if located else None, lon=5 + rnd.random() if located else None,
-        ))
+        out.append(
+            Transaction(
+                f"x{i}",
+                f"card{rnd.randrange(12)}",
+                f"term{rnd.randrange(5)}",
+                round(rnd.lognormvariate(3, 1), 2),
+                clock - (rnd.random() * 1800 if rnd.random() < 0.1 else 0.0),
+                lat=45 + rnd.random() if located else None,
+                lon=5 + rnd.random() if located else None,
+            )
+        )
     return out
 
 
@@ -87,8 +92,9 @@ async def _labels_learned(settings: Settings) -> int:
     assert key is not None
     store = RedisFeatureStore.from_url(settings.redis.url, settings.redis.key_prefix)
     try:
-        registry = ModelRegistry(store.client, settings.redis.key_prefix,
-                                 key.get_secret_value().encode())
+        registry = ModelRegistry(
+            store.client, settings.redis.key_prefix, key.get_secret_value().encode()
+        )
         meta, _ = await registry.load()
         return meta.labels_learned
     finally:
@@ -101,15 +107,22 @@ def parity(real_servers: RealServers, tmp_path_factory: pytest.TempPathFactory) 
     settings = base.model_copy(update={"kafka": base.kafka.model_copy(update={"partitions": 1})})
     rnd = random.Random(11)
     phase_a = phase(rnd, T0, 250, 0)
-    too_late = Transaction("x-late", phase_a[-1].card_id, "term0", 1.0,
-                           max(t.event_time for t in phase_a if t.card_id == phase_a[-1].card_id)
-                           - 2 * 3600)
+    too_late = Transaction(
+        "x-late",
+        phase_a[-1].card_id,
+        "term0",
+        1.0,
+        max(t.event_time for t in phase_a if t.card_id == phase_a[-1].card_id) - 2 * 3600,
+    )
     frauds = rnd.sample(phase_a, 20)
     labels = [Label(t.txn_id, True, phase_a[-1].event_time + 60) for t in frauds]
     phase_b = phase(rnd, phase_a[-1].event_time + 3600, 150, 250)
     processes = Processes(tmp_path_factory.mktemp("parity"))
-    publisher = Publisher(create_producer(settings.kafka.bootstrap_servers),
-                          settings.topics.name("transactions"), settings.topics.name("labels"))
+    publisher = Publisher(
+        create_producer(settings.kafka.bootstrap_servers),
+        settings.topics.name("transactions"),
+        settings.topics.name("labels"),
+    )
     try:
         processes.start("worker", settings)
         wait_port(settings.worker.metrics_port)
@@ -122,18 +135,32 @@ def parity(real_servers: RealServers, tmp_path_factory: pytest.TempPathFactory) 
         for label in labels:
             publisher.send(label)
         publisher.flush()
-        wait_for(lambda: asyncio.run(_labels_learned(settings)) == len(labels) or None, 60,
-                 "the learner to learn every label")
+        wait_for(
+            lambda: asyncio.run(_labels_learned(settings)) == len(labels) or None,
+            60,
+            "the learner to learn every label",
+        )
         for txn in phase_b:
             publisher.send(txn)
         publisher.flush()
         _wait_scores(settings, len(phase_a) + len(phase_b))
         # the API's vector for a new transaction, which then goes through the stream
-        probe = Transaction("x-probe", phase_b[-1].card_id, "term1", 77.0,
-                            phase_b[-1].event_time + 30, lat=45.5, lon=5.5)
+        probe = Transaction(
+            "x-probe",
+            phase_b[-1].card_id,
+            "term1",
+            77.0,
+            phase_b[-1].event_time + 30,
+            lat=45.5,
+            lon=5.5,
+        )
         body = TransactionRecord.from_event(probe).model_dump(mode="json")
-        response = httpx.post(f"http://127.0.0.1:{settings.api.port}/v1/score",
-                              params={"features": "true"}, json=body, timeout=10)
+        response = httpx.post(
+            f"http://127.0.0.1:{settings.api.port}/v1/score",
+            params={"features": "true"},
+            json=body,
+            timeout=10,
+        )
         assert response.status_code == 200, response.text
         publisher.send(probe)
         publisher.flush()

@@ -51,8 +51,10 @@ KNOWN = [  # one card whose history the test knows by heart
     Transaction("known-3", "card-known", "term-1", 30.0, T0 + 7200),
 ]
 TOO_LATE = Transaction("known-late", "card-known", "term-1", 5.0, T0 + 7200 - 3600.5)
-BAD_RECORD = b'{"schema_version": 1, "txn_id": "bad-1", "card_id": "c", "terminal_id": "p",' \
-             b' "amount": -5, "event_time": "2026-01-01T00:00:00Z"}'
+BAD_RECORD = (
+    b'{"schema_version": 1, "txn_id": "bad-1", "card_id": "c", "terminal_id": "p",'
+    b' "amount": -5, "event_time": "2026-01-01T00:00:00Z"}'
+)
 
 
 @dataclass
@@ -82,8 +84,9 @@ class Run:
         async def load(store: RedisFeatureStore) -> SnapshotMeta:
             key = self.settings.model.signing_key
             assert key is not None
-            registry = ModelRegistry(store.client, self.settings.redis.key_prefix,
-                                     key.get_secret_value().encode())
+            registry = ModelRegistry(
+                store.client, self.settings.redis.key_prefix, key.get_secret_value().encode()
+            )
             meta, _ = await registry.load()
             return meta
 
@@ -98,10 +101,13 @@ class Run:
 
 
 def _consume(settings: Settings, topic: str, want: int, timeout: float) -> list[dict[str, object]]:
-    consumer = KafkaConsumer(settings.topics.name(topic),
-                             bootstrap_servers=settings.kafka.bootstrap_servers,
-                             auto_offset_reset="earliest", group_id=None,
-                             consumer_timeout_ms=int(timeout * 1000))
+    consumer = KafkaConsumer(
+        settings.topics.name(topic),
+        bootstrap_servers=settings.kafka.bootstrap_servers,
+        auto_offset_reset="earliest",
+        group_id=None,
+        consumer_timeout_ms=int(timeout * 1000),
+    )
     got: list[dict[str, object]] = []
     try:
         for message in consumer:
@@ -114,23 +120,36 @@ def _consume(settings: Settings, topic: str, want: int, timeout: float) -> list[
 
 
 @pytest.fixture(scope="module", params=["redis", "redis-cluster"])
-def run(real_servers: RealServers, tmp_path_factory: pytest.TempPathFactory,
-        request: pytest.FixtureRequest) -> Iterator[Run]:
+def run(
+    real_servers: RealServers,
+    tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest,
+) -> Iterator[Run]:
     settings = isolated_settings(real_servers, snapshot_every_labels=40)
     if request.param == "redis-cluster":
         settings = on_cluster(settings, request.getfixturevalue("redis_cluster_url"))
     processes = Processes(tmp_path_factory.mktemp("e2e"))
-    events = generate(SimulatorConfig(population=PopulationConfig(customers=40, terminals=30),
-                                      days=2, start_time=T0 + 86400, seed=3)).events()
+    events = generate(
+        SimulatorConfig(
+            population=PopulationConfig(customers=40, terminals=30),
+            days=2,
+            start_time=T0 + 86400,
+            seed=3,
+        )
+    ).events()
     simulated = [e for e in events if isinstance(e, Transaction)]
     labels = [e for e in events if isinstance(e, Label)]
     try:
         processes.start("worker", settings)
         wait_port(settings.worker.metrics_port)
-        real_servers.add_scrape_target("worker", settings.worker.app_id,
-                                       f"127.0.0.1:{settings.worker.metrics_port}")
-        publisher = Publisher(create_producer(settings.kafka.bootstrap_servers),
-                              settings.topics.name("transactions"), settings.topics.name("labels"))
+        real_servers.add_scrape_target(
+            "worker", settings.worker.app_id, f"127.0.0.1:{settings.worker.metrics_port}"
+        )
+        publisher = Publisher(
+            create_producer(settings.kafka.bootstrap_servers),
+            settings.topics.name("transactions"),
+            settings.topics.name("labels"),
+        )
         for txn in [*KNOWN, *KNOWN, TOO_LATE]:  # the known ones twice: a redelivery
             publisher.send(txn)
         for txn in simulated:
@@ -201,8 +220,9 @@ def test_the_api_scores_with_the_cards_current_features(run: Run) -> None:
     api = f"http://127.0.0.1:{run.settings.api.port}"
     probe = Transaction("probe-1", "card-known", "term-9", 50.0, T0 + 7201)
     body = TransactionRecord.from_event(probe).model_dump(mode="json")
-    response = wait_for(lambda: _post_ok(f"{api}/v1/score?features=true", body), 30,
-                        "the API to score")
+    response = wait_for(
+        lambda: _post_ok(f"{api}/v1/score?features=true", body), 30, "the API to score"
+    )
     result = response.json()
     assert result["features"]["card_txn_count_1h"] == 1.0  # known-3, one second earlier
     assert result["features"]["card_amount_sum_1h"] == 30.0

@@ -21,8 +21,11 @@ MASTERS = 3
 
 @pytest.fixture
 def cluster_services(tmp_path: Path) -> Iterator[LocalServices]:
-    settings = ServicesSettings(state_dir=tmp_path / "state", redis_cluster=MASTERS,
-                                redis_cluster_port=free_cluster_base(MASTERS))
+    settings = ServicesSettings(
+        state_dir=tmp_path / "state",
+        redis_cluster=MASTERS,
+        redis_cluster_port=free_cluster_base(MASTERS),
+    )
     services = LocalServices(settings)
     try:
         yield services

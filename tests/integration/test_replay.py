@@ -24,9 +24,12 @@ pytestmark = pytest.mark.integration
 def consume_all(settings: Settings, topic: str) -> dict[int, list[dict[str, object]]]:
     """Every record of ``topic`` (up to its end offsets now), by partition, in order."""
     name = settings.topics.name(topic)
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka.bootstrap_servers,
-                             auto_offset_reset="earliest", group_id=None,
-                             consumer_timeout_ms=20_000)
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.kafka.bootstrap_servers,
+        auto_offset_reset="earliest",
+        group_id=None,
+        consumer_timeout_ms=20_000,
+    )
     partitions = [TopicPartition(name, p) for p in consumer.partitions_for_topic(name) or ()]
     consumer.assign(partitions)
     consumer.seek_to_beginning()
@@ -66,16 +69,29 @@ def test_a_scenario_replay_delivers_every_event_once_in_order_per_card(
 
 
 def test_a_foreign_csv_replays_and_its_bad_rows_are_reported(
-    real_servers: RealServers, tmp_path: Path,
+    real_servers: RealServers,
+    tmp_path: Path,
 ) -> None:
     settings = isolated_settings(real_servers)
     (tmp_path / "data.csv").write_text(CSV)
     (tmp_path / "mapping.yaml").write_text(MAPPING)
     done = subprocess.run(
-        [sys.executable, "-m", "stream.cli", "replay", str(tmp_path / "data.csv"),
-         "--mapping", str(tmp_path / "mapping.yaml"), "--speed", "max"],
-        capture_output=True, text=True, env={**to_env(settings), "PATH": "/usr/bin:/bin"},
-        cwd=REPO, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "stream.cli",
+            "replay",
+            str(tmp_path / "data.csv"),
+            "--mapping",
+            str(tmp_path / "mapping.yaml"),
+            "--speed",
+            "max",
+        ],
+        capture_output=True,
+        text=True,
+        env={**to_env(settings), "PATH": "/usr/bin:/bin"},
+        cwd=REPO,
+        timeout=120,
     )
     assert done.returncode == 3, done.stderr  # rows were rejected (and reported)
     assert "row 3: amount: not a number" in done.stderr
@@ -92,8 +108,10 @@ def test_a_paced_replay_never_runs_ahead_of_its_clock(real_servers: RealServers)
     events = encode_events(simulation.transactions, simulation.labels.head(0))
     span = events["time"].max() - events["time"].min()
     speed = span / 2.0  # the whole day in about two seconds
-    summary = Replayer(settings.kafka.bootstrap_servers,
-                       (settings.topics.name("transactions"), settings.topics.name("labels")),
-                       speed=speed).run(events)
+    summary = Replayer(
+        settings.kafka.bootstrap_servers,
+        (settings.topics.name("transactions"), settings.topics.name("labels")),
+        speed=speed,
+    ).run(events)
     assert summary.failed == 0 and summary.sent == events.height
     assert summary.seconds >= 2.0 * 0.95

@@ -33,8 +33,13 @@ from tests.support import (
 pytestmark = pytest.mark.integration
 
 
-async def _watch(registry: ModelRegistry, want: int, timeout: float,
-                 waiting: list[float] | None = None, port: int = 0) -> list[SnapshotMeta]:
+async def _watch(
+    registry: ModelRegistry,
+    want: int,
+    timeout: float,
+    waiting: list[float] | None = None,
+    port: int = 0,
+) -> list[SnapshotMeta]:
     """Every snapshot seen until one has learned ``want`` labels (retention drops old ones);
     the worker's waiting labels are read into ``waiting`` on the way."""
     seen: dict[int, SnapshotMeta] = {}
@@ -54,13 +59,16 @@ async def _watch(registry: ModelRegistry, want: int, timeout: float,
 
 
 def test_a_full_speed_replay_learns_each_label_only_once_the_stream_reached_it(
-    real_servers: RealServers, tmp_path: Path,
+    real_servers: RealServers,
+    tmp_path: Path,
 ) -> None:
-    settings = isolated_settings(real_servers, snapshot_every_labels=200,
-                                 snapshot_every_seconds=0.5, snapshot_min_seconds=0)
+    settings = isolated_settings(
+        real_servers, snapshot_every_labels=200, snapshot_every_seconds=0.5, snapshot_min_seconds=0
+    )
     # few labels may wait: the worker pauses its labels partitions when they run ahead
-    settings = settings.model_copy(update={
-        "worker": settings.worker.model_copy(update={"labels_lead_seconds": 3_600.0})})
+    settings = settings.model_copy(
+        update={"worker": settings.worker.model_copy(update={"labels_lead_seconds": 3_600.0})}
+    )
     simulation, _ = run_scenario(load_scenario("baseline"), days=20, customers=100)
     summary, _ = replay_into(settings, simulation)
     assert summary.failed == 0
@@ -70,8 +78,13 @@ def test_a_full_speed_replay_learns_each_label_only_once_the_stream_reached_it(
         client = aioredis.from_url(settings.redis.url)
         registry = ModelRegistry(client, settings.redis.key_prefix, signing_key(settings))
         try:
-            return await _watch(registry, simulation.labels.height, timeout=240,
-                                waiting=waiting, port=settings.worker.metrics_port)
+            return await _watch(
+                registry,
+                simulation.labels.height,
+                timeout=240,
+                waiting=waiting,
+                port=settings.worker.metrics_port,
+            )
         finally:
             await client.aclose()
 
@@ -92,7 +105,8 @@ def test_a_full_speed_replay_learns_each_label_only_once_the_stream_reached_it(
         assert meta.created_at <= meta.stream_time, (
             f"v{meta.version} learned a label that arrived at {meta.created_at:.0f}, "
             f"{(meta.created_at - meta.stream_time) / 86400:.2f} days after the stream "
-            f"time {meta.stream_time:.0f}")
+            f"time {meta.stream_time:.0f}"
+        )
     # and the labels after the last transaction were learned too (the group caught up)
     assert metas[-1].labels_learned == simulation.labels.height
     # the flow control engaged: the labels ran ahead and were paused, or the scorer waited
@@ -106,15 +120,18 @@ def test_a_full_speed_replay_learns_each_label_only_once_the_stream_reached_it(
 
 
 def test_a_worker_killed_while_labels_wait_loses_none_and_learns_none_twice(
-    real_servers: RealServers, tmp_path: Path,
+    real_servers: RealServers,
+    tmp_path: Path,
 ) -> None:
     """kill -9 in the middle of a full-speed replay, labels waiting in Redis for the
     stream; a new worker takes over: every label is learned, exactly once."""
-    settings = isolated_settings(real_servers, snapshot_every_labels=200,
-                                 snapshot_every_seconds=0.5, snapshot_min_seconds=0)
+    settings = isolated_settings(
+        real_servers, snapshot_every_labels=200, snapshot_every_seconds=0.5, snapshot_min_seconds=0
+    )
     # labels may run the whole replay ahead of the stream: they are read and wait in Redis
-    settings = settings.model_copy(update={
-        "worker": settings.worker.model_copy(update={"labels_lead_seconds": 30 * 86_400.0})})
+    settings = settings.model_copy(
+        update={"worker": settings.worker.model_copy(update={"labels_lead_seconds": 30 * 86_400.0})}
+    )
     simulation, _ = run_scenario(load_scenario("baseline"), days=20, customers=100)
     summary, _ = replay_into(settings, simulation)
     assert summary.failed == 0

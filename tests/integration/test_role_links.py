@@ -34,17 +34,25 @@ def role(store: RedisFeatureStore, roles: set[str]) -> tuple[Pipeline, Collector
     prometheus = CollectorRegistry()
     registry = ModelRegistry(store.client, store.key_prefix, b"k")
     monitor = build_monitor(settings, prometheus) if "monitor" in roles else None
-    return Pipeline(settings, store, registry, PipelineMetrics.create(prometheus), monitor,
-                    roles=frozenset(roles)), prometheus
+    return Pipeline(
+        settings,
+        store,
+        registry,
+        PipelineMetrics.create(prometheus),
+        monitor,
+        roles=frozenset(roles),
+    ), prometheus
 
 
 def consumed(emits: list[Emit], topic: str) -> list[RawRecord]:
-    return [RawRecord(e.topic, 0, i, e.key, e.value) for i, e in enumerate(emits)
-            if e.topic == topic]
+    return [
+        RawRecord(e.topic, 0, i, e.key, e.value) for i, e in enumerate(emits) if e.topic == topic
+    ]
 
 
 async def test_a_scorer_and_a_learner_feed_a_monitor_elsewhere_and_it_drops_repeats(
-        store: RedisFeatureStore) -> None:
+    store: RedisFeatureStore,
+) -> None:
     learner, _ = role(store, {"learn"})
     scorer, scorer_metrics = role(store, {"score"})
     monitor, monitor_metrics = role(store, {"monitor"})
@@ -70,12 +78,16 @@ async def test_a_scorer_and_a_learner_feed_a_monitor_elsewhere_and_it_drops_repe
 
     assert await monitor.on_scored(scored) == []
     assert await monitor.on_learned(links) == []
-    assert monitor_metrics.get_sample_value("fraudstream_events_in_total",
-                                            {"topic": "scored"}) == 2.0
-    assert monitor_metrics.get_sample_value("fraudstream_duplicates_total",
-                                            {"topic": "scored"}) == 1.0
-    assert monitor_metrics.get_sample_value("fraudstream_duplicates_total",
-                                            {"topic": "learned"}) == 1.0
+    assert (
+        monitor_metrics.get_sample_value("fraudstream_events_in_total", {"topic": "scored"}) == 2.0
+    )
+    assert (
+        monitor_metrics.get_sample_value("fraudstream_duplicates_total", {"topic": "scored"}) == 1.0
+    )
+    assert (
+        monitor_metrics.get_sample_value("fraudstream_duplicates_total", {"topic": "learned"})
+        == 1.0
+    )
     assert scorer_metrics.get_sample_value("fraudstream_scores_out_total") == 2.0
     bad = await monitor.on_scored([RawRecord("scored", 0, 9, b"k", b"\x01")])
     assert len(bad) == 1 and bad[0].topic == monitor.dead_letter_topic

@@ -60,15 +60,17 @@ class Cluster:
 
     def start(self, name: str, *roles: str) -> subprocess.Popen[bytes]:
         port = self.ports.setdefault(name, free_port())
-        settings = self.settings.model_copy(update={
-            "worker": self.settings.worker.model_copy(update={"metrics_port": port})})
+        settings = self.settings.model_copy(
+            update={"worker": self.settings.worker.model_copy(update={"metrics_port": port})}
+        )
         args = [arg for role in roles for arg in ("--role", role)]
         return self.processes.start("worker", settings, *args, name=name)
 
     def lease_pid(self, role: str) -> int | None:
         """The pid of the process holding ``role``'s lease ("token host:pid")."""
         raw = sync_client(self.settings).get(
-            f"{models_tag(self.settings.redis.key_prefix)}:lease:{role}")
+            f"{models_tag(self.settings.redis.key_prefix)}:lease:{role}"
+        )
         return None if raw is None else int(raw.decode().rsplit(":", 1)[1])
 
     def name_of(self, pid: int) -> str:
@@ -87,15 +89,16 @@ class Cluster:
 
 
 def _settings(real_servers: RealServers) -> Settings:
-    base = isolated_settings(real_servers, snapshot_every_labels=200,
-                             snapshot_every_seconds=0.5)
+    base = isolated_settings(real_servers, snapshot_every_labels=200, snapshot_every_seconds=0.5)
     return base.model_copy(update={"kafka": base.kafka.model_copy(update={"partitions": 4})})
 
 
 #: One hostile record per input topic: it must be dead-lettered, naming the field.
-HOSTILE = {"transactions": b'{"schema_version": 1, "txn_id": "h1", "card_id": "c1", '
-                           b'"terminal_id": "p1", "amount": -5, "event_time": "yesterday"}',
-           "labels": b"\xff not json"}
+HOSTILE = {
+    "transactions": b'{"schema_version": 1, "txn_id": "h1", "card_id": "c1", '
+    b'"terminal_id": "p1", "amount": -5, "event_time": "yesterday"}',
+    "labels": b"\xff not json",
+}
 
 
 def _send_hostile(settings: Settings) -> None:
@@ -115,8 +118,11 @@ class Outcome:
 
 
 @pytest.fixture(scope="module", params=["redis", "redis-cluster"])
-def killed(real_servers: RealServers, tmp_path_factory: pytest.TempPathFactory,
-           request: pytest.FixtureRequest) -> Iterator[Outcome]:
+def killed(
+    real_servers: RealServers,
+    tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest,
+) -> Iterator[Outcome]:
     """A paced baseline replay through 3 scorers, 2 learners and a monitor; the active
     learner is killed twice and a scorer twice, each started again. Once on a single Redis,
     once on a 3-master Redis Cluster."""
@@ -135,10 +141,17 @@ def killed(real_servers: RealServers, tmp_path_factory: pytest.TempPathFactory,
         wait_for(lambda: cluster.lease_pid("learn"), 60, "a learner to take the lease")
         _send_hostile(settings)
         replay = replay_paced(settings, simulation, REPLAY_SECONDS)
-        for share, victim in [(0.15, "learn"), (0.3, "scorer-1"), (0.45, "learn"),
-                              (0.6, "scorer-2")]:
-            wait_for(lambda s=share: labels_learned(settings) >= s * labels, 180,  # type: ignore[misc]
-                     f"{share:.0%} of the labels learned")
+        for share, victim in [
+            (0.15, "learn"),
+            (0.3, "scorer-1"),
+            (0.45, "learn"),
+            (0.6, "scorer-2"),
+        ]:
+            wait_for(
+                lambda s=share: labels_learned(settings) >= s * labels,  # type: ignore[misc]
+                180,
+                f"{share:.0%} of the labels learned",
+            )
             if victim != "learn":
                 cluster.kill(victim)
                 continue
@@ -146,21 +159,30 @@ def killed(real_servers: RealServers, tmp_path_factory: pytest.TempPathFactory,
             assert pid is not None
             killed_at = time.monotonic()
             cluster.kill(cluster.name_of(pid))
-            wait_for(lambda old=pid: (cluster.lease_pid("learn") or old) != old, 60,  # type: ignore[misc]
-                     "a standby to take the lease")
-            print(f"learner takeover: the lease changed hands "
-                  f"{time.monotonic() - killed_at:.1f}s after the kill -9")
+            wait_for(
+                lambda old=pid: (cluster.lease_pid("learn") or old) != old,  # type: ignore[misc]
+                60,
+                "a standby to take the lease",
+            )
+            print(
+                f"learner takeover: the lease changed hands "
+                f"{time.monotonic() - killed_at:.1f}s after the kill -9"
+            )
         replay.join(120)
         wait_for(lambda: labels_learned(settings) >= labels, 240, "every label learned")
         time.sleep(2 * settings.model.snapshot_every_seconds)  # a repeat would show by now
-        yield Outcome(simulation, cluster,
-                      {name: cluster.processes.log(name) for name in cluster.processes.children})
+        yield Outcome(
+            simulation,
+            cluster,
+            {name: cluster.processes.log(name) for name in cluster.processes.children},
+        )
     finally:
         cluster.processes.stop_all()
 
 
 def test_every_transaction_is_scored_and_card_vectors_equal_the_offline_replay(
-        killed: Outcome) -> None:
+    killed: Outcome,
+) -> None:
     assert_scored_like_the_offline_replay(killed.cluster.settings, killed.simulation)
 
 
@@ -186,16 +208,19 @@ def test_the_standby_took_over_twice_and_no_process_crashed(killed: Outcome) -> 
 
 
 def test_hostile_records_are_dead_lettered_with_their_field_and_crash_nothing(
-        killed: Outcome) -> None:
+    killed: Outcome,
+) -> None:
     settings = killed.cluster.settings
-    consumer = KafkaConsumer(settings.topics.name("dead_letters"),
-                             bootstrap_servers=settings.kafka.bootstrap_servers,
-                             auto_offset_reset="earliest", group_id=None,
-                             consumer_timeout_ms=5_000)
+    consumer = KafkaConsumer(
+        settings.topics.name("dead_letters"),
+        bootstrap_servers=settings.kafka.bootstrap_servers,
+        auto_offset_reset="earliest",
+        group_id=None,
+        consumer_timeout_ms=5_000,
+    )
     letters = [json.loads(m.value) for m in consumer]
     consumer.close()
-    hostile = {letter["source_topic"]: letter for letter in letters
-               if letter["key"] == "hostile"}
+    hostile = {letter["source_topic"]: letter for letter in letters if letter["key"] == "hostile"}
     assert set(hostile) == {settings.topics.name("transactions"), settings.topics.name("labels")}
     txn = hostile[settings.topics.name("transactions")]
     assert txn["reason"] == "invalid_record"
@@ -207,8 +232,11 @@ def _our_tracebacks(log: str) -> list[str]:
     """The tracebacks in ``log`` but those kafka-python logs itself for a connection it
     retries (its lag and progress clients while a group's coordinator starts)."""
     lines = log.splitlines()
-    return [lines[i - 1] for i, line in enumerate(lines) if line.startswith("Traceback")
-            and not (i and " ERROR kafka." in lines[i - 1])]
+    return [
+        lines[i - 1]
+        for i, line in enumerate(lines)
+        if line.startswith("Traceback") and not (i and " ERROR kafka." in lines[i - 1])
+    ]
 
 
 def test_the_monitor_saw_every_scored_transaction_and_every_label_once(killed: Outcome) -> None:
@@ -220,13 +248,17 @@ def test_the_monitor_saw_every_scored_transaction_and_every_label_once(killed: O
         return (seen or 0) - (again or 0)
 
     # the monitor reads the learned records on its own time: give it that
-    wait_for(lambda: learned_once() >= killed.simulation.labels.height, 60,
-             "the monitor to read every learned record")
+    wait_for(
+        lambda: learned_once() >= killed.simulation.labels.height,
+        60,
+        "the monitor to read every learned record",
+    )
     scored = cluster.metric("monitor-1", "fraudstream_events_in_total", topic="scored")
     resent = cluster.metric("monitor-1", "fraudstream_duplicates_total", topic="scored") or 0
     learned_in = cluster.metric("monitor-1", "fraudstream_events_in_total", topic="learned")
-    learned_again = cluster.metric("monitor-1", "fraudstream_duplicates_total",
-                                   topic="learned") or 0
+    learned_again = (
+        cluster.metric("monitor-1", "fraudstream_duplicates_total", topic="learned") or 0
+    )
     transactions = killed.simulation.transactions.height
     assert scored is not None and learned_in is not None
     assert transactions - 5 <= scored - resent <= transactions  # too-late ones: not scored
@@ -236,7 +268,8 @@ def test_the_monitor_saw_every_scored_transaction_and_every_label_once(killed: O
 
 
 def test_a_paused_learner_is_fenced_when_it_wakes_and_steps_down(
-        real_servers: RealServers, tmp_path: Path) -> None:
+    real_servers: RealServers, tmp_path: Path
+) -> None:
     """SIGSTOP the active learner past its lease; the standby takes over; SIGCONT: its
     writes are refused by the fencing token, it steps down, and nothing is lost."""
     settings = _settings(real_servers)
@@ -254,18 +287,21 @@ def test_a_paused_learner_is_fenced_when_it_wakes_and_steps_down(
         assert pid is not None
         paused = cluster.name_of(pid)
         os.kill(pid, signal.SIGSTOP)
-        wait_for(lambda: (cluster.lease_pid("learn") or pid) != pid, 60,
-                 "the standby to take over")
+        wait_for(lambda: (cluster.lease_pid("learn") or pid) != pid, 60, "the standby to take over")
         os.kill(pid, signal.SIGCONT)
         replay.join(120)
         wait_for(lambda: labels_learned(settings) >= labels, 240, "every label learned")
         time.sleep(2 * settings.model.snapshot_every_seconds)
         assert labels_learned(settings) == labels
-        wait_for(lambda: "stepping down" in cluster.processes.log(paused), 30,
-                 "the paused learner to step down")
+        wait_for(
+            lambda: "stepping down" in cluster.processes.log(paused),
+            30,
+            "the paused learner to step down",
+        )
         assert cluster.processes.children[paused].poll() is None  # stood by, did not crash
         assert "took over from the previous holder" in "".join(
-            cluster.processes.log(n) for n in ("learner-1", "learner-2"))
+            cluster.processes.log(n) for n in ("learner-1", "learner-2")
+        )
     finally:
         for child in cluster.processes.started:
             if child.poll() is None:
@@ -284,7 +320,8 @@ def _scores(settings: Settings) -> int:
 
 
 def test_the_monitor_of_split_roles_alarms_as_early_as_one_worker_and_once(
-        real_servers: RealServers, tmp_path: Path) -> None:
+    real_servers: RealServers, tmp_path: Path
+) -> None:
     """The same sudden shift, replayed into one ``all`` worker and into 2 scorers, a
     learner and a monitor: the monitor's first PSI alarm on the shifted feature comes within
     the single worker's delay + 10 % or one PSI check (the order records from different
@@ -292,13 +329,18 @@ def test_the_monitor_of_split_roles_alarms_as_early_as_one_worker_and_once(
     check earlier or later: 34.8, 37.3, 37.4 or 39.2 h in repeated runs of each, where one
     check is 100 transactions, 5.2 h here), and it raises that alarm about as often as the
     worker did, never twice."""
-    drift = DriftSettings(reference_size=2000, window_size=1000, check_every=100,
-                          label_delay_frauds=30, features=("txn_amount_log",),
-                          kswin_features=("txn_amount_log",))
-    one, split = (_settings(real_servers).model_copy(update={"drift": drift})
-                  for _ in range(2))
-    simulation, manifest = run_scenario(moved(load_scenario("sudden_covariate_shift"), 56, 42),
-                                        customers=200)
+    drift = DriftSettings(
+        reference_size=2000,
+        window_size=1000,
+        check_every=100,
+        label_delay_frauds=30,
+        features=("txn_amount_log",),
+        kswin_features=("txn_amount_log",),
+    )
+    one, split = (_settings(real_servers).model_copy(update={"drift": drift}) for _ in range(2))
+    simulation, manifest = run_scenario(
+        moved(load_scenario("sudden_covariate_shift"), 56, 42), customers=200
+    )
     simulation = simulation.until_traffic_ends()
     changed = float(manifest["change_points"][0]["event_time"])
     for settings in (one, split):
@@ -313,12 +355,20 @@ def test_the_monitor_of_split_roles_alarms_as_early_as_one_worker_and_once(
         cluster.start("scorer-1", "score")
         cluster.start("scorer-2", "score")
         for settings in (one, split):
-            wait_for(lambda s=settings: _scores(s) >= simulation.transactions.height - 50,  # type: ignore[misc]
-                     600, "every transaction scored")
+            wait_for(
+                lambda s=settings: _scores(s) >= simulation.transactions.height - 50,  # type: ignore[misc]
+                600,
+                "every transaction scored",
+            )
         time.sleep(5)  # the monitor's last records
-        events = {name: [e for e in drift_events(s) if e["detector"] == "psi"
-                         and e["subject"] == "txn_amount_log"]
-                  for name, s in (("single", one), ("split", split))}
+        events = {
+            name: [
+                e
+                for e in drift_events(s)
+                if e["detector"] == "psi" and e["subject"] == "txn_amount_log"
+            ]
+            for name, s in (("single", one), ("split", split))
+        }
     finally:
         processes.stop_all()
     assert events["single"], "the single worker raised no PSI alarm"
@@ -326,9 +376,11 @@ def test_the_monitor_of_split_roles_alarms_as_early_as_one_worker_and_once(
     assert all(e["pipeline"] == split.worker.app_id for e in events["split"])
     single_delay = float(events["single"][0]["first_seen"]) - changed
     split_delay = float(events["split"][0]["first_seen"]) - changed
-    print(f"first PSI alarm {single_delay / 3600:.1f} h after the change with one worker, "
-          f"{split_delay / 3600:.1f} h with split roles; alarms {len(events['single'])} and "
-          f"{len(events['split'])}")
+    print(
+        f"first PSI alarm {single_delay / 3600:.1f} h after the change with one worker, "
+        f"{split_delay / 3600:.1f} h with split roles; alarms {len(events['single'])} and "
+        f"{len(events['split'])}"
+    )
     times = simulation.transactions["event_time"]
     one_check = drift.check_every * (num(times.max()) - num(times.min())) / len(times)
     assert 0 < split_delay <= max(single_delay * 1.1, single_delay + one_check)

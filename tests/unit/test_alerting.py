@@ -32,30 +32,39 @@ def alerts() -> list[dict[str, object]]:
 
 def test_the_rule_files_pass_promtool_check() -> None:
     files = [str(p) for p in sorted(RULES.glob("*.yml"))]
-    done = subprocess.run([tool("promtool"), "check", "rules", *files], capture_output=True,
-                          text=True)
+    done = subprocess.run(
+        [tool("promtool"), "check", "rules", *files], capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_the_rules_pass_their_promtool_unit_tests() -> None:
     tests = [str(p) for p in sorted((RULES / "tests").glob("*.yml"))]
-    done = subprocess.run([tool("promtool"), "test", "rules", *tests], capture_output=True,
-                          text=True, cwd=RULES / "tests")
+    done = subprocess.run(
+        [tool("promtool"), "test", "rules", *tests],
+        capture_output=True,
+        text=True,
+        cwd=RULES / "tests",
+    )
     assert done.returncode == 0 and "SUCCESS" in done.stdout, done.stdout + done.stderr
 
 
 def test_the_alertmanager_routing_is_valid() -> None:
-    done = subprocess.run([tool("amtool"), "check-config",
-                           str(REPO / "monitoring" / "alertmanager.yml")],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [tool("amtool"), "check-config", str(REPO / "monitoring" / "alertmanager.yml")],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "2 inhibit rules" in done.stdout
 
 
 def test_every_alert_is_explained_and_has_a_runbook_section() -> None:
     runbook = RUNBOOK.read_text()
-    anchors = {re.sub(r"[^a-z0-9]", "", h.lower()) for h in re.findall(r"^### (.+)$", runbook,
-                                                                        re.MULTILINE)}
+    anchors = {
+        re.sub(r"[^a-z0-9]", "", h.lower())
+        for h in re.findall(r"^### (.+)$", runbook, re.MULTILINE)
+    }
     names = set()
     for rule in alerts():
         name = str(rule["alert"])

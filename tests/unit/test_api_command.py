@@ -16,9 +16,18 @@ def test_the_api_refuses_a_taken_port_and_exits() -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        env = {"FRAUDSTREAM_MODEL__SIGNING_KEY": "a-long-enough-signing-key",
-               "FRAUDSTREAM_API__PORT": str(port), "PATH": "/usr/bin:/bin"}
-        done = subprocess.run([sys.executable, "-m", "stream.cli", "api"], env=env, cwd=REPO,
-                              capture_output=True, text=True, timeout=60)  # (hung before)
+        env = {
+            "FRAUDSTREAM_MODEL__SIGNING_KEY": "a-long-enough-signing-key",
+            "FRAUDSTREAM_API__PORT": str(port),
+            "PATH": "/usr/bin:/bin",
+        }
+        done = subprocess.run(
+            [sys.executable, "-m", "stream.cli", "api"],
+            env=env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )  # (hung before)
     assert done.returncode == 1, done.stderr
     assert f"api.port: 127.0.0.1:{port} is not free" in done.stderr

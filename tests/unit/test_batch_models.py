@@ -49,7 +49,7 @@ def test_kept_rows_are_the_newest_and_a_pickle_carries_the_fit_only() -> None:
     model = BatchRetrained("logistic_regression", retrain_every=1000, keep=1000)
     for i in range(5000):
         model.learn_one({"i": float(i % 50), "odd": float(i % 2)}, i % 3 == 0)
-    kept = model.rows[model.held - model.keep: model.held]
+    kept = model.rows[model.held - model.keep : model.held]
     assert kept.shape[1] == 2 and model.names == ["i", "odd"]
     assert kept[:, 0].tolist() == [float(i % 50) for i in range(4000, 5000)]
     assert model.labels[model.held - 1] == (4999 % 3 == 0)
@@ -79,7 +79,10 @@ def test_kept_rows_are_the_newest_and_a_pickle_carries_the_fit_only() -> None:
     legacy.__setstate__(old)
     assert legacy.held == 3 and legacy.rows.dtype == np.float32 and legacy.fitted_rows == 0
     assert legacy.rows[:, 0].tolist() == [0.0, 1.0, 2.0] and legacy.labels.tolist() == [
-        True, False, False]
+        True,
+        False,
+        False,
+    ]
 
 
 def test_gradient_boosting_scores_as_scikit_learn_does_also_from_an_old_pickle() -> None:
@@ -99,10 +102,12 @@ def test_gradient_boosting_scores_as_scikit_learn_does_also_from_an_old_pickle()
     model = BatchRetrained.__new__(BatchRetrained)
     model.__setstate__(old)
     probe = x[:200]
-    assert np.allclose(model.probabilities(probe), fitted.predict_proba(probe)[:, 1],
-                       rtol=1e-12, atol=0)
-    assert fraud_probability(model, {"a": 2.0, "b": 0.0, "c": np.nan, "d": 0.0}) == \
-        pytest.approx(fitted.predict_proba([[2.0, 0.0, np.nan, 0.0]])[0, 1], rel=1e-12)
+    assert np.allclose(
+        model.probabilities(probe), fitted.predict_proba(probe)[:, 1], rtol=1e-12, atol=0
+    )
+    assert fraud_probability(model, {"a": 2.0, "b": 0.0, "c": np.nan, "d": 0.0}) == pytest.approx(
+        fitted.predict_proba([[2.0, 0.0, np.nan, 0.0]])[0, 1], rel=1e-12
+    )
 
 
 def test_a_fit_in_the_background_lets_the_event_loop_go_on_and_then_serves() -> None:
@@ -115,8 +120,13 @@ def test_a_fit_in_the_background_lets_the_event_loop_go_on_and_then_serves() -> 
     from models.batch import in_background
 
     rnd = random.Random(9)
-    rows = [({"a": rnd.gauss(0, 1), "b": rnd.random(), **{f"n{i}": rnd.random() for i in range(6)}},
-             False) for _ in range(40_000)]
+    rows = [
+        (
+            {"a": rnd.gauss(0, 1), "b": rnd.random(), **{f"n{i}": rnd.random() for i in range(6)}},
+            False,
+        )
+        for _ in range(40_000)
+    ]
     rows = [(x, (x["a"] > 1.8 and x["b"] < 0.5) or rnd.random() < 0.01) for x, _ in rows]
     inline = BatchRetrained("gradient_boosting", retrain_every=40_000)
     threaded = BatchRetrained("gradient_boosting", retrain_every=40_000)

@@ -10,11 +10,20 @@ DAY = 86400.0
 
 def test_tally_counts_each_detector_over_scenarios_and_steady_seeds() -> None:
     runs = [
-        Run("amount", None, [42 * DAY], [Alarm("psi", "x", 42.5 * DAY),
-                                         Alarm("psi", "y", 43 * DAY),
-                                         Alarm("ks", "x", 30 * DAY)], 0.0, 56 * DAY, 1.0),
-        Run("pattern", None, [42 * DAY], [Alarm("missed", "fraud", 44 * DAY)], 0.0, 56 * DAY,
-            1.0),
+        Run(
+            "amount",
+            None,
+            [42 * DAY],
+            [
+                Alarm("psi", "x", 42.5 * DAY),
+                Alarm("psi", "y", 43 * DAY),
+                Alarm("ks", "x", 30 * DAY),
+            ],
+            0.0,
+            56 * DAY,
+            1.0,
+        ),
+        Run("pattern", None, [42 * DAY], [Alarm("missed", "fraud", 44 * DAY)], 0.0, 56 * DAY, 1.0),
         Run("baseline", 100, [], [Alarm("psi", "x", 20 * DAY)], 0.0, 56 * DAY, 1.0),
         Run("baseline", 101, [], [], 0.0, 56 * DAY, 1.0),
     ]

@@ -48,20 +48,27 @@ def imports(path: Path, name: str, top_level_only: bool) -> Iterator[str]:
     nodes = tree.body if top_level_only else list(ast.walk(tree))
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     for node in nodes:
-        if isinstance(node, ast.If) and top_level_only and "TYPE_CHECKING" in ast.unparse(
-                node.test):
+        if (
+            isinstance(node, ast.If)
+            and top_level_only
+            and "TYPE_CHECKING" in ast.unparse(node.test)
+        ):
             continue
         if isinstance(node, ast.Import):
             targets = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1]
-                                + ([base] if base else []))
+                base = ".".join(
+                    package.split(".")[: len(package.split(".")) - node.level + 1]
+                    + ([base] if base else [])
+                )
             # ``from package import module`` imports the module; ``from module import name``
             # the module
-            targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in KNOWN else base
-                       for alias in node.names]
+            targets = [
+                f"{base}.{alias.name}" if f"{base}.{alias.name}" in KNOWN else base
+                for alias in node.names
+            ]
         else:
             continue
         yield from (t for t in targets if t.split(".")[0] in PACKAGES)
@@ -73,14 +80,17 @@ def test_packages_import_only_in_the_allowed_direction() -> None:
         for name, path in KNOWN.items()
         for target in imports(path, name, top_level_only=False)
         if (theirs := target.split(".")[0]) != (ours := name.split(".")[0])
-        and theirs not in ALLOWED[ours])
+        and theirs not in ALLOWED[ours]
+    )
     assert wrong == []
 
 
 def test_no_modules_import_each_other_in_a_circle() -> None:
     known = KNOWN
-    graph = {name: {t for t in imports(path, name, top_level_only=True) if t in known}
-             for name, path in known.items()}
+    graph = {
+        name: {t for t in imports(path, name, top_level_only=True) if t in known}
+        for name, path in known.items()
+    }
     # Tarjan's strongly connected components: a component of more than one module is a
     # circle (a package's __init__ importing its own modules is not one).
     index: dict[str, int] = {}
@@ -123,6 +133,7 @@ def test_the_check_sees_an_import_against_the_direction(package: str, tmp_path: 
 
 def test_no_module_is_over_400_lines() -> None:
     """DESIGN.md's rule of thumb, held: a module longer than this does more than one thing."""
-    long = {name: n for name, path in KNOWN.items()
-            if (n := len(path.read_text().splitlines())) > 400}
+    long = {
+        name: n for name, path in KNOWN.items() if (n := len(path.read_text().splitlines())) > 400
+    }
     assert long == {}

@@ -16,12 +16,21 @@ DAY = 86400.0
 
 @pytest.fixture(scope="module")
 def simulation() -> Simulation:
-    return generate_compromise(CompromiseConfig(customers=1500, terminals=3000, days=60, seed=3,
-                                                terminals_per_day=0.6, cards_per_day=0.9))
+    return generate_compromise(
+        CompromiseConfig(
+            customers=1500,
+            terminals=3000,
+            days=60,
+            seed=3,
+            terminals_per_day=0.6,
+            cards_per_day=0.9,
+        )
+    )
 
 
 def test_amounts_over_the_threshold_are_fraud_and_compromised_cards_pay_more(
-        simulation: Simulation) -> None:
+    simulation: Simulation,
+) -> None:
     txns = simulation.transactions
     plain = txns.filter(pl.col("pattern").is_null() | (pl.col("pattern") == "over_threshold"))
     assert (plain["is_fraud"] == (plain["amount"] > 220)).all()
@@ -32,22 +41,26 @@ def test_amounts_over_the_threshold_are_fraud_and_compromised_cards_pay_more(
 
 
 def test_a_compromised_terminal_turns_every_payment_there_into_fraud(
-        simulation: Simulation) -> None:
+    simulation: Simulation,
+) -> None:
     txns = simulation.transactions
     hit = txns.filter(pl.col("pattern") == "compromised_terminal")
     assert hit.height > 100
     # Inside the span of a terminal's compromised payments, nothing there is genuine
     # (unless a later incident: spans are checked on terminals hit in a single run).
-    spans = hit.group_by("terminal_id").agg(pl.col("event_time").min().alias("first"),
-                                            pl.col("event_time").max().alias("last"))
+    spans = hit.group_by("terminal_id").agg(
+        pl.col("event_time").min().alias("first"), pl.col("event_time").max().alias("last")
+    )
     short = spans.filter(pl.col("last") - pl.col("first") < 28 * DAY)
     inside = txns.join(short, on="terminal_id").filter(
-        (pl.col("event_time") >= pl.col("first")) & (pl.col("event_time") <= pl.col("last")))
+        (pl.col("event_time") >= pl.col("first")) & (pl.col("event_time") <= pl.col("last"))
+    )
     assert short.height > 10 and inside["is_fraud"].all()
 
 
 def test_every_label_comes_a_fixed_delay_later_and_fraud_is_about_one_percent(
-        simulation: Simulation) -> None:
+    simulation: Simulation,
+) -> None:
     txns, labels = simulation.transactions, simulation.labels
     joined = txns.join(labels, on="txn_id", suffix="_label")
     assert joined.height == txns.height == labels.height
@@ -64,7 +77,9 @@ def test_the_compromise_scenario_scales_with_customers_and_takes_no_changes(tmp_
     again, _ = run_scenario(load_scenario("compromise"), customers=400, days=15)
     assert again.transactions.equals(simulation.transactions)
     bad = tmp_path / "bad.yaml"
-    bad.write_text("name: bad\ndescription: x\nfamily: compromise\nchanges:\n"
-                   "  - {kind: fraud_rate, at_day: 3, what: more}\n")
+    bad.write_text(
+        "name: bad\ndescription: x\nfamily: compromise\nchanges:\n"
+        "  - {kind: fraud_rate, at_day: 3, what: more}\n"
+    )
     with pytest.raises(ScenarioError, match="compromise family takes no changes"):
         load_scenario(bad)

@@ -31,10 +31,19 @@ from monitoring.drift.prediction import PredictionDrift
 from monitoring.drift_metrics import DriftMetrics
 from monitoring.monitor import DriftMonitor
 
-CONFIG = DriftConfig(reference_size=500, window_size=500, check_every=50, reference_days=0,
-                     kswin_every=60, kswin_window=400, kswin_stat_size=100,
-                     mean_shift_block=10, ert_runs=50, label_delay_frauds=20,
-                     missed_fraud_reference=50)
+CONFIG = DriftConfig(
+    reference_size=500,
+    window_size=500,
+    check_every=50,
+    reference_days=0,
+    kswin_every=60,
+    kswin_window=400,
+    kswin_stat_size=100,
+    mean_shift_block=10,
+    ert_runs=50,
+    label_delay_frauds=20,
+    missed_fraud_reference=50,
+)
 CHANGE = 3000  # the observation at which everything watched changes
 TRANSACTIONS: dict[str, Callable[[], Detector[TxnObservation]]] = {
     "data": lambda: DataDrift(CONFIG, ["x"]),
@@ -55,8 +64,11 @@ def scorings(seed: int = 0, n: int = 6000) -> Iterator[TxnObservation]:
     rng = np.random.default_rng(seed)
     for i in range(n):
         after = i >= CHANGE
-        yield TxnObservation(i * 60.0, {"x": float(rng.normal(2.0 if after else 0.0))},
-                      float(rng.beta(6, 3) if after else rng.beta(2, 8)))
+        yield TxnObservation(
+            i * 60.0,
+            {"x": float(rng.normal(2.0 if after else 0.0))},
+            float(rng.beta(6, 3) if after else rng.beta(2, 8)),
+        )
 
 
 def outcomes(seed: int = 0, n: int = 8000) -> Iterator[LabelObservation]:

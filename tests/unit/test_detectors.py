@@ -18,8 +18,9 @@ from monitoring.drift.prediction import PredictionDrift
 from producers.scenario import load_scenario, run_scenario
 from stream.offline import replay_features
 
-CONFIG = DriftConfig(reference_size=2000, window_size=1000, check_every=100, warm_up=500,
-                     reference_days=0)  # event times here are indices
+CONFIG = DriftConfig(
+    reference_size=2000, window_size=1000, check_every=100, warm_up=500, reference_days=0
+)  # event times here are indices
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3, 4])
@@ -108,6 +109,7 @@ def _linear(weights: dict[str, float]) -> Rescorer:
         rows = list(vectors)  # type: ignore[call-overload]
         logits = np.array([sum(w * row[k] for k, w in weights.items()) for row in rows])
         return np.asarray(1 / (1 + np.exp(-logits)))
+
     return Rescorer(tuple(weights.items()), score_many)
 
 
@@ -125,9 +127,17 @@ def test_prediction_drift_rescores_so_a_learning_model_is_not_drift() -> None:
     assert events == []
     live = PredictionDrift(CONFIG)  # without the scorer, the same stream is "drift"
     rng = np.random.default_rng(11)
-    assert any(live.update(TxnObservation(float(i), score=float(
-        _linear({"x": 0.5 + i / 2000}).score_many([{"x": float(rng.normal())}])[0])))
-        for i in range(8000))
+    assert any(
+        live.update(
+            TxnObservation(
+                float(i),
+                score=float(
+                    _linear({"x": 0.5 + i / 2000}).score_many([{"x": float(rng.normal())}])[0]
+                ),
+            )
+        )
+        for i in range(8000)
+    )
 
 
 def test_prediction_drift_sees_traffic_move_under_the_same_model() -> None:
@@ -137,8 +147,9 @@ def test_prediction_drift_sees_traffic_move_under_the_same_model() -> None:
     events = []
     for i in range(8000):
         vector = {"x": float(rng.normal(1.0 if i >= 5000 else 0.0))}
-        events += prediction.update(TxnObservation(float(i), vector,
-                                            float(scorer.score_many([vector])[0]), scorer))
+        events += prediction.update(
+            TxnObservation(float(i), vector, float(scorer.score_many([vector])[0]), scorer)
+        )
     assert events and min(e.first_seen for e in events) >= 5000
 
 
@@ -156,13 +167,15 @@ def test_prediction_drift_compares_windows_at_the_same_hours() -> None:
     assert events["quiet"] == [] and events["naive"]
 
 
-@pytest.mark.parametrize(("scenario", "fires"), [("sudden_covariate_shift", True),
-                                                 ("baseline", False)])
+@pytest.mark.parametrize(
+    ("scenario", "fires"), [("sudden_covariate_shift", True), ("baseline", False)]
+)
 def test_data_drift_on_a_simulated_stream_matches_its_manifest(scenario: str, fires: bool) -> None:
     simulation, manifest = run_scenario(load_scenario(scenario), customers=500)
     records = asyncio.run(replay_features(simulation.events()))
-    data = DataDrift(DriftConfig(reference_size=5000, window_size=2000, check_every=200),
-                     ["txn_amount_log"])
+    data = DataDrift(
+        DriftConfig(reference_size=5000, window_size=2000, check_every=200), ["txn_amount_log"]
+    )
     events = []
     for record in records.values():
         if record is not None:
@@ -183,8 +196,9 @@ def test_model_detectors_wait_for_learned_labels_and_a_mature_feature_state() ->
     from monitoring.monitor import DriftMonitor
 
     registry = CollectorRegistry()
-    monitor = DriftMonitor(DriftConfig(warm_up=100, state_maturity_days=30), ["x"], 0.5,
-                           DriftMetrics.create(registry))
+    monitor = DriftMonitor(
+        DriftConfig(warm_up=100, state_maturity_days=30), ["x"], 0.5, DriftMetrics.create(registry)
+    )
     day = 86400.0
     monitor.state_began(1.0 * day)
 
@@ -195,16 +209,18 @@ def test_model_detectors_wait_for_learned_labels_and_a_mature_feature_state() ->
     monitor.model_learned(5000)
     assert not armed_after(20 * day)  # enough labels, but the 30-day windows still fill
     assert armed_after(31.5 * day)
-    young = DriftMonitor(DriftConfig(warm_up=100), ["x"], 0.5,
-                         DriftMetrics.create(CollectorRegistry()))
+    young = DriftMonitor(
+        DriftConfig(warm_up=100), ["x"], 0.5, DriftMetrics.create(CollectorRegistry())
+    )
     young.state_began(0.0)
     young.model_learned(99)
     young.on_scored(ScoredRecord("t", "c", "p", 60 * day, {"x": 1.0}, 0.1, 1))
     assert not young.armed  # an old state, too few labels
 
 
-def _weekly_stream(days: int, shift_day: float | None = None,
-                   seed: int = 3) -> Iterator[tuple[dict[str, float], float]]:
+def _weekly_stream(
+    days: int, shift_day: float | None = None, seed: int = 3
+) -> Iterator[tuple[dict[str, float], float]]:
     """2,000 records a day times the simulator's weekday volume; ``count`` follows the
     weekday (busier days, higher counts), ``amount`` does not, until ``shift_day``."""
     from producers.generator import WEEKLY
@@ -216,27 +232,37 @@ def _weekly_stream(days: int, shift_day: float | None = None,
         times = np.sort(rng.uniform(0, 86400, rng.poisson(2000 * volume)))
         for t in start + day * 86400 + times:
             shifted = shift_day is not None and t >= start + shift_day * 86400
-            yield ({"count": float(rng.poisson(3 * volume)),
-                    "amount": rng.normal(1.0 if shifted else 0.0)}, float(t))
+            yield (
+                {
+                    "count": float(rng.poisson(3 * volume)),
+                    "amount": rng.normal(1.0 if shifted else 0.0),
+                },
+                float(t),
+            )
 
 
 @pytest.mark.parametrize("reference_days", [0.0, 7.0])
 def test_a_week_long_reference_matched_to_the_weekday_does_not_report_the_weekday(
     reference_days: float,
 ) -> None:
-    config = DriftConfig(reference_size=5000, window_size=2000, check_every=200,
-                         reference_days=reference_days)
+    config = DriftConfig(
+        reference_size=5000, window_size=2000, check_every=200, reference_days=reference_days
+    )
     data = DataDrift(config, ["count", "amount"])
-    fired = {e.subject for values, at in _weekly_stream(28)
-             for e in data.update(TxnObservation(at, values))}
+    fired = {
+        e.subject
+        for values, at in _weekly_stream(28)
+        for e in data.update(TxnObservation(at, values))
+    }
     if reference_days:
         assert fired == set()
     else:  # two and a half days of reference against one: Saturday looks like drift
         assert "count" in fired and "amount" not in fired
 
 
-def _daily_stream(days: int, per_day: int = 4000, seed: int = 5,
-                  shift_day: float | None = None) -> Iterator[tuple[dict[str, float], float]]:
+def _daily_stream(
+    days: int, per_day: int = 4000, seed: int = 5, shift_day: float | None = None
+) -> Iterator[tuple[dict[str, float], float]]:
     """A feature that follows the hour of day (long gaps in the morning, short ones in
     the evening), times normal around noon; no weekly cycle."""
     rng = np.random.default_rng(seed)
@@ -245,8 +271,10 @@ def _daily_stream(days: int, per_day: int = 4000, seed: int = 5,
         seconds = np.sort(np.clip(rng.normal(43_200, 20_000, per_day), 0, 86_399))
         for s in seconds:
             shifted = shift_day is not None and day >= shift_day
-            yield ({"gap": float(rng.exponential(40_000 - 0.4 * s)) * (2.0 if shifted else 1.0)},
-                   start + day * 86400 + float(s))
+            yield (
+                {"gap": float(rng.exponential(40_000 - 0.4 * s)) * (2.0 if shifted else 1.0)},
+                start + day * 86400 + float(s),
+            )
 
 
 @pytest.mark.parametrize("per_day", [4000, 12_000])
@@ -259,31 +287,42 @@ def test_a_window_is_matched_to_the_hours_it_holds_and_spans_a_day(per_day: int)
     customers."""
     config = DriftConfig(reference_size=5000, window_size=2000, check_every=200)
     data = DataDrift(config, ["gap"])
-    events = [e for values, at in _daily_stream(12, per_day)
-              for e in data.update(TxnObservation(at, values))]
+    events = [
+        e
+        for values, at in _daily_stream(12, per_day)
+        for e in data.update(TxnObservation(at, values))
+    ]
     assert data.windows.stride == round(per_day / 2000)
     assert data.windows.times[-1] - data.windows.times[0] > 0.8 * 86400
     assert events == []
     assert max(v for (name, _), v in data.latest.items() if name == "psi") < 0.05
     shifted = DataDrift(config, ["gap"])
-    late = [e for values, at in _daily_stream(12, per_day, shift_day=9)
-            for e in shifted.update(TxnObservation(at, values))]
+    late = [
+        e
+        for values, at in _daily_stream(12, per_day, shift_day=9)
+        for e in shifted.update(TxnObservation(at, values))
+    ]
     assert {e.subject for e in late} == {"gap"}
     assert min(e.first_seen for e in late) - (1_767_225_600.0 + 9 * 86400) < 1.5 * 86400
 
 
 def test_a_week_long_reference_still_catches_a_real_shift_within_a_day() -> None:
-    data = DataDrift(DriftConfig(reference_size=5000, window_size=2000, check_every=200),
-                     ["count", "amount"])
-    events = [e for values, at in _weekly_stream(24, shift_day=20.0)
-              for e in data.update(TxnObservation(at, values))]
+    data = DataDrift(
+        DriftConfig(reference_size=5000, window_size=2000, check_every=200), ["count", "amount"]
+    )
+    events = [
+        e
+        for values, at in _weekly_stream(24, shift_day=20.0)
+        for e in data.update(TxnObservation(at, values))
+    ]
     assert {e.subject for e in events} == {"amount"}
     shift = 1_767_225_600.0 + 20 * 86400
     assert 0 < min(e.first_seen for e in events) - shift < 86400
 
 
-def _bursty_labels(seed: int, n: int = 20_000,
-                   worse_from: int | None = None) -> Iterator[tuple[float, bool]]:
+def _bursty_labels(
+    seed: int, n: int = 20_000, worse_from: int | None = None
+) -> Iterator[tuple[float, bool]]:
     """Steady labels whose frauds come in incidents of 3 to 11, half of them missed;
     from ``worse_from`` on, the model scores genuine transactions higher (a real rise)."""
     rng = np.random.default_rng(seed)
@@ -304,8 +343,11 @@ def test_adwin_on_blocks_of_labels_does_not_page_on_bursts_of_fraud(block: int) 
     fired = 0
     for seed in range(10):
         concept = ConceptDrift(DriftConfig(adwin_block=block))
-        fired += any(e.detector == "adwin" for k, (score, fraud) in enumerate(_bursty_labels(seed))
-                     for e in concept.update(LabelObservation(k, fraud, score)))
+        fired += any(
+            e.detector == "adwin"
+            for k, (score, fraud) in enumerate(_bursty_labels(seed))
+            for e in concept.update(LabelObservation(k, fraud, score))
+        )
     assert fired == (10 if block == 1 else 0)  # label by label, every steady stream pages
 
 
@@ -317,9 +359,12 @@ def test_adwin_on_blocks_of_labels_still_catches_a_real_rise() -> None:
     config = DriftConfig(reference_days=1.0, page_hinkley_threshold=0)  # derived, on day 1
     for seed in range(5):
         concept = ConceptDrift(config)
-        events = [e for k, (score, fraud) in enumerate(_bursty_labels(seed, worse_from=10_000))
-                  # 8,640 labels a day
-                  for e in concept.update(LabelObservation(k * 10.0, fraud, score))]
+        events = [
+            e
+            for k, (score, fraud) in enumerate(_bursty_labels(seed, worse_from=10_000))
+            # 8,640 labels a day
+            for e in concept.update(LabelObservation(k * 10.0, fraud, score))
+        ]
         first = {e.detector: e.first_seen / 10 for e in reversed(events)}
         assert 10_000 <= first["adwin"] < 15_000, seed
         assert 10_000 <= first["page_hinkley"] < 15_000, seed  # (earlier on 4 of 5 seeds)
@@ -332,28 +377,48 @@ def test_page_hinkley_pages_on_steady_labels_about_once_per_expected_run_time() 
     per_day, days = 2000, 207  # a week of reference, then 200 days watched
     counts, thresholds = [], []
     for seed in range(6):
-        concept = ConceptDrift(DriftConfig(reference_days=7, reference_size=1000, ert_days=10,
-                                           ert_detectors=1, page_hinkley_threshold=0))
-        counts.append(sum(
-            e.detector == "page_hinkley"
-            for k, (score, fraud) in enumerate(_bursty_labels(seed, n=per_day * days))
-            for e in concept.update(LabelObservation(k * 86400 / per_day, fraud, score))))
+        concept = ConceptDrift(
+            DriftConfig(
+                reference_days=7,
+                reference_size=1000,
+                ert_days=10,
+                ert_detectors=1,
+                page_hinkley_threshold=0,
+            )
+        )
+        counts.append(
+            sum(
+                e.detector == "page_hinkley"
+                for k, (score, fraud) in enumerate(_bursty_labels(seed, n=per_day * days))
+                for e in concept.update(LabelObservation(k * 86400 / per_day, fraud, score))
+            )
+        )
         assert concept.threshold is not None
         thresholds.append(concept.threshold)
     assert 80 <= sum(counts) <= 190, counts  # 120 expected; measured 133
     # the same stream, the ERT shared by three detectors: 30 days for this one
-    concept = ConceptDrift(DriftConfig(reference_days=7, reference_size=1000, ert_days=10,
-                                       ert_detectors=3, page_hinkley_threshold=0))
-    fewer = sum(e.detector == "page_hinkley"
-                for k, (score, fraud) in enumerate(_bursty_labels(0, n=per_day * days))
-                for e in concept.update(LabelObservation(k * 86400 / per_day, fraud, score)))
+    concept = ConceptDrift(
+        DriftConfig(
+            reference_days=7,
+            reference_size=1000,
+            ert_days=10,
+            ert_detectors=3,
+            page_hinkley_threshold=0,
+        )
+    )
+    fewer = sum(
+        e.detector == "page_hinkley"
+        for k, (score, fraud) in enumerate(_bursty_labels(0, n=per_day * days))
+        for e in concept.update(LabelObservation(k * 86400 / per_day, fraud, score))
+    )
     assert concept.threshold is not None and concept.threshold > thresholds[0]
     assert fewer <= counts[0] / 2, (fewer, counts[0])
 
 
 def test_page_hinkley_is_silent_until_its_reference_is_complete() -> None:
-    concept = ConceptDrift(DriftConfig(reference_days=2, reference_size=500,
-                                       page_hinkley_threshold=0))
+    concept = ConceptDrift(
+        DriftConfig(reference_days=2, reference_size=500, page_hinkley_threshold=0)
+    )
     day = 86400.0
     for k in range(3000):  # a day and a half of terrible losses: no reference yet
         assert concept.update(LabelObservation(k * day / 2000, True, 0.01)) == []
@@ -363,8 +428,9 @@ def test_page_hinkley_is_silent_until_its_reference_is_complete() -> None:
     assert concept.threshold is not None and concept.threshold > 0
 
 
-def _labels_with_chargebacks(seed: int, slower_from: int | None = None,
-                             n: int = 60_000) -> Iterator[tuple[bool, float]]:
+def _labels_with_chargebacks(
+    seed: int, slower_from: int | None = None, n: int = 60_000
+) -> Iterator[tuple[bool, float]]:
     """1% frauds labelled after about 2 days (the simulator's log-normal, a tenth of them
     after about 14), genuine transactions at 7 days; chargebacks x5 slower from label
     ``slower_from`` on."""
@@ -381,9 +447,12 @@ def _labels_with_chargebacks(seed: int, slower_from: int | None = None,
 
 def test_a_chargeback_backlog_shows_in_the_delay_of_fraud_labels() -> None:
     labels = LabelDrift(CONFIG)
-    slower = [e for i, (fraud, delay) in enumerate(_labels_with_chargebacks(1, 40_000))
-              for e in labels.update(LabelObservation(float(i), fraud, delay=delay))
-              if e.detector == "label_delay"]
+    slower = [
+        e
+        for i, (fraud, delay) in enumerate(_labels_with_chargebacks(1, 40_000))
+        for e in labels.update(LabelObservation(float(i), fraud, delay=delay))
+        if e.detector == "label_delay"
+    ]
     assert slower and slower[0].first_seen >= 40_000
     assert slower[0].first_seen < 40_000 + 2_500  # about 25 frauds after the change
 
@@ -391,15 +460,17 @@ def test_a_chargeback_backlog_shows_in_the_delay_of_fraud_labels() -> None:
 def test_the_delay_of_fraud_labels_does_not_move_on_steady_labels() -> None:
     for seed in range(20):
         labels = LabelDrift(CONFIG)
-        events = [e for i, (fraud, delay) in enumerate(_labels_with_chargebacks(seed))
-                  for e in labels.update(LabelObservation(float(i), fraud, delay=delay))
-                  if e.detector == "label_delay"]
+        events = [
+            e
+            for i, (fraud, delay) in enumerate(_labels_with_chargebacks(seed))
+            for e in labels.update(LabelObservation(float(i), fraud, delay=delay))
+            if e.detector == "label_delay"
+        ]
         assert events == [], seed
 
 
 def test_kswin_takes_one_transaction_per_slot_of_event_time() -> None:
-    kswin = SampledKSWIN(DriftConfig(kswin_every=300, kswin_window=40, kswin_stat_size=10),
-                         ["x"])
+    kswin = SampledKSWIN(DriftConfig(kswin_every=300, kswin_window=40, kswin_stat_size=10), ["x"])
     times = [0.0, 10.0, 299.0, 300.0, 301.0, 900.0, 1199.0, 1200.0]
     for at in times:
         kswin.update(TxnObservation(at, {"x": at}))
@@ -408,8 +479,9 @@ def test_kswin_takes_one_transaction_per_slot_of_event_time() -> None:
     assert [v for _, v in kswin._samples["x"]] == [0.0, 300.0, 900.0, 1200.0]
     assert list(kswin.detectors["x"].window) == [0.0, 300.0, 900.0, 1200.0]
     off = SampledKSWIN(DriftConfig(kswin_every=0), ["x"])
-    assert [off.update(TxnObservation(float(t), {"x": 1.0}))
-            for t in range(0, 3000, 100)] == [[]] * 30
+    assert [off.update(TxnObservation(float(t), {"x": 1.0})) for t in range(0, 3000, 100)] == [
+        []
+    ] * 30
     assert off.samples == 0
 
 
@@ -420,8 +492,11 @@ def test_kswin_is_quiet_on_a_steady_feature_and_pages_on_one_following_the_weekd
     """Why the defaults watch volume-free features only: a day of counts against the week
     before reports the weekday."""
     kswin = SampledKSWIN(DriftConfig(), ["count", "amount"])
-    fired = {e.subject for values, at in _weekly_stream(28, seed=seed)
-             for e in kswin.update(TxnObservation(at, values))}
+    fired = {
+        e.subject
+        for values, at in _weekly_stream(28, seed=seed)
+        for e in kswin.update(TxnObservation(at, values))
+    }
     assert "amount" not in fired
     assert kswin.latest["amount"] > DriftConfig().kswin_alpha  # it was tested, and passed
     if seed == 3:
@@ -430,8 +505,12 @@ def test_kswin_is_quiet_on_a_steady_feature_and_pages_on_one_following_the_weekd
 
 def test_kswin_catches_a_sudden_shift_within_a_day() -> None:
     kswin = SampledKSWIN(DriftConfig(), ["count", "amount"])
-    events = [e for values, at in _weekly_stream(24, shift_day=20.0, seed=4)
-              for e in kswin.update(TxnObservation(at, values)) if e.subject == "amount"]
+    events = [
+        e
+        for values, at in _weekly_stream(24, shift_day=20.0, seed=4)
+        for e in kswin.update(TxnObservation(at, values))
+        if e.subject == "amount"
+    ]
     shift = 1_767_225_600.0 + 20 * 86400
     assert events
     first = events[0]
@@ -464,19 +543,34 @@ def test_the_monitor_publishes_kswin_and_counts_every_alarm_from_zero() -> None:
     from monitoring.monitor import DriftMonitor
 
     registry = CollectorRegistry()
-    config = DriftConfig(reference_size=200, window_size=100, check_every=50, reference_days=0,
-                         kswin_every=60, kswin_window=400, kswin_stat_size=100,
-                         kswin_features=("x",))
+    config = DriftConfig(
+        reference_size=200,
+        window_size=100,
+        check_every=50,
+        reference_days=0,
+        kswin_every=60,
+        kswin_window=400,
+        kswin_stat_size=100,
+        kswin_features=("x",),
+    )
     monitor = DriftMonitor(config, ["x"], 0.5, DriftMetrics.create(registry))
 
     def alarms(detector: str, subject: str) -> float | None:
-        return registry.get_sample_value("fraudstream_drift_alarms_total",
-                                         {"detector": detector, "subject": subject})
+        return registry.get_sample_value(
+            "fraudstream_drift_alarms_total", {"detector": detector, "subject": subject}
+        )
 
-    for detector, subject in [("psi", "x"), ("ks", "x"), ("kswin", "x"),
-                              ("prediction_psi", "score"), ("fraud_rate", "labels"),
-                              ("label_delay", "labels"), ("adwin", "champion"),
-                              ("page_hinkley", "champion"), ("missed_fraud", "champion")]:
+    for detector, subject in [
+        ("psi", "x"),
+        ("ks", "x"),
+        ("kswin", "x"),
+        ("prediction_psi", "score"),
+        ("fraud_rate", "labels"),
+        ("label_delay", "labels"),
+        ("adwin", "champion"),
+        ("page_hinkley", "champion"),
+        ("missed_fraud", "champion"),
+    ]:
         assert alarms(detector, subject) == 0.0, (detector, subject)
     rng = np.random.default_rng(2)
     for i in range(1000):

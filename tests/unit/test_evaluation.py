@@ -18,8 +18,11 @@ from models.evaluation import (
     roc_auc,
 )
 
-scored = st.lists(st.tuples(st.sampled_from([0.0, 0.1, 0.2, 0.5, 0.7, 0.9, 1.0]),
-                            st.booleans()), min_size=2, max_size=60)
+scored = st.lists(
+    st.tuples(st.sampled_from([0.0, 0.1, 0.2, 0.5, 0.7, 0.9, 1.0]), st.booleans()),
+    min_size=2,
+    max_size=60,
+)
 
 
 def brute_auc(pairs: list[tuple[float, bool]]) -> float:
@@ -88,6 +91,7 @@ def test_the_report_has_window_and_since_start_views() -> None:
     report = metrics.report()
     assert report["roc_auc_all"] == pytest.approx(roc_auc_score(truth, scores), abs=1e-12)
     assert report["average_precision_window"] == pytest.approx(
-        average_precision_score(truth[-100:], scores[-100:]), abs=1e-12)
+        average_precision_score(truth[-100:], scores[-100:]), abs=1e-12
+    )
     assert report["label_delay_p50_days"] == 2.0 and report["labels"] == 400
     assert 0.5 < report["roc_auc_all"] <= 1.0

@@ -72,12 +72,20 @@ def test_compaction_keeps_the_order_records_were_applied_in() -> None:
     """Only stale records at the front go: a stale one behind a fresh one stays, in place."""
     later = HORIZON_SECONDS + LATENESS + 25
     raw = b""
-    for event in [txn(1, 0.0), txn(2, 10.0), txn(3, 3000.0), txn(4, 20.0), txn(5, 2000.0),
-                  *(txn(6 + k, later) for k in range(card.SLACK + 1))]:  # a rewrite among them
+    for event in [
+        txn(1, 0.0),
+        txn(2, 10.0),
+        txn(3, 3000.0),
+        txn(4, 20.0),
+        txn(5, 2000.0),
+        *(txn(6 + k, later) for k in range(card.SLACK + 1)),
+    ]:  # a rewrite among them
         raw = card.append(raw, event, LATENESS)
     _, dropped, n, _ = card.HEADER.unpack_from(raw)
-    times = [card.RECORD.unpack_from(raw, card.HEADER.size + i * card.RECORD.size)[0] - T0
-             for i in range(n)]
+    times = [
+        card.RECORD.unpack_from(raw, card.HEADER.size + i * card.RECORD.size)[0] - T0
+        for i in range(n)
+    ]
     assert dropped == 2 and times == [3000.0, 20.0, 2000.0] + [later] * (card.SLACK + 1)
 
 
@@ -146,8 +154,9 @@ def test_bucketed_terminal_counts_stay_within_one_bucket_of_exact_windows() -> N
     newest: tuple[int | None, ...] = (None, None, None)
     for i, t in enumerate(times):
         counts = terminal.window_counts(buckets, newest, t)
-        for w, (length, size) in enumerate(zip(terminal.WINDOWS.values(),
-                                               terminal.BUCKET_SECONDS, strict=True)):
+        for w, (length, size) in enumerate(
+            zip(terminal.WINDOWS.values(), terminal.BUCKET_SECONDS, strict=True)
+        ):
             exact = sum(1 for s in times[:i] if t - length <= s < t)
             # missed: the current partial bucket; added: part of one bucket at the far end
             missed = sum(1 for s in times[:i] if t - size <= s < t)
@@ -171,8 +180,9 @@ def test_a_duplicate_transaction_is_answered_from_its_saved_record() -> None:
         [pending] = await store.apply([t])  # redelivered before its record was saved
         assert first.state == pending.state
         assert first.state is not None
-        await store.save([(first, ScoredRecord("t1", "c", "p", t.event_time,
-                                               view(first.state, t), 0.5, 1))])
+        await store.save(
+            [(first, ScoredRecord("t1", "c", "p", t.event_time, view(first.state, t), 0.5, 1))]
+        )
         [done] = await store.apply([t])
         return [first.status, pending.status, done.status]
 
@@ -193,8 +203,11 @@ def test_the_docs_list_every_feature_with_its_meaning() -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.floats(min_value=0, max_value=70 * 86400, allow_nan=False), min_size=1,
-                max_size=120))
+@given(
+    st.lists(
+        st.floats(min_value=0, max_value=70 * 86400, allow_nan=False), min_size=1, max_size=120
+    )
+)
 def test_buckets_pruned_in_place_or_lazily_read_the_counts_of_step(offsets: list[float]) -> None:
     """Out of order too: stepped in place, or counted in place and pruned only now and
     then (as the in-memory store does), the buckets read the same counts."""
@@ -213,6 +226,8 @@ def test_buckets_pruned_in_place_or_lazily_read_the_counts_of_step(offsets: list
             terminal.prune(lazy, lazy_newest)
         assert newest == pure_newest == lazy_newest
         for probe in (t, t + 3600.0, t + 86400.0 * 3, t - 86400.0):
-            assert terminal.window_counts(in_place, newest, probe) == \
-                terminal.window_counts(pure, pure_newest, probe) == \
-                terminal.window_counts(lazy, lazy_newest, probe)
+            assert (
+                terminal.window_counts(in_place, newest, probe)
+                == terminal.window_counts(pure, pure_newest, probe)
+                == terminal.window_counts(lazy, lazy_newest, probe)
+            )

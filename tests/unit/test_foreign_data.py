@@ -56,9 +56,12 @@ def test_good_rows_are_mapped_and_bad_rows_reported_by_number(files: tuple[Path,
     ]
     labels = foreign.labels
     assert labels["txn_id"].to_list() == ["a2", "a1"] and labels["is_fraud"].to_list() == [
-        True, False]
-    times = dict(zip(foreign.transactions["txn_id"], foreign.transactions["event_time"],
-                     strict=True))
+        True,
+        False,
+    ]
+    times = dict(
+        zip(foreign.transactions["txn_id"], foreign.transactions["event_time"], strict=True)
+    )
     assert labels["event_time"][0] - times["a2"] == 3 * 86400
 
 
@@ -68,7 +71,11 @@ def test_mapped_rows_encode_to_records_the_worker_accepts(files: tuple[Path, Pat
     events = encode_events(foreign.transactions, foreign.labels)
     first = decode_transaction(events["value"][0])
     assert (first.txn_id, first.card_id, first.terminal_id, first.amount) == (
-        "a2", "4000111", "m_2", 99.99)
+        "a2",
+        "4000111",
+        "m_2",
+        99.99,
+    )
     assert (first.lat, first.lon) == (48.86, 2.36)
     assert decode_label(events.filter(pl.col("kind") == 1)["value"][0]).txn_id == "a2"
 
@@ -76,42 +83,64 @@ def test_mapped_rows_encode_to_records_the_worker_accepts(files: tuple[Path, Pat
 def test_ids_that_need_escaping_are_valid_json_and_rejected_by_the_schema_by_name() -> None:
     """The wire JSON is encoded, not concatenated: a quote in an id cannot break the
     record; the worker's decoder then names the field."""
-    transactions = pl.DataFrame({"txn_id": ['t"1'], "card_id": ["c\\1"], "terminal_id": ["p1"],
-                                 "amount": [5.0], "event_time": [1_767_225_600.0]})
-    labels = pl.DataFrame({"txn_id": ['t"1'], "is_fraud": [True],
-                           "event_time": [1_767_312_000.0]})
+    transactions = pl.DataFrame(
+        {
+            "txn_id": ['t"1'],
+            "card_id": ["c\\1"],
+            "terminal_id": ["p1"],
+            "amount": [5.0],
+            "event_time": [1_767_225_600.0],
+        }
+    )
+    labels = pl.DataFrame({"txn_id": ['t"1'], "is_fraud": [True], "event_time": [1_767_312_000.0]})
     events = encode_events(transactions, labels)
     values = [json.loads(v) for v in events["value"]]
     assert values[0]["txn_id"] == 't"1' and values[0]["card_id"] == "c\\1"
-    assert values[1] == {"schema_version": 1, "txn_id": 't"1', "is_fraud": True,
-                         "event_time": "2026-01-02T00:00:00.000Z", "card_id": "c\\1"}
+    assert values[1] == {
+        "schema_version": 1,
+        "txn_id": 't"1',
+        "is_fraud": True,
+        "event_time": "2026-01-02T00:00:00.000Z",
+        "card_id": "c\\1",
+    }
     with pytest.raises(RecordError, match="txn_id"):
         decode_transaction(events["value"][0])
 
 
 def test_a_missing_column_is_named(files: tuple[Path, Path]) -> None:
     data, _ = files
-    mapping = ColumnMapping.from_pairs(["txn_id=id", "card_id=card", "event_time=trans_date",
-                                        "amount=amt"])
+    mapping = ColumnMapping.from_pairs(
+        ["txn_id=id", "card_id=card", "event_time=trans_date", "amount=amt"]
+    )
     with pytest.raises(DatasetError, match="column\\(s\\) card named in the mapping"):
         read_foreign(data, mapping)
 
 
-@pytest.mark.parametrize(("pairs", "message"), [
-    (["txn_id=id"], "card_id: Field required"),
-    (["txn_id"], "expected field=column"),
-    (["txn_id=id", "card_id=c", "event_time=t", "amount=a", "colour=x"], "colour"),
-])
+@pytest.mark.parametrize(
+    ("pairs", "message"),
+    [
+        (["txn_id=id"], "card_id: Field required"),
+        (["txn_id"], "expected field=column"),
+        (["txn_id=id", "card_id=c", "event_time=t", "amount=a", "colour=x"], "colour"),
+    ],
+)
 def test_a_bad_mapping_says_what_is_wrong(pairs: list[str], message: str) -> None:
     with pytest.raises(DatasetError, match=message):
         ColumnMapping.from_pairs(pairs)
 
 
 def test_epoch_times_and_parquet_files_work(tmp_path: Path) -> None:
-    pl.DataFrame({"i": ["x1", "x2"], "c": ["k1", "k1"], "v": [1.5, 2.5],
-                  "ts": [1767225600000, 1767225601000]}).write_parquet(tmp_path / "d.parquet")
-    mapping = ColumnMapping.from_pairs(["txn_id=i", "card_id=c", "amount=v", "event_time=ts",
-                                        "time_format=epoch_ms"])
+    pl.DataFrame(
+        {
+            "i": ["x1", "x2"],
+            "c": ["k1", "k1"],
+            "v": [1.5, 2.5],
+            "ts": [1767225600000, 1767225601000],
+        }
+    ).write_parquet(tmp_path / "d.parquet")
+    mapping = ColumnMapping.from_pairs(
+        ["txn_id=i", "card_id=c", "amount=v", "event_time=ts", "time_format=epoch_ms"]
+    )
     foreign = read_foreign(tmp_path / "d.parquet", mapping)
     assert foreign.rejected == []
     assert foreign.transactions["event_time"].to_list() == [1767225600.0, 1767225601.0]

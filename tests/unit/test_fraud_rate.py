@@ -15,8 +15,9 @@ PLAIN = CONFIG.model_copy(update=dict(fraud_rate_block=10**9))
 SEEDS = range(12)
 
 
-def clustered(seed: int, n: int = 16000, change_at: int | None = None,
-              factor: float = 1.0) -> np.ndarray:
+def clustered(
+    seed: int, n: int = 16000, change_at: int | None = None, factor: float = 1.0
+) -> np.ndarray:
     """Fraud flags in arrival order, about 1%: incidents of 1 + Poisson(5) frauds each,
     spread over the next 300 labels (a stolen card used several times)."""
     rng = np.random.default_rng(seed)
@@ -30,9 +31,12 @@ def clustered(seed: int, n: int = 16000, change_at: int | None = None,
 
 def first_fraud_rate_alarm(config: DriftConfig, flags: np.ndarray) -> float | None:
     detector = LabelDrift(config)
-    alarms = [e.first_seen for i, flag in enumerate(flags)
-              for e in detector.update(LabelObservation(float(i), bool(flag), delay=1e5))
-              if e.detector == "fraud_rate"]
+    alarms = [
+        e.first_seen
+        for i, flag in enumerate(flags)
+        for e in detector.update(LabelObservation(float(i), bool(flag), delay=1e5))
+        if e.detector == "fraud_rate"
+    ]
     return min(alarms, default=None)
 
 
@@ -54,8 +58,9 @@ def test_a_fourfold_fraud_rate_is_still_caught_after_the_change() -> None:
     """The price of fewer false pages: a real jump is caught later, or (here, 4 in 12)
     not within 12,000 labels. The plain binomial test catches 11 in 12."""
     change = 8000
-    firsts = [first_fraud_rate_alarm(CONFIG, clustered(100 + s, 20000, change, factor=4.0))
-              for s in SEEDS]
+    firsts = [
+        first_fraud_rate_alarm(CONFIG, clustered(100 + s, 20000, change, factor=4.0)) for s in SEEDS
+    ]
     caught = [f - change for f in firsts if f is not None and f >= change]
     assert len(caught) >= len(SEEDS) * 2 // 3
     assert float(np.median(caught)) <= CONFIG.window_size * 1.5

@@ -37,8 +37,11 @@ def _stream(n: int, seed: int) -> list[tuple[dict[str, float], bool, float]]:
 
 
 def _small() -> Hybrid:
-    return Hybrid(ScaledLogistic(lr=0.01, hold=DAY),
-                  BatchRetrained("gradient_boosting", retrain_every=1000), 0.5)
+    return Hybrid(
+        ScaledLogistic(lr=0.01, hold=DAY),
+        BatchRetrained("gradient_boosting", retrain_every=1000),
+        0.5,
+    )
 
 
 def test_the_zoo_builds_the_champion_and_gradient_boosting_blended_evenly() -> None:
@@ -61,14 +64,17 @@ def test_scores_blend_both_parts_and_batch_scoring_equals_one_at_a_time() -> Non
     one = np.array([fraud_probability(model, x) for x in test])
     assert np.allclose(many, one, rtol=1e-9, atol=0)
     online = fraud_probabilities(model.online, test)
-    batch = model.batch.probabilities(np.array([[x[n] for n in model.batch.names or []]
-                                                for x in test]))
+    batch = model.batch.probabilities(
+        np.array([[x[n] for n in model.batch.names or []] for x in test])
+    )
+
     def logit(p: np.ndarray) -> np.ndarray:  # each part's scores clipped to 1e-9 first
         p = np.clip(p, 1e-9, 1 - 1e-9)
         return np.asarray(np.log(p / (1 - p)))
 
-    assert np.allclose(np.log(many / (1 - many)), 0.5 * logit(online) + 0.5 * logit(batch),
-                       atol=1e-6)
+    assert np.allclose(
+        np.log(many / (1 - many)), 0.5 * logit(online) + 0.5 * logit(batch), atol=1e-6
+    )
 
 
 def test_the_blend_ranks_better_than_either_part_where_they_see_different_things() -> None:
@@ -81,27 +87,31 @@ def test_the_blend_ranks_better_than_either_part_where_they_see_different_things
     test = rows[5000:]
     truth = [y for _, y, _ in test]
     vectors = [x for x, _, _ in test]
-    ap = {name: average_precision_score(truth, fraud_probabilities(part, vectors))
-          for name, part in (("online", model.online), ("batch", model.batch),
-                             ("hybrid", model))}
+    ap = {
+        name: average_precision_score(truth, fraud_probabilities(part, vectors))
+        for name, part in (("online", model.online), ("batch", model.batch), ("hybrid", model))
+    }
     assert ap["hybrid"] >= max(ap["online"], ap["batch"]) - 0.02, ap
     assert ap["hybrid"] > ap["online"] + 0.05, ap
 
 
 def test_the_batch_model_takes_part_once_its_fit_has_seen_enough_frauds() -> None:
-    model = Hybrid(ScaledLogistic(lr=0.01), BatchRetrained("gradient_boosting",
-                                                           retrain_every=500), 0.5, 100)
+    model = Hybrid(
+        ScaledLogistic(lr=0.01), BatchRetrained("gradient_boosting", retrain_every=500), 0.5, 100
+    )
     rows = _stream(3000, 4)
     probe = [x for x, _, _ in rows[:20]]
     for i, (x, y, _) in enumerate(rows):
         learn(model, x, y)
         if model.batch.fits == 1 and i % 500 == 499:
             assert model.batch.fitted_frauds < 100 and not model.blending
-            assert np.array_equal(fraud_probabilities(model, probe),
-                                  fraud_probabilities(model.online, probe))
+            assert np.array_equal(
+                fraud_probabilities(model, probe), fraud_probabilities(model.online, probe)
+            )
     assert model.blending and model.batch.fitted_frauds >= 100
-    assert not np.allclose(fraud_probabilities(model, probe),
-                           fraud_probabilities(model.online, probe))
+    assert not np.allclose(
+        fraud_probabilities(model, probe), fraud_probabilities(model.online, probe)
+    )
 
 
 def test_learning_in_order_equals_one_by_one_and_a_snapshot_scores_alike() -> None:
@@ -109,8 +119,13 @@ def test_learning_in_order_equals_one_by_one_and_a_snapshot_scores_alike() -> No
     one, many = _small(), _small()
     for x, y, at in rows:
         learn(one, x, y, scored_at=at, known_at=at + DAY / 2)
-    learn_in_order(many, [x for x, _, _ in rows], [y for _, y, _ in rows],
-                   [at for _, _, at in rows], [at + DAY / 2 for _, _, at in rows])
+    learn_in_order(
+        many,
+        [x for x, _, _ in rows],
+        [y for _, y, _ in rows],
+        [at for _, _, at in rows],
+        [at + DAY / 2 for _, _, at in rows],
+    )
     probe = [x for x, _, _ in rows[-50:]]
     assert np.array_equal(fraud_probabilities(one, probe), fraud_probabilities(many, probe))
     for snapshot in (copy.deepcopy(one), pickle.loads(pickle.dumps(one))):

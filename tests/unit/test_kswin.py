@@ -15,8 +15,11 @@ from monitoring.drift.kswin import QuickKSWIN
 def test_quick_kswin_raises_rivers_alarms_and_exact_p_values_where_it_could(seed: int) -> None:
     rnd = random.Random(seed)
     # Steady, then a shift, then steady again: quiet stretches and alarms alike.
-    values = ([rnd.gauss(0, 1) for _ in range(1500)] + [rnd.gauss(0.6, 1) for _ in range(700)]
-              + [rnd.lognormvariate(0, 1) for _ in range(800)])
+    values = (
+        [rnd.gauss(0, 1) for _ in range(1500)]
+        + [rnd.gauss(0.6, 1) for _ in range(700)]
+        + [rnd.lognormvariate(0, 1) for _ in range(800)]
+    )
     quick = QuickKSWIN(alpha=1e-4, window_size=576, stat_size=72, seed=seed)
     river = drift.KSWIN(alpha=1e-4, window_size=576, stat_size=72, seed=seed)
     alarms = exact = 0

@@ -46,7 +46,9 @@ def test_it_learns_what_rivers_scaled_logistic_regression_learns(labelled: Label
     assert isinstance(ours, ScaledLogistic)
     river = preprocessing.StandardScaler() | linear_model.LogisticRegression(
         optimizer=optim.Adam(ours.lr),
-        loss=optim.losses.Log(weight_pos=POSITIVE_WEIGHT, weight_neg=1.0), l2=1e-5)
+        loss=optim.losses.Log(weight_pos=POSITIVE_WEIGHT, weight_neg=1.0),
+        l2=1e-5,
+    )
     for x, y in zip(vectors, truth, strict=True):
         river.learn_one(x, y)
         ours.learn_one(x, y)
@@ -56,8 +58,9 @@ def test_it_learns_what_rivers_scaled_logistic_regression_learns(labelled: Label
     np.testing.assert_allclose(mine, theirs, rtol=1e-9, atol=1e-12)
     assert mine.std() > 0.01  # it did learn something to compare
     weights = river["LogisticRegression"].weights
-    np.testing.assert_allclose(ours.weights, [weights[f] for f in ours.features], rtol=1e-9,
-                               atol=1e-15)
+    np.testing.assert_allclose(
+        ours.weights, [weights[f] for f in ours.features], rtol=1e-9, atol=1e-15
+    )
 
 
 def test_in_batches_it_is_the_same_model_to_the_bit_and_it_pickles(labelled: Labelled) -> None:
@@ -66,7 +69,7 @@ def test_in_batches_it_is_the_same_model_to_the_bit_and_it_pickles(labelled: Lab
     for x, y in zip(vectors, truth, strict=True):
         learn_in_order(one, [x], [y])
     for start in range(0, len(vectors), 97):
-        learn_in_order(batched, vectors[start:start + 97], truth[start:start + 97])
+        learn_in_order(batched, vectors[start : start + 97], truth[start : start + 97])
     assert isinstance(one, ScaledLogistic) and isinstance(batched, ScaledLogistic)
     assert one.steps == batched.steps == len(vectors)
     for name in ("counts", "means", "vars", "weights", "_m", "_v"):
@@ -79,7 +82,8 @@ def test_in_batches_it_is_the_same_model_to_the_bit_and_it_pickles(labelled: Lab
 
 
 def test_held_labels_are_learned_as_if_each_came_when_its_transaction_matured(
-        labelled: Labelled) -> None:
+    labelled: Labelled,
+) -> None:
     vectors, truth, scored, known = labelled
     held = build_model("logistic_regression")
     assert isinstance(held, ScaledLogistic) and held.hold == 7 * 86400
@@ -93,11 +97,13 @@ def test_held_labels_are_learned_as_if_each_came_when_its_transaction_matured(
     most_held = 0
     for start in range(0, len(vectors), 97):  # in batches, as the learner teaches them
         end = start + 97
-        learn_in_order(held, vectors[start:end], truth[start:end], scored[start:end],
-                       known[start:end])
+        learn_in_order(
+            held, vectors[start:end], truth[start:end], scored[start:end], known[start:end]
+        )
         most_held = max(most_held, held.held)
-    frauds_early = sum(1 for t, s, k in zip(truth, scored, known, strict=True)
-                       if t and k < s + held.hold)
+    frauds_early = sum(
+        1 for t, s, k in zip(truth, scored, known, strict=True) if t and k < s + held.hold
+    )
     assert frauds_early > 20 and most_held > 5  # chargebacks come before maturity
     assert held.held == len(vectors) - len(order)
     assert held.steps == oracle.steps == len(order)
@@ -131,8 +137,9 @@ def test_a_snapshot_that_kept_labels_one_by_one_loads_them() -> None:
     restored.__setstate__(state)
     serving = copy.deepcopy(old)  # what a scorer gets: the kept labels stay behind
     assert old.held == 5 and serving.held == 0
-    assert serving.predict_proba_one({"a": 2.0, "b": 1.0}) == \
-        old.predict_proba_one({"a": 2.0, "b": 1.0})
+    assert serving.predict_proba_one({"a": 2.0, "b": 1.0}) == old.predict_proba_one(
+        {"a": 2.0, "b": 1.0}
+    )
     for model in (old, restored, serving):
         model.learn_one({"a": 9.0, "b": 0.0}, True, scored_at=20.0, known_at=30.0)
     assert restored.held == old.held == 0 and restored.steps == old.steps == 7
@@ -154,15 +161,21 @@ def test_a_snapshot_from_before_the_hold_loads_and_learns_at_once() -> None:
 def test_a_vector_with_other_features_is_learned_on_the_features_it_has() -> None:
     model = ScaledLogistic(lr=0.05)
     river = preprocessing.StandardScaler() | linear_model.LogisticRegression(
-        optimizer=optim.Adam(0.05))
-    rows = [({"a": 1.0, "b": 2.0}, True), ({"a": 3.0}, False), ({"b": 1.0, "c": 4.0}, True),
-            ({"a": 2.0, "b": 0.5, "c": 1.0}, False)] * 20
+        optimizer=optim.Adam(0.05)
+    )
+    rows = [
+        ({"a": 1.0, "b": 2.0}, True),
+        ({"a": 3.0}, False),
+        ({"b": 1.0, "c": 4.0}, True),
+        ({"a": 2.0, "b": 0.5, "c": 1.0}, False),
+    ] * 20
     for x, y in rows:
         model.learn_one(x, y)
         river.learn_one(x, y)
     for x, _ in rows[:4]:
         assert model.predict_proba_one(x)[True] == pytest.approx(
-            river.predict_proba_one(x)[True], rel=1e-9)
+            river.predict_proba_one(x)[True], rel=1e-9
+        )
     assert model.counts.tolist() == [60.0, 60.0, 40.0]
     with pytest.raises(ValueError, match="optimizer"):
         ScaledLogistic(optimizer="adagrad")

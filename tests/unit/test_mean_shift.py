@@ -20,8 +20,13 @@ PER_DAY = 1000
 CONFIG = DriftConfig(mean_shift_block=125, ert_runs=100, reference_days=7)
 
 
-def stream(seed: int, days: int, day_sd: float = 0.02, growth_per_day: float = 0.0,
-           grow_from: float = np.inf) -> tuple[np.ndarray, np.ndarray]:
+def stream(
+    seed: int,
+    days: int,
+    day_sd: float = 0.02,
+    growth_per_day: float = 0.0,
+    grow_from: float = np.inf,
+) -> tuple[np.ndarray, np.ndarray]:
     """``days`` of ``PER_DAY`` standard normal values a day, each day's mean moved by
     ``N(0, day_sd)`` (days differ by more than sampling), and from day ``grow_from`` on a
     mean growing by ``growth_per_day``."""
@@ -35,25 +40,31 @@ def stream(seed: int, days: int, day_sd: float = 0.02, growth_per_day: float = 0
 
 def alarms(detector: MeanShift, times: np.ndarray, values: np.ndarray) -> list[float]:
     """Event times of the detector's alarms on the stream."""
-    return [e.first_seen for t, v in zip(times.tolist(), values.tolist(), strict=True)
-            for e in detector.update(TxnObservation(t, {"x": v}))]
+    return [
+        e.first_seen
+        for t, v in zip(times.tolist(), values.tolist(), strict=True)
+        for e in detector.update(TxnObservation(t, {"x": v}))
+    ]
 
 
 def test_quiet_on_steady_streams_whose_days_differ_and_the_day_spread_is_what_keeps_it_so(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     # 12 streams of 40 days (33 watched after the week of reference): about 400 days, whose
     # days' means differ by 0.08 (0.9 of a block's spread)
     watched_days = 12 * 33
     ert_days = CONFIG.ert_days * CONFIG.ert_detectors  # the family's share: 210 days
-    widened = [len(alarms(MeanShift(CONFIG, ["x"]), *stream(seed, 40, day_sd=0.08)))
-               for seed in range(12)]
+    widened = [
+        len(alarms(MeanShift(CONFIG, ["x"]), *stream(seed, 40, day_sd=0.08))) for seed in range(12)
+    ]
     assert sum(widened) <= 2 * watched_days / ert_days + 1, widened
     # Without widening sigma by the days' dispersion (the threshold is the same: it is
     # simulated from the reference's blocks, which cannot show how days differ) it pages
     # on most streams.
     monkeypatch.setattr(mean_shift, "_day_dispersion", lambda z, times: 1.0)
-    narrow = [len(alarms(MeanShift(CONFIG, ["x"]), *stream(seed, 40, day_sd=0.08)))
-              for seed in range(12)]
+    narrow = [
+        len(alarms(MeanShift(CONFIG, ["x"]), *stream(seed, 40, day_sd=0.08))) for seed in range(12)
+    ]
     assert sum(narrow) >= 3 * max(1, sum(widened)), (narrow, widened)
 
 
@@ -74,8 +85,9 @@ def test_the_derived_threshold_gives_about_the_expected_run_time_on_independent_
     rng = np.random.default_rng(7)
     per_day, ert_days = 100, 10.0
     reference = rng.normal(size=7 * per_day)
-    threshold = cusum_threshold(reference, np.arange(7 * per_day) * DAY / per_day, ert_days,
-                                k=0.5, runs=200)
+    threshold = cusum_threshold(
+        reference, np.arange(7 * per_day) * DAY / per_day, ert_days, k=0.5, runs=200
+    )
     # 60 fresh streams of 30 days: count alarms, restarting the sums after each
     alarmed = 0
     for _ in range(60):
@@ -116,11 +128,16 @@ def test_the_monitor_publishes_the_statistic_and_counts_the_alarm() -> None:
     events = []
     for i, (t, v) in enumerate(zip(times.tolist(), values.tolist(), strict=True)):
         events += monitor.on_scored(ScoredRecord(f"t{i}", "c", "p", t, {"x": v}, 0.1, 1))
-    assert [(e.detector, e.subject) for e in events if e.detector == "mean_shift"] == \
-        [("mean_shift", "x")]
+    assert [(e.detector, e.subject) for e in events if e.detector == "mean_shift"] == [
+        ("mean_shift", "x")
+    ]
     statistic = registry.get_sample_value("fraudstream_feature_mean_shift", {"feature": "x"})
     assert statistic is not None and statistic > 1
-    assert registry.get_sample_value("fraudstream_drift_alarms_total",
-                                     {"detector": "mean_shift", "subject": "x"}) == 1
+    assert (
+        registry.get_sample_value(
+            "fraudstream_drift_alarms_total", {"detector": "mean_shift", "subject": "x"}
+        )
+        == 1
+    )
     monitor.refresh_reference()  # an operator accepts the new level: the statistic restarts
     assert registry.get_sample_value("fraudstream_feature_mean_shift", {"feature": "x"}) == 0

@@ -16,8 +16,9 @@ CONFIG = DriftConfig()
 TERMINALS = 500
 
 
-def label_stream(seed: int, days: int = 56, new_pattern_from: float | None = None,
-                 new_per_day: float = 6.0) -> list[tuple[float, float, str, str]]:
+def label_stream(
+    seed: int, days: int = 56, new_pattern_from: float | None = None, new_per_day: float = 6.0
+) -> list[tuple[float, float, str, str]]:
     """Fraud labels as (arrival time, score, card, terminal), in arrival order.
 
     Like the simulator at 1,000 customers: about 5.5 incidents a day. Stolen cards and
@@ -42,32 +43,41 @@ def label_stream(seed: int, days: int = 56, new_pattern_from: float | None = Non
             missed = rng.random() < 0.1
             for _ in range(rng.integers(2, 7)):
                 at = start + rng.uniform(0, 3 * DAY)
-                frauds.append((at, 0.1 if missed else 0.95, owner,
-                               f"term{rng.integers(TERMINALS)}"))
+                frauds.append(
+                    (at, 0.1 if missed else 0.95, owner, f"term{rng.integers(TERMINALS)}")
+                )
         if rng.random() < 1 / 7:  # a skimmed terminal
             terminal, start = f"term{rng.integers(TERMINALS)}", (day + rng.random()) * DAY
             missed = rng.random() < 0.8
             for _ in range(int(rng.integers(4, 11) * rng.uniform(2, 5))):
-                frauds.append((start + rng.uniform(0, 3 * DAY), 0.2 if missed else 0.7, card(),
-                               terminal))
+                frauds.append(
+                    (start + rng.uniform(0, 3 * DAY), 0.2 if missed else 0.7, card(), terminal)
+                )
         if new_pattern_from is not None and day >= new_pattern_from:
             for _ in range(rng.poisson(new_per_day)):
                 owner, start = card(), (day + rng.random()) * DAY
                 usual = rng.integers(TERMINALS, size=3)
                 for _ in range(rng.integers(2, 5)):
-                    frauds.append((start + rng.integers(0, 3) * DAY, 0.05, owner,
-                                   f"term{rng.choice(usual)}"))
-    arrivals = [(at + rng.lognormal(np.log(2 * DAY), 0.6), score, owner, terminal)
-                for at, score, owner, terminal in frauds]
+                    frauds.append(
+                        (start + rng.integers(0, 3) * DAY, 0.05, owner, f"term{rng.choice(usual)}")
+                    )
+    arrivals = [
+        (at + rng.lognormal(np.log(2 * DAY), 0.6), score, owner, terminal)
+        for at, score, owner, terminal in frauds
+    ]
     return sorted(arrivals)
 
 
-def replay(detector: MissedFraud, stream: list[tuple[float, float, str, str]],
-           armed_at: float = 30 * DAY) -> list[DriftEvent]:
+def replay(
+    detector: MissedFraud, stream: list[tuple[float, float, str, str]], armed_at: float = 30 * DAY
+) -> list[DriftEvent]:
     """The labels that arrive once the model detectors are armed (day 30, as in the bench)."""
-    return [e for at, score, owner, terminal in stream if at >= armed_at
-            for e in detector.update(
-                LabelObservation(at, True, score, card=owner, terminal=terminal))]
+    return [
+        e
+        for at, score, owner, terminal in stream
+        if at >= armed_at
+        for e in detector.update(LabelObservation(at, True, score, card=owner, terminal=terminal))
+    ]
 
 
 def test_steady_clustered_frauds_almost_never_page() -> None:
@@ -80,15 +90,15 @@ def test_steady_clustered_frauds_almost_never_page() -> None:
 def test_counted_label_by_label_the_same_steady_streams_would_page() -> None:
     """Why incidents: a skimmed terminal's dozens of missed frauds, each counted and taken
     as independent, look like a new pattern."""
-    naive = DriftConfig(missed_fraud_incident_days=0, missed_fraud_dispersion=1,
-                        missed_fraud_reference=200)
+    naive = DriftConfig(
+        missed_fraud_incident_days=0, missed_fraud_dispersion=1, missed_fraud_reference=200
+    )
     paged = sum(bool(replay(MissedFraud(naive), label_stream(seed))) for seed in range(10))
     assert paged >= 3  # measured: 4
 
 
 @pytest.mark.parametrize("seed", range(5))
-def test_a_new_pattern_the_champion_misses_is_seen_days_after_its_labels_arrive(
-        seed: int) -> None:
+def test_a_new_pattern_the_champion_misses_is_seen_days_after_its_labels_arrive(seed: int) -> None:
     change = 42 * DAY
     events = replay(MissedFraud(CONFIG), label_stream(seed, new_pattern_from=42))
     assert [(e.detector, e.subject) for e in events][:1] == [("missed_fraud", "champion")]
@@ -109,8 +119,9 @@ def test_genuine_labels_and_repeats_of_one_incident_do_not_count() -> None:
     for i in range(5):  # one card's frauds within a day: one incident
         detector.update(LabelObservation(i * 3600.0, True, 0.1, card="c", terminal=f"t{i}"))
     for i in range(5):  # one terminal's frauds within a day: one incident
-        detector.update(LabelObservation(2 * DAY + i * 3600.0, True, 0.1, card=f"c{i}",
-                                         terminal="skimmed"))
+        detector.update(
+            LabelObservation(2 * DAY + i * 3600.0, True, 0.1, card=f"c{i}", terminal="skimmed")
+        )
     assert detector.incidents == 2
     # the same card, days later: a new one
     detector.update(LabelObservation(5 * DAY, True, 0.1, card="c", terminal="t0"))
@@ -125,8 +136,9 @@ def test_the_reference_spans_reference_days_and_refresh_takes_a_new_one() -> Non
     assert "missed_fraud_reference_share" not in detector.latest
     for i in range(40, 80):
         score = 0.9 if i % 4 else 0.1
-        detector.update(LabelObservation(i * 0.1 * DAY, True, score, card=f"c{i}",
-                                         terminal=f"t{i}"))
+        detector.update(
+            LabelObservation(i * 0.1 * DAY, True, score, card=f"c{i}", terminal=f"t{i}")
+        )
     share = detector.latest["missed_fraud_reference_share"]
     # complete at day 7 (incident 70): 8 missed of 71, half an incident added to each count
     assert share == pytest.approx((8 + 0.5) / (71 + 1))
@@ -144,8 +156,7 @@ def test_the_monitor_feeds_it_from_labels_and_publishes_the_shares_and_the_cusum
     from monitoring.monitor import DriftMonitor
 
     registry = CollectorRegistry()
-    config = DriftConfig(reference_days=0, missed_fraud_reference=50, warm_up=0,
-                         kswin_every=0)
+    config = DriftConfig(reference_days=0, missed_fraud_reference=50, warm_up=0, kswin_every=0)
     monitor = DriftMonitor(config, ["x"], 0.5, DriftMetrics.create(registry))
 
     def sample(name: str, labels: dict[str, str] | None = None) -> float | None:
@@ -156,8 +167,9 @@ def test_the_monitor_feeds_it_from_labels_and_publishes_the_shares_and_the_cusum
     rng = np.random.default_rng(5)
     for i in range(400):  # one fraud incident a day, a genuine label beside it
         missed = rng.random() < (0.7 if i >= 200 else 0.1)
-        fraud = ScoredRecord(f"f{i}", f"c{i}", f"t{i}", i * DAY, {"x": 0.0},
-                             0.1 if missed else 0.9, 1)
+        fraud = ScoredRecord(
+            f"f{i}", f"c{i}", f"t{i}", i * DAY, {"x": 0.0}, 0.1 if missed else 0.9, 1
+        )
         genuine = ScoredRecord(f"g{i}", f"g{i}", "t", i * DAY, {"x": 0.0}, 0.9, 1)
         monitor.on_label(fraud, Label(f"f{i}", True, i * DAY + 3600))
         monitor.on_label(genuine, Label(f"g{i}", False, i * DAY + 7200))
@@ -173,7 +185,8 @@ def test_the_monitor_feeds_it_from_labels_and_publishes_the_shares_and_the_cusum
 
 
 def test_its_settings_reach_the_worker_s_monitor_and_are_validated(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     import pydantic
     from prometheus_client import CollectorRegistry
 

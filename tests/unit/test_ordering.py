@@ -15,8 +15,9 @@ from monitoring.monitor import DriftMonitor
 from monitoring.ordering import EventTimeOrder
 
 #: Partitions as sorted lists of event times; a schedule of which one to read next.
-partitions = st.lists(st.lists(st.integers(0, 1000), min_size=1, max_size=40).map(sorted),
-                      min_size=1, max_size=5)
+partitions = st.lists(
+    st.lists(st.integers(0, 1000), min_size=1, max_size=40).map(sorted), min_size=1, max_size=5
+)
 
 
 Read = tuple[float, int, bool]  # event time, partition, whether it had more waiting
@@ -51,7 +52,8 @@ def replay(order: EventTimeOrder[float], batches: list[list[Read]]) -> list[floa
 @settings(max_examples=200, deadline=None)
 @given(partitions, st.lists(st.integers(0, 10), max_size=200))
 def test_a_backlog_read_partition_by_partition_comes_out_in_event_time_order(
-    sources: list[list[int]], schedule: list[int],
+    sources: list[list[int]],
+    schedule: list[int],
 ) -> None:
     order: EventTimeOrder[float] = EventTimeOrder(max_held=10_000)
     out = replay(order, catch_up([[float(t) for t in s] for s in sources], schedule))
@@ -62,7 +64,9 @@ def test_a_backlog_read_partition_by_partition_comes_out_in_event_time_order(
 @settings(max_examples=100, deadline=None)
 @given(partitions, st.lists(st.integers(0, 10), max_size=200), st.integers(0, 8))
 def test_no_more_than_max_held_are_held_and_the_early_ones_are_counted(
-    sources: list[list[int]], schedule: list[int], max_held: int,
+    sources: list[list[int]],
+    schedule: list[int],
+    max_held: int,
 ) -> None:
     order: EventTimeOrder[float] = EventTimeOrder(max_held)
     out = replay(order, catch_up([[float(t) for t in s] for s in sources], schedule))
@@ -79,8 +83,9 @@ def test_a_revoked_partition_stops_holding_the_others_back() -> None:
 
 
 def _monitor(registry: CollectorRegistry) -> DriftMonitor:
-    config = DriftConfig(reference_size=600, window_size=300, check_every=50, warm_up=0,
-                         reference_days=0)
+    config = DriftConfig(
+        reference_size=600, window_size=300, check_every=50, warm_up=0, reference_days=0
+    )
     return DriftMonitor(config, ["amount"], 0.5, DriftMetrics.create(registry))
 
 
@@ -92,9 +97,21 @@ def test_catching_up_on_two_unlike_partitions_raises_no_drift_when_read_in_event
     rnd = random.Random(7)
     day = 86400.0
     sources = [sorted(rnd.uniform(0, 30 * day) for _ in range(n)) for n in (600, 1200)]
-    records = {s: [ScoredRecord(f"t{s}-{i}", f"c{s}", "p", t, {"amount": rnd.gauss(3 + s, 1)},
-                                rnd.uniform(0.0, 0.2) if s == 0 else rnd.uniform(0.1, 0.5), 1)
-                   for i, t in enumerate(times)] for s, times in enumerate(sources)}
+    records = {
+        s: [
+            ScoredRecord(
+                f"t{s}-{i}",
+                f"c{s}",
+                "p",
+                t,
+                {"amount": rnd.gauss(3 + s, 1)},
+                rnd.uniform(0.0, 0.2) if s == 0 else rnd.uniform(0.1, 0.5),
+                1,
+            )
+            for i, t in enumerate(times)
+        ]
+        for s, times in enumerate(sources)
+    }
     reads = catch_up(sources, [0, 1] * 2000)  # equal counts from each partition
     by_time = {(s, r.event_time): r for s, rs in records.items() for r in rs}
 
@@ -104,8 +121,11 @@ def test_catching_up_on_two_unlike_partitions_raises_no_drift_when_read_in_event
         events = []
         for batch in reads:
             events += monitor.on_scored_batch(
-                [(by_time[(source, time)], source, behind and ordered)
-                 for time, source, behind in batch])
+                [
+                    (by_time[(source, time)], source, behind and ordered)
+                    for time, source, behind in batch
+                ]
+            )
         return sorted({e.detector for e in events}), registry
 
     unordered, _ = run(ordered=False)
@@ -113,5 +133,7 @@ def test_catching_up_on_two_unlike_partitions_raises_no_drift_when_read_in_event
     ordered, registry = run(ordered=True)
     assert ordered == []
     assert registry.get_sample_value("fraudstream_drift_held_records", {"stream": "scored"}) == 0
-    assert registry.get_sample_value("fraudstream_drift_released_early_total",
-                                     {"stream": "scored"}) is None
+    assert (
+        registry.get_sample_value("fraudstream_drift_released_early_total", {"stream": "scored"})
+        is None
+    )

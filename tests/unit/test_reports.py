@@ -47,8 +47,14 @@ def test_a_drifting_feature_gets_one_report_per_period_and_the_folder_stays_in_b
     Evidently process and megabytes on disk. Now: one report per detector and feature
     per period of event time, none while one is being built, the oldest removed."""
     registry = CollectorRegistry()
-    config = DriftConfig(reference_size=200, window_size=100, check_every=50,
-                         reference_days=0, rearm_share=1.0, alarm_per_episode=False)
+    config = DriftConfig(
+        reference_size=200,
+        window_size=100,
+        check_every=50,
+        reference_days=0,
+        rearm_share=1.0,
+        alarm_per_episode=False,
+    )
     budget = ReportBudget(tmp_path / "reports", every=12 * 3600.0, max_bytes=1)
     launched: list[tuple[Path, _Build]] = []
 
@@ -62,8 +68,7 @@ def test_a_drifting_feature_gets_one_report_per_period_and_the_folder_stays_in_b
     alarms = alarmed = 0
     for i in range(6000):  # a minute apart: 100 hours; the mean jumps away every 4 hours
         value = float(rng.normal(0.5 if (i // 240) % 2 else 0.0))
-        events = monitor.on_scored(ScoredRecord(f"t{i}", "c", "p", i * 60.0, {"x": value},
-                                                0.1, 1))
+        events = monitor.on_scored(ScoredRecord(f"t{i}", "c", "p", i * 60.0, {"x": value}, 0.1, 1))
         alarms, alarmed = alarms + len(events), alarmed + bool(events)
         if launched and i % 400 == 0:
             launched[-1][1].finish()  # the last report is done some hours later

@@ -14,7 +14,8 @@ from stream.runtime import app
 
 
 def test_failures_are_retried_counted_and_the_result_returned(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setattr(app, "RETRY_BACKOFF", (0.001, 0.002))
     registry = CollectorRegistry()
     errors = Counter("errors", "", ["stage"], registry=registry)

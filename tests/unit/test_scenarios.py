@@ -81,8 +81,13 @@ def test_sudden_covariate_shift_moves_northern_amounts_at_the_change_only() -> N
     after = between(north, start, (day, day + 3))
     assert log_amount(after) - log_amount(before) > 0.7  # log(2.5) = 0.92
     assert abs(log_amount(before) - log_amount(earlier)) < 0.1
-    assert abs(log_amount(between(south, start, (day, day + 3)))
-               - log_amount(between(south, start, (day - 3, day)))) < 0.1
+    assert (
+        abs(
+            log_amount(between(south, start, (day, day + 3)))
+            - log_amount(between(south, start, (day - 3, day)))
+        )
+        < 0.1
+    )
 
 
 def test_gradual_drift_starts_small_and_completes() -> None:
@@ -113,7 +118,7 @@ def test_recurring_context_doubles_volume_on_each_peak() -> None:
     per_day = np.bincount(days.astype(int), minlength=28)
     peak = np.zeros(28, bool)
     for first in range(int(params["at_day"]), 28, int(params["period_days"])):
-        peak[first:first + int(params["duration_days"])] = True
+        peak[first : first + int(params["duration_days"])] = True
     assert per_day[peak].mean() / per_day[~peak].mean() > 1.6
     assert not peak[: int(params["at_day"])].any()
 
@@ -138,13 +143,18 @@ def test_prior_shift_triples_the_fraud_rate() -> None:
 def test_label_delay_shift_slows_fraud_labels_for_later_transactions() -> None:
     simulation, manifest, start = scenario("label_delay_shift")
     day = the_change(manifest)["params"]["at_day"]
-    delays = simulation.labels.join(
-        simulation.transactions.select("txn_id", t="event_time"), on="txn_id"
-    ).filter(pl.col("is_fraud")).with_columns(delay=pl.col("event_time") - pl.col("t"))
+    delays = (
+        simulation.labels.join(
+            simulation.transactions.select("txn_id", t="event_time"), on="txn_id"
+        )
+        .filter(pl.col("is_fraud"))
+        .with_columns(delay=pl.col("event_time") - pl.col("t"))
+    )
 
     def median_delay(days: tuple[float, float]) -> float:
-        return float(between(delays.with_columns(event_time=pl.col("t")), start, days)["delay"]
-                     .median())
+        return float(
+            between(delays.with_columns(event_time=pl.col("t")), start, days)["delay"].median()
+        )
 
     assert 3.5 < median_delay((day, 28)) / median_delay((0, day)) < 7
     assert 0.6 < median_delay((0, day / 2)) / median_delay((day / 2, day)) < 1.6
@@ -155,20 +165,27 @@ def test_a_user_scenario_file_needs_no_python(tmp_path: Path) -> None:
     path.write_text(
         "name: my_spike\ndescription: fraud doubles for a week\ndays: 10\n"
         "population: {customers: 300, terminals: 150}\n"
-        "changes:\n  - {kind: fraud_rate, at_day: 5, factor: 2, what: fraud x2}\n")
+        "changes:\n  - {kind: fraud_rate, at_day: 5, factor: 2, what: fraud x2}\n"
+    )
     simulation, manifest = run_scenario(load_scenario(path))
-    assert manifest["scenario"] == "my_spike" and manifest["change_points"][0]["kind"] == \
-        "fraud_rate"
+    assert (
+        manifest["scenario"] == "my_spike" and manifest["change_points"][0]["kind"] == "fraud_rate"
+    )
     assert simulation.transactions.height > 1000
 
 
-@pytest.mark.parametrize(("body", "message"), [
-    ("name: x\ndescription: d\nchanges:\n  - {kind: meteor, at_day: 1, what: w}\n", "kind"),
-    ("name: x\ndescription: d\nchanges:\n  - {kind: fraud_rate, at_day: -1, what: w}\n",
-     "at_day"),
-    ("name: x\ndescription: d\nsurprise: 1\n", "surprise"),
-    ("name: [unclosed\n", "not valid YAML"),
-])
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("name: x\ndescription: d\nchanges:\n  - {kind: meteor, at_day: 1, what: w}\n", "kind"),
+        (
+            "name: x\ndescription: d\nchanges:\n  - {kind: fraud_rate, at_day: -1, what: w}\n",
+            "at_day",
+        ),
+        ("name: x\ndescription: d\nsurprise: 1\n", "surprise"),
+        ("name: [unclosed\n", "not valid YAML"),
+    ],
+)
 def test_a_bad_scenario_file_names_the_field(tmp_path: Path, body: str, message: str) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text(body)

@@ -15,8 +15,14 @@ from producers.schema import (
     encode,
 )
 
-GOOD = {"schema_version": 1, "txn_id": "t1", "card_id": "c1", "terminal_id": "p1",
-        "amount": 12.5, "event_time": "2026-01-01T00:00:00+00:00"}
+GOOD = {
+    "schema_version": 1,
+    "txn_id": "t1",
+    "card_id": "c1",
+    "terminal_id": "p1",
+    "amount": 12.5,
+    "event_time": "2026-01-01T00:00:00+00:00",
+}
 
 
 def raw(**changes: object) -> bytes:
@@ -32,27 +38,30 @@ def test_encode_then_decode_gives_the_same_event() -> None:
     assert decode_transaction(encode(TransactionRecord.from_event(event))) == event
 
 
-@pytest.mark.parametrize(("change", "field", "reason"), [
-    ({"amount": -1}, "amount", "greater than or equal to 0"),
-    ({"amount": "NaN"}, "amount", "valid number"),
-    ({"amount": float("inf")}, "amount", "finite number"),
-    # strict types: nothing is coerced (issue 17, item 9)
-    ({"amount": "12.5"}, "amount", "valid number"),
-    ({"amount": True}, "amount", "valid number"),
-    ({"schema_version": True}, "schema_version", "valid integer"),
-    ({"schema_version": 1.0}, "schema_version", "valid integer"),
-    ({"event_time": 1767225600}, "event_time", "RFC 3339"),
-    ({"event_time": "2026-01-01 00:00:00Z"}, "event_time", "RFC 3339"),
-    ({"lat": 10.0, "lon": False}, "lon", "valid number"),
-    ({"card_id": ""}, "card_id", "at least 1 character"),
-    ({"card_id": "has space"}, "card_id", "pattern"),
-    ({"event_time": "2026-01-01T00:00:00"}, "event_time", "timezone"),
-    ({"schema_version": 2}, "schema_version", "1"),
-    ({"surprise": 1}, "surprise", "Extra inputs are not permitted"),
-    ({"amount": 2e7}, "amount", "less than or equal to 10000000"),
-    ({"lat": 91.0, "lon": 0.0}, "lat", "less than or equal to 90"),
-    ({"lat": 10.0, "lon": -181.0}, "lon", "greater than or equal to -180"),
-])
+@pytest.mark.parametrize(
+    ("change", "field", "reason"),
+    [
+        ({"amount": -1}, "amount", "greater than or equal to 0"),
+        ({"amount": "NaN"}, "amount", "valid number"),
+        ({"amount": float("inf")}, "amount", "finite number"),
+        # strict types: nothing is coerced (issue 17, item 9)
+        ({"amount": "12.5"}, "amount", "valid number"),
+        ({"amount": True}, "amount", "valid number"),
+        ({"schema_version": True}, "schema_version", "valid integer"),
+        ({"schema_version": 1.0}, "schema_version", "valid integer"),
+        ({"event_time": 1767225600}, "event_time", "RFC 3339"),
+        ({"event_time": "2026-01-01 00:00:00Z"}, "event_time", "RFC 3339"),
+        ({"lat": 10.0, "lon": False}, "lon", "valid number"),
+        ({"card_id": ""}, "card_id", "at least 1 character"),
+        ({"card_id": "has space"}, "card_id", "pattern"),
+        ({"event_time": "2026-01-01T00:00:00"}, "event_time", "timezone"),
+        ({"schema_version": 2}, "schema_version", "1"),
+        ({"surprise": 1}, "surprise", "Extra inputs are not permitted"),
+        ({"amount": 2e7}, "amount", "less than or equal to 10000000"),
+        ({"lat": 91.0, "lon": 0.0}, "lat", "less than or equal to 90"),
+        ({"lat": 10.0, "lon": -181.0}, "lon", "greater than or equal to -180"),
+    ],
+)
 def test_a_bad_field_is_rejected_with_its_name_and_reason(
     change: dict[str, object], field: str, reason: str
 ) -> None:

@@ -33,9 +33,15 @@ DAY = 86400.0
 #: The champion an embedded run and the scorecard command score with by default.
 CHAMPION = EmbeddedOptions().model
 #: Small windows and no maturity wait, so that detectors run on a short scenario.
-FAST_DRIFT = DriftConfig(reference_size=800, window_size=800, check_every=200,
-                         reference_days=0, state_maturity_days=0, warm_up=300,
-                         kswin_every=0)
+FAST_DRIFT = DriftConfig(
+    reference_size=800,
+    window_size=800,
+    check_every=200,
+    reference_days=0,
+    state_maturity_days=0,
+    warm_up=300,
+    kswin_every=0,
+)
 
 
 Shifted = tuple[Plan, dict[str, Any], Path, EmbeddedResult]
@@ -44,14 +50,21 @@ Shifted = tuple[Plan, dict[str, Any], Path, EmbeddedResult]
 @pytest.fixture(scope="module")
 def shifted(tmp_path_factory: pytest.TempPathFactory) -> Shifted:
     """sudden_covariate_shift at 300 customers (amounts x3 from day 14), its scorecard."""
-    simulation, manifest = run_scenario(load_scenario("sudden_covariate_shift"),
-                                        customers=300)
+    simulation, manifest = run_scenario(load_scenario("sudden_covariate_shift"), customers=300)
     out = tmp_path_factory.mktemp("card")
-    plan = Plan(Source(simulation.transactions, simulation.labels, [], manifest),
-                "sudden_covariate_shift", out,
-                EmbeddedOptions(drift=FAST_DRIFT, compare=("hoeffding_adaptive_tree",),
-                                keep_records=True, keep_vectors=True),
-                ScorecardOptions(warm_up_days=3), plots=True)
+    plan = Plan(
+        Source(simulation.transactions, simulation.labels, [], manifest),
+        "sudden_covariate_shift",
+        out,
+        EmbeddedOptions(
+            drift=FAST_DRIFT,
+            compare=("hoeffding_adaptive_tree",),
+            keep_records=True,
+            keep_vectors=True,
+        ),
+        ScorecardOptions(warm_up_days=3),
+        plots=True,
+    )
     result, card = replay_and_judge(plan)
     write(plan, result, card)
     return plan, card, out, result
@@ -69,8 +82,12 @@ def test_scorecard_has_the_manifest_change_points_and_judges_the_alarms(shifted:
     assert point["detection"] == per_change(alarms, [change], 3 * DAY)[0]
     assert point["detection"]["detected"]
     assert 0 <= point["detection"]["first"]["delay_hours"] <= 72
-    judged = judge(alarms, [change], plan.source.transactions["event_time"].min(),
-                   plan.source.transactions["event_time"].max())
+    judged = judge(
+        alarms,
+        [change],
+        plan.source.transactions["event_time"].min(),
+        plan.source.transactions["event_time"].max(),
+    )
     assert card["detectors"]["any"]["recall"] == 1.0
     assert card["detectors"]["any"]["false_alarms"] == judged["any"]["false_alarms"]
     early = [a for a in alarms if a.at < change or a.at > change + 3 * DAY]
@@ -151,8 +168,9 @@ def test_embedded_run_scores_the_replay_vectors_and_learns_no_label_early() -> N
     simulation, _ = run_scenario(spec, customers=120)
     events = simulation.events()
     expected = asyncio.run(replay_features(events))
-    result = run_embedded(events, EmbeddedOptions(drift=None, keep_records=True,
-                                                  snapshot_every_labels=50))
+    result = run_embedded(
+        events, EmbeddedOptions(drift=None, keep_records=True, snapshot_every_labels=50)
+    )
     assert result.scored == len(expected) > 1000
     for txn_id, record in result.records.items():
         assert record.features == expected[txn_id].features
@@ -164,23 +182,44 @@ def test_embedded_run_scores_the_replay_vectors_and_learns_no_label_early() -> N
     assert max(r.model_version for r in result.records.values()) > 0
 
 
-def test_scorecard_command_runs_a_foreign_file(tmp_path: Path,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_scorecard_command_runs_a_foreign_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     simulation, _ = run_scenario(load_scenario("baseline"), customers=80, days=10)
-    foreign = simulation.transactions.join(simulation.labels.select("txn_id", "is_fraud"),
-                                           on="txn_id", suffix="_label")
+    foreign = simulation.transactions.join(
+        simulation.labels.select("txn_id", "is_fraud"), on="txn_id", suffix="_label"
+    )
     foreign.select(
-        foreign["txn_id"].alias("TRANSACTION_ID"), foreign["card_id"].alias("CUSTOMER_ID"),
-        foreign["terminal_id"].alias("TERMINAL_ID"), foreign["amount"].alias("TX_AMOUNT"),
+        foreign["txn_id"].alias("TRANSACTION_ID"),
+        foreign["card_id"].alias("CUSTOMER_ID"),
+        foreign["terminal_id"].alias("TERMINAL_ID"),
+        foreign["amount"].alias("TX_AMOUNT"),
         (foreign["event_time"] * 1000).cast(int).alias("TX_TIME_MS"),
         foreign["is_fraud_label"].cast(int).alias("TX_FRAUD"),
     ).write_csv(tmp_path / "stream.csv")
-    maps = ["txn_id=TRANSACTION_ID", "card_id=CUSTOMER_ID", "terminal_id=TERMINAL_ID",
-            "amount=TX_AMOUNT", "event_time=TX_TIME_MS", "is_fraud=TX_FRAUD"]
+    maps = [
+        "txn_id=TRANSACTION_ID",
+        "card_id=CUSTOMER_ID",
+        "terminal_id=TERMINAL_ID",
+        "amount=TX_AMOUNT",
+        "event_time=TX_TIME_MS",
+        "is_fraud=TX_FRAUD",
+    ]
     args = [a for m in maps for a in ("--map", m)]
-    code = main(["scorecard", str(tmp_path / "stream.csv"), *args, "--map",
-                 "time_format=epoch_ms", "--map", "label_delay_days=2", "--out",
-                 str(tmp_path / "out"), "--no-plots"])
+    code = main(
+        [
+            "scorecard",
+            str(tmp_path / "stream.csv"),
+            *args,
+            "--map",
+            "time_format=epoch_ms",
+            "--map",
+            "label_delay_days=2",
+            "--out",
+            str(tmp_path / "out"),
+            "--no-plots",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     card = json.loads((tmp_path / "out" / "scorecard.json").read_text())
     assert card["change_points"] == []
@@ -192,9 +231,12 @@ def test_scorecard_command_runs_a_foreign_file(tmp_path: Path,
 
 def test_judging_counts_alarms_past_the_maximum_delay_as_false() -> None:
     changes = [10 * DAY, 20 * DAY]
-    alarms = [Alarm("psi", "a", 10 * DAY + 4 * DAY),  # too late for the first change
-              Alarm("psi", "b", 20 * DAY + 1 * DAY),  # within 3 days of the second
-              Alarm("ks", "a", 11 * DAY), Alarm("ks", "a", 5 * DAY)]
+    alarms = [
+        Alarm("psi", "a", 10 * DAY + 4 * DAY),  # too late for the first change
+        Alarm("psi", "b", 20 * DAY + 1 * DAY),  # within 3 days of the second
+        Alarm("ks", "a", 11 * DAY),
+        Alarm("ks", "a", 5 * DAY),
+    ]
     result = judge(alarms, changes, 0.0, 30 * DAY, max_delay=3 * DAY)
     psi, ks = result["detectors"]["psi"], result["detectors"]["ks"]
     assert (psi["recall"], psi["precision"], psi["false_alarms"]) == (0.5, 0.5, 1)
@@ -235,19 +277,37 @@ def test_each_feature_is_judged_alone_on_the_vectors_it_was_scored_with(shifted:
 
 
 def test_a_foreign_row_that_does_not_fit_is_reported_and_the_exit_says_so(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """As ``fraudstream replay`` does: the row's number and reason, and exit status 3."""
     rows = ["id,card,term,amt,ts,fraud"]
     start = 1_767_225_600_000
-    rows += [f"t{i},c{i % 5},p{i % 3},{10 + i % 7},{start + i * 600_000},{i % 40 == 0:d}"
-             for i in range(400)]
+    rows += [
+        f"t{i},c{i % 5},p{i % 3},{10 + i % 7},{start + i * 600_000},{i % 40 == 0:d}"
+        for i in range(400)
+    ]
     rows.insert(7, "bad id!,c1,p1,NaN,yesterday,1")
     (tmp_path / "s.csv").write_text("\n".join(rows) + "\n")
-    maps = ["txn_id=id", "card_id=card", "terminal_id=term", "amount=amt", "event_time=ts",
-            "is_fraud=fraud", "time_format=epoch_ms"]
-    code = main(["scorecard", str(tmp_path / "s.csv"), *[a for m in maps for a in ("--map", m)],
-                 "--out", str(tmp_path / "out"), "--no-plots"])
+    maps = [
+        "txn_id=id",
+        "card_id=card",
+        "terminal_id=term",
+        "amount=amt",
+        "event_time=ts",
+        "is_fraud=fraud",
+        "time_format=epoch_ms",
+    ]
+    code = main(
+        [
+            "scorecard",
+            str(tmp_path / "s.csv"),
+            *[a for m in maps for a in ("--map", m)],
+            "--out",
+            str(tmp_path / "out"),
+            "--no-plots",
+        ]
+    )
     assert code == 3
     assert "row 7: txn_id" in capsys.readouterr().err
     card = json.loads((tmp_path / "out" / "scorecard.json").read_text())
@@ -258,16 +318,20 @@ def test_a_challenger_that_beats_the_serving_model_is_promoted_and_serves() -> N
     """An undersampling logistic regression ranks worse than the plain one
     (docs/models.md): the plain one, in shadow, is ahead once labels come, and takes over."""
     simulation, _ = run_scenario(load_scenario("baseline"), days=30, customers=200)
-    options = EmbeddedOptions(model="logistic_regression+undersample",
-                              compare=("logistic_regression",),
-                              freeze_after_days=None, drift=None,
-                              promote=Promotion(labels=2000, margin=0.0, alpha=0.05, every=500))
-    result = run_embedded(events_from_frames(simulation.transactions, simulation.labels),
-                          options)
+    options = EmbeddedOptions(
+        model="logistic_regression+undersample",
+        compare=("logistic_regression",),
+        freeze_after_days=None,
+        drift=None,
+        promote=Promotion(labels=2000, margin=0.0, alpha=0.05, every=500),
+    )
+    result = run_embedded(events_from_frames(simulation.transactions, simulation.labels), options)
     assert result.champion == SERVED and result.promotions
     first = result.promotions[0]
-    assert (first["from"], first["to"]) == ("logistic_regression+undersample",
-                                            "logistic_regression")
+    assert (first["from"], first["to"]) == (
+        "logistic_regression+undersample",
+        "logistic_regression",
+    )
     assert float(first["to_ap"]) > float(first["from_ap"]) and float(first["p_value"]) <= 0.05
     served, tree = result.scores[SERVED], result.scores["logistic_regression+undersample"]
     regression = result.scores["logistic_regression"]
@@ -282,6 +346,5 @@ def test_a_challenger_that_beats_the_serving_model_is_promoted_and_serves() -> N
 
 
 def test_promote_needs_challengers(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["scorecard", "baseline", "--days", "2", "--promote", "--out",
-                 str(tmp_path)]) == 1
+    assert main(["scorecard", "baseline", "--days", "2", "--promote", "--out", str(tmp_path)]) == 1
     assert "--promote: name the challengers" in capsys.readouterr().err

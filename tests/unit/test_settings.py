@@ -42,7 +42,8 @@ def test_the_signing_key_never_shows_in_the_settings_repr() -> None:
 
 @pytest.mark.parametrize("token", ["", "short-secret"])
 def test_an_empty_or_short_admin_token_is_refused_without_being_shown(
-        monkeypatch: pytest.MonkeyPatch, token: str) -> None:
+    monkeypatch: pytest.MonkeyPatch, token: str
+) -> None:
     """An empty token let an empty bearer promote; the error names the setting, not the
     value (a refused secret must not reach a log)."""
     monkeypatch.setenv("FRAUDSTREAM_API__ADMIN_TOKEN", token)
@@ -57,8 +58,10 @@ def test_an_empty_or_short_admin_token_is_refused_without_being_shown(
 
 def test_drift_features_must_be_known_and_kswin_must_fit(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FRAUDSTREAM_DRIFT__KSWIN_FEATURES", '["txn_amount_log", "card_colour"]')
-    with pytest.raises(pydantic.ValidationError,
-                       match=r"(?s)drift\.kswin_features.*unknown feature\(s\) card_colour"):
+    with pytest.raises(
+        pydantic.ValidationError,
+        match=r"(?s)drift\.kswin_features.*unknown feature\(s\) card_colour",
+    ):
         load_settings()
     monkeypatch.setenv("FRAUDSTREAM_DRIFT__KSWIN_FEATURES", '["txn_amount_log"]')
     monkeypatch.setenv("FRAUDSTREAM_DRIFT__KSWIN_WINDOW", "300")

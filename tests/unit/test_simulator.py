@@ -22,8 +22,9 @@ SMALL = SimulatorConfig(population=PopulationConfig(customers=400, terminals=200
 
 @pytest.fixture(scope="module")
 def population() -> Population:
-    return build_population(PopulationConfig(customers=300, terminals=150),
-                            np.random.default_rng(5))
+    return build_population(
+        PopulationConfig(customers=300, terminals=150), np.random.default_rng(5)
+    )
 
 
 def test_the_same_seed_gives_the_same_bytes(tmp_path: Path) -> None:
@@ -62,9 +63,12 @@ def test_a_compromised_terminal_makes_everything_at_it_fraud_for_days(
     traffic = legit(population)
     target = int(np.bincount(traffic.terminal).argmax())
     start = T0 + 5 * DAY
-    patterns.compromised_terminal(population, traffic, Incidents(np.array([start]),
-                                                                 np.array([target])),
-                                  np.random.default_rng(0))
+    patterns.compromised_terminal(
+        population,
+        traffic,
+        Incidents(np.array([start]), np.array([target])),
+        np.random.default_rng(0),
+    )
     at = traffic.terminal == target
     fraud = traffic.pattern == patterns.PATTERNS.index("compromised_terminal")
     assert fraud[at & (traffic.time >= start) & (traffic.time < start + 2 * DAY)].all()
@@ -82,8 +86,9 @@ def incidents(n: int, pop: Population) -> Incidents:
 
 
 def test_a_stolen_card_spends_more_at_new_terminals(population: Population) -> None:
-    out = patterns.stolen_card(population, legit(population), incidents(200, population),
-                               np.random.default_rng(2))
+    out = patterns.stolen_card(
+        population, legit(population), incidents(200, population), np.random.default_rng(2)
+    )
     assert np.median(out.amount / usual(population, out.card)) > 2.0
     home = [set(population.nearby(c)) for c in population.card_customer[out.card]]
     assert np.mean([t not in h for t, h in zip(out.terminal, home, strict=True)]) > 0.8
@@ -102,27 +107,34 @@ def test_card_testing_is_tiny_amounts_then_large_ones(population: Population) ->
 
 
 def test_account_takeover_pays_far_from_home(population: Population) -> None:
-    out = patterns.account_takeover(population, legit(population), incidents(100, population),
-                                    np.random.default_rng(4))
+    out = patterns.account_takeover(
+        population, legit(population), incidents(100, population), np.random.default_rng(4)
+    )
     who = population.card_customer[out.card]
-    far = distance_km(population.customer_lat[who], population.customer_lon[who],
-                      population.terminal_lat[out.terminal], population.terminal_lon[out.terminal])
+    far = distance_km(
+        population.customer_lat[who],
+        population.customer_lon[who],
+        population.terminal_lat[out.terminal],
+        population.terminal_lon[out.terminal],
+    )
     assert np.median(far) > 400
 
 
 def test_high_amount_fraud_is_an_order_of_magnitude_above_usual(
     population: Population,
 ) -> None:
-    out = patterns.high_amount(population, legit(population), incidents(300, population),
-                               np.random.default_rng(5))
+    out = patterns.high_amount(
+        population, legit(population), incidents(300, population), np.random.default_rng(5)
+    )
     assert np.median(out.amount / usual(population, out.card)) > 8
 
 
 def test_merchant_fraud_looks_like_normal_spending_at_a_usual_terminal(
     population: Population,
 ) -> None:
-    out = patterns.merchant_fraud(population, legit(population), incidents(300, population),
-                                  np.random.default_rng(6))
+    out = patterns.merchant_fraud(
+        population, legit(population), incidents(300, population), np.random.default_rng(6)
+    )
     assert 0.7 < np.median(out.amount / usual(population, out.card)) < 1.4
     customers = population.card_customer[out.card]
     for customer, terminal in zip(customers, out.terminal, strict=True):
@@ -131,16 +143,22 @@ def test_merchant_fraud_looks_like_normal_spending_at_a_usual_terminal(
 
 
 def test_fraud_incidents_and_label_delays_match_the_configuration() -> None:
-    config = replace(SMALL, days=28, patterns={"high_amount": 5.0},
-                     labels=LabelConfig(fraud_median_days=3.0, fraud_sigma=0.5, tail_share=0.0,
-                                        maturity_days=5.0))
+    config = replace(
+        SMALL,
+        days=28,
+        patterns={"high_amount": 5.0},
+        labels=LabelConfig(
+            fraud_median_days=3.0, fraud_sigma=0.5, tail_share=0.0, maturity_days=5.0
+        ),
+    )
     simulation = generate(config)
     txns = simulation.transactions
     frauds = txns.filter(pl.col("is_fraud"))
     expected = 5.0 * 28
-    assert abs(frauds.height - expected) < 4 * expected ** 0.5  # Poisson, 4 sigma
-    delays = simulation.labels.join(txns.select("txn_id", t="event_time"), on="txn_id") \
-        .with_columns(delay=(pl.col("event_time") - pl.col("t")) / DAY)
+    assert abs(frauds.height - expected) < 4 * expected**0.5  # Poisson, 4 sigma
+    delays = simulation.labels.join(
+        txns.select("txn_id", t="event_time"), on="txn_id"
+    ).with_columns(delay=(pl.col("event_time") - pl.col("t")) / DAY)
     fraud_delay = delays.filter(pl.col("is_fraud"))["delay"]
     assert abs(fraud_delay.median() - 3.0) < 0.4
     assert fraud_delay.min() >= 1 / 24
@@ -150,18 +168,27 @@ def test_fraud_incidents_and_label_delays_match_the_configuration() -> None:
 
 
 def test_customers_pay_near_home() -> None:
-    simulation = generate(replace(SMALL, population=PopulationConfig(customers=400,
-                                                                      terminals=2000)))
+    simulation = generate(
+        replace(SMALL, population=PopulationConfig(customers=400, terminals=2000))
+    )
     pop = simulation.population
     assert pop is not None
     txns = simulation.transactions.filter(~pl.col("is_fraud"))
     card = txns["card_id"].str.slice(1).cast(pl.Int64).to_numpy()
     terminal = txns["terminal_id"].str.slice(1).cast(pl.Int64).to_numpy()
     who = pop.card_customer[card]
-    far = distance_km(pop.customer_lat[who], pop.customer_lon[who],
-                      pop.terminal_lat[terminal], pop.terminal_lon[terminal])
-    anywhere = distance_km(pop.customer_lat[who], pop.customer_lon[who],
-                           pop.terminal_lat[terminal[::-1]], pop.terminal_lon[terminal[::-1]])
+    far = distance_km(
+        pop.customer_lat[who],
+        pop.customer_lon[who],
+        pop.terminal_lat[terminal],
+        pop.terminal_lon[terminal],
+    )
+    anywhere = distance_km(
+        pop.customer_lat[who],
+        pop.customer_lon[who],
+        pop.terminal_lat[terminal[::-1]],
+        pop.terminal_lon[terminal[::-1]],
+    )
     # within radius_km (30) of home, or among the 3 nearest where terminals are sparse
     assert np.median(far) < 30 < 300 < np.median(anywhere)
 
