@@ -51,7 +51,7 @@ from operator import mul
 from typing import TypeVar
 
 from features.events import Transaction
-from features.geo import haversine_km
+from features.geo import NO_LOCATION, location_values
 
 #: Window name -> length in seconds, for the card's count/sum/mean/max.
 WINDOWS: dict[str, float] = {
@@ -67,8 +67,6 @@ TERMINAL_WINDOWS: dict[str, float] = {"1d": 86400.0, "7d": 7 * 86400.0}
 HORIZON_SECONDS = 30 * 86400.0
 #: ``card_seconds_since_prev`` when the card had no transaction within the horizon.
 SINCE_PREV_CAP_SECONDS = HORIZON_SECONDS
-#: Implied speeds are capped here (two transactions a millisecond apart).
-SPEED_CAP_KMH = 100_000.0
 
 #: One transaction: time, amount in cents, terminal hash, lat/lon in 1e-5 degrees.
 RECORD = struct.Struct("<dIIii")
@@ -80,8 +78,6 @@ _TIME = struct.Struct("<d")
 #: Records a card has room for after it is rewritten (written in place).
 SLACK = 1
 _ROOM = bytes(SLACK * RECORD.size)
-#: ``lat``/``lon`` of a record without a location.
-NO_LOCATION = -(2**31)
 
 Record = tuple[float, int, int, int, int]
 T = TypeVar("T")
@@ -124,7 +120,7 @@ class CardHistory:
     """A card's transactions as columns sorted by time (ties in the order applied).
 
     ``times`` in seconds, ``cents``, ``terminals`` (hashes), ``lats``/``lons``
-    (1e-5 degrees, :data:`NO_LOCATION` when unknown), and the newest time
+    (1e-5 degrees, :data:`features.geo.NO_LOCATION` when unknown), and the newest time
     ever folded in.
     """
 
@@ -153,7 +149,7 @@ def terminal_hash(terminal_id: str) -> int:
 def record(txn: Transaction) -> Record:
     """The record ``txn`` adds to its card's history.
 
-    Without a location both ``lat`` and ``lon`` are :data:`NO_LOCATION`;
+    Without a location both ``lat`` and ``lon`` are :data:`features.geo.NO_LOCATION`;
     with one, neither is (coordinates are validated to within 180 degrees).
     """
     if txn.lat is None or txn.lon is None:
@@ -351,7 +347,7 @@ def values(history: CardHistory, txn: Transaction) -> list[float]:
     for window in _TERMINAL_AT:
         out.append(float(len(set(terminals[firsts[window] : end]))))
     out.append(0.0 if terminal_hash(txn.terminal_id) in terminals[start:end] else 1.0)
-    out += _location(previous, history.lats[start:end], history.lons[start:end], txn)
+    out += location_values(previous, history.lats[start:end], history.lons[start:end], txn)
     return out
 
 
@@ -386,23 +382,3 @@ def _amount_vs_history(cents: tuple[int, ...], total: int, amount: int) -> tuple
             zscore = (n * amount - total) / math.sqrt(spread)
     ratio = (amount / 100 + 1) / (total / n / 100 + 1)
     return zscore, ratio
-
-
-def _location(
-    previous: float, lats: tuple[int, ...], lons: tuple[int, ...], txn: Transaction
-) -> tuple[float, float]:
-    """Distance from the mean located record, and the speed since ``previous`` (the last)."""
-    if txn.lat is None or txn.lon is None:
-        return 0.0, 0.0
-    distance = speed = 0.0
-    missing = lats.count(NO_LOCATION)
-    located = len(lats) - missing
-    if located:  # the sums of the located records' coordinates, exactly as integers
-        # (a record without a location has NO_LOCATION as both lat and lon, see record)
-        lat_sum = sum(lats) - missing * NO_LOCATION
-        lon_sum = sum(lons) - missing * NO_LOCATION
-        distance = haversine_km(lat_sum / located / 1e5, lon_sum / located / 1e5, txn.lat, txn.lon)
-    if lats[-1] != NO_LOCATION:
-        km = haversine_km(lats[-1] / 1e5, lons[-1] / 1e5, txn.lat, txn.lon)
-        speed = min(km / ((txn.event_time - previous) / 3600), SPEED_CAP_KMH)
-    return distance, speed

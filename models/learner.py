@@ -27,7 +27,6 @@ from river import base
 from features.events import Label
 from features.store import FeatureStore, ScoredRecord
 from features.vector import FEATURE_SET_VERSION
-from models.batch import batch_part, in_background
 from models.errors import (
     ChampionChangedError,
     JournalMismatchError,
@@ -39,6 +38,7 @@ from models.factory import build_model, learn_in_order
 from models.registry import ModelRegistry
 from models.scoring import ServingModel
 from models.snapshots import AuditEntry, JournalEntry, SnapshotMeta
+from models.training_rows import TrainingRows
 
 log = logging.getLogger(__name__)
 
@@ -101,9 +101,8 @@ class Learner:
     refused_champion: int | None = None
     #: The last quality report a snapshot carried, and when (monotonic seconds) it was made.
     _report: tuple[float, dict[str, float]] | None = None
-    #: The batch part's fit whose training rows were last saved (``fits``; see
-    #: :meth:`_save_training_rows`).
-    _rows_saved: int = 0
+    #: A batch part's training rows, kept in the registry beside the snapshots.
+    _rows: TrainingRows = field(default_factory=TrainingRows)
     #: The model whose parameters were last read, and them (they do not change as it learns).
     _params: tuple[object, dict[str, Any] | None] | None = None
     #: When (monotonic seconds) this learner last published.
@@ -147,7 +146,7 @@ class Learner:
             refused_champion=refused,
         )
         journal = await registry.journal()
-        await learner._restore_training_rows(len(journal))
+        await learner._rows.restore(learner.registry, learner.model, len(journal))
         _replay(learner.model, journal)
         learner.unpublished += len(journal)
         return learner
@@ -299,7 +298,7 @@ class Learner:
             return False
         self.refused_champion = None  # a sound champion again (an operator's doing)
         journal = await self.registry.journal()
-        await self._restore_training_rows(len(journal))
+        await self._rows.restore(self.registry, self.model, len(journal))
         _replay(self.model, journal)
         self.unpublished = len(journal)
         return True
@@ -338,38 +337,12 @@ class Learner:
                 "its snapshot's signature does not match",
             )
         )
-        await self._save_training_rows()
+        await self._rows.save(self.registry, self.model)
         self.meta = await self.registry.publish(self.model, meta, audit=audit, over=refused)
         self.refused_champion = None  # replaced: nothing refused is champion any more
         self.unpublished = 0
         self._published_at = time.monotonic()
         return ServingModel(self.meta.version, copy.deepcopy(self.model))
-
-    async def _restore_training_rows(self, replayed: int) -> None:
-        """A model with a batch part: fit it in the background (a refit must not stall the
-        worker's event loop), and give it back the training rows its snapshot left out
-        (``replayed``: the journal's labels about to be taught again)."""
-        part = batch_part(self.model)
-        if part is None:
-            return
-        in_background(self.model)
-        self._rows_saved = part.fits
-        raw = await self.registry.training_rows()
-        if raw is None:
-            return
-        try:
-            part.import_rows(raw, replayed)
-        except (ValueError, KeyError, OSError) as exc:  # a blob of other features: start over
-            log.error("batch model: not taking the saved training rows back: %s", exc)
-
-    async def _save_training_rows(self) -> None:
-        """After each new fit of a batch part, keep its training rows in the registry (a
-        snapshot leaves them out: 37 MB at 200,000 rows, every hundred labels)."""
-        part = batch_part(self.model)
-        if part is None or part.fits == self._rows_saved:
-            return
-        await self.registry.save_training_rows(part.export_rows())
-        self._rows_saved = part.fits
 
     def _model_params(self) -> dict[str, Any] | None:
         """The model's parameters, read again only when the model is another object (a

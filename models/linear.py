@@ -36,18 +36,15 @@ Examples
 from __future__ import annotations
 
 import heapq
-import math
 from collections.abc import Hashable, Mapping, Sequence
 from operator import itemgetter
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 from river import base
 
 from models.held import pack_held, unpack_held
-
-#: Beyond this margin the logistic loss's gradient is computed in its limit (as River does).
-_MARGIN = 18.0
+from models.logistic import log_loss_gradient, sigmoid, standard_scaled
 
 
 class ScaledLogistic(base.Classifier):
@@ -301,7 +298,7 @@ class ScaledLogistic(base.Classifier):
         means += (x - old) / counts
         variances += ((x - old) * (x - means) - variances) / counts
         scaled = np.divide(x - means, np.sqrt(variances), out=np.zeros_like(x), where=variances > 0)
-        loss_gradient = self._loss_gradient(float(scaled @ self.weights) + self.intercept, y)
+        loss_gradient = self._gradient(float(scaled @ self.weights) + self.intercept, y)
         gradient = scaled * loss_gradient
         if self.l2:
             gradient += self.l2 * self.weights
@@ -319,7 +316,7 @@ class ScaledLogistic(base.Classifier):
         self.means[at], self.vars[at] = means, variances
         scaled = np.divide(x - means, np.sqrt(variances), out=np.zeros_like(x), where=variances > 0)
         weights = self.weights[at]
-        loss_gradient = self._loss_gradient(float(scaled @ weights) + self.intercept, y)
+        loss_gradient = self._gradient(float(scaled @ weights) + self.intercept, y)
         gradient = scaled * loss_gradient
         if self.l2:
             gradient += self.l2 * weights
@@ -328,17 +325,8 @@ class ScaledLogistic(base.Classifier):
         self._step(gradient, weights, m, v)
         self.weights[at], self._m[at], self._v[at] = weights, m, v
 
-    def _loss_gradient(self, raw: float, y: bool) -> float:
-        """The weighted log loss's derivative at the raw score ``raw``, clipped."""
-        sign, weight = (1.0, self.weight_pos) if y else (-1.0, self.weight_neg)
-        z = raw * sign
-        if z > _MARGIN:
-            value = weight * math.exp(-z) * -sign
-        elif z < -_MARGIN:
-            value = weight * -sign
-        else:
-            value = weight * -sign / (math.exp(z) + 1.0)
-        return min(max(value, -self.clip_gradient), self.clip_gradient)
+    def _gradient(self, raw: float, y: bool) -> float:
+        return log_loss_gradient(raw, y, self.weight_pos, self.weight_neg, self.clip_gradient)
 
     def _step(
         self, gradient: np.ndarray, weights: np.ndarray, m: np.ndarray, v: np.ndarray
@@ -363,13 +351,13 @@ class ScaledLogistic(base.Classifier):
     ) -> dict[base.typing.ClfTarget, float]:
         row = self._full(x)
         if row is not None:
-            raw = float(self._scaled(row, self.means, self.vars) @ self.weights)
+            raw = float(standard_scaled(row, self.means, self.vars) @ self.weights)
         else:
             known = [name for name in x if name in self._index]
             at = np.array([self._index[name] for name in known], dtype=np.intp)
             values = np.array([x[name] for name in known], dtype=float)
-            raw = float(self._scaled(values, self.means[at], self.vars[at]) @ self.weights[at])
-        p = _sigmoid(raw + self.intercept)
+            raw = float(standard_scaled(values, self.means[at], self.vars[at]) @ self.weights[at])
+        p = sigmoid(raw + self.intercept)
         return {False: 1.0 - p, True: p}
 
     def predict_proba_rows(self, rows: np.ndarray) -> np.ndarray:
@@ -384,26 +372,6 @@ class ScaledLogistic(base.Classifier):
         >>> bool(np.allclose(many, one, rtol=1e-12, atol=0))
         True
         """
-        raw = self._scaled(rows, self.means, self.vars) @ self.weights + self.intercept
+        raw = standard_scaled(rows, self.means, self.vars) @ self.weights + self.intercept
         with np.errstate(over="ignore"):
             return 1.0 / (1.0 + np.exp(-raw))
-
-    @staticmethod
-    def _scaled(x: np.ndarray, means: np.ndarray, variances: np.ndarray) -> np.ndarray:
-        return cast(
-            np.ndarray,
-            np.divide(
-                x - means,
-                np.sqrt(variances),
-                out=np.zeros_like(x, dtype=float),
-                where=variances > 0,
-            ),
-        )
-
-
-def _sigmoid(raw: float) -> float:
-    if raw < -30:
-        return 0.0
-    if raw > 30:
-        return 1.0
-    return 1.0 / (1.0 + math.exp(-raw))

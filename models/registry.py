@@ -25,7 +25,7 @@ import hmac
 import json
 import logging
 import pickle
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, replace
 from typing import Any
 
@@ -35,23 +35,14 @@ from redis.typing import EncodableT, FieldT
 from river import base
 
 from features.keys import models_tag
-from models.errors import (
-    ChampionChangedError,
-    FencedError,
-    JournalMismatchError,
-    NoModelError,
-    SnapshotIntegrityError,
-)
+from models.errors import ChampionChangedError, NoModelError, SnapshotIntegrityError
+from models.journal import LearnJournal
 from models.snapshots import (
     APPEND_LUA,
-    APPENDED,
-    FENCED,
     META_FIELDS,
-    MISMATCH,
     TRAINING_ROWS,
     AuditEntry,
     Fence,
-    JournalEntry,
     SnapshotMeta,
     sign,
 )
@@ -59,7 +50,7 @@ from models.snapshots import (
 log = logging.getLogger(__name__)
 
 
-class ModelRegistry:
+class ModelRegistry(LearnJournal):
     """Snapshots, the champion, the audit log and the learn journal over ``redis.asyncio``.
 
     The **champion** is the version the stream and the API score with. Each
@@ -120,14 +111,6 @@ class ModelRegistry:
             lineage=self.lineage,
             fence=fence,
         )
-
-    def _hold_fence(self, raw: Any) -> None:
-        """Raise :class:`FencedError` unless ``raw`` (the fence key's value) is our token."""
-        if self.fence is not None and (raw is None or int(raw) != self.fence.token):
-            raise FencedError(
-                f"fencing token {self.fence.token} is stale (now "
-                f"{raw!r}): another learner took over"
-            )
 
     async def adopt(self, other: ModelRegistry, who: str, why: str, at: str) -> AuditEntry:
         """Make ``other``'s champion (a challenger's model) this lineage's new champion.
@@ -394,55 +377,3 @@ class ModelRegistry:
                 f"model version {version}: signature does not match; refusing to load"
             )
         return SnapshotMeta(**json.loads(meta_bytes)), bytes(blob)
-
-    async def record_learned_many(self, entries: Sequence[JournalEntry], journaled: int) -> None:
-        """Append ``entries`` to the journal and mark their transactions learned, at once,
-        if the journal still holds ``journaled`` entries (the writer's own count).
-
-        One script, so the write is all or nothing and safe to send twice: a
-        resend of a write that was applied (its reply lost, redis-py retried)
-        finds exactly these entries at the journal's end and changes nothing.
-        Raises :class:`JournalMismatchError` when the journal holds something
-        else (its length is on the error), :class:`FencedError` when another
-        learner took over.
-        """
-        if not entries:
-            return
-        # packed, not JSON: json.dumps of a vector was 8 % of a learner's time (py-spy)
-        journal = [e.to_bytes() for e in entries]
-        fence_key = self.fence.key if self.fence is not None else f"{self._base}:journal"
-        token = str(self.fence.token) if self.fence is not None else ""
-        markers = [f"{self._base}:learned:{e.txn_id}" for e in entries]
-        status, value = await self._append(
-            keys=[f"{self._base}:journal", fence_key, *markers],
-            args=[journaled, token, self.learned_ttl_seconds, *journal],
-        )
-        if status == APPENDED:
-            return
-        if status == FENCED:
-            self._hold_fence(value or None)
-        elif status == MISMATCH:
-            raise JournalMismatchError(int(value), journaled)
-
-    async def journal_length(self) -> int:
-        """How many labels were learned since the latest snapshot."""
-        return int(await self.client.llen(f"{self._base}:journal"))
-
-    async def _check_fence(self) -> None:
-        """Raise :class:`FencedError` if the fence no longer holds."""
-        if self.fence is not None:
-            self._hold_fence(await self.client.get(self.fence.key))
-
-    async def were_learned(self, txn_ids: Sequence[str]) -> list[bool]:
-        """Whether each transaction's label was learned already (one round trip)."""
-        if not txn_ids:
-            return []
-        markers: list[Any] = await self.client.mget(
-            [f"{self._base}:learned:{txn_id}" for txn_id in txn_ids]
-        )
-        return [marker is not None for marker in markers]
-
-    async def journal(self) -> list[JournalEntry]:
-        """Labels learned since the latest snapshot, in order."""
-        raw: list[Any] = await self.client.lrange(f"{self._base}:journal", 0, -1)
-        return [JournalEntry.from_bytes(item) for item in raw]

@@ -1,5 +1,6 @@
 """What a replay or a scorecard reads: a scenario (name or YAML), a ``simulate-data``
-folder, or a foreign CSV/Parquet file with its column mapping.
+folder, or a foreign CSV/Parquet file with its column mapping; and its events in the order
+they become known (:func:`events_from_frames`).
 
 :func:`load_source` gives a :class:`Source`: transactions, labels, the rows
 rejected (foreign files only) and the manifest of change points (None for a
@@ -18,12 +19,15 @@ Examples
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 
+from features.events import Label, Transaction
 from producers.dataset import MANIFEST, ColumnMapping, DatasetError, read_dataset, read_foreign
 from producers.scenario import ScenarioError, ScenarioSpec, load_scenario, moved, run_scenario
 
@@ -116,3 +120,35 @@ def parse_speed(text: str) -> float | None:
     if not value > 0:
         raise ValueError(f"--speed {text!r}: must be greater than 0")
     return value
+
+
+def events_from_frames(
+    transactions: pl.DataFrame,
+    labels: pl.DataFrame,
+) -> Iterator[Transaction | Label]:
+    """Transactions and labels in the order they become known (a transaction first on a
+    tie), built one at a time."""
+    located = "lat" in transactions.columns
+    columns = ["txn_id", "card_id", "terminal_id", "amount", "event_time"]
+    columns += ["lat", "lon"] if located else []
+    rows = transactions.select(columns).rows()
+    label_rows = labels.select("txn_id", "is_fraud", "event_time").rows()
+    times = np.concatenate(
+        [transactions["event_time"].to_numpy(), labels["event_time"].to_numpy()]
+    ).astype(float)
+    kinds = np.r_[np.zeros(len(rows), np.int8), np.ones(len(label_rows), np.int8)]
+    count = len(rows)
+    for i in np.lexsort((kinds, times)).tolist():
+        if i < count:
+            r = rows[i]
+            yield Transaction(
+                r[0],
+                r[1],
+                r[2],
+                r[3],
+                r[4],
+                *((r[5], r[6]) if located and r[5] is not None else ()),
+            )
+        else:
+            t, f, at = label_rows[i - count]
+            yield Label(t, bool(f), at)

@@ -22,9 +22,9 @@ from typing import TypeVar
 from hypothesis import strategies as st
 
 from features import terminal
-from features.card import HORIZON_SECONDS, SINCE_PREV_CAP_SECONDS, SPEED_CAP_KMH
+from features.card import HORIZON_SECONDS, SINCE_PREV_CAP_SECONDS
 from features.events import Label, Transaction
-from features.geo import haversine_km
+from features.geo import SPEED_CAP_KMH, haversine_km
 from features.memory import MemoryFeatureStore
 from features.redis_store import RedisFeatureStore
 from features.store import Applied, FeatureStore, ScoredRecord, Status

@@ -26,8 +26,9 @@ from dataclasses import dataclass, field
 from monitoring.drift.config import DriftConfig
 from monitoring.judging import Alarm, judge
 from producers.scenario import builtin_scenarios, load_scenario, moved, run_scenario
-from stream.scorecard.embedded import events_from_frames, run_embedded
+from stream.scorecard.embedded import run_embedded
 from stream.scorecard.options import EmbeddedOptions
+from stream.sources import events_from_frames
 
 DAY = 86400.0
 

@@ -27,7 +27,7 @@ from models.scoring import ModelHolder, ServingModel, score_batch
 def stream_events(customers: int, days: float) -> tuple[list[Transaction], list[Label]]:
     """A simulated baseline stream: its transactions, and the labels of those."""
     from producers.scenario import load_scenario, run_scenario
-    from stream.scorecard.embedded import events_from_frames
+    from stream.sources import events_from_frames
 
     simulation, _ = run_scenario(load_scenario("baseline"), days=days, customers=customers)
     events = list(events_from_frames(simulation.transactions, simulation.labels))

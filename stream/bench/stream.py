@@ -189,7 +189,7 @@ def _feature_path(base: Settings, simulation: Simulation) -> float:
     on the scenario's transactions, in this process, on the same Redis."""
     from features.redis_store import RedisFeatureStore
     from stream.bench.features import run_batches
-    from stream.scorecard.embedded import events_from_frames
+    from stream.sources import events_from_frames
 
     txns = [
         e

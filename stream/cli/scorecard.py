@@ -261,8 +261,9 @@ def replay_and_judge(
 ) -> tuple[EmbeddedResult, dict[str, Any]]:
     """Run the plan embedded; what happened and its scorecard (nothing written)."""
     from producers.generator import arrived_by_the_end
-    from stream.scorecard.embedded import events_from_frames, run_embedded
+    from stream.scorecard.embedded import run_embedded
     from stream.scorecard.judge import scorecard
+    from stream.sources import events_from_frames
 
     transactions, labels = p.source.transactions, p.source.labels
     # Labels after the traffic ends are never learned (a live stream has no end);

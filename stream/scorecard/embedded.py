@@ -44,11 +44,10 @@ import copy
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from functools import partial
 
 import numpy as np
-import polars as pl
 from prometheus_client import CollectorRegistry
 from river import base
 
@@ -95,38 +94,6 @@ class _Lineage:
         return True
 
 
-def events_from_frames(
-    transactions: pl.DataFrame,
-    labels: pl.DataFrame,
-) -> Iterator[Transaction | Label]:
-    """Transactions and labels in the order they become known (a transaction first on a
-    tie), built one at a time."""
-    located = "lat" in transactions.columns
-    columns = ["txn_id", "card_id", "terminal_id", "amount", "event_time"]
-    columns += ["lat", "lon"] if located else []
-    rows = transactions.select(columns).rows()
-    label_rows = labels.select("txn_id", "is_fraud", "event_time").rows()
-    times = np.concatenate(
-        [transactions["event_time"].to_numpy(), labels["event_time"].to_numpy()]
-    ).astype(float)
-    kinds = np.r_[np.zeros(len(rows), np.int8), np.ones(len(label_rows), np.int8)]
-    count = len(rows)
-    for i in np.lexsort((kinds, times)).tolist():
-        if i < count:
-            r = rows[i]
-            yield Transaction(
-                r[0],
-                r[1],
-                r[2],
-                r[3],
-                r[4],
-                *((r[5], r[6]) if located and r[5] is not None else ()),
-            )
-        else:
-            t, f, at = label_rows[i - count]
-            yield Label(t, bool(f), at)
-
-
 def run_embedded(
     events: Iterable[Transaction | Label],
     options: EmbeddedOptions,
@@ -139,7 +106,7 @@ def run_embedded(
     Parameters
     ----------
     events
-        Transactions and labels in arrival order (:func:`events_from_frames`).
+        Transactions and labels in arrival order (:func:`stream.sources.events_from_frames`).
     options
         The champion, the challengers, the frozen baseline, the promotion rule, the
         detectors.

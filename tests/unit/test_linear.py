@@ -16,7 +16,7 @@ from models.factory import POSITIVE_WEIGHT, build_model, fraud_probabilities, le
 from models.linear import ScaledLogistic
 from producers.scenario import load_scenario, run_scenario
 from stream.offline import replay_features
-from stream.scorecard.embedded import events_from_frames
+from stream.sources import events_from_frames
 
 Labelled = tuple[list[dict[str, float]], list[bool], list[float], list[float]]
 

@@ -24,10 +24,10 @@ from producers.scenario import load_scenario, moved, run_scenario
 from stream.cli import main
 from stream.cli.scorecard import Plan, replay_and_judge, write
 from stream.offline import replay_features
-from stream.scorecard.embedded import events_from_frames, run_embedded
+from stream.scorecard.embedded import run_embedded
 from stream.scorecard.judge import ScorecardOptions
 from stream.scorecard.options import SERVED, EmbeddedOptions, EmbeddedResult, Promotion
-from stream.sources import Source
+from stream.sources import Source, events_from_frames
 
 DAY = 86400.0
 #: The champion an embedded run and the scorecard command score with by default.
