@@ -19,17 +19,17 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from fastapi import Depends, FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from pydantic import BaseModel, ConfigDict, Field
+from prometheus_client import CollectorRegistry, make_asgi_app
 from pydantic_core import to_json
 from redis.exceptions import RedisClusterException, RedisError
 from river import base
+from starlette.routing import Route
 
 from features.store import FeatureStore, ScoredRecord
 from features.vector import FEATURE_SET_VERSION
@@ -43,94 +43,17 @@ from producers.schema import TransactionRecord
 from stream.serving.admin import admin_router
 from stream.serving.decisions import Decision, DecisionLog
 from stream.serving.guard import Guard
+from stream.serving.schemas import (
+    COMMON_RESPONSES,
+    Health,
+    Ready,
+    ScoreBatch,
+    ScoreBatchResponse,
+    ScoreResponse,
+    problem,
+)
 
 log = logging.getLogger(__name__)
-
-#: No batch is ever larger than this (the configured ``api.batch_max`` is at most it).
-BATCH_HARD_MAX = 1_000
-
-
-class ReasonCode(BaseModel):
-    """A feature that pushed the score up: its value and its contribution to the score's
-    log-odds (:mod:`models.reasons`)."""
-
-    feature: str
-    value: float
-    contribution: float
-
-
-class ScoreResponse(BaseModel):
-    """A fraud score, the model that gave it, and (asked with ``?features=true``) exactly
-    the feature vector it was computed from; with ``?explain=true``, the features that
-    pushed it up most, from that same model."""
-
-    txn_id: str
-    score: float
-    model_version: int
-    feature_set_version: int
-    features: dict[str, float] | None = None
-    reasons: list[ReasonCode] | None = None
-
-
-class ScoreBatch(BaseModel):
-    """Transactions to score at once (at most ``api.batch_max``)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    transactions: list[TransactionRecord] = Field(min_length=1, max_length=BATCH_HARD_MAX)
-
-
-class ScoreBatchResponse(BaseModel):
-    """One answer per transaction, in the order given."""
-
-    results: list[ScoreResponse]
-
-
-class Health(BaseModel):
-    status: str
-    model_version: int | None
-
-
-class Ready(BaseModel):
-    """Whether this process can score now, and with what."""
-
-    status: str
-    model_version: int
-    #: The registry's champion now (differs from ``model_version`` until the next
-    #: refresh, or while the champion is refused).
-    champion_version: int | None
-    #: Seconds since this process loaded the model it scores with.
-    model_loaded_seconds_ago: float
-    refused_versions: list[int]
-
-
-class Problem(BaseModel):
-    """Why a request was not answered: a message, and a reason code to act on."""
-
-    detail: str
-    reason: str
-
-
-def problem(
-    status: int, detail: str, reason: str, headers: dict[str, str] | None = None
-) -> JSONResponse:
-    return JSONResponse(
-        status_code=status, content={"detail": detail, "reason": reason}, headers=headers
-    )
-
-
-#: What every route may answer besides its own codes (the guard's, and the refusals).
-COMMON_RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: {"description": "The body could not be parsed (not JSON, or a broken encoding)."},
-    413: {"model": Problem, "description": "The body is larger than api.max_body_bytes."},
-    503: {
-        "model": Problem,
-        "description": (
-            "Overloaded (api.max_in_flight), Redis "
-            "unreachable, or no model loaded; see Retry-After."
-        ),
-    },
-}
 
 
 class ModelRefresher:
@@ -165,6 +88,17 @@ class ModelRefresher:
                     log.warning("model refresh failed: %r; keeping the current model", exc)
                 self._failing = True
             await asyncio.sleep(every)
+
+
+class AsgiEndpoint:
+    """An ASGI app as a route's endpoint. Starlette calls an object as the ASGI app it is,
+    where it would wrap a function (``make_asgi_app`` returns one) as a request handler."""
+
+    def __init__(self, app: Callable[[Any, Any, Any], Awaitable[None]]) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.app(scope, receive, send)
 
 
 class Answer(JSONResponse):
@@ -415,10 +349,15 @@ def create_app(
             refused_versions=sorted(holder.refused),
         )
 
-    @app.get("/metrics", include_in_schema=False)  # Prometheus text, not JSON
-    async def prometheus_metrics() -> Response:
-        return Response(
-            generate_latest(exposed or metrics_registry), media_type=CONTENT_TYPE_LATEST
+    # client_python's ASGI app, as a route of its own: a mount would redirect /metrics
+    # to /metrics/, outside the guard's probes
+    app.router.routes.append(
+        Route(
+            "/metrics",
+            AsgiEndpoint(make_asgi_app(exposed or metrics_registry)),
+            methods=["GET"],
+            include_in_schema=False,
         )
+    )
 
     return app

@@ -407,3 +407,15 @@ async def test_a_bug_in_a_handler_is_a_counted_500_not_a_reset() -> None:
         )
         == 1
     )
+
+
+def test_metrics_are_served_by_client_python_on_get_only(api: Any) -> None:
+    client, _, _ = api
+    assert client.post("/v1/score", json=BODY).status_code in (200, 503)
+    text = client.get("/metrics")
+    assert text.status_code == 200 and text.headers["content-type"].startswith("text/plain")
+    assert 'fraudstream_api_requests_total{route="/v1/score"' in text.text
+    openmetrics = client.get("/metrics", headers={"accept": "application/openmetrics-text"})
+    assert openmetrics.headers["content-type"].startswith("application/openmetrics-text")
+    assert openmetrics.text.rstrip().endswith("# EOF")
+    assert client.post("/metrics").status_code == 405
