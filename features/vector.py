@@ -38,13 +38,61 @@ FEATURES: dict[str, str] = {**card.FEATURES, **terminal.FEATURES, **transaction.
 FEATURE_NAMES: tuple[str, ...] = tuple(FEATURES)
 
 #: Features by tag, for whatever chooses among them (the drift detectors' defaults):
-#: ``cyclic``: calendar features, which cycle by design (watching them only reports the time
-#: of day); ``slow``: 7- and 30-day windows, which keep growing for a week or a month after
-#: a start from empty state.
+#:
+#: - ``cyclic``: calendar features, which cycle by design (watching them only reports the
+#:   time of day);
+#: - ``slow``: 7- and 30-day windows, which keep growing for a week or a month after a start
+#:   from empty state;
+#: - ``volume``: counts, sums, maxima, gaps, distinct terminals and the speed between two
+#:   payments, which rise and fall with how often cards pay (the weekly cycle: a day
+#:   compared with the week before reports the weekday);
+#: - ``sparse``: 0 or constant for almost every transaction by design: the 10-minute and
+#:   1-hour windows (a card seldom pays twice within the hour), the frauds at a terminal
+#:   (labels are rare and late) and the flags.
 TAGS: dict[str, frozenset[str]] = {
     "cyclic": frozenset(transaction.CALENDAR),
     "slow": frozenset(f for f in FEATURE_NAMES if f.endswith(("_7d", "_30d"))),
+    "volume": frozenset(
+        f
+        for f in FEATURE_NAMES
+        if any(
+            part in f
+            for part in ("_count_", "_sum_", "_max_", "_seconds_", "_distinct_", "_speed_")
+        )
+    ),
+    "sparse": frozenset(
+        f
+        for f in FEATURE_NAMES
+        if f.endswith(("_10m", "_1h"))
+        or f.startswith(("terminal_fraud_", "terminal_risk_"))
+        or f in ("card_first_seen", "txn_has_location")
+    ),
 }
+
+
+def untagged(*tags: str) -> tuple[str, ...]:
+    """The features that carry none of ``tags``, in vector order.
+
+    Parameters
+    ----------
+    tags
+        Names of :data:`TAGS`.
+
+    Examples
+    --------
+    >>> untagged("cyclic", "slow", "volume", "sparse")
+    ('card_amount_mean_1d', 'card_distance_from_usual_km', 'txn_amount_log')
+    >>> untagged("nonsense")
+    Traceback (most recent call last):
+    ...
+    KeyError: "unknown tag(s) ['nonsense']; tags: ['cyclic', 'slow', 'volume', 'sparse']"
+    """
+    unknown = [t for t in tags if t not in TAGS]
+    if unknown:
+        raise KeyError(f"unknown tag(s) {unknown}; tags: {list(TAGS)}")
+    excluded = frozenset().union(*(TAGS[t] for t in tags))
+    return tuple(f for f in FEATURE_NAMES if f not in excluded)
+
 
 _VECTOR = struct.Struct(f"<{len(FEATURE_NAMES)}d")
 _IN_ORDER = itemgetter(*FEATURE_NAMES)

@@ -21,7 +21,7 @@ from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 
 from features.redis_cluster_store import RedisClusterFeatureStore
 from features.redis_store import RedisFeatureStore
-from features.vector import FEATURE_NAMES, TAGS
+from features.vector import TAGS, untagged
 from models.registry import ModelRegistry
 from models.snapshots import Fence
 from monitoring.drift_metrics import DriftMetrics
@@ -142,7 +142,7 @@ def watched_features(named: Sequence[str] = ()) -> list[str]:
     >>> "txn_amount_log" in watched_features(), "txn_hour_sin" in watched_features()
     (True, False)
     """
-    return list(named) or [f for f in FEATURE_NAMES if f not in TAGS["cyclic"] | TAGS["slow"]]
+    return list(named) or list(untagged("cyclic", "slow"))
 
 
 def build_monitor(settings: Settings, registry: CollectorRegistry) -> DriftMonitor | None:

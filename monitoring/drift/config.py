@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from features.vector import untagged
+
 
 class DriftConfig(BaseModel):
     """Windows and thresholds, each with its bounds: the one definition of the settings
@@ -58,14 +60,11 @@ class DriftConfig(BaseModel):
     #: chargeback delays, 40 against 60 pages on steady labels well under 1% of the time).
     label_delay_ratio: float = Field(2.0, gt=1)
     label_delay_frauds: int = Field(40, ge=5)
-    #: River's KSWIN (``monitoring.drift.kswin.SampledKSWIN``) watches these features: those
-    #: free of the weekly volume cycle (counts, sums, maxima and gaps follow it, and a day
-    #: against the week before reports the weekday) and not almost always 0 ...
-    kswin_features: tuple[str, ...] = (
-        "txn_amount_log",
-        "card_amount_mean_1d",
-        "card_distance_from_usual_km",
-    )
+    #: River's KSWIN (``monitoring.drift.kswin.SampledKSWIN``) watches these features: by
+    #: default those that carry no tag of :data:`features.vector.TAGS` (not cyclic, not slow,
+    #: free of the weekly volume cycle, and not almost always 0): the amount, the card's mean
+    #: amount over a day and its distance from where it usually pays ...
+    kswin_features: tuple[str, ...] = untagged("cyclic", "slow", "volume", "sparse")
     #: ... taking the first transaction of each slot of this many seconds of event time
     #: (0: off) ...
     kswin_every: float = Field(300.0, ge=0)
