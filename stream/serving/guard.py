@@ -25,12 +25,12 @@ import logging
 import time
 from typing import Any
 
+from starlette.types import Message, Scope
+
 from monitoring.metrics import ApiMetrics
 
 log = logging.getLogger(__name__)
 
-Scope = dict[str, Any]
-Message = dict[str, Any]
 PROBES = frozenset({"/healthz", "/readyz", "/metrics"})
 
 

@@ -43,6 +43,7 @@ def test_two_worker_processes_serve_one_port_and_count_together(
     tmp_path: Path,
 ) -> None:
     settings: Settings = isolated_settings(real_servers)
+    assert settings.model.signing_key is not None
     publish_trained_champion(
         real_servers.redis_url,
         settings.redis.key_prefix,

@@ -165,7 +165,9 @@ async def test_a_forged_champion_is_refused_once_and_replaced_by_the_next_snapsh
     serving = pipeline.holder.require().version
     first = (await registry.versions())[0].version
     key = registry.key(f"snap:{first}")
-    blob = bytearray(await registry.client.hget(key, "blob"))
+    stored = await registry.client.hget(key, "blob")
+    assert isinstance(stored, bytes)
+    blob = bytearray(stored)
     blob[len(blob) // 2] ^= 0xFF
     await registry.client.hset(key, "blob", bytes(blob))
     await registry.client.set(registry.key("champion"), first)
@@ -328,6 +330,7 @@ async def test_concept_drift_starts_a_challenger_on_recent_data_and_promotes_it(
 
     await traffic(0, 12)
     await pipeline.on_timer()
+    assert pipeline.learn is not None
     assert pipeline.learn.auto.active is None  # no drift, no challenger
     await pipeline.learn.auto.on_events([DriftEvent("adwin", "champion", 2.0, 500, 1e5, 2e5)])
     name = "auto-hoeffding_adaptive_tree-1"

@@ -11,7 +11,7 @@ import pytest
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 
-from stream.runtime.consumer import BatchConsumer
+from stream.runtime.consumer import BatchConsumer, Handler
 from stream.runtime.records import RawRecord
 
 pytestmark = pytest.mark.integration
@@ -35,7 +35,7 @@ def _topic(kafka: str, partitions: int = 2) -> str:
 
 
 def _member(
-    kafka: str, group: str, topic: str, handler: object, batch_max: int = 100
+    kafka: str, group: str, topic: str, handler: Handler, batch_max: int = 100
 ) -> BatchConsumer:
     return BatchConsumer(
         kafka,
@@ -102,7 +102,7 @@ async def test_a_rebalance_waits_for_the_batch_in_hand(kafka_bootstrap: str) -> 
     seen: dict[str, list[tuple[int, int]]] = {"one": [], "two": []}
     slow = asyncio.Event()
 
-    def handler(name: str, pause: float) -> object:
+    def handler(name: str, pause: float) -> Handler:
         async def handle(batch: list[RawRecord]) -> None:
             if name == "one" and len(seen["one"]) >= 200 and not slow.is_set():
                 slow.set()

@@ -8,7 +8,8 @@ import hashlib
 import json
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Hashable
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -269,7 +270,8 @@ async def test_labels_learned_in_a_batch_snapshot_where_one_by_one_would(
     )
     for label in labels:
         await one_by_one.learn(label)
-    probe = dict(results[5].record.features) if results[5].record else {}
+    vector = dict(results[5].record.features) if results[5].record else {}
+    probe = cast("dict[Hashable, Any]", vector)  # River takes dict[Hashable, Any]
     assert learner.model.predict_proba_one(probe) == one_by_one.model.predict_proba_one(probe)
     assert results[0].delay == labels[0].event_time - txns[0].event_time
 
@@ -308,7 +310,7 @@ async def test_a_restarted_learner_resumes_from_snapshot_and_journal(
     resumed = await Learner.start(registry, store, "logistic_regression", 100)
     assert resumed.labels_learned == 4
     assert first.learner is not None
-    probe = {"card_txn_count_1h": 2.0, "txn_amount_log": 1.0}
+    probe: dict[Hashable, Any] = {"card_txn_count_1h": 2.0, "txn_amount_log": 1.0}
     assert resumed.model.predict_proba_one(probe) == first.learner.model.predict_proba_one(probe)
 
 
@@ -328,10 +330,11 @@ async def test_a_journal_write_whose_reply_is_lost_is_learned_exactly_once(
     )
     await pipeline.on_transactions([txn_record(t) for t in txns])
     learner = await pipeline.start()
+    assert learner is not None
     applied = registry._append
     lost: list[object] = []
 
-    async def reply_lost(**kwargs: object) -> object:
+    async def reply_lost(**kwargs: Any) -> object:
         reply = await applied(**kwargs)
         if not lost:
             lost.append(reply)
@@ -351,7 +354,8 @@ async def test_a_journal_write_whose_reply_is_lost_is_learned_exactly_once(
         registry.challenger("reference"), store, "logistic_regression", 100
     )
     await reference.learn_many(labels)
-    probe = dict((await store.scored("m4") or pytest.fail("not scored")).features)
+    scored = await store.scored("m4") or pytest.fail("not scored")
+    probe = cast("dict[Hashable, Any]", dict(scored.features))
     assert learner.model.predict_proba_one(probe) == reference.model.predict_proba_one(probe)
     # a resend of a write that was applied changes nothing; a write from a stale count fails
     entries = await registry.journal()

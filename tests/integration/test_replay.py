@@ -15,7 +15,7 @@ from producers.replay import Replayer, encode_events
 from producers.scenario import load_scenario, run_scenario
 from stream.runtime.topics import ensure_topics
 from stream.settings import Settings, to_env
-from tests.support import REPO, RealServers, isolated_settings, replay_into
+from tests.support import REPO, RealServers, isolated_settings, num, replay_into
 from tests.unit.test_foreign_data import CSV, MAPPING
 
 pytestmark = pytest.mark.integration
@@ -106,7 +106,7 @@ def test_a_paced_replay_never_runs_ahead_of_its_clock(real_servers: RealServers)
     ensure_topics(settings)
     simulation, _ = run_scenario(load_scenario("baseline"), days=1, customers=20)
     events = encode_events(simulation.transactions, simulation.labels.head(0))
-    span = events["time"].max() - events["time"].min()
+    span = num(events["time"].max()) - num(events["time"].min())
     speed = span / 2.0  # the whole day in about two seconds
     summary = Replayer(
         settings.kafka.bootstrap_servers,

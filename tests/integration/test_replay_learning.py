@@ -24,6 +24,7 @@ from tests.support import (
     Processes,
     RealServers,
     isolated_settings,
+    num,
     read_metric,
     replay_into,
     wait_for,
@@ -72,7 +73,7 @@ def test_a_full_speed_replay_learns_each_label_only_once_the_stream_reached_it(
     simulation, _ = run_scenario(load_scenario("baseline"), days=20, customers=100)
     summary, _ = replay_into(settings, simulation)
     assert summary.failed == 0
-    last_transaction = float(simulation.transactions["event_time"].max())
+    last_transaction = num(simulation.transactions["event_time"].max())
 
     async def run() -> list[SnapshotMeta]:
         client = aioredis.from_url(settings.redis.url)

@@ -66,7 +66,9 @@ async def test_a_scorer_and_a_learner_feed_a_monitor_elsewhere_and_it_drops_repe
     assert record.txn_id == "t1" and origin.partition == 0
     assert await store.client.hget(f"{store.key_prefix}:stream:time", "0") is None
     await scorer.on_timer()  # the scorer reports how far it got, for the learner
-    assert float(await store.client.hget(f"{store.key_prefix}:stream:time", "0")) == 1_000.0
+    reported = await store.client.hget(f"{store.key_prefix}:stream:time", "0")
+    assert reported is not None
+    assert float(reported) == 1_000.0
 
     label = Label("t1", True, 1_000.0)
     learned = await learner.on_label(label_record(label))

@@ -71,7 +71,10 @@ class Cluster:
         raw = sync_client(self.settings).get(
             f"{models_tag(self.settings.redis.key_prefix)}:lease:{role}"
         )
-        return None if raw is None else int(raw.decode().rsplit(":", 1)[1])
+        if raw is None:
+            return None
+        assert isinstance(raw, bytes)  # a client without decode_responses: bytes
+        return int(raw.decode().rsplit(":", 1)[1])
 
     def name_of(self, pid: int) -> str:
         return next(n for n, child in self.processes.children.items() if child.pid == pid)

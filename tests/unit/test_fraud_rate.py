@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import cast
+
 import numpy as np
 
 from monitoring.drift.base import LabelObservation
@@ -42,8 +45,9 @@ def first_fraud_rate_alarm(config: DriftConfig, flags: np.ndarray) -> float | No
 
 def test_clustered_frauds_are_overdispersed_and_independent_ones_are_not() -> None:
     rng = np.random.default_rng(0)
-    assert dispersion(rng.random(20000) < 0.01, 500) < 1.5
-    assert dispersion(clustered(0), 500) > 2.5
+    # dispersion reads any sequence of 0/1 flags: numpy arrays of them too.
+    assert dispersion(cast("Sequence[float]", rng.random(20000) < 0.01), 500) < 1.5
+    assert dispersion(cast("Sequence[float]", clustered(0)), 500) > 2.5
 
 
 def test_dispersion_spares_steady_bursts_that_a_binomial_test_pages_on() -> None:

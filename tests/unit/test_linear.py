@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import copy
 import pickle
+from collections.abc import Hashable
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -19,6 +21,11 @@ from stream.offline import replay_features
 from stream.sources import events_from_frames
 
 Labelled = tuple[list[dict[str, float]], list[bool], list[float], list[float]]
+
+
+def as_x(vector: dict[str, float]) -> dict[Hashable, Any]:
+    """The same vector, typed as River's ``learn_one`` takes it (``dict`` keys are invariant)."""
+    return cast("dict[Hashable, Any]", vector)
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +58,7 @@ def test_it_learns_what_rivers_scaled_logistic_regression_learns(labelled: Label
     )
     for x, y in zip(vectors, truth, strict=True):
         river.learn_one(x, y)
-        ours.learn_one(x, y)
+        ours.learn_one(as_x(x), y)
     theirs = np.array([river.predict_proba_one(x)[True] for x in vectors[-2000:]])
     mine = fraud_probabilities(ours, vectors[-2000:])
     # the same arithmetic but for the order of a dot product's sum
@@ -76,7 +83,7 @@ def test_in_batches_it_is_the_same_model_to_the_bit_and_it_pickles(labelled: Lab
         assert np.array_equal(getattr(one, name), getattr(batched, name)), name
     assert one.intercept == batched.intercept
     again = pickle.loads(pickle.dumps(batched))
-    assert again.predict_proba_one(vectors[7]) == batched.predict_proba_one(vectors[7])
+    assert again.predict_proba_one(vectors[7]) == batched.predict_proba_one(as_x(vectors[7]))
     learn_in_order(again, vectors[:50], truth[:50])  # and learns on after loading
     assert again.steps == len(vectors) + 50
 
@@ -93,7 +100,7 @@ def test_held_labels_are_learned_as_if_each_came_when_its_transaction_matured(
     order = sorted((d, i) for i, d in enumerate(due) if d <= known[-1])
     oracle = ScaledLogistic(lr=held.lr, weight_pos=held.weight_pos, l2=held.l2)
     for _, i in order:
-        oracle.learn_one(vectors[i], truth[i])
+        oracle.learn_one(as_x(vectors[i]), truth[i])
     most_held = 0
     for start in range(0, len(vectors), 97):  # in batches, as the learner teaches them
         end = start + 97
@@ -118,8 +125,8 @@ def test_held_labels_are_learned_as_if_each_came_when_its_transaction_matured(
     later = known[-1] + held.hold  # a week on: the one held is due, and so is this one
     again.learn_one(vectors[0], truth[0], scored_at=known[-1], known_at=later)
     assert again.held == 0 and again.steps == held.steps + held.held + 2
-    held.learn_one(vectors[0], truth[0], scored_at=known[-1], known_at=known[-1])
-    held.learn_one(vectors[0], truth[0], scored_at=known[-1], known_at=later)
+    held.learn_one(as_x(vectors[0]), truth[0], scored_at=known[-1], known_at=known[-1])
+    held.learn_one(as_x(vectors[0]), truth[0], scored_at=known[-1], known_at=later)
     assert held.steps == again.steps
     assert held.weights.tolist() == again.weights.tolist()
     assert held.intercept == again.intercept
@@ -163,7 +170,7 @@ def test_a_vector_with_other_features_is_learned_on_the_features_it_has() -> Non
     river = preprocessing.StandardScaler() | linear_model.LogisticRegression(
         optimizer=optim.Adam(0.05)
     )
-    rows = [
+    rows: list[tuple[dict[Hashable, Any], bool]] = [
         ({"a": 1.0, "b": 2.0}, True),
         ({"a": 3.0}, False),
         ({"b": 1.0, "c": 4.0}, True),

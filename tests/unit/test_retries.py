@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 from types import SimpleNamespace
+from typing import cast
 
 import pytest
 from prometheus_client import CollectorRegistry, Counter
 
 from models.errors import FencedError
 from stream.runtime import app
+from stream.runtime.processing import Pipeline
 
 
 def test_failures_are_retried_counted_and_the_result_returned(
@@ -19,7 +21,7 @@ def test_failures_are_retried_counted_and_the_result_returned(
     monkeypatch.setattr(app, "RETRY_BACKOFF", (0.001, 0.002))
     registry = CollectorRegistry()
     errors = Counter("errors", "", ["stage"], registry=registry)
-    pipeline = SimpleNamespace(metrics=SimpleNamespace(errors=errors))
+    pipeline = cast(Pipeline, SimpleNamespace(metrics=SimpleNamespace(errors=errors)))
     fenced: list[str] = []
     calls: list[list[int]] = []
 
@@ -40,7 +42,7 @@ def test_failures_are_retried_counted_and_the_result_returned(
 
 
 def test_cancellation_is_not_retried() -> None:
-    pipeline = SimpleNamespace(metrics=SimpleNamespace(errors=None))
+    pipeline = cast(Pipeline, SimpleNamespace(metrics=SimpleNamespace(errors=None)))
 
     async def handle(records: list[int]) -> int:
         raise asyncio.CancelledError

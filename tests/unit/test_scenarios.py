@@ -17,6 +17,7 @@ from producers.scenario import (
     load_scenario,
     run_scenario,
 )
+from tests.support import num
 
 
 def scenario(name: str) -> tuple[Simulation, dict[str, Any], float]:
@@ -32,11 +33,12 @@ def between(frame: pl.DataFrame, start: float, days: tuple[float, float]) -> pl.
 
 
 def log_amount(frame: pl.DataFrame) -> float:
-    return float(frame.filter(~pl.col("is_fraud"))["amount"].log().mean())
+    return num(frame.filter(~pl.col("is_fraud"))["amount"].log().mean())
 
 
 def with_region(simulation: Simulation) -> pl.DataFrame:
     pop = simulation.population
+    assert pop is not None
     north = pop.region_north()[pop.card_customer]
     cards = simulation.transactions["card_id"].str.slice(1).cast(pl.Int64).to_numpy()
     return simulation.transactions.with_columns(north=pl.Series(north[cards]))
@@ -67,7 +69,7 @@ def test_baseline_has_no_change_and_stays_steady() -> None:
     txns = simulation.transactions
     first, second = between(txns, start, (0, 14)), between(txns, start, (14, 28))
     assert abs(log_amount(first) - log_amount(second)) < 0.05
-    ratio = second["is_fraud"].mean() / first["is_fraud"].mean()
+    ratio = num(second["is_fraud"].mean()) / num(first["is_fraud"].mean())
     assert 0.6 < ratio < 1.6
 
 
@@ -136,7 +138,7 @@ def test_prior_shift_triples_the_fraud_rate() -> None:
     day = the_change(manifest)["params"]["at_day"]
     txns = simulation.transactions
     before, after = between(txns, start, (0, day)), between(txns, start, (day, 28))
-    ratio = after["is_fraud"].mean() / before["is_fraud"].mean()
+    ratio = num(after["is_fraud"].mean()) / num(before["is_fraud"].mean())
     assert 2.2 < ratio < 4.0
 
 
@@ -152,7 +154,7 @@ def test_label_delay_shift_slows_fraud_labels_for_later_transactions() -> None:
     )
 
     def median_delay(days: tuple[float, float]) -> float:
-        return float(
+        return num(
             between(delays.with_columns(event_time=pl.col("t")), start, days)["delay"].median()
         )
 

@@ -28,6 +28,7 @@ from stream.scorecard.embedded import run_embedded
 from stream.scorecard.judge import ScorecardOptions
 from stream.scorecard.options import SERVED, EmbeddedOptions, EmbeddedResult, Promotion
 from stream.sources import Source, events_from_frames
+from tests.support import num
 
 DAY = 86400.0
 #: The champion an embedded run and the scorecard command score with by default.
@@ -85,8 +86,8 @@ def test_scorecard_has_the_manifest_change_points_and_judges_the_alarms(shifted:
     judged = judge(
         alarms,
         [change],
-        plan.source.transactions["event_time"].min(),
-        plan.source.transactions["event_time"].max(),
+        num(plan.source.transactions["event_time"].min()),
+        num(plan.source.transactions["event_time"].max()),
     )
     assert card["detectors"]["any"]["recall"] == 1.0
     assert card["detectors"]["any"]["false_alarms"] == judged["any"]["false_alarms"]
@@ -173,7 +174,9 @@ def test_embedded_run_scores_the_replay_vectors_and_learns_no_label_early() -> N
     )
     assert result.scored == len(expected) > 1000
     for txn_id, record in result.records.items():
-        assert record.features == expected[txn_id].features
+        want = expected[txn_id]
+        assert want is not None
+        assert record.features == want.features
     # A transaction is scored by a snapshot of at most the labels arrived before it.
     arrivals = np.sort(simulation.labels["event_time"].to_numpy())
     for record in result.records.values():
