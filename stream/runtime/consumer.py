@@ -1,13 +1,10 @@
 """A consumer group member that hands its records on in batches and commits each batch's
 offsets only once everything the batch produced is in Kafka.
 
-Below Faust's per-record stream (which the worker used before): a share of
-each partition's fetched records per batch (round robin), no per-record
-event, buffer or acknowledgement, and
-no records skipped around a rebalance (Faust acknowledged records it had
-fetched during a rebalance and dropped: one transaction in 7,151 was never scored
-after a scorer was killed, until a Redis watermark per partition found and refetched
-such gaps).
+Below Faust's per-record stream: a share of each partition's fetched records
+per batch (round robin), no per-record event, buffer or acknowledgement, and
+no records skipped around a rebalance (Faust's stream acknowledges records it
+fetched during a rebalance and drops them; docs/scaling.md).
 
 The guarantees (at least once, with idempotent effects: exactly once in
 effect):

@@ -7,8 +7,7 @@ internal topics ``scored`` and ``learned`` (the vectors the transactions
 were scored with, the labels with theirs) and follows the champion for
 prediction drift. Either way :class:`~monitoring.monitor.DriftMonitor`
 orders the scored records in event time across partitions
-(:mod:`monitoring.ordering`); the labels come in the order they were learned
-(the origin the ``learned`` records carry is no longer needed for it).
+(:mod:`monitoring.ordering`); the labels come in the order they were learned.
 """
 
 from __future__ import annotations
