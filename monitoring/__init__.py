@@ -1,1 +1,2 @@
-"""Monitoring: Prometheus metrics (injected registries), and later drift detectors."""
+"""Monitoring: Prometheus metrics (injected registries), drift detectors and the worker's
+drift monitor, Grafana dashboards and the Prometheus configuration."""

@@ -46,8 +46,21 @@ def timeseries(
     description: str = "",
     log_scale: bool = False,
 ) -> TimeSeries:
-    """A time-series panel of PromQL ``(expression, legend)`` pairs (``log_scale``: a
-    base-10 logarithmic axis)."""
+    """A time-series panel of PromQL ``(expression, legend)`` pairs.
+
+    Parameters
+    ----------
+    title
+        The panel's title.
+    queries
+        The series: PromQL expressions and their legend formats.
+    unit
+        Grafana's unit of the axis (``short``, ``s``, ``percentunit``...).
+    description
+        The panel's description, shown on hover (empty: none).
+    log_scale
+        A base-10 logarithmic axis.
+    """
     scale = {"scaleDistributionType": "log", "scaleDistributionLog": 10} if log_scale else {}
     return TimeSeries(
         title=title,
@@ -60,7 +73,17 @@ def timeseries(
 
 
 def heatmap(title: str, queries: Sequence[Query], description: str = "") -> Heatmap:
-    """A heatmap with one row per series (e.g. one per feature)."""
+    """A heatmap with one row per series (e.g. one per feature).
+
+    Parameters
+    ----------
+    title
+        The panel's title.
+    queries
+        The series: PromQL expressions and their legend formats.
+    description
+        The panel's description, shown on hover (empty: none).
+    """
     return Heatmap(
         title=title,
         targets=_targets(queries),
@@ -72,7 +95,17 @@ def heatmap(title: str, queries: Sequence[Query], description: str = "") -> Heat
 
 
 def annotation(name: str, expr: str, title: str) -> dict[str, Any]:
-    """An annotation drawn wherever ``expr`` returns something (e.g. a detector's alarm)."""
+    """An annotation drawn wherever ``expr`` returns something (e.g. a detector's alarm).
+
+    Parameters
+    ----------
+    name
+        The annotation's name in the dashboard's list (where it is toggled).
+    expr
+        The PromQL expression.
+    title
+        The text of each mark (Grafana's ``titleFormat``: ``{{label}}`` is allowed).
+    """
     return {
         "name": name,
         "datasource": DATASOURCE,
@@ -87,7 +120,19 @@ def annotation(name: str, expr: str, title: str) -> dict[str, Any]:
 def dashboard(
     uid: str, title: str, panels: Sequence[Any], annotations: Sequence[dict[str, Any]] = ()
 ) -> Dashboard:
-    """Panels laid out two to a row."""
+    """Panels laid out two to a row.
+
+    Parameters
+    ----------
+    uid
+        The dashboard's Grafana uid (stable: its URL).
+    title
+        The dashboard's title.
+    panels
+        Its panels, in reading order (their position and id are set here).
+    annotations
+        Its annotations (:func:`annotation`).
+    """
     placed = []
     for i, panel in enumerate(panels):
         panel.gridPos = GridPos(h=HEIGHT, w=WIDTH, x=(i % 2) * WIDTH, y=(i // 2) * HEIGHT)

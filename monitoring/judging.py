@@ -85,7 +85,19 @@ def judge(
 ) -> dict[str, Any]:
     """Every detector's alarms (grouped by detector, all subjects together) and all of
     them together (``any``) against the ``changes`` (event times) of a run from ``start``
-    to ``end``."""
+    to ``end``.
+
+    Parameters
+    ----------
+    alarms
+        Every alarm of the run.
+    changes
+        The event times (seconds) of the true change points, in any order.
+    start, end
+        The event times (seconds) the run covers (for false alarms per 30 days).
+    max_delay
+        The latest (seconds after a change) an alarm still detects it.
+    """
     alarms = list(alarms)
     changes = sorted(changes)
     days = (end - start) / DAY
@@ -109,6 +121,18 @@ def per_change(
     """For each change: detected or not, the first true alarm (detector, subject, delay)
     and how many detectors fired for it.
 
+    Parameters
+    ----------
+    alarms
+        Every alarm of the run.
+    changes
+        The event times (seconds) of the true change points, in any order (the result
+        follows them sorted).
+    max_delay
+        The latest (seconds after a change) an alarm still detects it.
+
+    Examples
+    --------
     >>> one = per_change([Alarm("psi", "x", 5.0), Alarm("ks", "x", 7.0)], [4.0, 100.0], 50.0)[0]
     >>> one["detected"], one["first"]["detector"], one["detectors"]
     (True, 'psi', ['ks', 'psi'])

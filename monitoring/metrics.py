@@ -300,8 +300,21 @@ class QualityMetrics:
         )
 
     def export(self, role: str, model: str, version: int, report: dict[str, float]) -> None:
-        """Set the gauges of ``role`` (``champion`` or ``challenger:<name>``) from a
-        :meth:`models.evaluation.Prequential.report`."""
+        """Set the gauges of ``role`` from a :meth:`models.evaluation.Prequential.report`,
+        removing those of the version it last exported.
+
+        Parameters
+        ----------
+        role
+            ``champion`` or ``challenger:<name>``.
+        model
+            The model's name.
+        version
+            The model's version.
+        report
+            Metric name -> value; a name ending in ``_window`` or ``_all`` gives the window
+            label (otherwise ``all``).
+        """
         for labels in self._exported.pop(role, []):
             self.quality.remove(*labels)
         exported: list[tuple[str, ...]] = []

@@ -185,16 +185,35 @@ class DriftMonitor:
     ) -> list[DriftEvent]:
         """A newly scored transaction (never a redelivery), and the model's current scorer.
 
-        ``source`` is its partition, and ``behind`` whether that partition had
-        more records waiting: the detectors see it once every partition behind
-        has reached its event time.
+        The detectors see it once every partition behind has reached its event time.
+
+        Parameters
+        ----------
+        record
+            The scored transaction: its event time, feature vector and score.
+        scorer
+            The current model's scorer, with which prediction drift rescores its windows
+            (None: it compares the live scores).
+        source
+            The partition the record came from.
+        behind
+            Whether that partition had more records waiting after it.
         """
         return self.on_scored_batch([(record, source, behind)], scorer)
 
     def on_scored_batch(
         self, batch: Sequence[tuple[ScoredRecord, Hashable, bool]], scorer: Rescorer | None = None
     ) -> list[DriftEvent]:
-        """:meth:`on_scored` for a fetched batch of ``(record, source, behind)``."""
+        """:meth:`on_scored` for a fetched batch of ``(record, source, behind)``.
+
+        Parameters
+        ----------
+        batch
+            The batch's records, each with its partition and whether that partition had
+            more records waiting after it.
+        scorer
+            The current model's scorer (as for :meth:`on_scored`).
+        """
         self._scorer = scorer
         released = self._scored.add_many(
             (record.event_time, record, source, behind) for record, source, behind in batch
@@ -207,6 +226,14 @@ class DriftMonitor:
         Labels are not held for order here: the worker reads them in step with the
         stream (:mod:`stream.runtime.flow`), and learns each once the stream has
         reached it, so they come in event-time order up to the flow's leads.
+
+        Parameters
+        ----------
+        record
+            The record the label's transaction was scored with (its score, event time, card
+            and terminal).
+        label
+            The label: fraud or not, and its event time.
         """
         return self._on_label(record, label)
 
@@ -288,6 +315,15 @@ def encode_event(event: DriftEvent, pipeline: str | None = None) -> bytes:
     """A drift event as the JSON of the ``drift-events`` topic, naming the ``pipeline``
     (the worker's app id) that raised it.
 
+    Parameters
+    ----------
+    event
+        The drift event.
+    pipeline
+        The worker's app id (None: the JSON has no ``pipeline`` field).
+
+    Examples
+    --------
     >>> encode_event(DriftEvent("psi", "txn_amount_log", 0.3, 2000, 10.0, 20.0))[:40]
     b'{"detector":"psi","subject":"txn_amount_'
     >>> json.loads(encode_event(DriftEvent("psi", "x", 0.3, 2000, 10.0, 20.0), "fs"))["pipeline"]

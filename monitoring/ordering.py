@@ -68,8 +68,16 @@ class EventTimeOrder(Generic[T]):
     ) -> list[T]:
         """Hold ``item`` and return every item that can now go, oldest first.
 
-        ``behind`` tells whether ``source`` (a partition) held more records
-        after this one when it was fetched.
+        Parameters
+        ----------
+        event_time
+            The item's event time (seconds): the order of release.
+        item
+            The item to hold.
+        source
+            The partition it came from.
+        behind
+            Whether ``source`` held more records after this one when it was fetched.
         """
         return self.add_many([(event_time, item, source, behind)])
 

@@ -37,7 +37,21 @@ def prometheus_config(
     itself: str,
 ) -> dict[str, Any]:
     """The configuration: scrape and evaluate every ``interval``, alert to ``alertmanager``,
-    the ``rule_files``, the ``jobs``, and Prometheus itself at ``itself``."""
+    the ``rule_files``, the ``jobs``, and Prometheus itself at ``itself``.
+
+    Parameters
+    ----------
+    interval
+        The scrape and rule evaluation interval, as Prometheus writes durations (``5s``).
+    alertmanager
+        The Alertmanager's address (``host:port``).
+    rule_files
+        The paths (or globs) of the alerting and recording rule files.
+    jobs
+        The scrape jobs (:func:`file_job`, :func:`static_job`).
+    itself
+        Prometheus's own address (``host:port``), scraped as job ``prometheus``.
+    """
     return {
         "global": {"scrape_interval": interval, "evaluation_interval": interval},
         "alerting": {"alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]},
@@ -50,7 +64,15 @@ def prometheus_config(
 
 
 def file_job(job: str, targets: str) -> dict[str, Any]:
-    """A job whose targets are read from the files matching ``targets``."""
+    """A job whose targets are read from the files matching ``targets``.
+
+    Parameters
+    ----------
+    job
+        ``worker`` or ``api`` (:data:`JOBS`).
+    targets
+        A path glob of the target files (file-based service discovery, reread every 5 s).
+    """
     return {
         "job_name": job_name(job),
         "file_sd_configs": [{"files": [targets], "refresh_interval": "5s"}],
@@ -58,7 +80,15 @@ def file_job(job: str, targets: str) -> dict[str, Any]:
 
 
 def static_job(job: str, targets: Sequence[tuple[str, Mapping[str, str]]]) -> dict[str, Any]:
-    """A job of fixed targets, each an address and its labels (none: no labels)."""
+    """A job of fixed targets.
+
+    Parameters
+    ----------
+    job
+        ``worker`` or ``api`` (:data:`JOBS`).
+    targets
+        Each target's address (``host:port``) and its labels (empty: none).
+    """
     groups: list[dict[str, Any]] = []
     for address, labels in targets:
         group: dict[str, Any] = {"targets": [address]}

@@ -26,7 +26,16 @@ CURRENT = "current.parquet"
 def save_windows(
     folder: Path, reference: Mapping[str, Sequence[float]], current: Mapping[str, Sequence[float]]
 ) -> Path:
-    """Write both windows (a column per feature) into ``folder``."""
+    """Write both windows (a column per feature) into ``folder``; returns ``folder``.
+
+    Parameters
+    ----------
+    folder
+        Where the windows are written (created if need be).
+    reference, current
+        The windows' values per feature; each window keeps the last values of each
+        feature, as many as its shortest feature holds.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     _frame(reference).write_parquet(folder / REFERENCE)
     _frame(current).write_parquet(folder / CURRENT)
@@ -43,6 +52,15 @@ class ReportBudget:
     being built (:meth:`busy` is asked of the launcher), and before a new one
     the oldest report folders are removed until ``folder`` uses less than
     ``max_bytes``.
+
+    Parameters
+    ----------
+    folder
+        The folder of the report folders.
+    every
+        Seconds of event time between two reports of a detector and feature (>= 0).
+    max_bytes
+        The bytes the reports may use before the oldest are removed (>= 1).
 
     Examples
     --------
@@ -74,7 +92,17 @@ class ReportBudget:
     def allow(self, detector: str, subject: str, event_time: float, busy: bool = False) -> str:
         """``built`` when this alarm gets a report (then it is counted as the latest),
         else why not: ``recent`` (one was built for it less than ``every`` ago) or
-        ``busy`` (the previous report is still being built)."""
+        ``busy`` (the previous report is still being built).
+
+        Parameters
+        ----------
+        detector, subject
+            The alarm's detector and feature.
+        event_time
+            The alarm's event time (seconds).
+        busy
+            Whether the previous report is still being built.
+        """
         last = self._last.get((detector, subject))
         if last is not None and abs(event_time - last) < self.every:
             return "recent"

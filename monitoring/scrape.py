@@ -13,6 +13,19 @@ def read_metric(port: int, metric: str, host: str = "127.0.0.1", **labels: str) 
     """The sample ``metric`` with ``labels`` at ``http://host:port/metrics``; None when it is
     not there or nothing answers.
 
+    Parameters
+    ----------
+    port
+        The process's metrics port.
+    metric
+        The sample's name (with its suffix: ``_total``, ``_bucket``...).
+    host
+        The process's host.
+    **labels
+        Label values the sample must have (it may have others).
+
+    Examples
+    --------
     >>> read_metric(1, "up") is None  # nothing listens on port 1
     True
     """

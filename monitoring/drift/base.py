@@ -117,6 +117,16 @@ class Alarms:
     same change spreading (a shifted amount moves the 1-day mean, then the
     maximum, then the sum) and raises nothing more. Its statistic still shows.
 
+    Parameters
+    ----------
+    rearm
+        Share of the threshold the statistic must fall back to (at or below) before its
+        (detector, subject) can alarm again; in (0, 1].
+    per_episode
+        One alarm per detector while any of its subjects is in alarm (see above).
+
+    Examples
+    --------
     >>> alarms = Alarms(rearm=0.5)
     >>> [len(alarms.check("psi", "x", v, 0.1, 10, 0.0, 1.0)) for v in (0.2, 0.08, 0.2, 0.04, 0.2)]
     [1, 0, 0, 0, 1]
@@ -141,6 +151,26 @@ class Alarms:
         changed_at: float,
         at: float,
     ) -> list[DriftEvent]:
+        """The alarm ``value`` raises (one event), or none: it must cross ``threshold`` while
+        its (detector, subject) is armed.
+
+        Parameters
+        ----------
+        detector, subject
+            The detector's name and what it watches (a feature, ``score``, a model): the
+            alarm's key.
+        value
+            The statistic's latest value (the alarm's magnitude): above ``threshold`` alarms.
+        threshold
+            The level the statistic must exceed.
+        window
+            Observations the statistic was computed on.
+        changed_at
+            Event time (seconds) of the change, e.g. the start of the current window.
+        at
+            Event time (seconds) of the observation that computed ``value`` (the alarm's
+            ``first_seen``).
+        """
         key = (detector, subject)
         if value > threshold:
             if key not in self.active:

@@ -21,8 +21,8 @@ class ConceptDrift:
 
     ADWIN takes the mean loss of each block of ``adwin_block`` labels:
     its bound assumes independent values, and frauds come in bursts (a
-    stolen card is used several times in an hour), which made it page on
-    steady traffic label by label.
+    stolen card is used several times in an hour), so fed label by label it
+    pages on steady traffic.
 
     Only a *rise* of the loss is concept drift: a model getting better as it
     learns also changes its loss, and must not page anyone. Page-Hinkley runs
@@ -36,6 +36,14 @@ class ConceptDrift:
     losses of the first
     ``reference_days`` (and ``reference_size`` labels) are its reference, and
     it runs from then on; unless ``page_hinkley_threshold`` fixes it by hand.
+
+    Parameters
+    ----------
+    config
+        The windows and thresholds: ``adwin_delta``, ``adwin_block``, ``loss_clip``,
+        ``page_hinkley_threshold`` (0: derived), and the reference and ERT settings.
+    model
+        The model whose losses are watched: the subject of the alarms.
     """
 
     def __init__(self, config: DriftConfig, model: str = "champion") -> None:

@@ -38,7 +38,7 @@ class DriftConfig(BaseModel):
     ks_threshold: float = Field(0.12, gt=0, le=1)
     #: After an alarm, PSI and KS (of features and of scores) alarm again only once their
     #: statistic has been back under this share of its threshold: on data that stays
-    #: changed they wander around the threshold and paged at each crossing.
+    #: changed they wander around the threshold and would page at each crossing.
     rearm_share: float = Field(0.5, gt=0, le=1)
     #: Data drift raises one alarm per episode and statistic (PSI, KS): while one feature
     #: is in alarm, others crossing are the same change spreading to the features built
@@ -85,9 +85,9 @@ class DriftConfig(BaseModel):
     #: Page-Hinkley's threshold, set by hand (calibrated with ``fraudstream bench drift``);
     #: 0: derived from its share of ``ert_days`` (``monitoring.drift.ert``) on the losses of the
     #: first ``reference_days`` of labels after the warm-up, during which it is silent.
-    #: Not the default yet: a week of reference labels lacks the multi-day fraud waves
-    #: of later weeks, and the derived threshold (38 on a bench seed) paged on 6 of 10
-    #: steady seeds, against 3 for this one (``docs/drift.md``).
+    #: Not the default: a week of reference labels lacks the multi-day fraud waves of
+    #: later weeks, and the derived threshold (38 on a bench seed) pages on 6 of 10 steady
+    #: seeds, against 3 for this one (``docs/drift.md``).
     page_hinkley_threshold: float = Field(100.0, ge=0)
     #: Expected event time, in days, between false alarms of the whole monitor on steady
     #: data. It is shared by ``ert_detectors`` detector families (data drift, KSWIN, mean

@@ -3,7 +3,6 @@ a reference window.
 
 Examples
 --------
---------
 >>> import numpy as np
 
 >>> rng = np.random.default_rng(0)
@@ -30,7 +29,17 @@ from monitoring.drift.windows import Windows
 
 
 class DataDrift:
-    """PSI and KS per feature, recent window against reference."""
+    """PSI and KS per feature, recent window against reference.
+
+    Parameters
+    ----------
+    config
+        The windows and thresholds: ``reference_size``, ``reference_days``,
+        ``window_size``, ``check_every``, ``bins``, ``psi_threshold``, ``ks_threshold``,
+        ``rearm_share``, ``alarm_per_episode``.
+    features
+        The names of the vector's features to watch.
+    """
 
     def __init__(self, config: DriftConfig, features: Iterable[str]) -> None:
         self.config = config

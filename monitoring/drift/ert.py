@@ -61,6 +61,16 @@ def page_hinkley_statistic(x: np.ndarray, delta: float, alpha: float) -> np.ndar
 
     The running mean includes the current value; the cumulative sum fades by
     ``alpha`` each step; the statistic is the sum minus its smallest value so far.
+
+    Parameters
+    ----------
+    x
+        The observed values (e.g. log losses), in order.
+    delta
+        The tolerance subtracted from each value's deviation from the running mean
+        (River's ``delta``).
+    alpha
+        The factor the cumulative sum fades by at each step (River's ``alpha``; 1: none).
     """
     x = np.asarray(x, dtype=np.float64)
     mean = np.cumsum(x) / np.arange(1, len(x) + 1)
@@ -70,14 +80,33 @@ def page_hinkley_statistic(x: np.ndarray, delta: float, alpha: float) -> np.ndar
 
 
 def quiet_quantile(horizon_days: float, ert_days: float) -> float:
-    """The share of simulated runs of ``horizon_days`` that should see no false alarm."""
+    """The share of simulated runs of ``horizon_days`` that should see no false alarm.
+
+    Parameters
+    ----------
+    horizon_days
+        The length of a simulated run, in days of event time.
+    ert_days
+        The expected run-time between false alarms, in days.
+    """
     return math.exp(-horizon_days / ert_days)
 
 
 def blocks(
     values: Sequence[float] | np.ndarray, times: Sequence[float] | np.ndarray, block_seconds: float
 ) -> list[np.ndarray]:
-    """``values`` cut into runs of consecutive observations, one per ``block_seconds``."""
+    """``values`` cut into runs of consecutive observations, one per ``block_seconds``.
+
+    Parameters
+    ----------
+    values
+        The observations.
+    times
+        Their event times (seconds), in any order: the blocks are in event-time order.
+    block_seconds
+        The length of a block: observations in the same slot of this many seconds of event
+        time form one (empty slots form none).
+    """
     order = np.argsort(np.asarray(times, dtype=np.float64), kind="stable")
     ordered = np.asarray(values, dtype=np.float64)[order]
     slots = np.floor(np.asarray(times, dtype=np.float64)[order] / block_seconds)
@@ -88,7 +117,17 @@ def blocks(
 def block_bootstrap(
     parts: Sequence[np.ndarray], length: int, rng: np.random.Generator
 ) -> np.ndarray:
-    """A stream of ``length`` values: whole blocks drawn with replacement, joined."""
+    """A stream of ``length`` values: whole blocks drawn with replacement, joined.
+
+    Parameters
+    ----------
+    parts
+        The blocks to draw from (:func:`blocks`), at least one, none empty.
+    length
+        The number of values in the stream (the last block drawn is cut).
+    rng
+        The generator that draws the blocks.
+    """
     sizes = np.array([len(p) for p in parts])
     draws = rng.integers(0, len(parts), size=max(1, int(length / sizes.mean() * 1.5) + 1))
     while sizes[draws].sum() < length:  # rarely: the first guess fell short
@@ -121,6 +160,29 @@ def page_hinkley_threshold(
     Simulates ``runs`` streams of ``horizon_days`` (at the reference's rate; fewer
     days if that is more than ``MAX_RUN_LENGTH`` values) by block bootstrap and
     takes the :func:`quiet_quantile` of their largest statistic.
+
+    Parameters
+    ----------
+    values
+        The reference's values (the losses Page-Hinkley will watch).
+    times
+        Their event times (seconds); they must span some time.
+    ert_days
+        The expected run-time between false alarms to reach, in days.
+    delta, alpha
+        Page-Hinkley's tolerance and fading factor (see :func:`page_hinkley_statistic`).
+    min_instances
+        Page-Hinkley alarms from this many values on: the statistic before is ignored.
+    horizon_days
+        The longest simulated run, in days (shortened to ``ert_days`` and to
+        ``MAX_RUN_LENGTH`` values).
+    runs
+        The number of simulated runs.
+    block_seconds
+        The length of a resampled block in seconds of event time (at most the reference's
+        span over ``MIN_BLOCKS``).
+    seed
+        Seeds the bootstrap, so a calibration is repeatable.
     """
     span = (max(times) - min(times)) / DAY
     if span <= 0 or len(values) < 2:

@@ -53,6 +53,13 @@ def ks_statistic(a: np.ndarray, b: np.ndarray) -> float:
     """The two-sample KS statistic: the largest gap between the two distribution
     functions over the pooled values.
 
+    Parameters
+    ----------
+    a, b
+        The two samples, in any order, neither empty.
+
+    Examples
+    --------
     >>> ks_statistic(np.array([1.0, 2.0, 3.0]), np.array([1.0, 2.0, 3.0]))
     0.0
     >>> ks_statistic(np.array([1.0, 2.0]), np.array([3.0, 4.0]))
@@ -122,6 +129,16 @@ class SampledKSWIN:
     first. After an alarm KSWIN starts a new window (River's behaviour), so it
     alarms again only after ``kswin_window`` more samples.
 
+    Parameters
+    ----------
+    config
+        The settings: ``kswin_every`` (seconds of event time per sample; 0: no detector),
+        ``kswin_window``, ``kswin_stat_size`` and ``kswin_alpha``.
+    features
+        The names of the vector's features to watch, one KSWIN each.
+
+    Examples
+    --------
     >>> import numpy as np
     >>> rng = np.random.default_rng(1)
     >>> config = DriftConfig(kswin_every=60, kswin_window=400, kswin_stat_size=100)

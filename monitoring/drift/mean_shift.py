@@ -81,6 +81,18 @@ def cusum_statistic(z: np.ndarray, k: float, cap: float = math.inf) -> np.ndarra
     """The two-sided CUSUM after each standardised value of ``z``: ``max(upper, lower)``,
     each sum floored at 0 and capped at ``cap``.
 
+    Parameters
+    ----------
+    z
+        The standardised values (block means), in order.
+    k
+        The allowance each step subtracts, in standard deviations: half the shift the test
+        is tuned to.
+    cap
+        The ceiling of each sum (infinite: none).
+
+    Examples
+    --------
     >>> cusum_statistic(np.array([1.0, 2.0, -3.0, 0.0]), k=0.5).tolist()
     [0.5, 2.0, 2.5, 2.0]
     """
@@ -108,6 +120,29 @@ def cusum_threshold(
     of the largest statistic of ``runs`` simulated runs of ``horizon_days``, each made
     of runs of consecutive reference blocks drawn at random.
 
+    Parameters
+    ----------
+    z
+        The reference's standardised block means.
+    times
+        Their event times (seconds); they must span some time.
+    ert_days
+        The expected run-time between false alarms to reach, in days.
+    k
+        The CUSUM's allowance (see :func:`cusum_statistic`).
+    runs
+        The number of simulated runs.
+    horizon_days
+        The longest simulated run, in days (shortened to ``ert_days`` and to
+        :data:`~monitoring.drift.ert.MAX_RUN_LENGTH` blocks).
+    block_seconds
+        The event time (seconds) of each run of consecutive blocks drawn (at most the
+        reference's span over :data:`~monitoring.drift.ert.MIN_BLOCKS`).
+    seed
+        Seeds the bootstrap, so a calibration is repeatable.
+
+    Examples
+    --------
     >>> rng = np.random.default_rng(0)
     >>> z, times = rng.normal(size=700), np.arange(700) * 864.0  # 100 a day, a week
     >>> round(cusum_threshold(z, times, ert_days=30, k=0.5, runs=100), 1)
@@ -165,7 +200,16 @@ class _Feature:
 
 
 class MeanShift:
-    """A two-sided CUSUM on the block means of each of ``features``."""
+    """A two-sided CUSUM on the block means of each of ``features``.
+
+    Parameters
+    ----------
+    config
+        The settings: ``mean_shift_block``, ``mean_shift_clip``, ``mean_shift_k``,
+        ``mean_shift_threshold`` (0: derived), ``reference_days`` and the ERT settings.
+    features
+        The names of the vector's features to watch; they share the ERT's false alarms.
+    """
 
     def __init__(self, config: DriftConfig, features: Iterable[str]) -> None:
         self.config = config

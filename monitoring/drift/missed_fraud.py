@@ -69,7 +69,17 @@ from monitoring.drift.stats import dispersion
 
 
 class MissedFraud:
-    """The share of fraud incidents scored below ``threshold``, against a reference."""
+    """The share of fraud incidents scored below ``threshold``, against a reference.
+
+    Parameters
+    ----------
+    config
+        The settings: the ``missed_fraud_*`` ones and ``reference_days``.
+    threshold
+        The operating threshold: a fraud scored below it was missed.
+    model
+        The model whose misses are watched: the subject of the alarm.
+    """
 
     def __init__(
         self, config: DriftConfig, threshold: float = 0.5, model: str = "champion"

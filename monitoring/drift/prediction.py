@@ -32,6 +32,17 @@ class PredictionDrift:
     when rescoring.
 
     The share of live scores at or above the operating threshold is kept too.
+
+    Parameters
+    ----------
+    config
+        The windows and thresholds: those of :class:`~monitoring.drift.data.DataDrift`
+        and ``prediction_sample``.
+    threshold
+        The operating threshold: the flagged share counts the live scores at or above it.
+    calendar
+        The names of the calendar features, taken from the current vectors into the
+        reference ones when they are rescored.
     """
 
     def __init__(

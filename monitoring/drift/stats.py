@@ -44,6 +44,17 @@ class Reference:
         bins: int = 10,
         weights: np.ndarray | None = None,
     ) -> Reference:
+        """The reference of the sample ``reference``.
+
+        Parameters
+        ----------
+        reference
+            The reference sample, in any order.
+        bins
+            The number of PSI bins (quantiles of the reference; tied edges merge).
+        weights
+            Each value's weight, in the order of ``reference`` (None: all alike).
+        """
         values = np.asarray(reference, dtype=float)
         if weights is not None:
             order = np.argsort(values, kind="stable")
@@ -57,6 +68,17 @@ class Reference:
     def weighted(cls, values: np.ndarray, weights: np.ndarray, bins: int = 10) -> Reference:
         """The reference of sorted ``values`` weighted by ``weights``.
 
+        Parameters
+        ----------
+        values
+            The reference sample, sorted ascending.
+        weights
+            Each value's weight, in the order of ``values`` (at least one positive).
+        bins
+            The number of PSI bins (weighted quantiles; tied edges merge).
+
+        Examples
+        --------
         >>> r = Reference.weighted(np.array([1.0, 2.0, 3.0, 4.0]), np.array([0, 0, 1.0, 1.0]))
         >>> r.ks(np.array([3.0, 4.0])), r.psi(np.array([3.0, 4.0])) < 1e-9
         (0.0, True)
@@ -126,8 +148,16 @@ def calendar_weights(
     weekday's share of the current window over its share of the reference,
     times the same ratio for its hour of day. None (compare unweighted) when
     the current window has a weekday or an hour the reference lacks.
-    ``*_slots`` are :func:`calendar_slot` values.
 
+    Parameters
+    ----------
+    reference_slots
+        The :func:`calendar_slot` of each reference value.
+    current_slots
+        The :func:`calendar_slot` of each observation of the current window.
+
+    Examples
+    --------
     >>> monday_9, tuesday_9, tuesday_10 = 9, 24 + 9, 24 + 10
     >>> calendar_weights(np.array([monday_9, monday_9, tuesday_9, tuesday_10]),
     ...                  np.array([tuesday_9, tuesday_9]))
@@ -143,6 +173,17 @@ def calendar_weights(
 def wilson_lower(successes: float, trials: int, z: float) -> float:
     """The lower end of the Wilson score interval of a proportion.
 
+    Parameters
+    ----------
+    successes
+        The successes counted (fractional for an effective, quasi-binomial count).
+    trials
+        The trials counted (0: the bound is 0).
+    z
+        The standard normal quantile of the confidence (3.09: one-sided 99.9%).
+
+    Examples
+    --------
     >>> round(wilson_lower(10, 1000, 2.33), 4), wilson_lower(0, 1000, 2.33)
     (0.0049, 0.0)
     """
@@ -163,6 +204,16 @@ def dispersion(flags: Sequence[float], block: int) -> float:
     count varies more than a binomial one. Dividing the counts by this factor
     gives the quasi-binomial effective sample.
 
+    Parameters
+    ----------
+    flags
+        The observations in order, each 1.0 (e.g. fraud) or 0.0; a tail short of a whole
+        block is left out.
+    block
+        Observations per block (fewer than two blocks, or a rate of 0 or 1: the factor is 1).
+
+    Examples
+    --------
     >>> dispersion([0.0, 1.0] * 500, 100)
     1.0
     >>> clustered = ([1.0] * 20 + [0.0] * 980) + [0.0] * 1000

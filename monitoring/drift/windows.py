@@ -25,6 +25,15 @@ class Reservoir(Generic[T]):
     Seeded, so a replay takes the same sample. Until ``size`` items came it
     holds them all, in order.
 
+    Parameters
+    ----------
+    size
+        The most items the sample holds.
+    seed
+        Seeds the draws, so a replay takes the same sample.
+
+    Examples
+    --------
     >>> r = Reservoir(3)
     >>> for i in range(1000):
     ...     r.offer(i)
@@ -65,6 +74,16 @@ class Windows:
     reference is frozen, the window keeps every ``stride``-th observation,
     ``stride`` being the reference's observations per day over
     ``window_size``, rounded (1 up to 3,000 a day with the defaults).
+
+    Parameters
+    ----------
+    config
+        The window settings: ``reference_size``, ``window_size`` and ``check_every``.
+    subjects
+        The names of the values compared (features, ``score``...), a sample of each.
+    span
+        The seconds of event time the reference must also span (0: none, the first
+        ``reference_size`` observations).
     """
 
     def __init__(self, config: DriftConfig, subjects: Iterable[str], span: float = 0.0) -> None:
@@ -96,7 +115,15 @@ class Windows:
         self._offered = 0
 
     def add(self, values: Mapping[str, float], at: float) -> bool:
-        """Add one observation; whether it is time to compare."""
+        """Add one observation; whether it is time to compare.
+
+        Parameters
+        ----------
+        values
+            The observation's value per subject (a missing or non-finite one is skipped).
+        at
+            Its event time (seconds).
+        """
         self.seen += 1
         if not self.full:
             self._offered += 1
