@@ -176,6 +176,18 @@ def append(raw: bytes, txn: Transaction, allowed_lateness: float) -> bytes:
     count never changes (the Redis store's pending markers rely on it). The
     Lua script does the same.
 
+    Parameters
+    ----------
+    raw
+        The card's stored bytes (empty for a card with no state yet).
+    txn
+        The transaction to fold in.
+    allowed_lateness
+        Seconds a transaction may be behind the card's newest event time; with
+        :data:`HORIZON_SECONDS` it sets which front records are stale.
+
+    Examples
+    --------
     >>> day = 86400.0
     >>> raw = b""
     >>> for i in range(40):
@@ -215,10 +227,20 @@ def append(raw: bytes, txn: Transaction, allowed_lateness: float) -> bytes:
 def lost_since(raw: bytes, dropped: int, txn: Transaction) -> bool:
     """Whether a record ``txn`` could see was dropped from the card since it was applied.
 
-    ``dropped`` is the card's dropped count when ``txn`` was applied. Records
-    dropped before were older than anything ``txn`` can see (it was allowed),
-    so the newest dropped time alone tells.
+    Records dropped before ``txn`` was applied were older than anything it can see
+    (it was allowed), so the newest dropped time alone tells.
 
+    Parameters
+    ----------
+    raw
+        The card's stored bytes now (:func:`append`'s; not empty).
+    dropped
+        The card's dropped count (its header's) when ``txn`` was applied.
+    txn
+        The transaction applied then.
+
+    Examples
+    --------
     >>> t = Transaction("t", "c", "p", 1.0, HORIZON_SECONDS + 10.0)
     >>> raw = HEADER.pack(t.event_time, 3, 1, 20.0) + packed_record(t)
     >>> lost_since(raw, 3, t), lost_since(raw, 0, t)
@@ -229,7 +251,15 @@ def lost_since(raw: bytes, dropped: int, txn: Transaction) -> bool:
 
 
 def step(history: CardHistory, txn: Transaction) -> CardHistory:
-    """``history`` with ``txn`` folded in (kept sorted; ties stay in applied order)."""
+    """``history`` with ``txn`` folded in (kept sorted; ties stay in applied order).
+
+    Parameters
+    ----------
+    history
+        The card's history before ``txn``.
+    txn
+        The transaction to fold in (no lateness check: see :func:`is_too_late`).
+    """
     time, cents, terminal, lat, lon = record(txn)
     at = bisect_right(history.times, time)
 
@@ -248,7 +278,17 @@ def step(history: CardHistory, txn: Transaction) -> CardHistory:
 
 
 def is_too_late(history: CardHistory, txn: Transaction, allowed_lateness: float) -> bool:
-    """Whether ``txn`` is older than the card's newest event by more than allowed."""
+    """Whether ``txn`` is older than the card's newest event by more than allowed.
+
+    Parameters
+    ----------
+    history
+        The card's history (never late for a card without one).
+    txn
+        The transaction to check.
+    allowed_lateness
+        Seconds ``txn`` may be behind the card's newest event time.
+    """
     return history.newest is not None and txn.event_time < history.newest - allowed_lateness
 
 
@@ -303,7 +343,15 @@ def _columns(n: int) -> tuple[struct.Struct, ...]:
 
 
 def view(history: CardHistory, txn: Transaction) -> dict[str, float]:
-    """The card features for scoring ``txn``: only records strictly before it count."""
+    """The card features for scoring ``txn``: only records strictly before it count.
+
+    Parameters
+    ----------
+    history
+        The card's history (records at or after ``txn``'s time are ignored).
+    txn
+        The transaction to score.
+    """
     return dict(zip(FEATURE_NAMES, values(history, txn), strict=True))
 
 
@@ -313,6 +361,11 @@ def values(history: CardHistory, txn: Transaction) -> list[float]:
     The windows are nested suffixes of the records before ``txn``, so each is
     found by one bisection over the whole history and summed from there;
     integer cents make every sum exact, whatever its order.
+
+    Parameters
+    ----------
+    history, txn
+        As for :func:`view`.
     """
     at = txn.event_time
     times = history.times

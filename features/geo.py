@@ -24,7 +24,15 @@ SPEED_CAP_KMH = 100_000.0
 
 
 def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    """Distance in kilometres between two points given in degrees."""
+    """Distance in kilometres between two points given in degrees.
+
+    Parameters
+    ----------
+    lat1, lon1
+        Latitude and longitude of the first point, in degrees.
+    lat2, lon2
+        Latitude and longitude of the second point, in degrees.
+    """
     p1, p2 = math.radians(lat1), math.radians(lat2)
     dp, dl = p2 - p1, math.radians(lon2 - lon1)
     h = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2

@@ -90,7 +90,15 @@ class KeyLayout:
         return f"{self.base}:scored:{{x:{txn_id}}}"
 
     def scored_by_card(self, card_id: str, txn_id: str) -> str:
-        """A cluster: the transaction's marker, then its saved record, beside its card."""
+        """A cluster: the transaction's marker, then its saved record, beside its card.
+
+        Parameters
+        ----------
+        card_id
+            The transaction's card (the key's hash tag).
+        txn_id
+            The transaction's id.
+        """
         return f"{self.base}:scored:{{c:{card_id}}}:{txn_id}"
 
     def term(self, terminal_id: str) -> str:
@@ -102,7 +110,15 @@ class KeyLayout:
         return f"{self.base}:fraud:{{t:{terminal_id}}}"
 
     def applied(self, terminal_id: str, txn_id: str) -> str:
-        """A cluster: what the transaction saw at its terminal, until its record is saved."""
+        """A cluster: what the transaction saw at its terminal, until its record is saved.
+
+        Parameters
+        ----------
+        terminal_id
+            The transaction's terminal (the key's hash tag).
+        txn_id
+            The transaction's id.
+        """
         return f"{self.base}:applied:{{t:{terminal_id}}}:{txn_id}"
 
     def claim(self, txn_id: str) -> str:

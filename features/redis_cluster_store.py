@@ -42,12 +42,12 @@ Exactly once, across the two slots:
   stops at the card side). Not deleted at once: an apply that found the
   card's ``P`` marker just before the record was written reaches the
   terminal just after, and must still find what the transaction was counted
-  on (deleting them counted such a redelivery twice in the seeded-vector
-  test). Should the process die in between, they expire with the records.
+  on (deleting them would count such a redelivery twice). Should the process
+  die in between, they expire with the records.
 
 Commands go to the master of their slot, packed into one write per node
 and read back in order on one connection each (redis-py's cluster pipeline
-took 5 of the 8 seconds of the cluster path, pyinstrument); should
+would take 5 of the 8 seconds of the cluster path); should
 anything go wrong (a slot moved, a node gone, a script lost), the batch is
 sent again through the cluster pipeline, which follows redirections and
 refreshes the slot map (every command here is safe to repeat). What the
@@ -91,7 +91,18 @@ log = logging.getLogger(__name__)
 
 
 class RedisClusterFeatureStore(RedisFeatureStore):
-    """:class:`~features.store.FeatureStore` over a ``redis.asyncio`` cluster client."""
+    """:class:`~features.store.FeatureStore` over a ``redis.asyncio`` cluster client.
+
+    Parameters
+    ----------
+    client
+        The cluster client the store sends its commands through.
+    key_prefix
+        The first part of every key (:class:`features.keys.KeyLayout`); no ``{`` or ``}``.
+    options
+        :class:`~features.redis_store.RedisFeatureStore`'s keyword options
+        (``allowed_lateness``, ``scored_ttl_seconds``, ``observe``).
+    """
 
     client: Any
 
@@ -100,7 +111,15 @@ class RedisClusterFeatureStore(RedisFeatureStore):
 
     @classmethod
     def from_url(cls, url: str, key_prefix: str, **options: Any) -> RedisClusterFeatureStore:
-        """A store over the cluster that ``url`` (any of its nodes) belongs to."""
+        """A store over the cluster that ``url`` (any of its nodes) belongs to.
+
+        Parameters
+        ----------
+        url
+            The Redis URL of any node of the cluster.
+        key_prefix, options
+            As for the class.
+        """
         return cls(RedisCluster.from_url(url), key_prefix, **options)
 
     async def apply_parts(
@@ -355,7 +374,15 @@ class RedisClusterFeatureStore(RedisFeatureStore):
         card_ids: Sequence[str | None] | None = None,
     ) -> list[ScoredRecord | None]:
         """The saved records, read beside their cards; a transaction whose card is not
-        given is found through its claim (one more round trip for those)."""
+        given is found through its claim (one more round trip for those).
+
+        Parameters
+        ----------
+        txn_ids
+            The transactions' ids.
+        card_ids
+            Per id, its card or None (as long as ``txn_ids``); None: no card known for any.
+        """
         if not txn_ids:
             return []
         cards: list[str | None] = list(card_ids) if card_ids is not None else [None] * len(txn_ids)

@@ -60,7 +60,23 @@ if len(terminal.WINDOWS) != 3:
 def scripts(
     *, allowed_lateness: float, card_ttl: int, term_ttl: int, scored_ttl: int, fraud_ttl: int
 ) -> dict[str, str]:
-    """The scripts' texts by name, with their constants."""
+    """The scripts' texts by name, with their constants.
+
+    Parameters
+    ----------
+    allowed_lateness
+        Seconds a transaction may be behind its card's newest event time.
+    card_ttl
+        Seconds a card's key lives; renewed by each transaction that reaches the card for
+        the first time.
+    term_ttl
+        Seconds a terminal's key lives (renewed on each fraud recorded and each new bucket
+        of its longest window).
+    scored_ttl
+        Seconds a ``scored`` key (and a cluster's ``applied`` key) lives.
+    fraud_ttl
+        Seconds a terminal's fraud entries live after the last one recorded.
+    """
     constants: dict[str, object] = {
         "BUCKETS": terminal.BUCKETS,
         "KEEP": terminal.KEEP_BUCKETS,

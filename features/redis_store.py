@@ -62,7 +62,24 @@ SCRIPT_BATCH = 32
 
 
 class RedisFeatureStore:
-    """:class:`~features.store.FeatureStore` over a ``redis.asyncio`` client."""
+    """:class:`~features.store.FeatureStore` over a ``redis.asyncio`` client.
+
+    Parameters
+    ----------
+    client
+        The Redis client whose connection pool the store uses (closed by :meth:`close`).
+    key_prefix
+        The first part of every key (:class:`features.keys.KeyLayout`); no ``{`` or ``}``.
+    allowed_lateness
+        Seconds a transaction may be behind its card's newest event time and still be
+        applied (older ones come back ``LATE``).
+    scored_ttl_seconds
+        Seconds a transaction's ``scored`` key (pending marker, then saved record) is
+        kept: labels arriving later find no record.
+    observe
+        Called with (operation, seconds) after each round trip, for metrics; None: not
+        observed.
+    """
 
     def __init__(
         self,
@@ -98,7 +115,18 @@ class RedisFeatureStore:
 
     @classmethod
     def from_url(cls, url: str, key_prefix: str, **options: Any) -> RedisFeatureStore:
-        """A store with its own connection pool to ``url``."""
+        """A store with its own connection pool to ``url``.
+
+        Parameters
+        ----------
+        url
+            The Redis URL (``redis://host:port/db``).
+        key_prefix
+            The first part of every key, as for the class.
+        options
+            The class's keyword options (``allowed_lateness``, ``scored_ttl_seconds``,
+            ``observe``).
+        """
         return cls(aioredis.Redis.from_url(url), key_prefix, **options)
 
     def _peek_keys(self, txn: Transaction) -> list[str]:
@@ -197,8 +225,8 @@ class RedisFeatureStore:
 
     async def _load_scripts(self) -> None:
         """Load every script, then publish their SHAs at once: a request running beside
-        the load never sees some of them (the API's first requests got ``KeyError:
-        'peek'`` under load, as 500s)."""
+        the load never sees only some of them (a missing SHA would fail it with a
+        ``KeyError``)."""
         shas = {name: await self.client.script_load(text) for name, text in self._scripts.items()}
         self._shas, self._stale = shas, False
 
@@ -208,7 +236,7 @@ class RedisFeatureStore:
 
     async def peek_many(self, txns: Sequence[Transaction]) -> list[EntityState]:
         """:meth:`peek` for many transactions in one round trip (a redis-py pipeline of as
-        many commands was 30 % of the API's batch scoring, py-spy)."""
+        many commands would take 30 % of the API's batch scoring)."""
         if not txns:
             return []
 
@@ -253,6 +281,15 @@ class RedisFeatureStore:
         raise AssertionError("unreachable")
 
     async def record_fraud(self, record: ScoredRecord, label: Label) -> None:
+        """:meth:`features.store.FeatureStore.record_fraud` (one round trip).
+
+        Parameters
+        ----------
+        record
+            The saved record of the fraudulent transaction (its id, terminal and time).
+        label
+            Its fraud label; ``label.event_time`` is when it arrived.
+        """
         await self.record_frauds([(record, label)])
 
     async def record_frauds(self, frauds: Sequence[tuple[ScoredRecord, Label]]) -> None:
@@ -275,6 +312,15 @@ class RedisFeatureStore:
         )
 
     async def scored(self, txn_id: str, card_id: str | None = None) -> ScoredRecord | None:
+        """:meth:`features.store.FeatureStore.scored`.
+
+        Parameters
+        ----------
+        txn_id
+            The transaction's id.
+        card_id
+            The transaction's card, if known: a record of another card is not returned.
+        """
         [record] = await self.scored_many([txn_id], [card_id])
         return record
 
@@ -283,7 +329,15 @@ class RedisFeatureStore:
         txn_ids: Sequence[str],
         card_ids: Sequence[str | None] | None = None,
     ) -> list[ScoredRecord | None]:
-        """The saved records (one MGET); one of another card than given is None."""
+        """The saved records (one MGET); one of another card than given is None.
+
+        Parameters
+        ----------
+        txn_ids
+            The transactions' ids.
+        card_ids
+            Per id, its card or None (as long as ``txn_ids``); None: no card known for any.
+        """
         if not txn_ids:
             return []
         started = time.perf_counter()
@@ -313,8 +367,8 @@ class RedisFeatureStore:
 
 def pack_command(args: Sequence[object]) -> bytes:
     """One command in the Redis protocol (RESP), as redis-py's ``pack_commands`` makes it
-    for these arguments, without its per-argument checks (which were a third of the
-    store's own time with 160 arguments per apply script call, pyinstrument).
+    for these arguments, without its per-argument checks (which would be a third of the
+    store's own time with 160 arguments per apply script call).
 
     >>> pack_command(("GET", "k:{c:1}"))
     b'*2\\r\\n$3\\r\\nGET\\r\\n$7\\r\\nk:{c:1}\\r\\n'
@@ -345,7 +399,18 @@ def _pack_apply(txns: Sequence[Transaction]) -> bytes:
 
 
 def reply_state(sums: bytes, card_bytes: bytes, frauds: bytes) -> EntityState:
-    """The state the scripts return: window sums, card bytes, fraud entries."""
+    """The state the scripts return: window sums, card bytes, fraud entries.
+
+    Parameters
+    ----------
+    sums
+        The window sums, packed as :data:`features.redis_lua.SUMS`.
+    card_bytes
+        The card's stored bytes (:func:`features.card.append`'s; empty for none).
+    frauds
+        The terminal's fraud entries, each packed as :data:`features.terminal.FRAUD`,
+        one after the other (empty for none).
+    """
     width = terminal.FRAUD.size
     return decode_state(
         card_bytes,

@@ -183,6 +183,13 @@ class FeatureStore(Protocol):
         """Count a fraud label for the record's terminal, from ``label.event_time`` on.
 
         Idempotent: the same transaction's label counts once.
+
+        Parameters
+        ----------
+        record
+            The saved record of the fraudulent transaction (its id, terminal and time).
+        label
+            Its fraud label; ``label.event_time`` is when it arrived.
         """
         ...
 
@@ -196,6 +203,13 @@ class FeatureStore(Protocol):
         With ``card_id`` (the label knows the card) it is read from the card's side;
         without it, found through the transaction index. A ``card_id`` that is not the
         transaction's finds nothing.
+
+        Parameters
+        ----------
+        txn_id
+            The transaction's id.
+        card_id
+            The transaction's card, if known (None: found through the transaction index).
         """
         ...
 
@@ -204,7 +218,16 @@ class FeatureStore(Protocol):
         txn_ids: Sequence[str],
         card_ids: Sequence[str | None] | None = None,
     ) -> list[ScoredRecord | None]:
-        """:meth:`scored` for many transactions at once (one or two round trips)."""
+        """:meth:`scored` for many transactions at once (one or two round trips).
+
+        Parameters
+        ----------
+        txn_ids
+            The transactions' ids.
+        card_ids
+            Per id, its card or None, as ``card_id`` of :meth:`scored` (as long as
+            ``txn_ids``); None: no card known for any.
+        """
         ...
 
     async def close(self) -> None:
@@ -215,6 +238,17 @@ class FeatureStore(Protocol):
 def decode_state(
     card_blob: bytes | memoryview | None, counts: Sequence[int], fraud_values: Sequence[bytes]
 ) -> EntityState:
-    """The :class:`EntityState` from what a store keeps: card bytes, window counts, frauds."""
+    """The :class:`EntityState` from what a store keeps: card bytes, window counts, frauds.
+
+    Parameters
+    ----------
+    card_blob
+        The card's stored bytes (:func:`features.card.append`'s); empty or None for none.
+    counts
+        The terminal's window counts: the :data:`features.terminal.WINDOWS`, then the
+        :data:`features.terminal.DELAYED` ones.
+    fraud_values
+        The terminal's fraud entries, each packed as :data:`features.terminal.FRAUD`.
+    """
     frauds = terminal.unpack_frauds(fraud_values) if fraud_values else ()
     return EntityState(card.decode(card_blob), TerminalState(tuple(counts), frauds))

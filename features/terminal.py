@@ -104,6 +104,15 @@ def current_buckets(event_time: float) -> tuple[int, ...]:
 def field(window: int, bucket: int) -> int:
     """The stored counter id of ``bucket`` of window number ``window`` (0-based).
 
+    Parameters
+    ----------
+    window
+        Index of the window in :data:`WINDOWS` (0-based).
+    bucket
+        Index of the bucket in that window's series (:func:`current_buckets`).
+
+    Examples
+    --------
     >>> field(0, 72), field(2, 2)
     (289, 11)
     """
@@ -120,6 +129,15 @@ def window_counts(
     than :data:`KEEP_BUCKETS` behind it may already be deleted, so they are
     never read, whichever store (and clean-up schedule) holds them. The Redis
     store does the same sum in Lua; the contract tests prove they agree.
+
+    Parameters
+    ----------
+    buckets
+        The terminal's bucket counts by :func:`field` id.
+    newest
+        Per window, the newest bucket counted so far (None before any).
+    event_time
+        Time of the transaction to sum for, in epoch seconds.
     """
     sums = []
     currents = current_buckets(event_time)
@@ -139,7 +157,7 @@ def window_counts(
 
 def _summed(get: Callable[[int, int], int], window: int, low: int, high: int) -> int:
     """The counts of buckets ``low`` to ``high - 1`` of ``window``: their :func:`field` ids
-    step by 4, summed in one loop in C (a :func:`field` call per bucket cost 3 % of a
+    step by 4, summed in one loop in C (a :func:`field` call per bucket would cost 3 % of a
     scorecard run)."""
     if high <= low:
         return 0
@@ -150,7 +168,17 @@ def _summed(get: Callable[[int, int], int], window: int, low: int, high: int) ->
 def step(
     buckets: Mapping[int, int], newest: Sequence[int | None], event_time: float
 ) -> tuple[dict[int, int], tuple[int, ...]]:
-    """Count a transaction at ``event_time``; drop buckets no one may read again."""
+    """Count a transaction at ``event_time``; drop buckets no one may read again.
+
+    Parameters
+    ----------
+    buckets
+        The terminal's bucket counts by :func:`field` id (not changed: a copy is returned).
+    newest
+        Per window, the newest bucket counted so far (None before any).
+    event_time
+        Time of the transaction to count, in epoch seconds.
+    """
     out = dict(buckets)
     known = step_in_place(out, newest, event_time)
     prune(out, known)  # always, even when no window moved on (a very late transaction)
@@ -164,6 +192,15 @@ def step_in_place(
     again dropped only when a window's newest bucket moves on (:func:`window_counts`
     never reads them, so the sums are those of :func:`step`).
 
+    Parameters
+    ----------
+    buckets
+        The terminal's bucket counts by :func:`field` id, changed in place.
+    newest, event_time
+        As for :func:`step`.
+
+    Examples
+    --------
     >>> buckets: dict[int, int] = {}
     >>> newest = step_in_place(buckets, (None, None, None), 3600.0 * 5)
     >>> newest, window_counts(buckets, newest, 3600.0 * 6)
@@ -180,7 +217,15 @@ def count_in_place(
 ) -> tuple[int, ...]:
     """Count a transaction at ``event_time`` in ``buckets`` itself, dropping nothing; the
     newest bucket per window. A store that holds many terminals may :func:`prune` only
-    now and then: the buckets it keeps too long are never read."""
+    now and then: the buckets it keeps too long are never read.
+
+    Parameters
+    ----------
+    buckets
+        The terminal's bucket counts by :func:`field` id, changed in place.
+    newest, event_time
+        As for :func:`step`.
+    """
     currents = current_buckets(event_time)
     for i, current in enumerate(currents):
         key = field(i, current)
@@ -189,7 +234,15 @@ def count_in_place(
 
 
 def prune(buckets: dict[int, int], known: Sequence[int]) -> None:
-    """Drop the buckets more than :data:`KEEP_BUCKETS` behind each window's newest."""
+    """Drop the buckets more than :data:`KEEP_BUCKETS` behind each window's newest.
+
+    Parameters
+    ----------
+    buckets
+        The terminal's bucket counts by :func:`field` id, changed in place.
+    known
+        Per window, its newest bucket (as :func:`count_in_place` returns it).
+    """
     floors = [k - KEEP_BUCKETS for k in known]  # (a key is field(window, bucket))
     for key in [k for k in buckets if (k - 1) // 4 < floors[(k - 1) % 4]]:
         del buckets[key]
@@ -199,6 +252,13 @@ def fraud_floor(newest: Sequence[int | None], event_time: float) -> float:
     """The oldest transaction time whose fraud entry a store must still return.
 
     Entries older than that may be pruned, so no store returns them.
+
+    Parameters
+    ----------
+    newest
+        Per window, the terminal's newest bucket counted so far (None before any).
+    event_time
+        Time of the transaction to be scored, in epoch seconds.
     """
     last = len(WINDOWS) - 1
     current = current_buckets(event_time)[last]
@@ -208,6 +268,15 @@ def fraud_floor(newest: Sequence[int | None], event_time: float) -> float:
 
 
 def pack_fraud(txn_time: float, arrived: float) -> bytes:
+    """A fraud entry as stored (:data:`FRAUD`).
+
+    Parameters
+    ----------
+    txn_time
+        Event time of the fraudulent transaction, in epoch seconds.
+    arrived
+        When its fraud label arrived, in epoch seconds.
+    """
     return FRAUD.pack(txn_time, arrived)
 
 
@@ -217,7 +286,15 @@ def unpack_frauds(values: Iterable[bytes]) -> tuple[FraudEntry, ...]:
 
 
 def view(state: TerminalState, txn: Transaction) -> dict[str, float]:
-    """The terminal features for scoring ``txn``."""
+    """The terminal features for scoring ``txn``.
+
+    Parameters
+    ----------
+    state
+        The terminal's window counts and known frauds before ``txn``.
+    txn
+        The transaction to score.
+    """
     return dict(zip(FEATURE_NAMES, values(state, txn), strict=True))
 
 
@@ -225,7 +302,13 @@ _NO_RISK = [0.0] * len(DELAYED)
 
 
 def values(state: TerminalState, txn: Transaction) -> list[float]:
-    """:func:`view`'s values, in :data:`FEATURE_NAMES` order (no names attached)."""
+    """:func:`view`'s values, in :data:`FEATURE_NAMES` order (no names attached).
+
+    Parameters
+    ----------
+    state, txn
+        As for :func:`view`.
+    """
     windows = state.counts[: len(WINDOWS)]
     if not state.frauds:  # the usual case: no fraud count, no rate, no risk
         return [value for count in windows for value in (float(count), 0.0, 0.0)] + _NO_RISK

@@ -110,7 +110,16 @@ class EntityState:
 
 
 def view(state: EntityState, txn: Transaction) -> dict[str, float]:
-    """The full feature vector for ``txn`` given the state before it."""
+    """The full feature vector for ``txn`` given the state before it.
+
+    Parameters
+    ----------
+    state
+        The card's and the terminal's state before ``txn`` (a store's ``apply`` or
+        ``peek``).
+    txn
+        The transaction to score.
+    """
     values = card.values(state.card, txn)
     values += terminal.values(state.terminal, txn)
     values += transaction.values(txn)

@@ -43,7 +43,18 @@ class DatasetError(ValueError):
 
 
 def write_dataset(simulation: Simulation, manifest: dict[str, Any], folder: Path) -> Path:
-    """Write the transactions, labels and manifest into ``folder``."""
+    """Write the transactions, labels and manifest into ``folder``; return ``folder``.
+
+    Parameters
+    ----------
+    simulation
+        The simulated transactions and labels (event times in epoch seconds, stored as
+        UTC timestamps in milliseconds).
+    manifest
+        The scenario's ground truth, written as ``manifest.json``.
+    folder
+        The dataset folder (created if missing; existing files are overwritten).
+    """
     folder.mkdir(parents=True, exist_ok=True)
     _with_datetimes(simulation.transactions).write_parquet(folder / TRANSACTIONS)
     _with_datetimes(simulation.labels).write_parquet(folder / LABELS)
@@ -124,7 +135,15 @@ class Foreign:
 
 
 def read_foreign(path: Path, mapping: ColumnMapping) -> Foreign:
-    """Read ``path`` (CSV or Parquet) through ``mapping``; check every row."""
+    """Read ``path`` (CSV or Parquet) through ``mapping``; check every row.
+
+    Parameters
+    ----------
+    path
+        The foreign file: Parquet if it ends in ``.parquet``, else CSV.
+    mapping
+        Which of its columns holds each field, and how its times are written.
+    """
     frame = _read_any(path)
     used = {
         k: v

@@ -147,7 +147,15 @@ class Simulation:
 
 def arrived_by_the_end(transactions: pl.DataFrame, labels: pl.DataFrame) -> pl.DataFrame:
     """The labels that arrive by the last transaction (see
-    :meth:`Simulation.until_traffic_ends`)."""
+    :meth:`Simulation.until_traffic_ends`).
+
+    Parameters
+    ----------
+    transactions
+        The transactions (their ``event_time`` in epoch seconds).
+    labels
+        The labels (their ``event_time``, the arrival, in epoch seconds).
+    """
     if transactions.is_empty():
         return labels
     return labels.filter(pl.col("event_time") <= transactions["event_time"].max())

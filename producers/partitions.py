@@ -22,6 +22,13 @@ def _hashed(key: bytes) -> int:
 
 
 def partition_of(key: bytes, partitions: Sequence[int]) -> int:
-    """The partition Kafka's default partitioner sends ``key`` to (``partitions``
-    sorted)."""
+    """The partition Kafka's default partitioner sends ``key`` to.
+
+    Parameters
+    ----------
+    key
+        The record's key.
+    partitions
+        The topic's partition ids, sorted.
+    """
     return partitions[_hashed(key) % len(partitions)]

@@ -18,8 +18,7 @@ truth, never put on the scoring stream).
 - ``merchant_fraud``: the new pattern of the concept-drift scenario: 2 to 4
   frauds over 3 days at one of the cardholder's usual terminals, with usual
   amounts and hours; the inputs look normal, only the terminal's risk gives it
-  away. (Until 2026-12 it picked a random online terminal, new to the card,
-  which the model flagged at once: the scenario did not test what it said.)
+  away.
 """
 
 from __future__ import annotations
@@ -86,7 +85,19 @@ Pattern = Callable[[Population, Columns, Incidents, np.random.Generator], Column
 def compromised_terminal(
     pop: Population, legit: Columns, inc: Incidents, rng: np.random.Generator
 ) -> Columns:
-    """Marks (in place) every legit transaction at the terminal during the incident."""
+    """Marks (in place) every legit transaction at the terminal during the incident.
+
+    Parameters
+    ----------
+    pop
+        The population (cards, customers and terminals).
+    legit
+        The genuine transactions: the pattern codes of those hit are set in place.
+    inc
+        The incidents: each one's start (epoch seconds) and target terminal.
+    rng
+        The simulation's random generator.
+    """
     end = inc.start + rng.uniform(2, 5, len(inc.start)) * 86400
     code = PATTERNS.index("compromised_terminal")
     for terminal, s, e in zip(inc.target, inc.start, end, strict=True):
@@ -98,6 +109,19 @@ def compromised_terminal(
 def stolen_card(
     pop: Population, legit: Columns, inc: Incidents, rng: np.random.Generator
 ) -> Columns:
+    """2 to 6 payments over 3 days at random terminals, amounts about e times usual.
+
+    Parameters
+    ----------
+    pop
+        The population (cards, customers and terminals).
+    legit
+        The genuine transactions (not used by this pattern).
+    inc
+        The incidents: each one's start (epoch seconds) and target card.
+    rng
+        The simulation's random generator.
+    """
     counts = rng.integers(2, 7, len(inc.start))
     card = np.repeat(inc.target, counts)
     time = np.repeat(inc.start, counts) + rng.uniform(0, 3 * 86400, counts.sum())
@@ -108,6 +132,19 @@ def stolen_card(
 def card_testing(
     pop: Population, legit: Columns, inc: Incidents, rng: np.random.Generator
 ) -> Columns:
+    """3 to 8 tiny amounts within 10 minutes at an online terminal, then 1 to 3 large ones.
+
+    Parameters
+    ----------
+    pop
+        The population (cards, customers and terminals).
+    legit
+        The genuine transactions (not used by this pattern).
+    inc
+        The incidents: each one's start (epoch seconds) and target card.
+    rng
+        The simulation's random generator.
+    """
     online = np.flatnonzero(pop.terminal_category == _ONLINE)
     online = online if len(online) else np.arange(len(pop.terminal_lat))
     tiny_n, big_n = rng.integers(3, 9, len(inc.start)), rng.integers(1, 4, len(inc.start))
@@ -129,6 +166,19 @@ def card_testing(
 def account_takeover(
     pop: Population, legit: Columns, inc: Incidents, rng: np.random.Generator
 ) -> Columns:
+    """2 to 6 payments within a day at a terminal far from home, amounts about 2x usual.
+
+    Parameters
+    ----------
+    pop
+        The population (cards, customers and terminals).
+    legit
+        The genuine transactions (not used by this pattern).
+    inc
+        The incidents: each one's start (epoch seconds) and target card.
+    rng
+        The simulation's random generator.
+    """
     counts = rng.integers(2, 7, len(inc.start))
     customers = pop.card_customer[inc.target]
     far = []
@@ -147,6 +197,19 @@ def account_takeover(
 def high_amount(
     pop: Population, legit: Columns, inc: Incidents, rng: np.random.Generator
 ) -> Columns:
+    """One payment at a usual terminal, about 12x the usual amount.
+
+    Parameters
+    ----------
+    pop
+        The population (cards, customers and terminals).
+    legit
+        The genuine transactions (not used by this pattern).
+    inc
+        The incidents: each one's start (epoch seconds) and target card.
+    rng
+        The simulation's random generator.
+    """
     terminal = _usual_terminals(pop, inc.target, rng)
     return _columns(pop, inc.target, inc.start, terminal, 2.5, "high_amount", rng)
 
@@ -154,6 +217,19 @@ def high_amount(
 def merchant_fraud(
     pop: Population, legit: Columns, inc: Incidents, rng: np.random.Generator
 ) -> Columns:
+    """2 to 4 payments over 3 days at a usual terminal, at usual amounts and hours.
+
+    Parameters
+    ----------
+    pop
+        The population (cards, customers and terminals).
+    legit
+        The genuine transactions (not used by this pattern).
+    inc
+        The incidents: each one's start (epoch seconds) and target card.
+    rng
+        The simulation's random generator.
+    """
     counts = rng.integers(2, 5, len(inc.start))
     card = np.repeat(inc.target, counts)
     customers = pop.card_customer[card]

@@ -88,7 +88,15 @@ class Population:
 
 
 def build_population(config: PopulationConfig, rng: np.random.Generator) -> Population:
-    """Draw a population."""
+    """Draw a population.
+
+    Parameters
+    ----------
+    config
+        How many customers and terminals, where, and how far customers travel to pay.
+    rng
+        The random generator everything is drawn from.
+    """
     south, north, west, east = config.bounds
     n, m = config.customers, config.terminals
     lat, lon = rng.uniform(south, north, n), rng.uniform(west, east, n)
@@ -117,7 +125,15 @@ def build_population(config: PopulationConfig, rng: np.random.Generator) -> Popu
 def distance_km(
     lat1: np.ndarray, lon1: np.ndarray, lat2: np.ndarray, lon2: np.ndarray
 ) -> np.ndarray:
-    """Equirectangular distance: plenty for choosing terminals near home."""
+    """Equirectangular distance in km: plenty for choosing terminals near home.
+
+    Parameters
+    ----------
+    lat1, lon1
+        The first points, in degrees (broadcast against the second).
+    lat2, lon2
+        The second points, in degrees.
+    """
     x = (lon2 - lon1) * np.cos(np.radians((lat1 + lat2) / 2))
     return np.asarray(_KM_PER_DEGREE * np.hypot(x, lat2 - lat1))
 

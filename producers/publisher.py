@@ -62,7 +62,17 @@ class Publisher:
         self.sent += 1
 
     def send_raw(self, topic: str, key: bytes | None, value: bytes) -> None:
-        """Queue raw bytes (used to exercise the dead-letter path)."""
+        """Queue raw bytes (used to exercise the dead-letter path).
+
+        Parameters
+        ----------
+        topic
+            The topic to send to.
+        key
+            The record's key (None: unkeyed).
+        value
+            The record's bytes, sent as they are (not validated).
+        """
         future = self.producer.send(topic, key=key, value=value)
         future.add_errback(self._failed, f"{topic}/{key!r}")
         self.sent += 1

@@ -68,6 +68,15 @@ def encode_events(transactions: pl.DataFrame, labels: pl.DataFrame) -> pl.DataFr
     ``kind`` 0 is a transaction (topic 0), 1 a label (topic 1). The values are the wire
     JSON (polars encodes it: any id is escaped as JSON needs; a missing location or card
     is ``null``).
+
+    Parameters
+    ----------
+    transactions
+        Columns ``txn_id``, ``card_id``, ``terminal_id``, ``amount``, ``event_time``
+        (epoch seconds) and optionally ``lat`` and ``lon`` (degrees).
+    labels
+        Columns ``txn_id``, ``is_fraud``, ``event_time`` (the arrival, epoch seconds) and
+        optionally ``card_id`` (else taken from ``transactions``).
     """
     fields = [
         pl.lit(SCHEMA_VERSION).alias("schema_version"),
@@ -141,12 +150,29 @@ class ReplaySummary:
 class Replayer:
     """Sends encoded events to the transactions and labels topics, paced by ``speed``.
 
-    ``speed``: ``None`` as fast as possible, ``1.0`` real time, ``N`` N times
-    faster than the events' own clock. Records are gathered into one batch
-    per partition (partition chosen from the key, as Kafka's default
-    partitioner does) and handed to an idempotent ``acks=all`` aiokafka
-    producer with its compiled record builder: kafka-python's per-record
-    ``send`` tops out near 15,000 records/s here, too slow for a replay.
+    Records are gathered into one batch per partition (partition chosen from
+    the key, as Kafka's default partitioner does) and handed to an idempotent
+    ``acks=all`` aiokafka producer with its compiled record builder:
+    kafka-python's per-record ``send`` tops out near 15,000 records/s here,
+    too slow for a replay.
+
+    Parameters
+    ----------
+    bootstrap_servers
+        Kafka's bootstrap servers (``host:port``, comma-separated).
+    topics
+        The transactions topic and the labels topic.
+    speed
+        ``None`` as fast as possible, ``1.0`` real time, ``N`` N times faster than the
+        events' own clock.
+    progress
+        Called with (sent, total, seconds elapsed) as the replay goes and at its end;
+        None: no progress reports.
+    progress_every
+        Seconds at least between two progress reports.
+    retry_seconds
+        How long a broker outage (at the start or while sending) is waited out before
+        the replay gives up.
     """
 
     def __init__(

@@ -114,7 +114,18 @@ class ScenarioSpec(_Spec):
         self, seed: int | None = None, days: float | None = None, customers: int | None = None
     ) -> SimulatorConfig:
         """The simulator configuration, optionally with another seed, length or size
-        (fraud incidents per day scale with the number of customers)."""
+        (fraud incidents per day scale with the number of customers).
+
+        Parameters
+        ----------
+        seed
+            The random seed (None: the scenario's).
+        days
+            The simulated length in days (None: the scenario's).
+        customers
+            The number of customers (None: the scenario's population); terminals are
+            then half as many (at least 50).
+        """
         population = PopulationConfig(
             customers=customers or self.population.customers,
             terminals=self.population.terminals if customers is None else max(50, customers // 2),
@@ -166,7 +177,16 @@ def run_scenario(
     days: float | None = None,
     customers: int | None = None,
 ) -> tuple[Simulation, dict[str, Any]]:
-    """Simulate ``spec``; the data and its manifest."""
+    """Simulate ``spec``; the data and its manifest.
+
+    Parameters
+    ----------
+    spec
+        The scenario.
+    seed, days, customers
+        Overrides of the scenario's seed, length and size, as for
+        :meth:`ScenarioSpec.config` (and :func:`compromise_config`).
+    """
     config = spec.config(seed, days, customers)
     if spec.family == "compromise":
         simulation = generate_compromise(compromise_config(spec, config, customers))
@@ -179,7 +199,18 @@ def compromise_config(
     spec: ScenarioSpec, config: SimulatorConfig, customers: int | None = None
 ) -> CompromiseConfig:
     """The compromise family's configuration of ``spec`` (seed and days from ``config``;
-    terminals and daily incidents scale with ``customers``)."""
+    terminals and daily incidents scale with ``customers``).
+
+    Parameters
+    ----------
+    spec
+        The scenario; its ``compromise`` parameters are used.
+    config
+        The simulator configuration giving the seed, the days and the start time.
+    customers
+        The number of customers (None: the scenario's); terminals (at least 10) and the
+        incidents per day scale with it.
+    """
     params = spec.compromise.model_dump()
     if customers is not None:  # terminals and incidents scale too: the fraud rate stays put
         scale = customers / params["customers"]
@@ -193,7 +224,17 @@ def compromise_config(
 
 
 def manifest(spec: ScenarioSpec, config: SimulatorConfig, simulation: Simulation) -> dict[str, Any]:
-    """The ground truth of a simulated scenario."""
+    """The ground truth of a simulated scenario.
+
+    Parameters
+    ----------
+    spec
+        The scenario (its name, description and change points).
+    config
+        The configuration it was simulated with (seed, start time, days).
+    simulation
+        What it produced (transactions in time order, labels).
+    """
     times = simulation.transactions["event_time"]
     points = []
     for change in spec.changes:
@@ -231,6 +272,18 @@ def manifest(spec: ScenarioSpec, config: SimulatorConfig, simulation: Simulation
 def moved(spec: ScenarioSpec, days: float, change_day: float) -> ScenarioSpec:
     """``spec`` lasting ``days``, its changes shifted so that the first is at ``change_day``.
 
+    Parameters
+    ----------
+    spec
+        The scenario.
+    days
+        The new length, in days.
+    change_day
+        The day (from the start) the earliest change moves to; the others keep their
+        distance from it.
+
+    Examples
+    --------
     >>> spec = moved(load_scenario("prior_shift"), 56, 42)
     >>> spec.days, [c.at_day for c in spec.changes]
     (56.0, [42.0])
