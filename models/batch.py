@@ -61,6 +61,17 @@ def sample(y: np.ndarray, seed: int, max_genuine: int | None) -> tuple[np.ndarra
     which the fit's log-odds are moved back (a fit's cost grows with its rows, and the
     genuine ones are 99% of them).
 
+    Parameters
+    ----------
+    y
+        The rows' labels (True: fraud).
+    seed
+        Seed of the genuine rows' sampling.
+    max_genuine
+        How many genuine rows to keep at most (None: all rows).
+
+    Examples
+    --------
     >>> rows, shift = sample(np.array([True, False, False, False, False]), 0, 2)
     >>> bool(rows[0] == 0), len(rows), round(shift, 3)
     (True, 3, -0.693)
@@ -89,7 +100,25 @@ def fit(
     with: a linear model's (weights, intercept) on raw inputs, or :class:`FlatTrees`.
 
     With ``max_genuine``, on the rows :func:`sample` keeps; ``shift`` is added to the
-    log-odds (rows sampled by the caller)."""
+    log-odds (rows sampled by the caller).
+
+    Parameters
+    ----------
+    kind
+        ``"logistic_regression"`` (standard-scaled) or ``"gradient_boosting"``
+        (``HistGradientBoostingClassifier``): one of :data:`KINDS`.
+    x
+        The rows, one per label, one column per feature.
+    y
+        The rows' labels (True: fraud).
+    seed
+        Seed of the genuine rows' sampling and of the gradient boosting.
+    max_genuine
+        Fit on every fraud and at most this many genuine rows (None: all rows).
+    shift
+        Added to the fit's log-odds: the log of the genuine rows' sampling rate when the
+        caller sampled them.
+    """
     rows, sampled = sample(y, seed, max_genuine)
     if rows is not None:
         x, y = x[rows], y[rows]
@@ -141,7 +170,25 @@ def in_background(model: base.Classifier) -> None:
 
 
 class BatchRetrained(base.Classifier):
-    """A scikit-learn model refitted every ``retrain_every`` labels on the last ``keep``."""
+    """A scikit-learn model refitted every ``retrain_every`` labels on the last ``keep``.
+
+    Parameters
+    ----------
+    kind
+        ``"logistic_regression"`` (standard-scaled) or ``"gradient_boosting"``
+        (``HistGradientBoostingClassifier``): one of :data:`KINDS`.
+    retrain_every
+        A refit is due every this many labels learned.
+    keep
+        How many of the newest labelled vectors are kept, and fitted on.
+    seed
+        Seed of the genuine rows' sampling and of the gradient boosting.
+    min_days
+        A due refit waits until this many days of event time (label arrivals) have passed
+        since the last fit began (0: it never waits).
+    max_genuine
+        Fit on every fraud and at most this many genuine rows (None: all of them).
+    """
 
     def __init__(
         self,
@@ -188,6 +235,19 @@ class BatchRetrained(base.Classifier):
         self._counted_until = 0
 
     def learn_one(self, x: dict[Any, Any], y: Any, **kwargs: Any) -> None:
+        """Keep ``x`` and its label, and refit if a refit is due (a label already among the
+        imported rows is only counted).
+
+        Parameters
+        ----------
+        x
+            The feature vector (the first one names the features; one it lacks: 0).
+        y
+            The label (truthy: fraud).
+        **kwargs
+            ``known_at``: when the label arrived (event time, seconds), for ``min_days``;
+            anything else is ignored.
+        """
         self.poll()
         if self.learned < self._counted_until:  # already among the imported rows
             self.learned += 1
@@ -280,7 +340,15 @@ class BatchRetrained(base.Classifier):
         snapshot) that the rows already hold (learned after the snapshot, before the export)
         are counted, not kept twice; after a rollback to an older snapshot the rows hold
         labels it never learned, and the next labels are all kept. Rows of other features
-        are refused."""
+        are refused.
+
+        Parameters
+        ----------
+        raw
+            The ``.npz`` bytes :meth:`export_rows` wrote.
+        replayed
+            How many labels of the journal are about to be learned again.
+        """
         with np.load(io.BytesIO(raw), allow_pickle=False) as data:
             names = data["names"].tolist()
             if self.names is not None and names != self.names:
@@ -309,6 +377,16 @@ class BatchRetrained(base.Classifier):
             log.exception("batch model: a background refit failed; the last fit serves on")
 
     def predict_proba_one(self, x: dict[Any, Any], **kwargs: Any) -> dict[Any, float]:
+        """The probabilities of ``False`` and ``True`` (fraud) for ``x``, from the latest fit
+        (the base rate before the first one).
+
+        Parameters
+        ----------
+        x
+            The feature vector (a feature it lacks: 0).
+        **kwargs
+            Ignored (River's signature).
+        """
         if self._fitted is None or self.names is None:
             return {False: 1 - self._base_rate, True: self._base_rate}
         p = float(self.probabilities(self.matrix([x]))[0])

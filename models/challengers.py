@@ -64,7 +64,26 @@ class Challengers:
         snapshot_min_seconds: float = 0.0,
     ) -> None:
         """Resume (or create) each challenger ``names`` from its own lineage of
-        ``registry``; ``model_name`` maps a challenger to the model it builds."""
+        ``registry``; ``model_name`` maps a challenger to the model it builds.
+
+        Parameters
+        ----------
+        registry
+            The champion's registry; a challenger's lineage is ``registry.challenger(name)``.
+        store
+            The feature store the learners read the scored vectors from.
+        names
+            The challengers' names.
+        model_name
+            Maps a challenger's name to the model it builds when nothing is published yet
+            (a :func:`~models.factory.build_model` name).
+        snapshot_every_labels
+            Each learner publishes a snapshot every this many labels ...
+        quality
+            Makes each challenger's own prequential metrics (called once per challenger).
+        snapshot_min_seconds
+            ... but not sooner than this many seconds (wall clock) after its last one.
+        """
         for name in names:
             challenger = await Learner.start(
                 registry.challenger(name),
@@ -80,7 +99,17 @@ class Challengers:
     def add(
         self, name: str, challenger: Learner, recent: Sequence[tuple[dict[str, float], bool]] = ()
     ) -> None:
-        """Start ``challenger`` (after teaching it ``recent`` labelled vectors)."""
+        """Start ``challenger`` (after teaching it ``recent`` labelled vectors).
+
+        Parameters
+        ----------
+        name
+            The challenger's name.
+        challenger
+            Its learner; its model is served in shadow at once.
+        recent
+            (features, is_fraud) pairs taught to its model first, in order.
+        """
         for features, is_fraud in recent:
             learn(challenger.model, features, is_fraud)
         self.learners[name] = challenger

@@ -29,7 +29,15 @@ class FencedError(ModelError):
 
 class JournalMismatchError(ModelError):
     """The learn journal does not hold what its writer counted: a write whose reply was
-    lost, or a snapshot published meanwhile. The writer reloads from the registry."""
+    lost, or a snapshot published meanwhile. The writer reloads from the registry.
+
+    Parameters
+    ----------
+    actual
+        How many entries the journal holds.
+    expected
+        How many entries the writer counted.
+    """
 
     def __init__(self, actual: int, expected: int) -> None:
         super().__init__(f"the learn journal holds {actual} entries, not {expected}")

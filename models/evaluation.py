@@ -33,8 +33,17 @@ DAY = 86400.0
 
 
 def roc_auc(scores: np.ndarray, truth: np.ndarray, order: np.ndarray | None = None) -> float:
-    """Probability that a random fraud scores above a random genuine (ties: half).
-    ``order``: the scores' stable ascending argsort, if already known."""
+    """Probability that a random fraud scores above a random genuine (ties: half); NaN
+    without both classes.
+
+    Parameters
+    ----------
+    scores, truth
+        The scores (higher: more likely fraud) and, in the same order, the labels (1: fraud,
+        0: genuine).
+    order
+        The scores' stable ascending argsort, if already known (None: computed).
+    """
     positives = int(truth.sum())
     negatives = len(truth) - positives
     if positives == 0 or negatives == 0:
@@ -49,9 +58,18 @@ def roc_auc(scores: np.ndarray, truth: np.ndarray, order: np.ndarray | None = No
 def average_precision(
     scores: np.ndarray, truth: np.ndarray, order: np.ndarray | None = None
 ) -> float:
-    """Sum over distinct thresholds of (recall gained) x (precision there). ``order``: the
-    scores' stable ascending argsort, if already known (reversed, ties come in another
-    order: only where each tie ends counts)."""
+    """Sum over distinct thresholds of (recall gained) x (precision there); NaN without
+    fraud.
+
+    Parameters
+    ----------
+    scores, truth
+        The scores (higher: more likely fraud) and, in the same order, the labels (1: fraud,
+        0: genuine).
+    order
+        The scores' stable ascending argsort, if already known (None: computed). Reversed,
+        ties come in another order: only where each tie ends counts.
+    """
     positives = int(truth.sum())
     if positives == 0:
         return float("nan")
@@ -68,7 +86,17 @@ def average_precision(
 def precision_recall(
     scores: np.ndarray, truth: np.ndarray, threshold: float
 ) -> tuple[float, float]:
-    """Precision and recall of flagging ``score >= threshold``."""
+    """Precision and recall of flagging ``score >= threshold`` (NaN: nothing flagged, no
+    fraud).
+
+    Parameters
+    ----------
+    scores, truth
+        The scores (higher: more likely fraud) and, in the same order, the labels (1: fraud,
+        0: genuine).
+    threshold
+        A score at or above it is flagged.
+    """
     flagged = scores >= threshold
     true_positives = float((flagged & (truth == 1)).sum())
     precision = true_positives / flagged.sum() if flagged.any() else float("nan")
@@ -79,7 +107,20 @@ def precision_recall(
 def expected_cost(
     scores: np.ndarray, truth: np.ndarray, threshold: float, missed_fraud: float, false_alarm: float
 ) -> float:
-    """Mean cost per transaction of flagging ``score >= threshold``."""
+    """Mean cost per transaction of flagging ``score >= threshold``.
+
+    Parameters
+    ----------
+    scores, truth
+        The scores (higher: more likely fraud) and, in the same order, the labels (1: fraud,
+        0: genuine).
+    threshold
+        A score at or above it is flagged.
+    missed_fraud
+        The cost of a fraud not flagged.
+    false_alarm
+        The cost of a genuine transaction flagged.
+    """
     if len(scores) == 0:
         return float("nan")
     flagged = scores >= threshold
@@ -92,7 +133,20 @@ def card_precision_at_k(
     scores: np.ndarray, truth: np.ndarray, cards: np.ndarray, times: np.ndarray, k: int = 100
 ) -> float:
     """Mean over days of the share of that day's top-``k`` cards (by their highest
-    score that day) that had a fraud that day."""
+    score that day) that had a fraud that day.
+
+    Parameters
+    ----------
+    scores, truth
+        The scores (higher: more likely fraud) and, in the same order, the labels (1: fraud,
+        0: genuine).
+    cards
+        Each transaction's card id.
+    times
+        Each transaction's time in seconds (a day: a multiple of 86,400 to the next).
+    k
+        How many cards count per day.
+    """
     days = np.floor(times / DAY).astype(np.int64)
     shares = []
     for day in np.unique(days):
@@ -144,6 +198,22 @@ class Prequential:
     ) -> None:
         """Keep one label with the score its transaction got (the last ``keep``).
 
+        Parameters
+        ----------
+        score
+            The score the transaction got when it happened.
+        is_fraud
+            The label.
+        card_id
+            The transaction's card.
+        txn_time
+            The transaction's event time (seconds).
+        label_time
+            When the label arrived (seconds, the same clock): the label's delay is
+            ``label_time - txn_time``.
+
+        Examples
+        --------
         >>> q = Prequential(keep=10)
         >>> for i in range(25):
         ...     q.record(i / 25, i % 4 == 0, "c", float(i), float(i) + 1)

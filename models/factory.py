@@ -10,7 +10,7 @@ Fraud is about 1% of traffic, so every model handles the imbalance on purpose:
   settings, kept in arrays (:class:`models.linear.ScaledLogistic`): the same
   updates, a quarter of the cost per label.
 - ``logistic_regression_on_arrival``: the same model learning each label as it
-  comes, with Adam at 0.001 (the champion before the hybrid: docs/models.md).
+  comes, with Adam at 0.001 (docs/models.md).
 - ``plain_logistic_regression``: River's textbook ``StandardScaler |
   LogisticRegression()`` (SGD 0.01, no class weight), the baseline a public
   benchmark measured the champion against.
@@ -182,7 +182,15 @@ def build_model(name: str) -> base.Classifier:
 
 
 def fraud_probability(model: base.Classifier, features: Mapping[str, float]) -> float:
-    """The model's probability that ``features`` describe a fraud."""
+    """The model's probability that ``features`` describe a fraud.
+
+    Parameters
+    ----------
+    model
+        Any River classifier (a model of :func:`build_model`).
+    features
+        The transaction's feature vector.
+    """
     return float(model.predict_proba_one(cast(_RiverFeatures, features)).get(True, 0.0))
 
 
@@ -193,6 +201,17 @@ def fraud_probabilities(
     (with ``frames=False``, never through a pandas frame: one at a time unless the
     model is the champion's linear shape, scored in numpy).
 
+    Parameters
+    ----------
+    model
+        Any River classifier (a model of :func:`build_model`).
+    vectors
+        The feature vectors; one probability each, in order.
+    frames
+        Whether a model may score them through a pandas frame (its ``predict_proba_many``).
+
+    Examples
+    --------
     >>> model = build_model("logistic_regression")
     >>> learn(model, {"x": 2.0}, True)
     >>> vectors = [{"x": 2.0}, {"x": -1.0}]
@@ -279,7 +298,15 @@ def scaled_linear(
     """The running means and variances, the weights (of ``names``, 0 for one the model
     has not seen) and the intercept of a standard-scaled logistic regression: the
     champion's :class:`~models.linear.ScaledLogistic` or River's pipeline of that shape.
-    None for any other model."""
+    None for any other model.
+
+    Parameters
+    ----------
+    model
+        The model.
+    names
+        The features whose means, variances and weights are returned, in that order.
+    """
     if isinstance(model, ScaledLogistic):
         index = {name: i for i, name in enumerate(model.features)}
         at = [index.get(n, -1) for n in names]
@@ -324,7 +351,21 @@ def learn(
 ) -> None:
     """Teach ``model`` that ``features`` were (or were not) a fraud: a label that arrived
     at ``known_at`` for a transaction of ``scored_at`` (a model that waits for its
-    transactions to mature uses the times; the others learn it at once)."""
+    transactions to mature uses the times; the others learn it at once).
+
+    Parameters
+    ----------
+    model
+        The model, taught in place.
+    features
+        The feature vector the transaction was scored with.
+    is_fraud
+        The label.
+    scored_at
+        The transaction's event time (seconds; None: unknown).
+    known_at
+        When the label arrived (event time, seconds; None: unknown).
+    """
     if isinstance(model, ScaledLogistic | Hybrid):
         model.learn_one(
             cast(_RiverFeatures, features), is_fraud, scored_at=scored_at, known_at=known_at
@@ -346,6 +387,18 @@ def learn_in_order(
     """:func:`learn` each vector in turn (with its times, if given), in one call where the
     model has one (the same model as one label at a time, to the bit).
 
+    Parameters
+    ----------
+    model
+        The model, taught in place.
+    vectors, frauds
+        The feature vectors and their labels, in the order they are learned.
+    scored_at, known_at
+        Each label's transaction time and arrival (event time, seconds), as for
+        :func:`learn` (None: no times).
+
+    Examples
+    --------
     >>> one, many = build_model("logistic_regression"), build_model("logistic_regression")
     >>> vectors = [{"x": float(i % 7), "y": i / 3} for i in range(30)]
     >>> frauds = [i % 7 == 6 for i in range(30)]

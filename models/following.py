@@ -20,6 +20,13 @@ async def follow(registry: ModelRegistry, holder: ModelHolder) -> SnapshotMeta |
     whose signature fails is refused: logged once, added to ``holder.refused``
     (which the metrics count) and not tried again while it is champion; the holder keeps
     its model.
+
+    Parameters
+    ----------
+    registry
+        The lineage followed: the champion's registry or a challenger's.
+    holder
+        The holder the loaded snapshot is swapped into.
     """
     champion = await registry.champion_version()
     current = holder.current

@@ -17,6 +17,16 @@ def pack_held(
     """Kept labels as arrays: those whose vector is a full row (``width`` values) in one
     matrix, the others (vectors met before features were added) as they are.
 
+    Parameters
+    ----------
+    held
+        The kept labels: (due time, order, vector, truth), a vector being a row of the
+        model's features or a dict.
+    width
+        The model's number of features: the length of a full row.
+
+    Examples
+    --------
     >>> held = [(5.0, 1, np.array([1.0, 2.0]), True), (6.0, 2, {"a": 1.0}, False)]
     >>> [(due, order, truth) for due, order, _, truth in unpack_held(pack_held(held, 2))]
     [(5.0, 1, True), (6.0, 2, False)]

@@ -7,8 +7,8 @@ label at a time. :class:`Hybrid` keeps both, learns every label with both,
 and scores with the weighted mean of their log-odds (``online_weight`` for
 the online one): until the batch model's fit has learned from ``min_frauds``
 frauds, the online model alone (a tree ensemble fitted on a hundred frauds
-ranks worse than the online model: on the scorecards, the first fit's week
-lost 0.06 of average precision to it).
+ranks worse than the online model: on the scorecards, the week after the
+first fit loses 0.06 of average precision to it).
 
 Each part keeps its own rules: the online one learns a label once it is
 mature (:class:`~models.linear.ScaledLogistic`'s ``hold``), the batch one
@@ -52,7 +52,21 @@ from models.linear import ScaledLogistic
 
 class Hybrid(base.Classifier):
     """:class:`~models.linear.ScaledLogistic` and :class:`~models.batch.BatchRetrained`,
-    blended in log-odds."""
+    blended in log-odds.
+
+    Parameters
+    ----------
+    online
+        The online model: it learns each label once the label is mature.
+    batch
+        The batch model: it keeps every label and refits from time to time.
+    online_weight
+        The online model's weight in the blend of log-odds, from 0 to 1 (the batch
+        model's: the rest).
+    min_frauds
+        The online model scores alone until the batch model's latest fit learned from
+        this many frauds.
+    """
 
     def __init__(
         self,
@@ -88,12 +102,35 @@ class Hybrid(base.Classifier):
         scored_at: float | None = None,
         known_at: float | None = None,
     ) -> None:
+        """Teach both parts ``x`` as ``y``, each by its own rules.
+
+        Parameters
+        ----------
+        x
+            The feature vector.
+        y
+            The label (truthy: fraud).
+        scored_at
+            The transaction's event time (seconds), for the online part's ``hold``.
+        known_at
+            When the label arrived (event time, seconds), for both parts.
+        """
         self.online.learn_one(x, y, scored_at=scored_at, known_at=known_at)
         self.batch.learn_one(x, y, known_at=known_at)
 
     def predict_proba_one(
         self, x: dict[Hashable, Any], **kwargs: Any
     ) -> dict[base.typing.ClfTarget, float]:
+        """The probabilities of ``False`` and ``True`` (fraud) for ``x``, as :meth:`blend`
+        blends them.
+
+        Parameters
+        ----------
+        x
+            The feature vector.
+        **kwargs
+            Ignored (River's signature).
+        """
         online = self.online.predict_proba_one(x)[True]
         if not self.blending:
             return {False: 1.0 - online, True: online}
@@ -107,7 +144,15 @@ class Hybrid(base.Classifier):
     def batch_matrix(self, rows: np.ndarray, columns: Sequence[Hashable]) -> np.ndarray | None:
         """The batch model's scores of a matrix whose columns are ``columns`` (the online
         model's matrix, reordered: not built again from the vectors); None when the batch
-        model knows a feature that is not among them."""
+        model knows a feature that is not among them.
+
+        Parameters
+        ----------
+        rows
+            The vectors as a matrix, one row each.
+        columns
+            The feature of each column of ``rows``.
+        """
         key, names = tuple(columns), self.batch.names
         if self._order is None or self._order[0] != key or self._order[1] is not names:
             index = {name: i for i, name in enumerate(key)}
@@ -116,7 +161,13 @@ class Hybrid(base.Classifier):
         return None if -1 in order else self.batch.probabilities(rows[:, order])
 
     def blend(self, online: np.ndarray, batch: np.ndarray) -> np.ndarray:
-        """The blended probabilities of the two parts' (``online`` until :attr:`blending`)."""
+        """The blended probabilities of the two parts' (``online`` until :attr:`blending`).
+
+        Parameters
+        ----------
+        online, batch
+            The online and the batch model's fraud probabilities of the same vectors.
+        """
         if not self.blending:
             return online
         w = self.online_weight

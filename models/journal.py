@@ -49,6 +49,14 @@ class LearnJournal:
         Raises :class:`JournalMismatchError` when the journal holds something
         else (its length is on the error), :class:`FencedError` when another
         learner took over.
+
+        Parameters
+        ----------
+        entries
+            The labels learned, in order.
+        journaled
+            How many entries the journal must hold before these (the writer's count of
+            labels learned since the latest snapshot).
         """
         if not entries:
             return

@@ -119,7 +119,26 @@ class Learner:
         quality: Prequential | None = None,
         snapshot_min_seconds: float = 0.0,
     ) -> Learner:
-        """Resume from the latest snapshot and its journal, or publish a new model."""
+        """Resume from the latest snapshot and its journal, or publish a new model.
+
+        Parameters
+        ----------
+        registry
+            The lineage resumed and published to.
+        store
+            The feature store the scored records (vectors) are read from.
+        model_name
+            The model built (:func:`~models.factory.build_model`) when nothing is published.
+        snapshot_every_labels
+            Publish a snapshot every this many labels ...
+        shadow_name
+            For a challenger: its name, under which its shadow scores are recorded (None:
+            the champion).
+        quality
+            The prequential metrics its scores are recorded in (None: new ones).
+        snapshot_min_seconds
+            ... but not sooner than this many seconds (wall clock) after the last one.
+        """
         refused = None
         try:
             meta, model = await registry.load()
@@ -346,16 +365,16 @@ class Learner:
 
     def _model_params(self) -> dict[str, Any] | None:
         """The model's parameters, read again only when the model is another object (a
-        promote or rollback): a snapshot a hundred labels carried them at 9 % of the
-        publishing cost (py-spy)."""
+        promote or rollback): read for every snapshot (one per hundred labels), they are
+        9 % of the publishing cost (py-spy)."""
         if self._params is None or self._params[0] is not self.model:
             self._params = (self.model, _params(self.model))
         return self._params[1]
 
     def _metrics(self) -> dict[str, float] | None:
         """The quality report a snapshot carries: made again at most every
-        :data:`REPORT_EVERY_SECONDS` (a learner publishing 30 snapshots a second spent
-        17 % of its time remaking it, py-spy)."""
+        :data:`REPORT_EVERY_SECONDS` (remade for every snapshot, it is 17 % of the time of a
+        learner publishing 30 snapshots a second, py-spy)."""
         if not len(self.quality):
             return None
         now = time.monotonic()

@@ -62,6 +62,10 @@ class ScaledLogistic(base.Classifier):
         L2 penalty added to each weight's gradient.
     intercept_lr
         Learning rate of the intercept (plain SGD, as River's).
+    beta_1, beta_2
+        Adam's decay rates of its first and second moment estimates.
+    eps
+        Adam's term added to the denominator (no division by 0).
     clip_gradient
         Bound on the loss's gradient.
     hold
@@ -202,6 +206,19 @@ class ScaledLogistic(base.Classifier):
         """Learn ``x`` as ``y``; with both times and a ``hold``, first learn the kept labels
         that are due by ``known_at``, then learn this one or keep it until it is due.
 
+        Parameters
+        ----------
+        x
+            The feature vector (a new feature joins the model; one missing is left as it is).
+        y
+            The label (truthy: fraud).
+        scored_at
+            The transaction's event time (seconds).
+        known_at
+            When the label arrived (event time, seconds).
+
+        Examples
+        --------
         >>> model = ScaledLogistic(hold=10.0)
         >>> model.learn_one({"a": 1.0}, True, scored_at=0.0, known_at=2.0)  # kept until 10
         >>> model.held, model.steps
@@ -263,6 +280,18 @@ class ScaledLogistic(base.Classifier):
         """Learn each row of ``rows`` (columns in :attr:`features` order) in turn, exactly
         as :meth:`learn_one` would (with each row's times, if given).
 
+        Parameters
+        ----------
+        rows
+            The vectors, one row each, columns in :attr:`features` order.
+        ys
+            Each row's label.
+        scored_at, known_at
+            Each row's transaction time and label arrival (event time, seconds), as for
+            :meth:`learn_one` (None: every row learned at once).
+
+        Examples
+        --------
         >>> a, b = ScaledLogistic(), ScaledLogistic()
         >>> vectors = [{"x": float(i % 7), "y": i / 3} for i in range(40)]
         >>> for v in vectors:
@@ -349,6 +378,16 @@ class ScaledLogistic(base.Classifier):
     def predict_proba_one(
         self, x: dict[Hashable, Any], **kwargs: Any
     ) -> dict[base.typing.ClfTarget, float]:
+        """The probabilities of ``False`` and ``True`` (fraud) for ``x`` (a feature the model
+        has not met is ignored; one missing from ``x`` adds nothing).
+
+        Parameters
+        ----------
+        x
+            The feature vector.
+        **kwargs
+            Ignored (River's signature).
+        """
         row = self._full(x)
         if row is not None:
             raw = float(standard_scaled(row, self.means, self.vars) @ self.weights)

@@ -60,7 +60,15 @@ def log_loss_gradient(
 
 
 def standard_scaled(x: np.ndarray, means: np.ndarray, variances: np.ndarray) -> np.ndarray:
-    """``(x - means) / sqrt(variances)``, 0 where a variance is 0 (as River's scaler)."""
+    """``(x - means) / sqrt(variances)``, 0 where a variance is 0 (as River's scaler).
+
+    Parameters
+    ----------
+    x
+        The values: a vector, or a matrix of rows, in the features' order.
+    means, variances
+        Each feature's running mean and variance.
+    """
     return cast(
         np.ndarray,
         np.divide(

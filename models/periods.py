@@ -62,6 +62,19 @@ def summary(
     """The metrics of every transaction of ``run`` together (card precision@k: the mean
     over its days).
 
+    Parameters
+    ----------
+    run
+        The labelled transactions.
+    threshold
+        A score at or above it is flagged (precision, recall, expected cost).
+    k
+        How many cards count per day in card precision@k.
+    missed_fraud, false_alarm
+        The cost of a fraud not flagged and of a genuine transaction flagged.
+
+    Examples
+    --------
     >>> import numpy as np
     >>> run = Labelled(np.arange(4.0), np.array([0.1, 0.4, 0.35, 0.8]),
     ...                np.array([0, 0, 1, 1]), np.array(["a", "b", "c", "d"]))
@@ -87,7 +100,15 @@ def summary(
 def card_precision_per_day(run: Labelled, k: int = 100) -> np.ndarray:
     """Per day (in time order): of the ``k`` cards with the highest score that day, the
     share that had a fraud that day (the benchmark's CP@k; on a tie, the card seen first
-    that day goes first, as :func:`models.evaluation.card_precision_at_k` does)."""
+    that day goes first, as :func:`models.evaluation.card_precision_at_k` does).
+
+    Parameters
+    ----------
+    run
+        The labelled transactions.
+    k
+        How many cards count per day.
+    """
     if not len(run):
         return np.array([])
     frame = pl.DataFrame(
@@ -118,7 +139,19 @@ def daily(
     false_alarm: float = 5.0,
 ) -> dict[str, list[float]]:
     """Per day of transaction time: ``day`` (its start, epoch seconds) and each metric
-    of :func:`summary` (NaN where undefined: a day without fraud has no AP)."""
+    of :func:`summary` (NaN where undefined: a day without fraud has no AP).
+
+    Parameters
+    ----------
+    run
+        The labelled transactions.
+    threshold
+        A score at or above it is flagged (precision, recall, expected cost).
+    k
+        How many cards count per day in card precision@k.
+    missed_fraud, false_alarm
+        The cost of a fraud not flagged and of a genuine transaction flagged.
+    """
     return _grouped(run, np.floor(run.times / DAY) * DAY, threshold, k, missed_fraud, false_alarm)
 
 
@@ -130,7 +163,21 @@ def weekly(
     missed_fraud: float = 100.0,
     false_alarm: float = 5.0,
 ) -> dict[str, list[float]]:
-    """As :func:`daily`, per 7 days counted from ``start``'s midnight."""
+    """As :func:`daily`, per 7 days counted from ``start``'s midnight.
+
+    Parameters
+    ----------
+    run
+        The labelled transactions.
+    start
+        A time (seconds): the weeks begin at the start of its day.
+    threshold
+        A score at or above it is flagged (precision, recall, expected cost).
+    k
+        How many cards count per day in card precision@k.
+    missed_fraud, false_alarm
+        The cost of a fraud not flagged and of a genuine transaction flagged.
+    """
     origin = math.floor(start / DAY) * DAY
     return _grouped(
         run,
@@ -174,7 +221,21 @@ def periods(
     false_alarm: float = 5.0,
 ) -> list[dict[str, float]]:
     """:func:`summary` of each period between change points (``start``/``end`` times,
-    ``-inf``/``inf`` at the ends), before the first and after the last."""
+    ``-inf``/``inf`` at the ends), before the first and after the last.
+
+    Parameters
+    ----------
+    run
+        The labelled transactions.
+    changes
+        The change points (transaction times, seconds, in any order).
+    threshold
+        A score at or above it is flagged (precision, recall, expected cost).
+    k
+        How many cards count per day in card precision@k.
+    missed_fraud, false_alarm
+        The cost of a fraud not flagged and of a genuine transaction flagged.
+    """
     bounds = [-math.inf, *sorted(changes), math.inf]
     out = []
     for begin, end in itertools.pairwise(bounds):
@@ -197,6 +258,21 @@ def recovery_days(
     before, its lowest ``smooth``-day mean after, and the days from the change until that
     mean is back to ``share`` of the level before (NaN: not within the run).
 
+    Parameters
+    ----------
+    days, values
+        The daily metric: each day's start (seconds) and its value (NaN: undefined).
+    change
+        When the change came (seconds).
+    before_days
+        How many days before ``change`` the level before is the mean of.
+    share
+        The share of the level before that the smoothed metric must be back to.
+    smooth
+        How many days each mean after the change spans.
+
+    Examples
+    --------
     >>> days = [float(d * 86400) for d in range(12)]
     >>> ap = [0.6] * 5 + [0.2, 0.3, 0.45, 0.6, 0.6, 0.6, 0.6]
     >>> r = recovery_days(days, ap, change=5 * 86400, before_days=5, smooth=2)

@@ -47,7 +47,15 @@ class Reason:
 
 
 def contributions(model: base.Classifier, features: Mapping[str, float]) -> dict[str, float]:
-    """Each feature's contribution to the logit of ``model``'s fraud score (see above)."""
+    """Each feature's contribution to the logit of ``model``'s fraud score (see above).
+
+    Parameters
+    ----------
+    model
+        The model that scores the transaction.
+    features
+        The transaction's feature vector.
+    """
     names = list(features)
     values = np.array([features[n] for n in names], dtype=float)
     linear = scaled_linear(model, names)
@@ -66,7 +74,17 @@ def contributions(model: base.Classifier, features: Mapping[str, float]) -> dict
 
 
 def reasons(model: base.Classifier, features: Mapping[str, float], top: int = 5) -> list[Reason]:
-    """The ``top`` features with the largest positive contributions, largest first."""
+    """The ``top`` features with the largest positive contributions, largest first.
+
+    Parameters
+    ----------
+    model
+        The model that scores the transaction.
+    features
+        The transaction's feature vector.
+    top
+        How many features at most.
+    """
     ranked = sorted(
         ((c, n) for n, c in contributions(model, features).items() if c > 0), reverse=True
     )

@@ -59,6 +59,25 @@ class ModelRegistry(LearnJournal):
     learner reloads the new champion first (:class:`ChampionChangedError`).
     Retention keeps the newest ``keep_versions`` snapshots (and always the
     champion).
+
+    Parameters
+    ----------
+    client
+        The Redis client.
+    key_prefix
+        The configured key prefix (``p`` in the keys above).
+    signing_key
+        The HMAC-SHA256 key snapshots and training rows are signed with (not empty).
+    learned_ttl_seconds
+        How long (seconds) a transaction's "learned" marker lives.
+    keep_versions
+        How many of the newest snapshots retention keeps.
+    lineage
+        A challenger's name (its keys under ``challenger:<name>:``; None: the champion's
+        lineage).
+    fence
+        The learner's fence: writes are refused once it no longer holds (None: the caller
+        is the only writer).
     """
 
     def __init__(
@@ -121,6 +140,13 @@ class ModelRegistry(LearnJournal):
         training rows (a batch model's, which its snapshot leaves out) replace
         this lineage's in that transaction too; without any, this lineage's are
         removed, as they belong to the model that served before.
+
+        Parameters
+        ----------
+        other
+            The challenger's registry.
+        who, why, at
+            The audit entry's author, reason and time (ISO 8601 text).
         """
         version = await other.champion_version()
         if version is None:
@@ -167,6 +193,19 @@ class ModelRegistry(LearnJournal):
         signature failed) may be replaced too. ``training_rows`` replace the
         kept ones in the same transaction (empty: removed; None: left as they are).
         Returns ``meta`` with its new version.
+
+        Parameters
+        ----------
+        model
+            The model to pickle and sign.
+        meta
+            Its metadata (its ``version`` is replaced by the new one).
+        audit
+            An operator's change logged with it (None: none).
+        over
+            A refused champion version, which it may replace too.
+        training_rows
+            A batch model's training rows (:meth:`save_training_rows`).
         """
         version = int(await self.client.incr(f"{self._base}:counter"))
         meta = replace(meta, version=version)
@@ -253,7 +292,17 @@ class ModelRegistry(LearnJournal):
     async def promote(
         self, version: int, who: str, why: str, at: str, action: str = "promote"
     ) -> AuditEntry:
-        """Make ``version`` (which must load and verify) the champion, and log it."""
+        """Make ``version`` (which must load and verify) the champion, and log it.
+
+        Parameters
+        ----------
+        version
+            The version made champion.
+        who, why, at
+            The audit entry's author, reason and time (ISO 8601 text).
+        action
+            The audit entry's action.
+        """
         await self._verified(version)
 
         async def to_version(current: int | None, pipe: Any) -> int:
@@ -262,7 +311,15 @@ class ModelRegistry(LearnJournal):
         return await self._change_champion(action, who, why, at, to_version)
 
     async def rollback(self, who: str, why: str, at: str, to: int | None = None) -> AuditEntry:
-        """Back to ``to``, or to the champion before the last change, or to its parent."""
+        """Back to ``to``, or to the champion before the last change, or to its parent.
+
+        Parameters
+        ----------
+        who, why, at
+            The audit entry's author, reason and time (ISO 8601 text).
+        to
+            The version to go back to (None: the one before, as above).
+        """
         if to is not None:
             return await self.promote(to, who, why, at, action="rollback")
 

@@ -174,7 +174,17 @@ async def score_batch(
 async def score_readonly(
     store: FeatureStore, holder: ModelHolder, txn: Transaction
 ) -> ScoredRecord:
-    """Score ``txn`` from the current state without writing anything."""
+    """Score ``txn`` from the current state without writing anything.
+
+    Parameters
+    ----------
+    store
+        The feature store (only read).
+    holder
+        The serving model (its current verified snapshot).
+    txn
+        The transaction.
+    """
     serving = holder.require()
     return _score(serving, txn, view(await store.peek(txn), txn))
 
@@ -183,7 +193,17 @@ async def score_readonly_many(
     store: FeatureStore, holder: ModelHolder, txns: Sequence[Transaction]
 ) -> list[ScoredRecord]:
     """:func:`score_readonly` for many transactions: their states in one round trip, each
-    as it is now, and one model call."""
+    as it is now, and one model call.
+
+    Parameters
+    ----------
+    store
+        The feature store (only read).
+    holder
+        The serving model (its current verified snapshot).
+    txns
+        The transactions; one record each, in order.
+    """
     serving = holder.require()
     states = await store.peek_many(txns)
     return _score_many(

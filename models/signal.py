@@ -31,7 +31,17 @@ def feature_signal(
     vectors: np.ndarray, truth: np.ndarray, names: Sequence[str]
 ) -> dict[str, dict[str, float | str]]:
     """Per feature (a column of ``vectors``, rows matching ``truth``): non-zero share,
-    univariate AP and ROC AUC in the better direction, and that direction."""
+    univariate AP and ROC AUC in the better direction, and that direction.
+
+    Parameters
+    ----------
+    vectors
+        One row per transaction, one column per feature.
+    truth
+        Each row's label (1: fraud).
+    names
+        Each column's feature name.
+    """
     out: dict[str, dict[str, float | str]] = {}
     for column, name in enumerate(names):
         x = vectors[:, column].astype(float)

@@ -37,7 +37,19 @@ def paired_bootstrap_ap(
     seed: int = 0,
 ) -> float:
     """One-sided p-value that ``challenger``'s AP is not above ``champion``'s, on the same
-    transactions (``truth`` their labels); 1.0 when there is no fraud or no genuine."""
+    transactions (``truth`` their labels); 1.0 when there is no fraud or no genuine.
+
+    Parameters
+    ----------
+    champion, challenger
+        Each model's scores of the same transactions, in the same order.
+    truth
+        Their labels (True: fraud).
+    resamples
+        How many stratified resamples are drawn.
+    seed
+        The resampling's seed.
+    """
     truth = np.asarray(truth, dtype=bool)
     frauds, genuine = np.flatnonzero(truth), np.flatnonzero(~truth)
     if not len(frauds) or not len(genuine):

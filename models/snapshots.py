@@ -58,7 +58,7 @@ class Fence:
 class JournalEntry:
     """One learned label: the transaction, its truth and the vector used, and when the
     transaction was scored and the label arrived (a model that waits for its transactions
-    to mature needs them to be replayed alike; None in entries written before)."""
+    to mature needs them to be replayed alike; None in an entry written without them)."""
 
     txn_id: str
     is_fraud: bool
@@ -131,6 +131,15 @@ _FEATURES = frozenset(FEATURE_NAMES)
 
 def sign(key: bytes, meta: bytes, blob: bytes) -> str:
     """The HMAC-SHA256 of a snapshot's metadata and bytes, hex-encoded.
+
+    Parameters
+    ----------
+    key
+        The signing key.
+    meta
+        The snapshot's metadata (JSON), or :data:`TRAINING_ROWS` for training rows.
+    blob
+        The pickled model, or the training rows.
 
     Examples
     --------

@@ -28,8 +28,17 @@ class TrainingRows:
 
     async def restore(self, registry: ModelRegistry, model: base.Classifier, replayed: int) -> None:
         """A model with a batch part: fit it in the background (a refit must not stall the
-        worker's event loop), and give it back the training rows its snapshot left out
-        (``replayed``: the journal's labels about to be taught again)."""
+        worker's event loop), and give it back the training rows its snapshot left out.
+
+        Parameters
+        ----------
+        registry
+            The lineage's registry, where the rows are kept.
+        model
+            The model just loaded (one without a batch part is left as it is).
+        replayed
+            How many labels of the journal are about to be taught again.
+        """
         part = batch_part(model)
         if part is None:
             return
@@ -44,7 +53,15 @@ class TrainingRows:
             log.error("batch model: not taking the saved training rows back: %s", exc)
 
     async def save(self, registry: ModelRegistry, model: base.Classifier) -> None:
-        """After each new fit of ``model``'s batch part, keep its training rows."""
+        """After each new fit of ``model``'s batch part, keep its training rows.
+
+        Parameters
+        ----------
+        registry
+            The lineage's registry, where the rows are kept.
+        model
+            The model (without a batch part or a new fit, nothing is saved).
+        """
         part = batch_part(model)
         if part is None or part.fits == self.saved:
             return
