@@ -40,6 +40,7 @@ from models.registry import ModelRegistry
 from models.scoring import ModelHolder, score_readonly, score_readonly_many
 from monitoring.metrics import ApiMetrics
 from producers.schema import TransactionRecord
+from stream.runtime.tasks import cancel_and_wait
 from stream.serving.admin import admin_router
 from stream.serving.decisions import Decision, DecisionLog
 from stream.serving.guard import Guard
@@ -158,10 +159,7 @@ def create_app(
         try:
             yield
         finally:
-            for task in tasks:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await cancel_and_wait(tasks)  # (a Redis command may swallow one cancellation)
             await store.close()
 
     app = FastAPI(
