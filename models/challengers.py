@@ -24,9 +24,9 @@ from collections.abc import Callable, Iterable, Sequence
 
 from features.events import Label
 from features.store import FeatureStore
+from models.calls import learn
 from models.errors import NoModelError
 from models.evaluation import Prequential
-from models.factory import learn
 from models.following import follow
 from models.learner import Learner
 from models.registry import ModelRegistry

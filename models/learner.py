@@ -27,6 +27,7 @@ from river import base
 from features.events import Label
 from features.store import FeatureStore, ScoredRecord
 from features.vector import FEATURE_SET_VERSION
+from models.calls import learn_in_order
 from models.errors import (
     ChampionChangedError,
     JournalMismatchError,
@@ -34,7 +35,7 @@ from models.errors import (
     SnapshotIntegrityError,
 )
 from models.evaluation import Prequential
-from models.factory import build_model, learn_in_order
+from models.factory import build_model
 from models.registry import ModelRegistry
 from models.scoring import ServingModel
 from models.snapshots import AuditEntry, JournalEntry, SnapshotMeta

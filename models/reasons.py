@@ -10,7 +10,8 @@ docs/performance.md for what that costs on the API).
 
 Examples
 --------
->>> from models.factory import build_model, learn
+>>> from models.factory import build_model
+>>> from models.calls import learn
 >>> model = build_model("logistic_regression")
 >>> for i in range(400):
 ...     learn(model, {"amount": float(i % 10), "night": float(i % 3 == 0)}, i % 10 == 9)
@@ -34,7 +35,7 @@ from typing import cast
 import numpy as np
 from river import base
 
-from models.factory import fraud_probabilities, scaled_linear
+from models.calls import fraud_probabilities, scaled_linear
 
 
 @dataclass(frozen=True, slots=True)

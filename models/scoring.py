@@ -16,8 +16,8 @@ from river import base
 from features.events import Transaction
 from features.store import FeatureStore, ScoredRecord, Status
 from features.vector import view
+from models.calls import fraud_probabilities, fraud_probability
 from models.errors import NoModelError
-from models.factory import fraud_probabilities, fraud_probability
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,7 +217,7 @@ def _score_many(
     challengers: Mapping[str, ServingModel],
 ) -> list[ScoredRecord]:
     """Score a part's transactions with their vectors: each model in one call (the
-    champion's linear shape in numpy, :func:`models.factory.fraud_probabilities`)."""
+    champion's linear shape in numpy, :func:`models.calls.fraud_probabilities`)."""
     if not fresh:
         return []
     vectors = [features for _, features in fresh]

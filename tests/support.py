@@ -351,7 +351,8 @@ def publish_trained_champion(
 
     from features.events import Transaction
     from features.redis_store import RedisFeatureStore
-    from models.factory import build_model, learn
+    from models.calls import learn
+    from models.factory import build_model
     from models.registry import ModelRegistry
     from models.scoring import ModelHolder, ServingModel, score_batch
     from models.snapshots import SnapshotMeta

@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 
 from features.events import Label, Transaction
 from features.store import ScoredRecord
+from models.calls import fraud_probability, learn
 from models.evaluation import Prequential
-from models.factory import build_model, fraud_probability, learn
+from models.factory import build_model
 from models.snapshots import sign
 from producers.generator import DAY, Simulation
 from stream.offline import replay_features

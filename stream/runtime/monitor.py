@@ -20,7 +20,7 @@ from functools import partial
 
 from features.events import Label
 from features.store import ScoredRecord
-from models.factory import fraud_probabilities
+from models.calls import fraud_probabilities
 from models.following import follow
 from models.registry import ModelRegistry
 from models.scoring import ModelHolder

@@ -55,7 +55,8 @@ from features.events import Label, Transaction
 from features.memory import MemoryFeatureStore
 from features.store import ScoredRecord
 from features.vector import FEATURE_NAMES
-from models.factory import build_model, fraud_probabilities, learn
+from models.calls import fraud_probabilities, learn
+from models.factory import build_model
 from models.scoring import ModelHolder, ServingModel, score_batch
 from monitoring.drift.base import DriftEvent, Rescorer
 from monitoring.drift_metrics import DriftMetrics

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from models.batch import BatchRetrained
+from models.calls import fraud_probability, learn
 from models.evaluation import average_precision
-from models.factory import build_model, fraud_probability, learn
+from models.factory import build_model
 
 
 @pytest.mark.parametrize("name", ["batch_logistic_regression", "batch_gradient_boosting"])
@@ -203,7 +204,7 @@ def test_a_due_refit_waits_for_min_days_of_event_time() -> None:
 def test_fitting_on_a_sample_of_genuine_rows_keeps_the_ranking_and_the_base_rate() -> None:
     """Every fraud and 8,000 of the 29,000 genuine rows: the log-odds moved back by the
     sampling rate, so the scores stay probabilities of the whole traffic."""
-    from models.batch import fit, sample
+    from models.batch_fit import fit, sample
     from models.evaluation import average_precision
 
     rng = np.random.default_rng(3)

@@ -137,3 +137,91 @@ def test_no_module_is_over_400_lines() -> None:
         name: n for name, path in KNOWN.items() if (n := len(path.read_text().splitlines())) > 400
     }
     assert long == {}
+
+
+#: The packages whose public API is documented with numpydoc ``Parameters`` sections.
+DOCUMENTED = ("features", "models", "monitoring", "producers")
+
+
+def _parameters_named(doc: str) -> set[str] | None:
+    """The names a numpydoc ``Parameters`` section lists (None: no such section).
+
+    >>> sorted(_parameters_named("Sum.\\n\\nParameters\\n----------\\na, b\\n    Terms.\\n"))
+    ['a', 'b']
+    >>> _parameters_named("Sum of a and b.") is None
+    True
+    """
+    lines = doc.splitlines()
+    for i, line in enumerate(lines[:-1]):
+        if line == "Parameters" and set(lines[i + 1]) == {"-"}:
+            break
+    else:
+        return None
+    names: set[str] = set()
+    for line, underline in zip(lines[i + 2 :], [*lines[i + 3 :], ""], strict=True):
+        if underline and set(underline) == {"-"}:
+            break  # the next section
+        if line and not line[0].isspace():
+            names |= {n.strip().lstrip("*") for n in line.split(":")[0].split(",")}
+    return names
+
+
+def undocumented_parameters(path: Path, root: Path = ROOT) -> list[str]:
+    """Public functions, methods and constructors of ``path`` with two or more parameters
+    whose docstring (a constructor's: its class's or its own) does not name each of them
+    in a ``Parameters`` section."""
+    problems: list[str] = []
+
+    def visit(body: list[ast.stmt], prefix: str, class_doc: str) -> None:
+        for node in body:
+            if isinstance(node, ast.ClassDef) and not node.name.startswith("_"):
+                visit(node.body, f"{prefix}{node.name}.", ast.get_docstring(node) or "")
+            if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            if node.name.startswith("_") and node.name != "__init__":
+                continue
+            if any(ast.unparse(d) in ("property", "overload") for d in node.decorator_list):
+                continue
+            a = node.args
+            given = [x.arg for x in [*a.posonlyargs, *a.args, *a.kwonlyargs]]
+            given += [x.arg for x in (a.vararg, a.kwarg) if x is not None]
+            params = [p for p in given if p not in ("self", "cls")]
+            if len(params) < 2:
+                continue
+            named = _parameters_named(ast.get_docstring(node) or "")
+            if node.name == "__init__" and named is None:
+                named = _parameters_named(class_doc)
+            missing = sorted(set(params) - (named or set()))
+            if missing:
+                problems.append(f"{path.relative_to(root)}:{node.lineno} {prefix}{node.name}")
+
+    visit(ast.parse(path.read_text()).body, "", "")
+    return problems
+
+
+def test_public_api_documents_its_parameters() -> None:
+    """numpydoc ``Parameters`` on the core's and the producers' public API: every public
+    callable with two or more parameters names each one (one parameter is described in
+    the summary line)."""
+    problems = [
+        problem
+        for name, path in KNOWN.items()
+        if name.split(".")[0] in DOCUMENTED
+        for problem in undocumented_parameters(path)
+    ]
+    assert problems == []
+
+
+def test_the_parameters_check_sees_a_missing_one(tmp_path: Path) -> None:
+    source = tmp_path / "api.py"
+    source.write_text(
+        "def scale(x, factor):\n"
+        '    """Scale.\n\n    Parameters\n    ----------\n    x\n        A value.\n    """\n\n\n'
+        "class Box:\n"
+        '    """A box.\n\n    Parameters\n    ----------\n    width, height\n        Size.\n'
+        '    """\n\n'
+        "    def __init__(self, width, height):\n        pass\n\n"
+        "    def fit(self, other, margin):\n"
+        '        """Fit ``other`` in, with ``margin``."""\n'
+    )
+    assert undocumented_parameters(source, tmp_path) == ["api.py:1 scale", "api.py:23 Box.fit"]

@@ -10,14 +10,8 @@ import numpy as np
 import pytest
 
 from models.batch import BatchRetrained
-from models.factory import (
-    HYBRID_ONLINE_WEIGHT,
-    build_model,
-    fraud_probabilities,
-    fraud_probability,
-    learn,
-    learn_in_order,
-)
+from models.calls import fraud_probabilities, fraud_probability, learn, learn_in_order
+from models.factory import HYBRID_ONLINE_WEIGHT, build_model
 from models.hybrid import Hybrid
 from models.linear import ScaledLogistic
 

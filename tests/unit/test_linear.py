@@ -14,7 +14,8 @@ import pytest
 from river import linear_model, optim, preprocessing
 
 from features.events import Label, Transaction
-from models.factory import POSITIVE_WEIGHT, build_model, fraud_probabilities, learn_in_order
+from models.calls import fraud_probabilities, learn_in_order
+from models.factory import POSITIVE_WEIGHT, build_model
 from models.linear import ScaledLogistic
 from producers.scenario import load_scenario, run_scenario
 from stream.offline import replay_features
