@@ -70,13 +70,8 @@ from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 from features import card, terminal
 from features.events import Transaction
 from features.redis_lua import SUMS
-from features.redis_store import (
-    SCRIPT_BATCH,
-    RedisFeatureStore,
-    pack_command,
-    reply_state,
-    saved_record,
-)
+from features.redis_store import SCRIPT_BATCH, RedisFeatureStore
+from features.redis_wire import NEWEST, STATUS, reply_state, saved_record, send_to_masters
 from features.store import Applied, ScoredRecord, Status
 from features.vector import EntityState
 
@@ -85,8 +80,6 @@ from features.vector import EntityState
 #: keys of only a few minutes of transactions are held.
 APPLIED_GRACE_SECONDS = 600
 _BUCKETS = struct.Struct("<iii")
-_NEWEST = struct.Struct("<d")
-_STATUS = {status.value.encode(): status for status in Status}
 log = logging.getLogger(__name__)
 
 
@@ -152,11 +145,11 @@ class RedisClusterFeatureStore(RedisFeatureStore):
                 out.append(Applied(txn, Status.CONFLICT, owner=bytes(owners[i] or b"").decode()))
                 continue
             kind, value = cards[i]
-            status = Status.LATE if kind == b"lost" else _STATUS[kind]
+            status = Status.LATE if kind == b"lost" else STATUS[kind]
             if status is Status.DONE:
                 out.append(Applied(txn, status, record=ScoredRecord.from_bytes(value)))
             elif status is Status.LATE:
-                out.append(Applied(txn, status, newest=_NEWEST.unpack(value)[0]))
+                out.append(Applied(txn, status, newest=NEWEST.unpack(value)[0]))
             else:
                 seen = at_terminal[i]
                 out.append(
@@ -264,35 +257,12 @@ class RedisClusterFeatureStore(RedisFeatureStore):
         lost) and sent through the cluster pipeline."""
         await self._ensure_scripts()
         await self.client.initialize()
-        built = commands()
-        replies: list[Any] = [None] * len(built)
-        taken: list[tuple[Any, Any, list[int]]] = []
-        unread = len(built)
         try:
-            nodes: dict[str, tuple[Any, list[int]]] = {}
-            manager = self.client.nodes_manager
-            for i, command in enumerate(built):
-                node = manager.get_node_from_slot(_slot(command))
-                nodes.setdefault(node.name, (node, []))[1].append(i)
-            for node, members in nodes.values():
-                conn = node.acquire_connection()
-                taken.append((node, conn, members))
-                await conn.send_packed_command(b"".join([pack_command(built[i]) for i in members]))
-            for _, conn, members in taken:
-                for i in members:
-                    replies[i] = await conn.read_response()
-                    unread -= 1
-            return replies
+            return await send_to_masters(self.client, commands())
         except (RedisError, RedisClusterException, OSError) as error:
             if isinstance(error, NoScriptError):
                 self._stale = True
             log.info("cluster fast path failed (%s); through the cluster pipeline", error)
-        finally:
-            for node, conn, _ in taken:
-                if unread:  # replies may be left unread: never reuse these connections
-                    await conn.disconnect()
-                node.release(conn)
-
         return await self.through_pipeline(commands)
 
     async def through_pipeline(
@@ -417,9 +387,3 @@ class RedisClusterFeatureStore(RedisFeatureStore):
         )
         keys = sum(sizes.values()) if isinstance(sizes, dict) else int(sizes)
         return used, keys
-
-
-def _slot(command: Sequence[object]) -> int:
-    """The slot of a command's first key (a script's first declared key)."""
-    key = command[3] if command[0] == "EVALSHA" else command[1]
-    return key_slot(key if isinstance(key, bytes) else str(key).encode())

@@ -35,7 +35,6 @@ record after ``scored_ttl_seconds`` (labels are not expected later than that).
 
 from __future__ import annotations
 
-import struct
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from typing import Any
@@ -47,14 +46,19 @@ from redis.exceptions import NoScriptError
 from features import card, terminal
 from features.events import Label, Transaction
 from features.keys import KeyLayout
-from features.redis_lua import SUMS, scripts
-from features.store import Applied, ScoredRecord, Status, decode_state
+from features.redis_lua import scripts
+from features.redis_wire import (
+    applied_from_reply,
+    chunks,
+    pack_apply,
+    pack_command,
+    reply_state,
+    saved_record,
+)
+from features.store import Applied, ScoredRecord
 from features.vector import FEATURE_SET_VERSION, EntityState
 
 _DAY = 86400
-#: A transaction for the apply script: its card record, then its buckets.
-_APPLY_HEAD = struct.Struct(card.RECORD.format + "iii")
-_NEWEST = struct.Struct("<d")
 
 #: Transactions per script call: long enough to amortise the call, short
 #: enough that Redis is never blocked for more than about a millisecond.
@@ -193,7 +197,10 @@ class RedisFeatureStore:
                     done += 1
                     if done < len(parts):
                         in_flight = await self._send_part(conn, parts[done])
-                    yield [_applied(txn, reply) for txn, reply in zip(part, replies, strict=True)]
+                    yield [
+                        applied_from_reply(txn, reply)
+                        for txn, reply in zip(part, replies, strict=True)
+                    ]
             except NoScriptError:  # Redis lost the scripts: load them, resend what is left
                 self._stale = True
                 in_flight = 1
@@ -210,9 +217,9 @@ class RedisFeatureStore:
                 self._shas["apply"],
                 4 * len(chunk),
                 *self._apply_keys(chunk),
-                _pack_apply(chunk),
+                pack_apply(chunk),
             )
-            for chunk in _chunks(part, SCRIPT_BATCH)
+            for chunk in chunks(part, SCRIPT_BATCH)
         ]
         await conn.send_packed_command(b"".join([pack_command(c) for c in commands]))
         return len(commands)
@@ -363,79 +370,3 @@ class RedisFeatureStore:
 
     async def close(self) -> None:
         await self.client.aclose()
-
-
-def pack_command(args: Sequence[object]) -> bytes:
-    """One command in the Redis protocol (RESP), as redis-py's ``pack_commands`` makes it
-    for these arguments, without its per-argument checks (which would be a third of the
-    store's own time with 160 arguments per apply script call).
-
-    >>> pack_command(("GET", "k:{c:1}"))
-    b'*2\\r\\n$3\\r\\nGET\\r\\n$7\\r\\nk:{c:1}\\r\\n'
-    """
-    parts = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        raw = arg if isinstance(arg, bytes) else str(arg).encode()
-        parts.append(b"$%d\r\n%s\r\n" % (len(raw), raw))
-    return b"".join(parts)
-
-
-def _chunks(items: Sequence[Transaction], size: int) -> list[Sequence[Transaction]]:
-    return [items[i : i + size] for i in range(0, len(items), size)]
-
-
-def _pack_apply(txns: Sequence[Transaction]) -> bytes:
-    """The transactions for the apply script: per transaction its record, buckets and card
-    id (its length, then its bytes)."""
-    parts: list[bytes] = []
-    for txn in txns:
-        card_id = txn.card_id.encode()
-        parts += (
-            _APPLY_HEAD.pack(*card.record(txn), *terminal.current_buckets(txn.event_time)),
-            bytes((len(card_id),)),
-            card_id,
-        )
-    return b"".join(parts)
-
-
-def reply_state(sums: bytes, card_bytes: bytes, frauds: bytes) -> EntityState:
-    """The state the scripts return: window sums, card bytes, fraud entries.
-
-    Parameters
-    ----------
-    sums
-        The window sums, packed as :data:`features.redis_lua.SUMS`.
-    card_bytes
-        The card's stored bytes (:func:`features.card.append`'s; empty for none).
-    frauds
-        The terminal's fraud entries, each packed as :data:`features.terminal.FRAUD`,
-        one after the other (empty for none).
-    """
-    width = terminal.FRAUD.size
-    return decode_state(
-        card_bytes,
-        _SUMS(sums),
-        [frauds[i : i + width] for i in range(0, len(frauds), width)] if frauds else (),
-    )
-
-
-_SUMS = SUMS.unpack
-_STATUS = {status.value.encode(): status for status in Status}
-
-
-def _applied(txn: Transaction, reply: Sequence[Any]) -> Applied:
-    status = _STATUS[reply[0]]
-    if status is Status.CONFLICT:
-        return Applied(txn, status, owner=bytes(reply[1]).decode())
-    if status is Status.DONE:
-        return Applied(txn, status, record=ScoredRecord.from_bytes(reply[1]))
-    if status is Status.LATE:
-        return Applied(txn, status, newest=_NEWEST.unpack(reply[1])[0])
-    return Applied(txn, status, state=reply_state(reply[1], reply[2], reply[3]))
-
-
-def saved_record(raw: Any) -> ScoredRecord | None:
-    """The record under a ``scored`` key: None if unknown, or applied but not saved yet."""
-    if raw is None or raw[:1] != b"D":
-        return None
-    return ScoredRecord.from_bytes(raw[1:])
