@@ -82,7 +82,7 @@ class KeyLayout:
         return f"{self.prefix}:v{self.version}"
 
     def card(self, card_id: str) -> str:
-        """The card's history (:func:`features.card.append`'s bytes)."""
+        """The card's history (:func:`features.card_bytes.append`'s bytes)."""
         return f"{self.base}:card:{{c:{card_id}}}"
 
     def scored(self, txn_id: str) -> str:

@@ -30,7 +30,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
-from features import card, terminal
+from features import card, card_bytes, terminal
 from features.events import Label, Transaction
 from features.store import Applied, ScoredRecord, Status, decode_state
 from features.vector import EntityState
@@ -81,8 +81,8 @@ class MemoryFeatureStore:
         blob = self._cards.get(txn.card_id, b"")
         if (pending := self._pending.get(txn.txn_id)) is not None:
             state, dropped = pending
-            if card.lost_since(blob, dropped, txn):
-                return Applied(txn, Status.LATE, newest=card.decode(blob).newest)
+            if card_bytes.lost_since(blob, dropped, txn):
+                return Applied(txn, Status.LATE, newest=card_bytes.decode(blob).newest)
             return Applied(txn, Status.PENDING, state=state)
         term = self._terminals.get(txn.terminal_id, _Terminal())
         state = decode_state(blob, *self._terminal_view(term, txn.event_time))
@@ -90,12 +90,12 @@ class MemoryFeatureStore:
             return Applied(txn, Status.LATE, newest=state.card.newest)
         self._owners[txn.txn_id] = txn.card_id  # (a late one changed nothing, claims nothing)
         self._terminals[txn.terminal_id] = term
-        self._cards[txn.card_id] = card.append(blob, txn, self.allowed_lateness)
+        self._cards[txn.card_id] = card_bytes.append(blob, txn, self.allowed_lateness)
         term.newest = terminal.count_in_place(term.buckets, term.newest, txn.event_time)
         if len(term.buckets) > term.prune_at:
             terminal.prune(term.buckets, term.newest)
             term.prune_at = max(PRUNE_AT_LEAST, 2 * len(term.buckets))
-        self._pending[txn.txn_id] = (state, card.HEADER.unpack_from(blob)[1] if blob else 0)
+        self._pending[txn.txn_id] = (state, card_bytes.HEADER.unpack_from(blob)[1] if blob else 0)
         return Applied(txn, Status.NEW, state=state)
 
     async def save(self, scored: Sequence[tuple[Applied, ScoredRecord]]) -> None:

@@ -67,7 +67,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
-from features import card, terminal
+from features import card, card_bytes, terminal
 from features.events import Transaction
 from features.redis_lua import SUMS
 from features.redis_store import SCRIPT_BATCH, RedisFeatureStore
@@ -193,7 +193,7 @@ class RedisClusterFeatureStore(RedisFeatureStore):
             "card",
             txns,
             lambda t: (keys.card(t.card_id), keys.scored_by_card(t.card_id, t.txn_id)),
-            lambda chunk: b"".join(card.RECORD.pack(*card.record(t)) for t in chunk),
+            lambda chunk: b"".join(card_bytes.RECORD.pack(*card.record(t)) for t in chunk),
         )
 
     async def terminal_side(self, txns: Sequence[Transaction]) -> list[bytes]:

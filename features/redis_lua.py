@@ -22,7 +22,7 @@ arithmetic as :func:`features.terminal.window_counts` and
 :func:`features.terminal.step` over a dict of buckets: the window sums
 count whole buckets ``[max(cur - BUCKETS, known - KEEP), cur)``.
 
-**A card** (``card``) is the bytes of :func:`features.card.append`.
+**A card** (``card``) is the bytes of :func:`features.card_bytes.append`.
 
 **A pending marker** (``scored`` = ``P`` ...) holds the card's newest
 time, dropped count and number of records when the transaction was applied
@@ -30,14 +30,14 @@ time, dropped count and number of records when the transaction was applied
 cluster's terminal keeps those itself). Its card records are found again by the
 dropped count (records are only ever dropped from the front); records it
 could not see may be gone, which changes no vector; if one it could see is
-gone (:func:`features.card.lost_since`), its redelivery is answered LATE.
+gone (:func:`features.card_bytes.lost_since`), its redelivery is answered LATE.
 """
 
 from __future__ import annotations
 
 import struct
 
-from features import card, terminal
+from features import card, card_bytes, terminal
 from features import redis_lua_text as lua
 
 #: The terminal's "no bucket yet".
@@ -86,13 +86,13 @@ def scripts(
         "LAST_BUCKET_SECONDS": repr(terminal.BUCKET_SECONDS[-1]),
         "LATENESS": repr(float(allowed_lateness)),
         "HORIZON": repr(float(card.HORIZON_SECONDS)),
-        "SLACK": card.SLACK,
+        "SLACK": card_bytes.SLACK,
         "CARD_TTL": card_ttl,
         "TERM_TTL": term_ttl,
         "SCORED_TTL": scored_ttl,
         "FRAUD_TTL": fraud_ttl,
-        "RECORD_SIZE": card.RECORD.size,
-        "HEADER_SIZE": card.HEADER.size,
+        "RECORD_SIZE": card_bytes.RECORD.size,
+        "HEADER_SIZE": card_bytes.HEADER.size,
         "SUMS_SIZE": SUMS.size,
     }
     for k, (series, offset, length) in enumerate(terminal.DELAYED.values(), start=1):

@@ -134,7 +134,7 @@ local ROOM = string.rep(string.char(0), SLACK * RECORD_SIZE)
 -- a redelivered transaction not saved yet: true and its card's records before its own
 -- (from its marker: the card's newest time, dropped count and length then), or false and
 -- the card's newest time if a record it could see was dropped since
--- (features.card.lost_since) or its card expired since
+-- (features.card_bytes.lost_since) or its card expired since
 local function pending(card_key, marker, rec)
   local newest0, d0, n0 = struct.unpack('<dII', marker, 2)
   local blob = redis.call('GET', card_key)
@@ -154,7 +154,7 @@ local function pending(card_key, marker, rec)
   return true, before
 end
 
--- features.card.append: the record into the card's room, or the card
+-- features.card_bytes.append: the record into the card's room, or the card
 -- rewritten without its stale records and with room again
 local function append(card_key, blob, t, rec)
   if not blob then

@@ -3,7 +3,7 @@
 Keys carry the feature-set version, so a new feature set never reads old
 state, and the hash tag of their entity (:class:`features.keys.KeyLayout`):
 
-- ``card``: the card's history bytes (:func:`features.card.append`);
+- ``card``: the card's history bytes (:func:`features.card_bytes.append`);
 - ``term``: a fixed-size string: per window, the newest bucket,
   its window sum and a ring of bucket counts, changed in place;
 - ``fraud``: a hash, transaction id -> (transaction time, label arrival);

@@ -13,14 +13,14 @@ from typing import Any
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 
-from features import card, terminal
+from features import card, card_bytes, terminal
 from features.events import Transaction
 from features.redis_lua import SUMS
 from features.store import Applied, ScoredRecord, Status, decode_state
 from features.vector import EntityState
 
 #: A transaction for the apply script: its card record, then its buckets.
-APPLY_HEAD = struct.Struct(card.RECORD.format + "iii")
+APPLY_HEAD = struct.Struct(card_bytes.RECORD.format + "iii")
 #: The newest event time a LATE reply carries.
 NEWEST = struct.Struct("<d")
 #: A reply's status code -> its status.
@@ -43,6 +43,15 @@ def pack_command(args: Sequence[object]) -> bytes:
 
 
 def chunks(items: Sequence[Transaction], size: int) -> list[Sequence[Transaction]]:
+    """``items`` in runs of ``size`` (the last one shorter).
+
+    Parameters
+    ----------
+    items
+        The transactions, in order.
+    size
+        The length of a run.
+    """
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
@@ -68,7 +77,7 @@ def reply_state(sums: bytes, card_bytes: bytes, frauds: bytes) -> EntityState:
     sums
         The window sums, packed as :data:`features.redis_lua.SUMS`.
     card_bytes
-        The card's stored bytes (:func:`features.card.append`'s; empty for none).
+        The card's stored bytes (:func:`features.card_bytes.append`'s; empty for none).
     frauds
         The terminal's fraud entries, each packed as :data:`features.terminal.FRAUD`,
         one after the other (empty for none).
@@ -82,6 +91,17 @@ def reply_state(sums: bytes, card_bytes: bytes, frauds: bytes) -> EntityState:
 
 
 def applied_from_reply(txn: Transaction, reply: Sequence[Any]) -> Applied:
+    """What the apply script answered for ``txn``, as an :class:`~features.store.Applied`.
+
+    Parameters
+    ----------
+    txn
+        The transaction the reply is for.
+    reply
+        The script's reply for it: a status code, then the owner (``CONFLICT``), the saved
+        record (``DONE``), the newest time (``LATE``) or the window sums, card bytes and
+        fraud entries (``NEW``, ``PENDING``).
+    """
     status = STATUS[reply[0]]
     if status is Status.CONFLICT:
         return Applied(txn, status, owner=bytes(reply[1]).decode())

@@ -30,7 +30,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from features import card, terminal
+from features import card_bytes, terminal
 from features.events import Label, Transaction
 from features.terminal import TerminalState
 from features.vector import VECTOR_SIZE, EntityState, pack_vector, unpack_vector
@@ -243,7 +243,7 @@ def decode_state(
     Parameters
     ----------
     card_blob
-        The card's stored bytes (:func:`features.card.append`'s); empty or None for none.
+        The card's stored bytes (:func:`features.card_bytes.append`'s); empty or None for none.
     counts
         The terminal's window counts: the :data:`features.terminal.WINDOWS`, then the
         :data:`features.terminal.DELAYED` ones.
@@ -251,4 +251,4 @@ def decode_state(
         The terminal's fraud entries, each packed as :data:`features.terminal.FRAUD`.
     """
     frauds = terminal.unpack_frauds(fraud_values) if fraud_values else ()
-    return EntityState(card.decode(card_blob), TerminalState(tuple(counts), frauds))
+    return EntityState(card_bytes.decode(card_blob), TerminalState(tuple(counts), frauds))

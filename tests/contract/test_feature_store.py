@@ -13,7 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from features import terminal
-from features.card import HORIZON_SECONDS, SLACK
+from features.card import HORIZON_SECONDS
+from features.card_bytes import SLACK
 from features.events import Label, Transaction
 from features.memory import MemoryFeatureStore
 from features.redis_cluster_store import RedisClusterFeatureStore

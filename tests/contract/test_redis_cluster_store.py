@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from features.card import HORIZON_SECONDS, SLACK
+from features.card import HORIZON_SECONDS
+from features.card_bytes import SLACK
 from features.events import Transaction
 from features.memory import MemoryFeatureStore
 from features.redis_cluster_store import APPLIED_GRACE_SECONDS, RedisClusterFeatureStore

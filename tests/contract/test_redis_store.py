@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from features import card
+from features import card_bytes
 from features.events import Label, Transaction
 from features.redis_lua import TERM_SIZE
 from features.redis_store import RedisFeatureStore
@@ -97,7 +97,7 @@ async def test_a_card_with_a_year_of_daily_history_keeps_only_what_matters(
     for day in year:
         await score(store, day)
     raw: Any = await store.client.get(store.keys.card("busy"))
-    kept = card.decode(raw).records
+    kept = card_bytes.decode(raw).records
     assert len(kept) <= 31 + 1 + 4  # the horizon, the lateness, and the compaction slack
     assert kept[-1][0] == year[-1].event_time
 
@@ -105,7 +105,7 @@ async def test_a_card_with_a_year_of_daily_history_keeps_only_what_matters(
 async def test_the_script_keeps_exactly_the_bytes_of_card_append(
     store: RedisFeatureStore,
 ) -> None:
-    """Out of order, too late, compacted: the card in Redis is features.card.append's bytes."""
+    """Out of order, too late, compacted: the card in Redis is card_bytes.append's bytes."""
     rnd = random.Random(3)
     clock, raw = T0, b""
     for i in range(300):
@@ -119,9 +119,9 @@ async def test_the_script_keeps_exactly_the_bytes_of_card_append(
         )
         [applied] = await score(store, t)
         if applied.status is Status.NEW:
-            raw = card.append(raw, t, store.allowed_lateness)
+            raw = card_bytes.append(raw, t, store.allowed_lateness)
         assert await store.client.get(store.keys.card("busy")) == raw, i
-    assert card.HEADER.unpack_from(raw)[1] > 0  # some records were compacted away
+    assert card_bytes.HEADER.unpack_from(raw)[1] > 0  # some records were compacted away
 
 
 async def test_a_terminal_is_one_fixed_size_string_changed_in_place(

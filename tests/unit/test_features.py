@@ -9,7 +9,7 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from features import card, terminal
+from features import card, card_bytes, terminal
 from features.card import HORIZON_SECONDS, CardHistory
 from features.events import Label, Transaction
 from features.memory import MemoryFeatureStore
@@ -57,15 +57,18 @@ def test_compaction_drops_only_records_no_allowed_transaction_can_see() -> None:
     events = [txn(i, i * 86400.0, float(i)) for i in range(40)]
     raw = b""
     for event in events:
-        raw = card.append(raw, event, LATENESS)
-    compacted = card.decode(raw)
-    newest, dropped, n, _ = card.HEADER.unpack_from(raw)
+        raw = card_bytes.append(raw, event, LATENESS)
+    compacted = card_bytes.decode(raw)
+    newest, dropped, n, _ = card_bytes.HEADER.unpack_from(raw)
     assert newest == T0 + 39 * 86400 and dropped > 0 and dropped + n == 40
     # the horizon's 31 days, and at most SLACK days put in the room since the last rewrite
-    assert n <= 31 + card.SLACK and len(raw) <= card.HEADER.size + (n + card.SLACK) * 24
+    assert (
+        n <= 31 + card_bytes.SLACK
+        and len(raw) <= card_bytes.HEADER.size + (n + card_bytes.SLACK) * 24
+    )
     probe = txn(99, 39 * 86400.0 - LATENESS)  # the oldest transaction still allowed
     assert card.view(compacted, probe) == card.view(fold(events), probe)
-    assert card.decode(card.encode(compacted)) == compacted
+    assert card_bytes.decode(card_bytes.encode(compacted)) == compacted
 
 
 def test_compaction_keeps_the_order_records_were_applied_in() -> None:
@@ -78,15 +81,16 @@ def test_compaction_keeps_the_order_records_were_applied_in() -> None:
         txn(3, 3000.0),
         txn(4, 20.0),
         txn(5, 2000.0),
-        *(txn(6 + k, later) for k in range(card.SLACK + 1)),
+        *(txn(6 + k, later) for k in range(card_bytes.SLACK + 1)),
     ]:  # a rewrite among them
-        raw = card.append(raw, event, LATENESS)
-    _, dropped, n, _ = card.HEADER.unpack_from(raw)
+        raw = card_bytes.append(raw, event, LATENESS)
+    _, dropped, n, _ = card_bytes.HEADER.unpack_from(raw)
     times = [
-        card.RECORD.unpack_from(raw, card.HEADER.size + i * card.RECORD.size)[0] - T0
+        card_bytes.RECORD.unpack_from(raw, card_bytes.HEADER.size + i * card_bytes.RECORD.size)[0]
+        - T0
         for i in range(n)
     ]
-    assert dropped == 2 and times == [3000.0, 20.0, 2000.0] + [later] * (card.SLACK + 1)
+    assert dropped == 2 and times == [3000.0, 20.0, 2000.0] + [later] * (card_bytes.SLACK + 1)
 
 
 def test_location_features_use_the_usual_place_and_the_previous_one() -> None:
