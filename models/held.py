@@ -1,6 +1,17 @@
 """The labels :class:`~models.linear.ScaledLogistic` keeps until their transaction is old
 enough, as a pickle holds them: the full rows in one matrix (fast to pickle and load), the
-others as they are."""
+others as they are.
+
+With ``hold`` (seconds), a label given with its transaction's time
+(``scored_at``) and its own arrival (``known_at``) is learned no sooner than
+``hold`` after the transaction: one that comes earlier is kept, and learned
+when a later label's arrival passes that time
+(:meth:`models.linear.ScaledLogistic.learn_one`). Chargebacks come in about 2
+days and genuine labels when the transaction matures, at 7: learned as they
+come, every change of the traffic is first taught by its frauds alone, and the
+model learns that the new traffic is fraud (docs/models.md, "Learning at
+maturity").
+"""
 
 from __future__ import annotations
 

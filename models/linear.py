@@ -11,14 +11,7 @@ of a dot product's sum); about five times cheaper per label, and
 :meth:`ScaledLogistic.learn_rows` teaches a batch of vectors in order in one
 call, each exactly as :meth:`ScaledLogistic.learn_one` would.
 
-With ``hold`` (seconds), a label given with its transaction's time
-(``scored_at``) and its own arrival (``known_at``) is learned no sooner than
-``hold`` after the transaction: one that comes earlier is kept, and learned
-when a later label's arrival passes that time (:meth:`ScaledLogistic.learn_one`).
-Chargebacks come in about 2 days and genuine labels when the transaction
-matures, at 7: learned as they come, every change of the traffic is first
-taught by its frauds alone, and the model learns that the new traffic is
-fraud (docs/models.md, "Learning at maturity").
+With ``hold`` (seconds), labels are learned at maturity (:mod:`models.held`).
 
 Examples
 --------
@@ -44,7 +37,7 @@ import numpy as np
 from river import base
 
 from models.held import pack_held, unpack_held
-from models.logistic import log_loss_gradient, sigmoid, standard_scaled
+from models.logistic import adam_step, log_loss_gradient, sigmoid, standard_scaled
 
 
 class ScaledLogistic(base.Classifier):
@@ -118,12 +111,9 @@ class ScaledLogistic(base.Classifier):
         self.features: list[Hashable] = []
         self._index: dict[Hashable, int] = {}
         self._get: Any = None  # itemgetter of the features, once there are any
-        self.counts = np.zeros(0)
-        self.means = np.zeros(0)
-        self.vars = np.zeros(0)
-        self.weights = np.zeros(0)
-        self._m = np.zeros(0)
-        self._v = np.zeros(0)
+        # per feature: the scaler's count, mean and variance, the weight, Adam's moments
+        self.counts, self.means, self.vars = np.zeros(0), np.zeros(0), np.zeros(0)
+        self.weights, self._m, self._v = np.zeros(0), np.zeros(0), np.zeros(0)
         self.intercept = 0.0
         self.steps = 0
 
@@ -361,17 +351,11 @@ class ScaledLogistic(base.Classifier):
         self, gradient: np.ndarray, weights: np.ndarray, m: np.ndarray, v: np.ndarray
     ) -> None:
         """Move ``weights`` (in place) against ``gradient``."""
+        self.steps += 1
         if self.optimizer == "sgd":
             weights -= self.lr * gradient
-            self.steps += 1
             return
-        self.steps += 1
-        rate = self.lr * (1 - self.beta_2**self.steps) ** 0.5 / (1 - self.beta_1**self.steps)
-        m *= self.beta_1
-        m += (1 - self.beta_1) * gradient
-        v *= self.beta_2
-        v += (1 - self.beta_2) * gradient**2
-        weights -= rate * m / (np.sqrt(v) + self.eps)
+        adam_step(gradient, weights, m, v, self.steps, self.lr, self.beta_1, self.beta_2, self.eps)
 
     # -- scoring -----------------------------------------------------------------------
 

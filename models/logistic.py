@@ -1,5 +1,6 @@
 """The arithmetic of a logistic regression, as River computes it: the sigmoid, the weighted
-log loss's gradient with its limits, standard scaling with a zero where the spread is 0.
+log loss's gradient with its limits, standard scaling with a zero where the spread is 0,
+and Adam's step.
 
 Examples
 --------
@@ -75,3 +76,49 @@ def standard_scaled(x: np.ndarray, means: np.ndarray, variances: np.ndarray) -> 
             x - means, np.sqrt(variances), out=np.zeros_like(x, dtype=float), where=variances > 0
         ),
     )
+
+
+def adam_step(
+    gradient: np.ndarray,
+    weights: np.ndarray,
+    m: np.ndarray,
+    v: np.ndarray,
+    step: int,
+    lr: float,
+    beta_1: float,
+    beta_2: float,
+    eps: float,
+) -> None:
+    """Move ``weights`` against ``gradient`` by Adam, bias-corrected as River's ``optim.Adam``;
+    ``weights`` and the moments ``m`` and ``v`` are changed in place.
+
+    Parameters
+    ----------
+    gradient
+        The loss's gradient at ``weights``.
+    weights
+        The weights to move.
+    m, v
+        Adam's first and second moment estimates, one per weight.
+    step
+        The number of this step, from 1 (for the bias correction).
+    lr
+        The learning rate.
+    beta_1, beta_2
+        The moments' decay rates.
+    eps
+        Added to the second moment's root (no division by 0).
+
+    Examples
+    --------
+    >>> w, m, v = np.zeros(2), np.zeros(2), np.zeros(2)
+    >>> adam_step(np.array([1.0, -2.0]), w, m, v, 1, 0.1, 0.9, 0.999, 1e-8)
+    >>> w.round(6).tolist()  # the first step moves each weight by lr against its sign
+    [-0.1, 0.1]
+    """
+    rate = lr * (1 - beta_2**step) ** 0.5 / (1 - beta_1**step)
+    m *= beta_1
+    m += (1 - beta_1) * gradient
+    v *= beta_2
+    v += (1 - beta_2) * gradient**2
+    weights -= rate * m / (np.sqrt(v) + eps)
