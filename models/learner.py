@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import enum
-import json
 import logging
 import math
 import time
@@ -20,7 +19,6 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
 
 from river import base
 
@@ -38,6 +36,7 @@ from models.evaluation import Prequential
 from models.factory import build_model
 from models.registry import ModelRegistry
 from models.scoring import ServingModel
+from models.snapshot_notes import SnapshotNotes
 from models.snapshots import AuditEntry, JournalEntry, SnapshotMeta
 from models.training_rows import TrainingRows
 
@@ -100,12 +99,10 @@ class Learner:
     _stale: bool = False
     #: A champion version whose signature failed: the next snapshot is published over it.
     refused_champion: int | None = None
-    #: The last quality report a snapshot carried, and when (monotonic seconds) it was made.
-    _report: tuple[float, dict[str, float]] | None = None
+    #: What each snapshot carries besides the model: its parameters and quality report.
+    _notes: SnapshotNotes = field(default_factory=SnapshotNotes)
     #: A batch part's training rows, kept in the registry beside the snapshots.
     _rows: TrainingRows = field(default_factory=TrainingRows)
-    #: The model whose parameters were last read, and them (they do not change as it learns).
-    _params: tuple[object, dict[str, Any] | None] | None = None
     #: When (monotonic seconds) this learner last published.
     _published_at: float = -math.inf
 
@@ -340,8 +337,8 @@ class Learner:
             feature_set_version=FEATURE_SET_VERSION,
             labels_learned=self.labels_learned,
             created_at=self.last_label_time or self.meta.created_at,
-            metrics=self._metrics(),
-            params=self._model_params(),
+            metrics=self._notes.metrics(self.quality),
+            params=self._notes.params(self.model),
             stream_time=self.stream_time,
         )
         refused = self.refused_champion
@@ -364,44 +361,11 @@ class Learner:
         self._published_at = time.monotonic()
         return ServingModel(self.meta.version, copy.deepcopy(self.model))
 
-    def _model_params(self) -> dict[str, Any] | None:
-        """The model's parameters, read again only when the model is another object (a
-        promote or rollback): read for every snapshot (one per hundred labels), they are
-        9 % of the publishing cost (py-spy)."""
-        if self._params is None or self._params[0] is not self.model:
-            self._params = (self.model, _params(self.model))
-        return self._params[1]
-
-    def _metrics(self) -> dict[str, float] | None:
-        """The quality report a snapshot carries: made again at most every
-        :data:`REPORT_EVERY_SECONDS` (remade for every snapshot, it is 17 % of the time of a
-        learner publishing 30 snapshots a second, py-spy)."""
-        if not len(self.quality):
-            return None
-        now = time.monotonic()
-        if self._report is None or now - self._report[0] >= REPORT_EVERY_SECONDS:
-            self._report = (now, _finite(self.quality.recent_report()))
-        return self._report[1]
-
     async def publish_if_changed(self) -> ServingModel | None:
         """Publish only when something was learned since the last snapshot, or when the
         champion was refused (it is replaced at once)."""
         changed = self.unpublished or self.refused_champion is not None
         return await self.publish() if changed else None
-
-
-def _finite(report: dict[str, float]) -> dict[str, float]:
-    """The report without undefined values (JSON has no NaN)."""
-    return {k: v for k, v in report.items() if not math.isnan(v)}
-
-
-def _params(model: object) -> dict[str, Any] | None:
-    """The model's constructor parameters, as JSON (what River reports)."""
-    get = getattr(model, "_get_params", None)
-    if get is None:
-        return None
-    result: dict[str, Any] = json.loads(json.dumps(get(), default=repr))
-    return result
 
 
 def _replay(model: base.Classifier, journal: Sequence[JournalEntry]) -> None:

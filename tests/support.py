@@ -157,7 +157,8 @@ def on_cluster(settings: Settings, cluster_url: str) -> Settings:
 def replay_into(settings: Settings, simulation: Simulation) -> tuple[ReplaySummary, int]:
     """Every event of ``simulation`` into the settings' topics (made first), at full speed;
     the replay's summary and how many events there were."""
-    from producers.replay import Replayer, encode_events
+    from producers.events import encode_events
+    from producers.replay import Replayer
     from stream.runtime.topics import ensure_topics
 
     ensure_topics(settings)
@@ -194,7 +195,8 @@ def drift_events(settings: Settings) -> list[dict[str, Any]]:
 def replay_paced(settings: Settings, simulation: Simulation, seconds: float) -> threading.Thread:
     """Every event of ``simulation`` into Kafka in event-time order, in about ``seconds``,
     from a background thread (started)."""
-    from producers.replay import Replayer, encode_events
+    from producers.events import encode_events
+    from producers.replay import Replayer
     from stream.runtime.topics import ensure_topics
 
     ensure_topics(settings)

@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 
 from producers.dataset import write_dataset
-from producers.replay import Replayer, encode_events
+from producers.events import encode_events
+from producers.replay import Replayer
 from producers.scenario import load_scenario, run_scenario
 from stream.settings import Settings, TopicSettings
 

@@ -44,8 +44,9 @@ import redis
 
 from features.events import Transaction
 from monitoring.scrape import read_metric
+from producers.events import encode_events
 from producers.generator import Simulation
-from producers.replay import Replayer, encode_events
+from producers.replay import Replayer
 from producers.scenario import load_scenario, run_scenario
 from stream.bench.latency import latency, quantile
 from stream.bench.workers import (

@@ -136,7 +136,8 @@ def replay(
     customers: Customers = None,
     change_day: ChangeDay = None,
 ) -> int:
-    from producers.replay import Replayer, ReplayError, encode_events
+    from producers.events import encode_events
+    from producers.replay import Replayer, ReplayError
     from stream.runtime.topics import ensure_topics
     from stream.sources import load_source, parse_speed
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
-from producers.replay import Replayer, encode_events
+from producers.events import encode_events
+from producers.replay import Replayer
 from producers.scenario import load_scenario, run_scenario
 from stream.runtime.topics import ensure_topics
 from stream.settings import Settings, to_env

@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 
 from producers.dataset import ColumnMapping, DatasetError, read_foreign
-from producers.replay import encode_events
+from producers.events import encode_events
 from producers.schema import RecordError, decode_label, decode_transaction
 
 CSV = """id,cc_num,merchant,amt,trans_date,is_fraud,merch_lat,merch_long
