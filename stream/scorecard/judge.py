@@ -62,7 +62,17 @@ class ScorecardOptions:
     def of(
         cls, model: ModelSettings, max_delay: float = 3 * DAY, warm_up_days: float = 7.0
     ) -> ScorecardOptions:
-        """The worker's threshold and costs (settings section ``model``)."""
+        """The worker's threshold and costs (settings section ``model``).
+
+        Parameters
+        ----------
+        model
+            The settings section ``model``: threshold and the two costs.
+        max_delay
+            How long after a change an alarm counts for it (seconds).
+        warm_up_days
+            Days at the start that ``after_warm_up`` leaves out.
+        """
         return cls(
             threshold=model.threshold,
             cost_missed_fraud=model.cost_missed_fraud,
@@ -92,7 +102,17 @@ def _clean(value: Any) -> Any:
 
 
 def labelled(result: EmbeddedResult, truth: Mapping[str, bool], model: str) -> Labelled:
-    """The scored transactions of ``model`` whose truth is known."""
+    """The scored transactions of ``model`` whose truth is known.
+
+    Parameters
+    ----------
+    result
+        The run.
+    truth
+        Whether each transaction (by id) is a fraud.
+    model
+        The name of the scores judged (a key of ``result.scores``).
+    """
     known = (
         np.array([truth.get(t, -1) for t in result.txn_ids], dtype=np.int8)
         if result.txn_ids
@@ -143,7 +163,21 @@ def scorecard(
     change_points: Sequence[Mapping[str, Any]] = (),
     source: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The whole scorecard as a JSON-ready dict (NaN as null)."""
+    """The whole scorecard as a JSON-ready dict (NaN as null).
+
+    Parameters
+    ----------
+    result
+        The run: every model's scores, the labels learned, the alarms.
+    truth
+        Whether each transaction (by id) is a fraud, learned or not.
+    options
+        How the run is judged.
+    change_points
+        The manifest's change points, each with its ``event_time`` (Unix seconds).
+    source
+        What was replayed (e.g. its ``name``), copied into the card.
+    """
     start = float(result.times.min()) if len(result.times) else 0.0
     end = float(result.times.max()) if len(result.times) else 0.0
     changes = [float(p["event_time"]) for p in change_points]
@@ -214,6 +248,20 @@ def from_stream(
     score, as read from the ``scores`` topic), the alarms read from ``drift-events``, and
     the labels (arrival times) of the source it replayed.
 
+    Parameters
+    ----------
+    scores
+        Transaction id -> (event time, card id, score) of every transaction scored.
+    alarms
+        The drift alarms raised.
+    labels
+        ``txn_id``, ``is_fraud`` and ``event_time`` (arrival); only those arrived by the
+        newest score count as learned.
+    champion
+        The name the scores go by (the model the worker served).
+
+    Examples
+    --------
     >>> import polars as pl
     >>> labels = pl.DataFrame({"txn_id": ["b"], "is_fraud": [True], "event_time": [9.0]})
     >>> run = from_stream({"a": (10.0, "c", 0.1), "b": (5.0, "c", 0.9)}, [], labels, "lr")

@@ -55,7 +55,19 @@ def _mark(ax: Any, card: Mapping[str, Any], alarms: bool = True) -> None:
 def write_plots(
     folder: Path, result: EmbeddedResult, card: Mapping[str, Any], drift: DriftConfig | None
 ) -> list[Path]:
-    """Draw the four plots into ``folder``; their paths."""
+    """Draw the four plots into ``folder``; their paths.
+
+    Parameters
+    ----------
+    folder
+        Where the PNG files go (created if missing).
+    result
+        The run: scores, label delays and drift statistics.
+    card
+        Its scorecard (:func:`stream.scorecard.judge.scorecard`).
+    drift
+        The detectors' settings, for the thresholds drawn (None: the defaults).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -196,7 +208,17 @@ METRICS = (
 
 
 def write_html(path: Path, card: Mapping[str, Any], plots: Sequence[Path]) -> Path:
-    """The one-page report of ``card`` with ``plots`` embedded."""
+    """The one-page report of ``card`` with ``plots`` embedded.
+
+    Parameters
+    ----------
+    path
+        The HTML file written; returned.
+    card
+        The scorecard (:func:`stream.scorecard.judge.scorecard`).
+    plots
+        The PNG files embedded, in order (:func:`write_plots`).
+    """
     run = card["run"]
     name = card["source"].get("name", "stream")
     parts = [

@@ -79,7 +79,17 @@ ADMIN_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 def admin_router(registry: ModelRegistry, token: str | None, refresh: Any) -> APIRouter:
-    """The admin endpoints; ``refresh`` is awaited after a change so it serves at once."""
+    """The admin endpoints; ``refresh`` is awaited after a change so it serves at once.
+
+    Parameters
+    ----------
+    registry
+        The model registry the endpoints list, promote and roll back.
+    token
+        The bearer token a change needs (None: the admin endpoints answer 503).
+    refresh
+        An async callable with no arguments that loads the new champion into this process.
+    """
     router = APIRouter()
 
     def authorised(

@@ -58,7 +58,17 @@ log = logging.getLogger(__name__)
 
 
 class ModelRefresher:
-    """Keeps a :class:`ModelHolder` on the registry's latest version."""
+    """Keeps a :class:`ModelHolder` on the registry's latest version.
+
+    Parameters
+    ----------
+    registry
+        The registry whose champion is followed (:func:`models.following.follow`).
+    holder
+        The holder the API scores from; each newer verified snapshot is swapped in.
+    metrics
+        The API's metrics: the model version served, the snapshots refused.
+    """
 
     def __init__(self, registry: ModelRegistry, holder: ModelHolder, metrics: ApiMetrics):
         self.registry = registry
@@ -104,7 +114,7 @@ class AsgiEndpoint:
 
 class Answer(JSONResponse):
     """A JSON answer encoded by pydantic's serializer: a batch of 100 answers in 25 us,
-    where the standard library's took 138.
+    where the standard library's takes 138.
 
     >>> Answer({"score": 0.25, "txn_id": "t1"}).body
     b'{"score":0.25,"txn_id":"t1"}'
@@ -132,14 +142,32 @@ def create_app(
 ) -> FastAPI:
     """The scoring API over ``store`` and ``registry``; metrics go to ``metrics_registry``.
 
-    See :mod:`stream.serving.guard` for ``max_in_flight``, ``max_loop_lag_seconds`` and
-    ``max_body_bytes``;
-    ``retry_after_seconds`` is what a 503 tells the client to wait; ``batch_max`` is the
-    most transactions one ``/v1/score/batch`` request may hold; ``explain_top`` how many
-    reason codes ``?explain=true`` gives. Every answer is kept in ``decisions``, if given
-    (the decision log, :mod:`stream.serving.decisions`), which runs beside the app.
-    ``/metrics`` shows ``exposed`` if given (several worker processes: one registry that
-    reads them all), else ``metrics_registry``.
+    Parameters
+    ----------
+    store
+        The feature state transactions are scored from (read only; closed at shutdown).
+    registry
+        The model registry whose champion is served (written only by the admin routes).
+    metrics_registry
+        The Prometheus registry the API's metrics are created in.
+    refresh_seconds
+        Seconds between looks for a newer champion snapshot.
+    admin_token
+        The bearer token of the admin endpoints (None: they are disabled, 503).
+    max_in_flight, max_loop_lag_seconds, max_body_bytes
+        The admission limits of :class:`~stream.serving.guard.Guard` (a lag of 0: no limit).
+    retry_after_seconds
+        What a 503's ``Retry-After`` tells the client to wait (seconds).
+    batch_max
+        The most transactions one ``/v1/score/batch`` request may hold.
+    explain_top
+        How many reason codes ``?explain=true`` gives.
+    decisions
+        The decision log every answer is kept in (:mod:`stream.serving.decisions`), run
+        beside the app (None: none kept).
+    exposed
+        What ``/metrics`` shows instead of ``metrics_registry`` (several worker processes:
+        one registry that reads them all).
     """
     metrics = ApiMetrics.create(metrics_registry)
     holder = ModelHolder()

@@ -77,7 +77,29 @@ _FIELDS = tuple(f.name for f in fields(Decision))
 
 
 class DecisionLog:
-    """A bounded buffer of decisions and the task that sends them to ``topic``."""
+    """A bounded buffer of decisions and the task that sends them to ``topic``.
+
+    Parameters
+    ----------
+    bootstrap_servers
+        The Kafka brokers (``host:port``, comma-separated).
+    topic
+        The topic decisions are sent to (``predictions``), keyed by card.
+    buffer_max
+        The most decisions waiting; past it the newest are dropped (counted).
+    batch_max
+        The most decisions sent in one batch.
+    linger_ms
+        How long the producer waits to fill a batch (milliseconds).
+    on_sent, on_dropped
+        Told how many decisions Kafka acknowledged, and how many were dropped.
+    on_buffered
+        Told how many decisions wait, whenever that changes.
+    producer_options
+        More keyword arguments of :class:`aiokafka.AIOKafkaProducer`.
+    prepare
+        Awaited before connecting (e.g. to create the topic); retried with the connection.
+    """
 
     def __init__(
         self,
@@ -179,7 +201,7 @@ class DecisionLog:
         self, producer: AIOKafkaProducer, decisions: list[Decision]
     ) -> list[asyncio.Future[Any]]:
         """Hand ``decisions`` to the producer as whole batches, each to the next partition
-        in turn (one call per batch: sending each was 5 % of the API's time, py-spy);
+        in turn (one call per batch: sending each takes 5 % of the API's time, py-spy);
         the futures of their acknowledgements."""
         partitions = sorted(await producer.partitions_for(self.topic))
         futures = []

@@ -41,7 +41,19 @@ class BodyTooLarge(Exception):
 async def answer(
     send: Any, status: int, body: dict[str, Any], headers: tuple[tuple[bytes, bytes], ...] = ()
 ) -> None:
-    """Send a whole JSON response."""
+    """Send a whole JSON response.
+
+    Parameters
+    ----------
+    send
+        The ASGI ``send`` callable of the request.
+    status
+        The HTTP status code.
+    body
+        The JSON body, e.g. ``{"detail": ..., "reason": ...}``.
+    headers
+        More headers, as ASGI (name, value) byte pairs (e.g. ``Retry-After``).
+    """
     payload = json.dumps(body, separators=(",", ":")).encode()
     await send(
         {
@@ -115,7 +127,24 @@ class LoopLag:
 
 class Guard:
     """Sheds load over ``max_in_flight``, refuses bodies over ``max_body_bytes`` and
-    counts every response (see the module docstring)."""
+    counts every response (see the module docstring).
+
+    Parameters
+    ----------
+    app
+        The ASGI app guarded.
+    metrics
+        The API's metrics: requests by route and status, latency, requests shed.
+    max_in_flight
+        The most requests handled at once (probes aside); one more is answered 503.
+    max_body_bytes
+        The largest request body accepted; a larger one is answered 413.
+    retry_after_seconds
+        What a 503's ``Retry-After`` tells the client to wait (seconds).
+    max_lag_seconds
+        Refuse a request while another is in flight and the event loop runs more than this
+        behind (seconds; 0: never for that).
+    """
 
     def __init__(
         self,

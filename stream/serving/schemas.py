@@ -81,6 +81,19 @@ class Problem(BaseModel):
 def problem(
     status: int, detail: str, reason: str, headers: dict[str, str] | None = None
 ) -> JSONResponse:
+    """A refusal as a :class:`Problem` body.
+
+    Parameters
+    ----------
+    status
+        The HTTP status code (503: try again later).
+    detail
+        What went wrong, for a person.
+    reason
+        A short code to act on (``redis_unavailable``, ``no_model``, ...).
+    headers
+        More response headers (e.g. ``Retry-After``).
+    """
     return JSONResponse(
         status_code=status, content={"detail": detail, "reason": reason}, headers=headers
     )
