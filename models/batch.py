@@ -39,8 +39,13 @@ import copy
 import functools
 import io
 import logging
+import multiprocessing
+import os
+import threading
+import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, cast
 
 import numpy as np
@@ -53,9 +58,47 @@ log = logging.getLogger(__name__)
 
 
 @functools.cache
-def _background() -> ThreadPoolExecutor:
-    """The one thread background fits run in (one at a time, in any number of models)."""
-    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-fit")
+def _background() -> ProcessPoolExecutor:
+    """The child process background fits run in (one at a time, in any number of models).
+
+    A process, not a thread: beside an event loop that keeps the interpreter busy, a fit in
+    a thread gets the GIL so rarely that a 3 s fit took 82 to 127 s, and a learner going
+    flat out finished none in 600,000 labels; in a process it takes 2 to 4 s on the other
+    core and the loop runs as fast (docs/performance.md). A process per fit (it exits after
+    one): its libraries and rows hold about 200 MB, which a worker then holds only while a
+    fit runs (every few days of event time), for 1.4 s more per fit to start it. Spawned,
+    not forked: the worker runs threads (Kafka, Redis) a fork would copy mid-way.
+    """
+    return ProcessPoolExecutor(
+        max_workers=1,
+        mp_context=multiprocessing.get_context("spawn"),
+        max_tasks_per_child=1,
+        initializer=_exit_with_parent,
+        initargs=(os.getpid(),),
+    )
+
+
+def _exit_with_parent(parent: int) -> None:
+    """In the fit's process: exit as soon as the process that started it is gone (killed
+    mid-fit, its fit is of no use to anyone)."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def _submit(job: tuple[Any, ...]) -> Future[Any]:
+    """``fit(*job)`` in the background process, started again if it died (a fit's memory
+    killed it, say): the fit it was running is reported lost by its future."""
+    try:
+        return _background().submit(fit, *job)
+    except BrokenProcessPool:
+        _background.cache_clear()
+        log.warning("batch model: the background fit process died; starting another")
+        return _background().submit(fit, *job)
 
 
 def batch_part(model: base.Classifier) -> BatchRetrained | None:
@@ -67,7 +110,7 @@ def batch_part(model: base.Classifier) -> BatchRetrained | None:
 
 
 def in_background(model: base.Classifier) -> None:
-    """Make ``model``'s batch fits (its own, or a hybrid's batch part's) run in a thread:
+    """Make ``model``'s batch fits (its own, or a hybrid's batch part's) run in a child process:
     a learner in an event loop goes on learning and publishing while a 200,000-row
     fit takes its 13 s. An embedded run keeps fitting in line, so that it replays the
     same way every time."""
@@ -134,7 +177,7 @@ class BatchRetrained(base.Classifier):
         self.fitted_frauds = 0
         self._fitted: Any = None
         self._base_rate = 0.0
-        #: Fit in a thread, so that a learner's event loop goes on (:func:`in_background`);
+        #: Fit in a child process, so that a learner's event loop goes on (:func:`in_background`);
         #: the fit running, and the labels it learns from.
         self.background = False
         self._pending: tuple[Future[Any], np.ndarray] | None = None
@@ -216,7 +259,7 @@ class BatchRetrained(base.Classifier):
         if not self.background:
             self._adopt(fit(*job), y)
             return
-        self._pending = (_background().submit(fit, *job), y)
+        self._pending = (_submit(job), y)
 
     def _window(self) -> slice:
         """The newest ``keep`` of the rows held: what a fit learns from."""
@@ -340,7 +383,7 @@ class BatchRetrained(base.Classifier):
         (:attr:`fitted_rows`), so a restart never refits on a few rows."""
         state = dict(self.__dict__)
         state["rows"], state["labels"], state["held"] = self.rows[:0], self.labels[:0], 0
-        state["_pending"] = None  # a fit still running is lost with its thread
+        state["_pending"] = None  # a fit still running is lost with its process
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import pickle
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +14,8 @@ from models.batch import BatchRetrained
 from models.calls import fraud_probability, learn
 from models.evaluation import average_precision
 from models.factory import build_model
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("name", ["batch_logistic_regression", "batch_gradient_boosting"])
@@ -112,7 +115,7 @@ def test_gradient_boosting_scores_as_scikit_learn_does_also_from_an_old_pickle()
 
 
 def test_a_fit_in_the_background_lets_the_event_loop_go_on_and_then_serves() -> None:
-    """With :func:`in_background` a refit runs in a thread: an event loop keeps its timer
+    """With :func:`in_background` a refit runs in a child process: an event loop keeps its timer
     ticking while it runs, learning goes on, and the next label after it finishes
     serves its fit (the same fit as in line, on the same rows)."""
     import asyncio
@@ -230,3 +233,33 @@ def test_fitting_on_a_sample_of_genuine_rows_keeps_the_ranking_and_the_base_rate
         after = BatchRetrained(kind)
         after._fitted = fit(kind, stored.astype(float), y, 42, max_genuine=8_000)
         assert first.probabilities(test).tolist() == after.probabilities(test).tolist()
+
+
+def test_a_fit_process_ends_with_the_process_that_started_it(tmp_path: Path) -> None:
+    """A worker killed mid-fit (kill -9) leaves no fit process behind: the child sees its
+    parent gone and exits within seconds, long before its minute-long fit would end."""
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "killed_mid_fit.py"
+    script.write_text(
+        "import os, signal, time\n"
+        "from models.batch import _background\n"
+        "if __name__ == '__main__':\n"
+        "    pool = _background()\n"
+        "    pool.submit(time.sleep, 60)  # a fit that would take a minute\n"
+        "    time.sleep(2.0)\n"
+        "    print(*pool._processes, flush=True)\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, cwd=ROOT, timeout=60
+    )
+    children = [int(pid) for pid in done.stdout.split()]
+    assert len(children) == 1  # the fit was running in its own process
+    deadline = time.monotonic() + 5
+    while Path(f"/proc/{children[0]}").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    state = Path(f"/proc/{children[0]}/stat")
+    assert not state.exists() or state.read_text().split()[2] == "Z"  # gone (or a zombie)
