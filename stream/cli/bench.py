@@ -251,7 +251,9 @@ def _with_kafka_and_redis(settings: Settings, bench: Callable[[Settings], object
     from stream.services import LocalServices
 
     services = LocalServices(settings.services)
-    ours = [s.name for s in services.status() if s.pid is None and s.name in ("kafka", "redis")]
+    # stopped after: only what was not answering before (one running, even if another
+    # process started it, is someone's: a bench once stopped a session's servers)
+    ours = [s.name for s in services.status() if not s.answering and s.name in ("kafka", "redis")]
     services.up(only={"kafka", "redis"})
     settings = settings.model_copy(
         update={
@@ -277,7 +279,7 @@ def _with_redis(settings: Settings, redis_url: str | None, bench: Callable[[str]
         bench(redis_url)
         return 0
     services = LocalServices(settings.services)
-    started = services.redis.process().pid() is None
+    started = not services.redis.ready()
     services.up(only={"redis"})
     try:
         bench(services.redis.url)
