@@ -25,8 +25,8 @@ Examples
 >>> h = step(CardHistory(), t1)
 >>> decode(encode(h)) == h
 True
->>> decode(append(encode(h), t1, 3600.0)).times == (1000.0, 1000.0)
-True
+>>> decode(append(encode(h), t1, 3600.0)).times
+(1000.0, 1000.0)
 """
 
 from __future__ import annotations

@@ -31,8 +31,8 @@ Examples
 'fs:v3:scored:{x:t9}'
 >>> keys.scored_by_card("c1", "t9"), keys.claim("t9"), keys.applied("p1", "t9")  # cluster
 ('fs:v3:scored:{c:c1}:t9', 'fs:v3:txn:{x:t9}', 'fs:v3:applied:{t:p1}:t9')
->>> tag(keys.scored_by_card("c1", "t9")) == tag(keys.card("c1"))
-True
+>>> tag(keys.scored_by_card("c1", "t9")), tag(keys.card("c1"))  # the card's slot, both
+('c:c1', 'c:c1')
 >>> KeyLayout("f{s", 3)
 Traceback (most recent call last):
 ...

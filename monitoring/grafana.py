@@ -11,8 +11,9 @@ Examples
 >>> d = dashboard("demo", "Demo", [timeseries("Scores/s", [("rate(x[1m])", "scores")])])
 >>> [t for t in queries(d)]
 ['rate(x[1m])']
->>> '"uid": "demo"' in to_json(d)
-True
+>>> import json
+>>> json.loads(to_json(d))["uid"]
+'demo'
 """
 
 from __future__ import annotations
