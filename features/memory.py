@@ -119,15 +119,7 @@ class MemoryFeatureStore:
         return counts, frauds
 
     async def record_fraud(self, record: ScoredRecord, label: Label) -> None:
-        """:meth:`features.store.FeatureStore.record_fraud`: the first arrival counts.
-
-        Parameters
-        ----------
-        record
-            The saved record of the fraudulent transaction (its id, terminal and time).
-        label
-            Its fraud label; ``label.event_time`` is when it arrived.
-        """
+        """:meth:`features.store.FeatureStore.record_fraud`: the first arrival counts."""
         term = self._terminals.setdefault(record.terminal_id, _Terminal())
         packed = terminal.pack_fraud(record.event_time, label.event_time)
         term.frauds.setdefault(record.txn_id, packed)  # the first arrival counts
@@ -137,15 +129,7 @@ class MemoryFeatureStore:
             await self.record_fraud(record, label)
 
     async def scored(self, txn_id: str, card_id: str | None = None) -> ScoredRecord | None:
-        """:meth:`features.store.FeatureStore.scored`.
-
-        Parameters
-        ----------
-        txn_id
-            The transaction's id.
-        card_id
-            The transaction's card, if known: a record of another card is not returned.
-        """
+        """:meth:`features.store.FeatureStore.scored`."""
         raw = self._scored.get(txn_id)
         if raw is None:
             return None
@@ -157,16 +141,7 @@ class MemoryFeatureStore:
         txn_ids: Sequence[str],
         card_ids: Sequence[str | None] | None = None,
     ) -> list[ScoredRecord | None]:
-        """:meth:`features.store.FeatureStore.scored_many`.
-
-        Parameters
-        ----------
-        txn_ids
-            The transactions' ids.
-        card_ids
-            Per id, its card or None, as for :meth:`scored` (as long as ``txn_ids``);
-            None: no card known for any.
-        """
+        """:meth:`features.store.FeatureStore.scored_many`."""
         cards = card_ids if card_ids is not None else [None] * len(txn_ids)
         return [
             await self.scored(txn_id, card_id)

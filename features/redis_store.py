@@ -288,15 +288,7 @@ class RedisFeatureStore:
         raise AssertionError("unreachable")
 
     async def record_fraud(self, record: ScoredRecord, label: Label) -> None:
-        """:meth:`features.store.FeatureStore.record_fraud` (one round trip).
-
-        Parameters
-        ----------
-        record
-            The saved record of the fraudulent transaction (its id, terminal and time).
-        label
-            Its fraud label; ``label.event_time`` is when it arrived.
-        """
+        """:meth:`features.store.FeatureStore.record_fraud` (one round trip)."""
         await self.record_frauds([(record, label)])
 
     async def record_frauds(self, frauds: Sequence[tuple[ScoredRecord, Label]]) -> None:
@@ -319,15 +311,7 @@ class RedisFeatureStore:
         )
 
     async def scored(self, txn_id: str, card_id: str | None = None) -> ScoredRecord | None:
-        """:meth:`features.store.FeatureStore.scored`.
-
-        Parameters
-        ----------
-        txn_id
-            The transaction's id.
-        card_id
-            The transaction's card, if known: a record of another card is not returned.
-        """
+        """:meth:`features.store.FeatureStore.scored`."""
         [record] = await self.scored_many([txn_id], [card_id])
         return record
 

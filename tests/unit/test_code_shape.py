@@ -199,7 +199,10 @@ def undocumented_parameters(path: Path, root: Path = ROOT) -> list[str]:
             params = [p for p in given if p not in ("self", "cls")]
             if len(params) < 2:
                 continue
-            named = _parameters_named(ast.get_docstring(node) or "")
+            doc = ast.get_docstring(node) or ""
+            if doc.startswith(":meth:`") and doc.split("`")[1].endswith(f".{node.name}"):
+                continue  # an implementation that names the method it implements: its Parameters
+            named = _parameters_named(doc)
             if node.name == "__init__" and named is None:
                 named = _parameters_named(class_doc)
             missing = sorted(set(params) - (named or set()))
