@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import sys
+import threading
 from collections.abc import Callable
 
 import faust
@@ -42,6 +44,8 @@ from stream.settings import Settings
 from stream.wiring import build_pipeline, sync_client
 
 log = logging.getLogger(__name__)
+#: What stops a standby.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 def consumed_topics(settings: Settings, roles: frozenset[str]) -> list[str]:
@@ -81,28 +85,38 @@ def take_leases(
     client = sync_client(settings)
     holder = f"{socket.gethostname()}:{os.getpid()}"
     leases = {}
-    for role in SINGLE_ACTIVE:
-        if role not in roles:
-            continue
-        active.labels(role=role).set(0)
-        taken.labels(role=role)
-        lease = Lease(
-            client, settings.redis.key_prefix, role, holder, settings.worker.lease_seconds
-        )
-        fence = lease.wait(settings.worker.standby_poll_seconds)
-        assert fence is not None  # never stopped
-        active.labels(role=role).set(1)
-        token.labels(role=role).set(fence.token)
-        if fence.token > 1:
-            taken.labels(role=role).inc()
-        log.warning(
-            "%s took the %s lease (fencing token %d)%s",
-            holder,
-            role,
-            fence.token,
-            ": took over from the previous holder" if fence.token > 1 else "",
-        )
-        leases[role] = (lease, fence)
+    # a standby that is stopped (SIGTERM, Ctrl-C) leaves at once, with status 0: nothing
+    # runs yet (Faust handles the signals once the roles run)
+    stop = threading.Event()
+    before = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in STOP_SIGNALS}
+    try:
+        for role in SINGLE_ACTIVE:
+            if role not in roles:
+                continue
+            active.labels(role=role).set(0)
+            taken.labels(role=role)
+            lease = Lease(
+                client, settings.redis.key_prefix, role, holder, settings.worker.lease_seconds
+            )
+            fence = lease.wait(settings.worker.standby_poll_seconds, stop.is_set)
+            if fence is None:
+                log.warning("stopped while a standby for the %s role", role)
+                raise SystemExit(0)
+            active.labels(role=role).set(1)
+            token.labels(role=role).set(fence.token)
+            if fence.token > 1:
+                taken.labels(role=role).inc()
+            log.warning(
+                "%s took the %s lease (fencing token %d)%s",
+                holder,
+                role,
+                fence.token,
+                ": took over from the previous holder" if fence.token > 1 else "",
+            )
+            leases[role] = (lease, fence)
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
     return leases
 
 

@@ -4,9 +4,11 @@ learner, on the real Redis."""
 from __future__ import annotations
 
 import secrets
+import signal
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 import redis
@@ -20,7 +22,8 @@ from models.registry import ModelRegistry
 from models.scoring import ModelHolder, ServingModel, score_batch
 from models.snapshots import JournalEntry, SnapshotMeta
 from stream.runtime.lease import Lease, LeaseKeeper
-from tests.support import wait_for
+from stream.services.process import free_port
+from tests.support import Processes, RealServers, isolated_settings, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -134,3 +137,24 @@ async def test_a_stale_learner_can_neither_journal_nor_publish(
             build_model("logistic_regression"),
             SnapshotMeta(0, None, "logistic_regression", 1, 0, None),
         )
+
+
+def test_a_standby_worker_stops_at_once_and_cleanly(
+    real_servers: RealServers, tmp_path: Path
+) -> None:
+    """SIGTERM to a worker waiting for the learn lease: it leaves within seconds, status 0
+    (it exited 143, killed by the signal, before a handler stood by with it)."""
+    settings = isolated_settings(real_servers)
+    processes = Processes(tmp_path)
+    try:
+        processes.start("worker", settings, name="active")
+        wait_for(lambda: "took the learn lease" in processes.log("active"), 90, "the lease")
+        other = settings.worker.model_copy(update={"metrics_port": free_port()})
+        standby = processes.start(
+            "worker", settings.model_copy(update={"worker": other}), name="standby"
+        )
+        wait_for(lambda: "standby for the learn role" in processes.log("standby"), 60, "a standby")
+        standby.send_signal(signal.SIGTERM)
+        assert standby.wait(timeout=10) == 0, processes.log("standby")
+    finally:
+        processes.stop_all()
