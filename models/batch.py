@@ -270,9 +270,9 @@ class BatchRetrained(base.Classifier):
         self.fits += 1
         self.fitted_rows, self.fitted_frauds = len(y), int(y.sum())
 
-    def export_rows(self) -> bytes:
+    def export_rows(self) -> memoryview:
         """The kept rows, labels and names, and how many labels had been learned then, as
-        numpy's ``.npz`` (no pickle: loading it runs no code)."""
+        numpy's ``.npz`` (no pickle: loading it runs no code), in its buffer (not copied)."""
         window = self._window()
         out = io.BytesIO()
         np.savez(
@@ -282,9 +282,9 @@ class BatchRetrained(base.Classifier):
             names=np.array(self.names or [], dtype=str),
             learned=np.array([self.learned], dtype=np.int64),
         )
-        return out.getvalue()
+        return out.getbuffer()
 
-    def import_rows(self, raw: bytes, replayed: int = 0) -> None:
+    def import_rows(self, raw: bytes | memoryview, replayed: int = 0) -> None:
         """Take back rows :meth:`export_rows` wrote (a model loaded from a snapshot, which
         carries none). The ``replayed`` labels to be learned next (the journal since the
         snapshot) that the rows already hold (learned after the snapshot, before the export)

@@ -25,23 +25,21 @@ import hmac
 import json
 import logging
 import pickle
-from collections.abc import Mapping
 from dataclasses import asdict, replace
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import WatchError
-from redis.typing import EncodableT, FieldT
 from river import base
 
 from features.keys import models_tag
 from models.champion_changes import ChampionChanges
 from models.errors import ChampionChangedError, NoModelError, SnapshotIntegrityError
 from models.journal import LearnJournal
+from models.rows_store import RowsStore, rows_fields
 from models.snapshots import (
     APPEND_LUA,
     META_FIELDS,
-    TRAINING_ROWS,
     AuditEntry,
     Fence,
     SnapshotMeta,
@@ -51,7 +49,7 @@ from models.snapshots import (
 log = logging.getLogger(__name__)
 
 
-class ModelRegistry(LearnJournal, ChampionChanges):
+class ModelRegistry(LearnJournal, ChampionChanges, RowsStore):
     """Snapshots, the champion, the audit log and the learn journal over ``redis.asyncio``.
 
     The **champion** is the version the stream and the API score with. Each
@@ -243,8 +241,9 @@ class ModelRegistry(LearnJournal, ChampionChanges):
                 pipe.delete(f"{self._base}:journal")
                 if training_rows == b"":
                     pipe.delete(self.key("training"))
-                elif training_rows is not None:
-                    pipe.hset(self.key("training"), mapping=self._signed_rows(training_rows))
+                elif training_rows is not None:  # (the hash may hold more parts than these)
+                    pipe.delete(self.key("training"))
+                    pipe.hset(self.key("training"), mapping=rows_fields(self._key, training_rows))
                 if audit is not None:
                     pipe.rpush(
                         f"{self._base}:audit",
@@ -289,31 +288,6 @@ class ModelRegistry(LearnJournal, ChampionChanges):
             except SnapshotIntegrityError:
                 metas[version] = None
         return metas
-
-    async def save_training_rows(self, raw: bytes) -> None:
-        """Keep a batch model's training rows, signed (a snapshot leaves them out: see
-        :mod:`models.batch`), for a learner that starts again."""
-        await self._check_fence()
-        await self.client.hset(self.key("training"), mapping=self._signed_rows(raw))
-
-    def _signed_rows(self, raw: bytes) -> Mapping[FieldT, EncodableT]:
-        """The fields of the training-rows hash: the rows and their signature."""
-        return {"blob": raw, "sig": sign(self._key, TRAINING_ROWS, raw)}
-
-    async def training_rows(self) -> bytes | None:
-        """The rows :meth:`save_training_rows` kept (None: none, or a signature that does
-        not match, which is logged: the model then gathers its rows again)."""
-        fields: dict[Any, Any] = await self.client.hgetall(self.key("training"))
-        blob, sig = fields.get(b"blob"), fields.get(b"sig")
-        if blob is None or sig is None:
-            return None
-        if not self._sound(TRAINING_ROWS, bytes(blob), sig):
-            log.error(
-                "%s: the training rows' signature does not match; not using them",
-                self.key("training"),
-            )
-            return None
-        return bytes(blob)
 
     async def load(self, version: int | None = None) -> tuple[SnapshotMeta, base.Classifier]:
         """The snapshot ``version`` (default: the champion), verified, then unpickled."""

@@ -467,3 +467,47 @@ async def test_a_promoted_batch_model_brings_its_training_rows_along(
     )
     await registry.adopt(plain, "erin", "rows of no use to it", AT)
     assert await registry.training_rows() is None
+
+
+async def test_training_rows_are_kept_in_parts_and_replaced_whole(
+    registry: ModelRegistry,
+) -> None:
+    """Rows of 2.5 MB are written in three parts to a staging hash renamed over the kept
+    one: they read back to the byte, nothing staged is left and the kept hash has no
+    expiry; smaller rows saved next leave none of the old parts. A missing part or a
+    changed byte makes them unusable, not wrong; rows kept whole by an older version are
+    still read."""
+    from models.rows_store import PART_BYTES, rows_fields
+
+    client, key = registry.client, registry.key("training")
+    big = secrets.token_bytes(2 * PART_BYTES + PART_BYTES // 2)
+    await registry.save_training_rows(big)
+    assert await registry.training_rows() == big
+    assert await client.hget(key, "parts") == b"3" and await client.ttl(key) == -1
+    assert [k async for k in client.scan_iter(match=registry.key("training:new:*"))] == []
+
+    await registry.save_training_rows(memoryview(b"small rows"))
+    assert await registry.training_rows() == b"small rows"
+    assert sorted(await client.hkeys(key)) == [b"blob:0", b"parts", b"sig"]
+
+    await registry.save_training_rows(big)
+    await client.hdel(key, "blob:1")
+    assert await registry.training_rows() is None
+    await registry.save_training_rows(big)
+    await client.hset(key, "blob:2", b"x" + big[2 * PART_BYTES + 1 :])
+    assert await registry.training_rows() is None
+
+    whole = rows_fields(KEY, b"rows kept whole")
+    await client.delete(key)
+    await client.hset(key, mapping={"blob": b"rows kept whole", "sig": whole["sig"]})
+    assert await registry.training_rows() == b"rows kept whole"
+
+    await registry.save_training_rows(big)  # a promoted challenger's rows replace them all
+    lr = SnapshotMeta(0, None, "logistic_regression", 0, 0, None)
+    await registry.publish(build_model("logistic_regression"), lr)
+    shadow = registry.challenger("rows")
+    await shadow.publish(build_model("logistic_regression"), lr)
+    await shadow.save_training_rows(b"the challenger's rows")
+    await registry.adopt(shadow, "erin", "its rows", AT)
+    assert await registry.training_rows() == b"the challenger's rows"
+    assert sorted(await client.hkeys(key)) == [b"blob:0", b"parts", b"sig"]
