@@ -48,6 +48,10 @@ class KafkaSettings(_Section):
     #: one producer batch per partition: ``stream.runtime.output``).
     producer_linger_ms: int = Field(0, ge=0, le=60_000)
     producer_batch_bytes: int = Field(16_384, ge=1_024, le=16 * 1024 * 1024)
+    #: The most a worker's consumer fetches of one partition at a time (Kafka's
+    #: ``max.partition.fetch.bytes``): it holds about that much per partition it reads,
+    #: fetched ahead. 1 MB (Kafka's default) kept 62 MB in hand on the 1.7 M event run.
+    consumer_fetch_bytes: int = Field(262_144, ge=16_384, le=64 * 1024 * 1024)
 
 
 class TopicSettings(_Section):

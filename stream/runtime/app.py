@@ -111,6 +111,7 @@ def create_app(
             assigned_here,
             name,
             skip,
+            settings.kafka.consumer_fetch_bytes,
         )
         consumers.append(consumer)
         return consumer

@@ -62,7 +62,9 @@ class BatchConsumer:
     """Reads ``topics`` as a member of ``group`` and hands ``handler`` batches of at most
     ``batch_max`` records, waiting at most ``within`` seconds for a batch to fill.
 
-    Run it with :meth:`run` (a task); :meth:`stop` ends it cleanly.
+    Run it with :meth:`run` (a task); :meth:`stop` ends it cleanly. ``fetch_bytes``: the
+    most fetched of one partition at a time (Kafka's ``max.partition.fetch.bytes``; a
+    record batch larger than that still comes whole).
     """
 
     def __init__(
@@ -79,6 +81,7 @@ class BatchConsumer:
         on_assigned: OnAssigned = _nothing,
         name: str = "",
         skip: Skip | None = None,
+        fetch_bytes: int = 1 << 20,
     ) -> None:
         self.topics = list(topics)
         self.skip = skip
@@ -95,6 +98,9 @@ class BatchConsumer:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=batch_max,
+            # What the client holds of each partition, fetched ahead (while it is paused
+            # too): its consumers' partitions times this is what a process keeps in hand.
+            max_partition_fetch_bytes=fetch_bytes,
             session_timeout_ms=int(session_timeout * 1000),
             heartbeat_interval_ms=int(heartbeat * 1000),
             # A batch may wait for the labels (the scoring hold) or for Redis: far longer
