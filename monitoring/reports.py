@@ -15,9 +15,10 @@ import os
 import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import polars as pl
+if TYPE_CHECKING:
+    import polars as pl
 
 REFERENCE = "reference.parquet"
 CURRENT = "current.parquet"
@@ -132,6 +133,8 @@ class ReportBudget:
 
 
 def _frame(columns: Mapping[str, Sequence[float]]) -> pl.DataFrame:
+    import polars as pl  # only when an alarm saves windows: a worker holds no polars until then
+
     length = min((len(v) for v in columns.values()), default=0)
     return pl.DataFrame({name: list(values)[-length:] for name, values in columns.items()})
 
@@ -139,6 +142,7 @@ def _frame(columns: Mapping[str, Sequence[float]]) -> pl.DataFrame:
 def build_report(folder: Path) -> dict[str, Any]:
     """Evidently's data-drift report of ``folder``'s windows: HTML and JSON beside them."""
     os.environ.setdefault("DO_NOT_TRACK", "1")  # no telemetry from Evidently
+    import polars as pl
     from evidently import Report
     from evidently.presets import DataDriftPreset
 

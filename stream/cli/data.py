@@ -15,7 +15,6 @@ from typing import Annotated
 import typer
 
 from stream.cli.options import at_least_zero, positive, progress_bar, session
-from stream.sources import ERRORS, ScenarioOverrides, SourceSpec
 
 #: Exit status when some rows of a foreign file were rejected (and reported).
 EXIT_ROWS_REJECTED = 3
@@ -89,7 +88,7 @@ def simulate_data(
 ) -> int:
     from producers.dataset import write_dataset
     from producers.scenario import run_scenario
-    from stream.sources import scenario_spec
+    from stream.sources import ScenarioOverrides, scenario_spec
 
     def simulate() -> None:
         started = time.perf_counter()
@@ -139,7 +138,7 @@ def replay(
     from producers.events import encode_events
     from producers.replay import Replayer, ReplayError
     from stream.runtime.topics import ensure_topics
-    from stream.sources import load_source, parse_speed
+    from stream.sources import ERRORS, ScenarioOverrides, SourceSpec, load_source, parse_speed
 
     settings = session(ctx).settings()
     pace = parse_speed(speed)
@@ -258,6 +257,8 @@ def _scenario_windows(
 
 def _or_2(action: Callable[[], object]) -> int:
     """Run ``action``; a source that cannot be read is exit 2, its message on stderr."""
+    from stream.sources import ERRORS  # (polars and the producers: not for every command)
+
     try:
         action()
     except ERRORS as exc:

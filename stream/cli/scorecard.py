@@ -30,12 +30,12 @@ from stream.cli.data import (
 )
 from stream.cli.options import at_least_zero, progress_bar, session
 from stream.settings import Settings
-from stream.sources import ScenarioOverrides, Source, SourceSpec
 
 if TYPE_CHECKING:  # nothing heavy at import: the CLI imports this to build its commands
     from monitoring.drift.base import DriftEvent
     from stream.scorecard.judge import ScorecardOptions
     from stream.scorecard.options import EmbeddedOptions, EmbeddedResult
+    from stream.sources import Source, SourceSpec
 
 NonNegative = Annotated[float, typer.Option(callback=at_least_zero)]
 
@@ -162,6 +162,7 @@ def scorecard(
     ] = False,
 ) -> int:
     from stream.scorecard.judge import summary_lines
+    from stream.sources import ScenarioOverrides, SourceSpec
 
     spec = SourceSpec(
         source,
