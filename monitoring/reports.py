@@ -1,7 +1,8 @@
 """Evidently data-drift reports of a reference window against a current one.
 
-Windows are kept as Parquet (polars): the worker writes the two windows of a
-data-drift alarm with :func:`save_windows` and starts ``fraudstream
+Windows are kept as numpy's ``.npz`` (an array per feature; ``numpy.load``
+reads them): the worker writes the two windows of a data-drift alarm with
+:func:`save_windows` and starts ``fraudstream
 drift-report`` on them in a separate process, because importing Evidently
 takes seconds and must never stall scoring. :func:`build_report` writes
 ``report.html`` and ``report.json`` beside the windows and returns a short
@@ -15,13 +16,13 @@ import os
 import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    import polars as pl
+import numpy as np
 
-REFERENCE = "reference.parquet"
-CURRENT = "current.parquet"
+#: The windows' files (not Parquet: a worker would hold polars, about 47 MB, for them).
+REFERENCE = "reference.npz"
+CURRENT = "current.npz"
 
 
 def save_windows(
@@ -38,8 +39,8 @@ def save_windows(
         feature, as many as its shortest feature holds.
     """
     folder.mkdir(parents=True, exist_ok=True)
-    _frame(reference).write_parquet(folder / REFERENCE)
-    _frame(current).write_parquet(folder / CURRENT)
+    np.savez_compressed(folder / REFERENCE, **_columns(reference))
+    np.savez_compressed(folder / CURRENT, **_columns(current))
     return folder
 
 
@@ -132,22 +133,25 @@ class ReportBudget:
         return freed
 
 
-def _frame(columns: Mapping[str, Sequence[float]]) -> pl.DataFrame:
-    import polars as pl  # only when an alarm saves windows: a worker holds no polars until then
-
+def _columns(columns: Mapping[str, Sequence[float]]) -> dict[str, Any]:
     length = min((len(v) for v in columns.values()), default=0)
-    return pl.DataFrame({name: list(values)[-length:] for name, values in columns.items()})
+    return {
+        name: np.asarray(list(values)[len(values) - length :], dtype=np.float64)
+        for name, values in columns.items()
+    }
 
 
 def build_report(folder: Path) -> dict[str, Any]:
     """Evidently's data-drift report of ``folder``'s windows: HTML and JSON beside them."""
     os.environ.setdefault("DO_NOT_TRACK", "1")  # no telemetry from Evidently
-    import polars as pl
+    import pandas as pd
     from evidently import Report
     from evidently.presets import DataDriftPreset
 
-    reference = pl.read_parquet(folder / REFERENCE).to_pandas()
-    current = pl.read_parquet(folder / CURRENT).to_pandas()
+    with np.load(folder / REFERENCE) as saved:
+        reference = pd.DataFrame({name: saved[name] for name in saved.files})
+    with np.load(folder / CURRENT) as saved:
+        current = pd.DataFrame({name: saved[name] for name in saved.files})
     snapshot = Report([DataDriftPreset()]).run(reference_data=reference, current_data=current)
     snapshot.save_html(str(folder / "report.html"))
     raw = json.loads(snapshot.json())

@@ -196,7 +196,7 @@ def drift_report(
         typer.Argument(
             metavar="FOLDER",
             help=(
-                "a folder with reference.parquet and current.parquet (as the worker "
+                "a folder with reference.npz and current.npz (as the worker "
                 "saves them on a data-drift alarm), or where to write them"
             ),
         ),
