@@ -178,6 +178,10 @@ class WorkerSettings(_Section):
     #: Records are handled in batches of up to this many (an equal share from each
     #: partition), handed on as soon as they are fetched ...
     batch_max: int = Field(500, ge=1, le=10_000)
+    #: glibc's malloc maps requests of this many bytes and more on their own, handed back
+    #: when freed, and trims its heaps at twice that free (0: glibc's own moving
+    #: thresholds, whose heaps kept 240 MB on the 1.7 M event run; stream.runtime.allocator).
+    malloc_mmap_threshold_bytes: int = Field(1024 * 1024, ge=0, le=32 * 1024 * 1024)
     #: ... and a consumer with nothing fetched waits this long for records (0.5 s at
     #: least: it is woken as soon as they come) before looking again.
     batch_within_seconds: float = Field(0.01, gt=0, le=5)

@@ -34,6 +34,7 @@ import faust
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
 from models.snapshots import Fence
+from stream.runtime.allocator import hold_thresholds
 from stream.runtime.app import create_app
 from stream.runtime.gc_settings import tune_for_streaming
 from stream.runtime.lag import watch_lag
@@ -151,6 +152,7 @@ def run_worker(
     log.warning("running roles %s in consumer group %s", ", ".join(sorted(roles)), group)
     app = create_app(settings, pipeline, on_fenced=on_lost)
     tune_for_streaming()  # start-up is done: freeze it, and collect young objects less often
+    hold_thresholds(settings.worker.malloc_mmap_threshold_bytes)  # heaps that give back
     try:
         faust.Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()
     finally:
