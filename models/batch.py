@@ -46,7 +46,7 @@ import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any, cast
+from typing import IO, Any, cast
 
 import numpy as np
 from river import base
@@ -270,19 +270,19 @@ class BatchRetrained(base.Classifier):
         self.fits += 1
         self.fitted_rows, self.fitted_frauds = len(y), int(y.sum())
 
-    def export_rows(self) -> memoryview:
+    def export_rows(self, out: IO[bytes] | None = None) -> IO[bytes]:
         """The kept rows, labels and names, and how many labels had been learned then, as
-        numpy's ``.npz`` (no pickle: loading it runs no code), in its buffer (not copied)."""
-        window = self._window()
-        out = io.BytesIO()
+        numpy's ``.npz`` (no pickle: loading it runs no code), written to ``out`` (a file:
+        37 MB at 200,000 rows need not be in memory), by default a new ``BytesIO``."""
+        out = io.BytesIO() if out is None else out
         np.savez(
             out,
-            rows=self.rows[window],
-            labels=self.labels[window],
+            rows=self.rows[self._window()],
+            labels=self.labels[self._window()],
             names=np.array(self.names or [], dtype=str),
             learned=np.array([self.learned], dtype=np.int64),
         )
-        return out.getbuffer()
+        return out
 
     def import_rows(self, raw: bytes | memoryview, replayed: int = 0) -> None:
         """Take back rows :meth:`export_rows` wrote (a model loaded from a snapshot, which

@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import logging
 import secrets
-from typing import Any
+from collections.abc import Iterator
+from typing import IO, Any
 
 import redis.asyncio as aioredis
 from redis.typing import EncodableT, FieldT
 
-from models.snapshots import TRAINING_ROWS, sign
+from models.snapshots import TRAINING_ROWS, sign, signer
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ def rows_fields(key: bytes, raw: bytes | memoryview) -> dict[FieldT, EncodableT]
     key
         The signing key.
     raw
-        The rows (the ``.npz`` bytes of :meth:`models.batch.BatchModel.export_rows`).
+        The rows (the ``.npz`` bytes of :meth:`models.batch.BatchRetrained.export_rows`).
 
     Examples
     --------
@@ -78,6 +79,16 @@ def rows_fields(key: bytes, raw: bytes | memoryview) -> dict[FieldT, EncodableT]
     fields["parts"] = len(pieces)
     fields["sig"] = sign(key, TRAINING_ROWS, raw)
     return fields
+
+
+def _pieces(raw: bytes | memoryview | IO[bytes]) -> Iterator[bytes | memoryview]:
+    """``raw``'s parts: slices of bytes, or reads of a file from its start."""
+    if isinstance(raw, bytes | memoryview):
+        yield from parts(raw)
+        return
+    raw.seek(0)
+    while piece := raw.read(PART_BYTES):
+        yield piece
 
 
 class RowsStore:
@@ -101,27 +112,31 @@ class RowsStore:
     def _rows_key(self) -> str:
         return f"{self._base}:training"
 
-    async def save_training_rows(self, raw: bytes | memoryview) -> None:
+    async def save_training_rows(self, raw: bytes | memoryview | IO[bytes]) -> None:
         """Keep a batch model's training rows, signed, for a learner that starts again:
         written in parts to a staging hash, then renamed over the kept rows at once.
 
         Parameters
         ----------
         raw
-            The rows (:meth:`models.batch.BatchModel.export_rows`).
+            The rows (:meth:`models.batch.BatchRetrained.export_rows`), or a file they were
+            written to, read from its start a part at a time (37 MB need not be in memory).
         """
         await self._check_fence()
-        fields = rows_fields(self._key, raw)
+        mac = signer(self._key, TRAINING_ROWS)
         staging = f"{self._base}:training:new:{secrets.token_hex(8)}"  # (the lineage's slot)
+        count = 0
         try:
-            for name in [f for f in fields if str(f).startswith("blob:")]:
+            for piece in _pieces(raw):
+                mac.update(piece)
                 async with self.client.pipeline(transaction=False) as pipe:
-                    pipe.hset(staging, name, fields.pop(name))
+                    pipe.hset(staging, f"blob:{count}", piece)
                     pipe.expire(staging, STAGING_TTL_SECONDS)
                     await pipe.execute()
+                count += 1
             await self._check_fence()
             async with self.client.pipeline(transaction=True) as pipe:
-                pipe.hset(staging, mapping=fields)
+                pipe.hset(staging, mapping={"parts": count, "sig": mac.hexdigest()})
                 pipe.rename(staging, self._rows_key)
                 pipe.persist(self._rows_key)  # (a rename keeps the staging TTL)
                 await pipe.execute()

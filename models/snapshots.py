@@ -146,10 +146,31 @@ def sign(key: bytes, meta: bytes, blob: bytes | memoryview) -> str:
     >>> sign(b"k", b"{}", b"x") == sign(b"k", b"{}", b"x") != sign(b"k2", b"{}", b"x")
     True
     """
-    mac = hmac.new(key, meta, hashlib.sha256)
-    mac.update(b"\n")
+    mac = signer(key, meta)
     mac.update(blob)
     return mac.hexdigest()
+
+
+def signer(key: bytes, meta: bytes) -> hmac.HMAC:
+    """What :func:`sign` signs with, before the blob: update it with the blob in parts.
+
+    Parameters
+    ----------
+    key
+        The signing key.
+    meta
+        As for :func:`sign`.
+
+    Examples
+    --------
+    >>> mac = signer(b"k", b"{}")
+    >>> mac.update(b"x"); mac.update(b"y")
+    >>> mac.hexdigest() == sign(b"k", b"{}", b"xy")
+    True
+    """
+    mac = hmac.new(key, meta, hashlib.sha256)
+    mac.update(b"\n")
+    return mac
 
 
 @dataclass(frozen=True, slots=True)

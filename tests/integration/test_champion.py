@@ -477,6 +477,8 @@ async def test_training_rows_are_kept_in_parts_and_replaced_whole(
     expiry; smaller rows saved next leave none of the old parts. A missing part or a
     changed byte makes them unusable, not wrong; rows kept whole by an older version are
     still read."""
+    import tempfile
+
     from models.rows_store import PART_BYTES, rows_fields
 
     client, key = registry.client, registry.key("training")
@@ -485,6 +487,11 @@ async def test_training_rows_are_kept_in_parts_and_replaced_whole(
     assert await registry.training_rows() == big
     assert await client.hget(key, "parts") == b"3" and await client.ttl(key) == -1
     assert [k async for k in client.scan_iter(match=registry.key("training:new:*"))] == []
+
+    with tempfile.TemporaryFile() as file:  # a file is read from its start, a part at a time
+        file.write(big[::-1])
+        await registry.save_training_rows(file)
+    assert await registry.training_rows() == big[::-1]
 
     await registry.save_training_rows(memoryview(b"small rows"))
     assert await registry.training_rows() == b"small rows"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import io
 import pickle
 import random
 from pathlib import Path
@@ -166,7 +167,9 @@ def test_imported_rows_count_only_the_replayed_labels_they_already_hold() -> Non
     model = BatchRetrained("logistic_regression", retrain_every=10**9)
     for i in range(1000):
         model.learn_one({"i": float(i)}, i % 4 == 0)
-    raw = model.export_rows()
+    out = io.BytesIO()
+    model.export_rows(out)
+    raw = out.getvalue()
 
     def loaded_at_600(replayed: int) -> BatchRetrained:
         twin: BatchRetrained = pickle.loads(pickle.dumps(model))
