@@ -19,12 +19,14 @@ its own and works on the registry's Redis client, keys and fence.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 from collections.abc import Iterator
 from typing import IO, Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 from redis.typing import EncodableT, FieldT
 
 from models.snapshots import TRAINING_ROWS, sign, signer
@@ -141,7 +143,8 @@ class RowsStore:
                 pipe.persist(self._rows_key)  # (a rename keeps the staging TTL)
                 await pipe.execute()
         except BaseException:
-            await self.client.delete(staging)
+            with contextlib.suppress(RedisError):  # (else it expires: STAGING_TTL_SECONDS)
+                await self.client.delete(staging)
             raise
 
     async def training_rows(self) -> bytes | None:

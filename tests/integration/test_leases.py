@@ -139,6 +139,39 @@ async def test_a_stale_learner_can_neither_journal_nor_publish(
         )
 
 
+async def test_a_learner_taken_over_while_it_writes_training_rows_leaves_the_kept_ones(
+    client: redis.Redis, store: RedisFeatureStore, prefix: str
+) -> None:
+    """Training rows go to Redis a part at a time; the learner is taken over after the
+    second part. Its rename is refused, the rows kept before stay whole and nothing it
+    staged is left."""
+    import io
+
+    from models.rows_store import PART_BYTES
+
+    old_fence = Lease(client, prefix, "learn", "old:1", ttl_seconds=0.5).try_acquire()
+    assert old_fence is not None
+    plain = ModelRegistry(store.client, prefix, b"k")
+    await plain.save_training_rows(b"the rows kept before")
+    taken_over: list[bool] = []
+
+    class TakenOverMidway(io.BytesIO):
+        def read(self, size: int | None = -1) -> bytes:
+            if self.tell() >= 2 * PART_BYTES and not taken_over:
+                time.sleep(0.6)  # the old learner stalls past its lease...
+                new = Lease(client, prefix, "learn", "new:2", ttl_seconds=5).try_acquire()
+                taken_over.append(new is not None)  # ... and another takes over
+            return super().read(size)
+
+    with pytest.raises(FencedError):
+        await plain.with_fence(old_fence).save_training_rows(
+            TakenOverMidway(secrets.token_bytes(3 * PART_BYTES))
+        )
+    assert taken_over == [True]
+    assert await plain.training_rows() == b"the rows kept before"
+    assert [k async for k in store.client.scan_iter(match=plain.key("training:new:*"))] == []
+
+
 def test_a_standby_worker_stops_at_once_and_cleanly(
     real_servers: RealServers, tmp_path: Path
 ) -> None:
