@@ -284,7 +284,7 @@ class BatchRetrained(base.Classifier):
         )
         return out
 
-    def import_rows(self, raw: bytes | memoryview, replayed: int = 0) -> None:
+    def import_rows(self, raw: bytes, replayed: int = 0) -> None:
         """Take back rows :meth:`export_rows` wrote (a model loaded from a snapshot, which
         carries none). The ``replayed`` labels to be learned next (the journal since the
         snapshot) that the rows already hold (learned after the snapshot, before the export)

@@ -239,11 +239,10 @@ class ModelRegistry(LearnJournal, ChampionChanges, RowsStore):
                 pipe.set(f"{self._base}:latest", version)
                 pipe.set(champion_key, version)
                 pipe.delete(f"{self._base}:journal")
-                if training_rows == b"":
-                    pipe.delete(self.key("training"))
-                elif training_rows is not None:  # (the hash may hold more parts than these)
-                    pipe.delete(self.key("training"))
-                    pipe.hset(self.key("training"), mapping=rows_fields(self._key, training_rows))
+                if training_rows is not None:  # (the kept hash may hold more parts)
+                    pipe.delete(self._rows_key)
+                if training_rows:
+                    pipe.hset(self._rows_key, mapping=rows_fields(self._key, training_rows))
                 if audit is not None:
                     pipe.rpush(
                         f"{self._base}:audit",

@@ -60,7 +60,12 @@ def parts(raw: bytes | memoryview, size: int = PART_BYTES) -> list[memoryview]:
     return [view[at : at + size] for at in range(0, len(view), size)]
 
 
-def rows_fields(key: bytes, raw: bytes | memoryview) -> dict[FieldT, EncodableT]:
+def part_field(index: int) -> str:
+    """The field of a training-rows hash holding part ``index`` (from 0)."""
+    return f"blob:{index}"
+
+
+def rows_fields(key: bytes, raw: bytes) -> dict[FieldT, EncodableT]:
     """The fields of a training-rows hash: the parts, their count and the signature.
 
     Parameters
@@ -77,7 +82,7 @@ def rows_fields(key: bytes, raw: bytes | memoryview) -> dict[FieldT, EncodableT]
     (['blob:0', 'parts', 'sig'], 1)
     """
     pieces = parts(raw)
-    fields: dict[FieldT, EncodableT] = {f"blob:{i}": piece for i, piece in enumerate(pieces)}
+    fields: dict[FieldT, EncodableT] = {part_field(i): p for i, p in enumerate(pieces)}
     fields["parts"] = len(pieces)
     fields["sig"] = sign(key, TRAINING_ROWS, raw)
     return fields
@@ -132,7 +137,7 @@ class RowsStore:
             for piece in _pieces(raw):
                 mac.update(piece)
                 async with self.client.pipeline(transaction=False) as pipe:
-                    pipe.hset(staging, f"blob:{count}", piece)
+                    pipe.hset(staging, part_field(count), piece)
                     pipe.expire(staging, STAGING_TTL_SECONDS)
                     await pipe.execute()
                 count += 1
@@ -157,7 +162,7 @@ class RowsStore:
         if count is None:
             blob = fields.get(b"blob")
         else:
-            pieces = [fields.get(f"blob:{i}".encode()) for i in range(int(count))]
+            pieces = [fields.get(part_field(i).encode()) for i in range(int(count))]
             blob = None if None in pieces else b"".join(p for p in pieces if p is not None)
         if blob is None or sig is None:
             if fields:

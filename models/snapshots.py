@@ -129,7 +129,7 @@ _TIMES = struct.Struct("<dd")
 _FEATURES = frozenset(FEATURE_NAMES)
 
 
-def sign(key: bytes, meta: bytes, blob: bytes | memoryview) -> str:
+def sign(key: bytes, meta: bytes, blob: bytes) -> str:
     """The HMAC-SHA256 of a snapshot's metadata and bytes, hex-encoded.
 
     Parameters
