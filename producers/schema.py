@@ -233,7 +233,7 @@ def _decode(schema: type[R], raw: bytes | str) -> R:
         record = schema.model_validate_json(raw)
     except ValidationError as exc:
         raise RecordError(validation_errors(exc)) from None
-    repeated = [] if _keys_plainly_unique(raw, len(record.model_fields_set)) else repeated_keys(raw)
+    repeated = [] if keys_plainly_unique(raw, len(record.model_fields_set)) else repeated_keys(raw)
     if repeated:
         raise RecordError([(key, "given more than once") for key in repeated])
     return record
@@ -244,15 +244,15 @@ def _decode(schema: type[R], raw: bytes | str) -> R:
 _QUOTE_SPACE = re.compile(rb'"[ \t\n\r]')
 
 
-def _keys_plainly_unique(raw: bytes | str, fields: int) -> bool:
+def keys_plainly_unique(raw: bytes | str, fields: int) -> bool:
     """Whether a valid record's keys are surely all different, cheaply: with every key's
     quote right before its colon, each key is one ``":`` (a string may add more); as many
     as the distinct fields given means none came twice. False: look closer
     (:func:`repeated_keys`).
 
-    >>> _keys_plainly_unique(b'{"a":1,"b":"x"}', 2)
+    >>> keys_plainly_unique(b'{"a":1,"b":"x"}', 2)
     True
-    >>> _keys_plainly_unique(b'{"a":1,"b":2,"a":3}', 2), _keys_plainly_unique(b'{"a" :1}', 1)
+    >>> keys_plainly_unique(b'{"a":1,"b":2,"a":3}', 2), keys_plainly_unique(b'{"a" :1}', 1)
     (False, False)
     """
     data = raw.encode() if isinstance(raw, str) else raw

@@ -15,16 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
-from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.telemetry import TelemetryConfig
 from prometheus_client import CollectorRegistry, make_asgi_app
 from pydantic_core import to_json
 from redis.exceptions import RedisClusterException, RedisError
@@ -42,10 +41,18 @@ from monitoring.metrics import ApiMetrics
 from producers.schema import TransactionRecord
 from stream.runtime.tasks import cancel_and_wait
 from stream.serving.admin import admin_router
+from stream.serving.bodies import (
+    openapi_body,
+    openapi_components,
+    openapi_flags,
+    read_body,
+    read_flag,
+)
 from stream.serving.decisions import Decision, DecisionLog
 from stream.serving.guard import Guard
 from stream.serving.schemas import (
     COMMON_RESPONSES,
+    VALIDATION_RESPONSE,
     Health,
     Ready,
     ScoreBatch,
@@ -55,6 +62,14 @@ from stream.serving.schemas import (
 )
 
 log = logging.getLogger(__name__)
+
+#: The scoring routes' query flags, as documented.
+FLAGS = {
+    "features": "add the feature vector the score was computed from",
+    "explain": "add the features that pushed the score up most (reason codes)",
+}
+#: FastAPI's native OpenTelemetry, off (see :func:`create_app`).
+NO_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
 
 
 class ModelRefresher:
@@ -191,11 +206,16 @@ def create_app(
             await store.close()
 
     app = FastAPI(
-        title="fraudstream scoring API", version="1", lifespan=lifespan, responses=COMMON_RESPONSES
+        title="fraudstream scoring API",
+        version="1",
+        lifespan=lifespan,
+        responses=COMMON_RESPONSES,
+        # FastAPI's own OpenTelemetry: this API exports Prometheus metrics instead, and the
+        # check whether tracing is configured cost about 20 us per request
+        telemetry=NO_TELEMETRY,
     )
     app.state.holder = holder
     app.state.refresher = refresher
-    app.include_router(admin_router(registry, admin_token, refresher.refresh))
     app.add_middleware(
         Guard,
         metrics=metrics,
@@ -232,28 +252,6 @@ def create_app(
             for e in exc.errors()[:20]
         ]
         return JSONResponse(status_code=422, content={"detail": errors})
-
-    async def single_keys(request: Request) -> None:
-        """A key given twice, in any object of the body, is refused (JSON parsers keep
-        the last one silently): each object's keys are checked as the JSON is parsed."""
-        repeated: list[str] = []
-
-        def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
-            counts = Counter(key for key, _ in items)
-            repeated.extend(sorted(key for key, n in counts.items() if n > 1))
-            return dict(items)
-
-        try:
-            json.loads(await request.body(), object_pairs_hook=pairs)
-        except ValueError:
-            return  # not JSON: the body's own validation says so
-        if repeated:
-            raise RequestValidationError(
-                [
-                    {"loc": ("body", key), "msg": "given more than once", "type": "duplicate_key"}
-                    for key in repeated
-                ]
-            )
 
     def answer(
         record: ScoredRecord, features: bool, started: float, model: base.Classifier | None = None
@@ -297,16 +295,18 @@ def create_app(
         "/v1/score",
         response_model=ScoreResponse,
         response_model_exclude_none=True,
-        dependencies=[Depends(single_keys)],
+        responses=VALIDATION_RESPONSE,
+        openapi_extra={
+            "requestBody": openapi_body(TransactionRecord),
+            "parameters": openapi_flags(FLAGS),
+        },
     )
-    async def score(
-        body: TransactionRecord,
-        features: bool = False,
-        explain: bool = False,
-    ) -> JSONResponse:
+    async def score(request: Request) -> JSONResponse:
         """Score one transaction; ``features=true`` adds the vector it was scored from,
         ``explain=true`` the features that raised the score most (reason codes)."""
         started = time.perf_counter()
+        body = read_body(await request.body(), TransactionRecord)
+        features, explain = (read_flag(request.query_params, name) for name in FLAGS)
         if holder.current is None:
             await refresher.refresh()
         serving = holder.require()  # what score_readonly scores with: no await between
@@ -317,15 +317,18 @@ def create_app(
         "/v1/score/batch",
         response_model=ScoreBatchResponse,
         response_model_exclude_none=True,
-        dependencies=[Depends(single_keys)],
+        responses=VALIDATION_RESPONSE,
+        openapi_extra={
+            "requestBody": openapi_body(ScoreBatch),
+            "parameters": openapi_flags(FLAGS),
+        },
     )
-    async def score_batch(
-        body: ScoreBatch,
-        features: bool = False,
-        explain: bool = False,
-    ) -> JSONResponse:
+    async def score_batch(request: Request) -> JSONResponse:
         """Score up to ``api.batch_max`` transactions, each from the state as it is now (one
         Redis round trip for all, one model call), as ``/v1/score`` would one by one."""
+        started = time.perf_counter()
+        body = read_body(await request.body(), ScoreBatch)
+        features, explain = (read_flag(request.query_params, name) for name in FLAGS)
         if len(body.transactions) > batch_max:
             raise RequestValidationError(
                 [
@@ -336,7 +339,6 @@ def create_app(
                     }
                 ]
             )
-        started = time.perf_counter()
         if holder.current is None:
             await refresher.refresh()
         serving = holder.require()
@@ -345,6 +347,9 @@ def create_app(
         )
         model = serving.model if explain else None
         return Answer({"results": [answer(r, features, started, model) for r in records]})
+
+    # after the scoring routes: a request tries the routes in order
+    app.include_router(admin_router(registry, admin_token, refresher.refresh))
 
     @app.get("/healthz", response_model=Health)
     async def healthz() -> Health:
@@ -386,4 +391,15 @@ def create_app(
         )
     )
 
+    documented = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        """FastAPI's schema, with the bodies the scoring routes read themselves."""
+        schema = documented()
+        schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+        for name, body in openapi_components(TransactionRecord, ScoreBatch).items():
+            schemas.setdefault(name, body)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app

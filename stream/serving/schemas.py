@@ -78,6 +78,27 @@ class Problem(BaseModel):
     reason: str
 
 
+class FieldError(BaseModel):
+    """One thing wrong with a request: where (``["body", field]``, ``["query", name]``),
+    what, and its kind (pydantic's error type, ``duplicate_key``, ``too_long``)."""
+
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ValidationProblem(BaseModel):
+    """A request refused as invalid: every field error (the input is not echoed)."""
+
+    detail: list[FieldError]
+
+
+#: The 422 of a route that reads its body itself (:mod:`stream.serving.bodies`).
+VALIDATION_RESPONSE: dict[int | str, dict[str, Any]] = {
+    422: {"model": ValidationProblem, "description": "The body or a query flag is invalid."}
+}
+
+
 def problem(
     status: int, detail: str, reason: str, headers: dict[str, str] | None = None
 ) -> JSONResponse:
