@@ -72,7 +72,7 @@ def vegeta(cache: Path) -> Path:
     found = shutil.which("vegeta")
     if found:
         return Path(found)
-    binary = cache / "go" / "bin" / "vegeta"
+    binary = (cache / "go" / "bin" / "vegeta").absolute()  # go install wants GOBIN absolute
     if binary.exists():
         return binary
     go = shutil.which("go") or (
