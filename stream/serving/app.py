@@ -30,6 +30,7 @@ from redis.exceptions import RedisClusterException, RedisError
 from river import base
 from starlette.routing import Route
 
+from features.events import Transaction
 from features.store import FeatureStore, ScoredRecord
 from features.vector import FEATURE_SET_VERSION
 from models.errors import ModelError, NoModelError
@@ -68,6 +69,10 @@ FLAGS = {
     "features": "add the feature vector the score was computed from",
     "explain": "add the features that pushed the score up most (reason codes)",
 }
+#: Redis connections a new process opens before it serves (at most ``api.max_in_flight``).
+WARM_UP_CONNECTIONS = 16
+#: The longest a new process spends warming up before it serves anyway.
+WARM_UP_SECONDS = 5.0
 #: FastAPI's native OpenTelemetry, off (see :func:`create_app`).
 NO_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
 
@@ -114,6 +119,38 @@ class ModelRefresher:
                     log.warning("model refresh failed: %r; keeping the current model", exc)
                 self._failing = True
             await asyncio.sleep(every)
+
+
+async def warm_up(store: FeatureStore, refresher: ModelRefresher, connections: int) -> None:
+    """Make a new process as fast as a warm one before it serves: the champion loaded, the
+    Redis pool holding ``connections`` connections (opened by as many concurrent peeks) and
+    the scoring path run once through. Read only, and no decision is logged.
+
+    ``bench api`` without it: a fresh process refused 203 of the 375 requests of its first
+    half-second at 750 requests/s (p99 285 ms) and none after the second second. Redis or
+    the champion away is not an error here: the process starts, and waits them out as it
+    serves (503 meanwhile).
+    """
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(WARM_UP_SECONDS):
+            await refresher.refresh()
+            if refresher.holder.current is None:
+                log.info("warm-up: no champion yet; the scoring path is warmed by its first use")
+                return
+            probe = Transaction("warm-up", "warm-up", "warm-up", 1.0, time.time())
+            body = read_body(to_json(TransactionRecord.from_event(probe)), TransactionRecord)
+            holder = refresher.holder
+            await asyncio.gather(
+                *(score_readonly(store, holder, body.to_event()) for _ in range(connections))
+            )
+            records = await score_readonly_many(store, holder, [probe, probe])
+            reasons(holder.require().model, records[0].features, 5)
+            Answer({"results": [{"score": r.score} for r in records]})
+    except Exception as exc:  # Redis away, a bad snapshot: served as it comes
+        log.warning("warm-up stopped (%r); serving anyway", exc)
+        return
+    log.info("warmed up in %.0f ms", 1000 * (time.perf_counter() - started))
 
 
 class AsgiEndpoint:
@@ -196,6 +233,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await warm_up(store, refresher, min(WARM_UP_CONNECTIONS, max_in_flight))
         tasks = [asyncio.create_task(refresher.run(refresh_seconds))]
         if decisions is not None:
             tasks.append(asyncio.create_task(decisions.run()))

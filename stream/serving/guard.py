@@ -8,8 +8,13 @@
   so past the process's CPU the in-flight count stays low while requests
   queue in front of the event loop, unseen, and a 503 waits as long as a
   200. So a request is also refused while the loop runs more than
-  ``max_lag_seconds`` behind and another request is in flight: what is
-  accepted then leaves the CPU for the refusals, which stay fast.
+  ``max_lag_seconds`` behind, has not caught up for :data:`LATE_FOR_SECONDS`
+  (every probe in that time late: as CoDel judges a queue; at once while it
+  refused one within :data:`SHEDDING_SECONDS`) and another request is in
+  flight: what is accepted then leaves the CPU for the refusals, which stay
+  fast. A stall (a collection, a model swap, the
+  machine busy elsewhere) the loop catches up from within that time refuses
+  nothing: the requests it held up are let in, as they would have been.
 * **Body size**: a body over ``max_body_bytes`` is answered ``413``, from its
   ``Content-Length`` before reading, or as soon as a streamed body passes it.
 * **Every answer counted**: ``fraudstream_api_requests_total`` by route and
@@ -22,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
 from typing import Any
 
@@ -32,6 +38,12 @@ from monitoring.metrics import ApiMetrics
 log = logging.getLogger(__name__)
 
 PROBES = frozenset({"/healthz", "/readyz", "/metrics"})
+#: How long the event loop must have run late, without one probe on time, before its lag
+#: refuses requests (a stall it catches up from sooner is not overload) ...
+LATE_FOR_SECONDS = 0.1
+#: ... unless it refused one this recently: overload that goes on is refused at once, not
+#: let in for that long each time the loop catches up for a moment.
+SHEDDING_SECONDS = 1.0
 
 
 class BodyTooLarge(Exception):
@@ -77,29 +89,38 @@ class LoopLag:
     notes (a quarter weight to the newest: one pause, a garbage collection or
     a model swap, fades within a few turns), or by how overdue the probe is
     now, if more (a turn that handles a flood of requests at once keeps the
-    probe from running). Started by the first :meth:`behind` call, from
-    inside the loop.
+    probe from running). :meth:`late_for` tells how long the probes have woken
+    more than ``late`` late, every one of them: a stall the loop catches up
+    from resets it, a loop past its CPU never does. Started by the first
+    :meth:`behind` call, from inside the loop.
 
     >>> async def main():
-    ...     lag = LoopLag(interval=0.001)
+    ...     lag = LoopLag(interval=0.001, late=0.005)
     ...     lag.behind()
     ...     await asyncio.sleep(0.01)
     ...     on_time = lag.behind()
-    ...     for _ in range(6):           # turns of the loop that take 30 ms each
+    ...     time.sleep(0.03)                # one stall ...
+    ...     await asyncio.sleep(0.01)
+    ...     after_a_stall = lag.late_for()
+    ...     for _ in range(6):              # ... and turns of the loop that take 30 ms each
     ...         time.sleep(0.03)
     ...         await asyncio.sleep(0)
     ...     queued = lag.behind()
     ...     lag.stop()
-    ...     return on_time < 0.01, queued > 0.02
+    ...     return on_time < 0.01, after_a_stall, queued > 0.02, lag.late_for() > 0.1
     >>> asyncio.run(main())
-    (True, True)
+    (True, 0.0, True, True)
     """
 
-    def __init__(self, interval: float = 0.005) -> None:
+    def __init__(self, interval: float = 0.005, late: float = 0.005) -> None:
         self.interval = interval
+        #: A probe that wakes more than this late is late (:meth:`late_for`).
+        self.late = late
         #: The moving average of how late the probe woke, and when it is due next.
         self.average = 0.0
         self.due = 0.0
+        #: When the first of the late probes in a row woke (None: the last was on time).
+        self.late_since: float | None = None
         self._task: asyncio.Task[None] | None = None
 
     def behind(self) -> float:
@@ -117,7 +138,19 @@ class LoopLag:
         while True:
             self.due = due = time.monotonic() + self.interval
             await asyncio.sleep(self.interval)
-            self.average += (max(0.0, time.monotonic() - due) - self.average) / 4
+            now = time.monotonic()
+            woke = max(0.0, now - due)
+            self.average += (woke - self.average) / 4
+            if woke <= self.late:
+                self.late_since = None
+            elif self.late_since is None:
+                self.late_since = now
+
+    def late_for(self) -> float:
+        """Seconds since the first of the probes in a row that woke late woke (0: the last
+        one was on time): how long the loop has not caught up after falling behind, however
+        long the stall that began it."""
+        return 0.0 if self.late_since is None else time.monotonic() - self.late_since
 
     def stop(self) -> None:
         if self._task is not None:
@@ -160,11 +193,13 @@ class Guard:
         self.max_in_flight = max_in_flight
         #: Refuse while the event loop is more than this behind (0: never for that).
         self.max_lag = max_lag_seconds
-        self.lag = LoopLag()
+        self.lag = LoopLag(late=max_lag_seconds)
         self.max_body_bytes = max_body_bytes
         self.retry_after = ((b"retry-after", str(retry_after_seconds).encode()),)
         #: Requests being handled now (one event loop: no lock needed).
         self.in_flight = 0
+        #: When the lag last refused a request (monotonic).
+        self._refused_at = -math.inf
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -230,7 +265,11 @@ class Guard:
             return f"{self.max_in_flight} requests in flight (api.max_in_flight)"
         if self.max_lag and self.in_flight:  # alone, a request never waits for another
             behind = self.lag.behind()
-            if behind > self.max_lag:
+            if behind > self.max_lag and (
+                self.lag.late_for() >= LATE_FOR_SECONDS
+                or time.monotonic() - self._refused_at < SHEDDING_SECONDS
+            ):
+                self._refused_at = time.monotonic()
                 return (
                     f"the event loop is {1000 * behind:.0f} ms behind "
                     f"(api.max_loop_lag_ms: {1000 * self.max_lag:g})"

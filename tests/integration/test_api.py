@@ -62,6 +62,50 @@ def api(redis_url: str) -> Iterator[tuple[TestClient, ModelRegistry, CollectorRe
         yield client, registry, metrics
 
 
+def test_a_new_process_warms_up_before_it_serves(redis_url: str) -> None:
+    """Before the first request: the champion loaded and the Redis pool holding the
+    connections of as many concurrent requests (a cold process under load refused most
+    of its first half-second, bench api); nothing written, no decision logged."""
+    import redis.asyncio as aioredis
+
+    prefix, name = f"fs-{secrets.token_hex(4)}", f"warm-{secrets.token_hex(4)}"
+
+    async def publish() -> None:
+        store = RedisFeatureStore.from_url(redis_url, prefix)
+        try:
+            await ModelRegistry(store.client, prefix, KEY).publish(
+                build_model("logistic_regression"),
+                SnapshotMeta(0, None, "logistic_regression", 2, 0, None),
+            )
+        finally:
+            await store.close()
+
+    async def ours() -> tuple[int, list[str]]:
+        client = aioredis.Redis.from_url(redis_url)
+        try:
+            named = [c for c in await client.client_list() if c.get("name") == name]
+            return len(named), sorted(map(str, await client.keys(f"{prefix}:*")))
+        finally:
+            await client.aclose()
+
+    asyncio.run(publish())
+    keys_before = asyncio.run(ours())[1]
+    store = RedisFeatureStore(aioredis.Redis.from_url(redis_url, client_name=name), prefix)
+    metrics = CollectorRegistry()
+    app = create_app(store, ModelRegistry(store.client, prefix, KEY), metrics, max_in_flight=6)
+    with TestClient(app):
+        connections, keys_after = asyncio.run(ours())
+        assert connections >= 6
+        assert metrics.get_sample_value("fraudstream_api_model_version") == 1
+        assert (
+            metrics.get_sample_value(
+                "fraudstream_api_requests_total", {"route": "/v1/score", "status": "200"}
+            )
+            is None
+        )
+    assert keys_after == keys_before
+
+
 async def champion(url: str, prefix: str) -> Any:
     """The champion model published under ``prefix``, loaded on its own connection."""
     store = RedisFeatureStore.from_url(url, prefix)
@@ -297,7 +341,7 @@ async def test_over_the_in_flight_limit_the_guard_answers_503_at_once() -> None:
 
 
 async def _flood(max_lag_seconds: float) -> tuple[Counter[int], list[str], int, int]:
-    """40 requests, one every 2 ms, to an app that waits 5 ms then holds the CPU 20 ms
+    """60 requests, one every 2 ms, to an app that waits 5 ms then holds the CPU 20 ms
     (a process past its CPU), then one alone: the statuses, the 503s' details, how many the app
     handled, and the lone request's status."""
     handled = 0
@@ -322,7 +366,7 @@ async def _flood(max_lag_seconds: float) -> tuple[Counter[int], list[str], int, 
         transport=httpx.ASGITransport(app=guard), base_url="http://api"
     ) as client:
         sent = []
-        for _ in range(40):
+        for _ in range(60):
             sent.append(asyncio.create_task(client.get("/v1/score")))
             await asyncio.sleep(0.002)
         answers = await asyncio.gather(*sent)
@@ -342,11 +386,44 @@ async def test_past_its_cpu_the_guard_sheds_by_the_event_loops_lag() -> None:
     turn; a request alone is always let in."""
     statuses, details, handled, alone = await _flood(0.005)
     print("past the CPU, shedding by lag:", dict(statuses), "handled", handled)
-    assert set(statuses) == {200, 503} and statuses[503] >= 5, statuses
+    assert set(statuses) == {200, 503} and statuses[503] >= 10, statuses
     assert all("event loop" in d and "api.max_loop_lag_ms" in d for d in details), details
     assert handled == statuses[200] + 1 and alone == 200
     statuses, details, handled, alone = await _flood(0.0)
-    assert statuses == Counter({200: 40}) and handled == 41 and alone == 200
+    assert statuses == Counter({200: 60}) and handled == 61 and alone == 200
+
+
+async def test_one_stall_of_the_event_loop_refuses_nothing() -> None:
+    """A process well within its CPU stalls once for 100 ms (a collection, a model swap):
+    the requests it held up are late, then let in; the lag refuses only a loop that stays
+    behind (the flood above)."""
+
+    async def quick(scope: Any, receive: Any, send: Any) -> None:
+        await asyncio.sleep(0.006)  # a round trip to Redis: two requests in flight at times
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    guard = Guard(
+        quick,
+        ApiMetrics.create(CollectorRegistry()),
+        max_in_flight=1000,
+        max_body_bytes=1024,
+        retry_after_seconds=1,
+        max_lag_seconds=0.02,  # (a loaded test machine is often 5 ms late)
+    )
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=guard), base_url="http://api"
+    ) as client:
+        sent = []
+        for i in range(60):  # 250 requests/s
+            sent.append(asyncio.create_task(client.get("/v1/score")))
+            if i == 20:  # the stall, with the requests that come meanwhile queued
+                sent += [asyncio.create_task(client.get("/v1/score")) for _ in range(15)]
+                time.sleep(0.1)
+            await asyncio.sleep(0.004)
+        answers = await asyncio.gather(*sent)
+    guard.lag.stop()
+    assert Counter(a.status_code for a in answers) == Counter({200: 75})
 
 
 async def test_the_real_api_past_its_in_flight_limit_sheds_with_503_never_500(
