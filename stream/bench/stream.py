@@ -43,6 +43,7 @@ import polars as pl
 import redis
 
 from features.events import Transaction
+from features.keys import models_tag
 from monitoring.scrape import read_metric
 from producers.events import encode_events
 from producers.generator import Simulation
@@ -334,11 +335,15 @@ def _median(layout: str, results: list[LayoutResult]) -> LayoutResult:
 
 
 def remove_keys(settings: Settings) -> None:
-    """Remove every Redis key under the settings' prefix (what a bench run wrote)."""
+    """Remove every Redis key under the settings' prefix (what a bench run wrote): the
+    feature state's and the model registry's, whose keys start with its hash tag
+    (:func:`features.keys.models_tag`)."""
+    prefix = settings.redis.key_prefix
     client = redis.Redis.from_url(settings.redis.url)
     try:
-        keys = list(client.scan_iter(match=f"{settings.redis.key_prefix}:*", count=1000))
-        for start in range(0, len(keys), 1000):
-            client.unlink(*keys[start : start + 1000])
+        for match in (f"{prefix}:*", f"{models_tag(prefix)}*"):
+            keys = list(client.scan_iter(match=match, count=1000))
+            for start in range(0, len(keys), 1000):
+                client.unlink(*keys[start : start + 1000])
     finally:
         client.close()
