@@ -38,7 +38,7 @@ from pydantic import SecretStr
 
 from features.events import Transaction
 from producers.schema import TransactionRecord
-from stream.bench.stream import remove_keys
+from stream.bench.stream import remove_run
 from stream.bench.vegeta import SUSTAINED_P99_MS, Attack, attack, vegeta
 from stream.services.process import free_port
 from stream.settings import Settings, to_env
@@ -272,7 +272,7 @@ def bench_api(
             }
         finally:
             _stop(api)
-    remove_keys(settings)  # the keys of the stream scored and the champion
+    remove_run(settings)  # the keys of the stream scored and the champion, the topics
     load = os.getloadavg()
     summary["load_after"] = load
     bare_best = summary["sustained"]["bare"]

@@ -59,7 +59,7 @@ from stream.bench.workers import (
     layout_settings,
     stopped_on_interrupt,
 )
-from stream.runtime.topics import ensure_topics
+from stream.runtime.topics import ensure_topics, remove_topics
 from stream.settings import Settings
 
 
@@ -246,7 +246,7 @@ def _alone(
         finally:
             processes.stop()
     finally:
-        remove_keys(settings)
+        remove_run(settings)
     return txn_rate, reached_rate, label_rate, rss, stop
 
 
@@ -293,7 +293,7 @@ def _one(
             )
     finally:
         stop = processes.stop()
-        remove_keys(settings)
+        remove_run(settings)
     return LayoutResult(
         layout,
         txn_rate,
@@ -332,6 +332,12 @@ def _median(layout: str, results: list[LayoutResult]) -> LayoutResult:
         max(r.offered_late for r in results),
         med([r.generator_cpu for r in results]),
     )
+
+
+def remove_run(settings: Settings) -> None:
+    """Remove what a bench run wrote: its Redis keys and its Kafka topics."""
+    remove_keys(settings)
+    remove_topics(settings)
 
 
 def remove_keys(settings: Settings) -> None:

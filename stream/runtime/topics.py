@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 
 from kafka.admin import KafkaAdminClient, NewTopic
-from kafka.errors import TopicAlreadyExistsError
+from kafka.errors import TopicAlreadyExistsError, UnknownTopicOrPartitionError
 
 from stream.settings import Settings
 
@@ -53,5 +53,20 @@ def ensure_topics(settings: Settings) -> list[str]:
             with contextlib.suppress(TopicAlreadyExistsError):
                 admin.create_topics(new)
         return wanted
+    finally:
+        admin.close()
+
+
+def remove_topics(settings: Settings) -> list[str]:
+    """Delete the settings' topics that exist (a bench run's, under its own prefix); return
+    their names."""
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
+    try:
+        existing = set(admin.list_topics())
+        doomed = [name for name in topic_names(settings) if name in existing]
+        if doomed:
+            with contextlib.suppress(UnknownTopicOrPartitionError):  # another run's removal
+                admin.delete_topics(doomed)
+        return doomed
     finally:
         admin.close()

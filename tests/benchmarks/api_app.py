@@ -105,7 +105,7 @@ async def main(requests: int, rounds: int, concurrency: int, customers: int, day
     from pydantic import SecretStr
 
     from stream.bench.api import _prepare, bare_app
-    from stream.bench.stream import remove_keys
+    from stream.bench.stream import remove_run
     from stream.runtime.gc_settings import tune_for_streaming
     from stream.settings import Settings
     from stream.wiring import build_api
@@ -134,7 +134,7 @@ async def main(requests: int, rounds: int, concurrency: int, customers: int, day
         api_life[1].put_nowait({"type": "lifespan.shutdown"})
         await asyncio.wait_for(api_life[0], 10)
     finally:
-        remove_keys(settings)
+        remove_run(settings)
     print(f"{len(bodies)} requests x {rounds} rounds, {concurrency} at a time")
     med = {}
     for name, runs in results.items():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import redis
 
@@ -41,3 +43,33 @@ def test_a_bench_run_removes_the_model_registrys_keys_too(redis_url: str) -> Non
     assert not list(client.scan_iter(match=f"*{prefix}*"))
     assert client.get(keep) == b"1"
     client.delete(keep)
+
+
+def test_a_bench_run_removes_its_topics(kafka_bootstrap: str, redis_url: str) -> None:
+    import secrets
+
+    from kafka import KafkaAdminClient
+
+    from stream.bench.stream import remove_run
+    from stream.runtime.topics import ensure_topics, topic_names
+    from stream.settings import Settings
+
+    prefix = f"benchrm{secrets.token_hex(3)}"
+    settings = Settings.model_validate(
+        {
+            "redis": {"url": redis_url, "key_prefix": prefix},
+            "kafka": {"bootstrap_servers": kafka_bootstrap},
+            "topics": {"prefix": f"{prefix}-"},
+        }
+    )
+    ensure_topics(settings)
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    try:
+        assert set(topic_names(settings)) <= set(admin.list_topics())
+        remove_run(settings)
+        deadline = time.monotonic() + 30
+        while set(topic_names(settings)) & set(admin.list_topics()):
+            assert time.monotonic() < deadline, "the run's topics are still there"
+            time.sleep(0.2)
+    finally:
+        admin.close()
