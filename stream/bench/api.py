@@ -233,9 +233,16 @@ def bench_api(
             over = run("api at 3x sustained", api_url, bodies, 3 * one)
             summary["overload"] = {
                 "codes": dict(over.codes),
+                "p50_503_ms": over.quantile(0.5, 503),
                 "p99_503_ms": over.quantile(0.99, 503),
                 "p99_200_ms": over.quantile(0.99, 200),
             }
+            at_one = next(r for r in results if r.target == "api (1 process)" and r.rate == one)
+            say(
+                f"{'':28s} refused: p50 {over.quantile(0.5, 503):.2f}, p99 "
+                f"{over.quantile(0.99, 503):.2f} ms; accepted: p99 {over.quantile(0.99, 200):.2f}"
+                f" ms (at {one:,.0f}/s: {at_one.quantile(0.99):.2f} ms)"
+            )
         for rate in (50, 100, 150, 200, 300):
             batch = run(
                 "api batch of 100", api_url.replace("/v1/score", "/v1/score/batch"), batches, rate
