@@ -248,8 +248,9 @@ class ApiSettings(_Section):
     #: Retry-After (load shedding). The Redis pool is sized to it.
     max_in_flight: int = Field(64, ge=1, le=10_000)
     #: ... and while its event loop runs more than this many ms behind with a request in
-    #: flight (the process is past its CPU: requests queue in front of the loop, where no
-    #: in-flight count sees them; ``stream.serving.guard``); 0: only the in-flight limit.
+    #: flight and has not caught up for 100 ms (the process is past its CPU: requests queue
+    #: in front of the loop, where no in-flight count sees them; ``stream.serving.guard``);
+    #: 0: only the in-flight limit.
     max_loop_lag_ms: float = Field(5.0, ge=0, le=10_000)
     #: Largest request body accepted; a bigger one is answered 413 without being read.
     max_body_bytes: int = Field(64 * 1024, ge=1024, le=64 * 1024 * 1024)
