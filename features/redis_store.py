@@ -47,6 +47,7 @@ from features import card, terminal
 from features.events import Label, Transaction
 from features.keys import KeyLayout
 from features.redis_lua import scripts
+from features.redis_mux import Mux
 from features.redis_wire import (
     applied_from_reply,
     chunks,
@@ -116,6 +117,16 @@ class RedisFeatureStore:
         self._shas: dict[str, str] = {}
         #: Redis lost the scripts: load them again (the old SHAs stay until then).
         self._stale = False
+        #: The shared connection reads go through (:meth:`multiplex_reads`); None: the pool.
+        self.mux: Mux | None = None
+
+    def multiplex_reads(self) -> bool:
+        """Send the read-only peeks of every caller on one shared connection
+        (:mod:`features.redis_mux`) instead of a pooled one each: the scoring API's reads.
+        False (and nothing changed) where that connection cannot be made (TLS, a Unix
+        socket)."""
+        self.mux = Mux.from_client(self.client)
+        return self.mux is not None
 
     @classmethod
     def from_url(cls, url: str, key_prefix: str, **options: Any) -> RedisFeatureStore:
@@ -259,7 +270,21 @@ class RedisFeatureStore:
                 for txn in txns
             ]
 
-        return [reply_state(*reply) for reply in await self._send(commands)]
+        send = self._send if self.mux is None else self._send_shared
+        return [reply_state(*reply) for reply in await send(commands)]
+
+    async def _send_shared(self, commands: Callable[[], Sequence[Sequence[object]]]) -> list[Any]:
+        """:meth:`_send` on the shared connection (only commands that are safe to repeat)."""
+        assert self.mux is not None
+        for attempt in range(2):
+            await self._ensure_scripts(reload=attempt > 0)
+            built = commands()
+            try:
+                return await self.mux.call(b"".join([pack_command(c) for c in built]), len(built))
+            except NoScriptError:  # Redis lost the scripts: loaded again, sent again once
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
 
     async def _send(self, commands: Callable[[], Sequence[Sequence[object]]]) -> list[Any]:
         """The replies of ``commands()``: packed (:func:`pack_command`) and sent at once on
@@ -353,4 +378,6 @@ class RedisFeatureStore:
         return int(info["used_memory"]), int(await self.client.dbsize())
 
     async def close(self) -> None:
+        if self.mux is not None:
+            await self.mux.close()
         await self.client.aclose()

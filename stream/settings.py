@@ -244,6 +244,10 @@ class ApiSettings(_Section):
     workers: int = Field(1, ge=1, le=64)
     #: How often the API looks for a newer model snapshot.
     model_refresh_seconds: float = Field(1.0, gt=0)
+    #: Send every request's feature reads on one shared Redis connection, replies matched
+    #: in order (``features.redis_mux``), instead of a pooled connection each: a third of
+    #: a request's CPU went to redis-py's pool. Not for TLS or Unix sockets (pooled then).
+    shared_redis_reads: bool = True
     #: Requests handled at once by one process; more are answered 503 at once, with
     #: Retry-After (load shedding). The Redis pool is sized to it.
     max_in_flight: int = Field(64, ge=1, le=10_000)

@@ -123,8 +123,9 @@ class ModelRefresher:
 
 async def warm_up(store: FeatureStore, refresher: ModelRefresher, connections: int) -> None:
     """Make a new process as fast as a warm one before it serves: the champion loaded, the
-    Redis pool holding ``connections`` connections (opened by as many concurrent peeks) and
-    the scoring path run once through. Read only, and no decision is logged.
+    Redis connections its reads use opened (``connections`` concurrent peeks: as many
+    pooled ones, or the one shared connection) and the scoring path run once through. Read
+    only, and no decision is logged.
 
     ``bench api`` without it: a fresh process refused 203 of the 375 requests of its first
     half-second at 750 requests/s (p99 285 ms) and none after the second second. Redis or
