@@ -340,6 +340,19 @@ async def test_over_the_in_flight_limit_the_guard_answers_503_at_once() -> None:
     )
 
 
+def _lag_guard(app: Any, max_lag_seconds: float) -> Guard:
+    """A guard around ``app`` that sheds by the event loop's lag only (the in-flight limit
+    far away)."""
+    return Guard(
+        app,
+        ApiMetrics.create(CollectorRegistry()),
+        max_in_flight=1000,
+        max_body_bytes=1024,
+        retry_after_seconds=1,
+        max_lag_seconds=max_lag_seconds,
+    )
+
+
 async def _flood(max_lag_seconds: float) -> tuple[Counter[int], list[str], int, int]:
     """60 requests, one every 2 ms, to an app that waits 5 ms then holds the CPU 20 ms
     (a process past its CPU), then one alone: the statuses, the 503s' details, how many the app
@@ -354,14 +367,7 @@ async def _flood(max_lag_seconds: float) -> tuple[Counter[int], list[str], int, 
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"ok"})
 
-    guard = Guard(
-        busy,
-        ApiMetrics.create(CollectorRegistry()),
-        max_in_flight=1000,
-        max_body_bytes=1024,
-        retry_after_seconds=1,
-        max_lag_seconds=max_lag_seconds,
-    )
+    guard = _lag_guard(busy, max_lag_seconds)
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=guard), base_url="http://api"
     ) as client:
@@ -403,14 +409,7 @@ async def test_one_stall_of_the_event_loop_refuses_nothing() -> None:
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"ok"})
 
-    guard = Guard(
-        quick,
-        ApiMetrics.create(CollectorRegistry()),
-        max_in_flight=1000,
-        max_body_bytes=1024,
-        retry_after_seconds=1,
-        max_lag_seconds=0.02,  # (a loaded test machine is often 5 ms late)
-    )
+    guard = _lag_guard(quick, 0.02)  # (a loaded test machine is often 5 ms late)
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=guard), base_url="http://api"
     ) as client:
