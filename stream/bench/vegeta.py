@@ -59,11 +59,17 @@ class Attack:
 
     def line(self) -> str:
         codes = ", ".join(f"{c or 'error'}: {n}" for c, n in sorted(self.codes.items()))
+        refused = ""
+        if self.codes[503] and self.codes[200]:  # shedding: the refusals and the rest apart
+            refused = (
+                f"  (503 p50 {self.quantile(0.5, 503):.2f}, p99 {self.quantile(0.99, 503):.2f};"
+                f" 200 p99 {self.quantile(0.99, 200):.2f} ms)"
+            )
         return (
             f"{self.target:28s} {self.rate:7,.0f}/s  p50 {self.quantile(0.5):7.2f}  "
             f"p95 {self.quantile(0.95):7.2f}  p99 {self.quantile(0.99):7.2f}  "
             f"max {self.quantile(1.0):8.2f} ms  [{codes}]  generator CPU "
-            f"{self.generator_cpu_s:.1f} s"
+            f"{self.generator_cpu_s:.1f} s{refused}"
         )
 
 
