@@ -125,6 +125,13 @@ class Mux:
     async def call(self, packed: bytes, count: int) -> list[Any]:
         """The replies of ``count`` commands packed one after the other (RESP), in order.
 
+        Parameters
+        ----------
+        packed
+            The commands, each packed as RESP (:func:`features.redis_wire.pack_command`).
+        count
+            How many commands ``packed`` holds: as many replies are read.
+
         Raises
         ------
         redis.exceptions.ConnectionError, redis.exceptions.TimeoutError

@@ -250,6 +250,13 @@ def keys_plainly_unique(raw: bytes | str, fields: int) -> bool:
     as the distinct fields given means none came twice. False: look closer
     (:func:`repeated_keys`).
 
+    Parameters
+    ----------
+    raw
+        The record's JSON, already validated.
+    fields
+        How many distinct keys it gave (its fields set, nested ones counted too).
+
     >>> keys_plainly_unique(b'{"a":1,"b":"x"}', 2)
     True
     >>> keys_plainly_unique(b'{"a":1,"b":2,"a":3}', 2), keys_plainly_unique(b'{"a" :1}', 1)

@@ -30,11 +30,9 @@ from redis.exceptions import RedisClusterException, RedisError
 from river import base
 from starlette.routing import Route
 
-from features.events import Transaction
 from features.store import FeatureStore, ScoredRecord
 from features.vector import FEATURE_SET_VERSION
 from models.errors import ModelError, NoModelError
-from models.following import follow
 from models.reasons import reasons
 from models.registry import ModelRegistry
 from models.scoring import ModelHolder, score_readonly, score_readonly_many
@@ -51,6 +49,7 @@ from stream.serving.bodies import (
 )
 from stream.serving.decisions import Decision, DecisionLog
 from stream.serving.guard import Guard
+from stream.serving.refresher import ModelRefresher
 from stream.serving.schemas import (
     COMMON_RESPONSES,
     VALIDATION_RESPONSE,
@@ -61,6 +60,7 @@ from stream.serving.schemas import (
     ScoreResponse,
     problem,
 )
+from stream.serving.warm_up import WARM_UP_CONNECTIONS, warm_up
 
 log = logging.getLogger(__name__)
 
@@ -69,89 +69,8 @@ FLAGS = {
     "features": "add the feature vector the score was computed from",
     "explain": "add the features that pushed the score up most (reason codes)",
 }
-#: Redis connections a new process opens before it serves (at most ``api.max_in_flight``).
-WARM_UP_CONNECTIONS = 16
-#: The longest a new process spends warming up before it serves anyway.
-WARM_UP_SECONDS = 5.0
 #: FastAPI's native OpenTelemetry, off (see :func:`create_app`).
 NO_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
-
-
-class ModelRefresher:
-    """Keeps a :class:`ModelHolder` on the registry's latest version.
-
-    Parameters
-    ----------
-    registry
-        The registry whose champion is followed (:func:`models.following.follow`).
-    holder
-        The holder the API scores from; each newer verified snapshot is swapped in.
-    metrics
-        The API's metrics: the model version served, the snapshots refused.
-    """
-
-    def __init__(self, registry: ModelRegistry, holder: ModelHolder, metrics: ApiMetrics):
-        self.registry = registry
-        self.holder = holder
-        self.metrics = metrics
-
-        #: When (monotonic) the model held was loaded.
-        self.loaded_at = time.monotonic()
-        self._failing = False
-
-    async def refresh(self) -> None:
-        meta = await follow(self.registry, self.holder)
-        self.metrics.models_refused.set(len(self.holder.refused))
-        if meta is not None:
-            self.loaded_at = time.monotonic()
-            self.metrics.model_version.set(meta.version)
-            log.info("serving model version %d", meta.version)
-
-    async def run(self, every: float) -> None:
-        while True:
-            try:
-                await self.refresh()
-                if self._failing:
-                    log.info("model refresh works again")
-                self._failing = False
-            except Exception as exc:  # Redis away: logged when it starts, not every second
-                if not self._failing:
-                    log.warning("model refresh failed: %r; keeping the current model", exc)
-                self._failing = True
-            await asyncio.sleep(every)
-
-
-async def warm_up(store: FeatureStore, refresher: ModelRefresher, connections: int) -> None:
-    """Make a new process as fast as a warm one before it serves: the champion loaded, the
-    Redis connections its reads use opened (``connections`` concurrent peeks: as many
-    pooled ones, or the one shared connection) and the scoring path run once through. Read
-    only, and no decision is logged.
-
-    ``bench api`` without it: a fresh process refused 203 of the 375 requests of its first
-    half-second at 750 requests/s (p99 285 ms) and none after the second second. Redis or
-    the champion away is not an error here: the process starts, and waits them out as it
-    serves (503 meanwhile).
-    """
-    started = time.perf_counter()
-    try:
-        async with asyncio.timeout(WARM_UP_SECONDS):
-            await refresher.refresh()
-            if refresher.holder.current is None:
-                log.info("warm-up: no champion yet; the scoring path is warmed by its first use")
-                return
-            probe = Transaction("warm-up", "warm-up", "warm-up", 1.0, time.time())
-            body = read_body(to_json(TransactionRecord.from_event(probe)), TransactionRecord)
-            holder = refresher.holder
-            await asyncio.gather(
-                *(score_readonly(store, holder, body.to_event()) for _ in range(connections))
-            )
-            records = await score_readonly_many(store, holder, [probe, probe])
-            reasons(holder.require().model, records[0].features, 5)
-            Answer({"results": [{"score": r.score} for r in records]})
-    except Exception as exc:  # Redis away, a bad snapshot: served as it comes
-        log.warning("warm-up stopped (%r); serving anyway", exc)
-        return
-    log.info("warmed up in %.0f ms", 1000 * (time.perf_counter() - started))
 
 
 class AsgiEndpoint:

@@ -94,6 +94,13 @@ class LoopLag:
     from resets it, a loop past its CPU never does. Started by the first
     :meth:`behind` call, from inside the loop.
 
+    Parameters
+    ----------
+    interval
+        Seconds the probe sleeps between two notes.
+    late
+        Seconds past its due time a probe counts as late (:meth:`late_for`).
+
     >>> async def main():
     ...     lag = LoopLag(interval=0.001, late=0.005)
     ...     lag.behind()
