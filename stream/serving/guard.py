@@ -109,7 +109,7 @@ class LoopLag:
     ...     time.sleep(0.03)                # one stall ...
     ...     await asyncio.sleep(0.01)
     ...     after_a_stall = lag.late_for()
-    ...     for _ in range(6):              # ... and turns of the loop that take 30 ms each
+    ...     for _ in range(10):             # ... and turns of the loop that take 30 ms each
     ...         time.sleep(0.03)
     ...         await asyncio.sleep(0)
     ...     queued = lag.behind()
