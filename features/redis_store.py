@@ -36,7 +36,7 @@ record after ``scored_ttl_seconds`` (labels are not expected later than that).
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -124,7 +124,7 @@ class RedisFeatureStore:
         """Send the read-only peeks of every caller on one shared connection
         (:mod:`features.redis_mux`) instead of a pooled one each: the scoring API's reads.
         False (and nothing changed) where that connection cannot be made (TLS, a Unix
-        socket)."""
+        socket, a cluster)."""
         self.mux = Mux.from_client(self.client)
         return self.mux is not None
 
@@ -270,47 +270,51 @@ class RedisFeatureStore:
                 for txn in txns
             ]
 
-        send = self._send if self.mux is None else self._send_shared
-        return [reply_state(*reply) for reply in await send(commands)]
-
-    async def _send_shared(self, commands: Callable[[], Sequence[Sequence[object]]]) -> list[Any]:
-        """:meth:`_send` on the shared connection (only commands that are safe to repeat)."""
-        assert self.mux is not None
-        for attempt in range(2):
-            await self._ensure_scripts(reload=attempt > 0)
-            built = commands()
-            try:
-                return await self.mux.call(b"".join([pack_command(c) for c in built]), len(built))
-            except NoScriptError:  # Redis lost the scripts: loaded again, sent again once
-                if attempt:
-                    raise
-        raise AssertionError("unreachable")
+        exchange = self._pooled if self.mux is None else self._shared
+        return [reply_state(*reply) for reply in await self._retrying(commands, exchange)]
 
     async def _send(self, commands: Callable[[], Sequence[Sequence[object]]]) -> list[Any]:
         """The replies of ``commands()``: packed (:func:`pack_command`) and sent at once on
-        one connection, read back in order. Should Redis have lost its scripts (a restart,
-        ``SCRIPT FLUSH``) or the connection have dropped, the scripts are loaded again and
-        the commands built and sent again, once; every command here is safe to repeat
-        (apply is idempotent, save overwrites, peeks read)."""
-        pool = self.client.connection_pool
+        one pooled connection, read back in order (:meth:`_retrying`)."""
+        return await self._retrying(commands, self._pooled)
+
+    async def _retrying(
+        self,
+        commands: Callable[[], Sequence[Sequence[object]]],
+        exchange: Callable[[Sequence[Sequence[object]]], Awaitable[list[Any]]],
+    ) -> list[Any]:
+        """``exchange(commands())``. Should Redis have lost its scripts (a restart, ``SCRIPT
+        FLUSH``) or the connection have dropped, the scripts are loaded again and the
+        commands built and sent again, once; every command here is safe to repeat (apply
+        is idempotent, save overwrites, peeks read)."""
         for attempt in range(2):
             await self._ensure_scripts(reload=attempt > 0)
-            built = commands()
-            conn = await pool.get_connection()
-            replies: list[Any] = []
             try:
-                await conn.send_packed_command(b"".join([pack_command(c) for c in built]))
-                for _ in built:
-                    replies.append(await conn.read_response())
-                return replies
+                return await exchange(commands())
             except (NoScriptError, RedisConnectionError):  # scripts lost, or a connection
-                if attempt:  # dropped while idle in the pool: once more, on a new one
+                if attempt:  # dropped while idle: once more, on a new one
                     raise
-            finally:
-                if len(replies) < len(built):  # replies left unread: never reuse it
-                    await conn.disconnect()
-                await pool.release(conn)
         raise AssertionError("unreachable")
+
+    async def _pooled(self, built: Sequence[Sequence[object]]) -> list[Any]:
+        """The replies of ``built`` on a connection of the pool."""
+        pool = self.client.connection_pool
+        conn = await pool.get_connection()
+        replies: list[Any] = []
+        try:
+            await conn.send_packed_command(b"".join([pack_command(c) for c in built]))
+            for _ in built:
+                replies.append(await conn.read_response())
+            return replies
+        finally:
+            if len(replies) < len(built):  # replies left unread: never reuse it
+                await conn.disconnect()
+            await pool.release(conn)
+
+    async def _shared(self, built: Sequence[Sequence[object]]) -> list[Any]:
+        """The replies of ``built`` on the shared connection (:meth:`multiplex_reads`)."""
+        assert self.mux is not None
+        return await self.mux.call(b"".join([pack_command(c) for c in built]), len(built))
 
     async def record_fraud(self, record: ScoredRecord, label: Label) -> None:
         """:meth:`features.store.FeatureStore.record_fraud` (one round trip)."""

@@ -26,7 +26,7 @@ import json
 import re
 from collections import Counter
 from datetime import UTC, datetime
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -233,7 +233,7 @@ def _decode(schema: type[R], raw: bytes | str) -> R:
         record = schema.model_validate_json(raw)
     except ValidationError as exc:
         raise RecordError(validation_errors(exc)) from None
-    repeated = [] if keys_plainly_unique(raw, len(record.model_fields_set)) else repeated_keys(raw)
+    repeated = repeated_in(raw, record)
     if repeated:
         raise RecordError([(key, "given more than once") for key in repeated])
     return record
@@ -244,35 +244,50 @@ def _decode(schema: type[R], raw: bytes | str) -> R:
 _QUOTE_SPACE = re.compile(rb'"[ \t\n\r]')
 
 
-def keys_plainly_unique(raw: bytes | str, fields: int) -> bool:
-    """Whether a valid record's keys are surely all different, cheaply: with every key's
-    quote right before its colon, each key is one ``":`` (a string may add more); as many
-    as the distinct fields given means none came twice. False: look closer
-    (:func:`repeated_keys`).
+def repeated_in(raw: bytes | str, record: BaseModel) -> list[str]:
+    """The keys given more than once in any object of ``raw``, the JSON ``record`` was
+    validated from (JSON parsers let the last one win): counted cheaply first
+    (:func:`_keys_plainly_unique`), looked for object by object only when that cannot tell.
 
     Parameters
     ----------
     raw
-        The record's JSON, already validated.
-    fields
-        How many distinct keys it gave (its fields set, nested ones counted too).
+        The JSON.
+    record
+        What it validated as.
+    """
+    return [] if _keys_plainly_unique(raw, keys_given(record)) else repeated_keys(raw)
 
-    >>> keys_plainly_unique(b'{"a":1,"b":"x"}', 2)
+
+def keys_given(record: BaseModel) -> int:
+    """How many keys the JSON of a validated ``record`` held: its fields given, and those of
+    the models nested in them (in lists too)."""
+    count = len(record.model_fields_set)
+    for name in record.model_fields_set:
+        value = getattr(record, name)
+        if isinstance(value, BaseModel):
+            count += keys_given(value)
+        elif isinstance(value, list | tuple):
+            count += sum(keys_given(item) for item in value if isinstance(item, BaseModel))
+    return count
+
+
+def _keys_plainly_unique(raw: bytes | str, fields: int) -> bool:
+    """Whether a valid record's keys are surely all different, cheaply: with every key's
+    quote right before its colon, each key is one ``":`` (a string may add more); as many
+    as the keys it gave means none came twice. False: look closer (:func:`repeated_keys`).
+
+    >>> _keys_plainly_unique(b'{"a":1,"b":"x"}', 2)
     True
-    >>> keys_plainly_unique(b'{"a":1,"b":2,"a":3}', 2), keys_plainly_unique(b'{"a" :1}', 1)
+    >>> _keys_plainly_unique(b'{"a":1,"b":2,"a":3}', 2), _keys_plainly_unique(b'{"a" :1}', 1)
     (False, False)
     """
     data = raw.encode() if isinstance(raw, str) else raw
     return data.count(b'":') == fields and _QUOTE_SPACE.search(data) is None
 
 
-#: A key of a flat JSON object: a string followed by a colon.
-_KEY = re.compile(rb'"((?:[^"\\]|\\.)*)"\s*:')
-
-
 def repeated_keys(raw: bytes | str) -> list[str]:
-    """The keys given more than once in a *valid* record's JSON (whose strings hold no
-    quote: ids, times), which JSON parsers let the last one win.
+    """The keys given more than once in any one object of ``raw`` (JSON), sorted.
 
     Examples
     --------
@@ -282,20 +297,23 @@ def repeated_keys(raw: bytes | str) -> list[str]:
     ['a']
     >>> repeated_keys('{"a": 1, "b": 2}')
     []
+    >>> repeated_keys(b'{"a": [{"b": 1, "b": 2}, {"b": 3}], "c": {"d": 1}}')
+    ['b']
     >>> repeated_keys(b'{"\\\\q": 1, "\\xff": 2}')  # broken escapes or bytes: no error
     []
     """
-    data = raw.encode() if isinstance(raw, str) else raw
-    keys = Counter(_key(key) for key in _KEY.findall(data))
-    return sorted(key for key, count in keys.items() if count > 1)
+    repeated: set[str] = set()
 
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        counts = Counter(key for key, _ in items)
+        repeated.update(key for key, n in counts.items() if n > 1)
+        return dict(items)
 
-def _key(raw: bytes) -> str:
-    """A JSON key's text (its escapes resolved); never raises (a broken one stays raw)."""
     try:
-        return str(json.loads(b'"' + raw + b'"')) if b"\\" in raw else raw.decode()
+        json.loads(raw, object_pairs_hook=pairs)
     except ValueError:  # (UnicodeDecodeError is one)
-        return raw.decode("utf-8", "replace")
+        return []
+    return sorted(repeated)
 
 
 def validation_errors(exc: ValidationError) -> list[tuple[str, str]]:

@@ -243,8 +243,8 @@ def build_api(settings: Settings) -> Any:
     api = settings.api
     # a connection for each request in flight, and a few for the refresher and probes
     store = build_store(settings, max_connections=api.max_in_flight + 8)
-    if api.shared_redis_reads and not isinstance(store, RedisClusterFeatureStore):
-        store.multiplex_reads()  # (a cluster's keys live on several nodes: pooled)
+    if api.shared_redis_reads:
+        store.multiplex_reads()  # (not a cluster's: its keys live on several nodes)
     registry = build_registry(settings, store)
     token = api.admin_token
     decisions = (

@@ -35,15 +35,13 @@ Examples
 
 from __future__ import annotations
 
-import json
-from collections import Counter
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from producers.schema import keys_plainly_unique
+from producers.schema import repeated_in
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -74,51 +72,15 @@ def read_body(raw: bytes, model: type[M]) -> M:
                 for e in exc.errors(include_url=False, include_input=False)
             ]
         ) from None
-    if not keys_plainly_unique(raw, _keys_given(body)):
-        repeated = repeated_keys(raw)
-        if repeated:
-            raise RequestValidationError(
-                [
-                    {"loc": ("body", key), "msg": "given more than once", "type": "duplicate_key"}
-                    for key in repeated
-                ]
-            )
+    repeated = repeated_in(raw, body)
+    if repeated:
+        raise RequestValidationError(
+            [
+                {"loc": ("body", key), "msg": "given more than once", "type": "duplicate_key"}
+                for key in repeated
+            ]
+        )
     return body
-
-
-def _keys_given(body: BaseModel) -> int:
-    """How many keys the JSON of a validated ``body`` held: its fields given, and those of
-    the models nested in them (in lists too)."""
-    count = len(body.model_fields_set)
-    for name in body.model_fields_set:
-        value = getattr(body, name)
-        if isinstance(value, BaseModel):
-            count += _keys_given(value)
-        elif isinstance(value, list | tuple):
-            count += sum(_keys_given(item) for item in value if isinstance(item, BaseModel))
-    return count
-
-
-def repeated_keys(raw: bytes) -> list[str]:
-    """The keys given more than once in any one object of ``raw`` (JSON), sorted.
-
-    >>> repeated_keys(b'{"a": [{"b": 1, "b": 2}, {"b": 3}], "c": {"d": 1}}')
-    ['b']
-    >>> repeated_keys(b'not json')
-    []
-    """
-    repeated: set[str] = set()
-
-    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
-        counts = Counter(key for key, _ in items)
-        repeated.update(key for key, n in counts.items() if n > 1)
-        return dict(items)
-
-    try:
-        json.loads(raw, object_pairs_hook=pairs)
-    except ValueError:  # (validated JSON: not reached)
-        return []
-    return sorted(repeated)
 
 
 def read_flag(query: Mapping[str, str], name: str) -> bool:
