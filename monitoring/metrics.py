@@ -195,6 +195,7 @@ class ApiMetrics:
     latency: Histogram
     model_version: Gauge
     shed: Counter
+    shedding: Gauge
     models_refused: Gauge
     decisions_sent: Counter
     decisions_dropped: Counter
@@ -222,9 +223,16 @@ class ApiMetrics:
             ),
             shed=Counter(
                 "fraudstream_api_shed",
-                "Requests answered 503 at once because "
-                "api.max_in_flight requests were being handled (load shedding).",
+                "Requests answered 503 at once by load shedding: api.max_in_flight requests "
+                "were in flight, or the process was past its CPU (api.shed_in_flight).",
                 registry=registry,
+            ),
+            shedding=Gauge(
+                "fraudstream_api_shedding",
+                "API processes shedding load past their CPU (api.shed_in_flight requests "
+                "at most in flight until the load fits again).",
+                registry=registry,
+                multiprocess_mode="livesum",
             ),
             models_refused=Gauge(
                 "fraudstream_api_models_refused",

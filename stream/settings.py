@@ -251,11 +251,14 @@ class ApiSettings(_Section):
     #: Requests handled at once by one process; more are answered 503 at once, with
     #: Retry-After (load shedding). The Redis pool is sized to it.
     max_in_flight: int = Field(64, ge=1, le=10_000)
-    #: ... and while its event loop runs more than this many ms behind with a request in
-    #: flight and has not caught up for 100 ms (the process is past its CPU: requests queue
-    #: in front of the loop, where no in-flight count sees them; ``stream.serving.guard``);
-    #: 0: only the in-flight limit.
+    #: Past its CPU, requests queue in front of the event loop where no in-flight count
+    #: sees them: once the loop has run more than this many ms behind with a request in
+    #: flight for 100 ms, the process sheds (0: only the in-flight limit) ...
     max_loop_lag_ms: float = Field(5.0, ge=0, le=10_000)
+    #: ... letting in at most this many requests at once and answering the rest 503 at
+    #: once, until a second refuses under 1 % (``stream.serving.guard``): the loop's turns
+    #: stay short, so refusals are fast and accepted requests keep their latency.
+    shed_in_flight: int = Field(8, ge=1, le=10_000)
     #: Largest request body accepted; a bigger one is answered 413 without being read.
     max_body_bytes: int = Field(64 * 1024, ge=1024, le=64 * 1024 * 1024)
     #: Seconds a client is told to wait (Retry-After) when the API answers 503.

@@ -269,6 +269,7 @@ def build_api(settings: Settings) -> Any:
         None if token is None else token.get_secret_value(),
         max_in_flight=api.max_in_flight,
         max_loop_lag_seconds=api.max_loop_lag_ms / 1000,
+        shed_in_flight=api.shed_in_flight,
         max_body_bytes=api.max_body_bytes,
         retry_after_seconds=api.retry_after_seconds,
         batch_max=api.batch_max,

@@ -105,6 +105,7 @@ def create_app(
     *,
     max_in_flight: int = 64,
     max_loop_lag_seconds: float = 0.0,
+    shed_in_flight: int = 8,
     max_body_bytes: int = 64 * 1024,
     retry_after_seconds: int = 1,
     batch_max: int = 100,
@@ -126,7 +127,7 @@ def create_app(
         Seconds between looks for a newer champion snapshot.
     admin_token
         The bearer token of the admin endpoints (None: they are disabled, 503).
-    max_in_flight, max_loop_lag_seconds, max_body_bytes
+    max_in_flight, max_loop_lag_seconds, shed_in_flight, max_body_bytes
         The admission limits of :class:`~stream.serving.guard.Guard` (a lag of 0: no limit).
     retry_after_seconds
         What a 503's ``Retry-After`` tells the client to wait (seconds).
@@ -181,6 +182,7 @@ def create_app(
         max_body_bytes=max_body_bytes,
         retry_after_seconds=retry_after_seconds,
         max_lag_seconds=max_loop_lag_seconds,
+        shed_in_flight=shed_in_flight,
     )
 
     @app.exception_handler(RedisError)

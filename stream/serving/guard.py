@@ -1,21 +1,27 @@
 """Admission to the scoring API, as plain ASGI middleware around the whole app.
 
 * **Load shedding**: at most ``max_in_flight`` requests are handled at once;
-  one more is answered ``503`` with ``Retry-After`` at once, so accepted
-  requests keep their latency and overload never turns into timeouts or
-  ``500``. Probes (``/healthz``, ``/readyz``, ``/metrics``) are always let in.
-* **Shedding by the event loop's lag** (:class:`LoopLag`): requests are short,
-  so past the process's CPU the in-flight count stays low while requests
-  queue in front of the event loop, unseen, and a 503 waits as long as a
-  200. So a request is also refused while the loop runs more than
-  ``max_lag_seconds`` behind, has not caught up for :data:`LATE_FOR_SECONDS`
-  (every probe in that time late: as CoDel judges a queue; at once while it
-  refused one within :data:`SHEDDING_SECONDS`) and another request is in
-  flight: what is accepted then leaves the CPU for the refusals, which stay
-  fast. A stall (a collection, a model swap, the
-  machine busy elsewhere) the loop catches up from within that time refuses
-  nothing: the requests it held up are let in, as they would have been.
-* **Body size**: a body over ``max_body_bytes`` is answered ``413``, from its
+  one more is answered ``503`` with ``Retry-After`` at once, so overload never
+  turns into timeouts or ``500``. Probes (``/healthz``, ``/readyz``,
+  ``/metrics``) are always let in.
+* **Shedding past the CPU**: requests are short, so past the process's CPU
+  the in-flight count stays low while requests queue in front of the event
+  loop, unseen, and a 503 waits as long as a 200. So once the loop has run
+  more than ``max_lag_seconds`` behind (:class:`~stream.serving.loop_lag.LoopLag`)
+  with a request in flight and has not caught up for :data:`LATE_FOR_SECONDS`
+  (every probe in that time late, as CoDel judges a queue), the guard
+  *sheds*: it lets in at most ``shed_in_flight`` requests at once, a handful,
+  and none while the loop still runs that far behind (long requests: batches),
+  and answers the rest 503 at once. Each turn of the loop then starts at
+  most that many requests, so the turns stay short: the refusals are
+  answered within a turn or two, the accepted requests keep their latency,
+  and the process still runs at its CPU. Shedding ends after a second
+  (:data:`SHEDDING_SECONDS`) in which it refused fewer than
+  :data:`SHEDDING_ENDS_BELOW` of the requests: the load fits again. A stall
+  the loop catches up from sooner (a collection, a model swap, the machine
+  busy elsewhere) refuses nothing: the requests it held up are let in, as
+  they would have been.
+* **Body size**: a body over ``max_body_bytes`` is answered 413, from its
   ``Content-Length`` before reading, or as soon as a streamed body passes it.
 * **Every answer counted**: ``fraudstream_api_requests_total`` by route and
   status, errors included; an exception no handler took (a bug) is answered
@@ -24,26 +30,26 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import math
 import time
 from typing import Any
 
 from starlette.types import Message, Scope
 
 from monitoring.metrics import ApiMetrics
+from stream.serving.loop_lag import LoopLag
 
 log = logging.getLogger(__name__)
 
 PROBES = frozenset({"/healthz", "/readyz", "/metrics"})
-#: How long the event loop must have run late, without one probe on time, before its lag
-#: refuses requests (a stall it catches up from sooner is not overload) ...
+#: How long the event loop must have run late, without one probe on time, before the
+#: guard sheds (a stall it catches up from sooner is not overload).
 LATE_FOR_SECONDS = 0.1
-#: ... unless it refused one this recently: overload that goes on is refused at once, not
-#: let in for that long each time the loop catches up for a moment.
+#: Shedding is judged by the second: it ends after one in which it refused ...
 SHEDDING_SECONDS = 1.0
+#: ... fewer than this share of the requests (a handful in flight holds the load again).
+SHEDDING_ENDS_BELOW = 0.01
 
 
 class BodyTooLarge(Exception):
@@ -81,90 +87,6 @@ async def answer(
     await send({"type": "http.response.body", "body": payload})
 
 
-class LoopLag:
-    """How far behind its schedule the running event loop keeps running.
-
-    A probe sleeps ``interval`` seconds again and again and notes how much
-    later than asked it woke. The loop is behind by a moving average of those
-    notes (a quarter weight to the newest: one pause, a garbage collection or
-    a model swap, fades within a few turns), or by how overdue the probe is
-    now, if more (a turn that handles a flood of requests at once keeps the
-    probe from running). :meth:`late_for` tells how long the probes have woken
-    more than ``late`` late, every one of them: a stall the loop catches up
-    from resets it, a loop past its CPU never does. Started by the first
-    :meth:`behind` call, from inside the loop.
-
-    Parameters
-    ----------
-    interval
-        Seconds the probe sleeps between two notes.
-    late
-        Seconds past its due time a probe counts as late (:meth:`late_for`).
-
-    >>> async def main():
-    ...     lag = LoopLag(interval=0.001, late=0.005)
-    ...     lag.behind()
-    ...     await asyncio.sleep(0.01)
-    ...     on_time = lag.behind()
-    ...     time.sleep(0.03)                # one stall ...
-    ...     await asyncio.sleep(0.01)
-    ...     after_a_stall = lag.late_for()
-    ...     for _ in range(10):             # ... and turns of the loop that take 30 ms each
-    ...         time.sleep(0.03)
-    ...         await asyncio.sleep(0)
-    ...     queued = lag.behind()
-    ...     lag.stop()
-    ...     return on_time < 0.01, after_a_stall, queued > 0.02, lag.late_for() > 0.1
-    >>> asyncio.run(main())
-    (True, 0.0, True, True)
-    """
-
-    def __init__(self, interval: float = 0.005, late: float = 0.005) -> None:
-        self.interval = interval
-        #: A probe that wakes more than this late is late (:meth:`late_for`).
-        self.late = late
-        #: The moving average of how late the probe woke, and when it is due next.
-        self.average = 0.0
-        self.due = 0.0
-        #: When the first of the late probes in a row woke (None: the last was on time).
-        self.late_since: float | None = None
-        self._task: asyncio.Task[None] | None = None
-
-    def behind(self) -> float:
-        """Seconds the loop keeps running behind."""
-        if self._task is None:
-            self.due = time.monotonic() + self.interval
-            self._task = asyncio.get_running_loop().create_task(self._probe())
-        return max(self.average, time.monotonic() - self.due)
-
-    async def _probe(self) -> None:
-        # A task, not a bare timer callback: it resumes one turn of the loop after its
-        # timer fires, so each note takes in a whole turn of the queue. A timer callback
-        # notes only its own lateness: at 3,000 req/s on one process 35 and 129
-        # requests timed out again (503 p99 3.9 s), against none with the task.
-        while True:
-            self.due = due = time.monotonic() + self.interval
-            await asyncio.sleep(self.interval)
-            now = time.monotonic()
-            woke = max(0.0, now - due)
-            self.average += (woke - self.average) / 4
-            if woke <= self.late:
-                self.late_since = None
-            elif self.late_since is None:
-                self.late_since = now
-
-    def late_for(self) -> float:
-        """Seconds since the first of the probes in a row that woke late woke (0: the last
-        one was on time): how long the loop has not caught up after falling behind, however
-        long the stall that began it."""
-        return 0.0 if self.late_since is None else time.monotonic() - self.late_since
-
-    def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            self._task = None
-
-
 class Guard:
     """Sheds load over ``max_in_flight``, refuses bodies over ``max_body_bytes`` and
     counts every response (see the module docstring).
@@ -182,8 +104,10 @@ class Guard:
     retry_after_seconds
         What a 503's ``Retry-After`` tells the client to wait (seconds).
     max_lag_seconds
-        Refuse a request while another is in flight and the event loop runs more than this
-        behind (seconds; 0: never for that).
+        Start shedding once the event loop has run more than this behind with a request in
+        flight for :data:`LATE_FOR_SECONDS` (seconds; 0: never).
+    shed_in_flight
+        The most requests handled at once while shedding.
     """
 
     def __init__(
@@ -194,6 +118,7 @@ class Guard:
         max_body_bytes: int,
         retry_after_seconds: int,
         max_lag_seconds: float = 0.0,
+        shed_in_flight: int = 8,
     ) -> None:
         self.app = app
         self.metrics = metrics
@@ -207,8 +132,11 @@ class Guard:
         self.in_flight = 0
         #: The metrics' children by (route, status), as :meth:`_counted` finds them.
         self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
-        #: When the lag last refused a request (monotonic).
-        self._refused_at = -math.inf
+        self.shed_in_flight = shed_in_flight
+        #: Shedding since this second began (monotonic; None: not shedding) ...
+        self.shedding_second: float | None = None
+        #: ... with these requests come in it, and these refused.
+        self._seen = self._refused = 0
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -283,20 +211,54 @@ class Guard:
 
     def _overloaded(self) -> str:
         """Why a request must be refused now ("": it may come in)."""
-        if self.in_flight >= self.max_in_flight:
-            return f"{self.max_in_flight} requests in flight (api.max_in_flight)"
-        if self.max_lag and self.in_flight:  # alone, a request never waits for another
+        second = self.shedding_second
+        if second is None and self.max_lag and self.in_flight:  # (alone: never shed)
+            # judged before the in-flight limit: a loop past its CPU can hold that many
+            # requests for long, each waiting many slow turns
             behind = self.lag.behind()
-            if behind > self.max_lag and (
-                self.lag.late_for() >= LATE_FOR_SECONDS
-                or time.monotonic() - self._refused_at < SHEDDING_SECONDS
-            ):
-                self._refused_at = time.monotonic()
+            if behind > self.max_lag and self.lag.late_for() >= LATE_FOR_SECONDS:
+                self._shedding(time.monotonic())
+                self._seen = self._refused = 1
                 return (
                     f"the event loop is {1000 * behind:.0f} ms behind "
                     f"(api.max_loop_lag_ms: {1000 * self.max_lag:g})"
                 )
+        if second is not None:
+            return self._shed(second)
+        if self.in_flight >= self.max_in_flight:
+            return f"{self.max_in_flight} requests in flight (api.max_in_flight)"
         return ""
+
+    def _shed(self, second: float) -> str:
+        """Shedding since ``second``: refuse what comes past ``shed_in_flight``, or while
+        the loop still runs behind; stop after a second that refused almost nothing."""
+        now = time.monotonic()
+        if now - second >= SHEDDING_SECONDS:
+            if self._refused < SHEDDING_ENDS_BELOW * self._seen:
+                self._shedding(None)
+                return ""
+            self._shedding(now)
+            self._seen = self._refused = 0
+        self._seen += 1
+        if self.in_flight >= min(self.shed_in_flight, self.max_in_flight):
+            self._refused += 1
+            return (
+                f"the process is past its CPU: {self.shed_in_flight} requests in flight "
+                "(api.shed_in_flight)"
+            )
+        behind = self.lag.behind() if self.in_flight else 0.0
+        if behind > self.max_lag:  # fewer, but long requests (batches) that hold the loop
+            self._refused += 1
+            return (
+                f"the process is past its CPU: its event loop is {1000 * behind:.0f} ms "
+                f"behind (api.max_loop_lag_ms: {1000 * self.max_lag:g})"
+            )
+        return ""
+
+    def _shedding(self, second: float | None) -> None:
+        if (second is None) != (self.shedding_second is None):
+            self.metrics.shedding.set(0 if second is None else 1)
+        self.shedding_second = second
 
     def _limited(self, receive: Any, too_large: list[bool]) -> Any:
         seen = 0

@@ -23,10 +23,8 @@ from models.factory import build_model
 from models.reasons import contributions
 from models.registry import ModelRegistry
 from models.snapshots import SnapshotMeta
-from monitoring.metrics import ApiMetrics
 from producers.schema import TransactionRecord
 from stream.serving.app import create_app
-from stream.serving.guard import Guard
 from tests.support import publish_trained_champion
 
 pytestmark = pytest.mark.integration
@@ -302,129 +300,6 @@ def test_the_openapi_declares_the_bearer_scheme_and_every_status(api: Any) -> No
     assert {"200", "413", "422", "503"} <= set(spec["paths"]["/v1/score"]["post"]["responses"])
 
 
-async def test_over_the_in_flight_limit_the_guard_answers_503_at_once() -> None:
-    release = asyncio.Event()
-
-    async def slow(scope: Any, receive: Any, send: Any) -> None:
-        if scope["path"] != "/healthz":
-            await release.wait()
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-        await send({"type": "http.response.body", "body": b"ok"})
-
-    registry = CollectorRegistry()
-    guard = Guard(
-        slow,
-        ApiMetrics.create(registry),
-        max_in_flight=2,
-        max_body_bytes=1024,
-        retry_after_seconds=3,
-    )
-    transport = httpx.ASGITransport(app=guard)
-    async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
-        held = [asyncio.create_task(client.get("/v1/score")) for _ in range(2)]
-        await asyncio.sleep(0.05)
-        shed = await client.get("/v1/score")
-        probe = await asyncio.wait_for(client.get("/healthz"), 5)  # probes always get in
-        release.set()
-        answered = await asyncio.gather(*held)
-    assert shed.status_code == 503 and shed.headers["retry-after"] == "3"
-    assert shed.json()["reason"] == "overloaded"
-    assert probe.status_code == 200
-    assert [r.status_code for r in answered] == [200, 200]
-    assert registry.get_sample_value("fraudstream_api_shed_total") == 1
-    assert (
-        registry.get_sample_value(
-            "fraudstream_api_requests_total", {"route": "unmatched", "status": "503"}
-        )
-        == 1
-    )
-
-
-def _lag_guard(app: Any, max_lag_seconds: float) -> Guard:
-    """A guard around ``app`` that sheds by the event loop's lag only (the in-flight limit
-    far away)."""
-    return Guard(
-        app,
-        ApiMetrics.create(CollectorRegistry()),
-        max_in_flight=1000,
-        max_body_bytes=1024,
-        retry_after_seconds=1,
-        max_lag_seconds=max_lag_seconds,
-    )
-
-
-async def _flood(max_lag_seconds: float) -> tuple[Counter[int], list[str], int, int]:
-    """60 requests, one every 2 ms, to an app that waits 5 ms then holds the CPU 20 ms
-    (a process past its CPU), then one alone: the statuses, the 503s' details, how many the app
-    handled, and the lone request's status."""
-    handled = 0
-
-    async def busy(scope: Any, receive: Any, send: Any) -> None:
-        nonlocal handled
-        handled += 1
-        await asyncio.sleep(0.005)  # a round trip to Redis ...
-        time.sleep(0.02)  # ... and CPU work: the event loop runs behind
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-        await send({"type": "http.response.body", "body": b"ok"})
-
-    guard = _lag_guard(busy, max_lag_seconds)
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=guard), base_url="http://api"
-    ) as client:
-        sent = []
-        for _ in range(60):
-            sent.append(asyncio.create_task(client.get("/v1/score")))
-            await asyncio.sleep(0.002)
-        answers = await asyncio.gather(*sent)
-        alone = await client.get("/v1/score")  # nothing else in flight: let in
-    guard.lag.stop()
-    return (
-        Counter(a.status_code for a in answers),
-        [a.json()["detail"] for a in answers if a.status_code == 503],
-        handled,
-        alone.status_code,
-    )
-
-
-async def test_past_its_cpu_the_guard_sheds_by_the_event_loops_lag() -> None:
-    """With requests queued behind a busy event loop (the in-flight limit far away), the
-    excess is refused with 503 without reaching the app; off, every request waits its
-    turn; a request alone is always let in."""
-    statuses, details, handled, alone = await _flood(0.005)
-    print("past the CPU, shedding by lag:", dict(statuses), "handled", handled)
-    assert set(statuses) == {200, 503} and statuses[503] >= 10, statuses
-    assert all("event loop" in d and "api.max_loop_lag_ms" in d for d in details), details
-    assert handled == statuses[200] + 1 and alone == 200
-    statuses, details, handled, alone = await _flood(0.0)
-    assert statuses == Counter({200: 60}) and handled == 61 and alone == 200
-
-
-async def test_one_stall_of_the_event_loop_refuses_nothing() -> None:
-    """A process well within its CPU stalls once for 100 ms (a collection, a model swap):
-    the requests it held up are late, then let in; the lag refuses only a loop that stays
-    behind (the flood above)."""
-
-    async def quick(scope: Any, receive: Any, send: Any) -> None:
-        await asyncio.sleep(0.006)  # a round trip to Redis: two requests in flight at times
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-        await send({"type": "http.response.body", "body": b"ok"})
-
-    guard = _lag_guard(quick, 0.02)  # (a loaded test machine is often 5 ms late)
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=guard), base_url="http://api"
-    ) as client:
-        sent = []
-        for i in range(60):  # 250 requests/s
-            sent.append(asyncio.create_task(client.get("/v1/score")))
-            if i == 20:  # the stall, with the requests that come meanwhile queued
-                sent += [asyncio.create_task(client.get("/v1/score")) for _ in range(15)]
-                time.sleep(0.1)
-            await asyncio.sleep(0.004)
-        answers = await asyncio.gather(*sent)
-    guard.lag.stop()
-    assert Counter(a.status_code for a in answers) == Counter({200: 75})
-
-
 async def test_the_real_api_past_its_in_flight_limit_sheds_with_503_never_500(
     redis_url: str,
 ) -> None:
@@ -464,25 +339,6 @@ async def test_the_real_api_past_its_in_flight_limit_sheds_with_503_never_500(
     }
     assert counted == {"200": statuses[200], "503": statuses[503]}
     assert metrics.get_sample_value("fraudstream_api_shed_total") == statuses[503]
-
-
-async def test_a_bug_in_a_handler_is_a_counted_500_not_a_reset() -> None:
-    async def broken(scope: Any, receive: Any, send: Any) -> None:
-        raise RuntimeError("a bug")
-
-    registry = CollectorRegistry()
-    guard = Guard(broken, ApiMetrics.create(registry), 4, 1024, 1)
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=guard), base_url="http://api"
-    ) as client:
-        response = await client.get("/anything")
-    assert response.status_code == 500 and response.json()["reason"] == "bug"
-    assert (
-        registry.get_sample_value(
-            "fraudstream_api_requests_total", {"route": "unmatched", "status": "500"}
-        )
-        == 1
-    )
 
 
 def test_metrics_are_served_by_client_python_on_get_only(api: Any) -> None:
