@@ -34,12 +34,35 @@ class Attack:
     rate: float
     seconds: float
     codes: Counter[int] = field(default_factory=Counter)
-    #: Latencies (ms) by status code.
+    #: Latencies (ms) by status code ...
     latencies: dict[int, list[float]] = field(default_factory=dict)
+    #: ... and when each request was sent (seconds after the attack's first), in that order.
+    sent_at: dict[int, list[float]] = field(default_factory=dict)
     generator_cpu_s: float = 0.0
 
-    def quantile(self, q: float, code: int | None = None) -> float:
-        values = sorted(v for c, vs in self.latencies.items() if code in (None, c) for v in vs)
+    def add(self, code: int, latency_ms: float, sent_at: float) -> None:
+        """Note one answer: its status (0: no answer), latency, and when it was sent."""
+        self.codes[code] += 1
+        self.latencies.setdefault(code, []).append(latency_ms)
+        self.sent_at.setdefault(code, []).append(sent_at)
+
+    def quantile(self, q: float, code: int | None = None, since: float = 0.0) -> float:
+        """The ``q`` quantile of the latencies (ms) of the answers with status ``code`` (None:
+        all), of the requests sent ``since`` seconds into the attack or later.
+
+        >>> a = Attack("api", 3.0, 1.0)
+        >>> for answer in ((200, 1.0, 0.0), (503, 90.0, 0.1), (200, 3.0, 0.6), (503, 2.0, 0.7)):
+        ...     a.add(*answer)
+        >>> a.quantile(1.0), a.quantile(1.0, 503), a.quantile(1.0, 503, since=0.5)
+        (90.0, 90.0, 2.0)
+        """
+        values = sorted(
+            v
+            for c, vs in self.latencies.items()
+            if code in (None, c)
+            for v, at in zip(vs, self.sent_at.get(c, [0.0] * len(vs)), strict=True)
+            if at >= since
+        )
         if not values:
             return float("nan")
         return values[min(len(values) - 1, int(q * len(values)))]
@@ -145,10 +168,10 @@ def attack(
         seconds,
         generator_cpu_s=(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime),
     )
-    for row in csv.reader(encoded.splitlines()):
-        code, latency_ms = int(row[1]), int(row[2]) / 1e6
-        result.codes[code] += 1
-        result.latencies.setdefault(code, []).append(latency_ms)
+    rows = list(csv.reader(encoded.splitlines()))
+    first = min((int(row[0]) for row in rows), default=0)  # (ns since the epoch)
+    for row in rows:
+        result.add(int(row[1]), int(row[2]) / 1e6, (int(row[0]) - first) / 1e9)
     targets.unlink()
     results.unlink()
     return result

@@ -236,13 +236,25 @@ def api(
             callback=positive, help="also attack `fraudstream api --workers N` at 1,000/s"
         ),
     ] = 1,
+    runs: Annotated[
+        int,
+        typer.Option(callback=positive, help="runs of the whole bench (medians reported)"),
+    ] = 1,
 ) -> int:
     """Start the local Kafka (the decision log) and Redis if needed, then attack the API."""
     from stream.bench.api import bench_api
+    from stream.bench.api_medians import report
 
-    return _with_kafka_and_redis(
-        session(ctx).settings(), lambda ready: bench_api(ready, customers, days, seconds, workers)
-    )
+    def bench(ready: Settings) -> None:
+        summaries = []
+        for run in range(runs):
+            if runs > 1:
+                print(f"run {run + 1} of {runs}")
+            summaries.append(bench_api(ready, customers, days, seconds, workers))
+        if runs > 1:
+            report(summaries)
+
+    return _with_kafka_and_redis(session(ctx).settings(), bench)
 
 
 def _with_kafka_and_redis(settings: Settings, bench: Callable[[Settings], object]) -> int:
