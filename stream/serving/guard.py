@@ -223,20 +223,21 @@ class Guard:
                     f"the event loop is {1000 * behind:.0f} ms behind "
                     f"(api.max_loop_lag_ms: {1000 * self.max_lag:g})"
                 )
-        if second is not None:
-            return self._shed(second)
+        if second is not None and (refused := self._shed(second)) is not None:
+            return refused
         if self.in_flight >= self.max_in_flight:
             return f"{self.max_in_flight} requests in flight (api.max_in_flight)"
         return ""
 
-    def _shed(self, second: float) -> str:
+    def _shed(self, second: float) -> str | None:
         """Shedding since ``second``: refuse what comes past ``shed_in_flight``, or while
-        the loop still runs behind; stop after a second that refused almost nothing."""
+        the loop still runs behind; stop after a second that refused almost nothing (None:
+        stopped now)."""
         now = time.monotonic()
         if now - second >= SHEDDING_SECONDS:
             if self._refused < SHEDDING_ENDS_BELOW * self._seen:
                 self._shedding(None)
-                return ""
+                return None
             self._shedding(now)
             self._seen = self._refused = 0
         self._seen += 1
