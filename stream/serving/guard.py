@@ -17,7 +17,8 @@
   answered within a turn or two, the accepted requests keep their latency,
   and the process still runs at its CPU. Shedding ends after a second
   (:data:`SHEDDING_SECONDS`) in which it refused fewer than
-  :data:`SHEDDING_ENDS_BELOW` of the requests: the load fits again. A stall
+  :data:`SHEDDING_ENDS_BELOW` of the requests, or fewer than
+  :data:`SHEDDING_ENDS_FEWER_THAN`: the load fits again. A stall
   the loop catches up from sooner (a collection, a model swap, the machine
   busy elsewhere) refuses nothing: the requests it held up are let in, as
   they would have been.
@@ -48,8 +49,10 @@ PROBES = frozenset({"/healthz", "/readyz", "/metrics"})
 LATE_FOR_SECONDS = 0.1
 #: Shedding is judged by the second: it ends after one in which it refused ...
 SHEDDING_SECONDS = 1.0
-#: ... fewer than this share of the requests (a handful in flight holds the load again).
+#: ... fewer than this share of the requests (a handful in flight holds the load again),
+#: or fewer than this many (a few long requests a second: batches).
 SHEDDING_ENDS_BELOW = 0.01
+SHEDDING_ENDS_FEWER_THAN = 3
 
 
 class BodyTooLarge(Exception):
@@ -235,7 +238,7 @@ class Guard:
         stopped now)."""
         now = time.monotonic()
         if now - second >= SHEDDING_SECONDS:
-            if self._refused < SHEDDING_ENDS_BELOW * self._seen:
+            if self._refused < max(SHEDDING_ENDS_BELOW * self._seen, SHEDDING_ENDS_FEWER_THAN):
                 self._shedding(None)
                 return None
             self._shedding(now)

@@ -200,3 +200,28 @@ async def test_shedding_holds_a_handful_in_flight_and_ends_once_the_load_fits() 
     assert Counter(a.status_code for a in paced) == Counter({200: 60})
     assert guard.shedding_second is None
     assert registry.get_sample_value("fraudstream_api_shedding") == 0
+
+
+async def test_a_second_with_only_a_few_refusals_ends_shedding() -> None:
+    """A few long requests a second (batches) are refused now and then by the loop's lag:
+    a second that refused fewer than 3 ends shedding however few came; 3 of 50 (6 %) do
+    not."""
+
+    async def ok(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    registry = CollectorRegistry()
+    guard = _lag_guard(ok, 0.005, registry=registry)
+    ended = []
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=guard), base_url="http://api"
+    ) as client:
+        for refused in (3, 2):  # the second just past, as the guard counted it
+            guard._shedding(time.monotonic() - 1.01)
+            guard._seen, guard._refused = 50, refused
+            answer = await client.get("/v1/score")
+            ended.append((answer.status_code, guard.shedding_second is None))
+    guard.lag.stop()
+    assert ended == [(200, False), (200, True)]
+    assert registry.get_sample_value("fraudstream_api_shedding") == 0
