@@ -242,6 +242,10 @@ class ApiSettings(_Section):
     #: Processes serving the port (``fraudstream api --workers``): each scores on its own
     #: core with its own model copy and decision log; their metrics are read together.
     workers: int = Field(1, ge=1, le=64)
+    #: Seconds an idle keep-alive connection is kept open: longer than the idle timeout of
+    #: the load balancer or client in front (60 s is common). Closing one a client is about
+    #: to reuse gives that request a reset, not an answer (uvicorn's default is 5 s).
+    keep_alive_seconds: int = Field(75, ge=1, le=3600)
     #: How often the API looks for a newer model snapshot.
     model_refresh_seconds: float = Field(1.0, gt=0)
     #: Send every request's feature reads on one shared Redis connection, replies matched

@@ -165,6 +165,7 @@ def api(
             port=settings.api.port,
             log_level=log_level,
             access_log=settings.api.access_log,
+            timeout_keep_alive=settings.api.keep_alive_seconds,
         )
         return 0
     os.environ.update(to_env(settings))  # each worker process reads the same settings
@@ -177,6 +178,7 @@ def api(
         port=settings.api.port,
         log_level=log_level,
         access_log=settings.api.access_log,
+        timeout_keep_alive=settings.api.keep_alive_seconds,
     )
     return 0
 

@@ -3,6 +3,7 @@ port, and whichever answers a scrape counts every answer of both."""
 
 from __future__ import annotations
 
+import http.client
 import re
 import time
 from pathlib import Path
@@ -82,3 +83,37 @@ def test_two_worker_processes_serve_one_port_and_count_together(
             assert seen == [True] * 6, processes.log("api")
     finally:
         processes.stop_all()
+
+
+def test_an_idle_connection_outlives_uvicorns_five_seconds(
+    real_servers: RealServers,
+    tmp_path: Path,
+) -> None:
+    """A client (or load balancer) that reuses a connection after 6 idle seconds gets its
+    answer: uvicorn closes idle connections after 5 s by default, and a request sent as it
+    closes gets a reset; ``api.keep_alive_seconds`` (75) keeps them."""
+    settings = isolated_settings(real_servers)
+    assert settings.model.signing_key is not None
+    publish_trained_champion(
+        real_servers.redis_url,
+        settings.redis.key_prefix,
+        settings.model.signing_key.get_secret_value().encode(),
+    )
+    processes = Processes(tmp_path)
+    url = f"http://127.0.0.1:{settings.api.port}"
+    try:
+        processes.start("api", settings)
+        wait_api_ready(url)
+        conn = http.client.HTTPConnection("127.0.0.1", settings.api.port, timeout=10)
+        conn.request("GET", "/healthz")
+        first = conn.getresponse()
+        first.read()
+        time.sleep(6)
+        conn.request("GET", "/healthz")  # (a connection closed meanwhile: RemoteDisconnected)
+        again = conn.getresponse()
+        again.read()
+        conn.close()
+    finally:
+        processes.stop_all()
+    assert (first.status, again.status) == (200, 200)
+    assert again.getheader("connection") != "close"
