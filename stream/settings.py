@@ -242,9 +242,8 @@ class ApiSettings(_Section):
     #: Processes serving the port (``fraudstream api --workers``): each scores on its own
     #: core with its own model copy and decision log; their metrics are read together.
     workers: int = Field(1, ge=1, le=64)
-    #: Seconds an idle keep-alive connection is kept open: longer than the idle timeout of
-    #: the load balancer or client in front (60 s is common). Closing one a client is about
-    #: to reuse gives that request a reset, not an answer (uvicorn's default is 5 s).
+    #: Seconds an idle keep-alive connection is kept: above the idle timeout of what is in
+    #: front (a connection closed as a client reuses it resets that request; uvicorn: 5 s).
     keep_alive_seconds: int = Field(75, ge=1, le=3600)
     #: How often the API looks for a newer model snapshot.
     model_refresh_seconds: float = Field(1.0, gt=0)
@@ -255,13 +254,11 @@ class ApiSettings(_Section):
     #: Requests handled at once by one process; more are answered 503 at once, with
     #: Retry-After (load shedding). The Redis pool is sized to it.
     max_in_flight: int = Field(64, ge=1, le=10_000)
-    #: Past its CPU, requests queue in front of the event loop where no in-flight count
-    #: sees them: once the loop has run more than this many ms behind with a request in
-    #: flight for 100 ms, the process sheds (0: only the in-flight limit) ...
+    #: Past its CPU, requests queue in front of the event loop, unseen: once it has run
+    #: over this many ms behind for 100 ms, the process sheds (0: in-flight limit only) ...
     max_loop_lag_ms: float = Field(5.0, ge=0, le=10_000)
-    #: ... letting in at most this many requests at once and answering the rest 503 at
-    #: once, until a second refuses under 1 % (``stream.serving.guard``): the loop's turns
-    #: stay short, so refusals are fast and accepted requests keep their latency.
+    #: ... letting in at most this many at once, the rest answered 503 at once, until a
+    #: second refuses under 1 % (``stream.serving.guard``): the loop's turns stay short.
     shed_in_flight: int = Field(8, ge=1, le=10_000)
     #: Largest request body accepted; a bigger one is answered 413 without being read.
     max_body_bytes: int = Field(64 * 1024, ge=1024, le=64 * 1024 * 1024)
