@@ -222,10 +222,7 @@ class Guard:
             if behind > self.max_lag and self.lag.late_for() >= LATE_FOR_SECONDS:
                 self._shedding(time.monotonic())
                 self._seen = self._refused = 1
-                return (
-                    f"the event loop is {1000 * behind:.0f} ms behind "
-                    f"(api.max_loop_lag_ms: {1000 * self.max_lag:g})"
-                )
+                return self._late(behind)
         if second is not None and (refused := self._shed(second)) is not None:
             return refused
         if self.in_flight >= self.max_in_flight:
@@ -253,11 +250,14 @@ class Guard:
         behind = self.lag.behind() if self.in_flight else 0.0
         if behind > self.max_lag:  # fewer, but long requests (batches) that hold the loop
             self._refused += 1
-            return (
-                f"the process is past its CPU: its event loop is {1000 * behind:.0f} ms "
-                f"behind (api.max_loop_lag_ms: {1000 * self.max_lag:g})"
-            )
+            return self._late(behind)
         return ""
+
+    def _late(self, behind: float) -> str:
+        return (
+            f"the event loop is {1000 * behind:.0f} ms behind "
+            f"(api.max_loop_lag_ms: {1000 * self.max_lag:g})"
+        )
 
     def _shedding(self, second: float | None) -> None:
         if (second is None) != (self.shedding_second is None):

@@ -25,6 +25,18 @@ from tests.support import (
 pytestmark = pytest.mark.integration
 
 
+def _with_champion(servers: RealServers) -> Settings:
+    """A test's own settings, with a trained champion published under its Redis prefix."""
+    settings = isolated_settings(servers)
+    assert settings.model.signing_key is not None
+    publish_trained_champion(
+        servers.redis_url,
+        settings.redis.key_prefix,
+        settings.model.signing_key.get_secret_value().encode(),
+    )
+    return settings
+
+
 def _children(pid: int) -> set[int]:
     """The processes ``pid`` started (read from /proc)."""
     found = set()
@@ -43,13 +55,7 @@ def test_two_worker_processes_serve_one_port_and_count_together(
     real_servers: RealServers,
     tmp_path: Path,
 ) -> None:
-    settings: Settings = isolated_settings(real_servers)
-    assert settings.model.signing_key is not None
-    publish_trained_champion(
-        real_servers.redis_url,
-        settings.redis.key_prefix,
-        settings.model.signing_key.get_secret_value().encode(),
-    )
+    settings = _with_champion(real_servers)
     processes = Processes(tmp_path)
     url = f"http://127.0.0.1:{settings.api.port}"
     try:
@@ -92,13 +98,7 @@ def test_an_idle_connection_outlives_uvicorns_five_seconds(
     """A client (or load balancer) that reuses a connection after 6 idle seconds gets its
     answer: uvicorn closes idle connections after 5 s by default, and a request sent as it
     closes gets a reset; ``api.keep_alive_seconds`` (75) keeps them."""
-    settings = isolated_settings(real_servers)
-    assert settings.model.signing_key is not None
-    publish_trained_champion(
-        real_servers.redis_url,
-        settings.redis.key_prefix,
-        settings.model.signing_key.get_secret_value().encode(),
-    )
+    settings = _with_champion(real_servers)
     processes = Processes(tmp_path)
     url = f"http://127.0.0.1:{settings.api.port}"
     try:

@@ -16,14 +16,19 @@ from monitoring.metrics import ApiMetrics
 from stream.serving.guard import Guard
 
 
+async def _ok(send: Any) -> None:
+    """Answer 200 ``ok`` through ``send`` (the apps behind the guard here)."""
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
 async def test_over_the_in_flight_limit_the_guard_answers_503_at_once() -> None:
     release = asyncio.Event()
 
     async def slow(scope: Any, receive: Any, send: Any) -> None:
         if scope["path"] != "/healthz":
             await release.wait()
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-        await send({"type": "http.response.body", "body": b"ok"})
+        await _ok(send)
 
     registry = CollectorRegistry()
     guard = Guard(
@@ -83,8 +88,7 @@ async def _flood(max_lag_seconds: float) -> tuple[Counter[int], list[str], int, 
         handled += 1
         await asyncio.sleep(0.005)  # a round trip to Redis ...
         time.sleep(0.02)  # ... and CPU work: the event loop runs behind
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-        await send({"type": "http.response.body", "body": b"ok"})
+        await _ok(send)
 
     guard = _lag_guard(busy, max_lag_seconds)
     async with httpx.AsyncClient(
@@ -124,8 +128,7 @@ async def test_one_stall_of_the_event_loop_refuses_nothing() -> None:
 
     async def quick(scope: Any, receive: Any, send: Any) -> None:
         await asyncio.sleep(0.006)  # a round trip to Redis: two requests in flight at times
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-        await send({"type": "http.response.body", "body": b"ok"})
+        await _ok(send)
 
     guard = _lag_guard(quick, 0.02)  # (a loaded test machine is often 5 ms late)
     async with httpx.AsyncClient(
@@ -175,8 +178,7 @@ async def test_shedding_holds_a_handful_in_flight_and_ends_once_the_load_fits() 
         await asyncio.sleep(0.005)  # a round trip to Redis ...
         if busy:
             time.sleep(0.02)  # ... and CPU work: the event loop runs behind
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-        await send({"type": "http.response.body", "body": b"ok"})
+        await _ok(send)
 
     registry = CollectorRegistry()
     guard = _lag_guard(app, 0.005, shed_in_flight=3, registry=registry)
@@ -208,8 +210,7 @@ async def test_a_second_with_only_a_few_refusals_ends_shedding() -> None:
     not."""
 
     async def ok(scope: Any, receive: Any, send: Any) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-        await send({"type": "http.response.body", "body": b"ok"})
+        await _ok(send)
 
     registry = CollectorRegistry()
     guard = _lag_guard(ok, 0.005, registry=registry)
