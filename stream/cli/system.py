@@ -9,7 +9,7 @@ import sys
 import time
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -159,14 +159,7 @@ def api(
 
     workers = workers or settings.api.workers
     if workers == 1:
-        uvicorn.run(
-            serving(build_api(settings)),
-            host=settings.api.host,
-            port=settings.api.port,
-            log_level=log_level,
-            access_log=settings.api.access_log,
-            timeout_keep_alive=settings.api.keep_alive_seconds,
-        )
+        uvicorn.run(serving(build_api(settings)), **server_options(settings, log_level))
         return 0
     os.environ.update(to_env(settings))  # each worker process reads the same settings
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(api_metrics_dir(settings, fresh=True))
@@ -174,13 +167,32 @@ def api(
         "stream.wiring:api_from_env",
         factory=True,
         workers=workers,
-        host=settings.api.host,
-        port=settings.api.port,
-        log_level=log_level,
-        access_log=settings.api.access_log,
-        timeout_keep_alive=settings.api.keep_alive_seconds,
+        **server_options(settings, log_level),
     )
     return 0
+
+
+def server_options(settings: Settings, log_level: str) -> dict[str, Any]:
+    """uvicorn's options for the API of ``settings``: where it listens, its logs, how long
+    idle connections are kept, and its HTTP protocol, which refuses what the process cannot
+    take as soon as the headers are read (:mod:`stream.serving.protocol`).
+
+    Parameters
+    ----------
+    settings
+        The settings the API serves by (``api``).
+    log_level
+        uvicorn's log level (``info``, ``warning``, ...).
+    """
+    api = settings.api
+    return {
+        "host": api.host,
+        "port": api.port,
+        "log_level": log_level,
+        "access_log": api.access_log,
+        "timeout_keep_alive": api.keep_alive_seconds,
+        "http": "stream.serving.protocol:AdmittingHttp",
+    }
 
 
 def _port_free(host: str, port: int) -> None:

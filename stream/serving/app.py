@@ -40,6 +40,7 @@ from monitoring.metrics import ApiMetrics
 from producers.schema import TransactionRecord
 from stream.runtime.tasks import cancel_and_wait
 from stream.serving.admin import admin_router
+from stream.serving.admission import ADMISSION, Admission
 from stream.serving.bodies import (
     openapi_body,
     openapi_components,
@@ -127,8 +128,11 @@ def create_app(
         Seconds between looks for a newer champion snapshot.
     admin_token
         The bearer token of the admin endpoints (None: they are disabled, 503).
-    max_in_flight, max_loop_lag_seconds, shed_in_flight, max_body_bytes
-        The admission limits of :class:`~stream.serving.guard.Guard` (a lag of 0: no limit).
+    max_in_flight, max_loop_lag_seconds, shed_in_flight
+        The admission limits (:class:`~stream.serving.admission.Admission`; a lag of 0: no
+        limit).
+    max_body_bytes
+        The largest request body taken (:class:`~stream.serving.guard.Guard`).
     retry_after_seconds
         What a 503's ``Retry-After`` tells the client to wait (seconds).
     batch_max
@@ -152,15 +156,20 @@ def create_app(
         decisions.on_dropped = metrics.decisions_dropped.inc
         decisions.on_buffered = metrics.decisions_buffered.set
 
+    admission = Admission(
+        metrics, max_in_flight, retry_after_seconds, max_loop_lag_seconds, shed_in_flight
+    )
+
     @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         await warm_up(store, refresher, min(WARM_UP_CONNECTIONS, max_in_flight))
         tasks = [asyncio.create_task(refresher.run(refresh_seconds))]
         if decisions is not None:
             tasks.append(asyncio.create_task(decisions.run()))
         try:
-            yield
+            yield {ADMISSION: admission}  # (the server's protocol asks it: .protocol)
         finally:
+            admission.close()
             await cancel_and_wait(tasks)  # (a Redis command may swallow one cancellation)
             await store.close()
 
@@ -175,15 +184,7 @@ def create_app(
     )
     app.state.holder = holder
     app.state.refresher = refresher
-    app.add_middleware(
-        Guard,
-        metrics=metrics,
-        max_in_flight=max_in_flight,
-        max_body_bytes=max_body_bytes,
-        retry_after_seconds=retry_after_seconds,
-        max_lag_seconds=max_loop_lag_seconds,
-        shed_in_flight=shed_in_flight,
-    )
+    app.add_middleware(Guard, admission=admission, max_body_bytes=max_body_bytes)
 
     @app.exception_handler(RedisError)
     @app.exception_handler(RedisClusterException)  # (not a RedisError: a slot not served)

@@ -1,11 +1,15 @@
-"""``fraudstream api --workers 2`` on the real Redis and Kafka: two processes answer on one
-port, and whichever answers a scrape counts every answer of both."""
+"""``fraudstream api`` as a process, on the real Redis and Kafka: ``--workers 2`` answers on
+one port, and whichever answers a scrape counts every answer of both; past its in-flight
+limit one process refuses with 503 at once, never 500, every answer counted; an idle
+connection is kept."""
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import re
 import time
+from collections import Counter
 from pathlib import Path
 
 import httpx
@@ -117,3 +121,50 @@ def test_an_idle_connection_outlives_uvicorns_five_seconds(
         processes.stop_all()
     assert (first.status, again.status) == (200, 200)
     assert again.getheader("connection") != "close"
+
+
+def test_the_api_process_past_its_in_flight_limit_answers_503_never_500(
+    real_servers: RealServers,
+    tmp_path: Path,
+) -> None:
+    """300 scores at once on 60 connections, 2 allowed in flight: the excess is refused 503
+    with ``Retry-After`` (by the server's protocol, as its headers are read), the rest
+    scored, none 500, and the process's metrics count each answer and each refusal."""
+    settings = _with_champion(real_servers)
+    settings = settings.model_copy(
+        update={"api": settings.api.model_copy(update={"max_in_flight": 2})}
+    )
+    processes = Processes(tmp_path)
+    url = f"http://127.0.0.1:{settings.api.port}"
+    bodies = [
+        TransactionRecord.from_event(
+            Transaction(f"o{i}", f"c{i % 40}", "p", 12.0 + i, 1e5 + 40_000 + i)
+        ).model_dump(mode="json")
+        for i in range(300)
+    ]
+
+    async def flood() -> list[httpx.Response]:
+        limits = httpx.Limits(max_connections=60)
+        async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
+            return await asyncio.gather(*(client.post("/v1/score", json=b) for b in bodies))
+
+    try:
+        processes.start("api", settings)
+        wait_api_ready(url)
+        answers = asyncio.run(flood())
+        text = httpx.get(f"{url}/metrics", timeout=10).text
+    finally:
+        processes.stop_all()
+    statuses = Counter(a.status_code for a in answers)
+    print("the API process past its in-flight limit:", dict(statuses))
+    assert set(statuses) == {200, 503}, (statuses, processes.log("api"))
+    shed = [a for a in answers if a.status_code == 503]
+    assert all(a.headers["retry-after"] == "1" and a.json()["reason"] == "overloaded" for a in shed)
+    counted = {
+        f'fraudstream_api_requests_total{{route="/v1/score",status="200"}} {statuses[200]}.0',
+        f'fraudstream_api_requests_total{{route="unmatched",status="503"}} {statuses[503]}.0',
+        f"fraudstream_api_shed_total {statuses[503]}.0",
+    }
+    assert counted <= set(text.splitlines()), [
+        line for line in text.splitlines() if "requests_total" in line or "shed_total" in line
+    ]

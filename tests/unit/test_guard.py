@@ -13,6 +13,7 @@ import httpx
 from prometheus_client import CollectorRegistry
 
 from monitoring.metrics import ApiMetrics
+from stream.serving.admission import Admission
 from stream.serving.guard import Guard
 
 
@@ -31,13 +32,7 @@ async def test_over_the_in_flight_limit_the_guard_answers_503_at_once() -> None:
         await _ok(send)
 
     registry = CollectorRegistry()
-    guard = Guard(
-        slow,
-        ApiMetrics.create(registry),
-        max_in_flight=2,
-        max_body_bytes=1024,
-        retry_after_seconds=3,
-    )
+    guard = Guard(slow, Admission(ApiMetrics.create(registry), 2, 3), max_body_bytes=1024)
     transport = httpx.ASGITransport(app=guard)
     async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
         held = [asyncio.create_task(client.get("/v1/score")) for _ in range(2)]
@@ -66,15 +61,15 @@ def _lag_guard(
     registry: CollectorRegistry | None = None,
 ) -> Guard:
     """A guard around ``app`` that sheds past the CPU only (the in-flight limit far away)."""
-    return Guard(
-        app,
-        ApiMetrics.create(registry or CollectorRegistry()),
+    metrics = ApiMetrics.create(registry or CollectorRegistry())
+    admission = Admission(
+        metrics,
         max_in_flight=1000,
-        max_body_bytes=1024,
         retry_after_seconds=1,
         max_lag_seconds=max_lag_seconds,
         shed_in_flight=shed_in_flight,
     )
+    return Guard(app, admission, max_body_bytes=1024)
 
 
 async def _flood(max_lag_seconds: float) -> tuple[Counter[int], list[str], int, int]:
@@ -100,7 +95,7 @@ async def _flood(max_lag_seconds: float) -> tuple[Counter[int], list[str], int, 
             await asyncio.sleep(0.002)
         answers = await asyncio.gather(*sent)
         alone = await client.get("/v1/score")  # nothing else in flight: let in
-    guard.lag.stop()
+    guard.admission.close()
     return (
         Counter(a.status_code for a in answers),
         [a.json()["detail"] for a in answers if a.status_code == 503],
@@ -142,7 +137,7 @@ async def test_one_stall_of_the_event_loop_refuses_nothing() -> None:
                 time.sleep(0.1)
             await asyncio.sleep(0.004)
         answers = await asyncio.gather(*sent)
-    guard.lag.stop()
+    guard.admission.close()
     assert Counter(a.status_code for a in answers) == Counter({200: 75})
 
 
@@ -151,7 +146,7 @@ async def test_a_bug_in_a_handler_is_a_counted_500_not_a_reset() -> None:
         raise RuntimeError("a bug")
 
     registry = CollectorRegistry()
-    guard = Guard(broken, ApiMetrics.create(registry), 4, 1024, 1)
+    guard = Guard(broken, Admission(ApiMetrics.create(registry), 4, 1), 1024)
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=guard), base_url="http://api"
     ) as client:
@@ -173,8 +168,8 @@ async def test_shedding_holds_a_handful_in_flight_and_ends_once_the_load_fits() 
     busy = True
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
-        if guard.shedding_second is not None:
-            in_flight_when_let_in.append(guard.in_flight)
+        if guard.admission.shedding_second is not None:
+            in_flight_when_let_in.append(guard.admission.in_flight)
         await asyncio.sleep(0.005)  # a round trip to Redis ...
         if busy:
             time.sleep(0.02)  # ... and CPU work: the event loop runs behind
@@ -196,11 +191,11 @@ async def test_shedding_holds_a_handful_in_flight_and_ends_once_the_load_fits() 
         for _ in range(60):  # 2.4 s at 25 requests/s, each 5 ms: the load fits
             paced.append(await client.get("/v1/score"))
             await asyncio.sleep(0.035)
-    guard.lag.stop()
+    guard.admission.close()
     assert flooded[503] >= 10 and shedding_after_flood == 1, (flooded, shedding_after_flood)
     assert in_flight_when_let_in and max(in_flight_when_let_in) <= 3, in_flight_when_let_in
     assert Counter(a.status_code for a in paced) == Counter({200: 60})
-    assert guard.shedding_second is None
+    assert guard.admission.shedding_second is None
     assert registry.get_sample_value("fraudstream_api_shedding") == 0
 
 
@@ -219,10 +214,29 @@ async def test_a_second_with_only_a_few_refusals_ends_shedding() -> None:
         transport=httpx.ASGITransport(app=guard), base_url="http://api"
     ) as client:
         for refused in (3, 2):  # the second just past, as the guard counted it
-            guard._shedding(time.monotonic() - 1.01)
-            guard._seen, guard._refused = 50, refused
+            guard.admission._shedding(time.monotonic() - 1.01)
+            guard.admission._seen, guard.admission._refused = 50, refused
             answer = await client.get("/v1/score")
-            ended.append((answer.status_code, guard.shedding_second is None))
-    guard.lag.stop()
+            ended.append((answer.status_code, guard.admission.shedding_second is None))
+    guard.admission.close()
     assert ended == [(200, False), (200, True)]
     assert registry.get_sample_value("fraudstream_api_shedding") == 0
+
+
+async def test_a_second_without_requests_ends_shedding() -> None:
+    """Shedding that refused nearly everything in its last second ends when the next
+    request comes after a whole second with none: the load it judged is gone (it carried
+    over into the next burst, which began shedding at once)."""
+
+    async def ok(scope: Any, receive: Any, send: Any) -> None:
+        await _ok(send)
+
+    guard = _lag_guard(ok, 0.005)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=guard), base_url="http://api"
+    ) as client:
+        guard.admission._shedding(time.monotonic() - 2.01)
+        guard.admission._seen, guard.admission._refused = 50, 50
+        answer = await client.get("/v1/score")
+    guard.admission.close()
+    assert (answer.status_code, guard.admission.shedding_second) == (200, None)
