@@ -12,6 +12,8 @@ client) nothing is decided here, and :class:`~stream.serving.guard.Guard` decide
 
 from __future__ import annotations
 
+import asyncio
+import socket
 import time
 from typing import Any
 
@@ -24,7 +26,20 @@ class AdmittingHttp(HttpToolsProtocol):
     """uvicorn's ``httptools`` protocol, asking the app's admission before it starts a
     request: a refused one is answered 503 with ``Retry-After`` at once and never reaches
     the app; one let in is counted in flight from now, and marked (:data:`ADMITTED`) so
-    the app's guard does not ask again. Pass it as uvicorn's ``http``."""
+    the app's guard does not ask again. Pass it as uvicorn's ``http``.
+
+    It also turns Nagle's algorithm off on every TCP connection, as uvloop does and
+    asyncio's loop does only for sockets it made: the listening socket uvicorn binds for
+    ``--workers`` says protocol 0, so its connections kept Nagle's delay, and a response
+    written in two parts (headers, body) waited for the client's delayed ACK: 2 processes
+    at 1,000 requests/s answered in 43 ms at the median instead of 1.
+    """
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def _start_asgi_task(self, cycle: Any, app: Any) -> None:
         admission: Admission | None = self.app_state.get(ADMISSION)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -29,6 +30,7 @@ class Served:
         self.started: list[str] = []
         self.paths: list[str] = []
         self.release = asyncio.Event()
+        self.server: uvicorn.Server | None = None
 
 
 @pytest.fixture
@@ -73,9 +75,12 @@ async def server() -> AsyncIterator[tuple[int, Admission, CollectorRegistry, Ser
         log_level="warning",
     )
     uv = uvicorn.Server(config)
-    serving = asyncio.create_task(uv.serve())
+    # bound as uvicorn binds it for --workers (its protocol 0: asyncio does not set
+    # TCP_NODELAY on its connections)
+    serving = asyncio.create_task(uv.serve(sockets=[config.bind_socket()]))
     while not uv.started:
         await asyncio.sleep(0.01)
+    served.server = uv
     try:
         yield port, admission, registry, served
     finally:
@@ -161,3 +166,22 @@ async def test_a_refusal_to_a_closing_connection_closes_it(
     for _, writer in (held, closing):
         writer.close()
     assert (status, headers["connection"], closed) == (503, "close", b"")
+
+
+async def test_nagles_delay_is_off_on_a_connection_to_a_bound_socket(
+    server: tuple[int, Admission, CollectorRegistry, Served],
+) -> None:
+    """On a socket bound as for ``--workers``, asyncio leaves Nagle's algorithm on, and a
+    response written as headers then body waits for the client's delayed ACK (40 ms)."""
+    port, _, _, served = server
+    client = await asyncio.open_connection("127.0.0.1", port)
+    status, _, _ = await _exchange(client, b"GET /healthz HTTP/1.1\r\nhost: api\r\n\r\n")
+    assert served.server is not None
+    nodelay = [
+        protocol.transport.get_extra_info("socket").getsockopt(
+            socket.IPPROTO_TCP, socket.TCP_NODELAY
+        )
+        for protocol in served.server.server_state.connections
+    ]
+    client[1].close()
+    assert status == 200 and nodelay == [1]
