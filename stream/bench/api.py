@@ -53,7 +53,7 @@ BATCH_P99_MS = 100.0
 #: Distinct cards the requests cycle through.
 CARDS = 10_000
 #: The overload attack's steady state: from this many seconds in (the process starts
-#: shedding only once its event loop has been late for 30 ms; what queued meanwhile is
+#: shedding only once its event loop has been late for 100 ms; what queued meanwhile is
 #: answered late).
 STEADY_AFTER_S = 1.0
 

@@ -41,9 +41,10 @@ ADMISSION = "fraudstream.admission"
 ADMITTED = "fraudstream.admitted"
 #: How long the event loop must have run late, without one probe on time, before the
 #: process sheds (a stall it catches up from sooner is not overload). It counts from the
-#: first late probe, which wakes only once a stall is over: 30 ms of a loop that stays
-#: behind after that. At 100 ms, requests that came as 3,000/s began waited up to 400 ms.
-LATE_FOR_SECONDS = 0.03
+#: first late probe, which wakes only once a stall is over. At 30 ms the start of an
+#: overload was no faster to refuse (503 p99 of a 5,000/s attack 7.8-34 ms, against 9.0-12.5
+#: at 100 ms), and 2 processes at 1,000/s refused 19 requests in one of 3 runs.
+LATE_FOR_SECONDS = 0.1
 #: Shedding is judged by the second: it ends after one in which it refused ...
 SHEDDING_SECONDS = 1.0
 #: ... fewer than this share of the requests (a handful in flight holds the load again),
