@@ -111,14 +111,22 @@ def _post(path: str, body: bytes, *extra: str) -> bytes:
     return ("\r\n".join(head) + "\r\n\r\n").encode() + body
 
 
+async def _hold_the_one_in_flight(
+    port: int, served: Served
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection whose ``GET /slow`` the app holds: the one request allowed in flight."""
+    held = await asyncio.open_connection("127.0.0.1", port)
+    held[1].write(b"GET /slow HTTP/1.1\r\nhost: api\r\n\r\n")
+    while served.paths != ["/slow"]:
+        await asyncio.sleep(0.01)
+    return held
+
+
 async def test_a_refused_request_never_reaches_the_app_and_its_connection_goes_on(
     server: tuple[int, Admission, CollectorRegistry, Served],
 ) -> None:
     port, admission, registry, served = server
-    held = await asyncio.open_connection("127.0.0.1", port)
-    held[1].write(b"GET /slow HTTP/1.1\r\nhost: api\r\n\r\n")
-    while served.paths != ["/slow"]:  # the one request allowed in flight
-        await asyncio.sleep(0.01)
+    held = await _hold_the_one_in_flight(port, served)
     other = await asyncio.open_connection("127.0.0.1", port)
     status, headers, body = await _exchange(other, _post("/v1/score", b'{"a": 1}' * 20))
     probe = await _exchange(other, b"GET /healthz HTTP/1.1\r\nhost: api\r\n\r\n")
@@ -155,10 +163,7 @@ async def test_a_refusal_to_a_closing_connection_closes_it(
     server: tuple[int, Admission, CollectorRegistry, Served],
 ) -> None:
     port, _, _, served = server
-    held = await asyncio.open_connection("127.0.0.1", port)
-    held[1].write(b"GET /slow HTTP/1.1\r\nhost: api\r\n\r\n")
-    while served.paths != ["/slow"]:
-        await asyncio.sleep(0.01)
+    held = await _hold_the_one_in_flight(port, served)
     closing = await asyncio.open_connection("127.0.0.1", port)
     status, headers, _ = await _exchange(closing, _post("/v1/score", b"{}", "connection: close"))
     closed = await asyncio.wait_for(closing[0].read(), 5)
