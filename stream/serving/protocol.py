@@ -78,4 +78,7 @@ class AdmittingHttp(HttpToolsProtocol):
         cycle.response_started = cycle.response_complete = True
         if not cycle.keep_alive:
             self.transport.close()
-        cycle.on_response()
+        # the next pipelined request starts in a later turn: started from here, each refusal
+        # would start the next, and 3,000 pipelined behind a request in flight nested past
+        # the interpreter's recursion limit, leaving the connection unanswered
+        self.loop.call_soon(cycle.on_response)

@@ -73,6 +73,7 @@ async def server() -> AsyncIterator[tuple[int, Admission, CollectorRegistry, Ser
         http=AdmittingHttp,
         lifespan="on",
         log_level="warning",
+        timeout_graceful_shutdown=5,  # (a failed test may leave a connection open)
     )
     uv = uvicorn.Server(config)
     # bound as uvicorn binds it for --workers (its protocol 0: asyncio does not set
@@ -190,3 +191,28 @@ async def test_nagles_delay_is_off_on_a_connection_to_a_bound_socket(
     ]
     client[1].close()
     assert status == 200 and nodelay == [1]
+
+
+async def test_thousands_of_pipelined_requests_refused_one_after_another(
+    server: tuple[int, Admission, CollectorRegistry, Served],
+) -> None:
+    """A client pipelines 3,000 requests behind one the app holds: each is refused in turn
+    once it comes up (the one in flight still counted), without the refusals nesting
+    into each other until the interpreter's recursion limit."""
+    port, admission, _, served = server
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    request = b"GET /v1/score HTTP/1.1\r\nhost: api\r\n\r\n"
+    writer.write(b"GET /slow HTTP/1.1\r\nhost: api\r\n\r\n" + request * 3000)
+    while served.paths != ["/slow"]:
+        await asyncio.sleep(0.01)
+    served.release.set()
+    statuses = []
+    for _ in range(3001):
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        length = int(head.split(b"content-length: ")[1].split(b"\r\n")[0])
+        await reader.readexactly(length)
+        statuses.append(int(head.split()[1]))
+    writer.close()
+    assert statuses[0] == 200 and set(statuses[1:]) == {200, 503}
+    assert served.paths.count("/v1/score") == statuses.count(200) - 1
+    assert admission.in_flight == 0
