@@ -123,14 +123,12 @@ class Guard:
 
     async def _admit(self, scope: Scope, receive: Any, send: Any) -> None:
         admission = self.admission
-        admitted = ADMITTED in scope
-        if not admitted and scope["path"] not in PROBES:
-            refusal = admission.refusal()
+        if ADMITTED not in scope:  # (the server's protocol did not ask: asked here)
+            refusal = "" if scope["path"] in PROBES else admission.refusal()
             if refusal:
                 payload = admission.refused_body(refusal)
                 await _answer_bytes(send, 503, payload, self.retry_after)
                 return
-        if not admitted:
             admission.enter()
         try:
             length = dict(scope["headers"]).get(b"content-length")

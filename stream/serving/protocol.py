@@ -4,8 +4,8 @@ turn of the event loop, before a task is made for it.
 
 Through the app, a refusal waited for the next turn of the loop, and cost a task, the
 middleware's call and two ASGI messages. At 3,000 requests/s on one process, past its
-CPU, that was 1.5-2.3 ms at the median for a 503; refused here, 0.6-0.7 ms (the A/B is in
-docs/performance.md). The app finds the same :class:`~stream.serving.admission.Admission`
+CPU, that was 1.31-1.49 ms at the median for a 503; refused here, 0.46-0.51 ms (the A/B is
+in docs/performance.md). The app finds the same :class:`~stream.serving.admission.Admission`
 in its lifespan state, under :data:`ADMISSION`: without one (another server, a test's
 client) nothing is decided here, and :class:`~stream.serving.guard.Guard` decides.
 """
