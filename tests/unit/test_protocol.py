@@ -113,11 +113,12 @@ def _post(path: str, body: bytes, *extra: str) -> bytes:
 
 
 async def _hold_the_one_in_flight(
-    port: int, served: Served
+    port: int, served: Served, behind: bytes = b""
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """A connection whose ``GET /slow`` the app holds: the one request allowed in flight."""
+    """A connection whose ``GET /slow`` the app holds: the one request allowed in flight
+    (with ``behind`` pipelined after it on the same connection)."""
     held = await asyncio.open_connection("127.0.0.1", port)
-    held[1].write(b"GET /slow HTTP/1.1\r\nhost: api\r\n\r\n")
+    held[1].write(b"GET /slow HTTP/1.1\r\nhost: api\r\n\r\n" + behind)
     while served.paths != ["/slow"]:
         await asyncio.sleep(0.01)
     return held
@@ -200,11 +201,8 @@ async def test_thousands_of_pipelined_requests_refused_one_after_another(
     once it comes up (the one in flight still counted), without the refusals nesting
     into each other until the interpreter's recursion limit."""
     port, admission, _, served = server
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
     request = b"GET /v1/score HTTP/1.1\r\nhost: api\r\n\r\n"
-    writer.write(b"GET /slow HTTP/1.1\r\nhost: api\r\n\r\n" + request * 3000)
-    while served.paths != ["/slow"]:
-        await asyncio.sleep(0.01)
+    reader, writer = await _hold_the_one_in_flight(port, served, behind=request * 3000)
     served.release.set()
     statuses = [(await _exchange((reader, writer), b""))[0] for _ in range(3001)]
     writer.close()
