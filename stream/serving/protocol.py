@@ -41,6 +41,15 @@ class AdmittingHttp(HttpToolsProtocol):
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
+    def send_400_response(self, msg: str) -> None:
+        """Answer a request uvicorn cannot parse (a bad request line, a negative or a doubled
+        length) 400, as uvicorn does, and count it: no app sees it, so only here can it be
+        counted (answered in the turn it was read in: its latency is noted as 0)."""
+        admission: Admission | None = self.app_state.get(ADMISSION)
+        if admission is not None:
+            admission.count("unmatched", 400, 0.0)
+        super().send_400_response(msg)
+
     def _start_asgi_task(self, cycle: Any, app: Any) -> None:
         admission: Admission | None = self.app_state.get(ADMISSION)
         scope = cycle.scope

@@ -209,3 +209,25 @@ async def test_thousands_of_pipelined_requests_refused_one_after_another(
     assert statuses[0] == 200 and set(statuses[1:]) == {200, 503}
     assert served.paths.count("/v1/score") == statuses.count(200) - 1
     assert admission.in_flight == 0
+
+
+async def test_a_request_that_cannot_be_parsed_is_answered_400_and_counted(
+    server: tuple[int, Admission, CollectorRegistry, Served],
+) -> None:
+    """A request smuggling a body behind two lengths never reaches the app, yet its 400 is
+    counted with every other answer."""
+    port, _, registry, served = server
+    client = await asyncio.open_connection("127.0.0.1", port)
+    smuggled = (
+        b"POST /v1/score HTTP/1.1\r\nhost: api\r\ncontent-length: 4\r\n"
+        b"transfer-encoding: chunked\r\n\r\n0\r\n\r\n"
+    )
+    status, _, _ = await _exchange(client, smuggled)
+    client[1].close()
+    assert status == 400 and served.paths == []
+    assert (
+        registry.get_sample_value(
+            "fraudstream_api_requests_total", {"route": "unmatched", "status": "400"}
+        )
+        == 1
+    )
