@@ -158,6 +158,8 @@ def api(
     from stream.wiring import api_metrics_dir, build_api, serving
 
     workers = workers or settings.api.workers
+    if crowded := more_workers_than_cores(workers, len(os.sched_getaffinity(0))):
+        print(f"fraudstream api: warning: {crowded}", file=sys.stderr)
     if workers == 1:
         uvicorn.run(serving(build_api(settings)), **server_options(settings, log_level))
         return 0
@@ -170,6 +172,36 @@ def api(
         **server_options(settings, log_level),
     )
     return 0
+
+
+def more_workers_than_cores(workers: int, cores: int) -> str:
+    """Why ``workers`` API processes are too many for ``cores`` ("" if they are not).
+
+    Each process runs one event loop on one core. With more processes than cores, each
+    waits for a core, its loop runs late, and it sheds load it could serve: 3 processes on
+    2 cores refused 355 of 8,000 requests at 1,000/s (p99 83 ms); 2 processes refused none
+    in 5 of 6 runs.
+
+    Parameters
+    ----------
+    workers
+        API processes asked for.
+    cores
+        Cores this process may run on.
+
+    Examples
+    --------
+    >>> more_workers_than_cores(2, 2)
+    ''
+    >>> more_workers_than_cores(3, 2)
+    '3 processes on 2 cores: each waits for a core, and sheds load it could serve (use at most 2)'
+    """
+    if workers <= cores:
+        return ""
+    return (
+        f"{workers} processes on {cores} cores: each waits for a core, and sheds load it "
+        f"could serve (use at most {cores})"
+    )
 
 
 def server_options(settings: Settings, log_level: str) -> dict[str, Any]:
